@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Takes a fresh Debian bookworm machine (root) to what Kedge and its tests need:
+# git, a running Docker engine, the compose v2 plugin, and two distinct local
+# busybox-based test images. Idempotent: every step checks before it acts.
+set -euo pipefail
+
+log() { printf 'provision: %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (it installs packages and starts dockerd)"
+    exit 1
+  fi
+}
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Compose v2 is not packaged for bookworm; trixie's docker-compose is a static
+# binary that depends only on libc. Fetch that one .deb through a throwaway apt
+# configuration so the system's own sources never see trixie.
+install_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing the compose v2 plugin from trixie's docker-compose package"
+  local tmp
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+  cat >"$tmp/trixie.sources" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  local opts=(
+    -o "Dir::Etc::SourceList=/dev/null"
+    -o "Dir::Etc::SourceParts=$tmp/parts"
+    -o "Dir::State::Lists=$tmp/lists"
+    -o "Dir::Cache::Archives=$tmp/archives"
+    -o "Debug::NoLocking=1"
+  )
+  mkdir -p "$tmp/parts"
+  mv "$tmp/trixie.sources" "$tmp/parts/"
+  apt-get "${opts[@]}" update -qq
+  (cd "$tmp" && apt-get "${opts[@]}" download docker-compose >/dev/null)
+  dpkg -i --force-depends "$tmp"/docker-compose_*.deb >/dev/null
+  rm -rf "$tmp"
+  docker compose version >/dev/null
+}
+
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting dockerd"
+  mkdir -p /var/log
+  # setsid: the engine must outlive the shell that started it.
+  setsid nohup dockerd >/var/log/kedge-dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 120); do
+    if docker info >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "dockerd did not come up; its log:"
+  tail -n 40 /var/log/kedge-dockerd.log >&2 || true
+  exit 1
+}
+
+# Two images with different content give two distinct image ids; both run
+# busybox, so services need a `command`.
+build_test_image() {
+  local tag=$1 marker=$2
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "building test image $tag"
+  local tmp
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/root/bin" "$tmp/root/tmp" "$tmp/root/etc"
+  cp /bin/busybox "$tmp/root/bin/busybox"
+  for applet in sh sleep cat echo ls true false env httpd nc wget date; do
+    ln -sf busybox "$tmp/root/bin/$applet"
+  done
+  echo "$marker" >"$tmp/root/etc/kedge-test-image"
+  tar -C "$tmp/root" -cf "$tmp/rootfs.tar" .
+  docker import -c 'ENV PATH=/bin' -c 'CMD ["sleep","3600"]' "$tmp/rootfs.tar" "$tag" >/dev/null
+  rm -rf "$tmp"
+}
+
+main() {
+  need_root
+  apt_install ca-certificates git docker.io busybox-static
+  start_dockerd
+  install_compose
+  build_test_image kedge-test/busybox:1 one
+  build_test_image kedge-test/busybox:2 two
+  log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
+}
+
+main "$@"

@@ -1,0 +1,351 @@
+//! config: Kedge's own settings, resolved once at start-up with the
+//! precedence defaults < global config file < `KEDGE_*` environment < flags.
+
+pub mod duration;
+pub mod interpolate;
+pub mod schema;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use duration::parse_duration;
+use interpolate::Env;
+use schema::{SchemaError, Section};
+
+pub const DEFAULT_DATA_DIR: &str = ".kedge";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("text or json".into()),
+        }
+    }
+}
+
+/// What the global config file may say; everything is optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub poll_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// What the command line said.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub poll_interval: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `kedge=debug`.
+    pub log_level: String,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: SchemaError,
+    },
+    #[error("invalid environment variable {name}={value:?}: expected {expected}")]
+    Env {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("poll interval must be greater than zero")]
+    ZeroPollInterval,
+}
+
+pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
+    let doc = yaml::parse(text)?;
+    let top = Section::new(&doc, "", &["data_dir", "git", "log"])?;
+    let mut out = FileConfig {
+        data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
+        ..FileConfig::default()
+    };
+    if let Some(git) = top.section("git", &["poll_interval"])? {
+        out.poll_interval =
+            git.parsed("poll_interval", env, |s| parse_duration(s).map_err(|e| e.to_string()))?;
+    }
+    if let Some(log) = top.section("log", &["format", "level"])? {
+        out.log_format = log.parsed("format", env, LogFormat::parse)?;
+        out.log_level = log.string("level", env)?.map(|(s, _)| s);
+    }
+    Ok(out)
+}
+
+/// The config file to read: `--config`, else `KEDGE_CONFIG`, else
+/// `~/.config/kedge/config.yaml` when it exists. A file named explicitly must exist.
+pub fn config_path(flags: &Flags, env: Env) -> Option<(PathBuf, bool)> {
+    if let Some(p) = &flags.config {
+        return Some((p.clone(), true));
+    }
+    if let Some(p) = env("KEDGE_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(p), true));
+    }
+    let home = env("HOME").filter(|h| !h.is_empty())?;
+    let p = Path::new(&home).join(".config/kedge/config.yaml");
+    Some((p, false))
+}
+
+/// Reads the config file (if any) and resolves every setting.
+pub fn load(flags: &Flags, env: Env) -> Result<Settings, ConfigError> {
+    let mut file = None;
+    let mut used = None;
+    if let Some((path, required)) = config_path(flags, env) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let parsed = parse_file(&text, env).map_err(|source| ConfigError::Invalid {
+                    path: path.clone(),
+                    source,
+                })?;
+                file = Some(parsed);
+                used = Some(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        }
+    }
+    let mut settings = resolve(file.unwrap_or_default(), env, flags)?;
+    settings.config_file = used;
+    Ok(settings)
+}
+
+/// Pure precedence: defaults < file < environment < flags.
+pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, ConfigError> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+
+    let data_dir = flags
+        .data_dir
+        .clone()
+        .or_else(|| var("KEDGE_DATA_DIR").map(PathBuf::from))
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+    let env_poll = var("KEDGE_POLL_INTERVAL")
+        .map(|v| {
+            parse_duration(&v).map_err(|e| ConfigError::Env {
+                name: "KEDGE_POLL_INTERVAL",
+                value: v.clone(),
+                expected: format!("a duration ({})", e.reason),
+            })
+        })
+        .transpose()?;
+    let poll_interval = flags
+        .poll_interval
+        .or(env_poll)
+        .or(file.poll_interval)
+        .unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval.is_zero() {
+        return Err(ConfigError::ZeroPollInterval);
+    }
+
+    let env_format = var("KEDGE_LOG_FORMAT")
+        .map(|v| {
+            LogFormat::parse(&v).map_err(|expected| ConfigError::Env {
+                name: "KEDGE_LOG_FORMAT",
+                value: v.clone(),
+                expected,
+            })
+        })
+        .transpose()?;
+    let log_format = flags
+        .log_format
+        .or(env_format)
+        .or(file.log_format)
+        .unwrap_or_default();
+
+    let log_level = var("KEDGE_LOG")
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".to_string());
+
+    Ok(Settings {
+        data_dir,
+        poll_interval,
+        log_format,
+        log_level,
+        config_file: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn file(data_dir: &str, poll: u64) -> FileConfig {
+        FileConfig {
+            data_dir: Some(data_dir.into()),
+            poll_interval: Some(Duration::from_secs(poll)),
+            log_format: Some(LogFormat::Json),
+            log_level: Some("debug".into()),
+        }
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let none = env_of(&[]);
+        let env = env_of(&[
+            ("KEDGE_DATA_DIR", "/from-env"),
+            ("KEDGE_POLL_INTERVAL", "5s"),
+            ("KEDGE_LOG_FORMAT", "text"),
+        ]);
+        let flags = Flags {
+            data_dir: Some("/from-flag".into()),
+            poll_interval: Some(Duration::from_millis(500)),
+            ..Flags::default()
+        };
+
+        // defaults only
+        let s = resolve(FileConfig::default(), &none, &Flags::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from(".kedge"));
+        assert_eq!(s.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.log_level, "info");
+
+        // file beats defaults
+        let s = resolve(file("/from-file", 30), &none, &Flags::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.log_level, "debug");
+
+        // environment beats the file
+        let s = resolve(file("/from-file", 30), &env, &Flags::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from-env"));
+        assert_eq!(s.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.log_format, LogFormat::Text);
+
+        // flags beat the environment
+        let s = resolve(file("/from-file", 30), &env, &flags).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(s.poll_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn empty_environment_values_do_not_count() {
+        let env = env_of(&[("KEDGE_DATA_DIR", ""), ("KEDGE_POLL_INTERVAL", "")]);
+        let s = resolve(file("/from-file", 30), &env, &Flags::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(s.poll_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_environment_is_named() {
+        let env = env_of(&[("KEDGE_POLL_INTERVAL", "soon")]);
+        let err = resolve(FileConfig::default(), &env, &Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("KEDGE_POLL_INTERVAL=\"soon\""), "{err}");
+        let env = env_of(&[("KEDGE_POLL_INTERVAL", "0s")]);
+        assert!(matches!(
+            resolve(FileConfig::default(), &env, &Flags::default()),
+            Err(ConfigError::ZeroPollInterval)
+        ));
+    }
+
+    #[test]
+    fn config_file_table() {
+        let none = env_of(&[]);
+        let parsed = parse_file(
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\nlog:\n  format: json\n  level: kedge=debug\n",
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            FileConfig {
+                data_dir: Some("/srv/kedge".into()),
+                poll_interval: Some(Duration::from_secs(120)),
+                log_format: Some(LogFormat::Json),
+                log_level: Some("kedge=debug".into()),
+            }
+        );
+        assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());
+
+        let bad: &[(&str, &str)] = &[
+            (
+                "git:\n  poll_intervall: 5s\n",
+                "line 2: unknown key `git.poll_intervall` (expected one of: poll_interval)",
+            ),
+            (
+                "git:\n  poll_interval: often\n",
+                "line 2: `git.poll_interval`: invalid value \"often\", expected invalid duration \"often\": expected a number (examples: 500ms, 2s, 1m, 1m30s)",
+            ),
+            ("log:\n  format: xml\n", "line 2: `log.format`: invalid value \"xml\", expected text or json"),
+            ("git: 5\n", "line 1: `git` must be a mapping, found a scalar"),
+        ];
+        for (text, want) in bad {
+            assert_eq!(parse_file(text, &none).unwrap_err().to_string(), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn load_reads_the_named_file_and_requires_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "git:\n  poll_interval: 3s\n").unwrap();
+        let none = env_of(&[]);
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let s = load(&flags, &none).unwrap();
+        assert_eq!(s.poll_interval, Duration::from_secs(3));
+        assert_eq!(s.config_file, Some(path));
+
+        let missing = Flags {
+            config: Some(dir.path().join("nope.yaml")),
+            ..Flags::default()
+        };
+        assert!(matches!(load(&missing, &none), Err(ConfigError::Read { .. })));
+
+        // The default location is optional.
+        let home = env_of(&[("HOME", dir.path().to_str().unwrap())]);
+        let s = load(&Flags::default(), &home).unwrap();
+        assert_eq!(s.config_file, None);
+        std::fs::create_dir_all(dir.path().join(".config/kedge")).unwrap();
+        std::fs::write(dir.path().join(".config/kedge/config.yaml"), "data_dir: /x\n").unwrap();
+        assert_eq!(load(&Flags::default(), &home).unwrap().data_dir, PathBuf::from("/x"));
+    }
+}

@@ -1,0 +1,311 @@
+//! `kedge.yaml`, the repository's own instructions to Kedge: which compose
+//! files make the stack, its project name, and how to reconcile it.
+
+use std::path::{Component, Path};
+
+use serde::Serialize;
+
+use crate::config::interpolate::Env;
+use crate::config::schema::{SchemaError, Section};
+use crate::config::yaml;
+
+pub const FILE_NAME: &str = "kedge.yaml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Apply new commits and heal drift.
+    #[default]
+    Auto,
+    /// Detect and report, change nothing.
+    Notify,
+    /// Detect, log the diff, wait for `kedge sync`.
+    Manual,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Notify => "notify",
+            Mode::Manual => "manual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "auto" => Some(Mode::Auto),
+            "notify" => Some(Mode::Notify),
+            "manual" => Some(Mode::Manual),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KedgeYaml {
+    /// `None`: the repository's name.
+    pub project_name: Option<String>,
+    /// Relative to the repository root; empty: compose's own file discovery.
+    pub compose_files: Vec<String>,
+    pub mode: Mode,
+    pub prune: bool,
+}
+
+impl Default for KedgeYaml {
+    fn default() -> Self {
+        KedgeYaml {
+            project_name: None,
+            compose_files: Vec::new(),
+            mode: Mode::Auto,
+            prune: true,
+        }
+    }
+}
+
+impl KedgeYaml {
+    pub fn project_name<'a>(&'a self, repo_name: &'a str) -> &'a str {
+        self.project_name.as_deref().unwrap_or(repo_name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KedgeYamlError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {FILE_NAME}")]
+    Invalid(#[source] SchemaError),
+}
+
+/// Reads `kedge.yaml` from a checkout; a repository without one gets the defaults.
+pub fn load(repo_dir: &Path, env: Env) -> Result<KedgeYaml, KedgeYamlError> {
+    let path = repo_dir.join(FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text, env).map_err(KedgeYamlError::Invalid),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KedgeYaml::default()),
+        Err(source) => Err(KedgeYamlError::Read { path, source }),
+    }
+}
+
+pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
+    let doc = yaml::parse(text)?;
+    let top = Section::new(&doc, "", &["docker", "reconciliation"])?;
+    let mut out = KedgeYaml::default();
+
+    if let Some(docker) = top.section("docker", &["project_name", "compose_file"])? {
+        out.project_name = docker.parsed("project_name", env, |s| {
+            if is_project_name(s) {
+                Ok(s.to_string())
+            } else {
+                Err("lowercase letters, digits, `_` and `-`, starting with a letter or digit".into())
+            }
+        })?;
+        if let Some((files, line)) = docker.strings("compose_file", env)? {
+            let key = docker.key_path("compose_file");
+            if files.is_empty() {
+                return Err(SchemaError::InvalidValue {
+                    line,
+                    key,
+                    value: "[]".into(),
+                    expected: "at least one file".into(),
+                });
+            }
+            for f in &files {
+                if !is_relative_inside(f) {
+                    return Err(SchemaError::InvalidValue {
+                        line,
+                        key,
+                        value: f.clone(),
+                        expected: "a path relative to the repository root, inside it".into(),
+                    });
+                }
+            }
+            out.compose_files = files;
+        }
+    }
+
+    if let Some(rec) = top.section("reconciliation", &["mode", "prune"])? {
+        if let Some(mode) = rec.parsed("mode", env, |s| {
+            Mode::parse(s).ok_or_else(|| "auto, notify or manual".to_string())
+        })? {
+            out.mode = mode;
+        }
+        if let Some(prune) = rec.bool("prune", env)? {
+            out.prune = prune;
+        }
+    }
+    Ok(out)
+}
+
+/// Compose's own rule for project names.
+pub fn is_project_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn is_relative_inside(p: &str) -> bool {
+    !p.is_empty()
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEDGE_TEST_MODE" => Some("notify".into()),
+            "KEDGE_TEST_PROJECT" => Some("shop".into()),
+            _ => None,
+        }
+    }
+
+    fn ok(text: &str) -> KedgeYaml {
+        parse(text, &env).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    #[test]
+    fn valid_files() {
+        let default = KedgeYaml::default();
+        let cases: Vec<(&str, KedgeYaml)> = vec![
+            ("", default.clone()),
+            ("# nothing but a comment\n", default.clone()),
+            ("docker:\nreconciliation:\n", default.clone()),
+            (
+                "docker:\n  project_name: myapp\n  compose_file: docker-compose.yaml\nreconciliation:\n  mode: auto\n  prune: true\n",
+                KedgeYaml {
+                    project_name: Some("myapp".into()),
+                    compose_files: vec!["docker-compose.yaml".into()],
+                    ..default.clone()
+                },
+            ),
+            (
+                "docker:\n  compose_file:\n    - base.yaml\n    - deploy/prod.yaml\n",
+                KedgeYaml {
+                    compose_files: vec!["base.yaml".into(), "deploy/prod.yaml".into()],
+                    ..default.clone()
+                },
+            ),
+            (
+                "docker:\n  compose_file: [a.yaml, ./b.yaml]\n",
+                KedgeYaml {
+                    compose_files: vec!["a.yaml".into(), "./b.yaml".into()],
+                    ..default.clone()
+                },
+            ),
+            (
+                "reconciliation:\n  mode: manual\n  prune: false\n",
+                KedgeYaml {
+                    mode: Mode::Manual,
+                    prune: false,
+                    ..default.clone()
+                },
+            ),
+            (
+                "docker:\n  project_name: ${KEDGE_TEST_PROJECT}\nreconciliation:\n  mode: ${KEDGE_TEST_MODE:-auto}\n  prune: ${KEDGE_TEST_PRUNE:-false}\n",
+                KedgeYaml {
+                    project_name: Some("shop".into()),
+                    mode: Mode::Notify,
+                    prune: false,
+                    ..default.clone()
+                },
+            ),
+            (
+                "reconciliation:\n  mode: ${KEDGE_TEST_UNSET:-manual}\n",
+                KedgeYaml {
+                    mode: Mode::Manual,
+                    ..default.clone()
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ok(text), want, "{text:?}");
+        }
+    }
+
+    /// Each invalid file and the exact message: it names the key and the line.
+    #[test]
+    fn invalid_files() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "docker:\n  project_name: x\n  bogus: 1\n",
+                "line 3: unknown key `docker.bogus` (expected one of: project_name, compose_file)",
+            ),
+            (
+                "reconcilation:\n  mode: auto\n",
+                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation)",
+            ),
+            (
+                "reconciliation:\n  mode: auto\n  prune: maybe\n",
+                "line 3: `reconciliation.prune`: invalid value \"maybe\", expected true or false",
+            ),
+            (
+                "reconciliation:\n  mode: automatic\n",
+                "line 2: `reconciliation.mode`: invalid value \"automatic\", expected auto, notify or manual",
+            ),
+            (
+                "reconciliation:\n  mode:\n    - auto\n",
+                "line 3: `reconciliation.mode` must be a scalar, found a list",
+            ),
+            ("docker: 5\n", "line 1: `docker` must be a mapping, found a scalar"),
+            ("- a\n- b\n", "line 1: `(document)` must be a mapping, found a list"),
+            (
+                "docker:\n  project_name: My App\n",
+                "line 2: `docker.project_name`: invalid value \"My App\", expected lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+            ),
+            (
+                "docker:\n  compose_file: []\n",
+                "line 2: `docker.compose_file`: invalid value \"[]\", expected at least one file",
+            ),
+            (
+                "docker:\n  compose_file: ../outside.yaml\n",
+                "line 2: `docker.compose_file`: invalid value \"../outside.yaml\", expected a path relative to the repository root, inside it",
+            ),
+            (
+                "docker:\n  compose_file:\n    - a.yaml\n    - {x: 1}\n",
+                "line 4: `docker.compose_file` must be a scalar, found a mapping",
+            ),
+            ("reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n", "line 2: `reconciliation.mode`"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text, &env).expect_err(text);
+            assert_eq!(err.to_string(), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unset_variable_is_explained_by_the_source() {
+        let err = parse("reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n", &env).unwrap_err();
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.to_string().contains("`KEDGE_TEST_UNSET` is not set"), "{source}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = parse("docker:\n  project_name: [unclosed\n", &env).unwrap_err();
+        assert!(err.to_string().starts_with("line "), "{err}");
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path(), &env).unwrap(), KedgeYaml::default());
+        std::fs::write(dir.path().join(FILE_NAME), "reconciliation:\n  mode: notify\n").unwrap();
+        assert_eq!(load(dir.path(), &env).unwrap().mode, Mode::Notify);
+    }
+}

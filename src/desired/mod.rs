@@ -1,0 +1,4 @@
+//! desired: what Git says should run. Stage two of the flow
+//! (source → **desired** → observe → plan → apply → record).
+
+pub mod kedge_yaml;

@@ -1,0 +1,57 @@
+//! Versioned schema migrations. Append only: a released migration is never
+//! edited, so every older database upgrades in place along the same path.
+
+/// `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: repositories and their deployment history.
+    "CREATE TABLE repositories (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        url         TEXT NOT NULL,
+        branch      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (url, branch)
+    );
+    CREATE TABLE deployments (
+        id               INTEGER PRIMARY KEY,
+        repo_id          INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        commit_hash      TEXT NOT NULL,
+        commit_message   TEXT NOT NULL DEFAULT '',
+        status           TEXT NOT NULL
+                         CHECK (status IN ('in_progress', 'success', 'failed', 'rolled_back')),
+        trigger          TEXT NOT NULL,
+        started_at       INTEGER NOT NULL,
+        finished_at      INTEGER,
+        duration_ms      INTEGER,
+        compose_snapshot TEXT,
+        error            TEXT
+    );
+    CREATE INDEX deployments_by_repo ON deployments (repo_id, id);",
+    // 2: what the controller knows per repository between runs, the drift and
+    // heal events `status` shows, and which services a deployment changed.
+    "CREATE TABLE repo_state (
+        repo_id          INTEGER PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
+        mode             TEXT,
+        project          TEXT,
+        remote_head      TEXT,
+        target_commit    TEXT,
+        deployed_commit  TEXT,
+        pinned_commit    TEXT,
+        pinned_at_head   TEXT,
+        last_error       TEXT,
+        checked_at       INTEGER,
+        updated_at       INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY,
+        repo_id   INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        at        INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        service   TEXT,
+        detail    TEXT
+    );
+    CREATE INDEX events_by_repo ON events (repo_id, id);
+    ALTER TABLE deployments ADD COLUMN services_changed TEXT;",
+];
+
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,492 @@
+//! record: the SQLite store, last stage of the flow (source → desired →
+//! observe → plan → apply → **record**). Repositories, every deployment and
+//! the events `status` shows live in `<data-dir>/kedge.db`.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+pub use migrations::{LATEST_VERSION, MIGRATIONS};
+
+pub const DB_FILE: &str = "kedge.db";
+/// `PRAGMA application_id` of a Kedge database ("KEDG"): tells ours from a
+/// foreign SQLite file that happens to sit at the same path.
+pub const APPLICATION_ID: i32 = 0x4B45_4447;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{} is not a SQLite database; Kedge will not touch it (move it away or choose another --data-dir)",
+        path.display()
+    )]
+    NotSqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{} is a SQLite database of another application (application_id {application_id:#x}); Kedge will not touch it",
+        path.display()
+    )]
+    Foreign { path: PathBuf, application_id: i32 },
+    #[error(
+        "{} has schema version {found}, newer than this Kedge understands ({supported}); upgrade Kedge",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("cannot configure database {}", path.display())]
+    Configure {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot upgrade database to schema version {version}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("a repository named '{0}' already exists")]
+    DuplicateName(String),
+    #[error("{url} (branch {branch}) is already registered as '{existing}'")]
+    DuplicateUrl {
+        url: String,
+        branch: String,
+        existing: String,
+    },
+    #[error("database query failed: {step}")]
+    Query {
+        step: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+fn query(step: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { step, source }
+}
+
+/// Milliseconds since the Unix epoch, UTC: how every time is stored.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repo {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub branch: String,
+    pub created_at: i64,
+    /// From the last rendered kedge.yaml; `None` before the first clone.
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRepo<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub branch: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    InProgress,
+    Success,
+    Failed,
+    RolledBack,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::InProgress => "in_progress",
+            DeploymentStatus::Success => "success",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "in_progress" => DeploymentStatus::InProgress,
+            "success" => DeploymentStatus::Success,
+            "failed" => DeploymentStatus::Failed,
+            "rolled_back" => DeploymentStatus::RolledBack,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub repo_id: i64,
+    pub commit: String,
+    pub message: String,
+    pub status: DeploymentStatus,
+    pub trigger: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub compose_snapshot: Option<String>,
+    pub services_changed: Option<Vec<String>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment<'a> {
+    pub repo_id: i64,
+    pub commit: &'a str,
+    pub message: &'a str,
+    pub trigger: &'a str,
+    pub compose_snapshot: Option<&'a str>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/kedge.db` at the latest schema.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        Store::open_file(&data_dir.join(DB_FILE), LATEST_VERSION)
+    }
+
+    /// Opens a database file and migrates it up to `target` (tests use an
+    /// older target to build databases of earlier schema versions).
+    pub fn open_file(path: &Path, target: i64) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        // Identify the file before anything writes to it: a foreign or
+        // corrupt file must be left exactly as it was.
+        store.check_identity()?;
+        store.configure()?;
+        store.migrate(target)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_identity(&self) -> Result<(), StoreError> {
+        let path = || self.path.clone();
+        let read = |sql: &str| -> Result<i64, rusqlite::Error> {
+            self.conn.query_row(sql, [], |r| r.get(0))
+        };
+        let classify = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => StoreError::NotSqlite {
+                path: path(),
+                source,
+            },
+            _ => StoreError::Open {
+                path: path(),
+                source,
+            },
+        };
+        let objects = read("SELECT count(*) FROM sqlite_master").map_err(classify)?;
+        let application_id = read("PRAGMA application_id").map_err(classify)? as i32;
+        let version = read("PRAGMA user_version").map_err(classify)?;
+        let empty = objects == 0 && version == 0;
+        if application_id != APPLICATION_ID && !(empty && application_id == 0) {
+            return Err(StoreError::Foreign {
+                path: path(),
+                application_id,
+            });
+        }
+        if version > LATEST_VERSION {
+            return Err(StoreError::TooNew {
+                path: path(),
+                found: version,
+                supported: LATEST_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        let configure = |source| StoreError::Configure {
+            path: self.path.clone(),
+            source,
+        };
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(configure)?;
+        // journal_mode returns a row, so it is read rather than executed.
+        let _: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(configure)?;
+        self.conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(configure)
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(query("read schema version"))
+    }
+
+    fn migrate(&self, target: i64) -> Result<(), StoreError> {
+        let current = self.schema_version()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            if version <= current || version > target {
+                continue;
+            }
+            let step = |source| StoreError::Migrate { version, source };
+            // One transaction per version: a crash leaves the previous version intact.
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(step)?;
+            let applied = self.conn.execute_batch(sql).and_then(|_| {
+                self.conn.execute_batch(&format!(
+                    "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
+                ))
+            });
+            match applied {
+                Ok(()) => self.conn.execute_batch("COMMIT").map_err(step)?,
+                Err(source) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(StoreError::Migrate { version, source });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- repositories ----
+
+    pub fn add_repo(&mut self, new: &NewRepo) -> Result<Repo, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(query("begin add repository"))?;
+        let by_name: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM repositories WHERE name = ?1",
+                [new.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("look up repository name"))?;
+        if by_name.is_some() {
+            return Err(StoreError::DuplicateName(new.name.to_string()));
+        }
+        let by_url: Option<String> = tx
+            .query_row(
+                "SELECT name FROM repositories WHERE url = ?1 AND branch = ?2",
+                [new.url, new.branch],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("look up repository url"))?;
+        if let Some(existing) = by_url {
+            return Err(StoreError::DuplicateUrl {
+                url: new.url.to_string(),
+                branch: new.branch.to_string(),
+                existing,
+            });
+        }
+        let created_at = now_ms();
+        tx.execute(
+            "INSERT INTO repositories (name, url, branch, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![new.name, new.url, new.branch, created_at],
+        )
+        .map_err(query("insert repository"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(query("commit add repository"))?;
+        Ok(Repo {
+            id,
+            name: new.name.to_string(),
+            url: new.url.to_string(),
+            branch: new.branch.to_string(),
+            created_at,
+            mode: None,
+        })
+    }
+
+    const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode \
+         FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
+
+    fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
+        Ok(Repo {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            url: row.get(2)?,
+            branch: row.get(3)?,
+            created_at: row.get(4)?,
+            mode: row.get(5)?,
+        })
+    }
+
+    /// All repositories, by name.
+    pub fn repos(&self) -> Result<Vec<Repo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {} ORDER BY r.name", Self::REPO_COLUMNS))
+            .map_err(query("list repositories"))?;
+        let rows = stmt
+            .query_map([], Self::repo_row)
+            .map_err(query("list repositories"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list repositories"))
+    }
+
+    pub fn repo(&self, name: &str) -> Result<Option<Repo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} WHERE r.name = ?1", Self::REPO_COLUMNS),
+                [name],
+                Self::repo_row,
+            )
+            .optional()
+            .map_err(query("look up repository"))
+    }
+
+    /// Deletes the repository with its history and events. False if unknown.
+    pub fn remove_repo(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM repositories WHERE name = ?1", [name])
+            .map_err(query("remove repository"))?;
+        Ok(n > 0)
+    }
+
+    /// Remembers the mode of the last rendered kedge.yaml, for `repo list`.
+    pub fn set_mode(&self, repo_id: i64, mode: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO repo_state (repo_id, mode, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo_id) DO UPDATE SET mode = excluded.mode, updated_at = excluded.updated_at",
+                params![repo_id, mode, now_ms()],
+            )
+            .map_err(query("save repository mode"))?;
+        Ok(())
+    }
+
+    // ---- deployments ----
+
+    /// Records the start of an apply; finish it with [`Store::finish_deployment`].
+    pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, compose_snapshot)
+                 VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6)",
+                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), d.compose_snapshot],
+            )
+            .map_err(query("record deployment start"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_deployment(
+        &self,
+        id: i64,
+        status: DeploymentStatus,
+        services_changed: &[String],
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let changed = serde_json::to_string(services_changed).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE deployments SET status = ?2, finished_at = ?3, duration_ms = ?3 - started_at,
+                 services_changed = ?4, error = ?5 WHERE id = ?1",
+                params![id, status.as_str(), now, changed, error],
+            )
+            .map_err(query("record deployment result"))?;
+        Ok(())
+    }
+
+    /// Deployments a crash left `in_progress` become `failed` ("interrupted").
+    pub fn fail_interrupted(&self) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE deployments SET status = 'failed', finished_at = ?1,
+                 error = coalesce(error, 'interrupted: Kedge stopped before the apply finished')
+                 WHERE status = 'in_progress'",
+                [now_ms()],
+            )
+            .map_err(query("close interrupted deployments"))
+    }
+
+    /// Newest first.
+    pub fn deployments(&self, repo_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, repo_id, commit_hash, commit_message, status, trigger, started_at,
+                        finished_at, duration_ms, compose_snapshot, services_changed, error
+                 FROM deployments WHERE repo_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(query("list deployments"))?;
+        let rows = stmt
+            .query_map(params![repo_id, limit as i64], |row| {
+                let status: String = row.get(4)?;
+                let changed: Option<String> = row.get(10)?;
+                Ok(Deployment {
+                    id: row.get(0)?,
+                    repo_id: row.get(1)?,
+                    commit: row.get(2)?,
+                    message: row.get(3)?,
+                    status: DeploymentStatus::parse(&status).unwrap_or(DeploymentStatus::Failed),
+                    trigger: row.get(5)?,
+                    started_at: row.get(6)?,
+                    finished_at: row.get(7)?,
+                    duration_ms: row.get(8)?,
+                    compose_snapshot: row.get(9)?,
+                    services_changed: changed.and_then(|c| serde_json::from_str(&c).ok()),
+                    error: row.get(11)?,
+                })
+            })
+            .map_err(query("list deployments"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list deployments"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use super::*;
+
+fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
+    NewRepo { name, url, branch }
+}
+
+#[test]
+fn a_new_database_is_ours_at_the_latest_version_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let app: i32 = store
+        .conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(app, APPLICATION_ID);
+    assert!(dir.path().join("data/kedge.db").exists());
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v1 = Store::open_file(&path, 1).unwrap();
+        assert_eq!(v1.schema_version().unwrap(), 1);
+        // Written with version 1's own columns, as a Kedge of that time would have.
+        v1.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at)
+                     VALUES ('app', 'file:///srv/app.git', 'main', 1700000000000);
+                 INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger,
+                                          started_at, finished_at, duration_ms, compose_snapshot)
+                     VALUES (1, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'first', 'success', 'new_commit',
+                             1700000000000, 1700000001000, 1000, 'services: {}');",
+            )
+            .unwrap();
+        let missing: rusqlite::Result<i64> =
+            v1.conn
+                .query_row("SELECT count(*) FROM repo_state", [], |r| r.get(0));
+        assert!(missing.is_err(), "version 1 has no repo_state table");
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
+    let repos = store.repos().unwrap();
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].name, "app");
+    assert_eq!(repos[0].mode, None);
+    let history = store.deployments(repos[0].id, 10).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].commit, "a".repeat(40));
+    assert_eq!(history[0].status, DeploymentStatus::Success);
+    assert_eq!(history[0].compose_snapshot.as_deref(), Some("services: {}"));
+    assert_eq!(history[0].services_changed, None);
+    // The new tables work on the upgraded file.
+    store.set_mode(repos[0].id, "notify").unwrap();
+    assert_eq!(store.repo("app").unwrap().unwrap().mode.as_deref(), Some("notify"));
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
+    for content in [
+        b"not a database".to_vec(),
+        b"this is a text file that happens to be called kedge.db\n".repeat(200),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(&path, &content).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NotSqlite { .. }), "{err:?}");
+        assert!(err.to_string().contains("is not a SQLite database"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+    }
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_database_from_a_newer_kedge_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA user_version = 999").unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooNew { found: 999, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn duplicates_are_refused_without_changing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+
+    let err = store
+        .add_repo(&new_repo("app", "file:///r/other.git", "main"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateName(ref n) if n == "app"), "{err:?}");
+
+    let err = store
+        .add_repo(&new_repo("app2", "file:///r/app.git", "main"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "file:///r/app.git (branch main) is already registered as 'app'"
+    );
+    assert_eq!(store.repos().unwrap().len(), 1);
+
+    // The same URL on another branch is another deployment target.
+    store
+        .add_repo(&new_repo("app-staging", "file:///r/app.git", "staging"))
+        .unwrap();
+    let names: Vec<_> = store.repos().unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["app", "app-staging"]);
+}
+
+#[test]
+fn removing_a_repo_removes_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let id = store
+        .begin_deployment(&NewDeployment {
+            repo_id: repo.id,
+            commit: "c1",
+            message: "m",
+            trigger: "new_commit",
+            compose_snapshot: None,
+        })
+        .unwrap();
+    store
+        .finish_deployment(id, DeploymentStatus::Success, &["web".into()], None)
+        .unwrap();
+    assert!(store.remove_repo("app").unwrap());
+    assert!(!store.remove_repo("app").unwrap());
+    let left: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM deployments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn interrupted_deployments_become_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let d = NewDeployment {
+        repo_id: repo.id,
+        commit: "c1",
+        message: "m",
+        trigger: "new_commit",
+        compose_snapshot: Some("{}"),
+    };
+    let done = store.begin_deployment(&d).unwrap();
+    store
+        .finish_deployment(done, DeploymentStatus::Success, &["web".into()], None)
+        .unwrap();
+    store.begin_deployment(&d).unwrap();
+    assert_eq!(store.fail_interrupted().unwrap(), 1);
+    let history = store.deployments(repo.id, 10).unwrap();
+    assert_eq!(history[0].status, DeploymentStatus::Failed);
+    assert!(history[0].error.as_deref().unwrap().starts_with("interrupted"));
+    assert_eq!(history[1].status, DeploymentStatus::Success);
+    assert_eq!(history[1].services_changed, Some(vec!["web".to_string()]));
+}
