@@ -52,6 +52,7 @@ SRC
     -o "Dir::State::Lists=$tmp/lists"
     -o "Dir::Cache::Archives=$tmp/archives"
     -o "Debug::NoLocking=1"
+    -o "APT::Sandbox::User=root"
   )
   mkdir -p "$tmp/parts"
   mv "$tmp/trixie.sources" "$tmp/parts/"

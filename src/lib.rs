@@ -4,6 +4,10 @@
 //! render) → `observe` (engine) → `plan` → `apply` → `record` (store),
 //! driven by `controller` and exposed by `cli`.
 
+pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod process;
 pub mod record;
+pub mod source;

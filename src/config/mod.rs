@@ -98,8 +98,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         ..FileConfig::default()
     };
     if let Some(git) = top.section("git", &["poll_interval"])? {
-        out.poll_interval =
-            git.parsed("poll_interval", env, |s| parse_duration(s).map_err(|e| e.to_string()))?;
+        out.poll_interval = git.parsed("poll_interval", env, |s| {
+            parse_duration(s).map_err(|e| e.to_string())
+        })?;
     }
     if let Some(log) = top.section("log", &["format", "level"])? {
         out.log_format = log.parsed("format", env, LogFormat::parse)?;
@@ -276,7 +277,10 @@ mod tests {
     fn bad_environment_is_named() {
         let env = env_of(&[("KEDGE_POLL_INTERVAL", "soon")]);
         let err = resolve(FileConfig::default(), &env, &Flags::default()).unwrap_err();
-        assert!(err.to_string().contains("KEDGE_POLL_INTERVAL=\"soon\""), "{err}");
+        assert!(
+            err.to_string().contains("KEDGE_POLL_INTERVAL=\"soon\""),
+            "{err}"
+        );
         let env = env_of(&[("KEDGE_POLL_INTERVAL", "0s")]);
         assert!(matches!(
             resolve(FileConfig::default(), &env, &Flags::default()),
@@ -312,11 +316,21 @@ mod tests {
                 "git:\n  poll_interval: often\n",
                 "line 2: `git.poll_interval`: invalid value \"often\", expected invalid duration \"often\": expected a number (examples: 500ms, 2s, 1m, 1m30s)",
             ),
-            ("log:\n  format: xml\n", "line 2: `log.format`: invalid value \"xml\", expected text or json"),
-            ("git: 5\n", "line 1: `git` must be a mapping, found a scalar"),
+            (
+                "log:\n  format: xml\n",
+                "line 2: `log.format`: invalid value \"xml\", expected text or json",
+            ),
+            (
+                "git: 5\n",
+                "line 1: `git` must be a mapping, found a scalar",
+            ),
         ];
         for (text, want) in bad {
-            assert_eq!(parse_file(text, &none).unwrap_err().to_string(), *want, "{text:?}");
+            assert_eq!(
+                parse_file(text, &none).unwrap_err().to_string(),
+                *want,
+                "{text:?}"
+            );
         }
     }
 
@@ -338,14 +352,24 @@ mod tests {
             config: Some(dir.path().join("nope.yaml")),
             ..Flags::default()
         };
-        assert!(matches!(load(&missing, &none), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            load(&missing, &none),
+            Err(ConfigError::Read { .. })
+        ));
 
         // The default location is optional.
         let home = env_of(&[("HOME", dir.path().to_str().unwrap())]);
         let s = load(&Flags::default(), &home).unwrap();
         assert_eq!(s.config_file, None);
         std::fs::create_dir_all(dir.path().join(".config/kedge")).unwrap();
-        std::fs::write(dir.path().join(".config/kedge/config.yaml"), "data_dir: /x\n").unwrap();
-        assert_eq!(load(&Flags::default(), &home).unwrap().data_dir, PathBuf::from("/x"));
+        std::fs::write(
+            dir.path().join(".config/kedge/config.yaml"),
+            "data_dir: /x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load(&Flags::default(), &home).unwrap().data_dir,
+            PathBuf::from("/x")
+        );
     }
 }

@@ -130,12 +130,14 @@ impl<'a> Section<'a> {
         let Some((text, line)) = self.string(key, env)? else {
             return Ok(None);
         };
-        parse(&text).map(Some).map_err(|expected| SchemaError::InvalidValue {
-            line,
-            key: self.key_path(key),
-            value: text,
-            expected,
-        })
+        parse(&text)
+            .map(Some)
+            .map_err(|expected| SchemaError::InvalidValue {
+                line,
+                key: self.key_path(key),
+                value: text,
+                expected,
+            })
     }
 
     pub fn bool(&self, key: &str, env: Env) -> Result<Option<bool>, SchemaError> {

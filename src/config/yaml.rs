@@ -200,7 +200,10 @@ mod tests {
 
     #[test]
     fn keeps_lines_of_keys_and_values() {
-        let doc = parse("# c\ndocker:\n  project_name: app\n  compose_file:\n    - a.yaml\n    - b.yaml\n").unwrap();
+        let doc = parse(
+            "# c\ndocker:\n  project_name: app\n  compose_file:\n    - a.yaml\n    - b.yaml\n",
+        )
+        .unwrap();
         let top = map(&doc);
         assert_eq!(top[0].key, "docker");
         assert_eq!(top[0].line, 2);

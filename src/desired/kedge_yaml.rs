@@ -107,7 +107,10 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
             if is_project_name(s) {
                 Ok(s.to_string())
             } else {
-                Err("lowercase letters, digits, `_` and `-`, starting with a letter or digit".into())
+                Err(
+                    "lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+                        .into(),
+                )
             }
         })?;
         if let Some((files, line)) = docker.strings("compose_file", env)? {
@@ -262,8 +265,14 @@ mod tests {
                 "reconciliation:\n  mode:\n    - auto\n",
                 "line 3: `reconciliation.mode` must be a scalar, found a list",
             ),
-            ("docker: 5\n", "line 1: `docker` must be a mapping, found a scalar"),
-            ("- a\n- b\n", "line 1: `(document)` must be a mapping, found a list"),
+            (
+                "docker: 5\n",
+                "line 1: `docker` must be a mapping, found a scalar",
+            ),
+            (
+                "- a\n- b\n",
+                "line 1: `(document)` must be a mapping, found a list",
+            ),
             (
                 "docker:\n  project_name: My App\n",
                 "line 2: `docker.project_name`: invalid value \"My App\", expected lowercase letters, digits, `_` and `-`, starting with a letter or digit",
@@ -280,7 +289,10 @@ mod tests {
                 "docker:\n  compose_file:\n    - a.yaml\n    - {x: 1}\n",
                 "line 4: `docker.compose_file` must be a scalar, found a mapping",
             ),
-            ("reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n", "line 2: `reconciliation.mode`"),
+            (
+                "reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n",
+                "line 2: `reconciliation.mode`",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text, &env).expect_err(text);
@@ -292,7 +304,10 @@ mod tests {
     fn unset_variable_is_explained_by_the_source() {
         let err = parse("reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n", &env).unwrap_err();
         let source = std::error::Error::source(&err).expect("a source");
-        assert!(source.to_string().contains("`KEDGE_TEST_UNSET` is not set"), "{source}");
+        assert!(
+            source.to_string().contains("`KEDGE_TEST_UNSET` is not set"),
+            "{source}"
+        );
     }
 
     #[test]
@@ -305,7 +320,11 @@ mod tests {
     fn missing_file_means_defaults() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path(), &env).unwrap(), KedgeYaml::default());
-        std::fs::write(dir.path().join(FILE_NAME), "reconciliation:\n  mode: notify\n").unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "reconciliation:\n  mode: notify\n",
+        )
+        .unwrap();
         assert_eq!(load(dir.path(), &env).unwrap().mode, Mode::Notify);
     }
 }

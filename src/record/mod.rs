@@ -316,15 +316,18 @@ impl Store {
         if by_name.is_some() {
             return Err(StoreError::DuplicateName(new.name.to_string()));
         }
-        let by_url: Option<String> = tx
-            .query_row(
-                "SELECT name FROM repositories WHERE url = ?1 AND branch = ?2",
-                [new.url, new.branch],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query("look up repository url"))?;
-        if let Some(existing) = by_url {
+        let same_branch: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT name, url FROM repositories WHERE branch = ?1")
+                .map_err(query("look up repository url"))?;
+            stmt.query_map([new.branch], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(query("look up repository url"))?
+        };
+        if let Some((existing, _)) = same_branch
+            .into_iter()
+            .find(|(_, url)| crate::source::url::same_repository(url, new.url))
+        {
             return Err(StoreError::DuplicateUrl {
                 url: new.url.to_string(),
                 branch: new.branch.to_string(),

@@ -60,7 +60,10 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     assert_eq!(history[0].services_changed, None);
     // The new tables work on the upgraded file.
     store.set_mode(repos[0].id, "notify").unwrap();
-    assert_eq!(store.repo("app").unwrap().unwrap().mode.as_deref(), Some("notify"));
+    assert_eq!(
+        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        Some("notify")
+    );
 }
 
 #[test]
@@ -74,7 +77,10 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
         std::fs::write(&path, &content).unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::NotSqlite { .. }), "{err:?}");
-        assert!(err.to_string().contains("is not a SQLite database"), "{err}");
+        assert!(
+            err.to_string().contains("is not a SQLite database"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), content);
     }
 }
@@ -121,7 +127,10 @@ fn duplicates_are_refused_without_changing_anything() {
     let err = store
         .add_repo(&new_repo("app", "file:///r/other.git", "main"))
         .unwrap_err();
-    assert!(matches!(err, StoreError::DuplicateName(ref n) if n == "app"), "{err:?}");
+    assert!(
+        matches!(err, StoreError::DuplicateName(ref n) if n == "app"),
+        "{err:?}"
+    );
 
     let err = store
         .add_repo(&new_repo("app2", "file:///r/app.git", "main"))
@@ -130,6 +139,10 @@ fn duplicates_are_refused_without_changing_anything() {
         err.to_string(),
         "file:///r/app.git (branch main) is already registered as 'app'"
     );
+    let err = store
+        .add_repo(&new_repo("app3", "/r/app.git", "main"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateUrl { .. }), "{err:?}");
     assert_eq!(store.repos().unwrap().len(), 1);
 
     // The same URL on another branch is another deployment target.
@@ -190,7 +203,13 @@ fn interrupted_deployments_become_failed() {
     assert_eq!(store.fail_interrupted().unwrap(), 1);
     let history = store.deployments(repo.id, 10).unwrap();
     assert_eq!(history[0].status, DeploymentStatus::Failed);
-    assert!(history[0].error.as_deref().unwrap().starts_with("interrupted"));
+    assert!(
+        history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("interrupted")
+    );
     assert_eq!(history[1].status, DeploymentStatus::Success);
     assert_eq!(history[1].services_changed, Some(vec!["web".to_string()]));
 }

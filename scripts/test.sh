@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, real-Docker tests included: provisions the machine
+# (idempotent), then formatting, lints, unit and integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/provision.sh
+else
+  sudo bash scripts/provision.sh
+fi
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked

@@ -1,0 +1,160 @@
+//! cli: the `kedge` command line, one file per subcommand. Commands only
+//! read the store or enqueue work; the flow itself lives in the library.
+
+mod diff;
+mod history;
+pub mod output;
+mod repo_add;
+mod repo_list;
+mod repo_remove;
+mod rollback;
+mod serve;
+mod status;
+mod sync;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, LogFormat, Settings};
+use crate::record::Store;
+use output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kedge",
+    version,
+    about = "GitOps controller for Docker Compose",
+    long_about = "Kedge keeps Docker Compose stacks equal to what their Git repositories say: \
+                  it deploys each registered repository, watches its branch, heals drift and \
+                  records every deployment."
+)]
+pub struct Cli {
+    /// Where the database and the clones live [env: KEDGE_DATA_DIR] [default: .kedge]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Global config file [env: KEDGE_CONFIG] [default: ~/.config/kedge/config.yaml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output format of commands that read
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Log format on stderr [env: KEDGE_LOG_FORMAT] [default: text]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register, list and remove repositories
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Deploy and watch every registered repository until stopped
+    Serve(serve::Args),
+    /// Show each repository's sync state and its services
+    Status(status::Args),
+    /// Show what differs between Git and the running containers
+    Diff(diff::Args),
+    /// Fetch and apply the target commit now, healing all drift
+    Sync(sync::Args),
+    /// Show a repository's deployments, newest first
+    History(history::Args),
+    /// Re-apply an earlier deployment and pin the repository to it
+    Rollback(rollback::Args),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Register a repository
+    Add(repo_add::Args),
+    /// List registered repositories
+    List(repo_list::Args),
+    /// Unregister a repository and delete its clone
+    Remove(repo_remove::Args),
+}
+
+/// What every command gets: resolved settings and the output format.
+pub struct Ctx {
+    pub settings: Settings,
+    pub output: OutputFormat,
+}
+
+impl Ctx {
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.settings.data_dir)?)
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs a parsed command line. Errors are the caller's to print (exit 1).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let flags = config::Flags {
+        config: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        poll_interval: match &cli.command {
+            Command::Serve(args) => args.poll_interval,
+            _ => None,
+        },
+        log_format: cli.log_format,
+    };
+    let settings = config::load(&flags, &process_env)?;
+    init_logging(&settings);
+    let ctx = Ctx {
+        settings,
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Repo(RepoCommand::Add(args)) => repo_add::run(&ctx, args),
+        Command::Repo(RepoCommand::List(args)) => repo_list::run(&ctx, args),
+        Command::Repo(RepoCommand::Remove(args)) => repo_remove::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Diff(args) => diff::run(&ctx, args),
+        Command::Sync(args) => sync::run(&ctx, args),
+        Command::History(args) => history::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // try_init: tests may run several commands in one process.
+    let _ = match settings.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A small runtime for commands that run child processes.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(rt.block_on(future))
+}
+
+/// For commands whose issue has not landed yet.
+pub(crate) fn not_implemented(command: &str) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`kedge {command}` is not implemented yet")
+}

@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Ctx;
+use crate::config::duration::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How often to check each remote for new commits, e.g. 500ms, 2s, 1m
+    /// [env: KEDGE_POLL_INTERVAL] [default: git.poll_interval from the config, else 60s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+}
+
+pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+    super::not_implemented("serve")
+}

@@ -1,0 +1,471 @@
+//! Repository addresses, names and branches as `kedge repo add` accepts them.
+//! Checked without the network: only the form is judged here.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("repository URL is empty")]
+    Empty,
+    #[error("cannot parse repository URL {0:?}: it contains whitespace or control characters")]
+    BadCharacters(String),
+    #[error(
+        "cannot parse repository URL {url:?}: unsupported scheme `{scheme}` (use https://, http://, ssh://, git://, file://, git@host:path or a local path)"
+    )]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("cannot parse repository URL {0:?}: no host")]
+    NoHost(String),
+    #[error("cannot parse repository URL {0:?}: no repository path")]
+    NoPath(String),
+    #[error("cannot parse repository URL {0:?}: invalid port")]
+    BadPort(String),
+    #[error(
+        "cannot parse repository URL {0:?}: a file:// URL needs an absolute path (file:///srv/app.git)"
+    )]
+    RelativeFileUrl(String),
+    #[error(
+        "cannot parse repository URL {0:?}: not a URL (https://, ssh://, file://, git@host:path) and no such local path"
+    )]
+    Unrecognised(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "invalid repository name {0:?}: use lowercase letters, digits, `_` and `-`, starting with a letter or digit, at most 63 characters"
+    )]
+    Invalid(String),
+    #[error(
+        "cannot derive a repository name from {url:?} ({derived:?} is not a valid name); pass --name, e.g. --name {suggestion}"
+    )]
+    NotDerivable {
+        url: String,
+        derived: String,
+        suggestion: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid branch name {0:?}")]
+pub struct BranchError(pub String);
+
+/// A repository address in the form Kedge stores: URLs as given (a trailing
+/// `/` removed), local paths made absolute against `cwd`.
+pub fn normalize_url(input: &str, cwd: &Path) -> Result<String, UrlError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(UrlError::Empty);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(UrlError::BadCharacters(s.to_string()));
+    }
+    if let Some((scheme, rest)) = s.split_once("://") {
+        if s.chars().any(char::is_whitespace) {
+            return Err(UrlError::BadCharacters(s.to_string()));
+        }
+        return scheme_url(s, &scheme.to_ascii_lowercase(), rest);
+    }
+    if let Some(url) = scp_like(s)? {
+        return Ok(url);
+    }
+    local_path(s, cwd)
+}
+
+fn scheme_url(s: &str, scheme: &str, rest: &str) -> Result<String, UrlError> {
+    let trimmed = s.trim_end_matches('/').to_string();
+    match scheme {
+        "file" => {
+            // file://HOST/PATH with HOST empty or localhost.
+            let path = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !path.starts_with('/') {
+                return Err(UrlError::RelativeFileUrl(s.to_string()));
+            }
+            if path.trim_matches('/').is_empty() {
+                return Err(UrlError::NoPath(s.to_string()));
+            }
+            Ok(trimmed)
+        }
+        "https" | "http" | "ssh" | "git" => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let (host, port) = split_port(host_port);
+            if host.is_empty() {
+                return Err(UrlError::NoHost(s.to_string()));
+            }
+            if let Some(port) = port
+                && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(UrlError::BadPort(s.to_string()));
+            }
+            if path.trim_matches('/').is_empty() {
+                return Err(UrlError::NoPath(s.to_string()));
+            }
+            Ok(trimmed)
+        }
+        other => Err(UrlError::UnsupportedScheme {
+            url: s.to_string(),
+            scheme: other.to_string(),
+        }),
+    }
+}
+
+fn split_port(host_port: &str) -> (&str, Option<&str>) {
+    if let Some(inner) = host_port.strip_prefix('[') {
+        // [ipv6]:port
+        return match inner.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => ("", None),
+        };
+    }
+    match host_port.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    }
+}
+
+/// Git's scp-like syntax, `[user@]host:path`: a colon before any slash.
+fn scp_like(s: &str) -> Result<Option<String>, UrlError> {
+    let Some(colon) = s.find(':') else {
+        return Ok(None);
+    };
+    if s[..colon].contains('/') {
+        return Ok(None);
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(UrlError::BadCharacters(s.to_string()));
+    }
+    let host = s[..colon].rsplit_once('@').map_or(&s[..colon], |(_, h)| h);
+    if host.is_empty() {
+        return Err(UrlError::NoHost(s.to_string()));
+    }
+    if s[colon + 1..].trim_matches('/').is_empty() {
+        return Err(UrlError::NoPath(s.to_string()));
+    }
+    Ok(Some(s.trim_end_matches('/').to_string()))
+}
+
+/// An absolute path, or one written relative (`./x`, `../x`), is taken as
+/// it is; a bare word only when it names an existing path, so that a typo in
+/// a URL is not silently registered as a local directory.
+fn local_path(s: &str, cwd: &Path) -> Result<String, UrlError> {
+    let p = Path::new(s);
+    let explicit = p.is_absolute()
+        || matches!(
+            p.components().next(),
+            Some(Component::CurDir | Component::ParentDir)
+        );
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        lexical_join(cwd, p)
+    };
+    if !explicit && !absolute.exists() {
+        return Err(UrlError::Unrecognised(s.to_string()));
+    }
+    let text = absolute.to_string_lossy().trim_end_matches('/').to_string();
+    if text.is_empty() {
+        return Err(UrlError::NoPath(s.to_string()));
+    }
+    Ok(text)
+}
+
+fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The spec's default name: the last path segment without `.git`.
+pub fn derive_name(url: &str) -> Result<String, NameError> {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => match scp_like(url) {
+            Ok(Some(_)) => url.split_once(':').map_or(url, |(_, p)| p),
+            _ => url,
+        },
+    };
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let derived = last.strip_suffix(".git").unwrap_or(last).to_string();
+    if is_valid_name(&derived) {
+        return Ok(derived);
+    }
+    let mut suggestion: String = derived
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    suggestion = suggestion
+        .trim_start_matches(['-', '_'])
+        .chars()
+        .take(63)
+        .collect();
+    if !is_valid_name(&suggestion) {
+        suggestion = "myapp".into();
+    }
+    Err(NameError::NotDerivable {
+        url: url.to_string(),
+        derived,
+        suggestion,
+    })
+}
+
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(NameError::Invalid(name.to_string()))
+    }
+}
+
+/// Git's ref-name rules, the ones a typo can break.
+pub fn validate_branch(branch: &str) -> Result<(), BranchError> {
+    let bad = branch.is_empty()
+        || branch.starts_with('-')
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch.ends_with('.')
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch == "@"
+        || branch
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        || branch.split('/').any(|part| part.starts_with('.'));
+    if bad {
+        Err(BranchError(branch.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether two stored addresses name the same repository: `file:///x` and
+/// `/x` are one; anything else must match exactly.
+pub fn same_repository(a: &str, b: &str) -> bool {
+    fn key(u: &str) -> &str {
+        let u = u.trim_end_matches('/');
+        match u.strip_prefix("file://") {
+            Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+            None => u,
+        }
+    }
+    key(a) == key(b)
+}
+
+/// The URL with any password replaced, for output and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else if scheme.starts_with("http") {
+                // A bare token in the user part is a credential too.
+                "***".to_string()
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_urls() {
+        let cwd = Path::new("/home/op/work");
+        let cases: &[(&str, &str)] = &[
+            ("https://github.com/acme/app", "https://github.com/acme/app"),
+            (
+                "https://github.com/acme/app.git/",
+                "https://github.com/acme/app.git",
+            ),
+            (
+                "http://gitea.local:3000/acme/app.git",
+                "http://gitea.local:3000/acme/app.git",
+            ),
+            (
+                "ssh://git@host:2222/srv/app.git",
+                "ssh://git@host:2222/srv/app.git",
+            ),
+            ("ssh://[::1]:22/app.git", "ssh://[::1]:22/app.git"),
+            ("git://host/app.git", "git://host/app.git"),
+            ("git@github.com:acme/app.git", "git@github.com:acme/app.git"),
+            ("host:app.git", "host:app.git"),
+            ("file:///srv/git/app.git", "file:///srv/git/app.git"),
+            (
+                "file://localhost/srv/app.git",
+                "file://localhost/srv/app.git",
+            ),
+            ("/srv/git/app.git", "/srv/git/app.git"),
+            ("./app.git", "/home/op/work/app.git"),
+            ("../remotes/app.git/", "/home/op/remotes/app.git"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_url(input, cwd).as_deref(), Ok(*want), "{input}");
+        }
+    }
+
+    #[test]
+    fn refused_urls() {
+        let cwd = Path::new("/nonexistent-kedge-test-dir");
+        type Check = fn(&UrlError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("", |e| matches!(e, UrlError::Empty)),
+            ("   ", |e| matches!(e, UrlError::Empty)),
+            ("ftp://host/app.git", |e| {
+                matches!(e, UrlError::UnsupportedScheme { .. })
+            }),
+            ("https://", |e| matches!(e, UrlError::NoHost(_))),
+            ("https:///app.git", |e| matches!(e, UrlError::NoHost(_))),
+            ("https://github.com", |e| matches!(e, UrlError::NoPath(_))),
+            ("https://github.com/", |e| matches!(e, UrlError::NoPath(_))),
+            ("https://host:port/app", |e| {
+                matches!(e, UrlError::BadPort(_))
+            }),
+            ("https://host/a pp", |e| {
+                matches!(e, UrlError::BadCharacters(_))
+            }),
+            ("https://host/a\napp", |e| {
+                matches!(e, UrlError::BadCharacters(_))
+            }),
+            ("file://relative/app.git", |e| {
+                matches!(e, UrlError::RelativeFileUrl(_))
+            }),
+            ("file:///", |e| matches!(e, UrlError::NoPath(_))),
+            (":app.git", |e| matches!(e, UrlError::NoHost(_))),
+            ("host:", |e| matches!(e, UrlError::NoPath(_))),
+            ("not a url", |e| matches!(e, UrlError::Unrecognised(_))),
+            ("app.git", |e| matches!(e, UrlError::Unrecognised(_))),
+        ];
+        for (input, check) in cases {
+            let err = normalize_url(input, cwd).expect_err(input);
+            assert!(check(&err), "{input}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_word_is_a_path_only_when_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app.git")).unwrap();
+        let got = normalize_url("app.git", dir.path()).unwrap();
+        assert_eq!(Path::new(&got), dir.path().join("app.git"));
+    }
+
+    #[test]
+    fn derived_names() {
+        let ok: &[(&str, &str)] = &[
+            ("https://github.com/acme/app", "app"),
+            ("https://github.com/acme/app.git", "app"),
+            ("git@github.com:acme/web-shop.git", "web-shop"),
+            ("host:app.git", "app"),
+            ("file:///srv/git/app.git", "app"),
+            ("/srv/git/my_app", "my_app"),
+            ("ssh://git@host:2222/srv/app2.git", "app2"),
+        ];
+        for (url, want) in ok {
+            assert_eq!(derive_name(url).as_deref(), Ok(*want), "{url}");
+        }
+        match derive_name("https://github.com/acme/My.App.git") {
+            Err(NameError::NotDerivable {
+                derived,
+                suggestion,
+                ..
+            }) => {
+                assert_eq!(derived, "My.App");
+                assert_eq!(suggestion, "my-app");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["app", "a", "0app", "my-app_2", &"a".repeat(63)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "App",
+            "-app",
+            "_app",
+            "my.app",
+            "my app",
+            "app/x",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn branches() {
+        for good in ["main", "release/1.2", "feature_x", "v1.0"] {
+            assert!(validate_branch(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "-x", "a..b", "a b", "x.lock", "a:b", "a~1", "/x", "x/", ".hidden", "a/.b", "@",
+        ] {
+            assert!(validate_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_urls_and_paths_are_the_same_repository() {
+        assert!(same_repository("file:///srv/app.git", "/srv/app.git"));
+        assert!(same_repository(
+            "file://localhost/srv/app.git",
+            "/srv/app.git/"
+        ));
+        assert!(!same_repository("/srv/app.git", "/srv/app"));
+        assert!(!same_repository("https://h/app", "https://h/app.git"));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact("https://user:s3cret@host/app.git"),
+            "https://user:***@host/app.git"
+        );
+        assert_eq!(
+            redact("https://ghp_token@host/app.git"),
+            "https://***@host/app.git"
+        );
+        assert_eq!(redact("ssh://git@host/app.git"), "ssh://git@host/app.git");
+        assert_eq!(redact("git@host:app.git"), "git@host:app.git");
+        assert_eq!(redact("/srv/app.git"), "/srv/app.git");
+    }
+}

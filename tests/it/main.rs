@@ -1,0 +1,7 @@
+//! The one integration-test binary: the `kedge` binary driven as a user
+//! would, against real git remotes, a real SQLite file and the real engine.
+
+mod support;
+
+mod harness;
+mod repo;

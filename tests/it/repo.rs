@@ -1,0 +1,358 @@
+//! `kedge repo add / list / remove` as the spec describes them.
+
+use crate::support::*;
+
+#[test]
+fn add_list_remove() {
+    let remote = GitRemote::new("app");
+    let url = remote.url();
+    let k = Kedge::new();
+
+    k.run(["repo", "add", &url, "--branch", "main"])
+        .success()
+        .stdout_has("Added repository app");
+
+    let list = k.run(["repo", "list"]);
+    list.success();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", list.stdout);
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NAME", "URL", "BRANCH", "MODE"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row, ["app", url.as_str(), "main", "-"]);
+
+    let json = k.run(["repo", "list", "-o", "json"]).success().json();
+    let repos = json.as_array().expect("an array");
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0]["name"], "app");
+    assert_eq!(repos[0]["url"], url.as_str());
+    assert_eq!(repos[0]["branch"], "main");
+
+    k.run(["repo", "remove", "app"]).success();
+    assert_eq!(
+        k.run(["repo", "list", "-o", "json"]).success().json(),
+        serde_json::json!([])
+    );
+    k.run(["repo", "list"])
+        .success()
+        .stdout_is("NAME   URL   BRANCH   MODE\n");
+}
+
+#[test]
+fn defaults_and_explicit_name_and_branch() {
+    let k = Kedge::new();
+    k.run(["repo", "add", "https://example.com/acme/shop.git"])
+        .success();
+    k.run([
+        "repo",
+        "add",
+        "git@example.com:acme/shop.git",
+        "--name",
+        "shop-ssh",
+        "--branch",
+        "release/1",
+    ])
+    .success();
+    let json = k.run(["-o", "json", "repo", "list"]).success().json();
+    assert_eq!(json[0]["name"], "shop");
+    assert_eq!(json[0]["branch"], "main");
+    assert_eq!(json[1]["name"], "shop-ssh");
+    assert_eq!(json[1]["branch"], "release/1");
+}
+
+#[test]
+fn a_local_path_is_accepted_and_stored_absolute() {
+    let remote = GitRemote::new("local");
+    let k = Kedge::new();
+    k.run(["repo", "add", remote.bare.to_str().unwrap()])
+        .success();
+    let json = k.run(["repo", "list", "-o", "json"]).success().json();
+    assert_eq!(json[0]["name"], "local");
+    assert_eq!(json[0]["url"], remote.bare.to_str().unwrap());
+}
+
+#[test]
+fn refusals_name_the_problem_and_change_nothing() {
+    let remote = GitRemote::new("app");
+    let url = remote.url();
+    let k = Kedge::new();
+
+    // Before anything is registered a refusal must not even create the database.
+    k.run(["repo", "add", "not a url"])
+        .code(1)
+        .stderr_has("cannot parse repository URL");
+    assert!(!k.data_dir().exists(), "a refused add created the data dir");
+
+    k.run(["repo", "add", &url]).success();
+    let before = k.db_snapshot();
+    let too_long = "a".repeat(64);
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["repo", "add", &url, "--name", "app"],
+            "a repository named 'app' already exists",
+        ),
+        (
+            vec![
+                "repo",
+                "add",
+                "https://example.com/x/other.git",
+                "--name",
+                "app",
+            ],
+            "already exists",
+        ),
+        (
+            vec!["repo", "add", &url, "--name", "app2"],
+            "is already registered as 'app'",
+        ),
+        (
+            vec![
+                "repo",
+                "add",
+                remote.bare.to_str().unwrap(),
+                "--name",
+                "app3",
+            ],
+            "is already registered as 'app'",
+        ),
+        (
+            vec!["repo", "add", &url, "--name", "App"],
+            "invalid repository name \"App\"",
+        ),
+        (
+            vec!["repo", "add", &url, "--name=-app"],
+            "invalid repository name",
+        ),
+        (
+            vec!["repo", "add", &url, "--name", "my.app"],
+            "invalid repository name",
+        ),
+        (
+            vec![
+                "repo",
+                "add",
+                "https://example.com/x/y.git",
+                "--name",
+                &too_long,
+            ],
+            "at most 63",
+        ),
+        (
+            vec!["repo", "add", "https://example.com/x/My.App.git"],
+            "pass --name",
+        ),
+        (
+            vec!["repo", "add", "ftp://example.com/x.git"],
+            "unsupported scheme `ftp`",
+        ),
+        (vec!["repo", "add", "https://"], "no host"),
+        (
+            vec!["repo", "add", "https://example.com"],
+            "no repository path",
+        ),
+        (
+            vec!["repo", "add", "file://relative/x.git"],
+            "absolute path",
+        ),
+        (
+            vec![
+                "repo",
+                "add",
+                "https://example.com/x.git",
+                "--branch",
+                "a b",
+            ],
+            "invalid branch name",
+        ),
+        (vec!["repo", "remove", "nope"], "no repository named 'nope'"),
+    ];
+    for (args, message) in &cases {
+        k.run(args).code(1).stderr_has(message);
+        assert_eq!(k.db_snapshot(), before, "{args:?} changed the database");
+    }
+    let json = k.run(["repo", "list", "-o", "json"]).success().json();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let k = Kedge::new();
+    k.run(["repo", "add"]).code(2);
+    k.run(["history"]).code(2).stderr_has("--repo");
+    k.run(["serve", "--poll-interval", "soon"])
+        .code(2)
+        .stderr_has("invalid duration");
+    k.run(["repo", "list", "-o", "yaml"]).code(2);
+    k.run(["frobnicate"]).code(2);
+}
+
+#[test]
+fn help_lists_every_command_of_the_spec() {
+    let k = Kedge::new();
+    let help = k.run(["--help"]);
+    help.success();
+    for word in [
+        "repo",
+        "serve",
+        "status",
+        "diff",
+        "sync",
+        "history",
+        "rollback",
+        "--data-dir",
+        "--config",
+        "--output",
+    ] {
+        help.stdout_has(word);
+    }
+    let repo_help = k.run(["repo", "--help"]);
+    for word in ["add", "list", "remove"] {
+        repo_help.stdout_has(word);
+    }
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["repo", "add", "--help"], &["--branch", "--name"]),
+        (&["repo", "remove", "--help"], &["--down"]),
+        (&["serve", "--help"], &["--poll-interval"]),
+        (&["status", "--help"], &["--repo"]),
+        (&["diff", "--help"], &["--repo", "--exit-code"]),
+        (&["sync", "--help"], &["--repo", "--dry-run"]),
+        (&["history", "--help"], &["--repo", "--limit"]),
+        (&["rollback", "--help"], &["--repo", "<COMMIT>"]),
+    ];
+    for (args, flags) in cases {
+        let out = k.run(*args);
+        out.success();
+        for flag in *flags {
+            out.stdout_has(flag);
+        }
+    }
+}
+
+#[test]
+fn data_dir_flag_env_and_config_file() {
+    let k = Kedge::new();
+    let elsewhere = k.cwd().join("elsewhere");
+    k.run([
+        "--data-dir",
+        elsewhere.to_str().unwrap(),
+        "repo",
+        "add",
+        "https://example.com/a/one.git",
+    ])
+    .success();
+    assert!(elsewhere.join("kedge.db").exists());
+    assert!(!k.data_dir().exists());
+
+    let via_env = k.cwd().join("via-env");
+    let k2 = Kedge::new().env("KEDGE_DATA_DIR", via_env.to_str().unwrap());
+    k2.run(["repo", "add", "https://example.com/a/two.git"])
+        .success();
+    assert!(via_env.join("kedge.db").exists());
+
+    let config = k.cwd().join("config.yaml");
+    let via_file = k.cwd().join("via-file");
+    std::fs::write(&config, format!("data_dir: {}\n", via_file.display())).unwrap();
+    k.run([
+        "--config",
+        config.to_str().unwrap(),
+        "repo",
+        "add",
+        "https://example.com/a/three.git",
+    ])
+    .success();
+    assert!(via_file.join("kedge.db").exists());
+
+    std::fs::write(&config, "git:\n  poll_interval: never\n").unwrap();
+    k.run(["--config", config.to_str().unwrap(), "repo", "list"])
+        .code(1)
+        .stderr_has("line 2: `git.poll_interval`");
+}
+
+#[test]
+fn a_corrupt_database_is_reported_and_kept() {
+    let k = Kedge::new();
+    std::fs::create_dir_all(k.data_dir()).unwrap();
+    std::fs::write(k.db_path(), "definitely not sqlite\n".repeat(100)).unwrap();
+    let before = std::fs::read(k.db_path()).unwrap();
+    k.run(["repo", "list"])
+        .code(1)
+        .stderr_has("is not a SQLite database");
+    k.run(["repo", "add", "https://example.com/a/b.git"])
+        .code(1)
+        .stderr_has("is not a SQLite database");
+    assert_eq!(std::fs::read(k.db_path()).unwrap(), before);
+}
+
+#[test]
+fn remove_deletes_the_clone_but_leaves_containers_alone() {
+    let remote = GitRemote::new("keep");
+    remote.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n",
+    );
+    remote.commit("stack");
+    let k = Kedge::new();
+    let name = unique_name("keep");
+    let project = ComposeProject::named(&name);
+    k.run(["repo", "add", &remote.url(), "--name", &name])
+        .success();
+    // A clone as serve would leave it.
+    let clone = k.data_dir().join("repos").join(&name);
+    crate::support::git::git(
+        k.cwd(),
+        &["clone", "-q", &remote.url(), clone.to_str().unwrap()],
+    );
+    project.up(&clone);
+    let running = project.running();
+    assert_eq!(running.len(), 1);
+
+    k.run(["repo", "remove", &name]).success();
+    assert!(!clone.exists(), "the clone was not deleted");
+    assert_eq!(
+        project.running(),
+        running,
+        "containers must be left alone without --down"
+    );
+}
+
+#[test]
+fn remove_down_takes_the_stack_down_and_keeps_volumes() {
+    let remote = GitRemote::new("down");
+    let name = unique_name("down");
+    let project_name = format!("{name}-p");
+    remote.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    volumes: [data:/data]\nvolumes:\n  data:\n",
+    );
+    remote.write(
+        "kedge.yaml",
+        &format!("docker:\n  project_name: {project_name}\n"),
+    );
+    remote.commit("stack");
+    let k = Kedge::new();
+    let project = ComposeProject::named(&project_name);
+    k.run(["repo", "add", &remote.url(), "--name", &name])
+        .success();
+    let clone = k.data_dir().join("repos").join(&name);
+    crate::support::git::git(
+        k.cwd(),
+        &["clone", "-q", &remote.url(), clone.to_str().unwrap()],
+    );
+    project.up(&clone);
+    assert_eq!(project.running().len(), 1);
+    assert_eq!(project.volumes().len(), 1);
+
+    k.run(["repo", "remove", &name, "--down"]).success();
+    assert!(
+        project.containers().is_empty(),
+        "{:?}",
+        project.containers()
+    );
+    assert_eq!(project.volumes().len(), 1, "down must keep named volumes");
+    k.run(["repo", "list", "-o", "json"]).success();
+    assert_eq!(
+        k.run(["repo", "list", "-o", "json"]).json(),
+        serde_json::json!([])
+    );
+}

@@ -1,0 +1,171 @@
+//! `Kedge::new().run(["repo", "list"]).success().stdout_has("app")`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+/// A Kedge installation of its own: a fresh working directory whose `.kedge`
+/// is the default data dir, and a HOME without a global config.
+pub struct Kedge {
+    dir: TempDir,
+    envs: Vec<(String, String)>,
+}
+
+impl Kedge {
+    pub fn new() -> Self {
+        Kedge {
+            dir: tempfile::tempdir().expect("temp dir"),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// The working directory every command runs in.
+    pub fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The default data dir, `.kedge` in the working directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join(".kedge")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("kedge.db")
+    }
+
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("kedge"));
+        cmd.args(args).current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KEDGE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", self.dir.path()).env("NO_COLOR", "1");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run<I, S>(&self, args: I) -> Outcome
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = self.command(args);
+        let shown = format!("{cmd:?}");
+        let out = cmd.output().expect("run kedge");
+        Outcome {
+            command: shown,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Every row of every Kedge table, as text: equal snapshots mean the
+    /// database was left exactly as it was.
+    pub fn db_snapshot(&self) -> Vec<String> {
+        let path = self.db_path();
+        if !path.exists() {
+            return vec!["<no database>".into()];
+        }
+        let conn = rusqlite::Connection::open(&path).expect("open db");
+        let mut out = Vec::new();
+        for table in ["repositories", "deployments", "repo_state", "events"] {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+                .unwrap();
+            let columns = stmt.column_count();
+            let rows = stmt
+                .query_map([], |row| {
+                    let mut cells = Vec::new();
+                    for i in 0..columns {
+                        let v: rusqlite::types::Value = row.get(i)?;
+                        cells.push(format!("{v:?}"));
+                    }
+                    Ok(format!("{table}: {}", cells.join(" | ")))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out
+    }
+}
+
+/// What one run printed, with chainable checks that say what they saw.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn context(&self) -> String {
+        format!(
+            "\ncommand: {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_is(&self, want: &str) -> &Self {
+        assert_eq!(self.stdout, want, "stdout differs{}", self.context());
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document: {e}{}", self.context()))
+    }
+}
