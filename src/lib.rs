@@ -6,8 +6,32 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compose;
 pub mod config;
+pub mod controller;
 pub mod desired;
+pub mod observe;
 pub mod process;
 pub mod record;
 pub mod source;
+
+/// An error and all its sources on one line: what history records and
+/// `status` shows.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The seven-character form people read.
+pub fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}

@@ -2,8 +2,14 @@
 //! reference implementation of the compose spec (source → desired → observe
 //! → plan → **apply** → record).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::json;
+
+use crate::compose::{self, Compose};
+use crate::observe::{KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
 use crate::process::{Cmd, ProcessError};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +19,26 @@ pub enum ApplyError {
         project: String,
         #[source]
         source: ProcessError,
+    },
+    #[error("cannot pull the images of {project}")]
+    Pull {
+        project: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot build {services:?}")]
+    Build {
+        services: Vec<String>,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("docker compose up failed")]
+    Up(#[source] ProcessError),
+    #[error("cannot write the label override {}", path.display())]
+    Override {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -33,4 +59,83 @@ pub async fn down(project: &str) -> Result<(), ApplyError> {
             project: project.to_string(),
             source,
         })
+}
+
+/// Writes the compose override that puts Kedge's labels on every service.
+/// `commits` maps each service to the commit that last changed it: compose
+/// hashes labels into its config hash, so only those services are recreated.
+pub fn write_label_override(
+    path: &Path,
+    project: &str,
+    commits: &BTreeMap<String, String>,
+) -> Result<(), ApplyError> {
+    let services: serde_json::Map<String, serde_json::Value> = commits
+        .iter()
+        .map(|(service, commit)| {
+            let labels = json!({
+                KEDGE_MANAGED: "true",
+                KEDGE_PROJECT: project,
+                KEDGE_SERVICE: service,
+                KEDGE_COMMIT: commit,
+            });
+            (service.clone(), json!({ "labels": labels }))
+        })
+        .collect();
+    let doc = json!({ "services": services });
+    let err = |source| ApplyError::Override {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Written whole then renamed: compose never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Pulls images that are not on the host yet, before anything changes, so
+/// an image that cannot be had fails the deployment with the stack untouched.
+pub async fn pull_missing(project: &Compose) -> Result<(), ApplyError> {
+    project
+        .cmd([
+            "pull",
+            "--policy",
+            "missing",
+            "--ignore-buildable",
+            "--quiet",
+        ])
+        .timeout(compose::APPLY_TIMEOUT)
+        .run()
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Pull {
+            project: project.project.clone(),
+            source,
+        })
+}
+
+/// Builds the services whose build context changed, then `up -d`.
+pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<(), ApplyError> {
+    if !rebuild.is_empty() {
+        project
+            .cmd(["build", "--quiet"])
+            .args(rebuild)
+            .timeout(compose::APPLY_TIMEOUT)
+            .run()
+            .await
+            .map_err(|source| ApplyError::Build {
+                services: rebuild.to_vec(),
+                source,
+            })?;
+    }
+    let mut args = vec!["up", "-d", "--quiet-pull"];
+    if prune {
+        args.push("--remove-orphans");
+    }
+    project
+        .cmd(args)
+        .timeout(compose::APPLY_TIMEOUT)
+        .run()
+        .await
+        .map(drop)
+        .map_err(ApplyError::Up)
 }

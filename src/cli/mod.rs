@@ -137,6 +137,7 @@ fn init_logging(settings: &Settings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     // try_init: tests may run several commands in one process.
     let _ = match settings.log_format {

@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::Ctx;
 use crate::config::duration::parse_duration;
 
@@ -12,6 +14,13 @@ pub struct Args {
     pub poll_interval: Option<Duration>,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("serve")
+pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+    // The poll interval flag was folded into the settings already.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(crate::controller::serve(ctx.settings.clone()))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,13 @@
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use super::Ctx;
+use serde::Serialize;
+
+use super::output::{Table, local_time, print_json, rfc3339};
+use super::{Ctx, block_on};
+use crate::observe::{ContainerState, Engine};
+use crate::record::{DeploymentStatus, Repo, RepoState, Store};
+use crate::{error_chain, short};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -9,6 +16,213 @@ pub struct Args {
     pub repo: Option<String>,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("status")
+#[derive(Debug, Serialize)]
+struct RepoStatus {
+    name: String,
+    branch: String,
+    mode: Option<String>,
+    project: String,
+    remote_head: Option<String>,
+    deployed_commit: Option<String>,
+    pinned_commit: Option<String>,
+    sync_state: &'static str,
+    last_error: Option<String>,
+    checked_at: Option<String>,
+    last_deployment: Option<LastDeployment>,
+    services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastDeployment {
+    commit: String,
+    status: DeploymentStatus,
+    deployed_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceStatus {
+    service: String,
+    container: Option<String>,
+    state: String,
+    image: Option<String>,
+    commit: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_store()?;
+    let repos: Vec<Repo> = match &args.repo {
+        Some(name) => match store.repo(name)? {
+            Some(r) => vec![r],
+            None => anyhow::bail!("no repository named '{name}'"),
+        },
+        None => store.repos()?,
+    };
+    let (statuses, engine_error) = block_on(collect(&store, repos))??;
+    if let Some(e) = &engine_error {
+        tracing::warn!("container states unknown: {e}");
+    }
+    if ctx.json() {
+        print_json(&statuses)?;
+    } else {
+        print_text(&statuses);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn collect(
+    store: &Store,
+    repos: Vec<Repo>,
+) -> anyhow::Result<(Vec<RepoStatus>, Option<String>)> {
+    let engine = match Engine::connect().await {
+        Ok(e) => Ok(e),
+        Err(e) => Err(error_chain(&e)),
+    };
+    let mut out = Vec::with_capacity(repos.len());
+    for repo in repos {
+        let state = store.repo_state(repo.id)?;
+        let last = store.deployments(repo.id, 1)?.into_iter().next();
+        let recorded = store.services(repo.id)?;
+        let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
+        let containers = match &engine {
+            Ok(engine) => Some(engine.project_containers(&project).await?),
+            Err(_) => None,
+        };
+        let services = service_statuses(&recorded, containers.as_deref());
+        let sync_state = sync_state(
+            &state,
+            last.as_ref().map(|d| d.status),
+            &services,
+            containers.is_some(),
+        );
+        out.push(RepoStatus {
+            name: repo.name,
+            branch: repo.branch,
+            mode: state.mode.clone(),
+            project,
+            remote_head: state.remote_head.clone(),
+            deployed_commit: state.deployed_commit.clone(),
+            pinned_commit: state.pinned_commit.clone(),
+            sync_state,
+            last_error: state.last_error.clone(),
+            checked_at: state.checked_at.map(rfc3339),
+            last_deployment: last.map(|d| LastDeployment {
+                commit: d.commit,
+                status: d.status,
+                deployed_at: rfc3339(d.started_at),
+            }),
+            services,
+        });
+    }
+    Ok((out, engine.err()))
+}
+
+/// Every deployed service with its containers; services the engine has
+/// but Kedge did not deploy are listed too.
+fn service_statuses(
+    recorded: &BTreeMap<String, crate::record::ServiceRecord>,
+    containers: Option<&[ContainerState]>,
+) -> Vec<ServiceStatus> {
+    let mut out = Vec::new();
+    let containers = containers.unwrap_or_default();
+    for name in recorded.keys() {
+        let mine: Vec<&ContainerState> = containers.iter().filter(|c| &c.service == name).collect();
+        if mine.is_empty() {
+            out.push(ServiceStatus {
+                service: name.clone(),
+                container: None,
+                state: "missing".into(),
+                image: None,
+                commit: None,
+            });
+        }
+        out.extend(mine.into_iter().map(service_of));
+    }
+    out.extend(
+        containers
+            .iter()
+            .filter(|c| !recorded.contains_key(&c.service))
+            .map(service_of),
+    );
+    out
+}
+
+fn service_of(c: &ContainerState) -> ServiceStatus {
+    ServiceStatus {
+        service: c.service.clone(),
+        container: Some(c.name.clone()),
+        state: c.state.clone(),
+        image: Some(c.image.clone()),
+        commit: c.commit.clone(),
+    }
+}
+
+fn sync_state(
+    state: &RepoState,
+    last: Option<DeploymentStatus>,
+    services: &[ServiceStatus],
+    observed: bool,
+) -> &'static str {
+    if state.pinned_commit.is_some() {
+        return "pinned";
+    }
+    let Some(head) = &state.remote_head else {
+        return "unknown";
+    };
+    if last == Some(DeploymentStatus::Failed) && state.deployed_commit.as_ref() != Some(head) {
+        return "failed";
+    }
+    if state.deployed_commit.as_ref() != Some(head) {
+        return "out_of_sync";
+    }
+    if !observed {
+        return "unknown";
+    }
+    if services.iter().any(|s| s.state != "running") {
+        return "drifted";
+    }
+    "synced"
+}
+
+fn print_text(statuses: &[RepoStatus]) {
+    let dash = |v: &Option<String>| v.as_deref().map(short).unwrap_or("-").to_string();
+    for (i, s) in statuses.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("Repository: {}", s.name);
+        println!("  Branch:      {}", s.branch);
+        println!("  Mode:        {}", s.mode.as_deref().unwrap_or("-"));
+        println!("  Remote head: {}", dash(&s.remote_head));
+        println!("  Deployed:    {}", dash(&s.deployed_commit));
+        if let Some(p) = &s.pinned_commit {
+            println!("  Pinned to:   {}", short(p));
+        }
+        println!("  Sync state:  {}", s.sync_state);
+        if let Some(d) = &s.last_deployment {
+            let at = chrono::DateTime::parse_from_rfc3339(&d.deployed_at)
+                .map(|t| local_time(t.timestamp_millis()))
+                .unwrap_or_default();
+            println!(
+                "  Last deploy: {} {} at {}",
+                short(&d.commit),
+                d.status.as_str(),
+                at
+            );
+        }
+        println!("  Last error:  {}", s.last_error.as_deref().unwrap_or("-"));
+        if !s.services.is_empty() {
+            let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
+            for svc in &s.services {
+                table.row([
+                    svc.service.as_str(),
+                    &svc.state,
+                    svc.image.as_deref().unwrap_or("-"),
+                    svc.commit.as_deref().map(short).unwrap_or("-"),
+                ]);
+            }
+            for line in table.render().lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }

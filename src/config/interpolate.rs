@@ -2,7 +2,7 @@
 //! Kedge's environment (compose files are interpolated by compose itself).
 
 /// Looks a variable up; a function so tests need not touch the process env.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpolateError {

@@ -143,6 +143,12 @@ pub fn load(flags: &Flags, env: Env) -> Result<Settings, ConfigError> {
     }
     let mut settings = resolve(file.unwrap_or_default(), env, flags)?;
     settings.config_file = used;
+    // Git and compose run in other directories: every path must be absolute.
+    if settings.data_dir.is_relative()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        settings.data_dir = cwd.join(&settings.data_dir);
+    }
     Ok(settings)
 }
 
@@ -346,6 +352,7 @@ mod tests {
         };
         let s = load(&flags, &none).unwrap();
         assert_eq!(s.poll_interval, Duration::from_secs(3));
+        assert!(s.data_dir.is_absolute(), "{:?}", s.data_dir);
         assert_eq!(s.config_file, Some(path));
 
         let missing = Flags {

@@ -2,3 +2,4 @@
 //! (source → **desired** → observe → plan → apply → record).
 
 pub mod kedge_yaml;
+pub mod render;

@@ -52,6 +52,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_repo ON events (repo_id, id);
     ALTER TABLE deployments ADD COLUMN services_changed TEXT;",
+    // 3: per deployed service, the hash of its resolved configuration and the
+    // commit that last changed it (the value of its io.kedge.commit label).
+    "CREATE TABLE services (
+        repo_id      INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        service      TEXT NOT NULL,
+        hash         TEXT NOT NULL,
+        commit_hash  TEXT NOT NULL,
+        PRIMARY KEY (repo_id, service)
+    );",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

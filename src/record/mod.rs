@@ -165,6 +165,29 @@ pub struct NewDeployment<'a> {
     pub compose_snapshot: Option<&'a str>,
 }
 
+/// What the controller knows of a repository between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepoState {
+    pub mode: Option<String>,
+    pub project: Option<String>,
+    /// The branch head at the last check.
+    pub remote_head: Option<String>,
+    /// The last commit Kedge finished with, deployed or refused.
+    pub target_commit: Option<String>,
+    pub deployed_commit: Option<String>,
+    pub pinned_commit: Option<String>,
+    pub pinned_at_head: Option<String>,
+    pub last_error: Option<String>,
+    pub checked_at: Option<i64>,
+}
+
+/// A deployed service: its configuration hash and the commit that last changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceRecord {
+    pub hash: String,
+    pub commit: String,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -399,16 +422,102 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Remembers the mode of the last rendered kedge.yaml, for `repo list`.
-    pub fn set_mode(&self, repo_id: i64, mode: &str) -> Result<(), StoreError> {
+    pub fn repo_state(&self, repo_id: i64) -> Result<RepoState, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
+                        pinned_at_head, last_error, checked_at
+                 FROM repo_state WHERE repo_id = ?1",
+                [repo_id],
+                |r| {
+                    Ok(RepoState {
+                        mode: r.get(0)?,
+                        project: r.get(1)?,
+                        remote_head: r.get(2)?,
+                        target_commit: r.get(3)?,
+                        deployed_commit: r.get(4)?,
+                        pinned_commit: r.get(5)?,
+                        pinned_at_head: r.get(6)?,
+                        last_error: r.get(7)?,
+                        checked_at: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(query("read repository state"))
+    }
+
+    pub fn save_repo_state(&self, repo_id: i64, s: &RepoState) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO repo_state (repo_id, mode, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (repo_id) DO UPDATE SET mode = excluded.mode, updated_at = excluded.updated_at",
-                params![repo_id, mode, now_ms()],
+                "INSERT INTO repo_state (repo_id, mode, project, remote_head, target_commit,
+                     deployed_commit, pinned_commit, pinned_at_head, last_error, checked_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (repo_id) DO UPDATE SET
+                     mode = excluded.mode, project = excluded.project,
+                     remote_head = excluded.remote_head, target_commit = excluded.target_commit,
+                     deployed_commit = excluded.deployed_commit, pinned_commit = excluded.pinned_commit,
+                     pinned_at_head = excluded.pinned_at_head, last_error = excluded.last_error,
+                     checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+                params![
+                    repo_id,
+                    s.mode,
+                    s.project,
+                    s.remote_head,
+                    s.target_commit,
+                    s.deployed_commit,
+                    s.pinned_commit,
+                    s.pinned_at_head,
+                    s.last_error,
+                    s.checked_at,
+                    now_ms()
+                ],
             )
-            .map_err(query("save repository mode"))?;
+            .map_err(query("save repository state"))?;
         Ok(())
+    }
+
+    pub fn services(
+        &self,
+        repo_id: i64,
+    ) -> Result<std::collections::BTreeMap<String, ServiceRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT service, hash, commit_hash FROM services WHERE repo_id = ?1")
+            .map_err(query("read services"))?;
+        let rows = stmt
+            .query_map([repo_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    ServiceRecord {
+                        hash: r.get(1)?,
+                        commit: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(query("read services"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("read services"))
+    }
+
+    /// Replaces the deployed services of a repository.
+    pub fn save_services(
+        &mut self,
+        repo_id: i64,
+        services: &std::collections::BTreeMap<String, ServiceRecord>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(query("save services"))?;
+        tx.execute("DELETE FROM services WHERE repo_id = ?1", [repo_id])
+            .map_err(query("save services"))?;
+        for (name, s) in services {
+            tx.execute(
+                "INSERT INTO services (repo_id, service, hash, commit_hash) VALUES (?1, ?2, ?3, ?4)",
+                params![repo_id, name, s.hash, s.commit],
+            )
+            .map_err(query("save services"))?;
+        }
+        tx.commit().map_err(query("save services"))
     }
 
     // ---- deployments ----

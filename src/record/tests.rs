@@ -59,7 +59,11 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     assert_eq!(history[0].compose_snapshot.as_deref(), Some("services: {}"));
     assert_eq!(history[0].services_changed, None);
     // The new tables work on the upgraded file.
-    store.set_mode(repos[0].id, "notify").unwrap();
+    let state = RepoState {
+        mode: Some("notify".into()),
+        ..RepoState::default()
+    };
+    store.save_repo_state(repos[0].id, &state).unwrap();
     assert_eq!(
         store.repo("app").unwrap().unwrap().mode.as_deref(),
         Some("notify")
@@ -212,4 +216,47 @@ fn interrupted_deployments_become_failed() {
     );
     assert_eq!(history[1].status, DeploymentStatus::Success);
     assert_eq!(history[1].services_changed, Some(vec!["web".to_string()]));
+}
+
+#[test]
+fn repo_state_and_services_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    assert_eq!(store.repo_state(repo.id).unwrap(), RepoState::default());
+    let state = RepoState {
+        mode: Some("auto".into()),
+        deployed_commit: Some("c1".into()),
+        last_error: Some("boom".into()),
+        ..RepoState::default()
+    };
+    store.save_repo_state(repo.id, &state).unwrap();
+    assert_eq!(store.repo_state(repo.id).unwrap(), state);
+    assert_eq!(
+        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        Some("auto")
+    );
+
+    let mut services = std::collections::BTreeMap::new();
+    services.insert(
+        "web".to_string(),
+        ServiceRecord {
+            hash: "h1".into(),
+            commit: "c1".into(),
+        },
+    );
+    store.save_services(repo.id, &services).unwrap();
+    assert_eq!(store.services(repo.id).unwrap(), services);
+    services.clear();
+    services.insert(
+        "api".to_string(),
+        ServiceRecord {
+            hash: "h2".into(),
+            commit: "c2".into(),
+        },
+    );
+    store.save_services(repo.id, &services).unwrap();
+    assert_eq!(store.services(repo.id).unwrap(), services);
 }

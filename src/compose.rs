@@ -1,0 +1,116 @@
+//! How Kedge invokes `docker compose`: always with `-p`, `--project-directory`
+//! and every `-f`, so nothing depends on the working directory or on
+//! compose's search of parent directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::Cmd;
+
+pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Compose's own default file names, in its order of preference.
+pub const DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compose {
+    pub project: String,
+    pub dir: PathBuf,
+    /// Relative to `dir`, or absolute.
+    pub files: Vec<PathBuf>,
+}
+
+impl Compose {
+    pub fn new(project: &str, dir: &Path, files: Vec<PathBuf>) -> Self {
+        Compose {
+            project: project.to_string(),
+            dir: dir.to_path_buf(),
+            files,
+        }
+    }
+
+    pub fn with_file(mut self, file: PathBuf) -> Self {
+        self.files.push(file);
+        self
+    }
+
+    /// `docker compose -p P --project-directory D -f F… <args>`
+    pub fn cmd<I, S>(&self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Cmd::new("docker")
+            .args([
+                "compose",
+                "--ansi",
+                "never",
+                "-p",
+                &self.project,
+                "--project-directory",
+            ])
+            .arg(&self.dir)
+            .cwd(&self.dir);
+        for f in &self.files {
+            cmd = cmd.arg("-f").arg(self.dir.join(f));
+        }
+        cmd.args(args)
+    }
+}
+
+/// The compose files of a checkout when kedge.yaml names none: the first
+/// of compose's default names, plus its `.override` sibling when present.
+pub fn discover_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    let main = DEFAULT_FILES.iter().find(|f| dir.join(f).is_file())?;
+    let (stem, _) = main.rsplit_once('.')?;
+    let mut files = vec![PathBuf::from(main)];
+    for ext in ["yaml", "yml"] {
+        let over = format!("{stem}.override.{ext}");
+        if dir.join(&over).is_file() {
+            files.push(PathBuf::from(over));
+            break;
+        }
+    }
+    Some(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_follows_compose() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(discover_files(dir.path()), None);
+        std::fs::write(dir.path().join("docker-compose.yml"), "").unwrap();
+        assert_eq!(
+            discover_files(dir.path()).unwrap(),
+            [PathBuf::from("docker-compose.yml")]
+        );
+        std::fs::write(dir.path().join("compose.yaml"), "").unwrap();
+        std::fs::write(dir.path().join("compose.override.yml"), "").unwrap();
+        assert_eq!(
+            discover_files(dir.path()).unwrap(),
+            [
+                PathBuf::from("compose.yaml"),
+                PathBuf::from("compose.override.yml")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_file_and_the_project_are_passed() {
+        let c = Compose::new("shop", Path::new("/srv/shop"), vec!["a.yaml".into()])
+            .with_file("/state/override.json".into());
+        assert_eq!(
+            c.cmd(["up", "-d"]).display(),
+            "docker compose --ansi never -p shop --project-directory /srv/shop -f /srv/shop/a.yaml -f /state/override.json up -d"
+        );
+    }
+}

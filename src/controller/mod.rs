@@ -1,0 +1,166 @@
+//! controller: drives the flow (source → desired → observe → plan → apply →
+//! record). One task per repository, each level-triggered: triggers only
+//! wake a task, the reconcile decides what to do.
+
+pub mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::error_chain;
+use crate::record::{Repo, Store, StoreError};
+use reconcile::{Action, RepoTask, backoff, reconcile};
+
+/// What every repository task shares.
+pub struct Shared {
+    pub settings: Settings,
+    store: Mutex<Store>,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, store: Store) -> Self {
+        Shared {
+            settings,
+            store: Mutex::new(store),
+        }
+    }
+
+    /// Short, blocking SQLite calls only: never held across an await.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen for signals")]
+    Signals(#[source] std::io::Error),
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// Runs every registered repository until SIGINT/SIGTERM. The first signal
+/// lets applies in flight finish; a second one exits at once.
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let store = Store::open(&settings.data_dir)?;
+    let interrupted = store.fail_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            count = interrupted,
+            "deployments interrupted by a crash marked failed"
+        );
+    }
+    let shared = Arc::new(Shared::new(settings, store));
+    let (shutdown_tx, mut shutdown) = watch::channel(false);
+    spawn_signal_handler(shutdown_tx)?;
+    tracing::info!(
+        data_dir = %shared.settings.data_dir.display(),
+        poll_interval = ?shared.settings.poll_interval,
+        "kedge serve started"
+    );
+
+    let mut running: HashMap<i64, Running> = HashMap::new();
+    loop {
+        match shared.store().repos() {
+            Ok(repos) => supervise(&shared, &mut running, repos),
+            Err(e) => tracing::error!("cannot read repositories: {}", error_chain(&e)),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+
+    tracing::info!("shutting down: waiting for applies in flight");
+    for r in running.values() {
+        let _ = r.stop.send(true);
+    }
+    for (_, r) in running {
+        let _ = r.handle.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts tasks for new repositories and stops those of removed ones.
+fn supervise(shared: &Arc<Shared>, running: &mut HashMap<i64, Running>, repos: Vec<Repo>) {
+    let ids: Vec<i64> = repos.iter().map(|r| r.id).collect();
+    running.retain(|id, r| {
+        let keep = ids.contains(id) && !r.handle.is_finished();
+        if !keep {
+            let _ = r.stop.send(true);
+        }
+        keep
+    });
+    for repo in repos {
+        if running.contains_key(&repo.id) {
+            continue;
+        }
+        tracing::info!(repo = %repo.name, url = %crate::source::url::redact(&repo.url), branch = %repo.branch, "watching");
+        let (stop, stop_rx) = watch::channel(false);
+        let id = repo.id;
+        let handle = tokio::spawn(run_repo(shared.clone(), repo, stop_rx));
+        running.insert(id, Running { stop, handle });
+    }
+}
+
+async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<bool>) {
+    let name = repo.name.clone();
+    let mut task = RepoTask::new(&shared, repo);
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let delay = match reconcile(&shared, &mut task).await {
+            Ok(Action::Requeue(after)) => {
+                failures = 0;
+                after
+            }
+            Err(e) => {
+                failures += 1;
+                let retry = backoff(failures);
+                tracing::warn!(repo = %name, failures, retry_in = ?retry, "{}", error_chain(&e));
+                retry
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    tracing::debug!(repo = %name, "task stopped");
+}
+
+fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("signal received: finishing applies in flight (again to abort)");
+                let _ = shutdown.send(true);
+            } else {
+                tracing::warn!("second signal: aborting");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! One repository's reconcile: level-triggered and idempotent. It looks at
+//! the branch head and what is deployed, deploys what differs, and returns
+//! what to do next; errors go to the error policy, which picks the backoff.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::apply::{self, ApplyError};
+use crate::compose::Compose;
+use crate::desired::kedge_yaml::Mode;
+use crate::desired::render::{self, Desired, RenderError};
+use crate::record::{DeploymentStatus, NewDeployment, Repo, RepoState, ServiceRecord, StoreError};
+use crate::source::clone_dir;
+use crate::source::git::{GitError, Repository};
+use crate::{error_chain, short};
+
+/// What the controller does after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run again after this long (the poll interval, or sooner).
+    Requeue(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("deployment of {} failed", short(commit))]
+    Apply {
+        commit: String,
+        #[source]
+        source: StepError,
+    },
+}
+
+/// A failed step of applying a rendered commit.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Checkout(#[from] GitError),
+}
+
+/// Apply failures of one commit are retried this many times, then left
+/// until the branch moves or `kedge sync` is run.
+pub const MAX_APPLY_ATTEMPTS: u32 = 3;
+
+/// The error policy: exponential backoff from 2 s, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 2u64.saturating_mul(1 << failures.saturating_sub(1).min(8));
+    Duration::from_secs(secs.min(300))
+}
+
+/// How a deployment came about, as history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    NewCommit,
+    Startup,
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::NewCommit => "new_commit",
+            Trigger::Startup => "startup",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// Per-repository state that lives as long as its task.
+pub struct RepoTask {
+    pub repo: Repo,
+    pub git: Repository,
+    first: bool,
+    failed_commit: Option<(String, u32)>,
+}
+
+impl RepoTask {
+    pub fn new(shared: &Shared, repo: Repo) -> Self {
+        let clone = clone_dir(&shared.settings.data_dir, &repo.name);
+        RepoTask {
+            git: Repository::new(&repo.url, &repo.branch, clone),
+            repo,
+            first: true,
+            failed_commit: None,
+        }
+    }
+
+    fn override_path(&self) -> PathBuf {
+        self.git.clone.join(".git/kedge-override.json")
+    }
+}
+
+fn load_state(shared: &Shared, repo_id: i64) -> Result<RepoState, StoreError> {
+    shared.store().repo_state(repo_id)
+}
+
+fn save_state(shared: &Shared, repo_id: i64, state: &RepoState) -> Result<(), StoreError> {
+    shared.store().save_repo_state(repo_id, state)
+}
+
+pub async fn reconcile(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+) -> Result<Action, ReconcileError> {
+    let poll = Action::Requeue(shared.settings.poll_interval);
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+
+    let head = match task.git.remote_head().await {
+        Ok(head) => head,
+        Err(e) => {
+            let mut state = load_state(shared, id)?;
+            state.last_error = Some(error_chain(&e));
+            state.checked_at = Some(crate::record::now_ms());
+            save_state(shared, id, &state)?;
+            return Err(e.into());
+        }
+    };
+    let mut state = load_state(shared, id)?;
+    state.remote_head = Some(head.clone());
+    state.checked_at = Some(crate::record::now_ms());
+
+    if state.target_commit.as_deref() == Some(head.as_str()) && task.git.is_cloned() {
+        // Nothing new on the branch; a git error that has cleared is cleared.
+        if state.last_error.is_some() && state.deployed_commit.as_deref() == Some(head.as_str()) {
+            state.last_error = None;
+        }
+        save_state(shared, id, &state)?;
+        task.first = false;
+        return Ok(poll);
+    }
+    save_state(shared, id, &state)?;
+
+    task.git.clone_if_missing().await?;
+    let commit = task.git.fetch().await?;
+    let trigger = match (&task.failed_commit, task.first) {
+        (Some((c, _)), _) if *c == commit => Trigger::Retry,
+        (_, true) => Trigger::Startup,
+        _ => Trigger::NewCommit,
+    };
+    task.first = false;
+    tracing::info!(repo = %name, commit = short(&commit), "new commit {}", short(&commit));
+    match deploy(shared, task, &commit, trigger).await {
+        Ok(()) => {
+            task.failed_commit = None;
+            Ok(poll)
+        }
+        Err(e @ ReconcileError::Apply { .. }) => {
+            let attempts = match &task.failed_commit {
+                Some((c, n)) if *c == commit => n + 1,
+                _ => 1,
+            };
+            task.failed_commit = Some((commit.clone(), attempts));
+            if attempts >= MAX_APPLY_ATTEMPTS {
+                tracing::warn!(repo = %name, commit = short(&commit), attempts, "giving up on this commit until the branch moves or `kedge sync`");
+                let mut state = load_state(shared, id)?;
+                state.target_commit = Some(commit);
+                save_state(shared, id, &state)?;
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renders and, in `auto` mode, applies one commit, recording the outcome.
+pub async fn deploy(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    commit: &str,
+    trigger: Trigger,
+) -> Result<(), ReconcileError> {
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let started = Instant::now();
+    let info = task.git.commit_info(commit).await?;
+    let mut object_ids = task.git.object_ids(commit).await?;
+    object_ids.insert(String::new(), info.tree.clone());
+    let render_dir = task.git.checkout_for_render(commit).await?;
+
+    let rendered = render::render(
+        &name,
+        commit,
+        &render_dir,
+        &task.git.clone,
+        &object_ids,
+        &|k| std::env::var(k).ok(),
+    )
+    .await;
+    let desired = match rendered {
+        Ok(d) => d,
+        Err(e) => return refuse(shared, id, &name, &info.message, commit, trigger, &e),
+    };
+
+    let mut state = load_state(shared, id)?;
+    state.mode = Some(desired.kedge.mode.as_str().to_string());
+    state.project = Some(desired.project.clone());
+    if desired.kedge.mode != Mode::Auto {
+        tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
+        state.target_commit = Some(commit.to_string());
+        save_state(shared, id, &state)?;
+        return Ok(());
+    }
+    save_state(shared, id, &state)?;
+
+    let deployment = shared.store().begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit,
+        message: &info.message,
+        trigger: trigger.as_str(),
+        compose_snapshot: Some(&desired.rendered),
+    })?;
+
+    let previous = shared.store().services(id)?;
+    let (records, changed, rebuild) = label_commits(&desired, &previous, commit);
+    let result = apply_desired(task, &desired, &render_dir, &records, &rebuild).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(()) => {
+            shared.store().save_services(id, &records)?;
+            shared.store().finish_deployment(
+                deployment,
+                DeploymentStatus::Success,
+                &changed,
+                None,
+            )?;
+            let mut state = load_state(shared, id)?;
+            state.deployed_commit = Some(commit.to_string());
+            state.target_commit = Some(commit.to_string());
+            state.last_error = None;
+            save_state(shared, id, &state)?;
+            tracing::info!(
+                repo = %name,
+                commit = short(commit),
+                changed = ?changed,
+                "deployed in {:.1} s",
+                elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let message = error_chain(&e);
+            tracing::error!(repo = %name, commit = short(commit), "deploy failed: {message}");
+            // The clone goes back to what is running: its files are bind-mounted.
+            if let Some(deployed) = load_state(shared, id)?.deployed_commit
+                && let Err(e) = task.git.checkout_deployed(&deployed).await
+            {
+                tracing::warn!(repo = %name, "cannot restore the deployed checkout: {}", error_chain(&e));
+            }
+            shared.store().finish_deployment(
+                deployment,
+                DeploymentStatus::Failed,
+                &changed,
+                Some(&message),
+            )?;
+            let mut state = load_state(shared, id)?;
+            state.last_error = Some(message);
+            save_state(shared, id, &state)?;
+            Err(ReconcileError::Apply {
+                commit: commit.to_string(),
+                source: e,
+            })
+        }
+    }
+}
+
+async fn apply_desired(
+    task: &RepoTask,
+    desired: &Desired,
+    render_dir: &std::path::Path,
+    records: &BTreeMap<String, ServiceRecord>,
+    rebuild: &[String],
+) -> Result<(), StepError> {
+    // Images first, from the render checkout: a missing image fails here,
+    // before the deployed checkout or any container changes.
+    apply::pull_missing(&Compose::new(
+        &desired.project,
+        render_dir,
+        desired.files.clone(),
+    ))
+    .await?;
+    task.git.checkout_deployed(&desired.commit).await?;
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let override_path = task.override_path();
+    apply::write_label_override(&override_path, &desired.project, &commits)?;
+    let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
+        .with_file(override_path);
+    Ok(apply::up(&project, rebuild, desired.kedge.prune).await?)
+}
+
+/// The commit each service's `io.kedge.commit` label carries: the one that
+/// last changed the service. Returns the records, the changed services
+/// (sorted; removed ones included) and the changed services to rebuild.
+pub fn label_commits(
+    desired: &Desired,
+    previous: &BTreeMap<String, ServiceRecord>,
+    commit: &str,
+) -> (BTreeMap<String, ServiceRecord>, Vec<String>, Vec<String>) {
+    let mut records = BTreeMap::new();
+    let mut changed = Vec::new();
+    let mut rebuild = Vec::new();
+    for (name, spec) in &desired.services {
+        let kept = previous.get(name).filter(|p| p.hash == spec.hash);
+        let record = match kept {
+            Some(p) => p.clone(),
+            None => {
+                changed.push(name.clone());
+                if spec.build.is_some() {
+                    rebuild.push(name.clone());
+                }
+                ServiceRecord {
+                    hash: spec.hash.clone(),
+                    commit: commit.to_string(),
+                }
+            }
+        };
+        records.insert(name.clone(), record);
+    }
+    changed.extend(
+        previous
+            .keys()
+            .filter(|k| !desired.services.contains_key(*k))
+            .cloned(),
+    );
+    changed.sort();
+    (records, changed, rebuild)
+}
+
+/// A commit that cannot be rendered is a failed deployment; nothing is applied
+/// and it is not retried until the branch moves.
+fn refuse(
+    shared: &Arc<Shared>,
+    id: i64,
+    name: &str,
+    message: &str,
+    commit: &str,
+    trigger: Trigger,
+    err: &RenderError,
+) -> Result<(), ReconcileError> {
+    let text = error_chain(err);
+    tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
+    let store = shared.store();
+    let deployment = store.begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit,
+        message,
+        trigger: trigger.as_str(),
+        compose_snapshot: None,
+    })?;
+    store.finish_deployment(deployment, DeploymentStatus::Failed, &[], Some(&text))?;
+    let mut state = store.repo_state(id)?;
+    state.target_commit = Some(commit.to_string());
+    state.last_error = Some(text);
+    store.save_repo_state(id, &state)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::kedge_yaml::KedgeYaml;
+    use crate::desired::render::ServiceSpec;
+
+    fn desired(services: &[(&str, &str, bool)]) -> Desired {
+        Desired {
+            commit: "c2".into(),
+            project: "p".into(),
+            kedge: KedgeYaml::default(),
+            files: vec![],
+            rendered: String::new(),
+            services: services
+                .iter()
+                .map(|(n, h, build)| {
+                    (
+                        n.to_string(),
+                        ServiceSpec {
+                            name: n.to_string(),
+                            hash: h.to_string(),
+                            image: None,
+                            build: build.then(|| "ctx".to_string()),
+                            replicas: 1,
+                            restart: None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn rec(hash: &str, commit: &str) -> ServiceRecord {
+        ServiceRecord {
+            hash: hash.into(),
+            commit: commit.into(),
+        }
+    }
+
+    #[test]
+    fn only_changed_services_get_the_new_commit() {
+        let previous = BTreeMap::from([
+            ("web".to_string(), rec("h-web", "c1")),
+            ("api".to_string(), rec("h-api", "c0")),
+            ("old".to_string(), rec("h-old", "c0")),
+        ]);
+        let d = desired(&[
+            ("web", "h-web", false),
+            ("api", "h-api2", true),
+            ("new", "h-new", false),
+        ]);
+        let (records, changed, rebuild) = label_commits(&d, &previous, "c2");
+        assert_eq!(records["web"], rec("h-web", "c1"));
+        assert_eq!(records["api"], rec("h-api2", "c2"));
+        assert_eq!(records["new"], rec("h-new", "c2"));
+        assert!(!records.contains_key("old"));
+        assert_eq!(changed, ["api", "new", "old"]);
+        assert_eq!(rebuild, ["api"]);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,310 @@
+//! Renders one commit into the desired state with `docker compose config
+//! --format json`, so compose itself resolves interpolation, env files,
+//! extends and profiles. Each service gets a hash of its resolved
+//! configuration plus the git object ids of what it takes from the
+//! repository (bind-mounted files, file configs/secrets, build context):
+//! equal hash, nothing to restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::kedge_yaml::{self, KedgeYaml, KedgeYamlError};
+use crate::compose::{self, Compose};
+use crate::config::interpolate::Env;
+use crate::process::ProcessError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    KedgeYaml(#[from] KedgeYamlError),
+    #[error("compose file {0} named in kedge.yaml does not exist")]
+    MissingComposeFile(String),
+    #[error("no compose file found (looked for {})", compose::DEFAULT_FILES.join(", "))]
+    NoComposeFile,
+    #[error("invalid compose project")]
+    Compose(#[source] ProcessError),
+    #[error("cannot read the output of docker compose config")]
+    Output(#[source] serde_json::Error),
+}
+
+/// One service as Kedge compares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Resolved configuration plus repository content fingerprints.
+    pub hash: String,
+    pub image: Option<String>,
+    /// Build context inside the repository, with its tree id: a change rebuilds.
+    pub build: Option<String>,
+    pub replicas: u32,
+    pub restart: Option<String>,
+}
+
+/// What a commit says should run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Desired {
+    pub commit: String,
+    pub project: String,
+    pub kedge: KedgeYaml,
+    /// Compose files, relative to the repository root.
+    pub files: Vec<PathBuf>,
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// `docker compose config` output as if rendered in the clone.
+    pub rendered: String,
+}
+
+/// Renders `commit`, checked out at `checkout`, as it will be deployed
+/// from `deploy_dir`. `object_ids` maps repository paths to git object ids.
+pub async fn render(
+    repo_name: &str,
+    commit: &str,
+    checkout: &Path,
+    deploy_dir: &Path,
+    object_ids: &HashMap<String, String>,
+    env: Env<'_>,
+) -> Result<Desired, RenderError> {
+    let kedge = kedge_yaml::load(checkout, env)?;
+    let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
+        compose::discover_files(checkout).ok_or(RenderError::NoComposeFile)?
+    } else {
+        for f in &kedge.compose_files {
+            if !checkout.join(f).is_file() {
+                return Err(RenderError::MissingComposeFile(f.clone()));
+            }
+        }
+        kedge.compose_files.iter().map(PathBuf::from).collect()
+    };
+    let project = kedge.project_name(repo_name).to_string();
+    let out = Compose::new(&project, checkout, files.clone())
+        .cmd(["config", "--format", "json"])
+        .timeout(compose::CONFIG_TIMEOUT)
+        .run()
+        .await
+        .map_err(RenderError::Compose)?;
+    let mut doc: Value = serde_json::from_slice(&out.stdout).map_err(RenderError::Output)?;
+    relocate(
+        &mut doc,
+        &checkout.to_string_lossy(),
+        &deploy_dir.to_string_lossy(),
+    );
+    let services = service_specs(&doc, deploy_dir, object_ids);
+    Ok(Desired {
+        commit: commit.to_string(),
+        project,
+        kedge,
+        files,
+        services,
+        rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    })
+}
+
+/// Rewrites paths under the render checkout to where the stack runs.
+fn relocate(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) if s.contains(from) => *s = s.replace(from, to),
+        Value::Array(items) => items.iter_mut().for_each(|i| relocate(i, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|i| relocate(i, from, to)),
+        _ => {}
+    }
+}
+
+/// Per-service specs of a rendered project (paths already relocated to `root`).
+pub fn service_specs(
+    doc: &Value,
+    root: &Path,
+    object_ids: &HashMap<String, String>,
+) -> BTreeMap<String, ServiceSpec> {
+    let empty = serde_json::Map::new();
+    let services = doc["services"].as_object().unwrap_or(&empty);
+    let top_files = |kind: &str, name: &str| doc[kind][name]["file"].as_str().map(String::from);
+    services
+        .iter()
+        .map(|(name, svc)| {
+            let mut used: Vec<String> = Vec::new();
+            for vol in svc["volumes"].as_array().into_iter().flatten() {
+                if vol["type"] == "bind"
+                    && let Some(src) = vol["source"].as_str()
+                {
+                    used.push(src.to_string());
+                }
+            }
+            for kind in ["configs", "secrets"] {
+                for item in svc[kind].as_array().into_iter().flatten() {
+                    let source = item["source"].as_str().or_else(|| item.as_str());
+                    if let Some(file) = source.and_then(|s| top_files(kind, s)) {
+                        used.push(file);
+                    }
+                }
+            }
+            let build_context = svc["build"]["context"].as_str().map(String::from);
+            used.extend(build_context.clone());
+
+            // Object ids of used repository paths; paths outside the repository
+            // or not in git (runtime data) are not configuration.
+            let mut fingerprints: Vec<(String, String)> = used
+                .iter()
+                .filter_map(|p| repo_relative(Path::new(p), root))
+                .filter_map(|rel| fingerprint(&rel, object_ids).map(|id| (rel, id)))
+                .collect();
+            fingerprints.sort();
+            fingerprints.dedup();
+
+            let mut hasher = Sha256::new();
+            // serde_json's map is ordered by key: the text is canonical.
+            hasher.update(svc.to_string().as_bytes());
+            for (path, id) in &fingerprints {
+                hasher.update(format!("\0{path}\0{id}").as_bytes());
+            }
+            let hash = hex(&hasher.finalize());
+            let build = build_context
+                .as_deref()
+                .and_then(|c| repo_relative(Path::new(c), root))
+                .map(|rel| match fingerprint(&rel, object_ids) {
+                    Some(id) => format!("{rel}@{id}"),
+                    None => rel,
+                });
+            let replicas = svc["deploy"]["replicas"]
+                .as_u64()
+                .or_else(|| svc["scale"].as_u64())
+                .unwrap_or(1) as u32;
+            let spec = ServiceSpec {
+                name: name.clone(),
+                hash,
+                image: svc["image"].as_str().map(String::from),
+                build,
+                replicas,
+                restart: svc["restart"].as_str().map(String::from),
+            };
+            (name.clone(), spec)
+        })
+        .collect()
+}
+
+/// `path` relative to `root` when it lies inside it ("" for the root itself).
+fn repo_relative(path: &Path, root: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    Some(rel.to_string_lossy().trim_end_matches('/').to_string())
+}
+
+fn fingerprint(rel: &str, object_ids: &HashMap<String, String>) -> Option<String> {
+    if rel.is_empty() {
+        return object_ids.get("").cloned();
+    }
+    object_ids.get(rel).cloned()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> Value {
+        json!({
+            "services": {
+                "web": {
+                    "image": "nginx:1.25",
+                    "volumes": [
+                        {"type": "bind", "source": "/r/conf/nginx.conf", "target": "/etc/nginx.conf"},
+                        {"type": "bind", "source": "/r/data", "target": "/data"},
+                        {"type": "volume", "source": "cache", "target": "/cache"}
+                    ],
+                    "configs": [{"source": "site", "target": "/site"}]
+                },
+                "api": {"build": {"context": "/r/api", "dockerfile": "Dockerfile"}, "deploy": {"replicas": 3}},
+                "worker": {"image": "busybox", "restart": "no"}
+            },
+            "configs": {"site": {"file": "/r/site.conf"}}
+        })
+    }
+
+    fn ids(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn hashes_follow_the_content_each_service_uses() {
+        let base = ids(&[
+            ("conf/nginx.conf", "a1"),
+            ("site.conf", "s1"),
+            ("api", "t1"),
+            ("README.md", "r1"),
+        ]);
+        let root = Path::new("/r");
+        let before = service_specs(&doc(), root, &base);
+        assert_eq!(before["api"].replicas, 3);
+        assert_eq!(before["api"].build.as_deref(), Some("api@t1"));
+        assert_eq!(before["worker"].restart.as_deref(), Some("no"));
+
+        // A README change touches no service.
+        let readme = ids(&[
+            ("conf/nginx.conf", "a1"),
+            ("site.conf", "s1"),
+            ("api", "t1"),
+            ("README.md", "r2"),
+        ]);
+        assert_eq!(service_specs(&doc(), root, &readme), before);
+
+        // An edited bind-mounted file changes only the service mounting it.
+        let conf = ids(&[
+            ("conf/nginx.conf", "a2"),
+            ("site.conf", "s1"),
+            ("api", "t1"),
+        ]);
+        let after = service_specs(&doc(), root, &conf);
+        assert_ne!(after["web"].hash, before["web"].hash);
+        assert_eq!(after["api"].hash, before["api"].hash);
+        assert_eq!(after["worker"].hash, before["worker"].hash);
+
+        // So does a file config, and a build context only its service.
+        let site = ids(&[
+            ("conf/nginx.conf", "a1"),
+            ("site.conf", "s2"),
+            ("api", "t1"),
+        ]);
+        assert_ne!(
+            service_specs(&doc(), root, &site)["web"].hash,
+            before["web"].hash
+        );
+        let ctx = ids(&[
+            ("conf/nginx.conf", "a1"),
+            ("site.conf", "s1"),
+            ("api", "t2"),
+        ]);
+        let rebuilt = service_specs(&doc(), root, &ctx);
+        assert_ne!(rebuilt["api"].hash, before["api"].hash);
+        assert_eq!(rebuilt["web"].hash, before["web"].hash);
+    }
+
+    #[test]
+    fn a_config_change_changes_the_hash() {
+        let base = ids(&[]);
+        let root = Path::new("/r");
+        let before = service_specs(&doc(), root, &base);
+        let mut changed = doc();
+        changed["services"]["worker"]["image"] = json!("busybox:2");
+        let after = service_specs(&changed, root, &base);
+        assert_ne!(after["worker"].hash, before["worker"].hash);
+        assert_eq!(after["web"].hash, before["web"].hash);
+    }
+
+    #[test]
+    fn relocation_rewrites_checkout_paths() {
+        let mut v = json!({"a": ["/x/render/conf", "keep"], "b": {"c": "/x/render"}});
+        relocate(&mut v, "/x/render", "/x/clone");
+        assert_eq!(
+            v,
+            json!({"a": ["/x/clone/conf", "keep"], "b": {"c": "/x/clone"}})
+        );
+    }
+}

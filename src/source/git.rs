@@ -1,0 +1,326 @@
+//! The `git` CLI: a cheap `ls-remote` per poll, fetch only when the branch
+//! moved. The clone holds the deployed tree (what running containers
+//! bind-mount); new commits are rendered in a separate worktree so that a
+//! commit that fails, or one `notify` mode only reports, never changes files
+//! under a running stack.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{Cmd, ProcessError};
+
+const GIT_TIMEOUT: Duration = Duration::from_secs(300);
+const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The worktree new commits are rendered in, inside the clone's `.git`.
+const RENDER_WORKTREE: &str = ".git/kedge-render";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot reach remote {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("branch {branch} does not exist on {url}")]
+    NoBranch { url: String, branch: String },
+    #[error("cannot clone {url}")]
+    Clone {
+        url: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot fetch {branch} from {url}")]
+    Fetch {
+        url: String,
+        branch: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot check out {commit}")]
+    Checkout {
+        commit: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot read commit {commit}")]
+    Inspect {
+        commit: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot prepare {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a commit says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub hash: String,
+    pub tree: String,
+    pub message: String,
+}
+
+/// One registered repository's remote and its clone on disk.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub url: String,
+    pub branch: String,
+    pub clone: PathBuf,
+}
+
+impl Repository {
+    pub fn new(url: &str, branch: &str, clone: PathBuf) -> Self {
+        Repository {
+            url: url.to_string(),
+            branch: branch.to_string(),
+            clone,
+        }
+    }
+
+    fn remote_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    /// The directory new commits are rendered in.
+    pub fn render_dir(&self) -> PathBuf {
+        self.clone.join(RENDER_WORKTREE)
+    }
+
+    fn git(&self) -> Cmd {
+        git_cmd().cwd(&self.clone)
+    }
+
+    /// The branch head on the remote, without fetching anything.
+    pub async fn remote_head(&self) -> Result<String, GitError> {
+        let out = git_cmd()
+            .args(["ls-remote", "--heads", "--", &self.url])
+            .arg(format!("refs/heads/{}", self.branch))
+            .timeout(LS_REMOTE_TIMEOUT)
+            .run()
+            .await
+            .map_err(|source| GitError::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+        let text = out.stdout_text();
+        text.lines()
+            .find_map(|line| {
+                let (hash, name) = line.split_once('\t')?;
+                (name == format!("refs/heads/{}", self.branch)).then(|| hash.to_string())
+            })
+            .ok_or_else(|| GitError::NoBranch {
+                url: self.url.clone(),
+                branch: self.branch.clone(),
+            })
+    }
+
+    pub fn is_cloned(&self) -> bool {
+        self.clone.join(".git").is_dir()
+    }
+
+    /// Clones into a temporary sibling and renames it into place, so an
+    /// interrupted clone never looks like a finished one.
+    pub async fn clone_if_missing(&self) -> Result<(), GitError> {
+        if self.is_cloned() {
+            return Ok(());
+        }
+        let parent = self.clone.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        let tmp = parent.join(format!(
+            ".{}.cloning",
+            self.clone.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        if self.clone.exists() {
+            // A directory without .git is a leftover, not a clone.
+            std::fs::remove_dir_all(&self.clone).map_err(|source| GitError::Io {
+                path: self.clone.clone(),
+                source,
+            })?;
+        }
+        git_cmd()
+            .args([
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--branch",
+                &self.branch,
+                "--",
+                &self.url,
+            ])
+            .arg(&tmp)
+            .timeout(GIT_TIMEOUT)
+            .run()
+            .await
+            .map_err(|source| GitError::Clone {
+                url: self.url.clone(),
+                source,
+            })?;
+        std::fs::rename(&tmp, &self.clone).map_err(|source| GitError::Io {
+            path: self.clone.clone(),
+            source,
+        })
+    }
+
+    /// Fetches the branch (force: a force-push replaces it) and returns its head.
+    pub async fn fetch(&self) -> Result<String, GitError> {
+        let refspec = format!("+refs/heads/{}:{}", self.branch, self.remote_ref());
+        let fetch_err = |source| GitError::Fetch {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+            source,
+        };
+        self.git()
+            .args(["fetch", "--quiet", "--no-tags", "--", &self.url, &refspec])
+            .timeout(GIT_TIMEOUT)
+            .run()
+            .await
+            .map_err(fetch_err)?;
+        let out = self
+            .git()
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{}^{{commit}}", self.remote_ref()),
+            ])
+            .run()
+            .await
+            .map_err(fetch_err)?;
+        Ok(out.stdout_text().trim().to_string())
+    }
+
+    /// Whether the clone already has this commit.
+    pub async fn has_commit(&self, commit: &str) -> bool {
+        self.git()
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .run()
+            .await
+            .is_ok()
+    }
+
+    pub async fn commit_info(&self, commit: &str) -> Result<CommitInfo, GitError> {
+        let out = self
+            .git()
+            .args(["log", "-1", "--format=%H%x00%T%x00%B", commit, "--"])
+            .run()
+            .await
+            .map_err(|source| GitError::Inspect {
+                commit: commit.to_string(),
+                source,
+            })?;
+        let text = out.stdout_text();
+        let mut parts = text.splitn(3, '\0');
+        Ok(CommitInfo {
+            hash: parts.next().unwrap_or_default().to_string(),
+            tree: parts.next().unwrap_or_default().to_string(),
+            message: parts.next().unwrap_or_default().trim().to_string(),
+        })
+    }
+
+    /// Object ids of every file and directory of a commit, by path: the
+    /// fingerprints of what services take from the repository.
+    pub async fn object_ids(&self, commit: &str) -> Result<HashMap<String, String>, GitError> {
+        let out = self
+            .git()
+            .args(["ls-tree", "-r", "-t", "-z", "--full-tree", commit])
+            .run()
+            .await
+            .map_err(|source| GitError::Inspect {
+                commit: commit.to_string(),
+                source,
+            })?;
+        let text = out.stdout_text();
+        Ok(text
+            .split('\0')
+            .filter_map(|entry| {
+                // "<mode> <type> <id>\t<path>"
+                let (meta, path) = entry.split_once('\t')?;
+                let id = meta.split_whitespace().nth(2)?;
+                Some((path.to_string(), id.to_string()))
+            })
+            .collect())
+    }
+
+    /// Puts `commit`'s tree into the render worktree.
+    pub async fn checkout_for_render(&self, commit: &str) -> Result<PathBuf, GitError> {
+        let dir = self.render_dir();
+        let checkout_err = |source| GitError::Checkout {
+            commit: commit.to_string(),
+            source,
+        };
+        if !dir.join(".git").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            // prune: forget a worktree whose directory a crash removed.
+            let _ = self.git().args(["worktree", "prune"]).run().await;
+            self.git()
+                .args(["worktree", "add", "--detach", "--force", "--quiet"])
+                .arg(&dir)
+                .arg(commit)
+                .timeout(GIT_TIMEOUT)
+                .run()
+                .await
+                .map_err(checkout_err)?;
+        } else {
+            git_cmd()
+                .cwd(&dir)
+                .args(["checkout", "--detach", "--force", "--quiet", commit])
+                .timeout(GIT_TIMEOUT)
+                .run()
+                .await
+                .map_err(checkout_err)?;
+            clean_untracked(&dir).await.map_err(checkout_err)?;
+        }
+        Ok(dir)
+    }
+
+    /// Puts `commit`'s tree into the clone, the directory the stack runs from.
+    /// Untracked files are kept: bind-mounted data directories live there.
+    pub async fn checkout_deployed(&self, commit: &str) -> Result<(), GitError> {
+        self.git()
+            .args(["checkout", "--detach", "--force", "--quiet", commit])
+            .timeout(GIT_TIMEOUT)
+            .run()
+            .await
+            .map(drop)
+            .map_err(|source| GitError::Checkout {
+                commit: commit.to_string(),
+                source,
+            })
+    }
+}
+
+/// The render worktree holds nothing but the commit: stale files from an
+/// earlier commit must not leak into the next render.
+async fn clean_untracked(dir: &Path) -> Result<(), ProcessError> {
+    git_cmd()
+        .cwd(dir)
+        .args(["clean", "-ffdxq"])
+        .run()
+        .await
+        .map(drop)
+}
+
+/// Git without prompts, pagers or the user's global settings getting in the way.
+fn git_cmd() -> Cmd {
+    let cmd = Cmd::new("git")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_PAGER", "cat")
+        .env("LC_ALL", "C")
+        .timeout(GIT_TIMEOUT);
+    // An operator's own ssh command wins; otherwise never wait for a passphrase.
+    if std::env::var_os("GIT_SSH_COMMAND").is_some() {
+        cmd
+    } else {
+        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    }
+}
