@@ -34,7 +34,7 @@ pub enum ReconcileError {
     Apply {
         commit: String,
         #[source]
-        source: StepError,
+        source: Box<StepError>,
     },
 }
 
@@ -267,7 +267,7 @@ pub async fn deploy(
             save_state(shared, id, &state)?;
             Err(ReconcileError::Apply {
                 commit: commit.to_string(),
-                source: e,
+                source: Box::new(e),
             })
         }
     }
