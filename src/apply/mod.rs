@@ -20,9 +20,9 @@ pub enum ApplyError {
         #[source]
         source: ProcessError,
     },
-    #[error("cannot pull the images of {project}")]
+    #[error("cannot pull image {}", images.join(", "))]
     Pull {
-        project: String,
+        images: Vec<String>,
         #[source]
         source: ProcessError,
     },
@@ -92,23 +92,26 @@ pub fn write_label_override(
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Pulls images that are not on the host yet, before anything changes, so
-/// an image that cannot be had fails the deployment with the stack untouched.
-pub async fn pull_missing(project: &Compose) -> Result<(), ApplyError> {
+/// Pulls the images of `services` (those whose image is not on the host),
+/// before anything changes, so an image that cannot be had fails the
+/// deployment with the stack untouched.
+pub async fn pull(
+    project: &Compose,
+    services: &[String],
+    images: &[String],
+) -> Result<(), ApplyError> {
+    if services.is_empty() {
+        return Ok(());
+    }
     project
-        .cmd([
-            "pull",
-            "--policy",
-            "missing",
-            "--ignore-buildable",
-            "--quiet",
-        ])
+        .cmd(["pull", "--quiet"])
+        .args(services)
         .timeout(compose::APPLY_TIMEOUT)
         .run()
         .await
         .map(drop)
         .map_err(|source| ApplyError::Pull {
-            project: project.project.clone(),
+            images: images.to_vec(),
             source,
         })
 }

@@ -1,6 +1,11 @@
 use std::process::ExitCode;
 
+use serde::Serialize;
+
 use super::Ctx;
+use super::output::{Table, local_time, print_json, rfc3339};
+use crate::record::DeploymentStatus;
+use crate::short;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -8,10 +13,53 @@ pub struct Args {
     #[arg(long)]
     pub repo: String,
     /// Show at most N deployments
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("history")
+#[derive(Serialize)]
+struct Row {
+    commit: String,
+    status: DeploymentStatus,
+    deployed_at: String,
+    message: String,
+    trigger: String,
+    duration_ms: Option<i64>,
+    services_changed: Option<Vec<String>>,
+    error: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_store()?;
+    let Some(repo) = store.repo(&args.repo)? else {
+        anyhow::bail!("no repository named '{}'", args.repo);
+    };
+    let deployments = store.deployments(repo.id, args.limit)?;
+    if ctx.json() {
+        let rows: Vec<Row> = deployments
+            .into_iter()
+            .map(|d| Row {
+                deployed_at: rfc3339(d.started_at),
+                commit: d.commit,
+                status: d.status,
+                message: d.message,
+                trigger: d.trigger,
+                duration_ms: d.duration_ms,
+                services_changed: d.services_changed,
+                error: d.error,
+            })
+            .collect();
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(["COMMIT", "STATUS", "DEPLOYED AT"]);
+    for d in &deployments {
+        table.row([
+            short(&d.commit),
+            d.status.as_str(),
+            &local_time(d.started_at),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
 }

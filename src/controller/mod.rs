@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::error_chain;
+use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 use reconcile::{Action, RepoTask, backoff, reconcile};
 
@@ -19,13 +20,17 @@ use reconcile::{Action, RepoTask, backoff, reconcile};
 pub struct Shared {
     pub settings: Settings,
     store: Mutex<Store>,
+    /// `None` when the engine could not be reached at start-up; compose
+    /// then does all the work and reports its own errors.
+    pub engine: Option<Engine>,
 }
 
 impl Shared {
-    pub fn new(settings: Settings, store: Store) -> Self {
+    pub fn new(settings: Settings, store: Store, engine: Option<Engine>) -> Self {
         Shared {
             settings,
             store: Mutex::new(store),
+            engine,
         }
     }
 
@@ -59,7 +64,14 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             "deployments interrupted by a crash marked failed"
         );
     }
-    let shared = Arc::new(Shared::new(settings, store));
+    let engine = match Engine::connect().await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!("{}", error_chain(&e));
+            None
+        }
+    };
+    let shared = Arc::new(Shared::new(settings, store, engine));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     tracing::info!(

@@ -222,7 +222,7 @@ pub async fn deploy(
 
     let previous = shared.store().services(id)?;
     let (records, changed, rebuild) = label_commits(&desired, &previous, commit);
-    let result = apply_desired(task, &desired, &render_dir, &records, &rebuild).await;
+    let result = apply_desired(shared, task, &desired, &render_dir, &records, &rebuild).await;
     let elapsed = started.elapsed();
     match result {
         Ok(()) => {
@@ -274,6 +274,7 @@ pub async fn deploy(
 }
 
 async fn apply_desired(
+    shared: &Shared,
     task: &RepoTask,
     desired: &Desired,
     render_dir: &std::path::Path,
@@ -282,12 +283,9 @@ async fn apply_desired(
 ) -> Result<(), StepError> {
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
-    apply::pull_missing(&Compose::new(
-        &desired.project,
-        render_dir,
-        desired.files.clone(),
-    ))
-    .await?;
+    let (services, images) = missing_images(shared, desired).await;
+    let render = Compose::new(&desired.project, render_dir, desired.files.clone());
+    apply::pull(&render, &services, &images).await?;
     task.git.checkout_deployed(&desired.commit).await?;
     let commits: BTreeMap<String, String> = records
         .iter()
@@ -298,6 +296,30 @@ async fn apply_desired(
     let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
         .with_file(override_path);
     Ok(apply::up(&project, rebuild, desired.kedge.prune).await?)
+}
+
+/// Services whose image is not on the host (all of them without an engine
+/// connection: compose then skips what it has), with those images.
+async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec<String>) {
+    let mut services = Vec::new();
+    let mut images = Vec::new();
+    for spec in desired.services.values() {
+        let Some(image) = &spec.image else { continue };
+        if spec.build.is_some() {
+            continue;
+        }
+        let present = match &shared.engine {
+            Some(engine) => engine.has_image(image).await,
+            None => false,
+        };
+        if !present {
+            services.push(spec.name.clone());
+            images.push(image.clone());
+        }
+    }
+    images.sort();
+    images.dedup();
+    (services, images)
 }
 
 /// The commit each service's `io.kedge.commit` label carries: the one that

@@ -70,6 +70,11 @@ impl Engine {
         &self.docker
     }
 
+    /// Whether an image reference resolves on this host.
+    pub async fn has_image(&self, reference: &str) -> bool {
+        self.docker.inspect_image(reference).await.is_ok()
+    }
+
     /// Every container of the project, running or not, sorted by service and number.
     pub async fn project_containers(
         &self,

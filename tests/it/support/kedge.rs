@@ -169,3 +169,80 @@ impl Outcome {
             .unwrap_or_else(|e| panic!("stdout is not one JSON document: {e}{}", self.context()))
     }
 }
+
+/// `kedge serve` running in the background; stopped (SIGTERM, then KILL)
+/// when dropped.
+pub struct Serve {
+    pub child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Kedge {
+    pub fn serve(&self, poll: &str) -> Serve {
+        let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = self
+            .command(["serve", "--poll-interval", poll])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start kedge serve");
+        Serve { child, log }
+    }
+}
+
+impl Serve {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- kedge serve log\n{}", self.log());
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `secs` with `what`.
+#[track_caller]
+pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -9,7 +9,7 @@ pub mod kedge;
 
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};
 pub use git::GitRemote;
-pub use kedge::Kedge;
+pub use kedge::{Kedge, wait_for};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

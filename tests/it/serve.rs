@@ -1,0 +1,356 @@
+//! `kedge serve` end to end: real git remotes, the real engine.
+
+use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
+use crate::support::*;
+
+/// Two services; busybox ignores SIGTERM as PID 1, so they stop by SIGKILL.
+fn two_services(web_image: &str, api_image: &str) -> String {
+    format!(
+        "services:
+  web:
+    image: {web_image}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+    volumes:
+      - ./conf/web.conf:/etc/web.conf:ro
+  api:
+    image: {api_image}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+"
+    )
+}
+
+struct Stack {
+    remote: GitRemote,
+    kedge: Kedge,
+    project: ComposeProject,
+    name: String,
+}
+
+fn stack(prefix: &str) -> Stack {
+    let name = unique_name(prefix);
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
+    remote.write("conf/web.conf", "v1\n");
+    remote.commit("first");
+    let kedge = Kedge::new();
+    kedge.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    Stack {
+        remote,
+        kedge,
+        project,
+        name,
+    }
+}
+
+fn by_service(project: &ComposeProject) -> std::collections::BTreeMap<String, Container> {
+    project
+        .running()
+        .into_iter()
+        .map(|c| (c.service().to_string(), c))
+        .collect()
+}
+
+use crate::support::docker::Container;
+
+/// The deployment of `commit`, once it is finished.
+fn finished(k: &Kedge, repo: &str, commit: &str) -> Option<serde_json::Value> {
+    let history = k.run(["history", "--repo", repo, "-o", "json"]).json();
+    history
+        .as_array()?
+        .iter()
+        .find(|d| d["commit"] == commit && d["status"] != "in_progress")
+        .cloned()
+}
+
+#[test]
+fn serve_deploys_labels_and_updates_only_what_changed() {
+    let s = stack("serve");
+    let mut serve = s.kedge.serve("300ms");
+    let c1 = s.remote.remote_head();
+
+    let first = wait_for(60, "both services running", || {
+        let m = by_service(&s.project);
+        (m.len() == 2).then_some(m)
+    });
+    for c in first.values() {
+        assert_eq!(c.label("io.kedge.managed"), Some("true"));
+        assert_eq!(c.label("io.kedge.project"), Some(s.name.as_str()));
+        assert_eq!(c.label("io.kedge.service"), Some(c.service()));
+        assert_eq!(c.label("io.kedge.commit"), Some(c1.as_str()));
+    }
+    let ps = docker_ok(&["compose", "-p", &s.name, "ps", "--format", "{{.Name}}"]);
+    assert!(ps.contains(&format!("{}-web-1", s.name)), "{ps}");
+    assert!(ps.contains(&format!("{}-api-1", s.name)), "{ps}");
+
+    // Change one service's image: only that one is recreated.
+    s.remote
+        .write("compose.yaml", &two_services(IMAGE_1, IMAGE_2));
+    let c2 = s.remote.commit("api on image 2");
+    let second = wait_for(30, "api on image 2", || {
+        let m = by_service(&s.project);
+        (m.get("api")?.image_id == image_id(IMAGE_2) && m.len() == 2).then_some(m)
+    });
+    assert_eq!(second["web"].id, first["web"].id);
+    assert_eq!(second["web"].started_at, first["web"].started_at);
+    assert_eq!(second["api"].label("io.kedge.commit"), Some(c2.as_str()));
+    assert_eq!(second["web"].label("io.kedge.commit"), Some(c1.as_str()));
+
+    // A README-only commit restarts nothing.
+    s.remote.write("README.md", "docs\n");
+    let c3 = s.remote.commit("docs only");
+    let d3 = wait_for(30, "the README commit to be handled", || {
+        finished(&s.kedge, &s.name, &c3)
+    });
+    assert_eq!(d3["status"], "success");
+    assert_eq!(d3["services_changed"], serde_json::json!([]));
+    let third = by_service(&s.project);
+    for svc in ["web", "api"] {
+        assert_eq!(third[svc].id, second[svc].id, "{svc} was recreated");
+        assert_eq!(
+            third[svc].started_at, second[svc].started_at,
+            "{svc} was restarted"
+        );
+    }
+
+    // A bind-mounted config file edit recreates exactly the service mounting it.
+    s.remote.write("conf/web.conf", "v2\n");
+    let c4 = s.remote.commit("web config v2");
+    let fourth = wait_for(30, "web recreated with the new config", || {
+        let m = by_service(&s.project);
+        (m.get("web")?.label("io.kedge.commit") == Some(c4.as_str())).then_some(m)
+    });
+    assert_ne!(fourth["web"].id, third["web"].id);
+    assert_eq!(fourth["api"].id, third["api"].id);
+    let seen = docker_ok(&["exec", &fourth["web"].id, "cat", "/etc/web.conf"]);
+    assert_eq!(seen, "v2");
+
+    let status = s
+        .kedge
+        .run(["status", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(status[0]["sync_state"], "synced", "{status}");
+    assert_eq!(status[0]["deployed_commit"], c4.as_str());
+
+    assert_eq!(serve.terminate(), Some(0), "SIGTERM is a graceful stop");
+    assert_eq!(
+        by_service(&s.project).len(),
+        2,
+        "stopping serve leaves the stack running"
+    );
+}
+
+#[test]
+fn a_repo_added_while_serving_is_picked_up() {
+    let name = unique_name("late");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
+    remote.write("conf/web.conf", "v1\n");
+    remote.commit("first");
+    let k = Kedge::new();
+    let project = ComposeProject::named(&name);
+    let _serve = k.serve("300ms");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    k.run(["repo", "add", &remote.url()]).success();
+    wait_for(30, "the late repo deployed", || {
+        (by_service(&project).len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_changed_build_context_is_rebuilt_and_redeployed() {
+    let name = unique_name("build");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "compose.yaml",
+        "services:
+  app:
+    build: ./app
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+  other:
+    image: kedge-test/busybox:1
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+",
+    );
+    remote.write(
+        "app/Dockerfile",
+        &format!("FROM {IMAGE_1}\nCOPY version /version\n"),
+    );
+    remote.write("app/version", "one\n");
+    remote.commit("app one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    let _serve = k.serve("300ms");
+
+    let first = wait_for(90, "the built service", || {
+        let m = by_service(&project);
+        (m.len() == 2).then_some(m)
+    });
+    assert_eq!(
+        docker_ok(&["exec", &first["app"].id, "cat", "/version"]),
+        "one"
+    );
+
+    remote.write("app/version", "two\n");
+    let c2 = remote.commit("app two");
+    let second = wait_for(90, "the rebuilt service", || {
+        let m = by_service(&project);
+        (m.get("app")?.label("io.kedge.commit") == Some(c2.as_str())).then_some(m)
+    });
+    assert_eq!(
+        docker_ok(&["exec", &second["app"].id, "cat", "/version"]),
+        "two"
+    );
+    assert_eq!(second["other"].id, first["other"].id);
+    let _ = docker_ok(&["image", "rm", "-f", &format!("{name}-app")]);
+}
+
+#[test]
+fn bad_commits_are_failed_deployments_and_the_stack_keeps_running() {
+    let s = stack("bad");
+    let _serve = s.kedge.serve("300ms");
+    let running = wait_for(60, "the first deployment", || {
+        let m = by_service(&s.project);
+        (m.len() == 2).then_some(m)
+    });
+
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "compose.yaml",
+            "services:\n  web: [unclosed\n",
+            "invalid compose project",
+        ),
+        (
+            "compose.yaml",
+            &two_services(IMAGE_1, "kedge-test/does-not-exist:1"),
+            "does-not-exist",
+        ),
+        (
+            "kedge.yaml",
+            "reconciliation:\n  mode: sometimes\n",
+            "`reconciliation.mode`",
+        ),
+    ];
+    for (file, content, message) in cases {
+        // Each bad commit starts from the good tree.
+        s.remote
+            .write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
+        let _ = std::fs::remove_file(s.remote.work.join("kedge.yaml"));
+        s.remote.write(file, content);
+        let commit = s.remote.commit(&format!("bad {file}"));
+        let d = wait_for(60, "the bad commit to be recorded", || {
+            finished(&s.kedge, &s.name, &commit)
+        });
+        assert_eq!(d["status"], "failed", "{d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        assert!(error.contains(message), "error {error:?} lacks {message:?}");
+        let now = by_service(&s.project);
+        for svc in ["web", "api"] {
+            assert_eq!(now[svc].id, running[svc].id, "{svc} changed after {file}");
+            assert_eq!(now[svc].status, "running");
+        }
+        let status = s
+            .kedge
+            .run(["status", "--repo", &s.name, "-o", "json"])
+            .json();
+        assert_eq!(status[0]["sync_state"], "failed", "{status}");
+        assert!(
+            status[0]["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message)
+        );
+    }
+}
+
+#[test]
+fn a_deleted_remote_does_not_stop_the_healthy_repo() {
+    let healthy = stack("healthy");
+    let broken_name = unique_name("broken");
+    let broken = GitRemote::new(&broken_name);
+    broken.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
+    broken.write("conf/web.conf", "x\n");
+    broken.commit("first");
+    let _broken_project = ComposeProject::named(&broken_name);
+    healthy.kedge.run(["repo", "add", &broken.url()]).success();
+    std::fs::remove_dir_all(&broken.bare).unwrap();
+
+    let _serve = healthy.kedge.serve("300ms");
+    wait_for(60, "the healthy repo deployed", || {
+        (by_service(&healthy.project).len() == 2).then_some(())
+    });
+    healthy
+        .remote
+        .write("compose.yaml", &two_services(IMAGE_2, IMAGE_1));
+    healthy.remote.commit("web on image 2");
+    wait_for(30, "the healthy repo updated", || {
+        (by_service(&healthy.project).get("web")?.image_id == image_id(IMAGE_2)).then_some(())
+    });
+    let status = healthy
+        .kedge
+        .run(["status", "--repo", &broken_name, "-o", "json"])
+        .json();
+    let error = status[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot reach remote"), "{status}");
+}
+
+#[test]
+fn kill_9_mid_apply_then_restart_converges_with_consistent_history() {
+    let name = unique_name("kill");
+    let remote = GitRemote::new(&name);
+    // A service that takes its full 3 s grace period to stop: the apply of a
+    // change to it is in flight long enough to be killed.
+    let slow = |image: &str| {
+        format!(
+            "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
+        )
+    };
+    remote.write("compose.yaml", &slow(IMAGE_1));
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    let mut serve = k.serve("300ms");
+    wait_for(60, "the first deployment", || {
+        (project.running().len() == 1).then_some(())
+    });
+
+    remote.write("compose.yaml", &slow(IMAGE_2));
+    let c2 = remote.commit("two");
+    wait_for(30, "the apply to start", || {
+        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
+    });
+    serve.kill9();
+
+    let _serve = k.serve("300ms");
+    wait_for(60, "convergence on commit two", || {
+        let c = project.running().into_iter().next()?;
+        (c.image_id == image_id(IMAGE_2) && c.label("io.kedge.commit") == Some(c2.as_str()))
+            .then_some(())
+    });
+    let done = wait_for(30, "a successful deployment of two", || {
+        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+        h.as_array()?
+            .iter()
+            .any(|d| d["commit"] == c2.as_str() && d["status"] == "success")
+            .then_some(h)
+    });
+    let rows = done.as_array().unwrap();
+    assert!(rows.iter().all(|d| d["status"] != "in_progress"), "{done}");
+    let interrupted = rows
+        .iter()
+        .find(|d| d["status"] == "failed")
+        .expect("the killed apply is recorded as failed");
+    assert!(
+        interrupted["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted")
+    );
+}
