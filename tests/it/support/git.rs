@@ -92,6 +92,23 @@ impl GitRemote {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// Rewrites the last commit with the work tree and force-pushes it.
+    pub fn amend_and_force_push(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "--amend", "-m", message]);
+        git(
+            &self.work,
+            &[
+                "push",
+                "-q",
+                "--force",
+                "origin",
+                &format!("HEAD:{}", self.branch),
+            ],
+        );
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
     /// The branch head as the remote reports it.
     pub fn remote_head(&self) -> String {
         let line = git(

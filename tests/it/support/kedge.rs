@@ -179,6 +179,10 @@ pub struct Serve {
 
 impl Kedge {
     pub fn serve(&self, poll: &str) -> Serve {
+        self.serve_with(&["serve", "--poll-interval", poll])
+    }
+
+    pub fn serve_with(&self, args: &[&str]) -> Serve {
         let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -186,7 +190,7 @@ impl Kedge {
             .open(&log)
             .unwrap();
         let child = self
-            .command(["serve", "--poll-interval", poll])
+            .command(args)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
