@@ -67,19 +67,47 @@ pub struct CommitInfo {
 }
 
 /// One registered repository's remote and its clone on disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Repository {
+    /// The URL as git sees it in argv: credentials removed.
     pub url: String,
     pub branch: String,
     pub clone: PathBuf,
+    /// `Authorization` header for credentials that were in the URL, handed
+    /// to git through its environment, never its arguments.
+    auth_header: Option<String>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.url)
+            .field("branch", &self.branch)
+            .field("clone", &self.clone)
+            .finish()
+    }
 }
 
 impl Repository {
     pub fn new(url: &str, branch: &str, clone: PathBuf) -> Self {
+        let (url, auth_header) = split_credentials(url);
         Repository {
-            url: url.to_string(),
+            url,
             branch: branch.to_string(),
             clone,
+            auth_header,
+        }
+    }
+
+    /// A git command that may talk to the remote.
+    fn remote_git(&self) -> Cmd {
+        let cmd = git_cmd();
+        match &self.auth_header {
+            Some(header) => cmd
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", header),
+            None => cmd,
         }
     }
 
@@ -98,7 +126,8 @@ impl Repository {
 
     /// The branch head on the remote, without fetching anything.
     pub async fn remote_head(&self) -> Result<String, GitError> {
-        let out = git_cmd()
+        let out = self
+            .remote_git()
             .args(["ls-remote", "--heads", "--", &self.url])
             .arg(format!("refs/heads/{}", self.branch))
             .timeout(LS_REMOTE_TIMEOUT)
@@ -179,7 +208,8 @@ impl Repository {
             branch: self.branch.clone(),
             source,
         };
-        self.git()
+        self.remote_git()
+            .cwd(&self.clone)
             .args(["fetch", "--quiet", "--no-tags", "--", &self.url, &refspec])
             .timeout(GIT_TIMEOUT)
             .run()
@@ -299,6 +329,68 @@ impl Repository {
     }
 }
 
+/// Moves `user:password@` out of an http(s) URL into a basic-auth header.
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return (url.to_string(), None);
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let header = format!(
+        "Authorization: Basic {}",
+        base64(format!("{}:{}", percent_decode(user), percent_decode(password)).as_bytes())
+    );
+    (
+        format!("{scheme}://{host}{}", &rest[authority_end..]),
+        Some(header),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
+            | chunk.get(2).copied().unwrap_or(0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The render worktree holds nothing but the commit: stale files from an
 /// earlier commit must not leak into the next render.
 async fn clean_untracked(dir: &Path) -> Result<(), ProcessError> {
@@ -322,5 +414,47 @@ fn git_cmd() -> Cmd {
         cmd
     } else {
         cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_the_environment() {
+        let r = Repository::new(
+            "https://bot:s3cr%40t@git.example.com/acme/app.git",
+            "main",
+            "/x".into(),
+        );
+        assert_eq!(r.url, "https://git.example.com/acme/app.git");
+        let cmd = r.remote_git().args(["ls-remote", "--", &r.url]);
+        assert!(!cmd.display().contains("s3cr"), "{}", cmd.display());
+        assert!(!format!("{r:?}").contains("Basic"));
+        // base64("bot:s3cr@t")
+        assert_eq!(
+            r.auth_header.as_deref(),
+            Some("Authorization: Basic Ym90OnMzY3JAdA==")
+        );
+
+        let plain = Repository::new("ssh://git@host/app.git", "main", "/x".into());
+        assert_eq!(plain.url, "ssh://git@host/app.git");
+        assert!(plain.auth_header.is_none());
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("é%41"), "éA");
+    }
+
+    #[test]
+    fn base64_table() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
     }
 }
