@@ -334,17 +334,22 @@ pub fn label_commits(
     let mut changed = Vec::new();
     let mut rebuild = Vec::new();
     for (name, spec) in &desired.services {
-        let kept = previous.get(name).filter(|p| p.hash == spec.hash);
+        let kept = previous.get(name).filter(|p| p.spec.hash == spec.hash);
         let record = match kept {
-            Some(p) => p.clone(),
+            Some(p) => ServiceRecord {
+                spec: spec.clone(),
+                commit: p.commit.clone(),
+                config_hash: p.config_hash.clone(),
+            },
             None => {
                 changed.push(name.clone());
                 if spec.build.is_some() {
                     rebuild.push(name.clone());
                 }
                 ServiceRecord {
-                    hash: spec.hash.clone(),
+                    spec: spec.clone(),
                     commit: commit.to_string(),
+                    config_hash: None,
                 }
             }
         };
@@ -414,6 +419,7 @@ mod tests {
                             build: build.then(|| "ctx".to_string()),
                             replicas: 1,
                             restart: None,
+                            ignored: false,
                         },
                     )
                 })
@@ -423,8 +429,17 @@ mod tests {
 
     fn rec(hash: &str, commit: &str) -> ServiceRecord {
         ServiceRecord {
-            hash: hash.into(),
+            spec: ServiceSpec {
+                name: String::new(),
+                hash: hash.into(),
+                image: None,
+                build: None,
+                replicas: 1,
+                restart: None,
+                ignored: false,
+            },
             commit: commit.into(),
+            config_hash: None,
         }
     }
 
@@ -441,9 +456,10 @@ mod tests {
             ("new", "h-new", false),
         ]);
         let (records, changed, rebuild) = label_commits(&d, &previous, "c2");
-        assert_eq!(records["web"], rec("h-web", "c1"));
-        assert_eq!(records["api"], rec("h-api2", "c2"));
-        assert_eq!(records["new"], rec("h-new", "c2"));
+        let got = |n: &str| (records[n].spec.hash.as_str(), records[n].commit.as_str());
+        assert_eq!(got("web"), ("h-web", "c1"));
+        assert_eq!(got("api"), ("h-api2", "c2"));
+        assert_eq!(got("new"), ("h-new", "c2"));
         assert!(!records.contains_key("old"));
         assert_eq!(changed, ["api", "new", "old"]);
         assert_eq!(rebuild, ["api"]);

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -31,8 +31,12 @@ pub enum RenderError {
     Output(#[source] serde_json::Error),
 }
 
+/// Put on a service in the compose file, `io.kedge.ignore: "true"` tells
+/// Kedge to deploy it but never report or heal its drift.
+pub const IGNORE_LABEL: &str = "io.kedge.ignore";
+
 /// One service as Kedge compares it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
     /// Resolved configuration plus repository content fingerprints.
@@ -42,6 +46,23 @@ pub struct ServiceSpec {
     pub build: Option<String>,
     pub replicas: u32,
     pub restart: Option<String>,
+    /// Drift of this service is neither reported nor healed.
+    #[serde(default)]
+    pub ignored: bool,
+}
+
+impl ServiceSpec {
+    /// A service compose does not restart: exiting 0 means it is complete.
+    pub fn one_shot(&self) -> bool {
+        matches!(self.restart.as_deref(), None | Some("no"))
+    }
+
+    /// The image its containers run: compose names built images `project-service`.
+    pub fn image_ref(&self, project: &str) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| format!("{project}-{}", self.name))
+    }
 }
 
 /// What a commit says should run.
@@ -178,6 +199,9 @@ pub fn service_specs(
                 build,
                 replicas,
                 restart: svc["restart"].as_str().map(String::from),
+                ignored: svc["labels"][IGNORE_LABEL]
+                    .as_str()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             };
             (name.clone(), spec)
         })

@@ -52,13 +52,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_repo ON events (repo_id, id);
     ALTER TABLE deployments ADD COLUMN services_changed TEXT;",
-    // 3: per deployed service, the hash of its resolved configuration and the
-    // commit that last changed it (the value of its io.kedge.commit label).
+    // 3: per deployed service, what it should look like (the spec, with the
+    // hash of its resolved configuration), the commit that last changed it
+    // (its io.kedge.commit label) and the config hash compose gave it.
     "CREATE TABLE services (
         repo_id      INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
         service      TEXT NOT NULL,
         hash         TEXT NOT NULL,
         commit_hash  TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        config_hash  TEXT,
         PRIMARY KEY (repo_id, service)
     );",
 ];

@@ -10,6 +10,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::desired::render::ServiceSpec;
+
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
 
 pub const DB_FILE: &str = "kedge.db";
@@ -181,11 +183,13 @@ pub struct RepoState {
     pub checked_at: Option<i64>,
 }
 
-/// A deployed service: its configuration hash and the commit that last changed it.
+/// A deployed service: what it should look like, the commit that last
+/// changed it, and the config hash compose labelled its containers with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceRecord {
-    pub hash: String,
+    pub spec: ServiceSpec,
     pub commit: String,
+    pub config_hash: Option<String>,
 }
 
 pub struct Store {
@@ -484,15 +488,22 @@ impl Store {
     ) -> Result<std::collections::BTreeMap<String, ServiceRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT service, hash, commit_hash FROM services WHERE repo_id = ?1")
+            .prepare_cached(
+                "SELECT service, spec, commit_hash, config_hash FROM services WHERE repo_id = ?1",
+            )
             .map_err(query("read services"))?;
         let rows = stmt
             .query_map([repo_id], |r| {
+                let spec: String = r.get(1)?;
+                let spec = serde_json::from_str(&spec).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                })?;
                 Ok((
                     r.get::<_, String>(0)?,
                     ServiceRecord {
-                        hash: r.get(1)?,
+                        spec,
                         commit: r.get(2)?,
+                        config_hash: r.get(3)?,
                     },
                 ))
             })
@@ -511,9 +522,11 @@ impl Store {
         tx.execute("DELETE FROM services WHERE repo_id = ?1", [repo_id])
             .map_err(query("save services"))?;
         for (name, s) in services {
+            let spec = serde_json::to_string(&s.spec).unwrap_or_default();
             tx.execute(
-                "INSERT INTO services (repo_id, service, hash, commit_hash) VALUES (?1, ?2, ?3, ?4)",
-                params![repo_id, name, s.hash, s.commit],
+                "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![repo_id, name, s.spec.hash, s.commit, spec, s.config_hash],
             )
             .map_err(query("save services"))?;
         }

@@ -239,24 +239,25 @@ fn repo_state_and_services_round_trip() {
         Some("auto")
     );
 
-    let mut services = std::collections::BTreeMap::new();
-    services.insert(
-        "web".to_string(),
-        ServiceRecord {
-            hash: "h1".into(),
-            commit: "c1".into(),
+    let record = |name: &str, hash: &str, commit: &str| ServiceRecord {
+        spec: crate::desired::render::ServiceSpec {
+            name: name.into(),
+            hash: hash.into(),
+            image: Some("busybox".into()),
+            build: None,
+            replicas: 1,
+            restart: None,
+            ignored: false,
         },
-    );
+        commit: commit.into(),
+        config_hash: Some("c0ffee".into()),
+    };
+    let mut services = std::collections::BTreeMap::new();
+    services.insert("web".to_string(), record("web", "h1", "c1"));
     store.save_services(repo.id, &services).unwrap();
     assert_eq!(store.services(repo.id).unwrap(), services);
     services.clear();
-    services.insert(
-        "api".to_string(),
-        ServiceRecord {
-            hash: "h2".into(),
-            commit: "c2".into(),
-        },
-    );
+    services.insert("api".to_string(), record("api", "h2", "c2"));
     store.save_services(repo.id, &services).unwrap();
     assert_eq!(store.services(repo.id).unwrap(), services);
 }
