@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod desired;
 pub mod observe;
+pub mod plan;
 pub mod process;
 pub mod record;
 pub mod source;

@@ -45,8 +45,16 @@ pub struct ContainerState {
     pub config_hash: Option<String>,
     pub commit: Option<String>,
     pub oneoff: bool,
+    /// For exited containers, from the engine's status text.
+    pub exit_code: Option<i64>,
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// "Exited (137) 2 seconds ago" → 137.
+pub fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split_once(')')?.0.parse().ok()
 }
 
 #[derive(Clone)]
@@ -118,6 +126,7 @@ impl Engine {
                     config_hash: label(CONFIG_HASH_LABEL),
                     commit: label(KEDGE_COMMIT),
                     oneoff: label(ONEOFF_LABEL).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                    exit_code: c.status.as_deref().and_then(exit_code),
                     labels,
                 }
             })

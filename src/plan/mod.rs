@@ -1,0 +1,311 @@
+//! plan: pure. What differs between the desired services and the observed
+//! containers, and what to do about it in the repository's mode (source →
+//! desired → observe → **plan** → apply → record). Output is sorted, so
+//! equal inputs give equal plans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::desired::kedge_yaml::Mode;
+use crate::desired::render::ServiceSpec;
+use crate::observe::ContainerState;
+
+/// One deployed service as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub spec: ServiceSpec,
+    /// The image reference its containers must run.
+    pub image: String,
+    /// What that reference resolves to on the host now (`None`: unknown).
+    pub image_id: Option<String>,
+    /// The config hash compose gave its containers at Kedge's last apply.
+    pub config_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraReason {
+    NotInFile,
+    BeyondReplicas,
+}
+
+/// The spec's drift types.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Drift {
+    Missing {
+        service: String,
+        expected: u32,
+        actual: u32,
+    },
+    Stopped {
+        service: String,
+        container: String,
+        state: String,
+        exit_code: Option<i64>,
+    },
+    WrongImage {
+        service: String,
+        container: String,
+        expected: String,
+        actual: String,
+    },
+    ConfigChanged {
+        service: String,
+        container: String,
+        expected: String,
+        actual: String,
+    },
+    Extra {
+        service: String,
+        container: String,
+        reason: ExtraReason,
+    },
+}
+
+impl Drift {
+    pub fn service(&self) -> &str {
+        match self {
+            Drift::Missing { service, .. }
+            | Drift::Stopped { service, .. }
+            | Drift::WrongImage { service, .. }
+            | Drift::ConfigChanged { service, .. }
+            | Drift::Extra { service, .. } => service,
+        }
+    }
+
+    /// The spec's name of the drift type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Drift::Missing { .. } => "missing",
+            Drift::Stopped { .. } => "stopped",
+            Drift::WrongImage { .. } => "wrong_image",
+            Drift::ConfigChanged { .. } => "config_changed",
+            Drift::Extra { .. } => "extra",
+        }
+    }
+}
+
+/// What healing does, cheapest first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Heal {
+    /// Start a stopped container through the engine (no process).
+    Start { service: String, container: String, id: String },
+    /// Remove a container through the engine (its volumes are kept).
+    Remove { service: String, container: String, id: String },
+    /// `docker compose up -d --no-deps [--force-recreate] SERVICES`.
+    Recreate { services: Vec<String>, force: bool },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub drifts: Vec<Drift>,
+    pub heals: Vec<Heal>,
+    /// Drifted services left alone because they are backed off.
+    pub held: Vec<String>,
+}
+
+impl Plan {
+    pub fn in_sync(&self) -> bool {
+        self.drifts.is_empty()
+    }
+}
+
+/// Compares and decides. `backed_off`: services that must not be healed now
+/// (crash-looping); their drift is still reported.
+pub fn plan(
+    want: &BTreeMap<String, Want>,
+    actual: &[ContainerState],
+    mode: Mode,
+    prune: bool,
+    backed_off: &BTreeSet<String>,
+) -> Plan {
+    let mut drifts = Vec::new();
+    let mut start = Vec::new();
+    let mut remove = Vec::new();
+    let mut create = BTreeSet::new();
+    let mut force = BTreeSet::new();
+
+    // `docker compose run` containers are the operator's own.
+    let actual: Vec<&ContainerState> = actual.iter().filter(|c| !c.oneoff).collect();
+
+    for (name, w) in want {
+        if w.spec.ignored {
+            continue;
+        }
+        let mut mine: Vec<&ContainerState> =
+            actual.iter().copied().filter(|c| &c.service == name).collect();
+        mine.sort_by_key(|c| (c.number, c.name.clone()));
+        let replicas = w.spec.replicas as usize;
+        let (kept, beyond) = mine.split_at(mine.len().min(replicas));
+        for c in beyond {
+            drifts.push(Drift::Extra {
+                service: name.clone(),
+                container: c.name.clone(),
+                reason: ExtraReason::BeyondReplicas,
+            });
+            remove.push((name.clone(), *c));
+        }
+        if kept.len() < replicas {
+            drifts.push(Drift::Missing {
+                service: name.clone(),
+                expected: w.spec.replicas,
+                actual: kept.len() as u32,
+            });
+            create.insert(name.clone());
+        }
+        for c in kept {
+            let mut recreate = false;
+            if let Some(actual_image) = wrong_image(w, c) {
+                drifts.push(Drift::WrongImage {
+                    service: name.clone(),
+                    container: c.name.clone(),
+                    expected: w.image.clone(),
+                    actual: actual_image,
+                });
+                recreate = true;
+            }
+            if let (Some(expected), Some(actual)) = (&w.config_hash, &c.config_hash)
+                && expected != actual
+            {
+                drifts.push(Drift::ConfigChanged {
+                    service: name.clone(),
+                    container: c.name.clone(),
+                    expected: expected.clone(),
+                    actual: actual.clone(),
+                });
+                recreate = true;
+            }
+            if !is_alive(c) && !(w.spec.one_shot() && completed(c)) {
+                drifts.push(Drift::Stopped {
+                    service: name.clone(),
+                    container: c.name.clone(),
+                    state: c.state.clone(),
+                    exit_code: c.exit_code,
+                });
+                if !recreate {
+                    start.push((name.clone(), *c));
+                }
+            }
+            if recreate {
+                force.insert(name.clone());
+            }
+        }
+    }
+
+    let ignored: BTreeSet<&String> = want
+        .iter()
+        .filter(|(_, w)| w.spec.ignored)
+        .map(|(n, _)| n)
+        .collect();
+    for c in &actual {
+        if !want.contains_key(&c.service) && !ignored.contains(&c.service) {
+            drifts.push(Drift::Extra {
+                service: c.service.clone(),
+                container: c.name.clone(),
+                reason: ExtraReason::NotInFile,
+            });
+            remove.push((c.service.clone(), *c));
+        }
+    }
+    drifts.sort();
+
+    let mut heals = Vec::new();
+    let mut held: BTreeSet<String> = BTreeSet::new();
+    if mode == Mode::Auto {
+        let mut allowed = |service: &String| {
+            if backed_off.contains(service) {
+                held.insert(service.clone());
+                false
+            } else {
+                true
+            }
+        };
+        for (service, c) in &start {
+            if allowed(service) && !force.contains(service) && !create.contains(service) {
+                heals.push(Heal::Start {
+                    service: service.clone(),
+                    container: c.name.clone(),
+                    id: c.id.clone(),
+                });
+            }
+        }
+        if prune {
+            for (service, c) in &remove {
+                heals.push(Heal::Remove {
+                    service: service.clone(),
+                    container: c.name.clone(),
+                    id: c.id.clone(),
+                });
+            }
+        }
+        // A service that needs forcing gets it for all its containers; the
+        // others only get what is missing created.
+        let forced: Vec<String> = force.iter().filter(|s| allowed(s)).cloned().collect();
+        let created: Vec<String> = create
+            .iter()
+            .filter(|s| !force.contains(*s) && allowed(s))
+            .cloned()
+            .collect();
+        if !created.is_empty() {
+            heals.push(Heal::Recreate {
+                services: created,
+                force: false,
+            });
+        }
+        if !forced.is_empty() {
+            heals.push(Heal::Recreate {
+                services: forced,
+                force: true,
+            });
+        }
+        heals.sort();
+    }
+    Plan {
+        drifts,
+        heals,
+        held: held.into_iter().collect(),
+    }
+}
+
+fn is_alive(c: &ContainerState) -> bool {
+    matches!(c.state.as_str(), "running" | "restarting")
+}
+
+fn completed(c: &ContainerState) -> bool {
+    c.state == "exited" && c.exit_code == Some(0)
+}
+
+/// The container's image when it is not what the service resolves to now:
+/// another reference, or the same reference whose tag has moved.
+fn wrong_image(w: &Want, c: &ContainerState) -> Option<String> {
+    if let Some(expected_id) = &w.image_id
+        && !c.image_id.is_empty()
+        && &c.image_id != expected_id
+    {
+        return Some(c.image.clone());
+    }
+    // The engine shows an image id instead of a reference once the tag moved.
+    let is_id = c.image.starts_with("sha256:");
+    if !is_id && normalize(&c.image) != normalize(&w.image) {
+        return Some(c.image.clone());
+    }
+    None
+}
+
+/// `nginx`, `library/nginx:latest` and `docker.io/library/nginx:latest` are one image.
+pub fn normalize(reference: &str) -> String {
+    let r = reference.strip_prefix("docker.io/").unwrap_or(reference);
+    let r = r.strip_prefix("library/").unwrap_or(r);
+    let last = r.rsplit('/').next().unwrap_or(r);
+    if last.contains(':') || r.contains('@') {
+        r.to_string()
+    } else {
+        format!("{r}:latest")
+    }
+}
+
+#[cfg(test)]
+mod tests;
