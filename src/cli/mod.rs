@@ -110,6 +110,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => args.poll_interval,
             _ => None,
         },
+        check_interval: match &cli.command {
+            Command::Serve(args) => args.check_interval,
+            _ => None,
+        },
         log_format: cli.log_format,
     };
     let settings = config::load(&flags, &process_env)?;

@@ -12,6 +12,10 @@ pub struct Args {
     /// [env: KEDGE_POLL_INTERVAL] [default: git.poll_interval from the config, else 60s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
+    /// How often to run a full drift check besides reacting to engine events
+    /// [env: KEDGE_CHECK_INTERVAL] [default: drift.check_interval from the config, else 30s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub check_interval: Option<Duration>,
 }
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {

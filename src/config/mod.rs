@@ -17,6 +17,7 @@ use schema::{SchemaError, Section};
 
 pub const DEFAULT_DATA_DIR: &str = ".kedge";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +42,7 @@ impl LogFormat {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub poll_interval: Option<Duration>,
+    pub check_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -51,6 +53,7 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub poll_interval: Option<Duration>,
+    pub check_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -59,6 +62,8 @@ pub struct Flags {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub poll_interval: Duration,
+    /// The safety net behind the engine's events: a full drift check this often.
+    pub check_interval: Duration,
     pub log_format: LogFormat,
     /// A `tracing` filter directive such as `info` or `kedge=debug`.
     pub log_level: String,
@@ -88,11 +93,13 @@ pub enum ConfigError {
     },
     #[error("poll interval must be greater than zero")]
     ZeroPollInterval,
+    #[error("drift check interval must be greater than zero")]
+    ZeroCheckInterval,
 }
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     let doc = yaml::parse(text)?;
-    let top = Section::new(&doc, "", &["data_dir", "git", "log"])?;
+    let top = Section::new(&doc, "", &["data_dir", "git", "drift", "log"])?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         ..FileConfig::default()
@@ -101,6 +108,10 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.poll_interval = git.parsed("poll_interval", env, |s| {
             parse_duration(s).map_err(|e| e.to_string())
         })?;
+    }
+    if let Some(drift) = top.section("drift", &["check_interval"])? {
+        out.check_interval =
+            drift.parsed("check_interval", env, |s| parse_duration(s).map_err(|e| e.to_string()))?;
     }
     if let Some(log) = top.section("log", &["format", "level"])? {
         out.log_format = log.parsed("format", env, LogFormat::parse)?;
@@ -163,15 +174,18 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
 
-    let env_poll = var("KEDGE_POLL_INTERVAL")
-        .map(|v| {
-            parse_duration(&v).map_err(|e| ConfigError::Env {
-                name: "KEDGE_POLL_INTERVAL",
-                value: v.clone(),
-                expected: format!("a duration ({})", e.reason),
+    let env_duration = |name: &'static str| {
+        var(name)
+            .map(|v| {
+                parse_duration(&v).map_err(|e| ConfigError::Env {
+                    name,
+                    value: v.clone(),
+                    expected: format!("a duration ({})", e.reason),
+                })
             })
-        })
-        .transpose()?;
+            .transpose()
+    };
+    let env_poll = env_duration("KEDGE_POLL_INTERVAL")?;
     let poll_interval = flags
         .poll_interval
         .or(env_poll)
@@ -179,6 +193,14 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         .unwrap_or(DEFAULT_POLL_INTERVAL);
     if poll_interval.is_zero() {
         return Err(ConfigError::ZeroPollInterval);
+    }
+    let check_interval = flags
+        .check_interval
+        .or(env_duration("KEDGE_CHECK_INTERVAL")?)
+        .or(file.check_interval)
+        .unwrap_or(DEFAULT_CHECK_INTERVAL);
+    if check_interval.is_zero() {
+        return Err(ConfigError::ZeroCheckInterval);
     }
 
     let env_format = var("KEDGE_LOG_FORMAT")
@@ -203,6 +225,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
     Ok(Settings {
         data_dir,
         poll_interval,
+        check_interval,
         log_format,
         log_level,
         config_file: None,
@@ -226,6 +249,7 @@ mod tests {
         FileConfig {
             data_dir: Some(data_dir.into()),
             poll_interval: Some(Duration::from_secs(poll)),
+            check_interval: Some(Duration::from_secs(7)),
             log_format: Some(LogFormat::Json),
             log_level: Some("debug".into()),
         }
@@ -249,6 +273,7 @@ mod tests {
         let s = resolve(FileConfig::default(), &none, &Flags::default()).unwrap();
         assert_eq!(s.data_dir, PathBuf::from(".kedge"));
         assert_eq!(s.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.check_interval, Duration::from_secs(30));
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_level, "info");
 
@@ -256,6 +281,7 @@ mod tests {
         let s = resolve(file("/from-file", 30), &none, &Flags::default()).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/from-file"));
         assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.check_interval, Duration::from_secs(7));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.log_level, "debug");
 
@@ -298,7 +324,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\nlog:\n  format: json\n  level: kedge=debug\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\n",
             &none,
         )
         .unwrap();
@@ -307,6 +333,7 @@ mod tests {
             FileConfig {
                 data_dir: Some("/srv/kedge".into()),
                 poll_interval: Some(Duration::from_secs(120)),
+                check_interval: Some(Duration::from_secs(10)),
                 log_format: Some(LogFormat::Json),
                 log_level: Some("kedge=debug".into()),
             }

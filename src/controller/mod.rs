@@ -2,12 +2,13 @@
 //! record). One task per repository, each level-triggered: triggers only
 //! wake a task, the reconcile decides what to do.
 
+pub mod heal;
 pub mod reconcile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
@@ -20,9 +21,11 @@ use reconcile::{Action, RepoTask, backoff, reconcile};
 pub struct Shared {
     pub settings: Settings,
     store: Mutex<Store>,
-    /// `None` when the engine could not be reached at start-up; compose
-    /// then does all the work and reports its own errors.
+    /// `None` when no engine client could be made; compose then does all
+    /// the work and reports its own errors.
     pub engine: Option<Engine>,
+    /// Per repository: its compose project and how to wake its task.
+    wakers: Mutex<HashMap<i64, (String, mpsc::Sender<()>)>>,
 }
 
 impl Shared {
@@ -31,6 +34,27 @@ impl Shared {
             settings,
             store: Mutex::new(store),
             engine,
+            wakers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn wakers(&self) -> MutexGuard<'_, HashMap<i64, (String, mpsc::Sender<()>)>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An engine event for `project`: wake the task that owns it. A full
+    /// channel means a wake-up is pending already.
+    pub fn wake_project(&self, project: &str) {
+        for (p, tx) in self.wakers().values() {
+            if p == project {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for (_, tx) in self.wakers().values() {
+            let _ = tx.try_send(());
         }
     }
 
@@ -72,6 +96,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     };
     let shared = Arc::new(Shared::new(settings, store, engine));
+    if shared.engine.is_some() {
+        tokio::spawn(watch_events(shared.clone()));
+    }
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     tracing::info!(
@@ -127,6 +154,8 @@ fn supervise(shared: &Arc<Shared>, running: &mut HashMap<i64, Running>, repos: V
 
 async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<bool>) {
     let name = repo.name.clone();
+    let id = repo.id;
+    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let mut task = RepoTask::new(&shared, repo);
     let mut failures = 0u32;
     loop {
@@ -145,12 +174,65 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
                 retry
             }
         };
+        // Events are routed by project, which the last render may have named.
+        let project = shared
+            .store()
+            .repo_state(id)
+            .ok()
+            .and_then(|s| s.project)
+            .unwrap_or_else(|| name.clone());
+        shared.wakers().insert(id, (project, wake_tx.clone()));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            Some(()) = wake.recv() => {
+                // Let a burst of events (kill, die, stop) arrive, then one pass.
+                tokio::time::sleep(EVENT_SETTLE).await;
+                while wake.try_recv().is_ok() {}
+            }
             _ = stop.changed() => {}
         }
     }
+    shared.wakers().remove(&id);
     tracing::debug!(repo = %name, "task stopped");
+}
+
+/// How long a task waits after an engine event before it looks.
+const EVENT_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Follows the engine's container events and wakes the repositories they
+/// concern. When the stream breaks (the engine restarted), it reconnects
+/// with backoff and then wakes every repository for a full check.
+async fn watch_events(shared: Arc<Shared>) {
+    use futures_util::StreamExt;
+    let Some(engine) = shared.engine.clone() else {
+        return;
+    };
+    let mut failures = 0u32;
+    loop {
+        if engine.docker().ping().await.is_ok() {
+            if failures > 0 {
+                tracing::info!("docker engine reachable again: checking every repository");
+                shared.wake_all();
+                failures = 0;
+            }
+            let mut events = std::pin::pin!(engine.project_events());
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(project) => shared.wake_project(&project),
+                    Err(e) => {
+                        tracing::warn!("{}", error_chain(&e));
+                        break;
+                    }
+                }
+            }
+        }
+        failures += 1;
+        let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5))).min(
+            std::time::Duration::from_secs(5),
+        );
+        tracing::debug!(retry_in = ?wait, "reconnecting to the engine's event stream");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError> {

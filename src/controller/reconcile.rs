@@ -81,20 +81,31 @@ pub struct RepoTask {
     pub git: Repository,
     first: bool,
     failed_commit: Option<(String, u32)>,
+    /// When the remote is checked next; sooner after a failure is retried.
+    next_source: Instant,
+    source_failures: u32,
+    /// When the next full drift check is due without any event.
+    next_full_check: Instant,
+    pub drift: super::heal::DriftState,
 }
 
 impl RepoTask {
     pub fn new(shared: &Shared, repo: Repo) -> Self {
         let clone = clone_dir(&shared.settings.data_dir, &repo.name);
+        let now = Instant::now();
         RepoTask {
             git: Repository::new(&repo.url, &repo.branch, clone),
             repo,
             first: true,
             failed_commit: None,
+            next_source: now,
+            source_failures: 0,
+            next_full_check: now,
+            drift: Default::default(),
         }
     }
 
-    fn override_path(&self) -> PathBuf {
+    pub fn override_path(&self) -> PathBuf {
         self.git.clone.join(".git/kedge-override.json")
     }
 }
@@ -107,11 +118,37 @@ fn save_state(shared: &Shared, repo_id: i64, state: &RepoState) -> Result<(), St
     shared.store().save_repo_state(repo_id, state)
 }
 
+/// One pass: the remote when its check is due, then the containers (engine
+/// API only: a pass with nothing to do starts no process).
 pub async fn reconcile(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
 ) -> Result<Action, ReconcileError> {
-    let poll = Action::Requeue(shared.settings.poll_interval);
+    let now = Instant::now();
+    if now >= task.next_source {
+        match check_source(shared, task).await {
+            Ok(()) => {
+                task.source_failures = 0;
+                task.next_source = Instant::now() + shared.settings.poll_interval;
+            }
+            Err(ReconcileError::Store(e)) => return Err(ReconcileError::Store(e)),
+            Err(e) => {
+                task.source_failures += 1;
+                let retry = backoff(task.source_failures);
+                tracing::warn!(repo = %task.repo.name, failures = task.source_failures, retry_in = ?retry, "{}", error_chain(&e));
+                task.next_source = Instant::now() + retry;
+            }
+        }
+    }
+    super::heal::check(shared, task).await?;
+    let now = Instant::now();
+    task.next_full_check = now + shared.settings.check_interval;
+    let next = task.next_source.min(task.next_full_check);
+    Ok(Action::Requeue(next.saturating_duration_since(now)))
+}
+
+/// The remote: a new branch head is fetched, rendered and, in `auto` mode, deployed.
+async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
@@ -136,7 +173,7 @@ pub async fn reconcile(
         }
         save_state(shared, id, &state)?;
         task.first = false;
-        return Ok(poll);
+        return Ok(());
     }
     save_state(shared, id, &state)?;
 
@@ -152,7 +189,7 @@ pub async fn reconcile(
     match deploy(shared, task, &commit, trigger).await {
         Ok(()) => {
             task.failed_commit = None;
-            Ok(poll)
+            Ok(())
         }
         Err(e @ ReconcileError::Apply { .. }) => {
             let attempts = match &task.failed_commit {
@@ -203,7 +240,7 @@ pub async fn deploy(
 
     let mut state = load_state(shared, id)?;
     state.mode = Some(desired.kedge.mode.as_str().to_string());
-    state.project = Some(desired.project.clone());
+    state.prune = Some(desired.kedge.prune);
     if desired.kedge.mode != Mode::Auto {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         state.target_commit = Some(commit.to_string());
@@ -221,11 +258,13 @@ pub async fn deploy(
     })?;
 
     let previous = shared.store().services(id)?;
-    let (records, changed, rebuild) = label_commits(&desired, &previous, commit);
+    let (mut records, changed, rebuild) = label_commits(&desired, &previous, commit);
     let result = apply_desired(shared, task, &desired, &render_dir, &records, &rebuild).await;
     let elapsed = started.elapsed();
     match result {
         Ok(()) => {
+            // The labels compose wrote are the truth about what it applied.
+            record_config_hashes(shared, &desired.project, &mut records).await;
             shared.store().save_services(id, &records)?;
             shared.store().finish_deployment(
                 deployment,
@@ -236,8 +275,17 @@ pub async fn deploy(
             let mut state = load_state(shared, id)?;
             state.deployed_commit = Some(commit.to_string());
             state.target_commit = Some(commit.to_string());
+            state.project = Some(desired.project.clone());
+            state.compose_files = Some(
+                desired
+                    .files
+                    .iter()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .collect(),
+            );
             state.last_error = None;
             save_state(shared, id, &state)?;
+            task.drift.after_apply();
             tracing::info!(
                 repo = %name,
                 commit = short(commit),
@@ -298,6 +346,26 @@ async fn apply_desired(
     Ok(apply::up(&project, rebuild, desired.kedge.prune).await?)
 }
 
+/// Reads back the config hash compose gave each service's containers.
+async fn record_config_hashes(
+    shared: &Shared,
+    project: &str,
+    records: &mut BTreeMap<String, ServiceRecord>,
+) {
+    let Some(engine) = &shared.engine else { return };
+    match engine.project_containers(project).await {
+        Ok(containers) => {
+            for (name, record) in records.iter_mut() {
+                record.config_hash = containers
+                    .iter()
+                    .find(|c| &c.service == name && !c.oneoff)
+                    .and_then(|c| c.config_hash.clone());
+            }
+        }
+        Err(e) => tracing::warn!(%project, "cannot read back config hashes: {}", error_chain(&e)),
+    }
+}
+
 /// Services whose image is not on the host (all of them without an engine
 /// connection: compose then skips what it has), with those images.
 async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec<String>) {
@@ -309,7 +377,7 @@ async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec
             continue;
         }
         let present = match &shared.engine {
-            Some(engine) => engine.has_image(image).await,
+            Some(engine) => engine.image_id(image).await.is_some(),
             None => false,
         };
         if !present {

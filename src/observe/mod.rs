@@ -22,6 +22,20 @@ pub const KEDGE_COMMIT: &str = "io.kedge.commit";
 pub enum ObserveError {
     #[error("cannot connect to the Docker engine")]
     Connect(#[source] bollard::errors::Error),
+    #[error("cannot start container {container}")]
+    Start {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("cannot remove container {container}")]
+    Remove {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("the engine's event stream failed")]
+    Events(#[source] bollard::errors::Error),
     #[error("cannot list the containers of project {project}")]
     List {
         project: String,
@@ -57,6 +71,16 @@ pub fn exit_code(status: &str) -> Option<i64> {
     rest.split_once(')')?.0.parse().ok()
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_codes_from_status_text() {
+        assert_eq!(super::exit_code("Exited (137) 2 seconds ago"), Some(137));
+        assert_eq!(super::exit_code("Exited (0) About a minute ago"), Some(0));
+        assert_eq!(super::exit_code("Up 3 minutes"), None);
+    }
+}
+
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -64,23 +88,86 @@ pub struct Engine {
 
 impl Engine {
     /// Connects through DOCKER_HOST or the local socket, speaking the
-    /// engine's own API version.
+    /// engine's own API version when it answers (requests made while the
+    /// engine is down fail and are retried by their callers).
     pub async fn connect() -> Result<Engine, ObserveError> {
         let docker = Docker::connect_with_local_defaults().map_err(ObserveError::Connect)?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(ObserveError::Connect)?;
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(negotiated) => negotiated,
+            Err(e) => {
+                tracing::warn!("docker engine not answering yet: {}", crate::error_chain(&e));
+                docker
+            }
+        };
         Ok(Engine { docker })
+    }
+
+    /// The id an image reference resolves to on this host now.
+    pub async fn image_id(&self, reference: &str) -> Option<String> {
+        self.docker.inspect_image(reference).await.ok()?.id
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), ObserveError> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|source| ObserveError::Start {
+                container: id.to_string(),
+                source,
+            })
+    }
+
+    /// Force-removes a container; its volumes are kept.
+    pub async fn remove(&self, id: &str) -> Result<(), ObserveError> {
+        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|source| ObserveError::Remove {
+                container: id.to_string(),
+                source,
+            })
+    }
+
+    /// Container events of compose projects: the compose project label of
+    /// each container that was created, started, stopped, died or removed.
+    pub fn project_events(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<String, ObserveError>> + use<> {
+        use futures_util::StreamExt;
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("label", vec![PROJECT_LABEL.to_string()]),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        self.docker.events(Some(options)).filter_map(|event| async move {
+            match event {
+                Err(e) => Some(Err(ObserveError::Events(e))),
+                Ok(msg) => {
+                    let action = msg.action.unwrap_or_default();
+                    // exec_*, health checks, attach, top…: nothing changed.
+                    let relevant = matches!(
+                        action.as_str(),
+                        "create" | "start" | "restart" | "stop" | "die" | "kill" | "oom"
+                            | "destroy" | "pause" | "unpause" | "rename" | "update"
+                    );
+                    let project = msg
+                        .actor
+                        .and_then(|a| a.attributes)
+                        .and_then(|mut attrs| attrs.remove(PROJECT_LABEL));
+                    relevant.then_some(project).flatten().map(Ok)
+                }
+            }
+        })
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
-    }
-
-    /// Whether an image reference resolves on this host.
-    pub async fn has_image(&self, reference: &str) -> bool {
-        self.docker.inspect_image(reference).await.is_ok()
     }
 
     /// Every container of the project, running or not, sorted by service and number.

@@ -32,7 +32,9 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE repo_state (
         repo_id          INTEGER PRIMARY KEY REFERENCES repositories(id) ON DELETE CASCADE,
         mode             TEXT,
+        prune            INTEGER,
         project          TEXT,
+        compose_files    TEXT,
         remote_head      TEXT,
         target_commit    TEXT,
         deployed_commit  TEXT,

@@ -171,7 +171,10 @@ pub struct NewDeployment<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RepoState {
     pub mode: Option<String>,
+    pub prune: Option<bool>,
     pub project: Option<String>,
+    /// The deployed commit's compose files, relative to the clone.
+    pub compose_files: Option<Vec<String>>,
     /// The branch head at the last check.
     pub remote_head: Option<String>,
     /// The last commit Kedge finished with, deployed or refused.
@@ -190,6 +193,15 @@ pub struct ServiceRecord {
     pub spec: ServiceSpec,
     pub commit: String,
     pub config_hash: Option<String>,
+}
+
+/// A drift found, a heal done, a service backed off: what `status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: i64,
+    pub kind: String,
+    pub service: Option<String>,
+    pub detail: String,
 }
 
 pub struct Store {
@@ -430,10 +442,11 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
-                        pinned_at_head, last_error, checked_at
+                        pinned_at_head, last_error, checked_at, prune, compose_files
                  FROM repo_state WHERE repo_id = ?1",
                 [repo_id],
                 |r| {
+                    let files: Option<String> = r.get(10)?;
                     Ok(RepoState {
                         mode: r.get(0)?,
                         project: r.get(1)?,
@@ -444,6 +457,8 @@ impl Store {
                         pinned_at_head: r.get(6)?,
                         last_error: r.get(7)?,
                         checked_at: r.get(8)?,
+                        prune: r.get(9)?,
+                        compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
                     })
                 },
             )
@@ -456,10 +471,12 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO repo_state (repo_id, mode, project, remote_head, target_commit,
-                     deployed_commit, pinned_commit, pinned_at_head, last_error, checked_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     deployed_commit, pinned_commit, pinned_at_head, last_error, checked_at, updated_at,
+                     prune, compose_files)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (repo_id) DO UPDATE SET
                      mode = excluded.mode, project = excluded.project,
+                     prune = excluded.prune, compose_files = excluded.compose_files,
                      remote_head = excluded.remote_head, target_commit = excluded.target_commit,
                      deployed_commit = excluded.deployed_commit, pinned_commit = excluded.pinned_commit,
                      pinned_at_head = excluded.pinned_at_head, last_error = excluded.last_error,
@@ -475,7 +492,11 @@ impl Store {
                     s.pinned_at_head,
                     s.last_error,
                     s.checked_at,
-                    now_ms()
+                    now_ms(),
+                    s.prune,
+                    s.compose_files
+                        .as_ref()
+                        .map(|f| serde_json::to_string(f).unwrap_or_default()),
                 ],
             )
             .map_err(query("save repository state"))?;
@@ -531,6 +552,45 @@ impl Store {
             .map_err(query("save services"))?;
         }
         tx.commit().map_err(query("save services"))
+    }
+
+    // ---- events ----
+
+    pub fn add_event(
+        &self,
+        repo_id: i64,
+        kind: &str,
+        service: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO events (repo_id, at, kind, service, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![repo_id, now_ms(), kind, service, detail],
+            )
+            .map_err(query("record event"))?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub fn events(&self, repo_id: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT at, kind, service, detail FROM events WHERE repo_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(query("list events"))?;
+        let rows = stmt
+            .query_map(params![repo_id, limit as i64], |r| {
+                Ok(Event {
+                    at: r.get(0)?,
+                    kind: r.get(1)?,
+                    service: r.get(2)?,
+                    detail: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                })
+            })
+            .map_err(query("list events"))?;
+        rows.collect::<Result<_, _>>().map_err(query("list events"))
     }
 
     // ---- deployments ----

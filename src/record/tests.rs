@@ -228,6 +228,8 @@ fn repo_state_and_services_round_trip() {
     assert_eq!(store.repo_state(repo.id).unwrap(), RepoState::default());
     let state = RepoState {
         mode: Some("auto".into()),
+        prune: Some(false),
+        compose_files: Some(vec!["a.yaml".into(), "b.yaml".into()]),
         deployed_commit: Some("c1".into()),
         last_error: Some("boom".into()),
         ..RepoState::default()
@@ -260,4 +262,19 @@ fn repo_state_and_services_round_trip() {
     services.insert("api".to_string(), record("api", "h2", "c2"));
     store.save_services(repo.id, &services).unwrap();
     assert_eq!(store.services(repo.id).unwrap(), services);
+}
+
+#[test]
+fn events_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    store.add_event(repo.id, "drift", Some("web"), "stopped").unwrap();
+    store.add_event(repo.id, "heal", Some("web"), "started: ok").unwrap();
+    let events = store.events(repo.id, 10).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, "heal");
+    assert_eq!(events[1].detail, "stopped");
 }

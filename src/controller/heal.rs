@@ -1,0 +1,281 @@
+//! Drift: observe the deployed services through the engine, plan, and in
+//! `auto` mode heal; every drift found and every heal is logged and recorded
+//! as an event. A service that keeps needing heals is backed off.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::reconcile::{ReconcileError, RepoTask};
+use crate::apply;
+use crate::compose::Compose;
+use crate::desired::kedge_yaml::Mode;
+use crate::error_chain;
+use crate::observe::Engine;
+use crate::plan::{Drift, Heal, Plan, Want, plan};
+use crate::record::{RepoState, ServiceRecord};
+
+/// Heals of one service within this window count towards a crash loop.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(300);
+pub const CRASH_LIMIT: usize = 5;
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What a repository task remembers about drift between passes.
+#[derive(Debug, Default)]
+pub struct DriftState {
+    /// Drift reported already: logged and recorded once, not at every pass.
+    reported: BTreeSet<Drift>,
+    pub crashes: CrashTracker,
+}
+
+impl DriftState {
+    /// After a deployment everything is new: report afresh.
+    pub fn after_apply(&mut self) {
+        self.reported.clear();
+    }
+}
+
+/// Counts heals per service and backs off those that keep failing.
+#[derive(Debug, Default)]
+pub struct CrashTracker {
+    heals: BTreeMap<String, VecDeque<Instant>>,
+    /// Until when, and how many times in a row, a service is backed off.
+    until: BTreeMap<String, (Instant, u32)>,
+}
+
+impl CrashTracker {
+    pub fn backed_off(&self, now: Instant) -> BTreeSet<String> {
+        self.until
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Counts a heal; returns the back-off when this heal made it a crash loop.
+    pub fn record(&mut self, service: &str, now: Instant) -> Option<Duration> {
+        let log = self.heals.entry(service.to_string()).or_default();
+        log.push_back(now);
+        while log.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+            log.pop_front();
+        }
+        if log.len() < CRASH_LIMIT {
+            return None;
+        }
+        log.clear();
+        let level = self.until.get(service).map_or(0, |(_, l)| l + 1);
+        let wait = FIRST_BACKOFF
+            .saturating_mul(1 << level.min(10))
+            .min(MAX_BACKOFF);
+        self.until.insert(service.to_string(), (now + wait, level));
+        Some(wait)
+    }
+}
+
+/// The deployed services as the planner wants them, images resolved now.
+pub async fn wants(
+    engine: &Engine,
+    project: &str,
+    records: &BTreeMap<String, ServiceRecord>,
+) -> BTreeMap<String, Want> {
+    let mut out = BTreeMap::new();
+    for (name, r) in records {
+        let image = r.spec.image_ref(project);
+        out.insert(
+            name.clone(),
+            Want {
+                image_id: engine.image_id(&image).await,
+                image,
+                spec: r.spec.clone(),
+                config_hash: r.config_hash.clone(),
+            },
+        );
+    }
+    out
+}
+
+pub fn mode_of(state: &RepoState) -> Mode {
+    state
+        .mode
+        .as_deref()
+        .and_then(Mode::parse)
+        .unwrap_or_default()
+}
+
+/// One drift pass for a repository.
+pub async fn check(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
+    let Some(engine) = shared.engine.clone() else {
+        return Ok(());
+    };
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let state = shared.store().repo_state(id)?;
+    if state.deployed_commit.is_none() {
+        return Ok(());
+    }
+    let records = shared.store().services(id)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let containers = match engine.project_containers(&project).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(repo = %name, "cannot observe containers: {}", error_chain(&e));
+            return Ok(());
+        }
+    };
+    let want = wants(&engine, &project, &records).await;
+    let mode = mode_of(&state);
+    let now = Instant::now();
+    let backed_off = task.drift.crashes.backed_off(now);
+    let plan = plan(&want, &containers, mode, state.prune.unwrap_or(true), &backed_off);
+    report(shared, task, &plan, mode)?;
+    if plan.heals.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<PathBuf> = state
+        .compose_files
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let compose = Compose::new(&project, &task.git.clone, files).with_file(task.override_path());
+    for heal in &plan.heals {
+        let started = Instant::now();
+        let (services, what, result) = match heal {
+            Heal::Start { service, container, id } => (
+                vec![service.clone()],
+                format!("start {container}"),
+                engine.start(id).await.map_err(|e| error_chain(&e)),
+            ),
+            Heal::Remove { service, container, id } => (
+                vec![service.clone()],
+                format!("remove {container}"),
+                engine.remove(id).await.map_err(|e| error_chain(&e)),
+            ),
+            Heal::Recreate { services, force } => (
+                services.clone(),
+                format!(
+                    "{} {}",
+                    if *force { "force-recreate" } else { "create" },
+                    services.join(", ")
+                ),
+                apply::recreate(&compose, services, *force)
+                    .await
+                    .map_err(|e| error_chain(&e)),
+            ),
+        };
+        let took = started.elapsed();
+        let detail = match &result {
+            Ok(()) => format!("{what}: ok in {:.2} s", took.as_secs_f64()),
+            Err(e) => format!("{what}: failed: {e}"),
+        };
+        match &result {
+            Ok(()) => tracing::info!(repo = %name, "healed: {detail}"),
+            Err(_) => tracing::error!(repo = %name, "heal failed: {detail}"),
+        }
+        let store = shared.store();
+        for service in &services {
+            store.add_event(id, "heal", Some(service), &detail)?;
+        }
+        drop(store);
+        if matches!(heal, Heal::Remove { .. }) {
+            continue;
+        }
+        for service in services {
+            if let Some(wait) = task.drift.crashes.record(&service, Instant::now()) {
+                let text = format!(
+                    "crash-looping: healed {CRASH_LIMIT} times within {} min; next heal in {} s",
+                    CRASH_WINDOW.as_secs() / 60,
+                    wait.as_secs()
+                );
+                tracing::warn!(repo = %name, %service, "{text}");
+                shared.store().add_event(id, "crash_loop", Some(&service), &text)?;
+            }
+        }
+    }
+    // Healed drift that comes back is news again.
+    task.drift.reported.clear();
+    Ok(())
+}
+
+/// Logs and records drift not reported yet.
+fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) -> Result<(), ReconcileError> {
+    let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
+    for d in current.difference(&task.drift.reported) {
+        let text = describe(d);
+        if mode == Mode::Auto {
+            tracing::info!(repo = %task.repo.name, service = d.service(), "drift: {text}");
+        } else {
+            tracing::warn!(repo = %task.repo.name, service = d.service(), %mode, "drift: {text} (not healed: mode {mode})");
+        }
+        shared
+            .store()
+            .add_event(task.repo.id, "drift", Some(d.service()), &text)?;
+    }
+    task.drift.reported = current;
+    Ok(())
+}
+
+/// One line for logs and events.
+pub fn describe(d: &Drift) -> String {
+    match d {
+        Drift::Missing { expected, actual, .. } => {
+            format!("missing: {actual} of {expected} containers exist")
+        }
+        Drift::Stopped { container, state, exit_code, .. } => match exit_code {
+            Some(code) => format!("stopped: {container} is {state} (exit code {code})"),
+            None => format!("stopped: {container} is {state}"),
+        },
+        Drift::WrongImage { container, expected, actual, .. } => {
+            format!("wrong image: {container} runs {actual}, expected {expected}")
+        }
+        Drift::ConfigChanged { container, .. } => {
+            format!("config changed: {container} differs from what Kedge applied")
+        }
+        Drift::Extra { container, reason, .. } => match reason {
+            crate::plan::ExtraReason::NotInFile => {
+                format!("extra: {container} belongs to no service in the compose file")
+            }
+            crate::plan::ExtraReason::BeyondReplicas => {
+                format!("extra: {container} is beyond the replica count")
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_heals_in_five_minutes_back_off_exponentially() {
+        let mut t = CrashTracker::default();
+        let start = Instant::now();
+        for i in 0..4 {
+            assert_eq!(t.record("web", start + Duration::from_secs(i)), None);
+        }
+        assert_eq!(t.record("web", start + Duration::from_secs(4)), Some(Duration::from_secs(30)));
+        assert!(t.backed_off(start + Duration::from_secs(5)).contains("web"));
+        assert!(t.backed_off(start + Duration::from_secs(40)).is_empty());
+        // The next loop waits twice as long.
+        for i in 0..4 {
+            assert_eq!(t.record("web", start + Duration::from_secs(50 + i)), None);
+        }
+        assert_eq!(t.record("web", start + Duration::from_secs(54)), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn heals_spread_over_more_than_the_window_are_not_a_loop() {
+        let mut t = CrashTracker::default();
+        let start = Instant::now();
+        for i in 0..20 {
+            assert_eq!(t.record("web", start + Duration::from_secs(i * 100)), None, "heal {i}");
+        }
+        assert!(t.backed_off(start + Duration::from_secs(2000)).is_empty());
+    }
+}
