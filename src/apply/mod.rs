@@ -146,7 +146,11 @@ pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<()
 /// Heals services: `up -d --no-deps [--force-recreate] SERVICES`. Forcing is
 /// needed for a container replaced by hand whose compose labels were copied
 /// from the original: compose alone would take it for up to date.
-pub async fn recreate(project: &Compose, services: &[String], force: bool) -> Result<(), ApplyError> {
+pub async fn recreate(
+    project: &Compose,
+    services: &[String],
+    force: bool,
+) -> Result<(), ApplyError> {
     let mut args = vec!["up", "-d", "--no-deps", "--quiet-pull"];
     if force {
         args.push("--force-recreate");

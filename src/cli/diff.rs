@@ -1,6 +1,10 @@
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::output::print_json;
+use super::{Ctx, block_on, controller};
+use crate::controller::commands::{self, DiffReport};
+use crate::plan::{Drift, ExtraReason};
+use crate::short;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -12,6 +16,130 @@ pub struct Args {
     pub exit_code: bool,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("diff")
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let report = block_on(async {
+        let (shared, repo) = controller(ctx, &args.repo).await?;
+        anyhow::Ok(commands::diff(&shared, repo).await?)
+    })??;
+    if let Some(e) = &report.remote_error {
+        tracing::warn!("cannot check the remote for new commits: {e}");
+    }
+    if ctx.json() {
+        let mut doc = serde_json::to_value(&report)?;
+        doc["in_sync"] = report.in_sync().into();
+        print_json(&doc)?;
+    } else {
+        print!("{}", render(&report));
+    }
+    if args.exit_code && !report.in_sync() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spec's format: a block per service with Status, Expected and Actual.
+fn render(r: &DiffReport) -> String {
+    let mut out = String::new();
+    let mut block = |service: &str, status: &str, expected: &str, actual: &str| {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "Service: {service}\n  Status: {status}\n  Expected: {expected}\n  Actual: {actual}\n"
+        ));
+    };
+    for d in &r.drifts {
+        match d {
+            Drift::Missing {
+                service,
+                expected,
+                actual,
+            } => block(
+                service,
+                "Missing",
+                &containers(*expected),
+                &containers(*actual),
+            ),
+            Drift::Stopped {
+                service,
+                container,
+                state,
+                exit_code,
+            } => {
+                let actual = match exit_code {
+                    Some(code) => format!("{state} (exit code {code}, {container})"),
+                    None => format!("{state} ({container})"),
+                };
+                block(service, "Not running", "running", &actual)
+            }
+            Drift::WrongImage {
+                service,
+                expected,
+                actual,
+                ..
+            } => block(service, "Image mismatch", expected, actual),
+            Drift::ConfigChanged {
+                service,
+                expected,
+                actual,
+                ..
+            } => block(
+                service,
+                "Config changed",
+                &format!("config hash {}", &expected[..expected.len().min(12)]),
+                &format!("config hash {}", &actual[..actual.len().min(12)]),
+            ),
+            Drift::Extra {
+                service,
+                container,
+                reason,
+            } => {
+                let expected = match reason {
+                    ExtraReason::NotInFile => "no such service in the compose file",
+                    ExtraReason::BeyondReplicas => "fewer replicas",
+                };
+                block(service, "Extra container", expected, container)
+            }
+        }
+    }
+    let drift_text = out;
+    let mut text = drift_text;
+    if let Some(p) = &r.pending {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "Pending commit {} (deployed {}):\n",
+            short(&p.commit),
+            r.deployed_commit.as_deref().map(short).unwrap_or("nothing")
+        ));
+        if let Some(e) = &p.error {
+            text.push_str(&format!("  cannot be deployed: {e}\n"));
+        }
+        if p.changes.is_empty() && p.error.is_none() {
+            text.push_str("  changes no service\n");
+        }
+        for c in &p.changes {
+            text.push_str(&format!(
+                "\nService: {}\n  Status: Will be {}\n  Expected: {}\n  Actual: {}\n",
+                c.service, c.change, c.expected, c.actual
+            ));
+        }
+    }
+    if text.is_empty() {
+        text = match (&r.deployed_commit, &r.pinned_commit) {
+            (_, Some(pin)) => format!("In sync: pinned to {} by a rollback\n", short(pin)),
+            (Some(c), None) => format!("In sync: the containers match commit {}\n", short(c)),
+            (None, None) => "Nothing deployed yet\n".to_string(),
+        };
+    }
+    text
+}
+
+fn containers(n: u32) -> String {
+    if n == 1 {
+        "1 container".into()
+    } else {
+        format!("{n} containers")
+    }
 }

@@ -159,7 +159,19 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::O
     Ok(rt.block_on(future))
 }
 
-/// For commands whose issue has not landed yet.
-pub(crate) fn not_implemented(command: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kedge {command}` is not implemented yet")
+/// The controller's shared state for a one-shot command on `repo`.
+pub(crate) async fn controller(
+    ctx: &Ctx,
+    repo: &str,
+) -> anyhow::Result<(
+    std::sync::Arc<crate::controller::Shared>,
+    crate::record::Repo,
+)> {
+    let store = ctx.open_store()?;
+    let Some(repo) = store.repo(repo)? else {
+        anyhow::bail!("no repository named '{repo}'");
+    };
+    let engine = crate::observe::Engine::connect().await.ok();
+    let shared = crate::controller::Shared::new(ctx.settings.clone(), store, engine);
+    Ok((std::sync::Arc::new(shared), repo))
 }

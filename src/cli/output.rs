@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Local, TimeZone, Utc};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -67,25 +66,7 @@ impl Table {
     }
 }
 
-/// RFC 3339 in UTC, for JSON.
-pub fn rfc3339(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in local time, for people.
-pub fn local_time(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| {
-            DateTime::<Local>::from(t)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
+pub use crate::record::{local_time, rfc3339};
 
 #[cfg(test)]
 mod tests {

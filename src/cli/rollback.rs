@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::output::print_json;
+use super::{Ctx, block_on, controller};
+use crate::controller::commands;
+use crate::short;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,6 +14,29 @@ pub struct Args {
     pub commit: String,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("rollback")
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let report = block_on(async {
+        let (shared, repo) = controller(ctx, &args.repo).await?;
+        anyhow::Ok(commands::rollback(&shared, repo, &args.commit).await?)
+    })??;
+    if ctx.json() {
+        print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Rolled {} back to {}{}",
+        report.repo,
+        short(&report.commit),
+        if report.changed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.changed.join(", "))
+        }
+    );
+    println!(
+        "Pinned: stays on {} until the branch moves or `kedge sync --repo {}`",
+        short(&report.commit),
+        report.repo
+    );
+    Ok(ExitCode::SUCCESS)
 }

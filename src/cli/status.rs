@@ -5,6 +5,10 @@ use serde::Serialize;
 
 use super::output::{Table, local_time, print_json, rfc3339};
 use super::{Ctx, block_on};
+use crate::controller::Shared;
+use crate::controller::heal;
+use crate::controller::reconcile::RepoTask;
+use crate::desired::kedge_yaml::Mode;
 use crate::observe::{ContainerState, Engine};
 use crate::record::{DeploymentStatus, Repo, RepoState, Store};
 use crate::{error_chain, short};
@@ -30,6 +34,16 @@ struct RepoStatus {
     checked_at: Option<String>,
     last_deployment: Option<LastDeployment>,
     services: Vec<ServiceStatus>,
+    drifts: Vec<crate::plan::Drift>,
+    events: Vec<EventStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventStatus {
+    at: String,
+    kind: String,
+    service: Option<String>,
+    detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +71,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         },
         None => store.repos()?,
     };
-    let (statuses, engine_error) = block_on(collect(&store, repos))??;
+    let (statuses, engine_error) = block_on(collect(ctx, store, repos))??;
     if let Some(e) = &engine_error {
         tracing::warn!("container states unknown: {e}");
     }
@@ -70,28 +84,41 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn collect(
-    store: &Store,
+    ctx: &Ctx,
+    store: Store,
     repos: Vec<Repo>,
 ) -> anyhow::Result<(Vec<RepoStatus>, Option<String>)> {
     let engine = match Engine::connect().await {
         Ok(e) => Ok(e),
         Err(e) => Err(error_chain(&e)),
     };
+    let shared = Shared::new(ctx.settings.clone(), store, engine.clone().ok());
     let mut out = Vec::with_capacity(repos.len());
     for repo in repos {
-        let state = store.repo_state(repo.id)?;
-        let last = store.deployments(repo.id, 1)?.into_iter().next();
-        let recorded = store.services(repo.id)?;
+        let (state, last, recorded, events) = {
+            let store = shared.store();
+            (
+                store.repo_state(repo.id)?,
+                store.deployments(repo.id, 1)?.into_iter().next(),
+                store.services(repo.id)?,
+                store.events(repo.id, 5)?,
+            )
+        };
         let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
         let containers = match &engine {
             Ok(engine) => Some(engine.project_containers(&project).await?),
             Err(_) => None,
         };
         let services = service_statuses(&recorded, containers.as_deref());
+        let task = RepoTask::new(&shared, repo.clone());
+        let drifts = match heal::drift_plan(&shared, &task, Some(Mode::Auto)).await? {
+            Some((plan, _, _)) => plan.drifts,
+            None => Vec::new(),
+        };
         let sync_state = sync_state(
             &state,
             last.as_ref().map(|d| d.status),
-            &services,
+            &drifts,
             containers.is_some(),
         );
         out.push(RepoStatus {
@@ -111,6 +138,16 @@ async fn collect(
                 deployed_at: rfc3339(d.started_at),
             }),
             services,
+            drifts,
+            events: events
+                .into_iter()
+                .map(|e| EventStatus {
+                    at: rfc3339(e.at),
+                    kind: e.kind,
+                    service: e.service,
+                    detail: e.detail,
+                })
+                .collect(),
         });
     }
     Ok((out, engine.err()))
@@ -156,29 +193,33 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
     }
 }
 
+/// The worst of: a failed deployment of the head, drift, a rollback pin,
+/// a head not deployed yet.
 fn sync_state(
     state: &RepoState,
     last: Option<DeploymentStatus>,
-    services: &[ServiceStatus],
+    drifts: &[crate::plan::Drift],
     observed: bool,
 ) -> &'static str {
-    if state.pinned_commit.is_some() {
-        return "pinned";
-    }
-    let Some(head) = &state.remote_head else {
-        return "unknown";
-    };
-    if last == Some(DeploymentStatus::Failed) && state.deployed_commit.as_ref() != Some(head) {
+    let pinned = state.pinned_commit.is_some();
+    let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
+    if last == Some(DeploymentStatus::Failed) && !head_deployed && !pinned {
         return "failed";
     }
-    if state.deployed_commit.as_ref() != Some(head) {
+    if !drifts.is_empty() {
+        return "drifted";
+    }
+    if pinned {
+        return "pinned";
+    }
+    if state.remote_head.is_none() {
+        return "unknown";
+    }
+    if !head_deployed {
         return "out_of_sync";
     }
     if !observed {
         return "unknown";
-    }
-    if services.iter().any(|s| s.state != "running") {
-        return "drifted";
     }
     "synced"
 }
@@ -210,6 +251,9 @@ fn print_text(statuses: &[RepoStatus]) {
             );
         }
         println!("  Last error:  {}", s.last_error.as_deref().unwrap_or("-"));
+        for d in &s.drifts {
+            println!("  Drift:       {}: {}", d.service(), heal::describe(d));
+        }
         if !s.services.is_empty() {
             let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
             for svc in &s.services {
@@ -222,6 +266,20 @@ fn print_text(statuses: &[RepoStatus]) {
             }
             for line in table.render().lines() {
                 println!("  {line}");
+            }
+        }
+        if !s.events.is_empty() {
+            println!("  Recent events:");
+            for e in &s.events {
+                let at = chrono::DateTime::parse_from_rfc3339(&e.at)
+                    .map(|t| local_time(t.timestamp_millis()))
+                    .unwrap_or_default();
+                println!(
+                    "    {at}  {:<10} {:<10} {}",
+                    e.kind,
+                    e.service.as_deref().unwrap_or("-"),
+                    e.detail
+                );
             }
         }
     }

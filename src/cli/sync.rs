@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::output::print_json;
+use super::{Ctx, block_on, controller};
+use crate::controller::commands;
+use crate::short;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -12,6 +15,45 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
-    super::not_implemented("sync")
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let report = block_on(async {
+        let (shared, repo) = controller(ctx, &args.repo).await?;
+        anyhow::Ok(commands::sync(&shared, repo, args.dry_run).await?)
+    })??;
+    if ctx.json() {
+        print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if report.dry_run {
+        "Would deploy"
+    } else {
+        "Deployed"
+    };
+    let changed = if report.changed.is_empty() {
+        "no service changes".to_string()
+    } else {
+        format!("changes {}", report.changed.join(", "))
+    };
+    println!(
+        "{verb} {} to {}: {changed}",
+        short(&report.commit),
+        report.repo
+    );
+    if let Some(pin) = &report.released_pin {
+        let verb = if report.dry_run {
+            "Would release"
+        } else {
+            "Released"
+        };
+        println!("{verb} the rollback pin on {}", short(pin));
+    }
+    for heal in &report.heals {
+        let verb = if report.dry_run {
+            "Would heal"
+        } else {
+            "Healed"
+        };
+        println!("{verb}: {heal}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -110,8 +110,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         })?;
     }
     if let Some(drift) = top.section("drift", &["check_interval"])? {
-        out.check_interval =
-            drift.parsed("check_interval", env, |s| parse_duration(s).map_err(|e| e.to_string()))?;
+        out.check_interval = drift.parsed("check_interval", env, |s| {
+            parse_duration(s).map_err(|e| e.to_string())
+        })?;
     }
     if let Some(log) = top.section("log", &["format", "level"])? {
         out.log_format = log.parsed("format", env, LogFormat::parse)?;

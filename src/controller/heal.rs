@@ -59,7 +59,10 @@ impl CrashTracker {
     pub fn record(&mut self, service: &str, now: Instant) -> Option<Duration> {
         let log = self.heals.entry(service.to_string()).or_default();
         log.push_back(now);
-        while log.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
             log.pop_front();
         }
         if log.len() < CRASH_LIMIT {
@@ -105,38 +108,71 @@ pub fn mode_of(state: &RepoState) -> Mode {
         .unwrap_or_default()
 }
 
-/// One drift pass for a repository.
-pub async fn check(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
+/// The drift of a deployed repository now, planned in `mode` (the
+/// repository's own unless overridden). `None`: nothing deployed, or the
+/// engine cannot be asked.
+pub async fn drift_plan(
+    shared: &Shared,
+    task: &RepoTask,
+    mode: Option<Mode>,
+) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
     let Some(engine) = shared.engine.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let id = task.repo.id;
-    let name = task.repo.name.clone();
     let state = shared.store().repo_state(id)?;
     if state.deployed_commit.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let records = shared.store().services(id)?;
     if records.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let project = state
+        .project
+        .clone()
+        .unwrap_or_else(|| task.repo.name.clone());
     let containers = match engine.project_containers(&project).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(repo = %name, "cannot observe containers: {}", error_chain(&e));
-            return Ok(());
+            tracing::warn!(repo = %task.repo.name, "cannot observe containers: {}", error_chain(&e));
+            return Ok(None);
         }
     };
     let want = wants(&engine, &project, &records).await;
-    let mode = mode_of(&state);
-    let now = Instant::now();
-    let backed_off = task.drift.crashes.backed_off(now);
-    let plan = plan(&want, &containers, mode, state.prune.unwrap_or(true), &backed_off);
+    let mode = mode.unwrap_or_else(|| mode_of(&state));
+    let backed_off = task.drift.crashes.backed_off(Instant::now());
+    let plan = plan(
+        &want,
+        &containers,
+        mode,
+        state.prune.unwrap_or(true),
+        &backed_off,
+    );
+    Ok(Some((plan, mode, state)))
+}
+
+/// One drift pass for a repository: report, and heal what the plan says.
+/// `mode`: `Some(Mode::Auto)` when the operator asked for a sync.
+pub async fn check(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    mode: Option<Mode>,
+) -> Result<Vec<String>, ReconcileError> {
+    let Some((plan, mode, state)) = drift_plan(shared, task, mode).await? else {
+        return Ok(Vec::new());
+    };
     report(shared, task, &plan, mode)?;
     if plan.heals.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let Some(engine) = shared.engine.clone() else {
+        return Ok(Vec::new());
+    };
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let mut done = Vec::new();
     let files: Vec<PathBuf> = state
         .compose_files
         .unwrap_or_default()
@@ -147,12 +183,20 @@ pub async fn check(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), Reco
     for heal in &plan.heals {
         let started = Instant::now();
         let (services, what, result) = match heal {
-            Heal::Start { service, container, id } => (
+            Heal::Start {
+                service,
+                container,
+                id,
+            } => (
                 vec![service.clone()],
                 format!("start {container}"),
                 engine.start(id).await.map_err(|e| error_chain(&e)),
             ),
-            Heal::Remove { service, container, id } => (
+            Heal::Remove {
+                service,
+                container,
+                id,
+            } => (
                 vec![service.clone()],
                 format!("remove {container}"),
                 engine.remove(id).await.map_err(|e| error_chain(&e)),
@@ -183,6 +227,7 @@ pub async fn check(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), Reco
             store.add_event(id, "heal", Some(service), &detail)?;
         }
         drop(store);
+        done.push(detail);
         if matches!(heal, Heal::Remove { .. }) {
             continue;
         }
@@ -194,17 +239,24 @@ pub async fn check(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), Reco
                     wait.as_secs()
                 );
                 tracing::warn!(repo = %name, %service, "{text}");
-                shared.store().add_event(id, "crash_loop", Some(&service), &text)?;
+                shared
+                    .store()
+                    .add_event(id, "crash_loop", Some(&service), &text)?;
             }
         }
     }
     // Healed drift that comes back is news again.
     task.drift.reported.clear();
-    Ok(())
+    Ok(done)
 }
 
 /// Logs and records drift not reported yet.
-fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) -> Result<(), ReconcileError> {
+fn report(
+    shared: &Shared,
+    task: &mut RepoTask,
+    plan: &Plan,
+    mode: Mode,
+) -> Result<(), ReconcileError> {
     let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
     for d in current.difference(&task.drift.reported) {
         let text = describe(d);
@@ -224,20 +276,34 @@ fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) -> Resu
 /// One line for logs and events.
 pub fn describe(d: &Drift) -> String {
     match d {
-        Drift::Missing { expected, actual, .. } => {
+        Drift::Missing {
+            expected, actual, ..
+        } => {
             format!("missing: {actual} of {expected} containers exist")
         }
-        Drift::Stopped { container, state, exit_code, .. } => match exit_code {
+        Drift::Stopped {
+            container,
+            state,
+            exit_code,
+            ..
+        } => match exit_code {
             Some(code) => format!("stopped: {container} is {state} (exit code {code})"),
             None => format!("stopped: {container} is {state}"),
         },
-        Drift::WrongImage { container, expected, actual, .. } => {
+        Drift::WrongImage {
+            container,
+            expected,
+            actual,
+            ..
+        } => {
             format!("wrong image: {container} runs {actual}, expected {expected}")
         }
         Drift::ConfigChanged { container, .. } => {
             format!("config changed: {container} differs from what Kedge applied")
         }
-        Drift::Extra { container, reason, .. } => match reason {
+        Drift::Extra {
+            container, reason, ..
+        } => match reason {
             crate::plan::ExtraReason::NotInFile => {
                 format!("extra: {container} belongs to no service in the compose file")
             }
@@ -259,14 +325,20 @@ mod tests {
         for i in 0..4 {
             assert_eq!(t.record("web", start + Duration::from_secs(i)), None);
         }
-        assert_eq!(t.record("web", start + Duration::from_secs(4)), Some(Duration::from_secs(30)));
+        assert_eq!(
+            t.record("web", start + Duration::from_secs(4)),
+            Some(Duration::from_secs(30))
+        );
         assert!(t.backed_off(start + Duration::from_secs(5)).contains("web"));
         assert!(t.backed_off(start + Duration::from_secs(40)).is_empty());
         // The next loop waits twice as long.
         for i in 0..4 {
             assert_eq!(t.record("web", start + Duration::from_secs(50 + i)), None);
         }
-        assert_eq!(t.record("web", start + Duration::from_secs(54)), Some(Duration::from_secs(60)));
+        assert_eq!(
+            t.record("web", start + Duration::from_secs(54)),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -274,7 +346,11 @@ mod tests {
         let mut t = CrashTracker::default();
         let start = Instant::now();
         for i in 0..20 {
-            assert_eq!(t.record("web", start + Duration::from_secs(i * 100)), None, "heal {i}");
+            assert_eq!(
+                t.record("web", start + Duration::from_secs(i * 100)),
+                None,
+                "heal {i}"
+            );
         }
         assert!(t.backed_off(start + Duration::from_secs(2000)).is_empty());
     }

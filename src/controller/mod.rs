@@ -2,7 +2,9 @@
 //! record). One task per repository, each level-triggered: triggers only
 //! wake a task, the reconcile decides what to do.
 
+pub mod commands;
 pub mod heal;
+pub mod lock;
 pub mod reconcile;
 
 use std::collections::HashMap;
@@ -162,7 +164,15 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
         if *stop.borrow() {
             break;
         }
-        let delay = match reconcile(&shared, &mut task).await {
+        let lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
+            tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
+        })
+        .await;
+        let result = match lock {
+            Ok(_held) => reconcile(&shared, &mut task).await,
+            Err(e) => Err(e.into()),
+        };
+        let delay = match result {
             Ok(Action::Requeue(after)) => {
                 failures = 0;
                 after
@@ -227,9 +237,8 @@ async fn watch_events(shared: Arc<Shared>) {
             }
         }
         failures += 1;
-        let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5))).min(
-            std::time::Duration::from_secs(5),
-        );
+        let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5)))
+            .min(std::time::Duration::from_secs(5));
         tracing::debug!(retry_in = ?wait, "reconnecting to the engine's event stream");
         tokio::time::sleep(wait).await;
     }

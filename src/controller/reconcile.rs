@@ -30,6 +30,8 @@ pub enum ReconcileError {
     Git(#[from] GitError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
     #[error("deployment of {} failed", short(commit))]
     Apply {
         commit: String,
@@ -63,6 +65,8 @@ pub enum Trigger {
     NewCommit,
     Startup,
     Retry,
+    Sync,
+    Rollback,
 }
 
 impl Trigger {
@@ -71,8 +75,67 @@ impl Trigger {
             Trigger::NewCommit => "new_commit",
             Trigger::Startup => "startup",
             Trigger::Retry => "retry",
+            Trigger::Sync => "sync",
+            Trigger::Rollback => "rollback",
         }
     }
+
+    /// Sync and rollback are the operator's explicit word: they apply
+    /// whatever the mode.
+    fn forced(self) -> bool {
+        matches!(self, Trigger::Sync | Trigger::Rollback)
+    }
+}
+
+/// What came of a deployment attempt that did not error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Deployed {
+        changed: Vec<String>,
+    },
+    /// The commit could not be rendered; recorded as failed, nothing applied.
+    Refused {
+        error: String,
+    },
+    /// Not deployed: the mode leaves it to `kedge sync`.
+    Deferred {
+        mode: Mode,
+    },
+}
+
+/// A commit rendered in the render worktree.
+pub struct Rendered {
+    pub desired: Desired,
+    pub info: crate::source::git::CommitInfo,
+    pub render_dir: PathBuf,
+}
+
+/// Checks a commit out in the render worktree and renders it.
+pub async fn render_commit(
+    task: &RepoTask,
+    commit: &str,
+) -> Result<Result<Rendered, (crate::source::git::CommitInfo, RenderError)>, GitError> {
+    let info = task.git.commit_info(commit).await?;
+    let mut object_ids = task.git.object_ids(commit).await?;
+    object_ids.insert(String::new(), info.tree.clone());
+    let render_dir = task.git.checkout_for_render(commit).await?;
+    let rendered = render::render(
+        &task.repo.name,
+        commit,
+        &render_dir,
+        &task.git.clone,
+        &object_ids,
+        &|k| std::env::var(k).ok(),
+    )
+    .await;
+    Ok(match rendered {
+        Ok(desired) => Ok(Rendered {
+            desired,
+            info,
+            render_dir,
+        }),
+        Err(e) => Err((info, e)),
+    })
 }
 
 /// Per-repository state that lives as long as its task.
@@ -140,7 +203,7 @@ pub async fn reconcile(
             }
         }
     }
-    super::heal::check(shared, task).await?;
+    super::heal::check(shared, task, None).await?;
     let now = Instant::now();
     task.next_full_check = now + shared.settings.check_interval;
     let next = task.next_source.min(task.next_full_check);
@@ -166,7 +229,21 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     state.remote_head = Some(head.clone());
     state.checked_at = Some(crate::record::now_ms());
 
-    if state.target_commit.as_deref() == Some(head.as_str()) && task.git.is_cloned() {
+    if state.pinned_commit.is_some() {
+        if state.pinned_at_head.as_deref() == Some(head.as_str()) {
+            // A rollback holds until the branch moves.
+            state.last_error = None;
+            save_state(shared, id, &state)?;
+            task.first = false;
+            return Ok(());
+        }
+        tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
+        state.pinned_commit = None;
+        state.pinned_at_head = None;
+        state.target_commit = None;
+    }
+    let settled = state.target_commit.as_deref() == Some(head.as_str());
+    if settled && task.git.is_cloned() {
         // Nothing new on the branch; a git error that has cleared is cleared.
         if state.last_error.is_some() && state.deployed_commit.as_deref() == Some(head.as_str()) {
             state.last_error = None;
@@ -187,7 +264,7 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     task.first = false;
     tracing::info!(repo = %name, commit = short(&commit), "new commit {}", short(&commit));
     match deploy(shared, task, &commit, trigger).await {
-        Ok(()) => {
+        Ok(_) => {
             task.failed_commit = None;
             Ok(())
         }
@@ -209,43 +286,36 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     }
 }
 
-/// Renders and, in `auto` mode, applies one commit, recording the outcome.
+/// Renders and applies one commit (in `auto` mode, or when forced by sync
+/// or rollback), recording the outcome.
 pub async fn deploy(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
     commit: &str,
     trigger: Trigger,
-) -> Result<(), ReconcileError> {
+) -> Result<Outcome, ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
     let started = Instant::now();
-    let info = task.git.commit_info(commit).await?;
-    let mut object_ids = task.git.object_ids(commit).await?;
-    object_ids.insert(String::new(), info.tree.clone());
-    let render_dir = task.git.checkout_for_render(commit).await?;
-
-    let rendered = render::render(
-        &name,
-        commit,
-        &render_dir,
-        &task.git.clone,
-        &object_ids,
-        &|k| std::env::var(k).ok(),
-    )
-    .await;
-    let desired = match rendered {
-        Ok(d) => d,
-        Err(e) => return refuse(shared, id, &name, &info.message, commit, trigger, &e),
+    let Rendered {
+        desired,
+        info,
+        render_dir,
+    } = match render_commit(task, commit).await? {
+        Ok(r) => r,
+        Err((info, e)) => return refuse(shared, id, &name, &info.message, commit, trigger, &e),
     };
 
     let mut state = load_state(shared, id)?;
     state.mode = Some(desired.kedge.mode.as_str().to_string());
     state.prune = Some(desired.kedge.prune);
-    if desired.kedge.mode != Mode::Auto {
+    if desired.kedge.mode != Mode::Auto && !trigger.forced() {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         state.target_commit = Some(commit.to_string());
         save_state(shared, id, &state)?;
-        return Ok(());
+        return Ok(Outcome::Deferred {
+            mode: desired.kedge.mode,
+        });
     }
     save_state(shared, id, &state)?;
 
@@ -268,7 +338,11 @@ pub async fn deploy(
             shared.store().save_services(id, &records)?;
             shared.store().finish_deployment(
                 deployment,
-                DeploymentStatus::Success,
+                if trigger == Trigger::Rollback {
+                    DeploymentStatus::RolledBack
+                } else {
+                    DeploymentStatus::Success
+                },
                 &changed,
                 None,
             )?;
@@ -293,7 +367,7 @@ pub async fn deploy(
                 "deployed in {:.1} s",
                 elapsed.as_secs_f64()
             );
-            Ok(())
+            Ok(Outcome::Deployed { changed })
         }
         Err(e) => {
             let message = error_chain(&e);
@@ -443,7 +517,7 @@ fn refuse(
     commit: &str,
     trigger: Trigger,
     err: &RenderError,
-) -> Result<(), ReconcileError> {
+) -> Result<Outcome, ReconcileError> {
     let text = error_chain(err);
     tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
     let store = shared.store();
@@ -457,9 +531,9 @@ fn refuse(
     store.finish_deployment(deployment, DeploymentStatus::Failed, &[], Some(&text))?;
     let mut state = store.repo_state(id)?;
     state.target_commit = Some(commit.to_string());
-    state.last_error = Some(text);
+    state.last_error = Some(text.clone());
     store.save_repo_state(id, &state)?;
-    Ok(())
+    Ok(Outcome::Refused { error: text })
 }
 
 #[cfg(test)]

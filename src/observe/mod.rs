@@ -95,7 +95,10 @@ impl Engine {
         let docker = match docker.clone().negotiate_version().await {
             Ok(negotiated) => negotiated,
             Err(e) => {
-                tracing::warn!("docker engine not answering yet: {}", crate::error_chain(&e));
+                tracing::warn!(
+                    "docker engine not answering yet: {}",
+                    crate::error_chain(&e)
+                );
                 docker
             }
         };
@@ -145,25 +148,37 @@ impl Engine {
         let options = bollard::query_parameters::EventsOptionsBuilder::default()
             .filters(&filters)
             .build();
-        self.docker.events(Some(options)).filter_map(|event| async move {
-            match event {
-                Err(e) => Some(Err(ObserveError::Events(e))),
-                Ok(msg) => {
-                    let action = msg.action.unwrap_or_default();
-                    // exec_*, health checks, attach, top…: nothing changed.
-                    let relevant = matches!(
-                        action.as_str(),
-                        "create" | "start" | "restart" | "stop" | "die" | "kill" | "oom"
-                            | "destroy" | "pause" | "unpause" | "rename" | "update"
-                    );
-                    let project = msg
-                        .actor
-                        .and_then(|a| a.attributes)
-                        .and_then(|mut attrs| attrs.remove(PROJECT_LABEL));
-                    relevant.then_some(project).flatten().map(Ok)
+        self.docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                match event {
+                    Err(e) => Some(Err(ObserveError::Events(e))),
+                    Ok(msg) => {
+                        let action = msg.action.unwrap_or_default();
+                        // exec_*, health checks, attach, top…: nothing changed.
+                        let relevant = matches!(
+                            action.as_str(),
+                            "create"
+                                | "start"
+                                | "restart"
+                                | "stop"
+                                | "die"
+                                | "kill"
+                                | "oom"
+                                | "destroy"
+                                | "pause"
+                                | "unpause"
+                                | "rename"
+                                | "update"
+                        );
+                        let project = msg
+                            .actor
+                            .and_then(|a| a.attributes)
+                            .and_then(|mut attrs| attrs.remove(PROJECT_LABEL));
+                        relevant.then_some(project).flatten().map(Ok)
+                    }
                 }
-            }
-        })
+            })
     }
 
     pub fn docker(&self) -> &Docker {

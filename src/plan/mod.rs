@@ -92,9 +92,17 @@ impl Drift {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Heal {
     /// Start a stopped container through the engine (no process).
-    Start { service: String, container: String, id: String },
+    Start {
+        service: String,
+        container: String,
+        id: String,
+    },
     /// Remove a container through the engine (its volumes are kept).
-    Remove { service: String, container: String, id: String },
+    Remove {
+        service: String,
+        container: String,
+        id: String,
+    },
     /// `docker compose up -d --no-deps [--force-recreate] SERVICES`.
     Recreate { services: Vec<String>, force: bool },
 }
@@ -135,8 +143,11 @@ pub fn plan(
         if w.spec.ignored {
             continue;
         }
-        let mut mine: Vec<&ContainerState> =
-            actual.iter().copied().filter(|c| &c.service == name).collect();
+        let mut mine: Vec<&ContainerState> = actual
+            .iter()
+            .copied()
+            .filter(|c| &c.service == name)
+            .collect();
         mine.sort_by_key(|c| (c.number, c.name.clone()));
         let replicas = w.spec.replicas as usize;
         let (kept, beyond) = mine.split_at(mine.len().min(replicas));
@@ -178,7 +189,8 @@ pub fn plan(
                 });
                 recreate = true;
             }
-            if !is_alive(c) && !(w.spec.one_shot() && completed(c)) {
+            let complete = w.spec.one_shot() && completed(c);
+            if !is_alive(c) && !complete {
                 drifts.push(Drift::Stopped {
                     service: name.clone(),
                     container: c.name.clone(),

@@ -210,7 +210,12 @@ fn cases() -> Vec<Case> {
                 },
                 running("orphan", 1),
             ],
-            drifts: vec!["extra:orphan", "missing:db", "stopped:web", "wrong_image:api"],
+            drifts: vec![
+                "extra:orphan",
+                "missing:db",
+                "stopped:web",
+                "wrong_image:api",
+            ],
             heals: vec![
                 start("web"),
                 remove("orphan", 1),
@@ -248,18 +253,32 @@ fn every_drift_type_in_every_mode() {
 
         // Without prune, extra containers are reported and left.
         let keep = plan(&want, &case.actual, Mode::Auto, false, &none);
-        assert_eq!(drift_names(&keep), expected_drifts, "{}: drifts without prune", case.name);
+        assert_eq!(
+            drift_names(&keep),
+            expected_drifts,
+            "{}: drifts without prune",
+            case.name
+        );
         let no_removals: Vec<Heal> = expected_heals
             .iter()
             .filter(|h| !matches!(h, Heal::Remove { .. }))
             .cloned()
             .collect();
-        assert_eq!(keep.heals, no_removals, "{}: heals without prune", case.name);
+        assert_eq!(
+            keep.heals, no_removals,
+            "{}: heals without prune",
+            case.name
+        );
 
         // notify and manual detect the same drift and change nothing.
         for mode in [Mode::Notify, Mode::Manual] {
             let p = plan(&want, &case.actual, mode, true, &none);
-            assert_eq!(drift_names(&p), expected_drifts, "{}: drifts in {mode}", case.name);
+            assert_eq!(
+                drift_names(&p),
+                expected_drifts,
+                "{}: drifts in {mode}",
+                case.name
+            );
             assert!(p.heals.is_empty(), "{}: {mode} must not heal", case.name);
         }
     }
@@ -267,8 +286,12 @@ fn every_drift_type_in_every_mode() {
 
 #[test]
 fn a_backed_off_service_is_reported_but_not_healed() {
-    let want: BTreeMap<String, Want> =
-        [want("web", 1, Some("always")), want("api", 1, Some("always"))].into_iter().collect();
+    let want: BTreeMap<String, Want> = [
+        want("web", 1, Some("always")),
+        want("api", 1, Some("always")),
+    ]
+    .into_iter()
+    .collect();
     let actual = vec![exited("web", 1), exited("api", 1)];
     let held = BTreeSet::from(["web".to_string()]);
     let p = plan(&want, &actual, Mode::Auto, true, &held);
@@ -282,14 +305,22 @@ fn an_ignored_service_is_neither_reported_nor_healed() {
     let (name, mut w) = want("web", 1, Some("always"));
     w.spec.ignored = true;
     let want: BTreeMap<String, Want> = [(name, w)].into_iter().collect();
-    let p = plan(&want, &[exited("web", 1), running("web", 2)], Mode::Auto, true, &BTreeSet::new());
+    let p = plan(
+        &want,
+        &[exited("web", 1), running("web", 2)],
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+    );
     assert!(p.in_sync(), "{p:?}");
     assert!(p.heals.is_empty());
 }
 
 #[test]
 fn plans_are_sorted_and_stable() {
-    let want: BTreeMap<String, Want> = [want("b", 1, None), want("a", 1, None)].into_iter().collect();
+    let want: BTreeMap<String, Want> = [want("b", 1, None), want("a", 1, None)]
+        .into_iter()
+        .collect();
     let actual = vec![running("z", 1), running("y", 1)];
     let p1 = plan(&want, &actual, Mode::Auto, true, &BTreeSet::new());
     let reversed: Vec<ContainerState> = actual.into_iter().rev().collect();
@@ -303,5 +334,8 @@ fn image_references_are_compared_normalized() {
     assert_eq!(normalize("docker.io/library/nginx:1.25"), "nginx:1.25");
     assert_eq!(normalize("library/nginx"), "nginx:latest");
     assert_eq!(normalize("localhost:5000/app"), "localhost:5000/app:latest");
-    assert_eq!(normalize("ghcr.io/acme/app@sha256:abc"), "ghcr.io/acme/app@sha256:abc");
+    assert_eq!(
+        normalize("ghcr.io/acme/app@sha256:abc"),
+        "ghcr.io/acme/app@sha256:abc"
+    );
 }

@@ -7,6 +7,7 @@ mod migrations;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::TimeZone;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
@@ -87,6 +88,28 @@ pub enum StoreError {
 
 fn query(step: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Query { step, source }
+}
+
+/// RFC 3339 in UTC, for JSON.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time, for people.
+pub fn local_time(ms: i64) -> String {
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| {
+            chrono::DateTime::<chrono::Local>::from(t)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// Milliseconds since the Unix epoch, UTC: how every time is stored.
@@ -517,7 +540,11 @@ impl Store {
             .query_map([repo_id], |r| {
                 let spec: String = r.get(1)?;
                 let spec = serde_json::from_str(&spec).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
                 })?;
                 Ok((
                     r.get::<_, String>(0)?,

@@ -271,8 +271,12 @@ fn events_newest_first() {
     let repo = store
         .add_repo(&new_repo("app", "file:///r/app.git", "main"))
         .unwrap();
-    store.add_event(repo.id, "drift", Some("web"), "stopped").unwrap();
-    store.add_event(repo.id, "heal", Some("web"), "started: ok").unwrap();
+    store
+        .add_event(repo.id, "drift", Some("web"), "stopped")
+        .unwrap();
+    store
+        .add_event(repo.id, "heal", Some("web"), "started: ok")
+        .unwrap();
     let events = store.events(repo.id, 10).unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].kind, "heal");

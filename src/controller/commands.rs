@@ -1,0 +1,482 @@
+//! What the operator asks for by hand: `sync`, `diff` and `rollback`. Each
+//! takes the repository's lock, so it never interleaves with `kedge serve`,
+//! and leaves its result in the store, where `serve` picks it up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::Shared;
+use super::heal;
+use super::lock::RepoLock;
+use super::reconcile::{
+    Outcome, ReconcileError, RepoTask, Trigger, deploy, label_commits, render_commit,
+};
+use crate::desired::kedge_yaml::Mode;
+use crate::plan::{Drift, Heal};
+use crate::record::{DeploymentStatus, Repo};
+use crate::{error_chain, short};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("commit {} cannot be deployed: {error}", short(commit))]
+    Refused { commit: String, error: String },
+    #[error(
+        "no deployed commit of {repo} matches {prefix:?}{}",
+        candidates_text(candidates)
+    )]
+    UnknownCommit {
+        repo: String,
+        prefix: String,
+        candidates: Vec<String>,
+    },
+    #[error(
+        "{prefix:?} matches several deployed commits of {repo}{}",
+        candidates_text(candidates)
+    )]
+    AmbiguousCommit {
+        repo: String,
+        prefix: String,
+        candidates: Vec<String>,
+    },
+    #[error("a commit prefix needs at least 4 characters, got {0:?}")]
+    ShortPrefix(String),
+}
+
+fn candidates_text(candidates: &[String]) -> String {
+    if candidates.is_empty() {
+        "; nothing has been deployed yet".into()
+    } else {
+        format!("; candidates:\n  {}", candidates.join("\n  "))
+    }
+}
+
+async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError> {
+    let name = repo.name.clone();
+    Ok(
+        RepoLock::acquire(&shared.settings.data_dir, &repo.name, move || {
+            eprintln!("waiting for another apply on {name} to finish…");
+        })
+        .await?,
+    )
+}
+
+/// What `sync` did or, with `--dry-run`, would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub repo: String,
+    pub commit: String,
+    pub dry_run: bool,
+    /// Services the commit (re)creates.
+    pub changed: Vec<String>,
+    /// Drift healed (or to heal) after the deployment.
+    pub heals: Vec<String>,
+    pub released_pin: Option<String>,
+}
+
+pub async fn sync(
+    shared: &Arc<Shared>,
+    repo: Repo,
+    dry_run: bool,
+) -> Result<SyncReport, CommandError> {
+    let _lock = locked(shared, &repo).await?;
+    let mut task = RepoTask::new(shared, repo);
+    let id = task.repo.id;
+    task.git
+        .clone_if_missing()
+        .await
+        .map_err(ReconcileError::from)?;
+    let head = task.git.fetch().await.map_err(ReconcileError::from)?;
+    let mut state = shared
+        .store()
+        .repo_state(id)
+        .map_err(ReconcileError::from)?;
+    let released_pin = state.pinned_commit.clone();
+
+    if dry_run {
+        let rendered = render_commit(&task, &head)
+            .await
+            .map_err(ReconcileError::from)?;
+        let rendered = rendered.map_err(|(_, e)| CommandError::Refused {
+            commit: head.clone(),
+            error: error_chain(&e),
+        })?;
+        let previous = shared.store().services(id).map_err(ReconcileError::from)?;
+        let (_, changed, _) = label_commits(&rendered.desired, &previous, &head);
+        let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
+            Some((plan, _, _)) => plan.heals.iter().map(describe_heal).collect(),
+            None => Vec::new(),
+        };
+        return Ok(SyncReport {
+            repo: task.repo.name.clone(),
+            commit: head,
+            dry_run,
+            changed,
+            heals,
+            released_pin,
+        });
+    }
+
+    state.remote_head = Some(head.clone());
+    state.pinned_commit = None;
+    state.pinned_at_head = None;
+    shared
+        .store()
+        .save_repo_state(id, &state)
+        .map_err(ReconcileError::from)?;
+    let changed = match deploy(shared, &mut task, &head, Trigger::Sync).await? {
+        Outcome::Deployed { changed } => changed,
+        Outcome::Refused { error } => {
+            return Err(CommandError::Refused {
+                commit: head,
+                error,
+            });
+        }
+        Outcome::Deferred { .. } => unreachable!("sync is forced"),
+    };
+    let heals = heal::check(shared, &mut task, Some(Mode::Auto)).await?;
+    Ok(SyncReport {
+        repo: task.repo.name.clone(),
+        commit: head,
+        dry_run,
+        changed,
+        heals,
+        released_pin,
+    })
+}
+
+pub fn describe_heal(h: &Heal) -> String {
+    match h {
+        Heal::Start { container, .. } => format!("start {container}"),
+        Heal::Remove { container, .. } => format!("remove {container}"),
+        Heal::Recreate {
+            services,
+            force: true,
+        } => format!("force-recreate {}", services.join(", ")),
+        Heal::Recreate {
+            services,
+            force: false,
+        } => format!("create {}", services.join(", ")),
+    }
+}
+
+/// How a pending commit changes one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceChange {
+    pub service: String,
+    /// added, removed or updated
+    pub change: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pending {
+    pub commit: String,
+    pub changes: Vec<ServiceChange>,
+    /// Set when the pending commit cannot be rendered.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub repo: String,
+    pub mode: Option<String>,
+    pub deployed_commit: Option<String>,
+    pub remote_head: Option<String>,
+    pub pinned_commit: Option<String>,
+    pub drifts: Vec<Drift>,
+    pub pending: Option<Pending>,
+    /// Set when the remote could not be asked for its head.
+    pub remote_error: Option<String>,
+}
+
+impl DiffReport {
+    pub fn in_sync(&self) -> bool {
+        self.drifts.is_empty() && self.pending.is_none()
+    }
+}
+
+/// What differs between the containers and the deployed commit, and what
+/// the branch head would change, service by service. Changes nothing that
+/// runs: the head is rendered in the render worktree.
+pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, CommandError> {
+    let _lock = locked(shared, &repo).await?;
+    let task = RepoTask::new(shared, repo);
+    let id = task.repo.id;
+    let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
+        Some((plan, _, _)) => plan.drifts,
+        None => Vec::new(),
+    };
+    let state = shared
+        .store()
+        .repo_state(id)
+        .map_err(ReconcileError::from)?;
+    let (head, remote_error) = match task.git.remote_head().await {
+        Ok(h) => (Some(h), None),
+        Err(e) => (state.remote_head.clone(), Some(error_chain(&e))),
+    };
+    let mut pending = None;
+    if let Some(head) = &head
+        && state.deployed_commit.as_ref() != Some(head)
+        && state.pinned_commit.is_none()
+        && remote_error.is_none()
+    {
+        task.git
+            .clone_if_missing()
+            .await
+            .map_err(ReconcileError::from)?;
+        let fetched = task.git.fetch().await.map_err(ReconcileError::from)?;
+        pending = Some(
+            match render_commit(&task, &fetched)
+                .await
+                .map_err(ReconcileError::from)?
+            {
+                Ok(rendered) => {
+                    let previous = shared.store().services(id).map_err(ReconcileError::from)?;
+                    Pending {
+                        commit: fetched,
+                        changes: changes(&previous, &rendered.desired),
+                        error: None,
+                    }
+                }
+                Err((_, e)) => Pending {
+                    commit: fetched,
+                    changes: Vec::new(),
+                    error: Some(error_chain(&e)),
+                },
+            },
+        );
+    }
+    Ok(DiffReport {
+        repo: task.repo.name.clone(),
+        mode: state.mode.clone(),
+        deployed_commit: state.deployed_commit.clone(),
+        remote_head: head,
+        pinned_commit: state.pinned_commit.clone(),
+        drifts,
+        pending,
+        remote_error,
+    })
+}
+
+fn changes(
+    previous: &BTreeMap<String, crate::record::ServiceRecord>,
+    next: &crate::desired::render::Desired,
+) -> Vec<ServiceChange> {
+    let image = |spec: &crate::desired::render::ServiceSpec| spec.image_ref(&next.project);
+    let mut out = Vec::new();
+    for (name, spec) in &next.services {
+        match previous.get(name) {
+            None => out.push(ServiceChange {
+                service: name.clone(),
+                change: "added",
+                expected: image(spec),
+                actual: "not deployed".into(),
+            }),
+            Some(p) if p.spec.hash != spec.hash => {
+                let (expected, actual) = if p.spec.image != spec.image {
+                    (image(spec), image(&p.spec))
+                } else {
+                    (
+                        format!("configuration of {}", short(&next.commit)),
+                        format!("configuration of {}", short(&p.commit)),
+                    )
+                };
+                out.push(ServiceChange {
+                    service: name.clone(),
+                    change: "updated",
+                    expected,
+                    actual,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, p) in previous {
+        if !next.services.contains_key(name) {
+            out.push(ServiceChange {
+                service: name.clone(),
+                change: "removed",
+                expected: "not in the compose file".into(),
+                actual: image(&p.spec),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.service.cmp(&b.service));
+    out
+}
+
+/// What `rollback` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub repo: String,
+    pub commit: String,
+    pub changed: Vec<String>,
+    pub pinned_at_head: Option<String>,
+}
+
+/// Resolves a full hash or a unique prefix (at least 4 characters) among
+/// the commits that were deployed successfully.
+pub fn resolve_commit(
+    repo: &str,
+    prefix: &str,
+    deployed: &[(String, DeploymentStatus, i64)],
+) -> Result<String, CommandError> {
+    let p = prefix.to_ascii_lowercase();
+    if p.len() < 4 {
+        return Err(CommandError::ShortPrefix(prefix.to_string()));
+    }
+    let mut seen: Vec<&(String, DeploymentStatus, i64)> = Vec::new();
+    for d in deployed {
+        if matches!(
+            d.1,
+            DeploymentStatus::Success | DeploymentStatus::RolledBack
+        ) && !seen.iter().any(|s| s.0 == d.0)
+        {
+            seen.push(d);
+        }
+    }
+    let listing = |items: &[&(String, DeploymentStatus, i64)]| {
+        items
+            .iter()
+            .map(|(c, s, at)| {
+                format!(
+                    "{}  {}  {}",
+                    short(c),
+                    s.as_str(),
+                    crate::record::local_time(*at)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let matches: Vec<&(String, DeploymentStatus, i64)> = seen
+        .iter()
+        .copied()
+        .filter(|d| d.0.starts_with(&p))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0].0.clone()),
+        0 => Err(CommandError::UnknownCommit {
+            repo: repo.to_string(),
+            prefix: prefix.to_string(),
+            candidates: listing(&seen),
+        }),
+        _ => Err(CommandError::AmbiguousCommit {
+            repo: repo.to_string(),
+            prefix: prefix.to_string(),
+            candidates: listing(&matches),
+        }),
+    }
+}
+
+pub async fn rollback(
+    shared: &Arc<Shared>,
+    repo: Repo,
+    prefix: &str,
+) -> Result<RollbackReport, CommandError> {
+    let deployed: Vec<(String, DeploymentStatus, i64)> = shared
+        .store()
+        .deployments(repo.id, usize::MAX >> 1)
+        .map_err(ReconcileError::from)?
+        .into_iter()
+        .map(|d| (d.commit, d.status, d.started_at))
+        .collect();
+    let commit = resolve_commit(&repo.name, prefix, &deployed)?;
+    let _lock = locked(shared, &repo).await?;
+    let mut task = RepoTask::new(shared, repo);
+    let id = task.repo.id;
+    task.git
+        .clone_if_missing()
+        .await
+        .map_err(ReconcileError::from)?;
+    // The head now is what the pin holds against.
+    let head = match task.git.fetch().await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(repo = %task.repo.name, "cannot fetch: {}", error_chain(&e));
+            shared
+                .store()
+                .repo_state(id)
+                .map_err(ReconcileError::from)?
+                .remote_head
+        }
+    };
+    let changed = match deploy(shared, &mut task, &commit, Trigger::Rollback).await? {
+        Outcome::Deployed { changed } => changed,
+        Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
+        Outcome::Deferred { .. } => unreachable!("rollback is forced"),
+    };
+    let mut state = shared
+        .store()
+        .repo_state(id)
+        .map_err(ReconcileError::from)?;
+    state.pinned_commit = Some(commit.clone());
+    state.pinned_at_head = head.clone();
+    if head.is_some() {
+        state.remote_head = head.clone();
+    }
+    shared
+        .store()
+        .save_repo_state(id, &state)
+        .map_err(ReconcileError::from)?;
+    Ok(RollbackReport {
+        repo: task.repo.name.clone(),
+        commit,
+        changed,
+        pinned_at_head: head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: &str, s: DeploymentStatus) -> (String, DeploymentStatus, i64) {
+        (c.to_string(), s, 1_700_000_000_000)
+    }
+
+    #[test]
+    fn commit_prefixes_resolve_among_deployed_commits() {
+        let history = vec![
+            d("abcd1111aaaa", DeploymentStatus::Success),
+            d("abcd2222bbbb", DeploymentStatus::RolledBack),
+            d("ffff0000cccc", DeploymentStatus::Failed),
+            d("abcd1111aaaa", DeploymentStatus::Success),
+        ];
+        assert_eq!(
+            resolve_commit("app", "abcd1", &history).unwrap(),
+            "abcd1111aaaa"
+        );
+        assert_eq!(
+            resolve_commit("app", "ABCD2", &history).unwrap(),
+            "abcd2222bbbb"
+        );
+        assert_eq!(
+            resolve_commit("app", "abcd1111aaaa", &history).unwrap(),
+            "abcd1111aaaa"
+        );
+        match resolve_commit("app", "abcd", &history) {
+            Err(CommandError::AmbiguousCommit { candidates, .. }) => {
+                assert_eq!(candidates.len(), 2)
+            }
+            other => panic!("{other:?}"),
+        }
+        // A failed deployment is not something to roll back to.
+        assert!(matches!(
+            resolve_commit("app", "ffff", &history),
+            Err(CommandError::UnknownCommit { .. })
+        ));
+        assert!(matches!(
+            resolve_commit("app", "abc", &history),
+            Err(CommandError::ShortPrefix(_))
+        ));
+        let err = resolve_commit("app", "9999", &history)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("abcd111") && err.contains("abcd222"), "{err}");
+    }
+}
