@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::Ctx;
-use super::output::{Table, local_time, print_json, rfc3339};
+use super::output::{Table, local_time, print_json};
+use crate::record::rfc3339_ms;
 use crate::record::DeploymentStatus;
 use crate::short;
 
@@ -22,6 +23,7 @@ struct Row {
     commit: String,
     status: DeploymentStatus,
     deployed_at: String,
+    finished_at: Option<String>,
     message: String,
     trigger: String,
     duration_ms: Option<i64>,
@@ -39,7 +41,8 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         let rows: Vec<Row> = deployments
             .into_iter()
             .map(|d| Row {
-                deployed_at: rfc3339(d.started_at),
+                deployed_at: rfc3339_ms(d.started_at),
+                finished_at: d.finished_at.map(rfc3339_ms),
                 commit: d.commit,
                 status: d.status,
                 message: d.message,

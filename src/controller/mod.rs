@@ -160,6 +160,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let mut task = RepoTask::new(&shared, repo);
     let mut failures = 0u32;
+    let mut woken = false;
     loop {
         if *stop.borrow() {
             break;
@@ -191,13 +192,23 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
             .ok()
             .and_then(|s| s.project)
             .unwrap_or_else(|| name.clone());
+        // The engine announces a death before its container list shows it:
+        // look once more shortly after every event.
+        let delay = if std::mem::take(&mut woken) {
+            delay.min(EVENT_FOLLOW_UP)
+        } else {
+            delay
+        };
+        tracing::debug!(repo = %name, %project, ?delay, "pass done");
         shared.wakers().insert(id, (project, wake_tx.clone()));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             Some(()) = wake.recv() => {
+                tracing::debug!(repo = %name, "woken by an engine event");
                 // Let a burst of events (kill, die, stop) arrive, then one pass.
                 tokio::time::sleep(EVENT_SETTLE).await;
                 while wake.try_recv().is_ok() {}
+                woken = true;
             }
             _ = stop.changed() => {}
         }
@@ -208,6 +219,8 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
 
 /// How long a task waits after an engine event before it looks.
 const EVENT_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+/// When it looks again after an event.
+const EVENT_FOLLOW_UP: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Follows the engine's container events and wakes the repositories they
 /// concern. When the stream breaks (the engine restarted), it reconnects
@@ -219,7 +232,9 @@ async fn watch_events(shared: Arc<Shared>) {
     };
     let mut failures = 0u32;
     loop {
-        if engine.docker().ping().await.is_ok() {
+        let ping = engine.docker().ping().await;
+        tracing::debug!(ok = ping.is_ok(), "engine ping");
+        if ping.is_ok() {
             if failures > 0 {
                 tracing::info!("docker engine reachable again: checking every repository");
                 shared.wake_all();
@@ -228,7 +243,10 @@ async fn watch_events(shared: Arc<Shared>) {
             let mut events = std::pin::pin!(engine.project_events());
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(project) => shared.wake_project(&project),
+                    Ok(project) => {
+                        tracing::debug!(%project, "engine event");
+                        shared.wake_project(&project);
+                    }
                     Err(e) => {
                         tracing::warn!("{}", error_chain(&e));
                         break;

@@ -99,6 +99,15 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// RFC 3339 in UTC to the millisecond: history is ordered by it.
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// `YYYY-MM-DD HH:MM:SS` in local time, for people.
 pub fn local_time(ms: i64) -> String {
     chrono::Utc

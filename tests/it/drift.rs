@@ -1,0 +1,249 @@
+//! Drift detection and healing per mode, on the real engine. `serve` runs
+//! with a one-minute full check, so healing within 2 s proves it reacted
+//! to the engine's events.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{Container, IMAGE_1, IMAGE_2, docker_ok};
+use crate::support::*;
+
+const HEAL_DEADLINE: Duration = Duration::from_secs(2);
+
+fn compose() -> String {
+    format!(
+        "services:
+  web:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+  api:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+"
+    )
+}
+
+struct Stack {
+    remote: GitRemote,
+    kedge: Kedge,
+    project: ComposeProject,
+    name: String,
+}
+
+fn stack(prefix: &str, mode: &str, extra: &str) -> Stack {
+    let name = unique_name(prefix);
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &(compose() + extra));
+    remote.write("kedge.yaml", &format!("reconciliation:\n  mode: {mode}\n"));
+    remote.commit("stack");
+    let kedge = Kedge::new();
+    kedge.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    Stack {
+        remote,
+        kedge,
+        project,
+        name,
+    }
+}
+
+fn running(project: &ComposeProject) -> BTreeMap<String, Container> {
+    project
+        .running()
+        .into_iter()
+        .map(|c| (c.service().to_string(), c))
+        .collect()
+}
+
+/// Waits until `check` holds and returns how long that took.
+#[track_caller]
+fn healed_within(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    let took = wait_for(10, what, || check().then(|| start.elapsed()));
+    assert!(took <= HEAL_DEADLINE, "{what} took {took:?}");
+    took
+}
+
+fn container_name(s: &Stack, service: &str) -> String {
+    format!("{}-{service}-1", s.name)
+}
+
+#[test]
+fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
+    let s = stack("heal", "auto", "");
+    let _serve = s
+        .kedge
+        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
+    let first = wait_for(60, "the stack deployed", || {
+        let m = running(&s.project);
+        (m.len() == 2).then_some(m)
+    });
+    let api_id = first["api"].id.clone();
+    let web = container_name(&s, "web");
+
+    // Stopped.
+    docker_ok(&["stop", "-t", "0", &web]);
+    healed_within("the stopped web to run again", || running(&s.project).contains_key("web"));
+
+    // Missing.
+    docker_ok(&["rm", "-f", &web]);
+    healed_within("the deleted web to be recreated", || running(&s.project).contains_key("web"));
+
+    // Extra: an orphan carrying the project's compose labels.
+    let orphan = format!("{}-orphan-1", s.name);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &orphan,
+        "--label",
+        &format!("com.docker.compose.project={}", s.name),
+        "--label",
+        "com.docker.compose.service=orphan",
+        IMAGE_1,
+        "sleep",
+        "3600",
+    ]);
+    healed_within("the orphan to be removed", || {
+        !s.project.containers().iter().any(|c| c.name == orphan)
+    });
+
+    // Wrong image: replaced by hand with another image, compose labels copied.
+    let original = running(&s.project)["web"].clone();
+    docker_ok(&["rm", "-f", &web]);
+    // Stopped by SIGKILL like the services above (busybox ignores SIGTERM as PID 1).
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--stop-signal".into(),
+        "KILL".into(),
+        "--name".into(),
+        web.clone(),
+    ];
+    for (k, v) in &original.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend([IMAGE_2.into(), "sleep".into(), "3600".into()]);
+    docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let want = image_id(IMAGE_1);
+    healed_within("the hand-replaced web to run its own image again", || {
+        running(&s.project)
+            .get("web")
+            .is_some_and(|c| c.image_id == want)
+    });
+
+    let now = running(&s.project);
+    assert_eq!(now["api"].id, api_id, "the healthy sibling was recreated");
+    let status = s.kedge.run(["status", "--repo", &s.name, "-o", "json"]).json();
+    let kinds: Vec<String> = status[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"heal".to_string()), "{status}");
+}
+
+#[test]
+fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
+    let extra = "  migrate:
+    image: kedge-test/busybox:1
+    command: [sh, -c, 'exit 0']
+  crasher:
+    image: kedge-test/busybox:1
+    command: [sh, -c, 'sleep 0.2; exit 3']
+    restart: 'no'
+";
+    let s = stack("oneshot", "auto", extra);
+    let _serve = s
+        .kedge
+        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
+    wait_for(60, "the stack deployed", || (running(&s.project).len() >= 2).then_some(()));
+    let migrate = || {
+        s.project
+            .containers()
+            .into_iter()
+            .find(|c| c.service() == "migrate")
+    };
+    let done = wait_for(30, "the one-shot to complete", || {
+        migrate().filter(|c| c.status == "exited")
+    });
+
+    // Over 8 seconds the crasher dies about every 0.3 s; without a bound it
+    // would be restarted 20+ times.
+    std::thread::sleep(Duration::from_secs(8));
+    let k = &s.kedge;
+    let status = k.run(["status", "--repo", &s.name, "-o", "json"]).json();
+    let events = status[0]["events"].clone();
+    let after = migrate().expect("the one-shot container");
+    assert_eq!(after.started_at, done.started_at, "the completed one-shot was restarted");
+    assert_eq!(after.status, "exited");
+
+    let db = rusqlite::Connection::open(k.db_path()).unwrap();
+    let count = |kind: &str, service: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM events WHERE kind = ?1 AND service = ?2",
+            [kind, service],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let heals = count("heal", "crasher");
+    assert!((1..=6).contains(&heals), "crasher healed {heals} times in 8 s; events: {events}");
+    assert_eq!(count("crash_loop", "crasher"), 1, "the crash loop is reported once");
+    assert_eq!(count("heal", "migrate"), 0);
+    assert_eq!(count("drift", "migrate"), 0);
+}
+
+#[test]
+fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
+    for mode in ["notify", "manual"] {
+        let s = stack(mode, mode, "");
+        // A new repo in notify or manual is not deployed by serve: sync is the way in.
+        s.kedge.run(["sync", "--repo", &s.name]).success();
+        let first = running(&s.project);
+        assert_eq!(first.len(), 2, "{mode}: sync deploys");
+        let _serve = s
+            .kedge
+            .serve_with(&["serve", "--poll-interval", "300ms", "--check-interval", "1m"]);
+        std::thread::sleep(Duration::from_millis(800));
+
+        let web = container_name(&s, "web");
+        docker_ok(&["stop", "-t", "0", &web]);
+        docker_ok(&["rm", "-f", &container_name(&s, "api")]);
+        s.remote.write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
+        let c2 = s.remote.commit("web on image 2");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(running(&s.project).is_empty(), "{mode} must change nothing");
+
+        let diff = s.kedge.run(["diff", "--repo", &s.name, "--exit-code"]);
+        diff.code(1)
+            .stdout_has("Service: web\n  Status: Not running\n  Expected: running\n  Actual: exited")
+            .stdout_has("Service: api\n  Status: Missing\n  Expected: 1 container\n  Actual: 0 containers")
+            .stdout_has(&format!("Pending commit {}", &c2[..7]))
+            .stdout_has("Status: Will be updated\n  Expected: kedge-test/busybox:2\n  Actual: kedge-test/busybox:1");
+        let json = s.kedge.run(["diff", "--repo", &s.name, "-o", "json"]).json();
+        assert_eq!(json["in_sync"], false);
+        let types: Vec<&str> = json["drifts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["missing", "stopped"], "{mode}");
+        let status = s.kedge.run(["status", "--repo", &s.name, "-o", "json"]).json();
+        assert_eq!(status[0]["sync_state"], "drifted", "{mode}: {status}");
+
+        s.kedge.run(["sync", "--repo", &s.name]).success();
+        let healed = running(&s.project);
+        assert_eq!(healed.len(), 2, "{mode}: sync heals");
+        assert_eq!(healed["web"].image_id, image_id(IMAGE_2), "{mode}: sync deploys the new commit");
+        s.kedge
+            .run(["diff", "--repo", &s.name, "--exit-code"])
+            .success()
+            .stdout_has("In sync");
+    }
+}
