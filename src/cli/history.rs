@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::output::{Table, local_time, print_json};
-use crate::record::rfc3339_ms;
 use crate::record::DeploymentStatus;
+use crate::record::rfc3339_ms;
 use crate::short;
 
 #[derive(Debug, clap::Args)]

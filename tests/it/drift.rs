@@ -85,11 +85,15 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
 
     // Stopped.
     docker_ok(&["stop", "-t", "0", &web]);
-    healed_within("the stopped web to run again", || running(&s.project).contains_key("web"));
+    healed_within("the stopped web to run again", || {
+        running(&s.project).contains_key("web")
+    });
 
     // Missing.
     docker_ok(&["rm", "-f", &web]);
-    healed_within("the deleted web to be recreated", || running(&s.project).contains_key("web"));
+    healed_within("the deleted web to be recreated", || {
+        running(&s.project).contains_key("web")
+    });
 
     // Extra: an orphan carrying the project's compose labels.
     let orphan = format!("{}-orphan-1", s.name);
@@ -137,7 +141,10 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
 
     let now = running(&s.project);
     assert_eq!(now["api"].id, api_id, "the healthy sibling was recreated");
-    let status = s.kedge.run(["status", "--repo", &s.name, "-o", "json"]).json();
+    let status = s
+        .kedge
+        .run(["status", "--repo", &s.name, "-o", "json"])
+        .json();
     let kinds: Vec<String> = status[0]["events"]
         .as_array()
         .unwrap()
@@ -161,7 +168,9 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
     let _serve = s
         .kedge
         .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
-    wait_for(60, "the stack deployed", || (running(&s.project).len() >= 2).then_some(()));
+    wait_for(60, "the stack deployed", || {
+        (running(&s.project).len() >= 2).then_some(())
+    });
     let migrate = || {
         s.project
             .containers()
@@ -179,7 +188,10 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
     let status = k.run(["status", "--repo", &s.name, "-o", "json"]).json();
     let events = status[0]["events"].clone();
     let after = migrate().expect("the one-shot container");
-    assert_eq!(after.started_at, done.started_at, "the completed one-shot was restarted");
+    assert_eq!(
+        after.started_at, done.started_at,
+        "the completed one-shot was restarted"
+    );
     assert_eq!(after.status, "exited");
 
     let db = rusqlite::Connection::open(k.db_path()).unwrap();
@@ -192,8 +204,15 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         .unwrap()
     };
     let heals = count("heal", "crasher");
-    assert!((1..=6).contains(&heals), "crasher healed {heals} times in 8 s; events: {events}");
-    assert_eq!(count("crash_loop", "crasher"), 1, "the crash loop is reported once");
+    assert!(
+        (1..=6).contains(&heals),
+        "crasher healed {heals} times in 8 s; events: {events}"
+    );
+    assert_eq!(
+        count("crash_loop", "crasher"),
+        1,
+        "the crash loop is reported once"
+    );
     assert_eq!(count("heal", "migrate"), 0);
     assert_eq!(count("drift", "migrate"), 0);
 }
@@ -206,15 +225,20 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         s.kedge.run(["sync", "--repo", &s.name]).success();
         let first = running(&s.project);
         assert_eq!(first.len(), 2, "{mode}: sync deploys");
-        let _serve = s
-            .kedge
-            .serve_with(&["serve", "--poll-interval", "300ms", "--check-interval", "1m"]);
+        let _serve = s.kedge.serve_with(&[
+            "serve",
+            "--poll-interval",
+            "300ms",
+            "--check-interval",
+            "1m",
+        ]);
         std::thread::sleep(Duration::from_millis(800));
 
         let web = container_name(&s, "web");
         docker_ok(&["stop", "-t", "0", &web]);
         docker_ok(&["rm", "-f", &container_name(&s, "api")]);
-        s.remote.write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
+        s.remote
+            .write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
         let c2 = s.remote.commit("web on image 2");
         std::thread::sleep(Duration::from_secs(3));
         assert!(running(&s.project).is_empty(), "{mode} must change nothing");
@@ -225,7 +249,10 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
             .stdout_has("Service: api\n  Status: Missing\n  Expected: 1 container\n  Actual: 0 containers")
             .stdout_has(&format!("Pending commit {}", &c2[..7]))
             .stdout_has("Status: Will be updated\n  Expected: kedge-test/busybox:2\n  Actual: kedge-test/busybox:1");
-        let json = s.kedge.run(["diff", "--repo", &s.name, "-o", "json"]).json();
+        let json = s
+            .kedge
+            .run(["diff", "--repo", &s.name, "-o", "json"])
+            .json();
         assert_eq!(json["in_sync"], false);
         let types: Vec<&str> = json["drifts"]
             .as_array()
@@ -234,13 +261,20 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
             .map(|d| d["type"].as_str().unwrap())
             .collect();
         assert_eq!(types, ["missing", "stopped"], "{mode}");
-        let status = s.kedge.run(["status", "--repo", &s.name, "-o", "json"]).json();
+        let status = s
+            .kedge
+            .run(["status", "--repo", &s.name, "-o", "json"])
+            .json();
         assert_eq!(status[0]["sync_state"], "drifted", "{mode}: {status}");
 
         s.kedge.run(["sync", "--repo", &s.name]).success();
         let healed = running(&s.project);
         assert_eq!(healed.len(), 2, "{mode}: sync heals");
-        assert_eq!(healed["web"].image_id, image_id(IMAGE_2), "{mode}: sync deploys the new commit");
+        assert_eq!(
+            healed["web"].image_id,
+            image_id(IMAGE_2),
+            "{mode}: sync deploys the new commit"
+        );
         s.kedge
             .run(["diff", "--repo", &s.name, "--exit-code"])
             .success()

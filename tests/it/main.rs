@@ -3,7 +3,7 @@
 
 mod support;
 
+mod drift;
 mod harness;
 mod repo;
-mod drift;
 mod serve;

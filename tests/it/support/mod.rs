@@ -1,7 +1,8 @@
 //! Test helpers: a fluent runner for the `kedge` binary, git remotes on
 //! disk, and compose projects on the real engine that always clean up.
 
-#![allow(dead_code)]
+// Shared by two test binaries, each using a part.
+#![allow(dead_code, unused_imports)]
 
 pub mod docker;
 pub mod git;

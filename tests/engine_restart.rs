@@ -1,0 +1,99 @@
+//! Restarting the Docker daemon under a running `kedge serve`. This is its
+//! own test binary on purpose: cargo runs test binaries one after another,
+//! so no other real-Docker test sees the engine go away.
+
+#[path = "it/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::docker::{IMAGE_1, docker_ok};
+use support::*;
+
+fn engine_up() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn restart_engine() {
+    let pids = String::from_utf8(
+        Command::new("pidof")
+            .arg("dockerd")
+            .output()
+            .expect("pidof")
+            .stdout,
+    )
+    .unwrap();
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert!(!pids.is_empty(), "no dockerd to restart");
+    for pid in &pids {
+        Command::new("kill").args(["-TERM", pid]).status().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pids
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(Instant::now() < deadline, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The project's own provisioning starts it again, as on a new machine.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/provision.sh");
+    let status = Command::new("bash").arg(script).status().unwrap();
+    assert!(status.success(), "provision.sh could not restart dockerd");
+    assert!(engine_up());
+}
+
+#[test]
+fn serve_survives_an_engine_restart_reconnects_and_heals() {
+    require_docker();
+    let name = unique_name("restart");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"
+        ),
+    );
+    remote.commit("stack");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    let mut serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1m"]);
+    wait_for(60, "the stack deployed", || {
+        (project.running().len() == 1).then_some(())
+    });
+
+    restart_engine();
+    // The daemon stopped the container on its way down; Kedge, reconnected,
+    // finds it stopped and starts it.
+    wait_for(30, "the stack running again after the restart", || {
+        (project.running().len() == 1).then_some(())
+    });
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "serve died with the engine"
+    );
+
+    // Drift made after the restart is seen through the new event stream.
+    let web = format!("{name}-web-1");
+    docker_ok(&["stop", "-t", "0", &web]);
+    let start = Instant::now();
+    wait_for(10, "web healed after the restart", || {
+        (project.running().len() == 1).then_some(())
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        serve.log().contains("docker engine reachable again"),
+        "{}",
+        serve.log()
+    );
+    assert_eq!(serve.terminate(), Some(0));
+}
