@@ -6,4 +6,5 @@ mod support;
 mod drift;
 mod harness;
 mod repo;
+mod rollback;
 mod serve;

@@ -1,0 +1,245 @@
+//! History, `kedge sync` and `kedge rollback` end to end.
+
+use std::time::Duration;
+
+use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
+use crate::support::git::git;
+use crate::support::*;
+
+fn web(image: &str) -> String {
+    format!(
+        "services:\n  web:\n    image: {image}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    env_file: app.env\n"
+    )
+}
+
+fn web_container(project: &ComposeProject) -> Option<crate::support::docker::Container> {
+    project.running().into_iter().find(|c| c.service() == "web")
+}
+
+fn env_of(id: &str) -> String {
+    docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        id,
+    ])
+}
+
+#[test]
+fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
+    let name = unique_name("rb");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &web(IMAGE_1));
+    remote.write("app.env", "GREETING=one\n");
+    let c1 = remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    let serve = k.serve("300ms");
+    wait_for(60, "c1 deployed", || web_container(&project));
+
+    remote.write("compose.yaml", &web(IMAGE_2));
+    remote.write("app.env", "GREETING=two\n");
+    let c2 = remote.commit("two");
+    let two = wait_for(30, "c2 deployed", || {
+        web_container(&project).filter(|c| c.label("io.kedge.commit") == Some(c2.as_str()))
+    });
+    assert!(env_of(&two.id).contains("GREETING=two"));
+
+    // Rollback to a 7-character prefix, while serve runs in auto mode.
+    k.run(["rollback", "--repo", &name, &c1[..7]])
+        .success()
+        .stdout_has(&format!("back to {}", &c1[..7]));
+    let back = web_container(&project).expect("web after rollback");
+    assert_eq!(back.image_id, image_id(IMAGE_1));
+    assert!(
+        env_of(&back.id).contains("GREETING=one"),
+        "the env_file's values come back too"
+    );
+
+    let history = k.run(["history", "--repo", &name]);
+    history.success();
+    let lines: Vec<&str> = history.stdout.lines().collect();
+    assert_eq!(lines[0], "COMMIT    STATUS        DEPLOYED AT");
+    assert!(
+        lines[1].starts_with(&format!("{}   rolled_back   ", &c1[..7])),
+        "{}",
+        history.stdout
+    );
+    let json = k
+        .run(["history", "--repo", &name, "-o", "json", "--limit", "1"])
+        .json();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["commit"], c1.as_str());
+    assert_eq!(json[0]["status"], "rolled_back");
+    assert_eq!(json[0]["trigger"], "rollback");
+
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(status[0]["sync_state"], "pinned");
+    assert_eq!(status[0]["pinned_commit"], c1.as_str());
+
+    // Several poll intervals later auto mode has not undone it.
+    std::thread::sleep(Duration::from_secs(2));
+    let still = web_container(&project).expect("web");
+    assert_eq!(still.id, back.id);
+    assert_eq!(still.label("io.kedge.commit"), Some(c1.as_str()));
+
+    // A new commit on the branch releases the pin.
+    remote.write("app.env", "GREETING=three\n");
+    let c3 = remote.commit("three");
+    let three = wait_for(30, "c3 deployed", || {
+        web_container(&project).filter(|c| c.label("io.kedge.commit") == Some(c3.as_str()))
+    });
+    assert!(env_of(&three.id).contains("GREETING=three"));
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(status[0]["pinned_commit"], serde_json::Value::Null);
+    drop(serve);
+}
+
+#[test]
+fn rollback_to_an_unknown_or_ambiguous_commit_changes_nothing() {
+    let name = unique_name("rbx");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &web(IMAGE_1));
+    remote.write("app.env", "GREETING=one\n");
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    k.run(["sync", "--repo", &name]).success();
+    // Two commits of the same tree whose hashes share a 4-character prefix,
+    // found among sibling commits, then both deployed.
+    let base = remote.remote_head();
+    let tree = git(&remote.work, &["rev-parse", "HEAD^{tree}"]);
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let (a, b) = (0..5000)
+        .find_map(|i| {
+            let c = git(
+                &remote.work,
+                &[
+                    "commit-tree",
+                    &tree,
+                    "-p",
+                    &base,
+                    "-m",
+                    &format!("sibling {i}"),
+                ],
+            );
+            seen.insert(c[..4].to_string(), c.clone())
+                .map(|other| (other, c))
+        })
+        .expect("a shared prefix");
+    for c in [&a, &b] {
+        git(
+            &remote.work,
+            &[
+                "push",
+                "-q",
+                "-f",
+                "origin",
+                &format!("{c}:refs/heads/main"),
+            ],
+        );
+        k.run(["sync", "--repo", &name]).success();
+    }
+    let deployed = [base, a.clone(), b];
+    let ambiguous = a[..4].to_string();
+    let before_db = k.db_snapshot();
+    let before = web_container(&project).unwrap();
+
+    let unknown = k.run(["rollback", "--repo", &name, "0000000"]);
+    unknown
+        .code(1)
+        .stderr_has("no deployed commit")
+        .stderr_has(&deployed[0][..7]);
+    let amb = k.run(["rollback", "--repo", &name, &ambiguous]);
+    amb.code(1).stderr_has("matches several deployed commits");
+    k.run(["rollback", "--repo", &name, "abc"])
+        .code(1)
+        .stderr_has("at least 4");
+
+    assert_eq!(
+        k.db_snapshot(),
+        before_db,
+        "a refused rollback changed the database"
+    );
+    assert_eq!(web_container(&project).unwrap().id, before.id);
+}
+
+#[test]
+fn sync_waits_for_an_apply_of_serve_and_never_interleaves() {
+    let name = unique_name("lock");
+    let remote = GitRemote::new(&name);
+    // Stopping takes its full 3 s grace period: serve's apply is slow.
+    let slow = |image: &str| {
+        format!(
+            "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
+        )
+    };
+    remote.write("compose.yaml", &slow(IMAGE_1));
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    let _serve = k.serve("300ms");
+    wait_for(60, "deployed", || {
+        (project.running().len() == 1).then_some(())
+    });
+
+    remote.write("compose.yaml", &slow(IMAGE_2));
+    let c2 = remote.commit("two");
+    wait_for(30, "serve's apply in flight", || {
+        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
+    });
+    let sync = k.run(["sync", "--repo", &name]);
+    sync.success().stderr_has("waiting for another apply");
+
+    let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+    let rows = h.as_array().unwrap();
+    let by_serve = rows
+        .iter()
+        .find(|d| d["trigger"] != "sync" && d["commit"] == c2.as_str())
+        .unwrap();
+    let by_sync = rows.iter().find(|d| d["trigger"] == "sync").unwrap();
+    assert_eq!(by_serve["status"], "success");
+    assert_eq!(by_sync["status"], "success");
+    let serve_finished = by_serve["finished_at"].as_str().unwrap();
+    let sync_started = by_sync["deployed_at"].as_str().unwrap();
+    assert!(
+        sync_started >= serve_finished,
+        "sync started {sync_started} before serve finished {serve_finished}"
+    );
+}
+
+#[test]
+fn sync_dry_run_changes_nothing_and_sync_deploys_in_manual_mode() {
+    let name = unique_name("dry");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &web(IMAGE_1));
+    remote.write("app.env", "GREETING=one\n");
+    remote.write("kedge.yaml", "reconciliation:\n  mode: manual\n");
+    let c1 = remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+
+    k.run(["sync", "--repo", &name, "--dry-run"])
+        .success()
+        .stdout_has(&format!("Would deploy {}", &c1[..7]))
+        .stdout_has("web");
+    assert!(project.containers().is_empty(), "dry-run deployed");
+    let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(h, serde_json::json!([]));
+
+    k.run(["sync", "--repo", &name])
+        .success()
+        .stdout_has(&format!("Deployed {}", &c1[..7]));
+    assert_eq!(project.running().len(), 1);
+    let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(h[0]["trigger"], "sync");
+    assert_eq!(h[0]["status"], "success");
+    assert_eq!(h[0]["message"], "one");
+    assert_eq!(h[0]["services_changed"], serde_json::json!(["web"]));
+    assert!(h[0]["duration_ms"].as_i64().is_some());
+}
