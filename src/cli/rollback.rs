@@ -23,6 +23,13 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if report.from_snapshot {
+        println!(
+            "Commit {} is gone from the repository: restored the compose snapshot stored with its deployment \
+             (files bind-mounted from the repository are those of the current checkout)",
+            short(&report.commit)
+        );
+    }
     println!(
         "Rolled {} back to {}{}",
         report.repo,

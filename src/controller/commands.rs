@@ -11,7 +11,8 @@ use super::Shared;
 use super::heal;
 use super::lock::RepoLock;
 use super::reconcile::{
-    Outcome, ReconcileError, RepoTask, Trigger, deploy, label_commits, render_commit,
+    Outcome, ReconcileError, RepoTask, Source, Trigger, apply_rendered, deploy, label_commits,
+    render_commit,
 };
 use crate::desired::kedge_yaml::Mode;
 use crate::plan::{Drift, Heal};
@@ -317,6 +318,9 @@ pub struct RollbackReport {
     pub commit: String,
     pub changed: Vec<String>,
     pub pinned_at_head: Option<String>,
+    /// The commit was gone from the repository: its stored compose snapshot
+    /// was applied instead.
+    pub from_snapshot: bool,
 }
 
 /// Resolves a full hash or a unique prefix (at least 4 characters) among
@@ -405,7 +409,13 @@ pub async fn rollback(
                 .remote_head
         }
     };
-    let changed = match deploy(shared, &mut task, &commit, Trigger::Rollback).await? {
+    let from_snapshot = !task.git.has_commit(&commit).await;
+    let outcome = if from_snapshot {
+        rollback_from_snapshot(shared, &mut task, &commit).await?
+    } else {
+        deploy(shared, &mut task, &commit, Trigger::Rollback).await?
+    };
+    let changed = match outcome {
         Outcome::Deployed { changed } => changed,
         Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
         Outcome::Deferred { .. } => unreachable!("rollback is forced"),
@@ -428,7 +438,91 @@ pub async fn rollback(
         commit,
         changed,
         pinned_at_head: head,
+        from_snapshot,
     })
+}
+
+/// A commit gone from the repository (force-pushed away, clone lost) is
+/// restored from the compose snapshot stored with its deployment. Files it
+/// bind-mounts from the repository are those of the current checkout.
+async fn rollback_from_snapshot(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    commit: &str,
+) -> Result<Outcome, CommandError> {
+    let id = task.repo.id;
+    let found = shared
+        .store()
+        .deployments(id, usize::MAX >> 1)
+        .map_err(ReconcileError::from)?
+        .into_iter()
+        .find(|d| {
+            d.commit == commit
+                && d.compose_snapshot.is_some()
+                && matches!(
+                    d.status,
+                    DeploymentStatus::Success | DeploymentStatus::RolledBack
+                )
+        });
+    let Some(deployment) = found else {
+        return Err(CommandError::Refused {
+            commit: commit.to_string(),
+            error: "the commit is gone from the repository and no compose snapshot of it is stored"
+                .into(),
+        });
+    };
+    let snapshot = deployment.compose_snapshot.unwrap_or_default();
+    tracing::warn!(
+        repo = %task.repo.name,
+        commit = short(commit),
+        "the commit is gone from the repository: applying the compose snapshot stored with its deployment"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&snapshot).map_err(|e| CommandError::Refused {
+            commit: commit.to_string(),
+            error: format!("the stored compose snapshot is unreadable: {e}"),
+        })?;
+    let file = task.git.clone.join(".git/kedge-snapshot.json");
+    std::fs::write(&file, &snapshot).map_err(|e| CommandError::Refused {
+        commit: commit.to_string(),
+        error: format!("cannot write {}: {e}", file.display()),
+    })?;
+    let state = shared
+        .store()
+        .repo_state(id)
+        .map_err(ReconcileError::from)?;
+    let project = doc["name"]
+        .as_str()
+        .map(String::from)
+        .or(state.project.clone())
+        .unwrap_or_else(|| task.repo.name.clone());
+    let kedge = crate::desired::kedge_yaml::KedgeYaml {
+        project_name: Some(project.clone()),
+        compose_files: Vec::new(),
+        mode: heal::mode_of(&state),
+        prune: state.prune.unwrap_or(true),
+    };
+    let desired = crate::desired::render::Desired {
+        commit: commit.to_string(),
+        services: crate::desired::render::service_specs(&doc, &task.git.clone, &Default::default()),
+        project,
+        kedge,
+        files: vec![file],
+        rendered: snapshot,
+    };
+    let message = format!(
+        "{} [restored from the stored compose snapshot]",
+        deployment.message
+    );
+    Ok(apply_rendered(
+        shared,
+        task,
+        &desired,
+        &message,
+        Trigger::Rollback,
+        Source::Snapshot,
+    )
+    .await?)
 }
 
 #[cfg(test)]

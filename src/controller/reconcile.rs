@@ -296,7 +296,6 @@ pub async fn deploy(
 ) -> Result<Outcome, ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
-    let started = Instant::now();
     let Rendered {
         desired,
         info,
@@ -318,18 +317,50 @@ pub async fn deploy(
         });
     }
     save_state(shared, id, &state)?;
+    apply_rendered(
+        shared,
+        task,
+        &desired,
+        &info.message,
+        trigger,
+        Source::Checkout(render_dir),
+    )
+    .await
+}
 
+/// Where a rendered project's files come from.
+pub enum Source {
+    /// The commit, checked out in the render worktree.
+    Checkout(PathBuf),
+    /// A compose snapshot stored with an earlier deployment, for a commit
+    /// that is gone from the repository.
+    Snapshot,
+}
+
+/// Applies a rendered project and records the deployment.
+pub async fn apply_rendered(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    desired: &Desired,
+    message: &str,
+    trigger: Trigger,
+    source: Source,
+) -> Result<Outcome, ReconcileError> {
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let commit = desired.commit.as_str();
+    let started = Instant::now();
     let deployment = shared.store().begin_deployment(&NewDeployment {
         repo_id: id,
         commit,
-        message: &info.message,
+        message,
         trigger: trigger.as_str(),
         compose_snapshot: Some(&desired.rendered),
     })?;
 
     let previous = shared.store().services(id)?;
-    let (mut records, changed, rebuild) = label_commits(&desired, &previous, commit);
-    let result = apply_desired(shared, task, &desired, &render_dir, &records, &rebuild).await;
+    let (mut records, changed, rebuild) = label_commits(desired, &previous, commit);
+    let result = apply_desired(shared, task, desired, &source, &records, &rebuild).await;
     let elapsed = started.elapsed();
     match result {
         Ok(()) => {
@@ -399,16 +430,24 @@ async fn apply_desired(
     shared: &Shared,
     task: &RepoTask,
     desired: &Desired,
-    render_dir: &std::path::Path,
+    source: &Source,
     records: &BTreeMap<String, ServiceRecord>,
     rebuild: &[String],
 ) -> Result<(), StepError> {
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
     let (services, images) = missing_images(shared, desired).await;
-    let render = Compose::new(&desired.project, render_dir, desired.files.clone());
-    apply::pull(&render, &services, &images).await?;
-    task.git.checkout_deployed(&desired.commit).await?;
+    match source {
+        Source::Checkout(render_dir) => {
+            let render = Compose::new(&desired.project, render_dir, desired.files.clone());
+            apply::pull(&render, &services, &images).await?;
+            task.git.checkout_deployed(&desired.commit).await?;
+        }
+        Source::Snapshot => {
+            let snapshot = Compose::new(&desired.project, &task.git.clone, desired.files.clone());
+            apply::pull(&snapshot, &services, &images).await?;
+        }
+    }
     let commits: BTreeMap<String, String> = records
         .iter()
         .map(|(s, r)| (s.clone(), r.commit.clone()))

@@ -243,3 +243,41 @@ fn sync_dry_run_changes_nothing_and_sync_deploys_in_manual_mode() {
     assert_eq!(h[0]["services_changed"], serde_json::json!(["web"]));
     assert!(h[0]["duration_ms"].as_i64().is_some());
 }
+
+#[test]
+fn rollback_to_a_commit_gone_from_the_repository_uses_the_stored_snapshot() {
+    let name = unique_name("snap");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &web(IMAGE_1));
+    remote.write("app.env", "GREETING=one\n");
+    let c1 = remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    k.run(["sync", "--repo", &name]).success();
+
+    // History is rewritten without c1, and the clone holding it is lost.
+    remote.write("compose.yaml", &web(IMAGE_2));
+    remote.write("app.env", "GREETING=two\n");
+    let c2 = remote.amend_and_force_push("two, rewritten");
+    k.run(["sync", "--repo", &name]).success();
+    assert_eq!(
+        web_container(&project).unwrap().label("io.kedge.commit"),
+        Some(c2.as_str())
+    );
+    std::fs::remove_dir_all(k.data_dir().join("repos").join(&name)).unwrap();
+
+    k.run(["rollback", "--repo", &name, &c1[..8]])
+        .success()
+        .stdout_has("gone from the repository")
+        .stdout_has("snapshot");
+    let back = web_container(&project).expect("web after rollback");
+    assert_eq!(back.image_id, image_id(IMAGE_1));
+    assert!(env_of(&back.id).contains("GREETING=one"));
+    let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(h[0]["status"], "rolled_back");
+    assert!(
+        h[0]["message"].as_str().unwrap().contains("snapshot"),
+        "{h}"
+    );
+}
