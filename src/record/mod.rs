@@ -369,6 +369,28 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `f` in one transaction: all of it or none of it.
+    pub fn with_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(query("begin transaction"))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(query("commit transaction"))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     // ---- repositories ----
 
     pub fn add_repo(&mut self, new: &NewRepo) -> Result<Repo, StoreError> {

@@ -1,0 +1,506 @@
+//! Kedge side by side with raw `docker` / `docker compose`, on the real
+//! engine: `cargo bench --bench compare` (about ten minutes). Prints a
+//! Markdown table for BENCHMARKS.md. Set KEDGE_BENCH_RUNS to change the
+//! number of runs (default 7; heal latency uses at most 5, see below).
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::docker::{IMAGE_1, IMAGE_2, docker_ok};
+use support::*;
+
+struct Row {
+    what: String,
+    kedge: String,
+    baseline: String,
+    goal: String,
+}
+
+fn stats(samples: &[Duration]) -> (Duration, Duration, Duration) {
+    let mut v = samples.to_vec();
+    v.sort();
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn fmt(samples: &[Duration]) -> String {
+    let (med, min, max) = stats(samples);
+    format!(
+        "{:.0} ms (min {:.0}, max {:.0}, n={})",
+        ms(med),
+        ms(min),
+        ms(max),
+        samples.len()
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls the engine API (not the CLI, whose own start-up would blur the
+/// figure) until `check` holds.
+fn until(
+    engine: &::kedge::observe::Engine,
+    project: &str,
+    check: impl Fn(&[::kedge::observe::ContainerState]) -> bool,
+) {
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let containers = rt.block_on(engine.project_containers(project)).unwrap();
+        if check(&containers) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out on {project}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn running(service: &'static str) -> impl Fn(&[::kedge::observe::ContainerState]) -> bool {
+    move |cs| {
+        cs.iter()
+            .any(|c| c.service == service && c.state == "running")
+    }
+}
+
+fn timed(mut cmd: Command) -> Duration {
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn two_services(api_image: &str) -> String {
+    format!(
+        "services:
+  web:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+  api:
+    image: {api_image}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+"
+    )
+}
+
+fn one_service() -> String {
+    format!(
+        "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"
+    )
+}
+
+fn main() {
+    require_docker();
+    let runs: usize = std::env::var("KEDGE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let engine = runtime()
+        .block_on(::kedge::observe::Engine::connect())
+        .unwrap();
+    let mut rows = vec![
+        heal_latency(&engine, runs.min(5)),
+        deploy_overhead(runs),
+        push_to_running(&engine, runs),
+        noop_pass(&engine),
+    ];
+    rows.extend(footprint(&engine));
+    rows.push(history_100k());
+
+    println!("| measurement | Kedge | baseline | goal |");
+    println!("| --- | --- | --- | --- |");
+    for r in rows {
+        println!("| {} | {} | {} | {} |", r.what, r.kedge, r.baseline, r.goal);
+    }
+}
+
+/// `docker stop` of a managed container until it runs again under `serve`,
+/// against `docker start` of the same container. Five runs: a sixth heal
+/// within five minutes would (rightly) be held back as a crash loop.
+fn heal_latency(engine: &::kedge::observe::Engine, runs: usize) -> Row {
+    let name = unique_name("bheal");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &one_service());
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let _project = ComposeProject::named(&name);
+    let mut serve = k.serve_with(&["serve", "--poll-interval", "60s", "--check-interval", "60s"]);
+    until(engine, &name, running("web"));
+    let container = format!("{name}-web-1");
+
+    let mut kedge = Vec::new();
+    for _ in 0..runs {
+        std::thread::sleep(Duration::from_millis(500));
+        docker_ok(&["stop", "-t", "0", &container]);
+        let start = Instant::now();
+        until(engine, &name, running("web"));
+        kedge.push(start.elapsed());
+    }
+    serve.terminate();
+
+    let mut baseline = Vec::new();
+    for _ in 0..runs {
+        docker_ok(&["stop", "-t", "0", &container]);
+        let start = Instant::now();
+        docker_ok(&["start", &container]);
+        until(engine, &name, running("web"));
+        baseline.push(start.elapsed());
+    }
+    let ratio = ms(stats(&kedge).0) / ms(stats(&baseline).0);
+    Row {
+        what: "heal latency: `docker stop` → running again".into(),
+        kedge: fmt(&kedge),
+        baseline: format!("`docker start`: {}; ratio {ratio:.2}", fmt(&baseline)),
+        goal: "p50 ≤ 500 ms and ≤ 2× baseline".into(),
+    }
+}
+
+/// `kedge sync` of a commit changing one service's image, against
+/// `docker compose up -d` of the identical change on an identical project.
+fn deploy_overhead(runs: usize) -> Row {
+    let name = unique_name("bsync");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1));
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let _kedge_project = ComposeProject::named(&name);
+    k.run(["sync", "--repo", &name]).success();
+
+    let raw = ComposeProject::new("braw");
+    let raw_dir = tempfile::tempdir().unwrap();
+    std::fs::write(raw_dir.path().join("compose.yaml"), two_services(IMAGE_1)).unwrap();
+    raw.up(raw_dir.path());
+
+    let mut kedge = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 0..runs {
+        let image = if i % 2 == 0 { IMAGE_2 } else { IMAGE_1 };
+        remote.write("compose.yaml", &two_services(image));
+        remote.commit(&format!("api on {image}"));
+        std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
+        // Alternate which goes first so neither always runs on a warm cache.
+        let sync = || timed(k.command(["sync", "--repo", &name]));
+        let up = || timed(compose_up(&raw.name, raw_dir.path()));
+        if i % 2 == 0 {
+            kedge.push(sync());
+            baseline.push(up());
+        } else {
+            baseline.push(up());
+            kedge.push(sync());
+        }
+    }
+    let ratio = ms(stats(&kedge).0) / ms(stats(&baseline).0);
+    Row {
+        what: "deploy: commit changing one service's image".into(),
+        kedge: format!("`kedge sync`: {}", fmt(&kedge)),
+        baseline: format!(
+            "`docker compose up -d`: {}; ratio {ratio:.2}",
+            fmt(&baseline)
+        ),
+        goal: "ratio ≤ 1.10".into(),
+    }
+}
+
+fn compose_up(project: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.args(["compose", "-p", project, "--project-directory"])
+        .arg(dir)
+        .args(["up", "-d"]);
+    cmd
+}
+
+/// Push → the new image running, under `serve` with a 1 s poll interval.
+fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
+    let name = unique_name("bpush");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1));
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let _project = ComposeProject::named(&name);
+    let mut serve = k.serve("1s");
+    until(engine, &name, |cs| {
+        cs.iter().filter(|c| c.state == "running").count() == 2
+    });
+    let id2 = image_id(IMAGE_2);
+    let id1 = image_id(IMAGE_1);
+    let mut samples = Vec::new();
+    let mut raw = Vec::new();
+    let raw_project = ComposeProject::new("bpushraw");
+    let raw_dir = tempfile::tempdir().unwrap();
+    for i in 0..runs {
+        let (image, id) = if i % 2 == 0 {
+            (IMAGE_2, id2.clone())
+        } else {
+            (IMAGE_1, id1.clone())
+        };
+        remote.write("compose.yaml", &two_services(image));
+        let start = Instant::now();
+        remote.commit("change");
+        until(engine, &name, |cs| {
+            cs.iter()
+                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+        });
+        samples.push(start.elapsed());
+        // Baseline: the same change applied by hand, `compose up -d` right away.
+        std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
+        let start = Instant::now();
+        compose_up(&raw_project.name, raw_dir.path())
+            .output()
+            .unwrap();
+        until(engine, &raw_project.name, |cs| {
+            cs.iter()
+                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+        });
+        raw.push(start.elapsed());
+    }
+    serve.terminate();
+    Row {
+        what: "push → new image running (`serve --poll-interval 1s`)".into(),
+        kedge: fmt(&samples),
+        baseline: format!("`docker compose up -d` by hand at push time: {}", fmt(&raw)),
+        goal: "≈ poll/2 + deploy".into(),
+    }
+}
+
+/// Passes with nothing to do: wall time and child processes. Run in this
+/// process through the library, where spawned processes are counted.
+fn noop_pass(engine: &::kedge::observe::Engine) -> Row {
+    let name = unique_name("bnoop");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1));
+    remote.commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let _project = ComposeProject::named(&name);
+    k.run(["sync", "--repo", &name]).success();
+    until(engine, &name, |cs| cs.len() == 2);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pass, spawned, poll, poll_spawned) = rt.block_on(async {
+        let flags = ::kedge::config::Flags {
+            data_dir: Some(k.data_dir()),
+            poll_interval: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        let settings = ::kedge::config::resolve(Default::default(), &|_| None, &flags).unwrap();
+        let store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
+        let repo = store.repo(&name).unwrap().unwrap();
+        let engine = ::kedge::observe::Engine::connect().await.unwrap();
+        let shared = Arc::new(::kedge::controller::Shared::new(
+            settings,
+            store,
+            Some(engine),
+        ));
+        let mut task = ::kedge::controller::reconcile::RepoTask::new(&shared, repo.clone());
+        // The first pass checks the remote (git ls-remote): nothing new.
+        let before = ::kedge::process::spawned();
+        let start = Instant::now();
+        ::kedge::controller::reconcile::reconcile(&shared, &mut task)
+            .await
+            .unwrap();
+        let poll = start.elapsed();
+        let poll_spawned = ::kedge::process::spawned() - before;
+        // Then passes as engine events and the full check run them.
+        let before = ::kedge::process::spawned();
+        let mut samples = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            ::kedge::controller::reconcile::reconcile(&shared, &mut task)
+                .await
+                .unwrap();
+            samples.push(start.elapsed());
+        }
+        (
+            samples,
+            ::kedge::process::spawned() - before,
+            poll,
+            poll_spawned,
+        )
+    });
+    let (med, min, max) = stats(&pass);
+    Row {
+        what: "no-op pass (nothing changed), per repository".into(),
+        kedge: format!(
+            "drift pass: {:.2} ms (min {:.2}, max {:.2}, n=200), {spawned} processes; \
+             with the remote check: {:.0} ms, {poll_spawned} process (`git ls-remote`)",
+            ms(med),
+            ms(min),
+            ms(max),
+            ms(poll)
+        ),
+        baseline: String::new(),
+        goal: "no process".into(),
+    }
+}
+
+fn proc_stat(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime, stime are fields 14 and 15 (1-based), i.e. 11 and 12 after ") ".
+    let cpu = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (cpu, rss_kb)
+}
+
+/// Idle `serve` with 10 and 100 repositories (one service each, 60 s poll),
+/// and `kedge status` over 100 repositories.
+fn footprint(engine: &::kedge::observe::Engine) -> Vec<Row> {
+    let k = Kedge::new();
+    let mut remotes = Vec::new();
+    let mut projects = Vec::new();
+    let mut rows = Vec::new();
+    let mut serve: Option<support::kedge::Serve> = None;
+    for target in [10usize, 100] {
+        while remotes.len() < target {
+            let name = unique_name("bidle");
+            let remote = GitRemote::new(&name);
+            remote.write("compose.yaml", &one_service());
+            remote.commit("one");
+            k.run(["repo", "add", &remote.url()]).success();
+            projects.push(ComposeProject::named(&name));
+            remotes.push((name, remote));
+        }
+        let s = serve.get_or_insert_with(|| {
+            k.serve_with(&["serve", "--poll-interval", "60s", "--check-interval", "30s"])
+        });
+        for (name, _) in &remotes {
+            until(engine, name, running("web"));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let pid = s.child.id();
+        let window = Duration::from_secs(30);
+        let (cpu0, _) = proc_stat(pid);
+        let mut peak = 0;
+        let start = Instant::now();
+        while start.elapsed() < window {
+            peak = peak.max(proc_stat(pid).1);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let (cpu1, rss) = proc_stat(pid);
+        let ticks = 100.0; // USER_HZ on Linux
+        let cpu_pct = (cpu1 - cpu0) as f64 / ticks / window.as_secs_f64() * 100.0;
+        rows.push(Row {
+            what: format!("idle `serve`, {target} repositories, 30 s"),
+            kedge: format!(
+                "RSS {:.1} MB (peak {:.1}), CPU {cpu_pct:.2} %",
+                rss as f64 / 1024.0,
+                peak as f64 / 1024.0
+            ),
+            baseline: String::new(),
+            goal: if target == 100 {
+                "≤ 30 MB, ≤ 1 % CPU".into()
+            } else {
+                String::new()
+            },
+        });
+    }
+
+    let status: Vec<Duration> = (0..7)
+        .map(|_| timed(k.command(["status", "-o", "json"])))
+        .collect();
+    let ps: Vec<Duration> = (0..7)
+        .map(|_| {
+            let mut c = Command::new("docker");
+            c.args(["ps", "-a", "--filter", "label=io.kedge.managed=true"]);
+            timed(c)
+        })
+        .collect();
+    rows.push(Row {
+        what: "`kedge status` with 100 repositories".into(),
+        kedge: fmt(&status),
+        baseline: format!("`docker ps -a` of the same containers: {}", fmt(&ps)),
+        goal: "well under 100 ms".into(),
+    });
+    if let Some(mut s) = serve {
+        s.terminate();
+    }
+    // Bulk cleanup: one `docker rm` instead of a hundred `compose down`s.
+    let ids = docker_ok(&["ps", "-aq", "--filter", "label=io.kedge.managed=true"]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker_ok(&args);
+    }
+    drop(projects);
+    rows
+}
+
+/// `kedge history` of a repository with 100,000 deployments.
+fn history_100k() -> Row {
+    let k = Kedge::new();
+    k.run(["repo", "add", "https://example.com/acme/big.git"])
+        .success();
+    {
+        let mut store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
+        let repo = store.repo("big").unwrap().unwrap();
+        store
+            .with_transaction(|store| {
+                for i in 0..100_000u32 {
+                    let commit = format!("{i:040x}");
+                    let id = store.begin_deployment(&::kedge::record::NewDeployment {
+                        repo_id: repo.id,
+                        commit: &commit,
+                        message: "bench",
+                        trigger: "new_commit",
+                        compose_snapshot: Some("{\"services\":{}}"),
+                    })?;
+                    store.finish_deployment(
+                        id,
+                        ::kedge::record::DeploymentStatus::Success,
+                        &[],
+                        None,
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let history: Vec<Duration> = (0..10)
+        .map(|_| timed(k.command(["history", "--repo", "big"])))
+        .collect();
+    let json: Vec<Duration> = (0..10)
+        .map(|_| timed(k.command(["history", "--repo", "big", "-o", "json", "--limit", "100"])))
+        .collect();
+    let floor: Vec<Duration> = (0..10).map(|_| timed(k.command(["--version"]))).collect();
+    Row {
+        what: "`kedge history` on 100,000 deployments".into(),
+        kedge: format!("{}; `-o json --limit 100`: {}", fmt(&history), fmt(&json)),
+        baseline: format!("`kedge --version` (process start): {}", fmt(&floor)),
+        goal: "well under 100 ms".into(),
+    }
+}
