@@ -2,10 +2,43 @@
 //! and every `-f`, so nothing depends on the working directory or on
 //! compose's search of parent directories.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::process::Cmd;
+
+/// Where the docker CLI looks for its compose plugin.
+const PLUGIN_DIRS: [&str; 4] = [
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+];
+
+/// `docker compose …`, as the compose plugin binary run directly when it
+/// can be found: it is the same compose, but going through the docker CLI
+/// costs that CLI's start-up plus a metadata call to the plugin, about 90 ms
+/// on every invocation. Falls back to `docker compose`.
+pub fn command() -> Cmd {
+    static PROGRAM: OnceLock<Option<OsString>> = OnceLock::new();
+    let plugin = PROGRAM.get_or_init(|| {
+        let home = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        home.map(|h| h.join("cli-plugins"))
+            .into_iter()
+            .chain(PLUGIN_DIRS.iter().map(PathBuf::from))
+            .map(|dir| dir.join("docker-compose"))
+            .find(|p| p.is_file())
+            .map(PathBuf::into_os_string)
+    });
+    match plugin {
+        Some(path) => Cmd::new(path),
+        None => Cmd::new("docker").arg("compose"),
+    }
+}
 
 pub const CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(900);
@@ -108,9 +141,16 @@ mod tests {
     fn every_file_and_the_project_are_passed() {
         let c = Compose::new("shop", Path::new("/srv/shop"), vec!["a.yaml".into()])
             .with_file("/state/override.json".into());
-        assert_eq!(
-            c.cmd(["up", "-d"]).display(),
-            "docker compose --ansi never -p shop --project-directory /srv/shop -f /srv/shop/a.yaml -f /state/override.json up -d"
+        let shown = c.cmd(["up", "-d"]).display();
+        assert!(
+            shown.ends_with(
+                "--ansi never -p shop --project-directory /srv/shop -f /srv/shop/a.yaml -f /state/override.json up -d"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("docker compose ") || shown.contains("docker-compose "),
+            "{shown}"
         );
     }
 }

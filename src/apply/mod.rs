@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::compose::{self, Compose};
 use crate::observe::{KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
-use crate::process::{Cmd, ProcessError};
+use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -48,8 +48,8 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// containers by their project label, so no compose file is needed; named
 /// volumes are kept (no `-v`): taking a stack down never loses data.
 pub async fn down(project: &str) -> Result<(), ApplyError> {
-    Cmd::new("docker")
-        .args(["compose", "-p", project, "down", "--remove-orphans"])
+    compose::command()
+        .args(["-p", project, "down", "--remove-orphans"])
         .cwd(std::env::temp_dir())
         .timeout(DOWN_TIMEOUT)
         .run()

@@ -93,6 +93,12 @@ async fn collect(
         Err(e) => Err(error_chain(&e)),
     };
     let shared = Shared::new(ctx.settings.clone(), store, engine.clone().ok());
+    // One list of every project's containers, one inspect per distinct image.
+    let mut all = match &engine {
+        Ok(engine) => Some(engine.containers_by_project().await?),
+        Err(_) => None,
+    };
+    let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(repos.len());
     for repo in repos {
         let (state, last, recorded, events) = {
@@ -105,13 +111,19 @@ async fn collect(
             )
         };
         let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
-        let containers = match &engine {
-            Ok(engine) => Some(engine.project_containers(&project).await?),
-            Err(_) => None,
-        };
+        let containers = all
+            .as_mut()
+            .map(|all| all.remove(&project).unwrap_or_default());
         let services = service_statuses(&recorded, containers.as_deref());
         let task = RepoTask::new(&shared, repo.clone());
-        let drifts = match heal::drift_plan(&shared, &task, Some(Mode::Auto)).await? {
+        let observed = heal::drift_plan_observed(
+            &shared,
+            &task,
+            Some(Mode::Auto),
+            containers.clone(),
+            &mut images,
+        );
+        let drifts = match observed.await? {
             Some((plan, _, _)) => plan.drifts,
             None => Vec::new(),
         };

@@ -13,7 +13,7 @@ use crate::apply;
 use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::error_chain;
-use crate::observe::Engine;
+use crate::observe::{ContainerState, Engine};
 use crate::plan::{Drift, Heal, Plan, Want, plan};
 use crate::record::{RepoState, ServiceRecord};
 
@@ -79,18 +79,28 @@ impl CrashTracker {
 }
 
 /// The deployed services as the planner wants them, images resolved now.
+/// `images` caches what each reference resolves to, across repositories.
 pub async fn wants(
     engine: &Engine,
     project: &str,
     records: &BTreeMap<String, ServiceRecord>,
+    images: &mut ImageIds,
 ) -> BTreeMap<String, Want> {
     let mut out = BTreeMap::new();
     for (name, r) in records {
         let image = r.spec.image_ref(project);
+        let image_id = match images.get(&image) {
+            Some(id) => id.clone(),
+            None => {
+                let id = engine.image_id(&image).await;
+                images.insert(image.clone(), id.clone());
+                id
+            }
+        };
         out.insert(
             name.clone(),
             Want {
-                image_id: engine.image_id(&image).await,
+                image_id,
                 image,
                 spec: r.spec.clone(),
                 config_hash: r.config_hash.clone(),
@@ -108,6 +118,9 @@ pub fn mode_of(state: &RepoState) -> Mode {
         .unwrap_or_default()
 }
 
+/// Image reference → image id on the host (`None`: not there).
+pub type ImageIds = std::collections::HashMap<String, Option<String>>;
+
 /// The drift of a deployed repository now, planned in `mode` (the
 /// repository's own unless overridden). `None`: nothing deployed, or the
 /// engine cannot be asked.
@@ -115,6 +128,18 @@ pub async fn drift_plan(
     shared: &Shared,
     task: &RepoTask,
     mode: Option<Mode>,
+) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
+    drift_plan_observed(shared, task, mode, None, &mut ImageIds::new()).await
+}
+
+/// [`drift_plan`] with the project's containers already listed (`status`
+/// lists every project's at once) and a shared image cache.
+pub async fn drift_plan_observed(
+    shared: &Shared,
+    task: &RepoTask,
+    mode: Option<Mode>,
+    containers: Option<Vec<ContainerState>>,
+    images: &mut ImageIds,
 ) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
     let Some(engine) = shared.engine.clone() else {
         return Ok(None);
@@ -132,14 +157,17 @@ pub async fn drift_plan(
         .project
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
-    let containers = match engine.project_containers(&project).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(repo = %task.repo.name, "cannot observe containers: {}", error_chain(&e));
-            return Ok(None);
-        }
+    let containers = match containers {
+        Some(c) => c,
+        None => match engine.project_containers(&project).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(repo = %task.repo.name, "cannot observe containers: {}", error_chain(&e));
+                return Ok(None);
+            }
+        },
     };
-    let want = wants(&engine, &project, &records).await;
+    let want = wants(&engine, &project, &records, images).await;
     let mode = mode.unwrap_or_else(|| mode_of(&state));
     let backed_off = task.drift.crashes.backed_off(Instant::now());
     let plan = plan(

@@ -115,10 +115,13 @@ pub async fn render_commit(
     task: &RepoTask,
     commit: &str,
 ) -> Result<Result<Rendered, (crate::source::git::CommitInfo, RenderError)>, GitError> {
-    let info = task.git.commit_info(commit).await?;
-    let mut object_ids = task.git.object_ids(commit).await?;
+    // Three independent reads of the same commit, side by side.
+    let (info, mut object_ids, render_dir) = tokio::try_join!(
+        task.git.commit_info(commit),
+        task.git.object_ids(commit),
+        task.git.checkout_for_render(commit),
+    )?;
     object_ids.insert(String::new(), info.tree.clone());
-    let render_dir = task.git.checkout_for_render(commit).await?;
     let rendered = render::render(
         &task.repo.name,
         commit,

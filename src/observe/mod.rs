@@ -190,8 +190,26 @@ impl Engine {
         &self,
         project: &str,
     ) -> Result<Vec<ContainerState>, ObserveError> {
+        let mut all = self
+            .list(&format!("{PROJECT_LABEL}={project}"), project)
+            .await?;
+        Ok(all.remove(project).unwrap_or_default())
+    }
+
+    /// The containers of every compose project on the host, in one call.
+    pub async fn containers_by_project(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<ContainerState>>, ObserveError> {
+        self.list(PROJECT_LABEL, "*").await
+    }
+
+    async fn list(
+        &self,
+        label: &str,
+        what: &str,
+    ) -> Result<BTreeMap<String, Vec<ContainerState>>, ObserveError> {
         let filters: HashMap<&str, Vec<String>> =
-            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}")])]);
+            HashMap::from([("label", vec![label.to_string()])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -201,39 +219,43 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|source| ObserveError::List {
-                project: project.to_string(),
+                project: what.to_string(),
                 source,
             })?;
-        let mut out: Vec<ContainerState> = list
-            .into_iter()
-            .map(|c| {
-                let labels: BTreeMap<String, String> =
-                    c.labels.unwrap_or_default().into_iter().collect();
-                let label = |k: &str| labels.get(k).cloned();
-                ContainerState {
-                    id: c.id.unwrap_or_default(),
-                    name: c
-                        .names
-                        .and_then(|n| n.into_iter().next())
-                        .unwrap_or_default()
-                        .trim_start_matches('/')
-                        .to_string(),
-                    service: label(SERVICE_LABEL).unwrap_or_default(),
-                    number: label(NUMBER_LABEL)
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
-                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                    image: c.image.unwrap_or_default(),
-                    image_id: c.image_id.unwrap_or_default(),
-                    config_hash: label(CONFIG_HASH_LABEL),
-                    commit: label(KEDGE_COMMIT),
-                    oneoff: label(ONEOFF_LABEL).is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                    exit_code: c.status.as_deref().and_then(exit_code),
-                    labels,
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
+        let mut out: BTreeMap<String, Vec<ContainerState>> = BTreeMap::new();
+        for c in list {
+            let labels: BTreeMap<String, String> =
+                c.labels.unwrap_or_default().into_iter().collect();
+            let label = |k: &str| labels.get(k).cloned();
+            let project = label(PROJECT_LABEL).unwrap_or_default();
+            let state = ContainerState {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                service: label(SERVICE_LABEL).unwrap_or_default(),
+                number: label(NUMBER_LABEL)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
+                config_hash: label(CONFIG_HASH_LABEL),
+                commit: label(KEDGE_COMMIT),
+                oneoff: label(ONEOFF_LABEL).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                exit_code: c.status.as_deref().and_then(exit_code),
+                labels,
+            };
+            out.entry(project).or_default().push(state);
+        }
+        for containers in out.values_mut() {
+            containers.sort_by(|a, b| {
+                (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name))
+            });
+        }
         Ok(out)
     }
 }

@@ -281,7 +281,8 @@ impl Repository {
             .collect())
     }
 
-    /// Puts `commit`'s tree into the render worktree.
+    /// Puts `commit`'s tree into the render worktree. Only git writes there,
+    /// so a forced checkout leaves exactly the commit's files.
     pub async fn checkout_for_render(&self, commit: &str) -> Result<PathBuf, GitError> {
         let dir = self.render_dir();
         let checkout_err = |source| GitError::Checkout {
@@ -308,7 +309,6 @@ impl Repository {
                 .run()
                 .await
                 .map_err(checkout_err)?;
-            clean_untracked(&dir).await.map_err(checkout_err)?;
         }
         Ok(dir)
     }
@@ -389,17 +389,6 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
-}
-
-/// The render worktree holds nothing but the commit: stale files from an
-/// earlier commit must not leak into the next render.
-async fn clean_untracked(dir: &Path) -> Result<(), ProcessError> {
-    git_cmd()
-        .cwd(dir)
-        .args(["clean", "-ffdxq"])
-        .run()
-        .await
-        .map(drop)
 }
 
 /// Git without prompts, pagers or the user's global settings getting in the way.

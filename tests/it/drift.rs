@@ -97,7 +97,8 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
 
     // Extra: an orphan carrying the project's compose labels.
     let orphan = format!("{}-orphan-1", s.name);
-    docker_ok(&[
+    // Kedge may remove it on its create event before `docker run` starts it.
+    let out = crate::support::docker::docker(&[
         "run",
         "-d",
         "--name",
@@ -110,6 +111,13 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
         "sleep",
         "3600",
     ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            || err.contains("marked for removal")
+            || err.contains("No such container"),
+        "{err}"
+    );
     healed_within("the orphan to be removed", || {
         !s.project.containers().iter().any(|c| c.name == orphan)
     });
@@ -280,4 +288,35 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
             .success()
             .stdout_has("In sync");
     }
+}
+
+#[test]
+fn a_tag_moved_under_a_running_service_is_wrong_image_and_healed() {
+    let name = unique_name("tag");
+    let tag = format!("kedge-test/moving:{name}");
+    docker_ok(&["tag", IMAGE_1, &tag]);
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "compose.yaml",
+        &format!("services:\n  web:\n    image: {tag}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"),
+    );
+    remote.commit("on the moving tag");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url()]).success();
+    let project = ComposeProject::named(&name);
+    // A retag is an image event, not a container one: the full check finds it.
+    let _serve = k.serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
+    let first = wait_for(60, "deployed", || running(&project).remove("web"));
+    assert_eq!(first.image_id, image_id(IMAGE_1));
+
+    // What a `docker pull` of a newer image under the same tag does.
+    docker_ok(&["tag", IMAGE_2, &tag]);
+    let want = image_id(IMAGE_2);
+    let healed = wait_for(15, "web recreated on the moved tag", || {
+        running(&project)
+            .remove("web")
+            .filter(|c| c.image_id == want)
+    });
+    assert_ne!(healed.id, first.id);
+    let _ = crate::support::docker::docker(&["image", "rm", &tag]);
 }
