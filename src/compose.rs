@@ -79,9 +79,8 @@ impl Compose {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Cmd::new("docker")
+        let mut cmd = command()
             .args([
-                "compose",
                 "--ansi",
                 "never",
                 "-p",
