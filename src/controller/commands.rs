@@ -91,6 +91,7 @@ pub async fn sync(
         .await
         .map_err(ReconcileError::from)?;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
+    tracing::debug!(commit = short(&head), "fetched");
     let mut state = shared
         .store()
         .repo_state(id)

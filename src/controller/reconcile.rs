@@ -122,6 +122,7 @@ pub async fn render_commit(
         task.git.checkout_for_render(commit),
     )?;
     object_ids.insert(String::new(), info.tree.clone());
+    tracing::debug!(commit = short(commit), "checked out for rendering");
     let rendered = render::render(
         &task.repo.name,
         commit,
@@ -361,6 +362,7 @@ pub async fn apply_rendered(
         compose_snapshot: Some(&desired.rendered),
     })?;
 
+    tracing::debug!(commit = short(commit), "rendered");
     let previous = shared.store().services(id)?;
     let (mut records, changed, rebuild) = label_commits(desired, &previous, commit);
     let result = apply_desired(shared, task, desired, &source, &records, &rebuild).await;
@@ -459,7 +461,10 @@ async fn apply_desired(
     apply::write_label_override(&override_path, &desired.project, &commits)?;
     let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
         .with_file(override_path);
-    Ok(apply::up(&project, rebuild, desired.kedge.prune).await?)
+    tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
+    apply::up(&project, rebuild, desired.kedge.prune).await?;
+    tracing::debug!(commit = short(&desired.commit), "compose up done");
+    Ok(())
 }
 
 /// Reads back the config hash compose gave each service's containers.
