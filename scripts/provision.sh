@@ -6,8 +6,12 @@ set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
 
+# It installs packages and starts dockerd: as root, or through sudo.
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      exec sudo bash "$0" "$@"
+    fi
     log "must run as root (it installs packages and starts dockerd)"
     exit 1
   fi
@@ -104,7 +108,7 @@ build_test_image() {
 }
 
 main() {
-  need_root
+  need_root "$@"
   apt_install ca-certificates git docker.io busybox-static
   start_dockerd
   install_compose

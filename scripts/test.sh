@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -eq 0 ]; then
-  bash scripts/provision.sh
-else
-  sudo bash scripts/provision.sh
-fi
+bash scripts/provision.sh
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -2,59 +2,24 @@
 //! with a one-minute full check, so healing within 2 s proves it reacted
 //! to the engine's events.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{Container, IMAGE_1, IMAGE_2, docker_ok};
+use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
 use crate::support::*;
 
 const HEAL_DEADLINE: Duration = Duration::from_secs(2);
 
 fn compose() -> String {
-    format!(
-        "services:
-  web:
-    image: {IMAGE_1}
-    command: [sleep, '3600']
-    stop_signal: SIGKILL
-  api:
-    image: {IMAGE_1}
-    command: [sleep, '3600']
-    stop_signal: SIGKILL
-"
-    )
-}
-
-struct Stack {
-    remote: GitRemote,
-    kedge: Kedge,
-    project: ComposeProject,
-    name: String,
+    sleepers(&[("web", IMAGE_1), ("api", IMAGE_1)])
 }
 
 fn stack(prefix: &str, mode: &str, extra: &str) -> Stack {
-    let name = unique_name(prefix);
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &(compose() + extra));
-    remote.write("kedge.yaml", &format!("reconciliation:\n  mode: {mode}\n"));
-    remote.commit("stack");
-    let kedge = Kedge::new();
-    kedge.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
-    Stack {
-        remote,
-        kedge,
-        project,
-        name,
-    }
-}
-
-fn running(project: &ComposeProject) -> BTreeMap<String, Container> {
-    project
-        .running()
-        .into_iter()
-        .map(|c| (c.service().to_string(), c))
-        .collect()
+    let compose = compose() + extra;
+    let kedge_yaml = format!("reconciliation:\n  mode: {mode}\n");
+    Stack::new(
+        prefix,
+        &[("compose.yaml", &compose), ("kedge.yaml", &kedge_yaml)],
+    )
 }
 
 /// Waits until `check` holds and returns how long that took.
@@ -77,7 +42,7 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
         .kedge
         .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
     let first = wait_for(60, "the stack deployed", || {
-        let m = running(&s.project);
+        let m = s.running();
         (m.len() == 2).then_some(m)
     });
     let api_id = first["api"].id.clone();
@@ -86,13 +51,13 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
     // Stopped.
     docker_ok(&["stop", "-t", "0", &web]);
     healed_within("the stopped web to run again", || {
-        running(&s.project).contains_key("web")
+        s.running().contains_key("web")
     });
 
     // Missing.
     docker_ok(&["rm", "-f", &web]);
     healed_within("the deleted web to be recreated", || {
-        running(&s.project).contains_key("web")
+        s.running().contains_key("web")
     });
 
     // Extra: an orphan carrying the project's compose labels.
@@ -123,7 +88,7 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
     });
 
     // Wrong image: replaced by hand with another image, compose labels copied.
-    let original = running(&s.project)["web"].clone();
+    let original = s.running()["web"].clone();
     docker_ok(&["rm", "-f", &web]);
     // Stopped by SIGKILL like the services above (busybox ignores SIGTERM as PID 1).
     let mut args: Vec<String> = vec![
@@ -142,12 +107,10 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
     docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let want = image_id(IMAGE_1);
     healed_within("the hand-replaced web to run its own image again", || {
-        running(&s.project)
-            .get("web")
-            .is_some_and(|c| c.image_id == want)
+        s.running().get("web").is_some_and(|c| c.image_id == want)
     });
 
-    let now = running(&s.project);
+    let now = s.running();
     assert_eq!(now["api"].id, api_id, "the healthy sibling was recreated");
     let status = s
         .kedge
@@ -177,7 +140,7 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         .kedge
         .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
     wait_for(60, "the stack deployed", || {
-        (running(&s.project).len() >= 2).then_some(())
+        (s.running().len() >= 2).then_some(())
     });
     let migrate = || {
         s.project
@@ -231,7 +194,7 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         let s = stack(mode, mode, "");
         // A new repo in notify or manual is not deployed by serve: sync is the way in.
         s.kedge.run(["sync", "--repo", &s.name]).success();
-        let first = running(&s.project);
+        let first = s.running();
         assert_eq!(first.len(), 2, "{mode}: sync deploys");
         let _serve = s.kedge.serve_with(&[
             "serve",
@@ -249,7 +212,7 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
             .write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
         let c2 = s.remote.commit("web on image 2");
         std::thread::sleep(Duration::from_secs(3));
-        assert!(running(&s.project).is_empty(), "{mode} must change nothing");
+        assert!(s.running().is_empty(), "{mode} must change nothing");
 
         let diff = s.kedge.run(["diff", "--repo", &s.name, "--exit-code"]);
         diff.code(1)
@@ -276,7 +239,7 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         assert_eq!(status[0]["sync_state"], "drifted", "{mode}: {status}");
 
         s.kedge.run(["sync", "--repo", &s.name]).success();
-        let healed = running(&s.project);
+        let healed = s.running();
         assert_eq!(healed.len(), 2, "{mode}: sync heals");
         assert_eq!(
             healed["web"].image_id,
@@ -292,30 +255,21 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
 
 #[test]
 fn a_tag_moved_under_a_running_service_is_wrong_image_and_healed() {
-    let name = unique_name("tag");
-    let tag = format!("kedge-test/moving:{name}");
+    let tag = format!("kedge-test/moving:{}", unique_name("tag"));
     docker_ok(&["tag", IMAGE_1, &tag]);
-    let remote = GitRemote::new(&name);
-    remote.write(
-        "compose.yaml",
-        &format!("services:\n  web:\n    image: {tag}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"),
-    );
-    remote.commit("on the moving tag");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
+    let s = Stack::new("tag", &[("compose.yaml", &sleepers(&[("web", &tag)]))]);
     // A retag is an image event, not a container one: the full check finds it.
-    let _serve = k.serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
-    let first = wait_for(60, "deployed", || running(&project).remove("web"));
+    let _serve = s
+        .kedge
+        .serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
+    let first = wait_for(60, "deployed", || s.running().remove("web"));
     assert_eq!(first.image_id, image_id(IMAGE_1));
 
     // What a `docker pull` of a newer image under the same tag does.
     docker_ok(&["tag", IMAGE_2, &tag]);
     let want = image_id(IMAGE_2);
     let healed = wait_for(15, "web recreated on the moved tag", || {
-        running(&project)
-            .remove("web")
-            .filter(|c| c.image_id == want)
+        s.running().remove("web").filter(|c| c.image_id == want)
     });
     assert_ne!(healed.id, first.id);
     let _ = crate::support::docker::docker(&["image", "rm", &tag]);

@@ -12,6 +12,23 @@ fn web(image: &str) -> String {
     )
 }
 
+/// `web` on image 1 with `GREETING=one` from its env_file, plus `extra` files.
+fn web_stack(prefix: &str, extra: &[(&str, &str)]) -> (String, GitRemote, Kedge, ComposeProject) {
+    let compose = web(IMAGE_1);
+    let mut files = vec![
+        ("compose.yaml", compose.as_str()),
+        ("app.env", "GREETING=one\n"),
+    ];
+    files.extend_from_slice(extra);
+    let Stack {
+        name,
+        remote,
+        kedge,
+        project,
+    } = Stack::new(prefix, &files);
+    (name, remote, kedge, project)
+}
+
 fn web_container(project: &ComposeProject) -> Option<crate::support::docker::Container> {
     project.running().into_iter().find(|c| c.service() == "web")
 }
@@ -27,14 +44,8 @@ fn env_of(id: &str) -> String {
 
 #[test]
 fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
-    let name = unique_name("rb");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &web(IMAGE_1));
-    remote.write("app.env", "GREETING=one\n");
-    let c1 = remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
+    let (name, remote, k, project) = web_stack("rb", &[]);
+    let c1 = remote.remote_head();
     let serve = k.serve("300ms");
     wait_for(60, "c1 deployed", || web_container(&project));
 
@@ -98,14 +109,7 @@ fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
 
 #[test]
 fn rollback_to_an_unknown_or_ambiguous_commit_changes_nothing() {
-    let name = unique_name("rbx");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &web(IMAGE_1));
-    remote.write("app.env", "GREETING=one\n");
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
+    let (name, remote, k, project) = web_stack("rbx", &[]);
     k.run(["sync", "--repo", &name]).success();
     // Two commits of the same tree whose hashes share a 4-character prefix,
     // found among sibling commits, then both deployed.
@@ -168,30 +172,8 @@ fn rollback_to_an_unknown_or_ambiguous_commit_changes_nothing() {
 
 #[test]
 fn sync_waits_for_an_apply_of_serve_and_never_interleaves() {
-    let name = unique_name("lock");
-    let remote = GitRemote::new(&name);
-    // Stopping takes its full 3 s grace period: serve's apply is slow.
-    let slow = |image: &str| {
-        format!(
-            "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
-        )
-    };
-    remote.write("compose.yaml", &slow(IMAGE_1));
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
-    let _serve = k.serve("300ms");
-    wait_for(60, "deployed", || {
-        (project.running().len() == 1).then_some(())
-    });
-
-    remote.write("compose.yaml", &slow(IMAGE_2));
-    let c2 = remote.commit("two");
-    wait_for(30, "serve's apply in flight", || {
-        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
-        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
-    });
+    let (s, _serve, c2) = apply_in_flight("lock");
+    let (name, k) = (s.name.clone(), &s.kedge);
     let sync = k.run(["sync", "--repo", &name]);
     sync.success().stderr_has("waiting for another apply");
 
@@ -214,15 +196,11 @@ fn sync_waits_for_an_apply_of_serve_and_never_interleaves() {
 
 #[test]
 fn sync_dry_run_changes_nothing_and_sync_deploys_in_manual_mode() {
-    let name = unique_name("dry");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &web(IMAGE_1));
-    remote.write("app.env", "GREETING=one\n");
-    remote.write("kedge.yaml", "reconciliation:\n  mode: manual\n");
-    let c1 = remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
+    let (name, remote, k, project) = web_stack(
+        "dry",
+        &[("kedge.yaml", "reconciliation:\n  mode: manual\n")],
+    );
+    let c1 = remote.remote_head();
 
     k.run(["sync", "--repo", &name, "--dry-run"])
         .success()
@@ -239,21 +217,15 @@ fn sync_dry_run_changes_nothing_and_sync_deploys_in_manual_mode() {
     let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
     assert_eq!(h[0]["trigger"], "sync");
     assert_eq!(h[0]["status"], "success");
-    assert_eq!(h[0]["message"], "one");
+    assert_eq!(h[0]["message"], "first");
     assert_eq!(h[0]["services_changed"], serde_json::json!(["web"]));
     assert!(h[0]["duration_ms"].as_i64().is_some());
 }
 
 #[test]
 fn rollback_to_a_commit_gone_from_the_repository_uses_the_stored_snapshot() {
-    let name = unique_name("snap");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &web(IMAGE_1));
-    remote.write("app.env", "GREETING=one\n");
-    let c1 = remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
+    let (name, remote, k, project) = web_stack("snap", &[]);
+    let c1 = remote.remote_head();
     k.run(["sync", "--repo", &name]).success();
 
     // History is rewritten without c1, and the clone holding it is lost.

@@ -21,39 +21,23 @@ fn two_services(web_image: &str, api_image: &str) -> String {
     )
 }
 
-struct Stack {
-    remote: GitRemote,
-    kedge: Kedge,
-    project: ComposeProject,
-    name: String,
-}
-
 fn stack(prefix: &str) -> Stack {
-    let name = unique_name(prefix);
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
-    remote.write("conf/web.conf", "v1\n");
-    remote.commit("first");
-    let kedge = Kedge::new();
-    kedge.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
-    Stack {
-        remote,
-        kedge,
-        project,
-        name,
-    }
+    let compose = two_services(IMAGE_1, IMAGE_1);
+    Stack::new(
+        prefix,
+        &[("compose.yaml", &compose), ("conf/web.conf", "v1\n")],
+    )
 }
 
-fn by_service(project: &ComposeProject) -> std::collections::BTreeMap<String, Container> {
+fn by_service(
+    project: &ComposeProject,
+) -> std::collections::BTreeMap<String, crate::support::docker::Container> {
     project
         .running()
         .into_iter()
         .map(|c| (c.service().to_string(), c))
         .collect()
 }
-
-use crate::support::docker::Container;
 
 /// The deployment of `commit`, once it is finished.
 fn finished(k: &Kedge, repo: &str, commit: &str) -> Option<serde_json::Value> {
@@ -301,31 +285,8 @@ fn a_deleted_remote_does_not_stop_the_healthy_repo() {
 
 #[test]
 fn kill_9_mid_apply_then_restart_converges_with_consistent_history() {
-    let name = unique_name("kill");
-    let remote = GitRemote::new(&name);
-    // A service that takes its full 3 s grace period to stop: the apply of a
-    // change to it is in flight long enough to be killed.
-    let slow = |image: &str| {
-        format!(
-            "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
-        )
-    };
-    remote.write("compose.yaml", &slow(IMAGE_1));
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
-    let mut serve = k.serve("300ms");
-    wait_for(60, "the first deployment", || {
-        (project.running().len() == 1).then_some(())
-    });
-
-    remote.write("compose.yaml", &slow(IMAGE_2));
-    let c2 = remote.commit("two");
-    wait_for(30, "the apply to start", || {
-        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
-        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
-    });
+    let (s, mut serve, c2) = apply_in_flight("kill");
+    let (name, k, project) = (s.name.clone(), &s.kedge, &s.project);
     serve.kill9();
 
     let _serve = k.serve("300ms");

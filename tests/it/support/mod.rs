@@ -7,10 +7,12 @@
 pub mod docker;
 pub mod git;
 pub mod kedge;
+pub mod stack;
 
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};
 pub use git::GitRemote;
 pub use kedge::{Kedge, wait_for};
+pub use stack::{Stack, apply_in_flight, sleepers};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,100 @@
+//! A repository as most tests want it: a git remote holding a compose
+//! stack, registered with a fresh Kedge, and its compose project cleaned up.
+
+use std::collections::BTreeMap;
+
+use super::docker::{ComposeProject, Container};
+use super::git::GitRemote;
+use super::kedge::Kedge;
+use super::unique_name;
+
+pub struct Stack {
+    pub name: String,
+    pub remote: GitRemote,
+    pub kedge: Kedge,
+    pub project: ComposeProject,
+}
+
+impl Stack {
+    /// `files` committed and pushed as the first commit; the repository is
+    /// named (and its project called) `kt-<prefix>-…`.
+    pub fn new(prefix: &str, files: &[(&str, &str)]) -> Self {
+        let name = unique_name(prefix);
+        let remote = GitRemote::new(&name);
+        for (path, content) in files {
+            remote.write(path, content);
+        }
+        remote.commit("first");
+        let kedge = Kedge::new();
+        kedge.run(["repo", "add", &remote.url()]).success();
+        let project = ComposeProject::named(&name);
+        Stack {
+            name,
+            remote,
+            kedge,
+            project,
+        }
+    }
+
+    /// Running containers by service.
+    pub fn running(&self) -> BTreeMap<String, Container> {
+        self.project
+            .running()
+            .into_iter()
+            .map(|c| (c.service().to_string(), c))
+            .collect()
+    }
+
+    /// `kedge history -o json` of this repository.
+    pub fn history(&self) -> serde_json::Value {
+        self.kedge
+            .run(["history", "--repo", &self.name, "-o", "json"])
+            .json()
+    }
+
+    /// `kedge status -o json` of this repository.
+    pub fn status(&self) -> serde_json::Value {
+        self.kedge
+            .run(["status", "--repo", &self.name, "-o", "json"])
+            .json()[0]
+            .clone()
+    }
+}
+
+/// A compose file of busybox `sleep` services, `(service, image)` each,
+/// stopped by SIGKILL (busybox ignores SIGTERM as PID 1).
+pub fn sleepers(services: &[(&str, &str)]) -> String {
+    let mut out = String::from("services:\n");
+    for (service, image) in services {
+        out.push_str(&format!(
+            "  {service}:\n    image: {image}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"
+        ));
+    }
+    out
+}
+
+/// One service whose container takes its full 3 s grace period to stop.
+fn slow_to_stop(image: &str) -> String {
+    format!(
+        "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
+    )
+}
+
+/// A stack deployed by `serve`, then a second commit whose apply (slow:
+/// the old container takes 3 s to stop) is caught in flight. Returns the
+/// stack, the running `serve` and that commit.
+pub fn apply_in_flight(prefix: &str) -> (Stack, super::kedge::Serve, String) {
+    use super::docker::{IMAGE_1, IMAGE_2};
+    let s = Stack::new(prefix, &[("compose.yaml", &slow_to_stop(IMAGE_1))]);
+    let serve = s.kedge.serve("300ms");
+    super::wait_for(60, "the first deployment", || {
+        (s.project.running().len() == 1).then_some(())
+    });
+    s.remote.write("compose.yaml", &slow_to_stop(IMAGE_2));
+    let commit = s.remote.commit("two");
+    super::wait_for(30, "the apply in flight", || {
+        let h = s.history();
+        (h[0]["commit"] == commit.as_str() && h[0]["status"] == "in_progress").then_some(())
+    });
+    (s, serve, commit)
+}
