@@ -153,13 +153,13 @@ fn main() {
 /// against `docker start` of the same container. Five runs: a sixth heal
 /// within five minutes would (rightly) be held back as a crash loop.
 fn heal_latency(engine: &::kedge::observe::Engine, runs: usize) -> Row {
-    let name = unique_name("bheal");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &one_service());
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let _project = ComposeProject::named(&name);
+    let compose = one_service();
+    let Stack {
+        name,
+        remote: _remote,
+        kedge: k,
+        project: _project,
+    } = Stack::new("bheal", &[("compose.yaml", &compose)]);
     let mut serve = k.serve_with(&["serve", "--poll-interval", "60s", "--check-interval", "60s"]);
     until(engine, &name, running("web"));
     let container = format!("{name}-web-1");
@@ -194,13 +194,13 @@ fn heal_latency(engine: &::kedge::observe::Engine, runs: usize) -> Row {
 /// `kedge sync` of a commit changing one service's image, against
 /// `docker compose up -d` of the identical change on an identical project.
 fn deploy_overhead(runs: usize) -> Row {
-    let name = unique_name("bsync");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &two_services(IMAGE_1));
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let _kedge_project = ComposeProject::named(&name);
+    let compose = two_services(IMAGE_1);
+    let Stack {
+        name,
+        remote,
+        kedge: k,
+        project: _kedge_project,
+    } = Stack::new("bsync", &[("compose.yaml", &compose)]);
     k.run(["sync", "--repo", &name]).success();
 
     let raw = ComposeProject::new("braw");
@@ -248,13 +248,13 @@ fn compose_up(project: &str, dir: &Path) -> Command {
 
 /// Push → the new image running, under `serve` with a 1 s poll interval.
 fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
-    let name = unique_name("bpush");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &two_services(IMAGE_1));
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let _project = ComposeProject::named(&name);
+    let compose = two_services(IMAGE_1);
+    let Stack {
+        name,
+        remote,
+        kedge: k,
+        project: _project,
+    } = Stack::new("bpush", &[("compose.yaml", &compose)]);
     let mut serve = k.serve("1s");
     until(engine, &name, |cs| {
         cs.iter().filter(|c| c.state == "running").count() == 2
@@ -303,13 +303,13 @@ fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
 /// Passes with nothing to do: wall time and child processes. Run in this
 /// process through the library, where spawned processes are counted.
 fn noop_pass(engine: &::kedge::observe::Engine) -> Row {
-    let name = unique_name("bnoop");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &two_services(IMAGE_1));
-    remote.commit("one");
-    let k = Kedge::new();
-    k.run(["repo", "add", &remote.url()]).success();
-    let _project = ComposeProject::named(&name);
+    let compose = two_services(IMAGE_1);
+    let Stack {
+        name,
+        remote: _remote,
+        kedge: k,
+        project: _project,
+    } = Stack::new("bnoop", &[("compose.yaml", &compose)]);
     k.run(["sync", "--repo", &name]).success();
     until(engine, &name, |cs| cs.len() == 2);
 
