@@ -4,6 +4,7 @@ use anyhow::Context as _;
 
 use super::output::print_json;
 use super::{Ctx, block_on};
+use crate::controller::lock::RepoLock;
 use crate::desired::kedge_yaml;
 use crate::source::clone_dir;
 
@@ -22,6 +23,15 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no repository named '{}'", args.name);
     };
     let clone = clone_dir(&ctx.settings.data_dir, &repo.name);
+    // An apply in flight (by `serve` or another command) finishes first.
+    let name = repo.name.clone();
+    let _lock = block_on(RepoLock::acquire(
+        &ctx.settings.data_dir,
+        &repo.name,
+        move || {
+            eprintln!("waiting for another apply on {name} to finish…");
+        },
+    ))??;
 
     if args.down {
         // The project name comes from the checkout's kedge.yaml; without a

@@ -94,9 +94,12 @@ async fn collect(
     };
     let shared = Shared::new(ctx.settings.clone(), store, engine.clone().ok());
     // One list of every project's containers, one inspect per distinct image.
-    let mut all = match &engine {
-        Ok(engine) => Some(engine.containers_by_project().await?),
-        Err(_) => None,
+    let (mut all, engine_error) = match &engine {
+        Ok(engine) => match engine.containers_by_project().await {
+            Ok(all) => (Some(all), None),
+            Err(e) => (None, Some(error_chain(&e))),
+        },
+        Err(e) => (None, Some(e.clone())),
     };
     let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(repos.len());
@@ -162,7 +165,7 @@ async fn collect(
                 .collect(),
         });
     }
-    Ok((out, engine.err()))
+    Ok((out, engine_error))
 }
 
 /// Every deployed service with its containers; services the engine has
