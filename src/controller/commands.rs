@@ -65,6 +65,17 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
     )
 }
 
+/// The repository locked, with its clone in place.
+async fn cloned(shared: &Arc<Shared>, repo: Repo) -> Result<(RepoLock, RepoTask), CommandError> {
+    let lock = locked(shared, &repo).await?;
+    let task = RepoTask::new(shared, repo);
+    task.git
+        .clone_if_missing()
+        .await
+        .map_err(ReconcileError::from)?;
+    Ok((lock, task))
+}
+
 /// What `sync` did or, with `--dry-run`, would do.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
@@ -83,13 +94,8 @@ pub async fn sync(
     repo: Repo,
     dry_run: bool,
 ) -> Result<SyncReport, CommandError> {
-    let _lock = locked(shared, &repo).await?;
-    let mut task = RepoTask::new(shared, repo);
+    let (_lock, mut task) = cloned(shared, repo).await?;
     let id = task.repo.id;
-    task.git
-        .clone_if_missing()
-        .await
-        .map_err(ReconcileError::from)?;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
     let mut state = shared
@@ -391,13 +397,8 @@ pub async fn rollback(
         .map(|d| (d.commit, d.status, d.started_at))
         .collect();
     let commit = resolve_commit(&repo.name, prefix, &deployed)?;
-    let _lock = locked(shared, &repo).await?;
-    let mut task = RepoTask::new(shared, repo);
+    let (_lock, mut task) = cloned(shared, repo).await?;
     let id = task.repo.id;
-    task.git
-        .clone_if_missing()
-        .await
-        .map_err(ReconcileError::from)?;
     // The head now is what the pin holds against.
     let head = match task.git.fetch().await {
         Ok(h) => Some(h),
