@@ -274,3 +274,29 @@ fn a_tag_moved_under_a_running_service_is_wrong_image_and_healed() {
     assert_ne!(healed.id, first.id);
     let _ = crate::support::docker::docker(&["image", "rm", &tag]);
 }
+
+#[test]
+fn a_service_labelled_ignore_is_deployed_but_never_healed() {
+    let compose = compose()
+        + "  debug:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    labels:\n      io.kedge.ignore: \"true\"\n";
+    let s = Stack::new("ignore", &[("compose.yaml", &compose)]);
+    let _serve = s
+        .kedge
+        .serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
+    wait_for(60, "all three deployed", || {
+        (s.running().len() == 3).then_some(())
+    });
+    docker_ok(&["stop", "-t", "0", &container_name(&s, "debug")]);
+    docker_ok(&["stop", "-t", "0", &container_name(&s, "web")]);
+    healed_within("web healed", || s.running().contains_key("web"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !s.running().contains_key("debug"),
+        "an ignored service was restarted"
+    );
+    let diff = s
+        .kedge
+        .run(["diff", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(diff["drifts"], serde_json::json!([]), "{diff}");
+}
