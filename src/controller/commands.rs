@@ -104,7 +104,7 @@ pub async fn sync(
         .map_err(ReconcileError::from)?;
     let released_pin = state.pinned_commit.clone();
 
-    if dry_run {
+    let (changed, heals) = if dry_run {
         let rendered = render_commit(&task, &head)
             .await
             .map_err(ReconcileError::from)?;
@@ -118,34 +118,30 @@ pub async fn sync(
             Some((plan, _, _)) => plan.heals.iter().map(describe_heal).collect(),
             None => Vec::new(),
         };
-        return Ok(SyncReport {
-            repo: task.repo.name.clone(),
-            commit: head,
-            dry_run,
+        (changed, heals)
+    } else {
+        state.remote_head = Some(head.clone());
+        state.pinned_commit = None;
+        state.pinned_at_head = None;
+        shared
+            .store()
+            .save_repo_state(id, &state)
+            .map_err(ReconcileError::from)?;
+        let changed = match deploy(shared, &mut task, &head, Trigger::Sync).await? {
+            Outcome::Deployed { changed } => changed,
+            Outcome::Refused { error } => {
+                return Err(CommandError::Refused {
+                    commit: head,
+                    error,
+                });
+            }
+            Outcome::Deferred { .. } => unreachable!("sync is forced"),
+        };
+        (
             changed,
-            heals,
-            released_pin,
-        });
-    }
-
-    state.remote_head = Some(head.clone());
-    state.pinned_commit = None;
-    state.pinned_at_head = None;
-    shared
-        .store()
-        .save_repo_state(id, &state)
-        .map_err(ReconcileError::from)?;
-    let changed = match deploy(shared, &mut task, &head, Trigger::Sync).await? {
-        Outcome::Deployed { changed } => changed,
-        Outcome::Refused { error } => {
-            return Err(CommandError::Refused {
-                commit: head,
-                error,
-            });
-        }
-        Outcome::Deferred { .. } => unreachable!("sync is forced"),
+            heal::check(shared, &mut task, Some(Mode::Auto)).await?,
+        )
     };
-    let heals = heal::check(shared, &mut task, Some(Mode::Auto)).await?;
     Ok(SyncReport {
         repo: task.repo.name.clone(),
         commit: head,

@@ -151,8 +151,6 @@ pub struct RepoTask {
     /// When the remote is checked next; sooner after a failure is retried.
     next_source: Instant,
     source_failures: u32,
-    /// When the next full drift check is due without any event.
-    next_full_check: Instant,
     pub drift: super::heal::DriftState,
 }
 
@@ -167,7 +165,6 @@ impl RepoTask {
             failed_commit: None,
             next_source: now,
             source_failures: 0,
-            next_full_check: now,
             drift: Default::default(),
         }
     }
@@ -208,9 +205,9 @@ pub async fn reconcile(
         }
     }
     super::heal::check(shared, task, None).await?;
+    // Next: the remote check when due, else the full drift check.
     let now = Instant::now();
-    task.next_full_check = now + shared.settings.check_interval;
-    let next = task.next_source.min(task.next_full_check);
+    let next = task.next_source.min(now + shared.settings.check_interval);
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
 
