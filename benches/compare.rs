@@ -120,9 +120,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let engine = runtime()
-        .block_on(::kedge::observe::Engine::connect())
-        .unwrap();
+    let engine = ::kedge::observe::Engine::new();
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
     for r in [
@@ -327,12 +325,8 @@ fn noop_pass(engine: &::kedge::observe::Engine) -> Row {
         let settings = ::kedge::config::resolve(Default::default(), &|_| None, &flags).unwrap();
         let store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
         let repo = store.repo(&name).unwrap().unwrap();
-        let engine = ::kedge::observe::Engine::connect().await.unwrap();
-        let shared = Arc::new(::kedge::controller::Shared::new(
-            settings,
-            store,
-            Some(engine),
-        ));
+        let engine = ::kedge::observe::Engine::new();
+        let shared = Arc::new(::kedge::controller::Shared::new(settings, store, engine));
         let mut task = ::kedge::controller::reconcile::RepoTask::new(&shared, repo.clone());
         // The first pass checks the remote (git ls-remote): nothing new.
         let before = ::kedge::process::spawned();

@@ -171,7 +171,12 @@ pub(crate) async fn controller(
     let Some(repo) = store.repo(repo)? else {
         anyhow::bail!("no repository named '{repo}'");
     };
-    let engine = crate::observe::Engine::connect().await.ok();
+    let engine = crate::observe::Engine::new();
+    // Connected while the command does its git work.
+    tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.warm_up().await }
+    });
     let shared = crate::controller::Shared::new(ctx.settings.clone(), store, engine);
     Ok((std::sync::Arc::new(shared), repo))
 }

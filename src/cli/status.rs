@@ -88,18 +88,12 @@ async fn collect(
     store: Store,
     repos: Vec<Repo>,
 ) -> anyhow::Result<(Vec<RepoStatus>, Option<String>)> {
-    let engine = match Engine::connect().await {
-        Ok(e) => Ok(e),
-        Err(e) => Err(error_chain(&e)),
-    };
-    let shared = Shared::new(ctx.settings.clone(), store, engine.clone().ok());
+    let engine = Engine::new();
+    let shared = Shared::new(ctx.settings.clone(), store, engine.clone());
     // One list of every project's containers, one inspect per distinct image.
-    let (mut all, engine_error) = match &engine {
-        Ok(engine) => match engine.containers_by_project().await {
-            Ok(all) => (Some(all), None),
-            Err(e) => (None, Some(error_chain(&e))),
-        },
-        Err(e) => (None, Some(e.clone())),
+    let (mut all, engine_error) = match engine.containers_by_project().await {
+        Ok(all) => (Some(all), None),
+        Err(e) => (None, Some(error_chain(&e))),
     };
     let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(repos.len());

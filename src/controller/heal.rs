@@ -141,9 +141,7 @@ pub async fn drift_plan_observed(
     containers: Option<Vec<ContainerState>>,
     images: &mut ImageIds,
 ) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
-    let Some(engine) = shared.engine.clone() else {
-        return Ok(None);
-    };
+    let engine = shared.engine.clone();
     let id = task.repo.id;
     let state = shared.store().repo_state(id)?;
     if state.deployed_commit.is_none() {
@@ -194,9 +192,7 @@ pub async fn check(
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(engine) = shared.engine.clone() else {
-        return Ok(Vec::new());
-    };
+    let engine = shared.engine.clone();
     let id = task.repo.id;
     let name = task.repo.name.clone();
     let project = state.project.clone().unwrap_or_else(|| name.clone());

@@ -8,6 +8,7 @@ pub mod lock;
 pub mod reconcile;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
@@ -23,20 +24,21 @@ use reconcile::{Action, RepoTask, backoff, reconcile};
 pub struct Shared {
     pub settings: Settings,
     store: Mutex<Store>,
-    /// `None` when no engine client could be made; compose then does all
-    /// the work and reports its own errors.
-    pub engine: Option<Engine>,
+    pub engine: Engine,
     /// Per repository: its compose project and how to wake its task.
     wakers: Mutex<HashMap<i64, (String, mpsc::Sender<()>)>>,
+    /// How often the engine has come back after not answering.
+    engine_returns: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(settings: Settings, store: Store, engine: Option<Engine>) -> Self {
+    pub fn new(settings: Settings, store: Store, engine: Engine) -> Self {
         Shared {
             settings,
             store: Mutex::new(store),
             engine,
             wakers: Mutex::new(HashMap::new()),
+            engine_returns: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +60,10 @@ impl Shared {
         for (_, tx) in self.wakers().values() {
             let _ = tx.try_send(());
         }
+    }
+
+    pub fn engine_returns(&self) -> u64 {
+        self.engine_returns.load(Ordering::Relaxed)
     }
 
     /// Short, blocking SQLite calls only: never held across an await.
@@ -90,17 +96,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             "deployments interrupted by a crash marked failed"
         );
     }
-    let engine = match Engine::connect().await {
-        Ok(e) => Some(e),
-        Err(e) => {
-            tracing::warn!("{}", error_chain(&e));
-            None
-        }
-    };
-    let shared = Arc::new(Shared::new(settings, store, engine));
-    if shared.engine.is_some() {
-        tokio::spawn(watch_events(shared.clone()));
+    let engine = Engine::new();
+    if let Err(e) = engine.warm_up().await {
+        tracing::warn!("docker engine not answering yet: {}", error_chain(&e));
     }
+    let shared = Arc::new(Shared::new(settings, store, engine));
+    tokio::spawn(watch_events(shared.clone()));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     tracing::info!(
@@ -227,31 +228,35 @@ const EVENT_FOLLOW_UP: std::time::Duration = std::time::Duration::from_millis(25
 /// with backoff and then wakes every repository for a full check.
 async fn watch_events(shared: Arc<Shared>) {
     use futures_util::StreamExt;
-    let Some(engine) = shared.engine.clone() else {
-        return;
-    };
+    let engine = shared.engine.clone();
     let mut failures = 0u32;
     loop {
-        let ping = engine.docker().ping().await;
-        tracing::debug!(ok = ping.is_ok(), "engine ping");
-        if ping.is_ok() {
+        let ok = engine.ping().await;
+        tracing::debug!(ok, "engine ping");
+        if ok {
             if failures > 0 {
                 tracing::info!("docker engine reachable again: checking every repository");
+                shared.engine_returns.fetch_add(1, Ordering::Relaxed);
                 shared.wake_all();
                 failures = 0;
             }
-            let mut events = std::pin::pin!(engine.project_events());
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(project) => {
-                        tracing::debug!(%project, "engine event");
-                        shared.wake_project(&project);
-                    }
-                    Err(e) => {
-                        tracing::warn!("{}", error_chain(&e));
-                        break;
+            match engine.project_events().await {
+                Ok(events) => {
+                    let mut events = std::pin::pin!(events);
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(project) => {
+                                tracing::debug!(%project, "engine event");
+                                shared.wake_project(&project);
+                            }
+                            Err(e) => {
+                                tracing::warn!("{}", error_chain(&e));
+                                break;
+                            }
+                        }
                     }
                 }
+                Err(e) => tracing::warn!("{}", error_chain(&e)),
             }
         }
         failures += 1;

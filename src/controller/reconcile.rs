@@ -152,6 +152,8 @@ pub struct RepoTask {
     next_source: Instant,
     source_failures: u32,
     pub drift: super::heal::DriftState,
+    /// `Shared::engine_returns` when this task last looked.
+    engine_returns_seen: u64,
 }
 
 impl RepoTask {
@@ -166,6 +168,7 @@ impl RepoTask {
             next_source: now,
             source_failures: 0,
             drift: Default::default(),
+            engine_returns_seen: shared.engine_returns(),
         }
     }
 
@@ -189,6 +192,14 @@ pub async fn reconcile(
     task: &mut RepoTask,
 ) -> Result<Action, ReconcileError> {
     let now = Instant::now();
+    let returns = shared.engine_returns();
+    if returns != task.engine_returns_seen {
+        // The engine is back after an outage: what failed on it is retried now.
+        task.engine_returns_seen = returns;
+        if task.failed_commit.is_some() {
+            task.next_source = now;
+        }
+    }
     if now >= task.next_source {
         match check_source(shared, task).await {
             Ok(()) => {
@@ -270,9 +281,13 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
             Ok(())
         }
         Err(e @ ReconcileError::Apply { .. }) => {
+            // An engine that does not answer is an outage, not a broken
+            // commit: it uses up none of the commit's attempts, and its
+            // return triggers a retry (see `reconcile`).
+            let counted = u32::from(shared.engine.ping().await);
             let attempts = match &task.failed_commit {
-                Some((c, n)) if *c == commit => n + 1,
-                _ => 1,
+                Some((c, n)) if *c == commit => n + counted,
+                _ => counted,
             };
             task.failed_commit = Some((commit.clone(), attempts));
             if attempts >= MAX_APPLY_ATTEMPTS {
@@ -470,7 +485,7 @@ async fn record_config_hashes(
     project: &str,
     records: &mut BTreeMap<String, ServiceRecord>,
 ) {
-    let Some(engine) = &shared.engine else { return };
+    let engine = &shared.engine;
     match engine.project_containers(project).await {
         Ok(containers) => {
             for (name, record) in records.iter_mut() {
@@ -494,10 +509,7 @@ async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec
         if spec.build.is_some() {
             continue;
         }
-        let present = match &shared.engine {
-            Some(engine) => engine.image_id(image).await.is_some(),
-            None => false,
-        };
+        let present = shared.engine.image_id(image).await.is_some();
         if !present {
             services.push(spec.name.clone());
             images.push(image.clone());

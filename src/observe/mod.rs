@@ -3,10 +3,12 @@
 //! No child process: the hot path asks the engine directly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -81,37 +83,61 @@ mod tests {
     }
 }
 
-#[derive(Clone)]
+/// The engine's API, by the socket DOCKER_HOST names or the local one.
+#[derive(Clone, Default)]
 pub struct Engine {
-    docker: Docker,
+    /// Made on first use, or earlier with `warm_up`, and kept once the
+    /// engine has said which API version it speaks. Making it fails while
+    /// the engine is down (even its socket may not exist yet); that is not
+    /// remembered, so the next request tries again and a Kedge started
+    /// before its engine speaks to it, in its own version, once it is up.
+    client: Arc<OnceCell<Docker>>,
 }
 
 impl Engine {
-    /// Connects through DOCKER_HOST or the local socket, speaking the
-    /// engine's own API version when it answers (requests made while the
-    /// engine is down fail and are retried by their callers).
-    pub async fn connect() -> Result<Engine, ObserveError> {
-        let docker = Docker::connect_with_local_defaults().map_err(ObserveError::Connect)?;
-        let docker = match docker.clone().negotiate_version().await {
-            Ok(negotiated) => negotiated,
-            Err(e) => {
-                tracing::warn!(
-                    "docker engine not answering yet: {}",
-                    crate::error_chain(&e)
-                );
-                docker
-            }
-        };
-        Ok(Engine { docker })
+    /// Nothing is connected or sent yet: a command can do its git work
+    /// while `warm_up` runs.
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    async fn ready(&self) -> Result<&Docker, ObserveError> {
+        self.client
+            .get_or_try_init(|| async {
+                let docker = Docker::connect_with_local_defaults()?;
+                docker.negotiate_version().await
+            })
+            .await
+            .map_err(ObserveError::Connect)
+    }
+
+    /// Connects and agrees on the API version now.
+    pub async fn warm_up(&self) -> Result<(), ObserveError> {
+        self.ready().await.map(drop)
+    }
+
+    /// Whether the engine answers.
+    pub async fn ping(&self) -> bool {
+        match self.ready().await {
+            Ok(docker) => docker.ping().await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// The id an image reference resolves to on this host now.
     pub async fn image_id(&self, reference: &str) -> Option<String> {
-        self.docker.inspect_image(reference).await.ok()?.id
+        self.ready()
+            .await
+            .ok()?
+            .inspect_image(reference)
+            .await
+            .ok()?
+            .id
     }
 
     pub async fn start(&self, id: &str) -> Result<(), ObserveError> {
-        self.docker
+        self.ready()
+            .await?
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
             .map_err(|source| ObserveError::Start {
@@ -126,7 +152,8 @@ impl Engine {
             .force(true)
             .v(false)
             .build();
-        self.docker
+        self.ready()
+            .await?
             .remove_container(id, Some(options))
             .await
             .map_err(|source| ObserveError::Remove {
@@ -137,9 +164,10 @@ impl Engine {
 
     /// Container events of compose projects: the compose project label of
     /// each container that was created, started, stopped, died or removed.
-    pub fn project_events(
+    pub async fn project_events(
         &self,
-    ) -> impl futures_util::Stream<Item = Result<String, ObserveError>> + use<> {
+    ) -> Result<impl futures_util::Stream<Item = Result<String, ObserveError>> + use<>, ObserveError>
+    {
         use futures_util::StreamExt;
         let filters: HashMap<&str, Vec<String>> = HashMap::from([
             ("type", vec!["container".to_string()]),
@@ -148,7 +176,9 @@ impl Engine {
         let options = bollard::query_parameters::EventsOptionsBuilder::default()
             .filters(&filters)
             .build();
-        self.docker
+        Ok(self
+            .ready()
+            .await?
             .events(Some(options))
             .filter_map(|event| async move {
                 match event {
@@ -178,11 +208,7 @@ impl Engine {
                         relevant.then_some(project).flatten().map(Ok)
                     }
                 }
-            })
-    }
-
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+            }))
     }
 
     /// Every container of the project, running or not, sorted by service and number.
@@ -215,7 +241,8 @@ impl Engine {
             .filters(&filters)
             .build();
         let list = self
-            .docker
+            .ready()
+            .await?
             .list_containers(Some(options))
             .await
             .map_err(|source| ObserveError::List {

@@ -319,3 +319,60 @@ fn kill_9_mid_apply_then_restart_converges_with_consistent_history() {
     assert_eq!(killed[0]["status"], "failed");
     assert_eq!(killed[0]["commit"], c2.as_str());
 }
+
+/// Regression: a `serve` started before the engine answered (its socket not
+/// there yet, as at boot) never made an engine client, so every image looked
+/// missing and no container was ever listed: the stack was never deployed,
+/// drift never healed. And an engine outage used up a commit's three apply
+/// attempts, after which Kedge waited for the next push.
+#[test]
+fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
+    let Stack {
+        name,
+        remote,
+        kedge,
+        project,
+    } = stack("late");
+    let mut engine = crate::support::docker::EngineProxy::closed();
+    let k = kedge.env("DOCKER_HOST", &engine.docker_host());
+    let _serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1m"]);
+    let head = remote.remote_head();
+    // Retried after 2, 4 and 8 s: a fourth failure is past the three
+    // attempts a broken commit gets.
+    let failed = wait_for(40, "four deployments failed without the engine", || {
+        let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
+        let failed: Vec<serde_json::Value> = h
+            .as_array()?
+            .iter()
+            .filter(|d| d["commit"] == head.as_str() && d["status"] == "failed")
+            .cloned()
+            .collect();
+        (failed.len() >= 4).then_some(failed)
+    });
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Cannot connect to the Docker daemon"),
+        "{failed:?}"
+    );
+
+    // The next retry is 16 s away; the engine's return triggers it sooner.
+    engine.open();
+    let opened = std::time::Instant::now();
+    let running = wait_for(30, "the stack deployed through the engine", || {
+        let m = by_service(&project);
+        (m.len() == 2).then_some(m)
+    });
+    assert!(
+        opened.elapsed() < std::time::Duration::from_secs(12),
+        "deployed {:?} after the engine answered",
+        opened.elapsed()
+    );
+    assert_eq!(running["api"].label("io.kedge.commit"), Some(head.as_str()));
+    let web = running["web"].name.clone();
+    docker_ok(&["stop", "-t", "0", &web]);
+    wait_for(10, "the stopped web healed", || {
+        by_service(&project).contains_key("web").then_some(())
+    });
+}

@@ -242,3 +242,74 @@ impl Drop for ComposeProject {
         }
     }
 }
+
+/// A socket that forwards to the real engine once opened: `DOCKER_HOST`
+/// pointed at it gives a Kedge whose engine does not answer until the test
+/// says so, without touching the engine every other test uses.
+pub struct EngineProxy {
+    dir: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    /// Not listening yet: connections are refused.
+    pub fn closed() -> Self {
+        EngineProxy {
+            dir: tempfile::tempdir().expect("temp dir"),
+            stop: Default::default(),
+            accept: None,
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("engine.sock")
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path().display())
+    }
+
+    /// From now on every connection is forwarded to the engine.
+    pub fn open(&mut self) {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let engine = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(String::from))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let listener = UnixListener::bind(self.path()).expect("bind the proxy socket");
+        let stop = self.stop.clone();
+        self.accept = Some(std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = UnixStream::connect(&engine) else {
+                    continue;
+                };
+                // One thread per direction; each ends when its side closes.
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(accept) = self.accept.take() {
+            // Wakes the accept loop so it sees `stop`.
+            let _ = std::os::unix::net::UnixStream::connect(self.path());
+            let _ = accept.join();
+        }
+    }
+}
