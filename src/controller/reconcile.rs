@@ -502,16 +502,24 @@ async fn record_config_hashes(
 /// Services whose image is not on the host (all of them without an engine
 /// connection: compose then skips what it has), with those images.
 async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec<String>) {
+    let pulled: Vec<(&String, &String)> = desired
+        .services
+        .values()
+        .filter(|spec| spec.build.is_none())
+        .filter_map(|spec| Some((&spec.name, spec.image.as_ref()?)))
+        .collect();
+    // One inspection per service, side by side.
+    let present = futures_util::future::join_all(
+        pulled
+            .iter()
+            .map(|(_, image)| async { shared.engine.image_id(image).await.is_some() }),
+    )
+    .await;
     let mut services = Vec::new();
     let mut images = Vec::new();
-    for spec in desired.services.values() {
-        let Some(image) = &spec.image else { continue };
-        if spec.build.is_some() {
-            continue;
-        }
-        let present = shared.engine.image_id(image).await.is_some();
+    for ((service, image), present) in pulled.into_iter().zip(present) {
         if !present {
-            services.push(spec.name.clone());
+            services.push(service.clone());
             images.push(image.clone());
         }
     }
