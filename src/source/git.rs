@@ -50,6 +50,8 @@ pub enum GitError {
         #[source]
         source: ProcessError,
     },
+    #[error("{} does not name a fetched commit: {line:?}", path.display())]
+    FetchHead { path: PathBuf, line: String },
     #[error("cannot prepare {}", path.display())]
     Io {
         path: PathBuf,
@@ -215,18 +217,19 @@ impl Repository {
             .run()
             .await
             .map_err(fetch_err)?;
-        let out = self
-            .git()
-            .args([
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                &format!("{}^{{commit}}", self.remote_ref()),
-            ])
-            .run()
+        // What was fetched is in FETCH_HEAD ("<id>\t\tbranch 'main' of <url>",
+        // the file `git pull` reads): no `rev-parse` process per fetch.
+        let path = self.clone.join(".git/FETCH_HEAD");
+        let text = tokio::fs::read_to_string(&path)
             .await
-            .map_err(fetch_err)?;
-        Ok(out.stdout_text().trim().to_string())
+            .map_err(|source| GitError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        fetched_head(&text).ok_or_else(|| GitError::FetchHead {
+            line: text.lines().next().unwrap_or_default().to_string(),
+            path,
+        })
     }
 
     /// Whether the clone already has this commit.
@@ -406,9 +409,31 @@ fn git_cmd() -> Cmd {
     }
 }
 
+/// The commit id on FETCH_HEAD's first line (SHA-1 or SHA-256).
+fn fetched_head(text: &str) -> Option<String> {
+    let id = text.lines().next()?.split('\t').next()?;
+    let valid = matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| id.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetched_head_reads_the_first_line() {
+        let id = "3f786850e387550fdab836ed7e6dc881de23001b";
+        let text = format!("{id}\t\tbranch 'main' of https://git.example.com/app\n");
+        assert_eq!(fetched_head(&text).as_deref(), Some(id));
+        let sha256 = "a".repeat(64);
+        assert_eq!(
+            fetched_head(&format!("{sha256}\t\tbranch 'x' of /r")),
+            Some(sha256)
+        );
+        for bad in ["", "\n", "not-a-commit\t\tbranch 'main' of x", &id[..39]] {
+            assert_eq!(fetched_head(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn credentials_leave_the_url_for_the_environment() {
