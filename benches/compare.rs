@@ -121,24 +121,31 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
     let engine = ::kedge::observe::Engine::new();
+    // `cargo bench --bench compare -- deploy` measures only the rows whose
+    // name contains "deploy" (cargo itself passes `--bench`).
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    for r in [
-        heal_latency(&engine, runs.min(5)),
-        deploy_overhead(runs),
-        push_to_running(&engine, runs),
-        noop_pass(&engine),
-    ] {
-        show(&r);
-        rows.push(r);
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 6] = [
+        ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
+        // A ratio of two medians on a noisy engine wants more samples.
+        ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
+        ("push", &|| vec![push_to_running(&engine, runs)]),
+        ("noop", &|| vec![noop_pass(&engine)]),
+        // Idle footprint and `kedge status`, on the same 100 repositories.
+        ("footprint", &|| footprint(&engine)),
+        ("history", &|| vec![history_100k()]),
+    ];
+    for (name, measure) in measurements {
+        if !wanted(name) {
+            continue;
+        }
+        for r in measure() {
+            show(&r);
+            rows.push(r);
+        }
     }
-    for r in footprint(&engine) {
-        show(&r);
-        rows.push(r);
-    }
-    let r = history_100k();
-    show(&r);
-    rows.push(r);
 
     println!("| measurement | Kedge | baseline | goal |");
     println!("| --- | --- | --- | --- |");
