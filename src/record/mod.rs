@@ -29,6 +29,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create database {}", path.display())]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open database {}", path.display())]
     Open {
         path: PathBuf,
@@ -249,12 +255,49 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) `<data_dir>/kedge.db` at the latest schema.
+    ///
+    /// The database holds repository credentials and compose snapshots with
+    /// resolved environment values, the clones hold `.env` files: a data dir
+    /// Kedge creates is private to its user (0700) and so is a new database
+    /// (0600). A data dir that exists keeps the mode its operator gave it.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let create_err = |source| StoreError::CreateDir {
             path: data_dir.to_path_buf(),
             source,
-        })?;
-        Store::open_file(&data_dir.join(DB_FILE), LATEST_VERSION)
+        };
+        if !data_dir.is_dir() {
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(create_err)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(data_dir) {
+                Ok(()) => {}
+                // Created meanwhile by another Kedge process.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(create_err(e)),
+            }
+        }
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            // Created empty and private before SQLite opens it; SQLite gives
+            // its -wal and -shm files the database file's mode.
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            let file_err = |source| StoreError::CreateFile {
+                path: path.clone(),
+                source,
+            };
+            match created {
+                Ok(file) => file
+                    .set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(file_err)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(file_err(e)),
+            }
+        }
+        Store::open_file(&path, LATEST_VERSION)
     }
 
     /// Opens a database file and migrates it up to `target` (tests use an

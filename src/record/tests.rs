@@ -282,3 +282,35 @@ fn events_newest_first() {
     assert_eq!(events[0].kind, "heal");
     assert_eq!(events[1].detail, "stopped");
 }
+
+#[test]
+fn a_data_dir_kedge_creates_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested/data");
+    let mut store = Store::open(&data).unwrap();
+    store
+        .add_repo(&new_repo("app", "https://x.example/app", "main"))
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let wal = data.join(format!("{DB_FILE}-wal"));
+    assert_eq!(
+        mode(&wal),
+        0o600,
+        "SQLite gives the WAL the database's mode"
+    );
+    drop(store);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join(DB_FILE)), 0o600);
+    // The database works and is ours, reopened.
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.repos().unwrap().len(), 1);
+
+    // A data dir the operator made keeps its mode.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o750)).unwrap();
+    Store::open(&own).unwrap();
+    assert_eq!(mode(&own), 0o750);
+    assert_eq!(mode(&own.join(DB_FILE)), 0o600);
+}
