@@ -3,6 +3,7 @@
 //! compose's search of parent directories.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -70,6 +71,9 @@ pub struct Compose {
     pub dir: PathBuf,
     /// Relative to `dir`, or absolute.
     pub files: Vec<PathBuf>,
+    /// The repository lock's descriptor, inherited by compose (see
+    /// `Cmd::keep_open`).
+    pub lock_fd: Option<RawFd>,
 }
 
 impl Compose {
@@ -78,7 +82,15 @@ impl Compose {
             project: project.to_string(),
             dir: dir.to_path_buf(),
             files,
+            lock_fd: None,
         }
+    }
+
+    /// Compose calls hold the repository's lock while they run, even past
+    /// a Kedge killed meanwhile.
+    pub fn holding(mut self, lock_fd: Option<RawFd>) -> Self {
+        self.lock_fd = lock_fd;
+        self
     }
 
     pub fn with_file(mut self, file: PathBuf) -> Self {
@@ -101,7 +113,8 @@ impl Compose {
                 "--project-directory",
             ])
             .arg(&self.dir)
-            .cwd(&self.dir);
+            .cwd(&self.dir)
+            .keep_open(self.lock_fd);
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.dir.join(f));
         }

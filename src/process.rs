@@ -3,6 +3,7 @@
 //! stderr carried into the error. Secrets go in the environment, never argv.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,7 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    keep_open: Option<RawFd>,
 }
 
 impl Cmd {
@@ -73,6 +75,7 @@ impl Cmd {
             env: Vec::new(),
             stdin: None,
             timeout: Duration::from_secs(120),
+            keep_open: None,
         }
     }
 
@@ -113,6 +116,16 @@ impl Cmd {
         self
     }
 
+    /// The child inherits this descriptor (every other one Kedge holds is
+    /// close-on-exec). Given a repository's lock, the child holds the lock
+    /// too until it exits: a compose left running by a Kedge that was
+    /// killed keeps the next apply on its project waiting. The descriptor
+    /// must stay open until `run` returns.
+    pub fn keep_open(mut self, fd: Option<RawFd>) -> Self {
+        self.keep_open = fd;
+        self
+    }
+
     /// The command as shown in errors: program and arguments, no environment.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)
@@ -140,6 +153,20 @@ impl Cmd {
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(fd) = self.keep_open {
+            // SAFETY: runs in the forked child before exec and only calls
+            // fcntl, which is async-signal-safe; it changes the child's
+            // descriptor table, never the parent's.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             command: command.clone(),

@@ -65,15 +65,16 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
     )
 }
 
-/// The repository locked, with its clone in place.
-async fn cloned(shared: &Arc<Shared>, repo: Repo) -> Result<(RepoLock, RepoTask), CommandError> {
+/// The repository locked, with its clone in place; the task holds the lock.
+async fn cloned(shared: &Arc<Shared>, repo: Repo) -> Result<RepoTask, CommandError> {
     let lock = locked(shared, &repo).await?;
-    let task = RepoTask::new(shared, repo);
+    let mut task = RepoTask::new(shared, repo);
+    task.lock = Some(lock);
     task.git
         .clone_if_missing()
         .await
         .map_err(ReconcileError::from)?;
-    Ok((lock, task))
+    Ok(task)
 }
 
 /// What `sync` did or, with `--dry-run`, would do.
@@ -94,7 +95,7 @@ pub async fn sync(
     repo: Repo,
     dry_run: bool,
 ) -> Result<SyncReport, CommandError> {
-    let (_lock, mut task) = cloned(shared, repo).await?;
+    let mut task = cloned(shared, repo).await?;
     let id = task.repo.id;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
@@ -393,7 +394,7 @@ pub async fn rollback(
         .map(|d| (d.commit, d.status, d.started_at))
         .collect();
     let commit = resolve_commit(&repo.name, prefix, &deployed)?;
-    let (_lock, mut task) = cloned(shared, repo).await?;
+    let mut task = cloned(shared, repo).await?;
     let id = task.repo.id;
     // The head now is what the pin holds against.
     let head = match task.git.fetch().await {

@@ -203,7 +203,9 @@ pub async fn check(
         .into_iter()
         .map(PathBuf::from)
         .collect();
-    let compose = Compose::new(&project, &task.git.clone, files).with_file(task.override_path());
+    let compose = Compose::new(&project, &task.git.clone, files)
+        .with_file(task.override_path())
+        .holding(task.lock_fd());
     for heal in &plan.heals {
         let started = Instant::now();
         let (services, what, result) = match heal {

@@ -3,6 +3,7 @@
 //! the holder drops it or its process dies.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +16,16 @@ pub struct LockError {
 
 #[derive(Debug)]
 pub struct RepoLock {
-    _file: File,
+    file: File,
 }
 
 impl RepoLock {
+    /// The locked file's descriptor, for a child that must hold the lock
+    /// as long as it runs (`Cmd::keep_open`).
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
     /// Takes the lock, calling `waiting` first when someone else holds it.
     pub async fn acquire(
         data_dir: &Path,
@@ -39,7 +46,7 @@ impl RepoLock {
             .open(&path)
             .map_err(err)?;
         match file.try_lock() {
-            Ok(()) => return Ok(RepoLock { _file: file }),
+            Ok(()) => return Ok(RepoLock { file }),
             Err(TryLockError::Error(e)) => return Err(err(e)),
             Err(TryLockError::WouldBlock) => waiting(),
         }
@@ -47,7 +54,7 @@ impl RepoLock {
             .await
             .map_err(|e| err(std::io::Error::other(e)))?
             .map_err(err)?;
-        Ok(RepoLock { _file: file })
+        Ok(RepoLock { file })
     }
 }
 
@@ -78,5 +85,45 @@ mod tests {
         RepoLock::acquire(dir.path(), "other", || panic!("free lock"))
             .await
             .unwrap();
+    }
+
+    /// Regression: a compose left running by a killed `serve` went on
+    /// changing the project while the restarted `serve` applied to it.
+    #[tokio::test]
+    async fn a_child_given_the_lock_holds_it_until_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RepoLock::acquire(dir.path(), "app", || panic!("free lock"))
+            .await
+            .unwrap();
+        let child = crate::process::Cmd::new("sleep")
+            .arg("0.5")
+            .keep_open(Some(lock.fd()))
+            .run();
+        let child = tokio::spawn(child);
+        // Let it start, then let go of our own descriptor, as a killed Kedge would.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(lock);
+        let started = std::time::Instant::now();
+        let waited = Arc::new(AtomicBool::new(false));
+        let w = waited.clone();
+        let again = RepoLock::acquire(dir.path(), "app", move || w.store(true, Ordering::SeqCst))
+            .await
+            .unwrap();
+        assert!(waited.load(Ordering::SeqCst), "the child held the lock");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        child.await.unwrap().unwrap();
+        drop(again);
+
+        // Without it the child holds nothing.
+        let lock = RepoLock::acquire(dir.path(), "app", || panic!("free lock"))
+            .await
+            .unwrap();
+        let child = tokio::spawn(crate::process::Cmd::new("sleep").arg("0.5").run());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(lock);
+        RepoLock::acquire(dir.path(), "app", || panic!("the child has no lock"))
+            .await
+            .unwrap();
+        child.await.unwrap().unwrap();
     }
 }

@@ -171,7 +171,12 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
         })
         .await;
         let result = match lock {
-            Ok(_held) => reconcile(&shared, &mut task).await,
+            Ok(held) => {
+                task.lock = Some(held);
+                let result = reconcile(&shared, &mut task).await;
+                task.lock = None;
+                result
+            }
             Err(e) => Err(e.into()),
         };
         let delay = match result {

@@ -154,6 +154,8 @@ pub struct RepoTask {
     pub drift: super::heal::DriftState,
     /// `Shared::engine_returns` when this task last looked.
     engine_returns_seen: u64,
+    /// The repository's lock, while a pass or a command holds it.
+    pub lock: Option<super::lock::RepoLock>,
 }
 
 impl RepoTask {
@@ -169,7 +171,14 @@ impl RepoTask {
             source_failures: 0,
             drift: Default::default(),
             engine_returns_seen: shared.engine_returns(),
+            lock: None,
         }
+    }
+
+    /// For the compose calls that change the project: they hold the lock
+    /// until they exit.
+    pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.lock.as_ref().map(super::lock::RepoLock::fd)
     }
 
     pub fn override_path(&self) -> PathBuf {
@@ -456,12 +465,14 @@ async fn apply_desired(
     let (services, images) = missing_images(shared, desired).await;
     match source {
         Source::Checkout(render_dir) => {
-            let render = Compose::new(&desired.project, render_dir, desired.files.clone());
+            let render = Compose::new(&desired.project, render_dir, desired.files.clone())
+                .holding(task.lock_fd());
             apply::pull(&render, &services, &images).await?;
             task.git.checkout_deployed(&desired.commit).await?;
         }
         Source::Snapshot => {
-            let snapshot = Compose::new(&desired.project, &task.git.clone, desired.files.clone());
+            let snapshot = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
+                .holding(task.lock_fd());
             apply::pull(&snapshot, &services, &images).await?;
         }
     }
@@ -472,7 +483,8 @@ async fn apply_desired(
     let override_path = task.override_path();
     apply::write_label_override(&override_path, &desired.project, &commits)?;
     let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
-        .with_file(override_path);
+        .with_file(override_path)
+        .holding(task.lock_fd());
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     apply::up(&project, rebuild, desired.kedge.prune).await?;
     tracing::debug!(commit = short(&desired.commit), "compose up done");

@@ -283,13 +283,17 @@ fn a_deleted_remote_does_not_stop_the_healthy_repo() {
     assert!(error.contains("cannot reach remote"), "{status}");
 }
 
+/// The killed `serve`'s compose goes on stopping the old container (3 s):
+/// it holds the repository's lock until it exits, so the restarted `serve`
+/// waits for it instead of applying beside it. Regression: the two applied
+/// at once and the second failed on compose's name conflict.
 #[test]
 fn kill_9_mid_apply_then_restart_converges_with_consistent_history() {
     let (s, mut serve, c2) = apply_in_flight("kill");
     let (name, k, project) = (s.name.clone(), &s.kedge, &s.project);
     serve.kill9();
 
-    let _serve = k.serve("300ms");
+    let restarted = k.serve("300ms");
     wait_for(60, "convergence on commit two", || {
         let c = project.running().into_iter().next()?;
         (c.image_id == image_id(IMAGE_2) && c.label("io.kedge.commit") == Some(c2.as_str()))
@@ -304,20 +308,23 @@ fn kill_9_mid_apply_then_restart_converges_with_consistent_history() {
     });
     let rows = done.as_array().unwrap();
     assert!(rows.iter().all(|d| d["status"] != "in_progress"), "{done}");
-    // The killed apply is failed "interrupted". The compose process it had
-    // started may still be finishing when the new serve applies: that apply
-    // may fail on the conflict and be retried, which history shows too.
-    let killed: Vec<_> = rows
-        .iter()
-        .filter(|d| {
-            d["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("interrupted"))
-        })
-        .collect();
-    assert_eq!(killed.len(), 1, "{done}");
-    assert_eq!(killed[0]["status"], "failed");
-    assert_eq!(killed[0]["commit"], c2.as_str());
+    // Exactly one failure: the killed apply, marked "interrupted".
+    let failed: Vec<_> = rows.iter().filter(|d| d["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{done}");
+    assert_eq!(failed[0]["commit"], c2.as_str());
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("interrupted")),
+        "{done}"
+    );
+    assert!(
+        restarted
+            .log()
+            .contains("waiting for another apply on this repository to finish"),
+        "{}",
+        restarted.log()
+    );
 }
 
 /// Regression: a `serve` started before the engine answered (its socket not

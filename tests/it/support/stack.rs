@@ -96,5 +96,24 @@ pub fn apply_in_flight(prefix: &str) -> (Stack, super::kedge::Serve, String) {
         let h = s.history();
         (h[0]["commit"] == commit.as_str() && h[0]["status"] == "in_progress").then_some(())
     });
+    // In flight means compose itself is running, not only the row written.
+    super::wait_for(30, "compose up running", || {
+        compose_up_running(&s.name).then_some(())
+    });
     (s, serve, commit)
+}
+
+/// Whether a `compose … -p PROJECT … up` process runs on this host.
+pub fn compose_up_running(project: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            return false;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let has = |a: &str| args.contains(&a.as_bytes());
+        args.first().is_some_and(|a| a.ends_with(b"compose")) && has(project) && has("up")
+    })
 }
