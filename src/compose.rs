@@ -40,9 +40,9 @@ pub fn command() -> Cmd {
         None => Cmd::new("docker").arg("compose"),
     };
     // Compose is a short-lived Go program whose start-up allocates past the
-    // garbage collector's first target (4 MB): with Go's default GOGC=100 it
-    // collects three times in a `config` of a small project. A higher target saves
-    // ≈ 4 ms per call at the same peak RSS (measured in BENCHMARKS.md). An
+    // garbage collector's first target (4 MB): at Go's default GOGC=100 it
+    // collects three times in a `config` of a small project, at 400 never.
+    // That saves ≈ 4 ms per call at the same peak RSS (BENCHMARKS.md). An
     // operator's own GOGC wins.
     if std::env::var_os("GOGC").is_some() {
         cmd
