@@ -3,6 +3,7 @@
 //! → plan → **apply** → record).
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,10 +48,11 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// `docker compose -p PROJECT down --remove-orphans`. Compose finds the
 /// containers by their project label, so no compose file is needed; named
 /// volumes are kept (no `-v`): taking a stack down never loses data.
-pub async fn down(project: &str) -> Result<(), ApplyError> {
+pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
     compose::command()
         .args(["-p", project, "down", "--remove-orphans"])
         .cwd(std::env::temp_dir())
+        .keep_open(lock_fd)
         .timeout(DOWN_TIMEOUT)
         .run()
         .await

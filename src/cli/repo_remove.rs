@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let clone = clone_dir(&ctx.settings.data_dir, &repo.name);
     // An apply in flight (by `serve` or another command) finishes first.
     let name = repo.name.clone();
-    let _lock = block_on(RepoLock::acquire(
+    let lock = block_on(RepoLock::acquire(
         &ctx.settings.data_dir,
         &repo.name,
         move || {
@@ -40,7 +40,8 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot tell which compose project '{}' deployed", repo.name))?
             .project_name(&repo.name)
             .to_string();
-        block_on(crate::apply::down(&project))??;
+        // Compose holds the lock too, even past this command killed meanwhile.
+        block_on(crate::apply::down(&project, Some(lock.fd())))??;
         tracing::info!(repo = %repo.name, %project, "stack taken down");
     }
 
