@@ -15,7 +15,7 @@ use super::reconcile::{
     render_commit,
 };
 use crate::desired::kedge_yaml::Mode;
-use crate::plan::{Drift, Heal};
+use crate::plan::Drift;
 use crate::record::{DeploymentStatus, Repo};
 use crate::{error_chain, short};
 
@@ -116,7 +116,7 @@ pub async fn sync(
         let previous = shared.store().services(id).map_err(ReconcileError::from)?;
         let (_, changed, _) = label_commits(&rendered.desired, &previous, &head);
         let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
-            Some((plan, _, _)) => plan.heals.iter().map(describe_heal).collect(),
+            Some((plan, _, _)) => plan.heals.iter().map(heal::describe_heal).collect(),
             None => Vec::new(),
         };
         (changed, heals)
@@ -151,21 +151,6 @@ pub async fn sync(
         heals,
         released_pin,
     })
-}
-
-pub fn describe_heal(h: &Heal) -> String {
-    match h {
-        Heal::Start { container, .. } => format!("start {container}"),
-        Heal::Remove { container, .. } => format!("remove {container}"),
-        Heal::Recreate {
-            services,
-            force: true,
-        } => format!("force-recreate {}", services.join(", ")),
-        Heal::Recreate {
-            services,
-            force: false,
-        } => format!("create {}", services.join(", ")),
-    }
 }
 
 /// How a pending commit changes one service.

@@ -208,32 +208,18 @@ pub async fn check(
         .holding(task.lock_fd());
     for heal in &plan.heals {
         let started = Instant::now();
-        let (services, what, result) = match heal {
-            Heal::Start {
-                service,
-                container,
-                id,
-            } => (
+        let what = describe_heal(heal);
+        let (services, result) = match heal {
+            Heal::Start { service, id, .. } => (
                 vec![service.clone()],
-                format!("start {container}"),
                 engine.start(id).await.map_err(|e| error_chain(&e)),
             ),
-            Heal::Remove {
-                service,
-                container,
-                id,
-            } => (
+            Heal::Remove { service, id, .. } => (
                 vec![service.clone()],
-                format!("remove {container}"),
                 engine.remove(id).await.map_err(|e| error_chain(&e)),
             ),
             Heal::Recreate { services, force } => (
                 services.clone(),
-                format!(
-                    "{} {}",
-                    if *force { "force-recreate" } else { "create" },
-                    services.join(", ")
-                ),
                 apply::recreate(&compose, services, *force)
                     .await
                     .map_err(|e| error_chain(&e)),
@@ -274,6 +260,22 @@ pub async fn check(
     // Healed drift that comes back is news again.
     task.drift.reported.clear();
     Ok(done)
+}
+
+/// A heal as logs, events and `sync` show it.
+pub fn describe_heal(heal: &Heal) -> String {
+    match heal {
+        Heal::Start { container, .. } => format!("start {container}"),
+        Heal::Remove { container, .. } => format!("remove {container}"),
+        Heal::Recreate {
+            services,
+            force: true,
+        } => format!("force-recreate {}", services.join(", ")),
+        Heal::Recreate {
+            services,
+            force: false,
+        } => format!("create {}", services.join(", ")),
+    }
 }
 
 /// Logs and records drift not reported yet.
