@@ -24,13 +24,9 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     };
     let clone = clone_dir(&ctx.settings.data_dir, &repo.name);
     // An apply in flight (by `serve` or another command) finishes first.
-    let name = repo.name.clone();
-    let lock = block_on(RepoLock::acquire(
+    let lock = block_on(RepoLock::acquire_announced(
         &ctx.settings.data_dir,
         &repo.name,
-        move || {
-            eprintln!("waiting for another apply on {name} to finish…");
-        },
     ))??;
 
     if args.down {

@@ -56,13 +56,7 @@ fn candidates_text(candidates: &[String]) -> String {
 }
 
 async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError> {
-    let name = repo.name.clone();
-    Ok(
-        RepoLock::acquire(&shared.settings.data_dir, &repo.name, move || {
-            eprintln!("waiting for another apply on {name} to finish…");
-        })
-        .await?,
-    )
+    Ok(RepoLock::acquire_announced(&shared.settings.data_dir, &repo.name).await?)
 }
 
 /// The repository locked, with its clone in place; the task holds the lock.

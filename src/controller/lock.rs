@@ -56,6 +56,15 @@ impl RepoLock {
             .map_err(err)?;
         Ok(RepoLock { file })
     }
+
+    /// For a command run by hand: takes the lock, saying on stderr when it
+    /// has to wait for an apply in flight.
+    pub async fn acquire_announced(data_dir: &Path, repo: &str) -> Result<RepoLock, LockError> {
+        RepoLock::acquire(data_dir, repo, || {
+            eprintln!("waiting for another apply on {repo} to finish…");
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
