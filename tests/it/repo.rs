@@ -284,6 +284,23 @@ fn a_corrupt_database_is_reported_and_kept() {
     assert_eq!(std::fs::read(k.db_path()).unwrap(), before);
 }
 
+/// The clone of a registered repository as `serve` would leave it, with
+/// its stack brought up by compose; returns the clone.
+fn deployed_by_hand(
+    k: &Kedge,
+    remote: &GitRemote,
+    name: &str,
+    project: &ComposeProject,
+) -> std::path::PathBuf {
+    let clone = k.data_dir().join("repos").join(name);
+    crate::support::git::git(
+        k.cwd(),
+        &["clone", "-q", &remote.url(), clone.to_str().unwrap()],
+    );
+    project.up(&clone);
+    clone
+}
+
 #[test]
 fn remove_deletes_the_clone_but_leaves_containers_alone() {
     let remote = GitRemote::new("keep");
@@ -297,13 +314,7 @@ fn remove_deletes_the_clone_but_leaves_containers_alone() {
     let project = ComposeProject::named(&name);
     k.run(["repo", "add", &remote.url(), "--name", &name])
         .success();
-    // A clone as serve would leave it.
-    let clone = k.data_dir().join("repos").join(&name);
-    crate::support::git::git(
-        k.cwd(),
-        &["clone", "-q", &remote.url(), clone.to_str().unwrap()],
-    );
-    project.up(&clone);
+    let clone = deployed_by_hand(&k, &remote, &name, &project);
     let running = project.running();
     assert_eq!(running.len(), 1);
 
@@ -334,12 +345,7 @@ fn remove_down_takes_the_stack_down_and_keeps_volumes() {
     let project = ComposeProject::named(&project_name);
     k.run(["repo", "add", &remote.url(), "--name", &name])
         .success();
-    let clone = k.data_dir().join("repos").join(&name);
-    crate::support::git::git(
-        k.cwd(),
-        &["clone", "-q", &remote.url(), clone.to_str().unwrap()],
-    );
-    project.up(&clone);
+    deployed_by_hand(&k, &remote, &name, &project);
     assert_eq!(project.running().len(), 1);
     assert_eq!(project.volumes().len(), 1);
 
@@ -350,9 +356,8 @@ fn remove_down_takes_the_stack_down_and_keeps_volumes() {
         project.containers()
     );
     assert_eq!(project.volumes().len(), 1, "down must keep named volumes");
-    k.run(["repo", "list", "-o", "json"]).success();
     assert_eq!(
-        k.run(["repo", "list", "-o", "json"]).json(),
+        k.run(["repo", "list", "-o", "json"]).success().json(),
         serde_json::json!([])
     );
 }
