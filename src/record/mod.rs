@@ -56,6 +56,11 @@ pub enum StoreError {
     )]
     Foreign { path: PathBuf, application_id: i32 },
     #[error(
+        "{} is an empty file, not a Kedge database; Kedge will not touch it (move it away or choose another --data-dir)",
+        path.display()
+    )]
+    Empty { path: PathBuf },
+    #[error(
         "{} has schema version {found}, newer than this Kedge understands ({supported}); upgrade Kedge",
         path.display()
     )]
@@ -261,7 +266,7 @@ impl Store {
     /// Kedge creates is private to its user (0700) and so is a new database
     /// (0600). A data dir that exists keeps the mode its operator gave it.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let create_err = |source| StoreError::CreateDir {
             path: data_dir.to_path_buf(),
             source,
@@ -278,26 +283,57 @@ impl Store {
             }
         }
         let path = data_dir.join(DB_FILE);
-        if !path.exists() {
-            // Created empty and private before SQLite opens it; SQLite gives
-            // its -wal and -shm files the database file's mode.
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path);
-            let file_err = |source| StoreError::CreateFile {
-                path: path.clone(),
-                source,
-            };
-            match created {
-                Ok(file) => file
-                    .set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(file_err)?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(file_err(e)),
+        match std::fs::metadata(&path) {
+            // An empty file is not a database Kedge made: a new one only
+            // appears under this name once it is initialised (below).
+            Ok(meta) if meta.len() == 0 => return Err(StoreError::Empty { path }),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::create(&path)?,
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path,
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
+                });
             }
         }
         Store::open_file(&path, LATEST_VERSION)
+    }
+
+    /// Creates a new database at `path`, private (0600), initialised under a
+    /// temporary name and then linked into place, so no other process ever
+    /// sees it half made; a database another process created meanwhile wins.
+    fn create(path: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        static CREATING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CREATING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{DB_FILE}.new-{}-{n}", std::process::id()));
+        let file_err = |source| StoreError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        // Created private before SQLite opens it; SQLite gives its -wal and
+        // -shm files the database file's mode.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(file_err)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(file_err)?;
+        drop(file);
+        let made = Store::open_file(&tmp, LATEST_VERSION).map(drop);
+        let linked = made.and_then(|()| match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(file_err(e)),
+        });
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = tmp.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+        linked
     }
 
     /// Opens a database file and migrates it up to `target` (tests use an

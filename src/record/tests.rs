@@ -89,6 +89,48 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
     }
 }
 
+/// Regression: an empty `kedge.db` was taken for a new database.
+#[test]
+fn an_empty_kedge_db_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, b"").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Empty { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a Kedge database"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from(DB_FILE)]);
+}
+
+/// A new database appears under its name only once it is initialised, and
+/// several processes creating it at once all end up with the same one.
+#[test]
+fn a_new_database_is_created_whole_even_by_racing_openers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let data = data.clone();
+            std::thread::spawn(move || Store::open(&data).map(drop))
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().unwrap();
+    }
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".new-"))
+        .collect();
+    assert!(names.is_empty(), "temporary files left: {names:?}");
+}
+
 #[test]
 fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
