@@ -137,7 +137,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_directives(&settings.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -148,6 +149,19 @@ fn init_logging(settings: &Settings) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The log filter as configured, with the engine client's own debug output
+/// (every request URL, the socket path hex-encoded, and whole response
+/// bodies) left out unless a directive names it.
+fn log_directives(level: &str) -> String {
+    let mut directives = level.to_string();
+    for noisy in ["bollard", "hyper", "hyper_util"] {
+        if !level.contains(noisy) {
+            directives.push_str(&format!(",{noisy}=info"));
+        }
+    }
+    directives
 }
 
 /// A small runtime for commands that run child processes.
@@ -179,4 +193,23 @@ pub(crate) async fn controller(
     });
     let shared = crate::controller::Shared::new(ctx.settings.clone(), store, engine);
     Ok((std::sync::Arc::new(shared), repo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `KEDGE_LOG=debug` printed bollard's request lines, with
+    /// the Docker socket path hex-encoded, and every response body.
+    #[test]
+    fn debug_logging_leaves_the_engine_client_out_unless_asked() {
+        assert_eq!(
+            log_directives("debug"),
+            "debug,bollard=info,hyper=info,hyper_util=info"
+        );
+        assert_eq!(
+            log_directives("debug,bollard=debug"),
+            "debug,bollard=debug,hyper=info,hyper_util=info"
+        );
+    }
 }

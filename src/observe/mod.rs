@@ -104,6 +104,10 @@ impl Engine {
     async fn ready(&self) -> Result<&Docker, ObserveError> {
         self.client
             .get_or_try_init(|| async {
+                tracing::debug!(
+                    host = %std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                    "connecting to the docker engine"
+                );
                 let docker = Docker::connect_with_local_defaults()?;
                 docker.negotiate_version().await
             })
