@@ -22,7 +22,9 @@ pub struct Args {
 struct Row {
     commit: String,
     status: DeploymentStatus,
+    /// When it finished (when it started, while it runs).
     deployed_at: String,
+    started_at: String,
     finished_at: Option<String>,
     message: String,
     trigger: String,
@@ -41,7 +43,8 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         let rows: Vec<Row> = deployments
             .into_iter()
             .map(|d| Row {
-                deployed_at: rfc3339_ms(d.started_at),
+                deployed_at: rfc3339_ms(d.finished_at.unwrap_or(d.started_at)),
+                started_at: rfc3339_ms(d.started_at),
                 finished_at: d.finished_at.map(rfc3339_ms),
                 commit: d.commit,
                 status: d.status,
@@ -55,14 +58,26 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(["COMMIT", "STATUS", "DEPLOYED AT"]);
+    // DEPLOYED AT is when the deployment finished; one still running shows "-".
+    let mut table = Table::new(["COMMIT", "STATUS", "DEPLOYED AT", "TRIGGER", "MESSAGE"]);
     for d in &deployments {
+        let message = match &d.error {
+            Some(error) => format!("{} [{}]", first_line(&d.message), first_line(error)),
+            None => first_line(&d.message).to_string(),
+        };
         table.row([
             short(&d.commit),
             d.status.as_str(),
-            &local_time(d.started_at),
+            &d.finished_at.map(local_time).unwrap_or_else(|| "-".into()),
+            &d.trigger,
+            &message,
         ]);
     }
     print!("{}", table.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The subject line of a commit message or an error, for one table row.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
 }

@@ -71,7 +71,14 @@ fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
     let history = k.run(["history", "--repo", &name]);
     history.success();
     let lines: Vec<&str> = history.stdout.lines().collect();
-    assert_eq!(lines[0], "COMMIT    STATUS        DEPLOYED AT");
+    // Regression: the text showed only the first three columns, and
+    // DEPLOYED AT was the start time.
+    assert!(
+        lines[0].starts_with("COMMIT    STATUS        DEPLOYED AT           TRIGGER"),
+        "{}",
+        history.stdout
+    );
+    assert!(lines[0].trim_end().ends_with("MESSAGE"), "{}", lines[0]);
     assert!(
         lines[1].starts_with(&format!("{}   rolled_back   ", &c1[..7])),
         "{}",
@@ -84,6 +91,16 @@ fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
     assert_eq!(json[0]["commit"], c1.as_str());
     assert_eq!(json[0]["status"], "rolled_back");
     assert_eq!(json[0]["trigger"], "rollback");
+    assert_eq!(json[0]["deployed_at"], json[0]["finished_at"]);
+    let finished = chrono::DateTime::parse_from_rfc3339(json[0]["finished_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[2..4].join(" "), finished, "{}", lines[1]);
+    assert_eq!(row[4], "rollback", "{}", lines[1]);
+    assert_eq!(row[5], "first", "the commit message: {}", lines[1]);
 
     let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
     assert_eq!(status[0]["sync_state"], "pinned");
@@ -187,7 +204,7 @@ fn sync_waits_for_an_apply_of_serve_and_never_interleaves() {
     assert_eq!(by_serve["status"], "success");
     assert_eq!(by_sync["status"], "success");
     let serve_finished = by_serve["finished_at"].as_str().unwrap();
-    let sync_started = by_sync["deployed_at"].as_str().unwrap();
+    let sync_started = by_sync["started_at"].as_str().unwrap();
     assert!(
         sync_started >= serve_finished,
         "sync started {sync_started} before serve finished {serve_finished}"
