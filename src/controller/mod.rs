@@ -111,9 +111,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     );
 
     let mut running: HashMap<i64, Running> = HashMap::new();
+    let mut started = false;
     loop {
         match shared.store().repos() {
-            Ok(repos) => supervise(&shared, &mut running, repos),
+            Ok(repos) => {
+                supervise(&shared, &mut running, repos, started);
+                started = true;
+            }
             Err(e) => tracing::error!("cannot read repositories: {}", error_chain(&e)),
         }
         tokio::select! {
@@ -134,7 +138,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
 }
 
 /// Starts tasks for new repositories and stops those of removed ones.
-fn supervise(shared: &Arc<Shared>, running: &mut HashMap<i64, Running>, repos: Vec<Repo>) {
+/// `added`: the repositories found now were registered while `serve` ran.
+fn supervise(
+    shared: &Arc<Shared>,
+    running: &mut HashMap<i64, Running>,
+    repos: Vec<Repo>,
+    added: bool,
+) {
     let ids: Vec<i64> = repos.iter().map(|r| r.id).collect();
     running.retain(|id, r| {
         let keep = ids.contains(id) && !r.handle.is_finished();
@@ -150,16 +160,19 @@ fn supervise(shared: &Arc<Shared>, running: &mut HashMap<i64, Running>, repos: V
         tracing::info!(repo = %repo.name, url = %crate::source::url::redact(&repo.url), branch = %repo.branch, "watching");
         let (stop, stop_rx) = watch::channel(false);
         let id = repo.id;
-        let handle = tokio::spawn(run_repo(shared.clone(), repo, stop_rx));
+        let handle = tokio::spawn(run_repo(shared.clone(), repo, added, stop_rx));
         running.insert(id, Running { stop, handle });
     }
 }
 
-async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<bool>) {
+async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch::Receiver<bool>) {
     let name = repo.name.clone();
     let id = repo.id;
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
     let mut task = RepoTask::new(&shared, repo);
+    if added {
+        task = task.added();
+    }
     let mut failures = 0u32;
     let mut woken = false;
     loop {

@@ -64,6 +64,8 @@ pub fn backoff(failures: u32) -> Duration {
 pub enum Trigger {
     NewCommit,
     Startup,
+    /// The first deployment of a repository registered while `serve` runs.
+    Added,
     Retry,
     Sync,
     Rollback,
@@ -74,6 +76,7 @@ impl Trigger {
         match self {
             Trigger::NewCommit => "new_commit",
             Trigger::Startup => "startup",
+            Trigger::Added => "added",
             Trigger::Retry => "retry",
             Trigger::Sync => "sync",
             Trigger::Rollback => "rollback",
@@ -146,7 +149,9 @@ pub async fn render_commit(
 pub struct RepoTask {
     pub repo: Repo,
     pub git: Repository,
-    first: bool,
+    /// The trigger of this task's first deployment: `startup`, or `added`
+    /// for a repository registered while `serve` runs; `None` after it.
+    first: Option<Trigger>,
     failed_commit: Option<(String, u32)>,
     /// When the remote is checked next; sooner after a failure is retried.
     next_source: Instant,
@@ -165,7 +170,7 @@ impl RepoTask {
         RepoTask {
             git: Repository::new(&repo.url, &repo.branch, clone),
             repo,
-            first: true,
+            first: Some(Trigger::Startup),
             failed_commit: None,
             next_source: now,
             source_failures: 0,
@@ -173,6 +178,12 @@ impl RepoTask {
             engine_returns_seen: shared.engine_returns(),
             lock: None,
         }
+    }
+
+    /// A task for a repository registered while `serve` runs.
+    pub fn added(mut self) -> Self {
+        self.first = Some(Trigger::Added);
+        self
     }
 
     /// For the compose calls that change the project: they hold the lock
@@ -255,7 +266,7 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
             // A rollback holds until the branch moves.
             state.last_error = None;
             save_state(shared, id, &state)?;
-            task.first = false;
+            task.first = None;
             return Ok(());
         }
         tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
@@ -270,7 +281,7 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
             state.last_error = None;
         }
         save_state(shared, id, &state)?;
-        task.first = false;
+        task.first = None;
         return Ok(());
     }
     save_state(shared, id, &state)?;
@@ -279,10 +290,10 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     let commit = task.git.fetch().await?;
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
-        (_, true) => Trigger::Startup,
+        (_, Some(first)) => first,
         _ => Trigger::NewCommit,
     };
-    task.first = false;
+    task.first = None;
     tracing::info!(repo = %name, commit = short(&commit), "new commit {}", short(&commit));
     match deploy(shared, task, &commit, trigger).await {
         Ok(_) => {

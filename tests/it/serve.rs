@@ -135,12 +135,18 @@ fn a_repo_added_while_serving_is_picked_up() {
     remote.commit("first");
     let k = Kedge::new();
     let project = ComposeProject::named(&name);
-    let _serve = k.serve("300ms");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let serve = k.serve("300ms");
+    // serve must be running before the repository exists.
+    wait_for(30, "serve started", || {
+        serve.log().contains("kedge serve started").then_some(())
+    });
     k.run(["repo", "add", &remote.url()]).success();
     wait_for(30, "the late repo deployed", || {
         (by_service(&project).len() == 2).then_some(())
     });
+    // Regression: its first deployment was recorded as `startup`.
+    let history = k.run(["history", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(history[0]["trigger"], "added", "{history}");
 }
 
 #[test]
