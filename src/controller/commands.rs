@@ -62,6 +62,7 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 /// The repository locked, with its clone in place; the task holds the lock.
 async fn cloned(shared: &Arc<Shared>, repo: Repo) -> Result<RepoTask, CommandError> {
     let lock = locked(shared, &repo).await?;
+    super::fail_interrupted(shared, &repo.name, repo.id);
     let mut task = RepoTask::new(shared, repo);
     task.lock = Some(lock);
     task.git

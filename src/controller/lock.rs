@@ -26,12 +26,7 @@ impl RepoLock {
         self.file.as_raw_fd()
     }
 
-    /// Takes the lock, calling `waiting` first when someone else holds it.
-    pub async fn acquire(
-        data_dir: &Path,
-        repo: &str,
-        waiting: impl FnOnce(),
-    ) -> Result<RepoLock, LockError> {
+    fn open(data_dir: &Path, repo: &str) -> Result<(File, PathBuf), LockError> {
         let dir = data_dir.join("locks");
         let path = dir.join(format!("{repo}.lock"));
         let err = |source| LockError {
@@ -45,6 +40,20 @@ impl RepoLock {
             .write(true)
             .open(&path)
             .map_err(err)?;
+        Ok((file, path))
+    }
+
+    /// Takes the lock, calling `waiting` first when someone else holds it.
+    pub async fn acquire(
+        data_dir: &Path,
+        repo: &str,
+        waiting: impl FnOnce(),
+    ) -> Result<RepoLock, LockError> {
+        let (file, path) = RepoLock::open(data_dir, repo)?;
+        let err = |source| LockError {
+            path: path.clone(),
+            source,
+        };
         match file.try_lock() {
             Ok(()) => return Ok(RepoLock { file }),
             Err(TryLockError::Error(e)) => return Err(err(e)),
@@ -64,6 +73,63 @@ impl RepoLock {
             eprintln!("waiting for another apply on {repo} to finish…");
         })
         .await
+    }
+}
+
+/// Only one `kedge serve` owns a data directory: an exclusive `flock` on
+/// `<data-dir>/serve.lock`, which holds the owner's PID for the message a
+/// second one prints. Children never inherit it (close-on-exec).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLockError {
+    #[error(
+        "another kedge serve (pid {pid}) already owns the data directory {}; stop it first, or use another --data-dir",
+        data_dir.display()
+    )]
+    Owned { pid: String, data_dir: PathBuf },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl ServeLock {
+    pub fn acquire(data_dir: &Path) -> Result<ServeLock, ServeLockError> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join("serve.lock");
+        let err = |source| LockError {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = match pid.trim() {
+                    "" => "unknown".to_string(),
+                    p => p.to_string(),
+                };
+                return Err(ServeLockError::Owned {
+                    pid,
+                    data_dir: data_dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(err(e).into()),
+        }
+        file.set_len(0).map_err(err)?;
+        file.rewind().map_err(err)?;
+        writeln!(file, "{}", std::process::id()).map_err(err)?;
+        Ok(ServeLock { _file: file })
     }
 }
 

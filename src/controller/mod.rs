@@ -76,6 +76,8 @@ impl Shared {
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Owned(#[from] lock::ServeLockError),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
 }
@@ -89,13 +91,8 @@ struct Running {
 /// lets applies in flight finish; a second one exits at once.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let store = Store::open(&settings.data_dir)?;
-    let interrupted = store.fail_interrupted()?;
-    if interrupted > 0 {
-        tracing::warn!(
-            count = interrupted,
-            "deployments interrupted by a crash marked failed"
-        );
-    }
+    // Before anything else: a second serve must not touch the first one's work.
+    let _owner = lock::ServeLock::acquire(&settings.data_dir)?;
     let engine = Engine::new();
     if let Err(e) = engine.warm_up().await {
         tracing::warn!("docker engine not answering yet: {}", error_chain(&e));
@@ -175,6 +172,8 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     }
     let mut failures = 0u32;
     let mut woken = false;
+    // Deployments left unfinished are closed once, under the lock.
+    let mut unchecked = true;
     loop {
         if *stop.borrow() {
             break;
@@ -185,6 +184,9 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         .await;
         let result = match lock {
             Ok(held) => {
+                if std::mem::take(&mut unchecked) {
+                    fail_interrupted(&shared, &name, id);
+                }
                 task.lock = Some(held);
                 let result = reconcile(&shared, &mut task).await;
                 task.lock = None;
@@ -234,6 +236,20 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     }
     shared.wakers().remove(&id);
     tracing::debug!(repo = %name, "task stopped");
+}
+
+/// Marks this repository's unfinished deployments `failed`: called with its
+/// lock held, so whoever started them is gone (a crash, a kill -9).
+pub fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
+    match shared.store().fail_interrupted(id) {
+        Ok(0) => {}
+        Ok(count) => {
+            tracing::warn!(repo = %name, count, "deployments interrupted by a crash marked failed")
+        }
+        Err(e) => {
+            tracing::warn!(repo = %name, "cannot close interrupted deployments: {}", error_chain(&e))
+        }
+    }
 }
 
 /// How long a task waits after an engine event before it looks.

@@ -763,14 +763,16 @@ impl Store {
         Ok(())
     }
 
-    /// Deployments a crash left `in_progress` become `failed` ("interrupted").
-    pub fn fail_interrupted(&self) -> Result<usize, StoreError> {
+    /// A repository's deployments left `in_progress` become `failed`
+    /// ("interrupted"). Only for the holder of the repository's lock: every
+    /// apply holds it, so an unfinished row then has no live owner.
+    pub fn fail_interrupted(&self, repo_id: i64) -> Result<usize, StoreError> {
         self.conn
             .execute(
                 "UPDATE deployments SET status = 'failed', finished_at = ?1,
                  error = coalesce(error, 'interrupted: Kedge stopped before the apply finished')
-                 WHERE status = 'in_progress'",
-                [now_ms()],
+                 WHERE repo_id = ?2 AND status = 'in_progress'",
+                params![now_ms(), repo_id],
             )
             .map_err(query("close interrupted deployments"))
     }

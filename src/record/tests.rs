@@ -246,7 +246,21 @@ fn interrupted_deployments_become_failed() {
         .finish_deployment(done, DeploymentStatus::Success, &["web".into()], None)
         .unwrap();
     store.begin_deployment(&d).unwrap();
-    assert_eq!(store.fail_interrupted().unwrap(), 1);
+    // Another repository's apply in flight is its own lock holder's business.
+    let other = store
+        .add_repo(&new_repo("other", "file:///r/other.git", "main"))
+        .unwrap();
+    store
+        .begin_deployment(&NewDeployment {
+            repo_id: other.id,
+            ..d.clone()
+        })
+        .unwrap();
+    assert_eq!(store.fail_interrupted(repo.id).unwrap(), 1);
+    assert_eq!(
+        store.deployments(other.id, 1).unwrap()[0].status,
+        DeploymentStatus::InProgress
+    );
     let history = store.deployments(repo.id, 10).unwrap();
     assert_eq!(history[0].status, DeploymentStatus::Failed);
     assert!(

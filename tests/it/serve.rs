@@ -389,3 +389,83 @@ fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
         by_service(&project).contains_key("web").then_some(())
     });
 }
+
+/// Regression: a second `serve` on the same data directory ran beside the
+/// first and marked its live deployment `failed` ("interrupted").
+#[test]
+fn a_second_serve_on_the_same_data_dir_refuses_and_leaves_the_first_alone() {
+    let (s, serve, c2) = apply_in_flight("twoserve");
+    let (name, k) = (s.name.clone(), &s.kedge);
+    let err = k.cwd().join("second-serve.err");
+    let second = k
+        .command(["serve", "--poll-interval", "300ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = crate::support::ChildGuard(second).wait_exit(10);
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another kedge serve (pid {})", serve.child.id())),
+        "{stderr}"
+    );
+    let done = wait_for(30, "the first serve's deployment finished", || {
+        let h = s.history();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] != "in_progress").then_some(h)
+    });
+    assert_eq!(done[0]["status"], "success", "{done}");
+    let failed: Vec<_> = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "failed")
+        .collect();
+    assert!(failed.is_empty(), "{done}");
+    // The second one left no trace in the log of the first.
+    assert!(!serve.log().contains("interrupted"), "{}", serve.log());
+    assert!(k.run(["status", "--repo", &name]).code == Some(0));
+}
+
+/// "interrupted" is written only for deployments whose owner is gone: a
+/// `serve` started while a `kedge sync` applies waits for it, and the
+/// sync's deployment stays its own.
+#[test]
+fn serve_started_during_a_sync_leaves_the_sync_deployment_alone() {
+    use crate::support::stack::compose_up_running;
+    let s = Stack::new(
+        "syncserve",
+        &[(
+            "compose.yaml",
+            &crate::support::stack::slow_to_stop(IMAGE_1),
+        )],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    s.remote.write(
+        "compose.yaml",
+        &crate::support::stack::slow_to_stop(IMAGE_2),
+    );
+    let c2 = s.remote.commit("two");
+    let sync = s
+        .kedge
+        .command(["sync", "--repo", &s.name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sync = crate::support::ChildGuard(sync);
+    wait_for(30, "the sync's compose up running", || {
+        compose_up_running(&s.name).then_some(())
+    });
+    let serve = s.kedge.serve("300ms");
+    assert!(sync.wait_exit(60).success(), "the sync succeeds");
+    let h = s.history();
+    let by_sync = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["commit"] == c2.as_str() && d["trigger"] == "sync")
+        .unwrap_or_else(|| panic!("{h}"));
+    assert_eq!(by_sync["status"], "success", "{h}");
+    assert!(!serve.log().contains("interrupted"), "{}", serve.log());
+}

@@ -27,3 +27,32 @@ pub fn unique_name(prefix: &str) -> String {
         .subsec_nanos();
     format!("kt-{prefix}-{}-{n}-{:x}", std::process::id(), nanos)
 }
+
+/// A child process killed when the guard drops, even on panic.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Waits up to `secs` for the child to exit; panics (killing it) if not.
+    #[track_caller]
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("the child did not exit within {secs}s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

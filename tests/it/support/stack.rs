@@ -74,7 +74,7 @@ pub fn sleepers(services: &[(&str, &str)]) -> String {
 }
 
 /// One service whose container takes its full 3 s grace period to stop.
-fn slow_to_stop(image: &str) -> String {
+pub fn slow_to_stop(image: &str) -> String {
     format!(
         "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
     )
