@@ -188,7 +188,7 @@ pub async fn check(
     let Some((plan, mode, state)) = drift_plan(shared, task, mode).await? else {
         return Ok(Vec::new());
     };
-    report(shared, task, &plan, mode)?;
+    report(shared, task, &plan, mode);
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
@@ -197,6 +197,7 @@ pub async fn check(
     let name = task.repo.name.clone();
     let project = state.project.clone().unwrap_or_else(|| name.clone());
     let mut done = Vec::new();
+    let mut events: Vec<(&str, String, String)> = Vec::new();
     let files: Vec<PathBuf> = state
         .compose_files
         .unwrap_or_default()
@@ -234,11 +235,7 @@ pub async fn check(
             Ok(()) => tracing::info!(repo = %name, "healed: {detail}"),
             Err(_) => tracing::error!(repo = %name, "heal failed: {detail}"),
         }
-        let store = shared.store();
-        for service in &services {
-            store.add_event(id, "heal", Some(service), &detail)?;
-        }
-        drop(store);
+        events.extend(services.iter().map(|s| ("heal", s.clone(), detail.clone())));
         done.push(detail);
         if matches!(heal, Heal::Remove { .. }) {
             continue;
@@ -251,12 +248,13 @@ pub async fn check(
                     wait.as_secs()
                 );
                 tracing::warn!(repo = %name, %service, "{text}");
-                shared
-                    .store()
-                    .add_event(id, "crash_loop", Some(&service), &text)?;
+                events.push(("crash_loop", service, text));
             }
         }
     }
+    // Healed first, recorded after: a store that cannot be written (a full
+    // disk) never stops a heal.
+    record_events(shared, id, &name, &events);
     // Healed drift that comes back is news again.
     task.drift.reported.clear();
     Ok(done)
@@ -279,13 +277,9 @@ pub fn describe_heal(heal: &Heal) -> String {
 }
 
 /// Logs and records drift not reported yet.
-fn report(
-    shared: &Shared,
-    task: &mut RepoTask,
-    plan: &Plan,
-    mode: Mode,
-) -> Result<(), ReconcileError> {
+fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) {
     let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
+    let mut events = Vec::new();
     for d in current.difference(&task.drift.reported) {
         let text = describe(d);
         if mode == Mode::Auto {
@@ -293,12 +287,24 @@ fn report(
         } else {
             tracing::warn!(repo = %task.repo.name, service = d.service(), %mode, "drift: {text} (not healed: mode {mode})");
         }
-        shared
-            .store()
-            .add_event(task.repo.id, "drift", Some(d.service()), &text)?;
+        events.push(("drift", d.service().to_string(), text));
     }
+    record_events(shared, task.repo.id, &task.repo.name, &events);
     task.drift.reported = current;
-    Ok(())
+}
+
+/// Stores events; a store that cannot be written is logged, never an error:
+/// what happened is in the log either way.
+fn record_events(shared: &Shared, id: i64, name: &str, events: &[(&str, String, String)]) {
+    if events.is_empty() {
+        return;
+    }
+    let store = shared.store();
+    for (kind, service, detail) in events {
+        if let Err(e) = store.add_event(id, kind, Some(service), detail) {
+            tracing::warn!(repo = %name, %kind, "cannot record event: {}", error_chain(&e));
+        }
+    }
 }
 
 /// One line for logs and events.

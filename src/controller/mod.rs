@@ -201,7 +201,9 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             }
             Err(e) => {
                 failures += 1;
-                let retry = backoff(failures);
+                // What failed is retried; drift is still checked at least
+                // every check interval whatever failed (a full disk, say).
+                let retry = backoff(failures).min(shared.settings.check_interval);
                 tracing::warn!(repo = %name, failures, retry_in = ?retry, "{}", error_chain(&e));
                 retry
             }

@@ -226,10 +226,16 @@ pub async fn reconcile(
                 task.source_failures = 0;
                 task.next_source = Instant::now() + shared.settings.poll_interval;
             }
-            Err(ReconcileError::Store(e)) => return Err(ReconcileError::Store(e)),
             Err(e) => {
                 task.source_failures += 1;
                 let retry = backoff(task.source_failures);
+                // A store that cannot be written (a full disk) is retried at
+                // least every check interval: recovery must not wait for the
+                // backoff's cap.
+                let retry = match e {
+                    ReconcileError::Store(_) => retry.min(shared.settings.check_interval),
+                    _ => retry,
+                };
                 tracing::warn!(repo = %task.repo.name, failures = task.source_failures, retry_in = ?retry, "{}", error_chain(&e));
                 task.next_source = Instant::now() + retry;
             }

@@ -300,3 +300,63 @@ fn a_service_labelled_ignore_is_deployed_but_never_healed() {
         .json();
     assert_eq!(diff["drifts"], serde_json::json!([]), "{diff}");
 }
+
+/// Regression: with the data dir on a full filesystem, a stopped container
+/// was not restarted (the store write before the drift check failed), and
+/// once space was freed recovery waited for the backoff's 5-minute cap.
+#[test]
+fn a_full_disk_neither_stops_healing_nor_delays_recovery() {
+    use crate::support::smallfs::SmallFs;
+    let fs = SmallFs::mount(16);
+    let data_dir = fs.path().join("kedge");
+    let name = unique_name("full");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &compose());
+    remote.commit("first");
+    let k = Kedge::new().env("KEDGE_DATA_DIR", data_dir.to_str().unwrap());
+    k.run(["repo", "add", &remote.url()]).success();
+    let s = Stack {
+        name: name.clone(),
+        remote,
+        kedge: k,
+        project: ComposeProject::named(&name),
+    };
+    let serve = s.kedge.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "2s",
+    ]);
+    wait_for(60, "the stack deployed", || {
+        (s.running().len() == 2).then_some(())
+    });
+
+    fs.fill();
+    wait_for(30, "the store failing to write", || {
+        serve.log().contains("disk is full").then_some(())
+    });
+    let web = container_name(&s, "web");
+    docker_ok(&["stop", "-t", "0", &web]);
+    wait_for(10, "the stopped web to run again on a full disk", || {
+        s.running().contains_key("web").then_some(())
+    });
+    // Several failed writes in a row: the old backoff was 30 s by now.
+    wait_for(30, "repeated store failures", || {
+        (serve.log().matches("disk is full").count() >= 6).then_some(())
+    });
+
+    fs.free();
+    s.remote.write(
+        "compose.yaml",
+        &sleepers(&[("web", IMAGE_2), ("api", IMAGE_1)]),
+    );
+    let c2 = s.remote.commit("two");
+    let start = Instant::now();
+    wait_for(20, "the new commit deployed once space is back", || {
+        let m = s.running();
+        (m.get("web")?.label("io.kedge.commit") == Some(c2.as_str())).then_some(())
+    });
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "recovery took {took:?}");
+}

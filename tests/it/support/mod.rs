@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod git;
 pub mod kedge;
+pub mod smallfs;
 pub mod stack;
 
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};
