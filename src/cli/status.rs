@@ -7,7 +7,7 @@ use super::output::{Table, local_time, print_json, rfc3339};
 use super::{Ctx, block_on};
 use crate::controller::Shared;
 use crate::controller::heal;
-use crate::controller::reconcile::RepoTask;
+use crate::controller::reconcile::{RepoTask, Trigger};
 use crate::desired::kedge_yaml::Mode;
 use crate::observe::{ContainerState, Engine};
 use crate::record::{DeploymentStatus, Repo, RepoState, Store};
@@ -102,7 +102,11 @@ async fn collect(
             let store = shared.store();
             (
                 store.repo_state(repo.id)?,
-                store.deployments(repo.id, 1)?.into_iter().next(),
+                // A restore after a failed deployment does not hide the failure.
+                store
+                    .deployments(repo.id, 2)?
+                    .into_iter()
+                    .find(|d| d.trigger != Trigger::AutoRollback.as_str()),
                 store.services(repo.id)?,
                 store.events(repo.id, 5)?,
             )

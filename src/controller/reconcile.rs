@@ -32,9 +32,12 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] super::lock::LockError),
-    #[error("deployment of {} failed", short(commit))]
+    #[error("deployment of {} failed{}", short(commit), if *restored { "; the last successful deployment was restored" } else { "" })]
     Apply {
         commit: String,
+        /// The failed `up` was followed by re-applying the last successful
+        /// deployment: the commit is not retried until the branch moves.
+        restored: bool,
         #[source]
         source: Box<StepError>,
     },
@@ -66,6 +69,8 @@ pub enum Trigger {
     Startup,
     /// The first deployment of a repository registered while `serve` runs.
     Added,
+    /// The last successful deployment re-applied after a failed one.
+    AutoRollback,
     Retry,
     Sync,
     Rollback,
@@ -77,6 +82,7 @@ impl Trigger {
             Trigger::NewCommit => "new_commit",
             Trigger::Startup => "startup",
             Trigger::Added => "added",
+            Trigger::AutoRollback => "auto_rollback",
             Trigger::Retry => "retry",
             Trigger::Sync => "sync",
             Trigger::Rollback => "rollback",
@@ -306,12 +312,15 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
             task.failed_commit = None;
             Ok(())
         }
-        Err(e @ ReconcileError::Apply { .. }) => {
+        Err(e @ ReconcileError::Apply { restored, .. }) => {
             // An engine that does not answer is an outage, not a broken
             // commit: it uses up none of the commit's attempts, and its
-            // return triggers a retry (see `reconcile`).
+            // return triggers a retry (see `reconcile`). A commit whose `up`
+            // failed and was undone is not tried again: trying would only
+            // break and restore the stack once more.
             let counted = u32::from(shared.engine.ping().await);
             let attempts = match &task.failed_commit {
+                _ if restored => MAX_APPLY_ATTEMPTS,
                 Some((c, n)) if *c == commit => n + counted,
                 _ => counted,
             };
@@ -447,8 +456,9 @@ pub async fn apply_rendered(
             let message = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {message}");
             // The clone goes back to what is running: its files are bind-mounted.
-            if let Some(deployed) = load_state(shared, id)?.deployed_commit
-                && let Err(e) = task.git.checkout_deployed(&deployed).await
+            let deployed = load_state(shared, id)?.deployed_commit;
+            if let Some(deployed) = &deployed
+                && let Err(e) = task.git.checkout_deployed(deployed).await
             {
                 tracing::warn!(repo = %name, "cannot restore the deployed checkout: {}", error_chain(&e));
             }
@@ -461,12 +471,143 @@ pub async fn apply_rendered(
             let mut state = load_state(shared, id)?;
             state.last_error = Some(message);
             save_state(shared, id, &state)?;
+            // A failed `up` may have changed part of the stack: put the last
+            // successful deployment back. Earlier steps change nothing.
+            let restored = matches!(e, StepError::Apply(ApplyError::Up(_)))
+                && restore_previous(shared, task, commit, &changed).await?;
             Err(ReconcileError::Apply {
                 commit: commit.to_string(),
+                restored,
                 source: Box::new(e),
             })
         }
     }
+}
+
+/// Re-applies the deployed commit after a failed `up` of `failed`, recorded
+/// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
+/// the deployed tree again; its services' records are still the store's.
+/// False when there is nothing to restore (a first deployment) or the
+/// restore failed too (logged: the failed deployment says what broke).
+async fn restore_previous(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    failed: &str,
+    changed: &[String],
+) -> Result<bool, ReconcileError> {
+    let id = task.repo.id;
+    let name = &task.repo.name;
+    let state = load_state(shared, id)?;
+    let Some(deployed) = state.deployed_commit.clone() else {
+        return Ok(false);
+    };
+    let records = shared.store().services(id)?;
+    let Some(previous) = shared
+        .store()
+        .deployments(id, 50)?
+        .into_iter()
+        .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
+    else {
+        return Ok(false);
+    };
+    if records.is_empty() {
+        return Ok(false);
+    }
+    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let files: Vec<PathBuf> = state
+        .compose_files
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let prune = state.prune.unwrap_or(true);
+    let message = format!(
+        "restored after the failed deployment of {}: {}",
+        short(failed),
+        previous.message
+    );
+    let restore = shared.store().begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit: &deployed,
+        message: &message,
+        trigger: Trigger::AutoRollback.as_str(),
+        compose_snapshot: previous.compose_snapshot.as_deref(),
+    })?;
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let override_path = task.override_path();
+    let mut result = apply::write_label_override(&override_path, &project, &commits);
+    if result.is_ok() {
+        let compose = Compose::new(&project, &task.git.clone, files)
+            .with_file(override_path)
+            .holding(task.lock_fd());
+        // The engine may still be creating what the aborted `up` asked for
+        // when compose exits: a leftover can appear after the first look.
+        for attempt in 1..=RESTORE_ATTEMPTS {
+            remove_recreate_leftovers(shared, &project).await;
+            result = apply::up(&compose, &[], prune).await;
+            if result.is_ok() || attempt == RESTORE_ATTEMPTS {
+                break;
+            }
+            tracing::debug!(repo = %name, attempt, "restore failed, trying again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    match result {
+        Ok(()) => {
+            tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
+            shared.store().finish_deployment(
+                restore,
+                DeploymentStatus::RolledBack,
+                changed,
+                None,
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            let text = error_chain(&e);
+            tracing::error!(repo = %name, restored = short(&deployed), "cannot restore the last successful deployment: {text}");
+            shared.store().finish_deployment(
+                restore,
+                DeploymentStatus::Failed,
+                changed,
+                Some(&text),
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+/// How often a restore is tried before it is given up.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// Compose recreates a container by creating the new one under a temporary
+/// name, `<old id, 12 hex>_<name>`, then renaming it. An `up` aborted midway
+/// can leave such a container behind, which the next `up` takes for a
+/// second replica and trips over (a name conflict): remove them first.
+async fn remove_recreate_leftovers(shared: &Shared, project: &str) {
+    let Ok(containers) = shared.engine.project_containers(project).await else {
+        return;
+    };
+    for c in containers.iter().filter(|c| is_recreate_leftover(&c.name)) {
+        match shared.engine.remove(&c.id).await {
+            Ok(()) => {
+                tracing::info!(%project, container = %c.name, "removed a leftover of an interrupted recreate")
+            }
+            Err(e) => tracing::debug!(%project, container = %c.name, "{}", error_chain(&e)),
+        }
+    }
+}
+
+/// `0123456789ab_project-web-1`: compose's temporary name while recreating.
+fn is_recreate_leftover(name: &str) -> bool {
+    let name = name.trim_start_matches('/');
+    name.len() > 13
+        && name.as_bytes()[12] == b'_'
+        && name[..12].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 async fn apply_desired(
@@ -698,6 +839,20 @@ mod tests {
         assert!(!records.contains_key("old"));
         assert_eq!(changed, ["api", "new", "old"]);
         assert_eq!(rebuild, ["api"]);
+    }
+
+    #[test]
+    fn recreate_leftovers_are_told_by_their_temporary_name() {
+        for (name, leftover) in [
+            ("520c29f1b924_app-web-1", true),
+            ("/520c29f1b924_app-web-1", true),
+            ("app-web-1", false),
+            ("520c29f1b92_app-web-1", false),
+            ("520c29f1b92x_app-web-1", false),
+            ("520c29f1b924_", false),
+        ] {
+            assert_eq!(is_recreate_leftover(name), leftover, "{name}");
+        }
     }
 
     #[test]

@@ -469,3 +469,93 @@ fn serve_started_during_a_sync_leaves_the_sync_deployment_alone() {
     assert_eq!(by_sync["status"], "success", "{h}");
     assert!(!serve.log().contains("interrupted"), "{}", serve.log());
 }
+
+/// Regression: an `up` the engine refused midway (a capability it does not
+/// know) left the stack half changed: one service removed, another
+/// recreated and not started. The README promises the running stack is
+/// untouched by a failed commit: a failed `up` is followed by re-applying
+/// the last successful deployment, recorded as such, and the commit is not
+/// retried until the branch moves.
+#[test]
+fn a_failed_up_midway_restores_the_last_successful_deployment() {
+    let s = stack("undo");
+    let serve = s.kedge.serve("300ms");
+    let c1 = s.remote.remote_head();
+    let first = wait_for(60, "both services running", || {
+        let m = by_service(&s.project);
+        (m.len() == 2).then_some(m)
+    });
+
+    // web moves to image 2 (fine); api gets a capability the engine refuses.
+    let broken = two_services(IMAGE_2, IMAGE_1)
+        .replace("  api:\n", "  api:\n    cap_add: [KEDGE_NO_SUCH_CAP]\n");
+    s.remote.write("compose.yaml", &broken);
+    let c2 = s.remote.commit("web on 2, api with a bad capability");
+    let restored = wait_for(60, "the restore recorded", || {
+        let h = s.history();
+        (h[0]["trigger"] == "auto_rollback" && h[0]["status"] != "in_progress").then_some(h)
+    });
+    assert_eq!(restored[0]["status"], "rolled_back", "{restored}");
+    assert_eq!(restored[0]["commit"], c1.as_str(), "{restored}");
+    assert!(
+        restored[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "restored after the failed deployment of {}",
+                &c2[..7]
+            )),
+        "{restored}"
+    );
+    assert_eq!(restored[1]["commit"], c2.as_str(), "{restored}");
+    assert_eq!(restored[1]["status"], "failed", "{restored}");
+    assert!(
+        restored[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown capability"),
+        "{restored}"
+    );
+
+    // Both services run the last successful deployment again.
+    let now = wait_for(30, "both services back on commit one", || {
+        let m = by_service(&s.project);
+        (m.len() == 2
+            && m.values()
+                .all(|c| c.label("io.kedge.commit") == Some(c1.as_str())))
+        .then_some(m)
+    });
+    assert_eq!(now["web"].image_id, image_id(IMAGE_1));
+    assert_eq!(now["api"].image_id, image_id(IMAGE_1));
+    assert_eq!(
+        s.project.containers().len(),
+        2,
+        "no container of the failed apply is left"
+    );
+    let _ = first;
+
+    // Not retried: it gives up on the commit at once, and says why in status.
+    wait_for(30, "serve giving up on the commit", || {
+        serve
+            .log()
+            .contains("giving up on this commit until the branch moves")
+            .then_some(())
+    });
+    let status = s.status();
+    assert_eq!(status["sync_state"], "failed", "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown capability"),
+        "{status}"
+    );
+    let failed = s
+        .history()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "failed")
+        .count();
+    assert_eq!(failed, 1, "the commit was tried once");
+}
