@@ -63,6 +63,28 @@ pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyErro
         })
 }
 
+/// Takes a stack down for good (`repo remove --down`): [`down`], then its
+/// containers' anonymous volumes, which nothing could ever mount again.
+/// Named volumes are kept. A volume that cannot be removed is logged.
+pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
+    let engine = crate::observe::Engine::new();
+    let anonymous = match engine.anonymous_volumes(project).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%project, "cannot list anonymous volumes: {}", crate::error_chain(&e));
+            Vec::new()
+        }
+    };
+    down(project, lock_fd).await?;
+    for volume in anonymous {
+        match engine.remove_volume(&volume).await {
+            Ok(()) => tracing::debug!(%project, %volume, "anonymous volume removed"),
+            Err(e) => tracing::warn!(%project, "{}", crate::error_chain(&e)),
+        }
+    }
+    Ok(())
+}
+
 /// Writes the compose override that puts Kedge's labels on every service.
 /// `commits` maps each service to the commit that last changed it: compose
 /// hashes labels into its config hash, so only those services are recreated.

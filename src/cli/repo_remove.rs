@@ -12,7 +12,8 @@ use crate::source::clone_dir;
 pub struct Args {
     /// The repository to remove
     pub name: String,
-    /// Also take its stack down (containers and networks; volumes are kept)
+    /// Also take its stack down (containers, networks and anonymous volumes;
+    /// named volumes are kept)
     #[arg(long)]
     pub down: bool,
 }
@@ -37,7 +38,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             .project_name(&repo.name)
             .to_string();
         // Compose holds the lock too, even past this command killed meanwhile.
-        block_on(crate::apply::down(&project, Some(lock.fd())))??;
+        block_on(crate::apply::down_stack(&project, Some(lock.fd())))??;
         tracing::info!(repo = %repo.name, %project, "stack taken down");
     }
 

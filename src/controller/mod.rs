@@ -182,6 +182,13 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
         })
         .await;
+        // `repo remove` holds the lock while it unregisters: a task that gets
+        // the lock after it stops here, before it writes for a repository
+        // that is gone (foreign key errors, retries).
+        if lock.is_ok() && !still_registered(&shared, id) {
+            tracing::info!(repo = %name, "no longer registered: its task stops");
+            break;
+        }
         let result = match lock {
             Ok(held) => {
                 if std::mem::take(&mut unchecked) {
@@ -238,6 +245,12 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     }
     shared.wakers().remove(&id);
     tracing::debug!(repo = %name, "task stopped");
+}
+
+/// Whether the repository with this id is still registered (a read error
+/// counts as yes: the pass will say what is wrong).
+fn still_registered(shared: &Shared, id: i64) -> bool {
+    shared.store().repo_by_id(id).map_or(true, |r| r.is_some())
 }
 
 /// Marks this repository's unfinished deployments `failed`: called with its

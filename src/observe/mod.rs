@@ -36,6 +36,12 @@ pub enum ObserveError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("cannot remove volume {volume}")]
+    RemoveVolume {
+        volume: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("the engine's event stream failed")]
     Events(#[source] bollard::errors::Error),
     #[error("cannot list the containers of project {project}")]
@@ -162,6 +168,57 @@ impl Engine {
             .await
             .map_err(|source| ObserveError::Remove {
                 container: id.to_string(),
+                source,
+            })
+    }
+
+    /// The anonymous volumes of a project's containers (`- /data` in a
+    /// compose file, or an image's VOLUME): named by the engine with 64 hex
+    /// characters and without compose's volume label. Named volumes are
+    /// never among them.
+    pub async fn anonymous_volumes(&self, project: &str) -> Result<Vec<String>, ObserveError> {
+        let docker = self.ready().await?;
+        let filters: HashMap<&str, Vec<String>> =
+            HashMap::from([("label", vec![format!("{PROJECT_LABEL}={project}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| ObserveError::List {
+                project: project.to_string(),
+                source,
+            })?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .flat_map(|c| c.mounts.unwrap_or_default())
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter_map(|m| m.name)
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        for name in names {
+            // A volume compose created for a named volume carries its label.
+            if let Ok(v) = docker.inspect_volume(&name).await
+                && !v.labels.contains_key("com.docker.compose.volume")
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<(), ObserveError> {
+        self.ready()
+            .await?
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+            .map_err(|source| ObserveError::RemoveVolume {
+                volume: name.to_string(),
                 source,
             })
     }

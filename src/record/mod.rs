@@ -562,6 +562,17 @@ impl Store {
             .map_err(query("look up repository"))
     }
 
+    pub fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} WHERE r.id = ?1", Self::REPO_COLUMNS),
+                [id],
+                Self::repo_row,
+            )
+            .optional()
+            .map_err(query("look up repository"))
+    }
+
     /// Deletes the repository with its history and events. False if unknown.
     pub fn remove_repo(&self, name: &str) -> Result<bool, StoreError> {
         let n = self

@@ -1,5 +1,6 @@
 //! `kedge repo add / list / remove` as the spec describes them.
 
+use crate::support::docker::{docker, docker_ok};
 use crate::support::*;
 
 #[test]
@@ -334,7 +335,7 @@ fn remove_down_takes_the_stack_down_and_keeps_volumes() {
     let project_name = format!("{name}-p");
     remote.write(
         "compose.yaml",
-        "services:\n  web:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    volumes: [data:/data]\nvolumes:\n  data:\n",
+        "services:\n  web:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    volumes: [data:/data, /scratch]\nvolumes:\n  data:\n",
     );
     remote.write(
         "kedge.yaml",
@@ -348,8 +349,23 @@ fn remove_down_takes_the_stack_down_and_keeps_volumes() {
     deployed_by_hand(&k, &remote, &name, &project);
     assert_eq!(project.running().len(), 1);
     assert_eq!(project.volumes().len(), 1);
+    let anonymous = AnonymousVolume(docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{if eq .Destination \"/scratch\"}}{{.Name}}{{end}}{{end}}",
+        &project.running()[0].id,
+    ]));
+    assert_eq!(anonymous.0.len(), 64, "{}", anonymous.0);
 
     k.run(["repo", "remove", &name, "--down"]).success();
+    // Regression: the anonymous volume was left behind.
+    assert!(
+        !docker(&["volume", "inspect", &anonymous.0])
+            .status
+            .success(),
+        "the anonymous volume {} is still there",
+        anonymous.0
+    );
     assert!(
         project.containers().is_empty(),
         "{:?}",
@@ -360,4 +376,42 @@ fn remove_down_takes_the_stack_down_and_keeps_volumes() {
         k.run(["repo", "list", "-o", "json"]).success().json(),
         serde_json::json!([])
     );
+}
+
+/// Removed on drop, whatever the test found.
+struct AnonymousVolume(String);
+
+impl Drop for AnonymousVolume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+/// Regression: `repo remove --down` while `serve` ran made the removed
+/// repository's task log "FOREIGN KEY constraint failed" two or three times
+/// and retry; it must stop cleanly.
+#[test]
+fn remove_down_while_serving_stops_the_task_cleanly() {
+    let s = Stack::new(
+        "rmserve",
+        &[(
+            "compose.yaml",
+            &sleepers(&[("web", "kedge-test/busybox:1")]),
+        )],
+    );
+    let serve = s.kedge.serve("300ms");
+    wait_for(60, "the stack deployed", || {
+        (s.project.running().len() == 1).then_some(())
+    });
+    s.kedge.run(["repo", "remove", &s.name, "--down"]).success();
+    assert!(s.project.containers().is_empty());
+    wait_for(10, "the task to stop", || {
+        serve
+            .log()
+            .contains("no longer registered: its task stops")
+            .then_some(())
+    });
+    let log = serve.log();
+    assert!(!log.contains("FOREIGN KEY"), "{log}");
+    assert!(!log.contains("database query failed"), "{log}");
 }
