@@ -289,6 +289,9 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError>
                 let _ = shutdown.send(true);
             } else {
                 tracing::warn!("second signal: aborting");
+                // Children lead their own process groups: no signal reaches them
+                // unless sent, and exit runs no destructor that would.
+                crate::process::kill_all();
                 std::process::exit(130);
             }
         }
