@@ -163,7 +163,8 @@ impl RepoTask {
         let clone = clone_dir(&shared.settings.data_dir, &repo.name);
         let now = Instant::now();
         RepoTask {
-            git: Repository::new(&repo.url, &repo.branch, clone),
+            git: Repository::new(&repo.url, &repo.branch, clone)
+                .with_timeout(shared.settings.git_timeout),
             repo,
             first: true,
             failed_commit: None,
