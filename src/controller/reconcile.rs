@@ -232,21 +232,29 @@ pub async fn reconcile(
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
 
+/// A git error of the remote check, clone or fetch: recorded for `status`.
+fn record_git_error(shared: &Shared, id: i64, e: GitError) -> ReconcileError {
+    let saved = load_state(shared, id).and_then(|mut state| {
+        state.last_error = Some(error_chain(&e));
+        state.checked_at = Some(crate::record::now_ms());
+        save_state(shared, id, &state)
+    });
+    match saved {
+        Ok(()) => e.into(),
+        Err(store) => store.into(),
+    }
+}
+
 /// The remote: a new branch head is fetched, rendered and, in `auto` mode, deployed.
 async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
-    let head = match task.git.remote_head().await {
-        Ok(head) => head,
-        Err(e) => {
-            let mut state = load_state(shared, id)?;
-            state.last_error = Some(error_chain(&e));
-            state.checked_at = Some(crate::record::now_ms());
-            save_state(shared, id, &state)?;
-            return Err(e.into());
-        }
-    };
+    let head = task
+        .git
+        .remote_head()
+        .await
+        .map_err(|e| record_git_error(shared, id, e))?;
     let mut state = load_state(shared, id)?;
     state.remote_head = Some(head.clone());
     state.checked_at = Some(crate::record::now_ms());
@@ -276,8 +284,11 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     }
     save_state(shared, id, &state)?;
 
-    task.git.clone_if_missing().await?;
-    let commit = task.git.fetch().await?;
+    let fetched = match task.git.clone_if_missing().await {
+        Ok(()) => task.git.fetch().await,
+        Err(e) => Err(e),
+    };
+    let commit = fetched.map_err(|e| record_git_error(shared, id, e))?;
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
         (_, true) => Trigger::Startup,

@@ -197,7 +197,7 @@ impl Repository {
                 source,
             })?;
         }
-        git_cmd()
+        self.remote_git()
             .args([
                 "clone",
                 "--quiet",
