@@ -166,10 +166,20 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, mut stop: watch::Receiver<boo
         if *stop.borrow() {
             break;
         }
-        let lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
-            tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
-        })
-        .await;
+        // The network read comes before the lock: a remote that hangs must
+        // neither keep the repository's commands waiting nor delay a stop.
+        if task.source_due(&shared) {
+            tokio::select! {
+                () = task.read_remote_head() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let lock = tokio::select! {
+            lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
+                tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
+            }) => lock,
+            _ = stop.changed() => break,
+        };
         let result = match lock {
             Ok(held) => {
                 task.lock = Some(held);

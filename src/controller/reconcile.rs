@@ -156,6 +156,8 @@ pub struct RepoTask {
     engine_returns_seen: u64,
     /// The repository's lock, while a pass or a command holds it.
     pub lock: Option<super::lock::RepoLock>,
+    /// The branch head read for the coming pass, before the lock was taken.
+    remote_head: Option<Result<String, GitError>>,
 }
 
 impl RepoTask {
@@ -173,7 +175,28 @@ impl RepoTask {
             drift: Default::default(),
             engine_returns_seen: shared.engine_returns(),
             lock: None,
+            remote_head: None,
         }
+    }
+
+    /// Whether the remote check is due. The engine back after an outage
+    /// makes the retry of a commit that failed on it due at once.
+    pub fn source_due(&mut self, shared: &Shared) -> bool {
+        let returns = shared.engine_returns();
+        if returns != self.engine_returns_seen {
+            self.engine_returns_seen = returns;
+            if self.failed_commit.is_some() {
+                self.next_source = Instant::now();
+            }
+        }
+        Instant::now() >= self.next_source
+    }
+
+    /// Reads the branch head for the coming pass. `serve` does this before
+    /// taking the lock: the read may hang until `git.timeout`, and commands
+    /// on the repository must not wait for it.
+    pub async fn read_remote_head(&mut self) {
+        self.remote_head = Some(self.git.remote_head().await);
     }
 
     /// For the compose calls that change the project: they hold the lock
@@ -201,17 +224,12 @@ pub async fn reconcile(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
 ) -> Result<Action, ReconcileError> {
-    let now = Instant::now();
-    let returns = shared.engine_returns();
-    if returns != task.engine_returns_seen {
-        // The engine is back after an outage: what failed on it is retried now.
-        task.engine_returns_seen = returns;
-        if task.failed_commit.is_some() {
-            task.next_source = now;
-        }
-    }
-    if now >= task.next_source {
-        match check_source(shared, task).await {
+    if task.source_due(shared) {
+        let head = match task.remote_head.take() {
+            Some(head) => head,
+            None => task.git.remote_head().await,
+        };
+        match check_source(shared, task, head).await {
             Ok(()) => {
                 task.source_failures = 0;
                 task.next_source = Instant::now() + shared.settings.poll_interval;
@@ -246,15 +264,15 @@ fn record_git_error(shared: &Shared, id: i64, e: GitError) -> ReconcileError {
 }
 
 /// The remote: a new branch head is fetched, rendered and, in `auto` mode, deployed.
-async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
+async fn check_source(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    head: Result<String, GitError>,
+) -> Result<(), ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
-    let head = task
-        .git
-        .remote_head()
-        .await
-        .map_err(|e| record_git_error(shared, id, e))?;
+    let head = head.map_err(|e| record_git_error(shared, id, e))?;
     let mut state = load_state(shared, id)?;
     state.remote_head = Some(head.clone());
     state.checked_at = Some(crate::record::now_ms());
