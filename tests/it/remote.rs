@@ -1,6 +1,10 @@
-//! Remotes over the network: a real smart-HTTP git server with basic auth.
+//! Remotes over the network: a real smart-HTTP git server with basic auth,
+//! and one that accepts connections and never answers.
+
+use std::time::{Duration, Instant};
 
 use crate::support::docker::IMAGE_1;
+use crate::support::hanging::HangingRemote;
 use crate::support::http_git::HttpGit;
 use crate::support::*;
 
@@ -78,4 +82,59 @@ fn clone_errors_reach_status() {
     k.run(["status", "--repo", &name])
         .success()
         .stdout_has("Last error:  cannot clone");
+}
+
+/// Runs a command with its own, short, git timeout; returns what it printed
+/// and how long it took.
+fn timed(k: &Kedge, args: &[&str]) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let out = k
+        .command(args)
+        .env("KEDGE_GIT_TIMEOUT", "1s")
+        .output()
+        .expect("run kedge");
+    (out, started.elapsed())
+}
+
+/// Regression: against a remote that accepts and never answers, serve held
+/// the repository's lock through its 60 s `ls-remote` (so `repo remove`
+/// and `diff` waited on it), SIGTERM waited for it too, and the timeout
+/// killed `git` but orphaned its `git-remote-http` helpers.
+#[test]
+fn a_hanging_remote_leaks_processes_and_blocks_everything_behind_the_lock() {
+    let remote = HangingRemote::start();
+    let (kept, removed) = (unique_name("hang"), unique_name("hang"));
+    let k = Kedge::new();
+    for name in [&kept, &removed] {
+        k.run(["repo", "add", &remote.url(name)]).success();
+    }
+    // serve's own remote checks hang for the default 60 s.
+    let mut serve = k.serve("300ms");
+    wait_for(30, "serve asking both remotes", || {
+        (remote.requests_for(&kept) > 0 && remote.requests_for(&removed) > 0).then_some(())
+    });
+
+    let (diff, took) = timed(&k, &["diff", "--repo", &kept]);
+    let stderr = String::from_utf8_lossy(&diff.stderr);
+    assert!(diff.status.success(), "{stderr}");
+    assert!(!stderr.contains("waiting for another apply"), "{stderr}");
+    assert!(stderr.contains("cannot check the remote"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "diff took {took:?}");
+
+    let (remove, took) = timed(&k, &["repo", "remove", &removed]);
+    let stderr = String::from_utf8_lossy(&remove.stderr);
+    assert!(remove.status.success(), "{stderr}");
+    assert!(!stderr.contains("waiting for another apply"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "repo remove took {took:?}");
+
+    // serve still hangs on `kept`; no apply is in flight.
+    assert!(!remote.clients().is_empty(), "serve's ls-remote is running");
+    let started = Instant::now();
+    assert_eq!(serve.terminate(), Some(0), "{}", serve.log());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+
+    wait_for(5, "every git process of this remote gone", || {
+        remote.clients().is_empty().then_some(())
+    });
 }
