@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian bookworm machine (root) to what Kedge and its tests need:
-# git, a running Docker engine, the compose v2 plugin, and two distinct local
-# busybox-based test images. Idempotent: every step checks before it acts.
+# git, a running Docker engine, the compose v2 plugin, lighttpd (the tests'
+# smart-HTTP git server), and two distinct local busybox-based test images. Idempotent: every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -30,6 +30,22 @@ apt_install() {
   fi
   log "installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# For packages that ship a service the tests start on their own terms
+# (lighttpd on a free port): installing must not start it on port 80.
+apt_install_no_start() {
+  local created=0 status=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created=1
+  fi
+  apt_install "$@" || status=$?
+  if [ $created -eq 1 ]; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  return $status
 }
 
 # Compose v2 is not packaged for bookworm; trixie's docker-compose is a static
@@ -110,6 +126,7 @@ build_test_image() {
 main() {
   need_root "$@"
   apt_install ca-certificates git docker.io busybox-static
+  apt_install_no_start lighttpd
   start_dockerd
   install_compose
   build_test_image kedge-test/busybox:1 one

@@ -1,15 +1,20 @@
 //! The one place Kedge starts child processes (`git`, `docker compose`):
-//! argv only (never a shell string), a timeout, killed when dropped, and
-//! stderr carried into the error. Secrets go in the environment, never argv.
+//! argv only (never a shell string), a timeout, and stderr carried into the
+//! error. Each child leads its own process group, and the whole group is
+//! killed on timeout, when the run is dropped and when Kedge aborts: a
+//! `git` killed alone would orphan its `git-remote-http` helpers. Secrets go
+//! in the environment, never argv.
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static SPAWNED: AtomicU64 = AtomicU64::new(0);
 
@@ -17,6 +22,72 @@ static SPAWNED: AtomicU64 = AtomicU64::new(0);
 /// is measured by this staying put.
 pub fn spawned() -> u64 {
     SPAWNED.load(Ordering::Relaxed)
+}
+
+/// Process groups of the children running now.
+static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// Kills every running child's process group: for an abort that exits
+/// without unwinding, so no destructor would.
+pub fn kill_all() {
+    let groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
+    for pgid in groups.iter() {
+        kill_group(*pgid);
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// A child and its process group. Fields drop in order: the group is
+/// killed before the child is dropped and reaped, so its id is still ours.
+struct Running {
+    group: Group,
+    child: tokio::process::Child,
+}
+
+/// A child's process group, killed when dropped unless the child was
+/// waited for.
+struct Group {
+    pgid: Option<i32>,
+    armed: bool,
+}
+
+impl Group {
+    /// The child leads its group: the group id is its pid (none once it exited).
+    fn new(pid: Option<u32>) -> Self {
+        let pgid = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0);
+        if let Some(pgid) = pgid {
+            GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pgid);
+        }
+        Group { pgid, armed: true }
+    }
+
+    /// The leader exited and was reaped: from now on the id may name
+    /// someone else's group.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let Some(pgid) = self.pgid else { return };
+        if self.armed {
+            kill_group(pgid);
+        }
+        GROUPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pgid);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +218,7 @@ impl Cmd {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
@@ -168,23 +240,42 @@ impl Cmd {
                 });
             }
         }
-        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             command: command.clone(),
             source,
         })?;
         SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let group = Group::new(child.id());
+        let mut running = Running { group, child };
         if let Some(input) = self.stdin {
-            let mut pipe = child.stdin.take().expect("stdin is piped");
+            let mut pipe = running.child.stdin.take().expect("stdin is piped");
             // A child that exits without reading its input is judged by its status.
             let _ = pipe.write_all(&input).await;
             drop(pipe);
         }
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(result) => result.map_err(|source| ProcessError::Io {
-                command: command.clone(),
-                source,
-            })?,
-            // Dropping the future drops the child, which kills it.
+        let mut out_pipe = running.child.stdout.take().expect("stdout is piped");
+        let mut err_pipe = running.child.stderr.take().expect("stderr is piped");
+        let child = &mut running.child;
+        let collect = async move {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let (out, err, status) = tokio::join!(
+                out_pipe.read_to_end(&mut stdout),
+                err_pipe.read_to_end(&mut stderr),
+                child.wait(),
+            );
+            out?;
+            err?;
+            Ok::<_, std::io::Error>((status?, stdout, stderr))
+        };
+        let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, collect).await {
+            Ok(result) => {
+                running.group.disarm();
+                result.map_err(|source| ProcessError::Io {
+                    command: command.clone(),
+                    source,
+                })?
+            }
+            // Dropping `running` kills the child's whole group.
             Err(_) => {
                 return Err(ProcessError::Timeout {
                     command,
@@ -192,18 +283,15 @@ impl Cmd {
                 });
             }
         };
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+        if !status.success() {
             return Err(ProcessError::Failed {
                 command,
-                status: output.status.to_string(),
+                status: status.to_string(),
                 stderr,
             });
         }
-        Ok(Output {
-            stdout: output.stdout,
-            stderr,
-        })
+        Ok(Output { stdout, stderr })
     }
 }
 
@@ -259,6 +347,76 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Whether `pid` still runs (a zombie waiting for its reaper does not).
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| !s.trim_start().starts_with('Z'))
+        })
+    }
+
+    /// Waits a little for the kernel to finish off killed processes.
+    async fn gone(pid: &str) -> bool {
+        for _ in 0..50 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// A shell that starts a grandchild, writes its pid, and waits.
+    fn with_grandchild(pid_file: &Path) -> Cmd {
+        Cmd::new("sh").args([
+            "-c",
+            "sleep 30 & echo $! > \"$1\"; sleep 30",
+            "sh",
+            pid_file.to_str().unwrap(),
+        ])
+    }
+
+    async fn read_pid(pid_file: &Path) -> String {
+        for _ in 0..250 {
+            if let Ok(pid) = std::fs::read_to_string(pid_file)
+                && !pid.trim().is_empty()
+            {
+                return pid.trim().to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the child never wrote {}", pid_file.display());
+    }
+
+    /// Regression: on timeout only the direct child was killed; what it had
+    /// started (git's `git-remote-http` helpers) lived on as orphans.
+    #[tokio::test]
+    async fn a_timed_out_childs_grandchildren_are_killed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let err = with_grandchild(&pid_file)
+            .timeout(Duration::from_millis(500))
+            .run()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
+        let grandchild = read_pid(&pid_file).await;
+        assert!(gone(&grandchild).await, "grandchild {grandchild} survived");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_childs_grandchildren() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let run = tokio::spawn(with_grandchild(&pid_file).run());
+        let grandchild = read_pid(&pid_file).await;
+        assert!(alive(&grandchild));
+        run.abort();
+        assert!(run.await.unwrap_err().is_cancelled());
+        assert!(gone(&grandchild).await, "grandchild {grandchild} survived");
     }
 
     #[tokio::test]

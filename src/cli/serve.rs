@@ -25,6 +25,10 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(crate::controller::serve(ctx.settings.clone()))?;
+    let served = rt.block_on(crate::controller::serve(ctx.settings.clone()));
+    // A task that stopped while waiting for a lock held elsewhere leaves
+    // that wait on a blocking thread: not worth waiting for.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    served?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ use schema::{SchemaError, Section};
 pub const DEFAULT_DATA_DIR: &str = ".kedge";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +44,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub poll_interval: Option<Duration>,
     pub check_interval: Option<Duration>,
+    pub git_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
 }
@@ -64,6 +66,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// The safety net behind the engine's events: a full drift check this often.
     pub check_interval: Duration,
+    /// How long a remote check (`ls-remote`) may take; clone and fetch get
+    /// `git::TRANSFER_FACTOR` times as long.
+    pub git_timeout: Duration,
     pub log_format: LogFormat,
     /// A `tracing` filter directive such as `info` or `kedge=debug`.
     pub log_level: String,
@@ -95,6 +100,8 @@ pub enum ConfigError {
     ZeroPollInterval,
     #[error("drift check interval must be greater than zero")]
     ZeroCheckInterval,
+    #[error("git timeout must be greater than zero")]
+    ZeroGitTimeout,
 }
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
@@ -104,8 +111,11 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         ..FileConfig::default()
     };
-    if let Some(git) = top.section("git", &["poll_interval"])? {
+    if let Some(git) = top.section("git", &["poll_interval", "timeout"])? {
         out.poll_interval = git.parsed("poll_interval", env, |s| {
+            parse_duration(s).map_err(|e| e.to_string())
+        })?;
+        out.git_timeout = git.parsed("timeout", env, |s| {
             parse_duration(s).map_err(|e| e.to_string())
         })?;
     }
@@ -203,6 +213,12 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
     if check_interval.is_zero() {
         return Err(ConfigError::ZeroCheckInterval);
     }
+    let git_timeout = env_duration("KEDGE_GIT_TIMEOUT")?
+        .or(file.git_timeout)
+        .unwrap_or(DEFAULT_GIT_TIMEOUT);
+    if git_timeout.is_zero() {
+        return Err(ConfigError::ZeroGitTimeout);
+    }
 
     let env_format = var("KEDGE_LOG_FORMAT")
         .map(|v| {
@@ -227,6 +243,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         data_dir,
         poll_interval,
         check_interval,
+        git_timeout,
         log_format,
         log_level,
         config_file: None,
@@ -251,6 +268,7 @@ mod tests {
             data_dir: Some(data_dir.into()),
             poll_interval: Some(Duration::from_secs(poll)),
             check_interval: Some(Duration::from_secs(7)),
+            git_timeout: Some(Duration::from_secs(9)),
             log_format: Some(LogFormat::Json),
             log_level: Some("debug".into()),
         }
@@ -262,6 +280,7 @@ mod tests {
         let env = env_of(&[
             ("KEDGE_DATA_DIR", "/from-env"),
             ("KEDGE_POLL_INTERVAL", "5s"),
+            ("KEDGE_GIT_TIMEOUT", "3s"),
             ("KEDGE_LOG_FORMAT", "text"),
         ]);
         let flags = Flags {
@@ -275,6 +294,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from(".kedge"));
         assert_eq!(s.poll_interval, Duration::from_secs(60));
         assert_eq!(s.check_interval, Duration::from_secs(30));
+        assert_eq!(s.git_timeout, Duration::from_secs(60));
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_level, "info");
 
@@ -283,6 +303,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/from-file"));
         assert_eq!(s.poll_interval, Duration::from_secs(30));
         assert_eq!(s.check_interval, Duration::from_secs(7));
+        assert_eq!(s.git_timeout, Duration::from_secs(9));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.log_level, "debug");
 
@@ -290,6 +311,7 @@ mod tests {
         let s = resolve(file("/from-file", 30), &env, &Flags::default()).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/from-env"));
         assert_eq!(s.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.git_timeout, Duration::from_secs(3));
         assert_eq!(s.log_format, LogFormat::Text);
 
         // flags beat the environment
@@ -319,13 +341,18 @@ mod tests {
             resolve(FileConfig::default(), &env, &Flags::default()),
             Err(ConfigError::ZeroPollInterval)
         ));
+        let env = env_of(&[("KEDGE_GIT_TIMEOUT", "0ms")]);
+        assert!(matches!(
+            resolve(FileConfig::default(), &env, &Flags::default()),
+            Err(ConfigError::ZeroGitTimeout)
+        ));
     }
 
     #[test]
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\n",
             &none,
         )
         .unwrap();
@@ -335,6 +362,7 @@ mod tests {
                 data_dir: Some("/srv/kedge".into()),
                 poll_interval: Some(Duration::from_secs(120)),
                 check_interval: Some(Duration::from_secs(10)),
+                git_timeout: Some(Duration::from_secs(20)),
                 log_format: Some(LogFormat::Json),
                 log_level: Some("kedge=debug".into()),
             }
@@ -344,7 +372,7 @@ mod tests {
         let bad: &[(&str, &str)] = &[
             (
                 "git:\n  poll_intervall: 5s\n",
-                "line 2: unknown key `git.poll_intervall` (expected one of: poll_interval)",
+                "line 2: unknown key `git.poll_intervall` (expected one of: poll_interval, timeout)",
             ),
             (
                 "git:\n  poll_interval: often\n",

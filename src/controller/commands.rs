@@ -189,8 +189,10 @@ impl DiffReport {
 /// the branch head would change, service by service. Changes nothing that
 /// runs: the head is rendered in the render worktree.
 pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, CommandError> {
-    let _lock = locked(shared, &repo).await?;
     let task = RepoTask::new(shared, repo);
+    // Asked before the lock is taken: a hanging remote holds up no one else.
+    let remote = task.git.remote_head().await;
+    let _lock = locked(shared, &task.repo).await?;
     let id = task.repo.id;
     let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
         Some((plan, _, _)) => plan.drifts,
@@ -200,7 +202,7 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
         .store()
         .repo_state(id)
         .map_err(ReconcileError::from)?;
-    let (head, remote_error) = match task.git.remote_head().await {
+    let (head, remote_error) = match remote {
         Ok(h) => (Some(h), None),
         Err(e) => (state.remote_head.clone(), Some(error_chain(&e))),
     };

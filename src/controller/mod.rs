@@ -178,10 +178,20 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         if *stop.borrow() {
             break;
         }
-        let lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
-            tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
-        })
-        .await;
+        // The network read comes before the lock: a remote that hangs must
+        // neither keep the repository's commands waiting nor delay a stop.
+        if task.source_due(&shared) {
+            tokio::select! {
+                () = task.read_remote_head() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let lock = tokio::select! {
+            lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
+                tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
+            }) => lock,
+            _ = stop.changed() => break,
+        };
         // `repo remove` holds the lock while it unregisters: a task that gets
         // the lock after it stops here, before it writes for a repository
         // that is gone (foreign key errors, retries).
@@ -333,6 +343,9 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError>
                 let _ = shutdown.send(true);
             } else {
                 tracing::warn!("second signal: aborting");
+                // Children lead their own process groups: no signal reaches them
+                // unless sent, and exit runs no destructor that would.
+                crate::process::kill_all();
                 std::process::exit(130);
             }
         }

@@ -167,6 +167,8 @@ pub struct RepoTask {
     engine_returns_seen: u64,
     /// The repository's lock, while a pass or a command holds it.
     pub lock: Option<super::lock::RepoLock>,
+    /// The branch head read for the coming pass, before the lock was taken.
+    remote_head: Option<Result<String, GitError>>,
 }
 
 impl RepoTask {
@@ -174,7 +176,8 @@ impl RepoTask {
         let clone = clone_dir(&shared.settings.data_dir, &repo.name);
         let now = Instant::now();
         RepoTask {
-            git: Repository::new(&repo.url, &repo.branch, clone),
+            git: Repository::new(&repo.url, &repo.branch, clone)
+                .with_timeout(shared.settings.git_timeout),
             repo,
             first: Some(Trigger::Startup),
             failed_commit: None,
@@ -183,6 +186,7 @@ impl RepoTask {
             drift: Default::default(),
             engine_returns_seen: shared.engine_returns(),
             lock: None,
+            remote_head: None,
         }
     }
 
@@ -190,6 +194,26 @@ impl RepoTask {
     pub fn added(mut self) -> Self {
         self.first = Some(Trigger::Added);
         self
+    }
+
+    /// Whether the remote check is due. The engine back after an outage
+    /// makes the retry of a commit that failed on it due at once.
+    pub fn source_due(&mut self, shared: &Shared) -> bool {
+        let returns = shared.engine_returns();
+        if returns != self.engine_returns_seen {
+            self.engine_returns_seen = returns;
+            if self.failed_commit.is_some() {
+                self.next_source = Instant::now();
+            }
+        }
+        Instant::now() >= self.next_source
+    }
+
+    /// Reads the branch head for the coming pass. `serve` does this before
+    /// taking the lock: the read may hang until `git.timeout`, and commands
+    /// on the repository must not wait for it.
+    pub async fn read_remote_head(&mut self) {
+        self.remote_head = Some(self.git.remote_head().await);
     }
 
     /// For the compose calls that change the project: they hold the lock
@@ -217,17 +241,12 @@ pub async fn reconcile(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
 ) -> Result<Action, ReconcileError> {
-    let now = Instant::now();
-    let returns = shared.engine_returns();
-    if returns != task.engine_returns_seen {
-        // The engine is back after an outage: what failed on it is retried now.
-        task.engine_returns_seen = returns;
-        if task.failed_commit.is_some() {
-            task.next_source = now;
-        }
-    }
-    if now >= task.next_source {
-        match check_source(shared, task).await {
+    if task.source_due(shared) {
+        let head = match task.remote_head.take() {
+            Some(head) => head,
+            None => task.git.remote_head().await,
+        };
+        match check_source(shared, task, head).await {
             Ok(()) => {
                 task.source_failures = 0;
                 task.next_source = Instant::now() + shared.settings.poll_interval;
@@ -254,21 +273,29 @@ pub async fn reconcile(
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
 
+/// A git error of the remote check, clone or fetch: recorded for `status`.
+fn record_git_error(shared: &Shared, id: i64, e: GitError) -> ReconcileError {
+    let saved = load_state(shared, id).and_then(|mut state| {
+        state.last_error = Some(error_chain(&e));
+        state.checked_at = Some(crate::record::now_ms());
+        save_state(shared, id, &state)
+    });
+    match saved {
+        Ok(()) => e.into(),
+        Err(store) => store.into(),
+    }
+}
+
 /// The remote: a new branch head is fetched, rendered and, in `auto` mode, deployed.
-async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), ReconcileError> {
+async fn check_source(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    head: Result<String, GitError>,
+) -> Result<(), ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
-    let head = match task.git.remote_head().await {
-        Ok(head) => head,
-        Err(e) => {
-            let mut state = load_state(shared, id)?;
-            state.last_error = Some(error_chain(&e));
-            state.checked_at = Some(crate::record::now_ms());
-            save_state(shared, id, &state)?;
-            return Err(e.into());
-        }
-    };
+    let head = head.map_err(|e| record_git_error(shared, id, e))?;
     let mut state = load_state(shared, id)?;
     state.remote_head = Some(head.clone());
     state.checked_at = Some(crate::record::now_ms());
@@ -298,8 +325,11 @@ async fn check_source(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), R
     }
     save_state(shared, id, &state)?;
 
-    task.git.clone_if_missing().await?;
-    let commit = task.git.fetch().await?;
+    let fetched = match task.git.clone_if_missing().await {
+        Ok(()) => task.git.fetch().await,
+        Err(e) => Err(e),
+    };
+    let commit = fetched.map_err(|e| record_git_error(shared, id, e))?;
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
         (_, Some(first)) => first,

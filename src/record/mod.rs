@@ -501,7 +501,7 @@ impl Store {
             .find(|(_, url)| crate::source::url::same_repository(url, new.url))
         {
             return Err(StoreError::DuplicateUrl {
-                url: new.url.to_string(),
+                url: crate::source::url::redact(new.url),
                 branch: new.branch.to_string(),
                 existing,
             });

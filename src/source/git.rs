@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use crate::process::{Cmd, ProcessError};
 
+/// Local git work: checkouts, reads of the clone.
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
-const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Clone and fetch transfer data: they may take this many times the
+/// remote check's timeout.
+pub const TRANSFER_FACTOR: u32 = 5;
 /// The worktree new commits are rendered in, inside the clone's `.git`.
 const RENDER_WORKTREE: &str = ".git/kedge-render";
 
@@ -78,6 +81,8 @@ pub struct Repository {
     /// `Authorization` header for credentials that were in the URL, handed
     /// to git through its environment, never its arguments.
     auth_header: Option<String>,
+    /// How long `ls-remote` may take (`git.timeout`).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Repository {
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Repository {
             .field("url", &self.url)
             .field("branch", &self.branch)
             .field("clone", &self.clone)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -98,10 +104,23 @@ impl Repository {
             branch: branch.to_string(),
             clone,
             auth_header,
+            timeout: crate::config::DEFAULT_GIT_TIMEOUT,
         }
     }
 
-    /// A git command that may talk to the remote.
+    /// How long a remote check may take; clone and fetch get
+    /// `TRANSFER_FACTOR` times as long.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn transfer_timeout(&self) -> Duration {
+        self.timeout.saturating_mul(TRANSFER_FACTOR)
+    }
+
+    /// The one way to build a git command that talks to the remote: it
+    /// carries the URL's credentials, in the environment.
     fn remote_git(&self) -> Cmd {
         let cmd = git_cmd();
         match &self.auth_header {
@@ -132,7 +151,7 @@ impl Repository {
             .remote_git()
             .args(["ls-remote", "--heads", "--", &self.url])
             .arg(format!("refs/heads/{}", self.branch))
-            .timeout(LS_REMOTE_TIMEOUT)
+            .timeout(self.timeout)
             .run()
             .await
             .map_err(|source| GitError::Unreachable {
@@ -178,7 +197,7 @@ impl Repository {
                 source,
             })?;
         }
-        git_cmd()
+        self.remote_git()
             .args([
                 "clone",
                 "--quiet",
@@ -189,7 +208,7 @@ impl Repository {
                 &self.url,
             ])
             .arg(&tmp)
-            .timeout(GIT_TIMEOUT)
+            .timeout(self.transfer_timeout())
             .run()
             .await
             .map_err(|source| GitError::Clone {
@@ -213,7 +232,7 @@ impl Repository {
         self.remote_git()
             .cwd(&self.clone)
             .args(["fetch", "--quiet", "--no-tags", "--", &self.url, &refspec])
-            .timeout(GIT_TIMEOUT)
+            .timeout(self.transfer_timeout())
             .run()
             .await
             .map_err(fetch_err)?;

@@ -57,11 +57,11 @@ pub fn normalize_url(input: &str, cwd: &Path) -> Result<String, UrlError> {
         return Err(UrlError::Empty);
     }
     if s.chars().any(char::is_control) {
-        return Err(UrlError::BadCharacters(s.to_string()));
+        return Err(UrlError::BadCharacters(redact(s)));
     }
     if let Some((scheme, rest)) = s.split_once("://") {
         if s.chars().any(char::is_whitespace) {
-            return Err(UrlError::BadCharacters(s.to_string()));
+            return Err(UrlError::BadCharacters(redact(s)));
         }
         return scheme_url(s, &scheme.to_ascii_lowercase(), rest);
     }
@@ -78,10 +78,10 @@ fn scheme_url(s: &str, scheme: &str, rest: &str) -> Result<String, UrlError> {
             // file://HOST/PATH with HOST empty or localhost.
             let path = rest.strip_prefix("localhost").unwrap_or(rest);
             if !path.starts_with('/') {
-                return Err(UrlError::RelativeFileUrl(s.to_string()));
+                return Err(UrlError::RelativeFileUrl(redact(s)));
             }
             if path.trim_matches('/').is_empty() {
-                return Err(UrlError::NoPath(s.to_string()));
+                return Err(UrlError::NoPath(redact(s)));
             }
             Ok(trimmed)
         }
@@ -90,20 +90,20 @@ fn scheme_url(s: &str, scheme: &str, rest: &str) -> Result<String, UrlError> {
             let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
             let (host, port) = split_port(host_port);
             if host.is_empty() {
-                return Err(UrlError::NoHost(s.to_string()));
+                return Err(UrlError::NoHost(redact(s)));
             }
             if let Some(port) = port
                 && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
             {
-                return Err(UrlError::BadPort(s.to_string()));
+                return Err(UrlError::BadPort(redact(s)));
             }
             if path.trim_matches('/').is_empty() {
-                return Err(UrlError::NoPath(s.to_string()));
+                return Err(UrlError::NoPath(redact(s)));
             }
             Ok(trimmed)
         }
         other => Err(UrlError::UnsupportedScheme {
-            url: s.to_string(),
+            url: redact(s),
             scheme: other.to_string(),
         }),
     }
@@ -217,7 +217,7 @@ pub fn derive_name(url: &str) -> Result<String, NameError> {
         suggestion = "myapp".into();
     }
     Err(NameError::NotDerivable {
-        url: url.to_string(),
+        url: redact(url),
         derived,
         suggestion,
     })
@@ -276,7 +276,9 @@ pub fn same_repository(a: &str, b: &str) -> bool {
     key(a) == key(b)
 }
 
-/// The URL with any password replaced, for output and logs.
+/// The URL with any password replaced, for output and logs. A user name
+/// alone is kept only where it is a login (`ssh://git@…`); elsewhere it is
+/// likely a token.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
@@ -288,16 +290,22 @@ pub fn redact(url: &str) -> String {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             let masked = if userinfo.contains(':') {
                 format!("{user}:***")
-            } else if scheme.starts_with("http") {
-                // A bare token in the user part is a credential too.
-                "***".to_string()
-            } else {
+            } else if is_login_scheme(scheme) {
                 user.to_string()
+            } else {
+                "***".to_string()
             };
             format!("{scheme}://{masked}@{host}{}", &rest[authority_end..])
         }
         None => url.to_string(),
     }
+}
+
+/// Schemes whose user part names an account (`git@`), not a secret.
+fn is_login_scheme(scheme: &str) -> bool {
+    ["ssh", "git", "git+ssh", "ssh+git"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
 }
 
 #[cfg(test)]
@@ -465,6 +473,11 @@ mod tests {
             "https://***@host/app.git"
         );
         assert_eq!(redact("ssh://git@host/app.git"), "ssh://git@host/app.git");
+        // A mistyped scheme still hides a token.
+        assert_eq!(
+            redact("htps://ghp_token@host/app.git"),
+            "htps://***@host/app.git"
+        );
         assert_eq!(redact("git@host:app.git"), "git@host:app.git");
         assert_eq!(redact("/srv/app.git"), "/srv/app.git");
     }

@@ -5,6 +5,7 @@ mod support;
 
 mod drift;
 mod harness;
+mod remote;
 mod repo;
 mod rollback;
 mod serve;

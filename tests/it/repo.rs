@@ -415,3 +415,74 @@ fn remove_down_while_serving_stops_the_task_cleanly() {
     assert!(!log.contains("FOREIGN KEY"), "{log}");
     assert!(!log.contains("database query failed"), "{log}");
 }
+
+/// Regression: refusing a URL with credentials in it (a duplicate, a bad
+/// port, no path, a wrong scheme…) printed the URL, secret included.
+#[test]
+fn secrets_printed_in_error_messages() {
+    let secret = "s3cr3t-never-shown";
+    let token = "ghp_tokenNeverShown";
+    let url = format!("https://bot:{secret}@example.com/acme/app.git");
+    let k = Kedge::new();
+    k.run(["repo", "add", &url]).success();
+
+    let refused: Vec<Vec<String>> = [
+        // The same URL again, under another name: a duplicate.
+        vec![url.clone(), "--name".into(), "app2".into()],
+        // The same name again.
+        vec![
+            format!("https://bot:{secret}@example.com/acme/other.git"),
+            "--name".into(),
+            "app".into(),
+        ],
+        // An invalid name, and a name that cannot be derived.
+        vec![url.clone(), "--name".into(), "Bad.Name".into()],
+        vec![format!("https://bot:{secret}@example.com/acme/My.App.git")],
+        // Malformed URLs.
+        vec![format!(
+            "https://bot:{secret}@example.com:port/acme/app.git"
+        )],
+        vec![format!("https://bot:{secret}@example.com")],
+        vec![format!("https://bot:{secret}@/acme/app.git")],
+        vec![format!("ftp://bot:{secret}@example.com/acme/app.git")],
+        vec![format!("htps://{token}@example.com/acme/app.git")],
+        vec![format!("https://{token}@example.com:x/acme/app.git")],
+        vec![format!("https://bot:{secret}@example.com/acme/a pp.git")],
+        vec![format!(
+            "https://bot:{secret}@example.com/acme/a\u{7}pp.git"
+        )],
+        vec![format!("file://bot:{secret}@example.com/app.git")],
+        // A bad branch.
+        vec![
+            url.clone(),
+            "--name".into(),
+            "app3".into(),
+            "--branch".into(),
+            "a b".into(),
+        ],
+    ]
+    .into_iter()
+    .collect();
+    for args in &refused {
+        let out = k.run(
+            ["repo", "add"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args.iter().cloned()),
+        );
+        out.code(1);
+        for s in [secret, token] {
+            assert!(
+                !out.stdout.contains(s) && !out.stderr.contains(s),
+                "{args:?} printed the secret:\n{}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
+    }
+    // The refusals still say what is wrong, about a recognisable URL.
+    k.run(["repo", "add", &url, "--name", "app2"])
+        .code(1)
+        .stderr_has("https://bot:***@example.com/acme/app.git")
+        .stderr_has("already registered as 'app'");
+}

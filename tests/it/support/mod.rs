@@ -6,6 +6,8 @@
 
 pub mod docker;
 pub mod git;
+pub mod hanging;
+pub mod http_git;
 pub mod kedge;
 pub mod smallfs;
 pub mod stack;

@@ -1,0 +1,140 @@
+//! Remotes over the network: a real smart-HTTP git server with basic auth,
+//! and one that accepts connections and never answers.
+
+use std::time::{Duration, Instant};
+
+use crate::support::docker::IMAGE_1;
+use crate::support::hanging::HangingRemote;
+use crate::support::http_git::HttpGit;
+use crate::support::*;
+
+/// A remote holding one sleeper service, and an HTTP server for it.
+fn served(prefix: &str) -> (String, GitRemote, HttpGit) {
+    let name = unique_name(prefix);
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    remote.commit("first");
+    let password = format!("pw-{}", unique_name("secret"));
+    let root = remote.bare.parent().unwrap();
+    let server = HttpGit::start(root, "bot", &password);
+    (name, remote, server)
+}
+
+/// Regression: `ls-remote` carried the URL's credentials but `clone` did
+/// not, so a private repository over http(s) could never be cloned.
+#[test]
+fn credentials_in_an_http_url_never_work() {
+    let (name, remote, server) = served("cred");
+    let project = ComposeProject::named(&name);
+    let k = Kedge::new();
+    k.run(["repo", "add", &server.url_with_credentials(&name)])
+        .success();
+
+    let first = remote.remote_head();
+    k.run(["sync", "--repo", &name]).success();
+    let running = project.running();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].label("io.kedge.commit"), Some(first.as_str()));
+
+    // A new commit comes in through fetch, with the same credentials.
+    remote.write("README.md", "two\n");
+    let second = remote.commit("second");
+    k.run(["sync", "--repo", &name])
+        .success()
+        .stdout_has(&second[..7]);
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(status[0]["deployed_commit"], second.as_str());
+
+    // The secret went nowhere git's arguments or the clone's config show.
+    let config =
+        std::fs::read_to_string(k.data_dir().join("repos").join(&name).join(".git/config"))
+            .unwrap();
+    assert!(!config.contains(&server.password), "{config}");
+}
+
+/// Regression: a failed clone or fetch was retried forever while `status`
+/// said `Last error: -`.
+#[test]
+fn clone_errors_reach_status() {
+    let (name, remote, server) = served("clonerr");
+    // The branch head's tree object is lost: ls-remote reads only the refs
+    // and succeeds, the clone cannot send the objects and fails.
+    let tree = crate::support::git::git(&remote.bare, &["rev-parse", "HEAD^{tree}"]);
+    std::fs::remove_file(
+        remote
+            .bare
+            .join("objects")
+            .join(&tree[..2])
+            .join(&tree[2..]),
+    )
+    .unwrap();
+    let _project = ComposeProject::named(&name);
+    let k = Kedge::new();
+    k.run(["repo", "add", &server.url_with_credentials(&name)])
+        .success();
+    let _serve = k.serve("300ms");
+    let error = wait_for(30, "the clone error in status", || {
+        let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+        status[0]["last_error"].as_str().map(String::from)
+    });
+    assert!(error.contains("cannot clone"), "{error}");
+    assert!(!error.contains(&server.password), "{error}");
+    k.run(["status", "--repo", &name])
+        .success()
+        .stdout_has("Last error:  cannot clone");
+}
+
+/// Runs a command with its own, short, git timeout; returns what it printed
+/// and how long it took.
+fn timed(k: &Kedge, args: &[&str]) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let out = k
+        .command(args)
+        .env("KEDGE_GIT_TIMEOUT", "1s")
+        .output()
+        .expect("run kedge");
+    (out, started.elapsed())
+}
+
+/// Regression: against a remote that accepts and never answers, serve held
+/// the repository's lock through its 60 s `ls-remote` (so `repo remove`
+/// and `diff` waited on it), SIGTERM waited for it too, and the timeout
+/// killed `git` but orphaned its `git-remote-http` helpers.
+#[test]
+fn a_hanging_remote_leaks_processes_and_blocks_everything_behind_the_lock() {
+    let remote = HangingRemote::start();
+    let (kept, removed) = (unique_name("hang"), unique_name("hang"));
+    let k = Kedge::new();
+    for name in [&kept, &removed] {
+        k.run(["repo", "add", &remote.url(name)]).success();
+    }
+    // serve's own remote checks hang for the default 60 s.
+    let mut serve = k.serve("300ms");
+    wait_for(30, "serve asking both remotes", || {
+        (remote.requests_for(&kept) > 0 && remote.requests_for(&removed) > 0).then_some(())
+    });
+
+    let (diff, took) = timed(&k, &["diff", "--repo", &kept]);
+    let stderr = String::from_utf8_lossy(&diff.stderr);
+    assert!(diff.status.success(), "{stderr}");
+    assert!(!stderr.contains("waiting for another apply"), "{stderr}");
+    assert!(stderr.contains("cannot check the remote"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "diff took {took:?}");
+
+    let (remove, took) = timed(&k, &["repo", "remove", &removed]);
+    let stderr = String::from_utf8_lossy(&remove.stderr);
+    assert!(remove.status.success(), "{stderr}");
+    assert!(!stderr.contains("waiting for another apply"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "repo remove took {took:?}");
+
+    // serve still hangs on `kept`; no apply is in flight.
+    assert!(!remote.clients().is_empty(), "serve's ls-remote is running");
+    let started = Instant::now();
+    assert_eq!(serve.terminate(), Some(0), "{}", serve.log());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+
+    wait_for(5, "every git process of this remote gone", || {
+        remote.clients().is_empty().then_some(())
+    });
+}
