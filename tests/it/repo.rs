@@ -486,3 +486,19 @@ fn secrets_printed_in_error_messages() {
         .stderr_has("https://bot:***@example.com/acme/app.git")
         .stderr_has("already registered as 'app'");
 }
+
+/// Regression: with `KEDGE_LOG=debug` the Docker socket path was printed
+/// hex-encoded (the engine client's request lines), with every response body.
+#[test]
+fn debug_logs_name_the_engine_plainly() {
+    let k = Kedge::new().env("KEDGE_LOG", "debug");
+    let out = k.run(["status"]);
+    out.success().stderr_has("connecting to the docker engine");
+    let hex_socket = "2f7661722f72756e2f646f636b65722e736f636b";
+    assert!(!out.stderr.contains(hex_socket), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("Decoded into string"),
+        "{}",
+        out.stderr
+    );
+}
