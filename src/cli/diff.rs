@@ -104,6 +104,13 @@ fn render(r: &DiffReport) -> String {
     }
     let drift_text = out;
     let mut text = drift_text;
+    // A pin the branch moved past is news: say so before what it brings.
+    if let Some(pin) = r.pin.as_ref().filter(|p| !p.holds()) {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("Rollback: {}\n", pin.describe()));
+    }
     if let Some(p) = &r.pending {
         if !text.is_empty() {
             text.push('\n');
@@ -127,8 +134,8 @@ fn render(r: &DiffReport) -> String {
         }
     }
     if text.is_empty() {
-        text = match (&r.deployed_commit, &r.pinned_commit) {
-            (_, Some(pin)) => format!("In sync: pinned to {} by a rollback\n", short(pin)),
+        text = match (&r.deployed_commit, &r.pin) {
+            (_, Some(pin)) => format!("In sync: {}\n", pin.describe()),
             (Some(c), None) => format!("In sync: the containers match commit {}\n", short(c)),
             (None, None) => "Nothing deployed yet\n".to_string(),
         };

@@ -14,6 +14,7 @@ use super::reconcile::{
     Outcome, ReconcileError, RepoTask, Source, Trigger, apply_rendered, deploy, label_commits,
     render_commit,
 };
+use super::remote::PinView;
 use crate::desired::kedge_yaml::Mode;
 use crate::plan::Drift;
 use crate::record::{DeploymentStatus, Repo};
@@ -173,6 +174,8 @@ pub struct DiffReport {
     pub deployed_commit: Option<String>,
     pub remote_head: Option<String>,
     pub pinned_commit: Option<String>,
+    /// The rollback pin, and whether the branch moved past it.
+    pub pin: Option<PinView>,
     pub drifts: Vec<Drift>,
     pub pending: Option<Pending>,
     /// Set when the remote could not be asked for its head.
@@ -190,10 +193,14 @@ impl DiffReport {
 /// runs: the head is rendered in the render worktree.
 pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, CommandError> {
     let task = RepoTask::new(shared, repo);
-    // Asked before the lock is taken: a hanging remote holds up no one else.
-    let remote = task.git.remote_head().await;
-    let _lock = locked(shared, &task.repo).await?;
     let id = task.repo.id;
+    let before = shared
+        .store()
+        .repo_state(id)
+        .map_err(ReconcileError::from)?;
+    // Asked before the lock is taken: a hanging remote holds up no one else.
+    let remote = super::remote::current_head(shared, &task.git, id, &before).await;
+    let _lock = locked(shared, &task.repo).await?;
     let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
         Some((plan, _, _)) => plan.drifts,
         None => Vec::new(),
@@ -202,14 +209,13 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
         .store()
         .repo_state(id)
         .map_err(ReconcileError::from)?;
-    let (head, remote_error) = match remote {
-        Ok(h) => (Some(h), None),
-        Err(e) => (state.remote_head.clone(), Some(error_chain(&e))),
-    };
+    let (head, remote_error) = (remote.head, remote.error);
+    let pin = PinView::new(&state, head.as_deref());
     let mut pending = None;
+    // What the next pass would deploy: the head, unless a pin holds it back.
     if let Some(head) = &head
         && state.deployed_commit.as_ref() != Some(head)
-        && state.pinned_commit.is_none()
+        && !pin.as_ref().is_some_and(PinView::holds)
         && remote_error.is_none()
     {
         task.git
@@ -244,6 +250,7 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
         deployed_commit: state.deployed_commit.clone(),
         remote_head: head,
         pinned_commit: state.pinned_commit.clone(),
+        pin,
         drifts,
         pending,
         remote_error,

@@ -96,6 +96,15 @@ pub enum ServeLockError {
 }
 
 impl ServeLock {
+    /// Whether a `serve` owns the data directory now.
+    pub fn is_held(data_dir: &Path) -> bool {
+        let Ok(file) = File::open(data_dir.join("serve.lock")) else {
+            return false;
+        };
+        // A lock taken here to look is let go when the file closes.
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+    }
+
     pub fn acquire(data_dir: &Path) -> Result<ServeLock, ServeLockError> {
         use std::io::{Read, Seek, Write};
         let path = data_dir.join("serve.lock");
@@ -110,7 +119,19 @@ impl ServeLock {
             .write(true)
             .open(&path)
             .map_err(err)?;
-        match file.try_lock() {
+        // `is_held` takes the lock for an instant to look: a few tries tell
+        // such a glance from an owner.
+        let mut tries = 0;
+        let taken = loop {
+            tries += 1;
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if tries < 5 => {
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                }
+                other => break other,
+            }
+        };
+        match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -136,6 +157,22 @@ impl ServeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_serve_per_data_dir_and_a_glance_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!ServeLock::is_held(dir.path()));
+        let owner = ServeLock::acquire(dir.path()).unwrap();
+        assert!(ServeLock::is_held(dir.path()));
+        let err = ServeLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("another kedge serve (pid {})", std::process::id())),
+            "{err}"
+        );
+        drop(owner);
+        assert!(!ServeLock::is_held(dir.path()));
+        ServeLock::acquire(dir.path()).unwrap();
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 

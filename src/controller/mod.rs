@@ -6,6 +6,7 @@ pub mod commands;
 pub mod heal;
 pub mod lock;
 pub mod reconcile;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -647,6 +647,21 @@ impl Store {
         Ok(())
     }
 
+    /// What a report learned from the remote: its branch head, now.
+    pub fn record_remote_head(&self, repo_id: i64, head: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "INSERT INTO repo_state (repo_id, remote_head, checked_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (repo_id) DO UPDATE SET remote_head = excluded.remote_head,
+                     checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+                params![repo_id, head, now],
+            )
+            .map_err(query("record the remote head"))?;
+        Ok(())
+    }
+
     pub fn services(
         &self,
         repo_id: i64,
