@@ -130,6 +130,7 @@ pub async fn render_commit(
         &task.git.clone,
         &object_ids,
         &|k| std::env::var(k).ok(),
+        task.max_compose_size,
     )
     .await;
     Ok(match rendered {
@@ -156,6 +157,8 @@ pub struct RepoTask {
     engine_returns_seen: u64,
     /// The repository's lock, while a pass or a command holds it.
     pub lock: Option<super::lock::RepoLock>,
+    /// `render.max_compose_size`.
+    max_compose_size: u64,
 }
 
 impl RepoTask {
@@ -172,6 +175,7 @@ impl RepoTask {
             drift: Default::default(),
             engine_returns_seen: shared.engine_returns(),
             lock: None,
+            max_compose_size: shared.settings.max_compose_size,
         }
     }
 

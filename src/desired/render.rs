@@ -25,6 +25,18 @@ pub enum RenderError {
     MissingComposeFile(String),
     #[error("no compose file found (looked for {})", compose::DEFAULT_FILES.join(", "))]
     NoComposeFile,
+    #[error("cannot resolve compose file {file}")]
+    ResolveComposeFile {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("compose file {file} leads outside the repository (to {})", target.display())]
+    OutsideRepository { file: String, target: PathBuf },
+    #[error(
+        "compose file {file} is {size} bytes, over the limit of {limit} bytes (render.max_compose_size)"
+    )]
+    TooLarge { file: String, size: u64, limit: u64 },
     #[error("invalid compose project")]
     Compose(#[source] ProcessError),
     #[error("cannot read the output of docker compose config")]
@@ -79,7 +91,8 @@ pub struct Desired {
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
-/// from `deploy_dir`. `object_ids` maps repository paths to git object ids.
+/// from `deploy_dir`. `object_ids` maps repository paths to git object ids;
+/// compose files over `max_compose_size` bytes are refused.
 pub async fn render(
     repo_name: &str,
     commit: &str,
@@ -87,6 +100,7 @@ pub async fn render(
     deploy_dir: &Path,
     object_ids: &HashMap<String, String>,
     env: Env<'_>,
+    max_compose_size: u64,
 ) -> Result<Desired, RenderError> {
     let kedge = kedge_yaml::load(checkout, env)?;
     let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
@@ -99,6 +113,7 @@ pub async fn render(
         }
         kedge.compose_files.iter().map(PathBuf::from).collect()
     };
+    check_compose_files(checkout, &files, max_compose_size)?;
     let project = kedge.project_name(repo_name).to_string();
     let out = Compose::new(&project, checkout, files.clone())
         .cmd(["config", "--format", "json"])
@@ -121,6 +136,53 @@ pub async fn render(
         services,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
     })
+}
+
+/// Every compose file must be a file of the repository: its real path
+/// (symlinks resolved) inside the checkout, and no larger than the limit,
+/// checked before compose reads it.
+fn check_compose_files(checkout: &Path, files: &[PathBuf], limit: u64) -> Result<(), RenderError> {
+    let name = |f: &Path| f.to_string_lossy().into_owned();
+    let root = checkout
+        .canonicalize()
+        .map_err(|source| RenderError::ResolveComposeFile {
+            file: ".".into(),
+            source,
+        })?;
+    for f in files {
+        let real = match checkout.join(f).canonicalize() {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RenderError::MissingComposeFile(name(f)));
+            }
+            Err(source) => {
+                return Err(RenderError::ResolveComposeFile {
+                    file: name(f),
+                    source,
+                });
+            }
+        };
+        if !real.starts_with(&root) {
+            return Err(RenderError::OutsideRepository {
+                file: name(f),
+                target: real,
+            });
+        }
+        let size = std::fs::metadata(&real)
+            .map_err(|source| RenderError::ResolveComposeFile {
+                file: name(f),
+                source,
+            })?
+            .len();
+        if size > limit {
+            return Err(RenderError::TooLarge {
+                file: name(f),
+                size,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites paths under the render checkout to where the stack runs.
@@ -320,6 +382,57 @@ mod tests {
         let after = service_specs(&changed, root, &base);
         assert_ne!(after["worker"].hash, before["worker"].hash);
         assert_eq!(after["web"].hash, before["web"].hash);
+    }
+
+    #[test]
+    fn compose_files_must_stay_in_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(repo.join("deploy")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::write(repo.join("deploy/real.yaml"), "services: {}\n").unwrap();
+        let link =
+            |target: &Path, at: &str| std::os::unix::fs::symlink(target, repo.join(at)).unwrap();
+        link(&outside.join("compose.yaml"), "link.yaml");
+        link(Path::new("deploy/real.yaml"), "inside.yaml");
+        link(&outside, "sub");
+        link(Path::new("../outside/compose.yaml"), "climb.yaml");
+
+        let check = |f: &str| check_compose_files(&repo, &[PathBuf::from(f)], 1 << 20);
+        check("inside.yaml").expect("a link within the repository is fine");
+        check("deploy/real.yaml").unwrap();
+        for escaping in ["link.yaml", "sub/compose.yaml", "climb.yaml"] {
+            let err = check(escaping).unwrap_err();
+            assert!(
+                matches!(err, RenderError::OutsideRepository { .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "compose file {escaping} leads outside the repository"
+                )),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            check("nope.yaml"),
+            Err(RenderError::MissingComposeFile(_))
+        ));
+    }
+
+    #[test]
+    fn compose_files_over_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), vec![b'#'; 2048]).unwrap();
+        let files = [PathBuf::from("compose.yaml")];
+        check_compose_files(dir.path(), &files, 2048).unwrap();
+        let err = check_compose_files(dir.path(), &files, 2047).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "compose file compose.yaml is 2048 bytes, over the limit of 2047 bytes (render.max_compose_size)"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod support;
 
 mod drift;
 mod harness;
+mod render;
 mod repo;
 mod rollback;
 mod serve;

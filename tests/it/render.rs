@@ -1,0 +1,110 @@
+//! Rendering end to end: which files a commit may deploy and how relative
+//! paths resolve, against real git remotes and the real engine.
+
+use crate::support::docker::{IMAGE_1, IMAGE_2};
+use crate::support::*;
+
+/// The deployment of `commit`, once it is finished.
+fn finished(s: &Stack, commit: &str) -> Option<serde_json::Value> {
+    s.history()
+        .as_array()?
+        .iter()
+        .find(|d| d["commit"] == commit && d["status"] != "in_progress")
+        .cloned()
+}
+
+/// A symlink committed into the remote's work tree.
+fn symlink(remote: &GitRemote, at: &str, target: &std::path::Path) {
+    let path = remote.work.join(at);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let _ = std::fs::remove_file(&path);
+    std::os::unix::fs::symlink(target, path).unwrap();
+}
+
+#[test]
+fn compose_file_symlinks_out_of_the_repository_are_refused() {
+    let s = Stack::new(
+        "escape",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    // A compose file on the host, not in Git, that must never be deployed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("compose.yaml"),
+        sleepers(&[("web", IMAGE_2), ("intruder", IMAGE_2)]),
+    )
+    .unwrap();
+    let _serve = s.kedge.serve("300ms");
+    let running = wait_for(60, "the first deployment", || {
+        let m = s.running();
+        (m.len() == 1).then_some(m)
+    });
+
+    let target = outside.path().join("compose.yaml");
+    let cases: [(&str, &str, Option<&str>); 3] = [
+        // kedge.yaml names a link to a file outside.
+        (
+            "link.yaml",
+            "link.yaml",
+            Some("docker:\n  compose_file: link.yaml\n"),
+        ),
+        // compose.yaml itself is the link (compose's default discovery).
+        ("compose.yaml", "compose.yaml", None),
+        // A directory link: sub -> the outside directory.
+        (
+            "sub",
+            "sub/compose.yaml",
+            Some("docker:\n  compose_file: sub/compose.yaml\n"),
+        ),
+    ];
+    for (link, named, kedge_yaml) in cases {
+        s.remote
+            .write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+        let _ = std::fs::remove_file(s.remote.work.join("kedge.yaml"));
+        if let Some(text) = kedge_yaml {
+            s.remote.write("kedge.yaml", text);
+        }
+        let to = if link == "sub" {
+            outside.path()
+        } else {
+            &target
+        };
+        symlink(&s.remote, link, to);
+        let commit = s.remote.commit(&format!("link {named}"));
+        let d = wait_for(60, "the escaping commit to be recorded", || {
+            finished(&s, &commit)
+        });
+        assert_eq!(d["status"], "failed", "{d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        let want = format!("compose file {named} leads outside the repository");
+        assert!(error.contains(&want), "error {error:?} lacks {want:?}");
+        let now = s.running();
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_eq!(
+            now["web"].id, running["web"].id,
+            "web changed after {named}"
+        );
+        let _ = std::fs::remove_file(s.remote.work.join(link));
+    }
+
+    // A link that stays inside the repository is an ordinary compose file.
+    let _ = std::fs::remove_file(s.remote.work.join("kedge.yaml"));
+    let _ = std::fs::remove_file(s.remote.work.join("compose.yaml"));
+    s.remote
+        .write("deploy/real.yaml", &sleepers(&[("web", IMAGE_2)]));
+    symlink(
+        &s.remote,
+        "compose.yaml",
+        std::path::Path::new("deploy/real.yaml"),
+    );
+    let commit = s.remote.commit("compose.yaml links inside");
+    let d = wait_for(60, "the inside link deployed", || finished(&s, &commit));
+    assert_eq!(d["status"], "success", "{d}");
+    let web = wait_for(30, "web on image 2", || {
+        let m = s.running();
+        m.get("web").filter(|c| c.image == IMAGE_2).cloned()
+    });
+    assert_ne!(web.id, running["web"].id);
+}
