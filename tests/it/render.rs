@@ -1,7 +1,7 @@
 //! Rendering end to end: which files a commit may deploy and how relative
 //! paths resolve, against real git remotes and the real engine.
 
-use crate::support::docker::{IMAGE_1, IMAGE_2};
+use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
 use crate::support::*;
 
 /// The deployment of `commit`, once it is finished.
@@ -108,3 +108,48 @@ fn compose_file_symlinks_out_of_the_repository_are_refused() {
     });
     assert_ne!(web.id, running["web"].id);
 }
+
+#[test]
+fn relative_paths_out_of_the_repository_resolve_as_from_the_clone() {
+    let compose = format!(
+        "services:
+  web:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+    env_file: ../shared.env
+    volumes:
+      - ./conf:/conf:ro
+"
+    );
+    let s = Stack::new(
+        "climb",
+        &[("compose.yaml", &compose), ("conf/app.conf", "x\n")],
+    );
+    // Beside the clone (`repos/<name>/`), outside the repository, as an
+    // operator would keep a file several stacks share.
+    let repos = s.kedge.data_dir().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::write(repos.join("shared.env"), "GREETING=from-beside-the-clone\n").unwrap();
+    let _serve = s.kedge.serve("300ms");
+
+    let commit = s.remote.remote_head();
+    let d = wait_for(60, "the first deployment", || finished(&s, &commit));
+    assert_eq!(d["status"], "success", "{d}");
+    let web = wait_for(30, "web running", || s.running().remove("web"));
+    let env = docker_ok(&["inspect", "--format", "{{json .Config.Env}}", &web.id]);
+    assert!(env.contains("GREETING=from-beside-the-clone"), "{env}");
+    // Paths inside the repository still point into the clone.
+    let source = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Source}}{{end}}",
+        &web.id,
+    ]);
+    let clone = repos.join(&s.name).join("conf");
+    assert_eq!(
+        std::fs::canonicalize(&source).unwrap(),
+        std::fs::canonicalize(clone).unwrap()
+    );
+}
+
