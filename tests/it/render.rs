@@ -153,3 +153,17 @@ fn relative_paths_out_of_the_repository_resolve_as_from_the_clone() {
     );
 }
 
+#[test]
+fn repo_remove_deletes_the_render_worktree_beside_the_clone() {
+    let s = Stack::new(
+        "rmrender",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let repos = s.kedge.data_dir().join("repos");
+    let render = repos.join(format!(".{}.render", s.name));
+    assert!(render.join("compose.yaml").is_file(), "{render:?}");
+    s.kedge.run(["repo", "remove", &s.name]).success();
+    assert!(!repos.join(&s.name).exists());
+    assert!(!render.exists(), "{render:?} left behind");
+}
