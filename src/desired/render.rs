@@ -54,8 +54,16 @@ pub struct ServiceSpec {
     /// Resolved configuration plus repository content fingerprints.
     pub hash: String,
     pub image: Option<String>,
-    /// Build context inside the repository, with its tree id: a change rebuilds.
+    /// Build context inside the repository, with its tree id.
     pub build: Option<String>,
+    /// Hash of everything a build reads: the `build` section (dockerfile,
+    /// args, target, …) and the object ids of the context and of the other
+    /// repository paths it names. The service is built only when this
+    /// changes (or its image is missing). `None`: not a build service, or
+    /// inputs Kedge cannot see (no object ids, as for a stored snapshot);
+    /// absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_fingerprint: Option<String>,
     pub replicas: u32,
     pub restart: Option<String>,
     /// Drift of this service is neither reported nor healed.
@@ -250,6 +258,9 @@ pub fn service_specs(
                     Some(id) => format!("{rel}@{id}"),
                     None => rel,
                 });
+            let build_fingerprint = build
+                .as_ref()
+                .and_then(|_| build_fingerprint(&svc["build"], root, object_ids));
             let replicas = svc["deploy"]["replicas"]
                 .as_u64()
                 .or_else(|| svc["scale"].as_u64())
@@ -259,6 +270,7 @@ pub fn service_specs(
                 hash,
                 image: svc["image"].as_str().map(String::from),
                 build,
+                build_fingerprint,
                 replicas,
                 restart: svc["restart"].as_str().map(String::from),
                 ignored: svc["labels"][IGNORE_LABEL]
@@ -268,6 +280,64 @@ pub fn service_specs(
             (name.clone(), spec)
         })
         .collect()
+}
+
+/// The fingerprint of a service's build inputs: its `build` section as
+/// compose resolved it, plus the object ids of the context and of every
+/// other repository path the section names (a dockerfile outside the
+/// context, additional contexts). `None` when the context's content is not
+/// known from Git.
+fn build_fingerprint(
+    build: &Value,
+    root: &Path,
+    object_ids: &HashMap<String, String>,
+) -> Option<String> {
+    let context = Path::new(build["context"].as_str()?);
+    let context_id = fingerprint(&repo_relative(context, root)?, object_ids)?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    collect_paths(build, &mut paths);
+    if let Some(dockerfile) = build["dockerfile"].as_str() {
+        paths.push(normalize(&context.join(dockerfile)));
+    }
+    let mut ids: Vec<(String, String)> = paths
+        .iter()
+        .filter_map(|p| repo_relative(p, root))
+        .filter_map(|rel| fingerprint(&rel, object_ids).map(|id| (rel, id)))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut hasher = Sha256::new();
+    hasher.update(build.to_string().as_bytes());
+    hasher.update(format!("\0context\0{context_id}").as_bytes());
+    for (path, id) in &ids {
+        hasher.update(format!("\0{path}\0{id}").as_bytes());
+    }
+    Some(hex(&hasher.finalize()))
+}
+
+/// Every absolute path among the strings of `v`.
+fn collect_paths(v: &Value, out: &mut Vec<PathBuf>) {
+    match v {
+        Value::String(s) if s.starts_with('/') => out.push(normalize(Path::new(s))),
+        Value::Array(items) => items.iter().for_each(|i| collect_paths(i, out)),
+        Value::Object(map) => map.values().for_each(|i| collect_paths(i, out)),
+        _ => {}
+    }
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `path` relative to `root` when it lies inside it ("" for the root itself).
@@ -370,6 +440,53 @@ mod tests {
         let rebuilt = service_specs(&doc(), root, &ctx);
         assert_ne!(rebuilt["api"].hash, before["api"].hash);
         assert_eq!(rebuilt["web"].hash, before["web"].hash);
+    }
+
+    #[test]
+    fn build_fingerprints_follow_only_the_build_inputs() {
+        let doc = |build: Value, env: &str| json!({"services": {"app": {"build": build, "environment": {"MODE": env}}}});
+        let base = json!({"context": "/r/app", "dockerfile": "Dockerfile", "args": {"V": "1"}});
+        let ids0 = ids(&[("app", "t1"), ("docker/Dockerfile.app", "d1")]);
+        let fp = |d: &Value, ids: &HashMap<String, String>| {
+            service_specs(d, Path::new("/r"), ids)["app"]
+                .build_fingerprint
+                .clone()
+        };
+        let before = fp(&doc(base.clone(), "a"), &ids0);
+        assert!(before.is_some());
+
+        // An environment change changes the service, not its build.
+        let env_only = service_specs(&doc(base.clone(), "b"), Path::new("/r"), &ids0);
+        assert_ne!(
+            env_only["app"].hash,
+            service_specs(&doc(base.clone(), "a"), Path::new("/r"), &ids0)["app"].hash
+        );
+        assert_eq!(env_only["app"].build_fingerprint, before);
+
+        // Context content, build args, target and dockerfile each change it.
+        let ctx = ids(&[("app", "t2"), ("docker/Dockerfile.app", "d1")]);
+        assert_ne!(fp(&doc(base.clone(), "a"), &ctx), before);
+        let mut args = base.clone();
+        args["args"]["V"] = json!("2");
+        assert_ne!(fp(&doc(args, "a"), &ids0), before);
+        let mut target = base.clone();
+        target["target"] = json!("prod");
+        assert_ne!(fp(&doc(target, "a"), &ids0), before);
+
+        // A dockerfile outside the context is fingerprinted by its content.
+        let mut outer = base.clone();
+        outer["dockerfile"] = json!("../docker/Dockerfile.app");
+        let outer_before = fp(&doc(outer.clone(), "a"), &ids0);
+        let edited = ids(&[("app", "t1"), ("docker/Dockerfile.app", "d2")]);
+        assert_ne!(fp(&doc(outer, "a"), &edited), outer_before);
+
+        // Without object ids (a stored snapshot) the inputs are unknown.
+        assert_eq!(fp(&doc(base, "a"), &ids(&[])), None);
+        // A service without `build` has none.
+        assert_eq!(
+            service_specs(&super::tests::doc(), Path::new("/r"), &ids0)["web"].build_fingerprint,
+            None
+        );
     }
 
     #[test]

@@ -247,6 +247,7 @@ fn repo_state_and_services_round_trip() {
             hash: hash.into(),
             image: Some("busybox".into()),
             build: None,
+            build_fingerprint: None,
             replicas: 1,
             restart: None,
             ignored: false,
@@ -313,4 +314,34 @@ fn a_data_dir_kedge_creates_and_its_database_are_private() {
     Store::open(&own).unwrap();
     assert_eq!(mode(&own), 0o750);
     assert_eq!(mode(&own.join(DB_FILE)), 0o600);
+}
+
+#[test]
+fn service_rows_of_an_older_kedge_read_without_a_build_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    // The spec JSON as versions before build fingerprints wrote it.
+    store
+        .conn
+        .execute(
+            "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+             VALUES (?1, 'api', 'h1', 'c1', ?2, NULL)",
+            params![
+                repo.id,
+                r#"{"name":"api","hash":"h1","image":null,"build":"api@t1","replicas":1,"restart":null,"ignored":false}"#
+            ],
+        )
+        .unwrap();
+    let services = store.services(repo.id).unwrap();
+    assert_eq!(services["api"].spec.build.as_deref(), Some("api@t1"));
+    assert_eq!(services["api"].spec.build_fingerprint, None);
+
+    // A fingerprint written now is read back.
+    let mut updated = services.clone();
+    updated.get_mut("api").unwrap().spec.build_fingerprint = Some("f1".into());
+    store.save_services(repo.id, &updated).unwrap();
+    assert_eq!(store.services(repo.id).unwrap(), updated);
 }
