@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::compose::{self, Compose};
-use crate::observe::{KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
+use crate::observe::{KEDGE_BUILD, KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
 use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,10 +66,13 @@ pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyErro
 /// Writes the compose override that puts Kedge's labels on every service.
 /// `commits` maps each service to the commit that last changed it: compose
 /// hashes labels into its config hash, so only those services are recreated.
+/// `builds` maps build services to their build fingerprint, which labels
+/// the images they build (compose leaves `build` out of its config hash).
 pub fn write_label_override(
     path: &Path,
     project: &str,
     commits: &BTreeMap<String, String>,
+    builds: &BTreeMap<String, String>,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
@@ -80,7 +83,11 @@ pub fn write_label_override(
                 KEDGE_SERVICE: service,
                 KEDGE_COMMIT: commit,
             });
-            (service.clone(), json!({ "labels": labels }))
+            let mut over = json!({ "labels": labels });
+            if let Some(fingerprint) = builds.get(service) {
+                over["build"] = json!({ "labels": { KEDGE_BUILD: fingerprint } });
+            }
+            (service.clone(), over)
         })
         .collect();
     let doc = json!({ "services": services });
@@ -118,7 +125,8 @@ pub async fn pull(
         })
 }
 
-/// Builds the services whose build context changed, then `up -d`.
+/// Builds the services whose build inputs changed or whose image is missing,
+/// then `up -d`.
 pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<(), ApplyError> {
     if !rebuild.is_empty() {
         project

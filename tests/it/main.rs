@@ -3,6 +3,7 @@
 
 mod support;
 
+mod build;
 mod drift;
 mod harness;
 mod render;
