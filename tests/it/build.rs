@@ -87,3 +87,38 @@ fn an_environment_change_of_a_build_service_does_not_rebuild_it() {
     assert_eq!(docker_ok(&["exec", &third.id, "cat", "/ctx/version"]), "v2");
     assert_ne!(image_id(&image), built);
 }
+
+#[test]
+fn a_failed_build_names_the_service_and_compose_s_reason() {
+    let s = Stack::new(
+        "badbuild",
+        &[
+            (
+                "compose.yaml",
+                "services:\n  app:\n    build: ./app\n    command: [sleep, '3600']\n",
+            ),
+            (
+                "app/Dockerfile",
+                &format!("FROM {IMAGE_1}\nRUN echo breaking on purpose && exit 3\n"),
+            ),
+        ],
+    );
+    let _cleanup = BuiltImage(format!("{}-app", s.name));
+    let commit = s.remote.remote_head();
+    let _serve = s.kedge.serve("300ms");
+    let d = wait_for(90, "the failed deployment", || {
+        s.history()
+            .as_array()?
+            .iter()
+            .find(|d| d["commit"] == commit.as_str() && d["status"] == "failed")
+            .cloned()
+    });
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("service app failed to build: "),
+        "{error}"
+    );
+    assert!(error.contains("exit code: 3"), "{error}");
+    assert!(!error.contains("--project-directory"), "{error}");
+    assert!(s.running().is_empty());
+}
