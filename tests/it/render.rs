@@ -167,3 +167,36 @@ fn repo_remove_deletes_the_render_worktree_beside_the_clone() {
     assert!(!repos.join(&s.name).exists());
     assert!(!render.exists(), "{render:?} left behind");
 }
+
+#[test]
+fn a_compose_file_over_the_configured_size_is_refused_before_rendering() {
+    let s = Stack::new(
+        "toolarge",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    let config = s.kedge.cwd().join(".config/kedge");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.yaml"),
+        "render:\n  max_compose_size: 1KiB\n",
+    )
+    .unwrap();
+    let _serve = s.kedge.serve("300ms");
+    let first = wait_for(60, "the first deployment", || s.running().remove("web"));
+
+    // The same stack padded past the limit with a comment.
+    let padded = format!("{}#{}\n", sleepers(&[("web", IMAGE_2)]), "x".repeat(1024));
+    s.remote.write("compose.yaml", &padded);
+    let commit = s.remote.commit("padded");
+    let d = wait_for(60, "the padded commit recorded", || finished(&s, &commit));
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "compose file compose.yaml is {} bytes, over the limit of 1024 bytes",
+            padded.len()
+        )),
+        "{error}"
+    );
+    assert_eq!(s.running()["web"].id, first.id);
+}
