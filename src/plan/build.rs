@@ -90,11 +90,20 @@ mod tests {
         }
     }
 
+    /// What, the service now, as deployed, the image on the host, the answer.
+    type Case = (
+        &'static str,
+        ServiceSpec,
+        Option<ServiceSpec>,
+        ImageOnHost,
+        Option<BuildReason>,
+    );
+
     #[test]
     fn builds_exactly_when_inputs_changed_or_the_image_is_missing() {
         use BuildReason::*;
         #[rustfmt::skip]
-        let cases: Vec<(&str, ServiceSpec, Option<ServiceSpec>, ImageOnHost, Option<BuildReason>)> = vec![
+        let cases: Vec<Case> = vec![
             ("not a build service", spec("h2", false, None), Some(spec("h1", false, None)), ImageOnHost::Missing, None),
             ("unchanged, image present", spec("h1", true, Some("f1")), Some(spec("h1", true, Some("f1"))), present(None), None),
             ("unchanged, image removed by hand", spec("h1", true, Some("f1")), Some(spec("h1", true, Some("f1"))), ImageOnHost::Missing, Some(ImageMissing)),
