@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::compose::{self, Compose};
-use crate::observe::{KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
+use crate::observe::{KEDGE_BUILD, KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
 use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +27,9 @@ pub enum ApplyError {
         #[source]
         source: ProcessError,
     },
-    #[error("cannot build {services:?}")]
-    Build {
-        services: Vec<String>,
-        #[source]
-        source: ProcessError,
-    },
+    /// Compose's own reason only: its command line is logged at debug level.
+    #[error("service {service} failed to build: {reason}")]
+    Build { service: String, reason: String },
     #[error("docker compose up failed")]
     Up(#[source] ProcessError),
     #[error("cannot write the label override {}", path.display())]
@@ -88,10 +85,13 @@ pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), App
 /// Writes the compose override that puts Kedge's labels on every service.
 /// `commits` maps each service to the commit that last changed it: compose
 /// hashes labels into its config hash, so only those services are recreated.
+/// `builds` maps build services to their build fingerprint, which labels
+/// the images they build (compose leaves `build` out of its config hash).
 pub fn write_label_override(
     path: &Path,
     project: &str,
     commits: &BTreeMap<String, String>,
+    builds: &BTreeMap<String, String>,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
@@ -102,7 +102,11 @@ pub fn write_label_override(
                 KEDGE_SERVICE: service,
                 KEDGE_COMMIT: commit,
             });
-            (service.clone(), json!({ "labels": labels }))
+            let mut over = json!({ "labels": labels });
+            if let Some(fingerprint) = builds.get(service) {
+                over["build"] = json!({ "labels": { KEDGE_BUILD: fingerprint } });
+            }
+            (service.clone(), over)
         })
         .collect();
     let doc = json!({ "services": services });
@@ -140,18 +144,23 @@ pub async fn pull(
         })
 }
 
-/// Builds the services whose build context changed, then `up -d`.
+/// Builds the services whose build inputs changed or whose image is missing,
+/// then `up -d`.
 pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<(), ApplyError> {
-    if !rebuild.is_empty() {
+    // One service per call: compose's `--quiet` error does not say which
+    // service failed, and builds are rare enough to run one after another.
+    for service in rebuild {
         project
-            .cmd(["build", "--quiet"])
-            .args(rebuild)
+            .cmd(["build", "--quiet", service])
             .timeout(compose::APPLY_TIMEOUT)
             .run()
             .await
-            .map_err(|source| ApplyError::Build {
-                services: rebuild.to_vec(),
-                source,
+            .map_err(|e| {
+                tracing::debug!("{}", crate::error_chain(&e));
+                ApplyError::Build {
+                    service: service.clone(),
+                    reason: build_reason(&e),
+                }
             })?;
     }
     let mut args = vec!["up", "-d", "--quiet-pull"];
@@ -165,6 +174,24 @@ pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<()
         .await
         .map(drop)
         .map_err(ApplyError::Up)
+}
+
+/// What compose said about a failed build, without Kedge's command line.
+fn build_reason(err: &ProcessError) -> String {
+    match err {
+        ProcessError::Failed { stderr, status, .. } => {
+            let said = stderr.trim();
+            if said.is_empty() {
+                format!("compose exited with {status}")
+            } else {
+                said.to_string()
+            }
+        }
+        ProcessError::Timeout { after, .. } => {
+            format!("not finished within {}s", after.as_secs())
+        }
+        other => crate::error_chain(other),
+    }
 }
 
 /// Heals services: `up -d --no-deps [--force-recreate] SERVICES`. Forcing is
@@ -187,4 +214,48 @@ pub async fn recreate(
         .await
         .map(drop)
         .map_err(ApplyError::Up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_build_says_what_compose_said_not_how_it_was_run() {
+        let failed = ProcessError::Failed {
+            command: "docker compose --project-directory /x build --quiet app".into(),
+            status: "exit status: 17".into(),
+            stderr: "failed to solve: exit code: 3\n".into(),
+        };
+        let cases = [
+            (failed, "failed to solve: exit code: 3"),
+            (
+                ProcessError::Failed {
+                    command: "docker compose build".into(),
+                    status: "exit status: 1".into(),
+                    stderr: " \n".into(),
+                },
+                "compose exited with exit status: 1",
+            ),
+            (
+                ProcessError::Timeout {
+                    command: "docker compose build".into(),
+                    after: Duration::from_secs(900),
+                },
+                "not finished within 900s",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(build_reason(&err), want);
+        }
+        let err = ApplyError::Build {
+            service: "app".into(),
+            reason: "failed to solve: exit code: 3".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "service app failed to build: failed to solve: exit code: 3"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+    }
 }

@@ -52,6 +52,10 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    // The render worktree beside the clone goes with it.
+    let _ = std::fs::remove_dir_all(
+        crate::source::git::Repository::new(&repo.url, &repo.branch, clone).render_dir(),
+    );
     if ctx.json() {
         print_json(&serde_json::json!({ "removed": repo.name, "down": args.down }))?;
     } else {

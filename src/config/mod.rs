@@ -19,6 +19,9 @@ pub const DEFAULT_DATA_DIR: &str = ".kedge";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Compose files larger than this are refused before rendering: compose
+/// holds a file many times over while it parses (a 20 MB file, 880 MB RSS).
+pub const DEFAULT_MAX_COMPOSE_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +50,7 @@ pub struct FileConfig {
     pub git_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub max_compose_size: Option<u64>,
 }
 
 /// What the command line said.
@@ -72,6 +76,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A `tracing` filter directive such as `info` or `kedge=debug`.
     pub log_level: String,
+    /// Bytes; a larger compose file is refused before rendering.
+    pub max_compose_size: u64,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -106,7 +112,7 @@ pub enum ConfigError {
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     let doc = yaml::parse(text)?;
-    let top = Section::new(&doc, "", &["data_dir", "git", "drift", "log"])?;
+    let top = Section::new(&doc, "", &["data_dir", "git", "drift", "log", "render"])?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         ..FileConfig::default()
@@ -128,7 +134,32 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.log_format = log.parsed("format", env, LogFormat::parse)?;
         out.log_level = log.string("level", env)?.map(|(s, _)| s);
     }
+    if let Some(render) = top.section("render", &["max_compose_size"])? {
+        out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
+    }
     Ok(out)
+}
+
+/// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`,
+/// `GiB`), greater than zero.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    const EXPECTED: &str = "a size greater than zero such as 4MiB, 512KiB or 1048576";
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(EXPECTED.into()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| EXPECTED.into())
 }
 
 /// The config file to read: `--config`, else `KEDGE_CONFIG`, else
@@ -246,6 +277,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         git_timeout,
         log_format,
         log_level,
+        max_compose_size: file.max_compose_size.unwrap_or(DEFAULT_MAX_COMPOSE_SIZE),
         config_file: None,
     })
 }
@@ -271,6 +303,7 @@ mod tests {
             git_timeout: Some(Duration::from_secs(9)),
             log_format: Some(LogFormat::Json),
             log_level: Some("debug".into()),
+            max_compose_size: None,
         }
     }
 
@@ -297,6 +330,7 @@ mod tests {
         assert_eq!(s.git_timeout, Duration::from_secs(60));
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_level, "info");
+        assert_eq!(s.max_compose_size, 4 * 1024 * 1024);
 
         // file beats defaults
         let s = resolve(file("/from-file", 30), &none, &Flags::default()).unwrap();
@@ -352,7 +386,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\n",
             &none,
         )
         .unwrap();
@@ -365,6 +399,7 @@ mod tests {
                 git_timeout: Some(Duration::from_secs(20)),
                 log_format: Some(LogFormat::Json),
                 log_level: Some("kedge=debug".into()),
+                max_compose_size: Some(512 * 1024),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());
@@ -383,6 +418,14 @@ mod tests {
                 "line 2: `log.format`: invalid value \"xml\", expected text or json",
             ),
             (
+                "render:\n  max_compose_size: 4MB\n",
+                "line 2: `render.max_compose_size`: invalid value \"4MB\", expected a size greater than zero such as 4MiB, 512KiB or 1048576",
+            ),
+            (
+                "render:\n  max_compose_size: 0\n",
+                "line 2: `render.max_compose_size`: invalid value \"0\", expected a size greater than zero such as 4MiB, 512KiB or 1048576",
+            ),
+            (
                 "git: 5\n",
                 "line 1: `git` must be a mapping, found a scalar",
             ),
@@ -393,6 +436,30 @@ mod tests {
                 *want,
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("1", 1),
+            ("4MiB", 4 << 20),
+            ("512KiB", 512 << 10),
+            ("2GiB", 2 << 30),
+            ("10B", 10),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "MiB",
+            "1.5MiB",
+            "4mb",
+            "-1",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 

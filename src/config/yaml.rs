@@ -51,6 +51,9 @@ pub struct SyntaxError {
     pub line: Option<u32>,
     pub column: Option<u32>,
     pub message: String,
+    /// The parser's budget (nodes, aliases, depth, size) ran out: the
+    /// document is too large or too deeply aliased, not mistyped.
+    pub exhausted: bool,
 }
 
 fn position(line: Option<u32>, column: Option<u32>) -> String {
@@ -74,6 +77,12 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             line: line_of(&spanned),
             value: spanned.value,
         }),
+        Err(e) if exhausted(&e) => Err(SyntaxError {
+            line: None,
+            column: None,
+            message: "too large or too deeply aliased".into(),
+            exhausted: true,
+        }),
         Err(e) => {
             let location = e.location();
             let message = e.without_snippet().to_string();
@@ -87,9 +96,27 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 line: location.map(|l| l.line() as u32).filter(|l| *l > 0),
                 column: location.map(|l| l.column() as u32).filter(|c| *c > 0),
                 message,
+                exhausted: false,
             })
         }
     }
+}
+
+/// Whether the parser gave up on its resource budget rather than on syntax.
+fn exhausted(e: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    let mut e = e.without_snippet();
+    while let E::AliasError { error, .. } = e {
+        e = error.without_snippet();
+    }
+    matches!(
+        e,
+        E::Budget { .. }
+            | E::AliasReplayCounterOverflow { .. }
+            | E::AliasReplayLimitExceeded { .. }
+            | E::AliasExpansionLimitExceeded { .. }
+            | E::AliasReplayStackDepthExceeded { .. }
+    )
 }
 
 /// Drops the parser's advice to its own API users and the repeated position.

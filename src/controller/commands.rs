@@ -110,7 +110,7 @@ pub async fn sync(
             error: error_chain(&e),
         })?;
         let previous = shared.store().services(id).map_err(ReconcileError::from)?;
-        let (_, changed, _) = label_commits(&rendered.desired, &previous, &head);
+        let (_, changed) = label_commits(&rendered.desired, &previous, &head);
         let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
             Some((plan, _, _)) => plan.heals.iter().map(heal::describe_heal).collect(),
             None => Vec::new(),

@@ -12,6 +12,7 @@ use crate::apply::{self, ApplyError};
 use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::desired::render::{self, Desired, RenderError};
+use crate::plan::build::build_reason;
 use crate::record::{DeploymentStatus, NewDeployment, Repo, RepoState, ServiceRecord, StoreError};
 use crate::source::clone_dir;
 use crate::source::git::{GitError, Repository};
@@ -139,6 +140,7 @@ pub async fn render_commit(
         &task.git.clone,
         &object_ids,
         &|k| std::env::var(k).ok(),
+        task.max_compose_size,
     )
     .await;
     Ok(match rendered {
@@ -169,6 +171,8 @@ pub struct RepoTask {
     pub lock: Option<super::lock::RepoLock>,
     /// The branch head read for the coming pass, before the lock was taken.
     remote_head: Option<Result<String, GitError>>,
+    /// `render.max_compose_size`.
+    max_compose_size: u64,
 }
 
 impl RepoTask {
@@ -187,6 +191,7 @@ impl RepoTask {
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,
+            max_compose_size: shared.settings.max_compose_size,
         }
     }
 
@@ -441,8 +446,8 @@ pub async fn apply_rendered(
 
     tracing::debug!(commit = short(commit), "rendered");
     let previous = shared.store().services(id)?;
-    let (mut records, changed, rebuild) = label_commits(desired, &previous, commit);
-    let result = apply_desired(shared, task, desired, &source, &records, &rebuild).await;
+    let (mut records, changed) = label_commits(desired, &previous, commit);
+    let result = apply_desired(shared, task, desired, &source, &records, &previous).await;
     let elapsed = started.elapsed();
     match result {
         Ok(()) => {
@@ -568,8 +573,12 @@ async fn restore_previous(
         .iter()
         .map(|(s, r)| (s.clone(), r.commit.clone()))
         .collect();
+    let fingerprints: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
+        .collect();
     let override_path = task.override_path();
-    let mut result = apply::write_label_override(&override_path, &project, &commits);
+    let mut result = apply::write_label_override(&override_path, &project, &commits, &fingerprints);
     if result.is_ok() {
         let compose = Compose::new(&project, &task.git.clone, files)
             .with_file(override_path)
@@ -646,7 +655,7 @@ async fn apply_desired(
     desired: &Desired,
     source: &Source,
     records: &BTreeMap<String, ServiceRecord>,
-    rebuild: &[String],
+    previous: &BTreeMap<String, ServiceRecord>,
 ) -> Result<(), StepError> {
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
@@ -668,13 +677,19 @@ async fn apply_desired(
         .iter()
         .map(|(s, r)| (s.clone(), r.commit.clone()))
         .collect();
+    let fingerprints: BTreeMap<String, String> = desired
+        .services
+        .iter()
+        .filter_map(|(s, spec)| Some((s.clone(), spec.build_fingerprint.clone()?)))
+        .collect();
+    let rebuild = builds(shared, desired, previous).await;
     let override_path = task.override_path();
-    apply::write_label_override(&override_path, &desired.project, &commits)?;
+    apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints)?;
     let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
         .with_file(override_path)
         .holding(task.lock_fd());
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
-    apply::up(&project, rebuild, desired.kedge.prune).await?;
+    apply::up(&project, &rebuild, desired.kedge.prune).await?;
     tracing::debug!(commit = short(&desired.commit), "compose up done");
     Ok(())
 }
@@ -728,17 +743,44 @@ async fn missing_images(shared: &Shared, desired: &Desired) -> (Vec<String>, Vec
     (services, images)
 }
 
+/// The build services to build before `up`: those whose build inputs
+/// changed or whose image is not on the host (see `plan::build`).
+async fn builds(
+    shared: &Shared,
+    desired: &Desired,
+    previous: &BTreeMap<String, ServiceRecord>,
+) -> Vec<String> {
+    let built: Vec<_> = desired
+        .services
+        .values()
+        .filter(|spec| spec.build.is_some())
+        .collect();
+    let images = futures_util::future::join_all(built.iter().map(|spec| async {
+        let image = spec.image_ref(&desired.project);
+        shared.engine.image_on_host(&image).await
+    }))
+    .await;
+    let mut rebuild = Vec::new();
+    for (spec, image) in built.into_iter().zip(images) {
+        let before = previous.get(&spec.name).map(|r| &r.spec);
+        if let Some(reason) = build_reason(spec, before, &image) {
+            tracing::info!(service = %spec.name, "building {}: {}", spec.name, reason.as_str());
+            rebuild.push(spec.name.clone());
+        }
+    }
+    rebuild
+}
+
 /// The commit each service's `io.kedge.commit` label carries: the one that
-/// last changed the service. Returns the records, the changed services
-/// (sorted; removed ones included) and the changed services to rebuild.
+/// last changed the service. Returns the records and the changed services
+/// (sorted; removed ones included).
 pub fn label_commits(
     desired: &Desired,
     previous: &BTreeMap<String, ServiceRecord>,
     commit: &str,
-) -> (BTreeMap<String, ServiceRecord>, Vec<String>, Vec<String>) {
+) -> (BTreeMap<String, ServiceRecord>, Vec<String>) {
     let mut records = BTreeMap::new();
     let mut changed = Vec::new();
-    let mut rebuild = Vec::new();
     for (name, spec) in &desired.services {
         let kept = previous.get(name).filter(|p| p.spec.hash == spec.hash);
         let record = match kept {
@@ -749,9 +791,6 @@ pub fn label_commits(
             },
             None => {
                 changed.push(name.clone());
-                if spec.build.is_some() {
-                    rebuild.push(name.clone());
-                }
                 ServiceRecord {
                     spec: spec.clone(),
                     commit: commit.to_string(),
@@ -768,7 +807,7 @@ pub fn label_commits(
             .cloned(),
     );
     changed.sort();
-    (records, changed, rebuild)
+    (records, changed)
 }
 
 /// A commit that cannot be rendered is a failed deployment; nothing is applied
@@ -823,6 +862,7 @@ mod tests {
                             hash: h.to_string(),
                             image: None,
                             build: build.then(|| "ctx".to_string()),
+                            build_fingerprint: None,
                             replicas: 1,
                             restart: None,
                             ignored: false,
@@ -840,6 +880,7 @@ mod tests {
                 hash: hash.into(),
                 image: None,
                 build: None,
+                build_fingerprint: None,
                 replicas: 1,
                 restart: None,
                 ignored: false,
@@ -861,14 +902,13 @@ mod tests {
             ("api", "h-api2", true),
             ("new", "h-new", false),
         ]);
-        let (records, changed, rebuild) = label_commits(&d, &previous, "c2");
+        let (records, changed) = label_commits(&d, &previous, "c2");
         let got = |n: &str| (records[n].spec.hash.as_str(), records[n].commit.as_str());
         assert_eq!(got("web"), ("h-web", "c1"));
         assert_eq!(got("api"), ("h-api2", "c2"));
         assert_eq!(got("new"), ("h-new", "c2"));
         assert!(!records.contains_key("old"));
         assert_eq!(changed, ["api", "new", "old"]);
-        assert_eq!(rebuild, ["api"]);
     }
 
     #[test]

@@ -85,13 +85,19 @@ pub enum KedgeYamlError {
     },
     #[error("invalid {FILE_NAME}")]
     Invalid(#[source] SchemaError),
+    /// The parser's resource budget ran out: an alias bomb or a huge file.
+    #[error("{FILE_NAME} is too large or too deeply aliased")]
+    TooLarge,
 }
 
 /// Reads `kedge.yaml` from a checkout; a repository without one gets the defaults.
 pub fn load(repo_dir: &Path, env: Env) -> Result<KedgeYaml, KedgeYamlError> {
     let path = repo_dir.join(FILE_NAME);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text, env).map_err(KedgeYamlError::Invalid),
+        Ok(text) => parse(&text, env).map_err(|e| match e {
+            SchemaError::Syntax(s) if s.exhausted => KedgeYamlError::TooLarge,
+            e => KedgeYamlError::Invalid(e),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KedgeYaml::default()),
         Err(source) => Err(KedgeYamlError::Read { path, source }),
     }
@@ -314,6 +320,30 @@ mod tests {
     fn syntax_error_has_a_line() {
         let err = parse("docker:\n  project_name: [unclosed\n", &env).unwrap_err();
         assert!(err.to_string().starts_with("line "), "{err}");
+    }
+
+    /// A billion-laughs document: nine aliases of nine aliases, nine deep.
+    fn alias_bomb() -> String {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        let names: Vec<char> = ('a'..='i').collect();
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            text.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        text.push_str("docker:\n  project_name: *i\n");
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_in_plain_words() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), alias_bomb()).unwrap();
+        let err = load(dir.path(), &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kedge.yaml is too large or too deeply aliased"
+        );
     }
 
     #[test]

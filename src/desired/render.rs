@@ -25,6 +25,18 @@ pub enum RenderError {
     MissingComposeFile(String),
     #[error("no compose file found (looked for {})", compose::DEFAULT_FILES.join(", "))]
     NoComposeFile,
+    #[error("cannot resolve compose file {file}")]
+    ResolveComposeFile {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("compose file {file} leads outside the repository (to {})", target.display())]
+    OutsideRepository { file: String, target: PathBuf },
+    #[error(
+        "compose file {file} is {size} bytes, over the limit of {limit} bytes (render.max_compose_size)"
+    )]
+    TooLarge { file: String, size: u64, limit: u64 },
     #[error("invalid compose project")]
     Compose(#[source] ProcessError),
     #[error("cannot read the output of docker compose config")]
@@ -42,8 +54,16 @@ pub struct ServiceSpec {
     /// Resolved configuration plus repository content fingerprints.
     pub hash: String,
     pub image: Option<String>,
-    /// Build context inside the repository, with its tree id: a change rebuilds.
+    /// Build context inside the repository, with its tree id.
     pub build: Option<String>,
+    /// Hash of everything a build reads: the `build` section (dockerfile,
+    /// args, target, …) and the object ids of the context and of the other
+    /// repository paths it names. The service is built only when this
+    /// changes (or its image is missing). `None`: not a build service, or
+    /// inputs Kedge cannot see (no object ids, as for a stored snapshot);
+    /// absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_fingerprint: Option<String>,
     pub replicas: u32,
     pub restart: Option<String>,
     /// Drift of this service is neither reported nor healed.
@@ -79,7 +99,8 @@ pub struct Desired {
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
-/// from `deploy_dir`. `object_ids` maps repository paths to git object ids.
+/// from `deploy_dir`. `object_ids` maps repository paths to git object ids;
+/// compose files over `max_compose_size` bytes are refused.
 pub async fn render(
     repo_name: &str,
     commit: &str,
@@ -87,6 +108,7 @@ pub async fn render(
     deploy_dir: &Path,
     object_ids: &HashMap<String, String>,
     env: Env<'_>,
+    max_compose_size: u64,
 ) -> Result<Desired, RenderError> {
     let kedge = kedge_yaml::load(checkout, env)?;
     let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
@@ -99,6 +121,7 @@ pub async fn render(
         }
         kedge.compose_files.iter().map(PathBuf::from).collect()
     };
+    check_compose_files(checkout, &files, max_compose_size)?;
     let project = kedge.project_name(repo_name).to_string();
     let out = Compose::new(&project, checkout, files.clone())
         .cmd(["config", "--format", "json"])
@@ -121,6 +144,53 @@ pub async fn render(
         services,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
     })
+}
+
+/// Every compose file must be a file of the repository: its real path
+/// (symlinks resolved) inside the checkout, and no larger than the limit,
+/// checked before compose reads it.
+fn check_compose_files(checkout: &Path, files: &[PathBuf], limit: u64) -> Result<(), RenderError> {
+    let name = |f: &Path| f.to_string_lossy().into_owned();
+    let root = checkout
+        .canonicalize()
+        .map_err(|source| RenderError::ResolveComposeFile {
+            file: ".".into(),
+            source,
+        })?;
+    for f in files {
+        let real = match checkout.join(f).canonicalize() {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RenderError::MissingComposeFile(name(f)));
+            }
+            Err(source) => {
+                return Err(RenderError::ResolveComposeFile {
+                    file: name(f),
+                    source,
+                });
+            }
+        };
+        if !real.starts_with(&root) {
+            return Err(RenderError::OutsideRepository {
+                file: name(f),
+                target: real,
+            });
+        }
+        let size = std::fs::metadata(&real)
+            .map_err(|source| RenderError::ResolveComposeFile {
+                file: name(f),
+                source,
+            })?
+            .len();
+        if size > limit {
+            return Err(RenderError::TooLarge {
+                file: name(f),
+                size,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites paths under the render checkout to where the stack runs.
@@ -188,6 +258,9 @@ pub fn service_specs(
                     Some(id) => format!("{rel}@{id}"),
                     None => rel,
                 });
+            let build_fingerprint = build
+                .as_ref()
+                .and_then(|_| build_fingerprint(&svc["build"], root, object_ids));
             let replicas = svc["deploy"]["replicas"]
                 .as_u64()
                 .or_else(|| svc["scale"].as_u64())
@@ -197,6 +270,7 @@ pub fn service_specs(
                 hash,
                 image: svc["image"].as_str().map(String::from),
                 build,
+                build_fingerprint,
                 replicas,
                 restart: svc["restart"].as_str().map(String::from),
                 ignored: svc["labels"][IGNORE_LABEL]
@@ -206,6 +280,64 @@ pub fn service_specs(
             (name.clone(), spec)
         })
         .collect()
+}
+
+/// The fingerprint of a service's build inputs: its `build` section as
+/// compose resolved it, plus the object ids of the context and of every
+/// other repository path the section names (a dockerfile outside the
+/// context, additional contexts). `None` when the context's content is not
+/// known from Git.
+fn build_fingerprint(
+    build: &Value,
+    root: &Path,
+    object_ids: &HashMap<String, String>,
+) -> Option<String> {
+    let context = Path::new(build["context"].as_str()?);
+    let context_id = fingerprint(&repo_relative(context, root)?, object_ids)?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    collect_paths(build, &mut paths);
+    if let Some(dockerfile) = build["dockerfile"].as_str() {
+        paths.push(normalize(&context.join(dockerfile)));
+    }
+    let mut ids: Vec<(String, String)> = paths
+        .iter()
+        .filter_map(|p| repo_relative(p, root))
+        .filter_map(|rel| fingerprint(&rel, object_ids).map(|id| (rel, id)))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut hasher = Sha256::new();
+    hasher.update(build.to_string().as_bytes());
+    hasher.update(format!("\0context\0{context_id}").as_bytes());
+    for (path, id) in &ids {
+        hasher.update(format!("\0{path}\0{id}").as_bytes());
+    }
+    Some(hex(&hasher.finalize()))
+}
+
+/// Every absolute path among the strings of `v`.
+fn collect_paths(v: &Value, out: &mut Vec<PathBuf>) {
+    match v {
+        Value::String(s) if s.starts_with('/') => out.push(normalize(Path::new(s))),
+        Value::Array(items) => items.iter().for_each(|i| collect_paths(i, out)),
+        Value::Object(map) => map.values().for_each(|i| collect_paths(i, out)),
+        _ => {}
+    }
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `path` relative to `root` when it lies inside it ("" for the root itself).
@@ -311,6 +443,53 @@ mod tests {
     }
 
     #[test]
+    fn build_fingerprints_follow_only_the_build_inputs() {
+        let doc = |build: Value, env: &str| json!({"services": {"app": {"build": build, "environment": {"MODE": env}}}});
+        let base = json!({"context": "/r/app", "dockerfile": "Dockerfile", "args": {"V": "1"}});
+        let ids0 = ids(&[("app", "t1"), ("docker/Dockerfile.app", "d1")]);
+        let fp = |d: &Value, ids: &HashMap<String, String>| {
+            service_specs(d, Path::new("/r"), ids)["app"]
+                .build_fingerprint
+                .clone()
+        };
+        let before = fp(&doc(base.clone(), "a"), &ids0);
+        assert!(before.is_some());
+
+        // An environment change changes the service, not its build.
+        let env_only = service_specs(&doc(base.clone(), "b"), Path::new("/r"), &ids0);
+        assert_ne!(
+            env_only["app"].hash,
+            service_specs(&doc(base.clone(), "a"), Path::new("/r"), &ids0)["app"].hash
+        );
+        assert_eq!(env_only["app"].build_fingerprint, before);
+
+        // Context content, build args, target and dockerfile each change it.
+        let ctx = ids(&[("app", "t2"), ("docker/Dockerfile.app", "d1")]);
+        assert_ne!(fp(&doc(base.clone(), "a"), &ctx), before);
+        let mut args = base.clone();
+        args["args"]["V"] = json!("2");
+        assert_ne!(fp(&doc(args, "a"), &ids0), before);
+        let mut target = base.clone();
+        target["target"] = json!("prod");
+        assert_ne!(fp(&doc(target, "a"), &ids0), before);
+
+        // A dockerfile outside the context is fingerprinted by its content.
+        let mut outer = base.clone();
+        outer["dockerfile"] = json!("../docker/Dockerfile.app");
+        let outer_before = fp(&doc(outer.clone(), "a"), &ids0);
+        let edited = ids(&[("app", "t1"), ("docker/Dockerfile.app", "d2")]);
+        assert_ne!(fp(&doc(outer, "a"), &edited), outer_before);
+
+        // Without object ids (a stored snapshot) the inputs are unknown.
+        assert_eq!(fp(&doc(base, "a"), &ids(&[])), None);
+        // A service without `build` has none.
+        assert_eq!(
+            service_specs(&super::tests::doc(), Path::new("/r"), &ids0)["web"].build_fingerprint,
+            None
+        );
+    }
+
+    #[test]
     fn a_config_change_changes_the_hash() {
         let base = ids(&[]);
         let root = Path::new("/r");
@@ -320,6 +499,57 @@ mod tests {
         let after = service_specs(&changed, root, &base);
         assert_ne!(after["worker"].hash, before["worker"].hash);
         assert_eq!(after["web"].hash, before["web"].hash);
+    }
+
+    #[test]
+    fn compose_files_must_stay_in_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(repo.join("deploy")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("compose.yaml"), "services: {}\n").unwrap();
+        std::fs::write(repo.join("deploy/real.yaml"), "services: {}\n").unwrap();
+        let link =
+            |target: &Path, at: &str| std::os::unix::fs::symlink(target, repo.join(at)).unwrap();
+        link(&outside.join("compose.yaml"), "link.yaml");
+        link(Path::new("deploy/real.yaml"), "inside.yaml");
+        link(&outside, "sub");
+        link(Path::new("../outside/compose.yaml"), "climb.yaml");
+
+        let check = |f: &str| check_compose_files(&repo, &[PathBuf::from(f)], 1 << 20);
+        check("inside.yaml").expect("a link within the repository is fine");
+        check("deploy/real.yaml").unwrap();
+        for escaping in ["link.yaml", "sub/compose.yaml", "climb.yaml"] {
+            let err = check(escaping).unwrap_err();
+            assert!(
+                matches!(err, RenderError::OutsideRepository { .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "compose file {escaping} leads outside the repository"
+                )),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            check("nope.yaml"),
+            Err(RenderError::MissingComposeFile(_))
+        ));
+    }
+
+    #[test]
+    fn compose_files_over_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), vec![b'#'; 2048]).unwrap();
+        let files = [PathBuf::from("compose.yaml")];
+        check_compose_files(dir.path(), &files, 2048).unwrap();
+        let err = check_compose_files(dir.path(), &files, 2047).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "compose file compose.yaml is 2048 bytes, over the limit of 2047 bytes (render.max_compose_size)"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const KEDGE_MANAGED: &str = "io.kedge.managed";
 pub const KEDGE_PROJECT: &str = "io.kedge.project";
 pub const KEDGE_SERVICE: &str = "io.kedge.service";
 pub const KEDGE_COMMIT: &str = "io.kedge.commit";
+/// On images Kedge builds: the fingerprint of the inputs it built from.
+pub const KEDGE_BUILD: &str = "io.kedge.build";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -143,6 +145,24 @@ impl Engine {
             .await
             .ok()?
             .id
+    }
+
+    /// What the host holds under an image reference: absent (or no
+    /// engine), or present with its `io.kedge.build` label.
+    pub async fn image_on_host(&self, reference: &str) -> crate::plan::build::ImageOnHost {
+        let inspected = match self.ready().await {
+            Ok(docker) => docker.inspect_image(reference).await.ok(),
+            Err(_) => None,
+        };
+        match inspected {
+            Some(image) => crate::plan::build::ImageOnHost::Present {
+                build_label: image
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|mut labels| labels.remove(KEDGE_BUILD)),
+            },
+            None => crate::plan::build::ImageOnHost::Missing,
+        }
     }
 
     pub async fn start(&self, id: &str) -> Result<(), ObserveError> {

@@ -3,6 +3,8 @@
 //! desired → observe → **plan** → apply → record). Output is sorted, so
 //! equal inputs give equal plans.
 
+pub mod build;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;

@@ -14,6 +14,7 @@ fn want(name: &str, replicas: u32, restart: Option<&str>) -> (String, Want) {
                 hash: format!("h-{name}"),
                 image: Some(IMG.into()),
                 build: None,
+                build_fingerprint: None,
                 replicas,
                 restart: restart.map(String::from),
                 ignored: false,

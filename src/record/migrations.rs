@@ -66,6 +66,20 @@ pub const MIGRATIONS: &[&str] = &[
         config_hash  TEXT,
         PRIMARY KEY (repo_id, service)
     );",
+    // 4: compose snapshots stored once per content, keyed by its sha256
+    // (`kedge_sha256`, registered on every connection), instead of once per
+    // deployment; existing snapshots move over.
+    "CREATE TABLE snapshots (
+        sha256   TEXT PRIMARY KEY,
+        content  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO snapshots (sha256, content)
+        SELECT kedge_sha256(compose_snapshot), compose_snapshot
+        FROM deployments WHERE compose_snapshot IS NOT NULL;
+    ALTER TABLE deployments ADD COLUMN snapshot TEXT REFERENCES snapshots(sha256);
+    UPDATE deployments SET snapshot = kedge_sha256(compose_snapshot), compose_snapshot = NULL
+        WHERE compose_snapshot IS NOT NULL;
+    CREATE INDEX deployments_by_snapshot ON deployments (snapshot);",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -132,6 +132,12 @@ pub fn local_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The key a compose snapshot is stored under: the sha256 of its text.
+pub fn snapshot_key(content: &str) -> String {
+    use sha2::Digest;
+    crate::desired::render::hex(&sha2::Sha256::digest(content.as_bytes()))
+}
+
 /// Milliseconds since the Unix epoch, UTC: how every time is stored.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -413,6 +419,16 @@ impl Store {
             .map_err(configure)?;
         self.conn
             .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(configure)?;
+        // Migration 4 keys the snapshots it moves by their sha256.
+        self.conn
+            .create_scalar_function(
+                "kedge_sha256",
+                1,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                    | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| Ok(snapshot_key(&ctx.get::<String>(0)?)),
+            )
             .map_err(configure)
     }
 
@@ -573,12 +589,20 @@ impl Store {
             .map_err(query("look up repository"))
     }
 
-    /// Deletes the repository with its history and events. False if unknown.
+    /// Deletes the repository with its history and events, and the
+    /// snapshots no other deployment shares. False if unknown.
     pub fn remove_repo(&self, name: &str) -> Result<bool, StoreError> {
         let n = self
             .conn
             .execute("DELETE FROM repositories WHERE name = ?1", [name])
             .map_err(query("remove repository"))?;
+        self.conn
+            .execute(
+                "DELETE FROM snapshots WHERE NOT EXISTS
+                     (SELECT 1 FROM deployments WHERE snapshot = snapshots.sha256)",
+                [],
+            )
+            .map_err(query("remove unused snapshots"))?;
         Ok(n > 0)
     }
 
@@ -759,12 +783,23 @@ impl Store {
     // ---- deployments ----
 
     /// Records the start of an apply; finish it with [`Store::finish_deployment`].
+    /// Its compose snapshot is stored once per content, shared by every
+    /// deployment of the same rendered project.
     pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+        let key = d.compose_snapshot.map(snapshot_key);
+        if let (Some(key), Some(content)) = (&key, d.compose_snapshot) {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO snapshots (sha256, content) VALUES (?1, ?2)",
+                    params![key, content],
+                )
+                .map_err(query("store compose snapshot"))?;
+        }
         self.conn
             .execute(
-                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, compose_snapshot)
+                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot)
                  VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6)",
-                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), d.compose_snapshot],
+                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), key],
             )
             .map_err(query("record deployment start"))?;
         Ok(self.conn.last_insert_rowid())
@@ -808,9 +843,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, repo_id, commit_hash, commit_message, status, trigger, started_at,
-                        finished_at, duration_ms, compose_snapshot, services_changed, error
-                 FROM deployments WHERE repo_id = ?1 ORDER BY id DESC LIMIT ?2",
+                "SELECT d.id, d.repo_id, d.commit_hash, d.commit_message, d.status, d.trigger,
+                        d.started_at, d.finished_at, d.duration_ms,
+                        coalesce(s.content, d.compose_snapshot), d.services_changed, d.error
+                 FROM deployments d LEFT JOIN snapshots s ON s.sha256 = d.snapshot
+                 WHERE d.repo_id = ?1 ORDER BY d.id DESC LIMIT ?2",
             )
             .map_err(query("list deployments"))?;
         let rows = stmt

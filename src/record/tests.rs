@@ -303,6 +303,7 @@ fn repo_state_and_services_round_trip() {
             hash: hash.into(),
             image: Some("busybox".into()),
             build: None,
+            build_fingerprint: None,
             replicas: 1,
             restart: None,
             ignored: false,
@@ -369,4 +370,140 @@ fn a_data_dir_kedge_creates_and_its_database_are_private() {
     Store::open(&own).unwrap();
     assert_eq!(mode(&own), 0o750);
     assert_eq!(mode(&own.join(DB_FILE)), 0o600);
+}
+
+#[test]
+fn service_rows_of_an_older_kedge_read_without_a_build_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    // The spec JSON as versions before build fingerprints wrote it.
+    store
+        .conn
+        .execute(
+            "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+             VALUES (?1, 'api', 'h1', 'c1', ?2, NULL)",
+            params![
+                repo.id,
+                r#"{"name":"api","hash":"h1","image":null,"build":"api@t1","replicas":1,"restart":null,"ignored":false}"#
+            ],
+        )
+        .unwrap();
+    let services = store.services(repo.id).unwrap();
+    assert_eq!(services["api"].spec.build.as_deref(), Some("api@t1"));
+    assert_eq!(services["api"].spec.build_fingerprint, None);
+
+    // A fingerprint written now is read back.
+    let mut updated = services.clone();
+    updated.get_mut("api").unwrap().spec.build_fingerprint = Some("f1".into());
+    store.save_services(repo.id, &updated).unwrap();
+    assert_eq!(store.services(repo.id).unwrap(), updated);
+}
+
+#[test]
+fn a_version_3_database_moves_its_snapshots_into_the_shared_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v3 = Store::open_file(&path, 3).unwrap();
+        // Three deployments as version 3 stored them: two share a snapshot.
+        v3.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at)
+                     VALUES ('app', 'file:///srv/app.git', 'main', 1700000000000);
+                 INSERT INTO deployments (repo_id, commit_hash, status, trigger, started_at, compose_snapshot)
+                     VALUES (1, 'c1', 'success', 'new_commit', 1, '{\"services\":{\"a\":{}}}'),
+                            (1, 'c2', 'success', 'new_commit', 2, '{\"services\":{\"a\":{}}}'),
+                            (1, 'c3', 'failed', 'new_commit', 3, '{\"services\":{\"b\":{}}}'),
+                            (1, 'c4', 'failed', 'new_commit', 4, NULL);",
+            )
+            .unwrap();
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
+    let snapshots: Vec<(String, Option<String>)> = store
+        .deployments(1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.commit, d.compose_snapshot))
+        .collect();
+    let a = Some(r#"{"services":{"a":{}}}"#.to_string());
+    let b = Some(r#"{"services":{"b":{}}}"#.to_string());
+    assert_eq!(
+        snapshots,
+        [
+            ("c4".to_string(), None),
+            ("c3".to_string(), b.clone()),
+            ("c2".to_string(), a.clone()),
+            ("c1".to_string(), a.clone()),
+        ]
+    );
+    let count = |sql: &str| -> i64 { store.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM snapshots"), 2);
+    assert_eq!(
+        count("SELECT count(*) FROM deployments WHERE compose_snapshot IS NOT NULL"),
+        0,
+        "the per-deployment copies are gone"
+    );
+    let key: String = store
+        .conn
+        .query_row(
+            "SELECT snapshot FROM deployments WHERE commit_hash = 'c1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(key, snapshot_key(a.as_deref().unwrap()));
+}
+
+#[test]
+fn deployments_of_the_same_content_store_one_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let app = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let other = store
+        .add_repo(&new_repo("other", "file:///r/other.git", "main"))
+        .unwrap();
+    let big = format!("{{\"services\":{{}},\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let deploy = |repo_id: i64, commit: &str, snapshot: &str| {
+        store
+            .begin_deployment(&NewDeployment {
+                repo_id,
+                commit,
+                message: "m",
+                trigger: "sync",
+                compose_snapshot: Some(snapshot),
+            })
+            .unwrap()
+    };
+    deploy(app.id, "c1", &big);
+    deploy(app.id, "c2", &big);
+    deploy(other.id, "c1", &big);
+    deploy(app.id, "c3", "{}");
+    let count = |store: &Store| -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&store), 2);
+    for d in store.deployments(app.id, 10).unwrap() {
+        let want = if d.commit == "c3" { "{}" } else { big.as_str() };
+        assert_eq!(d.compose_snapshot.as_deref(), Some(want), "{}", d.commit);
+    }
+
+    // Removing a repository keeps the snapshots others still use.
+    store.remove_repo("app").unwrap();
+    assert_eq!(count(&store), 1);
+    assert_eq!(
+        store.deployments(other.id, 10).unwrap()[0]
+            .compose_snapshot
+            .as_deref(),
+        Some(big.as_str())
+    );
 }

@@ -15,8 +15,9 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Clone and fetch transfer data: they may take this many times the
 /// remote check's timeout.
 pub const TRANSFER_FACTOR: u32 = 5;
-/// The worktree new commits are rendered in, inside the clone's `.git`.
-const RENDER_WORKTREE: &str = ".git/kedge-render";
+/// Where earlier versions rendered, inside the clone's `.git`: removed
+/// when the render worktree is next created.
+const LEGACY_RENDER_WORKTREE: &str = ".git/kedge-render";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -136,9 +137,14 @@ impl Repository {
         format!("refs/remotes/origin/{}", self.branch)
     }
 
-    /// The directory new commits are rendered in.
+    /// The directory new commits are rendered in: `repos/.<name>.render`, a
+    /// sibling of the clone at the same depth, so that a relative path
+    /// climbing out of the repository (`../shared.env`) means the same file
+    /// when rendering as when the stack runs from the clone. Repository
+    /// names never start with a dot: it cannot be another repository's.
     pub fn render_dir(&self) -> PathBuf {
-        self.clone.join(RENDER_WORKTREE)
+        let name = self.clone.file_name().unwrap_or_default().to_string_lossy();
+        self.clone.with_file_name(format!(".{name}.render"))
     }
 
     fn git(&self) -> Cmd {
@@ -311,27 +317,35 @@ impl Repository {
             commit: commit.to_string(),
             source,
         };
-        if !dir.join(".git").exists() {
-            let _ = std::fs::remove_dir_all(&dir);
-            // prune: forget a worktree whose directory a crash removed.
-            let _ = self.git().args(["worktree", "prune"]).run().await;
-            self.git()
-                .args(["worktree", "add", "--detach", "--force", "--quiet"])
-                .arg(&dir)
-                .arg(commit)
-                .timeout(GIT_TIMEOUT)
-                .run()
-                .await
-                .map_err(checkout_err)?;
-        } else {
-            git_cmd()
+        if dir.join(".git").exists() {
+            let checked_out = git_cmd()
                 .cwd(&dir)
                 .args(["checkout", "--detach", "--force", "--quiet", commit])
                 .timeout(GIT_TIMEOUT)
                 .run()
-                .await
-                .map_err(checkout_err)?;
+                .await;
+            match checked_out {
+                Ok(_) => return Ok(dir),
+                // A worktree of a clone that was since deleted and cloned
+                // again points at git data that is gone: made anew below.
+                Err(e) => tracing::debug!(
+                    "render worktree unusable, recreating it: {}",
+                    crate::error_chain(&e)
+                ),
+            }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(self.clone.join(LEGACY_RENDER_WORKTREE));
+        // prune: forget worktrees whose directories are gone.
+        let _ = self.git().args(["worktree", "prune"]).run().await;
+        self.git()
+            .args(["worktree", "add", "--detach", "--force", "--quiet"])
+            .arg(&dir)
+            .arg(commit)
+            .timeout(GIT_TIMEOUT)
+            .run()
+            .await
+            .map_err(checkout_err)?;
         Ok(dir)
     }
 
@@ -452,6 +466,12 @@ mod tests {
         for bad in ["", "\n", "not-a-commit\t\tbranch 'main' of x", &id[..39]] {
             assert_eq!(fetched_head(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_render_worktree_sits_beside_the_clone() {
+        let r = Repository::new("file:///r.git", "main", "/data/repos/app".into());
+        assert_eq!(r.render_dir(), Path::new("/data/repos/.app.render"));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 mod support;
 
+mod build;
 mod drift;
 mod harness;
 mod remote;
+mod render;
 mod repo;
 mod rollback;
 mod serve;

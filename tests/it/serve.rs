@@ -289,7 +289,7 @@ fn a_deleted_remote_does_not_stop_the_healthy_repo() {
     assert!(error.contains("cannot reach remote"), "{status}");
 }
 
-/// The killed `serve`'s compose goes on stopping the old container (3 s):
+/// The killed `serve`'s compose goes on stopping the old container (6 s):
 /// it holds the repository's lock until it exits, so the restarted `serve`
 /// waits for it instead of applying beside it. Regression: the two applied
 /// at once and the second failed on compose's name conflict.

@@ -73,15 +73,17 @@ pub fn sleepers(services: &[(&str, &str)]) -> String {
     out
 }
 
-/// One service whose container takes its full 3 s grace period to stop.
+/// One service whose container takes its full 6 s grace period to stop:
+/// long enough for a test to act while an apply is in flight, even on a
+/// loaded machine.
 pub fn slow_to_stop(image: &str) -> String {
     format!(
-        "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 3s\n"
+        "services:\n  slow:\n    image: {image}\n    command: [sleep, '3600']\n    stop_grace_period: 6s\n"
     )
 }
 
 /// A stack deployed by `serve`, then a second commit whose apply (slow:
-/// the old container takes 3 s to stop) is caught in flight. Returns the
+/// the old container takes 6 s to stop) is caught in flight. Returns the
 /// stack, the running `serve` and that commit.
 pub fn apply_in_flight(prefix: &str) -> (Stack, super::kedge::Serve, String) {
     use super::docker::{IMAGE_1, IMAGE_2};
