@@ -66,6 +66,14 @@ pub const MIGRATIONS: &[&str] = &[
         config_hash  TEXT,
         PRIMARY KEY (repo_id, service)
     );",
+    // 4: when the remote last answered a check, so `status` can say how long
+    // it has been failing. A state without a remote error had its last check
+    // answered.
+    "ALTER TABLE repo_state ADD COLUMN remote_ok_at INTEGER;
+    UPDATE repo_state SET remote_ok_at = checked_at
+     WHERE last_error IS NULL
+        OR NOT (last_error LIKE 'cannot reach remote %'
+                OR last_error LIKE 'branch % does not exist on %');",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
