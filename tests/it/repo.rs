@@ -432,3 +432,27 @@ fn secrets_printed_in_error_messages() {
         .stderr_has("https://bot:***@example.com/acme/app.git")
         .stderr_has("already registered as 'app'");
 }
+
+/// Regression: `/x/../r` and `/r` were two repositories to the duplicate check.
+#[test]
+fn duplicate_detection_misses_a_local_path_spelled_with_dotdot() {
+    let remote = GitRemote::new("dots");
+    let k = Kedge::new();
+    k.run(["repo", "add", remote.bare.to_str().unwrap()])
+        .success();
+    let parent = remote.bare.parent().unwrap();
+    let dotted = parent.join("work/../dots.git");
+    k.run(["repo", "add", dotted.to_str().unwrap(), "--name", "dots2"])
+        .code(1)
+        .stderr_has("already registered as 'dots'");
+    let file_url = format!("file://{}/./work/../dots.git", parent.display());
+    k.run(["repo", "add", &file_url, "--name", "dots3"])
+        .code(1)
+        .stderr_has("already registered as 'dots'");
+    // What is stored is the plain spelling.
+    let other = GitRemote::new("other");
+    let dotted = other.bare.parent().unwrap().join("./work/../other.git");
+    k.run(["repo", "add", dotted.to_str().unwrap()]).success();
+    let json = k.run(["repo", "list", "-o", "json"]).success().json();
+    assert_eq!(json[1]["url"], other.bare.to_str().unwrap());
+}
