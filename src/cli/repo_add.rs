@@ -1,3 +1,5 @@
+//! `kedge repo add`: checks an address, name and branch, then registers them.
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -48,6 +50,15 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         branch: &args.branch,
     })?;
     tracing::debug!(repo = %repo.name, "registered");
+    // Accepted all the same: the directory may be created later.
+    if let Some(dir) = url::local_dir(&repo.url)
+        && !dir.exists()
+    {
+        eprintln!(
+            "warning: {} does not exist (yet); Kedge will keep trying it",
+            dir.display()
+        );
+    }
     if ctx.json() {
         print_json(&Added {
             name: &repo.name,

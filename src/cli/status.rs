@@ -32,6 +32,12 @@ struct RepoStatus {
     sync_state: &'static str,
     last_error: Option<String>,
     checked_at: Option<String>,
+    /// When the remote last answered a check.
+    last_successful_check: Option<String>,
+    /// The last check of the remote failed (`last_error` says why).
+    remote_failing: bool,
+    #[serde(skip)]
+    remote_ok_at: Option<i64>,
     last_deployment: Option<LastDeployment>,
     services: Vec<ServiceStatus>,
     drifts: Vec<crate::plan::Drift>,
@@ -145,6 +151,9 @@ async fn collect(
             sync_state,
             last_error: state.last_error.clone(),
             checked_at: state.checked_at.map(rfc3339),
+            last_successful_check: state.remote_ok_at.map(rfc3339),
+            remote_failing: state.remote_failing(),
+            remote_ok_at: state.remote_ok_at,
             last_deployment: last.map(|d| LastDeployment {
                 commit: d.commit,
                 status: d.status,
@@ -207,7 +216,8 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
 }
 
 /// The worst of: a failed deployment of the head, drift, a rollback pin,
-/// a head not deployed yet.
+/// a head not deployed yet. Whether the last known head still is the
+/// head is unknown while the remote does not answer.
 fn sync_state(
     state: &RepoState,
     last: Option<DeploymentStatus>,
@@ -231,10 +241,38 @@ fn sync_state(
     if !head_deployed {
         return "out_of_sync";
     }
-    if !observed {
+    if !observed || state.remote_failing() {
         return "unknown";
     }
     "synced"
+}
+
+/// The last error, and for a remote that stopped answering, since when.
+fn last_error_text(s: &RepoStatus, now_ms: i64) -> String {
+    let Some(error) = &s.last_error else {
+        return "-".into();
+    };
+    if !s.remote_failing {
+        return error.clone();
+    }
+    match s.remote_ok_at {
+        Some(at) => format!(
+            "{error} (last successful check {} ago)",
+            age(now_ms.saturating_sub(at))
+        ),
+        None => format!("{error} (no successful check yet)"),
+    }
+}
+
+/// A duration in its largest whole unit: `42s`, `3m`, `5h`, `2d`.
+fn age(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
 }
 
 fn print_text(statuses: &[RepoStatus]) {
@@ -263,7 +301,10 @@ fn print_text(statuses: &[RepoStatus]) {
                 at
             );
         }
-        println!("  Last error:  {}", s.last_error.as_deref().unwrap_or("-"));
+        println!(
+            "  Last error:  {}",
+            last_error_text(s, crate::record::now_ms())
+        );
         for d in &s.drifts {
             println!("  Drift:       {}: {}", d.service(), heal::describe(d));
         }
@@ -295,5 +336,51 @@ fn print_text(statuses: &[RepoStatus]) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        for (ms, want) in [
+            (-5, "0s"),
+            (999, "0s"),
+            (59_999, "59s"),
+            (60_000, "1m"),
+            (3 * 60_000 + 59_000, "3m"),
+            (3_600_000, "1h"),
+            (47 * 3_600_000, "47h"),
+            (3 * 86_400_000, "3d"),
+        ] {
+            assert_eq!(age(ms), want, "{ms}");
+        }
+    }
+
+    /// Regression: `status` said `synced` while the remote did not answer.
+    #[test]
+    fn status_says_synced_while_the_remote_is_unreachable() {
+        let synced = RepoState {
+            remote_head: Some("c1".into()),
+            deployed_commit: Some("c1".into()),
+            checked_at: Some(1_000),
+            remote_ok_at: Some(1_000),
+            ..RepoState::default()
+        };
+        assert_eq!(sync_state(&synced, None, &[], true), "synced");
+        let unreachable = RepoState {
+            checked_at: Some(200_000),
+            last_error: Some("cannot reach remote x".into()),
+            ..synced.clone()
+        };
+        assert_eq!(sync_state(&unreachable, None, &[], true), "unknown");
+        // A known newer head is still known.
+        let behind = RepoState {
+            remote_head: Some("c2".into()),
+            ..unreachable.clone()
+        };
+        assert_eq!(sync_state(&behind, None, &[], true), "out_of_sync");
     }
 }

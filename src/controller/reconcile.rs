@@ -278,11 +278,14 @@ pub async fn reconcile(
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
 
-/// A git error of the remote check, clone or fetch: recorded for `status`.
-fn record_git_error(shared: &Shared, id: i64, e: GitError) -> ReconcileError {
+/// A git error of the remote check (`at_check`), clone or fetch: recorded
+/// for `status`. A failed check moves `checked_at` but not `remote_ok_at`.
+fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
     let saved = load_state(shared, id).and_then(|mut state| {
         state.last_error = Some(error_chain(&e));
-        state.checked_at = Some(crate::record::now_ms());
+        if at_check {
+            state.checked_at = Some(crate::record::now_ms());
+        }
         save_state(shared, id, &state)
     });
     match saved {
@@ -300,10 +303,11 @@ async fn check_source(
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
-    let head = head.map_err(|e| record_git_error(shared, id, e))?;
+    let head = head.map_err(|e| record_git_error(shared, id, e, true))?;
     let mut state = load_state(shared, id)?;
     state.remote_head = Some(head.clone());
     state.checked_at = Some(crate::record::now_ms());
+    state.remote_ok_at = state.checked_at;
 
     if state.pinned_commit.is_some() {
         if state.pinned_at_head.as_deref() == Some(head.as_str()) {
@@ -334,7 +338,7 @@ async fn check_source(
         Ok(()) => task.git.fetch().await,
         Err(e) => Err(e),
     };
-    let commit = fetched.map_err(|e| record_git_error(shared, id, e))?;
+    let commit = fetched.map_err(|e| record_git_error(shared, id, e, false))?;
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
         (_, Some(first)) => first,

@@ -80,6 +80,14 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE deployments SET snapshot = kedge_sha256(compose_snapshot), compose_snapshot = NULL
         WHERE compose_snapshot IS NOT NULL;
     CREATE INDEX deployments_by_snapshot ON deployments (snapshot);",
+    // 5: when the remote last answered a check, so `status` can say how long
+    // it has been failing. A state without a remote error had its last check
+    // answered.
+    "ALTER TABLE repo_state ADD COLUMN remote_ok_at INTEGER;
+    UPDATE repo_state SET remote_ok_at = checked_at
+     WHERE last_error IS NULL
+        OR NOT (last_error LIKE 'cannot reach remote %'
+                OR last_error LIKE 'branch % does not exist on %');",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -232,7 +232,17 @@ pub struct RepoState {
     pub pinned_commit: Option<String>,
     pub pinned_at_head: Option<String>,
     pub last_error: Option<String>,
+    /// When the remote was last checked, successfully or not.
     pub checked_at: Option<i64>,
+    /// When the remote last answered a check.
+    pub remote_ok_at: Option<i64>,
+}
+
+impl RepoState {
+    /// Whether the last check of the remote failed.
+    pub fn remote_failing(&self) -> bool {
+        self.checked_at.is_some() && self.remote_ok_at < self.checked_at
+    }
 }
 
 /// A deployed service: what it should look like, the commit that last
@@ -610,7 +620,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
-                        pinned_at_head, last_error, checked_at, prune, compose_files
+                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at
                  FROM repo_state WHERE repo_id = ?1",
                 [repo_id],
                 |r| {
@@ -627,6 +637,7 @@ impl Store {
                         checked_at: r.get(8)?,
                         prune: r.get(9)?,
                         compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
+                        remote_ok_at: r.get(11)?,
                     })
                 },
             )
@@ -640,15 +651,16 @@ impl Store {
             .execute(
                 "INSERT INTO repo_state (repo_id, mode, project, remote_head, target_commit,
                      deployed_commit, pinned_commit, pinned_at_head, last_error, checked_at, updated_at,
-                     prune, compose_files)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     prune, compose_files, remote_ok_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (repo_id) DO UPDATE SET
                      mode = excluded.mode, project = excluded.project,
                      prune = excluded.prune, compose_files = excluded.compose_files,
                      remote_head = excluded.remote_head, target_commit = excluded.target_commit,
                      deployed_commit = excluded.deployed_commit, pinned_commit = excluded.pinned_commit,
                      pinned_at_head = excluded.pinned_at_head, last_error = excluded.last_error,
-                     checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+                     checked_at = excluded.checked_at, updated_at = excluded.updated_at,
+                     remote_ok_at = excluded.remote_ok_at",
                 params![
                     repo_id,
                     s.mode,
@@ -665,6 +677,7 @@ impl Store {
                     s.compose_files
                         .as_ref()
                         .map(|f| serde_json::to_string(f).unwrap_or_default()),
+                    s.remote_ok_at,
                 ],
             )
             .map_err(query("save repository state"))?;

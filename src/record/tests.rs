@@ -288,6 +288,8 @@ fn repo_state_and_services_round_trip() {
         compose_files: Some(vec!["a.yaml".into(), "b.yaml".into()]),
         deployed_commit: Some("c1".into()),
         last_error: Some("boom".into()),
+        checked_at: Some(2),
+        remote_ok_at: Some(1),
         ..RepoState::default()
     };
     store.save_repo_state(repo.id, &state).unwrap();
@@ -319,6 +321,46 @@ fn repo_state_and_services_round_trip() {
     services.insert("api".to_string(), record("api", "h2", "c2"));
     store.save_services(repo.id, &services).unwrap();
     assert_eq!(store.services(repo.id).unwrap(), services);
+}
+
+/// Version 3's repository states gain when the remote last answered: the
+/// check time, unless the last error says the remote did not answer.
+#[test]
+fn a_version_3_state_learns_when_the_remote_last_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v3 = Store::open_file(&path, 3).unwrap();
+        v3.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at)
+                     VALUES ('ok', '/r/ok', 'main', 1), ('down', '/r/down', 'main', 1),
+                            ('broken', '/r/broken', 'main', 1);
+                 INSERT INTO repo_state (repo_id, deployed_commit, last_error, checked_at, updated_at)
+                     VALUES (1, 'c1', NULL, 100, 100),
+                            (2, 'c2', 'cannot reach remote /r/down: timed out', 200, 200),
+                            (3, 'c3', 'deployment of c3 failed', 300, 300);",
+            )
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let state = |name: &str| {
+        let repo = store.repo(name).unwrap().unwrap();
+        store.repo_state(repo.id).unwrap()
+    };
+    let ok = state("ok");
+    assert_eq!(
+        (ok.deployed_commit.as_deref(), ok.remote_ok_at),
+        (Some("c1"), Some(100))
+    );
+    assert!(!ok.remote_failing());
+    let down = state("down");
+    assert_eq!(
+        (down.deployed_commit.as_deref(), down.remote_ok_at),
+        (Some("c2"), None)
+    );
+    assert!(down.remote_failing());
+    assert_eq!(state("broken").remote_ok_at, Some(300));
 }
 
 #[test]

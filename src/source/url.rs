@@ -146,7 +146,8 @@ fn scp_like(s: &str) -> Result<Option<String>, UrlError> {
 
 /// An absolute path, or one written relative (`./x`, `../x`), is taken as
 /// it is; a bare word only when it names an existing path, so that a typo in
-/// a URL is not silently registered as a local directory.
+/// a URL is not silently registered as a local directory. `.` and `..` are
+/// resolved, so one directory has one spelling.
 fn local_path(s: &str, cwd: &Path) -> Result<String, UrlError> {
     let p = Path::new(s);
     let explicit = p.is_absolute()
@@ -154,11 +155,7 @@ fn local_path(s: &str, cwd: &Path) -> Result<String, UrlError> {
             p.components().next(),
             Some(Component::CurDir | Component::ParentDir)
         );
-    let absolute = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        lexical_join(cwd, p)
-    };
+    let absolute = lexical_join(cwd, p);
     if !explicit && !absolute.exists() {
         return Err(UrlError::Unrecognised(s.to_string()));
     }
@@ -169,8 +166,14 @@ fn local_path(s: &str, cwd: &Path) -> Result<String, UrlError> {
     Ok(text)
 }
 
+/// `rel` (or an absolute path) resolved against `base` without touching
+/// the filesystem: `.` dropped, `..` removes the component before it.
 fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
-    let mut out = base.to_path_buf();
+    let mut out = if rel.is_absolute() {
+        PathBuf::new()
+    } else {
+        base.to_path_buf()
+    };
     for c in rel.components() {
         match c {
             Component::CurDir => {}
@@ -263,17 +266,24 @@ pub fn validate_branch(branch: &str) -> Result<(), BranchError> {
     }
 }
 
-/// Whether two stored addresses name the same repository: `file:///x` and
-/// `/x` are one; anything else must match exactly.
+/// The local directory a stored address names: a path, or a `file://` URL.
+pub fn local_dir(url: &str) -> Option<PathBuf> {
+    let path = match url.strip_prefix("file://") {
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None => url,
+    };
+    path.starts_with('/')
+        .then(|| lexical_join(Path::new("/"), Path::new(path)))
+}
+
+/// Whether two stored addresses name the same repository: `file:///x`,
+/// `/x` and `/y/../x` are one; anything else must match exactly.
 pub fn same_repository(a: &str, b: &str) -> bool {
-    fn key(u: &str) -> &str {
-        let u = u.trim_end_matches('/');
-        match u.strip_prefix("file://") {
-            Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
-            None => u,
-        }
+    match (local_dir(a), local_dir(b)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => a.trim_end_matches('/') == b.trim_end_matches('/'),
+        _ => false,
     }
-    key(a) == key(b)
 }
 
 /// The URL with any password replaced, for output and logs. A user name
@@ -341,6 +351,8 @@ mod tests {
             ("/srv/git/app.git", "/srv/git/app.git"),
             ("./app.git", "/home/op/work/app.git"),
             ("../remotes/app.git/", "/home/op/remotes/app.git"),
+            ("/srv/x/../git/./app.git", "/srv/git/app.git"),
+            ("/srv//git/app.git", "/srv/git/app.git"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize_url(input, cwd).as_deref(), Ok(*want), "{input}");
@@ -459,6 +471,8 @@ mod tests {
             "/srv/app.git/"
         ));
         assert!(!same_repository("/srv/app.git", "/srv/app"));
+        assert!(same_repository("/srv/x/../app.git", "/srv/app.git"));
+        assert!(same_repository("file:///srv/./app.git", "/srv/app.git"));
         assert!(!same_repository("https://h/app", "https://h/app.git"));
     }
 

@@ -138,3 +138,42 @@ fn a_hanging_remote_leaks_processes_and_blocks_everything_behind_the_lock() {
         remote.clients().is_empty().then_some(())
     });
 }
+
+/// Regression: `status` said `synced` while the remote did not answer, and
+/// not since when.
+#[test]
+fn status_says_synced_while_the_remote_is_unreachable() {
+    let s = Stack::new(
+        "unreach",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    let _serve = s.kedge.serve("300ms");
+    wait_for(60, "the stack deployed and synced", || {
+        let st = s.status();
+        (st["sync_state"] == "synced").then_some(())
+    });
+
+    let away = s.remote.bare.with_extension("away");
+    std::fs::rename(&s.remote.bare, &away).unwrap();
+    let st = wait_for(30, "the failing check in status", || {
+        let st = s.status();
+        (st["remote_failing"] == true).then_some(st)
+    });
+    assert_eq!(st["sync_state"], "unknown", "{st:#}");
+    let error = st["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot reach remote"), "{st:#}");
+    assert!(st["last_successful_check"].is_string(), "{st:#}");
+    assert!(st["last_successful_check"] != st["checked_at"], "{st:#}");
+    let text = s.kedge.run(["status", "--repo", &s.name]);
+    text.success()
+        .stdout_has("Sync state:  unknown")
+        .stdout_has("Last error:  cannot reach remote")
+        .stdout_has("(last successful check ");
+
+    // The remote back: synced, the error cleared.
+    std::fs::rename(&away, &s.remote.bare).unwrap();
+    wait_for(30, "synced again", || {
+        let st = s.status();
+        (st["sync_state"] == "synced" && st["last_error"].is_null()).then_some(())
+    });
+}

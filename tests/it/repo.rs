@@ -502,3 +502,52 @@ fn debug_logs_name_the_engine_plainly() {
         out.stderr
     );
 }
+
+/// Regression: `/x/../r` and `/r` were two repositories to the duplicate check.
+#[test]
+fn duplicate_detection_misses_a_local_path_spelled_with_dotdot() {
+    let remote = GitRemote::new("dots");
+    let k = Kedge::new();
+    k.run(["repo", "add", remote.bare.to_str().unwrap()])
+        .success();
+    let parent = remote.bare.parent().unwrap();
+    let dotted = parent.join("work/../dots.git");
+    k.run(["repo", "add", dotted.to_str().unwrap(), "--name", "dots2"])
+        .code(1)
+        .stderr_has("already registered as 'dots'");
+    let file_url = format!("file://{}/./work/../dots.git", parent.display());
+    k.run(["repo", "add", &file_url, "--name", "dots3"])
+        .code(1)
+        .stderr_has("already registered as 'dots'");
+    // What is stored is the plain spelling.
+    let other = GitRemote::new("other");
+    let dotted = other.bare.parent().unwrap().join("./work/../other.git");
+    k.run(["repo", "add", dotted.to_str().unwrap()]).success();
+    let json = k.run(["repo", "list", "-o", "json"]).success().json();
+    assert_eq!(json[1]["url"], other.bare.to_str().unwrap());
+}
+
+/// Regression: a local path that does not exist was registered silently.
+#[test]
+fn a_nonexistent_local_path_is_accepted_without_a_warning() {
+    let k = Kedge::new();
+    let missing = k.cwd().join("not-yet/app.git");
+    let missing = missing.to_str().unwrap();
+    k.run(["repo", "add", missing])
+        .success()
+        .stdout_has("Added repository app")
+        .stderr_has(&format!("warning: {missing} does not exist"));
+    let file_url = format!("file://{}", k.cwd().join("later/web.git").display());
+    k.run(["repo", "add", &file_url])
+        .success()
+        .stderr_has("later/web.git does not exist");
+
+    // An existing one, or a network URL, gets no warning.
+    let remote = GitRemote::new("here");
+    let out = k.run(["repo", "add", remote.bare.to_str().unwrap()]);
+    out.success();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let out = k.run(["repo", "add", "https://example.com/acme/net.git"]);
+    out.success();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
