@@ -8,6 +8,7 @@ use super::{Ctx, block_on};
 use crate::controller::Shared;
 use crate::controller::heal;
 use crate::controller::reconcile::{RepoTask, Trigger};
+use crate::controller::remote::{PinView, RemoteHead, current_head};
 use crate::desired::kedge_yaml::Mode;
 use crate::observe::{ContainerState, Engine};
 use crate::record::{DeploymentStatus, Repo, RepoState, Store};
@@ -29,6 +30,8 @@ struct RepoStatus {
     remote_head: Option<String>,
     deployed_commit: Option<String>,
     pinned_commit: Option<String>,
+    /// The rollback pin, and whether the branch moved past it.
+    pin: Option<PinView>,
     sync_state: &'static str,
     last_error: Option<String>,
     checked_at: Option<String>,
@@ -103,8 +106,32 @@ async fn collect(
     };
     let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(repos.len());
-    for repo in repos {
-        let (state, last, recorded, events) = {
+    // The branch heads, as `diff` reads them: with `serve` running, what it
+    // checked; otherwise the remotes, asked side by side.
+    let heads: Vec<RemoteHead> = {
+        use futures_util::StreamExt;
+        let asks: Vec<_> = repos
+            .iter()
+            .map(|repo| {
+                let task = RepoTask::new(&shared, repo.clone());
+                let state = shared.store().repo_state(repo.id);
+                let shared = &shared;
+                async move {
+                    match state {
+                        Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
+                        Err(e) => RemoteHead {
+                            head: None,
+                            error: Some(error_chain(&e)),
+                            live: false,
+                        },
+                    }
+                }
+            })
+            .collect();
+        futures_util::stream::iter(asks).buffered(8).collect().await
+    };
+    for (repo, remote) in repos.into_iter().zip(heads) {
+        let (mut state, last, recorded, events) = {
             let store = shared.store();
             (
                 store.repo_state(repo.id)?,
@@ -117,6 +144,19 @@ async fn collect(
                 store.events(repo.id, 5)?,
             )
         };
+        if remote.live {
+            let now = crate::record::now_ms();
+            state.checked_at = Some(now);
+            match remote.error {
+                // Asked just now and no answer: that is the news.
+                Some(error) => state.last_error = Some(error),
+                None => {
+                    state.remote_head = remote.head.clone();
+                    state.remote_ok_at = Some(now);
+                }
+            }
+        }
+        let pin = PinView::new(&state, state.remote_head.as_deref());
         let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
         let containers = all
             .as_mut()
@@ -148,6 +188,7 @@ async fn collect(
             remote_head: state.remote_head.clone(),
             deployed_commit: state.deployed_commit.clone(),
             pinned_commit: state.pinned_commit.clone(),
+            pin,
             sync_state,
             last_error: state.last_error.clone(),
             checked_at: state.checked_at.map(rfc3339),
@@ -286,8 +327,8 @@ fn print_text(statuses: &[RepoStatus]) {
         println!("  Mode:        {}", s.mode.as_deref().unwrap_or("-"));
         println!("  Remote head: {}", dash(&s.remote_head));
         println!("  Deployed:    {}", dash(&s.deployed_commit));
-        if let Some(p) = &s.pinned_commit {
-            println!("  Pinned to:   {}", short(p));
+        if let Some(p) = &s.pin {
+            println!("  Pinned:      {}", p.describe());
         }
         println!("  Sync state:  {}", s.sync_state);
         if let Some(d) = &s.last_deployment {

@@ -19,6 +19,8 @@ use crate::source::git::Repository;
 pub struct RemoteHead {
     pub head: Option<String>,
     pub error: Option<String>,
+    /// The remote was asked just now (rather than `serve`'s last check).
+    pub live: bool,
 }
 
 /// Whether `serve` keeps this head fresh: it owns the data directory and
@@ -42,23 +44,26 @@ pub async fn current_head(
         return RemoteHead {
             head: state.remote_head.clone(),
             error: None,
+            live: false,
         };
     }
     match git.remote_head().await {
         Ok(head) => {
-            if state.remote_head.as_deref() != Some(head.as_str())
-                && let Err(e) = shared.store().record_remote_head(repo_id, &head)
-            {
+            let news =
+                state.remote_head.as_deref() != Some(head.as_str()) || state.remote_failing();
+            if news && let Err(e) = shared.store().record_remote_head(repo_id, &head) {
                 tracing::warn!("cannot record the remote head: {}", error_chain(&e));
             }
             RemoteHead {
                 head: Some(head),
                 error: None,
+                live: true,
             }
         }
         Err(e) => RemoteHead {
             head: state.remote_head.clone(),
             error: Some(error_chain(&e)),
+            live: true,
         },
     }
 }

@@ -689,10 +689,11 @@ impl Store {
         let now = now_ms();
         self.conn
             .execute(
-                "INSERT INTO repo_state (repo_id, remote_head, checked_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?3)
+                "INSERT INTO repo_state (repo_id, remote_head, checked_at, remote_ok_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3, ?3)
                  ON CONFLICT (repo_id) DO UPDATE SET remote_head = excluded.remote_head,
-                     checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+                     checked_at = excluded.checked_at, remote_ok_at = excluded.remote_ok_at,
+                     updated_at = excluded.updated_at",
                 params![repo_id, head, now],
             )
             .map_err(query("record the remote head"))?;

@@ -270,3 +270,49 @@ fn rollback_to_a_commit_gone_from_the_repository_uses_the_stored_snapshot() {
         "{h}"
     );
 }
+
+/// Regression: after a rollback, once the branch had moved, `diff` said "In
+/// sync"; and without `serve`, `status` kept a stale remote head and said
+/// `synced` while `diff` had just printed a pending commit. Both read the
+/// branch head the same way and say the same about the pin.
+#[test]
+fn after_a_rollback_diff_and_status_agree_once_the_branch_moves() {
+    let (name, remote, k, _project) = web_stack("pinmoved", &[]);
+    let c1 = remote.remote_head();
+    k.run(["sync", "--repo", &name]).success();
+    remote.write("compose.yaml", &web(IMAGE_2));
+    let c2 = remote.commit("two");
+    k.run(["sync", "--repo", &name]).success();
+    k.run(["rollback", "--repo", &name, &c1[..7]]).success();
+
+    // The pin holds while the branch head is the one it was taken at.
+    k.run(["diff", "--repo", &name, "--exit-code"])
+        .success()
+        .stdout_has(&format!("In sync: pinned to {} by a rollback", &c1[..7]));
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(status[0]["sync_state"], "pinned", "{status}");
+    assert_eq!(status[0]["remote_head"], c2.as_str(), "{status}");
+
+    // The branch moves: the next pass would release the pin and deploy it.
+    remote.write("app.env", "GREETING=three\n");
+    let c3 = remote.commit("three");
+    let said = format!(
+        "pinned to {}; branch head {} is newer: the next pass releases the pin",
+        &c1[..7],
+        &c3[..7]
+    );
+    let diff = k.run(["diff", "--repo", &name, "--exit-code"]);
+    diff.code(1)
+        .stdout_has(&said)
+        .stdout_has(&format!("Pending commit {}", &c3[..7]))
+        .stdout_has("Service: web\n  Status: Will be updated");
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(status[0]["remote_head"], c3.as_str(), "{status}");
+    assert_ne!(status[0]["sync_state"], "synced", "{status}");
+    k.run(["status", "--repo", &name])
+        .success()
+        .stdout_has(&said);
+    let diff_json = k.run(["diff", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(diff_json["remote_head"], status[0]["remote_head"]);
+    assert_eq!(diff_json["pin"], status[0]["pin"]);
+}
