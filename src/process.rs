@@ -216,8 +216,6 @@ impl Cmd {
             } else {
                 Stdio::null()
             })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &self.cwd {
@@ -240,6 +238,20 @@ impl Cmd {
                 });
             }
         }
+        // Output goes to unnamed temporary files, not pipes: a child that
+        // outlives a killed Kedge (a compose holding the repository lock)
+        // must not die of SIGPIPE at its next progress line, halfway
+        // through changing a stack.
+        let io_err = |source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        };
+        let (out_file, err_file) = (
+            tempfile::tempfile().map_err(io_err)?,
+            tempfile::tempfile().map_err(io_err)?,
+        );
+        cmd.stdout(out_file.try_clone().map_err(io_err)?)
+            .stderr(err_file.try_clone().map_err(io_err)?);
         let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             command: command.clone(),
             source,
@@ -253,27 +265,10 @@ impl Cmd {
             let _ = pipe.write_all(&input).await;
             drop(pipe);
         }
-        let mut out_pipe = running.child.stdout.take().expect("stdout is piped");
-        let mut err_pipe = running.child.stderr.take().expect("stderr is piped");
-        let child = &mut running.child;
-        let collect = async move {
-            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-            let (out, err, status) = tokio::join!(
-                out_pipe.read_to_end(&mut stdout),
-                err_pipe.read_to_end(&mut stderr),
-                child.wait(),
-            );
-            out?;
-            err?;
-            Ok::<_, std::io::Error>((status?, stdout, stderr))
-        };
-        let (status, stdout, stderr) = match tokio::time::timeout(self.timeout, collect).await {
+        let status = match tokio::time::timeout(self.timeout, running.child.wait()).await {
             Ok(result) => {
                 running.group.disarm();
-                result.map_err(|source| ProcessError::Io {
-                    command: command.clone(),
-                    source,
-                })?
+                result.map_err(io_err)?
             }
             // Dropping `running` kills the child's whole group.
             Err(_) => {
@@ -283,6 +278,8 @@ impl Cmd {
                 });
             }
         };
+        let (stdout, stderr) = (read_all(out_file).await, read_all(err_file).await);
+        let (stdout, stderr) = (stdout.map_err(io_err)?, stderr.map_err(io_err)?);
         let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
         if !status.success() {
             return Err(ProcessError::Failed {
@@ -295,9 +292,36 @@ impl Cmd {
     }
 }
 
+/// What a child wrote into one of its output files.
+async fn read_all(file: std::fs::File) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncSeekExt;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a compose left running by a killed `serve` died of
+    /// SIGPIPE at its next progress line (its stderr was a pipe nobody
+    /// read any more), halfway through changing the stack.
+    #[tokio::test]
+    async fn a_childs_output_is_no_pipe_it_could_die_writing_to() {
+        let out = Cmd::new("sh")
+            .args([
+                "-c",
+                "for fd in 1 2; do if [ -p /proc/self/fd/$fd ]; then echo pipe; else echo file; fi; done; echo to-stderr >&2",
+            ])
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text(), "file\nfile\n");
+        assert_eq!(out.stderr, "to-stderr");
+    }
 
     #[tokio::test]
     async fn captures_stdout_and_counts_spawns() {
