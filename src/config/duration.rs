@@ -1,5 +1,5 @@
 //! Human durations for flags and config files: `500ms`, `2s`, `1m`, `1h`,
-//! and sums of them such as `1m30s`.
+//! `30d`, and sums of them such as `1m30s`.
 
 use std::time::Duration;
 
@@ -40,8 +40,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "" => return Err(err("missing unit (ms, s, m or h)")),
-            _ => return Err(err("unknown unit (use ms, s, m or h)")),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "" => return Err(err("missing unit (ms, s, m, h or d)")),
+            _ => return Err(err("unknown unit (use ms, s, m, h or d)")),
         };
         total = total.saturating_add(part);
         rest = &rest[unit_len..];
@@ -60,6 +61,7 @@ mod tests {
             ("2s", 2000),
             ("1m", 60_000),
             ("1h", 3_600_000),
+            ("30d", 2_592_000_000),
             ("1m30s", 90_000),
             (" 60s ", 60_000),
             ("0s", 0),

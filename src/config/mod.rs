@@ -19,6 +19,7 @@ pub const DEFAULT_DATA_DIR: &str = ".kedge";
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// Compose files larger than this are refused before rendering: compose
 /// holds a file many times over while it parses (a 20 MB file, 880 MB RSS).
 pub const DEFAULT_MAX_COMPOSE_SIZE: u64 = 4 << 20;
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub max_compose_size: Option<u64>,
+    pub events_retention: Option<Duration>,
 }
 
 /// What the command line said.
@@ -78,6 +80,8 @@ pub struct Settings {
     pub log_level: String,
     /// Bytes; a larger compose file is refused before rendering.
     pub max_compose_size: u64,
+    /// Events older than this are deleted by `serve`.
+    pub events_retention: Duration,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -112,7 +116,11 @@ pub enum ConfigError {
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     let doc = yaml::parse(text)?;
-    let top = Section::new(&doc, "", &["data_dir", "git", "drift", "log", "render"])?;
+    let top = Section::new(
+        &doc,
+        "",
+        &["data_dir", "git", "drift", "log", "render", "events"],
+    )?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         ..FileConfig::default()
@@ -136,6 +144,17 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     }
     if let Some(render) = top.section("render", &["max_compose_size"])? {
         out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
+    }
+    if let Some(events) = top.section("events", &["retention"])? {
+        out.events_retention = events.parsed("retention", env, |s| {
+            parse_duration(s).map_err(|e| e.to_string()).and_then(|d| {
+                if d.is_zero() {
+                    Err("a duration greater than zero such as 30d".to_string())
+                } else {
+                    Ok(d)
+                }
+            })
+        })?;
     }
     Ok(out)
 }
@@ -278,6 +297,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         log_format,
         log_level,
         max_compose_size: file.max_compose_size.unwrap_or(DEFAULT_MAX_COMPOSE_SIZE),
+        events_retention: file.events_retention.unwrap_or(DEFAULT_EVENTS_RETENTION),
         config_file: None,
     })
 }
@@ -304,6 +324,7 @@ mod tests {
             log_format: Some(LogFormat::Json),
             log_level: Some("debug".into()),
             max_compose_size: None,
+            events_retention: None,
         }
     }
 
@@ -386,7 +407,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\n",
             &none,
         )
         .unwrap();
@@ -400,6 +421,7 @@ mod tests {
                 log_format: Some(LogFormat::Json),
                 log_level: Some("kedge=debug".into()),
                 max_compose_size: Some(512 * 1024),
+                events_retention: Some(Duration::from_secs(7 * 86_400)),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());

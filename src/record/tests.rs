@@ -1,4 +1,5 @@
 use super::*;
+use rusqlite::params;
 
 fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
     NewRepo { name, url, branch }

@@ -1,0 +1,161 @@
+//! record: the deployment history, with compose snapshots stored once per content.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Store, StoreError, now_ms, query};
+
+/// The key a compose snapshot is stored under: the sha256 of its text.
+pub fn snapshot_key(content: &str) -> String {
+    use sha2::Digest;
+    crate::desired::render::hex(&sha2::Sha256::digest(content.as_bytes()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    InProgress,
+    Success,
+    Failed,
+    RolledBack,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::InProgress => "in_progress",
+            DeploymentStatus::Success => "success",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "in_progress" => DeploymentStatus::InProgress,
+            "success" => DeploymentStatus::Success,
+            "failed" => DeploymentStatus::Failed,
+            "rolled_back" => DeploymentStatus::RolledBack,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub repo_id: i64,
+    pub commit: String,
+    pub message: String,
+    pub status: DeploymentStatus,
+    pub trigger: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub compose_snapshot: Option<String>,
+    pub services_changed: Option<Vec<String>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment<'a> {
+    pub repo_id: i64,
+    pub commit: &'a str,
+    pub message: &'a str,
+    pub trigger: &'a str,
+    pub compose_snapshot: Option<&'a str>,
+}
+
+impl Store {
+    /// Records the start of an apply; finish it with [`Store::finish_deployment`].
+    /// Its compose snapshot is stored once per content, shared by every
+    /// deployment of the same rendered project.
+    pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
+        let key = d.compose_snapshot.map(snapshot_key);
+        if let (Some(key), Some(content)) = (&key, d.compose_snapshot) {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO snapshots (sha256, content) VALUES (?1, ?2)",
+                    params![key, content],
+                )
+                .map_err(query("store compose snapshot"))?;
+        }
+        self.conn
+            .execute(
+                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot)
+                 VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6)",
+                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), key],
+            )
+            .map_err(query("record deployment start"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_deployment(
+        &self,
+        id: i64,
+        status: DeploymentStatus,
+        services_changed: &[String],
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let changed = serde_json::to_string(services_changed).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE deployments SET status = ?2, finished_at = ?3, duration_ms = ?3 - started_at,
+                 services_changed = ?4, error = ?5 WHERE id = ?1",
+                params![id, status.as_str(), now, changed, error],
+            )
+            .map_err(query("record deployment result"))?;
+        Ok(())
+    }
+
+    /// A repository's deployments left `in_progress` become `failed`
+    /// ("interrupted"). Only for the holder of the repository's lock: every
+    /// apply holds it, so an unfinished row then has no live owner.
+    pub fn fail_interrupted(&self, repo_id: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE deployments SET status = 'failed', finished_at = ?1,
+                 error = coalesce(error, 'interrupted: Kedge stopped before the apply finished')
+                 WHERE repo_id = ?2 AND status = 'in_progress'",
+                params![now_ms(), repo_id],
+            )
+            .map_err(query("close interrupted deployments"))
+    }
+
+    /// Newest first.
+    pub fn deployments(&self, repo_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.id, d.repo_id, d.commit_hash, d.commit_message, d.status, d.trigger,
+                        d.started_at, d.finished_at, d.duration_ms,
+                        coalesce(s.content, d.compose_snapshot), d.services_changed, d.error
+                 FROM deployments d LEFT JOIN snapshots s ON s.sha256 = d.snapshot
+                 WHERE d.repo_id = ?1 ORDER BY d.id DESC LIMIT ?2",
+            )
+            .map_err(query("list deployments"))?;
+        let rows = stmt
+            .query_map(params![repo_id, limit as i64], |row| {
+                let status: String = row.get(4)?;
+                let changed: Option<String> = row.get(10)?;
+                Ok(Deployment {
+                    id: row.get(0)?,
+                    repo_id: row.get(1)?,
+                    commit: row.get(2)?,
+                    message: row.get(3)?,
+                    status: DeploymentStatus::parse(&status).unwrap_or(DeploymentStatus::Failed),
+                    trigger: row.get(5)?,
+                    started_at: row.get(6)?,
+                    finished_at: row.get(7)?,
+                    duration_ms: row.get(8)?,
+                    compose_snapshot: row.get(9)?,
+                    services_changed: changed.and_then(|c| serde_json::from_str(&c).ok()),
+                    error: row.get(11)?,
+                })
+            })
+            .map_err(query("list deployments"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list deployments"))
+    }
+}

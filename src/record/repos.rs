@@ -1,0 +1,144 @@
+//! record: registered repositories.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, StoreError, now_ms, query};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repo {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub branch: String,
+    pub created_at: i64,
+    /// From the last rendered kedge.yaml; `None` before the first clone.
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRepo<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub branch: &'a str,
+}
+
+impl Store {
+    pub fn add_repo(&mut self, new: &NewRepo) -> Result<Repo, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(query("begin add repository"))?;
+        let by_name: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM repositories WHERE name = ?1",
+                [new.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("look up repository name"))?;
+        if by_name.is_some() {
+            return Err(StoreError::DuplicateName(new.name.to_string()));
+        }
+        let same_branch: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT name, url FROM repositories WHERE branch = ?1")
+                .map_err(query("look up repository url"))?;
+            stmt.query_map([new.branch], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(query("look up repository url"))?
+        };
+        if let Some((existing, _)) = same_branch
+            .into_iter()
+            .find(|(_, url)| crate::source::url::same_repository(url, new.url))
+        {
+            return Err(StoreError::DuplicateUrl {
+                url: crate::source::url::redact(new.url),
+                branch: new.branch.to_string(),
+                existing,
+            });
+        }
+        let created_at = now_ms();
+        tx.execute(
+            "INSERT INTO repositories (name, url, branch, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![new.name, new.url, new.branch, created_at],
+        )
+        .map_err(query("insert repository"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(query("commit add repository"))?;
+        Ok(Repo {
+            id,
+            name: new.name.to_string(),
+            url: new.url.to_string(),
+            branch: new.branch.to_string(),
+            created_at,
+            mode: None,
+        })
+    }
+
+    const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode \
+         FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
+
+    fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
+        Ok(Repo {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            url: row.get(2)?,
+            branch: row.get(3)?,
+            created_at: row.get(4)?,
+            mode: row.get(5)?,
+        })
+    }
+
+    /// All repositories, by name.
+    pub fn repos(&self) -> Result<Vec<Repo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {} ORDER BY r.name", Self::REPO_COLUMNS))
+            .map_err(query("list repositories"))?;
+        let rows = stmt
+            .query_map([], Self::repo_row)
+            .map_err(query("list repositories"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list repositories"))
+    }
+
+    pub fn repo(&self, name: &str) -> Result<Option<Repo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} WHERE r.name = ?1", Self::REPO_COLUMNS),
+                [name],
+                Self::repo_row,
+            )
+            .optional()
+            .map_err(query("look up repository"))
+    }
+
+    pub fn repo_by_id(&self, id: i64) -> Result<Option<Repo>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} WHERE r.id = ?1", Self::REPO_COLUMNS),
+                [id],
+                Self::repo_row,
+            )
+            .optional()
+            .map_err(query("look up repository"))
+    }
+
+    /// Deletes the repository with its history and events, and the
+    /// snapshots no other deployment shares. False if unknown.
+    pub fn remove_repo(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM repositories WHERE name = ?1", [name])
+            .map_err(query("remove repository"))?;
+        self.conn
+            .execute(
+                "DELETE FROM snapshots WHERE NOT EXISTS
+                     (SELECT 1 FROM deployments WHERE snapshot = snapshots.sha256)",
+                [],
+            )
+            .map_err(query("remove unused snapshots"))?;
+        Ok(n > 0)
+    }
+}
