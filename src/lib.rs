@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per stage: `source` (git) → `desired` (compose
 //! render) → `observe` (engine) → `plan` → `apply` → `record` (store),
-//! driven by `controller` and exposed by `cli`.
+//! driven by `controller`; `ops` holds one function per user action, which
+//! the faces (`cli`) call.
 
 pub mod apply;
 pub mod cli;
@@ -10,11 +11,14 @@ pub mod compose;
 pub mod config;
 pub mod controller;
 pub mod desired;
+pub mod events;
 pub mod observe;
+pub mod ops;
 pub mod plan;
 pub mod process;
 pub mod record;
 pub mod source;
+pub mod time;
 
 /// An error and all its sources on one line: what history records and
 /// `status` shows.

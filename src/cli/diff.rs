@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use super::output::print_json;
-use super::{Ctx, block_on, controller};
-use crate::controller::commands::{self, DiffReport};
+use super::{Ctx, block_on};
+use crate::ops::DiffReport;
 use crate::plan::{Drift, ExtraReason};
 use crate::short;
 
@@ -17,10 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(async {
-        let (shared, repo) = controller(ctx, &args.repo).await?;
-        anyhow::Ok(commands::diff(&shared, repo).await?)
-    })??;
+    let report = block_on(ctx.ops.diff(&args.repo))??;
     if let Some(e) = &report.remote_error {
         tracing::warn!("cannot check the remote for new commits: {e}");
     }

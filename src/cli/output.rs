@@ -66,7 +66,7 @@ impl Table {
     }
 }
 
-pub use crate::record::{local_time, rfc3339};
+pub use crate::time::{local_time, rfc3339};
 
 #[cfg(test)]
 mod tests {

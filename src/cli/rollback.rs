@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
 use super::output::print_json;
-use super::{Ctx, block_on, controller};
-use crate::controller::commands;
+use super::{Ctx, block_on};
 use crate::short;
 
 #[derive(Debug, clap::Args)]
@@ -15,10 +14,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(async {
-        let (shared, repo) = controller(ctx, &args.repo).await?;
-        anyhow::Ok(commands::rollback(&shared, repo, &args.commit).await?)
-    })??;
+    let report = block_on(ctx.ops.rollback(&args.repo, &args.commit))??;
     if ctx.json() {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

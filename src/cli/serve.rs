@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = rt.block_on(crate::controller::serve(ctx.settings.clone()));
+    let served = rt.block_on(ctx.ops.serve());
     // A task that stopped while waiting for a lock held elsewhere leaves
     // that wait on a blocking thread: not worth waiting for.
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -1,18 +1,11 @@
-use std::collections::BTreeMap;
+//! `kedge status`: each repository's sync state and services, as text or JSON.
+
 use std::process::ExitCode;
 
-use serde::Serialize;
-
-use super::output::{Table, local_time, print_json, rfc3339};
+use super::output::{Table, local_time, print_json};
 use super::{Ctx, block_on};
-use crate::controller::Shared;
-use crate::controller::heal;
-use crate::controller::reconcile::{RepoTask, Trigger};
-use crate::controller::remote::{PinView, RemoteHead, current_head};
-use crate::desired::kedge_yaml::Mode;
-use crate::observe::{ContainerState, Engine};
-use crate::record::{DeploymentStatus, Repo, RepoState, Store};
-use crate::{error_chain, short};
+use crate::ops::status::RepoStatus;
+use crate::short;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,66 +14,8 @@ pub struct Args {
     pub repo: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct RepoStatus {
-    name: String,
-    branch: String,
-    mode: Option<String>,
-    project: String,
-    remote_head: Option<String>,
-    deployed_commit: Option<String>,
-    pinned_commit: Option<String>,
-    /// The rollback pin, and whether the branch moved past it.
-    pin: Option<PinView>,
-    sync_state: &'static str,
-    last_error: Option<String>,
-    checked_at: Option<String>,
-    /// When the remote last answered a check.
-    last_successful_check: Option<String>,
-    /// The last check of the remote failed (`last_error` says why).
-    remote_failing: bool,
-    #[serde(skip)]
-    remote_ok_at: Option<i64>,
-    last_deployment: Option<LastDeployment>,
-    services: Vec<ServiceStatus>,
-    drifts: Vec<crate::plan::Drift>,
-    events: Vec<EventStatus>,
-}
-
-#[derive(Debug, Serialize)]
-struct EventStatus {
-    at: String,
-    kind: String,
-    service: Option<String>,
-    detail: String,
-}
-
-#[derive(Debug, Serialize)]
-struct LastDeployment {
-    commit: String,
-    status: DeploymentStatus,
-    deployed_at: String,
-}
-
-#[derive(Debug, Serialize)]
-struct ServiceStatus {
-    service: String,
-    container: Option<String>,
-    state: String,
-    image: Option<String>,
-    commit: Option<String>,
-}
-
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_store()?;
-    let repos: Vec<Repo> = match &args.repo {
-        Some(name) => match store.repo(name)? {
-            Some(r) => vec![r],
-            None => anyhow::bail!("no repository named '{name}'"),
-        },
-        None => store.repos()?,
-    };
-    let (statuses, engine_error) = block_on(collect(ctx, store, repos))??;
+    let (statuses, engine_error) = block_on(ctx.ops.status(args.repo.as_deref()))??;
     if let Some(e) = &engine_error {
         tracing::warn!("container states unknown: {e}");
     }
@@ -90,202 +25,6 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         print_text(&statuses);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn collect(
-    ctx: &Ctx,
-    store: Store,
-    repos: Vec<Repo>,
-) -> anyhow::Result<(Vec<RepoStatus>, Option<String>)> {
-    let engine = Engine::new();
-    let shared = Shared::new(ctx.settings.clone(), store, engine.clone());
-    // One list of every project's containers, one inspect per distinct image.
-    let (mut all, engine_error) = match engine.containers_by_project().await {
-        Ok(all) => (Some(all), None),
-        Err(e) => (None, Some(error_chain(&e))),
-    };
-    let mut images = heal::ImageIds::new();
-    let mut out = Vec::with_capacity(repos.len());
-    // The branch heads, as `diff` reads them: with `serve` running, what it
-    // checked; otherwise the remotes, asked side by side.
-    let heads: Vec<RemoteHead> = {
-        use futures_util::StreamExt;
-        let asks: Vec<_> = repos
-            .iter()
-            .map(|repo| {
-                let task = RepoTask::new(&shared, repo.clone());
-                let state = shared.store().repo_state(repo.id);
-                let shared = &shared;
-                async move {
-                    match state {
-                        Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
-                        Err(e) => RemoteHead {
-                            head: None,
-                            error: Some(error_chain(&e)),
-                            live: false,
-                        },
-                    }
-                }
-            })
-            .collect();
-        futures_util::stream::iter(asks).buffered(8).collect().await
-    };
-    for (repo, remote) in repos.into_iter().zip(heads) {
-        let (mut state, last, recorded, events) = {
-            let store = shared.store();
-            (
-                store.repo_state(repo.id)?,
-                // A restore after a failed deployment does not hide the failure.
-                store
-                    .deployments(repo.id, 2)?
-                    .into_iter()
-                    .find(|d| d.trigger != Trigger::AutoRollback.as_str()),
-                store.services(repo.id)?,
-                store.events(repo.id, 5)?,
-            )
-        };
-        if remote.live {
-            let now = crate::record::now_ms();
-            state.checked_at = Some(now);
-            match remote.error {
-                // Asked just now and no answer: that is the news.
-                Some(error) => state.last_error = Some(error),
-                None => {
-                    state.remote_head = remote.head.clone();
-                    state.remote_ok_at = Some(now);
-                }
-            }
-        }
-        let pin = PinView::new(&state, state.remote_head.as_deref());
-        let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
-        let containers = all
-            .as_mut()
-            .map(|all| all.remove(&project).unwrap_or_default());
-        let services = service_statuses(&recorded, containers.as_deref());
-        let task = RepoTask::new(&shared, repo.clone());
-        let observed = heal::drift_plan_observed(
-            &shared,
-            &task,
-            Some(Mode::Auto),
-            containers.clone(),
-            &mut images,
-        );
-        let drifts = match observed.await? {
-            Some((plan, _, _)) => plan.drifts,
-            None => Vec::new(),
-        };
-        let sync_state = sync_state(
-            &state,
-            last.as_ref().map(|d| d.status),
-            &drifts,
-            containers.is_some(),
-        );
-        out.push(RepoStatus {
-            name: repo.name,
-            branch: repo.branch,
-            mode: state.mode.clone(),
-            project,
-            remote_head: state.remote_head.clone(),
-            deployed_commit: state.deployed_commit.clone(),
-            pinned_commit: state.pinned_commit.clone(),
-            pin,
-            sync_state,
-            last_error: state.last_error.clone(),
-            checked_at: state.checked_at.map(rfc3339),
-            last_successful_check: state.remote_ok_at.map(rfc3339),
-            remote_failing: state.remote_failing(),
-            remote_ok_at: state.remote_ok_at,
-            last_deployment: last.map(|d| LastDeployment {
-                commit: d.commit,
-                status: d.status,
-                deployed_at: rfc3339(d.started_at),
-            }),
-            services,
-            drifts,
-            events: events
-                .into_iter()
-                .map(|e| EventStatus {
-                    at: rfc3339(e.at),
-                    kind: e.kind,
-                    service: e.service,
-                    detail: e.detail,
-                })
-                .collect(),
-        });
-    }
-    Ok((out, engine_error))
-}
-
-/// Every deployed service with its containers; services the engine has
-/// but Kedge did not deploy are listed too.
-fn service_statuses(
-    recorded: &BTreeMap<String, crate::record::ServiceRecord>,
-    containers: Option<&[ContainerState]>,
-) -> Vec<ServiceStatus> {
-    let mut out = Vec::new();
-    let containers = containers.unwrap_or_default();
-    for name in recorded.keys() {
-        let mine: Vec<&ContainerState> = containers.iter().filter(|c| &c.service == name).collect();
-        if mine.is_empty() {
-            out.push(ServiceStatus {
-                service: name.clone(),
-                container: None,
-                state: "missing".into(),
-                image: None,
-                commit: None,
-            });
-        }
-        out.extend(mine.into_iter().map(service_of));
-    }
-    out.extend(
-        containers
-            .iter()
-            .filter(|c| !recorded.contains_key(&c.service))
-            .map(service_of),
-    );
-    out
-}
-
-fn service_of(c: &ContainerState) -> ServiceStatus {
-    ServiceStatus {
-        service: c.service.clone(),
-        container: Some(c.name.clone()),
-        state: c.state.clone(),
-        image: Some(c.image.clone()),
-        commit: c.commit.clone(),
-    }
-}
-
-/// The worst of: a failed deployment of the head, drift, a rollback pin,
-/// a head not deployed yet. Whether the last known head still is the
-/// head is unknown while the remote does not answer.
-fn sync_state(
-    state: &RepoState,
-    last: Option<DeploymentStatus>,
-    drifts: &[crate::plan::Drift],
-    observed: bool,
-) -> &'static str {
-    let pinned = state.pinned_commit.is_some();
-    let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
-    if last == Some(DeploymentStatus::Failed) && !head_deployed && !pinned {
-        return "failed";
-    }
-    if !drifts.is_empty() {
-        return "drifted";
-    }
-    if pinned {
-        return "pinned";
-    }
-    if state.remote_head.is_none() {
-        return "unknown";
-    }
-    if !head_deployed {
-        return "out_of_sync";
-    }
-    if !observed || state.remote_failing() {
-        return "unknown";
-    }
-    "synced"
 }
 
 /// The last error, and for a remote that stopped answering, since when.
@@ -344,10 +83,10 @@ fn print_text(statuses: &[RepoStatus]) {
         }
         println!(
             "  Last error:  {}",
-            last_error_text(s, crate::record::now_ms())
+            last_error_text(s, crate::time::now_ms())
         );
         for d in &s.drifts {
-            println!("  Drift:       {}: {}", d.service(), heal::describe(d));
+            println!("  Drift:       {}: {}", d.service(), d.describe());
         }
         if !s.services.is_empty() {
             let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
@@ -366,14 +105,12 @@ fn print_text(statuses: &[RepoStatus]) {
         if !s.events.is_empty() {
             println!("  Recent events:");
             for e in &s.events {
-                let at = chrono::DateTime::parse_from_rfc3339(&e.at)
-                    .map(|t| local_time(t.timestamp_millis()))
-                    .unwrap_or_default();
                 println!(
-                    "    {at}  {:<10} {:<10} {}",
+                    "    {}  {:<16} {:<10} {}",
+                    local_time(e.time),
                     e.kind,
                     e.service.as_deref().unwrap_or("-"),
-                    e.detail
+                    e.message
                 );
             }
         }
@@ -398,30 +135,5 @@ mod tests {
         ] {
             assert_eq!(age(ms), want, "{ms}");
         }
-    }
-
-    /// Regression: `status` said `synced` while the remote did not answer.
-    #[test]
-    fn status_says_synced_while_the_remote_is_unreachable() {
-        let synced = RepoState {
-            remote_head: Some("c1".into()),
-            deployed_commit: Some("c1".into()),
-            checked_at: Some(1_000),
-            remote_ok_at: Some(1_000),
-            ..RepoState::default()
-        };
-        assert_eq!(sync_state(&synced, None, &[], true), "synced");
-        let unreachable = RepoState {
-            checked_at: Some(200_000),
-            last_error: Some("cannot reach remote x".into()),
-            ..synced.clone()
-        };
-        assert_eq!(sync_state(&unreachable, None, &[], true), "unknown");
-        // A known newer head is still known.
-        let behind = RepoState {
-            remote_head: Some("c2".into()),
-            ..unreachable.clone()
-        };
-        assert_eq!(sync_state(&behind, None, &[], true), "out_of_sync");
     }
 }

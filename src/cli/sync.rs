@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
 use super::output::print_json;
-use super::{Ctx, block_on, controller};
-use crate::controller::commands;
+use super::{Ctx, block_on};
 use crate::short;
 
 #[derive(Debug, clap::Args)]
@@ -16,10 +15,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(async {
-        let (shared, repo) = controller(ctx, &args.repo).await?;
-        anyhow::Ok(commands::sync(&shared, repo, args.dry_run).await?)
-    })??;
+    let report = block_on(ctx.ops.sync(&args.repo, args.dry_run))??;
     if ctx.json() {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

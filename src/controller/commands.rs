@@ -16,6 +16,7 @@ use super::reconcile::{
 };
 use super::remote::PinView;
 use crate::desired::kedge_yaml::Mode;
+use crate::events::{EventKind, NewEvent};
 use crate::plan::Drift;
 use crate::record::{DeploymentStatus, Repo};
 use crate::{error_chain, short};
@@ -118,7 +119,16 @@ pub async fn sync(
         (changed, heals)
     } else {
         state.remote_head = Some(head.clone());
-        state.pinned_commit = None;
+        if let Some(pinned) = state.pinned_commit.take() {
+            shared.emit(
+                NewEvent::new(
+                    &task.repo.name,
+                    EventKind::PinReleased,
+                    format!("`kedge sync` released the pin to {}", short(&pinned)),
+                )
+                .commit(&pinned),
+            );
+        }
         state.pinned_at_head = None;
         shared
             .store()

@@ -13,6 +13,7 @@ use crate::apply;
 use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::error_chain;
+use crate::events::{EventKind, NewEvent};
 use crate::observe::{ContainerState, Engine};
 use crate::plan::{Drift, Heal, Plan, Want, plan};
 use crate::record::{RepoState, ServiceRecord};
@@ -193,11 +194,10 @@ pub async fn check(
         return Ok(Vec::new());
     }
     let engine = shared.engine.clone();
-    let id = task.repo.id;
     let name = task.repo.name.clone();
     let project = state.project.clone().unwrap_or_else(|| name.clone());
     let mut done = Vec::new();
-    let mut events: Vec<(&str, String, String)> = Vec::new();
+    let mut events: Vec<NewEvent> = Vec::new();
     let files: Vec<PathBuf> = state
         .compose_files
         .unwrap_or_default()
@@ -235,7 +235,16 @@ pub async fn check(
             Ok(()) => tracing::info!(repo = %name, "healed: {detail}"),
             Err(_) => tracing::error!(repo = %name, "heal failed: {detail}"),
         }
-        events.extend(services.iter().map(|s| ("heal", s.clone(), detail.clone())));
+        let kind = match &result {
+            Ok(()) => EventKind::DriftHealed,
+            Err(_) => EventKind::HealFailed,
+        };
+        events.extend(services.iter().map(|s| {
+            NewEvent::new(&name, kind, detail.clone())
+                .service(s)
+                .field("action", what.clone())
+                .field("took_ms", took.as_millis() as u64)
+        }));
         done.push(detail);
         if matches!(heal, Heal::Remove { .. }) {
             continue;
@@ -248,13 +257,19 @@ pub async fn check(
                     wait.as_secs()
                 );
                 tracing::warn!(repo = %name, %service, "{text}");
-                events.push(("crash_loop", service, text));
+                events.push(
+                    NewEvent::new(&name, EventKind::CrashLoop, text)
+                        .service(&service)
+                        .field("backoff_s", wait.as_secs()),
+                );
             }
         }
     }
     // Healed first, recorded after: a store that cannot be written (a full
     // disk) never stops a heal.
-    record_events(shared, id, &name, &events);
+    for event in events {
+        shared.emit(event);
+    }
     // Healed drift that comes back is news again.
     task.drift.reported.clear();
     Ok(done)
@@ -281,71 +296,23 @@ fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) {
     let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
     let mut events = Vec::new();
     for d in current.difference(&task.drift.reported) {
-        let text = describe(d);
+        let text = d.describe();
         if mode == Mode::Auto {
             tracing::info!(repo = %task.repo.name, service = d.service(), "drift: {text}");
         } else {
             tracing::warn!(repo = %task.repo.name, service = d.service(), %mode, "drift: {text} (not healed: mode {mode})");
         }
-        events.push(("drift", d.service().to_string(), text));
+        events.push(
+            NewEvent::new(&task.repo.name, EventKind::DriftDetected, text)
+                .service(d.service())
+                .field("drift", d.kind())
+                .field("healed", mode == Mode::Auto),
+        );
     }
-    record_events(shared, task.repo.id, &task.repo.name, &events);
+    for event in events {
+        shared.emit(event);
+    }
     task.drift.reported = current;
-}
-
-/// Stores events; a store that cannot be written is logged, never an error:
-/// what happened is in the log either way.
-fn record_events(shared: &Shared, id: i64, name: &str, events: &[(&str, String, String)]) {
-    if events.is_empty() {
-        return;
-    }
-    let store = shared.store();
-    for (kind, service, detail) in events {
-        if let Err(e) = store.add_event(id, kind, Some(service), detail) {
-            tracing::warn!(repo = %name, %kind, "cannot record event: {}", error_chain(&e));
-        }
-    }
-}
-
-/// One line for logs and events.
-pub fn describe(d: &Drift) -> String {
-    match d {
-        Drift::Missing {
-            expected, actual, ..
-        } => {
-            format!("missing: {actual} of {expected} containers exist")
-        }
-        Drift::Stopped {
-            container,
-            state,
-            exit_code,
-            ..
-        } => match exit_code {
-            Some(code) => format!("stopped: {container} is {state} (exit code {code})"),
-            None => format!("stopped: {container} is {state}"),
-        },
-        Drift::WrongImage {
-            container,
-            expected,
-            actual,
-            ..
-        } => {
-            format!("wrong image: {container} runs {actual}, expected {expected}")
-        }
-        Drift::ConfigChanged { container, .. } => {
-            format!("config changed: {container} differs from what Kedge applied")
-        }
-        Drift::Extra {
-            container, reason, ..
-        } => match reason {
-            crate::plan::ExtraReason::NotInFile => {
-                format!("extra: {container} belongs to no service in the compose file")
-            }
-            crate::plan::ExtraReason::BeyondReplicas => {
-                format!("extra: {container} is beyond the replica count")
-            }
-        },
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::error_chain;
+use crate::events::NewEvent;
 use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 use reconcile::{Action, RepoTask, backoff, reconcile};
@@ -65,6 +66,14 @@ impl Shared {
 
     pub fn engine_returns(&self) -> u64 {
         self.engine_returns.load(Ordering::Relaxed)
+    }
+
+    /// Records an event. Observing never fails what it observes: a store
+    /// that cannot be written (a full disk) is logged, and the work goes on.
+    pub fn emit(&self, event: NewEvent) {
+        if let Err(e) = self.store().add_event(&event) {
+            tracing::warn!(repo = %event.repo, kind = %event.kind, "cannot record event: {}", error_chain(&e));
+        }
     }
 
     /// Short, blocking SQLite calls only: never held across an await.

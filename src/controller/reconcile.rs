@@ -12,6 +12,7 @@ use crate::apply::{self, ApplyError};
 use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::desired::render::{self, Desired, RenderError};
+use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::build::build_reason;
 use crate::record::{DeploymentStatus, NewDeployment, Repo, RepoState, ServiceRecord, StoreError};
 use crate::source::clone_dir;
@@ -88,6 +89,12 @@ impl Trigger {
             Trigger::Sync => "sync",
             Trigger::Rollback => "rollback",
         }
+    }
+
+    /// Whether the deployment starts from a commit `serve` found on the
+    /// branch (rather than one an operator or a retry named).
+    fn detects(self) -> bool {
+        matches!(self, Trigger::NewCommit | Trigger::Startup | Trigger::Added)
     }
 
     /// Sync and rollback are the operator's explicit word: they apply
@@ -318,6 +325,21 @@ async fn check_source(
             return Ok(());
         }
         tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
+        if let Some(pinned) = &state.pinned_commit {
+            shared.emit(
+                NewEvent::new(
+                    &name,
+                    EventKind::PinReleased,
+                    format!(
+                        "the branch moved to {}: the pin to {} is released",
+                        short(&head),
+                        short(pinned)
+                    ),
+                )
+                .commit(pinned)
+                .field("head", head.clone()),
+            );
+        }
         state.pinned_commit = None;
         state.pinned_at_head = None;
         state.target_commit = None;
@@ -392,13 +414,23 @@ pub async fn deploy(
         render_dir,
     } = match render_commit(task, commit).await? {
         Ok(r) => r,
-        Err((info, e)) => return refuse(shared, id, &name, &info.message, commit, trigger, &e),
+        Err((info, e)) => {
+            if trigger.detects() {
+                shared.emit(commit_detected(&name, commit, &info.message, None));
+            }
+            return refuse(shared, id, &name, &info.message, commit, trigger, &e);
+        }
     };
 
+    let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
+    if trigger.detects() {
+        let mode = waits.then_some(desired.kedge.mode);
+        shared.emit(commit_detected(&name, commit, &info.message, mode));
+    }
     let mut state = load_state(shared, id)?;
     state.mode = Some(desired.kedge.mode.as_str().to_string());
     state.prune = Some(desired.kedge.prune);
-    if desired.kedge.mode != Mode::Auto && !trigger.forced() {
+    if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         state.target_commit = Some(commit.to_string());
         save_state(shared, id, &state)?;
@@ -447,6 +479,16 @@ pub async fn apply_rendered(
         trigger: trigger.as_str(),
         compose_snapshot: Some(&desired.rendered),
     })?;
+    shared.emit(
+        NewEvent::new(
+            &name,
+            EventKind::DeployStarted,
+            format!("deploying {}: {}", short(commit), first_line(message)),
+        )
+        .commit(commit)
+        .field("trigger", trigger.as_str())
+        .field("deployment", deployment),
+    );
 
     tracing::debug!(commit = short(commit), "rendered");
     let previous = shared.store().services(id)?;
@@ -489,6 +531,23 @@ pub async fn apply_rendered(
                 "deployed in {:.1} s",
                 elapsed.as_secs_f64()
             );
+            let (kind, what) = if trigger == Trigger::Rollback {
+                (EventKind::RolledBack, "rolled back to")
+            } else {
+                (EventKind::DeploySucceeded, "deployed")
+            };
+            shared.emit(
+                NewEvent::new(
+                    &name,
+                    kind,
+                    format!("{what} {} in {:.1} s", short(commit), elapsed.as_secs_f64()),
+                )
+                .commit(commit)
+                .field("trigger", trigger.as_str())
+                .field("deployment", deployment)
+                .field("changed", changed.clone())
+                .field("duration_ms", elapsed.as_millis() as u64),
+            );
             Ok(Outcome::Deployed { changed })
         }
         Err(e) => {
@@ -507,6 +566,13 @@ pub async fn apply_rendered(
                 &changed,
                 Some(&message),
             )?;
+            shared.emit(
+                NewEvent::new(&name, EventKind::DeployFailed, message.clone())
+                    .commit(commit)
+                    .field("trigger", trigger.as_str())
+                    .field("deployment", deployment)
+                    .field("step", "apply"),
+            );
             let mut state = load_state(shared, id)?;
             state.last_error = Some(message);
             save_state(shared, id, &state)?;
@@ -602,6 +668,21 @@ async fn restore_previous(
     match result {
         Ok(()) => {
             tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
+            shared.emit(
+                NewEvent::new(
+                    name,
+                    EventKind::RolledBack,
+                    format!(
+                        "the failed deployment of {} was undone: {} is back",
+                        short(failed),
+                        short(&deployed)
+                    ),
+                )
+                .commit(&deployed)
+                .field("trigger", Trigger::AutoRollback.as_str())
+                .field("failed_commit", failed)
+                .field("deployment", restore),
+            );
             shared.store().finish_deployment(
                 restore,
                 DeploymentStatus::RolledBack,
@@ -626,6 +707,35 @@ async fn restore_previous(
 
 /// How often a restore is tried before it is given up.
 const RESTORE_ATTEMPTS: u32 = 3;
+
+/// The first line of a commit message.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}
+
+/// A new branch head found; `waits` when the mode leaves it to `kedge sync`.
+fn commit_detected(repo: &str, commit: &str, message: &str, waits: Option<Mode>) -> NewEvent {
+    let event = NewEvent::new(
+        repo,
+        EventKind::CommitDetected,
+        match waits {
+            Some(mode) => format!(
+                "new commit {} waits for `kedge sync` (mode {mode}): {}",
+                short(commit),
+                first_line(message)
+            ),
+            None => format!("new commit {}: {}", short(commit), first_line(message)),
+        },
+    )
+    .commit(commit);
+    match waits {
+        Some(mode) => event
+            .severity(Severity::Warning)
+            .field("waits", true)
+            .field("mode", mode.as_str()),
+        None => event.field("waits", false),
+    }
+}
 
 /// Compose recreates a container by creating the new one under a temporary
 /// name, `<old id, 12 hex>_<name>`, then renaming it. An `up` aborted midway
@@ -836,6 +946,15 @@ fn refuse(
         compose_snapshot: None,
     })?;
     store.finish_deployment(deployment, DeploymentStatus::Failed, &[], Some(&text))?;
+    drop(store);
+    shared.emit(
+        NewEvent::new(name, EventKind::DeployFailed, text.clone())
+            .commit(commit)
+            .field("trigger", trigger.as_str())
+            .field("deployment", deployment)
+            .field("step", "render"),
+    );
+    let store = shared.store();
     let mut state = store.repo_state(id)?;
     state.target_commit = Some(commit.to_string());
     state.last_error = Some(text.clone());

@@ -77,6 +77,47 @@ impl Drift {
         }
     }
 
+    /// One line for logs, events and `status`.
+    pub fn describe(&self) -> String {
+        match self {
+            Drift::Missing {
+                expected, actual, ..
+            } => {
+                format!("missing: {actual} of {expected} containers exist")
+            }
+            Drift::Stopped {
+                container,
+                state,
+                exit_code,
+                ..
+            } => match exit_code {
+                Some(code) => format!("stopped: {container} is {state} (exit code {code})"),
+                None => format!("stopped: {container} is {state}"),
+            },
+            Drift::WrongImage {
+                container,
+                expected,
+                actual,
+                ..
+            } => {
+                format!("wrong image: {container} runs {actual}, expected {expected}")
+            }
+            Drift::ConfigChanged { container, .. } => {
+                format!("config changed: {container} differs from what Kedge applied")
+            }
+            Drift::Extra {
+                container, reason, ..
+            } => match reason {
+                ExtraReason::NotInFile => {
+                    format!("extra: {container} belongs to no service in the compose file")
+                }
+                ExtraReason::BeyondReplicas => {
+                    format!("extra: {container} is beyond the replica count")
+                }
+            },
+        }
+    }
+
     /// The spec's name of the drift type.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -88,6 +88,44 @@ pub const MIGRATIONS: &[&str] = &[
      WHERE last_error IS NULL
         OR NOT (last_error LIKE 'cannot reach remote %'
                 OR last_error LIKE 'branch % does not exist on %');",
+    // 6: the event log of operations.md: typed kinds with a severity, the
+    // repository by name (a log outlives what it mentions: `repo_removed`
+    // stays), the commit, structured fields, and ids never reused
+    // (AUTOINCREMENT: followers resume after the last id they saw, even
+    // past rows retention deleted). Earlier rows keep their order and map
+    // onto the new kinds.
+    "CREATE TABLE event_log (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           INTEGER NOT NULL,
+        repo         TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        service      TEXT,
+        commit_hash  TEXT,
+        message      TEXT NOT NULL,
+        fields       TEXT NOT NULL DEFAULT '{}'
+    );
+    INSERT INTO event_log (at, repo, kind, severity, service, message)
+        SELECT e.at, r.name,
+               CASE
+                   WHEN e.kind = 'drift' THEN 'drift_detected'
+                   WHEN e.kind = 'heal' AND e.detail LIKE '%: failed: %' THEN 'heal_failed'
+                   WHEN e.kind = 'heal' THEN 'drift_healed'
+                   ELSE e.kind
+               END,
+               CASE
+                   WHEN e.kind = 'drift' THEN 'warning'
+                   WHEN e.kind = 'heal' AND e.detail LIKE '%: failed: %' THEN 'error'
+                   WHEN e.kind = 'crash_loop' THEN 'error'
+                   ELSE 'info'
+               END,
+               e.service, coalesce(e.detail, '')
+        FROM events e JOIN repositories r ON r.id = e.repo_id
+        ORDER BY e.id;
+    DROP TABLE events;
+    ALTER TABLE event_log RENAME TO events;
+    CREATE INDEX events_by_repo ON events (repo, id);
+    CREATE INDEX events_by_time ON events (at);",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,11 +11,10 @@ mod state;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::TimeZone;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use deployments::{Deployment, DeploymentStatus, NewDeployment, snapshot_key};
-pub use events::Event;
+pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
 pub use repos::{NewRepo, Repo};
 pub use state::{RepoState, ServiceRecord};
@@ -106,41 +105,7 @@ fn query(step: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Query { step, source }
 }
 
-/// RFC 3339 in UTC, for JSON.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::Utc
-        .timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// RFC 3339 in UTC to the millisecond: history is ordered by it.
-pub fn rfc3339_ms(ms: i64) -> String {
-    chrono::Utc
-        .timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in local time, for people.
-pub fn local_time(ms: i64) -> String {
-    chrono::Utc
-        .timestamp_millis_opt(ms)
-        .single()
-        .map(|t| {
-            chrono::DateTime::<chrono::Local>::from(t)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-/// Milliseconds since the Unix epoch, UTC: how every time is stored.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::time::{local_time, now_ms, rfc3339, rfc3339_ms};
 
 pub struct Store {
     conn: Connection,

@@ -365,22 +365,121 @@ fn a_version_3_state_learns_when_the_remote_last_answered() {
 }
 
 #[test]
-fn events_newest_first() {
+fn events_page_oldest_first_and_follow_by_id() {
+    use crate::events::{EventKind, NewEvent, Severity};
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    let repo = store
-        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+    let store = Store::open(dir.path()).unwrap();
+    let mut ids = Vec::new();
+    for (repo, kind) in [
+        ("app", EventKind::DriftDetected),
+        ("other", EventKind::DeployStarted),
+        ("app", EventKind::DriftHealed),
+        ("app", EventKind::DeployFailed),
+    ] {
+        let e = NewEvent::new(repo, kind, format!("{kind}"))
+            .service("web")
+            .commit("c1")
+            .field("n", ids.len());
+        ids.push(store.add_event(&e).unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let q = |repo: Option<&str>, after_id: Option<i64>, limit: usize| EventQuery {
+        repo: repo.map(String::from),
+        since: None,
+        after_id,
+        limit,
+    };
+    // The newest two of app's, oldest first.
+    let page = store.events(&q(Some("app"), None, 2)).unwrap();
+    let kinds: Vec<EventKind> = page.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::DriftHealed, EventKind::DeployFailed]);
+    assert_eq!(page[1].severity, Severity::Error);
+    assert_eq!(page[1].commit.as_deref(), Some("c1"));
+    assert_eq!(page[1].fields["n"], 3);
+    // A follower reads forward from the last id it saw.
+    let next = store.events(&q(None, Some(ids[1]), 10)).unwrap();
+    assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(store.last_event_id().unwrap(), ids[3]);
+    // Retention deletes by time; ids are never handed out again.
+    assert_eq!(store.delete_events_before(now_ms() + 1).unwrap(), 4);
+    let again = store
+        .add_event(&NewEvent::new("app", EventKind::RepoAdded, "x"))
         .unwrap();
-    store
-        .add_event(repo.id, "drift", Some("web"), "stopped")
+    assert!(again > ids[3]);
+}
+
+/// The events of a version-5 database move to the event log, in order,
+/// with their kinds mapped, and the repository by name.
+#[test]
+fn a_version_5_database_keeps_its_events() {
+    use crate::events::{EventKind, Severity};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v5 = Store::open_file(&path, 5).unwrap();
+        v5.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at) VALUES ('app', '/r/app', 'main', 1);
+                 INSERT INTO events (repo_id, at, kind, service, detail) VALUES
+                     (1, 10, 'drift', 'web', 'stopped: app-web-1 is exited'),
+                     (1, 20, 'heal', 'web', 'start app-web-1: ok in 0.10 s'),
+                     (1, 30, 'heal', 'api', 'create api: failed: no such image'),
+                     (1, 40, 'crash_loop', 'web', 'crash-looping');",
+            )
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let events = store
+        .events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
         .unwrap();
-    store
-        .add_event(repo.id, "heal", Some("web"), "started: ok")
-        .unwrap();
-    let events = store.events(repo.id, 10).unwrap();
-    assert_eq!(events.len(), 2);
-    assert_eq!(events[0].kind, "heal");
-    assert_eq!(events[1].detail, "stopped");
+    let got: Vec<(i64, &str, EventKind, Severity, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.time,
+                e.repo.as_str(),
+                e.kind,
+                e.severity,
+                e.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                10,
+                "app",
+                EventKind::DriftDetected,
+                Severity::Warning,
+                "stopped: app-web-1 is exited"
+            ),
+            (
+                20,
+                "app",
+                EventKind::DriftHealed,
+                Severity::Info,
+                "start app-web-1: ok in 0.10 s"
+            ),
+            (
+                30,
+                "app",
+                EventKind::HealFailed,
+                Severity::Error,
+                "create api: failed: no such image"
+            ),
+            (
+                40,
+                "app",
+                EventKind::CrashLoop,
+                Severity::Error,
+                "crash-looping"
+            ),
+        ]
+    );
 }
 
 #[test]

@@ -122,7 +122,7 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
-    assert!(kinds.contains(&"heal".to_string()), "{status}");
+    assert!(kinds.contains(&"drift_healed".to_string()), "{status}");
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         )
         .unwrap()
     };
-    let heals = count("heal", "crasher");
+    let heals = count("drift_healed", "crasher");
     assert!(
         (1..=6).contains(&heals),
         "crasher healed {heals} times in 8 s; events: {events}"
@@ -184,8 +184,8 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         1,
         "the crash loop is reported once"
     );
-    assert_eq!(count("heal", "migrate"), 0);
-    assert_eq!(count("drift", "migrate"), 0);
+    assert_eq!(count("drift_healed", "migrate"), 0);
+    assert_eq!(count("drift_detected", "migrate"), 0);
 }
 
 #[test]

@@ -1,0 +1,78 @@
+//! `kedge events`: the event log, `TIME REPO KIND SERVICE MESSAGE`, oldest
+//! first; `--follow` keeps printing what any process stores.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::output::{Table, local_time};
+use super::{Ctx, block_on};
+use crate::events::Event;
+use crate::ops::events::{EventsRequest, Since};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this repository's events
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only events since then: a duration (10m, 2h, 30d) or an RFC 3339 time
+    #[arg(long, value_name = "DUR|RFC3339", value_parser = Since::parse)]
+    pub since: Option<Since>,
+    /// At most the newest N events
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// Keep printing new events as they are stored (Ctrl-C stops)
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let req = EventsRequest {
+        repo: args.repo,
+        since: args.since,
+        limit: args.limit,
+    };
+    // The id first: nothing stored between the page and the follow is lost.
+    let last = ctx.ops.last_event_id()?;
+    let page = ctx.ops.events(&req)?;
+    let page: Vec<Event> = page.into_iter().filter(|e| e.id <= last).collect();
+    if !args.follow {
+        if ctx.json() {
+            super::output::print_json(&page)?;
+        } else {
+            let mut table = Table::new(["TIME", "REPO", "KIND", "SERVICE", "MESSAGE"]);
+            for e in &page {
+                table.row(row(e));
+            }
+            print!("{}", table.render());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Following: one line per event, flushed at once (a pipe reads as it goes).
+    let json = ctx.json();
+    let mut out = std::io::stdout().lock();
+    let mut print = |e: &Event| -> bool {
+        let line = if json {
+            serde_json::to_string(e).unwrap_or_default()
+        } else {
+            row(e).join("  ")
+        };
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+    };
+    for e in &page {
+        if !print(e) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    block_on(ctx.ops.follow_events(&req, last, print))??;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(e: &Event) -> [String; 5] {
+    [
+        local_time(e.time),
+        e.repo.clone(),
+        e.kind.to_string(),
+        e.service.clone().unwrap_or_else(|| "-".into()),
+        e.message.lines().next().unwrap_or_default().to_string(),
+    ]
+}

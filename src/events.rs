@@ -1,0 +1,225 @@
+//! events: the typed event every decision and action of Kedge becomes.
+//! Stored by `record` with a monotonic id; the HTTP stream, notifications,
+//! metrics and the dashboard read them. Pure types: no I/O here.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened, with the names of the spec (operations.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RepoAdded,
+    RepoRemoved,
+    CommitDetected,
+    DeployStarted,
+    DeploySucceeded,
+    DeployFailed,
+    RolledBack,
+    PinReleased,
+    DriftDetected,
+    DriftHealed,
+    HealFailed,
+    CrashLoop,
+    Unhealthy,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 13] = [
+        EventKind::RepoAdded,
+        EventKind::RepoRemoved,
+        EventKind::CommitDetected,
+        EventKind::DeployStarted,
+        EventKind::DeploySucceeded,
+        EventKind::DeployFailed,
+        EventKind::RolledBack,
+        EventKind::PinReleased,
+        EventKind::DriftDetected,
+        EventKind::DriftHealed,
+        EventKind::HealFailed,
+        EventKind::CrashLoop,
+        EventKind::Unhealthy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RepoAdded => "repo_added",
+            EventKind::RepoRemoved => "repo_removed",
+            EventKind::CommitDetected => "commit_detected",
+            EventKind::DeployStarted => "deploy_started",
+            EventKind::DeploySucceeded => "deploy_succeeded",
+            EventKind::DeployFailed => "deploy_failed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::PinReleased => "pin_released",
+            EventKind::DriftDetected => "drift_detected",
+            EventKind::DriftHealed => "drift_healed",
+            EventKind::HealFailed => "heal_failed",
+            EventKind::CrashLoop => "crash_loop",
+            EventKind::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The spec's severity of each kind; `commit_detected` is a warning
+    /// when the commit waits (see [`NewEvent::severity`]).
+    pub fn severity(self) -> Severity {
+        match self {
+            EventKind::DeployFailed | EventKind::HealFailed | EventKind::CrashLoop => {
+                Severity::Error
+            }
+            EventKind::RolledBack | EventKind::DriftDetected | EventKind::Unhealthy => {
+                Severity::Warning
+            }
+            _ => Severity::Info,
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        [Severity::Info, Severity::Warning, Severity::Error]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A stored event. Its JSON form is the spec's: `time` in RFC 3339,
+/// `service` and `commit` null when they do not apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    #[serde(serialize_with = "time_rfc3339")]
+    pub time: i64,
+    pub repo: String,
+    pub kind: EventKind,
+    pub severity: Severity,
+    pub service: Option<String>,
+    pub commit: Option<String>,
+    pub message: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn time_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::rfc3339_ms(*ms))
+}
+
+/// An event to store: [`NewEvent::new`] and the setters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub repo: String,
+    pub kind: EventKind,
+    pub severity: Severity,
+    pub service: Option<String>,
+    pub commit: Option<String>,
+    pub message: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NewEvent {
+    pub fn new(repo: &str, kind: EventKind, message: impl Into<String>) -> NewEvent {
+        NewEvent {
+            repo: repo.to_string(),
+            kind,
+            severity: kind.severity(),
+            service: None,
+            commit: None,
+            message: message.into(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    pub fn service(mut self, service: &str) -> NewEvent {
+        self.service = Some(service.to_string());
+        self
+    }
+
+    pub fn commit(mut self, commit: &str) -> NewEvent {
+        self.commit = Some(commit.to_string());
+        self
+    }
+
+    pub fn severity(mut self, severity: Severity) -> NewEvent {
+        self.severity = severity;
+        self
+    }
+
+    pub fn field(mut self, key: &str, value: impl Into<serde_json::Value>) -> NewEvent {
+        self.fields.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_severities_are_the_specs() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        let errors: Vec<&str> = EventKind::ALL
+            .into_iter()
+            .filter(|k| k.severity() == Severity::Error)
+            .map(EventKind::as_str)
+            .collect();
+        assert_eq!(errors, ["deploy_failed", "heal_failed", "crash_loop"]);
+        let warnings: Vec<&str> = EventKind::ALL
+            .into_iter()
+            .filter(|k| k.severity() == Severity::Warning)
+            .map(EventKind::as_str)
+            .collect();
+        assert_eq!(warnings, ["rolled_back", "drift_detected", "unhealthy"]);
+    }
+
+    #[test]
+    fn the_json_form_is_the_specs() {
+        let e = Event {
+            id: 7,
+            time: 1_700_000_000_000,
+            repo: "app".into(),
+            kind: EventKind::DriftDetected,
+            severity: Severity::Warning,
+            service: Some("web".into()),
+            commit: None,
+            message: "stopped".into(),
+            fields: serde_json::Map::from_iter([("drift".to_string(), "stopped".into())]),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({
+                "id": 7, "time": "2023-11-14T22:13:20.000Z", "repo": "app",
+                "kind": "drift_detected", "severity": "warning", "service": "web",
+                "commit": null, "message": "stopped", "fields": {"drift": "stopped"}
+            })
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! ops: `events`, the event log: a page of it, or followed as it grows
+//! (rows written by any process, a `kedge sync` in another shell included).
+
+use std::time::Duration;
+
+use super::{Ops, OpsError};
+use crate::events::Event;
+use crate::record::{EventQuery, now_ms};
+
+/// How often a follower looks for new rows: one indexed query.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// Where a listing starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long ago.
+    Ago(Duration),
+    /// At this time (ms since the epoch).
+    At(i64),
+}
+
+impl Since {
+    /// `10m`, `2h`, `30d`… or an RFC 3339 time.
+    pub fn parse(s: &str) -> Result<Since, String> {
+        if let Ok(d) = crate::config::duration::parse_duration(s) {
+            return Ok(Since::Ago(d));
+        }
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| Since::At(t.timestamp_millis()))
+            .map_err(|_| format!("{s:?} is neither a duration (10m, 2h, 30d) nor an RFC 3339 time"))
+    }
+
+    fn at(self) -> i64 {
+        match self {
+            Since::Ago(d) => now_ms().saturating_sub(d.as_millis().min(i64::MAX as u128) as i64),
+            Since::At(ms) => ms,
+        }
+    }
+}
+
+/// Which events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsRequest {
+    pub repo: Option<String>,
+    pub since: Option<Since>,
+    /// The newest this many (all of them, oldest first).
+    pub limit: usize,
+}
+
+impl Ops {
+    /// The newest `limit` events that match, oldest first.
+    pub fn events(&self, req: &EventsRequest) -> Result<Vec<Event>, OpsError> {
+        if let Some(repo) = &req.repo {
+            self.repo(repo)?;
+        }
+        Ok(self.shared()?.store().events(&EventQuery {
+            repo: req.repo.clone(),
+            since: req.since.map(Since::at),
+            after_id: None,
+            limit: req.limit,
+        })?)
+    }
+
+    /// Events stored after `after_id`, oldest first, as they come: `each`
+    /// gets every one and returns false to stop.
+    pub async fn follow_events(
+        &self,
+        req: &EventsRequest,
+        mut after_id: i64,
+        mut each: impl FnMut(&Event) -> bool,
+    ) -> Result<(), OpsError> {
+        let shared = self.shared()?;
+        loop {
+            let page = shared.store().events(&EventQuery {
+                repo: req.repo.clone(),
+                since: None,
+                after_id: Some(after_id),
+                limit: 1000,
+            })?;
+            let full = page.len() == 1000;
+            for event in &page {
+                after_id = event.id;
+                if !each(event) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        }
+    }
+
+    /// The newest event's id: where a follower that wants only new events starts.
+    pub fn last_event_id(&self) -> Result<i64, OpsError> {
+        Ok(self.shared()?.store().last_event_id()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_duration_or_a_time() {
+        assert_eq!(
+            Since::parse("10m"),
+            Ok(Since::Ago(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            Since::parse("2026-11-28T03:00:00Z"),
+            Ok(Since::At(1_795_834_800_000))
+        );
+        assert!(Since::parse("nonsense").is_err());
+        assert!(Since::parse("").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! ops: `history`, a repository's deployments, newest first.
+
+use serde::Serialize;
+
+use super::{Ops, OpsError};
+use crate::record::{DeploymentStatus, rfc3339_ms};
+
+/// One deployment as every face shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub commit: String,
+    pub status: DeploymentStatus,
+    /// When it finished (when it started, while it runs).
+    pub deployed_at: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub message: String,
+    pub trigger: String,
+    pub duration_ms: Option<i64>,
+    pub services_changed: Option<Vec<String>>,
+    pub error: Option<String>,
+    /// Milliseconds since the epoch, for faces that format times themselves.
+    #[serde(skip)]
+    pub finished_ms: Option<i64>,
+}
+
+impl Ops {
+    pub fn history(&self, repo: &str, limit: usize) -> Result<Vec<HistoryRow>, OpsError> {
+        let repo = self.repo(repo)?;
+        let deployments = self.shared()?.store().deployments(repo.id, limit)?;
+        Ok(deployments
+            .into_iter()
+            .map(|d| HistoryRow {
+                deployed_at: rfc3339_ms(d.finished_at.unwrap_or(d.started_at)),
+                started_at: rfc3339_ms(d.started_at),
+                finished_at: d.finished_at.map(rfc3339_ms),
+                finished_ms: d.finished_at,
+                commit: d.commit,
+                status: d.status,
+                message: d.message,
+                trigger: d.trigger,
+                duration_ms: d.duration_ms,
+                services_changed: d.services_changed,
+                error: d.error,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,141 @@
+//! ops: one function per user action — add, list and remove repositories,
+//! status, diff, sync, rollback, history, events, serve. The faces (`cli`
+//! today; the HTTP API and the dashboard next) call these with typed
+//! arguments and get typed reports back; they never reach into the store,
+//! the engine, git or compose themselves.
+
+pub mod events;
+pub mod history;
+pub mod repos;
+pub mod status;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::config::Settings;
+use crate::controller::Shared;
+use crate::controller::commands::{self, CommandError};
+pub use crate::controller::commands::{DiffReport, RollbackReport, SyncReport};
+use crate::observe::Engine;
+use crate::record::{Repo, Store, StoreError};
+
+pub use crate::controller::ServeError;
+pub use crate::controller::commands::{Pending, ServiceChange};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("no repository named '{0}'")]
+    UnknownRepo(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Url(#[from] crate::source::url::UrlError),
+    #[error(transparent)]
+    Name(#[from] crate::source::url::NameError),
+    #[error(transparent)]
+    Branch(#[from] crate::source::url::BranchError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Reconcile(#[from] crate::controller::reconcile::ReconcileError),
+    #[error(transparent)]
+    Lock(#[from] crate::controller::lock::LockError),
+    #[error("cannot tell which compose project '{repo}' deployed")]
+    Project {
+        repo: String,
+        #[source]
+        source: crate::desired::kedge_yaml::KedgeYamlError,
+    },
+    #[error(transparent)]
+    Down(#[from] crate::apply::ApplyError),
+    #[error("repository '{repo}' was unregistered but its clone {} could not be deleted", path.display())]
+    DeleteClone {
+        repo: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The operations, over one data directory. A command line opens the
+/// store on first use (a refused `repo add` leaves no database behind);
+/// `serve`'s HTTP face shares the controller's.
+pub struct Ops {
+    settings: Settings,
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl Ops {
+    pub fn new(settings: Settings) -> Ops {
+        Ops {
+            settings,
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Operations inside `serve`, on its store and engine.
+    pub fn serving(shared: Arc<Shared>) -> Ops {
+        let settings = shared.settings.clone();
+        let cell = OnceLock::new();
+        let _ = cell.set(shared);
+        Ops {
+            settings,
+            shared: cell,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn shared(&self) -> Result<&Arc<Shared>, OpsError> {
+        if let Some(shared) = self.shared.get() {
+            return Ok(shared);
+        }
+        let store = Store::open(&self.settings.data_dir)?;
+        let shared = Arc::new(Shared::new(self.settings.clone(), store, Engine::new()));
+        Ok(self.shared.get_or_init(|| shared))
+    }
+
+    /// A registered repository by name.
+    pub fn repo(&self, name: &str) -> Result<Repo, OpsError> {
+        self.shared()?
+            .store()
+            .repo(name)?
+            .ok_or_else(|| OpsError::UnknownRepo(name.to_string()))
+    }
+
+    /// The repository and the controller for a command that applies or
+    /// compares: the engine is connected while git works.
+    fn controller(&self, name: &str) -> Result<(&Arc<Shared>, Repo), OpsError> {
+        let repo = self.repo(name)?;
+        let shared = self.shared()?;
+        let engine = shared.engine.clone();
+        tokio::spawn(async move { engine.warm_up().await });
+        Ok((shared, repo))
+    }
+
+    /// `kedge diff`: what differs, and what the branch head would change.
+    pub async fn diff(&self, repo: &str) -> Result<DiffReport, OpsError> {
+        let (shared, repo) = self.controller(repo)?;
+        Ok(commands::diff(shared, repo).await?)
+    }
+
+    /// `kedge sync`: deploy the branch head now and heal all drift.
+    pub async fn sync(&self, repo: &str, dry_run: bool) -> Result<SyncReport, OpsError> {
+        let (shared, repo) = self.controller(repo)?;
+        Ok(commands::sync(shared, repo, dry_run).await?)
+    }
+
+    /// `kedge rollback`: re-apply a deployed commit and pin to it.
+    pub async fn rollback(&self, repo: &str, commit: &str) -> Result<RollbackReport, OpsError> {
+        let (shared, repo) = self.controller(repo)?;
+        Ok(commands::rollback(shared, repo, commit).await?)
+    }
+
+    /// `kedge serve`: until SIGINT/SIGTERM.
+    pub async fn serve(&self) -> Result<(), OpsError> {
+        Ok(crate::controller::serve(self.settings.clone()).await?)
+    }
+}

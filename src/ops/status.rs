@@ -1,0 +1,294 @@
+//! ops: `status`, what every face shows of a repository: sync state,
+//! branch head, deployed commit, pin, services, drift and recent events.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Ops, OpsError};
+use crate::controller::Shared;
+use crate::controller::heal;
+use crate::controller::reconcile::{RepoTask, Trigger};
+use crate::controller::remote::{PinView, RemoteHead, current_head};
+use crate::desired::kedge_yaml::Mode;
+use crate::error_chain;
+use crate::observe::ContainerState;
+use crate::record::{DeploymentStatus, Repo, RepoState, rfc3339};
+
+#[derive(Debug, Serialize)]
+pub struct RepoStatus {
+    pub name: String,
+    pub branch: String,
+    pub mode: Option<String>,
+    pub project: String,
+    pub remote_head: Option<String>,
+    pub deployed_commit: Option<String>,
+    pub pinned_commit: Option<String>,
+    /// The rollback pin, and whether the branch moved past it.
+    pub pin: Option<PinView>,
+    pub sync_state: &'static str,
+    pub last_error: Option<String>,
+    pub checked_at: Option<String>,
+    /// When the remote last answered a check.
+    pub last_successful_check: Option<String>,
+    /// The last check of the remote failed (`last_error` says why).
+    pub remote_failing: bool,
+    #[serde(skip)]
+    pub remote_ok_at: Option<i64>,
+    pub last_deployment: Option<LastDeployment>,
+    pub services: Vec<ServiceStatus>,
+    pub drifts: Vec<crate::plan::Drift>,
+    /// The newest few, oldest first.
+    pub events: Vec<crate::events::Event>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastDeployment {
+    pub commit: String,
+    pub status: DeploymentStatus,
+    pub deployed_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub container: Option<String>,
+    pub state: String,
+    pub image: Option<String>,
+    pub commit: Option<String>,
+}
+
+impl Ops {
+    /// Every repository's status (or one's), and why container states are
+    /// unknown when the engine does not answer.
+    pub async fn status(
+        &self,
+        repo: Option<&str>,
+    ) -> Result<(Vec<RepoStatus>, Option<String>), OpsError> {
+        let shared = self.shared()?;
+        let repos = match repo {
+            Some(name) => vec![self.repo(name)?],
+            None => shared.store().repos()?,
+        };
+        collect(shared, repos).await
+    }
+}
+
+async fn collect(
+    shared: &Shared,
+    repos: Vec<Repo>,
+) -> Result<(Vec<RepoStatus>, Option<String>), OpsError> {
+    let engine = shared.engine.clone();
+    // One list of every project's containers, one inspect per distinct image.
+    let (mut all, engine_error) = match engine.containers_by_project().await {
+        Ok(all) => (Some(all), None),
+        Err(e) => (None, Some(error_chain(&e))),
+    };
+    let mut images = heal::ImageIds::new();
+    let mut out = Vec::with_capacity(repos.len());
+    // The branch heads, as `diff` reads them: with `serve` running, what it
+    // checked; otherwise the remotes, asked side by side.
+    let heads: Vec<RemoteHead> = {
+        use futures_util::StreamExt;
+        let asks: Vec<_> = repos
+            .iter()
+            .map(|repo| {
+                let task = RepoTask::new(shared, repo.clone());
+                let state = shared.store().repo_state(repo.id);
+                async move {
+                    match state {
+                        Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
+                        Err(e) => RemoteHead {
+                            head: None,
+                            error: Some(error_chain(&e)),
+                            live: false,
+                        },
+                    }
+                }
+            })
+            .collect();
+        futures_util::stream::iter(asks).buffered(8).collect().await
+    };
+    for (repo, remote) in repos.into_iter().zip(heads) {
+        let (mut state, last, recorded, events) = {
+            let store = shared.store();
+            (
+                store.repo_state(repo.id)?,
+                // A restore after a failed deployment does not hide the failure.
+                store
+                    .deployments(repo.id, 2)?
+                    .into_iter()
+                    .find(|d| d.trigger != Trigger::AutoRollback.as_str()),
+                store.services(repo.id)?,
+                store.events(&crate::record::EventQuery {
+                    repo: Some(repo.name.clone()),
+                    limit: 5,
+                    ..Default::default()
+                })?,
+            )
+        };
+        if remote.live {
+            let now = crate::record::now_ms();
+            state.checked_at = Some(now);
+            match remote.error {
+                // Asked just now and no answer: that is the news.
+                Some(error) => state.last_error = Some(error),
+                None => {
+                    state.remote_head = remote.head.clone();
+                    state.remote_ok_at = Some(now);
+                }
+            }
+        }
+        let pin = PinView::new(&state, state.remote_head.as_deref());
+        let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
+        let containers = all
+            .as_mut()
+            .map(|all| all.remove(&project).unwrap_or_default());
+        let services = service_statuses(&recorded, containers.as_deref());
+        let task = RepoTask::new(shared, repo.clone());
+        let observed = heal::drift_plan_observed(
+            shared,
+            &task,
+            Some(Mode::Auto),
+            containers.clone(),
+            &mut images,
+        );
+        let drifts = match observed.await? {
+            Some((plan, _, _)) => plan.drifts,
+            None => Vec::new(),
+        };
+        let sync_state = sync_state(
+            &state,
+            last.as_ref().map(|d| d.status),
+            &drifts,
+            containers.is_some(),
+        );
+        out.push(RepoStatus {
+            name: repo.name,
+            branch: repo.branch,
+            mode: state.mode.clone(),
+            project,
+            remote_head: state.remote_head.clone(),
+            deployed_commit: state.deployed_commit.clone(),
+            pinned_commit: state.pinned_commit.clone(),
+            pin,
+            sync_state,
+            last_error: state.last_error.clone(),
+            checked_at: state.checked_at.map(rfc3339),
+            last_successful_check: state.remote_ok_at.map(rfc3339),
+            remote_failing: state.remote_failing(),
+            remote_ok_at: state.remote_ok_at,
+            last_deployment: last.map(|d| LastDeployment {
+                commit: d.commit,
+                status: d.status,
+                deployed_at: rfc3339(d.started_at),
+            }),
+            services,
+            drifts,
+            events,
+        });
+    }
+    Ok((out, engine_error))
+}
+
+/// Every deployed service with its containers; services the engine has
+/// but Kedge did not deploy are listed too.
+fn service_statuses(
+    recorded: &BTreeMap<String, crate::record::ServiceRecord>,
+    containers: Option<&[ContainerState]>,
+) -> Vec<ServiceStatus> {
+    let mut out = Vec::new();
+    let containers = containers.unwrap_or_default();
+    for name in recorded.keys() {
+        let mine: Vec<&ContainerState> = containers.iter().filter(|c| &c.service == name).collect();
+        if mine.is_empty() {
+            out.push(ServiceStatus {
+                service: name.clone(),
+                container: None,
+                state: "missing".into(),
+                image: None,
+                commit: None,
+            });
+        }
+        out.extend(mine.into_iter().map(service_of));
+    }
+    out.extend(
+        containers
+            .iter()
+            .filter(|c| !recorded.contains_key(&c.service))
+            .map(service_of),
+    );
+    out
+}
+
+fn service_of(c: &ContainerState) -> ServiceStatus {
+    ServiceStatus {
+        service: c.service.clone(),
+        container: Some(c.name.clone()),
+        state: c.state.clone(),
+        image: Some(c.image.clone()),
+        commit: c.commit.clone(),
+    }
+}
+
+/// The worst of: a failed deployment of the head, drift, a rollback pin,
+/// a head not deployed yet. Whether the last known head still is the
+/// head is unknown while the remote does not answer.
+fn sync_state(
+    state: &RepoState,
+    last: Option<DeploymentStatus>,
+    drifts: &[crate::plan::Drift],
+    observed: bool,
+) -> &'static str {
+    let pinned = state.pinned_commit.is_some();
+    let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
+    if last == Some(DeploymentStatus::Failed) && !head_deployed && !pinned {
+        return "failed";
+    }
+    if !drifts.is_empty() {
+        return "drifted";
+    }
+    if pinned {
+        return "pinned";
+    }
+    if state.remote_head.is_none() {
+        return "unknown";
+    }
+    if !head_deployed {
+        return "out_of_sync";
+    }
+    if !observed || state.remote_failing() {
+        return "unknown";
+    }
+    "synced"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `status` said `synced` while the remote did not answer.
+    #[test]
+    fn status_says_synced_while_the_remote_is_unreachable() {
+        let synced = RepoState {
+            remote_head: Some("c1".into()),
+            deployed_commit: Some("c1".into()),
+            checked_at: Some(1_000),
+            remote_ok_at: Some(1_000),
+            ..RepoState::default()
+        };
+        assert_eq!(sync_state(&synced, None, &[], true), "synced");
+        let unreachable = RepoState {
+            checked_at: Some(200_000),
+            last_error: Some("cannot reach remote x".into()),
+            ..synced.clone()
+        };
+        assert_eq!(sync_state(&unreachable, None, &[], true), "unknown");
+        // A known newer head is still known.
+        let behind = RepoState {
+            remote_head: Some("c2".into()),
+            ..unreachable.clone()
+        };
+        assert_eq!(sync_state(&behind, None, &[], true), "out_of_sync");
+    }
+}
