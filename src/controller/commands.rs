@@ -113,7 +113,7 @@ pub async fn sync(
         let previous = shared.store().services(id).map_err(ReconcileError::from)?;
         let (_, changed) = label_commits(&rendered.desired, &previous, &head);
         let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
-            Some((plan, _, _)) => plan.heals.iter().map(heal::describe_heal).collect(),
+            Some(view) => view.plan.heals.iter().map(heal::describe_heal).collect(),
             None => Vec::new(),
         };
         (changed, heals)
@@ -212,7 +212,7 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
     let remote = super::remote::current_head(shared, &task.git, id, &before).await;
     let _lock = locked(shared, &task.repo).await?;
     let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
-        Some((plan, _, _)) => plan.drifts,
+        Some(view) => view.plan.drifts,
         None => Vec::new(),
     };
     let state = shared

@@ -122,6 +122,16 @@ pub fn mode_of(state: &RepoState) -> Mode {
 /// Image reference → image id on the host (`None`: not there).
 pub type ImageIds = std::collections::HashMap<String, Option<String>>;
 
+/// A deployed repository as one look at the engine found it.
+#[derive(Debug, Clone)]
+pub struct DriftView {
+    pub plan: Plan,
+    pub mode: Mode,
+    pub state: RepoState,
+    /// The project's containers, as listed for the plan.
+    pub containers: Vec<ContainerState>,
+}
+
 /// The drift of a deployed repository now, planned in `mode` (the
 /// repository's own unless overridden). `None`: nothing deployed, or the
 /// engine cannot be asked.
@@ -129,7 +139,7 @@ pub async fn drift_plan(
     shared: &Shared,
     task: &RepoTask,
     mode: Option<Mode>,
-) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
+) -> Result<Option<DriftView>, ReconcileError> {
     drift_plan_observed(shared, task, mode, None, &mut ImageIds::new()).await
 }
 
@@ -141,7 +151,7 @@ pub async fn drift_plan_observed(
     mode: Option<Mode>,
     containers: Option<Vec<ContainerState>>,
     images: &mut ImageIds,
-) -> Result<Option<(Plan, Mode, RepoState)>, ReconcileError> {
+) -> Result<Option<DriftView>, ReconcileError> {
     let engine = shared.engine.clone();
     let id = task.repo.id;
     let state = shared.store().repo_state(id)?;
@@ -176,7 +186,12 @@ pub async fn drift_plan_observed(
         state.prune.unwrap_or(true),
         &backed_off,
     );
-    Ok(Some((plan, mode, state)))
+    Ok(Some(DriftView {
+        plan,
+        mode,
+        state,
+        containers,
+    }))
 }
 
 /// One drift pass for a repository: report, and heal what the plan says.
@@ -186,9 +201,12 @@ pub async fn check(
     task: &mut RepoTask,
     mode: Option<Mode>,
 ) -> Result<Vec<String>, ReconcileError> {
-    let Some((plan, mode, state)) = drift_plan(shared, task, mode).await? else {
+    let Some(view) = drift_plan(shared, task, mode).await? else {
+        task.observed = None;
         return Ok(Vec::new());
     };
+    let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
+    task.observed = Some(view);
     report(shared, task, &plan, mode);
     if plan.heals.is_empty() {
         return Ok(Vec::new());

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod heal;
+pub mod hub;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
@@ -22,15 +23,44 @@ use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 use reconcile::{Action, RepoTask, backoff, reconcile};
 
+/// Why a repository's task runs a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its poll or drift-check time came.
+    Timer,
+    /// The engine reported a change to one of its containers.
+    EngineEvent,
+    /// A git host announced a push: the remote is checked now.
+    Webhook,
+    /// An operator asked (API or dashboard): the remote is checked now.
+    Cli,
+}
+
+impl Reason {
+    /// Whether the remote is checked at once rather than when its poll is due.
+    pub fn checks_remote(self) -> bool {
+        matches!(self, Reason::Webhook | Reason::Cli)
+    }
+}
+
+/// How a repository's task is reached.
+struct Waker {
+    repo: String,
+    project: String,
+    tx: mpsc::Sender<Reason>,
+}
+
 /// What every repository task shares.
 pub struct Shared {
     pub settings: Settings,
     store: Mutex<Store>,
     pub engine: Engine,
-    /// Per repository: its compose project and how to wake its task.
-    wakers: Mutex<HashMap<i64, (String, mpsc::Sender<()>)>>,
+    /// Per repository: its name, its compose project and how to wake its task.
+    wakers: Mutex<HashMap<i64, Waker>>,
     /// How often the engine has come back after not answering.
     engine_returns: AtomicU64,
+    /// The event broadcast and the repositories' snapshots.
+    pub hub: hub::Hub,
 }
 
 impl Shared {
@@ -41,27 +71,40 @@ impl Shared {
             engine,
             wakers: Mutex::new(HashMap::new()),
             engine_returns: AtomicU64::new(0),
+            hub: hub::Hub::default(),
         }
     }
 
-    fn wakers(&self) -> MutexGuard<'_, HashMap<i64, (String, mpsc::Sender<()>)>> {
+    fn wakers(&self) -> MutexGuard<'_, HashMap<i64, Waker>> {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An engine event for `project`: wake the task that owns it. A full
-    /// channel means a wake-up is pending already.
+    /// channel means wake-ups are pending already.
     pub fn wake_project(&self, project: &str) {
-        for (p, tx) in self.wakers().values() {
-            if p == project {
-                let _ = tx.try_send(());
+        for w in self.wakers().values() {
+            if w.project == project {
+                let _ = w.tx.try_send(Reason::EngineEvent);
             }
         }
     }
 
     pub fn wake_all(&self) {
-        for (_, tx) in self.wakers().values() {
-            let _ = tx.try_send(());
+        for w in self.wakers().values() {
+            let _ = w.tx.try_send(Reason::EngineEvent);
         }
+    }
+
+    /// Wakes a repository's task by name; false when no task runs for it.
+    /// A webhook or a command makes the task ask its remote at once.
+    pub fn wake(&self, repo: &str, reason: Reason) -> bool {
+        self.wakers()
+            .values()
+            .find(|w| w.repo == repo)
+            .map(|w| {
+                let _ = w.tx.try_send(reason);
+            })
+            .is_some()
     }
 
     pub fn engine_returns(&self) -> u64 {
@@ -109,6 +152,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let shared = Arc::new(Shared::new(settings, store, engine));
     tokio::spawn(watch_events(shared.clone()));
+    tokio::spawn(hub::tail(shared.clone()));
+    tokio::spawn(hub::retention(shared.clone()));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     tracing::info!(
@@ -175,7 +220,7 @@ fn supervise(
 async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch::Receiver<bool>) {
     let name = repo.name.clone();
     let id = repo.id;
-    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
+    let (wake_tx, mut wake) = mpsc::channel::<Reason>(8);
     let mut task = RepoTask::new(&shared, repo);
     if added {
         task = task.added();
@@ -236,12 +281,16 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             }
         };
         // Events are routed by project, which the last render may have named.
-        let project = shared
-            .store()
-            .repo_state(id)
-            .ok()
-            .and_then(|s| s.project)
+        let state = shared.store().repo_state(id).ok();
+        let project = state
+            .as_ref()
+            .and_then(|s| s.project.clone())
             .unwrap_or_else(|| name.clone());
+        if let Some(state) = state {
+            shared
+                .hub
+                .publish(hub::RepoSnapshot::new(&name, state, task.observed.as_ref()));
+        }
         // The engine announces a death before its container list shows it:
         // look once more shortly after every event.
         let delay = if std::mem::take(&mut woken) {
@@ -250,20 +299,39 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             delay
         };
         tracing::debug!(repo = %name, %project, ?delay, "pass done");
-        shared.wakers().insert(id, (project, wake_tx.clone()));
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            Some(()) = wake.recv() => {
-                tracing::debug!(repo = %name, "woken by an engine event");
-                // Let a burst of events (kill, die, stop) arrive, then one pass.
+        shared.wakers().insert(
+            id,
+            Waker {
+                repo: name.clone(),
+                project,
+                tx: wake_tx.clone(),
+            },
+        );
+        let reason = tokio::select! {
+            _ = tokio::time::sleep(delay) => Reason::Timer,
+            Some(reason) = wake.recv() => {
+                // Let a burst (kill, die, stop; several hooks) arrive, then one pass.
                 tokio::time::sleep(EVENT_SETTLE).await;
-                while wake.try_recv().is_ok() {}
-                woken = true;
+                let mut reasons = vec![reason];
+                while let Ok(r) = wake.try_recv() {
+                    reasons.push(r);
+                }
+                if reasons.iter().any(|r| r.checks_remote()) {
+                    task.check_remote_now();
+                }
+                woken = reasons.contains(&Reason::EngineEvent);
+                reasons.into_iter().find(|r| r.checks_remote()).unwrap_or(reason)
             }
-            _ = stop.changed() => {}
+            _ = stop.changed() => Reason::Timer,
+        };
+        match reason {
+            Reason::Timer => {}
+            Reason::EngineEvent => tracing::debug!(repo = %name, "woken by an engine event"),
+            other => tracing::debug!(repo = %name, reason = ?other, "woken"),
         }
     }
     shared.wakers().remove(&id);
+    shared.hub.forget(&name);
     tracing::debug!(repo = %name, "task stopped");
 }
 

@@ -172,6 +172,8 @@ pub struct RepoTask {
     next_source: Instant,
     source_failures: u32,
     pub drift: super::heal::DriftState,
+    /// What the last drift check saw: the pass's snapshot is made of it.
+    pub observed: Option<super::heal::DriftView>,
     /// `Shared::engine_returns` when this task last looked.
     engine_returns_seen: u64,
     /// The repository's lock, while a pass or a command holds it.
@@ -195,11 +197,17 @@ impl RepoTask {
             next_source: now,
             source_failures: 0,
             drift: Default::default(),
+            observed: None,
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,
             max_compose_size: shared.settings.max_compose_size,
         }
+    }
+
+    /// The next pass asks the remote, whenever its poll would be due.
+    pub fn check_remote_now(&mut self) {
+        self.next_source = Instant::now();
     }
 
     /// A task for a repository registered while `serve` runs.

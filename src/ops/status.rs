@@ -154,7 +154,7 @@ async fn collect(
             &mut images,
         );
         let drifts = match observed.await? {
-            Some((plan, _, _)) => plan.drifts,
+            Some(view) => view.plan.drifts,
             None => Vec::new(),
         };
         let sync_state = sync_state(

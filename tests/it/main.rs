@@ -5,6 +5,7 @@ mod support;
 
 mod build;
 mod drift;
+mod events;
 mod harness;
 mod remote;
 mod render;

@@ -1,0 +1,148 @@
+//! controller: what `serve` publishes for the faces that watch it. The
+//! event log followed and broadcast (rows any process stored, in id order),
+//! retention, and each repository's snapshot after every pass. Readers
+//! never take a repository's lock nor wait on an apply; a slow reader only
+//! misses broadcasts (it can re-read the log by id), never slows a deploy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use super::Shared;
+use super::heal::DriftView;
+use crate::error_chain;
+use crate::events::Event;
+use crate::observe::ContainerState;
+use crate::plan::Drift;
+use crate::record::{EventQuery, RepoState, now_ms};
+
+/// How often the log is read for rows stored since the last look.
+const TAIL_EVERY: Duration = Duration::from_millis(250);
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Broadcast events a slow reader may fall behind by before it misses some.
+pub const BROADCAST_CAPACITY: usize = 1024;
+
+/// A repository as its last pass left it: what `status` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepoSnapshot {
+    pub repo: String,
+    pub state: RepoState,
+    /// `None` until a pass has looked at a deployed stack.
+    pub containers: Option<Vec<ContainerState>>,
+    pub drifts: Vec<Drift>,
+    /// When the pass ended (ms since the epoch).
+    pub at: i64,
+}
+
+impl RepoSnapshot {
+    pub fn new(repo: &str, state: RepoState, observed: Option<&DriftView>) -> RepoSnapshot {
+        RepoSnapshot {
+            repo: repo.to_string(),
+            state,
+            containers: observed.map(|v| v.containers.clone()),
+            drifts: observed.map(|v| v.plan.drifts.clone()).unwrap_or_default(),
+            at: now_ms(),
+        }
+    }
+}
+
+/// The channels the faces read.
+pub struct Hub {
+    events: broadcast::Sender<Event>,
+    snapshots:
+        std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Arc<RepoSnapshot>>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            events: broadcast::channel(BROADCAST_CAPACITY).0,
+            snapshots: Default::default(),
+        }
+    }
+}
+
+impl Hub {
+    /// Every event stored from now on, by any process.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// A repository's latest snapshot, and its changes.
+    pub fn snapshot(&self, repo: &str) -> Option<watch::Receiver<Arc<RepoSnapshot>>> {
+        self.lock().get(repo).map(watch::Sender::subscribe)
+    }
+
+    pub fn publish(&self, snapshot: RepoSnapshot) {
+        let mut all = self.lock();
+        let name = snapshot.repo.clone();
+        let snapshot = Arc::new(snapshot);
+        match all.get(&name) {
+            Some(tx) => {
+                tx.send_replace(snapshot);
+            }
+            None => {
+                all.insert(name, watch::channel(snapshot).0);
+            }
+        }
+    }
+
+    pub fn forget(&self, repo: &str) {
+        self.lock().remove(repo);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, watch::Sender<Arc<RepoSnapshot>>>,
+    > {
+        self.snapshots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Follows the event log and broadcasts each new row, whoever stored it.
+pub async fn tail(shared: Arc<Shared>) {
+    let mut last = match shared.store().last_event_id() {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!("cannot read the event log: {}", error_chain(&e));
+            0
+        }
+    };
+    loop {
+        tokio::time::sleep(TAIL_EVERY).await;
+        let page = shared.store().events(&EventQuery {
+            after_id: Some(last),
+            limit: 1000,
+            ..Default::default()
+        });
+        match page {
+            Ok(page) => {
+                for event in page {
+                    last = event.id;
+                    // No receiver is no one listening: nothing to do.
+                    let _ = shared.hub.events.send(event);
+                }
+            }
+            Err(e) => tracing::debug!("cannot read the event log: {}", error_chain(&e)),
+        }
+    }
+}
+
+/// Deletes events older than `events.retention`, now and every hour.
+pub async fn retention(shared: Arc<Shared>) {
+    loop {
+        let keep = shared.settings.events_retention;
+        let before = now_ms().saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64);
+        match shared.store().delete_events_before(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, retention = ?keep, "old events deleted"),
+            Err(e) => tracing::warn!("cannot delete old events: {}", error_chain(&e)),
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
+    }
+}
