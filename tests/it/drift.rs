@@ -217,23 +217,65 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         s.kedge.run(["sync", "--repo", &s.name]).success();
         let first = s.running();
         assert_eq!(first.len(), 2, "{mode}: sync deploys");
-        let _serve = s.kedge.serve_with(&[
+        let serve = s.kedge.serve_debug(&[
             "serve",
             "--poll-interval",
             "300ms",
             "--check-interval",
             "1m",
         ]);
-        std::thread::sleep(Duration::from_millis(800));
+        // Serve has looked at the stack as sync left it: nothing to report.
+        let mark = serve.wait_passes(&s.name, 0, 1, 30);
+        let drift_events = || -> Vec<String> {
+            let status = s.status();
+            status["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "drift")
+                .map(|e| e["service"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let before = drift_events();
+        assert!(
+            before.is_empty(),
+            "{mode}: drift reported already: {before:?}"
+        );
 
         let web = container_name(&s, "web");
         docker_ok(&["stop", "-t", "0", &web]);
+        let stopped = s.project.containers();
         docker_ok(&["rm", "-f", &container_name(&s, "api")]);
         s.remote
             .write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
         let c2 = s.remote.commit("web on image 2");
-        std::thread::sleep(Duration::from_secs(3));
+        // Serve looks: it records both drifts as events...
+        wait_for(30, "the drift of web and api recorded", || {
+            let services = drift_events();
+            (services.iter().any(|x| x == "web") && services.iter().any(|x| x == "api"))
+                .then_some(())
+        });
+        // ...and reports the new commit as left alone because of the mode...
+        let deferred = format!("new commit not deployed: mode is {mode}");
+        wait_for(30, "the new commit reported as not deployed", || {
+            serve.find_since(mark, |r| {
+                r["message"] == deferred.as_str() && r["commit"] == &c2[..7]
+            })
+        });
+        // ...and finishes the pass that did: a heal or a deployment would be done.
+        serve.wait_passes(&s.name, serve.mark(), 1, 30);
         assert!(s.running().is_empty(), "{mode} must change nothing");
+        let now = s.project.containers();
+        assert_eq!(
+            now.iter().map(|c| (&c.id, &c.status)).collect::<Vec<_>>(),
+            stopped
+                .iter()
+                .filter(|c| c.service() == "web")
+                .map(|c| (&c.id, &c.status))
+                .collect::<Vec<_>>(),
+            "{mode}: the stopped web is left as it was, api is not recreated"
+        );
+        assert_ne!(s.history()[0]["commit"], c2.as_str(), "{mode}: c2 deployed");
 
         let diff = s.kedge.run(["diff", "--repo", &s.name, "--exit-code"]);
         diff.code(1)
