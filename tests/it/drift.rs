@@ -343,19 +343,37 @@ fn a_service_labelled_ignore_is_deployed_but_never_healed() {
     let compose = compose()
         + "  debug:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    labels:\n      io.kedge.ignore: \"true\"\n";
     let s = Stack::new("ignore", &[("compose.yaml", &compose)]);
-    let _serve = s
+    let serve = s
         .kedge
-        .serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
+        .serve_debug(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
     wait_for(60, "all three deployed", || {
         (s.running().len() == 3).then_some(())
     });
-    docker_ok(&["stop", "-t", "0", &container_name(&s, "debug")]);
+    let debug = container_name(&s, "debug");
+    docker_ok(&["stop", "-t", "0", &debug]);
     docker_ok(&["stop", "-t", "0", &container_name(&s, "web")]);
+    // The pass that healed web saw debug stopped too (it was stopped first)...
     healed_within("web healed", || s.running().contains_key("web"));
-    std::thread::sleep(Duration::from_secs(2));
+    // ...and so did later ones, full checks timed by the check interval
+    // among them.
+    serve.wait_passes(&s.name, serve.mark(), 3, 30);
     assert!(
         !s.running().contains_key("debug"),
         "an ignored service was restarted"
+    );
+    let about_debug: Vec<_> = serve
+        .records_since(0)
+        .into_iter()
+        .filter(|(_, r)| {
+            r["service"] == "debug"
+                || r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("heal") && m.contains(&debug))
+        })
+        .collect();
+    assert!(
+        about_debug.is_empty(),
+        "an ignored service's drift was reported or healed: {about_debug:?}"
     );
     let diff = s
         .kedge
