@@ -259,7 +259,7 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         let deferred = format!("new commit not deployed: mode is {mode}");
         wait_for(30, "the new commit reported as not deployed", || {
             serve.find_since(mark, |r| {
-                r["message"] == deferred.as_str() && r["commit"] == &c2[..7]
+                r["message"] == deferred.as_str() && r["commit"] == c2[..7]
             })
         });
         // ...and finishes the pass that did: a heal or a deployment would be done.
