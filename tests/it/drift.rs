@@ -136,9 +136,9 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
     restart: 'no'
 ";
     let s = stack("oneshot", "auto", extra);
-    let _serve = s
+    let serve = s
         .kedge
-        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
+        .serve_debug(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
     wait_for(60, "the stack deployed", || {
         (s.running().len() >= 2).then_some(())
     });
@@ -152,9 +152,32 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         migrate().filter(|c| c.status == "exited")
     });
 
-    // Over 8 seconds the crasher dies about every 0.3 s; without a bound it
-    // would be restarted 20+ times.
-    std::thread::sleep(Duration::from_secs(8));
+    // The crasher dies 0.2 s after every start: without a bound it would be
+    // restarted for ever. Serve reports a crash loop...
+    let message = |r: &serde_json::Value, prefix: &str| {
+        r["service"] == "crasher" && r["message"].as_str().is_some_and(|m| m.starts_with(prefix))
+    };
+    let (looped, _) = wait_for(60, "the crash loop reported", || {
+        serve.find_since(0, |r| message(r, "crash-looping"))
+    });
+    // ...then sees the crasher dead again and reports that drift...
+    let (dead, _) = wait_for(30, "the crasher's next death reported", || {
+        serve.find_since(looped, |r| message(r, "drift: stopped"))
+    });
+    // ...and passes later (one of them timed by the poll interval, not an
+    // engine event) still has not started it.
+    serve.wait_passes(&s.name, dead, 3, 30);
+    let crasher = container_name(&s, "crasher");
+    let restarts: Vec<_> = serve
+        .records_since(looped)
+        .into_iter()
+        .filter(|(_, r)| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("heal") && m.contains(&crasher))
+        })
+        .collect();
+    assert!(restarts.is_empty(), "healed while backed off: {restarts:?}");
     let k = &s.kedge;
     let status = k.run(["status", "--repo", &s.name, "-o", "json"]).json();
     let events = status[0]["events"].clone();
@@ -174,11 +197,9 @@ fn a_completed_one_shot_stays_done_and_a_crash_loop_is_bounded() {
         )
         .unwrap()
     };
+    // A service healed 5 times within 5 minutes is crash-looping.
     let heals = count("drift_healed", "crasher");
-    assert!(
-        (1..=6).contains(&heals),
-        "crasher healed {heals} times in 8 s; events: {events}"
-    );
+    assert_eq!(heals, 5, "crasher healed {heals} times; events: {events}");
     assert_eq!(
         count("crash_loop", "crasher"),
         1,
@@ -196,23 +217,65 @@ fn notify_and_manual_report_drift_and_new_commits_and_sync_heals_them() {
         s.kedge.run(["sync", "--repo", &s.name]).success();
         let first = s.running();
         assert_eq!(first.len(), 2, "{mode}: sync deploys");
-        let _serve = s.kedge.serve_with(&[
+        let serve = s.kedge.serve_debug(&[
             "serve",
             "--poll-interval",
             "300ms",
             "--check-interval",
             "1m",
         ]);
-        std::thread::sleep(Duration::from_millis(800));
+        // Serve has looked at the stack as sync left it: nothing to report.
+        let mark = serve.wait_passes(&s.name, 0, 1, 30);
+        let drift_events = || -> Vec<String> {
+            let status = s.status();
+            status["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "drift_detected")
+                .map(|e| e["service"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let before = drift_events();
+        assert!(
+            before.is_empty(),
+            "{mode}: drift reported already: {before:?}"
+        );
 
         let web = container_name(&s, "web");
         docker_ok(&["stop", "-t", "0", &web]);
+        let stopped = s.project.containers();
         docker_ok(&["rm", "-f", &container_name(&s, "api")]);
         s.remote
             .write("compose.yaml", &compose().replacen(IMAGE_1, IMAGE_2, 1));
         let c2 = s.remote.commit("web on image 2");
-        std::thread::sleep(Duration::from_secs(3));
+        // Serve looks: it records both drifts as events...
+        wait_for(30, "the drift of web and api recorded", || {
+            let services = drift_events();
+            (services.iter().any(|x| x == "web") && services.iter().any(|x| x == "api"))
+                .then_some(())
+        });
+        // ...and reports the new commit as left alone because of the mode...
+        let deferred = format!("new commit not deployed: mode is {mode}");
+        wait_for(30, "the new commit reported as not deployed", || {
+            serve.find_since(mark, |r| {
+                r["message"] == deferred.as_str() && r["commit"] == c2[..7]
+            })
+        });
+        // ...and finishes the pass that did: a heal or a deployment would be done.
+        serve.wait_passes(&s.name, serve.mark(), 1, 30);
         assert!(s.running().is_empty(), "{mode} must change nothing");
+        let now = s.project.containers();
+        assert_eq!(
+            now.iter().map(|c| (&c.id, &c.status)).collect::<Vec<_>>(),
+            stopped
+                .iter()
+                .filter(|c| c.service() == "web")
+                .map(|c| (&c.id, &c.status))
+                .collect::<Vec<_>>(),
+            "{mode}: the stopped web is left as it was, api is not recreated"
+        );
+        assert_ne!(s.history()[0]["commit"], c2.as_str(), "{mode}: c2 deployed");
 
         let diff = s.kedge.run(["diff", "--repo", &s.name, "--exit-code"]);
         diff.code(1)
@@ -280,19 +343,37 @@ fn a_service_labelled_ignore_is_deployed_but_never_healed() {
     let compose = compose()
         + "  debug:\n    image: kedge-test/busybox:1\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    labels:\n      io.kedge.ignore: \"true\"\n";
     let s = Stack::new("ignore", &[("compose.yaml", &compose)]);
-    let _serve = s
+    let serve = s
         .kedge
-        .serve_with(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
+        .serve_debug(&["serve", "--poll-interval", "1m", "--check-interval", "1s"]);
     wait_for(60, "all three deployed", || {
         (s.running().len() == 3).then_some(())
     });
-    docker_ok(&["stop", "-t", "0", &container_name(&s, "debug")]);
+    let debug = container_name(&s, "debug");
+    docker_ok(&["stop", "-t", "0", &debug]);
     docker_ok(&["stop", "-t", "0", &container_name(&s, "web")]);
+    // The pass that healed web saw debug stopped too (it was stopped first)...
     healed_within("web healed", || s.running().contains_key("web"));
-    std::thread::sleep(Duration::from_secs(2));
+    // ...and so did later ones, full checks timed by the check interval
+    // among them.
+    serve.wait_passes(&s.name, serve.mark(), 3, 30);
     assert!(
         !s.running().contains_key("debug"),
         "an ignored service was restarted"
+    );
+    let about_debug: Vec<_> = serve
+        .records_since(0)
+        .into_iter()
+        .filter(|(_, r)| {
+            r["service"] == "debug"
+                || r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("heal") && m.contains(&debug))
+        })
+        .collect();
+    assert!(
+        about_debug.is_empty(),
+        "an ignored service's drift was reported or healed: {about_debug:?}"
     );
     let diff = s
         .kedge

@@ -1,7 +1,5 @@
 //! History, `kedge sync` and `kedge rollback` end to end.
 
-use std::time::Duration;
-
 use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
 use crate::support::git::git;
 use crate::support::*;
@@ -46,7 +44,7 @@ fn env_of(id: &str) -> String {
 fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
     let (name, remote, k, project) = web_stack("rb", &[]);
     let c1 = remote.remote_head();
-    let serve = k.serve("300ms");
+    let serve = k.serve_debug(&["serve", "--poll-interval", "300ms"]);
     wait_for(60, "c1 deployed", || web_container(&project));
 
     remote.write("compose.yaml", &web(IMAGE_2));
@@ -106,8 +104,9 @@ fn rollback_restores_the_old_tree_pins_it_and_a_new_commit_releases_it() {
     assert_eq!(status[0]["sync_state"], "pinned");
     assert_eq!(status[0]["pinned_commit"], c1.as_str());
 
-    // Several poll intervals later auto mode has not undone it.
-    std::thread::sleep(Duration::from_secs(2));
+    // Several passes later (most of them timed by the poll interval, each
+    // of those a check of the remote) auto mode has not undone it.
+    serve.wait_passes(&name, serve.mark(), 4, 30);
     let still = web_container(&project).expect("web");
     assert_eq!(still.id, back.id);
     assert_eq!(still.label("io.kedge.commit"), Some(c1.as_str()));

@@ -183,6 +183,20 @@ impl Kedge {
     }
 
     pub fn serve_with(&self, args: &[&str]) -> Serve {
+        self.spawn_serve(args, &[])
+    }
+
+    /// `kedge serve` logging at debug level, as JSON: what a test reads
+    /// (`Serve::records`, `Serve::wait_passes`) to know serve has looked
+    /// before it asserts that something did not happen.
+    pub fn serve_debug(&self, args: &[&str]) -> Serve {
+        self.spawn_serve(
+            args,
+            &[("KEDGE_LOG", "debug"), ("KEDGE_LOG_FORMAT", "json")],
+        )
+    }
+
+    fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
         let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -191,6 +205,7 @@ impl Kedge {
             .unwrap();
         let child = self
             .command(args)
+            .envs(envs.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
@@ -201,7 +216,60 @@ impl Kedge {
 
 impl Serve {
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        // Lossy: a read may catch a line half written.
+        std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The complete lines of the log so far (not one still being written).
+    fn lines(&self) -> Vec<String> {
+        let log = self.log();
+        let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+        complete.lines().map(String::from).collect()
+    }
+
+    /// Where the log is now: `records_since(mark)` are the records logged
+    /// after this call.
+    pub fn mark(&self) -> usize {
+        self.lines().len()
+    }
+
+    /// The JSON records (`serve_debug`) logged after `mark`, each with its
+    /// own mark (the mark just after it). Lines that are not JSON are left out.
+    pub fn records_since(&self, mark: usize) -> Vec<(usize, serde_json::Value)> {
+        self.lines()
+            .iter()
+            .enumerate()
+            .skip(mark)
+            .filter_map(|(i, line)| Some((i + 1, serde_json::from_str(line).ok()?)))
+            .collect()
+    }
+
+    /// The first record after `mark` that `matches`, with its own mark.
+    pub fn find_since(
+        &self,
+        mark: usize,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<(usize, serde_json::Value)> {
+        self.records_since(mark)
+            .into_iter()
+            .find(|(_, r)| matches(r))
+    }
+
+    /// Waits until `repo`'s task has finished `n` passes after `mark`
+    /// (`serve_debug`: a pass that ends logs "pass done"); returns the mark
+    /// after the n-th. Each pass looked at the remote when its check was
+    /// due and at the containers: the proof that serve had its chance to act.
+    #[track_caller]
+    pub fn wait_passes(&self, repo: &str, mark: usize, n: usize, secs: u64) -> usize {
+        wait_for(secs, &format!("{n} passes of {repo}"), || {
+            self.records_since(mark)
+                .into_iter()
+                .filter(|(_, r)| r["message"] == "pass done" && r["repo"] == repo)
+                .nth(n - 1)
+                .map(|(at, _)| at)
+        })
     }
 
     pub fn kill9(&mut self) {
