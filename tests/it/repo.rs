@@ -241,7 +241,7 @@ fn help_declares(k: &Kedge, args: &[&str], sections: &[&str], want: &[&str]) {
 fn help_lists_every_command_of_the_spec() {
     let k = Kedge::new();
     let commands = [
-        "repo", "serve", "status", "diff", "sync", "history", "rollback",
+        "repo", "serve", "status", "diff", "sync", "history", "rollback", "events",
     ];
     help_declares(&k, &["--help"], &["Commands"], &commands);
     help_declares(
@@ -268,6 +268,10 @@ fn help_lists_every_command_of_the_spec() {
         (&["sync", "--help"], &["--repo", "--dry-run"]),
         (&["history", "--help"], &["--repo", "--limit"]),
         (&["rollback", "--help"], &["--repo", "<COMMIT>"]),
+        (
+            &["events", "--help"],
+            &["--repo", "--since", "--limit", "--follow"],
+        ),
     ];
     for (args, names) in cases {
         help_declares(&k, args, &["Options", "Arguments"], names);
