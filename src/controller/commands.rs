@@ -96,7 +96,7 @@ pub async fn sync(
     let id = task.repo.id;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
-    let mut state = shared
+    let state = shared
         .store()
         .repo_state(id)
         .map_err(ReconcileError::from)?;
@@ -118,22 +118,19 @@ pub async fn sync(
         };
         (changed, heals)
     } else {
-        state.remote_head = Some(head.clone());
-        if let Some(pinned) = state.pinned_commit.take() {
+        let store_err = |e| CommandError::from(ReconcileError::from(e));
+        shared.store().mark_checked(id, &head).map_err(store_err)?;
+        if let Some(pinned) = &state.pinned_commit {
+            shared.store().release_pin(id).map_err(store_err)?;
             shared.emit(
                 NewEvent::new(
                     &task.repo.name,
                     EventKind::PinReleased,
-                    format!("`kedge sync` released the pin to {}", short(&pinned)),
+                    format!("`kedge sync` released the pin to {}", short(pinned)),
                 )
-                .commit(&pinned),
+                .commit(pinned),
             );
         }
-        state.pinned_at_head = None;
-        shared
-            .store()
-            .save_repo_state(id, &state)
-            .map_err(ReconcileError::from)?;
         let changed = match deploy(shared, &mut task, &head, Trigger::Sync).await? {
             Outcome::Deployed { changed } => changed,
             Outcome::Refused { error } => {
@@ -418,18 +415,9 @@ pub async fn rollback(
         Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
         Outcome::Deferred { .. } => unreachable!("rollback is forced"),
     };
-    let mut state = shared
-        .store()
-        .repo_state(id)
-        .map_err(ReconcileError::from)?;
-    state.pinned_commit = Some(commit.clone());
-    state.pinned_at_head = head.clone();
-    if head.is_some() {
-        state.remote_head = head.clone();
-    }
     shared
         .store()
-        .save_repo_state(id, &state)
+        .pin(id, &commit, head.as_deref())
         .map_err(ReconcileError::from)?;
     Ok(RollbackReport {
         repo: task.repo.name.clone(),

@@ -14,7 +14,7 @@ use crate::desired::kedge_yaml::Mode;
 use crate::desired::render::{self, Desired, RenderError};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::build::build_reason;
-use crate::record::{DeploymentStatus, NewDeployment, Repo, RepoState, ServiceRecord, StoreError};
+use crate::record::{DeploymentStatus, NewDeployment, Repo, ServiceRecord, StoreError};
 use crate::source::clone_dir;
 use crate::source::git::{GitError, Repository};
 use crate::{error_chain, short};
@@ -247,14 +247,6 @@ impl RepoTask {
     }
 }
 
-fn load_state(shared: &Shared, repo_id: i64) -> Result<RepoState, StoreError> {
-    shared.store().repo_state(repo_id)
-}
-
-fn save_state(shared: &Shared, repo_id: i64, state: &RepoState) -> Result<(), StoreError> {
-    shared.store().save_repo_state(repo_id, state)
-}
-
 /// One pass: the remote when its check is due, then the containers (engine
 /// API only: a pass with nothing to do starts no process).
 pub async fn reconcile(
@@ -296,14 +288,10 @@ pub async fn reconcile(
 /// A git error of the remote check (`at_check`), clone or fetch: recorded
 /// for `status`. A failed check moves `checked_at` but not `remote_ok_at`.
 fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
-    let saved = load_state(shared, id).and_then(|mut state| {
-        state.last_error = Some(error_chain(&e));
-        if at_check {
-            state.checked_at = Some(crate::record::now_ms());
-        }
-        save_state(shared, id, &state)
-    });
-    match saved {
+    match shared
+        .store()
+        .mark_git_error(id, &error_chain(&e), at_check)
+    {
         Ok(()) => e.into(),
         Err(store) => store.into(),
     }
@@ -319,50 +307,43 @@ async fn check_source(
     let name = task.repo.name.clone();
 
     let head = head.map_err(|e| record_git_error(shared, id, e, true))?;
-    let mut state = load_state(shared, id)?;
-    state.remote_head = Some(head.clone());
-    state.checked_at = Some(crate::record::now_ms());
-    state.remote_ok_at = state.checked_at;
-
-    if state.pinned_commit.is_some() {
+    shared.store().mark_checked(id, &head)?;
+    let state = shared.store().repo_state(id)?;
+    let mut target = state.target_commit.clone();
+    if let Some(pinned) = &state.pinned_commit {
         if state.pinned_at_head.as_deref() == Some(head.as_str()) {
             // A rollback holds until the branch moves.
-            state.last_error = None;
-            save_state(shared, id, &state)?;
+            if state.last_error.is_some() {
+                shared.store().clear_error(id)?;
+            }
             task.first = None;
             return Ok(());
         }
         tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
-        if let Some(pinned) = &state.pinned_commit {
-            shared.emit(
-                NewEvent::new(
-                    &name,
-                    EventKind::PinReleased,
-                    format!(
-                        "the branch moved to {}: the pin to {} is released",
-                        short(&head),
-                        short(pinned)
-                    ),
-                )
-                .commit(pinned)
-                .field("head", head.clone()),
-            );
-        }
-        state.pinned_commit = None;
-        state.pinned_at_head = None;
-        state.target_commit = None;
+        shared.store().release_pin(id)?;
+        target = None;
+        shared.emit(
+            NewEvent::new(
+                &name,
+                EventKind::PinReleased,
+                format!(
+                    "the branch moved to {}: the pin to {} is released",
+                    short(&head),
+                    short(pinned)
+                ),
+            )
+            .commit(pinned)
+            .field("head", head.clone()),
+        );
     }
-    let settled = state.target_commit.as_deref() == Some(head.as_str());
-    if settled && task.git.is_cloned() {
+    if target.as_deref() == Some(head.as_str()) && task.git.is_cloned() {
         // Nothing new on the branch; a git error that has cleared is cleared.
         if state.last_error.is_some() && state.deployed_commit.as_deref() == Some(head.as_str()) {
-            state.last_error = None;
+            shared.store().clear_error(id)?;
         }
-        save_state(shared, id, &state)?;
         task.first = None;
         return Ok(());
     }
-    save_state(shared, id, &state)?;
 
     let fetched = match task.git.clone_if_missing().await {
         Ok(()) => task.git.fetch().await,
@@ -396,9 +377,7 @@ async fn check_source(
             task.failed_commit = Some((commit.clone(), attempts));
             if attempts >= MAX_APPLY_ATTEMPTS {
                 tracing::warn!(repo = %name, commit = short(&commit), attempts, "giving up on this commit until the branch moves or `kedge sync`");
-                let mut state = load_state(shared, id)?;
-                state.target_commit = Some(commit);
-                save_state(shared, id, &state)?;
+                shared.store().mark_settled(id, &commit, None)?;
             }
             Err(e)
         }
@@ -435,18 +414,16 @@ pub async fn deploy(
         let mode = waits.then_some(desired.kedge.mode);
         shared.emit(commit_detected(&name, commit, &info.message, mode));
     }
-    let mut state = load_state(shared, id)?;
-    state.mode = Some(desired.kedge.mode.as_str().to_string());
-    state.prune = Some(desired.kedge.prune);
+    shared
+        .store()
+        .set_rendered(id, desired.kedge.mode.as_str(), desired.kedge.prune)?;
     if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
-        state.target_commit = Some(commit.to_string());
-        save_state(shared, id, &state)?;
+        shared.store().mark_settled(id, commit, None)?;
         return Ok(Outcome::Deferred {
             mode: desired.kedge.mode,
         });
     }
-    save_state(shared, id, &state)?;
     apply_rendered(
         shared,
         task,
@@ -518,19 +495,14 @@ pub async fn apply_rendered(
                 &changed,
                 None,
             )?;
-            let mut state = load_state(shared, id)?;
-            state.deployed_commit = Some(commit.to_string());
-            state.target_commit = Some(commit.to_string());
-            state.project = Some(desired.project.clone());
-            state.compose_files = Some(
-                desired
-                    .files
-                    .iter()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .collect(),
-            );
-            state.last_error = None;
-            save_state(shared, id, &state)?;
+            let files: Vec<String> = desired
+                .files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect();
+            shared
+                .store()
+                .mark_deployed(id, commit, &desired.project, &files)?;
             task.drift.after_apply();
             tracing::info!(
                 repo = %name,
@@ -562,7 +534,7 @@ pub async fn apply_rendered(
             let message = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {message}");
             // The clone goes back to what is running: its files are bind-mounted.
-            let deployed = load_state(shared, id)?.deployed_commit;
+            let deployed = shared.store().repo_state(id)?.deployed_commit;
             if let Some(deployed) = &deployed
                 && let Err(e) = task.git.checkout_deployed(deployed).await
             {
@@ -581,9 +553,7 @@ pub async fn apply_rendered(
                     .field("deployment", deployment)
                     .field("step", "apply"),
             );
-            let mut state = load_state(shared, id)?;
-            state.last_error = Some(message);
-            save_state(shared, id, &state)?;
+            shared.store().mark_failed(id, &message)?;
             // A failed `up` may have changed part of the stack: put the last
             // successful deployment back. Earlier steps change nothing.
             let restored = matches!(e, StepError::Apply(ApplyError::Up(_)))
@@ -610,7 +580,7 @@ async fn restore_previous(
 ) -> Result<bool, ReconcileError> {
     let id = task.repo.id;
     let name = &task.repo.name;
-    let state = load_state(shared, id)?;
+    let state = shared.store().repo_state(id)?;
     let Some(deployed) = state.deployed_commit.clone() else {
         return Ok(false);
     };
@@ -962,11 +932,7 @@ fn refuse(
             .field("deployment", deployment)
             .field("step", "render"),
     );
-    let store = shared.store();
-    let mut state = store.repo_state(id)?;
-    state.target_commit = Some(commit.to_string());
-    state.last_error = Some(text.clone());
-    store.save_repo_state(id, &state)?;
+    shared.store().mark_settled(id, commit, Some(&text))?;
     Ok(Outcome::Refused { error: text })
 }
 

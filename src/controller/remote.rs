@@ -51,7 +51,7 @@ pub async fn current_head(
         Ok(head) => {
             let news =
                 state.remote_head.as_deref() != Some(head.as_str()) || state.remote_failing();
-            if news && let Err(e) = shared.store().record_remote_head(repo_id, &head) {
+            if news && let Err(e) = shared.store().mark_checked(repo_id, &head) {
                 tracing::warn!("cannot record the remote head: {}", error_chain(&e));
             }
             RemoteHead {

@@ -1,5 +1,6 @@
 //! record: what the controller knows of each repository between passes, and its deployed services.
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -75,6 +76,9 @@ impl Store {
             .map_err(query("read repository state"))
     }
 
+    /// The whole state at once: tests build states with it; the controller
+    /// changes state through the typed transitions below.
+    #[cfg(test)]
     pub fn save_repo_state(&self, repo_id: i64, s: &RepoState) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -113,20 +117,161 @@ impl Store {
         Ok(())
     }
 
-    /// What a report learned from the remote: its branch head, now.
-    pub fn record_remote_head(&self, repo_id: i64, head: &str) -> Result<(), StoreError> {
-        let now = now_ms();
+    // ---- typed transitions: each one statement, so one transaction ----
+
+    /// Sets some columns of a repository's state (its row made if needed).
+    /// Column names are this file's constants, never input.
+    fn set_state(
+        &self,
+        step: &'static str,
+        repo_id: i64,
+        columns: &[(&'static str, Value)],
+    ) -> Result<(), StoreError> {
+        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+        let marks: Vec<String> = (0..columns.len()).map(|i| format!("?{}", i + 3)).collect();
+        let updates: Vec<String> = names
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO repo_state (repo_id, updated_at{}{}) VALUES (?1, ?2{}{})
+             ON CONFLICT (repo_id) DO UPDATE SET updated_at = excluded.updated_at{}{}",
+            if names.is_empty() { "" } else { ", " },
+            names.join(", "),
+            if marks.is_empty() { "" } else { ", " },
+            marks.join(", "),
+            if updates.is_empty() { "" } else { ", " },
+            updates.join(", "),
+        );
+        let mut args: Vec<Value> = vec![repo_id.into(), now_ms().into()];
+        args.extend(columns.iter().map(|(_, v)| v.clone()));
         self.conn
-            .execute(
-                "INSERT INTO repo_state (repo_id, remote_head, checked_at, remote_ok_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?3, ?3)
-                 ON CONFLICT (repo_id) DO UPDATE SET remote_head = excluded.remote_head,
-                     checked_at = excluded.checked_at, remote_ok_at = excluded.remote_ok_at,
-                     updated_at = excluded.updated_at",
-                params![repo_id, head, now],
-            )
-            .map_err(query("record the remote head"))?;
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(args)))
+            .map_err(query(step))?;
         Ok(())
+    }
+
+    /// The remote answered a check with its branch head.
+    pub fn mark_checked(&self, repo_id: i64, head: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.set_state(
+            "record the remote head",
+            repo_id,
+            &[
+                ("remote_head", text(head)),
+                ("checked_at", now.into()),
+                ("remote_ok_at", now.into()),
+            ],
+        )
+    }
+
+    /// A git step failed; `at_check`: the remote check itself (so the
+    /// remote did not answer), else a clone or fetch.
+    pub fn mark_git_error(
+        &self,
+        repo_id: i64,
+        error: &str,
+        at_check: bool,
+    ) -> Result<(), StoreError> {
+        let mut columns = vec![("last_error", text(error))];
+        if at_check {
+            columns.push(("checked_at", now_ms().into()));
+        }
+        self.set_state("record a git error", repo_id, &columns)
+    }
+
+    /// An error that has cleared is cleared.
+    pub fn clear_error(&self, repo_id: i64) -> Result<(), StoreError> {
+        self.set_state(
+            "clear the last error",
+            repo_id,
+            &[("last_error", Value::Null)],
+        )
+    }
+
+    /// The last rendered `kedge.yaml`'s settings.
+    pub fn set_rendered(&self, repo_id: i64, mode: &str, prune: bool) -> Result<(), StoreError> {
+        self.set_state(
+            "record the repository's settings",
+            repo_id,
+            &[("mode", text(mode)), ("prune", prune.into())],
+        )
+    }
+
+    /// Kedge is done with `commit` without deploying it: it waits for
+    /// `kedge sync` (notify/manual), or it failed for good. `error` is why,
+    /// when it failed.
+    pub fn mark_settled(
+        &self,
+        repo_id: i64,
+        commit: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut columns = vec![("target_commit", text(commit))];
+        if let Some(error) = error {
+            columns.push(("last_error", text(error)));
+        }
+        self.set_state("record the commit Kedge is done with", repo_id, &columns)
+    }
+
+    /// A deployment of `commit` succeeded.
+    pub fn mark_deployed(
+        &self,
+        repo_id: i64,
+        commit: &str,
+        project: &str,
+        compose_files: &[String],
+    ) -> Result<(), StoreError> {
+        self.set_state(
+            "record the deployment",
+            repo_id,
+            &[
+                ("deployed_commit", text(commit)),
+                ("target_commit", text(commit)),
+                ("project", text(project)),
+                (
+                    "compose_files",
+                    text(&serde_json::to_string(compose_files).unwrap_or_default()),
+                ),
+                ("last_error", Value::Null),
+            ],
+        )
+    }
+
+    /// A deployment failed: the deployed commit stays what it was.
+    pub fn mark_failed(&self, repo_id: i64, error: &str) -> Result<(), StoreError> {
+        self.set_state(
+            "record the failure",
+            repo_id,
+            &[("last_error", text(error))],
+        )
+    }
+
+    /// A rollback pins the repository to `commit` until the branch moves
+    /// past `at_head` (the head when it was made).
+    pub fn pin(&self, repo_id: i64, commit: &str, at_head: Option<&str>) -> Result<(), StoreError> {
+        let mut columns = vec![
+            ("pinned_commit", text(commit)),
+            ("pinned_at_head", at_head.map_or(Value::Null, text)),
+        ];
+        if let Some(head) = at_head {
+            columns.push(("remote_head", text(head)));
+        }
+        self.set_state("pin the repository", repo_id, &columns)
+    }
+
+    /// The pin ends; the branch head is the target again.
+    pub fn release_pin(&self, repo_id: i64) -> Result<(), StoreError> {
+        self.set_state(
+            "release the pin",
+            repo_id,
+            &[
+                ("pinned_commit", Value::Null),
+                ("pinned_at_head", Value::Null),
+                ("target_commit", Value::Null),
+            ],
+        )
     }
 
     pub fn services(
@@ -183,4 +328,8 @@ impl Store {
         }
         tx.commit().map_err(query("save services"))
     }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
 }

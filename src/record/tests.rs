@@ -364,6 +364,67 @@ fn a_version_3_state_learns_when_the_remote_last_answered() {
     assert_eq!(state("broken").remote_ok_at, Some(300));
 }
 
+/// Each transition changes its own columns and leaves the others alone.
+#[test]
+fn state_transitions_change_only_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap()
+        .id;
+    store.mark_checked(id, "h1").unwrap();
+    store.set_rendered(id, "auto", true).unwrap();
+    store
+        .mark_deployed(id, "c1", "proj", &["compose.yaml".into()])
+        .unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!(s.remote_head.as_deref(), Some("h1"));
+    assert_eq!(s.remote_ok_at, s.checked_at);
+    assert_eq!((s.mode.as_deref(), s.prune), (Some("auto"), Some(true)));
+    assert_eq!(s.deployed_commit.as_deref(), Some("c1"));
+    assert_eq!(s.target_commit.as_deref(), Some("c1"));
+    assert_eq!(s.compose_files, Some(vec!["compose.yaml".to_string()]));
+
+    store.mark_failed(id, "boom").unwrap();
+    store.mark_settled(id, "c2", Some("bad commit")).unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!(
+        s.deployed_commit.as_deref(),
+        Some("c1"),
+        "a failure keeps what runs"
+    );
+    assert_eq!(s.target_commit.as_deref(), Some("c2"));
+    assert_eq!(s.last_error.as_deref(), Some("bad commit"));
+
+    store.pin(id, "c0", Some("h2")).unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!(
+        (
+            s.pinned_commit.as_deref(),
+            s.pinned_at_head.as_deref(),
+            s.remote_head.as_deref()
+        ),
+        (Some("c0"), Some("h2"), Some("h2"))
+    );
+    store.release_pin(id).unwrap();
+    store.clear_error(id).unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!(
+        (s.pinned_commit, s.pinned_at_head, s.target_commit),
+        (None, None, None)
+    );
+    assert_eq!(s.last_error, None);
+    assert_eq!(s.project.as_deref(), Some("proj"));
+
+    // Times are milliseconds: the failed check must come after the last answer.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    store
+        .mark_git_error(id, "cannot reach remote", true)
+        .unwrap();
+    assert!(store.repo_state(id).unwrap().remote_failing());
+}
+
 #[test]
 fn events_page_oldest_first_and_follow_by_id() {
     use crate::events::{EventKind, NewEvent, Severity};
