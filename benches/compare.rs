@@ -334,7 +334,7 @@ fn noop_pass(engine: &::kedge::observe::Engine) -> Row {
         let repo = store.repo(&name).unwrap().unwrap();
         let engine = ::kedge::observe::Engine::new();
         let shared = Arc::new(::kedge::controller::Shared::new(settings, store, engine));
-        let mut task = ::kedge::controller::reconcile::RepoTask::new(&shared, repo.clone());
+        let mut task = ::kedge::controller::task::RepoTask::new(&shared, repo.clone());
         // The first pass checks the remote (git ls-remote): nothing new.
         let before = ::kedge::process::spawned();
         let start = Instant::now();

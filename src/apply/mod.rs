@@ -2,6 +2,9 @@
 //! reference implementation of the compose spec (source → desired → observe
 //! → plan → **apply** → record).
 
+pub mod engine;
+pub mod rollout;
+
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,26 @@ use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    #[error(transparent)]
+    Engine(#[from] crate::observe::ObserveError),
+    #[error("cannot start container {container}")]
+    Start {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("cannot remove container {container}")]
+    Remove {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("cannot remove volume {volume}")]
+    RemoveVolume {
+        volume: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("cannot take down compose project {project}")]
     Down {
         project: String,
@@ -74,7 +97,7 @@ pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), App
     };
     down(project, lock_fd).await?;
     for volume in anonymous {
-        match engine.remove_volume(&volume).await {
+        match engine::remove_volume(&engine, &volume).await {
             Ok(()) => tracing::debug!(%project, %volume, "anonymous volume removed"),
             Err(e) => tracing::warn!(%project, "{}", crate::error_chain(&e)),
         }

@@ -2,22 +2,20 @@
 //! takes the repository's lock, so it never interleaves with `kedge serve`,
 //! and leaves its result in the store, where `serve` picks it up.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::Shared;
+use super::deploy::{Source, apply_rendered, deploy, render_commit};
 use super::heal;
 use super::lock::RepoLock;
-use super::reconcile::{
-    Outcome, ReconcileError, RepoTask, Source, Trigger, apply_rendered, deploy, label_commits,
-    render_commit,
-};
 use super::remote::PinView;
+use super::task::{Outcome, ReconcileError, RepoTask, Trigger};
 use crate::desired::kedge_yaml::Mode;
 use crate::events::{EventKind, NewEvent};
 use crate::plan::Drift;
+use crate::plan::rollout::{ServiceChange, rollout};
 use crate::record::{DeploymentStatus, Repo};
 use crate::{error_chain, short};
 
@@ -111,7 +109,7 @@ pub async fn sync(
             error: error_chain(&e),
         })?;
         let previous = shared.store().services(id).map_err(ReconcileError::from)?;
-        let (_, changed) = label_commits(&rendered.desired, &previous, &head);
+        let changed = rollout(&rendered.desired, &previous, &head).changed;
         let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
             Some(view) => view.plan.heals.iter().map(heal::describe_heal).collect(),
             None => Vec::new(),
@@ -154,16 +152,6 @@ pub async fn sync(
         heals,
         released_pin,
     })
-}
-
-/// How a pending commit changes one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceChange {
-    pub service: String,
-    /// added, removed or updated
-    pub change: &'static str,
-    pub expected: String,
-    pub actual: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,8 +226,8 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
                 Ok(rendered) => {
                     let previous = shared.store().services(id).map_err(ReconcileError::from)?;
                     Pending {
+                        changes: rollout(&rendered.desired, &previous, &fetched).changes,
                         commit: fetched,
-                        changes: changes(&previous, &rendered.desired),
                         error: None,
                     }
                 }
@@ -262,53 +250,6 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
         pending,
         remote_error,
     })
-}
-
-fn changes(
-    previous: &BTreeMap<String, crate::record::ServiceRecord>,
-    next: &crate::desired::render::Desired,
-) -> Vec<ServiceChange> {
-    let image = |spec: &crate::desired::render::ServiceSpec| spec.image_ref(&next.project);
-    let mut out = Vec::new();
-    for (name, spec) in &next.services {
-        match previous.get(name) {
-            None => out.push(ServiceChange {
-                service: name.clone(),
-                change: "added",
-                expected: image(spec),
-                actual: "not deployed".into(),
-            }),
-            Some(p) if p.spec.hash != spec.hash => {
-                let (expected, actual) = if p.spec.image != spec.image {
-                    (image(spec), image(&p.spec))
-                } else {
-                    (
-                        format!("configuration of {}", short(&next.commit)),
-                        format!("configuration of {}", short(&p.commit)),
-                    )
-                };
-                out.push(ServiceChange {
-                    service: name.clone(),
-                    change: "updated",
-                    expected,
-                    actual,
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    for (name, p) in previous {
-        if !next.services.contains_key(name) {
-            out.push(ServiceChange {
-                service: name.clone(),
-                change: "removed",
-                expected: "not in the compose file".into(),
-                actual: image(&p.spec),
-            });
-        }
-    }
-    out.sort_by(|a, b| a.service.cmp(&b.service));
-    out
 }
 
 /// What `rollback` did.

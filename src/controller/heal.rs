@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::reconcile::{ReconcileError, RepoTask};
+use super::task::{ReconcileError, RepoTask};
 use crate::apply;
 use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
@@ -231,11 +231,15 @@ pub async fn check(
         let (services, result) = match heal {
             Heal::Start { service, id, .. } => (
                 vec![service.clone()],
-                engine.start(id).await.map_err(|e| error_chain(&e)),
+                apply::engine::start(&engine, id)
+                    .await
+                    .map_err(|e| error_chain(&e)),
             ),
             Heal::Remove { service, id, .. } => (
                 vec![service.clone()],
-                engine.remove(id).await.map_err(|e| error_chain(&e)),
+                apply::engine::remove(&engine, id)
+                    .await
+                    .map_err(|e| error_chain(&e)),
             ),
             Heal::Recreate { services, force } => (
                 services.clone(),

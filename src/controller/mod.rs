@@ -3,11 +3,13 @@
 //! wake a task, the reconcile decides what to do.
 
 pub mod commands;
+pub mod deploy;
 pub mod heal;
 pub mod hub;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
+pub mod task;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +23,8 @@ use crate::error_chain;
 use crate::events::NewEvent;
 use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
-use reconcile::{Action, RepoTask, backoff, reconcile};
+use reconcile::reconcile;
+use task::{Action, RepoTask, backoff};
 
 /// Why a repository's task runs a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,24 +26,6 @@ pub const KEDGE_BUILD: &str = "io.kedge.build";
 pub enum ObserveError {
     #[error("cannot connect to the Docker engine")]
     Connect(#[source] bollard::errors::Error),
-    #[error("cannot start container {container}")]
-    Start {
-        container: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
-    #[error("cannot remove container {container}")]
-    Remove {
-        container: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
-    #[error("cannot remove volume {volume}")]
-    RemoveVolume {
-        volume: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
     #[error("the engine's event stream failed")]
     Events(#[source] bollard::errors::Error),
     #[error("cannot list the containers of project {project}")]
@@ -123,6 +105,11 @@ impl Engine {
             .map_err(ObserveError::Connect)
     }
 
+    /// The connected client, for `apply`'s changes to the engine.
+    pub(crate) async fn client(&self) -> Result<&Docker, ObserveError> {
+        self.ready().await
+    }
+
     /// Connects and agrees on the API version now.
     pub async fn warm_up(&self) -> Result<(), ObserveError> {
         self.ready().await.map(drop)
@@ -165,33 +152,6 @@ impl Engine {
         }
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), ObserveError> {
-        self.ready()
-            .await?
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|source| ObserveError::Start {
-                container: id.to_string(),
-                source,
-            })
-    }
-
-    /// Force-removes a container; its volumes are kept.
-    pub async fn remove(&self, id: &str) -> Result<(), ObserveError> {
-        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(false)
-            .build();
-        self.ready()
-            .await?
-            .remove_container(id, Some(options))
-            .await
-            .map_err(|source| ObserveError::Remove {
-                container: id.to_string(),
-                source,
-            })
-    }
-
     /// The anonymous volumes of a project's containers (`- /data` in a
     /// compose file, or an image's VOLUME): named by the engine with 64 hex
     /// characters and without compose's volume label. Named volumes are
@@ -230,17 +190,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-
-    pub async fn remove_volume(&self, name: &str) -> Result<(), ObserveError> {
-        self.ready()
-            .await?
-            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-            .await
-            .map_err(|source| ObserveError::RemoveVolume {
-                volume: name.to_string(),
-                source,
-            })
     }
 
     /// Container events of compose projects: the compose project label of

@@ -19,7 +19,8 @@ use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 
 pub use crate::controller::ServeError;
-pub use crate::controller::commands::{Pending, ServiceChange};
+pub use crate::controller::commands::Pending;
+pub use crate::plan::rollout::ServiceChange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -36,7 +37,7 @@ pub enum OpsError {
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
-    Reconcile(#[from] crate::controller::reconcile::ReconcileError),
+    Reconcile(#[from] crate::controller::task::ReconcileError),
     #[error(transparent)]
     Lock(#[from] crate::controller::lock::LockError),
     #[error("cannot tell which compose project '{repo}' deployed")]

@@ -4,6 +4,7 @@
 //! equal inputs give equal plans.
 
 pub mod build;
+pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,113 @@
+//! apply: the engine-side steps of rolling a commit out that are not
+//! compose calls — which images must be pulled, which services built, and
+//! the leftovers of an aborted recreate to clear before a restore.
+
+use std::collections::BTreeMap;
+
+use crate::desired::render::Desired;
+use crate::error_chain;
+use crate::observe::Engine;
+use crate::plan::build::build_reason;
+use crate::record::ServiceRecord;
+
+/// Services whose image is not on the host (all of them without an engine
+/// connection: compose then skips what it has), with those images.
+pub async fn missing_images(engine: &Engine, desired: &Desired) -> (Vec<String>, Vec<String>) {
+    let pulled: Vec<(&String, &String)> = desired
+        .services
+        .values()
+        .filter(|spec| spec.build.is_none())
+        .filter_map(|spec| Some((&spec.name, spec.image.as_ref()?)))
+        .collect();
+    // One inspection per service, side by side.
+    let present = futures_util::future::join_all(
+        pulled
+            .iter()
+            .map(|(_, image)| async { engine.image_id(image).await.is_some() }),
+    )
+    .await;
+    let mut services = Vec::new();
+    let mut images = Vec::new();
+    for ((service, image), present) in pulled.into_iter().zip(present) {
+        if !present {
+            services.push(service.clone());
+            images.push(image.clone());
+        }
+    }
+    images.sort();
+    images.dedup();
+    (services, images)
+}
+
+/// The build services to build before `up`: those whose build inputs
+/// changed or whose image is not on the host (see `plan::build`).
+pub async fn builds(
+    engine: &Engine,
+    desired: &Desired,
+    previous: &BTreeMap<String, ServiceRecord>,
+) -> Vec<String> {
+    let built: Vec<_> = desired
+        .services
+        .values()
+        .filter(|spec| spec.build.is_some())
+        .collect();
+    let images = futures_util::future::join_all(built.iter().map(|spec| async {
+        let image = spec.image_ref(&desired.project);
+        engine.image_on_host(&image).await
+    }))
+    .await;
+    let mut rebuild = Vec::new();
+    for (spec, image) in built.into_iter().zip(images) {
+        let before = previous.get(&spec.name).map(|r| &r.spec);
+        if let Some(reason) = build_reason(spec, before, &image) {
+            tracing::info!(service = %spec.name, "building {}: {}", spec.name, reason.as_str());
+            rebuild.push(spec.name.clone());
+        }
+    }
+    rebuild
+}
+
+/// Compose recreates a container by creating the new one under a temporary
+/// name, `<old id, 12 hex>_<name>`, then renaming it. An `up` aborted midway
+/// can leave such a container behind, which the next `up` takes for a
+/// second replica and trips over (a name conflict): remove them first.
+pub async fn remove_recreate_leftovers(engine: &Engine, project: &str) {
+    let Ok(containers) = engine.project_containers(project).await else {
+        return;
+    };
+    for c in containers.iter().filter(|c| is_recreate_leftover(&c.name)) {
+        match super::engine::remove(engine, &c.id).await {
+            Ok(()) => {
+                tracing::info!(%project, container = %c.name, "removed a leftover of an interrupted recreate")
+            }
+            Err(e) => tracing::debug!(%project, container = %c.name, "{}", error_chain(&e)),
+        }
+    }
+}
+
+/// `0123456789ab_project-web-1`: compose's temporary name while recreating.
+fn is_recreate_leftover(name: &str) -> bool {
+    let name = name.trim_start_matches('/');
+    name.len() > 13
+        && name.as_bytes()[12] == b'_'
+        && name[..12].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recreate_leftovers_are_told_by_their_temporary_name() {
+        for (name, leftover) in [
+            ("520c29f1b924_app-web-1", true),
+            ("/520c29f1b924_app-web-1", true),
+            ("app-web-1", false),
+            ("520c29f1b92_app-web-1", false),
+            ("520c29f1b92x_app-web-1", false),
+            ("520c29f1b924_", false),
+        ] {
+            assert_eq!(is_recreate_leftover(name), leftover, "{name}");
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! controller: deploying one commit — render it, decide what it changes
+//! (`plan::rollout`), apply that (`apply`), record the deployment and its
+//! events, and undo a failed `up` by re-applying the last good deployment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
+use crate::apply::{self, ApplyError};
+use crate::compose::Compose;
+use crate::desired::kedge_yaml::Mode;
+use crate::desired::render::{self, Desired, RenderError};
+use crate::events::{EventKind, NewEvent, Severity};
+use crate::plan::rollout::rollout;
+use crate::record::{DeploymentStatus, NewDeployment, ServiceRecord};
+use crate::source::git::GitError;
+use crate::{error_chain, short};
+
+/// A commit rendered in the render worktree.
+pub struct Rendered {
+    pub desired: Desired,
+    pub info: crate::source::git::CommitInfo,
+    pub render_dir: PathBuf,
+}
+
+/// Checks a commit out in the render worktree and renders it.
+pub async fn render_commit(
+    task: &RepoTask,
+    commit: &str,
+) -> Result<Result<Rendered, (crate::source::git::CommitInfo, RenderError)>, GitError> {
+    // Three independent reads of the same commit, side by side.
+    let (info, mut object_ids, render_dir) = tokio::try_join!(
+        task.git.commit_info(commit),
+        task.git.object_ids(commit),
+        task.git.checkout_for_render(commit),
+    )?;
+    object_ids.insert(String::new(), info.tree.clone());
+    tracing::debug!(commit = short(commit), "checked out for rendering");
+    let rendered = render::render(
+        &task.repo.name,
+        commit,
+        &render_dir,
+        &task.git.clone,
+        &object_ids,
+        &|k| std::env::var(k).ok(),
+        task.max_compose_size,
+    )
+    .await;
+    Ok(match rendered {
+        Ok(desired) => Ok(Rendered {
+            desired,
+            info,
+            render_dir,
+        }),
+        Err(e) => Err((info, e)),
+    })
+}
+
+/// Renders and applies one commit (in `auto` mode, or when forced by sync
+/// or rollback), recording the outcome.
+pub async fn deploy(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    commit: &str,
+    trigger: Trigger,
+) -> Result<Outcome, ReconcileError> {
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let Rendered {
+        desired,
+        info,
+        render_dir,
+    } = match render_commit(task, commit).await? {
+        Ok(r) => r,
+        Err((info, e)) => {
+            if trigger.detects() {
+                shared.emit(commit_detected(&name, commit, &info.message, None));
+            }
+            return refuse(shared, id, &name, &info.message, commit, trigger, &e);
+        }
+    };
+
+    let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
+    if trigger.detects() {
+        let mode = waits.then_some(desired.kedge.mode);
+        shared.emit(commit_detected(&name, commit, &info.message, mode));
+    }
+    shared
+        .store()
+        .set_rendered(id, desired.kedge.mode.as_str(), desired.kedge.prune)?;
+    if waits {
+        tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
+        shared.store().mark_settled(id, commit, None)?;
+        return Ok(Outcome::Deferred {
+            mode: desired.kedge.mode,
+        });
+    }
+    apply_rendered(
+        shared,
+        task,
+        &desired,
+        &info.message,
+        trigger,
+        Source::Checkout(render_dir),
+    )
+    .await
+}
+
+/// Where a rendered project's files come from.
+pub enum Source {
+    /// The commit, checked out in the render worktree.
+    Checkout(PathBuf),
+    /// A compose snapshot stored with an earlier deployment, for a commit
+    /// that is gone from the repository.
+    Snapshot,
+}
+
+/// Applies a rendered project and records the deployment.
+pub async fn apply_rendered(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    desired: &Desired,
+    message: &str,
+    trigger: Trigger,
+    source: Source,
+) -> Result<Outcome, ReconcileError> {
+    let id = task.repo.id;
+    let name = task.repo.name.clone();
+    let commit = desired.commit.as_str();
+    let started = Instant::now();
+    let deployment = shared.store().begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit,
+        message,
+        trigger: trigger.as_str(),
+        compose_snapshot: Some(&desired.rendered),
+    })?;
+    shared.emit(
+        NewEvent::new(
+            &name,
+            EventKind::DeployStarted,
+            format!("deploying {}: {}", short(commit), first_line(message)),
+        )
+        .commit(commit)
+        .field("trigger", trigger.as_str())
+        .field("deployment", deployment),
+    );
+
+    tracing::debug!(commit = short(commit), "rendered");
+    let previous = shared.store().services(id)?;
+    let crate::plan::rollout::Rollout {
+        mut records,
+        changed,
+        ..
+    } = rollout(desired, &previous, commit);
+    let result = apply_desired(shared, task, desired, &source, &records, &previous).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(()) => {
+            // The labels compose wrote are the truth about what it applied.
+            record_config_hashes(shared, &desired.project, &mut records).await;
+            shared.store().save_services(id, &records)?;
+            shared.store().finish_deployment(
+                deployment,
+                if trigger == Trigger::Rollback {
+                    DeploymentStatus::RolledBack
+                } else {
+                    DeploymentStatus::Success
+                },
+                &changed,
+                None,
+            )?;
+            let files: Vec<String> = desired
+                .files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect();
+            shared
+                .store()
+                .mark_deployed(id, commit, &desired.project, &files)?;
+            task.drift.after_apply();
+            tracing::info!(
+                repo = %name,
+                commit = short(commit),
+                changed = ?changed,
+                "deployed in {:.1} s",
+                elapsed.as_secs_f64()
+            );
+            let (kind, what) = if trigger == Trigger::Rollback {
+                (EventKind::RolledBack, "rolled back to")
+            } else {
+                (EventKind::DeploySucceeded, "deployed")
+            };
+            shared.emit(
+                NewEvent::new(
+                    &name,
+                    kind,
+                    format!("{what} {} in {:.1} s", short(commit), elapsed.as_secs_f64()),
+                )
+                .commit(commit)
+                .field("trigger", trigger.as_str())
+                .field("deployment", deployment)
+                .field("changed", changed.clone())
+                .field("duration_ms", elapsed.as_millis() as u64),
+            );
+            Ok(Outcome::Deployed { changed })
+        }
+        Err(e) => {
+            let message = error_chain(&e);
+            tracing::error!(repo = %name, commit = short(commit), "deploy failed: {message}");
+            // The clone goes back to what is running: its files are bind-mounted.
+            let deployed = shared.store().repo_state(id)?.deployed_commit;
+            if let Some(deployed) = &deployed
+                && let Err(e) = task.git.checkout_deployed(deployed).await
+            {
+                tracing::warn!(repo = %name, "cannot restore the deployed checkout: {}", error_chain(&e));
+            }
+            shared.store().finish_deployment(
+                deployment,
+                DeploymentStatus::Failed,
+                &changed,
+                Some(&message),
+            )?;
+            shared.emit(
+                NewEvent::new(&name, EventKind::DeployFailed, message.clone())
+                    .commit(commit)
+                    .field("trigger", trigger.as_str())
+                    .field("deployment", deployment)
+                    .field("step", "apply"),
+            );
+            shared.store().mark_failed(id, &message)?;
+            // A failed `up` may have changed part of the stack: put the last
+            // successful deployment back. Earlier steps change nothing.
+            let restored = matches!(e, StepError::Apply(ApplyError::Up(_)))
+                && restore_previous(shared, task, commit, &changed).await?;
+            Err(ReconcileError::Apply {
+                commit: commit.to_string(),
+                restored,
+                source: Box::new(e),
+            })
+        }
+    }
+}
+
+/// Re-applies the deployed commit after a failed `up` of `failed`, recorded
+/// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
+/// the deployed tree again; its services' records are still the store's.
+/// False when there is nothing to restore (a first deployment) or the
+/// restore failed too (logged: the failed deployment says what broke).
+async fn restore_previous(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    failed: &str,
+    changed: &[String],
+) -> Result<bool, ReconcileError> {
+    let id = task.repo.id;
+    let name = &task.repo.name;
+    let state = shared.store().repo_state(id)?;
+    let Some(deployed) = state.deployed_commit.clone() else {
+        return Ok(false);
+    };
+    let records = shared.store().services(id)?;
+    let Some(previous) = shared
+        .store()
+        .deployments(id, 50)?
+        .into_iter()
+        .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
+    else {
+        return Ok(false);
+    };
+    if records.is_empty() {
+        return Ok(false);
+    }
+    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let files: Vec<PathBuf> = state
+        .compose_files
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let prune = state.prune.unwrap_or(true);
+    let message = format!(
+        "restored after the failed deployment of {}: {}",
+        short(failed),
+        previous.message
+    );
+    let restore = shared.store().begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit: &deployed,
+        message: &message,
+        trigger: Trigger::AutoRollback.as_str(),
+        compose_snapshot: previous.compose_snapshot.as_deref(),
+    })?;
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let fingerprints: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
+        .collect();
+    let override_path = task.override_path();
+    let mut result = apply::write_label_override(&override_path, &project, &commits, &fingerprints);
+    if result.is_ok() {
+        let compose = Compose::new(&project, &task.git.clone, files)
+            .with_file(override_path)
+            .holding(task.lock_fd());
+        // The engine may still be creating what the aborted `up` asked for
+        // when compose exits: a leftover can appear after the first look.
+        for attempt in 1..=RESTORE_ATTEMPTS {
+            apply::rollout::remove_recreate_leftovers(&shared.engine, &project).await;
+            result = apply::up(&compose, &[], prune).await;
+            if result.is_ok() || attempt == RESTORE_ATTEMPTS {
+                break;
+            }
+            tracing::debug!(repo = %name, attempt, "restore failed, trying again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    match result {
+        Ok(()) => {
+            tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
+            shared.emit(
+                NewEvent::new(
+                    name,
+                    EventKind::RolledBack,
+                    format!(
+                        "the failed deployment of {} was undone: {} is back",
+                        short(failed),
+                        short(&deployed)
+                    ),
+                )
+                .commit(&deployed)
+                .field("trigger", Trigger::AutoRollback.as_str())
+                .field("failed_commit", failed)
+                .field("deployment", restore),
+            );
+            shared.store().finish_deployment(
+                restore,
+                DeploymentStatus::RolledBack,
+                changed,
+                None,
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            let text = error_chain(&e);
+            tracing::error!(repo = %name, restored = short(&deployed), "cannot restore the last successful deployment: {text}");
+            shared.store().finish_deployment(
+                restore,
+                DeploymentStatus::Failed,
+                changed,
+                Some(&text),
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+/// How often a restore is tried before it is given up.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// The first line of a commit message.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default().trim()
+}
+
+/// A new branch head found; `waits` when the mode leaves it to `kedge sync`.
+fn commit_detected(repo: &str, commit: &str, message: &str, waits: Option<Mode>) -> NewEvent {
+    let event = NewEvent::new(
+        repo,
+        EventKind::CommitDetected,
+        match waits {
+            Some(mode) => format!(
+                "new commit {} waits for `kedge sync` (mode {mode}): {}",
+                short(commit),
+                first_line(message)
+            ),
+            None => format!("new commit {}: {}", short(commit), first_line(message)),
+        },
+    )
+    .commit(commit);
+    match waits {
+        Some(mode) => event
+            .severity(Severity::Warning)
+            .field("waits", true)
+            .field("mode", mode.as_str()),
+        None => event.field("waits", false),
+    }
+}
+
+async fn apply_desired(
+    shared: &Shared,
+    task: &RepoTask,
+    desired: &Desired,
+    source: &Source,
+    records: &BTreeMap<String, ServiceRecord>,
+    previous: &BTreeMap<String, ServiceRecord>,
+) -> Result<(), StepError> {
+    // Images first, from the render checkout: a missing image fails here,
+    // before the deployed checkout or any container changes.
+    let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
+    match source {
+        Source::Checkout(render_dir) => {
+            let render = Compose::new(&desired.project, render_dir, desired.files.clone())
+                .holding(task.lock_fd());
+            apply::pull(&render, &services, &images).await?;
+            task.git.checkout_deployed(&desired.commit).await?;
+        }
+        Source::Snapshot => {
+            let snapshot = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
+                .holding(task.lock_fd());
+            apply::pull(&snapshot, &services, &images).await?;
+        }
+    }
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let fingerprints: BTreeMap<String, String> = desired
+        .services
+        .iter()
+        .filter_map(|(s, spec)| Some((s.clone(), spec.build_fingerprint.clone()?)))
+        .collect();
+    let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
+    let override_path = task.override_path();
+    apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints)?;
+    let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
+        .with_file(override_path)
+        .holding(task.lock_fd());
+    tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
+    apply::up(&project, &rebuild, desired.kedge.prune).await?;
+    tracing::debug!(commit = short(&desired.commit), "compose up done");
+    Ok(())
+}
+
+/// Reads back the config hash compose gave each service's containers.
+async fn record_config_hashes(
+    shared: &Shared,
+    project: &str,
+    records: &mut BTreeMap<String, ServiceRecord>,
+) {
+    let engine = &shared.engine;
+    match engine.project_containers(project).await {
+        Ok(containers) => {
+            for (name, record) in records.iter_mut() {
+                record.config_hash = containers
+                    .iter()
+                    .find(|c| &c.service == name && !c.oneoff)
+                    .and_then(|c| c.config_hash.clone());
+            }
+        }
+        Err(e) => tracing::warn!(%project, "cannot read back config hashes: {}", error_chain(&e)),
+    }
+}
+
+/// A commit that cannot be rendered is a failed deployment; nothing is applied
+/// and it is not retried until the branch moves.
+fn refuse(
+    shared: &Arc<Shared>,
+    id: i64,
+    name: &str,
+    message: &str,
+    commit: &str,
+    trigger: Trigger,
+    err: &RenderError,
+) -> Result<Outcome, ReconcileError> {
+    let text = error_chain(err);
+    tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
+    let store = shared.store();
+    let deployment = store.begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit,
+        message,
+        trigger: trigger.as_str(),
+        compose_snapshot: None,
+    })?;
+    store.finish_deployment(deployment, DeploymentStatus::Failed, &[], Some(&text))?;
+    drop(store);
+    shared.emit(
+        NewEvent::new(name, EventKind::DeployFailed, text.clone())
+            .commit(commit)
+            .field("trigger", trigger.as_str())
+            .field("deployment", deployment)
+            .field("step", "render"),
+    );
+    shared.store().mark_settled(id, commit, Some(&text))?;
+    Ok(Outcome::Refused { error: text })
+}

@@ -1,0 +1,216 @@
+//! controller: a repository's task as the passes see it — what a pass
+//! returns (`Action`), its errors and their policy (`backoff`), how a
+//! deployment came about (`Trigger`), and the state a task keeps between
+//! passes (`RepoTask`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::apply::ApplyError;
+use crate::desired::kedge_yaml::Mode;
+use crate::record::{Repo, StoreError};
+use crate::short;
+use crate::source::clone_dir;
+use crate::source::git::{GitError, Repository};
+
+/// What the controller does after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run again after this long (the poll interval, or sooner).
+    Requeue(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
+    #[error("deployment of {} failed{}", short(commit), if *restored { "; the last successful deployment was restored" } else { "" })]
+    Apply {
+        commit: String,
+        /// The failed `up` was followed by re-applying the last successful
+        /// deployment: the commit is not retried until the branch moves.
+        restored: bool,
+        #[source]
+        source: Box<StepError>,
+    },
+}
+
+/// A failed step of applying a rendered commit.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Checkout(#[from] GitError),
+}
+
+/// Apply failures of one commit are retried this many times, then left
+/// until the branch moves or `kedge sync` is run.
+pub const MAX_APPLY_ATTEMPTS: u32 = 3;
+
+/// The error policy: exponential backoff from 2 s, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 2u64.saturating_mul(1 << failures.saturating_sub(1).min(8));
+    Duration::from_secs(secs.min(300))
+}
+
+/// How a deployment came about, as history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    NewCommit,
+    Startup,
+    /// The first deployment of a repository registered while `serve` runs.
+    Added,
+    /// The last successful deployment re-applied after a failed one.
+    AutoRollback,
+    Retry,
+    Sync,
+    Rollback,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::NewCommit => "new_commit",
+            Trigger::Startup => "startup",
+            Trigger::Added => "added",
+            Trigger::AutoRollback => "auto_rollback",
+            Trigger::Retry => "retry",
+            Trigger::Sync => "sync",
+            Trigger::Rollback => "rollback",
+        }
+    }
+
+    /// Whether the deployment starts from a commit `serve` found on the
+    /// branch (rather than one an operator or a retry named).
+    pub fn detects(self) -> bool {
+        matches!(self, Trigger::NewCommit | Trigger::Startup | Trigger::Added)
+    }
+
+    /// Sync and rollback are the operator's explicit word: they apply
+    /// whatever the mode.
+    pub fn forced(self) -> bool {
+        matches!(self, Trigger::Sync | Trigger::Rollback)
+    }
+}
+
+/// What came of a deployment attempt that did not error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Deployed {
+        changed: Vec<String>,
+    },
+    /// The commit could not be rendered; recorded as failed, nothing applied.
+    Refused {
+        error: String,
+    },
+    /// Not deployed: the mode leaves it to `kedge sync`.
+    Deferred {
+        mode: Mode,
+    },
+}
+
+/// Per-repository state that lives as long as its task.
+pub struct RepoTask {
+    pub repo: Repo,
+    pub git: Repository,
+    /// The trigger of this task's first deployment: `startup`, or `added`
+    /// for a repository registered while `serve` runs; `None` after it.
+    pub(super) first: Option<Trigger>,
+    pub(super) failed_commit: Option<(String, u32)>,
+    /// When the remote is checked next; sooner after a failure is retried.
+    pub(super) next_source: Instant,
+    pub(super) source_failures: u32,
+    pub drift: super::heal::DriftState,
+    /// What the last drift check saw: the pass's snapshot is made of it.
+    pub observed: Option<super::heal::DriftView>,
+    /// `Shared::engine_returns` when this task last looked.
+    pub(super) engine_returns_seen: u64,
+    /// The repository's lock, while a pass or a command holds it.
+    pub lock: Option<super::lock::RepoLock>,
+    /// The branch head read for the coming pass, before the lock was taken.
+    pub(super) remote_head: Option<Result<String, GitError>>,
+    /// `render.max_compose_size`.
+    pub(super) max_compose_size: u64,
+}
+
+impl RepoTask {
+    pub fn new(shared: &Shared, repo: Repo) -> Self {
+        let clone = clone_dir(&shared.settings.data_dir, &repo.name);
+        let now = Instant::now();
+        RepoTask {
+            git: Repository::new(&repo.url, &repo.branch, clone)
+                .with_timeout(shared.settings.git_timeout),
+            repo,
+            first: Some(Trigger::Startup),
+            failed_commit: None,
+            next_source: now,
+            source_failures: 0,
+            drift: Default::default(),
+            observed: None,
+            engine_returns_seen: shared.engine_returns(),
+            lock: None,
+            remote_head: None,
+            max_compose_size: shared.settings.max_compose_size,
+        }
+    }
+
+    /// The next pass asks the remote, whenever its poll would be due.
+    pub fn check_remote_now(&mut self) {
+        self.next_source = Instant::now();
+    }
+
+    /// A task for a repository registered while `serve` runs.
+    pub fn added(mut self) -> Self {
+        self.first = Some(Trigger::Added);
+        self
+    }
+
+    /// Whether the remote check is due. The engine back after an outage
+    /// makes the retry of a commit that failed on it due at once.
+    pub fn source_due(&mut self, shared: &Shared) -> bool {
+        let returns = shared.engine_returns();
+        if returns != self.engine_returns_seen {
+            self.engine_returns_seen = returns;
+            if self.failed_commit.is_some() {
+                self.next_source = Instant::now();
+            }
+        }
+        Instant::now() >= self.next_source
+    }
+
+    /// Reads the branch head for the coming pass. `serve` does this before
+    /// taking the lock: the read may hang until `git.timeout`, and commands
+    /// on the repository must not wait for it.
+    pub async fn read_remote_head(&mut self) {
+        self.remote_head = Some(self.git.remote_head().await);
+    }
+
+    /// For the compose calls that change the project: they hold the lock
+    /// until they exit.
+    pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.lock.as_ref().map(super::lock::RepoLock::fd)
+    }
+
+    pub fn override_path(&self) -> PathBuf {
+        self.git.clone.join(".git/kedge-override.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}
