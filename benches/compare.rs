@@ -127,7 +127,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 6] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 7] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -136,6 +136,7 @@ fn main() {
         // Idle footprint and `kedge status`, on the same 100 repositories.
         ("footprint", &|| footprint(&engine)),
         ("history", &|| vec![history_100k()]),
+        ("events", &|| vec![events_100k()]),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
@@ -519,5 +520,49 @@ fn history_100k() -> Row {
         kedge: format!("{}; `-o json --limit 100`: {}", fmt(&history), fmt(&json)),
         baseline: format!("`kedge --version` (process start): {}", fmt(&floor)),
         goal: "well under 100 ms".into(),
+    }
+}
+
+/// `kedge events` over a log of 100,000 events: the first page (the newest
+/// 100, the default) and one repository's since 10 minutes ago.
+fn events_100k() -> Row {
+    use ::kedge::events::{EventKind, NewEvent};
+    let k = Kedge::new();
+    k.run(["repo", "add", "https://example.com/acme/loud.git"])
+        .success();
+    {
+        let mut store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
+        store
+            .with_transaction(|store| {
+                for i in 0..100_000u32 {
+                    let repo = if i % 10 == 0 { "loud" } else { "other" };
+                    store.add_event(
+                        &NewEvent::new(repo, EventKind::DriftDetected, format!("drift {i}"))
+                            .service("web")
+                            .field("drift", "stopped"),
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let page: Vec<Duration> = (0..10).map(|_| timed(k.command(["events"]))).collect();
+    let json: Vec<Duration> = (0..10)
+        .map(|_| timed(k.command(["events", "-o", "json"])))
+        .collect();
+    let repo: Vec<Duration> = (0..10)
+        .map(|_| timed(k.command(["events", "--repo", "loud", "--since", "10m"])))
+        .collect();
+    let floor: Vec<Duration> = (0..10).map(|_| timed(k.command(["--version"]))).collect();
+    Row {
+        what: "`kedge events` on 100,000 events".into(),
+        kedge: format!(
+            "first page: {}; `-o json`: {}; `--repo X --since 10m`: {}",
+            fmt(&page),
+            fmt(&json),
+            fmt(&repo)
+        ),
+        baseline: format!("`kedge --version` (process start): {}", fmt(&floor)),
+        goal: "first page well under 100 ms".into(),
     }
 }
