@@ -1,3 +1,5 @@
+//! `kedge diff`: what differs between Git and the containers, in the spec's format.
+
 use std::process::ExitCode;
 
 use super::output::print_json;

@@ -1,3 +1,5 @@
+//! `kedge rollback`: re-apply a deployed commit and pin the repository to it.
+
 use std::process::ExitCode;
 
 use super::output::print_json;

@@ -1,3 +1,5 @@
+//! `kedge serve`: runs the controller on a multi-threaded runtime until a signal.
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! `kedge sync`: deploy the branch head now and heal all drift, whatever the mode.
+
 use std::process::ExitCode;
 
 use super::output::print_json;

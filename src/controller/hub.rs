@@ -146,3 +146,36 @@ pub async fn retention(shared: Arc<Shared>) {
         tokio::time::sleep(RETENTION_EVERY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_read_without_waiting_and_follows_each_pass() {
+        let hub = Hub::default();
+        assert!(hub.snapshot("app").is_none(), "no pass yet");
+        let state = RepoState {
+            deployed_commit: Some("c1".into()),
+            ..Default::default()
+        };
+        hub.publish(RepoSnapshot::new("app", state.clone(), None));
+        let mut seen = hub.snapshot("app").unwrap();
+        assert_eq!(seen.borrow().state.deployed_commit.as_deref(), Some("c1"));
+        hub.publish(RepoSnapshot::new(
+            "app",
+            RepoState {
+                deployed_commit: Some("c2".into()),
+                ..state
+            },
+            None,
+        ));
+        assert!(seen.has_changed().unwrap());
+        assert_eq!(
+            seen.borrow_and_update().state.deployed_commit.as_deref(),
+            Some("c2")
+        );
+        hub.forget("app");
+        assert!(hub.snapshot("app").is_none());
+    }
+}

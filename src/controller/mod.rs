@@ -64,6 +64,8 @@ pub struct Shared {
     engine_returns: AtomicU64,
     /// The event broadcast and the repositories' snapshots.
     pub hub: hub::Hub,
+    /// Whether a `serve` owns the data directory, looked up once.
+    serving: std::sync::OnceLock<bool>,
 }
 
 impl Shared {
@@ -75,6 +77,7 @@ impl Shared {
             wakers: Mutex::new(HashMap::new()),
             engine_returns: AtomicU64::new(0),
             hub: hub::Hub::default(),
+            serving: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,6 +115,14 @@ impl Shared {
 
     pub fn engine_returns(&self) -> u64 {
         self.engine_returns.load(Ordering::Relaxed)
+    }
+
+    /// Whether a `serve` owns the data directory (this process, or another
+    /// one). Looked up once: a command is short, and `serve` is for life.
+    pub fn serve_running(&self) -> bool {
+        *self
+            .serving
+            .get_or_init(|| lock::ServeLock::is_held(&self.settings.data_dir))
     }
 
     /// Records an event. Observing never fails what it observes: a store

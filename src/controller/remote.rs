@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Shared;
-use super::lock::ServeLock;
 use crate::error_chain;
 use crate::record::{RepoState, now_ms};
 use crate::short;
@@ -30,7 +29,7 @@ fn served_fresh(shared: &Shared, state: &RepoState) -> bool {
         return false;
     };
     let age = Duration::from_millis(now_ms().saturating_sub(checked).max(0) as u64);
-    age <= shared.settings.poll_interval * 2 && ServeLock::is_held(&shared.settings.data_dir)
+    age <= shared.settings.poll_interval * 2 && shared.serve_running()
 }
 
 /// The branch head for a report: see the module comment.
