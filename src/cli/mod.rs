@@ -12,6 +12,7 @@ mod rollback;
 mod serve;
 mod status;
 mod sync;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,9 @@ pub enum Command {
     Rollback(rollback::Args),
     /// Show the event log: deploys, drift, heals, rollbacks
     Events(events::Args),
+    /// Create, list and revoke API tokens
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +118,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => None,
         },
         log_format: cli.log_format,
+        listen: match &cli.command {
+            Command::Serve(args) => args.listen,
+            _ => None,
+        },
     };
     let settings = config::load(&flags, &process_env)?;
     init_logging(&settings);
@@ -132,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => history::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Events(args) => events::run(&ctx, args),
+        Command::Token(command) => token::run(&ctx, command),
     }
 }
 

@@ -18,6 +18,11 @@ pub struct Args {
     /// [env: KEDGE_CHECK_INTERVAL] [default: drift.check_interval from the config, else 30s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub check_interval: Option<Duration>,
+    /// Where to serve HTTP (health, metrics, API, webhooks, dashboard), e.g.
+    /// 127.0.0.1:9470, 0.0.0.0:0 (a free port), or `none`
+    /// [env: KEDGE_LISTEN] [default: http.listen from the config, else 127.0.0.1:9470]
+    #[arg(long, value_name = "ADDR|none", value_parser = crate::config::Listen::parse)]
+    pub listen: Option<crate::config::Listen>,
 }
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {

@@ -53,6 +53,43 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub max_compose_size: Option<u64>,
     pub events_retention: Option<Duration>,
+    pub listen: Option<Listen>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub webhook_secret: Option<Secret>,
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
+/// nowhere (`none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Addr(std::net::SocketAddr),
+    Off,
+}
+
+impl Listen {
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Listen::Off);
+        }
+        s.parse().map(Listen::Addr).map_err(|_| {
+            format!("{s:?} is not an address to listen on (e.g. 127.0.0.1:9470, [::1]:9470, 0.0.0.0:0) nor `none`")
+        })
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
+
+/// A secret read from configuration: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// What the command line said.
@@ -63,6 +100,7 @@ pub struct Flags {
     pub poll_interval: Option<Duration>,
     pub check_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    pub listen: Option<Listen>,
 }
 
 /// The settings in force.
@@ -82,6 +120,13 @@ pub struct Settings {
     pub max_compose_size: u64,
     /// Events older than this are deleted by `serve`.
     pub events_retention: Duration,
+    /// `serve`'s HTTP listener.
+    pub listen: Listen,
+    /// PEM certificate chain and key: HTTPS when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The git webhooks' shared secret (`webhook.secret`, its file, or
+    /// `KEDGE_WEBHOOK_SECRET`); without one the hooks answer 404.
+    pub webhook_secret: Option<Secret>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -112,6 +157,16 @@ pub enum ConfigError {
     ZeroCheckInterval,
     #[error("git timeout must be greater than zero")]
     ZeroGitTimeout,
+    #[error("http.tls_cert and http.tls_key go together: only {0} is set")]
+    HalfTls(&'static str),
+    #[error("cannot read the webhook secret file {}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook secret file {} is empty", path.display())]
+    EmptySecret { path: PathBuf },
 }
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
@@ -119,7 +174,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     let top = Section::new(
         &doc,
         "",
-        &["data_dir", "git", "drift", "log", "render", "events"],
+        &[
+            "data_dir", "git", "drift", "log", "render", "events", "http", "webhook",
+        ],
     )?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
@@ -145,6 +202,17 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(render) = top.section("render", &["max_compose_size"])? {
         out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
     }
+    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key"])? {
+        out.listen = http.parsed("listen", env, Listen::parse)?;
+        out.tls_cert = http.string("tls_cert", env)?.map(|(s, _)| PathBuf::from(s));
+        out.tls_key = http.string("tls_key", env)?.map(|(s, _)| PathBuf::from(s));
+    }
+    if let Some(hook) = top.section("webhook", &["secret", "secret_file"])? {
+        out.webhook_secret = hook.string("secret", env)?.map(|(s, _)| Secret(s));
+        out.webhook_secret_file = hook
+            .string("secret_file", env)?
+            .map(|(s, _)| PathBuf::from(s));
+    }
     if let Some(events) = top.section("events", &["retention"])? {
         out.events_retention = events.parsed("retention", env, |s| {
             parse_duration(s).map_err(|e| e.to_string()).and_then(|d| {
@@ -157,6 +225,21 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         })?;
     }
     Ok(out)
+}
+
+/// A secret kept in a file: its content, without the trailing newline.
+pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(ConfigError::EmptySecret {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Secret(secret.to_string()))
 }
 
 /// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`,
@@ -289,6 +372,36 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         .or(file.log_level)
         .unwrap_or_else(|| "info".to_string());
 
+    let listen = match flags.listen {
+        Some(l) => l,
+        None => match var("KEDGE_LISTEN") {
+            Some(v) => Listen::parse(&v).map_err(|expected| ConfigError::Env {
+                name: "KEDGE_LISTEN",
+                value: v.clone(),
+                expected,
+            })?,
+            None => file
+                .listen
+                .unwrap_or_else(|| Listen::parse(DEFAULT_LISTEN).expect("the default parses")),
+        },
+    };
+    let tls = match (file.tls_cert, file.tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError::HalfTls("http.tls_cert")),
+        (None, Some(_)) => return Err(ConfigError::HalfTls("http.tls_key")),
+    };
+    let webhook_secret = match (
+        var("KEDGE_WEBHOOK_SECRET"),
+        file.webhook_secret,
+        file.webhook_secret_file,
+    ) {
+        (Some(v), _, _) => Some(Secret(v)),
+        (None, Some(s), _) => Some(s),
+        (None, None, Some(path)) => Some(read_secret_file(&path)?),
+        (None, None, None) => None,
+    };
+
     Ok(Settings {
         data_dir,
         poll_interval,
@@ -298,6 +411,9 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         log_level,
         max_compose_size: file.max_compose_size.unwrap_or(DEFAULT_MAX_COMPOSE_SIZE),
         events_retention: file.events_retention.unwrap_or(DEFAULT_EVENTS_RETENTION),
+        listen,
+        tls,
+        webhook_secret,
         config_file: None,
     })
 }
@@ -325,7 +441,37 @@ mod tests {
             log_level: Some("debug".into()),
             max_compose_size: None,
             events_retention: None,
+            ..FileConfig::default()
         }
+    }
+
+    #[test]
+    fn listen_and_webhook_secret() {
+        let none = env_of(&[]);
+        let s = resolve(FileConfig::default(), &none, &Flags::default()).unwrap();
+        assert_eq!(s.listen, Listen::Addr("127.0.0.1:9470".parse().unwrap()));
+        assert_eq!(s.webhook_secret, None);
+        assert_eq!(Listen::parse("none"), Ok(Listen::Off));
+        assert!(Listen::parse("localhost").is_err());
+        let env = env_of(&[("KEDGE_LISTEN", "none"), ("KEDGE_WEBHOOK_SECRET", "s3")]);
+        let s = resolve(FileConfig::default(), &env, &Flags::default()).unwrap();
+        assert_eq!(s.listen, Listen::Off);
+        assert_eq!(s.webhook_secret, Some(Secret("s3".into())));
+        assert!(!format!("{s:?}").contains("s3\""), "{s:?}");
+        let flags = Flags {
+            listen: Some(Listen::Addr("[::1]:0".parse().unwrap())),
+            ..Flags::default()
+        };
+        let s = resolve(FileConfig::default(), &env, &flags).unwrap();
+        assert_eq!(s.listen, Listen::Addr("[::1]:0".parse().unwrap()));
+        let half = FileConfig {
+            tls_cert: Some("c.pem".into()),
+            ..FileConfig::default()
+        };
+        assert!(matches!(
+            resolve(half, &none, &Flags::default()),
+            Err(ConfigError::HalfTls("http.tls_cert"))
+        ));
     }
 
     #[test]
@@ -407,7 +553,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhttp:\n  listen: 0.0.0.0:8080\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
             &none,
         )
         .unwrap();
@@ -422,6 +568,11 @@ mod tests {
                 log_level: Some("kedge=debug".into()),
                 max_compose_size: Some(512 * 1024),
                 events_retention: Some(Duration::from_secs(7 * 86_400)),
+                listen: Some(Listen::Addr("0.0.0.0:8080".parse().unwrap())),
+                tls_cert: Some("/etc/kedge/cert.pem".into()),
+                tls_key: Some("/etc/kedge/key.pem".into()),
+                webhook_secret: None,
+                webhook_secret_file: Some("/etc/kedge/hook".into()),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());

@@ -8,6 +8,7 @@ pub mod events;
 pub mod history;
 pub mod repos;
 pub mod status;
+pub mod tokens;
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,11 +22,16 @@ use crate::record::{Repo, Store, StoreError};
 pub use crate::controller::ServeError;
 pub use crate::controller::commands::Pending;
 pub use crate::plan::rollout::ServiceChange;
+pub use crate::record::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error("no repository named '{0}'")]
     UnknownRepo(String),
+    #[error("a token named '{0}' already exists")]
+    TokenExists(String),
+    #[error("no token named '{0}'")]
+    UnknownToken(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

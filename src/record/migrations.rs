@@ -126,6 +126,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE event_log RENAME TO events;
     CREATE INDEX events_by_repo ON events (repo, id);
     CREATE INDEX events_by_time ON events (at);",
+    // 7: API tokens, stored as the sha256 of the token (the token itself is
+    // shown once, at creation), with a role and when it was last used.
+    "CREATE TABLE tokens (
+        name          TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('read', 'write')),
+        hash          TEXT NOT NULL UNIQUE,
+        created_at    INTEGER NOT NULL,
+        last_used_at  INTEGER
+    );",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -7,6 +7,7 @@ mod events;
 mod migrations;
 mod repos;
 mod state;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
 pub use repos::{NewRepo, Repo};
 pub use state::{RepoState, ServiceRecord};
+pub use tokens::{Role, Token};
 
 pub const DB_FILE: &str = "kedge.db";
 /// `PRAGMA application_id` of a Kedge database ("KEDG"): tells ours from a

@@ -1,0 +1,116 @@
+//! record: API tokens. Only the sha256 of a token is stored.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, StoreError, now_ms, query};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May read (GET).
+    Read,
+    /// May also change (POST, DELETE).
+    Write,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+        }
+    }
+
+    fn parse(s: &str) -> Role {
+        if s == "write" {
+            Role::Write
+        } else {
+            Role::Read
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl Store {
+    /// Stores a new token's hash; false when the name is taken.
+    pub fn add_token(&self, name: &str, role: Role, hash: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, role.as_str(), hash, now_ms()],
+            )
+            .map_err(query("store a token"))?;
+        Ok(n == 1)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, role, created_at, last_used_at FROM tokens ORDER BY name")
+            .map_err(query("list tokens"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Token {
+                    name: r.get(0)?,
+                    role: Role::parse(&r.get::<_, String>(1)?),
+                    created_at: r.get(2)?,
+                    last_used_at: r.get(3)?,
+                })
+            })
+            .map_err(query("list tokens"))?;
+        rows.collect::<Result<_, _>>().map_err(query("list tokens"))
+    }
+
+    /// False when there is no such token.
+    pub fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM tokens WHERE name = ?1", [name])
+            .map_err(query("revoke a token"))?;
+        Ok(n == 1)
+    }
+
+    /// The token with this hash. Its "last used" time is kept to the
+    /// minute: a request costs a read, not a write.
+    pub fn use_token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        let token = self
+            .conn
+            .prepare_cached(
+                "SELECT name, role, created_at, last_used_at FROM tokens WHERE hash = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([hash], |r| {
+                    Ok(Token {
+                        name: r.get(0)?,
+                        role: Role::parse(&r.get::<_, String>(1)?),
+                        created_at: r.get(2)?,
+                        last_used_at: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(query("check a token"))?;
+        let now = now_ms();
+        if let Some(t) = &token
+            && t.last_used_at.is_none_or(|at| now - at >= 60_000)
+        {
+            self.conn
+                .execute(
+                    "UPDATE tokens SET last_used_at = ?2 WHERE name = ?1",
+                    params![t.name, now],
+                )
+                .map_err(query("note a token's use"))?;
+        }
+        Ok(token)
+    }
+}
