@@ -409,8 +409,11 @@ fn a_full_disk_neither_stops_healing_nor_delays_recovery() {
         "--check-interval",
         "2s",
     ]);
-    wait_for(60, "the stack deployed", || {
-        (s.running().len() == 2).then_some(())
+    // Deployed and recorded: the disk fills only after the deployment's
+    // services are in the store (what the drift check works from).
+    wait_for(60, "the stack deployed and recorded", || {
+        let h = s.history();
+        (s.running().len() == 2 && h[0]["status"] == "success").then_some(())
     });
 
     fs.fill();
