@@ -5,6 +5,7 @@
 //! driven by `controller`; `ops` holds one function per user action, which
 //! the faces (`cli`) call.
 
+pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod compose;

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = rt.block_on(ctx.ops.serve());
+    let served = rt.block_on(ctx.ops.serve(crate::api::start));
     // A task that stopped while waiting for a lock held elsewhere leaves
     // that wait on a blocking thread: not worth waiting for.
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -145,8 +145,19 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Owned(#[from] lock::ServeLockError),
+    #[error(transparent)]
+    Faces(#[from] FacesError),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
+}
+
+/// What keeps `serve`'s outside faces from starting.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct FacesError {
+    pub what: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 struct Running {
@@ -156,7 +167,14 @@ struct Running {
 
 /// Runs every registered repository until SIGINT/SIGTERM. The first signal
 /// lets applies in flight finish; a second one exits at once.
-pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+/// `faces` starts what serves the outside world (the HTTP listener) once
+/// the controller's shared state exists; it gets the shutdown signal and
+/// its task is awaited after the repositories' tasks have stopped.
+pub async fn serve<F, Fut>(settings: Settings, faces: F) -> Result<(), ServeError>
+where
+    F: FnOnce(Arc<Shared>, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<JoinHandle<()>>, FacesError>>,
+{
     let store = Store::open(&settings.data_dir)?;
     // Before anything else: a second serve must not touch the first one's work.
     let _owner = lock::ServeLock::acquire(&settings.data_dir)?;
@@ -170,6 +188,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     tokio::spawn(hub::retention(shared.clone()));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
+    let faces = faces(shared.clone(), shutdown.clone()).await?;
     tracing::info!(
         data_dir = %shared.settings.data_dir.display(),
         poll_interval = ?shared.settings.poll_interval,
@@ -198,6 +217,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     for (_, r) in running {
         let _ = r.handle.await;
+    }
+    if let Some(faces) = faces {
+        let _ = faces.await;
     }
     tracing::info!("stopped");
     Ok(())

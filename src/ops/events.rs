@@ -90,6 +90,24 @@ impl Ops {
         }
     }
 
+    /// Events after `after_id`, oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        repo: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Event>, OpsError> {
+        if let Some(repo) = repo {
+            self.repo(repo)?;
+        }
+        Ok(self.shared()?.store().events(&EventQuery {
+            repo: repo.map(String::from),
+            since: None,
+            after_id: Some(after_id),
+            limit,
+        })?)
+    }
+
     /// The newest event's id: where a follower that wants only new events starts.
     pub fn last_event_id(&self) -> Result<i64, OpsError> {
         Ok(self.shared()?.store().last_event_id()?)

@@ -8,6 +8,7 @@ use crate::record::{DeploymentStatus, rfc3339_ms};
 /// One deployment as every face shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryRow {
+    pub id: i64,
     pub commit: String,
     pub status: DeploymentStatus,
     /// When it finished (when it started, while it runs).
@@ -25,12 +26,33 @@ pub struct HistoryRow {
 }
 
 impl Ops {
+    /// The newest deployment's id (0 when there is none).
+    pub fn last_deployment_id(&self, repo: &str) -> Result<i64, OpsError> {
+        Ok(self.history(repo, 1)?.first().map_or(0, |d| d.id))
+    }
+
+    /// The deployments after `after_id`, oldest first.
+    pub fn deployments_after(
+        &self,
+        repo: &str,
+        after_id: i64,
+    ) -> Result<Vec<HistoryRow>, OpsError> {
+        let mut rows: Vec<HistoryRow> = self
+            .history(repo, 50)?
+            .into_iter()
+            .filter(|d| d.id > after_id)
+            .collect();
+        rows.reverse();
+        Ok(rows)
+    }
+
     pub fn history(&self, repo: &str, limit: usize) -> Result<Vec<HistoryRow>, OpsError> {
         let repo = self.repo(repo)?;
         let deployments = self.shared()?.store().deployments(repo.id, limit)?;
         Ok(deployments
             .into_iter()
             .map(|d| HistoryRow {
+                id: d.id,
                 deployed_at: rfc3339_ms(d.finished_at.unwrap_or(d.started_at)),
                 started_at: rfc3339_ms(d.started_at),
                 finished_at: d.finished_at.map(rfc3339_ms),

@@ -141,8 +141,15 @@ impl Ops {
         Ok(commands::rollback(shared, repo, commit).await?)
     }
 
-    /// `kedge serve`: until SIGINT/SIGTERM.
-    pub async fn serve(&self) -> Result<(), OpsError> {
-        Ok(crate::controller::serve(self.settings.clone()).await?)
+    /// `kedge serve`: until SIGINT/SIGTERM, with `faces` (the HTTP
+    /// listener) started on the controller's state.
+    pub async fn serve<F, Fut>(&self, faces: F) -> Result<(), OpsError>
+    where
+        F: FnOnce(Arc<Shared>, tokio::sync::watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<Option<tokio::task::JoinHandle<()>>, crate::controller::FacesError>,
+            >,
+    {
+        Ok(crate::controller::serve(self.settings.clone(), faces).await?)
     }
 }

@@ -1,0 +1,43 @@
+//! api: bearer tokens. Every route under `/api/v1` needs one; a `read`
+//! token may GET, a `write` token may also POST and DELETE.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{ApiError, AppState};
+use crate::record::Role;
+
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::Unauthorized(
+            "missing `Authorization: Bearer TOKEN` (create one with `kedge token create NAME`)"
+                .into(),
+        ));
+    };
+    let token = state
+        .ops
+        .authenticate(presented)?
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && token.role != Role::Write {
+        return Err(ApiError::Forbidden(format!(
+            "token '{}' may only read; this needs a write token",
+            token.name
+        )));
+    }
+    Ok(next.run(request).await)
+}

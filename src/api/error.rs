@@ -1,0 +1,89 @@
+//! api: errors as JSON, `{"error": "..."}`, with the status that fits. Bad
+//! input is a 4xx naming the problem; only Kedge's own failures are 5xx.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::controller::commands::CommandError;
+use crate::error_chain;
+use crate::ops::OpsError;
+use crate::record::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!("HTTP request failed: {e}");
+        }
+        let status = self.status();
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> ApiError {
+        let text = error_chain(&e);
+        match &e {
+            OpsError::UnknownRepo(_) | OpsError::UnknownToken(_) => ApiError::NotFound(text),
+            OpsError::TokenExists(_) => ApiError::Conflict(text),
+            OpsError::Store(StoreError::DuplicateName(_) | StoreError::DuplicateUrl { .. }) => {
+                ApiError::Conflict(text)
+            }
+            OpsError::Url(_) | OpsError::Name(_) | OpsError::Branch(_) => {
+                ApiError::Unprocessable(text)
+            }
+            OpsError::Command(c) => match c {
+                CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
+                CommandError::AmbiguousCommit { .. } => ApiError::Conflict(text),
+                CommandError::ShortPrefix(_) | CommandError::Refused { .. } => {
+                    ApiError::Unprocessable(text)
+                }
+                CommandError::Reconcile(_) => ApiError::Internal(text),
+            },
+            _ => ApiError::Internal(text),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! api: `kedge serve`'s HTTP face — health, the JSON API under `/api/v1`
+//! (the same operations and the same JSON as the CLI), and the event
+//! stream. It calls `ops` only; a bad request is a 4xx with a JSON reason.
+//! Requests never take a repository's lock unless they apply (sync,
+//! rollback, remove), and nothing here can slow a deploy down.
+
+mod auth;
+mod error;
+mod routes;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Listen;
+use crate::controller::{FacesError, Shared};
+use crate::ops::Ops;
+
+pub use error::ApiError;
+
+/// Request bodies larger than this are refused (413) without being read.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// A connection that has not sent its request headers within this is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler gets.
+pub struct AppState {
+    pub ops: Ops,
+    pub shared: Arc<Shared>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(routes::public())
+        .nest("/api/v1", routes::api(state.clone()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
+}
+
+/// Errors the framework answers itself (405, 413, …) speak JSON too.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": reason }).to_string();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Binds the listener `settings.listen` names (nothing for `none`) and
+/// serves until `shutdown` turns true: then it stops accepting and lets
+/// requests in flight finish.
+pub async fn start(
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, FacesError> {
+    let addr = match shared.settings.listen {
+        Listen::Off => {
+            tracing::info!("HTTP listener disabled (--listen none)");
+            return Ok(None);
+        }
+        Listen::Addr(addr) => addr,
+    };
+    let tls = match &shared.settings.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| FacesError {
+            what: format!("cannot listen on {addr}"),
+            source: Some(Box::new(e)),
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(tls = tls.is_some(), "listening on {}", bound);
+    let state = Arc::new(AppState {
+        ops: Ops::serving(shared.clone()),
+        shared,
+    });
+    let app = router(state);
+    Ok(Some(tokio::spawn(accept_loop(
+        listener, bound, tls, app, shutdown,
+    ))))
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, FacesError> {
+    let fail = |what: String, e: Option<Box<dyn std::error::Error + Send + Sync>>| FacesError {
+        what,
+        source: e,
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| fail(format!("cannot read {}", p.display()), Some(Box::new(e))))
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            fail(
+                format!("{} holds no PEM certificate", cert.display()),
+                Some(Box::new(e)),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(fail(
+            format!("{} holds no PEM certificate", cert.display()),
+            None,
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| {
+            fail(
+                format!("{} holds no PEM private key", key.display()),
+                Some(Box::new(e)),
+            )
+        })?
+        .ok_or_else(|| fail(format!("{} holds no PEM private key", key.display()), None))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| {
+        fail(
+            "cannot use the TLS certificate and key".into(),
+            Some(Box::new(e)),
+        )
+    })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until shutdown, each served with a header read
+/// timeout; at shutdown, connections finish their requests in flight.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!("accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    // The handshake counts against the same budget as headers.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    tracing::info!(%bound, "HTTP listener closed: finishing requests in flight");
+    // Long-lived streams (the event stream) end with the process.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}

@@ -1,0 +1,118 @@
+//! api: `GET /api/v1/events/stream`, the event log as server-sent events:
+//! one event per message, `id:` the event's id. A client that reconnects
+//! with `Last-Event-ID` gets everything stored after it, then what comes.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::{ApiError, AppState};
+use crate::events::Event;
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    repo: Option<String>,
+}
+
+pub async fn events_stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(repo) = &q.repo {
+        state.ops.repo(repo)?;
+    }
+    // Subscribed before the backlog is read: nothing falls between the two.
+    let live = state.shared.hub.subscribe();
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID is not an event id".into()))?,
+        None => state.ops.last_event_id()?,
+    };
+    let follow = Follow {
+        state,
+        repo: q.repo,
+        live,
+        sent: after,
+        backlog: VecDeque::new(),
+        caught_up: false,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        let event = f.next().await?;
+        Some((Ok::<_, Infallible>(event), f))
+    });
+    Ok(sse(stream).into_response())
+}
+
+fn sse(
+    stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static> {
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+struct Follow {
+    state: Arc<AppState>,
+    repo: Option<String>,
+    live: broadcast::Receiver<Event>,
+    /// The id of the last event sent: nothing at or before it again.
+    sent: i64,
+    backlog: VecDeque<Event>,
+    caught_up: bool,
+}
+
+impl Follow {
+    /// The next event to send; `None` ends the stream (Kedge stopping).
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.backlog.pop_front() {
+                if e.id > self.sent && self.wanted(&e) {
+                    self.sent = e.id;
+                    return Some(message(&e));
+                }
+                continue;
+            }
+            if !self.caught_up {
+                // What was stored after the last id sent, from the log.
+                let page = self
+                    .state
+                    .ops
+                    .events_after(self.repo.as_deref(), self.sent, 1000)
+                    .unwrap_or_default();
+                self.caught_up = page.len() < 1000;
+                self.backlog.extend(page);
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(e) => self.backlog.push_back(e),
+                // Fell behind the broadcast: the log has it all.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn wanted(&self, e: &Event) -> bool {
+        self.repo.as_ref().is_none_or(|r| *r == e.repo)
+    }
+}
+
+fn message(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .event(e.kind.as_str())
+        .data(serde_json::to_string(e).unwrap_or_default())
+}
