@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod build;
 mod drift;
 mod events;

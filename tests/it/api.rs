@@ -1,0 +1,291 @@
+//! `serve`'s HTTP API end to end: tokens and roles, the same JSON as the
+//! CLI, repositories added, synced, rolled back and removed over HTTP, the
+//! event stream, readiness.
+
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
+use crate::support::http::{EventStream, listening_port, request};
+use crate::support::*;
+
+/// `serve` with its listener on a free loopback port.
+fn serve_http(k: &Kedge, extra: &[&str]) -> (kedge::Serve, u16) {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "300ms",
+    ];
+    args.extend_from_slice(extra);
+    let serve = k.serve_with(&args);
+    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
+    (serve, port)
+}
+
+fn token(k: &Kedge, name: &str, role: &str) -> String {
+    let out = k.run(["token", "create", name, "--role", role]);
+    out.success();
+    let token = out.stdout.trim().to_string();
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "the token alone on stdout: {out:?}"
+    );
+    assert!(token.starts_with("kedge_"), "{token}");
+    token
+}
+
+#[test]
+fn api_reads_like_the_cli_and_writes_with_a_write_token() {
+    let s = Stack::new("api", &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))]);
+    let k = &s.kedge;
+    let read = token(k, "reader", "read");
+    let write = token(k, "writer", "write");
+    let (serve, port) = serve_http(k, &[]);
+    wait_for(60, "the first deployment", || {
+        (s.project.running().len() == 1).then_some(())
+    });
+
+    // Tokens: none, unknown, read on a write route.
+    assert_eq!(
+        request("GET", port, "/api/v1/repos", None, None).status,
+        401
+    );
+    assert_eq!(
+        request("GET", port, "/api/v1/repos", Some("kedge_nope"), None).status,
+        401
+    );
+    let forbidden = request(
+        "POST",
+        port,
+        &format!("/api/v1/repos/{}/sync", s.name),
+        Some(&read),
+        None,
+    );
+    assert_eq!(forbidden.status, 403, "{forbidden:?}");
+    assert!(forbidden.json()["error"].as_str().unwrap().contains("read"));
+    let forbidden = request(
+        "POST",
+        port,
+        &format!("/api/v1/repos/{}/rollback", s.name),
+        Some(&read),
+        Some(r#"{"commit":"abcd"}"#),
+    );
+    assert_eq!(forbidden.status, 403);
+
+    // GET routes answer what the CLI's -o json prints.
+    let api = request("GET", port, "/api/v1/repos", Some(&read), None).json();
+    assert_eq!(api, k.run(["repo", "list", "-o", "json"]).json());
+    let api = request(
+        "GET",
+        port,
+        &format!("/api/v1/repos/{}/history", s.name),
+        Some(&read),
+        None,
+    )
+    .json();
+    assert_eq!(
+        api,
+        k.run(["history", "--repo", &s.name, "-o", "json"]).json()
+    );
+    let api = request(
+        "GET",
+        port,
+        &format!("/api/v1/repos/{}", s.name),
+        Some(&read),
+        None,
+    )
+    .json();
+    let cli = k.run(["status", "--repo", &s.name, "-o", "json"]).json();
+    for field in [
+        "name",
+        "sync_state",
+        "deployed_commit",
+        "remote_head",
+        "services",
+    ] {
+        assert_eq!(api[field], cli[0][field], "{field}");
+    }
+    let api = request(
+        "GET",
+        port,
+        &format!("/api/v1/repos/{}/diff", s.name),
+        Some(&read),
+        None,
+    )
+    .json();
+    assert_eq!(api["in_sync"], true, "{api}");
+    let missing = request("GET", port, "/api/v1/repos/nope/history", Some(&read), None);
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].as_str().unwrap().contains("nope"));
+
+    // A repository registered over HTTP is deployed by serve.
+    let other = GitRemote::new("api-added");
+    other.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    other.commit("first");
+    let name = unique_name("apiadd");
+    let added_project = ComposeProject::named(&name);
+    let body = serde_json::json!({ "url": other.url(), "name": name }).to_string();
+    let added = request("POST", port, "/api/v1/repos", Some(&write), Some(&body));
+    assert_eq!(added.status, 201, "{added:?}");
+    assert_eq!(added.json()["name"], name.as_str());
+    let dup = request("POST", port, "/api/v1/repos", Some(&write), Some(&body));
+    assert_eq!(dup.status, 409, "{dup:?}");
+    wait_for(60, "the repository added over HTTP deployed", || {
+        (added_project.running().len() == 1).then_some(())
+    });
+
+    // sync?wait=true answers with the finished deployment.
+    let c1 = s.remote.remote_head();
+    s.remote
+        .write("compose.yaml", &sleepers(&[("web", IMAGE_2)]));
+    let c2 = s.remote.commit("two");
+    let synced = request(
+        "POST",
+        port,
+        &format!("/api/v1/repos/{}/sync?wait=true", s.name),
+        Some(&write),
+        None,
+    );
+    assert_eq!(synced.status, 200, "{synced:?}");
+    let d = synced.json();
+    assert_eq!(d["commit"], c2.as_str(), "{d}");
+    assert_eq!(d["status"], "success", "{d}");
+    assert_eq!(d["trigger"], "sync", "{d}");
+
+    // rollback (202, then the pin shows) to the first commit.
+    let body = serde_json::json!({ "commit": &c1[..8] }).to_string();
+    let rolled = request(
+        "POST",
+        port,
+        &format!("/api/v1/repos/{}/rollback", s.name),
+        Some(&write),
+        Some(&body),
+    );
+    assert_eq!(rolled.status, 202, "{rolled:?}");
+    assert!(rolled.json()["deployment"].as_i64().is_some(), "{rolled:?}");
+    wait_for(60, "the rollback pinned", || {
+        let st = request(
+            "GET",
+            port,
+            &format!("/api/v1/repos/{}", s.name),
+            Some(&read),
+            None,
+        )
+        .json();
+        (st["pinned_commit"] == c1.as_str() && st["sync_state"] == "pinned").then_some(())
+    });
+
+    // DELETE ?down=true takes the stack down.
+    let gone = request(
+        "DELETE",
+        port,
+        &format!("/api/v1/repos/{name}?down=true"),
+        Some(&write),
+        None,
+    );
+    assert_eq!(gone.status, 204, "{gone:?}");
+    assert!(added_project.containers().is_empty());
+
+    // A revoked token is refused from then on.
+    k.run(["token", "revoke", "reader"]).success();
+    assert_eq!(
+        request("GET", port, "/api/v1/repos", Some(&read), None).status,
+        401
+    );
+    let list = k.run(["token", "list"]);
+    list.success().stdout_has("writer");
+    assert!(list.stdout.starts_with("NAME"), "{}", list.stdout);
+    assert!(!list.stdout.contains("kedge_"), "no token is ever listed");
+    drop(serve);
+}
+
+#[test]
+fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
+    let s = Stack::new(
+        "apistream",
+        &[(
+            "compose.yaml",
+            &sleepers(&[("web", IMAGE_1), ("api", IMAGE_1)]),
+        )],
+    );
+    let k = &s.kedge;
+    let read = token(k, "watcher", "read");
+    let (_serve, port) = serve_http(k, &["--check-interval", "1m"]);
+    wait_for(60, "the first deployment", || {
+        (s.project.running().len() == 2).then_some(())
+    });
+    let path = format!("/api/v1/events/stream?repo={}", s.name);
+    let mut stream = EventStream::open(port, &path, &read, None);
+    let stopped = Instant::now();
+    docker_ok(&["stop", "-t", "0", &format!("{}-web-1", s.name)]);
+    let drift = loop {
+        let m = stream
+            .next(Duration::from_secs(5))
+            .expect("a drift event within 2 s");
+        if m.data["kind"] == "drift_detected" {
+            break m;
+        }
+    };
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(drift.data["service"], "web");
+    let id = drift.id.clone().expect("an id");
+    assert_eq!(drift.data["id"].as_i64().unwrap().to_string(), id);
+    drop(stream);
+
+    // Reconnect from that id: everything after it, without gaps, in order.
+    wait_for(10, "the heal recorded", || {
+        let events = k.run(["events", "--repo", &s.name, "-o", "json"]).json();
+        events
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "drift_healed")
+            .then_some(())
+    });
+    let stored: Vec<i64> = k
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .filter(|i| *i > id.parse::<i64>().unwrap())
+        .collect();
+    assert!(!stored.is_empty());
+    let mut again = EventStream::open(port, &path, &read, Some(&id));
+    let mut got = Vec::new();
+    while got.len() < stored.len() {
+        let m = again
+            .next(Duration::from_secs(5))
+            .expect("the stored events after the id");
+        got.push(m.id.unwrap().parse::<i64>().unwrap());
+    }
+    assert_eq!(got, stored);
+}
+
+#[test]
+fn readyz_waits_for_every_first_pass_and_healthz_answers_at_once() {
+    // A remote that never answers keeps its repository's first pass going.
+    let hang = crate::support::hanging::HangingRemote::start();
+    let k = Kedge::new().env("KEDGE_GIT_TIMEOUT", "3s");
+    k.run(["repo", "add", &hang.url("slow")]).success();
+    let (_serve, port) = serve_http(&k, &[]);
+    let health = request("GET", port, "/healthz", None, None);
+    assert_eq!(
+        (health.status, health.json()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let ready = request("GET", port, "/readyz", None, None);
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.json()["status"], "not_ready");
+    assert!(ready.body.contains("slow"), "{}", ready.body);
+    // Once the remote check gave up (an error is a finished pass), ready.
+    wait_for(30, "ready", || {
+        (request("GET", port, "/readyz", None, None).status == 200).then_some(())
+    });
+}
