@@ -127,7 +127,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 7] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 8] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -137,6 +137,8 @@ fn main() {
         ("footprint", &|| footprint(&engine)),
         ("history", &|| vec![history_100k()]),
         ("events", &|| vec![events_100k()]),
+        // `GET /api/v1/repos` under load, and deploys meanwhile.
+        ("api", &|| api_load(&engine)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
@@ -565,4 +567,108 @@ fn events_100k() -> Row {
         baseline: format!("`kedge --version` (process start): {}", fmt(&floor)),
         goal: "first page well under 100 ms".into(),
     }
+}
+
+/// `GET /api/v1/repos` with 100 repositories under a 30 s load from `wrk`
+/// (2 threads, 8 connections), `serve`'s RSS during and after it, and the
+/// deploy ratio measured while the load runs.
+fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
+    use support::http::listening_port;
+    let k = Kedge::new();
+    let mut remotes = Vec::new();
+    let mut projects = Vec::new();
+    for _ in 0..100 {
+        let name = unique_name("bapi");
+        let remote = GitRemote::new(&name);
+        remote.write("compose.yaml", &one_service_no_network());
+        remote.commit("one");
+        k.run(["repo", "add", &remote.url()]).success();
+        projects.push(ComposeProject::named(&name));
+        remotes.push((name, remote));
+    }
+    let mut serve = k.serve_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "60s",
+        "--check-interval",
+        "30s",
+    ]);
+    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
+    for (name, _) in &remotes {
+        until(engine, name, running("web"));
+    }
+    let token = k
+        .run(["token", "create", "bench"])
+        .stdout
+        .trim()
+        .to_string();
+    let pid = serve.child.id();
+    let url = format!("http://127.0.0.1:{port}/api/v1/repos");
+    let header = format!("Authorization: Bearer {token}");
+    let load = std::thread::spawn(move || {
+        Command::new("wrk")
+            .args(["-t2", "-c8", "-d30s", "--latency", "-H", &header, &url])
+            .output()
+            .expect("wrk (Debian package wrk)")
+    });
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            peak = peak.max(proc_stat(pid).1);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        peak
+    });
+    let deploy = deploy_overhead(10);
+    let out = load.join().unwrap();
+    let peak = sampler.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .unwrap_or("no errors")
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = proc_stat(pid).1;
+    serve.terminate();
+    let ids = docker_ok(&["ps", "-aq", "--filter", "label=io.kedge.managed=true"]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker_ok(&args);
+    }
+    vec![
+        Row {
+            what: "`GET /api/v1/repos`, 100 repositories, 30 s of `wrk -t2 -c8`".into(),
+            kedge: format!(
+                "{rps} req/s, p99 {p99} ({errors}); `serve` RSS peak {:.1} MB, after {:.1} MB",
+                peak as f64 / 1024.0,
+                after as f64 / 1024.0
+            ),
+            baseline: String::new(),
+            goal: "p99 ≤ 20 ms at ≥ 500 req/s; RSS ≤ 40 MB".into(),
+        },
+        Row {
+            what: format!("{} (during the load)", deploy.what),
+            goal: "ratio ≤ 1.25".into(),
+            ..deploy
+        },
+    ]
 }

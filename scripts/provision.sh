@@ -125,7 +125,8 @@ build_test_image() {
 
 main() {
   need_root "$@"
-  apt_install ca-certificates git docker.io busybox-static
+  # wrk: the HTTP load of `cargo bench --bench compare -- api`.
+  apt_install ca-certificates git docker.io busybox-static wrk
   apt_install_no_start lighttpd
   start_dockerd
   install_compose
