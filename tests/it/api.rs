@@ -10,13 +10,10 @@ use crate::support::*;
 
 /// `serve` with its listener on a free loopback port.
 fn serve_http(k: &Kedge, extra: &[&str]) -> (kedge::Serve, u16) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "300ms",
-    ];
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    if !extra.contains(&"--poll-interval") {
+        args.extend(["--poll-interval", "300ms"]);
+    }
     args.extend_from_slice(extra);
     let serve = k.serve_with(&args);
     let port = wait_for(30, "the listener", || listening_port(&serve.log()));
@@ -288,4 +285,37 @@ fn readyz_waits_for_every_first_pass_and_healthz_answers_at_once() {
     wait_for(30, "ready", || {
         (request("GET", port, "/readyz", None, None).status == 200).then_some(())
     });
+}
+
+/// SIGTERM stops accepting, lets a request in flight (a sync waiting for
+/// its deployment) finish, then exits.
+#[test]
+fn sigterm_finishes_a_sync_in_flight_over_http() {
+    use crate::support::stack::{compose_up_running, slow_to_stop};
+    let s = Stack::new("apistop", &[("compose.yaml", &slow_to_stop(IMAGE_1))]);
+    let k = &s.kedge;
+    let write = token(k, "stopper", "write");
+    let (mut serve, port) = serve_http(k, &["--poll-interval", "1h"]);
+    wait_for(60, "the first deployment", || {
+        (s.project.running().len() == 1).then_some(())
+    });
+    s.remote.write("compose.yaml", &slow_to_stop(IMAGE_2));
+    let c2 = s.remote.commit("two");
+    let path = format!("/api/v1/repos/{}/sync?wait=true", s.name);
+    let asked = std::thread::spawn(move || request("POST", port, &path, Some(&write), None));
+    wait_for(30, "the sync's compose up running", || {
+        compose_up_running(&s.name).then_some(())
+    });
+    let pid = serve.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let answer = asked.join().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["commit"], c2.as_str());
+    assert_eq!(answer.json()["status"], "success");
+    assert_eq!(serve.terminate(), Some(0), "{}", serve.log());
+    // Closed: nothing answers any more.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
