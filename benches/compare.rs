@@ -127,11 +127,12 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 8] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 9] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
         ("push", &|| vec![push_to_running(&engine, runs)]),
+        ("webhook", &|| vec![push_webhook_to_running(&engine, runs)]),
         ("noop", &|| vec![noop_pass(&engine)]),
         // Idle footprint and `kedge status`, on the same 100 repositories.
         ("footprint", &|| footprint(&engine)),
@@ -305,6 +306,86 @@ fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
         kedge: fmt(&samples),
         baseline: format!("`docker compose up -d` by hand at push time: {}", fmt(&raw)),
         goal: "≈ poll/2 + deploy".into(),
+    }
+}
+
+/// Push, then a signed generic webhook → the new image running, under
+/// `serve --poll-interval 1h` (so only the hook can have triggered it),
+/// beside `docker compose up -d` at push time.
+fn push_webhook_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
+    use hmac::Mac;
+    use support::http::{listening_port, request_with};
+    const SECRET: &str = "bench-secret";
+    let compose = two_services(IMAGE_1);
+    let Stack {
+        name,
+        remote,
+        kedge: k,
+        project: _project,
+    } = Stack::new("bhook", &[("compose.yaml", &compose)]);
+    let k = k.env("KEDGE_WEBHOOK_SECRET", SECRET);
+    let mut serve = k.serve_with(&["serve", "--listen", "127.0.0.1:0", "--poll-interval", "1h"]);
+    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
+    until(engine, &name, |cs| {
+        cs.iter().filter(|c| c.state == "running").count() == 2
+    });
+    let body = serde_json::json!({ "repo": name }).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!(
+        "sha256={}",
+        ::kedge::desired::render::hex(&mac.finalize().into_bytes())
+    );
+    let id2 = image_id(IMAGE_2);
+    let id1 = image_id(IMAGE_1);
+    let mut samples = Vec::new();
+    let mut raw = Vec::new();
+    let raw_project = ComposeProject::new("bhookraw");
+    let raw_dir = tempfile::tempdir().unwrap();
+    for i in 0..runs {
+        let (image, id) = if i % 2 == 0 {
+            (IMAGE_2, id2.clone())
+        } else {
+            (IMAGE_1, id1.clone())
+        };
+        remote.write("compose.yaml", &two_services(image));
+        let start = Instant::now();
+        remote.commit("change");
+        let answer = request_with(
+            "POST",
+            port,
+            "/hooks/generic",
+            None,
+            Some(&body),
+            &[("X-Kedge-Signature-256", &signature)],
+        );
+        assert_eq!(answer.status, 202, "{answer:?}");
+        until(engine, &name, |cs| {
+            cs.iter()
+                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+        });
+        samples.push(start.elapsed());
+        std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
+        let start = Instant::now();
+        compose_up(&raw_project.name, raw_dir.path())
+            .output()
+            .unwrap();
+        until(engine, &raw_project.name, |cs| {
+            cs.iter()
+                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+        });
+        raw.push(start.elapsed());
+    }
+    serve.terminate();
+    let ratio = ms(stats(&samples).0) / ms(stats(&raw).0);
+    Row {
+        what: "push + webhook → new image running (`serve --poll-interval 1h`)".into(),
+        kedge: fmt(&samples),
+        baseline: format!(
+            "`docker compose up -d` by hand at push time: {}; ratio {ratio:.2}",
+            fmt(&raw)
+        ),
+        goal: "ratio ≤ 1.15".into(),
     }
 }
 

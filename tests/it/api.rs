@@ -285,6 +285,23 @@ fn readyz_waits_for_every_first_pass_and_healthz_answers_at_once() {
     wait_for(30, "ready", || {
         (request("GET", port, "/readyz", None, None).status == 200).then_some(())
     });
+
+    // An engine that does not answer: alive, not ready, and it says why.
+    let gone = Kedge::new().env(
+        "DOCKER_HOST",
+        &format!("unix://{}/no-engine.sock", k.cwd().display()),
+    );
+    let (_serve, port) = serve_http(&gone, &[]);
+    assert_eq!(request("GET", port, "/healthz", None, None).status, 200);
+    let ready = request("GET", port, "/readyz", None, None);
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(
+        ready.json()["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("Docker engine does not answer"),
+        "{ready:?}"
+    );
 }
 
 /// SIGTERM stops accepting, lets a request in flight (a sync waiting for
