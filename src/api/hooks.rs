@@ -63,24 +63,24 @@ impl Provider {
     /// The headers that carry the signature, in the order they are looked for.
     fn signature_headers(self) -> &'static [&'static str] {
         match self {
-            Provider::GitHub => &["x-hub-signature-256"],
-            Provider::GitLab => &["x-gitlab-token"],
+            Provider::GitHub => &["X-Hub-Signature-256"],
+            Provider::GitLab => &["X-Gitlab-Token"],
             Provider::Gitea => &[
-                "x-forgejo-signature",
-                "x-gitea-signature",
-                "x-gogs-signature",
+                "X-Forgejo-Signature",
+                "X-Gitea-Signature",
+                "X-Gogs-Signature",
             ],
-            Provider::Bitbucket => &["x-hub-signature"],
-            Provider::Generic => &["x-kedge-signature-256"],
+            Provider::Bitbucket => &["X-Hub-Signature"],
+            Provider::Generic => &["X-Kedge-Signature-256"],
         }
     }
 
     fn event_headers(self) -> &'static [&'static str] {
         match self {
-            Provider::GitHub => &["x-github-event"],
-            Provider::GitLab => &["x-gitlab-event"],
-            Provider::Gitea => &["x-forgejo-event", "x-gitea-event", "x-gogs-event"],
-            Provider::Bitbucket => &["x-event-key"],
+            Provider::GitHub => &["X-GitHub-Event"],
+            Provider::GitLab => &["X-Gitlab-Event"],
+            Provider::Gitea => &["X-Forgejo-Event", "X-Gitea-Event", "X-Gogs-Event"],
+            Provider::Bitbucket => &["X-Event-Key"],
             Provider::Generic => &[],
         }
     }
@@ -390,12 +390,18 @@ async fn hook(
     };
     let matched = hooks.matching(&target, &verified);
     let triggered = state.ops.webhook_wake(&matched)?;
-    tracing::info!(
-        provider = provider.name(),
-        triggered = %triggered.join(","),
-        "webhook accepted: {} repositories to check now",
-        triggered.len()
-    );
+    if triggered.is_empty() {
+        tracing::info!(
+            provider = provider.name(),
+            "webhook accepted: no repository follows that address and branch"
+        );
+    } else {
+        tracing::info!(
+            provider = provider.name(),
+            repos = %triggered.join(", "),
+            "webhook accepted: checking the remote now"
+        );
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "triggered": triggered })),
@@ -407,6 +413,9 @@ async fn hook(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    /// Header names and values, as a table row gives them.
+    type Pairs<'a> = Vec<(&'static str, &'a str)>;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -454,7 +463,7 @@ mod tests {
         let short = format!("sha256={}", &good[..40]);
         let sha1ish = format!("sha1={good}");
         use Provider::*;
-        let cases: Vec<(Provider, Vec<(&'static str, &str)>, bool)> = vec![
+        let cases: Vec<(Provider, Pairs, bool)> = vec![
             (GitHub, vec![("x-hub-signature-256", &prefixed)], true),
             (GitHub, vec![("X-Hub-Signature-256", &prefixed_upper)], true),
             (
@@ -505,7 +514,7 @@ mod tests {
     #[test]
     fn events_by_provider() {
         use Provider::*;
-        let cases: Vec<(Provider, Vec<(&'static str, &str)>, Event)> = vec![
+        let cases: Vec<(Provider, Pairs, Event)> = vec![
             (GitHub, vec![("x-github-event", "push")], Event::Push),
             (GitHub, vec![("x-github-event", "ping")], Event::Ping),
             (
