@@ -72,9 +72,10 @@ impl From<OpsError> for ApiError {
             OpsError::Store(StoreError::DuplicateName(_) | StoreError::DuplicateUrl { .. }) => {
                 ApiError::Conflict(text)
             }
-            OpsError::Url(_) | OpsError::Name(_) | OpsError::Branch(_) => {
-                ApiError::Unprocessable(text)
-            }
+            OpsError::Url(_)
+            | OpsError::Name(_)
+            | OpsError::Branch(_)
+            | OpsError::SecretFile(_) => ApiError::Unprocessable(text),
             OpsError::Command(c) => match c {
                 CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
                 CommandError::AmbiguousCommit { .. } => ApiError::Conflict(text),

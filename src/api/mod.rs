@@ -1,11 +1,13 @@
 //! api: `kedge serve`'s HTTP face — health, the JSON API under `/api/v1`
 //! (the same operations and the same JSON as the CLI), and the event
-//! stream. It calls `ops` only; a bad request is a 4xx with a JSON reason.
+//! stream, and the git webhooks (signed with a webhook secret, not a
+//! token). It calls `ops` only; a bad request is a 4xx with a JSON reason.
 //! Requests never take a repository's lock unless they apply (sync,
 //! rollback, remove), and nothing here can slow a deploy down.
 
 mod auth;
 mod error;
+mod hooks;
 mod routes;
 mod stream;
 
@@ -38,6 +40,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(routes::public())
+        .merge(hooks::routes())
         .nest("/api/v1", routes::api(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

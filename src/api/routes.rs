@@ -120,6 +120,7 @@ async fn add_repo(
         url: req.url,
         branch: req.branch,
         name: req.name,
+        webhook_secret_file: None,
         cwd,
     })?;
     let repo = &added.repo;

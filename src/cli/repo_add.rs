@@ -18,6 +18,10 @@ pub struct Args {
     /// Name of the repository [default: last path segment of URL without .git]
     #[arg(long, short)]
     pub name: Option<String>,
+    /// File holding this repository's own webhook secret (mode 600); then
+    /// only that secret triggers it. Its path is stored, not the secret
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
@@ -26,6 +30,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         url: args.url,
         branch: args.branch,
         name: args.name,
+        webhook_secret_file: args.webhook_secret_file,
         cwd,
     })?;
     // Accepted all the same: the directory may be created later.

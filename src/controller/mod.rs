@@ -257,6 +257,17 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     let name = repo.name.clone();
     let id = repo.id;
     let (wake_tx, mut wake) = mpsc::channel::<Reason>(8);
+    // Reachable from the start: a hook for a push that lands during the
+    // first pass (after its remote check) is kept for the next one.
+    let known_project = shared.store().repo_state(id).ok().and_then(|s| s.project);
+    shared.wakers().insert(
+        id,
+        Waker {
+            repo: name.clone(),
+            project: known_project.unwrap_or_else(|| name.clone()),
+            tx: wake_tx.clone(),
+        },
+    );
     let mut task = RepoTask::new(&shared, repo);
     if added {
         task = task.added();

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod history;
+pub mod hooks;
 pub mod repos;
 pub mod status;
 pub mod tokens;
@@ -40,6 +41,8 @@ pub enum OpsError {
     Name(#[from] crate::source::url::NameError),
     #[error(transparent)]
     Branch(#[from] crate::source::url::BranchError),
+    #[error(transparent)]
+    SecretFile(#[from] hooks::SecretFileError),
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]

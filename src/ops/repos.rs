@@ -17,6 +17,9 @@ pub struct AddRepo {
     pub url: String,
     pub branch: String,
     pub name: Option<String>,
+    /// The file holding the repository's own webhook secret: its path is
+    /// stored, the secret is read at each hook.
+    pub webhook_secret_file: Option<PathBuf>,
     /// A relative local path is taken from here.
     pub cwd: PathBuf,
 }
@@ -59,11 +62,16 @@ impl Ops {
             None => url::derive_name(&repo_url)?,
         };
         url::validate_branch(&req.branch)?;
+        let secret_file = req.webhook_secret_file.as_ref().map(|p| req.cwd.join(p));
+        if let Some(path) = &secret_file {
+            super::hooks::read_secret_file(path)?;
+        }
         let shared = self.shared()?;
         let repo = shared.store().add_repo(&NewRepo {
             name: &name,
             url: &repo_url,
             branch: &req.branch,
+            webhook_secret_file: secret_file.as_deref(),
         })?;
         tracing::debug!(repo = %repo.name, "registered");
         shared.emit(

@@ -135,6 +135,9 @@ pub const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL,
         last_used_at  INTEGER
     );",
+    // 8: a repository's own webhook secret: the path of the file holding it
+    // (read at each use; the secret itself is never stored).
+    "ALTER TABLE repositories ADD COLUMN webhook_secret_file TEXT;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,5 +1,7 @@
 //! record: registered repositories.
 
+use std::path::{Path, PathBuf};
+
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -14,6 +16,9 @@ pub struct Repo {
     pub created_at: i64,
     /// From the last rendered kedge.yaml; `None` before the first clone.
     pub mode: Option<String>,
+    /// The file holding this repository's own webhook secret, the only
+    /// one its hooks are verified with (`repo add --webhook-secret-file`).
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +26,7 @@ pub struct NewRepo<'a> {
     pub name: &'a str,
     pub url: &'a str,
     pub branch: &'a str,
+    pub webhook_secret_file: Option<&'a Path>,
 }
 
 impl Store {
@@ -59,9 +65,13 @@ impl Store {
             });
         }
         let created_at = now_ms();
+        let secret_file = new
+            .webhook_secret_file
+            .map(|p| p.to_string_lossy().into_owned());
         tx.execute(
-            "INSERT INTO repositories (name, url, branch, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![new.name, new.url, new.branch, created_at],
+            "INSERT INTO repositories (name, url, branch, created_at, webhook_secret_file)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![new.name, new.url, new.branch, created_at, secret_file],
         )
         .map_err(query("insert repository"))?;
         let id = tx.last_insert_rowid();
@@ -73,11 +83,12 @@ impl Store {
             branch: new.branch.to_string(),
             created_at,
             mode: None,
+            webhook_secret_file: new.webhook_secret_file.map(Path::to_path_buf),
         })
     }
 
-    const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode \
-         FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
+    const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode, \
+         r.webhook_secret_file FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
 
     fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
         Ok(Repo {
@@ -87,6 +98,7 @@ impl Store {
             branch: row.get(3)?,
             created_at: row.get(4)?,
             mode: row.get(5)?,
+            webhook_secret_file: row.get::<_, Option<String>>(6)?.map(PathBuf::from),
         })
     }
 

@@ -2,7 +2,12 @@ use super::*;
 use rusqlite::params;
 
 fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
-    NewRepo { name, url, branch }
+    NewRepo {
+        name,
+        url,
+        branch,
+        webhook_secret_file: None,
+    }
 }
 
 #[test]
@@ -709,4 +714,25 @@ fn deployments_of_the_same_content_store_one_snapshot() {
             .as_deref(),
         Some(big.as_str())
     );
+}
+
+#[test]
+fn a_repository_keeps_the_path_of_its_webhook_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let file = std::path::Path::new("/etc/kedge/app.hook");
+    let added = store
+        .add_repo(&NewRepo {
+            webhook_secret_file: Some(file),
+            ..new_repo("app", "https://h/app.git", "main")
+        })
+        .unwrap();
+    assert_eq!(added.webhook_secret_file.as_deref(), Some(file));
+    store
+        .add_repo(&new_repo("plain", "https://h/plain.git", "main"))
+        .unwrap();
+    let repos = store.repos().unwrap();
+    assert_eq!(repos[0].webhook_secret_file.as_deref(), Some(file));
+    assert_eq!(repos[1].webhook_secret_file, None);
+    assert_eq!(store.repo("app").unwrap().unwrap(), added);
 }

@@ -286,6 +286,45 @@ pub fn same_repository(a: &str, b: &str) -> bool {
     }
 }
 
+/// What names one repository however a git host spells its address (a
+/// webhook payload carries clone, ssh and web URLs): the host in lower
+/// case without credentials or port, then the path without a leading or
+/// trailing `/` or a `.git` suffix; the scheme does not count, and
+/// `git@host:path` is `ssh://git@host/path`. Forges route paths without
+/// regard to case, so the whole key is lower case. Local paths and
+/// `file://` URLs are their resolved path without `.git`. `None` for what
+/// is no repository address at all.
+pub fn remote_key(url: &str) -> Option<String> {
+    let s = url.trim();
+    if s.is_empty() || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let strip = |path: &str| -> String {
+        let path = path.trim_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        path.trim_end_matches('/').to_string()
+    };
+    if let Some(dir) = local_dir(s) {
+        let path = strip(&dir.to_string_lossy());
+        return (!path.is_empty()).then(|| format!("/{path}"));
+    }
+    let (authority, path) = match s.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("file") => return None,
+        Some((_, rest)) => rest.split_once('/').unwrap_or((rest, "")),
+        None => match scp_like(s) {
+            Ok(Some(_)) => s.split_once(':')?,
+            _ => return None,
+        },
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, _port) = split_port(host_port);
+    let path = strip(path);
+    if host.is_empty() || path.is_empty() {
+        return None;
+    }
+    Some(format!("{host}/{path}").to_ascii_lowercase())
+}
+
 /// The URL with any password replaced, for output and logs. A user name
 /// alone is kept only where it is a login (`ssh://git@…`); elsewhere it is
 /// likely a token.
@@ -474,6 +513,96 @@ mod tests {
         assert!(same_repository("/srv/x/../app.git", "/srv/app.git"));
         assert!(same_repository("file:///srv/./app.git", "/srv/app.git"));
         assert!(!same_repository("https://h/app", "https://h/app.git"));
+    }
+
+    #[test]
+    fn remote_keys() {
+        let same: &[(&str, &[&str])] = &[
+            (
+                "github.com/acme/app",
+                &[
+                    "https://github.com/acme/app",
+                    "https://github.com/acme/app.git",
+                    "https://github.com/acme/app/",
+                    "https://github.com/Acme/App.git",
+                    "HTTPS://GitHub.COM/acme/app",
+                    "http://github.com/acme/app",
+                    "git://github.com/acme/app.git",
+                    "ssh://git@github.com/acme/app.git",
+                    "ssh://git@github.com:22/acme/app.git",
+                    "git@github.com:acme/app.git",
+                    "git@github.com:/acme/app.git",
+                    "github.com:acme/app",
+                    "https://bot:s3cret@github.com/acme/app.git",
+                    "https://ghp_token@github.com/acme/app",
+                    "  https://github.com/acme/app.git  ",
+                ],
+            ),
+            (
+                "gitea.local/acme/app",
+                &[
+                    "http://gitea.local:3000/acme/app.git",
+                    "ssh://git@gitea.local:2222/acme/app.git",
+                    "git@gitea.local:acme/app.git",
+                ],
+            ),
+            (
+                "gitlab.com/group/sub/project",
+                &[
+                    "https://gitlab.com/group/sub/project",
+                    "git@gitlab.com:group/sub/project.git",
+                ],
+            ),
+            ("::1/app", &["ssh://git@[::1]:2222/app.git"]),
+            (
+                "/srv/git/app",
+                &[
+                    "/srv/git/app.git",
+                    "/srv/git/app",
+                    "file:///srv/git/app.git",
+                    "file:///srv/git/app.git/",
+                    "file://localhost/srv/git/app.git",
+                    "file:///srv/x/../git/./app.git",
+                ],
+            ),
+        ];
+        for (key, urls) in same {
+            for url in *urls {
+                assert_eq!(remote_key(url).as_deref(), Some(*key), "{url}");
+            }
+        }
+        let different = [
+            (
+                "https://github.com/acme/app",
+                "https://github.com/acme/app2",
+            ),
+            ("https://github.com/acme/app", "https://gitlab.com/acme/app"),
+            (
+                "https://github.com/acme/app",
+                "https://github.com/other/app",
+            ),
+            ("/srv/git/App.git", "/srv/git/app.git"),
+            ("/srv/app", "https://srv/app"),
+        ];
+        for (a, b) in different {
+            assert_ne!(remote_key(a), remote_key(b), "{a} vs {b}");
+        }
+        for none in [
+            "",
+            "   ",
+            "https://",
+            "https://github.com",
+            "https://github.com/",
+            "https:///app",
+            "file://relative/app",
+            "file:///",
+            "not a url",
+            "app.git",
+            ":app",
+            "https://host/a b",
+        ] {
+            assert_eq!(remote_key(none), None, "{none:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod build;
 mod drift;
 mod events;
 mod harness;
+mod hooks;
 mod remote;
 mod render;
 mod repo;

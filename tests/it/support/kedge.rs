@@ -52,6 +52,9 @@ impl Kedge {
             }
         }
         cmd.env("HOME", self.dir.path()).env("NO_COLOR", "1");
+        // Every `serve` listens on a port of its own: tests run in parallel,
+        // beside other suites, and the default port is one for all.
+        cmd.env("KEDGE_LISTEN", "127.0.0.1:0");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }

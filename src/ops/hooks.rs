@@ -1,0 +1,402 @@
+//! ops: git webhooks. Which secrets a hook may be signed with (the global
+//! one, and the repositories' own, read from their files at each use), which
+//! repositories a verified push concerns, and waking their tasks for an
+//! immediate remote check. The HTTP details (headers, signatures, payload
+//! formats) are the face's.
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::{Ops, OpsError};
+use crate::config::Secret;
+use crate::controller::Reason;
+use crate::source::url;
+
+/// Why a repository's own webhook secret file is refused (at `repo add`)
+/// or cannot be used (at a hook).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read the webhook secret file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook secret file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error(
+        "the webhook secret file {} is accessible by group or others (mode {mode:03o}); `chmod 600` it",
+        path.display()
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// A repository's own webhook secret, read now: its content without the
+/// trailing newline. Like ssh with a private key, a file that its group or
+/// others may read or write is refused.
+pub fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
+    let read = |source| SecretFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mode = file.metadata().map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretFileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read)?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(SecretFileError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Secret(secret.to_string()))
+}
+
+/// What a repository's hooks must be signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoSecret {
+    /// It has none of its own: the global secret.
+    Global,
+    /// Its own, the only one accepted for it.
+    Own(Secret),
+    /// Its own, but its file cannot be used now: nothing triggers it.
+    Unusable,
+}
+
+/// A registered repository as the hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRepo {
+    pub name: String,
+    pub url: String,
+    pub branch: String,
+    pub secret: RepoSecret,
+}
+
+/// Everything a hook is checked against, read at the hook.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    pub global: Option<Secret>,
+    pub repos: Vec<HookRepo>,
+}
+
+/// What a hook asks for once its body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookTarget {
+    /// A push: the repository's addresses as the host spells them, and the
+    /// branches it moved.
+    Push {
+        urls: Vec<String>,
+        branches: Vec<String>,
+    },
+    /// The generic hook's `{"repo": NAME}`.
+    Repo(String),
+}
+
+/// Which secrets a hook's signature verified with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The global secret.
+    pub global: bool,
+    /// The repositories whose own secret it was.
+    pub repos: Vec<String>,
+}
+
+impl Verified {
+    pub fn any(&self) -> bool {
+        self.global || !self.repos.is_empty()
+    }
+}
+
+impl Hooks {
+    /// Whether any secret is configured: without one the hooks are off.
+    pub fn enabled(&self) -> bool {
+        self.global.is_some() || self.repos.iter().any(|r| r.secret != RepoSecret::Global)
+    }
+
+    /// The repositories a verified hook triggers: those it names (by
+    /// address and branch, or by name) that the verifying secret may
+    /// trigger — the global one those without their own, their own one the
+    /// others.
+    pub fn matching(&self, target: &HookTarget, verified: &Verified) -> Vec<String> {
+        let keys: Vec<String> = match target {
+            HookTarget::Push { urls, .. } => {
+                urls.iter().filter_map(|u| url::remote_key(u)).collect()
+            }
+            HookTarget::Repo(_) => Vec::new(),
+        };
+        self.repos
+            .iter()
+            .filter(|r| match &r.secret {
+                RepoSecret::Global => verified.global,
+                RepoSecret::Own(_) => verified.repos.contains(&r.name),
+                RepoSecret::Unusable => false,
+            })
+            .filter(|r| match target {
+                HookTarget::Repo(name) => r.name == *name,
+                HookTarget::Push { branches, .. } => {
+                    branches.contains(&r.branch)
+                        && url::remote_key(&r.url).is_some_and(|k| keys.contains(&k))
+                }
+            })
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}
+
+/// The host an address names, in lower case (`None` for a local path).
+pub fn host_of(address: &str) -> Option<String> {
+    let key = url::remote_key(address)?;
+    if key.starts_with('/') {
+        return None;
+    }
+    key.split('/').next().map(str::to_string)
+}
+
+impl Ops {
+    /// The secrets and repositories a hook is checked against, read now:
+    /// a repository's own secret file is read at each hook, so a changed
+    /// secret needs no restart. A file that cannot be used is logged (its
+    /// path, never its content) and its repository is triggered by nothing.
+    pub fn hooks(&self) -> Result<Hooks, OpsError> {
+        let repos = self.shared()?.store().repos()?;
+        let repos = repos
+            .into_iter()
+            .map(|r| {
+                let secret = match &r.webhook_secret_file {
+                    None => RepoSecret::Global,
+                    Some(path) => match read_secret_file(path) {
+                        Ok(secret) => RepoSecret::Own(secret),
+                        Err(e) => {
+                            tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {}", crate::error_chain(&e));
+                            RepoSecret::Unusable
+                        }
+                    },
+                };
+                HookRepo {
+                    name: r.name,
+                    url: r.url,
+                    branch: r.branch,
+                    secret,
+                }
+            })
+            .collect();
+        Ok(Hooks {
+            global: self.settings.webhook_secret.clone(),
+            repos,
+        })
+    }
+
+    /// Wakes these repositories' tasks for an immediate remote check (hooks
+    /// in quick succession make one pass). Returns those whose task runs.
+    pub fn webhook_wake(&self, names: &[String]) -> Result<Vec<String>, OpsError> {
+        let shared = self.shared()?;
+        Ok(names
+            .iter()
+            .filter(|name| {
+                let woken = shared.wake(name, Reason::Webhook);
+                if !woken {
+                    tracing::debug!(repo = %name, "webhook: no task runs for this repository yet");
+                }
+                woken
+            })
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(name: &str, url: &str, branch: &str, secret: RepoSecret) -> HookRepo {
+        HookRepo {
+            name: name.into(),
+            url: url.into(),
+            branch: branch.into(),
+            secret,
+        }
+    }
+
+    fn own(s: &str) -> RepoSecret {
+        RepoSecret::Own(Secret(s.into()))
+    }
+
+    fn push(urls: &[&str], branches: &[&str]) -> HookTarget {
+        HookTarget::Push {
+            urls: urls.iter().map(|s| s.to_string()).collect(),
+            branches: branches.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn hooks() -> Hooks {
+        Hooks {
+            global: Some(Secret("g".into())),
+            repos: vec![
+                repo(
+                    "app",
+                    "git@github.com:acme/app.git",
+                    "main",
+                    RepoSecret::Global,
+                ),
+                repo(
+                    "app-staging",
+                    "https://github.com/acme/app",
+                    "staging",
+                    RepoSecret::Global,
+                ),
+                repo(
+                    "private",
+                    "https://github.com/acme/private.git",
+                    "main",
+                    own("p"),
+                ),
+                repo(
+                    "broken",
+                    "https://github.com/acme/broken.git",
+                    "main",
+                    RepoSecret::Unusable,
+                ),
+                repo(
+                    "local",
+                    "file:///srv/git/local.git",
+                    "main",
+                    RepoSecret::Global,
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn pushes_match_by_address_and_branch_with_the_secret_that_verified() {
+        let global = Verified {
+            global: true,
+            repos: vec![],
+        };
+        let private = Verified {
+            global: false,
+            repos: vec!["private".into()],
+        };
+        let both = Verified {
+            global: true,
+            repos: vec!["private".into()],
+        };
+        let github = [
+            "https://github.com/Acme/App.git",
+            "git@github.com:Acme/App.git",
+            "https://github.com/Acme/App",
+        ];
+        let cases: Vec<(HookTarget, &Verified, Vec<&str>)> = vec![
+            (push(&github, &["main"]), &global, vec!["app"]),
+            (push(&github, &["staging"]), &global, vec!["app-staging"]),
+            (
+                push(&github, &["main", "staging"]),
+                &global,
+                vec!["app", "app-staging"],
+            ),
+            (push(&github, &["feature"]), &global, vec![]),
+            (push(&github, &[]), &global, vec![]),
+            // A repository with its own secret: only that secret triggers it.
+            (
+                push(&["https://github.com/acme/private"], &["main"]),
+                &global,
+                vec![],
+            ),
+            (
+                push(&["https://github.com/acme/private"], &["main"]),
+                &private,
+                vec!["private"],
+            ),
+            (
+                push(&["https://github.com/acme/private"], &["main"]),
+                &both,
+                vec!["private"],
+            ),
+            // … and its own secret triggers no other repository.
+            (push(&github, &["main"]), &private, vec![]),
+            (
+                push(&["https://github.com/acme/broken"], &["main"]),
+                &both,
+                vec![],
+            ),
+            (
+                push(&["https://github.com/acme/unknown"], &["main"]),
+                &global,
+                vec![],
+            ),
+            (push(&["not a url", ""], &["main"]), &global, vec![]),
+            (
+                push(&["/srv/git/local", "file:///srv/git/local.git/"], &["main"]),
+                &global,
+                vec!["local"],
+            ),
+            (HookTarget::Repo("app".into()), &global, vec!["app"]),
+            (HookTarget::Repo("private".into()), &global, vec![]),
+            (
+                HookTarget::Repo("private".into()),
+                &private,
+                vec!["private"],
+            ),
+            (HookTarget::Repo("nope".into()), &both, vec![]),
+        ];
+        let hooks = hooks();
+        for (target, verified, want) in cases {
+            assert_eq!(
+                hooks.matching(&target, verified),
+                want,
+                "{target:?} verified by {verified:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hooks_are_enabled_by_any_secret() {
+        let mut h = hooks();
+        assert!(h.enabled());
+        h.global = None;
+        assert!(h.enabled(), "own secrets");
+        h.repos.retain(|r| r.secret == RepoSecret::Global);
+        assert!(!h.enabled());
+        h.repos.push(repo("x", "/x", "main", RepoSecret::Unusable));
+        assert!(h.enabled(), "a configured but unusable file still counts");
+    }
+
+    #[test]
+    fn secret_files_are_read_at_each_use_and_refused_when_open_or_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        let set = |content: &str, mode: u32| {
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set("s3cret\n", 0o600);
+        assert_eq!(read_secret_file(&path).unwrap(), Secret("s3cret".into()));
+        set("other\r\n", 0o400);
+        assert_eq!(read_secret_file(&path).unwrap(), Secret("other".into()));
+        set("s3cret\n", 0o644);
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::TooOpen { mode: 0o644, .. })
+        ));
+        set("s3cret\n", 0o620);
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::TooOpen { .. })
+        ));
+        set("\n", 0o600);
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(SecretFileError::Empty { .. })
+        ));
+        assert!(matches!(
+            read_secret_file(&dir.path().join("missing")),
+            Err(SecretFileError::Read { .. })
+        ));
+    }
+}
