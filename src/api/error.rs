@@ -10,6 +10,13 @@ use crate::error_chain;
 use crate::ops::OpsError;
 use crate::record::StoreError;
 
+/// Every error answer's body: `{"error": "..."}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -48,11 +55,10 @@ impl IntoResponse for ApiError {
             tracing::error!("HTTP request failed: {e}");
         }
         let status = self.status();
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

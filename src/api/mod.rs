@@ -6,6 +6,7 @@
 
 mod auth;
 mod error;
+mod openapi;
 mod routes;
 mod stream;
 
@@ -21,7 +22,8 @@ use crate::config::Listen;
 use crate::controller::{FacesError, Shared};
 use crate::ops::Ops;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::document as openapi_document;
 
 /// Request bodies larger than this are refused (413) without being read.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -67,7 +69,7 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    let body = serde_json::json!({ "error": reason }).to_string();
+    let body = serde_json::to_string(&ErrorBody { error: reason }).unwrap_or_default();
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
