@@ -54,11 +54,16 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
 
-/// A JSON body, or a 400/415 saying what is wrong with it.
+/// A JSON body, or a 400 saying what is wrong with it; 413 for a body
+/// that grew past the limit while it was read (one sent without a length).
 fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    parsed
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    parsed.map(|Json(v)| v).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "the body is larger than {} bytes",
+            super::BODY_LIMIT
+        )),
+        _ => ApiError::BadRequest(e.body_text()),
+    })
 }
 
 fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
