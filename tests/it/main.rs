@@ -3,6 +3,8 @@
 
 mod support;
 
+mod api_fuzz;
+mod api_input;
 mod build;
 mod drift;
 mod events;

@@ -52,6 +52,8 @@ impl Kedge {
             }
         }
         cmd.env("HOME", self.dir.path()).env("NO_COLOR", "1");
+        // Tests run side by side: each serve on a free port, not the default.
+        cmd.env("KEDGE_LISTEN", "127.0.0.1:0");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -196,7 +198,7 @@ impl Kedge {
         )
     }
 
-    fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
+    pub fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
         let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
