@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian bookworm machine (root) to what Kedge and its tests need:
 # git, a running Docker engine, the compose v2 plugin, lighttpd (the tests'
-# smart-HTTP git server), and two distinct local busybox-based test images. Idempotent: every step checks before it acts.
+# smart-HTTP git server), two distinct local busybox-based test images, and
+# schemathesis (the API fuzzer the tests run) in its own virtualenv.
+# Idempotent: every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -123,15 +125,37 @@ build_test_image() {
   rm -rf "$tmp"
 }
 
+# The HTTP API's fuzzer, pinned, in a virtualenv of its own so the system's
+# Python stays untouched. The tests look for it at this path
+# (KEDGE_SCHEMATHESIS overrides).
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/opt/kedge-test/venv
+install_schemathesis() {
+  local st="$SCHEMATHESIS_VENV/bin/schemathesis"
+  if [ -x "$st" ] && [ "$("$st" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+    return 0
+  fi
+  if [ ! -x "$SCHEMATHESIS_VENV/bin/python" ]; then
+    log "creating the test virtualenv"
+    mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
+    /usr/bin/python3 -m venv "$SCHEMATHESIS_VENV"
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION"
+  "$SCHEMATHESIS_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  "$st" --version >/dev/null
+}
+
 main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`.
-  apt_install ca-certificates git docker.io busybox-static wrk
+  apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv
   apt_install_no_start lighttpd
   start_dockerd
   install_compose
   build_test_image kedge-test/busybox:1 one
   build_test_image kedge-test/busybox:2 two
+  install_schemathesis
   log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
 }
 

@@ -5,7 +5,19 @@
 use serde::{Deserialize, Serialize};
 
 /// What happened, with the names of the spec (operations.md §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     RepoAdded,
@@ -83,7 +95,9 @@ impl std::fmt::Display for EventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -109,10 +123,12 @@ impl Severity {
 
 /// A stored event. Its JSON form is the spec's: `time` in RFC 3339,
 /// `service` and `commit` null when they do not apply.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
+    /// RFC 3339, milliseconds, UTC
     #[serde(serialize_with = "time_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub time: i64,
     pub repo: String,
     pub kind: EventKind,
@@ -120,6 +136,8 @@ pub struct Event {
     pub service: Option<String>,
     pub commit: Option<String>,
     pub message: String,
+    /// Kind-specific details (see the README's event table).
+    #[schema(value_type = Object)]
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 

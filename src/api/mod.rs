@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod hooks;
+mod openapi;
 mod routes;
 mod stream;
 
@@ -23,7 +24,8 @@ use crate::config::Listen;
 use crate::controller::{FacesError, Shared};
 use crate::ops::Ops;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::document as openapi_document;
 
 /// Request bodies larger than this are refused (413) without being read.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -46,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(close_after_unread_body))
         .with_state(state)
 }
 
@@ -70,8 +73,31 @@ async fn json_errors(response: axum::response::Response) -> axum::response::Resp
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    let body = serde_json::json!({ "error": reason }).to_string();
+    let body = serde_json::to_string(&ErrorBody { error: reason }).unwrap_or_default();
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// A request refused with its body unread (no token, too large, …) ends
+/// its connection: the answer says so, so a client does not send its next
+/// request on a connection the server is about to close.
+async fn close_after_unread_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = request.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Binds the listener `settings.listen` names (nothing for `none`) and

@@ -1,5 +1,8 @@
 //! api: the routes. Each parses its input, calls one operation and answers
 //! with the operation's report as JSON — the CLI's `-o json` documents.
+//! Each handler's `#[utoipa::path]` describes it for the OpenAPI document
+//! (`openapi.rs`); what every token-protected route may answer besides
+//! (401, 403, 413, 500) is added there, from the same rules as `auth.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +13,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
+use crate::events::Event;
+use crate::ops::DiffReport;
 use crate::ops::events::EventsRequest;
-use crate::ops::repos::AddRepo;
+use crate::ops::history::HistoryRow;
+use crate::ops::repos::{AddRepo, RepoRow};
+use crate::ops::status::RepoStatus;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -35,6 +43,7 @@ pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/repos/{name}/rollback", post(rollback))
         .route("/events", get(events))
         .route("/events/stream", get(super::stream::events_stream))
+        .route("/openapi.json", get(super::openapi::serve_document))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             super::auth::require_token,
@@ -45,11 +54,16 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
 
-/// A JSON body, or a 400/415 saying what is wrong with it.
+/// A JSON body, or a 400 saying what is wrong with it; 413 for a body
+/// that grew past the limit while it was read (one sent without a length).
 fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    parsed
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    parsed.map(|Json(v)| v).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "the body is larger than {} bytes",
+            super::BODY_LIMIT
+        )),
+        _ => ApiError::BadRequest(e.body_text()),
+    })
 }
 
 fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -58,13 +72,45 @@ fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-async fn healthz() -> ApiResult {
-    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+/// `/healthz`: the process runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
 }
 
-/// Ready once the engine answers and every repository has finished its
-/// first pass (the store is open: this process holds it).
-async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
+/// `/readyz`: `ready`, or `not_ready` with the reasons.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`
+    #[schema(example = "ready")]
+    pub status: String,
+    /// Why it is not ready (only when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Kedge runs", body = Health)))]
+pub async fn healthz() -> ApiResult {
+    json(
+        StatusCode::OK,
+        &Health {
+            status: "ok".into(),
+        },
+    )
+}
+
+/// Readiness: the store is open, the engine answers and every repository
+/// has finished its first pass (the store is open: this process holds it).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "not ready, and why", body = Readiness),
+    ))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let mut reasons = Vec::new();
     if !state.shared.engine.ping().await {
         reasons.push("the Docker engine does not answer".to_string());
@@ -83,33 +129,73 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
         Err(e) => reasons.push(format!("cannot read the repositories: {e}")),
     }
     if reasons.is_empty() {
-        json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+        json(
+            StatusCode::OK,
+            &Readiness {
+                status: "ready".into(),
+                reasons: None,
+            },
+        )
     } else {
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "not_ready", "reasons": reasons }),
+            &Readiness {
+                status: "not_ready".into(),
+                reasons: Some(reasons),
+            },
         )
     }
 }
 
-async fn list_repos(State(state): State<Arc<AppState>>) -> ApiResult {
+/// The registered repositories (`kedge repo list -o json`).
+#[utoipa::path(get, path = "/api/v1/repos", tag = "repos",
+    responses((status = 200, description = "every registered repository", body = Vec<RepoRow>)))]
+pub async fn list_repos(State(state): State<Arc<AppState>>) -> ApiResult {
     json(StatusCode::OK, &state.ops.repo_list()?)
 }
 
-#[derive(Debug, Deserialize)]
+/// What `POST /api/v1/repos` takes: `kedge repo add`'s arguments.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewRepoBody {
+pub struct NewRepoBody {
+    /// https://, ssh://, git@host:path, file:// or a local path (relative
+    /// to the directory `serve` runs in)
+    #[schema(min_length = 1)]
     url: String,
+    /// The branch to follow
     #[serde(default = "main_branch")]
+    #[schema(default = "main", min_length = 1)]
     branch: String,
+    /// The repository's name (default: from the URL)
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     name: Option<String>,
+}
+
+/// A repository just registered (`kedge repo add -o json`; the keys in
+/// that document's order).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddedRepo {
+    pub branch: String,
+    pub created_at: String,
+    pub name: String,
+    /// Credentials redacted
+    pub url: String,
 }
 
 fn main_branch() -> String {
     "main".into()
 }
 
-async fn add_repo(
+/// Registers a repository; the same checks and refusals as `kedge repo add`.
+#[utoipa::path(post, path = "/api/v1/repos", tag = "repos",
+    request_body = NewRepoBody,
+    responses(
+        (status = 201, description = "registered", body = AddedRepo),
+        (status = 400, description = "not a JSON object of this form", body = ErrorBody),
+        (status = 409, description = "the name or the URL is registered already", body = ErrorBody),
+        (status = 422, description = "an invalid URL, name or branch", body = ErrorBody),
+    ))]
+pub async fn add_repo(
     State(state): State<Arc<AppState>>,
     parsed: Result<Json<NewRepoBody>, JsonRejection>,
 ) -> ApiResult {
@@ -123,19 +209,30 @@ async fn add_repo(
         webhook_secret_file: None,
         cwd,
     })?;
-    let repo = &added.repo;
+    let repo = added.repo;
     json(
         StatusCode::CREATED,
-        &serde_json::json!({
-            "name": repo.name,
-            "url": repo.url,
-            "branch": repo.branch,
-            "created_at": repo.created_at,
-        }),
+        &AddedRepo {
+            branch: repo.branch,
+            created_at: repo.created_at,
+            name: repo.name,
+            url: repo.url,
+        },
     )
 }
 
-async fn repo_status(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+/// One repository's status (`kedge status --repo NAME -o json`, the object
+/// rather than a list of one).
+#[utoipa::path(get, path = "/api/v1/repos/{name}", tag = "repos",
+    params(("name" = String, Path, description = "the repository's name")),
+    responses(
+        (status = 200, description = "its status", body = RepoStatus),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn repo_status(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult {
     let (mut statuses, _) = state.ops.status(Some(&name)).await?;
     match statuses.pop() {
         Some(status) => json(StatusCode::OK, &status),
@@ -143,13 +240,25 @@ async fn repo_status(State(state): State<Arc<AppState>>, Path(name): Path<String
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RemoveQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Also take the stack down (`repo remove --down`)
     #[serde(default)]
+    #[param(default = false)]
     down: bool,
 }
 
-async fn remove_repo(
+/// Unregisters a repository, deleting its clone and history
+/// (`kedge repo remove`); `down=true` also takes its stack down.
+#[utoipa::path(delete, path = "/api/v1/repos/{name}", tag = "repos",
+    params(("name" = String, Path, description = "the repository's name"), RemoveQuery),
+    responses(
+        (status = 204, description = "unregistered"),
+        (status = 400, description = "a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn remove_repo(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     q: Result<Query<RemoveQuery>, QueryRejection>,
@@ -159,49 +268,127 @@ async fn remove_repo(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// At most this many deployments
     #[serde(default = "twenty")]
-    limit: usize,
+    #[param(value_type = i64, default = 20, minimum = 0, maximum = 4294967295_u32)]
+    limit: u32,
 }
 
-fn twenty() -> usize {
+fn twenty() -> u32 {
     20
 }
 
-async fn history(
+/// A repository's deployments, newest first (`kedge history -o json`).
+#[utoipa::path(get, path = "/api/v1/repos/{name}/history", tag = "repos",
+    params(("name" = String, Path, description = "the repository's name"), HistoryQuery),
+    responses(
+        (status = 200, description = "its deployments, newest first", body = Vec<HistoryRow>),
+        (status = 400, description = "a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn history(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
-    json(StatusCode::OK, &state.ops.history(&name, q.limit)?)
+    json(StatusCode::OK, &state.ops.history(&name, q.limit as usize)?)
 }
 
-async fn diff(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+/// `kedge diff -o json`: the report and whether Git and the containers agree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffDocument {
+    #[serde(flatten)]
+    pub report: DiffReport,
+    /// Nothing drifted and nothing is pending.
+    pub in_sync: bool,
+}
+
+/// What differs between Git and the containers, and what the branch head
+/// would change (`kedge diff -o json`).
+#[utoipa::path(get, path = "/api/v1/repos/{name}/diff", tag = "repos",
+    params(("name" = String, Path, description = "the repository's name")),
+    responses(
+        (status = 200, description = "the differences", body = DiffDocument),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn diff(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
     let report = state.ops.diff(&name).await?;
-    let mut doc = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
-    doc["in_sync"] = report.in_sync().into();
+    let in_sync = report.in_sync();
+    // Through a JSON value, as the CLI prints it: the same keys in the same order.
+    let doc = serde_json::to_value(DiffDocument { report, in_sync })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     json(StatusCode::OK, &doc)
 }
 
-#[derive(Debug, Deserialize)]
-struct WaitQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer once the deployment has finished, with its history row
     #[serde(default)]
+    #[param(default = false)]
     wait: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// What `POST /api/v1/repos/{name}/rollback` takes.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
+pub struct RollbackBody {
+    /// A successfully deployed commit: its full hash or a unique prefix of
+    /// at least 4 characters
     commit: String,
+}
+
+/// A deployment has begun: follow it in the history or the event stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentStarted {
+    /// Its id (as in `history`)
+    pub deployment: i64,
+}
+
+/// There was nothing to deploy: no deployment was recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NothingToDeploy {
+    /// Always null
+    #[schema(schema_with = null_schema, required = true)]
+    pub deployment: (),
+    pub message: String,
+}
+
+fn null_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
+
+/// A 200 answer of sync or rollback: the finished deployment (`wait=true`),
+/// or nothing deployed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Finished {
+    Deployment(Box<HistoryRow>),
+    Nothing(NothingToDeploy),
 }
 
 /// How long an asynchronous sync or rollback may take to begin its
 /// deployment (waiting for an apply in flight) before the answer says so.
 const BEGIN_WITHIN: Duration = Duration::from_secs(60);
 
-async fn sync(
+/// Deploys the branch head now and heals all drift (`kedge sync`).
+#[utoipa::path(post, path = "/api/v1/repos/{name}/sync", tag = "deployments",
+    params(("name" = String, Path, description = "the repository's name"), WaitQuery),
+    responses(
+        (status = 202, description = "the deployment has begun", body = DeploymentStarted),
+        (status = 200, description = "the finished deployment (`wait=true`), or nothing to deploy", body = Finished),
+        (status = 400, description = "a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+        (status = 409, description = "another apply holds the repository", body = ErrorBody),
+        (status = 422, description = "the branch head cannot be deployed", body = ErrorBody),
+    ))]
+pub async fn sync(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
@@ -215,7 +402,20 @@ async fn sync(
     .await
 }
 
-async fn rollback(
+/// Re-applies a deployed commit and pins the repository to it
+/// (`kedge rollback`).
+#[utoipa::path(post, path = "/api/v1/repos/{name}/rollback", tag = "deployments",
+    params(("name" = String, Path, description = "the repository's name"), WaitQuery),
+    request_body = RollbackBody,
+    responses(
+        (status = 202, description = "the deployment has begun", body = DeploymentStarted),
+        (status = 200, description = "the finished deployment (`wait=true`), or nothing to deploy", body = Finished),
+        (status = 400, description = "not a JSON object of this form, or a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name, or no deployed commit of that hash", body = ErrorBody),
+        (status = 409, description = "the prefix names several commits, or another apply holds the repository", body = ErrorBody),
+        (status = 422, description = "a prefix too short, or a commit that cannot be deployed", body = ErrorBody),
+    ))]
+pub async fn rollback(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
@@ -254,15 +454,20 @@ async fn start_deployment(
                 let outcome = done.map_err(|e| ApiError::Internal(e.to_string()))?;
                 // A failed deployment is a finished deployment: its row says so.
                 return match (new.last(), outcome) {
-                    (Some(d), _) if wait => json(StatusCode::OK, d),
+                    (Some(d), _) if wait => {
+                        json(StatusCode::OK, &Finished::Deployment(Box::new(d.clone())))
+                    }
                     (Some(d), _) => json(
                         StatusCode::ACCEPTED,
-                        &serde_json::json!({ "deployment": d.id }),
+                        &DeploymentStarted { deployment: d.id },
                     ),
                     (None, Err(e)) => Err(e.into()),
                     (None, Ok(())) => json(
                         StatusCode::OK,
-                        &serde_json::json!({ "deployment": null, "message": "nothing to deploy" }),
+                        &Finished::Nothing(NothingToDeploy {
+                            deployment: (),
+                            message: "nothing to deploy".into(),
+                        }),
                     ),
                 };
             }
@@ -270,7 +475,7 @@ async fn start_deployment(
                 if let Some(d) = new.first() {
                     return json(
                         StatusCode::ACCEPTED,
-                        &serde_json::json!({ "deployment": d.id }),
+                        &DeploymentStarted { deployment: d.id },
                     );
                 }
                 if started.elapsed() > BEGIN_WITHIN {
@@ -285,24 +490,38 @@ async fn start_deployment(
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this repository's events
     repo: Option<String>,
+    /// Only events after this id, oldest first (without it: the newest)
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     since_id: Option<i64>,
+    /// At most this many (more than 10,000 give 10,000)
     #[serde(default = "hundred")]
-    limit: usize,
+    #[param(value_type = i64, default = 100, minimum = 0, maximum = 4294967295_u32)]
+    limit: u32,
 }
 
-fn hundred() -> usize {
+fn hundred() -> u32 {
     100
 }
 
-async fn events(
+/// A page of the event log, oldest first (`kedge events -o json`).
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "the events, oldest first", body = Vec<Event>),
+        (status = 400, description = "a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn events(
     State(state): State<Arc<AppState>>,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
-    let limit = q.limit.min(10_000);
+    let limit = q.limit.min(10_000) as usize;
     let events = match q.since_id {
         Some(after) => state.ops.events_after(q.repo.as_deref(), after, limit)?,
         None => state.ops.events(&EventsRequest {

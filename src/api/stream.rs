@@ -19,11 +19,27 @@ use tokio::sync::broadcast;
 use super::{ApiError, AppState};
 use crate::events::Event;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Only this repository's events
     repo: Option<String>,
 }
 
+/// The event log as server-sent events: one event per message, `id:` the
+/// event's id, `event:` its kind, `data:` the event as JSON (as in
+/// `/api/v1/events`). Without `Last-Event-ID` it starts with what comes next.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "a stream of events that ends when Kedge stops",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "a query parameter or Last-Event-ID is not valid", body = super::ErrorBody),
+        (status = 404, description = "no repository of that name", body = super::ErrorBody),
+    ))]
 pub async fn events_stream(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

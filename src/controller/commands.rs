@@ -154,7 +154,7 @@ pub async fn sync(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Pending {
     pub commit: String,
     pub changes: Vec<ServiceChange>,
@@ -162,7 +162,7 @@ pub struct Pending {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DiffReport {
     pub repo: String,
     pub mode: Option<String>,

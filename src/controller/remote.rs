@@ -68,7 +68,7 @@ pub async fn current_head(
 }
 
 /// A rollback pin as `status` and `diff` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PinView {
     pub commit: String,
     /// The branch head when the rollback was made.

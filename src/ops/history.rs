@@ -6,7 +6,7 @@ use super::{Ops, OpsError};
 use crate::record::{DeploymentStatus, rfc3339_ms};
 
 /// One deployment as every face shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryRow {
     pub id: i64,
     pub commit: String,

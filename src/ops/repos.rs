@@ -25,7 +25,7 @@ pub struct AddRepo {
 }
 
 /// A registered repository as the faces show it: credentials redacted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepoRow {
     pub name: String,
     pub url: String,

@@ -15,7 +15,7 @@ use crate::error_chain;
 use crate::observe::ContainerState;
 use crate::record::{DeploymentStatus, Repo, RepoState, rfc3339};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoStatus {
     pub name: String,
     pub branch: String,
@@ -26,6 +26,8 @@ pub struct RepoStatus {
     pub pinned_commit: Option<String>,
     /// The rollback pin, and whether the branch moved past it.
     pub pin: Option<PinView>,
+    /// synced, out_of_sync, drifted, pinned, failed or unknown
+    #[schema(value_type = String)]
     pub sync_state: &'static str,
     pub last_error: Option<String>,
     pub checked_at: Option<String>,
@@ -42,14 +44,14 @@ pub struct RepoStatus {
     pub events: Vec<crate::events::Event>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastDeployment {
     pub commit: String,
     pub status: DeploymentStatus,
     pub deployed_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     pub service: String,
     pub container: Option<String>,

@@ -24,10 +24,11 @@ pub struct Rollout {
 }
 
 /// How a commit changes one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ServiceChange {
     pub service: String,
     /// added, removed or updated
+    #[schema(value_type = String)]
     pub change: &'static str,
     pub expected: String,
     pub actual: String,

@@ -11,7 +11,7 @@ pub fn snapshot_key(content: &str) -> String {
     crate::desired::render::hex(&sha2::Sha256::digest(content.as_bytes()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     InProgress,

@@ -4,6 +4,8 @@
 mod support;
 
 mod api;
+mod api_fuzz;
+mod api_input;
 mod build;
 mod drift;
 mod events;

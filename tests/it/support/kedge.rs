@@ -199,7 +199,7 @@ impl Kedge {
         )
     }
 
-    fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
+    pub fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
         let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -4,6 +4,7 @@
 // Shared by two test binaries, each using a part.
 #![allow(dead_code, unused_imports)]
 
+pub mod api;
 pub mod docker;
 pub mod git;
 pub mod hanging;
