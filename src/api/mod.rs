@@ -1,11 +1,12 @@
-//! api: `kedge serve`'s HTTP face — health, the JSON API under `/api/v1`
-//! (the same operations and the same JSON as the CLI), and the event
-//! stream. It calls `ops` only; a bad request is a 4xx with a JSON reason.
+//! api: `kedge serve`'s HTTP face — health, metrics, the JSON API under
+//! `/api/v1` (the same operations and the same JSON as the CLI), and the
+//! event stream. It calls `ops` only; a bad request is a 4xx with a JSON reason.
 //! Requests never take a repository's lock unless they apply (sync,
 //! rollback, remove), and nothing here can slow a deploy down.
 
 mod auth;
 mod error;
+pub mod metrics;
 mod routes;
 mod stream;
 
@@ -32,6 +33,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub ops: Ops,
     pub shared: Arc<Shared>,
+    /// The counters of `/metrics`; the hook handlers count through it.
+    pub metrics: metrics::Metrics,
 }
 
 /// The whole HTTP surface.
@@ -97,10 +100,14 @@ pub async fn start(
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(tls = tls.is_some(), "listening on {}", bound);
+    // Subscribed before the listener serves: a deploy that follows at once is counted.
+    let live = shared.hub.subscribe();
     let state = Arc::new(AppState {
         ops: Ops::serving(shared.clone()),
         shared,
+        metrics: metrics::Metrics::new(),
     });
+    tokio::spawn(metrics::follow(state.clone(), live));
     let app = router(state);
     Ok(Some(tokio::spawn(accept_loop(
         listener, bound, tls, app, shutdown,

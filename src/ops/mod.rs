@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod history;
+pub mod metrics;
 pub mod repos;
 pub mod status;
 pub mod tokens;
