@@ -7,6 +7,7 @@ mod build;
 mod drift;
 mod events;
 mod harness;
+mod metrics;
 mod remote;
 mod render;
 mod repo;

@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod git;
 pub mod hanging;
+pub mod http;
 pub mod http_git;
 pub mod kedge;
 pub mod smallfs;
