@@ -363,8 +363,18 @@ impl Collector for Scrape {
 
 /// `GET /metrics`.
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let report = state.ops.metrics()?;
+    let read = started.elapsed();
+    let repos = report.repos.len();
     let text = state.metrics.render(report);
+    tracing::debug!(
+        repos,
+        bytes = text.len(),
+        read_us = read.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "metrics scraped"
+    );
     Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response())
 }
 
