@@ -52,6 +52,10 @@ impl Kedge {
             }
         }
         cmd.env("HOME", self.dir.path()).env("NO_COLOR", "1");
+        // Tests run side by side: a `serve` on the default port 9470 would
+        // refuse to start beside another one. A free port each (a test that
+        // needs the address passes `--listen` and reads the log).
+        cmd.env("KEDGE_LISTEN", "127.0.0.1:0");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
