@@ -38,6 +38,18 @@ fn fmt(samples: &[Duration]) -> String {
     )
 }
 
+/// As `fmt`, to a hundredth of a millisecond: for what takes about one.
+fn fmt_fine(samples: &[Duration]) -> String {
+    let (med, min, max) = stats(samples);
+    format!(
+        "{:.2} ms (min {:.2}, max {:.2}, n={})",
+        ms(med),
+        ms(min),
+        ms(max),
+        samples.len()
+    )
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -127,7 +139,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 9] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 10] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -140,6 +152,7 @@ fn main() {
         ("events", &|| vec![events_100k()]),
         // `GET /api/v1/repos` under load, and deploys meanwhile.
         ("api", &|| api_load(&engine)),
+        ("metrics", &|| vec![metrics_scrape(&engine)]),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
@@ -549,16 +562,33 @@ fn footprint(engine: &::kedge::observe::Engine) -> Vec<Row> {
     if let Some(mut s) = serve {
         s.terminate();
     }
-    // Bulk cleanup: one `docker rm` instead of a hundred `compose down`s.
-    let ids = docker_ok(&["ps", "-aq", "--filter", "label=io.kedge.managed=true"]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids);
-        docker_ok(&args);
-    }
+    remove_containers(&remotes);
     drop(projects);
     rows
+}
+
+/// Bulk cleanup: one `docker rm` instead of a hundred `compose down`s, of
+/// these repositories' containers only (the engine may be shared).
+fn remove_containers(repos: &[(String, GitRemote)]) {
+    let all = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=io.kedge.managed=true",
+        "--format",
+        "{{.ID}} {{.Label \"com.docker.compose.project\"}}",
+    ]);
+    let mine: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, project)| repos.iter().any(|(name, _)| name == project))
+        .map(|(id, _)| id)
+        .collect();
+    if !mine.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(mine);
+        docker_ok(&args);
+    }
 }
 
 /// `kedge history` of a repository with 100,000 deployments.
@@ -728,13 +758,7 @@ fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
     std::thread::sleep(Duration::from_secs(2));
     let after = proc_stat(pid).1;
     serve.terminate();
-    let ids = docker_ok(&["ps", "-aq", "--filter", "label=io.kedge.managed=true"]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids);
-        docker_ok(&args);
-    }
+    remove_containers(&remotes);
     vec![
         Row {
             what: "`GET /api/v1/repos`, 100 repositories, 30 s of `wrk -t2 -c8`".into(),
@@ -752,4 +776,98 @@ fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
             ..deploy
         },
     ]
+}
+
+/// `GET /metrics` of a `serve` running 100 deployed repositories (one
+/// service each) with 1,000 deployments of history each, against
+/// `GET /healthz` on the same listener: the HTTP floor.
+fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
+    const REPOS: usize = 100;
+    let k = Kedge::new();
+    let mut remotes = Vec::new();
+    let mut projects = Vec::new();
+    for _ in 0..REPOS {
+        let name = unique_name("bmetrics");
+        let remote = GitRemote::new(&name);
+        remote.write("compose.yaml", &one_service_no_network());
+        remote.commit("one");
+        k.run(["repo", "add", &remote.url()]).success();
+        projects.push(ComposeProject::named(&name));
+        remotes.push((name, remote));
+    }
+    {
+        let mut store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
+        let repos = store.repos().unwrap();
+        store
+            .with_transaction(|store| {
+                for repo in &repos {
+                    for i in 0..1_000u32 {
+                        let commit = format!("{i:040x}");
+                        let id = store.begin_deployment(&::kedge::record::NewDeployment {
+                            repo_id: repo.id,
+                            commit: &commit,
+                            message: "bench",
+                            trigger: "new_commit",
+                            compose_snapshot: None,
+                        })?;
+                        let status = if i % 10 == 0 {
+                            ::kedge::record::DeploymentStatus::Failed
+                        } else {
+                            ::kedge::record::DeploymentStatus::Success
+                        };
+                        store.finish_deployment(id, status, &[], None)?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let mut serve = k.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "60s",
+        "--check-interval",
+        "30s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = support::plain_http::listen_addr(&serve);
+    for (name, _) in &remotes {
+        until(engine, name, running("web"));
+    }
+    // Every repository's first pass published its snapshot.
+    wait_for(60, "serve ready", || {
+        (support::plain_http::get(addr, "/readyz").status == 200).then_some(())
+    });
+    let first = support::plain_http::get(addr, "/metrics");
+    assert_eq!(first.status, 200);
+    let synced = first
+        .body
+        .lines()
+        .filter(|l| l.starts_with("kedge_repo_sync_state{") && l.contains("state=\"synced\"} 1"))
+        .count();
+    assert_eq!(synced, REPOS, "{}", first.body);
+    let series = first.body.lines().filter(|l| !l.starts_with('#')).count();
+    let timed_get = |path: &str| {
+        let start = Instant::now();
+        let r = support::plain_http::get(addr, path);
+        let took = start.elapsed();
+        assert_eq!(r.status, 200);
+        took
+    };
+    let scrapes: Vec<Duration> = (0..200).map(|_| timed_get("/metrics")).collect();
+    let health: Vec<Duration> = (0..200).map(|_| timed_get("/healthz")).collect();
+    serve.terminate();
+    remove_containers(&remotes);
+    drop(projects);
+    Row {
+        what: format!("`GET /metrics`, {REPOS} repositories (1,000 deployments each)"),
+        kedge: format!(
+            "{} ({} KiB, {series} series)",
+            fmt_fine(&scrapes),
+            first.body.len() / 1024
+        ),
+        baseline: format!("`GET /healthz` on the same listener: {}", fmt_fine(&health)),
+        goal: "≤ 5 ms".into(),
+    }
 }

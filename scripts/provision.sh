@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian bookworm machine (root) to what Kedge and its tests need:
 # git, a running Docker engine, the compose v2 plugin, lighttpd (the tests'
-# smart-HTTP git server), two distinct local busybox-based test images, and
-# schemathesis (the API fuzzer the tests run) in its own virtualenv.
-# Idempotent: every step checks before it acts.
+# smart-HTTP git server), prometheus (promtool checks the /metrics output; the
+# tests start their own server), two distinct local busybox-based test
+# images, and schemathesis (the API fuzzer the tests run) in its own
+# virtualenv. Idempotent: every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -35,7 +36,8 @@ apt_install() {
 }
 
 # For packages that ship a service the tests start on their own terms
-# (lighttpd on a free port): installing must not start it on port 80.
+# (lighttpd on a free port, prometheus with its own config and data dir):
+# installing must not start it on port 80 or 9090.
 apt_install_no_start() {
   local created=0 status=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -48,6 +50,23 @@ apt_install_no_start() {
     rm -f /usr/sbin/policy-rc.d
   fi
   return $status
+}
+
+# Packaged services the tests start themselves must not start at boot either
+# (prometheus would hold port 9090 and scrape for nothing).
+disable_service() {
+  local svc=$1
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+      log "disabling the $svc service"
+      systemctl disable --now --quiet "$svc"
+    fi
+  elif [ -e "/etc/init.d/$svc" ] && command -v update-rc.d >/dev/null 2>&1; then
+    if ls /etc/rc[2-5].d/S*"$svc" >/dev/null 2>&1; then
+      log "disabling the $svc service"
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  fi
 }
 
 # Compose v2 is not packaged for bookworm; trixie's docker-compose is a static
@@ -150,7 +169,8 @@ main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`.
   apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv
-  apt_install_no_start lighttpd
+  apt_install_no_start lighttpd prometheus
+  disable_service prometheus
   start_dockerd
   install_compose
   build_test_image kedge-test/busybox:1 one

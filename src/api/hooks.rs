@@ -317,9 +317,38 @@ const DISABLED: &str = "webhooks are off: no webhook secret is configured. Set `
      (or `webhook.secret_file`) in the config file or KEDGE_WEBHOOK_SECRET, or give a repository \
      its own with `kedge repo add … --webhook-secret-file FILE`";
 
+/// A hook, counted in `kedge_webhook_requests_total{provider,result}` by
+/// what it was answered (a path that names no host is not counted: its
+/// label would be whatever a stranger sent).
 async fn hook(
     State(state): State<Arc<AppState>>,
     Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let known = Provider::from_path(&provider).map(Provider::name);
+    let answer = handle(state.clone(), provider, headers, body).await;
+    if let Some(provider) = known {
+        let status = match &answer {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        let result = match status.as_u16() {
+            200 => "ping",
+            202 => "accepted",
+            400 => "bad_request",
+            401 => "unauthorized",
+            404 => "disabled",
+            _ => "error",
+        };
+        state.metrics.webhook(provider, result);
+    }
+    answer
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    provider: String,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -1,5 +1,5 @@
-//! api: `kedge serve`'s HTTP face — health, the JSON API under `/api/v1`
-//! (the same operations and the same JSON as the CLI), and the event
+//! api: `kedge serve`'s HTTP face — health, metrics, the JSON API under
+//! `/api/v1` (the same operations and the same JSON as the CLI), the event
 //! stream, and the git webhooks (signed with a webhook secret, not a
 //! token). It calls `ops` only; a bad request is a 4xx with a JSON reason.
 //! Requests never take a repository's lock unless they apply (sync,
@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod hooks;
+pub mod metrics;
 mod openapi;
 mod routes;
 mod stream;
@@ -36,6 +37,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub ops: Ops,
     pub shared: Arc<Shared>,
+    /// The counters of `/metrics`; the hook handlers count through it.
+    pub metrics: metrics::Metrics,
 }
 
 /// The whole HTTP surface.
@@ -126,10 +129,14 @@ pub async fn start(
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(tls = tls.is_some(), "listening on {}", bound);
+    // Subscribed before the listener serves: a deploy that follows at once is counted.
+    let live = shared.hub.subscribe();
     let state = Arc::new(AppState {
         ops: Ops::serving(shared.clone()),
         shared,
+        metrics: metrics::Metrics::new(),
     });
+    tokio::spawn(metrics::follow(state.clone(), live));
     let app = router(state);
     Ok(Some(tokio::spawn(accept_loop(
         listener, bound, tls, app, shutdown,

@@ -26,11 +26,12 @@ use crate::ops::status::RepoStatus;
 
 type ApiResult = Result<Response, ApiError>;
 
-/// What needs no token: liveness and readiness.
+/// What needs no token: liveness, readiness and metrics.
 pub fn public() -> axum::Router<Arc<AppState>> {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(super::metrics::scrape))
 }
 
 pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {

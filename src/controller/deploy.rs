@@ -229,7 +229,8 @@ pub async fn apply_rendered(
                     .commit(commit)
                     .field("trigger", trigger.as_str())
                     .field("deployment", deployment)
-                    .field("step", "apply"),
+                    .field("step", "apply")
+                    .field("duration_ms", elapsed.as_millis() as u64),
             );
             shared.store().mark_failed(id, &message)?;
             // A failed `up` may have changed part of the stack: put the last
@@ -288,6 +289,7 @@ async fn restore_previous(
         short(failed),
         previous.message
     );
+    let started = Instant::now();
     let restore = shared.store().begin_deployment(&NewDeployment {
         repo_id: id,
         commit: &deployed,
@@ -337,7 +339,8 @@ async fn restore_previous(
                 .commit(&deployed)
                 .field("trigger", Trigger::AutoRollback.as_str())
                 .field("failed_commit", failed)
-                .field("deployment", restore),
+                .field("deployment", restore)
+                .field("duration_ms", started.elapsed().as_millis() as u64),
             );
             shared.store().finish_deployment(
                 restore,

@@ -1,6 +1,7 @@
 //! controller: what `serve` publishes for the faces that watch it. The
 //! event log followed and broadcast (rows any process stored, in id order),
-//! retention, and each repository's snapshot after every pass. Readers
+//! retention, each repository's snapshot after every pass, and how its
+//! remote checks went (counted in memory for `/metrics`). Readers
 //! never take a repository's lock nor wait on an apply; a slow reader only
 //! misses broadcasts (it can re-read the log by id), never slows a deploy.
 
@@ -49,11 +50,21 @@ impl RepoSnapshot {
     }
 }
 
+/// How a repository's remote checks (`ls-remote`) went since `serve` started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GitChecks {
+    pub success: u64,
+    pub failure: u64,
+}
+
 /// The channels the faces read.
 pub struct Hub {
     events: broadcast::Sender<Event>,
     snapshots:
         std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Arc<RepoSnapshot>>>>,
+    /// Not events: a check that finds nothing new stores nothing, so these
+    /// are counted here, in memory, by the pass that made the check.
+    git_checks: std::sync::Mutex<std::collections::BTreeMap<String, GitChecks>>,
 }
 
 impl Default for Hub {
@@ -61,6 +72,7 @@ impl Default for Hub {
         Hub {
             events: broadcast::channel(BROADCAST_CAPACITY).0,
             snapshots: Default::default(),
+            git_checks: Default::default(),
         }
     }
 }
@@ -92,6 +104,28 @@ impl Hub {
 
     pub fn forget(&self, repo: &str) {
         self.lock().remove(repo);
+    }
+
+    /// Counts one remote check of `repo`: a map update, no I/O.
+    pub fn count_git_check(&self, repo: &str, ok: bool) {
+        let mut all = self.git_checks.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = match all.get_mut(repo) {
+            Some(counts) => counts,
+            None => all.entry(repo.to_string()).or_default(),
+        };
+        if ok {
+            counts.success += 1;
+        } else {
+            counts.failure += 1;
+        }
+    }
+
+    /// Every repository's remote checks so far, by name.
+    pub fn git_checks(&self) -> std::collections::BTreeMap<String, GitChecks> {
+        self.git_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn lock(
@@ -177,5 +211,29 @@ mod tests {
         );
         hub.forget("app");
         assert!(hub.snapshot("app").is_none());
+    }
+
+    #[test]
+    fn remote_checks_are_counted_per_repository() {
+        let hub = Hub::default();
+        hub.count_git_check("app", true);
+        hub.count_git_check("app", true);
+        hub.count_git_check("app", false);
+        hub.count_git_check("db", false);
+        let counts = hub.git_checks();
+        assert_eq!(
+            counts["app"],
+            GitChecks {
+                success: 2,
+                failure: 1
+            }
+        );
+        assert_eq!(
+            counts["db"],
+            GitChecks {
+                success: 0,
+                failure: 1
+            }
+        );
     }
 }

@@ -23,6 +23,7 @@ pub async fn reconcile(
             Some(head) => head,
             None => task.git.remote_head().await,
         };
+        shared.hub.count_git_check(&task.repo.name, head.is_ok());
         match check_source(shared, task, head).await {
             Ok(()) => {
                 task.source_failures = 0;

@@ -7,6 +7,7 @@
 pub mod events;
 pub mod history;
 pub mod hooks;
+pub mod metrics;
 pub mod repos;
 pub mod status;
 pub mod tokens;

@@ -233,10 +233,20 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
     }
 }
 
+/// Every sync state `sync_state` returns (operations.md, status).
+pub const SYNC_STATES: [&str; 6] = [
+    "synced",
+    "out_of_sync",
+    "drifted",
+    "pinned",
+    "failed",
+    "unknown",
+];
+
 /// The worst of: a failed deployment of the head, drift, a rollback pin,
 /// a head not deployed yet. Whether the last known head still is the
 /// head is unknown while the remote does not answer.
-fn sync_state(
+pub(crate) fn sync_state(
     state: &RepoState,
     last: Option<DeploymentStatus>,
     drifts: &[crate::plan::Drift],

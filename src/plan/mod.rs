@@ -119,6 +119,15 @@ impl Drift {
         }
     }
 
+    /// Every drift type's name, as [`Drift::kind`] gives them.
+    pub const KINDS: [&'static str; 5] = [
+        "missing",
+        "stopped",
+        "wrong_image",
+        "config_changed",
+        "extra",
+    ];
+
     /// The spec's name of the drift type.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -41,6 +41,14 @@ impl DeploymentStatus {
     }
 }
 
+/// What `/metrics` reads of a repository's deployments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeploySummary {
+    pub last_status: Option<DeploymentStatus>,
+    /// When the newest deployment that left the stack running finished (ms).
+    pub last_deployed_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deployment {
     pub id: i64,
@@ -121,6 +129,42 @@ impl Store {
                 params![now_ms(), repo_id],
             )
             .map_err(query("close interrupted deployments"))
+    }
+
+    /// Per repository id: the status of its newest deployment that is not
+    /// a restore after a failure (what `status` calls the last one), and
+    /// when its newest `success` or `rolled_back` deployment finished. One
+    /// query; each lookup walks the `(repo_id, id)` index from the newest.
+    pub fn deploy_summaries(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, DeploySummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.id,
+                    (SELECT d.status FROM deployments d
+                     WHERE d.repo_id = r.id AND d.trigger != 'auto_rollback'
+                     ORDER BY d.id DESC LIMIT 1),
+                    (SELECT d.finished_at FROM deployments d
+                     WHERE d.repo_id = r.id AND d.status IN ('success', 'rolled_back')
+                     ORDER BY d.id DESC LIMIT 1)
+                 FROM repositories r",
+            )
+            .map_err(query("summarise deployments"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let status: Option<String> = row.get(1)?;
+                Ok((
+                    row.get(0)?,
+                    DeploySummary {
+                        last_status: status.as_deref().and_then(DeploymentStatus::parse),
+                        last_deployed_at: row.get(2)?,
+                    },
+                ))
+            })
+            .map_err(query("summarise deployments"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("summarise deployments"))
     }
 
     /// Newest first.

@@ -46,34 +46,58 @@ pub struct ServiceRecord {
 }
 
 impl Store {
+    const STATE_COLUMNS: &str =
+        "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
+                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at";
+
+    fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
+        let files: Option<String> = r.get(at + 10)?;
+        Ok(RepoState {
+            mode: r.get(at)?,
+            project: r.get(at + 1)?,
+            remote_head: r.get(at + 2)?,
+            target_commit: r.get(at + 3)?,
+            deployed_commit: r.get(at + 4)?,
+            pinned_commit: r.get(at + 5)?,
+            pinned_at_head: r.get(at + 6)?,
+            last_error: r.get(at + 7)?,
+            checked_at: r.get(at + 8)?,
+            prune: r.get(at + 9)?,
+            compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
+            remote_ok_at: r.get(at + 11)?,
+        })
+    }
+
     pub fn repo_state(&self, repo_id: i64) -> Result<RepoState, StoreError> {
         self.conn
             .query_row(
-                "SELECT mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
-                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at
-                 FROM repo_state WHERE repo_id = ?1",
+                &format!(
+                    "SELECT {} FROM repo_state WHERE repo_id = ?1",
+                    Self::STATE_COLUMNS
+                ),
                 [repo_id],
-                |r| {
-                    let files: Option<String> = r.get(10)?;
-                    Ok(RepoState {
-                        mode: r.get(0)?,
-                        project: r.get(1)?,
-                        remote_head: r.get(2)?,
-                        target_commit: r.get(3)?,
-                        deployed_commit: r.get(4)?,
-                        pinned_commit: r.get(5)?,
-                        pinned_at_head: r.get(6)?,
-                        last_error: r.get(7)?,
-                        checked_at: r.get(8)?,
-                        prune: r.get(9)?,
-                        compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
-                        remote_ok_at: r.get(11)?,
-                    })
-                },
+                |r| Self::state_row(r, 0),
             )
             .optional()
             .map(Option::unwrap_or_default)
             .map_err(query("read repository state"))
+    }
+
+    /// Every repository's state in one query, by repository id (a
+    /// repository without a row yet has none).
+    pub fn repo_states(&self) -> Result<std::collections::HashMap<i64, RepoState>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT repo_id, {} FROM repo_state",
+                Self::STATE_COLUMNS
+            ))
+            .map_err(query("read repository states"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, Self::state_row(r, 1)?)))
+            .map_err(query("read repository states"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("read repository states"))
     }
 
     /// The whole state at once: tests build states with it; the controller

@@ -329,6 +329,55 @@ fn repo_state_and_services_round_trip() {
     assert_eq!(store.services(repo.id).unwrap(), services);
 }
 
+#[test]
+fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let app = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let idle = store
+        .add_repo(&new_repo("idle", "file:///r/idle.git", "main"))
+        .unwrap();
+    let state = RepoState {
+        deployed_commit: Some("c1".into()),
+        remote_head: Some("c2".into()),
+        ..RepoState::default()
+    };
+    store.save_repo_state(app.id, &state).unwrap();
+    let states = store.repo_states().unwrap();
+    assert_eq!(states.len(), 1, "no row for a repository never checked");
+    assert_eq!(states[&app.id], state);
+
+    let deploy = |commit: &str, trigger: &str, status: DeploymentStatus| {
+        let id = store
+            .begin_deployment(&NewDeployment {
+                repo_id: app.id,
+                commit,
+                message: "m",
+                trigger,
+                compose_snapshot: None,
+            })
+            .unwrap();
+        store.finish_deployment(id, status, &[], None).unwrap();
+        store.deployments(app.id, 1).unwrap()[0].finished_at
+    };
+    let ok_at = deploy("c1", "new_commit", DeploymentStatus::Success);
+    deploy("c2", "new_commit", DeploymentStatus::Failed);
+    // The restore after the failure is not the last deployment `status` means.
+    let restored_at = deploy("c1", "auto_rollback", DeploymentStatus::RolledBack);
+    assert!(ok_at.is_some() && restored_at >= ok_at);
+    let summaries = store.deploy_summaries().unwrap();
+    assert_eq!(
+        summaries[&app.id],
+        DeploySummary {
+            last_status: Some(DeploymentStatus::Failed),
+            last_deployed_at: restored_at,
+        }
+    );
+    assert_eq!(summaries[&idle.id], DeploySummary::default());
+}
+
 /// Version 3's repository states gain when the remote last answered: the
 /// check time, unless the last error says the remote did not answer.
 #[test]

@@ -382,6 +382,26 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
     wait_for(30, "the commit running", || {
         (running_commit(&s)? == commit).then_some(())
     });
+
+    // Counted by what they were answered; an unknown host is not counted.
+    let metrics = crate::support::http::request("GET", port, "/metrics", None, None).body;
+    let count = |labels: &str| -> f64 {
+        let prefix = format!("kedge_webhook_requests_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count(r#"provider="github",result="accepted""#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"provider="github",result="unauthorized""#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("svn"), "{metrics}");
 }
 
 /// A POST announcing `size` bytes whose body is still being written while

@@ -11,6 +11,7 @@ mod drift;
 mod events;
 mod harness;
 mod hooks;
+mod metrics;
 mod remote;
 mod render;
 mod repo;

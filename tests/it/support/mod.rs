@@ -11,6 +11,7 @@ pub mod hanging;
 pub mod http;
 pub mod http_git;
 pub mod kedge;
+pub mod plain_http;
 pub mod smallfs;
 pub mod stack;
 

@@ -1,0 +1,581 @@
+//! api: `GET /metrics`, Prometheus text format (0.0.4), unauthenticated.
+//!
+//! Counters follow the event log (a task reads the broadcast, and the log
+//! by id when it falls behind), so they count what a `kedge sync` in
+//! another shell did too; they start at zero when `serve` starts. Remote
+//! checks are no events: the controller counts them in memory. Gauges are
+//! computed at each scrape from the store and `serve`'s snapshots
+//! (`Ops::metrics`), never from the engine or git. Observing never slows
+//! or fails what it observes: the controller only stores events and bumps
+//! a counter; everything else happens here, on the scrape or in the task.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::broadcast;
+
+use super::{ApiError, AppState};
+use crate::events::{Event, EventKind};
+use crate::ops::metrics::MetricsReport;
+use crate::ops::status::SYNC_STATES;
+use crate::plan::Drift;
+
+/// `kedge_deployments_total`'s statuses: the deployment statuses of
+/// `kedge history` that end an apply.
+pub const DEPLOY_STATUSES: [&str; 3] = ["success", "failed", "rolled_back"];
+/// `result` of `kedge_heals_total` and `kedge_git_checks_total`.
+pub const RESULTS: [&str; 2] = ["success", "failure"];
+/// Upper bounds of `kedge_deployment_duration_seconds`' buckets.
+const DURATION_BUCKETS: [f64; 10] = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Label values of one series, in the order of the metric's label names.
+type Values<const N: usize> = [String; N];
+
+/// A labelled metric's series, kept in label order: a scrape lists them
+/// sorted (by repository, then status), the same from one scrape to the next.
+struct Series<const N: usize, M> {
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+    new: fn() -> M,
+    all: RwLock<BTreeMap<Values<N>, M>>,
+}
+
+impl<const N: usize, M: EncodeMetric> Series<N, M> {
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: [&'static str; N],
+        new: fn() -> M,
+    ) -> Self {
+        Series {
+            name,
+            help,
+            labels,
+            new,
+            all: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Runs `f` on the series with these label values, created if new.
+    fn with(&self, values: [&str; N], f: impl FnOnce(&M)) {
+        let read = self.all.read().unwrap_or_else(|p| p.into_inner());
+        // Looked up by owned values: a few short strings per event.
+        let key: Values<N> = values.map(str::to_string);
+        if let Some(m) = read.get(&key) {
+            return f(m);
+        }
+        drop(read);
+        let mut write = self.all.write().unwrap_or_else(|p| p.into_inner());
+        f(write.entry(key).or_insert_with(self.new));
+    }
+
+    fn retain(&self, keep: impl Fn(&Values<N>) -> bool) {
+        self.all
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep(k));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.all.read().unwrap_or_else(|p| p.into_inner());
+        let kind = all
+            .values()
+            .next()
+            .map_or_else(|| (self.new)().metric_type(), M::metric_type);
+        let mut m = encoder.encode_descriptor(self.name, self.help, None, kind)?;
+        for (values, metric) in all.iter() {
+            let labels: [(&str, &str); N] =
+                std::array::from_fn(|i| (self.labels[i], values[i].as_str()));
+            metric.encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The counters `serve` keeps while it runs, and the text of a scrape.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    counters: Arc<Counters>,
+}
+
+// Counters are named without `_total`: the encoder adds it.
+struct Counters {
+    deployments: Series<2, Counter>,
+    durations: Series<1, Histogram>,
+    heals: Series<2, Counter>,
+    webhooks: Series<2, Counter>,
+    notifications: Series<2, Counter>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counters")
+    }
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.deployments.encode(&mut encoder)?;
+        self.durations.encode(&mut encoder)?;
+        self.heals.encode(&mut encoder)?;
+        self.webhooks.encode(&mut encoder)?;
+        self.notifications.encode(&mut encoder)
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            deployments: Series::new(
+                "kedge_deployments",
+                "Deployments that ended, by status (success, failed, rolled_back).",
+                ["repo", "status"],
+                Counter::default,
+            ),
+            durations: Series::new(
+                "kedge_deployment_duration_seconds",
+                "How long applies took, from the start of the deployment to its end.",
+                ["repo"],
+                duration_histogram,
+            ),
+            heals: Series::new(
+                "kedge_heals",
+                "Heals of a drifted service, by result (success, failure).",
+                ["repo", "result"],
+                Counter::default,
+            ),
+            webhooks: Series::new(
+                "kedge_webhook_requests",
+                "Git webhook requests, by provider and result.",
+                ["provider", "result"],
+                Counter::default,
+            ),
+            notifications: Series::new(
+                "kedge_notifications",
+                "Notifications sent, by sink and result.",
+                ["sink", "result"],
+                Counter::default,
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Counts a webhook request: the hook handlers call this.
+    pub fn webhook(&self, provider: &str, result: &str) {
+        self.counters.webhooks.with([provider, result], |c| {
+            c.inc();
+        });
+    }
+
+    /// Counts a notification delivery (or its final failure).
+    pub fn notification(&self, sink: &str, result: &str) {
+        self.counters.notifications.with([sink, result], |c| {
+            c.inc();
+        });
+    }
+
+    /// Counts what an event says happened.
+    pub fn observe(&self, event: &Event) {
+        let repo = event.repo.as_str();
+        let status = match event.kind {
+            EventKind::DeploySucceeded => "success",
+            EventKind::DeployFailed => "failed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::DriftHealed => {
+                self.counters.heals.with([repo, "success"], |c| {
+                    c.inc();
+                });
+                return;
+            }
+            EventKind::HealFailed => {
+                self.counters.heals.with([repo, "failure"], |c| {
+                    c.inc();
+                });
+                return;
+            }
+            EventKind::RepoRemoved => {
+                self.forget(repo);
+                return;
+            }
+            _ => return,
+        };
+        self.counters.deployments.with([repo, status], |c| {
+            c.inc();
+        });
+        // A commit refused at render applied nothing: it has no duration.
+        if let Some(ms) = event.fields.get("duration_ms").and_then(|v| v.as_f64()) {
+            self.counters
+                .durations
+                .with([repo], |h| h.observe(ms / 1000.0));
+        }
+    }
+
+    /// A registered repository's counters exist from its first scrape, at
+    /// zero: `increase()` then sees its first deployment or heal.
+    fn zero(&self, repo: &str) {
+        for status in DEPLOY_STATUSES {
+            self.counters.deployments.with([repo, status], |_| {});
+        }
+        for result in RESULTS {
+            self.counters.heals.with([repo, result], |_| {});
+        }
+    }
+
+    /// A removed repository's series go with it.
+    fn forget(&self, repo: &str) {
+        self.counters.deployments.retain(|[r, _]| r != repo);
+        self.counters.heals.retain(|[r, _]| r != repo);
+        self.counters.durations.retain(|[r]| r != repo);
+    }
+
+    /// The text of a scrape: the state in `report`, then the counters.
+    pub fn render(&self, report: MetricsReport) -> String {
+        for repo in &report.repos {
+            self.zero(&repo.name);
+        }
+        let mut out = String::with_capacity(1024 + report.repos.len() * 4096);
+        let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(Scrape(report)));
+        scrape.register_collector(Box::new(self.counters.clone()));
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &scrape);
+        out
+    }
+}
+
+/// The state of one scrape, encoded as gauges (and the remote checks, which
+/// the controller counts, as a counter).
+#[derive(Debug)]
+struct Scrape(MetricsReport);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let report = &self.0;
+        let gauge = MetricType::Gauge;
+        let mut m = encoder.encode_descriptor(
+            "kedge_build_info",
+            "Kedge's version; the value is 1.",
+            None,
+            gauge,
+        )?;
+        ConstGauge::new(1i64)
+            .encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+
+        let m =
+            encoder.encode_descriptor("kedge_repos", "Registered repositories.", None, gauge)?;
+        ConstGauge::new(report.repos.len() as i64).encode(m)?;
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_repo_sync_state",
+            "Sync state of each repository, as kedge status shows it: 1 for the current state, 0 for the others.",
+            None,
+            gauge,
+        )?;
+        for repo in &report.repos {
+            for state in SYNC_STATES {
+                let labels = [("repo", repo.name.as_str()), ("state", state)];
+                ConstGauge::new(i64::from(repo.sync_state == state))
+                    .encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_repo_deployed_info",
+            "The commit each repository has deployed; the value is 1.",
+            None,
+            gauge,
+        )?;
+        for repo in &report.repos {
+            if let Some(commit) = &repo.deployed_commit {
+                let labels = [("repo", repo.name.as_str()), ("commit", commit.as_str())];
+                ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_drift_services",
+            "Services drifted at serve's last pass, by drift kind.",
+            None,
+            gauge,
+        )?;
+        for repo in &report.repos {
+            for kind in Drift::KINDS {
+                let labels = [("repo", repo.name.as_str()), ("kind", kind)];
+                let n = repo.drift_services.get(kind).copied().unwrap_or(0);
+                ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_last_deploy_timestamp_seconds",
+            "When the newest deployment that left the stack running (success or rolled_back) finished, in seconds since the epoch.",
+            None,
+            gauge,
+        )?;
+        for repo in &report.repos {
+            if let Some(ms) = repo.last_deployed_at {
+                let labels = [("repo", repo.name.as_str())];
+                ConstGauge::new(ms as f64 / 1000.0).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_git_checks",
+            "Checks of the branch head (git ls-remote) by serve, by result (success, failure).",
+            None,
+            MetricType::Counter,
+        )?;
+        for repo in &report.repos {
+            let counts = report
+                .git_checks
+                .get(&repo.name)
+                .copied()
+                .unwrap_or_default();
+            for (result, n) in RESULTS.into_iter().zip([counts.success, counts.failure]) {
+                let labels = [("repo", repo.name.as_str()), ("result", result)];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let report = state.ops.metrics()?;
+    let read = started.elapsed();
+    let repos = report.repos.len();
+    let text = state.metrics.render(report);
+    tracing::debug!(
+        repos,
+        bytes = text.len(),
+        read_us = read.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "metrics scraped"
+    );
+    Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response())
+}
+
+/// Counts every event stored from now on, by any process, in id order.
+/// When it falls behind the broadcast it reads the log from the last id it
+/// counted, so nothing is counted twice or missed.
+pub async fn follow(state: Arc<AppState>, mut live: broadcast::Receiver<Event>) {
+    let (ops, metrics) = (&state.ops, &state.metrics);
+    // Counting starts with the events stored after this point.
+    let mut seen = ops.last_event_id().ok();
+    loop {
+        match live.recv().await {
+            Ok(event) => {
+                let after = seen.unwrap_or(event.id - 1);
+                if event.id > after {
+                    metrics.observe(&event);
+                    seen = Some(event.id);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let Some(mut after) = seen else {
+                    tracing::warn!(
+                        missed,
+                        "metrics missed events: the event log could not be read"
+                    );
+                    continue;
+                };
+                loop {
+                    match ops.events_after(None, after, 1000) {
+                        Ok(page) => {
+                            let full = page.len() == 1000;
+                            for event in page {
+                                metrics.observe(&event);
+                                after = event.id;
+                            }
+                            if !full {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "metrics cannot read the event log: {}",
+                                crate::error_chain(&e)
+                            );
+                            break;
+                        }
+                    }
+                }
+                seen = Some(after);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::metrics::RepoMetrics;
+
+    fn event(id: i64, repo: &str, kind: EventKind, duration_ms: Option<u64>) -> Event {
+        let mut fields = serde_json::Map::new();
+        if let Some(ms) = duration_ms {
+            fields.insert("duration_ms".into(), ms.into());
+        }
+        Event {
+            id,
+            time: 0,
+            repo: repo.into(),
+            kind,
+            severity: kind.severity(),
+            service: None,
+            commit: None,
+            message: String::new(),
+            fields,
+        }
+    }
+
+    fn report() -> MetricsReport {
+        let mut drift = zeros();
+        drift.insert("stopped", 1);
+        MetricsReport {
+            repos: vec![
+                RepoMetrics {
+                    name: "app".into(),
+                    sync_state: "drifted",
+                    deployed_commit: Some("3f786850e387550fdab836ed7e6dc881de23001b".into()),
+                    drift_services: drift,
+                    last_deployed_at: Some(1_700_000_000_500),
+                },
+                RepoMetrics {
+                    name: "new".into(),
+                    sync_state: "unknown",
+                    deployed_commit: None,
+                    drift_services: zeros(),
+                    last_deployed_at: None,
+                },
+            ],
+            git_checks: [(
+                "app".to_string(),
+                crate::controller::hub::GitChecks {
+                    success: 4,
+                    failure: 1,
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn zeros() -> std::collections::BTreeMap<&'static str, usize> {
+        Drift::KINDS.iter().map(|k| (*k, 0)).collect()
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn the_text_is_prometheus_text_with_every_metric_of_the_spec() {
+        let m = Metrics::new();
+        m.observe(&event(1, "app", EventKind::DeployStarted, None));
+        m.observe(&event(2, "app", EventKind::DeploySucceeded, Some(500)));
+        m.observe(&event(3, "app", EventKind::DeployFailed, Some(2_000)));
+        m.observe(&event(4, "app", EventKind::DeployFailed, None));
+        m.observe(&event(5, "app", EventKind::RolledBack, Some(250)));
+        m.observe(&event(6, "app", EventKind::DriftHealed, None));
+        m.observe(&event(7, "app", EventKind::HealFailed, None));
+        m.webhook("github", "triggered");
+        let text = m.render(report());
+        let l = lines(&text);
+        for want in [
+            "# TYPE kedge_build_info gauge",
+            &format!(
+                "kedge_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# TYPE kedge_repos gauge",
+            "kedge_repos 2",
+            "# TYPE kedge_repo_sync_state gauge",
+            "kedge_repo_sync_state{repo=\"app\",state=\"drifted\"} 1",
+            "kedge_repo_sync_state{repo=\"app\",state=\"synced\"} 0",
+            "kedge_repo_sync_state{repo=\"new\",state=\"unknown\"} 1",
+            "kedge_repo_deployed_info{repo=\"app\",commit=\"3f786850e387550fdab836ed7e6dc881de23001b\"} 1",
+            "kedge_drift_services{repo=\"app\",kind=\"stopped\"} 1",
+            "kedge_drift_services{repo=\"app\",kind=\"missing\"} 0",
+            "kedge_last_deploy_timestamp_seconds{repo=\"app\"} 1700000000.5",
+            "# TYPE kedge_git_checks_total counter",
+            "kedge_git_checks_total{repo=\"app\",result=\"success\"} 4",
+            "kedge_git_checks_total{repo=\"app\",result=\"failure\"} 1",
+            "kedge_git_checks_total{repo=\"new\",result=\"success\"} 0",
+            "# TYPE kedge_deployments_total counter",
+            "kedge_deployments_total{repo=\"app\",status=\"success\"} 1",
+            "kedge_deployments_total{repo=\"app\",status=\"failed\"} 2",
+            "kedge_deployments_total{repo=\"app\",status=\"rolled_back\"} 1",
+            "kedge_deployments_total{repo=\"new\",status=\"failed\"} 0",
+            "# TYPE kedge_deployment_duration_seconds histogram",
+            "kedge_deployment_duration_seconds_bucket{repo=\"app\",le=\"0.25\"} 1",
+            "kedge_deployment_duration_seconds_bucket{repo=\"app\",le=\"0.5\"} 2",
+            "kedge_deployment_duration_seconds_bucket{repo=\"app\",le=\"1\"} 2",
+            "kedge_deployment_duration_seconds_bucket{repo=\"app\",le=\"2.5\"} 3",
+            "kedge_deployment_duration_seconds_bucket{repo=\"app\",le=\"+Inf\"} 3",
+            "kedge_deployment_duration_seconds_sum{repo=\"app\"} 2.75",
+            "kedge_deployment_duration_seconds_count{repo=\"app\"} 3",
+            "# TYPE kedge_heals_total counter",
+            "kedge_heals_total{repo=\"app\",result=\"success\"} 1",
+            "kedge_heals_total{repo=\"app\",result=\"failure\"} 1",
+            "kedge_heals_total{repo=\"new\",result=\"success\"} 0",
+            "# TYPE kedge_webhook_requests_total counter",
+            "kedge_webhook_requests_total{provider=\"github\",result=\"triggered\"} 1",
+            "# TYPE kedge_notifications_total counter",
+        ] {
+            assert!(l.contains(&want), "no line {want:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("kedge_repo_deployed_info{repo=\"new\""),
+            "nothing deployed, no series"
+        );
+        assert!(!text.contains("# EOF"), "not OpenMetrics");
+        // Series come sorted by their labels' values, the same at every scrape.
+        let deployments: Vec<&str> = l
+            .iter()
+            .filter(|l| l.starts_with("kedge_deployments_total{"))
+            .copied()
+            .collect();
+        let mut sorted = deployments.clone();
+        sorted.sort();
+        assert_eq!(deployments, sorted);
+
+        assert!(
+            !text.contains("kedge_notifications_total{"),
+            "no notification yet"
+        );
+    }
+
+    #[test]
+    fn a_removed_repository_takes_its_counters_along() {
+        let m = Metrics::new();
+        m.observe(&event(1, "gone", EventKind::DeploySucceeded, Some(100)));
+        m.observe(&event(2, "gone", EventKind::RepoRemoved, None));
+        let text = m.render(MetricsReport::default());
+        assert!(!text.contains("gone"), "{text}");
+        assert!(text.contains("kedge_repos 0"));
+    }
+}
