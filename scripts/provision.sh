@@ -167,8 +167,9 @@ install_schemathesis() {
 
 main() {
   need_root "$@"
-  # wrk: the HTTP load of `cargo bench --bench compare -- api`.
-  apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv
+  # wrk: the HTTP load of `cargo bench --bench compare -- api`; openssl and
+  # curl: the HTTPS test makes a certificate and asks over TLS.
+  apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv openssl curl
   apt_install_no_start lighttpd prometheus
   disable_service prometheus
   start_dockerd

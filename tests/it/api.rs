@@ -336,3 +336,45 @@ fn sigterm_finishes_a_sync_in_flight_over_http() {
     // Closed: nothing answers any more.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// `http.tls_cert` and `http.tls_key` serve HTTPS on the same routes.
+#[test]
+fn tls_files_serve_https() {
+    let k = Kedge::new();
+    let (cert, key) = (k.cwd().join("cert.pem"), k.cwd().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let config = k.cwd().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "http:\n  tls_cert: {}\n  tls_key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (_serve, port) = serve_http(&k, &["--config", config.to_str().unwrap()]);
+    let https = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&https.stdout),
+        r#"{"status":"ok"}"#,
+        "{https:?}"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    assert_eq!(request("GET", port, "/healthz", None, None).status, 0);
+}
