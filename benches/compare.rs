@@ -362,8 +362,10 @@ fn push_webhook_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Ro
             (IMAGE_1, id1.clone())
         };
         remote.write("compose.yaml", &two_services(image));
-        let start = Instant::now();
+        // The clock starts when the push is done: the hook goes out then,
+        // as the baseline's `up` does.
         remote.commit("change");
+        let start = Instant::now();
         let answer = request_with(
             "POST",
             port,

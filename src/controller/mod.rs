@@ -282,7 +282,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         }
         // The network read comes before the lock: a remote that hangs must
         // neither keep the repository's commands waiting nor delay a stop.
-        if task.source_due(&shared) {
+        if task.source_due(&shared) && !task.fetch_first() {
             tokio::select! {
                 () = task.read_remote_head() => {}
                 _ = stop.changed() => break,

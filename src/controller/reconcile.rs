@@ -21,10 +21,20 @@ pub async fn reconcile(
     if task.source_due(shared) {
         let head = match task.remote_head.take() {
             Some(head) => head,
+            // Announced: the fetch (under the lock: it writes the clone)
+            // brings the head, one git process instead of two.
+            None if task.fetch_first() => {
+                let fetched = task.git.fetch().await;
+                task.fetched = fetched.as_ref().ok().cloned();
+                fetched
+            }
             None => task.git.remote_head().await,
         };
+        task.announced = false;
         shared.hub.count_git_check(&task.repo.name, head.is_ok());
-        match check_source(shared, task, head).await {
+        let checked = check_source(shared, task, head).await;
+        task.fetched = None;
+        match checked {
             Ok(()) => {
                 task.source_failures = 0;
                 task.next_source = Instant::now() + shared.settings.poll_interval;
@@ -111,9 +121,10 @@ async fn check_source(
         return Ok(());
     }
 
-    let fetched = match task.git.clone_if_missing().await {
-        Ok(()) => task.git.fetch().await,
-        Err(e) => Err(e),
+    let fetched = match (task.fetched.take(), task.git.clone_if_missing().await) {
+        (Some(fetched), Ok(())) if fetched == head => Ok(fetched),
+        (_, Ok(())) => task.git.fetch().await,
+        (_, Err(e)) => Err(e),
     };
     let commit = fetched.map_err(|e| record_git_error(shared, id, e, false))?;
     let trigger = match (&task.failed_commit, task.first) {

@@ -137,6 +137,10 @@ pub struct RepoTask {
     pub(super) remote_head: Option<Result<String, GitError>>,
     /// `render.max_compose_size`.
     pub(super) max_compose_size: u64,
+    /// A push was announced (webhook, operator): fetch rather than ask.
+    pub(super) announced: bool,
+    /// The head a fetch already brought in this pass.
+    pub(super) fetched: Option<String>,
 }
 
 impl RepoTask {
@@ -153,6 +157,8 @@ impl RepoTask {
             source_failures: 0,
             drift: Default::default(),
             observed: None,
+            announced: false,
+            fetched: None,
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,
@@ -161,8 +167,17 @@ impl RepoTask {
     }
 
     /// The next pass asks the remote, whenever its poll would be due.
+    /// A webhook or an operator said the branch moved: the next pass
+    /// fetches at once, without asking for the head first (`ls-remote`).
     pub fn check_remote_now(&mut self) {
         self.next_source = Instant::now();
+        self.announced = true;
+    }
+
+    /// Whether the next remote check may go straight to a fetch: announced,
+    /// and there is a clone to fetch into.
+    pub fn fetch_first(&self) -> bool {
+        self.announced && self.git.is_cloned()
     }
 
     /// A task for a repository registered while `serve` runs.
