@@ -268,6 +268,25 @@ fn compose_up(project: &str, dir: &Path) -> Command {
     cmd
 }
 
+/// The baseline of the push rows: the same change applied by hand, `docker
+/// compose up -d` right away, until `api` runs the image `id`.
+fn compose_up_until_running(
+    engine: &::kedge::observe::Engine,
+    project: &ComposeProject,
+    dir: &Path,
+    image: &str,
+    id: &str,
+) -> Duration {
+    std::fs::write(dir.join("compose.yaml"), two_services(image)).unwrap();
+    let start = Instant::now();
+    compose_up(&project.name, dir).output().unwrap();
+    until(engine, &project.name, |cs| {
+        cs.iter()
+            .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+    });
+    start.elapsed()
+}
+
 /// Push → the new image running, under `serve` with a 1 s poll interval.
 fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
     let compose = two_services(IMAGE_1);
@@ -301,17 +320,13 @@ fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
                 .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
         });
         samples.push(start.elapsed());
-        // Baseline: the same change applied by hand, `compose up -d` right away.
-        std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
-        let start = Instant::now();
-        compose_up(&raw_project.name, raw_dir.path())
-            .output()
-            .unwrap();
-        until(engine, &raw_project.name, |cs| {
-            cs.iter()
-                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
-        });
-        raw.push(start.elapsed());
+        raw.push(compose_up_until_running(
+            engine,
+            &raw_project,
+            raw_dir.path(),
+            image,
+            &id,
+        ));
     }
     serve.terminate();
     Row {
@@ -380,16 +395,13 @@ fn push_webhook_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Ro
                 .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
         });
         samples.push(start.elapsed());
-        std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
-        let start = Instant::now();
-        compose_up(&raw_project.name, raw_dir.path())
-            .output()
-            .unwrap();
-        until(engine, &raw_project.name, |cs| {
-            cs.iter()
-                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
-        });
-        raw.push(start.elapsed());
+        raw.push(compose_up_until_running(
+            engine,
+            &raw_project,
+            raw_dir.path(),
+            image,
+            &id,
+        ));
     }
     serve.terminate();
     let ratio = ms(stats(&samples).0) / ms(stats(&raw).0);
