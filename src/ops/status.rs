@@ -90,13 +90,16 @@ async fn collect(
     let mut out = Vec::with_capacity(repos.len());
     // The branch heads, as `diff` reads them: with `serve` running, what it
     // checked; otherwise the remotes, asked side by side.
+    let tasks: Vec<RepoTask> = repos
+        .iter()
+        .map(|repo| RepoTask::new(shared, repo.clone()))
+        .collect();
     let heads: Vec<RemoteHead> = {
         use futures_util::StreamExt;
-        let asks: Vec<_> = repos
+        let asks: Vec<_> = tasks
             .iter()
-            .map(|repo| {
-                let task = RepoTask::new(shared, repo.clone());
-                let state = shared.store().repo_state(repo.id);
+            .map(|task| {
+                let state = shared.store().repo_state(task.repo.id);
                 async move {
                     match state {
                         Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
@@ -111,7 +114,7 @@ async fn collect(
             .collect();
         futures_util::stream::iter(asks).buffered(8).collect().await
     };
-    for (repo, remote) in repos.into_iter().zip(heads) {
+    for ((repo, task), remote) in repos.into_iter().zip(&tasks).zip(heads) {
         let (mut state, last, recorded, events) = {
             let store = shared.store();
             (
@@ -147,10 +150,9 @@ async fn collect(
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
         let services = service_statuses(&recorded, containers.as_deref());
-        let task = RepoTask::new(shared, repo.clone());
         let observed = heal::drift_plan_observed(
             shared,
-            &task,
+            task,
             Some(Mode::Auto),
             containers.clone(),
             &mut images,
