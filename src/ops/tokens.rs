@@ -20,8 +20,7 @@ pub const TOKEN_PREFIX: &str = "kedge_";
 
 /// The form a token is stored in.
 pub fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    crate::desired::render::hex(&sha2::Sha256::digest(token.as_bytes()))
+    crate::desired::render::sha256_hex(token.as_bytes())
 }
 
 impl Ops {
