@@ -39,6 +39,16 @@ pub struct Token {
     pub last_used_at: Option<i64>,
 }
 
+/// `SELECT name, role, created_at, last_used_at`.
+fn token_row(r: &rusqlite::Row) -> rusqlite::Result<Token> {
+    Ok(Token {
+        name: r.get(0)?,
+        role: Role::parse(&r.get::<_, String>(1)?),
+        created_at: r.get(2)?,
+        last_used_at: r.get(3)?,
+    })
+}
+
 impl Store {
     /// Stores a new token's hash; false when the name is taken.
     pub fn add_token(&self, name: &str, role: Role, hash: &str) -> Result<bool, StoreError> {
@@ -59,14 +69,7 @@ impl Store {
             .prepare_cached("SELECT name, role, created_at, last_used_at FROM tokens ORDER BY name")
             .map_err(query("list tokens"))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(Token {
-                    name: r.get(0)?,
-                    role: Role::parse(&r.get::<_, String>(1)?),
-                    created_at: r.get(2)?,
-                    last_used_at: r.get(3)?,
-                })
-            })
+            .query_map([], token_row)
             .map_err(query("list tokens"))?;
         rows.collect::<Result<_, _>>().map_err(query("list tokens"))
     }
@@ -88,17 +91,7 @@ impl Store {
             .prepare_cached(
                 "SELECT name, role, created_at, last_used_at FROM tokens WHERE hash = ?1",
             )
-            .and_then(|mut stmt| {
-                stmt.query_row([hash], |r| {
-                    Ok(Token {
-                        name: r.get(0)?,
-                        role: Role::parse(&r.get::<_, String>(1)?),
-                        created_at: r.get(2)?,
-                        last_used_at: r.get(3)?,
-                    })
-                })
-                .optional()
-            })
+            .and_then(|mut stmt| stmt.query_row([hash], token_row).optional())
             .map_err(query("check a token"))?;
         let now = now_ms();
         if let Some(t) = &token
