@@ -504,6 +504,26 @@ fn proc_stat(pid: u32) -> (u64, u64) {
     (cpu, rss_kb)
 }
 
+/// Registers `n` more repositories of one service without a network (the
+/// engine's address pools hold about thirty), named `kt-<prefix>-…`.
+fn register(
+    k: &Kedge,
+    prefix: &str,
+    n: usize,
+    remotes: &mut Vec<(String, GitRemote)>,
+    projects: &mut Vec<ComposeProject>,
+) {
+    for _ in 0..n {
+        let name = unique_name(prefix);
+        let remote = GitRemote::new(&name);
+        remote.write("compose.yaml", &one_service_no_network());
+        remote.commit("one");
+        k.run(["repo", "add", &remote.url()]).success();
+        projects.push(ComposeProject::named(&name));
+        remotes.push((name, remote));
+    }
+}
+
 /// Idle `serve` with 10 and 100 repositories (one service each, 60 s poll),
 /// and `kedge status` over 100 repositories.
 fn footprint(engine: &::kedge::observe::Engine) -> Vec<Row> {
@@ -513,15 +533,13 @@ fn footprint(engine: &::kedge::observe::Engine) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut serve: Option<support::kedge::Serve> = None;
     for target in [10usize, 100] {
-        while remotes.len() < target {
-            let name = unique_name("bidle");
-            let remote = GitRemote::new(&name);
-            remote.write("compose.yaml", &one_service_no_network());
-            remote.commit("one");
-            k.run(["repo", "add", &remote.url()]).success();
-            projects.push(ComposeProject::named(&name));
-            remotes.push((name, remote));
-        }
+        register(
+            &k,
+            "bidle",
+            target - remotes.len(),
+            &mut remotes,
+            &mut projects,
+        );
         let s = serve.get_or_insert_with(|| {
             k.serve_with(&["serve", "--poll-interval", "60s", "--check-interval", "30s"])
         });
@@ -700,17 +718,8 @@ fn events_100k() -> Row {
 fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
     use support::http::listening_port;
     let k = Kedge::new();
-    let mut remotes = Vec::new();
-    let mut projects = Vec::new();
-    for _ in 0..100 {
-        let name = unique_name("bapi");
-        let remote = GitRemote::new(&name);
-        remote.write("compose.yaml", &one_service_no_network());
-        remote.commit("one");
-        k.run(["repo", "add", &remote.url()]).success();
-        projects.push(ComposeProject::named(&name));
-        remotes.push((name, remote));
-    }
+    let (mut remotes, mut projects) = (Vec::new(), Vec::new());
+    register(&k, "bapi", 100, &mut remotes, &mut projects);
     let mut serve = k.serve_with(&[
         "serve",
         "--listen",
@@ -798,17 +807,8 @@ fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
 fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
     const REPOS: usize = 100;
     let k = Kedge::new();
-    let mut remotes = Vec::new();
-    let mut projects = Vec::new();
-    for _ in 0..REPOS {
-        let name = unique_name("bmetrics");
-        let remote = GitRemote::new(&name);
-        remote.write("compose.yaml", &one_service_no_network());
-        remote.commit("one");
-        k.run(["repo", "add", &remote.url()]).success();
-        projects.push(ComposeProject::named(&name));
-        remotes.push((name, remote));
-    }
+    let (mut remotes, mut projects) = (Vec::new(), Vec::new());
+    register(&k, "bmetrics", REPOS, &mut remotes, &mut projects);
     {
         let mut store = ::kedge::record::Store::open(&k.data_dir()).unwrap();
         let repos = store.repos().unwrap();
