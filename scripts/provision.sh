@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Takes a fresh Debian bookworm machine (root) to what Kedge and its tests need:
 # git, a running Docker engine, the compose v2 plugin, lighttpd (the tests'
-# smart-HTTP git server), prometheus (promtool checks the /metrics output; the
+# smart-HTTP git server), openssh-server and a `git` user whose shell is
+# git-shell (the tests' SSH git server), docker-registry and htpasswd (the
+# tests' private registry), prometheus (promtool checks the /metrics output; the
 # tests start their own server), two distinct local busybox-based test
 # images, and schemathesis (the API fuzzer the tests run) in its own
 # virtualenv. Idempotent: every step checks before it acts.
@@ -165,13 +167,39 @@ install_schemathesis() {
   "$st" --version >/dev/null
 }
 
+# The account the SSH tests' sshd serves repositories as: git-shell only, no
+# password. Its global config trusts repositories it does not own, because
+# the tests create them as root and only read them through this account.
+ensure_git_user() {
+  local shell
+  shell=$(command -v git-shell)
+  if ! id git >/dev/null 2>&1; then
+    log "creating the git user (shell $shell)"
+    useradd --system --create-home --home-dir /var/lib/kedge-test-git --shell "$shell" git
+  fi
+  local home
+  home=$(getent passwd git | cut -d: -f6)
+  if [ "$(git config --file "$home/.gitconfig" --get safe.directory 2>/dev/null)" != "*" ]; then
+    git config --file "$home/.gitconfig" safe.directory '*'
+  fi
+  # sshd refuses logins for a locked account ("!" in shadow): make it
+  # key-only instead.
+  if passwd -S git 2>/dev/null | awk '{exit !($2 == "L")}'; then
+    usermod -p '*' git
+  fi
+}
+
 main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`; openssl and
   # curl: the HTTPS test makes a certificate and asks over TLS.
   apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv openssl curl
-  apt_install_no_start lighttpd prometheus
+  apt_install_no_start lighttpd prometheus openssh-server docker-registry
+  apt_install apache2-utils
   disable_service prometheus
+  disable_service ssh
+  disable_service docker-registry
+  ensure_git_user
   start_dockerd
   install_compose
   build_test_image kedge-test/busybox:1 one

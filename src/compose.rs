@@ -74,6 +74,8 @@ pub struct Compose {
     /// The repository lock's descriptor, inherited by compose (see
     /// `Cmd::keep_open`).
     pub lock_fd: Option<RawFd>,
+    /// `DOCKER_CONFIG` for pulls from private registries (`registries:`).
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Compose {
@@ -83,7 +85,14 @@ impl Compose {
             dir: dir.to_path_buf(),
             files,
             lock_fd: None,
+            docker_config: None,
         }
+    }
+
+    /// Pulls use the registry credentials in this directory.
+    pub fn pulling_with(mut self, docker_config: Option<PathBuf>) -> Self {
+        self.docker_config = docker_config;
+        self
     }
 
     /// Compose calls hold the repository's lock while they run, even past
@@ -117,6 +126,9 @@ impl Compose {
             .keep_open(self.lock_fd);
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.dir.join(f));
+        }
+        if let Some(dir) = &self.docker_config {
+            cmd = cmd.env("DOCKER_CONFIG", dir);
         }
         cmd.args(args)
     }

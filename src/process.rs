@@ -126,7 +126,7 @@ impl Output {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
@@ -135,6 +135,19 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     timeout: Duration,
     keep_open: Option<RawFd>,
+}
+
+/// The environment may hold secrets: `Debug` names its variables only.
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cmd")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cmd {
@@ -352,6 +365,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!format!("{err:?}").contains("hunter2"));
+        let cmd = Cmd::new("true").env("KEDGE_SECRET", "hunter2");
+        let debug = format!("{cmd:?}");
+        assert!(
+            debug.contains("KEDGE_SECRET") && !debug.contains("hunter2"),
+            "{debug}"
+        );
     }
 
     #[tokio::test]

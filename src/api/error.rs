@@ -84,7 +84,8 @@ impl From<OpsError> for ApiError {
             OpsError::Url(_)
             | OpsError::Name(_)
             | OpsError::Branch(_)
-            | OpsError::SecretFile(_) => ApiError::Unprocessable(text),
+            | OpsError::SecretFile(_)
+            | OpsError::Credentials(_) => ApiError::Unprocessable(text),
             OpsError::Command(c) => match c {
                 CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
                 CommandError::AmbiguousCommit { .. } => ApiError::Conflict(text),

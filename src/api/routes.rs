@@ -4,6 +4,7 @@
 //! (`openapi.rs`); what every token-protected route may answer besides
 //! (401, 403, 413, 500) is added there, from the same rules as `auth.rs`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, AppState, ErrorBody};
 use crate::events::Event;
 use crate::ops::DiffReport;
+use crate::ops::credentials::CredentialArgs;
 use crate::ops::events::EventsRequest;
 use crate::ops::history::HistoryRow;
 use crate::ops::repos::{AddRepo, RepoRow};
@@ -170,6 +172,19 @@ pub struct NewRepoBody {
     /// The repository's name (default: from the URL)
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     name: Option<String>,
+    /// File on the server holding this repository's own webhook secret
+    /// (mode 600)
+    webhook_secret_file: Option<String>,
+    /// Private key file on the server (mode 600) for an ssh URL
+    ssh_key: Option<String>,
+    /// A known_hosts file on the server checked strictly (needs `ssh_key`)
+    ssh_known_hosts: Option<String>,
+    /// File on the server holding an HTTPS token, read at each use
+    token_file: Option<String>,
+    /// Environment variable of `serve` holding an HTTPS token
+    token_env: Option<String>,
+    /// User name sent with the token (default `x-access-token`)
+    username: Option<String>,
 }
 
 /// A repository just registered (`kedge repo add -o json`; the keys in
@@ -181,6 +196,8 @@ pub struct AddedRepo {
     pub name: String,
     /// Credentials redacted
     pub url: String,
+    /// `ssh-key`, `token` or `none`
+    pub auth: String,
 }
 
 fn main_branch() -> String {
@@ -207,7 +224,14 @@ pub async fn add_repo(
         url: req.url,
         branch: req.branch,
         name: req.name,
-        webhook_secret_file: None,
+        webhook_secret_file: req.webhook_secret_file.map(PathBuf::from),
+        credentials: CredentialArgs {
+            ssh_key: req.ssh_key.map(PathBuf::from),
+            ssh_known_hosts: req.ssh_known_hosts.map(PathBuf::from),
+            token_file: req.token_file.map(PathBuf::from),
+            token_env: req.token_env,
+            username: req.username,
+        },
         cwd,
     })?;
     let repo = added.repo;
@@ -218,6 +242,7 @@ pub async fn add_repo(
             created_at: repo.created_at,
             name: repo.name,
             url: repo.url,
+            auth: repo.auth,
         },
     )
 }

@@ -3,6 +3,7 @@
 //! → plan → **apply** → record).
 
 pub mod engine;
+pub mod registry;
 pub mod rollout;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 
 use super::Ctx;
 use super::output::print_json;
+use crate::ops::credentials::CredentialArgs;
 use crate::ops::repos::AddRepo;
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,23 @@ pub struct Args {
     /// only that secret triggers it. Its path is stored, not the secret
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Private key (mode 600) for an ssh:// or user@host:path URL; its path
+    /// is stored, never its content
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<std::path::PathBuf>,
+    /// Check the server's host key strictly against this file instead of
+    /// Kedge's own <data-dir>/known_hosts (recorded on first contact)
+    #[arg(long, value_name = "FILE", requires = "ssh_key")]
+    pub ssh_known_hosts: Option<std::path::PathBuf>,
+    /// File holding an HTTPS access token, read at each use
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ssh_key", "token_env"])]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Environment variable of `kedge serve` holding an HTTPS access token
+    #[arg(long, value_name = "VAR", conflicts_with = "ssh_key")]
+    pub token_env: Option<String>,
+    /// User name sent with the token [default: x-access-token]
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
@@ -31,6 +49,13 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         branch: args.branch,
         name: args.name,
         webhook_secret_file: args.webhook_secret_file,
+        credentials: CredentialArgs {
+            ssh_key: args.ssh_key,
+            ssh_known_hosts: args.ssh_known_hosts,
+            token_file: args.token_file,
+            token_env: args.token_env,
+            username: args.username,
+        },
         cwd,
     })?;
     // Accepted all the same: the directory may be created later.
@@ -47,11 +72,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             "url": repo.url,
             "branch": repo.branch,
             "created_at": repo.created_at,
+            "auth": repo.auth,
         }))?;
-    } else {
+    } else if repo.auth == "none" {
         println!(
             "Added repository {} ({}, branch {})",
             repo.name, repo.url, repo.branch
+        );
+    } else {
+        println!(
+            "Added repository {} ({}, branch {}, auth {})",
+            repo.name, repo.url, repo.branch, repo.auth
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! `kedge repo list`: `NAME URL BRANCH MODE`.
+//! `kedge repo list`: `NAME URL BRANCH MODE AUTH`.
 
 use std::process::ExitCode;
 
@@ -14,13 +14,14 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(["NAME", "URL", "BRANCH", "MODE"]);
+    let mut table = Table::new(["NAME", "URL", "BRANCH", "MODE", "AUTH"]);
     for r in &rows {
         table.row([
             r.name.as_str(),
             &r.url,
             &r.branch,
             r.mode.as_deref().unwrap_or("-"),
+            &r.auth,
         ]);
     }
     print!("{}", table.render());

@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod interpolate;
+pub mod registries;
 pub mod schema;
 pub mod yaml;
 
@@ -58,6 +59,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub registries: Vec<registries::Registry>,
 }
 
 /// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
@@ -127,6 +129,8 @@ pub struct Settings {
     /// The git webhooks' shared secret (`webhook.secret`, its file, or
     /// `KEDGE_WEBHOOK_SECRET`); without one the hooks answer 404.
     pub webhook_secret: Option<Secret>,
+    /// Credentials for pulls from private registries (`registries:`).
+    pub registries: Vec<registries::Registry>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -175,11 +179,20 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         &doc,
         "",
         &[
-            "data_dir", "git", "drift", "log", "render", "events", "http", "webhook",
+            "data_dir",
+            "git",
+            "drift",
+            "log",
+            "render",
+            "events",
+            "http",
+            "webhook",
+            "registries",
         ],
     )?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
+        registries: registries::parse(&top, env)?,
         ..FileConfig::default()
     };
     if let Some(git) = top.section("git", &["poll_interval", "timeout"])? {
@@ -414,6 +427,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         listen,
         tls,
         webhook_secret,
+        registries: file.registries,
         config_file: None,
     })
 }
@@ -573,6 +587,7 @@ mod tests {
                 tls_key: Some("/etc/kedge/key.pem".into()),
                 webhook_secret: None,
                 webhook_secret_file: Some("/etc/kedge/hook".into()),
+                registries: Vec::new(),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());

@@ -28,6 +28,8 @@ pub enum SchemaError {
         value: String,
         expected: String,
     },
+    #[error("line {line}: `{key}` is required")]
+    Missing { line: u32, key: String },
     #[error("line {line}: `{key}`")]
     Interpolation {
         line: u32,
@@ -92,6 +94,47 @@ impl<'a> Section<'a> {
         self.get(key)
             .map(|e| Section::new(&e.node, &self.key_path(key), allowed))
             .transpose()
+    }
+
+    /// A list of mappings, each holding only `allowed` keys, with the line
+    /// each starts on (`registries:`); absent, an empty list.
+    pub fn list(
+        &self,
+        key: &str,
+        allowed: &[&str],
+    ) -> Result<Vec<(Section<'a>, u32)>, SchemaError> {
+        let Some(e) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let path = self.key_path(key);
+        let Value::Seq(items) = &e.node.value else {
+            return Err(SchemaError::WrongType {
+                line: e.node.line,
+                key: path,
+                expected: "a list",
+                found: e.node.value.kind(),
+            });
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Ok((
+                    Section::new(item, &format!("{path}[{i}]"), allowed)?,
+                    item.line,
+                ))
+            })
+            .collect()
+    }
+
+    /// A scalar that must be there.
+    pub fn required(&self, key: &str, line: u32, env: Env) -> Result<String, SchemaError> {
+        self.string(key, env)?
+            .map(|(s, _)| s)
+            .ok_or_else(|| SchemaError::Missing {
+                line,
+                key: self.key_path(key),
+            })
     }
 
     /// A scalar after `${VAR}` expansion, with the line it came from.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
 use crate::apply::{self, ApplyError};
-use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::desired::render::{self, Desired, RenderError};
 use crate::events::{EventKind, NewEvent, Severity};
@@ -308,9 +307,9 @@ async fn restore_previous(
     let override_path = task.override_path();
     let mut result = apply::write_label_override(&override_path, &project, &commits, &fingerprints);
     if result.is_ok() {
-        let compose = Compose::new(&project, &task.git.clone, files)
-            .with_file(override_path)
-            .holding(task.lock_fd());
+        let compose = task
+            .compose(shared, &project, &task.git.clone, files)
+            .with_file(override_path);
         // The engine may still be creating what the aborted `up` asked for
         // when compose exits: a leftover can appear after the first look.
         for attempt in 1..=RESTORE_ATTEMPTS {
@@ -409,14 +408,17 @@ async fn apply_desired(
     let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
     match source {
         Source::Checkout(render_dir) => {
-            let render = Compose::new(&desired.project, render_dir, desired.files.clone())
-                .holding(task.lock_fd());
+            let render = task.compose(shared, &desired.project, render_dir, desired.files.clone());
             apply::pull(&render, &services, &images).await?;
             task.git.checkout_deployed(&desired.commit).await?;
         }
         Source::Snapshot => {
-            let snapshot = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
-                .holding(task.lock_fd());
+            let snapshot = task.compose(
+                shared,
+                &desired.project,
+                &task.git.clone,
+                desired.files.clone(),
+            );
             apply::pull(&snapshot, &services, &images).await?;
         }
     }
@@ -432,9 +434,14 @@ async fn apply_desired(
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
     apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints)?;
-    let project = Compose::new(&desired.project, &task.git.clone, desired.files.clone())
-        .with_file(override_path)
-        .holding(task.lock_fd());
+    let project = task
+        .compose(
+            shared,
+            &desired.project,
+            &task.git.clone,
+            desired.files.clone(),
+        )
+        .with_file(override_path);
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     apply::up(&project, &rebuild, desired.kedge.prune).await?;
     tracing::debug!(commit = short(&desired.commit), "compose up done");

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{ReconcileError, RepoTask};
 use crate::apply;
-use crate::compose::Compose;
 use crate::desired::kedge_yaml::Mode;
 use crate::error_chain;
 use crate::events::{EventKind, NewEvent};
@@ -222,9 +221,9 @@ pub async fn check(
         .into_iter()
         .map(PathBuf::from)
         .collect();
-    let compose = Compose::new(&project, &task.git.clone, files)
-        .with_file(task.override_path())
-        .holding(task.lock_fd());
+    let compose = task
+        .compose(shared, &project, &task.git.clone, files)
+        .with_file(task.override_path());
     for heal in &plan.heals {
         let started = Instant::now();
         let what = describe_heal(heal);

@@ -69,6 +69,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// `DOCKER_CONFIG` for compose, written afresh from `registries:`
+    /// (`None` without them). A failure to write it is logged; the pull
+    /// then says what the registry answered.
+    pub fn registry_config(&self) -> Option<std::path::PathBuf> {
+        crate::apply::registry::prepare(&self.settings.data_dir, &self.settings.registries)
+            .unwrap_or_else(|e| {
+                tracing::warn!("{}", crate::error_chain(&e));
+                None
+            })
+    }
+
     pub fn new(settings: Settings, store: Store, engine: Engine) -> Self {
         Shared {
             settings,

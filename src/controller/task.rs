@@ -149,7 +149,8 @@ impl RepoTask {
         let now = Instant::now();
         RepoTask {
             git: Repository::new(&repo.url, &repo.branch, clone)
-                .with_timeout(shared.settings.git_timeout),
+                .with_timeout(shared.settings.git_timeout)
+                .with_auth(&repo.auth, &shared.settings.data_dir),
             repo,
             first: Some(Trigger::Startup),
             failed_commit: None,
@@ -210,6 +211,20 @@ impl RepoTask {
     /// until they exit.
     pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
         self.lock.as_ref().map(super::lock::RepoLock::fd)
+    }
+
+    /// Compose for this repository's applies: holding its lock, pulling
+    /// with the registries' credentials.
+    pub fn compose(
+        &self,
+        shared: &Shared,
+        project: &str,
+        dir: &std::path::Path,
+        files: Vec<PathBuf>,
+    ) -> crate::compose::Compose {
+        crate::compose::Compose::new(project, dir, files)
+            .holding(self.lock_fd())
+            .pulling_with(shared.registry_config())
     }
 
     pub fn override_path(&self) -> PathBuf {

@@ -4,6 +4,7 @@
 //! arguments and get typed reports back; they never reach into the store,
 //! the engine, git or compose themselves.
 
+pub mod credentials;
 pub mod events;
 pub mod history;
 pub mod hooks;
@@ -44,6 +45,8 @@ pub enum OpsError {
     Branch(#[from] crate::source::url::BranchError),
     #[error(transparent)]
     SecretFile(#[from] hooks::SecretFileError),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialError),
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::credentials::{self, CredentialArgs};
 use super::{Ops, OpsError};
 use crate::controller::lock::RepoLock;
 use crate::desired::kedge_yaml;
@@ -20,6 +21,8 @@ pub struct AddRepo {
     /// The file holding the repository's own webhook secret: its path is
     /// stored, the secret is read at each hook.
     pub webhook_secret_file: Option<PathBuf>,
+    /// A deploy key or a token, by reference.
+    pub credentials: CredentialArgs,
     /// A relative local path is taken from here.
     pub cwd: PathBuf,
 }
@@ -32,6 +35,23 @@ pub struct RepoRow {
     pub branch: String,
     pub mode: Option<String>,
     pub created_at: String,
+    /// How Kedge authenticates to the remote: `ssh-key`, `token` or `none`
+    /// (the secret itself is never shown).
+    #[schema(example = "ssh-key")]
+    pub auth: String,
+}
+
+impl RepoRow {
+    fn of(r: crate::record::Repo) -> Self {
+        RepoRow {
+            url: url::redact(&r.url),
+            created_at: rfc3339(r.created_at),
+            auth: r.auth.kind().to_string(),
+            name: r.name,
+            branch: r.branch,
+            mode: r.mode,
+        }
+    }
 }
 
 /// What `repo add` did.
@@ -66,12 +86,14 @@ impl Ops {
         if let Some(path) = &secret_file {
             super::hooks::read_secret_file(path)?;
         }
+        let auth = credentials::resolve(&req.credentials, &repo_url, &req.cwd)?;
         let shared = self.shared()?;
         let repo = shared.store().add_repo(&NewRepo {
             name: &name,
             url: &repo_url,
             branch: &req.branch,
             webhook_secret_file: secret_file.as_deref(),
+            auth: &auth,
         })?;
         tracing::debug!(repo = %repo.name, "registered");
         shared.emit(
@@ -85,17 +107,12 @@ impl Ops {
                 ),
             )
             .field("url", url::redact(&repo.url))
-            .field("branch", repo.branch.clone()),
+            .field("branch", repo.branch.clone())
+            .field("auth", repo.auth.kind()),
         );
         let missing_path = url::local_dir(&repo.url).filter(|dir| !dir.exists());
         Ok(Added {
-            repo: RepoRow {
-                url: url::redact(&repo.url),
-                created_at: rfc3339(repo.created_at),
-                name: repo.name,
-                branch: repo.branch,
-                mode: repo.mode,
-            },
+            repo: RepoRow::of(repo),
             missing_path,
         })
     }
@@ -106,13 +123,7 @@ impl Ops {
             .store()
             .repos()?
             .into_iter()
-            .map(|r| RepoRow {
-                url: url::redact(&r.url),
-                created_at: rfc3339(r.created_at),
-                name: r.name,
-                branch: r.branch,
-                mode: r.mode,
-            })
+            .map(RepoRow::of)
             .collect())
     }
 

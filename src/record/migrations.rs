@@ -138,6 +138,14 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: a repository's own webhook secret: the path of the file holding it
     // (read at each use; the secret itself is never stored).
     "ALTER TABLE repositories ADD COLUMN webhook_secret_file TEXT;",
+    // 9: private repositories: where the credentials are, never what they
+    // are (a deploy key's path and an optional known_hosts file; a token's
+    // file or variable and the user name it is sent with).
+    "ALTER TABLE repositories ADD COLUMN ssh_key_file TEXT;
+    ALTER TABLE repositories ADD COLUMN ssh_known_hosts_file TEXT;
+    ALTER TABLE repositories ADD COLUMN token_file TEXT;
+    ALTER TABLE repositories ADD COLUMN token_env TEXT;
+    ALTER TABLE repositories ADD COLUMN token_username TEXT;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

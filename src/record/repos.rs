@@ -6,6 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, now_ms, query};
+use crate::config::registries::SecretRef;
+use crate::source::auth::{DEFAULT_TOKEN_USER, GitAuth};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repo {
@@ -19,6 +21,8 @@ pub struct Repo {
     /// The file holding this repository's own webhook secret, the only
     /// one its hooks are verified with (`repo add --webhook-secret-file`).
     pub webhook_secret_file: Option<PathBuf>,
+    /// Credentials by reference (`repo add --ssh-key`, `--token-*`).
+    pub auth: GitAuth,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,65 @@ pub struct NewRepo<'a> {
     pub url: &'a str,
     pub branch: &'a str,
     pub webhook_secret_file: Option<&'a Path>,
+    pub auth: &'a GitAuth,
+}
+
+/// The credential columns of a repository row.
+struct AuthColumns {
+    ssh_key_file: Option<String>,
+    ssh_known_hosts_file: Option<String>,
+    token_file: Option<String>,
+    token_env: Option<String>,
+    token_username: Option<String>,
+}
+
+impl AuthColumns {
+    fn of(auth: &GitAuth) -> Self {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut c = AuthColumns {
+            ssh_key_file: None,
+            ssh_known_hosts_file: None,
+            token_file: None,
+            token_env: None,
+            token_username: None,
+        };
+        match auth {
+            GitAuth::None => {}
+            GitAuth::SshKey { key, known_hosts } => {
+                c.ssh_key_file = Some(path(key));
+                c.ssh_known_hosts_file = known_hosts.as_deref().map(path);
+            }
+            GitAuth::Token { token, username } => {
+                match token {
+                    SecretRef::File(p) => c.token_file = Some(path(p)),
+                    SecretRef::Env(v) => c.token_env = Some(v.clone()),
+                }
+                c.token_username = Some(username.clone());
+            }
+        }
+        c
+    }
+
+    fn auth(self) -> GitAuth {
+        let token = match (self.token_file, self.token_env) {
+            (Some(file), _) => Some(SecretRef::File(file.into())),
+            (None, Some(var)) => Some(SecretRef::Env(var)),
+            (None, None) => None,
+        };
+        match (self.ssh_key_file, token) {
+            (Some(key), _) => GitAuth::SshKey {
+                key: key.into(),
+                known_hosts: self.ssh_known_hosts_file.map(PathBuf::from),
+            },
+            (None, Some(token)) => GitAuth::Token {
+                token,
+                username: self
+                    .token_username
+                    .unwrap_or_else(|| DEFAULT_TOKEN_USER.to_string()),
+            },
+            (None, None) => GitAuth::None,
+        }
+    }
 }
 
 impl Store {
@@ -68,10 +131,23 @@ impl Store {
         let secret_file = new
             .webhook_secret_file
             .map(|p| p.to_string_lossy().into_owned());
+        let auth = AuthColumns::of(new.auth);
         tx.execute(
-            "INSERT INTO repositories (name, url, branch, created_at, webhook_secret_file)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![new.name, new.url, new.branch, created_at, secret_file],
+            "INSERT INTO repositories (name, url, branch, created_at, webhook_secret_file,
+                 ssh_key_file, ssh_known_hosts_file, token_file, token_env, token_username)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                new.name,
+                new.url,
+                new.branch,
+                created_at,
+                secret_file,
+                auth.ssh_key_file,
+                auth.ssh_known_hosts_file,
+                auth.token_file,
+                auth.token_env,
+                auth.token_username
+            ],
         )
         .map_err(query("insert repository"))?;
         let id = tx.last_insert_rowid();
@@ -84,11 +160,14 @@ impl Store {
             created_at,
             mode: None,
             webhook_secret_file: new.webhook_secret_file.map(Path::to_path_buf),
+            auth: new.auth.clone(),
         })
     }
 
     const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode, \
-         r.webhook_secret_file FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
+         r.webhook_secret_file, r.ssh_key_file, r.ssh_known_hosts_file, r.token_file, \
+         r.token_env, r.token_username \
+         FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
 
     fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
         Ok(Repo {
@@ -99,6 +178,14 @@ impl Store {
             created_at: row.get(4)?,
             mode: row.get(5)?,
             webhook_secret_file: row.get::<_, Option<String>>(6)?.map(PathBuf::from),
+            auth: AuthColumns {
+                ssh_key_file: row.get(7)?,
+                ssh_known_hosts_file: row.get(8)?,
+                token_file: row.get(9)?,
+                token_env: row.get(10)?,
+                token_username: row.get(11)?,
+            }
+            .auth(),
         })
     }
 

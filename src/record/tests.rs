@@ -1,12 +1,16 @@
 use super::*;
 use rusqlite::params;
 
+use crate::config::registries::SecretRef;
+use crate::source::auth::GitAuth;
+
 fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
     NewRepo {
         name,
         url,
         branch,
         webhook_secret_file: None,
+        auth: &GitAuth::None,
     }
 }
 
@@ -784,4 +788,54 @@ fn a_repository_keeps_the_path_of_its_webhook_secret_file() {
     assert_eq!(repos[0].webhook_secret_file.as_deref(), Some(file));
     assert_eq!(repos[1].webhook_secret_file, None);
     assert_eq!(store.repo("app").unwrap().unwrap(), added);
+}
+
+#[test]
+fn a_repository_keeps_where_its_credentials_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let cases = [
+        ("none", GitAuth::None),
+        (
+            "key",
+            GitAuth::SshKey {
+                key: "/keys/deploy".into(),
+                known_hosts: None,
+            },
+        ),
+        (
+            "pinned",
+            GitAuth::SshKey {
+                key: "/keys/deploy".into(),
+                known_hosts: Some("/keys/known_hosts".into()),
+            },
+        ),
+        (
+            "file",
+            GitAuth::Token {
+                token: SecretRef::File("/keys/token".into()),
+                username: "bot".into(),
+            },
+        ),
+        (
+            "var",
+            GitAuth::Token {
+                token: SecretRef::Env("GIT_TOKEN".into()),
+                username: "x-access-token".into(),
+            },
+        ),
+    ];
+    for (name, auth) in &cases {
+        let url = format!("https://h/{name}.git");
+        let added = store
+            .add_repo(&NewRepo {
+                auth,
+                ..new_repo(name, &url, "main")
+            })
+            .unwrap();
+        assert_eq!(&added.auth, auth);
+    }
+    for (name, auth) in &cases {
+        assert_eq!(&store.repo(name).unwrap().unwrap().auth, auth, "{name}");
+    }
 }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process::{Cmd, ProcessError};
+use super::auth::{self, GitAuth, SshFailure};
+use crate::config::registries::{SecretRef, SecretRefError};
+use crate::process::{Cmd, Output, ProcessError};
 
 /// Local git work: checkouts, reads of the clone.
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -18,6 +20,8 @@ pub const TRANSFER_FACTOR: u32 = 5;
 /// Where earlier versions rendered, inside the clone's `.git`: removed
 /// when the render worktree is next created.
 const LEGACY_RENDER_WORKTREE: &str = ".git/kedge-render";
+/// Kedge's own record of SSH host keys, in the data directory.
+pub const KNOWN_HOSTS: &str = "known_hosts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -56,6 +60,18 @@ pub enum GitError {
     },
     #[error("{} does not name a fetched commit: {line:?}", path.display())]
     FetchHead { path: PathBuf, line: String },
+    #[error("cannot authenticate to {url}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: SecretRefError,
+    },
+    /// ssh's own account of the failure, read from its messages.
+    #[error("{url}: {failure}")]
+    Ssh {
+        url: String,
+        failure: Box<SshFailure>,
+    },
     #[error("cannot prepare {}", path.display())]
     Io {
         path: PathBuf,
@@ -79,11 +95,29 @@ pub struct Repository {
     pub url: String,
     pub branch: String,
     pub clone: PathBuf,
-    /// `Authorization` header for credentials that were in the URL, handed
-    /// to git through its environment, never its arguments.
-    auth_header: Option<String>,
+    /// How git authenticates: handed to it through its environment, never
+    /// its arguments.
+    access: Access,
     /// How long `ls-remote` may take (`git.timeout`).
     timeout: Duration,
+}
+
+/// What a remote command needs to authenticate, secrets read at each use.
+#[derive(Clone)]
+enum Access {
+    Anonymous,
+    /// `Authorization` header for credentials that were in the URL.
+    UrlCredentials(String),
+    Token {
+        token: SecretRef,
+        username: String,
+    },
+    SshKey {
+        key: PathBuf,
+        known_hosts: PathBuf,
+        /// The operator gave the file: unknown hosts are refused.
+        strict: bool,
+    },
 }
 
 impl std::fmt::Debug for Repository {
@@ -99,12 +133,12 @@ impl std::fmt::Debug for Repository {
 
 impl Repository {
     pub fn new(url: &str, branch: &str, clone: PathBuf) -> Self {
-        let (url, auth_header) = split_credentials(url);
+        let (url, header) = split_credentials(url);
         Repository {
             url,
             branch: branch.to_string(),
             clone,
-            auth_header,
+            access: header.map_or(Access::Anonymous, Access::UrlCredentials),
             timeout: crate::config::DEFAULT_GIT_TIMEOUT,
         }
     }
@@ -116,20 +150,92 @@ impl Repository {
         self
     }
 
+    /// A deploy key or a token; `data_dir` holds Kedge's own known_hosts.
+    /// Credentials in the URL, if any, give way to these.
+    pub fn with_auth(mut self, auth: &GitAuth, data_dir: &Path) -> Self {
+        match auth {
+            GitAuth::None => {}
+            GitAuth::SshKey { key, known_hosts } => {
+                self.access = Access::SshKey {
+                    key: key.clone(),
+                    strict: known_hosts.is_some(),
+                    known_hosts: known_hosts
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join(KNOWN_HOSTS)),
+                }
+            }
+            GitAuth::Token { token, username } => {
+                self.access = Access::Token {
+                    token: token.clone(),
+                    username: username.clone(),
+                }
+            }
+        }
+        self
+    }
+
     fn transfer_timeout(&self) -> Duration {
         self.timeout.saturating_mul(TRANSFER_FACTOR)
     }
 
     /// The one way to build a git command that talks to the remote: it
-    /// carries the URL's credentials, in the environment.
-    fn remote_git(&self) -> Cmd {
+    /// carries the repository's credentials, in the environment. A token
+    /// is read now, so a rotated one is used from the next command on.
+    fn remote_git(&self) -> Result<Cmd, GitError> {
         let cmd = git_cmd();
-        match &self.auth_header {
-            Some(header) => cmd
-                .env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", header),
-            None => cmd,
+        Ok(match &self.access {
+            Access::Anonymous => cmd,
+            Access::UrlCredentials(header) => auth::with_header(cmd, header),
+            Access::Token { token, username } => {
+                let secret = token.read().map_err(|source| GitError::Credentials {
+                    url: self.url.clone(),
+                    source,
+                })?;
+                auth::with_header(cmd, &auth::basic_auth_header(username, &secret))
+            }
+            Access::SshKey {
+                key,
+                known_hosts,
+                strict,
+            } => cmd.env(
+                "GIT_SSH_COMMAND",
+                auth::ssh_command(key, known_hosts, *strict),
+            ),
+        })
+    }
+
+    /// Runs a command built by `remote_git`: ssh's failures become their
+    /// own errors, and a host key recorded on first contact is logged
+    /// with its fingerprint.
+    async fn run_remote(
+        &self,
+        cmd: Cmd,
+        wrap: impl FnOnce(ProcessError) -> GitError,
+    ) -> Result<Output, GitError> {
+        match cmd.run().await {
+            Ok(out) => {
+                if let Access::SshKey { known_hosts, .. } = &self.access
+                    && let Some(host) = auth::host_recorded(&out.stderr)
+                {
+                    tracing::info!(
+                        host = %host,
+                        fingerprint = %auth::last_fingerprint(known_hosts).unwrap_or_default(),
+                        file = %known_hosts.display(),
+                        "recorded the host key of {host} on first contact"
+                    );
+                }
+                Ok(out)
+            }
+            Err(source) => Err(match &source {
+                ProcessError::Failed { stderr, .. } => match auth::ssh_failure(stderr) {
+                    Some(failure) => GitError::Ssh {
+                        url: self.url.clone(),
+                        failure: Box::new(failure),
+                    },
+                    None => wrap(source),
+                },
+                _ => wrap(source),
+            }),
         }
     }
 
@@ -153,17 +259,17 @@ impl Repository {
 
     /// The branch head on the remote, without fetching anything.
     pub async fn remote_head(&self) -> Result<String, GitError> {
-        let out = self
-            .remote_git()
+        let cmd = self
+            .remote_git()?
             .args(["ls-remote", "--heads", "--", &self.url])
             .arg(format!("refs/heads/{}", self.branch))
-            .timeout(self.timeout)
-            .run()
-            .await
-            .map_err(|source| GitError::Unreachable {
+            .timeout(self.timeout);
+        let out = self
+            .run_remote(cmd, |source| GitError::Unreachable {
                 url: self.url.clone(),
                 source,
-            })?;
+            })
+            .await?;
         let text = out.stdout_text();
         text.lines()
             .find_map(|line| {
@@ -203,7 +309,8 @@ impl Repository {
                 source,
             })?;
         }
-        self.remote_git()
+        let cmd = self
+            .remote_git()?
             .args([
                 "clone",
                 "--quiet",
@@ -214,13 +321,12 @@ impl Repository {
                 &self.url,
             ])
             .arg(&tmp)
-            .timeout(self.transfer_timeout())
-            .run()
-            .await
-            .map_err(|source| GitError::Clone {
-                url: self.url.clone(),
-                source,
-            })?;
+            .timeout(self.transfer_timeout());
+        self.run_remote(cmd, |source| GitError::Clone {
+            url: self.url.clone(),
+            source,
+        })
+        .await?;
         std::fs::rename(&tmp, &self.clone).map_err(|source| GitError::Io {
             path: self.clone.clone(),
             source,
@@ -235,13 +341,12 @@ impl Repository {
             branch: self.branch.clone(),
             source,
         };
-        self.remote_git()
+        let cmd = self
+            .remote_git()?
             .cwd(&self.clone)
             .args(["fetch", "--quiet", "--no-tags", "--", &self.url, &refspec])
-            .timeout(self.transfer_timeout())
-            .run()
-            .await
-            .map_err(fetch_err)?;
+            .timeout(self.transfer_timeout());
+        self.run_remote(cmd, fetch_err).await?;
         // What was fetched is in FETCH_HEAD ("<id>\t\tbranch 'main' of <url>",
         // the file `git pull` reads): no `rev-parse` process per fetch.
         let path = self.clone.join(".git/FETCH_HEAD");
@@ -378,10 +483,7 @@ fn split_credentials(url: &str) -> (String, Option<String>) {
         return (url.to_string(), None);
     };
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let header = format!(
-        "Authorization: Basic {}",
-        base64(format!("{}:{}", percent_decode(user), percent_decode(password)).as_bytes())
-    );
+    let header = auth::basic_auth_header(&percent_decode(user), &percent_decode(password));
     (
         format!("{scheme}://{host}{}", &rest[authority_end..]),
         Some(header),
@@ -407,24 +509,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
-            | chunk.get(2).copied().unwrap_or(0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Git without prompts, pagers or the user's global settings getting in the way.
@@ -482,32 +566,17 @@ mod tests {
             "/x".into(),
         );
         assert_eq!(r.url, "https://git.example.com/acme/app.git");
-        let cmd = r.remote_git().args(["ls-remote", "--", &r.url]);
+        let cmd = r.remote_git().unwrap().args(["ls-remote", "--", &r.url]);
         assert!(!cmd.display().contains("s3cr"), "{}", cmd.display());
         assert!(!format!("{r:?}").contains("Basic"));
         // base64("bot:s3cr@t")
-        assert_eq!(
-            r.auth_header.as_deref(),
-            Some("Authorization: Basic Ym90OnMzY3JAdA==")
-        );
+        assert!(matches!(&r.access,
+            Access::UrlCredentials(h) if h == "Authorization: Basic Ym90OnMzY3JAdA=="));
 
         let plain = Repository::new("ssh://git@host/app.git", "main", "/x".into());
         assert_eq!(plain.url, "ssh://git@host/app.git");
-        assert!(plain.auth_header.is_none());
+        assert!(matches!(plain.access, Access::Anonymous));
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("é%41"), "éA");
-    }
-
-    #[test]
-    fn base64_table() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
     }
 }

@@ -1,0 +1,363 @@
+//! ops: the credentials `repo add` is given, checked before anything is
+//! stored. Only where they are is kept; what they are is read at each use.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::registries::{SecretRef, SecretRefError};
+use crate::source::auth::{DEFAULT_TOKEN_USER, GitAuth};
+use crate::source::url;
+
+/// The credential options of `repo add` and `POST /api/v1/repos`.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialArgs {
+    pub ssh_key: Option<PathBuf>,
+    pub ssh_known_hosts: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{0} and {1} cannot be combined: give one way to authenticate")]
+    Conflict(&'static str, &'static str),
+    #[error("{0} needs {1}")]
+    Requires(&'static str, &'static str),
+    #[error("--ssh-key needs an ssh URL (ssh://user@host/path or user@host:path), not {0}")]
+    NotSsh(String),
+    #[error("a token needs an https:// or http:// URL, not {0}")]
+    NotHttp(String),
+    #[error("{0} already carries credentials: remove them from the URL to use a token")]
+    CredentialsInUrl(String),
+    #[error("cannot read the {what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the ssh key {} is readable by group or others (mode {mode:03o}); ssh refuses such a key: `chmod 600` it",
+        path.display()
+    )]
+    KeyTooOpen { path: PathBuf, mode: u32 },
+    #[error("the token: {0}")]
+    Token(#[from] SecretRefError),
+    #[error(
+        "{0:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+    )]
+    BadVariable(String),
+    #[error("--username {0:?} may not contain ':' or control characters")]
+    BadUsername(String),
+}
+
+/// Checks the options against the URL and the files they name; relative
+/// paths are taken from `cwd` and stored absolute.
+pub fn resolve(
+    args: &CredentialArgs,
+    repo_url: &str,
+    cwd: &Path,
+) -> Result<GitAuth, CredentialError> {
+    let token_flag = match (&args.token_file, &args.token_env) {
+        (Some(_), Some(_)) => return Err(CredentialError::Conflict("--token-file", "--token-env")),
+        (Some(_), None) => Some("--token-file"),
+        (None, Some(_)) => Some("--token-env"),
+        (None, None) => None,
+    };
+    if let (Some(_), Some(token)) = (&args.ssh_key, token_flag) {
+        return Err(CredentialError::Conflict("--ssh-key", token));
+    }
+    if args.ssh_known_hosts.is_some() && args.ssh_key.is_none() {
+        return Err(CredentialError::Requires("--ssh-known-hosts", "--ssh-key"));
+    }
+    if args.username.is_some() && token_flag.is_none() {
+        return Err(CredentialError::Requires(
+            "--username",
+            "--token-file or --token-env",
+        ));
+    }
+    if let Some(key) = &args.ssh_key {
+        if !is_ssh(repo_url) {
+            return Err(CredentialError::NotSsh(url::redact(repo_url)));
+        }
+        let key = cwd.join(key);
+        check_key(&key)?;
+        let known_hosts = match &args.ssh_known_hosts {
+            Some(file) => {
+                let file = cwd.join(file);
+                std::fs::File::open(&file).map_err(|source| CredentialError::Read {
+                    what: "known_hosts file",
+                    path: file.clone(),
+                    source,
+                })?;
+                Some(file)
+            }
+            None => None,
+        };
+        return Ok(GitAuth::SshKey { key, known_hosts });
+    }
+    let token = match (&args.token_file, &args.token_env) {
+        (Some(file), _) => {
+            let file = cwd.join(file);
+            // Read once to refuse an unreadable or empty file now; the
+            // content is not kept.
+            SecretRef::File(file.clone()).read()?;
+            SecretRef::File(file)
+        }
+        (None, Some(var)) => {
+            if !is_variable_name(var) {
+                return Err(CredentialError::BadVariable(var.clone()));
+            }
+            SecretRef::Env(var.clone())
+        }
+        (None, None) => return Ok(GitAuth::None),
+    };
+    let scheme = repo_url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("https" | "http")) {
+        return Err(CredentialError::NotHttp(url::redact(repo_url)));
+    }
+    if url::redact(repo_url) != repo_url {
+        return Err(CredentialError::CredentialsInUrl(url::redact(repo_url)));
+    }
+    let username = args
+        .username
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TOKEN_USER.to_string());
+    if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
+        return Err(CredentialError::BadUsername(username));
+    }
+    Ok(GitAuth::Token { token, username })
+}
+
+/// `ssh://…` or git's scp-like `user@host:path`.
+fn is_ssh(repo_url: &str) -> bool {
+    match repo_url.split_once("://") {
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("ssh"),
+        None => !repo_url.starts_with('/') && repo_url.contains(':'),
+    }
+}
+
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// As ssh does: a private key its group or others may read is refused.
+fn check_key(path: &Path) -> Result<(), CredentialError> {
+    let read = |source| CredentialError::Read {
+        what: "ssh key",
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let meta = file.metadata().map_err(read)?;
+    if !meta.is_file() {
+        return Err(read(std::io::Error::other("not a regular file")));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialError::KeyTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> CredentialArgs {
+        CredentialArgs::default()
+    }
+
+    #[test]
+    fn credential_options_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open_key = dir.path().join("open");
+        std::fs::write(&open_key, "k").unwrap();
+        std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k\n").unwrap();
+        let ssh = "ssh://git@h:2222/srv/app.git";
+        let https = "https://git.example.com/app.git";
+        let cwd = dir.path();
+
+        let ok = |a: CredentialArgs, url: &str| resolve(&a, url, cwd).unwrap();
+        let err = |a: CredentialArgs, url: &str| resolve(&a, url, cwd).unwrap_err().to_string();
+
+        assert_eq!(ok(args(), https), GitAuth::None);
+        assert_eq!(
+            ok(
+                CredentialArgs {
+                    ssh_key: Some("key".into()),
+                    ..args()
+                },
+                ssh
+            ),
+            GitAuth::SshKey {
+                key: key.clone(),
+                known_hosts: None
+            }
+        );
+        assert_eq!(
+            ok(
+                CredentialArgs {
+                    ssh_key: Some(key.clone()),
+                    ..args()
+                },
+                "git@h:app.git"
+            ),
+            GitAuth::SshKey {
+                key: key.clone(),
+                known_hosts: None
+            }
+        );
+        assert_eq!(
+            ok(
+                CredentialArgs {
+                    token_env: Some("GH_TOKEN".into()),
+                    ..args()
+                },
+                https
+            ),
+            GitAuth::Token {
+                token: SecretRef::Env("GH_TOKEN".into()),
+                username: "x-access-token".into()
+            }
+        );
+        assert_eq!(
+            ok(
+                CredentialArgs {
+                    token_file: Some("token".into()),
+                    username: Some("bot".into()),
+                    ..args()
+                },
+                https
+            ),
+            GitAuth::Token {
+                token: SecretRef::File(token.clone()),
+                username: "bot".into()
+            }
+        );
+
+        let open = err(
+            CredentialArgs {
+                ssh_key: Some(open_key.clone()),
+                ..args()
+            },
+            ssh,
+        );
+        assert!(
+            open.contains("mode 644") && open.contains("chmod 600"),
+            "{open}"
+        );
+        for (a, url, want) in [
+            (
+                CredentialArgs {
+                    ssh_key: Some(key.clone()),
+                    ..args()
+                },
+                https,
+                "--ssh-key needs an ssh URL",
+            ),
+            (
+                CredentialArgs {
+                    ssh_key: Some("nope".into()),
+                    ..args()
+                },
+                ssh,
+                "cannot read the ssh key",
+            ),
+            (
+                CredentialArgs {
+                    ssh_known_hosts: Some(key.clone()),
+                    ..args()
+                },
+                ssh,
+                "--ssh-known-hosts needs --ssh-key",
+            ),
+            (
+                CredentialArgs {
+                    ssh_key: Some(key.clone()),
+                    token_env: Some("T".into()),
+                    ..args()
+                },
+                ssh,
+                "--ssh-key and --token-env cannot be combined",
+            ),
+            (
+                CredentialArgs {
+                    token_file: Some(token.clone()),
+                    token_env: Some("T".into()),
+                    ..args()
+                },
+                https,
+                "--token-file and --token-env cannot be combined",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("T".into()),
+                    ..args()
+                },
+                ssh,
+                "a token needs an https://",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("1X".into()),
+                    ..args()
+                },
+                https,
+                "is not an environment variable name",
+            ),
+            (
+                CredentialArgs {
+                    username: Some("u".into()),
+                    ..args()
+                },
+                https,
+                "--username needs",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("T".into()),
+                    username: Some("a:b".into()),
+                    ..args()
+                },
+                https,
+                "may not contain ':'",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("T".into()),
+                    ..args()
+                },
+                "https://bot:pw@h/app.git",
+                "already carries credentials",
+            ),
+            (
+                CredentialArgs {
+                    token_file: Some("missing".into()),
+                    ..args()
+                },
+                https,
+                "the token: cannot read",
+            ),
+        ] {
+            let got = err(a, url);
+            assert!(got.contains(want), "{got} ∌ {want}");
+            assert!(!got.contains("pw@"), "{got}");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! source: how git proves who it is to a private remote. Only references
+//! are kept (a key file's path, a token's file or variable); the secret is
+//! read at each use and reaches git through its environment, never argv.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use sha2::{Digest, Sha256};
+
+use crate::config::registries::SecretRef;
+use crate::process::Cmd;
+
+/// The user name a token is sent with unless `--username` says otherwise
+/// (what GitHub, Gitea and Forgejo accept for any token).
+pub const DEFAULT_TOKEN_USER: &str = "x-access-token";
+
+/// A repository's credentials, by reference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GitAuth {
+    /// Public, or credentials in the URL (kept for repositories registered
+    /// that way; redacted wherever shown).
+    #[default]
+    None,
+    SshKey {
+        key: PathBuf,
+        /// A known_hosts file checked strictly; `None`: Kedge's own
+        /// `<data-dir>/known_hosts`, recorded on first contact.
+        known_hosts: Option<PathBuf>,
+    },
+    Token {
+        token: SecretRef,
+        username: String,
+    },
+}
+
+impl GitAuth {
+    /// What `repo list` shows: `ssh-key`, `token` or `none`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GitAuth::None => "none",
+            GitAuth::SshKey { .. } => "ssh-key",
+            GitAuth::Token { .. } => "token",
+        }
+    }
+}
+
+/// `Authorization: Basic …` for a user and a secret.
+pub fn basic_auth_header(user: &str, secret: &str) -> String {
+    format!(
+        "Authorization: Basic {}",
+        STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+/// Hands git an extra HTTP header through `GIT_CONFIG_*`: visible to git
+/// and its helpers only, never in a command line.
+pub fn with_header(cmd: Cmd, header: &str) -> Cmd {
+    cmd.env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env("GIT_CONFIG_VALUE_0", header)
+}
+
+/// The ssh command git runs for a deploy key: that key only, no agent, no
+/// prompt, and host keys checked against `known_hosts` (new hosts recorded
+/// unless the file was given, then strict).
+pub fn ssh_command(key: &Path, known_hosts: &Path, strict: bool) -> String {
+    format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+         -o UserKnownHostsFile={} -o StrictHostKeyChecking={}",
+        shell_quote(&key.to_string_lossy()),
+        shell_quote(&known_hosts.to_string_lossy()),
+        if strict { "yes" } else { "accept-new" },
+    )
+}
+
+/// git runs `GIT_SSH_COMMAND` through the shell: paths go in single quotes.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What went wrong on the ssh side of a git command, read from ssh's
+/// messages (they are the only account of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshFailure {
+    /// "git@host: Permission denied (publickey)."
+    PermissionDenied { who: String },
+    /// The server offered another key than the one recorded.
+    HostKeyChanged {
+        host: String,
+        known: Option<String>,
+        offered: Option<String>,
+        file: Option<PathBuf>,
+    },
+    /// Strict checking, and the file has no key for the host.
+    HostKeyUnknown { host: String },
+    /// ssh ignores a private key others can read.
+    KeyUnprotected,
+}
+
+impl std::fmt::Display for SshFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown = || "(unknown)".to_string();
+        match self {
+            SshFailure::PermissionDenied { who } => {
+                write!(f, "permission denied (publickey) for {who}")
+            }
+            SshFailure::HostKeyChanged {
+                host,
+                known,
+                offered,
+                file,
+            } => {
+                write!(
+                    f,
+                    "the host key of {host} has changed: known {}, offered {}",
+                    known.clone().unwrap_or_else(unknown),
+                    offered.clone().unwrap_or_else(unknown)
+                )?;
+                if let Some(file) = file {
+                    write!(
+                        f,
+                        "; if the change is expected, remove the old key with \
+                         ssh-keygen -f {} -R '{host}'",
+                        file.display()
+                    )?;
+                }
+                Ok(())
+            }
+            SshFailure::HostKeyUnknown { host } => {
+                write!(f, "no host key for {host} in the given known_hosts file")
+            }
+            SshFailure::KeyUnprotected => {
+                f.write_str("ssh refused the private key: it is readable by others (chmod 600 it)")
+            }
+        }
+    }
+}
+
+/// Reads ssh's part of a failed git command's stderr.
+pub fn ssh_failure(stderr: &str) -> Option<SshFailure> {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    if lines
+        .iter()
+        .any(|l| l.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"))
+    {
+        // "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking."
+        let host = lines
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("Host key for ")?
+                    .split_once(" has changed")
+                    .map(|(h, _)| h.to_string())
+            })
+            .unwrap_or_else(|| "the server".to_string());
+        // "The fingerprint for the ED25519 key sent by the remote host is" + next line
+        let offered = lines
+            .iter()
+            .position(|l| l.contains("key sent by the remote host is"))
+            .and_then(|i| lines.get(i + 1))
+            .map(|l| l.trim_end_matches('.').to_string());
+        // "Offending ED25519 key in /path/known_hosts:1"
+        let offending = lines.iter().find_map(|l| {
+            let rest = l.strip_prefix("Offending ")?;
+            let (_, location) = rest.split_once(" key in ")?;
+            let (file, line) = location.rsplit_once(':')?;
+            Some((PathBuf::from(file), line.parse::<usize>().ok()?))
+        });
+        let known = offending
+            .as_ref()
+            .and_then(|(file, line)| known_hosts_fingerprint(file, *line));
+        return Some(SshFailure::HostKeyChanged {
+            host,
+            known,
+            offered,
+            file: offending.map(|(file, _)| file),
+        });
+    }
+    if let Some(host) = lines.iter().find_map(|l| {
+        // "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking."
+        let rest = l.split_once(" host key is known for ")?.1;
+        rest.split_once(" and you have requested")
+            .map(|(h, _)| h.to_string())
+    }) {
+        return Some(SshFailure::HostKeyUnknown { host });
+    }
+    if lines
+        .iter()
+        .any(|l| l.contains("UNPROTECTED PRIVATE KEY FILE"))
+    {
+        return Some(SshFailure::KeyUnprotected);
+    }
+    lines.iter().find_map(|l| {
+        let (who, rest) = l.split_once(": Permission denied (")?;
+        rest.starts_with("publickey")
+            .then(|| SshFailure::PermissionDenied {
+                who: who.to_string(),
+            })
+    })
+}
+
+/// "Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of
+/// known hosts.": ssh recorded a new host. The host, if so.
+pub fn host_recorded(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|l| {
+        let rest = l.split_once("Permanently added '")?.1;
+        rest.split_once('\'').map(|(h, _)| h.to_string())
+    })
+}
+
+/// `SHA256:…` of the key on a known_hosts line (1-based), as ssh prints it.
+pub fn known_hosts_fingerprint(file: &Path, line: usize) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .nth(line.checked_sub(1)?)
+        .and_then(line_fingerprint)
+}
+
+/// The fingerprint of the last key in a known_hosts file: the one ssh just
+/// appended.
+pub fn last_fingerprint(file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .and_then(line_fingerprint)
+}
+
+/// `[@marker] hosts keytype base64 [comment]` → `SHA256:<base64 of the
+/// key blob's sha256, unpadded>`.
+fn line_fingerprint(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace().skip_while(|f| f.starts_with('@'));
+    let _hosts = fields.next()?;
+    let _keytype = fields.next()?;
+    let blob = STANDARD.decode(fields.next()?).ok()?;
+    Some(format!(
+        "SHA256:{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(blob))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANGED: &str = "\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:Fg5A0ZIeqx2IPYlHKakdInN2Iqb1I/cMoq9vQq5KV1Y.
+Please contact your system administrator.
+Add correct host key in KH to get rid of this message.
+Offending ED25519 key in KH:2
+  remove with:
+  ssh-keygen -f \"KH\" -R \"[127.0.0.1]:22222\"
+Host key for [127.0.0.1]:22222 has changed and you have requested strict checking.
+Host key verification failed.
+fatal: Could not read from remote repository.
+";
+
+    /// A real ed25519 host key line and the fingerprint ssh-keygen -l gives it.
+    const KEY_LINE: &str = "|1|htFrnMzJ6f9SkZe+a8e00K/H5Wc=|gPzv2nclQPEVF9Vm7cmSo3WmS/E= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkjI05Z5Ix/ex/FBdrGo13PsQOi1bs7FFSTmo+Nl3Pl";
+
+    #[test]
+    fn fingerprints_match_ssh_keygen() {
+        assert_eq!(
+            line_fingerprint(KEY_LINE).as_deref(),
+            Some("SHA256:uaPCHbP2PToQGhQseLR3X3lqhBRS+zP568173VqVL+A")
+        );
+        assert_eq!(
+            line_fingerprint(&format!("@revoked {KEY_LINE}")),
+            line_fingerprint(KEY_LINE)
+        );
+        assert_eq!(line_fingerprint("host ssh-ed25519 !!notbase64"), None);
+        assert_eq!(line_fingerprint(""), None);
+    }
+
+    #[test]
+    fn a_changed_host_key_names_the_host_and_both_fingerprints() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        std::fs::write(&kh, format!("other ssh-ed25519 AAAA\n{KEY_LINE}\n")).unwrap();
+        let stderr = CHANGED.replace("KH", &kh.to_string_lossy());
+        let failure = ssh_failure(&stderr).unwrap();
+        assert_eq!(
+            failure,
+            SshFailure::HostKeyChanged {
+                host: "[127.0.0.1]:22222".into(),
+                known: Some("SHA256:uaPCHbP2PToQGhQseLR3X3lqhBRS+zP568173VqVL+A".into()),
+                offered: Some("SHA256:Fg5A0ZIeqx2IPYlHKakdInN2Iqb1I/cMoq9vQq5KV1Y".into()),
+                file: Some(kh.clone()),
+            }
+        );
+        let text = failure.to_string();
+        assert!(
+            text.starts_with("the host key of [127.0.0.1]:22222 has changed: known SHA256:uaPC")
+        );
+    }
+
+    #[test]
+    fn ssh_messages_table() {
+        for (stderr, want) in [
+            (
+                "git@127.0.0.1: Permission denied (publickey).\nfatal: Could not read from remote repository.",
+                Some("permission denied (publickey) for git@127.0.0.1"),
+            ),
+            (
+                "No ED25519 host key is known for [h]:22 and you have requested strict checking.\nHost key verification failed.",
+                Some("no host key for [h]:22 in the given known_hosts file"),
+            ),
+            (
+                "@         WARNING: UNPROTECTED PRIVATE KEY FILE!          @\nLoad key \"k\": bad permissions\ngit@h: Permission denied (publickey).",
+                Some("ssh refused the private key: it is readable by others (chmod 600 it)"),
+            ),
+            ("fatal: repository 'x' not found", None),
+            (
+                "ssh: connect to host 127.0.0.1 port 1: Connection refused",
+                None,
+            ),
+        ] {
+            assert_eq!(
+                ssh_failure(stderr).map(|f| f.to_string()).as_deref(),
+                want,
+                "{stderr}"
+            );
+        }
+        assert_eq!(
+            host_recorded(
+                "Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of known hosts.\n"
+            ),
+            Some("[127.0.0.1]:2222".into())
+        );
+        assert_eq!(host_recorded("anything else"), None);
+    }
+
+    #[test]
+    fn the_ssh_command_quotes_paths_and_pins_the_key() {
+        let cmd = ssh_command(Path::new("/d/it's key"), Path::new("/d/known_hosts"), false);
+        assert!(cmd.starts_with(r"ssh -i '/d/it'\''s key' -o IdentitiesOnly=yes"));
+        assert!(cmd.contains("-o BatchMode=yes"));
+        assert!(cmd.ends_with(
+            "-o UserKnownHostsFile='/d/known_hosts' -o StrictHostKeyChecking=accept-new"
+        ));
+        assert!(ssh_command(Path::new("k"), Path::new("f"), true).ends_with("=yes"));
+    }
+
+    #[test]
+    fn tokens_are_read_at_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "tok1\n").unwrap();
+        let r = SecretRef::File(file.clone());
+        assert_eq!(r.read().unwrap(), "tok1");
+        std::fs::write(&file, "tok2").unwrap();
+        assert_eq!(r.read().unwrap(), "tok2");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(r.read().unwrap_err().to_string().ends_with(" is empty"));
+        let missing = SecretRef::Env("KEDGE_TEST_NO_SUCH_VAR_13".into()).read();
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "the environment variable KEDGE_TEST_NO_SUCH_VAR_13 is not set"
+        );
+        assert_eq!(
+            basic_auth_header("bot", "s3cr@t"),
+            "Authorization: Basic Ym90OnMzY3JAdA=="
+        );
+    }
+}
