@@ -137,6 +137,25 @@ pub struct Cmd {
     keep_open: Option<RawFd>,
 }
 
+/// Variables of Kedge's own environment that hold secrets (a repository's
+/// `--token-env`, a registry's `password_env`, the webhook secret): no
+/// child inherits them. Git gets a token as a header in `GIT_CONFIG_*`;
+/// compose must not be able to put one into a container through `${VAR}`.
+static HIDDEN_ENV: std::sync::RwLock<Vec<OsString>> = std::sync::RwLock::new(Vec::new());
+
+/// Keeps the variable `name` out of every child's environment from now on.
+pub fn hide_env(name: impl AsRef<OsStr>) {
+    let name = name.as_ref();
+    let mut hidden = HIDDEN_ENV.write().unwrap_or_else(|e| e.into_inner());
+    if !hidden.iter().any(|h| h == name) {
+        hidden.push(name.to_owned());
+    }
+}
+
+fn hidden_env() -> Vec<OsString> {
+    HIDDEN_ENV.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The environment may hold secrets: `Debug` names its variables only.
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +252,9 @@ impl Cmd {
             .kill_on_drop(true);
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
+        }
+        for name in hidden_env() {
+            cmd.env_remove(name);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -354,6 +376,29 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("broken"), "{text}");
         assert!(text.contains("exit status: 3"), "{text}");
+    }
+
+    /// Regression: children inherited the variable a repository's token
+    /// is read from (`--token-env`), so git, ssh and compose all held it.
+    #[tokio::test]
+    async fn secret_variables_of_kedges_environment_reach_no_child() {
+        // Set by cargo for the test binary; hiding it harms no other test.
+        assert!(std::env::var_os("CARGO_PKG_VERSION").is_some());
+        hide_env("CARGO_PKG_VERSION");
+        let out = Cmd::new("sh")
+            .args(["-c", "echo ${CARGO_PKG_VERSION-hidden}"])
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text().trim(), "hidden");
+        // What Kedge hands a child on purpose still reaches it.
+        let out = Cmd::new("sh")
+            .args(["-c", "echo $CARGO_PKG_VERSION"])
+            .env("CARGO_PKG_VERSION", "given")
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_text().trim(), "given");
     }
 
     #[tokio::test]

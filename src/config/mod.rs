@@ -311,6 +311,13 @@ pub fn load(flags: &Flags, env: Env) -> Result<Settings, ConfigError> {
     }
     let mut settings = resolve(file.unwrap_or_default(), env, flags)?;
     settings.config_file = used;
+    // Variables holding secrets are read by Kedge, never inherited.
+    crate::process::hide_env("KEDGE_WEBHOOK_SECRET");
+    for registry in &settings.registries {
+        if let registries::SecretRef::Env(name) = &registry.password {
+            crate::process::hide_env(name);
+        }
+    }
     // Git and compose run in other directories: every path must be absolute.
     if settings.data_dir.is_relative()
         && let Ok(cwd) = std::env::current_dir()

@@ -66,7 +66,7 @@ pub async fn reconcile(
 fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
     match shared
         .store()
-        .mark_git_error(id, &error_chain(&e), at_check)
+        .mark_git_error(id, &error_chain(&e), at_check, e.is_refusal())
     {
         Ok(()) => e.into(),
         Err(store) => store.into(),

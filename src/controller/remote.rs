@@ -20,6 +20,8 @@ pub struct RemoteHead {
     pub error: Option<String>,
     /// The remote was asked just now (rather than `serve`'s last check).
     pub live: bool,
+    /// It refused Kedge's credentials.
+    pub refused: bool,
 }
 
 /// Whether `serve` keeps this head fresh: it owns the data directory and
@@ -44,12 +46,14 @@ pub async fn current_head(
             head: state.remote_head.clone(),
             error: None,
             live: false,
+            refused: state.access_refused,
         };
     }
     match git.remote_head().await {
         Ok(head) => {
-            let news =
-                state.remote_head.as_deref() != Some(head.as_str()) || state.remote_failing();
+            let news = state.remote_head.as_deref() != Some(head.as_str())
+                || state.remote_failing()
+                || state.access_refused;
             if news && let Err(e) = shared.store().mark_checked(repo_id, &head) {
                 tracing::warn!("cannot record the remote head: {}", error_chain(&e));
             }
@@ -57,12 +61,14 @@ pub async fn current_head(
                 head: Some(head),
                 error: None,
                 live: true,
+                refused: false,
             }
         }
         Err(e) => RemoteHead {
             head: state.remote_head.clone(),
             error: Some(error_chain(&e)),
             live: true,
+            refused: e.is_refusal(),
         },
     }
 }

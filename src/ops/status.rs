@@ -107,6 +107,7 @@ async fn collect(
                             head: None,
                             error: Some(error_chain(&e)),
                             live: false,
+                            refused: false,
                         },
                     }
                 }
@@ -135,6 +136,7 @@ async fn collect(
         if remote.live {
             let now = crate::record::now_ms();
             state.checked_at = Some(now);
+            state.access_refused = remote.refused;
             match remote.error {
                 // Asked just now and no answer: that is the news.
                 Some(error) => state.last_error = Some(error),
@@ -245,7 +247,8 @@ pub const SYNC_STATES: [&str; 6] = [
     "unknown",
 ];
 
-/// The worst of: a failed deployment of the head, drift, a rollback pin,
+/// The worst of: credentials the remote refuses, a failed deployment of
+/// the head, drift, a rollback pin,
 /// a head not deployed yet. Whether the last known head still is the
 /// head is unknown while the remote does not answer.
 pub(crate) fn sync_state(
@@ -254,6 +257,9 @@ pub(crate) fn sync_state(
     drifts: &[crate::plan::Drift],
     observed: bool,
 ) -> &'static str {
+    if state.access_refused {
+        return "failed";
+    }
     let pinned = state.pinned_commit.is_some();
     let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
     if last == Some(DeploymentStatus::Failed) && !head_deployed && !pinned {

@@ -140,12 +140,14 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE repositories ADD COLUMN webhook_secret_file TEXT;",
     // 9: private repositories: where the credentials are, never what they
     // are (a deploy key's path and an optional known_hosts file; a token's
-    // file or variable and the user name it is sent with).
+    // file or variable and the user name it is sent with); whether the
+    // remote refused the credentials at the last try.
     "ALTER TABLE repositories ADD COLUMN ssh_key_file TEXT;
     ALTER TABLE repositories ADD COLUMN ssh_known_hosts_file TEXT;
     ALTER TABLE repositories ADD COLUMN token_file TEXT;
     ALTER TABLE repositories ADD COLUMN token_env TEXT;
-    ALTER TABLE repositories ADD COLUMN token_username TEXT;",
+    ALTER TABLE repositories ADD COLUMN token_username TEXT;
+    ALTER TABLE repo_state ADD COLUMN access_refused INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

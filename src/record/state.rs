@@ -27,6 +27,9 @@ pub struct RepoState {
     pub checked_at: Option<i64>,
     /// When the remote last answered a check.
     pub remote_ok_at: Option<i64>,
+    /// The remote refused Kedge's credentials (or Kedge had none to give)
+    /// at the last try: waiting will not help.
+    pub access_refused: bool,
 }
 
 impl RepoState {
@@ -48,7 +51,8 @@ pub struct ServiceRecord {
 impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
-                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at";
+                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
+                        access_refused";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -65,6 +69,7 @@ impl Store {
             prune: r.get(at + 9)?,
             compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
             remote_ok_at: r.get(at + 11)?,
+            access_refused: r.get(at + 12)?,
         })
     }
 
@@ -186,19 +191,25 @@ impl Store {
                 ("remote_head", text(head)),
                 ("checked_at", now.into()),
                 ("remote_ok_at", now.into()),
+                ("access_refused", false.into()),
             ],
         )
     }
 
     /// A git step failed; `at_check`: the remote check itself (so the
-    /// remote did not answer), else a clone or fetch.
+    /// remote did not answer), else a clone or fetch; `refused`: the
+    /// remote refused the credentials.
     pub fn mark_git_error(
         &self,
         repo_id: i64,
         error: &str,
         at_check: bool,
+        refused: bool,
     ) -> Result<(), StoreError> {
-        let mut columns = vec![("last_error", text(error))];
+        let mut columns = vec![
+            ("last_error", text(error)),
+            ("access_refused", refused.into()),
+        ];
         if at_check {
             columns.push(("checked_at", now_ms().into()));
         }
@@ -210,7 +221,10 @@ impl Store {
         self.set_state(
             "clear the last error",
             repo_id,
-            &[("last_error", Value::Null)],
+            &[
+                ("last_error", Value::Null),
+                ("access_refused", false.into()),
+            ],
         )
     }
 

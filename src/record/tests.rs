@@ -478,7 +478,7 @@ fn state_transitions_change_only_their_columns() {
     // Times are milliseconds: the failed check must come after the last answer.
     std::thread::sleep(std::time::Duration::from_millis(2));
     store
-        .mark_git_error(id, "cannot reach remote", true)
+        .mark_git_error(id, "cannot reach remote", true, false)
         .unwrap();
     assert!(store.repo_state(id).unwrap().remote_failing());
 }

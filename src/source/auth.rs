@@ -80,10 +80,10 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// What went wrong on the ssh side of a git command, read from ssh's
-/// messages (they are the only account of it).
+/// Why the remote refused Kedge, read from the messages of ssh and git
+/// (they are the only account of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SshFailure {
+pub enum Refusal {
     /// "git@host: Permission denied (publickey)."
     PermissionDenied { who: String },
     /// The server offered another key than the one recorded.
@@ -97,16 +97,20 @@ pub enum SshFailure {
     HostKeyUnknown { host: String },
     /// ssh ignores a private key others can read.
     KeyUnprotected,
+    /// HTTP 401: no credentials, or wrong ones.
+    Unauthorized { had_credentials: bool },
+    /// HTTP 403.
+    Forbidden,
 }
 
-impl std::fmt::Display for SshFailure {
+impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let unknown = || "(unknown)".to_string();
         match self {
-            SshFailure::PermissionDenied { who } => {
+            Refusal::PermissionDenied { who } => {
                 write!(f, "permission denied (publickey) for {who}")
             }
-            SshFailure::HostKeyChanged {
+            Refusal::HostKeyChanged {
                 host,
                 known,
                 offered,
@@ -128,18 +132,45 @@ impl std::fmt::Display for SshFailure {
                 }
                 Ok(())
             }
-            SshFailure::HostKeyUnknown { host } => {
+            Refusal::HostKeyUnknown { host } => {
                 write!(f, "no host key for {host} in the given known_hosts file")
             }
-            SshFailure::KeyUnprotected => {
+            Refusal::KeyUnprotected => {
                 f.write_str("ssh refused the private key: it is readable by others (chmod 600 it)")
             }
+            Refusal::Unauthorized {
+                had_credentials: true,
+            } => f.write_str("the server refused the credentials (HTTP 401 Unauthorized)"),
+            Refusal::Unauthorized {
+                had_credentials: false,
+            } => f.write_str(
+                "the server asks for credentials (HTTP 401 Unauthorized): \
+                 register the repository with --token-file or --token-env",
+            ),
+            Refusal::Forbidden => f.write_str("the server refused access (HTTP 403 Forbidden)"),
         }
     }
 }
 
+/// Reads a refusal out of a failed git command's stderr; `had_credentials`:
+/// whether git sent any over HTTP.
+pub fn refusal(stderr: &str, had_credentials: bool) -> Option<Refusal> {
+    // With prompts disabled, git answers a 401 by failing to ask for a
+    // user name.
+    if stderr.contains("could not read Username for")
+        || stderr.contains("Authentication failed for")
+        || stderr.contains("returned error: 401")
+    {
+        return Some(Refusal::Unauthorized { had_credentials });
+    }
+    if stderr.contains("returned error: 403") {
+        return Some(Refusal::Forbidden);
+    }
+    ssh_refusal(stderr)
+}
+
 /// Reads ssh's part of a failed git command's stderr.
-pub fn ssh_failure(stderr: &str) -> Option<SshFailure> {
+fn ssh_refusal(stderr: &str) -> Option<Refusal> {
     let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
     if lines
         .iter()
@@ -170,7 +201,7 @@ pub fn ssh_failure(stderr: &str) -> Option<SshFailure> {
         let known = offending
             .as_ref()
             .and_then(|(file, line)| known_hosts_fingerprint(file, *line));
-        return Some(SshFailure::HostKeyChanged {
+        return Some(Refusal::HostKeyChanged {
             host,
             known,
             offered,
@@ -183,18 +214,18 @@ pub fn ssh_failure(stderr: &str) -> Option<SshFailure> {
         rest.split_once(" and you have requested")
             .map(|(h, _)| h.to_string())
     }) {
-        return Some(SshFailure::HostKeyUnknown { host });
+        return Some(Refusal::HostKeyUnknown { host });
     }
     if lines
         .iter()
         .any(|l| l.contains("UNPROTECTED PRIVATE KEY FILE"))
     {
-        return Some(SshFailure::KeyUnprotected);
+        return Some(Refusal::KeyUnprotected);
     }
     lines.iter().find_map(|l| {
         let (who, rest) = l.split_once(": Permission denied (")?;
         rest.starts_with("publickey")
-            .then(|| SshFailure::PermissionDenied {
+            .then(|| Refusal::PermissionDenied {
                 who: who.to_string(),
             })
     })
@@ -284,10 +315,10 @@ fatal: Could not read from remote repository.
         let kh = dir.path().join("known_hosts");
         std::fs::write(&kh, format!("other ssh-ed25519 AAAA\n{KEY_LINE}\n")).unwrap();
         let stderr = CHANGED.replace("KH", &kh.to_string_lossy());
-        let failure = ssh_failure(&stderr).unwrap();
+        let failure = refusal(&stderr, false).unwrap();
         assert_eq!(
             failure,
-            SshFailure::HostKeyChanged {
+            Refusal::HostKeyChanged {
                 host: "[127.0.0.1]:22222".into(),
                 known: Some("SHA256:uaPCHbP2PToQGhQseLR3X3lqhBRS+zP568173VqVL+A".into()),
                 offered: Some("SHA256:Fg5A0ZIeqx2IPYlHKakdInN2Iqb1I/cMoq9vQq5KV1Y".into()),
@@ -317,12 +348,20 @@ fatal: Could not read from remote repository.
             ),
             ("fatal: repository 'x' not found", None),
             (
+                "fatal: could not read Username for 'http://127.0.0.1:1': terminal prompts disabled",
+                Some("the server refused the credentials (HTTP 401 Unauthorized)"),
+            ),
+            (
+                "fatal: unable to access 'http://h/a.git/': The requested URL returned error: 403",
+                Some("the server refused access (HTTP 403 Forbidden)"),
+            ),
+            (
                 "ssh: connect to host 127.0.0.1 port 1: Connection refused",
                 None,
             ),
         ] {
             assert_eq!(
-                ssh_failure(stderr).map(|f| f.to_string()).as_deref(),
+                refusal(stderr, true).map(|f| f.to_string()).as_deref(),
                 want,
                 "{stderr}"
             );

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::auth::{self, GitAuth, SshFailure};
+use super::auth::{self, GitAuth, Refusal};
 use crate::config::registries::{SecretRef, SecretRefError};
 use crate::process::{Cmd, Output, ProcessError};
 
@@ -66,18 +66,26 @@ pub enum GitError {
         #[source]
         source: SecretRefError,
     },
-    /// ssh's own account of the failure, read from its messages.
-    #[error("{url}: {failure}")]
-    Ssh {
-        url: String,
-        failure: Box<SshFailure>,
-    },
+    /// The remote said no: the account of ssh or git, read from their messages.
+    #[error("{url}: {refusal}")]
+    Refused { url: String, refusal: Box<Refusal> },
     #[error("cannot prepare {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl GitError {
+    /// The remote refused Kedge's credentials, or Kedge has none to give:
+    /// an operator must act, waiting will not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            GitError::Refused { .. } | GitError::Credentials { .. }
+        )
+    }
 }
 
 /// What a commit says about itself.
@@ -165,6 +173,9 @@ impl Repository {
                 }
             }
             GitAuth::Token { token, username } => {
+                if let SecretRef::Env(name) = token {
+                    crate::process::hide_env(name);
+                }
                 self.access = Access::Token {
                     token: token.clone(),
                     username: username.clone(),
@@ -212,30 +223,40 @@ impl Repository {
         cmd: Cmd,
         wrap: impl FnOnce(ProcessError) -> GitError,
     ) -> Result<Output, GitError> {
-        match cmd.run().await {
-            Ok(out) => {
-                if let Access::SshKey { known_hosts, .. } = &self.access
-                    && let Some(host) = auth::host_recorded(&out.stderr)
-                {
-                    tracing::info!(
-                        host = %host,
-                        fingerprint = %auth::last_fingerprint(known_hosts).unwrap_or_default(),
-                        file = %known_hosts.display(),
-                        "recorded the host key of {host} on first contact"
-                    );
-                }
-                Ok(out)
+        let result = cmd.run().await;
+        // ssh records a new host even when what follows fails.
+        let stderr = match &result {
+            Ok(out) => Some(out.stderr.as_str()),
+            Err(ProcessError::Failed { stderr, .. }) => Some(stderr.as_str()),
+            Err(_) => None,
+        };
+        if let Access::SshKey { known_hosts, .. } = &self.access
+            && let Some(host) = stderr.and_then(auth::host_recorded)
+        {
+            tracing::info!(
+                host = %host,
+                fingerprint = %auth::last_fingerprint(known_hosts).unwrap_or_default(),
+                file = %known_hosts.display(),
+                "recorded the host key of {host} on first contact"
+            );
+        }
+        match result {
+            Ok(out) => Ok(out),
+            Err(source) => {
+                let had_credentials = !matches!(self.access, Access::Anonymous);
+                Err(match &source {
+                    ProcessError::Failed { stderr, .. } => {
+                        match auth::refusal(stderr, had_credentials) {
+                            Some(refusal) => GitError::Refused {
+                                url: self.url.clone(),
+                                refusal: Box::new(refusal),
+                            },
+                            None => wrap(source),
+                        }
+                    }
+                    _ => wrap(source),
+                })
             }
-            Err(source) => Err(match &source {
-                ProcessError::Failed { stderr, .. } => match auth::ssh_failure(stderr) {
-                    Some(failure) => GitError::Ssh {
-                        url: self.url.clone(),
-                        failure: Box::new(failure),
-                    },
-                    None => wrap(source),
-                },
-                _ => wrap(source),
-            }),
         }
     }
 

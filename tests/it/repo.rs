@@ -18,9 +18,10 @@ fn add_list_remove() {
     let lines: Vec<&str> = list.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", list.stdout);
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["NAME", "URL", "BRANCH", "MODE"]);
+    // The spec's four columns, then how Kedge authenticates (issue 13).
+    assert_eq!(header, ["NAME", "URL", "BRANCH", "MODE", "AUTH"]);
     let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(row, ["app", url.as_str(), "main", "-"]);
+    assert_eq!(row, ["app", url.as_str(), "main", "-", "none"]);
 
     let json = k.run(["repo", "list", "-o", "json"]).success().json();
     let repos = json.as_array().expect("an array");
@@ -28,6 +29,7 @@ fn add_list_remove() {
     assert_eq!(repos[0]["name"], "app");
     assert_eq!(repos[0]["url"], url.as_str());
     assert_eq!(repos[0]["branch"], "main");
+    assert_eq!(repos[0]["auth"], "none");
 
     k.run(["repo", "remove", "app"]).success();
     assert_eq!(
@@ -36,7 +38,7 @@ fn add_list_remove() {
     );
     k.run(["repo", "list"])
         .success()
-        .stdout_is("NAME   URL   BRANCH   MODE\n");
+        .stdout_is("NAME   URL   BRANCH   MODE   AUTH\n");
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! CGI behind basic auth, on a free loopback port, with its own config in a
 //! temp dir. Stopped when dropped, even on panic.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::net::spawn_listening;
 
 pub struct HttpGit {
     dir: TempDir,
@@ -25,38 +25,25 @@ impl HttpGit {
         std::fs::write(dir.path().join("users"), format!("{user}:{password}\n")).unwrap();
         let backend = Path::new(&git_exec_path()).join("git-http-backend");
         assert!(backend.exists(), "no {}", backend.display());
-        // A port found free may be taken before lighttpd binds it: try a few.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let conf = dir.path().join("lighttpd.conf");
+        let conf = dir.path().join("lighttpd.conf");
+        let (child, port) = spawn_listening("lighttpd", None, |port| {
             std::fs::write(&conf, config(dir.path(), root, &backend, port)).unwrap();
-            let mut child = Command::new(lighttpd())
+            Command::new(lighttpd())
                 .args(["-D", "-f"])
                 .arg(&conf)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .expect("start lighttpd (scripts/provision.sh installs it)");
-            match wait_listening(&mut child, port) {
-                Ok(()) => {
-                    return HttpGit {
-                        dir,
-                        child,
-                        port,
-                        user: user.into(),
-                        password: password.into(),
-                    };
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_error = e;
-                }
-            }
+                .expect("start lighttpd (scripts/provision.sh installs it)")
+        });
+        HttpGit {
+            dir,
+            child,
+            port,
+            user: user.into(),
+            password: password.into(),
         }
-        panic!("lighttpd did not start: {last_error}");
     }
 
     /// `http://127.0.0.1:PORT/<name>.git`, without credentials.
@@ -124,31 +111,4 @@ fn lighttpd() -> PathBuf {
     } else {
         PathBuf::from("lighttpd")
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Until the port accepts connections, or lighttpd exits.
-fn wait_listening(child: &mut Child, port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                use std::io::Read;
-                let _ = pipe.read_to_string(&mut stderr);
-            }
-            return Err(format!("lighttpd exited ({status}): {stderr}"));
-        }
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("nothing listens on port {port} after 10 s"))
 }

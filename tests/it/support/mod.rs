@@ -11,8 +11,11 @@ pub mod hanging;
 pub mod http;
 pub mod http_git;
 pub mod kedge;
+pub mod net;
 pub mod plain_http;
+pub mod registry;
 pub mod smallfs;
+pub mod ssh_git;
 pub mod stack;
 
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};

@@ -66,10 +66,4 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
     try_get(addr, path).unwrap_or_else(|| panic!("GET {path} on {addr}: no answer"))
 }
 
-/// A loopback port free right now (for a server the test starts itself).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
+pub use super::net::free_port;

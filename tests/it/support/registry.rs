@@ -1,0 +1,136 @@
+//! A real private image registry: Debian's `docker-registry` with htpasswd
+//! (bcrypt) auth on a free loopback port, its config and storage in a temp
+//! dir. Stopped when dropped, even on panic; images it was given are
+//! untagged locally by their owner.
+
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
+use super::net::spawn_listening;
+
+pub struct Registry {
+    dir: TempDir,
+    child: Child,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl Registry {
+    pub fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("run htpasswd (scripts/provision.sh installs apache2-utils)");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let conf = dir.path().join("config.yml");
+        let (child, port) = spawn_listening("docker-registry", None, |port| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {d}/data
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  htpasswd:
+    realm: kedge-test
+    path: {d}/htpasswd
+",
+                    d = dir.path().display()
+                ),
+            )
+            .unwrap();
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+                .spawn()
+                .expect("start docker-registry (scripts/provision.sh installs it)")
+        });
+        Registry {
+            dir,
+            child,
+            port,
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Tags a local image into this registry and pushes it with a login
+    /// of its own (a throwaway docker config, not the machine's), then
+    /// removes the local tag so that using it means pulling it.
+    pub fn push(&self, local: &str, repository: &str) -> String {
+        let image = format!("{}/{repository}", self.host());
+        let config = self.dir.path().join("docker-config");
+        let docker = |args: &[&str], stdin: Option<&str>| {
+            let mut cmd = Command::new("docker");
+            cmd.arg("--config").arg(&config).args(args);
+            let out = match stdin {
+                Some(input) => {
+                    use std::io::Write as _;
+                    let mut child = cmd
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    child
+                        .stdin
+                        .take()
+                        .unwrap()
+                        .write_all(input.as_bytes())
+                        .unwrap();
+                    child.wait_with_output().unwrap()
+                }
+                None => cmd.output().unwrap(),
+            };
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        docker(&["tag", local, &image], None);
+        docker(
+            &[
+                "login",
+                "--username",
+                &self.user,
+                "--password-stdin",
+                &self.host(),
+            ],
+            Some(&self.password),
+        );
+        docker(&["push", "--quiet", &image], None);
+        docker(&["rmi", &image], None);
+        image
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- registry log\n{}", self.log());
+        }
+    }
+}
