@@ -139,7 +139,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 10] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 11] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -153,6 +153,8 @@ fn main() {
         // `GET /api/v1/repos` under load, and deploys meanwhile.
         ("api", &|| api_load(&engine)),
         ("metrics", &|| vec![metrics_scrape(&engine)]),
+        // A remote check over ssh with a deploy key, against file://.
+        ("ssh", &|| vec![ssh_check(runs.max(20))]),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
@@ -883,5 +885,113 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
         ),
         baseline: format!("`GET /healthz` on the same listener: {}", fmt_fine(&health)),
         goal: "≤ 5 ms".into(),
+    }
+}
+
+/// CPU time of this process's finished children, in ms.
+fn children_cpu_ms() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut u = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
+/// The ssh master connection Kedge keeps for sockets under `dir`.
+fn ssh_master(dir: &Path) -> u32 {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(&format!("ssh: {dir}")))
+        })
+        .expect("an ssh master connection")
+}
+
+/// One remote check (`git ls-remote`) of a repository behind a real sshd
+/// with a deploy key: Kedge's (its connection reused) against a new
+/// connection per check (the same git and ssh options, without reuse)
+/// and against file://. Time, and CPU of git and ssh (for reuse, the
+/// master's share included).
+fn ssh_check(runs: usize) -> Row {
+    use ::kedge::source::auth::{GitAuth, ssh_command};
+    use ::kedge::source::git::Repository;
+    use support::ssh_git::SshGit;
+
+    let name = unique_name("bssh");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &one_service());
+    remote.commit("one");
+    let server = SshGit::start(remote.bare.parent().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let auth = GitAuth::SshKey {
+        key: server.key.clone(),
+        known_hosts: None,
+    };
+    let ssh = Repository::new(&server.url(&name), "main", data.path().join("a")).with_auth(
+        &auth,
+        data.path(),
+        Duration::from_secs(60),
+    );
+    let file = Repository::new(&remote.url(), "main", data.path().join("b"));
+    let checks = |repo: &Repository| -> Vec<Duration> {
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                rt.block_on(repo.remote_head()).unwrap();
+                start.elapsed()
+            })
+            .collect()
+    };
+    // The first check records the host key and opens the master.
+    rt.block_on(ssh.remote_head()).unwrap();
+    let master = ssh_master(&data.path().join("ssh"));
+    let (master_before, _) = proc_stat(master);
+    let cpu_before = children_cpu_ms();
+    let reused = checks(&ssh);
+    let tick_ms = 1000.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let reused_cpu = (children_cpu_ms() - cpu_before
+        + (proc_stat(master).0 - master_before) as f64 * tick_ms)
+        / runs as f64;
+
+    let fresh_ssh = ssh_command(&server.key, &data.path().join("known_hosts"), false, None);
+    let cpu_before = children_cpu_ms();
+    let fresh: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let mut cmd = Command::new("git");
+            cmd.args([
+                "ls-remote",
+                "--heads",
+                "--",
+                &server.url(&name),
+                "refs/heads/main",
+            ])
+            .env("GIT_SSH_COMMAND", &fresh_ssh);
+            timed(cmd)
+        })
+        .collect();
+    let fresh_cpu = (children_cpu_ms() - cpu_before) / runs as f64;
+    let cpu_before = children_cpu_ms();
+    let local = checks(&file);
+    let local_cpu = (children_cpu_ms() - cpu_before) / runs as f64;
+    Row {
+        what: "remote check (`git ls-remote`) over ssh with a deploy key".into(),
+        kedge: format!(
+            "connection reused: {}, {reused_cpu:.1} ms CPU per check",
+            fmt_fine(&reused)
+        ),
+        baseline: format!(
+            "new connection per check: {}, {fresh_cpu:.1} ms CPU; file://: {}, {local_cpu:.1} ms CPU",
+            fmt_fine(&fresh),
+            fmt_fine(&local)
+        ),
+        goal: "decide connection reuse for 100 repositories on one host".into(),
     }
 }

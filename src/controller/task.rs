@@ -150,7 +150,11 @@ impl RepoTask {
         RepoTask {
             git: Repository::new(&repo.url, &repo.branch, clone)
                 .with_timeout(shared.settings.git_timeout)
-                .with_auth(&repo.auth, &shared.settings.data_dir),
+                .with_auth(
+                    &repo.auth,
+                    &shared.settings.data_dir,
+                    shared.settings.poll_interval,
+                ),
             repo,
             first: Some(Trigger::Startup),
             failed_commit: None,

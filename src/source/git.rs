@@ -5,6 +5,7 @@
 //! under a running stack.
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +23,13 @@ pub const TRANSFER_FACTOR: u32 = 5;
 const LEGACY_RENDER_WORKTREE: &str = ".git/kedge-render";
 /// Kedge's own record of SSH host keys, in the data directory.
 pub const KNOWN_HOSTS: &str = "known_hosts";
+/// ssh's connection sockets, in the data directory (mode 0700).
+pub const SSH_SOCKETS: &str = "ssh";
+/// A master connection outlives its last check by a poll interval and
+/// this, so the next check finds it; bounded both ways.
+const SSH_PERSIST_SLACK: Duration = Duration::from_secs(30);
+const SSH_PERSIST_MIN: Duration = Duration::from_secs(60);
+const SSH_PERSIST_MAX: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -125,6 +133,7 @@ enum Access {
         known_hosts: PathBuf,
         /// The operator gave the file: unknown hosts are refused.
         strict: bool,
+        reuse: auth::Reuse,
     },
 }
 
@@ -158,9 +167,11 @@ impl Repository {
         self
     }
 
-    /// A deploy key or a token; `data_dir` holds Kedge's own known_hosts.
-    /// Credentials in the URL, if any, give way to these.
-    pub fn with_auth(mut self, auth: &GitAuth, data_dir: &Path) -> Self {
+    /// A deploy key or a token; `data_dir` holds Kedge's own known_hosts
+    /// and ssh's connection sockets; `poll_interval` says how long an ssh
+    /// connection is worth keeping. Credentials in the URL, if any, give
+    /// way to these.
+    pub fn with_auth(mut self, auth: &GitAuth, data_dir: &Path, poll_interval: Duration) -> Self {
         match auth {
             GitAuth::None => {}
             GitAuth::SshKey { key, known_hosts } => {
@@ -170,6 +181,11 @@ impl Repository {
                     known_hosts: known_hosts
                         .clone()
                         .unwrap_or_else(|| data_dir.join(KNOWN_HOSTS)),
+                    reuse: auth::Reuse {
+                        dir: data_dir.join(SSH_SOCKETS),
+                        persist: (poll_interval + SSH_PERSIST_SLACK)
+                            .clamp(SSH_PERSIST_MIN, SSH_PERSIST_MAX),
+                    },
                 }
             }
             GitAuth::Token { token, username } => {
@@ -208,10 +224,20 @@ impl Repository {
                 key,
                 known_hosts,
                 strict,
-            } => cmd.env(
-                "GIT_SSH_COMMAND",
-                auth::ssh_command(key, known_hosts, *strict),
-            ),
+                reuse,
+            } => {
+                // Without the private socket directory, connect afresh.
+                let reuse = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&reuse.dir)
+                    .is_ok()
+                    .then_some(reuse);
+                cmd.env(
+                    "GIT_SSH_COMMAND",
+                    auth::ssh_command(key, known_hosts, *strict, reuse),
+                )
+            }
         })
     }
 

@@ -93,6 +93,14 @@ fn an_ssh_deploy_key_deploys_follows_pushes_and_pins_the_host_key() {
     // First contact recorded the host key in the data dir, with its fingerprint in the log.
     let known_hosts = std::fs::read_to_string(k.data_dir().join("known_hosts")).unwrap();
     assert_eq!(known_hosts.lines().count(), 1, "{known_hosts}");
+    // Checks share one connection per key and server: its socket lives in
+    // a directory only Kedge's user may enter.
+    let sockets = k.data_dir().join("ssh");
+    assert_eq!(
+        std::fs::metadata(&sockets).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(std::fs::read_dir(&sockets).unwrap().count() >= 1);
     let old_fingerprint = server.host_key_fingerprint();
     let log = serve.log();
     assert!(

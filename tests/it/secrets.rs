@@ -13,6 +13,7 @@ use base64::Engine as _;
 use crate::support::api::Api;
 use crate::support::docker::{IMAGE_1, IMAGE_2};
 use crate::support::http_git::HttpGit;
+use crate::support::net::descends_from;
 use crate::support::ssh_git::SshGit;
 use crate::support::*;
 
@@ -26,24 +27,6 @@ struct Sample {
     /// ssh processes run with the deploy key.
     ssh_with_key: Arc<AtomicUsize>,
     leaks: Vec<String>,
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn descends_from(mut pid: u32, ancestor: u32) -> bool {
-    for _ in 0..16 {
-        match parent_of(pid) {
-            Some(p) if p == ancestor => return true,
-            Some(p) if p > 1 => pid = p,
-            _ => return false,
-        }
-    }
-    false
 }
 
 /// One pass over /proc: `secrets` may appear in no argv, and in an

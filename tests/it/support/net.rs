@@ -55,3 +55,43 @@ fn wait_listening(child: &mut Child, port: u16) -> Result<(), String> {
     }
     Err(format!("nothing listens on port {port} after 10 s"))
 }
+
+/// The parent of a process, from /proc (`None` once it is gone).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `ancestor` started `pid`, directly or through others.
+pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..16 {
+        match parent_of(pid) {
+            Some(p) if p == ancestor => return true,
+            Some(p) if p > 1 => pid = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Kills a server and every process it started (sshd's per-connection
+/// processes outlive the listener otherwise).
+pub fn kill_tree(child: &mut Child) {
+    let pid = child.id();
+    let descendants: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| descends_from(*p, pid))
+        .collect();
+    let _ = child.kill();
+    for p in descendants {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
+    }
+    let _ = child.wait();
+}

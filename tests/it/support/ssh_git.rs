@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use tempfile::TempDir;
 
-use super::net::spawn_listening;
+use super::net::{kill_tree, spawn_listening};
 
 pub struct SshGit {
     dir: TempDir,
@@ -132,8 +132,8 @@ impl SshGit {
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            // Its connections too: a client must connect afresh.
+            kill_tree(&mut child);
         }
     }
 
