@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod interpolate;
+pub mod notifications;
 pub mod schema;
 pub mod yaml;
 
@@ -58,6 +59,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub notifications: Vec<notifications::SinkConfig>,
 }
 
 /// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
@@ -127,6 +130,11 @@ pub struct Settings {
     /// The git webhooks' shared secret (`webhook.secret`, its file, or
     /// `KEDGE_WEBHOOK_SECRET`); without one the hooks answer 404.
     pub webhook_secret: Option<Secret>,
+    /// `http.public_url`: where people reach the dashboard; notifications
+    /// link to a repository's page under it.
+    pub public_url: Option<String>,
+    /// The notification sinks (`notifications:`), in file order.
+    pub notifications: Vec<notifications::SinkConfig>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -175,7 +183,15 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         &doc,
         "",
         &[
-            "data_dir", "git", "drift", "log", "render", "events", "http", "webhook",
+            "data_dir",
+            "git",
+            "drift",
+            "log",
+            "render",
+            "events",
+            "http",
+            "webhook",
+            "notifications",
         ],
     )?;
     let mut out = FileConfig {
@@ -202,8 +218,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(render) = top.section("render", &["max_compose_size"])? {
         out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
     }
-    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key"])? {
+    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key", "public_url"])? {
         out.listen = http.parsed("listen", env, Listen::parse)?;
+        out.public_url = http.parsed("public_url", env, parse_public_url)?;
         out.tls_cert = http.string("tls_cert", env)?.map(|(s, _)| PathBuf::from(s));
         out.tls_key = http.string("tls_key", env)?.map(|(s, _)| PathBuf::from(s));
     }
@@ -212,6 +229,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.webhook_secret_file = hook
             .string("secret_file", env)?
             .map(|(s, _)| PathBuf::from(s));
+    }
+    if let Some(entry) = top.get("notifications") {
+        out.notifications = notifications::parse(&entry.node, env)?;
     }
     if let Some(events) = top.section("events", &["retention"])? {
         out.events_retention = events.parsed("retention", env, |s| {
@@ -225,6 +245,16 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         })?;
     }
     Ok(out)
+}
+
+/// `http.public_url`: an http(s) URL, kept without its trailing slash.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.trim().trim_end_matches('/').to_string())
+        }
+        _ => Err("an http:// or https:// URL such as https://kedge.example.com".into()),
+    }
 }
 
 /// A secret kept in a file: its content, without the trailing newline.
@@ -414,6 +444,8 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         listen,
         tls,
         webhook_secret,
+        public_url: file.public_url,
+        notifications: file.notifications,
         config_file: None,
     })
 }
@@ -573,6 +605,8 @@ mod tests {
                 tls_key: Some("/etc/kedge/key.pem".into()),
                 webhook_secret: None,
                 webhook_secret_file: Some("/etc/kedge/hook".into()),
+                public_url: None,
+                notifications: Vec::new(),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());
