@@ -56,38 +56,40 @@ fn clears(e: &Event) -> Option<Option<&str>> {
     }
 }
 
-/// Runs one sink until `serve` ends.
-pub async fn run(shared: Arc<Shared>, sender: Sender) {
+/// Opens the sink's own connection and reads (or starts) its cursor: done
+/// before `serve`'s repositories start, so a sink new to this data
+/// directory starts at the log's end as it was then, not after the first
+/// deployment's events.
+pub fn prepare(shared: &Shared, sink: &str) -> Result<(Store, i64), StoreError> {
+    let store = Store::open(&shared.settings.data_dir)?;
+    let cursor = store.notify_cursor(sink, store.last_event_id()?)?;
+    Ok((store, cursor))
+}
+
+/// Runs one sink until `serve` ends, from `prepared` (or, when that
+/// failed, from a store and cursor it keeps trying to get).
+pub async fn run(shared: Arc<Shared>, sender: Sender, prepared: Option<(Store, i64)>) {
     let name = sender.name().to_string();
-    for result in ["success", "failure", "suppressed"] {
-        shared.hub.count_notification(&name, result, 0);
-    }
     let mut wake = shared.hub.subscribe();
-    let mut store = loop {
-        match open(&shared) {
-            Ok(store) => break store,
-            Err(e) => {
-                tracing::warn!(sink = %name, "notifications wait for the store: {}", error_chain(&e));
-                tokio::time::sleep(STORE_RETRY).await;
+    let (mut store, mut cursor) = match prepared {
+        Some(ready) => ready,
+        None => loop {
+            match prepare(&shared, &name) {
+                Ok(ready) => break ready,
+                Err(e) => {
+                    tracing::warn!(sink = %name, "notifications wait for the store: {}", error_chain(&e));
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
             }
-        }
-    };
-    let mut cursor = loop {
-        match store
-            .last_event_id()
-            .and_then(|end| store.notify_cursor(&name, end))
-        {
-            Ok(id) => break id,
-            Err(e) => {
-                tracing::warn!(sink = %name, "cannot read the notification cursor: {}", error_chain(&e));
-                tokio::time::sleep(STORE_RETRY).await;
-            }
-        }
+        },
     };
     tracing::debug!(sink = %name, cursor, "notifications follow the event log");
     loop {
         // Broadcasts only wake: what to send is read from the log.
-        while wake.try_recv().is_ok() {}
+        while matches!(
+            wake.try_recv(),
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
+        ) {}
         let page = store.events(&EventQuery {
             after_id: Some(cursor),
             limit: PAGE,
@@ -124,10 +126,6 @@ pub async fn run(shared: Arc<Shared>, sender: Sender) {
             }
         }
     }
-}
-
-fn open(shared: &Shared) -> Result<Store, StoreError> {
-    Store::open(&shared.settings.data_dir)
 }
 
 /// Deals with one event and moves the cursor past it.

@@ -85,8 +85,18 @@ pub fn start(shared: &Arc<Shared>) {
     let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     tracing::info!(sinks = %names.join(", "), "notifications on");
     for sink in sinks {
+        for result in ["success", "failure", "suppressed"] {
+            shared.hub.count_notification(&sink.name, result, 0);
+        }
+        let prepared = match follow::prepare(shared, &sink.name) {
+            Ok(ready) => Some(ready),
+            Err(e) => {
+                tracing::warn!(sink = %sink.name, "notifications wait for the store: {}", crate::error_chain(&e));
+                None
+            }
+        };
         let sender = Sender::new(sink.clone(), shared.settings.public_url.clone());
-        tokio::spawn(follow::run(shared.clone(), sender));
+        tokio::spawn(follow::run(shared.clone(), sender, prepared));
     }
 }
 

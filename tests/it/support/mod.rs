@@ -12,6 +12,7 @@ pub mod http;
 pub mod http_git;
 pub mod kedge;
 pub mod plain_http;
+pub mod receiver;
 pub mod smallfs;
 pub mod stack;
 
