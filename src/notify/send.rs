@@ -245,13 +245,19 @@ impl Sender {
             .body(text)
             .map_err(|e| NotifyError::Email(e.to_string()))?;
         let transport = self.transport(smtp)?;
-        let response = transport
-            .send(message)
-            .await
-            .map_err(|e| NotifyError::Smtp {
-                permanent: e.is_permanent(),
-                message: clean(&e),
-            })?;
+        let response = transport.send(message).await.map_err(|e| {
+            if e.is_timeout() {
+                NotifyError::Timeout(TIMEOUT)
+            } else if e.is_response() || e.is_transient() || e.is_permanent() {
+                NotifyError::Smtp {
+                    permanent: e.is_permanent(),
+                    message: clean(&e),
+                }
+            } else {
+                // No answer from a mail server: connection, TLS.
+                NotifyError::Connect(clean(&e))
+            }
+        })?;
         let lines: Vec<&str> = response.message().collect();
         Ok(Answer(
             format!("{} {}", response.code(), lines.join(" "))
