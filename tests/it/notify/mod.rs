@@ -3,8 +3,6 @@
 //! SMTP server with STARTTLS and AUTH), the real engine, and the payloads
 //! checked against each service's documented shape.
 
-use std::time::{Duration, Instant};
-
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -15,9 +13,12 @@ use crate::support::plain_http::{get, listen_addr};
 use crate::support::receiver::{Mode, Receiver, Request, SmtpServer};
 use crate::support::*;
 
-const SLACK_TOKEN: &str = "k14-slack-token-T0B0";
-const DISCORD_TOKEN: &str = "k14-discord-token-77";
-const GOTIFY_TOKEN: &str = "k14-gotify-token-A1";
+mod commands;
+mod delivery;
+
+pub(crate) const SLACK_TOKEN: &str = "k14-slack-token-T0B0";
+pub(crate) const DISCORD_TOKEN: &str = "k14-discord-token-77";
+pub(crate) const GOTIFY_TOKEN: &str = "k14-gotify-token-A1";
 const HMAC_SECRET: &str = "k14-hmac-secret";
 const SMTP_PASSWORD: &str = "k14-smtp-pa55";
 const SECRETS: [&str; 5] = [
@@ -29,7 +30,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 /// The global config every command of `k` reads (`~/.config/kedge/config.yaml`).
-fn write_config(k: &Kedge, text: &str) {
+pub(crate) fn write_config(k: &Kedge, text: &str) {
     let dir = k.cwd().join(".config/kedge");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.yaml"), text).unwrap();
@@ -223,7 +224,7 @@ fn wait_all(
 }
 
 /// The words of the `notify list` row that starts with `name`.
-fn row<'a>(stdout: &'a str, name: &str) -> Vec<&'a str> {
+pub(crate) fn row<'a>(stdout: &'a str, name: &str) -> Vec<&'a str> {
     stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -589,286 +590,4 @@ fn notify_mode_notify_reports_a_waiting_commit_and_drift_and_changes_nothing() {
     assert_eq!(after[0].id, before[0].id, "not recreated");
     assert!(s.running().is_empty(), "web was left stopped");
     assert_ne!(s.history()[0]["commit"], c2.as_str(), "c2 not deployed");
-}
-
-/// One deployment by `kedge sync` that changes the image (the stack
-/// starts on image 1); how long it took.
-fn sync_time(s: &Stack, round: usize) -> Duration {
-    let image = if round.is_multiple_of(2) { IMAGE_2 } else { IMAGE_1 };
-    s.remote.write("compose.yaml", &sleepers(&[("web", image)]));
-    s.remote.commit(&format!("round {round}"));
-    let started = Instant::now();
-    s.kedge.run(["sync", "--repo", &s.name]).success();
-    started.elapsed()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-#[test]
-fn notify_a_hanging_or_failing_sink_slows_no_deploy_and_no_other_sink() {
-    let hang = Receiver::start(Mode::Hang);
-    let fail = Receiver::start(Mode::Status(500));
-    let good = Receiver::start(Mode::Status(200));
-    let all = "\n    events: ['*']";
-    let with = Stack::new(
-        "notifdown",
-        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
-    );
-    write_config(
-        &with.kedge,
-        &format!(
-            "notifications:\n  - name: hang\n    type: webhook\n    url: {}{all}\n  - name: fail\n    type: webhook\n    url: {}{all}\n  - name: good\n    type: webhook\n    url: {}{all}\n",
-            hang.url("/h"),
-            fail.url("/f"),
-            good.url("/g"),
-        ),
-    );
-    let without = Stack::new(
-        "notifnone",
-        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
-    );
-    // An hour's poll: only `kedge sync` deploys; serve delivers its events.
-    let serve =
-        with.kedge
-            .serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1m"]);
-    let _serve_without =
-        without
-            .kedge
-            .serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1m"]);
-    wait_for(60, "both first deployments", || {
-        (with.running().len() == 1 && without.running().len() == 1).then_some(())
-    });
-    // The hanging sink holds a request already: the queue is blocked.
-    wait_for(30, "the hanging sink to hold a request", || {
-        (!hang.requests().is_empty()).then_some(())
-    });
-
-    // More rounds for a figure: KEDGE_NOTIFY_ROUNDS=15.
-    let rounds: usize = std::env::var("KEDGE_NOTIFY_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
-    let (mut slow, mut base) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        slow.push(sync_time(&with, round));
-        base.push(sync_time(&without, round));
-    }
-    let (m_with, m_without) = (median(slow.clone()), median(base.clone()));
-    let ratio = m_with.as_secs_f64() / m_without.as_secs_f64();
-    eprintln!(
-        "kedge sync with a hanging and a failing sink: median {m_with:?} {slow:?}; without sinks: median {m_without:?} {base:?}; ratio {ratio:.2}"
-    );
-    assert!(ratio < 1.5, "deploys slowed by the sinks: ratio {ratio:.2}");
-
-    // The good sink got every deploy_succeeded within 2 s of its storing.
-    let events = with
-        .kedge
-        .run([
-            "events", "--repo", &with.name, "--limit", "1000", "-o", "json",
-        ])
-        .json();
-    let succeeded: Vec<&Value> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "deploy_succeeded")
-        .collect();
-    assert_eq!(succeeded.len(), rounds + 1);
-    let mut worst = chrono::Duration::zero();
-    for e in &succeeded {
-        let id = e["id"].as_i64().unwrap().to_string();
-        let got = good.wait_delivered(10, "deploy_succeeded at the good sink", |r| {
-            r.header("x-kedge-event-id") == Some(id.as_str())
-        });
-        let stored = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
-        let arrived: chrono::DateTime<chrono::Utc> = got.received.into();
-        let lag = arrived.signed_duration_since(stored);
-        worst = worst.max(lag);
-        assert!(
-            lag < chrono::Duration::seconds(2),
-            "event {id} arrived {lag} after it was stored"
-        );
-    }
-    eprintln!(
-        "the good sink got each deploy_succeeded at most {} ms after it was stored",
-        worst.num_milliseconds()
-    );
-    // The failing sink was tried three times per event, then gave up.
-    let first = fail.requests()[0]
-        .header("x-kedge-event-id")
-        .unwrap()
-        .to_string();
-    let tries = wait_for(30, "three tries of the failing sink", || {
-        let n = fail
-            .requests()
-            .iter()
-            .filter(|r| r.header("x-kedge-event-id") == Some(first.as_str()))
-            .count();
-        (n >= 3).then_some(n)
-    });
-    assert_eq!(tries, 3);
-    let given_up = |sink: &str| {
-        let sink = sink.to_string();
-        move |r: &Value| {
-            r["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("notification failed, given up"))
-                && r["sink"] == sink.as_str()
-        }
-    };
-    let (_, record) = wait_for(30, "the failing sink's failure logged", || {
-        serve.find_since(0, given_up("fail"))
-    });
-    assert!(
-        record["message"].as_str().unwrap().contains("500"),
-        "{record}"
-    );
-    // The hanging one: 10 s per try, three tries, then logged as failed.
-    let (_, record) = wait_for(60, "the hanging sink's failure logged", || {
-        serve.find_since(0, given_up("hang"))
-    });
-    assert!(
-        record["message"]
-            .as_str()
-            .unwrap()
-            .contains("no answer within 10 s"),
-        "{record}"
-    );
-    assert_eq!(record["tries"], 3, "{record}");
-}
-
-#[test]
-fn notify_kill_9_between_an_event_and_its_delivery_delivers_it_once() {
-    let http = Receiver::start(Mode::Status(200));
-    let s = Stack::new(
-        "notifkill",
-        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
-    );
-    write_config(
-        &s.kedge,
-        &format!(
-            "notifications:\n  - name: hook\n    type: webhook\n    url: {}\n    events: [deploy_succeeded]\n",
-            http.url("/hook")
-        ),
-    );
-    let delivered_ids = || -> Vec<String> {
-        http.delivered()
-            .iter()
-            .map(|r| r.header("x-kedge-event-id").unwrap().to_string())
-            .collect()
-    };
-    let mut serve =
-        s.kedge
-            .serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1m"]);
-    let first = http.wait_delivered(60, "the first deployment's notice", |_| true);
-    let e1 = first.header("x-kedge-event-id").unwrap().to_string();
-
-    // The receiver stops answering; a deployment by hand; serve is
-    // killed while it waits for the answer.
-    http.set_mode(Mode::Hang);
-    s.remote
-        .write("compose.yaml", &sleepers(&[("web", IMAGE_2)]));
-    let c2 = s.remote.commit("two");
-    s.kedge.run(["sync", "--repo", &s.name]).success();
-    let held = wait_for(30, "the notice of c2 held by the receiver", || {
-        http.requests()
-            .into_iter()
-            .find(|r| r.json()["commit"] == c2.as_str())
-    });
-    assert_eq!(held.answered, None);
-    serve.kill9();
-    http.set_mode(Mode::Status(200));
-    let e2 = held.header("x-kedge-event-id").unwrap().to_string();
-
-    let _again = s
-        .kedge
-        .serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1m"]);
-    http.wait_delivered(30, "c2's notice after the restart", |r| {
-        r.json()["commit"] == c2.as_str()
-    });
-    // One more: delivery is in order, so a repeat of an earlier one would
-    // have come before it.
-    s.remote
-        .write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
-    let c3 = s.remote.commit("three");
-    s.kedge.run(["sync", "--repo", &s.name]).success();
-    let last = http.wait_delivered(30, "c3's notice", |r| r.json()["commit"] == c3.as_str());
-    let e3 = last.header("x-kedge-event-id").unwrap().to_string();
-    assert_eq!(delivered_ids(), [e1, e2, e3], "each once, in order");
-}
-
-#[test]
-fn notify_test_and_list_speak_plainly_and_config_errors_name_sink_key_and_line() {
-    let good = Receiver::start(Mode::Status(204));
-    let bad = Receiver::start(Mode::Status(500));
-    let k = Kedge::new().env(
-        "K14_SLACK_URL",
-        &good.url(&format!("/services/{SLACK_TOKEN}")),
-    );
-    let closed = crate::support::plain_http::free_port();
-    write_config(
-        &k,
-        &format!(
-            "notifications:\n  - name: ok\n    type: slack\n    url: ${{K14_SLACK_URL}}\n  - name: broken\n    type: discord\n    url: {}\n    repeat_interval: 10m\n    repos: [shop-*]\n  - name: gone\n    type: teams\n    url: http://127.0.0.1:{closed}/{DISCORD_TOKEN}\n",
-            bad.url(&format!("/api/webhooks/{DISCORD_TOKEN}")),
-        ),
-    );
-    let list = k.run(["notify", "list"]);
-    list.success();
-    let good_target = format!("http://127.0.0.1:{}/…", good.port);
-    assert_eq!(
-        row(&list.stdout, "ok"),
-        ["ok", "slack", &good_target, "default", "*", "1h"]
-    );
-    assert_eq!(row(&list.stdout, "broken")[4..], ["shop-*", "10m"]);
-    let json = k.run(["notify", "list", "-o", "json"]).json();
-    assert_eq!(json[1]["name"], "broken");
-    assert_eq!(json[1]["type"], "discord");
-    assert_eq!(json[1]["repeat_interval_s"], 600);
-
-    k.run(["notify", "test", "ok"])
-        .success()
-        .stdout_is("ok: 204 No Content\n");
-    let got = good.wait_delivered(5, "the test message", |_| true);
-    assert!(
-        got.json()["text"]
-            .as_str()
-            .unwrap()
-            .contains("test notification for sink `ok`")
-    );
-    let refused = k.run(["notify", "test", "broken"]);
-    refused.code(1).stderr_has(
-        "notification sink 'broken': the receiver answered 500 Internal Server Error: recorded",
-    );
-    assert_eq!(bad.requests().len(), 1, "a test is one attempt");
-    let unreachable = k.run(["notify", "test", "gone"]);
-    unreachable
-        .code(1)
-        .stderr_has("notification sink 'gone': cannot reach the receiver");
-    k.run(["notify", "test", "nope"])
-        .code(1)
-        .stderr_has("no notification sink named 'nope'");
-    for out in [&list, &refused, &unreachable] {
-        for secret in [SLACK_TOKEN, DISCORD_TOKEN] {
-            assert!(
-                !out.stdout.contains(secret) && !out.stderr.contains(secret),
-                "{secret} shown: {out:?}"
-            );
-        }
-    }
-
-    // A config error names the sink, the key and the line, not the value.
-    write_config(
-        &k,
-        &format!(
-            "notifications:\n  - name: ok\n    type: slack\n    url: ${{K14_SLACK_URL}}\n  - name: ops\n    type: gotify\n    url: ftp://x/{GOTIFY_TOKEN}\n    token: t\n"
-        ),
-    );
-    let err = k.run(["notify", "list"]);
-    err.code(1)
-        .stderr_has("line 7: notification `ops`, key `url`: expected an http:// or https:// URL");
-    assert!(!err.stderr.contains(GOTIFY_TOKEN), "{}", err.stderr);
 }
