@@ -5,8 +5,9 @@
 # git-shell (the tests' SSH git server), docker-registry and htpasswd (the
 # tests' private registry), prometheus (promtool checks the /metrics output; the
 # tests start their own server), two distinct local busybox-based test
-# images, and schemathesis (the API fuzzer the tests run) in its own
-# virtualenv. Idempotent: every step checks before it acts.
+# images, and schemathesis (the API fuzzer the tests run) and aiosmtpd (the
+# notification tests' SMTP server) in their own virtualenv. Idempotent:
+# every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -189,6 +190,19 @@ ensure_git_user() {
   fi
 }
 
+# The SMTP server the email notification tests start (STARTTLS and AUTH),
+# pinned, in the same virtualenv. The tests look for its Python at
+# $SCHEMATHESIS_VENV/bin/python (KEDGE_TEST_PYTHON overrides).
+AIOSMTPD_VERSION=1.4.6
+install_aiosmtpd() {
+  local py="$SCHEMATHESIS_VENV/bin/python"
+  if "$py" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  log "installing aiosmtpd $AIOSMTPD_VERSION"
+  "$py" -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+}
+
 main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`; openssl and
@@ -205,6 +219,7 @@ main() {
   build_test_image kedge-test/busybox:1 one
   build_test_image kedge-test/busybox:2 two
   install_schemathesis
+  install_aiosmtpd
   log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
 }
 

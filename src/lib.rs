@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per stage: `source` (git) → `desired` (compose
 //! render) → `observe` (engine) → `plan` → `apply` → `record` (store),
-//! driven by `controller`; `ops` holds one function per user action, which
+//! driven by `controller`; `notify` follows the event log to the
+//! configured sinks; `ops` holds one function per user action, which
 //! the faces (`cli`) call.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod desired;
 pub mod events;
+pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod plan;

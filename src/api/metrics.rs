@@ -3,7 +3,8 @@
 //! Counters follow the event log (a task reads the broadcast, and the log
 //! by id when it falls behind), so they count what a `kedge sync` in
 //! another shell did too; they start at zero when `serve` starts. Remote
-//! checks are no events: the controller counts them in memory. Gauges are
+//! checks are no events: the controller counts them in memory, and the
+//! notification sinks count their deliveries the same way. Gauges are
 //! computed at each scrape from the store and `serve`'s snapshots
 //! (`Ops::metrics`), never from the engine or git. Observing never slows
 //! or fails what it observes: the controller only stores events and bumps
@@ -120,7 +121,6 @@ struct Counters {
     durations: Series<1, Histogram>,
     heals: Series<2, Counter>,
     webhooks: Series<2, Counter>,
-    notifications: Series<2, Counter>,
 }
 
 impl std::fmt::Debug for Counters {
@@ -134,8 +134,7 @@ impl Collector for Counters {
         self.deployments.encode(&mut encoder)?;
         self.durations.encode(&mut encoder)?;
         self.heals.encode(&mut encoder)?;
-        self.webhooks.encode(&mut encoder)?;
-        self.notifications.encode(&mut encoder)
+        self.webhooks.encode(&mut encoder)
     }
 }
 
@@ -166,12 +165,6 @@ impl Default for Counters {
                 ["provider", "result"],
                 Counter::default,
             ),
-            notifications: Series::new(
-                "kedge_notifications",
-                "Notifications sent, by sink and result.",
-                ["sink", "result"],
-                Counter::default,
-            ),
         }
     }
 }
@@ -184,13 +177,6 @@ impl Metrics {
     /// Counts a webhook request: the hook handlers call this.
     pub fn webhook(&self, provider: &str, result: &str) {
         self.counters.webhooks.with([provider, result], |c| {
-            c.inc();
-        });
-    }
-
-    /// Counts a notification delivery (or its final failure).
-    pub fn notification(&self, sink: &str, result: &str) {
-        self.counters.notifications.with([sink, result], |c| {
             c.inc();
         });
     }
@@ -357,6 +343,17 @@ impl Collector for Scrape {
                 ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
             }
         }
+
+        let mut m = encoder.encode_descriptor(
+            "kedge_notifications",
+            "Notifications by sink and result: success (delivered), failure (given up after its tries), suppressed (repeat_interval).",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((sink, result), n) in &report.notifications {
+            let labels = [("sink", sink.as_str()), ("result", *result)];
+            ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -481,6 +478,12 @@ mod tests {
                 },
             )]
             .into(),
+            notifications: [
+                (("ops".to_string(), "success"), 3),
+                (("ops".to_string(), "failure"), 1),
+                (("ops".to_string(), "suppressed"), 0),
+            ]
+            .into(),
         }
     }
 
@@ -545,6 +548,9 @@ mod tests {
             "# TYPE kedge_webhook_requests_total counter",
             "kedge_webhook_requests_total{provider=\"github\",result=\"triggered\"} 1",
             "# TYPE kedge_notifications_total counter",
+            "kedge_notifications_total{sink=\"ops\",result=\"success\"} 3",
+            "kedge_notifications_total{sink=\"ops\",result=\"failure\"} 1",
+            "kedge_notifications_total{sink=\"ops\",result=\"suppressed\"} 0",
         ] {
             assert!(l.contains(&want), "no line {want:?} in:\n{text}");
         }
@@ -563,9 +569,10 @@ mod tests {
         sorted.sort();
         assert_eq!(deployments, sorted);
 
+        let empty = m.render(MetricsReport::default());
         assert!(
-            !text.contains("kedge_notifications_total{"),
-            "no notification yet"
+            !empty.contains("kedge_notifications_total{"),
+            "no sink, no series"
         );
     }
 

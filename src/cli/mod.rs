@@ -4,6 +4,7 @@
 mod diff;
 mod events;
 mod history;
+mod notify;
 pub mod output;
 mod repo_add;
 mod repo_list;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Create, list and revoke API tokens
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// List the notification sinks and send them a test message
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Events(args) => events::run(&ctx, args),
         Command::Token(command) => token::run(&ctx, command),
+        Command::Notify(command) => notify::run(&ctx, command),
     }
 }
 

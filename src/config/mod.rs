@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod interpolate;
+pub mod notifications;
 pub mod registries;
 pub mod schema;
 pub mod yaml;
@@ -60,6 +61,8 @@ pub struct FileConfig {
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_file: Option<PathBuf>,
     pub registries: Vec<registries::Registry>,
+    pub public_url: Option<String>,
+    pub notifications: Vec<notifications::SinkConfig>,
 }
 
 /// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
@@ -131,6 +134,11 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     /// Credentials for pulls from private registries (`registries:`).
     pub registries: Vec<registries::Registry>,
+    /// `http.public_url`: where people reach the dashboard; notifications
+    /// link to a repository's page under it.
+    pub public_url: Option<String>,
+    /// The notification sinks (`notifications:`), in file order.
+    pub notifications: Vec<notifications::SinkConfig>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -188,6 +196,7 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "http",
             "webhook",
             "registries",
+            "notifications",
         ],
     )?;
     let mut out = FileConfig {
@@ -215,8 +224,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(render) = top.section("render", &["max_compose_size"])? {
         out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
     }
-    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key"])? {
+    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key", "public_url"])? {
         out.listen = http.parsed("listen", env, Listen::parse)?;
+        out.public_url = http.parsed("public_url", env, parse_public_url)?;
         out.tls_cert = http.string("tls_cert", env)?.map(|(s, _)| PathBuf::from(s));
         out.tls_key = http.string("tls_key", env)?.map(|(s, _)| PathBuf::from(s));
     }
@@ -225,6 +235,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.webhook_secret_file = hook
             .string("secret_file", env)?
             .map(|(s, _)| PathBuf::from(s));
+    }
+    if let Some(entry) = top.get("notifications") {
+        out.notifications = notifications::parse(&entry.node, env)?;
     }
     if let Some(events) = top.section("events", &["retention"])? {
         out.events_retention = events.parsed("retention", env, |s| {
@@ -238,6 +251,16 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         })?;
     }
     Ok(out)
+}
+
+/// `http.public_url`: an http(s) URL, kept without its trailing slash.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.trim().trim_end_matches('/').to_string())
+        }
+        _ => Err("an http:// or https:// URL such as https://kedge.example.com".into()),
+    }
 }
 
 /// A secret kept in a file: its content, without the trailing newline.
@@ -435,6 +458,8 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         tls,
         webhook_secret,
         registries: file.registries,
+        public_url: file.public_url,
+        notifications: file.notifications,
         config_file: None,
     })
 }
@@ -595,6 +620,8 @@ mod tests {
                 webhook_secret: None,
                 webhook_secret_file: Some("/etc/kedge/hook".into()),
                 registries: Vec::new(),
+                public_url: None,
+                notifications: Vec::new(),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());

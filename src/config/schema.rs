@@ -30,6 +30,14 @@ pub enum SchemaError {
     },
     #[error("line {line}: `{key}` is required")]
     Missing { line: u32, key: String },
+    /// A notification sink's key: never its value, which may be a secret.
+    #[error("line {line}: notification `{sink}`, key `{key}`: {reason}")]
+    Sink {
+        line: u32,
+        sink: String,
+        key: String,
+        reason: String,
+    },
     #[error("line {line}: `{key}`")]
     Interpolation {
         line: u32,

@@ -144,6 +144,7 @@ pub async fn apply_rendered(
             format!("deploying {}: {}", short(commit), first_line(message)),
         )
         .commit(commit)
+        .field("commit_message", first_line(message))
         .field("trigger", trigger.as_str())
         .field("deployment", deployment),
     );
@@ -200,6 +201,7 @@ pub async fn apply_rendered(
                     format!("{what} {} in {:.1} s", short(commit), elapsed.as_secs_f64()),
                 )
                 .commit(commit)
+                .field("commit_message", first_line(message))
                 .field("trigger", trigger.as_str())
                 .field("deployment", deployment)
                 .field("changed", changed.clone())
@@ -208,8 +210,8 @@ pub async fn apply_rendered(
             Ok(Outcome::Deployed { changed })
         }
         Err(e) => {
-            let message = error_chain(&e);
-            tracing::error!(repo = %name, commit = short(commit), "deploy failed: {message}");
+            let error = error_chain(&e);
+            tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
             // The clone goes back to what is running: its files are bind-mounted.
             let deployed = shared.store().repo_state(id)?.deployed_commit;
             if let Some(deployed) = &deployed
@@ -221,17 +223,18 @@ pub async fn apply_rendered(
                 deployment,
                 DeploymentStatus::Failed,
                 &changed,
-                Some(&message),
+                Some(&error),
             )?;
             shared.emit(
-                NewEvent::new(&name, EventKind::DeployFailed, message.clone())
+                NewEvent::new(&name, EventKind::DeployFailed, error.clone())
                     .commit(commit)
+                    .field("commit_message", first_line(message))
                     .field("trigger", trigger.as_str())
                     .field("deployment", deployment)
                     .field("step", "apply")
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
-            shared.store().mark_failed(id, &message)?;
+            shared.store().mark_failed(id, &error)?;
             // A failed `up` may have changed part of the stack: put the last
             // successful deployment back. Earlier steps change nothing.
             let restored = matches!(e, StepError::Apply(ApplyError::Up(_)))
@@ -385,7 +388,8 @@ fn commit_detected(repo: &str, commit: &str, message: &str, waits: Option<Mode>)
             None => format!("new commit {}: {}", short(commit), first_line(message)),
         },
     )
-    .commit(commit);
+    .commit(commit)
+    .field("commit_message", first_line(message));
     match waits {
         Some(mode) => event
             .severity(Severity::Warning)
@@ -494,6 +498,7 @@ fn refuse(
     shared.emit(
         NewEvent::new(name, EventKind::DeployFailed, text.clone())
             .commit(commit)
+            .field("commit_message", first_line(message))
             .field("trigger", trigger.as_str())
             .field("deployment", deployment)
             .field("step", "render"),

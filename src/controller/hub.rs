@@ -1,7 +1,8 @@
 //! controller: what `serve` publishes for the faces that watch it. The
 //! event log followed and broadcast (rows any process stored, in id order),
 //! retention, each repository's snapshot after every pass, and how its
-//! remote checks went (counted in memory for `/metrics`). Readers
+//! remote checks went and the notifications sent (counted in memory for
+//! `/metrics`). Readers
 //! never take a repository's lock nor wait on an apply; a slow reader only
 //! misses broadcasts (it can re-read the log by id), never slows a deploy.
 
@@ -65,6 +66,8 @@ pub struct Hub {
     /// Not events: a check that finds nothing new stores nothing, so these
     /// are counted here, in memory, by the pass that made the check.
     git_checks: std::sync::Mutex<std::collections::BTreeMap<String, GitChecks>>,
+    /// Notifications by sink and result, counted by the sinks' tasks.
+    notifications: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Default for Hub {
@@ -73,6 +76,7 @@ impl Default for Hub {
             events: broadcast::channel(BROADCAST_CAPACITY).0,
             snapshots: Default::default(),
             git_checks: Default::default(),
+            notifications: Default::default(),
         }
     }
 }
@@ -123,6 +127,26 @@ impl Hub {
     /// Every repository's remote checks so far, by name.
     pub fn git_checks(&self) -> std::collections::BTreeMap<String, GitChecks> {
         self.git_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts one notification of `sink`: `success`, `failure` (given up
+    /// after its tries) or `suppressed` (`repeat_interval`). `by` 0 makes
+    /// the series exist at zero.
+    pub fn count_notification(&self, sink: &str, result: &'static str, by: u64) {
+        *self
+            .notifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((sink.to_string(), result))
+            .or_default() += by;
+    }
+
+    /// Every sink's notifications so far, by (sink, result).
+    pub fn notifications(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
+        self.notifications
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

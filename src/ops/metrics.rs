@@ -16,6 +16,8 @@ pub struct MetricsReport {
     pub repos: Vec<RepoMetrics>,
     /// `serve`'s remote checks since it started, by repository name.
     pub git_checks: BTreeMap<String, GitChecks>,
+    /// `serve`'s notifications since it started, by (sink, result).
+    pub notifications: BTreeMap<(String, &'static str), u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -70,6 +72,7 @@ impl Ops {
         Ok(MetricsReport {
             repos: out,
             git_checks: shared.hub.git_checks(),
+            notifications: shared.hub.notifications(),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! ops: one function per user action — add, list and remove repositories,
-//! status, diff, sync, rollback, history, events, serve. The faces (`cli`
+//! status, diff, sync, rollback, history, events, tokens, notification
+//! sinks, serve. The faces (`cli`
 //! today; the HTTP API and the dashboard next) call these with typed
 //! arguments and get typed reports back; they never reach into the store,
 //! the engine, git or compose themselves.
@@ -9,6 +10,7 @@ pub mod events;
 pub mod history;
 pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod repos;
 pub mod status;
 pub mod tokens;
@@ -70,6 +72,14 @@ pub enum OpsError {
     },
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
+    #[error("notification sink '{sink}'")]
+    NotifyTest {
+        sink: String,
+        #[source]
+        source: crate::notify::NotifyError,
+    },
 }
 
 /// The operations, over one data directory. A command line opens the
@@ -148,8 +158,8 @@ impl Ops {
         Ok(commands::rollback(shared, repo, commit).await?)
     }
 
-    /// `kedge serve`: until SIGINT/SIGTERM, with `faces` (the HTTP
-    /// listener) started on the controller's state.
+    /// `kedge serve`: until SIGINT/SIGTERM, with the notification sinks
+    /// and `faces` (the HTTP listener) started on the controller's state.
     pub async fn serve<F, Fut>(&self, faces: F) -> Result<(), OpsError>
     where
         F: FnOnce(Arc<Shared>, tokio::sync::watch::Receiver<bool>) -> Fut,
@@ -157,6 +167,12 @@ impl Ops {
                 Output = Result<Option<tokio::task::JoinHandle<()>>, crate::controller::FacesError>,
             >,
     {
-        Ok(crate::controller::serve(self.settings.clone(), faces).await?)
+        Ok(
+            crate::controller::serve(self.settings.clone(), |shared, shutdown| {
+                crate::notify::start(&shared);
+                faces(shared, shutdown)
+            })
+            .await?,
+        )
     }
 }

@@ -148,6 +148,25 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE repositories ADD COLUMN token_env TEXT;
     ALTER TABLE repositories ADD COLUMN token_username TEXT;
     ALTER TABLE repo_state ADD COLUMN access_refused INTEGER NOT NULL DEFAULT 0;",
+    // 10: notification delivery. Per sink, the id of the last event it has
+    // dealt with (delivered, filtered out or given up on), so a restart of
+    // `serve` neither repeats nor loses one; and when each failure was last
+    // sent (keyed by a digest of repo, kind, service and message) for
+    // `repeat_interval`. Secrets are not stored: sinks live in the config.
+    "CREATE TABLE notify_cursors (
+        sink        TEXT PRIMARY KEY,
+        event_id    INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE notify_sent (
+        sink     TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        repo     TEXT NOT NULL,
+        service  TEXT,
+        sent_at  INTEGER NOT NULL,
+        PRIMARY KEY (sink, key)
+    );
+    CREATE INDEX notify_sent_by_repo ON notify_sent (sink, repo);",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,10 +1,12 @@
 //! record: the SQLite store, last stage of the flow (source → desired →
 //! observe → plan → apply → **record**). Repositories, every deployment and
-//! the events `status` shows live in `<data-dir>/kedge.db`.
+//! the events `status` shows, and where each notification sink is in the
+//! event log, live in `<data-dir>/kedge.db`.
 
 mod deployments;
 mod events;
 mod migrations;
+mod notify;
 mod repos;
 mod state;
 mod tokens;
@@ -17,6 +19,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 pub use deployments::{DeploySummary, Deployment, DeploymentStatus, NewDeployment, snapshot_key};
 pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
+pub use notify::SentKey;
 pub use repos::{NewRepo, Repo};
 pub use state::{RepoState, ServiceRecord};
 pub use tokens::{Role, Token};

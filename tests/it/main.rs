@@ -12,6 +12,7 @@ mod events;
 mod harness;
 mod hooks;
 mod metrics;
+mod notify;
 mod private;
 mod remote;
 mod render;

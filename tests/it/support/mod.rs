@@ -13,6 +13,7 @@ pub mod http_git;
 pub mod kedge;
 pub mod net;
 pub mod plain_http;
+pub mod receiver;
 pub mod registry;
 pub mod smallfs;
 pub mod ssh_git;

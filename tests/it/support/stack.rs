@@ -19,13 +19,17 @@ impl Stack {
     /// `files` committed and pushed as the first commit; the repository is
     /// named (and its project called) `kt-<prefix>-…`.
     pub fn new(prefix: &str, files: &[(&str, &str)]) -> Self {
+        Stack::with_kedge(prefix, files, Kedge::new())
+    }
+
+    /// As `new`, registered with `kedge` (one with its own environment).
+    pub fn with_kedge(prefix: &str, files: &[(&str, &str)], kedge: Kedge) -> Self {
         let name = unique_name(prefix);
         let remote = GitRemote::new(&name);
         for (path, content) in files {
             remote.write(path, content);
         }
         remote.commit("first");
-        let kedge = Kedge::new();
         kedge.run(["repo", "add", &remote.url()]).success();
         let project = ComposeProject::named(&name);
         Stack {

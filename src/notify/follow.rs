@@ -1,0 +1,238 @@
+//! One sink's queue: a task of `serve` that follows the stored event log
+//! from the sink's cursor, in id order, whoever stored the events (`serve`
+//! itself, or `kedge sync`/`rollback` in another shell). It reads the log
+//! on its own database connection and wakes on the hub's broadcast, so a
+//! receiver that hangs holds up this sink alone: never a deploy, a heal or
+//! another sink.
+//!
+//! For each event: filtered (`events`, `repos`), then de-duplicated (the
+//! same failure — repo, kind, service, message — once per
+//! `repeat_interval`; a success clears it), then delivered with retries.
+//! The cursor moves past an event once it is delivered, filtered out,
+//! suppressed or given up on: a restart resumes after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::message::Notice;
+use super::send::Sender;
+use crate::controller::Shared;
+use crate::error_chain;
+use crate::events::{Event, EventKind, Severity};
+use crate::record::{EventQuery, SentKey, Store, StoreError, now_ms};
+
+/// Events read from the log at a time.
+const PAGE: usize = 200;
+/// How often the log is read when no broadcast came (a missed wake-up).
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+/// The wait after the store failed.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// The key `repeat_interval` suppresses on: a digest of the event's repo,
+/// kind, service and message.
+pub fn dedup_key(e: &Event) -> String {
+    // Each part length-prefixed: no two tuples make the same text.
+    let mut text = String::new();
+    for part in [
+        e.repo.as_str(),
+        e.kind.as_str(),
+        e.service.as_deref().unwrap_or(""),
+        e.message.as_str(),
+    ] {
+        text.push_str(&format!("{}:{part};", part.len()));
+    }
+    crate::desired::render::sha256_hex(text.as_bytes())
+}
+
+/// What a success clears: a deployment that succeeded clears the
+/// repository's failures; a heal clears its service's.
+fn clears(e: &Event) -> Option<Option<&str>> {
+    match e.kind {
+        EventKind::DeploySucceeded => Some(None),
+        EventKind::DriftHealed => e.service.as_deref().map(Some),
+        _ => None,
+    }
+}
+
+/// Opens the sink's own connection and reads (or starts) its cursor: done
+/// before `serve`'s repositories start, so a sink new to this data
+/// directory starts at the log's end as it was then, not after the first
+/// deployment's events.
+pub fn prepare(shared: &Shared, sink: &str) -> Result<(Store, i64), StoreError> {
+    let store = Store::open(&shared.settings.data_dir)?;
+    let cursor = store.notify_cursor(sink, store.last_event_id()?)?;
+    Ok((store, cursor))
+}
+
+/// Runs one sink until `serve` ends, from `prepared` (or, when that
+/// failed, from a store and cursor it keeps trying to get).
+pub async fn run(shared: Arc<Shared>, sender: Sender, prepared: Option<(Store, i64)>) {
+    let name = sender.name().to_string();
+    let mut wake = shared.hub.subscribe();
+    let (mut store, mut cursor) = match prepared {
+        Some(ready) => ready,
+        None => loop {
+            match prepare(&shared, &name) {
+                Ok(ready) => break ready,
+                Err(e) => {
+                    tracing::warn!(sink = %name, "notifications wait for the store: {}", error_chain(&e));
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
+        },
+    };
+    tracing::debug!(sink = %name, cursor, "notifications follow the event log");
+    loop {
+        // Broadcasts only wake: what to send is read from the log.
+        while matches!(
+            wake.try_recv(),
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
+        ) {}
+        let page = store.events(&EventQuery {
+            after_id: Some(cursor),
+            limit: PAGE,
+            ..Default::default()
+        });
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(sink = %name, "cannot read the event log: {}", error_chain(&e));
+                tokio::time::sleep(STORE_RETRY).await;
+                continue;
+            }
+        };
+        if page.is_empty() {
+            tokio::select! {
+                r = wake.recv() => {
+                    if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+            }
+            continue;
+        }
+        for event in page {
+            match handle(&shared, &sender, &mut store, &event).await {
+                Ok(()) => cursor = event.id,
+                Err(e) => {
+                    // The cursor stays: the event is dealt with again.
+                    tracing::warn!(sink = %name, event = event.id, "cannot record a notification: {}", error_chain(&e));
+                    tokio::time::sleep(STORE_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Deals with one event and moves the cursor past it.
+async fn handle(
+    shared: &Shared,
+    sender: &Sender,
+    store: &mut Store,
+    e: &Event,
+) -> Result<(), StoreError> {
+    let sink = &sender.sink;
+    let name = sink.name.as_str();
+    if let Some(service) = clears(e) {
+        store.notify_clear(name, &e.repo, service)?;
+    }
+    if !sink.wants(&e.repo, e.kind, e.severity) {
+        return store.notify_advance(name, e.id, None);
+    }
+    // Failures are de-duplicated; everything else is news each time.
+    let key = (e.severity >= Severity::Warning).then(|| dedup_key(e));
+    if let Some(key) = &key
+        && let Some(sent_at) = store.notify_sent_at(name, key)?
+    {
+        let interval = sink.repeat_interval.as_millis().min(i64::MAX as u128) as i64;
+        if now_ms().saturating_sub(sent_at) < interval {
+            tracing::debug!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, "notification suppressed: sent already within repeat_interval");
+            shared.hub.count_notification(name, "suppressed", 1);
+            return store.notify_advance(name, e.id, None);
+        }
+    }
+    let notice = Notice::of(e, sender.public_url());
+    match sender.deliver(&notice).await {
+        Ok((answer, tries)) => {
+            tracing::info!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, %answer, "notification sent");
+            shared.hub.count_notification(name, "success", 1);
+            let sent = key.as_deref().map(|key| SentKey {
+                key,
+                repo: &e.repo,
+                service: e.service.as_deref(),
+            });
+            store.notify_advance(name, e.id, sent)
+        }
+        Err((err, tries)) => {
+            tracing::error!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, "notification failed, given up: {err}");
+            shared.hub.count_notification(name, "failure", 1);
+            store.notify_advance(name, e.id, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, service: Option<&str>, message: &str) -> Event {
+        Event {
+            id: 1,
+            time: 0,
+            repo: "app".into(),
+            kind,
+            severity: kind.severity(),
+            service: service.map(String::from),
+            commit: Some("abc".into()),
+            message: message.into(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn the_key_is_repo_kind_service_and_message() {
+        let a = event(EventKind::DeployFailed, None, "boom");
+        let mut same = a.clone();
+        same.id = 2;
+        same.commit = Some("def".into());
+        same.time = 99;
+        assert_eq!(
+            dedup_key(&a),
+            dedup_key(&same),
+            "the commit and time do not count"
+        );
+        for other in [
+            event(EventKind::DeployFailed, None, "bang"),
+            event(EventKind::HealFailed, None, "boom"),
+            event(EventKind::DeployFailed, Some("web"), "boom"),
+            Event {
+                repo: "other".into(),
+                ..a.clone()
+            },
+        ] {
+            assert_ne!(dedup_key(&a), dedup_key(&other), "{other:?}");
+        }
+        // No separator games: ("a", "b;c") is not ("a;b", "c").
+        let x = event(EventKind::DeployFailed, Some("a"), "b;c");
+        let y = event(EventKind::DeployFailed, Some("a;b"), "c");
+        assert_ne!(dedup_key(&x), dedup_key(&y));
+    }
+
+    #[test]
+    fn successes_clear_what_they_fix() {
+        assert_eq!(
+            clears(&event(EventKind::DeploySucceeded, None, "")),
+            Some(None)
+        );
+        assert_eq!(
+            clears(&event(EventKind::DriftHealed, Some("web"), "")),
+            Some(Some("web"))
+        );
+        assert_eq!(clears(&event(EventKind::DeployFailed, None, "")), None);
+        assert_eq!(clears(&event(EventKind::DeployStarted, None, "")), None);
+    }
+}
