@@ -138,6 +138,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: a repository's own webhook secret: the path of the file holding it
     // (read at each use; the secret itself is never stored).
     "ALTER TABLE repositories ADD COLUMN webhook_secret_file TEXT;",
+    // 9: health-gated deploys. A failed deployment says which step failed
+    // (`health_gate` for a gate that did not pass); an automatic rollback
+    // names the commit whose failure it undid; the deployed kedge.yaml's
+    // `drift.unhealthy` policy, which drift passes read.
+    "ALTER TABLE deployments ADD COLUMN failed_step TEXT;
+    ALTER TABLE deployments ADD COLUMN rolled_back_from TEXT;
+    ALTER TABLE repo_state ADD COLUMN unhealthy TEXT;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -27,6 +27,8 @@ pub struct RepoState {
     pub checked_at: Option<i64>,
     /// When the remote last answered a check.
     pub remote_ok_at: Option<i64>,
+    /// `drift.unhealthy` of the last rendered kedge.yaml.
+    pub unhealthy: Option<String>,
 }
 
 impl RepoState {
@@ -48,7 +50,7 @@ pub struct ServiceRecord {
 impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
-                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at";
+                        pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at, unhealthy";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -65,6 +67,7 @@ impl Store {
             prune: r.get(at + 9)?,
             compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
             remote_ok_at: r.get(at + 11)?,
+            unhealthy: r.get(at + 12)?,
         })
     }
 
@@ -215,11 +218,21 @@ impl Store {
     }
 
     /// The last rendered `kedge.yaml`'s settings.
-    pub fn set_rendered(&self, repo_id: i64, mode: &str, prune: bool) -> Result<(), StoreError> {
+    pub fn set_rendered(
+        &self,
+        repo_id: i64,
+        mode: &str,
+        prune: bool,
+        unhealthy: &str,
+    ) -> Result<(), StoreError> {
         self.set_state(
             "record the repository's settings",
             repo_id,
-            &[("mode", text(mode)), ("prune", prune.into())],
+            &[
+                ("mode", text(mode)),
+                ("prune", prune.into()),
+                ("unhealthy", text(unhealthy)),
+            ],
         )
     }
 
