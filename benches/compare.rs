@@ -641,6 +641,7 @@ fn history_100k() -> Row {
                         message: "bench",
                         trigger: "new_commit",
                         compose_snapshot: Some("{\"services\":{}}"),
+                        rolled_back_from: None,
                     })?;
                     store.finish_deployment(
                         id,
@@ -823,6 +824,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
                             message: "bench",
                             trigger: "new_commit",
                             compose_snapshot: None,
+                            rolled_back_from: None,
                         })?;
                         let status = if i % 10 == 0 {
                             ::kedge::record::DeploymentStatus::Failed
