@@ -15,14 +15,37 @@ pub struct Stack {
     pub project: ComposeProject,
 }
 
+/// The health gate as tests that do not study it want it: on, as by
+/// default, but a service without a healthcheck counts as up once it runs
+/// (`stable_for: 0s`) instead of after 5 s. Tests of the gate say their own.
+pub const QUICK_GATE: &str = "deploy:\n  stable_for: 0s\n";
+
+/// `kedge.yaml` with [`QUICK_GATE`] added, unless it has a `deploy` section.
+pub fn with_quick_gate(kedge_yaml: &str) -> String {
+    if kedge_yaml.lines().any(|l| l.starts_with("deploy:")) {
+        kedge_yaml.to_string()
+    } else {
+        format!("{kedge_yaml}{QUICK_GATE}")
+    }
+}
+
 impl Stack {
     /// `files` committed and pushed as the first commit; the repository is
-    /// named (and its project called) `kt-<prefix>-…`.
+    /// named (and its project called) `kt-<prefix>-…`. Its kedge.yaml gets
+    /// [`QUICK_GATE`] unless it has a `deploy` section of its own.
     pub fn new(prefix: &str, files: &[(&str, &str)]) -> Self {
         let name = unique_name(prefix);
         let remote = GitRemote::new(&name);
         for (path, content) in files {
             remote.write(path, content);
+        }
+        if !files.iter().any(|(path, _)| *path == "kedge.yaml") {
+            remote.write("kedge.yaml", QUICK_GATE);
+        }
+        for (path, content) in files {
+            if *path == "kedge.yaml" {
+                remote.write(path, &with_quick_gate(content));
+            }
         }
         remote.commit("first");
         let kedge = Kedge::new();
