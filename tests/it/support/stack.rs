@@ -68,6 +68,14 @@ impl Stack {
             .collect()
     }
 
+    /// Waits until the newest deployment has finished (health gate
+    /// included) and succeeded: containers run before the gate has looked
+    /// at them, and one stopped meanwhile fails the deployment.
+    #[track_caller]
+    pub fn wait_deployed(&self) {
+        wait_deployed(&self.kedge, &self.name);
+    }
+
     /// `kedge history -o json` of this repository.
     pub fn history(&self) -> serde_json::Value {
         self.kedge
@@ -82,6 +90,20 @@ impl Stack {
             .json()[0]
             .clone()
     }
+}
+
+/// [`Stack::wait_deployed`] for a repository of `kedge`.
+#[track_caller]
+pub fn wait_deployed(kedge: &Kedge, repo: &str) {
+    super::wait_for(60, "the deployment finished", || {
+        let h = kedge.run(["history", "--repo", repo, "-o", "json"]).json();
+        let newest = h.get(0)?;
+        match newest["status"].as_str()? {
+            "in_progress" => None,
+            "success" => Some(()),
+            other => panic!("the deployment ended {other}: {h}"),
+        }
+    });
 }
 
 /// A compose file of busybox `sleep` services, `(service, image)` each,
