@@ -139,10 +139,18 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 11] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 12] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
+        // The health gate: what a passing one costs, and a failing one's rollback.
+        ("gate", &|| {
+            vec![
+                gate_overhead(runs.max(9)),
+                gate_with_healthchecks(runs.max(9)),
+                gate_rollback(&engine, runs),
+            ]
+        }),
         ("push", &|| vec![push_to_running(&engine, runs)]),
         ("webhook", &|| vec![push_webhook_to_running(&engine, runs)]),
         ("noop", &|| vec![noop_pass(&engine)]),
@@ -215,8 +223,9 @@ fn heal_latency(engine: &::kedge::observe::Engine, runs: usize) -> Row {
     }
 }
 
-/// `kedge sync` of a commit changing one service's image, against
-/// `docker compose up -d` of the identical change on an identical project.
+/// `kedge sync --no-wait` of a commit changing one service's image, against
+/// `docker compose up -d` of the identical change on an identical project
+/// (neither waits for the service to come up; the gate has its own rows).
 fn deploy_overhead(runs: usize) -> Row {
     let compose = two_services(IMAGE_1);
     let Stack {
@@ -240,7 +249,7 @@ fn deploy_overhead(runs: usize) -> Row {
         remote.commit(&format!("api on {image}"));
         std::fs::write(raw_dir.path().join("compose.yaml"), two_services(image)).unwrap();
         // Alternate which goes first so neither always runs on a warm cache.
-        let sync = || timed(k.command(["sync", "--repo", &name]));
+        let sync = || timed(k.command(["sync", "--repo", &name, "--no-wait"]));
         let up = || timed(compose_up(&raw.name, raw_dir.path()));
         if i % 2 == 0 {
             kedge.push(sync());
@@ -253,12 +262,280 @@ fn deploy_overhead(runs: usize) -> Row {
     let ratio = ms(stats(&kedge).0) / ms(stats(&baseline).0);
     Row {
         what: "deploy: commit changing one service's image".into(),
-        kedge: format!("`kedge sync`: {}", fmt(&kedge)),
+        kedge: format!("`kedge sync --no-wait`: {}", fmt(&kedge)),
         baseline: format!(
             "`docker compose up -d`: {}; ratio {ratio:.2}",
             fmt(&baseline)
         ),
         goal: "ratio ≤ 1.10".into(),
+    }
+}
+
+/// The gate's `stable_for` in the rows without healthchecks.
+const BENCH_STABLE_FOR: Duration = Duration::from_secs(1);
+
+/// `kedge sync` through a passing gate (services without healthchecks,
+/// `stable_for: 1s`) against `kedge sync --no-wait` of the same change on
+/// an identical repository: what the gate adds.
+fn gate_overhead(runs: usize) -> Row {
+    let yaml = format!(
+        "deploy:\n  stable_for: {}ms\n",
+        BENCH_STABLE_FOR.as_millis()
+    );
+    let stack = |prefix| {
+        let s = Stack::new(
+            prefix,
+            &[
+                ("compose.yaml", &two_services(IMAGE_1)),
+                ("kedge.yaml", &yaml),
+            ],
+        );
+        s.kedge.run(["sync", "--repo", &s.name]).success();
+        s
+    };
+    let (gated, plain) = (stack("bgate"), stack("bnowait"));
+    let mut kedge = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 0..runs {
+        let image = if i % 2 == 0 { IMAGE_2 } else { IMAGE_1 };
+        for s in [&gated, &plain] {
+            s.remote.write("compose.yaml", &two_services(image));
+            s.remote.commit(&format!("api on {image}"));
+        }
+        let sync = || timed(gated.kedge.command(["sync", "--repo", &gated.name]));
+        let no_wait = || {
+            timed(
+                plain
+                    .kedge
+                    .command(["sync", "--repo", &plain.name, "--no-wait"]),
+            )
+        };
+        if i % 2 == 0 {
+            kedge.push(sync());
+            baseline.push(no_wait());
+        } else {
+            baseline.push(no_wait());
+            kedge.push(sync());
+        }
+    }
+    let added = stats(&kedge).0.saturating_sub(stats(&baseline).0);
+    Row {
+        what: format!(
+            "deploy through a passing gate, no healthcheck (`stable_for: {} s`)",
+            BENCH_STABLE_FOR.as_secs()
+        ),
+        kedge: format!("`kedge sync`: {}", fmt(&kedge)),
+        baseline: format!(
+            "`kedge sync --no-wait`: {}; the gate adds {:.0} ms",
+            fmt(&baseline),
+            ms(added)
+        ),
+        goal: format!(
+            "adds ≤ stable_for + 200 ms = {:.0} ms",
+            ms(BENCH_STABLE_FOR) + 200.0
+        ),
+    }
+}
+
+/// Two services with a healthcheck every second, healthy once their
+/// command has written its file.
+fn two_checked_services(api_image: &str) -> String {
+    let svc = |name: &str, image: &str| {
+        format!(
+            "  {name}:
+    image: {image}
+    command: [sh, -c, 'echo ok > /tmp/ok; exec sleep 3600']
+    stop_signal: SIGKILL
+    healthcheck:
+      test: [CMD-SHELL, '[ -f /tmp/ok ]']
+      interval: 1s
+      timeout: 1s
+      retries: 3
+"
+        )
+    };
+    format!(
+        "services:\n{}{}",
+        svc("web", IMAGE_1),
+        svc("api", api_image)
+    )
+}
+
+/// `kedge sync` (gated: until the changed service is healthy) against
+/// `docker compose up -d --wait` of the same change on an identical project.
+fn gate_with_healthchecks(runs: usize) -> Row {
+    let s = Stack::new(
+        "bhealth",
+        &[
+            ("compose.yaml", &two_checked_services(IMAGE_1)),
+            ("kedge.yaml", "deploy:\n  timeout: 60s\n"),
+        ],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let raw = ComposeProject::new("bhealthraw");
+    let raw_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        raw_dir.path().join("compose.yaml"),
+        two_checked_services(IMAGE_1),
+    )
+    .unwrap();
+    timed({
+        let mut up = compose_up(&raw.name, raw_dir.path());
+        up.arg("--wait");
+        up
+    });
+    let mut kedge = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 0..runs {
+        let image = if i % 2 == 0 { IMAGE_2 } else { IMAGE_1 };
+        s.remote.write("compose.yaml", &two_checked_services(image));
+        s.remote.commit(&format!("api on {image}"));
+        std::fs::write(
+            raw_dir.path().join("compose.yaml"),
+            two_checked_services(image),
+        )
+        .unwrap();
+        let sync = || timed(s.kedge.command(["sync", "--repo", &s.name]));
+        let up = || {
+            let mut up = compose_up(&raw.name, raw_dir.path());
+            up.arg("--wait");
+            timed(up)
+        };
+        if i % 2 == 0 {
+            kedge.push(sync());
+            baseline.push(up());
+        } else {
+            baseline.push(up());
+            kedge.push(sync());
+        }
+    }
+    let ratio = ms(stats(&kedge).0) / ms(stats(&baseline).0);
+    Row {
+        what: "deploy through a passing gate, healthcheck every 1 s".into(),
+        kedge: format!("`kedge sync`: {}", fmt(&kedge)),
+        baseline: format!(
+            "`docker compose up -d --wait`: {}; ratio {ratio:.2}",
+            fmt(&baseline)
+        ),
+        goal: "ratio ≤ 1.10".into(),
+    }
+}
+
+/// A commit whose changed service exits 1 at start, deployed by `kedge
+/// sync`: from the failure detected (the `deploy_failed` event) to the
+/// previous version running again (seen through the engine API), against
+/// putting the previous version back by hand: `docker compose up -d` of the
+/// previous file after the same broken `up`, until it runs.
+fn gate_rollback(engine: &::kedge::observe::Engine, runs: usize) -> Row {
+    let broken = |n: usize| {
+        format!(
+            "services:
+  web:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+  api:
+    image: {IMAGE_2}
+    command: [sh, -c, 'echo broken {n}; exit 1']
+    restart: unless-stopped
+"
+        )
+    };
+    let s = Stack::new(
+        "brollback",
+        &[
+            ("compose.yaml", &two_services(IMAGE_1)),
+            ("kedge.yaml", "deploy:\n  stable_for: 1s\n"),
+        ],
+    );
+    let good = s.remote.remote_head();
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let raw = ComposeProject::new("brollbackraw");
+    let raw_dir = tempfile::tempdir().unwrap();
+    let raw_file = raw_dir.path().join("compose.yaml");
+    std::fs::write(&raw_file, two_services(IMAGE_1)).unwrap();
+    raw.up(raw_dir.path());
+    let id1 = image_id(IMAGE_1);
+    let back = |project: &str, before: &str| {
+        let (before, id1) = (before.to_string(), id1.clone());
+        until(engine, project, move |cs| {
+            cs.iter().any(|c| {
+                c.service == "api" && c.state == "running" && c.image_id == id1 && c.id != before
+            })
+        })
+    };
+    let api_id = |project: &str| {
+        let rt = runtime();
+        rt.block_on(engine.project_containers(project))
+            .unwrap()
+            .into_iter()
+            .find(|c| c.service == "api")
+            .map(|c| c.id)
+            .unwrap_or_default()
+    };
+    let mut kedge = Vec::new();
+    let mut whole = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 0..runs {
+        s.remote.write("compose.yaml", &broken(i));
+        let bad = s.remote.commit(&format!("broken api {i}"));
+        let before = api_id(&s.name);
+        let start = Instant::now();
+        let mut sync = ChildGuard(
+            s.kedge
+                .command(["sync", "--repo", &s.name])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        back(&s.name, &before);
+        let running_at = ::kedge::time::now_ms();
+        whole.push(start.elapsed());
+        assert_eq!(sync.wait_exit(60).code(), Some(1));
+        let events = s
+            .kedge
+            .run(["events", "--repo", &s.name, "-o", "json", "--limit", "20"])
+            .json();
+        let failed = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["kind"] == "deploy_failed" && e["commit"] == bad.as_str())
+            .expect("the deploy_failed event");
+        let detected = chrono::DateTime::parse_from_rfc3339(failed["time"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        kedge.push(Duration::from_millis((running_at - detected).max(0) as u64));
+        assert_eq!(
+            s.history()[0]["commit"],
+            good.as_str(),
+            "the rollback is the newest deployment"
+        );
+
+        // By hand: the same broken `up`, then the previous file back.
+        std::fs::write(&raw_file, broken(i)).unwrap();
+        timed(compose_up(&raw.name, raw_dir.path()));
+        let before = api_id(&raw.name);
+        std::fs::write(&raw_file, two_services(IMAGE_1)).unwrap();
+        let start = Instant::now();
+        timed(compose_up(&raw.name, raw_dir.path()));
+        back(&raw.name, &before);
+        baseline.push(start.elapsed());
+    }
+    Row {
+        what: "failed gate (a service exits 1): failure detected → previous version running".into(),
+        kedge: format!(
+            "{}; the whole `kedge sync` until then: {}",
+            fmt(&kedge),
+            fmt(&whole)
+        ),
+        baseline: format!(
+            "`docker compose up -d` of the previous file by hand: {}",
+            fmt(&baseline)
+        ),
+        goal: "≈ baseline".into(),
     }
 }
 
@@ -643,6 +920,7 @@ fn history_100k() -> Row {
                         message: "bench",
                         trigger: "new_commit",
                         compose_snapshot: Some("{\"services\":{}}"),
+                        rolled_back_from: None,
                     })?;
                     store.finish_deployment(
                         id,
@@ -825,6 +1103,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
                             message: "bench",
                             trigger: "new_commit",
                             compose_snapshot: None,
+                            rolled_back_from: None,
                         })?;
                         let status = if i % 10 == 0 {
                             ::kedge::record::DeploymentStatus::Failed

@@ -423,7 +423,7 @@ pub async fn sync(
     let worker = state.clone();
     let repo = name.clone();
     start_deployment(state, &name, q.wait, async move {
-        worker.ops.sync(&repo, false).await.map(drop)
+        worker.ops.sync(&repo, false, false).await.map(drop)
     })
     .await
 }

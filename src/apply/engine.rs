@@ -1,5 +1,6 @@
 //! apply: the changes Kedge makes through the Engine API itself rather
-//! than compose — starting a stopped container, removing an extra one, and
+//! than compose — starting a stopped container, restarting an unhealthy
+//! one, removing an extra one, and
 //! the anonymous volumes of a stack taken down for good.
 
 use super::ApplyError;
@@ -12,6 +13,22 @@ pub async fn start(engine: &Engine, id: &str) -> Result<(), ApplyError> {
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
         .map_err(|source| ApplyError::Start {
+            container: id.to_string(),
+            source,
+        })
+}
+
+/// Restarts a container (stopped with its own stop signal and grace period).
+pub async fn restart(engine: &Engine, id: &str) -> Result<(), ApplyError> {
+    engine
+        .client()
+        .await?
+        .restart_container(
+            id,
+            None::<bollard::query_parameters::RestartContainerOptions>,
+        )
+        .await
+        .map_err(|source| ApplyError::Restart {
             container: id.to_string(),
             source,
         })

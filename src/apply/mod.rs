@@ -27,6 +27,12 @@ pub enum ApplyError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("cannot restart container {container}")]
+    Restart {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("cannot remove container {container}")]
     Remove {
         container: String,

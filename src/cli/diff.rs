@@ -99,6 +99,12 @@ fn render(r: &DiffReport) -> String {
                 };
                 block(service, "Extra container", expected, container)
             }
+            Drift::Unhealthy { service, container } => block(
+                service,
+                "Unhealthy",
+                "healthy",
+                &format!("unhealthy ({container})"),
+            ),
         }
     }
     let drift_text = out;

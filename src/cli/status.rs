@@ -70,6 +70,9 @@ fn print_text(statuses: &[RepoStatus]) {
             println!("  Pinned:      {}", p.describe());
         }
         println!("  Sync state:  {}", s.sync_state);
+        if let Some(r) = &s.auto_rollback {
+            println!("  Rolled back: {}", r.text);
+        }
         if let Some(d) = &s.last_deployment {
             let at = chrono::DateTime::parse_from_rfc3339(&d.deployed_at)
                 .map(|t| local_time(t.timestamp_millis()))

@@ -14,10 +14,13 @@ pub struct Args {
     /// Print the plan only; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not wait for the changed services to come up (skip the health gate)
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(ctx.ops.sync(&args.repo, args.dry_run))??;
+    let report = block_on(ctx.ops.sync(&args.repo, args.dry_run, args.no_wait))??;
     if ctx.json() {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -32,8 +35,13 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         format!("changes {}", report.changed.join(", "))
     };
+    let gate = if report.gated {
+        " (health gate passed)"
+    } else {
+        ""
+    };
     println!(
-        "{verb} {} to {}: {changed}",
+        "{verb} {} to {}: {changed}{gate}",
         short(&report.commit),
         report.repo
     );

@@ -83,14 +83,18 @@ pub struct SyncReport {
     /// Drift healed (or to heal) after the deployment.
     pub heals: Vec<String>,
     pub released_pin: Option<String>,
+    /// Whether the changed services went through the health gate.
+    pub gated: bool,
 }
 
 pub async fn sync(
     shared: &Arc<Shared>,
     repo: Repo,
     dry_run: bool,
+    no_wait: bool,
 ) -> Result<SyncReport, CommandError> {
     let mut task = cloned(shared, repo).await?;
+    task.skip_gate = no_wait;
     let id = task.repo.id;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
@@ -148,6 +152,7 @@ pub async fn sync(
         repo: task.repo.name.clone(),
         commit: head,
         dry_run,
+        gated: task.gated,
         changed,
         heals,
         released_pin,
@@ -428,6 +433,8 @@ async fn rollback_from_snapshot(
         compose_files: Vec::new(),
         mode: heal::mode_of(&state),
         prune: state.prune.unwrap_or(true),
+        unhealthy: heal::unhealthy_of(&state),
+        ..Default::default()
     };
     let desired = crate::desired::render::Desired {
         commit: commit.to_string(),

@@ -11,7 +11,7 @@ use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
 use crate::apply::{self, ApplyError};
 use crate::desired::kedge_yaml::Mode;
-use crate::desired::render::{self, Desired, RenderError};
+use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::rollout::rollout;
 use crate::record::{DeploymentStatus, NewDeployment, ServiceRecord};
@@ -87,9 +87,12 @@ pub async fn deploy(
         let mode = waits.then_some(desired.kedge.mode);
         shared.emit(commit_detected(&name, commit, &info.message, mode));
     }
-    shared
-        .store()
-        .set_rendered(id, desired.kedge.mode.as_str(), desired.kedge.prune)?;
+    shared.store().set_rendered(
+        id,
+        desired.kedge.mode.as_str(),
+        desired.kedge.prune,
+        desired.kedge.unhealthy.as_str(),
+    )?;
     if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         shared.store().mark_settled(id, commit, None)?;
@@ -136,6 +139,7 @@ pub async fn apply_rendered(
         message,
         trigger: trigger.as_str(),
         compose_snapshot: Some(&desired.rendered),
+        rolled_back_from: None,
     })?;
     shared.emit(
         NewEvent::new(
@@ -157,8 +161,31 @@ pub async fn apply_rendered(
         ..
     } = rollout(desired, &previous, commit);
     let result = apply_desired(shared, task, desired, &source, &records, &previous).await;
+    // The health gate: the changed services must come up before the
+    // deployment counts. The deployment stays `in_progress` meanwhile.
+    task.gated = false;
+    let gated = match result {
+        Ok(()) if desired.kedge.gate.wait && !task.skip_gate => {
+            task.gated = true;
+            let specs: Vec<&ServiceSpec> = changed
+                .iter()
+                .filter_map(|s| desired.services.get(s))
+                .collect();
+            tracing::debug!(repo = %name, services = ?changed, "health gate");
+            super::gate::watch(
+                &shared.engine,
+                &desired.project,
+                &specs,
+                &desired.kedge.gate,
+            )
+            .await
+            .map(drop)
+            .map_err(StepError::Gate)
+        }
+        other => other,
+    };
     let elapsed = started.elapsed();
-    match result {
+    match gated {
         Ok(()) => {
             // The labels compose wrote are the truth about what it applied.
             record_config_hashes(shared, &desired.project, &mut records).await;
@@ -173,14 +200,7 @@ pub async fn apply_rendered(
                 &changed,
                 None,
             )?;
-            let files: Vec<String> = desired
-                .files
-                .iter()
-                .map(|f| f.to_string_lossy().into_owned())
-                .collect();
-            shared
-                .store()
-                .mark_deployed(id, commit, &desired.project, &files)?;
+            mark_deployed(shared, id, desired)?;
             task.drift.after_apply();
             tracing::info!(
                 repo = %name,
@@ -210,37 +230,64 @@ pub async fn apply_rendered(
             Ok(Outcome::Deployed { changed })
         }
         Err(e) => {
-            let error = error_chain(&e);
+            let gate_failed = matches!(e, StepError::Gate(_));
+            // A failed gate without a rollback leaves the stack as it is:
+            // what runs is what was applied, and drift is measured against it.
+            let keep = gate_failed
+                && (!desired.kedge.gate.rollback_on_failure || trigger == Trigger::Rollback);
+            let mut error = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
-            // The clone goes back to what is running: its files are bind-mounted.
             let deployed = shared.store().repo_state(id)?.deployed_commit;
-            if let Some(deployed) = &deployed
+            if keep {
+                record_config_hashes(shared, &desired.project, &mut records).await;
+                shared.store().save_services(id, &records)?;
+                mark_deployed(shared, id, desired)?;
+                error.push_str(&format!("; {LEFT_AS_IS}"));
+            } else if let Some(deployed) = &deployed
+                // The clone goes back to what is running: its files are bind-mounted.
                 && let Err(e) = task.git.checkout_deployed(deployed).await
             {
                 tracing::warn!(repo = %name, "cannot restore the deployed checkout: {}", error_chain(&e));
             }
-            shared.store().finish_deployment(
-                deployment,
-                DeploymentStatus::Failed,
-                &changed,
-                Some(&error),
-            )?;
+            let note = if keep {
+                Some(LEFT_AS_IS)
+            } else if gate_failed && deployed.is_none() {
+                error.push_str(&format!("; {NOTHING_TO_ROLL_BACK}"));
+                Some(NOTHING_TO_ROLL_BACK)
+            } else {
+                None
+            };
+            let step = if gate_failed { "health_gate" } else { "apply" };
+            shared
+                .store()
+                .fail_deployment(deployment, &changed, &error, step)?;
             shared.emit(
                 NewEvent::new(&name, EventKind::DeployFailed, error.clone())
                     .commit(commit)
                     .field("commit_message", first_line(message))
                     .field("trigger", trigger.as_str())
                     .field("deployment", deployment)
-                    .field("step", "apply")
+                    .field("step", step)
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
             shared.store().mark_failed(id, &error)?;
-            // A failed `up` may have changed part of the stack: put the last
-            // successful deployment back. Earlier steps change nothing.
-            let restored = matches!(e, StepError::Apply(ApplyError::Up(_)))
-                && restore_previous(shared, task, commit, &changed).await?;
+            if gate_failed {
+                // Not tried again until the branch moves or `kedge sync`.
+                shared.store().mark_settled(id, commit, None)?;
+            }
+            // A failed `up` may have changed part of the stack, and a failed
+            // gate did: put the last successful deployment back. Earlier
+            // steps change nothing.
+            let undo = matches!(e, StepError::Apply(ApplyError::Up(_))) || (gate_failed && !keep);
+            let restored = if undo {
+                restore_previous(shared, task, commit, &changed).await?
+            } else {
+                None
+            };
+            task.drift.after_apply();
             Err(ReconcileError::Apply {
                 commit: commit.to_string(),
+                note,
                 restored,
                 source: Box::new(e),
             })
@@ -248,22 +295,38 @@ pub async fn apply_rendered(
     }
 }
 
+const LEFT_AS_IS: &str = "left running as it is (deploy.rollback_on_failure is false)";
+const NOTHING_TO_ROLL_BACK: &str = "nothing to roll back to: no earlier deployment succeeded";
+
+/// What runs now is `desired`'s commit.
+fn mark_deployed(shared: &Shared, id: i64, desired: &Desired) -> Result<(), ReconcileError> {
+    let files: Vec<String> = desired
+        .files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    Ok(shared
+        .store()
+        .mark_deployed(id, &desired.commit, &desired.project, &files)?)
+}
+
 /// Re-applies the deployed commit after a failed `up` of `failed`, recorded
 /// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
 /// the deployed tree again; its services' records are still the store's.
-/// False when there is nothing to restore (a first deployment) or the
-/// restore failed too (logged: the failed deployment says what broke).
+/// The restored commit; `None` when there is nothing to restore (a first
+/// deployment) or the restore failed too (logged: the failed deployment
+/// says what broke).
 async fn restore_previous(
     shared: &Arc<Shared>,
     task: &RepoTask,
     failed: &str,
     changed: &[String],
-) -> Result<bool, ReconcileError> {
+) -> Result<Option<String>, ReconcileError> {
     let id = task.repo.id;
     let name = &task.repo.name;
     let state = shared.store().repo_state(id)?;
     let Some(deployed) = state.deployed_commit.clone() else {
-        return Ok(false);
+        return Ok(None);
     };
     let records = shared.store().services(id)?;
     let Some(previous) = shared
@@ -272,10 +335,10 @@ async fn restore_previous(
         .into_iter()
         .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
     else {
-        return Ok(false);
+        return Ok(None);
     };
     if records.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let project = state.project.clone().unwrap_or_else(|| name.clone());
     let files: Vec<PathBuf> = state
@@ -298,6 +361,7 @@ async fn restore_previous(
         message: &message,
         trigger: Trigger::AutoRollback.as_str(),
         compose_snapshot: previous.compose_snapshot.as_deref(),
+        rolled_back_from: Some(failed),
     })?;
     let commits: BTreeMap<String, String> = records
         .iter()
@@ -350,18 +414,15 @@ async fn restore_previous(
                 changed,
                 None,
             )?;
-            Ok(true)
+            Ok(Some(deployed))
         }
         Err(e) => {
             let text = error_chain(&e);
             tracing::error!(repo = %name, restored = short(&deployed), "cannot restore the last successful deployment: {text}");
-            shared.store().finish_deployment(
-                restore,
-                DeploymentStatus::Failed,
-                changed,
-                Some(&text),
-            )?;
-            Ok(false)
+            shared
+                .store()
+                .fail_deployment(restore, changed, &text, "apply")?;
+            Ok(None)
         }
     }
 }
@@ -492,8 +553,9 @@ fn refuse(
         message,
         trigger: trigger.as_str(),
         compose_snapshot: None,
+        rolled_back_from: None,
     })?;
-    store.finish_deployment(deployment, DeploymentStatus::Failed, &[], Some(&text))?;
+    store.fail_deployment(deployment, &[], &text, "render")?;
     drop(store);
     shared.emit(
         NewEvent::new(name, EventKind::DeployFailed, text.clone())

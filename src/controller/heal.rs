@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{ReconcileError, RepoTask};
 use crate::apply;
-use crate::desired::kedge_yaml::Mode;
+use crate::desired::kedge_yaml::{Mode, Unhealthy};
 use crate::error_chain;
 use crate::events::{EventKind, NewEvent};
 use crate::observe::{ContainerState, Engine};
@@ -118,6 +118,15 @@ pub fn mode_of(state: &RepoState) -> Mode {
         .unwrap_or_default()
 }
 
+/// The `drift.unhealthy` policy of the last rendered kedge.yaml.
+pub fn unhealthy_of(state: &RepoState) -> Unhealthy {
+    state
+        .unhealthy
+        .as_deref()
+        .and_then(Unhealthy::parse)
+        .unwrap_or_default()
+}
+
 /// Image reference → image id on the host (`None`: not there).
 pub type ImageIds = std::collections::HashMap<String, Option<String>>;
 
@@ -184,6 +193,7 @@ pub async fn drift_plan_observed(
         mode,
         state.prune.unwrap_or(true),
         &backed_off,
+        unhealthy_of(&state),
     );
     Ok(Some(DriftView {
         plan,
@@ -206,7 +216,7 @@ pub async fn check(
     };
     let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
     task.observed = Some(view);
-    report(shared, task, &plan, mode);
+    report(shared, task, &plan, mode, unhealthy_of(&state));
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
@@ -237,6 +247,12 @@ pub async fn check(
             Heal::Remove { service, id, .. } => (
                 vec![service.clone()],
                 apply::engine::remove(&engine, id)
+                    .await
+                    .map_err(|e| error_chain(&e)),
+            ),
+            Heal::Restart { service, id, .. } => (
+                vec![service.clone()],
+                apply::engine::restart(&engine, id)
                     .await
                     .map_err(|e| error_chain(&e)),
             ),
@@ -301,6 +317,7 @@ pub fn describe_heal(heal: &Heal) -> String {
     match heal {
         Heal::Start { container, .. } => format!("start {container}"),
         Heal::Remove { container, .. } => format!("remove {container}"),
+        Heal::Restart { container, .. } => format!("restart unhealthy {container}"),
         Heal::Recreate {
             services,
             force: true,
@@ -313,7 +330,7 @@ pub fn describe_heal(heal: &Heal) -> String {
 }
 
 /// Logs and records drift not reported yet.
-fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) {
+fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode, unhealthy: Unhealthy) {
     let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
     let mut events = Vec::new();
     for d in current.difference(&task.drift.reported) {
@@ -323,11 +340,20 @@ fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode) {
         } else {
             tracing::warn!(repo = %task.repo.name, service = d.service(), %mode, "drift: {text} (not healed: mode {mode})");
         }
+        // An unhealthy container is the `unhealthy` event (operations.md);
+        // whether it is healed is the policy's word.
+        let (kind, healed) = match d {
+            Drift::Unhealthy { .. } => (
+                EventKind::Unhealthy,
+                mode == Mode::Auto && unhealthy == Unhealthy::Restart,
+            ),
+            _ => (EventKind::DriftDetected, mode == Mode::Auto),
+        };
         events.push(
-            NewEvent::new(&task.repo.name, EventKind::DriftDetected, text)
+            NewEvent::new(&task.repo.name, kind, text)
                 .service(d.service())
                 .field("drift", d.kind())
-                .field("healed", mode == Mode::Auto),
+                .field("healed", healed),
         );
     }
     for event in events {

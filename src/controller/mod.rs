@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod deploy;
+pub mod gate;
 pub mod heal;
 pub mod hub;
 pub mod lock;

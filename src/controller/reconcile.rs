@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use super::Shared;
 use super::deploy::deploy;
-use super::task::{Action, MAX_APPLY_ATTEMPTS, ReconcileError, RepoTask, Trigger, backoff};
+use super::task::{
+    Action, MAX_APPLY_ATTEMPTS, ReconcileError, RepoTask, StepError, Trigger, backoff,
+};
 use crate::events::{EventKind, NewEvent};
 use crate::source::git::GitError;
 use crate::{error_chain, short};
@@ -139,7 +141,16 @@ async fn check_source(
             task.failed_commit = None;
             Ok(())
         }
-        Err(e @ ReconcileError::Apply { restored, .. }) => {
+        Err(e @ ReconcileError::Apply { .. }) => {
+            let ReconcileError::Apply {
+                restored, source, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            // A failed health gate is the commit's own verdict: trying it
+            // again would only break the stack once more.
+            let settled = restored.is_some() || matches!(**source, StepError::Gate(_));
             // An engine that does not answer is an outage, not a broken
             // commit: it uses up none of the commit's attempts, and its
             // return triggers a retry (see `reconcile`). A commit whose `up`
@@ -147,7 +158,7 @@ async fn check_source(
             // break and restore the stack once more.
             let counted = u32::from(shared.engine.ping().await);
             let attempts = match &task.failed_commit {
-                _ if restored => MAX_APPLY_ATTEMPTS,
+                _ if settled => MAX_APPLY_ATTEMPTS,
                 Some((c, n)) if *c == commit => n + counted,
                 _ => counted,
             };

@@ -29,12 +29,22 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] super::lock::LockError),
-    #[error("deployment of {} failed{}", short(commit), if *restored { "; the last successful deployment was restored" } else { "" })]
+    #[error("deployment of {} failed{}{}", short(commit), match restored {
+        Some(c) => format!("; rolled back to {} (the last successful deployment)", short(c)),
+        None => String::new(),
+    }, match note {
+        Some(note) => format!("; {note}"),
+        None => String::new(),
+    })]
     Apply {
         commit: String,
-        /// The failed `up` was followed by re-applying the last successful
-        /// deployment: the commit is not retried until the branch moves.
-        restored: bool,
+        /// What else the operator should know: the stack was left as it is,
+        /// or there was nothing to roll back to.
+        note: Option<&'static str>,
+        /// The failed `up` or gate was followed by re-applying the last
+        /// successful deployment, of this commit: the failed commit is not
+        /// retried until the branch moves.
+        restored: Option<String>,
         #[source]
         source: Box<StepError>,
     },
@@ -47,6 +57,8 @@ pub enum StepError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Checkout(#[from] GitError),
+    #[error(transparent)]
+    Gate(#[from] super::gate::GateFailure),
 }
 
 /// Apply failures of one commit are retried this many times, then left
@@ -141,6 +153,10 @@ pub struct RepoTask {
     pub(super) announced: bool,
     /// The head a fetch already brought in this pass.
     pub(super) fetched: Option<String>,
+    /// `kedge sync --no-wait`: this task's deployments skip the health gate.
+    pub skip_gate: bool,
+    /// The last deployment of this task went through the health gate.
+    pub gated: bool,
 }
 
 impl RepoTask {
@@ -164,6 +180,8 @@ impl RepoTask {
             observed: None,
             announced: false,
             fetched: None,
+            skip_gate: false,
+            gated: false,
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,

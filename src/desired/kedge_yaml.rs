@@ -2,6 +2,7 @@
 //! files make the stack, its project name, and how to reconcile it.
 
 use std::path::{Component, Path};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -48,6 +49,60 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// `drift.unhealthy`: what a container the engine reports unhealthy gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unhealthy {
+    /// Record the `unhealthy` event only.
+    #[default]
+    Report,
+    /// Restart the container (crash-loop backoff applies).
+    Restart,
+}
+
+impl Unhealthy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unhealthy::Report => "report",
+            Unhealthy::Restart => "restart",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Unhealthy> {
+        match s {
+            "report" => Some(Unhealthy::Report),
+            "restart" => Some(Unhealthy::Restart),
+            _ => None,
+        }
+    }
+}
+
+/// The `deploy` section: the health gate after `up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    /// A deployment succeeds only when its changed services are up.
+    pub wait: bool,
+    /// How long the changed services have to come up.
+    #[serde(with = "crate::config::duration::millis")]
+    pub timeout: Duration,
+    /// How long a changed service without a healthcheck must keep running.
+    #[serde(with = "crate::config::duration::millis")]
+    pub stable_for: Duration,
+    /// A failed gate puts the last successful deployment back.
+    pub rollback_on_failure: bool,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            wait: true,
+            timeout: Duration::from_secs(120),
+            stable_for: Duration::from_secs(5),
+            rollback_on_failure: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KedgeYaml {
     /// `None`: the repository's name.
@@ -56,6 +111,8 @@ pub struct KedgeYaml {
     pub compose_files: Vec<String>,
     pub mode: Mode,
     pub prune: bool,
+    pub gate: Gate,
+    pub unhealthy: Unhealthy,
 }
 
 impl Default for KedgeYaml {
@@ -65,6 +122,8 @@ impl Default for KedgeYaml {
             compose_files: Vec::new(),
             mode: Mode::Auto,
             prune: true,
+            gate: Gate::default(),
+            unhealthy: Unhealthy::Report,
         }
     }
 }
@@ -105,7 +164,7 @@ pub fn load(repo_dir: &Path, env: Env) -> Result<KedgeYaml, KedgeYamlError> {
 
 pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
     let doc = yaml::parse(text)?;
-    let top = Section::new(&doc, "", &["docker", "reconciliation"])?;
+    let top = Section::new(&doc, "", &["docker", "reconciliation", "deploy", "drift"])?;
     let mut out = KedgeYaml::default();
 
     if let Some(docker) = top.section("docker", &["project_name", "compose_file"])? {
@@ -152,6 +211,44 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
         if let Some(prune) = rec.bool("prune", env)? {
             out.prune = prune;
         }
+    }
+
+    if let Some(deploy) = top.section(
+        "deploy",
+        &["wait", "timeout", "stable_for", "rollback_on_failure"],
+    )? {
+        let duration = |s: &str| {
+            crate::config::duration::parse_duration(s)
+                .map_err(|_| "a duration such as 500ms, 5s, 2m or 1m30s".to_string())
+        };
+        if let Some(wait) = deploy.bool("wait", env)? {
+            out.gate.wait = wait;
+        }
+        if let Some(timeout) = deploy.parsed("timeout", env, |s| {
+            duration(s).and_then(|d| {
+                if d.is_zero() {
+                    Err("a duration longer than 0s".to_string())
+                } else {
+                    Ok(d)
+                }
+            })
+        })? {
+            out.gate.timeout = timeout;
+        }
+        if let Some(stable_for) = deploy.parsed("stable_for", env, duration)? {
+            out.gate.stable_for = stable_for;
+        }
+        if let Some(rollback) = deploy.bool("rollback_on_failure", env)? {
+            out.gate.rollback_on_failure = rollback;
+        }
+    }
+
+    if let Some(drift) = top.section("drift", &["unhealthy"])?
+        && let Some(unhealthy) = drift.parsed("unhealthy", env, |s| {
+            Unhealthy::parse(s).ok_or_else(|| "report or restart".to_string())
+        })?
+    {
+        out.unhealthy = unhealthy;
     }
     Ok(out)
 }
@@ -235,6 +332,29 @@ mod tests {
                 },
             ),
             (
+                "deploy:\n  wait: false\n  timeout: 30s\n  stable_for: 1m30s\n  rollback_on_failure: false\ndrift:\n  unhealthy: restart\n",
+                KedgeYaml {
+                    gate: Gate {
+                        wait: false,
+                        timeout: Duration::from_secs(30),
+                        stable_for: Duration::from_secs(90),
+                        rollback_on_failure: false,
+                    },
+                    unhealthy: Unhealthy::Restart,
+                    ..default.clone()
+                },
+            ),
+            (
+                "deploy:\n  stable_for: 0s\ndrift:\n  unhealthy: report\n",
+                KedgeYaml {
+                    gate: Gate {
+                        stable_for: Duration::ZERO,
+                        ..Gate::default()
+                    },
+                    ..default.clone()
+                },
+            ),
+            (
                 "reconciliation:\n  mode: ${KEDGE_TEST_UNSET:-manual}\n",
                 KedgeYaml {
                     mode: Mode::Manual,
@@ -257,7 +377,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",
@@ -298,6 +418,30 @@ mod tests {
             (
                 "reconciliation:\n  mode: ${KEDGE_TEST_UNSET}\n",
                 "line 2: `reconciliation.mode`",
+            ),
+            (
+                "deploy:\n  timeout: soon\n",
+                "line 2: `deploy.timeout`: invalid value \"soon\", expected a duration such as 500ms, 5s, 2m or 1m30s",
+            ),
+            (
+                "deploy:\n  timeout: 0s\n",
+                "line 2: `deploy.timeout`: invalid value \"0s\", expected a duration longer than 0s",
+            ),
+            (
+                "deploy:\n  stable_for: 5\n",
+                "line 2: `deploy.stable_for`: invalid value \"5\", expected a duration such as 500ms, 5s, 2m or 1m30s",
+            ),
+            (
+                "deploy:\n  wait: sometimes\n",
+                "line 2: `deploy.wait`: invalid value \"sometimes\", expected true or false",
+            ),
+            (
+                "deploy:\n  retries: 3\n",
+                "line 2: unknown key `deploy.retries` (expected one of: wait, timeout, stable_for, rollback_on_failure)",
+            ),
+            (
+                "drift:\n  unhealthy: kill\n",
+                "line 2: `drift.unhealthy`: invalid value \"kill\", expected report or restart",
             ),
         ];
         for (text, want) in cases {

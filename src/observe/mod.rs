@@ -10,6 +10,8 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+pub mod health;
+
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
@@ -28,6 +30,12 @@ pub enum ObserveError {
     Connect(#[source] bollard::errors::Error),
     #[error("the engine's event stream failed")]
     Events(#[source] bollard::errors::Error),
+    #[error("cannot inspect container {container}")]
+    Inspect {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("cannot list the containers of project {project}")]
     List {
         project: String,
@@ -53,8 +61,18 @@ pub struct ContainerState {
     pub oneoff: bool,
     /// For exited containers, from the engine's status text.
     pub exit_code: Option<i64>,
+    /// With a healthcheck: starting, healthy or unhealthy (status text).
+    pub health: Option<String>,
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// "Up 3 seconds (unhealthy)" → unhealthy; "(health: starting)" → starting.
+pub fn health(status: &str) -> Option<String> {
+    let inner = status.trim_end().strip_suffix(')')?;
+    let inner = &inner[inner.rfind('(')? + 1..];
+    let verdict = inner.strip_prefix("health: ").unwrap_or(inner);
+    matches!(verdict, "starting" | "healthy" | "unhealthy").then(|| verdict.to_string())
 }
 
 /// "Exited (137) 2 seconds ago" → 137.
@@ -70,6 +88,20 @@ mod tests {
         assert_eq!(super::exit_code("Exited (137) 2 seconds ago"), Some(137));
         assert_eq!(super::exit_code("Exited (0) About a minute ago"), Some(0));
         assert_eq!(super::exit_code("Up 3 minutes"), None);
+    }
+
+    #[test]
+    fn health_from_status_text() {
+        for (status, want) in [
+            ("Up 3 seconds (unhealthy)", Some("unhealthy")),
+            ("Up 2 seconds (health: starting)", Some("starting")),
+            ("Up About a minute (healthy)", Some("healthy")),
+            ("Up 3 minutes", None),
+            ("Exited (1) 2 seconds ago", None),
+            ("Up 1 second (Paused)", None),
+        ] {
+            assert_eq!(super::health(status).as_deref(), want, "{status}");
+        }
     }
 }
 
@@ -216,21 +248,23 @@ impl Engine {
                     Ok(msg) => {
                         let action = msg.action.unwrap_or_default();
                         // exec_*, health checks, attach, top…: nothing changed.
-                        let relevant = matches!(
-                            action.as_str(),
-                            "create"
-                                | "start"
-                                | "restart"
-                                | "stop"
-                                | "die"
-                                | "kill"
-                                | "oom"
-                                | "destroy"
-                                | "pause"
-                                | "unpause"
-                                | "rename"
-                                | "update"
-                        );
+                        // A health verdict changes what drift passes see.
+                        let relevant = action.starts_with("health_status")
+                            || matches!(
+                                action.as_str(),
+                                "create"
+                                    | "start"
+                                    | "restart"
+                                    | "stop"
+                                    | "die"
+                                    | "kill"
+                                    | "oom"
+                                    | "destroy"
+                                    | "pause"
+                                    | "unpause"
+                                    | "rename"
+                                    | "update"
+                            );
                         let project = msg
                             .actor
                             .and_then(|a| a.attributes)
@@ -304,6 +338,7 @@ impl Engine {
                 commit: label(KEDGE_COMMIT),
                 oneoff: label(ONEOFF_LABEL).is_some_and(|v| v.eq_ignore_ascii_case("true")),
                 exit_code: c.status.as_deref().and_then(exit_code),
+                health: c.status.as_deref().and_then(health),
                 labels,
             };
             out.entry(project).or_default().push(state);

@@ -20,6 +20,11 @@ pub struct HistoryRow {
     pub duration_ms: Option<i64>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
+    /// On a failed deployment: the step that failed (`render`, `apply`,
+    /// `health_gate`).
+    pub failed_step: Option<String>,
+    /// On an automatic rollback: the commit whose failure it undid.
+    pub rolled_back_from: Option<String>,
     /// Milliseconds since the epoch, for faces that format times themselves.
     #[serde(skip)]
     pub finished_ms: Option<i64>,
@@ -64,6 +69,8 @@ impl Ops {
                 duration_ms: d.duration_ms,
                 services_changed: d.services_changed,
                 error: d.error,
+                failed_step: d.failed_step,
+                rolled_back_from: d.rolled_back_from,
             })
             .collect())
     }

@@ -46,7 +46,7 @@ impl Ops {
             .into_iter()
             .map(|repo| {
                 let state = states.remove(&repo.id).unwrap_or_default();
-                let summary = summaries.get(&repo.id).copied().unwrap_or_default();
+                let summary = summaries.get(&repo.id).cloned().unwrap_or_default();
                 let snapshot = shared.hub.snapshot(&repo.name);
                 let (drifts, observed) = match &snapshot {
                     Some(rx) => {
@@ -58,7 +58,7 @@ impl Ops {
                 RepoMetrics {
                     sync_state: super::status::sync_state(
                         &state,
-                        summary.last_status,
+                        summary.last_status.zip(summary.last_commit.as_deref()),
                         &drifts,
                         observed,
                     ),

@@ -147,9 +147,15 @@ impl Ops {
     }
 
     /// `kedge sync`: deploy the branch head now and heal all drift.
-    pub async fn sync(&self, repo: &str, dry_run: bool) -> Result<SyncReport, OpsError> {
+    /// `no_wait`: skip the health gate for this run.
+    pub async fn sync(
+        &self,
+        repo: &str,
+        dry_run: bool,
+        no_wait: bool,
+    ) -> Result<SyncReport, OpsError> {
         let (shared, repo) = self.controller(repo)?;
-        Ok(commands::sync(shared, repo, dry_run).await?)
+        Ok(commands::sync(shared, repo, dry_run, no_wait).await?)
     }
 
     /// `kedge rollback`: re-apply a deployed commit and pin to it.

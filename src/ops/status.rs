@@ -38,6 +38,9 @@ pub struct RepoStatus {
     #[serde(skip)]
     pub remote_ok_at: Option<i64>,
     pub last_deployment: Option<LastDeployment>,
+    /// A failed deployment undone by an automatic rollback, while the
+    /// failed commit is held back (until the branch moves or `kedge sync`).
+    pub auto_rollback: Option<AutoRollback>,
     pub services: Vec<ServiceStatus>,
     pub drifts: Vec<crate::plan::Drift>,
     /// The newest few, oldest first.
@@ -49,6 +52,53 @@ pub struct LastDeployment {
     pub commit: String,
     pub status: DeploymentStatus,
     pub deployed_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AutoRollback {
+    pub failed_commit: String,
+    /// The step that failed: `health_gate` or `apply`.
+    pub failed_step: Option<String>,
+    /// What runs instead.
+    pub running_commit: String,
+    /// "abc1234 failed health gate; running def5678 (auto rollback)"
+    pub text: String,
+}
+
+impl AutoRollback {
+    /// From the newest deployments (newest first), when the newest is an
+    /// automatic rollback that still holds: what runs is what it restored,
+    /// and the commit it undid is still the one Kedge is done with.
+    pub fn find(state: &RepoState, newest: &[crate::record::Deployment]) -> Option<AutoRollback> {
+        let restore = newest.first()?;
+        let failed_commit = restore.rolled_back_from.clone()?;
+        if restore.trigger != Trigger::AutoRollback.as_str()
+            || restore.status != DeploymentStatus::RolledBack
+            || state.deployed_commit.as_ref() != Some(&restore.commit)
+            || state.target_commit.as_ref() != Some(&failed_commit)
+        {
+            return None;
+        }
+        let failed_step = newest
+            .iter()
+            .skip(1)
+            .find(|d| d.commit == failed_commit && d.status == DeploymentStatus::Failed)
+            .and_then(|d| d.failed_step.clone());
+        let what = match failed_step.as_deref() {
+            Some("health_gate") => "failed health gate",
+            _ => "failed to deploy",
+        };
+        Some(AutoRollback {
+            text: format!(
+                "{} {what}; running {} (auto rollback)",
+                crate::short(&failed_commit),
+                crate::short(&restore.commit)
+            ),
+            failed_commit,
+            failed_step,
+            running_commit: restore.commit.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -116,15 +166,11 @@ async fn collect(
         futures_util::stream::iter(asks).buffered(8).collect().await
     };
     for ((repo, task), remote) in repos.into_iter().zip(&tasks).zip(heads) {
-        let (mut state, last, recorded, events) = {
+        let (mut state, newest, recorded, events) = {
             let store = shared.store();
             (
                 store.repo_state(repo.id)?,
-                // A restore after a failed deployment does not hide the failure.
-                store
-                    .deployments(repo.id, 2)?
-                    .into_iter()
-                    .find(|d| d.trigger != Trigger::AutoRollback.as_str()),
+                store.deployments(repo.id, 2)?,
                 store.services(repo.id)?,
                 store.events(&crate::record::EventQuery {
                     repo: Some(repo.name.clone()),
@@ -133,6 +179,11 @@ async fn collect(
                 })?,
             )
         };
+        let auto_rollback = AutoRollback::find(&state, &newest);
+        // A restore after a failed deployment does not hide the failure.
+        let last = newest
+            .into_iter()
+            .find(|d| d.trigger != Trigger::AutoRollback.as_str());
         if remote.live {
             let now = crate::record::now_ms();
             state.checked_at = Some(now);
@@ -165,7 +216,7 @@ async fn collect(
         };
         let sync_state = sync_state(
             &state,
-            last.as_ref().map(|d| d.status),
+            last.as_ref().map(|d| (d.status, d.commit.as_str())),
             &drifts,
             containers.is_some(),
         );
@@ -189,6 +240,7 @@ async fn collect(
                 status: d.status,
                 deployed_at: rfc3339(d.started_at),
             }),
+            auto_rollback,
             services,
             drifts,
             events,
@@ -253,7 +305,7 @@ pub const SYNC_STATES: [&str; 6] = [
 /// head is unknown while the remote does not answer.
 pub(crate) fn sync_state(
     state: &RepoState,
-    last: Option<DeploymentStatus>,
+    last: Option<(DeploymentStatus, &str)>,
     drifts: &[crate::plan::Drift],
     observed: bool,
 ) -> &'static str {
@@ -262,7 +314,12 @@ pub(crate) fn sync_state(
     }
     let pinned = state.pinned_commit.is_some();
     let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
-    if last == Some(DeploymentStatus::Failed) && !head_deployed && !pinned {
+    // Failed: the head's deployment failed, and either something else runs
+    // or the failure was left running (a failed health gate without rollback).
+    if let Some((DeploymentStatus::Failed, commit)) = last
+        && !pinned
+        && (!head_deployed || state.remote_head.as_deref() == Some(commit))
+    {
         return "failed";
     }
     if !drifts.is_empty() {

@@ -4,13 +4,14 @@
 //! equal inputs give equal plans.
 
 pub mod build;
+pub mod gate;
 pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::desired::kedge_yaml::Mode;
+use crate::desired::kedge_yaml::{Mode, Unhealthy};
 use crate::desired::render::ServiceSpec;
 use crate::observe::ContainerState;
 
@@ -65,6 +66,8 @@ pub enum Drift {
         container: String,
         reason: ExtraReason,
     },
+    /// Running, but its healthcheck says unhealthy.
+    Unhealthy { service: String, container: String },
 }
 
 impl Drift {
@@ -74,7 +77,8 @@ impl Drift {
             | Drift::Stopped { service, .. }
             | Drift::WrongImage { service, .. }
             | Drift::ConfigChanged { service, .. }
-            | Drift::Extra { service, .. } => service,
+            | Drift::Extra { service, .. }
+            | Drift::Unhealthy { service, .. } => service,
         }
     }
 
@@ -116,16 +120,20 @@ impl Drift {
                     format!("extra: {container} is beyond the replica count")
                 }
             },
+            Drift::Unhealthy { container, .. } => {
+                format!("unhealthy: {container}'s healthcheck fails")
+            }
         }
     }
 
     /// Every drift type's name, as [`Drift::kind`] gives them.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "missing",
         "stopped",
         "wrong_image",
         "config_changed",
         "extra",
+        "unhealthy",
     ];
 
     /// The spec's name of the drift type.
@@ -136,6 +144,7 @@ impl Drift {
             Drift::WrongImage { .. } => "wrong_image",
             Drift::ConfigChanged { .. } => "config_changed",
             Drift::Extra { .. } => "extra",
+            Drift::Unhealthy { .. } => "unhealthy",
         }
     }
 }
@@ -158,6 +167,12 @@ pub enum Heal {
     },
     /// `docker compose up -d --no-deps [--force-recreate] SERVICES`.
     Recreate { services: Vec<String>, force: bool },
+    /// Restart an unhealthy container through the engine (`drift.unhealthy: restart`).
+    Restart {
+        service: String,
+        container: String,
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -175,16 +190,19 @@ impl Plan {
 }
 
 /// Compares and decides. `backed_off`: services that must not be healed now
-/// (crash-looping); their drift is still reported.
+/// (crash-looping); their drift is still reported. `unhealthy`: whether an
+/// unhealthy container is restarted or only reported.
 pub fn plan(
     want: &BTreeMap<String, Want>,
     actual: &[ContainerState],
     mode: Mode,
     prune: bool,
     backed_off: &BTreeSet<String>,
+    unhealthy: Unhealthy,
 ) -> Plan {
     let mut drifts = Vec::new();
     let mut start = Vec::new();
+    let mut restart = Vec::new();
     let mut remove = Vec::new();
     let mut create = BTreeSet::new();
     let mut force = BTreeSet::new();
@@ -253,6 +271,14 @@ pub fn plan(
                 if !recreate {
                     start.push((name.clone(), *c));
                 }
+            } else if c.health.as_deref() == Some("unhealthy") && c.state == "running" {
+                drifts.push(Drift::Unhealthy {
+                    service: name.clone(),
+                    container: c.name.clone(),
+                });
+                if !recreate && unhealthy == Unhealthy::Restart {
+                    restart.push((name.clone(), *c));
+                }
             }
             if recreate {
                 force.insert(name.clone());
@@ -291,6 +317,15 @@ pub fn plan(
         for (service, c) in &start {
             if allowed(service) && !force.contains(service) && !create.contains(service) {
                 heals.push(Heal::Start {
+                    service: service.clone(),
+                    container: c.name.clone(),
+                    id: c.id.clone(),
+                });
+            }
+        }
+        for (service, c) in &restart {
+            if allowed(service) && !force.contains(service) && !create.contains(service) {
+                heals.push(Heal::Restart {
                     service: service.clone(),
                     container: c.name.clone(),
                     id: c.id.clone(),

@@ -39,7 +39,15 @@ fn running(service: &str, number: u32) -> ContainerState {
         commit: Some("c1".into()),
         oneoff: false,
         exit_code: None,
+        health: None,
         labels: Default::default(),
+    }
+}
+
+fn unhealthy(service: &str) -> ContainerState {
+    ContainerState {
+        health: Some("unhealthy".into()),
+        ..running(service, 1)
     }
 }
 
@@ -99,6 +107,33 @@ fn cases() -> Vec<Case> {
             actual: vec![running("web", 1), running("api", 1)],
             drifts: vec!["missing:api"],
             heals: vec![recreate(&["api"], false)],
+        },
+        Case {
+            name: "unhealthy, restarted (drift.unhealthy: restart)",
+            want: vec![web()],
+            actual: vec![unhealthy("web")],
+            drifts: vec!["unhealthy:web"],
+            heals: vec![Heal::Restart {
+                service: "web".into(),
+                container: "p-web-1".into(),
+                id: "id-web-1".into(),
+            }],
+        },
+        Case {
+            name: "healthy and starting are not drift",
+            want: vec![web(), want("api", 1, None)],
+            actual: vec![
+                ContainerState {
+                    health: Some("healthy".into()),
+                    ..running("web", 1)
+                },
+                ContainerState {
+                    health: Some("starting".into()),
+                    ..running("api", 1)
+                },
+            ],
+            drifts: vec![],
+            heals: vec![],
         },
         Case {
             name: "stopped",
@@ -247,13 +282,27 @@ fn every_drift_type_in_every_mode() {
         let mut expected_heals = case.heals.clone();
         expected_heals.sort();
 
-        let auto = plan(&want, &case.actual, Mode::Auto, true, &none);
+        let auto = plan(
+            &want,
+            &case.actual,
+            Mode::Auto,
+            true,
+            &none,
+            Unhealthy::Restart,
+        );
         assert_eq!(drift_names(&auto), expected_drifts, "{}: drifts", case.name);
         assert_eq!(auto.heals, expected_heals, "{}: heals in auto", case.name);
         assert_eq!(auto.in_sync(), expected_drifts.is_empty(), "{}", case.name);
 
         // Without prune, extra containers are reported and left.
-        let keep = plan(&want, &case.actual, Mode::Auto, false, &none);
+        let keep = plan(
+            &want,
+            &case.actual,
+            Mode::Auto,
+            false,
+            &none,
+            Unhealthy::Restart,
+        );
         assert_eq!(
             drift_names(&keep),
             expected_drifts,
@@ -273,7 +322,7 @@ fn every_drift_type_in_every_mode() {
 
         // notify and manual detect the same drift and change nothing.
         for mode in [Mode::Notify, Mode::Manual] {
-            let p = plan(&want, &case.actual, mode, true, &none);
+            let p = plan(&want, &case.actual, mode, true, &none, Unhealthy::Restart);
             assert_eq!(
                 drift_names(&p),
                 expected_drifts,
@@ -295,9 +344,30 @@ fn a_backed_off_service_is_reported_but_not_healed() {
     .collect();
     let actual = vec![exited("web", 1), exited("api", 1)];
     let held = BTreeSet::from(["web".to_string()]);
-    let p = plan(&want, &actual, Mode::Auto, true, &held);
+    let p = plan(&want, &actual, Mode::Auto, true, &held, Unhealthy::Report);
     assert_eq!(drift_names(&p), ["stopped:api", "stopped:web"]);
     assert_eq!(p.heals, [start("api")]);
+    assert_eq!(p.held, ["web"]);
+}
+
+#[test]
+fn an_unhealthy_container_is_only_reported_under_report() {
+    let want: BTreeMap<String, Want> = [want("web", 1, Some("always"))].into_iter().collect();
+    let actual = vec![unhealthy("web")];
+    let p = plan(
+        &want,
+        &actual,
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        Unhealthy::Report,
+    );
+    assert_eq!(drift_names(&p), ["unhealthy:web"]);
+    assert!(p.heals.is_empty(), "{p:?}");
+    // Backed off (a crash loop of restarts): reported, held.
+    let held = BTreeSet::from(["web".to_string()]);
+    let p = plan(&want, &actual, Mode::Auto, true, &held, Unhealthy::Restart);
+    assert!(p.heals.is_empty(), "{p:?}");
     assert_eq!(p.held, ["web"]);
 }
 
@@ -312,6 +382,7 @@ fn an_ignored_service_is_neither_reported_nor_healed() {
         Mode::Auto,
         true,
         &BTreeSet::new(),
+        Unhealthy::Report,
     );
     assert!(p.in_sync(), "{p:?}");
     assert!(p.heals.is_empty());
@@ -323,9 +394,23 @@ fn plans_are_sorted_and_stable() {
         .into_iter()
         .collect();
     let actual = vec![running("z", 1), running("y", 1)];
-    let p1 = plan(&want, &actual, Mode::Auto, true, &BTreeSet::new());
+    let p1 = plan(
+        &want,
+        &actual,
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        Unhealthy::Report,
+    );
     let reversed: Vec<ContainerState> = actual.into_iter().rev().collect();
-    let p2 = plan(&want, &reversed, Mode::Auto, true, &BTreeSet::new());
+    let p2 = plan(
+        &want,
+        &reversed,
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        Unhealthy::Report,
+    );
     assert_eq!(p1, p2);
 }
 

@@ -41,9 +41,11 @@ impl DeploymentStatus {
 }
 
 /// What `/metrics` reads of a repository's deployments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploySummary {
     pub last_status: Option<DeploymentStatus>,
+    /// The commit of that deployment.
+    pub last_commit: Option<String>,
     /// When the newest deployment that left the stack running finished (ms).
     pub last_deployed_at: Option<i64>,
 }
@@ -62,15 +64,21 @@ pub struct Deployment {
     pub compose_snapshot: Option<String>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
+    /// On a failed deployment: the step that failed (`health_gate`, …).
+    pub failed_step: Option<String>,
+    /// On an automatic rollback: the commit whose failure it undid.
+    pub rolled_back_from: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewDeployment<'a> {
     pub repo_id: i64,
     pub commit: &'a str,
     pub message: &'a str,
     pub trigger: &'a str,
     pub compose_snapshot: Option<&'a str>,
+    /// An automatic rollback: the failed commit it undoes.
+    pub rolled_back_from: Option<&'a str>,
 }
 
 impl Store {
@@ -89,9 +97,10 @@ impl Store {
         }
         self.conn
             .execute(
-                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot)
-                 VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6)",
-                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), key],
+                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot,
+                     rolled_back_from)
+                 VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6, ?7)",
+                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), key, d.rolled_back_from],
             )
             .map_err(query("record deployment start"))?;
         Ok(self.conn.last_insert_rowid())
@@ -111,6 +120,25 @@ impl Store {
                 "UPDATE deployments SET status = ?2, finished_at = ?3, duration_ms = ?3 - started_at,
                  services_changed = ?4, error = ?5 WHERE id = ?1",
                 params![id, status.as_str(), now, changed, error],
+            )
+            .map_err(query("record deployment result"))?;
+        Ok(())
+    }
+
+    /// A deployment failed at `step` (`render`, `apply`, `health_gate`).
+    pub fn fail_deployment(
+        &self,
+        id: i64,
+        services_changed: &[String],
+        error: &str,
+        step: &str,
+    ) -> Result<(), StoreError> {
+        let changed = serde_json::to_string(services_changed).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE deployments SET status = 'failed', finished_at = ?2, duration_ms = ?2 - started_at,
+                 services_changed = ?3, error = ?4, failed_step = ?5 WHERE id = ?1",
+                params![id, now_ms(), changed, error, step],
             )
             .map_err(query("record deployment result"))?;
         Ok(())
@@ -144,6 +172,9 @@ impl Store {
                     (SELECT d.status FROM deployments d
                      WHERE d.repo_id = r.id AND d.trigger != 'auto_rollback'
                      ORDER BY d.id DESC LIMIT 1),
+                    (SELECT d.commit_hash FROM deployments d
+                     WHERE d.repo_id = r.id AND d.trigger != 'auto_rollback'
+                     ORDER BY d.id DESC LIMIT 1),
                     (SELECT d.finished_at FROM deployments d
                      WHERE d.repo_id = r.id AND d.status IN ('success', 'rolled_back')
                      ORDER BY d.id DESC LIMIT 1)
@@ -157,7 +188,8 @@ impl Store {
                     row.get(0)?,
                     DeploySummary {
                         last_status: status.as_deref().and_then(DeploymentStatus::parse),
-                        last_deployed_at: row.get(2)?,
+                        last_commit: row.get(2)?,
+                        last_deployed_at: row.get(3)?,
                     },
                 ))
             })
@@ -173,7 +205,8 @@ impl Store {
             .prepare_cached(
                 "SELECT d.id, d.repo_id, d.commit_hash, d.commit_message, d.status, d.trigger,
                         d.started_at, d.finished_at, d.duration_ms,
-                        coalesce(s.content, d.compose_snapshot), d.services_changed, d.error
+                        coalesce(s.content, d.compose_snapshot), d.services_changed, d.error,
+                        d.failed_step, d.rolled_back_from
                  FROM deployments d LEFT JOIN snapshots s ON s.sha256 = d.snapshot
                  WHERE d.repo_id = ?1 ORDER BY d.id DESC LIMIT ?2",
             )
@@ -195,6 +228,8 @@ impl Store {
                     compose_snapshot: row.get(9)?,
                     services_changed: changed.and_then(|c| serde_json::from_str(&c).ok()),
                     error: row.get(11)?,
+                    failed_step: row.get(12)?,
+                    rolled_back_from: row.get(13)?,
                 })
             })
             .map_err(query("list deployments"))?;

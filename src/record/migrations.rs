@@ -167,6 +167,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (sink, key)
     );
     CREATE INDEX notify_sent_by_repo ON notify_sent (sink, repo);",
+    // 11: health-gated deploys. A failed deployment says which step failed
+    // (`health_gate` for a gate that did not pass); an automatic rollback
+    // names the commit whose failure it undid; the deployed kedge.yaml's
+    // `drift.unhealthy` policy, which drift passes read.
+    "ALTER TABLE deployments ADD COLUMN failed_step TEXT;
+    ALTER TABLE deployments ADD COLUMN rolled_back_from TEXT;
+    ALTER TABLE repo_state ADD COLUMN unhealthy TEXT;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

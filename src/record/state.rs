@@ -30,6 +30,8 @@ pub struct RepoState {
     /// The remote refused Kedge's credentials (or Kedge had none to give)
     /// at the last try: waiting will not help.
     pub access_refused: bool,
+    /// `drift.unhealthy` of the last rendered kedge.yaml.
+    pub unhealthy: Option<String>,
 }
 
 impl RepoState {
@@ -52,7 +54,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused";
+                        access_refused, unhealthy";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -70,6 +72,7 @@ impl Store {
             compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
             remote_ok_at: r.get(at + 11)?,
             access_refused: r.get(at + 12)?,
+            unhealthy: r.get(at + 13)?,
         })
     }
 
@@ -229,11 +232,21 @@ impl Store {
     }
 
     /// The last rendered `kedge.yaml`'s settings.
-    pub fn set_rendered(&self, repo_id: i64, mode: &str, prune: bool) -> Result<(), StoreError> {
+    pub fn set_rendered(
+        &self,
+        repo_id: i64,
+        mode: &str,
+        prune: bool,
+        unhealthy: &str,
+    ) -> Result<(), StoreError> {
         self.set_state(
             "record the repository's settings",
             repo_id,
-            &[("mode", text(mode)), ("prune", prune.into())],
+            &[
+                ("mode", text(mode)),
+                ("prune", prune.into()),
+                ("unhealthy", text(unhealthy)),
+            ],
         )
     }
 

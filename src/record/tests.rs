@@ -223,6 +223,7 @@ fn removing_a_repo_removes_its_history() {
             message: "m",
             trigger: "new_commit",
             compose_snapshot: None,
+            rolled_back_from: None,
         })
         .unwrap();
     store
@@ -250,6 +251,7 @@ fn interrupted_deployments_become_failed() {
         message: "m",
         trigger: "new_commit",
         compose_snapshot: Some("{}"),
+        rolled_back_from: None,
     };
     let done = store.begin_deployment(&d).unwrap();
     store
@@ -361,6 +363,7 @@ fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
                 message: "m",
                 trigger,
                 compose_snapshot: None,
+                rolled_back_from: None,
             })
             .unwrap();
         store.finish_deployment(id, status, &[], None).unwrap();
@@ -376,6 +379,7 @@ fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
         summaries[&app.id],
         DeploySummary {
             last_status: Some(DeploymentStatus::Failed),
+            last_commit: Some("c2".into()),
             last_deployed_at: restored_at,
         }
     );
@@ -432,7 +436,7 @@ fn state_transitions_change_only_their_columns() {
         .unwrap()
         .id;
     store.mark_checked(id, "h1").unwrap();
-    store.set_rendered(id, "auto", true).unwrap();
+    store.set_rendered(id, "auto", true, "report").unwrap();
     store
         .mark_deployed(id, "c1", "proj", &["compose.yaml".into()])
         .unwrap();
@@ -739,6 +743,7 @@ fn deployments_of_the_same_content_store_one_snapshot() {
                 message: "m",
                 trigger: "sync",
                 compose_snapshot: Some(snapshot),
+                rolled_back_from: None,
             })
             .unwrap()
     };

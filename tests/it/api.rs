@@ -120,6 +120,7 @@ fn api_reads_like_the_cli_and_writes_with_a_write_token() {
     // A repository registered over HTTP is deployed by serve.
     let other = GitRemote::new("api-added");
     other.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    other.write("kedge.yaml", QUICK_GATE);
     other.commit("first");
     let name = unique_name("apiadd");
     let added_project = ComposeProject::named(&name);
@@ -213,6 +214,7 @@ fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
     wait_for(60, "the first deployment", || {
         (s.project.running().len() == 2).then_some(())
     });
+    s.wait_deployed();
     let path = format!("/api/v1/events/stream?repo={}", s.name);
     let mut stream = EventStream::open(port, &path, &read, None);
     let stopped = Instant::now();

@@ -45,6 +45,7 @@ fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
         let m = s.running();
         (m.len() == 2).then_some(m)
     });
+    s.wait_deployed();
     let api_id = first["api"].id.clone();
     let web = container_name(&s, "web");
 
@@ -349,6 +350,7 @@ fn a_service_labelled_ignore_is_deployed_but_never_healed() {
     wait_for(60, "all three deployed", || {
         (s.running().len() == 3).then_some(())
     });
+    s.wait_deployed();
     let debug = container_name(&s, "debug");
     docker_ok(&["stop", "-t", "0", &debug]);
     docker_ok(&["stop", "-t", "0", &container_name(&s, "web")]);

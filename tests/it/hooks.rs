@@ -458,6 +458,7 @@ fn a_repository_with_its_own_secret_is_triggered_by_it_alone() {
     let name = unique_name("ownhook");
     let remote = GitRemote::new(&name);
     remote.write("compose.yaml", &compose(0));
+    remote.write("kedge.yaml", QUICK_GATE);
     remote.commit("first");
     let k = Kedge::new().env("KEDGE_WEBHOOK_SECRET", SECRET);
     let project = ComposeProject::named(&name);

@@ -9,6 +9,7 @@ mod api_input;
 mod build;
 mod drift;
 mod events;
+mod gate;
 mod harness;
 mod hooks;
 mod metrics;

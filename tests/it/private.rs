@@ -14,6 +14,7 @@ use crate::support::*;
 fn remote_with_sleeper(name: &str) -> GitRemote {
     let remote = GitRemote::new(name);
     remote.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    remote.write("kedge.yaml", QUICK_GATE);
     remote.commit("first");
     remote
 }
@@ -256,6 +257,7 @@ fn a_private_registry_image_is_pulled_with_the_configured_credentials() {
     let _untag = Untag(image.clone());
     let remote = GitRemote::new(&name);
     remote.write("compose.yaml", &sleepers(&[("app", &image)]));
+    remote.write("kedge.yaml", QUICK_GATE);
     let commit = remote.commit("private image");
     let project = ComposeProject::named(&name);
 

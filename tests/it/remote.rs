@@ -13,6 +13,7 @@ fn served(prefix: &str) -> (String, GitRemote, HttpGit) {
     let name = unique_name(prefix);
     let remote = GitRemote::new(&name);
     remote.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    remote.write("kedge.yaml", QUICK_GATE);
     remote.commit("first");
     let password = format!("pw-{}", unique_name("secret"));
     let root = remote.bare.parent().unwrap();

@@ -115,10 +115,12 @@ fn secrets_appear_in_no_argv_environment_log_output_or_database() {
     let file_name = unique_name("k13leakf");
     let https = GitRemote::new(&https_name);
     https.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    https.write("kedge.yaml", QUICK_GATE);
     https.commit("first");
     crate::support::git::git(&https.work, &["push", "-q", "origin", "main:other"]);
     let ssh = GitRemote::new(&ssh_name);
     ssh.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    ssh.write("kedge.yaml", QUICK_GATE);
     ssh.commit("first");
 
     let token = format!("tok-{}", unique_name("leak"));

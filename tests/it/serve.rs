@@ -132,6 +132,7 @@ fn a_repo_added_while_serving_is_picked_up() {
     let remote = GitRemote::new(&name);
     remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
     remote.write("conf/web.conf", "v1\n");
+    remote.write("kedge.yaml", QUICK_GATE);
     remote.commit("first");
     let k = Kedge::new();
     let project = ComposeProject::named(&name);
@@ -153,6 +154,7 @@ fn a_repo_added_while_serving_is_picked_up() {
 fn a_changed_build_context_is_rebuilt_and_redeployed() {
     let name = unique_name("build");
     let remote = GitRemote::new(&name);
+    remote.write("kedge.yaml", QUICK_GATE);
     remote.write(
         "compose.yaml",
         "services:
@@ -383,6 +385,7 @@ fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
         opened.elapsed()
     );
     assert_eq!(running["api"].label("io.kedge.commit"), Some(head.as_str()));
+    wait_deployed(&k, &name);
     let web = running["web"].name.clone();
     docker_ok(&["stop", "-t", "0", &web]);
     wait_for(10, "the stopped web healed", || {

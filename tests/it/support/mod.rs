@@ -22,7 +22,7 @@ pub mod stack;
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};
 pub use git::GitRemote;
 pub use kedge::{Kedge, wait_for};
-pub use stack::{Stack, apply_in_flight, sleepers};
+pub use stack::{QUICK_GATE, Stack, apply_in_flight, sleepers, wait_deployed};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

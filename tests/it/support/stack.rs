@@ -15,9 +15,24 @@ pub struct Stack {
     pub project: ComposeProject,
 }
 
+/// The health gate as tests that do not study it want it: on, as by
+/// default, but a service without a healthcheck counts as up once it runs
+/// (`stable_for: 0s`) instead of after 5 s. Tests of the gate say their own.
+pub const QUICK_GATE: &str = "deploy:\n  stable_for: 0s\n";
+
+/// `kedge.yaml` with [`QUICK_GATE`] added, unless it has a `deploy` section.
+pub fn with_quick_gate(kedge_yaml: &str) -> String {
+    if kedge_yaml.lines().any(|l| l.starts_with("deploy:")) {
+        kedge_yaml.to_string()
+    } else {
+        format!("{kedge_yaml}{QUICK_GATE}")
+    }
+}
+
 impl Stack {
     /// `files` committed and pushed as the first commit; the repository is
-    /// named (and its project called) `kt-<prefix>-…`.
+    /// named (and its project called) `kt-<prefix>-…`. Its kedge.yaml gets
+    /// [`QUICK_GATE`] unless it has a `deploy` section of its own.
     pub fn new(prefix: &str, files: &[(&str, &str)]) -> Self {
         Stack::with_kedge(prefix, files, Kedge::new())
     }
@@ -28,6 +43,14 @@ impl Stack {
         let remote = GitRemote::new(&name);
         for (path, content) in files {
             remote.write(path, content);
+        }
+        if !files.iter().any(|(path, _)| *path == "kedge.yaml") {
+            remote.write("kedge.yaml", QUICK_GATE);
+        }
+        for (path, content) in files {
+            if *path == "kedge.yaml" {
+                remote.write(path, &with_quick_gate(content));
+            }
         }
         remote.commit("first");
         kedge.run(["repo", "add", &remote.url()]).success();
@@ -49,6 +72,14 @@ impl Stack {
             .collect()
     }
 
+    /// Waits until the newest deployment has finished (health gate
+    /// included) and succeeded: containers run before the gate has looked
+    /// at them, and one stopped meanwhile fails the deployment.
+    #[track_caller]
+    pub fn wait_deployed(&self) {
+        wait_deployed(&self.kedge, &self.name);
+    }
+
     /// `kedge history -o json` of this repository.
     pub fn history(&self) -> serde_json::Value {
         self.kedge
@@ -63,6 +94,20 @@ impl Stack {
             .json()[0]
             .clone()
     }
+}
+
+/// [`Stack::wait_deployed`] for a repository of `kedge`.
+#[track_caller]
+pub fn wait_deployed(kedge: &Kedge, repo: &str) {
+    super::wait_for(60, "the deployment finished", || {
+        let h = kedge.run(["history", "--repo", repo, "-o", "json"]).json();
+        let newest = h.get(0)?;
+        match newest["status"].as_str()? {
+            "in_progress" => None,
+            "success" => Some(()),
+            other => panic!("the deployment ended {other}: {h}"),
+        }
+    });
 }
 
 /// A compose file of busybox `sleep` services, `(service, image)` each,

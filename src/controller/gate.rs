@@ -1,0 +1,245 @@
+//! controller: the health gate after `up`. Watches the changed services'
+//! containers through the engine's event stream (a start, a death, a
+//! health verdict wakes it; the end of a `stable_for` or of the timeout is
+//! a timer) and asks `plan::gate` for the verdict each time, until every
+//! changed service is up, one has failed, or the timeout passes. Reads
+//! only: what a failure leads to is `deploy`'s business.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::desired::kedge_yaml::Gate;
+use crate::desired::render::ServiceSpec;
+use crate::error_chain;
+use crate::observe::Engine;
+use crate::observe::health::Inspected;
+use crate::plan::gate::{GatedService, Verdict, log_excerpt, verdict};
+
+/// Lines of a failing container's log quoted in the failure.
+const LOG_LINES: usize = 20;
+/// At most this much of them, from the end.
+const LOG_BYTES: usize = 600;
+
+/// Why the gate did not pass: each failing service and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct GateFailure {
+    /// (service, why), sorted by service.
+    pub services: Vec<(String, String)>,
+    /// Set when the timeout passed with these services not up.
+    pub timed_out: Option<Duration>,
+    /// How long the gate watched.
+    pub after: Duration,
+}
+
+impl GateFailure {
+    fn describe(&self) -> String {
+        let services = self
+            .services
+            .iter()
+            .map(|(s, why)| format!("{s}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match self.timed_out {
+            Some(timeout) => format!(
+                "health gate failed: not up within the timeout of {}: {services}",
+                seconds(timeout)
+            ),
+            None => format!(
+                "health gate failed after {:.1} s: {services}",
+                self.after.as_secs_f64()
+            ),
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Watches `services` (the changed ones) of `project` until they are up;
+/// returns how long that took.
+pub async fn watch(
+    engine: &Engine,
+    project: &str,
+    services: &[&ServiceSpec],
+    gate: &Gate,
+) -> Result<Duration, GateFailure> {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + gate.timeout);
+    let failure = |services: Vec<(String, String)>, timed_out| GateFailure {
+        services,
+        timed_out,
+        after: started.elapsed(),
+    };
+    if services.is_empty() {
+        return Ok(started.elapsed());
+    }
+    let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    // From a second back: what happened between `up` and now is replayed.
+    let since = crate::time::now_ms() / 1000 - 1;
+    let mut events = match engine.container_events(project, since).await {
+        Ok(events) => Box::pin(events),
+        Err(e) => {
+            return Err(failure(vec![("(engine)".into(), error_chain(&e))], None));
+        }
+    };
+    let mut died: BTreeMap<String, i64> = BTreeMap::new();
+    let mut looks = 0u32;
+    loop {
+        looks += 1;
+        let now = crate::time::now_ms();
+        let inspected = match look(engine, project, &names).await {
+            Ok(i) => i,
+            Err(e) => return Err(failure(vec![("(engine)".into(), e)], None)),
+        };
+        let mut failed = Vec::new();
+        let mut pending = Vec::new();
+        let mut wake: Option<i64> = None;
+        for spec in services {
+            let mine: Vec<&Inspected> = inspected
+                .iter()
+                .filter(|(s, _)| s == &spec.name)
+                .map(|(_, c)| c)
+                .collect();
+            let service = GatedService {
+                name: &spec.name,
+                replicas: spec.replicas,
+                restarts_on_success: matches!(
+                    spec.restart.as_deref(),
+                    Some("always" | "unless-stopped")
+                ),
+                containers: mine.clone(),
+            };
+            match verdict(&service, &died, now, gate.stable_for) {
+                Verdict::Up => {}
+                Verdict::Failed { why } => failed.push((spec.name.clone(), why, mine)),
+                Verdict::Pending { until, why } => {
+                    if let Some(until) = until {
+                        wake = Some(wake.map_or(until, |w: i64| w.max(until)));
+                    }
+                    pending.push((spec.name.clone(), why, mine));
+                }
+            }
+        }
+        tracing::debug!(%project, looks, failed = failed.len(), pending = pending.len(), "health gate look");
+        if !failed.is_empty() {
+            return Err(failure(with_logs(engine, failed, &died).await, None));
+        }
+        if pending.is_empty() {
+            let took = started.elapsed();
+            tracing::info!(%project, looks, "health gate passed in {:.2} s", took.as_secs_f64());
+            return Ok(took);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failure(
+                with_logs(engine, pending, &died).await,
+                Some(gate.timeout),
+            ));
+        }
+        // Next look: at the engine's next word, or when the last pending
+        // `stable_for` ends, or at the timeout.
+        let timer = match wake {
+            Some(at) => {
+                let ms = (at - crate::time::now_ms()).max(0) as u64;
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(ms))
+            }
+            None => deadline,
+        };
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => {
+                    note(&mut died, event);
+                    // A burst (die, then restart): take what is there already.
+                    while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(events.next()) {
+                        note(&mut died, event);
+                    }
+                }
+                Some(Err(e)) => return Err(failure(vec![("(engine)".into(), error_chain(&e))], None)),
+                None => return Err(failure(vec![("(engine)".into(), "the engine's event stream ended".into())], None)),
+            },
+            _ = tokio::time::sleep_until(timer) => {}
+        }
+    }
+}
+
+fn note(died: &mut BTreeMap<String, i64>, event: crate::observe::health::ContainerEvent) {
+    tracing::debug!(container = %event.id, action = %event.action, "gate: engine event");
+    if event.action == "die"
+        && let Some(code) = event.exit_code.filter(|c| *c != 0)
+    {
+        died.insert(event.id, code);
+    }
+}
+
+/// The gated services' containers, inspected: (service, container).
+async fn look(
+    engine: &Engine,
+    project: &str,
+    services: &BTreeSet<&str>,
+) -> Result<Vec<(String, Inspected)>, String> {
+    let containers = engine
+        .project_containers(project)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let gated: Vec<_> = containers
+        .into_iter()
+        .filter(|c| !c.oneoff && services.contains(c.service.as_str()))
+        .collect();
+    let inspected = futures_util::future::join_all(
+        gated
+            .iter()
+            .map(|c| async move { (c.service.clone(), engine.inspect_container(&c.id).await) }),
+    )
+    .await;
+    // A container removed between the list and its inspection is not there.
+    Ok(inspected
+        .into_iter()
+        .filter_map(|(s, c)| c.ok().map(|c| (s, c)))
+        .collect())
+}
+
+/// Each failing service's reason, with the last lines of its containers'
+/// logs (those that died, were unhealthy or did not come up).
+async fn with_logs(
+    engine: &Engine,
+    services: Vec<(String, String, Vec<&Inspected>)>,
+    died: &BTreeMap<String, i64>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (service, why, containers) in services {
+        let mut text = why;
+        for c in containers {
+            let up = c.state == "running"
+                && c.health.as_deref() != Some("unhealthy")
+                && !died.contains_key(&c.id);
+            if up && containers_fine(&text, &c.name) {
+                continue;
+            }
+            match engine.log_tail(&c.id, LOG_LINES).await {
+                Ok(log) => {
+                    let excerpt = log_excerpt(&log, LOG_BYTES);
+                    if !excerpt.is_empty() {
+                        text.push_str(&format!(" (last log lines of {}: {excerpt})", c.name));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(container = %c.name, "cannot read logs: {}", error_chain(&e))
+                }
+            }
+        }
+        out.push((service, text));
+    }
+    out.sort();
+    out
+}
+
+/// Whether the reason leaves `container` out (one replica of several failed).
+fn containers_fine(why: &str, container: &str) -> bool {
+    !why.contains(container)
+}
