@@ -160,6 +160,7 @@ pub async fn apply_rendered(
         changed,
         ..
     } = rollout(desired, &previous, commit);
+    let applied_ms = crate::time::now_ms();
     let result = apply_desired(shared, task, desired, &source, &records, &previous).await;
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
@@ -177,10 +178,17 @@ pub async fn apply_rendered(
                 &desired.project,
                 &specs,
                 &desired.kedge.gate,
+                applied_ms,
             )
             .await
             .map(drop)
-            .map_err(StepError::Gate)
+            .map_err(|f| {
+                if f.engine_lost() {
+                    StepError::GateEngine(f)
+                } else {
+                    StepError::Gate(f)
+                }
+            })
         }
         other => other,
     };

@@ -15,6 +15,9 @@ use crate::observe::Engine;
 use crate::observe::health::Inspected;
 use crate::plan::gate::{GatedService, Verdict, log_excerpt, verdict};
 
+/// What a failure names instead of a service when the engine failed.
+const ENGINE: &str = "(engine)";
+
 /// Lines of a failing container's log quoted in the failure.
 const LOG_LINES: usize = 20;
 /// At most this much of them, from the end.
@@ -33,6 +36,12 @@ pub struct GateFailure {
 }
 
 impl GateFailure {
+    /// The engine stopped answering while the gate watched: that says
+    /// nothing about the commit.
+    pub fn engine_lost(&self) -> bool {
+        matches!(self.services.as_slice(), [(what, _)] if what == ENGINE)
+    }
+
     fn describe(&self) -> String {
         let services = self
             .services
@@ -62,12 +71,14 @@ fn seconds(d: Duration) -> String {
 }
 
 /// Watches `services` (the changed ones) of `project` until they are up;
-/// returns how long that took.
+/// returns how long that took. Deaths before `applied_ms` (when the apply
+/// began) are not this deployment's.
 pub async fn watch(
     engine: &Engine,
     project: &str,
     services: &[&ServiceSpec],
     gate: &Gate,
+    applied_ms: i64,
 ) -> Result<Duration, GateFailure> {
     use futures_util::StreamExt;
     let started = Instant::now();
@@ -81,12 +92,13 @@ pub async fn watch(
         return Ok(started.elapsed());
     }
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    // From a second back: what happened between `up` and now is replayed.
-    let since = crate::time::now_ms() / 1000 - 1;
+    // From the apply's start: what happened between `up` and now is
+    // replayed (the engine counts in seconds; `note` drops what is older).
+    let since = applied_ms / 1000;
     let mut events = match engine.container_events(project, since).await {
         Ok(events) => Box::pin(events),
         Err(e) => {
-            return Err(failure(vec![("(engine)".into(), error_chain(&e))], None));
+            return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None));
         }
     };
     let mut died: BTreeMap<String, i64> = BTreeMap::new();
@@ -96,7 +108,7 @@ pub async fn watch(
         let now = crate::time::now_ms();
         let inspected = match look(engine, project, &names).await {
             Ok(i) => i,
-            Err(e) => return Err(failure(vec![("(engine)".into(), e)], None)),
+            Err(e) => return Err(failure(vec![(ENGINE.into(), e)], None)),
         };
         let mut failed = Vec::new();
         let mut pending = Vec::new();
@@ -154,23 +166,31 @@ pub async fn watch(
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) => {
-                    note(&mut died, event);
+                    note(&mut died, event, applied_ms);
                     // A burst (die, then restart): take what is there already.
                     while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(events.next()) {
-                        note(&mut died, event);
+                        note(&mut died, event, applied_ms);
                     }
                 }
-                Some(Err(e)) => return Err(failure(vec![("(engine)".into(), error_chain(&e))], None)),
-                None => return Err(failure(vec![("(engine)".into(), "the engine's event stream ended".into())], None)),
+                Some(Err(e)) => return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None)),
+                None => return Err(failure(vec![(ENGINE.into(), "the engine's event stream ended".into())], None)),
             },
             _ = tokio::time::sleep_until(timer) => {}
         }
     }
 }
 
-fn note(died: &mut BTreeMap<String, i64>, event: crate::observe::health::ContainerEvent) {
+/// Regression: a container the engine killed on its way down (137), then
+/// started again by the retried deployment's `up`, failed that deployment's
+/// gate: a death from before the apply began was counted.
+fn note(
+    died: &mut BTreeMap<String, i64>,
+    event: crate::observe::health::ContainerEvent,
+    applied_ms: i64,
+) {
     tracing::debug!(container = %event.id, action = %event.action, "gate: engine event");
     if event.action == "die"
+        && event.at_ms.is_none_or(|at| at >= applied_ms)
         && let Some(code) = event.exit_code.filter(|c| *c != 0)
     {
         died.insert(event.id, code);
@@ -242,4 +262,45 @@ async fn with_logs(
 /// Whether the reason leaves `container` out (one replica of several failed).
 fn containers_fine(why: &str, container: &str) -> bool {
     !why.contains(container)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an engine restart during the gate failed the commit for
+    /// good ("health gate failed: (engine): cannot list the containers"),
+    /// so nothing was deployed once the engine was back.
+    #[test]
+    fn an_engine_outage_during_the_gate_is_not_the_commits_verdict() {
+        let failure = |services: Vec<(&str, &str)>| GateFailure {
+            services: services
+                .into_iter()
+                .map(|(s, w)| (s.to_string(), w.to_string()))
+                .collect(),
+            timed_out: None,
+            after: Duration::from_millis(100),
+        };
+        assert!(failure(vec![(ENGINE, "cannot list the containers")]).engine_lost());
+        assert!(!failure(vec![("web", "exited with code 1")]).engine_lost());
+        assert!(!failure(vec![(ENGINE, "x"), ("web", "y")]).engine_lost());
+    }
+
+    #[test]
+    fn deaths_before_the_apply_are_not_the_deployments() {
+        let event = |at_ms| crate::observe::health::ContainerEvent {
+            id: "c1".into(),
+            action: "die".into(),
+            exit_code: Some(137),
+            at_ms,
+        };
+        let mut died = BTreeMap::new();
+        note(&mut died, event(Some(999)), 1_000);
+        assert!(died.is_empty());
+        note(&mut died, event(Some(1_000)), 1_000);
+        assert_eq!(died.get("c1"), Some(&137));
+        let mut died = BTreeMap::new();
+        note(&mut died, event(None), 1_000);
+        assert_eq!(died.len(), 1, "an event without a time counts");
+    }
 }

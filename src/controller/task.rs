@@ -59,6 +59,9 @@ pub enum StepError {
     Checkout(#[from] GitError),
     #[error(transparent)]
     Gate(#[from] super::gate::GateFailure),
+    /// An outage, not the commit's verdict: retried when the engine is back.
+    #[error("the engine stopped answering during the health gate")]
+    GateEngine(#[source] super::gate::GateFailure),
 }
 
 /// Apply failures of one commit are retried this many times, then left

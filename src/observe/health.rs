@@ -34,6 +34,8 @@ pub struct ContainerEvent {
     pub action: String,
     /// On `die`: the exit code.
     pub exit_code: Option<i64>,
+    /// When it happened, in ms since the epoch.
+    pub at_ms: Option<i64>,
 }
 
 /// "2026-11-28T10:00:00.123456789Z" → milliseconds; the engine's zero time
@@ -149,6 +151,7 @@ impl Engine {
                         Some(Ok(ContainerEvent {
                             id: actor.id?,
                             exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+                            at_ms: msg.time_nano.map(|ns| ns / 1_000_000),
                             action,
                         }))
                     }
