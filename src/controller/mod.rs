@@ -10,6 +10,7 @@ pub mod hub;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
+pub mod swarm;
 pub mod task;
 
 use std::collections::HashMap;
@@ -173,6 +174,7 @@ pub struct FacesError {
 }
 
 struct Running {
+    name: String,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
@@ -247,8 +249,14 @@ fn supervise(
 ) {
     let ids: Vec<i64> = repos.iter().map(|r| r.id).collect();
     running.retain(|id, r| {
-        let keep = ids.contains(id) && !r.handle.is_finished();
+        let registered = ids.contains(id);
+        let keep = registered && !r.handle.is_finished();
         if !keep {
+            // Said here too: the task may stop at this signal before it
+            // finds out for itself.
+            if !registered && !r.handle.is_finished() {
+                tracing::info!(repo = %r.name, "no longer registered: its task stops");
+            }
             let _ = r.stop.send(true);
         }
         keep
@@ -260,8 +268,9 @@ fn supervise(
         tracing::info!(repo = %repo.name, url = %crate::source::url::redact(&repo.url), branch = %repo.branch, "watching");
         let (stop, stop_rx) = watch::channel(false);
         let id = repo.id;
+        let name = repo.name.clone();
         let handle = tokio::spawn(run_repo(shared.clone(), repo, added, stop_rx));
-        running.insert(id, Running { stop, handle });
+        running.insert(id, Running { name, stop, handle });
     }
 }
 
