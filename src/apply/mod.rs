@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod registry;
 pub mod rollout;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -62,6 +63,20 @@ pub enum ApplyError {
     Build { service: String, reason: String },
     #[error("docker compose up failed")]
     Up(#[source] ProcessError),
+    #[error(transparent)]
+    Stack(#[from] stack::StackError),
+    #[error("docker stack deploy of {project} failed")]
+    StackDeploy {
+        project: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot write the stack file {}", path.display())]
+    StackFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the label override {}", path.display())]
     Override {
         path: PathBuf,

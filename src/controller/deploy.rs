@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
 use crate::apply::{self, ApplyError};
-use crate::desired::kedge_yaml::Mode;
+use crate::desired::kedge_yaml::{Mode, Target};
 use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::rollout::rollout;
@@ -87,12 +87,7 @@ pub async fn deploy(
         let mode = waits.then_some(desired.kedge.mode);
         shared.emit(commit_detected(&name, commit, &info.message, mode));
     }
-    shared.store().set_rendered(
-        id,
-        desired.kedge.mode.as_str(),
-        desired.kedge.prune,
-        desired.kedge.unhealthy.as_str(),
-    )?;
+    shared.store().set_rendered(id, &desired.kedge)?;
     if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         shared.store().mark_settled(id, commit, None)?;
@@ -165,6 +160,7 @@ pub async fn apply_rendered(
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
     task.gated = false;
+    let swarm = desired.kedge.target == Target::Swarm;
     let gated = match result {
         Ok(()) if desired.kedge.gate.wait && !task.skip_gate => {
             task.gated = true;
@@ -173,16 +169,26 @@ pub async fn apply_rendered(
                 .filter_map(|s| desired.services.get(s))
                 .collect();
             tracing::debug!(repo = %name, services = ?changed, "health gate");
-            super::gate::watch(
-                &shared.engine,
-                &desired.project,
-                &specs,
-                &desired.kedge.gate,
-                applied_ms,
-            )
-            .await
-            .map(drop)
-            .map_err(|f| {
+            let watched = if swarm {
+                super::swarm::watch(
+                    shared,
+                    &desired.project,
+                    &specs,
+                    &desired.kedge.gate,
+                    applied_ms,
+                )
+                .await
+            } else {
+                super::gate::watch(
+                    &shared.engine,
+                    &desired.project,
+                    &specs,
+                    &desired.kedge.gate,
+                    applied_ms,
+                )
+                .await
+            };
+            watched.map(drop).map_err(|f| {
                 if f.engine_lost() {
                     StepError::GateEngine(f)
                 } else {
@@ -195,8 +201,13 @@ pub async fn apply_rendered(
     let elapsed = started.elapsed();
     match gated {
         Ok(()) => {
-            // The labels compose wrote are the truth about what it applied.
-            record_config_hashes(shared, &desired.project, &mut records).await;
+            // The labels compose wrote (the specs Swarm holds) are the truth
+            // about what it applied.
+            if swarm {
+                super::swarm::settle(shared, task, &desired.project, &mut records).await;
+            } else {
+                record_config_hashes(shared, &desired.project, &mut records).await;
+            }
             shared.store().save_services(id, &records)?;
             shared.store().finish_deployment(
                 deployment,
@@ -246,8 +257,13 @@ pub async fn apply_rendered(
             let mut error = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
             let deployed = shared.store().repo_state(id)?.deployed_commit;
+            if keep && swarm {
+                super::swarm::settle(shared, task, &desired.project, &mut records).await;
+            }
             if keep {
-                record_config_hashes(shared, &desired.project, &mut records).await;
+                if !swarm {
+                    record_config_hashes(shared, &desired.project, &mut records).await;
+                }
                 shared.store().save_services(id, &records)?;
                 mark_deployed(shared, id, desired)?;
                 error.push_str(&format!("; {LEFT_AS_IS}"));
@@ -286,7 +302,14 @@ pub async fn apply_rendered(
             // A failed `up` may have changed part of the stack, and a failed
             // gate did: put the last successful deployment back. Earlier
             // steps change nothing.
-            let undo = matches!(e, StepError::Apply(ApplyError::Up(_))) || (gate_failed && !keep);
+            // Swarm's own `failure_action: rollback` already put the
+            // previous version back: not applied a second time.
+            let swarm_undid =
+                matches!(&e, StepError::Gate(f) if super::swarm::rolled_back_by_swarm(f));
+            let undo = matches!(
+                e,
+                StepError::Apply(ApplyError::Up(_) | ApplyError::StackDeploy { .. })
+            ) || (gate_failed && !keep && !swarm_undid);
             let restored = if undo {
                 restore_previous(shared, task, commit, &changed).await?
             } else {
@@ -380,8 +403,15 @@ async fn restore_previous(
         .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
         .collect();
     let override_path = task.override_path();
-    let mut result = apply::write_label_override(&override_path, &project, &commits, &fingerprints);
-    if result.is_ok() {
+    let swarm = state.target.as_deref() == Some(Target::Swarm.as_str());
+    let mut result = if swarm {
+        super::swarm::redeploy_deployed(shared, task, &project, prune)
+            .await
+            .map(drop)
+    } else {
+        apply::write_label_override(&override_path, &project, &commits, &fingerprints)
+    };
+    if result.is_ok() && !swarm {
         let compose = task
             .compose(shared, &project, &task.git.clone, files)
             .with_file(override_path);
@@ -476,6 +506,10 @@ async fn apply_desired(
     records: &BTreeMap<String, ServiceRecord>,
     previous: &BTreeMap<String, ServiceRecord>,
 ) -> Result<(), StepError> {
+    if desired.kedge.target == Target::Swarm {
+        let checkout = matches!(source, Source::Checkout(_));
+        return super::swarm::apply_stack(shared, task, desired, checkout, records).await;
+    }
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
     let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{ReconcileError, RepoTask};
 use crate::apply;
-use crate::desired::kedge_yaml::{Mode, Unhealthy};
+use crate::desired::kedge_yaml::{Mode, Target, Unhealthy};
 use crate::error_chain;
 use crate::events::{EventKind, NewEvent};
 use crate::observe::{ContainerState, Engine};
@@ -29,6 +29,8 @@ pub struct DriftState {
     /// Drift reported already: logged and recorded once, not at every pass.
     reported: BTreeSet<Drift>,
     pub crashes: CrashTracker,
+    /// Swarm nodes reported down (`docker.target: swarm`).
+    pub nodes_down: BTreeSet<String>,
 }
 
 impl DriftState {
@@ -174,6 +176,42 @@ pub async fn drift_plan_observed(
         .project
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
+    let mode = mode.unwrap_or_else(|| mode_of(&state));
+    if state.target.as_deref() == Some(Target::Swarm.as_str()) {
+        let services = match engine.stack_services(&project).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(repo = %task.repo.name, "cannot observe the stack's services: {}", error_chain(&e));
+                return Ok(None);
+            }
+        };
+        let want: BTreeMap<String, Want> = records
+            .iter()
+            .map(|(name, r)| {
+                let want = Want {
+                    image: r.spec.image_ref(&project),
+                    image_id: None,
+                    spec: r.spec.clone(),
+                    config_hash: r.config_hash.clone(),
+                };
+                (name.clone(), want)
+            })
+            .collect();
+        let backed_off = task.drift.crashes.backed_off(Instant::now());
+        let plan = crate::plan::swarm::plan(
+            &want,
+            &services,
+            mode,
+            state.prune.unwrap_or(true),
+            &backed_off,
+        );
+        return Ok(Some(DriftView {
+            plan,
+            mode,
+            state,
+            containers: Vec::new(),
+        }));
+    }
     let containers = match containers {
         Some(c) => c,
         None => match engine.project_containers(&project).await {
@@ -185,7 +223,6 @@ pub async fn drift_plan_observed(
         },
     };
     let want = wants(&engine, &project, &records, images).await;
-    let mode = mode.unwrap_or_else(|| mode_of(&state));
     let backed_off = task.drift.crashes.backed_off(Instant::now());
     let plan = plan(
         &want,
@@ -217,6 +254,9 @@ pub async fn check(
     let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
     task.observed = Some(view);
     report(shared, task, &plan, mode, unhealthy_of(&state));
+    if state.target.as_deref() == Some(Target::Swarm.as_str()) {
+        report_nodes(shared, task).await;
+    }
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
@@ -261,6 +301,17 @@ pub async fn check(
                 apply::recreate(&compose, services, *force)
                     .await
                     .map_err(|e| error_chain(&e)),
+            ),
+            Heal::Redeploy { services } => (
+                services.clone(),
+                apply::stack::deploy(
+                    &project,
+                    &task.stack_path(),
+                    state.prune.unwrap_or(true),
+                    shared.registry_config(),
+                )
+                .await
+                .map_err(|e| error_chain(&e)),
             ),
         };
         let took = started.elapsed();
@@ -312,12 +363,42 @@ pub async fn check(
     Ok(done)
 }
 
+/// A Swarm node that stopped being ready is news once: Swarm reschedules
+/// its tasks on its own and Kedge leaves that to it.
+async fn report_nodes(shared: &Shared, task: &mut RepoTask) {
+    let Ok(nodes) = shared.engine.swarm_nodes().await else {
+        return;
+    };
+    let name = task.repo.name.clone();
+    for node in &nodes {
+        let down = node.state != "ready";
+        let known = task.drift.nodes_down.contains(&node.hostname);
+        if down && !known {
+            let text = format!(
+                "node {} is {}: Swarm reschedules its tasks; Kedge leaves them to it",
+                node.hostname, node.state
+            );
+            tracing::warn!(repo = %name, "{text}");
+            shared.emit(
+                NewEvent::new(&name, EventKind::DriftDetected, text)
+                    .field("type", "node_down")
+                    .field("node", node.hostname.clone()),
+            );
+            task.drift.nodes_down.insert(node.hostname.clone());
+        } else if !down && known {
+            tracing::info!(repo = %name, node = %node.hostname, "node ready again");
+            task.drift.nodes_down.remove(&node.hostname);
+        }
+    }
+}
+
 /// A heal as logs, events and `sync` show it.
 pub fn describe_heal(heal: &Heal) -> String {
     match heal {
         Heal::Start { container, .. } => format!("start {container}"),
         Heal::Remove { container, .. } => format!("remove {container}"),
         Heal::Restart { container, .. } => format!("restart unhealthy {container}"),
+        Heal::Redeploy { services } => format!("docker stack deploy ({})", services.join(", ")),
         Heal::Recreate {
             services,
             force: true,

@@ -252,6 +252,12 @@ impl RepoTask {
             .pulling_with(shared.registry_config())
     }
 
+    /// The stack file of the deployed commit (`docker.target: swarm`):
+    /// what heals and restores deploy again.
+    pub fn stack_path(&self) -> PathBuf {
+        self.git.clone.join(".git/kedge-stack.json")
+    }
+
     pub fn override_path(&self) -> PathBuf {
         self.git.clone.join(".git/kedge-override.json")
     }

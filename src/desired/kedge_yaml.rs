@@ -77,6 +77,34 @@ impl Unhealthy {
     }
 }
 
+/// `docker.target`: what Kedge deploys to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `docker compose` on the engine Kedge talks to.
+    #[default]
+    Compose,
+    /// `docker stack deploy` to the Swarm that engine manages.
+    Swarm,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Compose => "compose",
+            Target::Swarm => "swarm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "compose" => Some(Target::Compose),
+            "swarm" => Some(Target::Swarm),
+            _ => None,
+        }
+    }
+}
+
 /// The `deploy` section: the health gate after `up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Gate {
@@ -113,6 +141,7 @@ pub struct KedgeYaml {
     pub prune: bool,
     pub gate: Gate,
     pub unhealthy: Unhealthy,
+    pub target: Target,
 }
 
 impl Default for KedgeYaml {
@@ -124,6 +153,7 @@ impl Default for KedgeYaml {
             prune: true,
             gate: Gate::default(),
             unhealthy: Unhealthy::Report,
+            target: Target::Compose,
         }
     }
 }
@@ -167,7 +197,12 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
     let top = Section::new(&doc, "", &["docker", "reconciliation", "deploy", "drift"])?;
     let mut out = KedgeYaml::default();
 
-    if let Some(docker) = top.section("docker", &["project_name", "compose_file"])? {
+    if let Some(docker) = top.section("docker", &["project_name", "compose_file", "target"])? {
+        if let Some(target) = docker.parsed("target", env, |s| {
+            Target::parse(s).ok_or_else(|| "compose or swarm".to_string())
+        })? {
+            out.target = target;
+        }
         out.project_name = docker.parsed("project_name", env, |s| {
             if is_project_name(s) {
                 Ok(s.to_string())
@@ -373,7 +408,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (
                 "docker:\n  project_name: x\n  bogus: 1\n",
-                "line 3: unknown key `docker.bogus` (expected one of: project_name, compose_file)",
+                "line 3: unknown key `docker.bogus` (expected one of: project_name, compose_file, target)",
             ),
             (
                 "reconcilation:\n  mode: auto\n",
@@ -500,5 +535,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load(dir.path(), &env).unwrap().mode, Mode::Notify);
+    }
+
+    #[test]
+    fn the_deploy_target() {
+        let env = |_: &str| None;
+        assert_eq!(parse("", &env).unwrap().target, Target::Compose);
+        assert_eq!(
+            parse("docker:\n  target: swarm\n", &env).unwrap().target,
+            Target::Swarm
+        );
+        let err = parse("docker:\n  target: k8s\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`docker.target`: invalid value \"k8s\", expected compose or swarm"),
+            "{err}"
+        );
     }
 }

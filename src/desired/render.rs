@@ -48,7 +48,7 @@ pub enum RenderError {
 pub const IGNORE_LABEL: &str = "io.kedge.ignore";
 
 /// One service as Kedge compares it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
     /// Resolved configuration plus repository content fingerprints.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 pub mod health;
+pub mod swarm;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";

@@ -202,7 +202,24 @@ async fn collect(
         let containers = all
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
-        let services = service_statuses(&recorded, containers.as_deref());
+        let swarm = state.target.as_deref() == Some("swarm");
+        let services = if swarm {
+            // Services, not containers: tasks run on other nodes too.
+            crate::controller::swarm::services(shared, &project)
+                .await
+                .into_iter()
+                .flatten()
+                .map(|s| ServiceStatus {
+                    state: format!("running {}/{}", s.running, s.desired),
+                    service: s.service,
+                    container: Some(s.name),
+                    image: Some(s.image),
+                    commit: s.commit,
+                })
+                .collect()
+        } else {
+            service_statuses(&recorded, containers.as_deref())
+        };
         let observed = heal::drift_plan_observed(
             shared,
             task,

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod gate;
 pub mod rollout;
+pub mod swarm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -173,6 +174,8 @@ pub enum Heal {
         container: String,
         id: String,
     },
+    /// `docker stack deploy` of the deployed stack file again (Swarm).
+    Redeploy { services: Vec<String> },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -174,6 +174,9 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deployments ADD COLUMN failed_step TEXT;
     ALTER TABLE deployments ADD COLUMN rolled_back_from TEXT;
     ALTER TABLE repo_state ADD COLUMN unhealthy TEXT;",
+    // 12: the deploy target of the last rendered kedge.yaml (`docker.target`:
+    // compose or swarm), which drift passes read.
+    "ALTER TABLE repo_state ADD COLUMN target TEXT;",
 ];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

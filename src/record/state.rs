@@ -32,6 +32,8 @@ pub struct RepoState {
     pub access_refused: bool,
     /// `drift.unhealthy` of the last rendered kedge.yaml.
     pub unhealthy: Option<String>,
+    /// `docker.target` of the last rendered kedge.yaml.
+    pub target: Option<String>,
 }
 
 impl RepoState {
@@ -54,7 +56,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy";
+                        access_refused, unhealthy, target";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -73,6 +75,7 @@ impl Store {
             remote_ok_at: r.get(at + 11)?,
             access_refused: r.get(at + 12)?,
             unhealthy: r.get(at + 13)?,
+            target: r.get(at + 14)?,
         })
     }
 
@@ -235,17 +238,16 @@ impl Store {
     pub fn set_rendered(
         &self,
         repo_id: i64,
-        mode: &str,
-        prune: bool,
-        unhealthy: &str,
+        kedge: &crate::desired::kedge_yaml::KedgeYaml,
     ) -> Result<(), StoreError> {
         self.set_state(
             "record the repository's settings",
             repo_id,
             &[
-                ("mode", text(mode)),
-                ("prune", prune.into()),
-                ("unhealthy", text(unhealthy)),
+                ("mode", text(kedge.mode.as_str())),
+                ("prune", kedge.prune.into()),
+                ("unhealthy", text(kedge.unhealthy.as_str())),
+                ("target", text(kedge.target.as_str())),
             ],
         )
     }

@@ -436,7 +436,9 @@ fn state_transitions_change_only_their_columns() {
         .unwrap()
         .id;
     store.mark_checked(id, "h1").unwrap();
-    store.set_rendered(id, "auto", true, "report").unwrap();
+    store
+        .set_rendered(id, &crate::desired::kedge_yaml::KedgeYaml::default())
+        .unwrap();
     store
         .mark_deployed(id, "c1", "proj", &["compose.yaml".into()])
         .unwrap();

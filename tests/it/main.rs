@@ -21,3 +21,4 @@ mod repo;
 mod rollback;
 mod secrets;
 mod serve;
+mod swarm;

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod smallfs;
 pub mod ssh_git;
 pub mod stack;
+pub mod swarm_lab;
 
 pub use docker::{ComposeProject, containers_by_label, image_id, require_docker};
 pub use git::GitRemote;

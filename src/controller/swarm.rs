@@ -1,0 +1,286 @@
+//! controller: deploying to a Swarm (`docker.target: swarm`). The rendered
+//! commit becomes a stack file that `docker stack deploy` applies; the gate
+//! watches the changed services' update and tasks; heals and restores
+//! deploy the last successful stack file again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::gate::GateFailure;
+use super::task::{RepoTask, StepError};
+use crate::apply;
+use crate::desired::kedge_yaml::Gate;
+use crate::desired::render::{Desired, ServiceSpec};
+use crate::error_chain;
+use crate::observe::swarm::SwarmService;
+use crate::record::ServiceRecord;
+
+/// How often the gate looks at the services: Swarm reports task progress
+/// only through them (its events say "updated", not how far).
+const GATE_LOOK: Duration = Duration::from_millis(250);
+
+/// The stack file of a deployment being applied; it becomes the deployed
+/// one (`RepoTask::stack_path`) when the deployment succeeds.
+pub fn next_stack_path(task: &RepoTask) -> PathBuf {
+    task.stack_path().with_extension("next.json")
+}
+
+/// Applies a rendered commit: the deployed checkout first (bind mounts
+/// read from it), then the stack file, then `docker stack deploy`.
+pub async fn apply_stack(
+    shared: &Shared,
+    task: &RepoTask,
+    desired: &Desired,
+    checkout: bool,
+    records: &BTreeMap<String, ServiceRecord>,
+) -> Result<(), StepError> {
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let content = apply::stack::stack_file(&desired.rendered, &desired.project, &commits)
+        .map_err(apply::ApplyError::from)?;
+    if checkout {
+        task.git.checkout_deployed(&desired.commit).await?;
+    }
+    let path = next_stack_path(task);
+    apply::stack::write(&path, &content)?;
+    apply::stack::deploy(
+        &desired.project,
+        &path,
+        desired.kedge.prune,
+        shared.registry_config(),
+    )
+    .await?;
+    tracing::debug!(commit = %&desired.commit[..7.min(desired.commit.len())], "docker stack deploy done");
+    Ok(())
+}
+
+/// After a successful deployment: its stack file is the deployed one, and
+/// each service's spec digest is recorded (a later hand edit shows as drift).
+pub async fn settle(
+    shared: &Shared,
+    task: &RepoTask,
+    project: &str,
+    records: &mut BTreeMap<String, ServiceRecord>,
+) {
+    if let Err(e) = std::fs::rename(next_stack_path(task), task.stack_path()) {
+        tracing::warn!(repo = %task.repo.name, "cannot keep the deployed stack file: {e}");
+    }
+    match shared.engine.stack_services(project).await {
+        Ok(services) => {
+            for (name, record) in records.iter_mut() {
+                record.config_hash = services
+                    .iter()
+                    .find(|s| &s.service == name)
+                    .map(|s| s.fingerprint.clone());
+            }
+        }
+        Err(e) => tracing::warn!(%project, "cannot read back the services: {}", error_chain(&e)),
+    }
+}
+
+/// Deploys the last successful stack file again (a restore after a failed
+/// deployment). False when there is none.
+pub async fn redeploy_deployed(
+    shared: &Shared,
+    task: &RepoTask,
+    project: &str,
+    prune: bool,
+) -> Result<bool, apply::ApplyError> {
+    let path = task.stack_path();
+    if !path.exists() {
+        return Ok(false);
+    }
+    apply::stack::deploy(project, &path, prune, shared.registry_config()).await?;
+    Ok(true)
+}
+
+/// The stack's services as `status` shows them; `None`: the engine did not answer.
+pub async fn services(shared: &Shared, project: &str) -> Option<Vec<SwarmService>> {
+    shared.engine.stack_services(project).await.ok()
+}
+
+/// Why a changed service is not up yet, or failed; `None`: up.
+fn verdict(s: &SwarmService, failed: Option<&str>) -> Result<Option<String>, String> {
+    match s.update_state.as_deref() {
+        Some("rollback_started" | "rollback_paused" | "rollback_completed") => {
+            return Err(format!(
+                "Swarm rolled the update back ({}){}",
+                s.update_state.as_deref().unwrap_or_default(),
+                s.update_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+        Some("paused") => {
+            return Err(format!(
+                "Swarm paused the update{}",
+                s.update_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+        _ => {}
+    }
+    // While Swarm updates a service, its own `update_config` judges failed
+    // tasks (pause or roll back): Kedge waits for that verdict.
+    let updating = matches!(s.update_state.as_deref(), Some("updating"));
+    if !updating && let Some(why) = failed {
+        return Err(why.to_string());
+    }
+    if updating || s.running < s.desired {
+        return Ok(Some(format!(
+            "{} of {} tasks running{}",
+            s.running,
+            s.desired,
+            if updating { ", updating" } else { "" }
+        )));
+    }
+    Ok(None)
+}
+
+/// Whether Swarm itself rolled the failed update back: Kedge then does not
+/// apply the previous version a second time.
+pub fn rolled_back_by_swarm(failure: &GateFailure) -> bool {
+    failure
+        .services
+        .iter()
+        .any(|(_, why)| why.starts_with("Swarm rolled the update back"))
+}
+
+/// The health gate for a stack: each changed service must finish its update
+/// with all its tasks running for `stable_for`; a failed task of this
+/// deployment, or an update Swarm paused or rolled back, fails it.
+pub async fn watch(
+    shared: &Shared,
+    project: &str,
+    services: &[&ServiceSpec],
+    gate: &Gate,
+    applied_ms: i64,
+) -> Result<Duration, GateFailure> {
+    let started = Instant::now();
+    let failure = |services: Vec<(String, String)>, timed_out| GateFailure {
+        services,
+        timed_out,
+        after: started.elapsed(),
+    };
+    let mut up_since: Option<Instant> = None;
+    loop {
+        let (stack, failed) = match (
+            shared.engine.stack_services(project).await,
+            shared.engine.failed_tasks(project).await,
+        ) {
+            (Ok(s), Ok(f)) => (s, f),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(failure(vec![("(engine)".into(), error_chain(&e))], None));
+            }
+        };
+        let mut pending = Vec::new();
+        let mut broken = Vec::new();
+        for spec in services {
+            let Some(s) = stack.iter().find(|s| s.service == spec.name) else {
+                pending.push((spec.name.clone(), "not created yet".to_string()));
+                continue;
+            };
+            // A task of this deployment that failed: its exit code and error.
+            let task_failure = failed
+                .iter()
+                .filter(|t| t.service_id == s.id)
+                .filter(|t| {
+                    crate::observe::health::engine_time_ms(&t.created_at)
+                        .is_none_or(|at| at >= applied_ms)
+                })
+                .map(|t| match t.exit_code {
+                    Some(code) => format!("a task {} with exit code {code}: {}", t.state, t.error),
+                    None => format!("a task was {}: {}", t.state, t.error),
+                })
+                .next();
+            match verdict(s, task_failure.as_deref()) {
+                Ok(None) => {}
+                Ok(Some(why)) => pending.push((spec.name.clone(), why)),
+                Err(why) => broken.push((spec.name.clone(), why)),
+            }
+        }
+        if !broken.is_empty() {
+            return Err(failure(broken, None));
+        }
+        if pending.is_empty() {
+            let since = *up_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= gate.stable_for {
+                let took = started.elapsed();
+                tracing::info!(%project, "health gate passed in {:.2} s", took.as_secs_f64());
+                return Ok(took);
+            }
+        } else {
+            up_since = None;
+        }
+        if started.elapsed() >= gate.timeout {
+            return Err(failure(pending, Some(gate.timeout)));
+        }
+        tokio::time::sleep(GATE_LOOK).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(update: Option<&str>, running: u64, desired: u64) -> SwarmService {
+        SwarmService {
+            id: "s1".into(),
+            name: "app_web".into(),
+            service: "web".into(),
+            image: "web:2".into(),
+            replicas: Some(desired),
+            running,
+            desired,
+            update_state: update.map(String::from),
+            update_message: Some(
+                "update paused due to failure or early termination of task x".into(),
+            ),
+            commit: None,
+            fingerprint: String::new(),
+        }
+    }
+
+    #[test]
+    fn swarm_gate_verdicts() {
+        assert_eq!(verdict(&service(Some("completed"), 3, 3), None), Ok(None));
+        assert_eq!(verdict(&service(None, 1, 1), None), Ok(None));
+        assert_eq!(
+            verdict(&service(Some("updating"), 3, 3), None),
+            Ok(Some("3 of 3 tasks running, updating".into()))
+        );
+        assert_eq!(
+            verdict(&service(None, 1, 3), None),
+            Ok(Some("1 of 3 tasks running".into()))
+        );
+        let rolled = verdict(&service(Some("rollback_completed"), 3, 3), None).unwrap_err();
+        assert!(
+            rolled.starts_with("Swarm rolled the update back (rollback_completed): update paused"),
+            "{rolled}"
+        );
+        assert!(rolled_back_by_swarm(&GateFailure {
+            services: vec![("web".into(), rolled)],
+            timed_out: None,
+            after: Duration::ZERO,
+        }));
+        assert!(
+            verdict(&service(Some("paused"), 2, 3), None)
+                .unwrap_err()
+                .starts_with("Swarm paused the update")
+        );
+        assert_eq!(
+            verdict(
+                &service(None, 0, 1),
+                Some("a task failed with exit code 1: task: non-zero exit (1)")
+            ),
+            Err("a task failed with exit code 1: task: non-zero exit (1)".into())
+        );
+    }
+}
