@@ -138,6 +138,24 @@ fn a_stack_deploys_rolls_one_service_heals_and_rolls_back_on_a_three_node_swarm(
         let events = k.run(["events", "--repo", &name, "-o", "json"]).stdout;
         events.contains("node_down").then_some(())
     });
+    // Swarm moves web's tasks to the nodes left, on its own.
+    wait_for(90, "web's tasks rescheduled off the lost node", || {
+        let tasks = lab.docker(&[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+            &web,
+        ]);
+        let running: Vec<&str> = tasks.lines().filter(|l| l.contains("Running")).collect();
+        (running.len() == 3
+            && !running
+                .iter()
+                .any(|l| l.ends_with("node3") || l.contains("node3 ")))
+        .then_some(())
+    });
     lab.start_node(3);
     drop(serve);
     assert_eq!(
