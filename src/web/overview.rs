@@ -150,3 +150,54 @@ fn empty_state() -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Role;
+
+    fn row(name: &str, message: &str) -> OverviewRow {
+        OverviewRow {
+            name: name.into(),
+            branch: "main".into(),
+            deployed_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            deployed_message: Some(message.into()),
+            sync_state: "drifted",
+            services: Some((1, 2)),
+            drift_count: 1,
+            last_deployed_at: Some(1_795_834_800_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn what_comes_from_git_is_text_and_state_is_a_word() {
+        let html = render(
+            &Session::for_test("ci", Role::Read),
+            &[row("app", "<script>alert(1)</script> & \"quotes\"")],
+        )
+        .into_string();
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot;"));
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "only the page's own script"
+        );
+        assert!(html.contains(">drifted<"), "the state as a word");
+        assert!(html.contains(">0123456<") && html.contains("1/2"));
+        assert!(html.contains("2026-11-28 03:00:00 UTC"));
+        // A read token is offered no action.
+        assert!(!html.contains("/sync"));
+        let write =
+            render(&Session::for_test("ops", Role::Write), &[row("app", "m")]).into_string();
+        assert!(write.contains("href=\"/repos/app/sync\""));
+    }
+
+    #[test]
+    fn no_repository_says_how_to_add_the_first() {
+        let html = render(&Session::for_test("ci", Role::Read), &[]).into_string();
+        assert!(html.contains("No repositories yet"));
+        assert!(html.contains("kedge repo add"));
+        assert!(!html.contains("<table"));
+    }
+}

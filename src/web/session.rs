@@ -37,6 +37,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for page tests.
+    #[cfg(test)]
+    pub fn for_test(token_name: &str, role: Role) -> Session {
+        Session {
+            token_name: token_name.into(),
+            role,
+            csrf: "test-csrf".into(),
+            id: "test-id".into(),
+        }
+    }
+
     pub fn can_write(&self) -> bool {
         self.role == Role::Write
     }
