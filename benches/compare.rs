@@ -6,6 +6,9 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+#[path = "compare/dashboard.rs"]
+mod dashboard;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -139,7 +142,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 12] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 13] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -163,6 +166,8 @@ fn main() {
         ("metrics", &|| vec![metrics_scrape(&engine)]),
         // A remote check over ssh with a deploy key, against file://.
         ("ssh", &|| vec![ssh_check(runs.max(20))]),
+        // The overview page of 100 repositories, and what it weighs.
+        ("dashboard", &|| vec![dashboard::dashboard(&engine)]),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {

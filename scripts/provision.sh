@@ -4,7 +4,8 @@
 # smart-HTTP git server), openssh-server and a `git` user whose shell is
 # git-shell (the tests' SSH git server), docker-registry and htpasswd (the
 # tests' private registry), prometheus (promtool checks the /metrics output; the
-# tests start their own server), two distinct local busybox-based test
+# tests start their own server), chromium and chromium-driver (the dashboard's
+# browser tests drive it headless over WebDriver), two distinct local busybox-based test
 # images, and schemathesis (the API fuzzer the tests run) and aiosmtpd (the
 # notification tests' SMTP server) in their own virtualenv. Idempotent:
 # every step checks before it acts.
@@ -210,6 +211,9 @@ main() {
   apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv openssl curl
   apt_install_no_start lighttpd prometheus openssh-server docker-registry
   apt_install apache2-utils
+  # The dashboard's browser tests: headless Chromium through its WebDriver
+  # server (/usr/bin/chromium, /usr/bin/chromedriver), with a font to draw text.
+  apt_install chromium chromium-driver fonts-dejavu-core
   disable_service prometheus
   disable_service ssh
   disable_service docker-registry

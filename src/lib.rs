@@ -4,7 +4,7 @@
 //! render) → `observe` (engine) → `plan` → `apply` → `record` (store),
 //! driven by `controller`; `notify` follows the event log to the
 //! configured sinks; `ops` holds one function per user action, which
-//! the faces (`cli`) call.
+//! the faces (`cli`, the HTTP `api` and the `web` dashboard) call.
 
 pub mod api;
 pub mod apply;
@@ -22,6 +22,7 @@ pub mod process;
 pub mod record;
 pub mod source;
 pub mod time;
+pub mod web;
 
 /// An error and all its sources on one line: what history records and
 /// `status` shows.

@@ -1,5 +1,6 @@
 //! api: bearer tokens. Every route under `/api/v1` needs one; a `read`
-//! token may GET, a `write` token may also POST and DELETE.
+//! token may GET, a `write` token may also POST and DELETE. The event
+//! stream also takes the dashboard's session cookie instead.
 
 use std::sync::Arc;
 
@@ -40,4 +41,25 @@ pub async fn require_token(
         )));
     }
     Ok(next.run(request).await)
+}
+
+/// The event stream: a bearer token as on every route, or, for a request
+/// that sends no `Authorization` header, a dashboard session (the page's
+/// EventSource cannot send a header; the cookie is HttpOnly and
+/// SameSite=Strict, and the stream only reads).
+pub async fn require_token_or_session(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !request.headers().contains_key(header::AUTHORIZATION)
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+        && crate::web::signed_in(&state, request.headers())
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        return Ok(next.run(request).await);
+    }
+    require_token(State(state), request, next).await
 }

@@ -1,7 +1,7 @@
 //! api: `kedge serve`'s HTTP face — health, metrics, the JSON API under
 //! `/api/v1` (the same operations and the same JSON as the CLI), the event
 //! stream, and the git webhooks (signed with a webhook secret, not a
-//! token). It calls `ops` only; a bad request is a 4xx with a JSON reason.
+//! token); the dashboard (`web`) is mounted on the same listener. It calls `ops` only; a bad request is a 4xx with a JSON reason.
 //! Requests never take a repository's lock unless they apply (sync,
 //! rollback, remove), and nothing here can slow a deploy down.
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     /// The counters of `/metrics`; the hook handlers count through it.
     pub metrics: metrics::Metrics,
+    /// The dashboard's signed-in sessions.
+    pub sessions: crate::web::Sessions,
 }
 
 /// The whole HTTP surface.
@@ -46,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(routes::public())
         .merge(hooks::routes())
+        .merge(crate::web::routes())
         .nest("/api/v1", routes::api(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
@@ -55,15 +58,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Errors the framework answers itself (405, 413, …) speak JSON too.
+/// Errors the framework answers itself (405, 413, …) speak JSON too; the
+/// dashboard's error pages stay HTML.
 async fn json_errors(response: axum::response::Response) -> axum::response::Response {
     use axum::http::header::CONTENT_TYPE;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let is_json_or_page = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_json_or_page {
         return response;
     }
     let reason = status
@@ -135,6 +138,7 @@ pub async fn start(
         ops: Ops::serving(shared.clone()),
         shared,
         metrics: metrics::Metrics::new(),
+        sessions: Default::default(),
     });
     tokio::spawn(metrics::follow(state.clone(), live));
     let app = router(state);

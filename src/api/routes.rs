@@ -45,12 +45,21 @@ pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/repos/{name}/sync", post(sync))
         .route("/repos/{name}/rollback", post(rollback))
         .route("/events", get(events))
-        .route("/events/stream", get(super::stream::events_stream))
         .route("/openapi.json", get(super::openapi::serve_document))
         .route_layer(axum::middleware::from_fn_with_state(
-            state,
+            state.clone(),
             super::auth::require_token,
         ))
+        // The dashboard's script follows the stream with its session cookie
+        // (EventSource cannot send a header); a bearer token works as ever.
+        .merge(
+            axum::Router::new()
+                .route("/events/stream", get(super::stream::events_stream))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state,
+                    super::auth::require_token_or_session,
+                )),
+        )
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> ApiResult {

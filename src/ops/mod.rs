@@ -6,6 +6,8 @@
 //! the engine, git or compose themselves.
 
 pub mod credentials;
+pub mod dashboard;
+pub mod diff_text;
 pub mod events;
 pub mod history;
 pub mod hooks;

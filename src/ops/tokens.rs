@@ -71,4 +71,10 @@ impl Ops {
         }
         Ok(self.shared()?.store().use_token(&token_hash(presented))?)
     }
+
+    /// The token a dashboard session was opened with, by the digest kept
+    /// in the session: still there (not revoked), and with its role.
+    pub fn token_by_digest(&self, digest: &str) -> Result<Option<Token>, OpsError> {
+        Ok(self.shared()?.store().use_token(digest)?)
+    }
 }

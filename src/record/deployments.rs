@@ -198,6 +198,33 @@ impl Store {
             .map_err(query("summarise deployments"))
     }
 
+    /// Per repository id: the commit message of its deployed commit (from
+    /// the newest deployment of that commit). One query, for the dashboard.
+    pub fn deployed_messages(&self) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.repo_id,
+                    (SELECT d.commit_message FROM deployments d
+                     WHERE d.repo_id = s.repo_id AND d.commit_hash = s.deployed_commit
+                     ORDER BY d.id DESC LIMIT 1)
+                 FROM repo_state s WHERE s.deployed_commit IS NOT NULL",
+            )
+            .map_err(query("read deployed commit messages"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+            })
+            .map_err(query("read deployed commit messages"))?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            if let (id, Some(message)) = row.map_err(query("read deployed commit messages"))? {
+                out.insert(id, message);
+            }
+        }
+        Ok(out)
+    }
+
     /// Newest first.
     pub fn deployments(&self, repo_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
         let mut stmt = self

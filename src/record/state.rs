@@ -327,6 +327,24 @@ impl Store {
         )
     }
 
+    /// Per repository id: the names of its deployed services, sorted. One
+    /// query, without reading the specs (for the dashboard).
+    pub fn service_names(&self) -> Result<std::collections::HashMap<i64, Vec<String>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT repo_id, service FROM services ORDER BY repo_id, service")
+            .map_err(query("read service names"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(query("read service names"))?;
+        let mut out: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for row in rows {
+            let (id, name) = row.map_err(query("read service names"))?;
+            out.entry(id).or_default().push(name);
+        }
+        Ok(out)
+    }
+
     pub fn services(
         &self,
         repo_id: i64,

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod browser;
 pub mod docker;
 pub mod git;
 pub mod hanging;

@@ -1,0 +1,93 @@
+//! ops: the dashboard's overview — one row per repository, read from the
+//! store and from `serve`'s snapshots only (never the engine, never git),
+//! so the page costs a handful of short queries however many stacks run.
+
+use super::{Ops, OpsError};
+
+/// One repository as the overview shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OverviewRow {
+    pub name: String,
+    pub branch: String,
+    /// `auto`, `notify` or `manual` (None before the first deployment).
+    pub mode: Option<String>,
+    pub deployed_commit: Option<String>,
+    /// The deployed commit's message.
+    pub deployed_message: Option<String>,
+    /// The branch head at the last check.
+    pub remote_head: Option<String>,
+    pub pinned_commit: Option<String>,
+    /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
+    pub sync_state: &'static str,
+    /// Deployed services with a running container, and all deployed
+    /// services; None until `serve` has looked at the containers.
+    pub services: Option<(usize, usize)>,
+    /// Drifted services at `serve`'s last pass.
+    pub drift_count: usize,
+    /// When the newest deployment that left the stack running finished (ms).
+    pub last_deployed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Ops {
+    /// Every registered repository's row, by name. Drift and containers
+    /// are what `serve`'s last pass saw (unknown before its first pass, or
+    /// without `serve`); the rest is the store's.
+    pub fn overview(&self) -> Result<Vec<OverviewRow>, OpsError> {
+        let shared = self.shared()?;
+        let (repos, mut states, summaries, mut messages, mut names) = {
+            let store = shared.store();
+            (
+                store.repos()?,
+                store.repo_states()?,
+                store.deploy_summaries()?,
+                store.deployed_messages()?,
+                store.service_names()?,
+            )
+        };
+        Ok(repos
+            .into_iter()
+            .map(|repo| {
+                let state = states.remove(&repo.id).unwrap_or_default();
+                let summary = summaries.get(&repo.id).cloned().unwrap_or_default();
+                let deployed = names.remove(&repo.id).unwrap_or_default();
+                let (drifts, containers) = match shared.hub.snapshot(&repo.name) {
+                    Some(rx) => {
+                        let s = rx.borrow();
+                        (s.drifts.clone(), s.containers.clone())
+                    }
+                    None => (Vec::new(), None),
+                };
+                let mut drifted: Vec<&str> = drifts.iter().map(|d| d.service()).collect();
+                drifted.sort_unstable();
+                drifted.dedup();
+                let services = containers.as_ref().map(|cs| {
+                    let up = deployed
+                        .iter()
+                        .filter(|s| cs.iter().any(|c| &c.service == *s && c.state == "running"))
+                        .count();
+                    (up, deployed.len())
+                });
+                OverviewRow {
+                    sync_state: super::status::sync_state(
+                        &state,
+                        summary.last_status.zip(summary.last_commit.as_deref()),
+                        &drifts,
+                        containers.is_some(),
+                    ),
+                    deployed_message: messages.remove(&repo.id),
+                    services,
+                    drift_count: drifted.len(),
+                    last_deployed_at: summary.last_deployed_at,
+                    mode: state.mode,
+                    deployed_commit: state.deployed_commit,
+                    remote_head: state.remote_head,
+                    pinned_commit: state.pinned_commit,
+                    last_error: state.last_error,
+                    name: repo.name,
+                    branch: repo.branch,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,236 @@
+//! web: dashboard sessions. Signing in with an API token opens one: a
+//! random id in an HttpOnly, SameSite=Strict cookie (Secure under TLS),
+//! kept in `serve`'s memory with the token's digest and the session's CSRF
+//! token. Every request looks the token up again, so revoking it ends its
+//! sessions at once; a restart of `serve` ends them all (sign in again).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::WebError;
+use crate::api::AppState;
+use crate::ops::Role;
+
+/// The session cookie.
+pub const COOKIE: &str = "kedge_session";
+/// The sign-in form's CSRF cookie (double submit: no session yet).
+pub const LOGIN_COOKIE: &str = "kedge_login";
+/// How long a session lasts after signing in.
+pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest goes first beyond this.
+const MAX_SESSIONS: usize = 10_000;
+
+/// A signed-in request: who, with which role, and the CSRF token its
+/// forms carry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token_name: String,
+    pub role: Role,
+    pub csrf: String,
+    /// The cookie's value, to end the session.
+    id: String,
+}
+
+impl Session {
+    /// A session for page tests.
+    #[cfg(test)]
+    pub fn for_test(token_name: &str, role: Role) -> Session {
+        Session {
+            token_name: token_name.into(),
+            role,
+            csrf: "test-csrf".into(),
+            id: "test-id".into(),
+        }
+    }
+
+    pub fn can_write(&self) -> bool {
+        self.role == Role::Write
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+struct Entry {
+    token_digest: String,
+    csrf: String,
+    opened: Instant,
+}
+
+/// The open sessions, by the digest of their id (the id itself is not kept).
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, Entry>>,
+}
+
+impl Sessions {
+    /// Opens a session for the token with this digest: the cookie value.
+    pub fn open(&self, token_digest: String) -> String {
+        let id = random_hex();
+        let mut open = self.lock();
+        open.retain(|_, e| e.opened.elapsed() < LIFETIME);
+        if open.len() >= MAX_SESSIONS
+            && let Some(oldest) = open
+                .iter()
+                .min_by_key(|(_, e)| e.opened)
+                .map(|(k, _)| k.clone())
+        {
+            open.remove(&oldest);
+        }
+        open.insert(
+            digest(&id),
+            Entry {
+                token_digest,
+                csrf: random_hex(),
+                opened: Instant::now(),
+            },
+        );
+        id
+    }
+
+    pub fn close(&self, id: &str) {
+        self.lock().remove(&digest(id));
+    }
+
+    /// The token digest and CSRF token of a live session.
+    fn get(&self, id: &str) -> Option<(String, String)> {
+        let mut open = self.lock();
+        let key = digest(id);
+        let entry = open.get(&key)?;
+        if entry.opened.elapsed() >= LIFETIME {
+            open.remove(&key);
+            return None;
+        }
+        Some((entry.token_digest.clone(), entry.csrf.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The request's session, if its cookie names one whose token still exists.
+pub fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, WebError> {
+    let Some(id) = cookie(headers, COOKIE) else {
+        return Ok(None);
+    };
+    let Some((token_digest, csrf)) = state.sessions.get(id) else {
+        return Ok(None);
+    };
+    match state.ops.token_by_digest(&token_digest)? {
+        Some(token) => Ok(Some(Session {
+            token_name: token.name,
+            role: token.role,
+            csrf,
+            id: id.to_string(),
+        })),
+        None => {
+            // Revoked: the session ends with it.
+            state.sessions.close(id);
+            Ok(None)
+        }
+    }
+}
+
+/// A form's CSRF token against the expected one, in constant time.
+pub fn csrf_matches(expected: &str, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// The value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure when the page
+/// was served over TLS (by `serve` itself or a proxy that says so).
+pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// Whether the request came over TLS: `serve`'s own, or a proxy's
+/// `X-Forwarded-Proto: https`.
+pub fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    state.ops.settings().tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// 32 random bytes as hex.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_found_by_its_id_only_and_closes() {
+        let sessions = Sessions::default();
+        let id = sessions.open("digest-of-token".into());
+        let (token, csrf) = sessions.get(&id).unwrap();
+        assert_eq!(token, "digest-of-token");
+        assert_eq!(csrf.len(), 64);
+        assert!(sessions.get(&random_hex()).is_none());
+        // Only the id's digest is kept.
+        assert!(!sessions.lock().contains_key(&id));
+        sessions.close(&id);
+        assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn csrf_tokens_must_match_exactly() {
+        assert!(csrf_matches("abc", Some("abc")));
+        assert!(!csrf_matches("abc", Some("abd")));
+        assert!(!csrf_matches("abc", Some("ab")));
+        assert!(!csrf_matches("abc", None));
+        assert!(!csrf_matches("", Some("")));
+    }
+
+    #[test]
+    fn cookies_are_read_by_name_and_set_strict() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "other=1; kedge_session=abc ; x=".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers, COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, "x"), None);
+        assert_eq!(cookie(&headers, "missing"), None);
+        let c = set_cookie(COOKIE, "v", "/", Duration::from_secs(60), true);
+        assert_eq!(
+            c,
+            "kedge_session=v; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert!(!set_cookie(COOKIE, "v", "/", Duration::from_secs(60), false).contains("Secure"));
+    }
+}
