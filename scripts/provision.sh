@@ -6,8 +6,10 @@
 # tests' private registry), prometheus (promtool checks the /metrics output; the
 # tests start their own server), two distinct local busybox-based test
 # images, and schemathesis (the API fuzzer the tests run) and aiosmtpd (the
-# notification tests' SMTP server) in their own virtualenv. Idempotent:
-# every step checks before it acts.
+# notification tests' SMTP server) in their own virtualenv; for the
+# packaging tests: debootstrap and the bootstrapped `debian:bookworm-slim`
+# base image (scripts/base-image.sh), cargo-deb, systemd-analyze and man.
+# Idempotent: every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -203,6 +205,20 @@ install_aiosmtpd() {
   "$py" -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 }
 
+# The Debian package is built with cargo-deb, pinned, from crates.io.
+CARGO_DEB_VERSION=3.8.0
+install_cargo_deb() {
+  if [ "$(cargo deb --version 2>/dev/null)" = "cargo-deb $CARGO_DEB_VERSION" ]; then
+    return 0
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo is missing: cannot install cargo-deb"
+    exit 1
+  fi
+  log "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+}
+
 main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`; openssl and
@@ -210,6 +226,9 @@ main() {
   apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv openssl curl
   apt_install_no_start lighttpd prometheus openssh-server docker-registry
   apt_install apache2-utils
+  # The packaging tests: the image's base, the unit's check, the man pages,
+  # strip for the image's binary.
+  apt_install debootstrap systemd man-db binutils xz-utils
   disable_service prometheus
   disable_service ssh
   disable_service docker-registry
@@ -220,6 +239,8 @@ main() {
   build_test_image kedge-test/busybox:2 two
   install_schemathesis
   install_aiosmtpd
+  install_cargo_deb
+  bash "$(dirname "$0")/base-image.sh"
   log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
 }
 
