@@ -14,7 +14,11 @@ pub struct Args {
 }
 
 pub fn run(output: OutputFormat, verbose: bool) -> anyhow::Result<ExitCode> {
-    let report = super::block_on(crate::ops::version::version(verbose))?;
+    let report = if verbose {
+        super::block_on(crate::ops::version::version(true))?
+    } else {
+        crate::ops::version::plain()
+    };
     if output == OutputFormat::Json {
         print_json(&report)?;
     } else {
