@@ -32,10 +32,11 @@ pub enum Found {
 impl VersionReport {
     /// The commit as text shows it: twelve characters are enough to find it.
     pub fn short_commit(&self) -> &'static str {
-        if COMMIT.len() > 12 && COMMIT.bytes().all(|b| b.is_ascii_hexdigit()) {
-            &COMMIT[..12]
+        let commit = self.commit;
+        if commit.len() > 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            &commit[..12]
         } else {
-            COMMIT
+            commit
         }
     }
 }
