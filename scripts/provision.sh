@@ -7,8 +7,10 @@
 # tests start their own server), chromium and chromium-driver (the dashboard's
 # browser tests drive it headless over WebDriver), two distinct local busybox-based test
 # images, and schemathesis (the API fuzzer the tests run) and aiosmtpd (the
-# notification tests' SMTP server) in their own virtualenv. Idempotent:
-# every step checks before it acts.
+# notification tests' SMTP server) in their own virtualenv; for the
+# packaging tests: debootstrap and the bootstrapped `debian:bookworm-slim`
+# base image (scripts/base-image.sh), cargo-deb, systemd-analyze and man.
+# Idempotent: every step checks before it acts.
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*" >&2; }
@@ -204,6 +206,20 @@ install_aiosmtpd() {
   "$py" -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 }
 
+# The Debian package is built with cargo-deb, pinned, from crates.io.
+CARGO_DEB_VERSION=3.8.0
+install_cargo_deb() {
+  if [ "$(cargo deb --version 2>/dev/null)" = "cargo-deb $CARGO_DEB_VERSION" ]; then
+    return 0
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "cargo is missing: cannot install cargo-deb"
+    exit 1
+  fi
+  log "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+}
+
 main() {
   need_root "$@"
   # wrk: the HTTP load of `cargo bench --bench compare -- api`; openssl and
@@ -214,6 +230,9 @@ main() {
   # The dashboard's browser tests: headless Chromium through its WebDriver
   # server (/usr/bin/chromium, /usr/bin/chromedriver), with a font to draw text.
   apt_install chromium chromium-driver fonts-dejavu-core
+  # The packaging tests: the image's base, the unit's check, the man pages,
+  # strip for the image's binary.
+  apt_install debootstrap systemd man-db binutils xz-utils
   disable_service prometheus
   disable_service ssh
   disable_service docker-registry
@@ -224,6 +243,8 @@ main() {
   build_test_image kedge-test/busybox:2 two
   install_schemathesis
   install_aiosmtpd
+  install_cargo_deb
+  bash "$(dirname "$0")/base-image.sh"
   log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
 }
 

@@ -51,6 +51,17 @@ pub fn command() -> Cmd {
     }
 }
 
+/// Compose's version (`docker compose version --short`), as the plugin
+/// Kedge runs answers it.
+pub async fn version() -> Result<String, crate::process::ProcessError> {
+    let out = command()
+        .args(["version", "--short"])
+        .timeout(Duration::from_secs(10))
+        .run()
+        .await?;
+    Ok(out.stdout_text().trim().to_string())
+}
+
 /// The GOGC compose runs with, unless the environment sets one.
 pub const GOGC: &str = "400";
 

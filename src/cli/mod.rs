@@ -1,9 +1,11 @@
 //! cli: the `kedge` command line, one file per subcommand. Commands only
 //! read the store or enqueue work; the flow itself lives in the library.
 
+mod completions;
 mod diff;
 mod events;
 mod history;
+mod man;
 mod notify;
 pub mod output;
 mod repo_add;
@@ -14,6 +16,7 @@ mod serve;
 mod status;
 mod sync;
 mod token;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +32,9 @@ use output::OutputFormat;
 #[command(
     name = "kedge",
     version,
+    // `--version` is Kedge's own (below): it names the commit, and more with -v.
+    disable_version_flag = true,
+    arg_required_else_help = true,
     about = "GitOps controller for Docker Compose",
     long_about = "Kedge keeps Docker Compose stacks equal to what their Git repositories say: \
                   it deploys each registered repository, watches its branch, heals drift and \
@@ -51,8 +57,17 @@ pub struct Cli {
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Print the version and the git commit it was built from (with -v: also
+    /// the compose and Docker engine versions found)
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+
+    /// With --version: also ask compose and the engine for their versions
+    #[arg(short = 'v', long = "verbose", requires = "version")]
+    pub verbose: bool,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +95,12 @@ pub enum Command {
     /// List the notification sinks and send them a test message
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// Print the version and the commit it was built from (-v: compose and engine too)
+    Version(version::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::Args),
+    /// Print the manual page, or write one per subcommand with --dir
+    Man(man::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,19 +131,38 @@ fn process_env(name: &str) -> Option<String> {
 
 /// Runs a parsed command line. Errors are the caller's to print (exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // What needs neither the settings nor a data directory.
+    if cli.version {
+        return version::run(cli.output, cli.verbose);
+    }
+    let command = match cli.command {
+        Some(Command::Version(args)) => return version::run(cli.output, args.verbose),
+        Some(Command::Completions(args)) => return completions::run(args),
+        Some(Command::Man(args)) => return man::run(args),
+        Some(command) => command,
+        None => {
+            use clap::CommandFactory as _;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingSubcommand,
+                    "a subcommand is required (or --version)",
+                )
+                .exit()
+        }
+    };
     let flags = config::Flags {
         config: cli.config.clone(),
         data_dir: cli.data_dir.clone(),
-        poll_interval: match &cli.command {
+        poll_interval: match &command {
             Command::Serve(args) => args.poll_interval,
             _ => None,
         },
-        check_interval: match &cli.command {
+        check_interval: match &command {
             Command::Serve(args) => args.check_interval,
             _ => None,
         },
         log_format: cli.log_format,
-        listen: match &cli.command {
+        listen: match &command {
             Command::Serve(args) => args.listen,
             _ => None,
         },
@@ -133,7 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ops: Ops::new(settings),
         output: cli.output,
     };
-    match cli.command {
+    match command {
         Command::Repo(RepoCommand::Add(args)) => repo_add::run(&ctx, args),
         Command::Repo(RepoCommand::List(args)) => repo_list::run(&ctx, args),
         Command::Repo(RepoCommand::Remove(args)) => repo_remove::run(&ctx, args),
@@ -146,6 +186,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&ctx, args),
         Command::Token(command) => token::run(&ctx, command),
         Command::Notify(command) => notify::run(&ctx, command),
+        Command::Version(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("answered before the settings are loaded")
+        }
     }
 }
 

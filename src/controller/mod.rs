@@ -214,6 +214,9 @@ where
     loop {
         match shared.store().repos() {
             Ok(repos) => {
+                if !started && repos.is_empty() {
+                    tracing::info!("{}", no_repo_hint(&shared.settings.data_dir));
+                }
                 supervise(&shared, &mut running, repos, started);
                 started = true;
             }
@@ -237,6 +240,24 @@ where
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a `serve` with nothing to do says once: the command that gives it
+/// something, with `--data-dir` when the data directory is not the default
+/// one of the working directory.
+fn no_repo_hint(data_dir: &std::path::Path) -> String {
+    let default = std::env::current_dir()
+        .map(|cwd| cwd.join(crate::config::DEFAULT_DATA_DIR))
+        .ok();
+    let flag = if default.as_deref() == Some(data_dir) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.display())
+    };
+    format!(
+        "no repository registered yet: add one with `kedge{flag} repo add URL` \
+         (picked up while serve runs)"
+    )
 }
 
 /// Starts tasks for new repositories and stops those of removed ones.
@@ -497,4 +518,22 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError>
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_repo_hint;
+
+    #[test]
+    fn the_hint_names_the_data_dir_only_when_it_is_not_the_default() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            no_repo_hint(&cwd.join(".kedge")),
+            "no repository registered yet: add one with `kedge repo add URL` (picked up while serve runs)"
+        );
+        assert_eq!(
+            no_repo_hint(std::path::Path::new("/var/lib/kedge")),
+            "no repository registered yet: add one with `kedge --data-dir /var/lib/kedge repo add URL` (picked up while serve runs)"
+        );
+    }
 }

@@ -29,6 +29,8 @@ pub const KEDGE_BUILD: &str = "io.kedge.build";
 pub enum ObserveError {
     #[error("cannot connect to the Docker engine")]
     Connect(#[source] bollard::errors::Error),
+    #[error("the engine did not say its version")]
+    Version(#[source] bollard::errors::Error),
     #[error("the engine's event stream failed")]
     Events(#[source] bollard::errors::Error),
     #[error("cannot inspect container {container}")]
@@ -223,6 +225,15 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// The engine's version and the API version Kedge speaks with it, as
+    /// `20.10.24+dfsg1 (API 1.41)`.
+    pub async fn version(&self) -> Result<String, ObserveError> {
+        let docker = self.ready().await?;
+        let v = docker.version().await.map_err(ObserveError::Version)?;
+        let version = v.version.unwrap_or_else(|| "?".to_string());
+        Ok(format!("{version} (API {})", docker.client_version()))
     }
 
     /// Container events of compose projects: the compose project label of

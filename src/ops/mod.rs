@@ -16,6 +16,7 @@ pub mod notify;
 pub mod repos;
 pub mod status;
 pub mod tokens;
+pub mod version;
 
 use std::sync::{Arc, OnceLock};
 

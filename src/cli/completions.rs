@@ -1,0 +1,21 @@
+//! `kedge completions SHELL`: a completion script for bash, zsh, fish,
+//! elvish or PowerShell, generated from the command line's definitions. It
+//! completes subcommands and flags; it never runs `kedge` while loading.
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut command = super::Cli::command();
+    clap_complete::generate(args.shell, &mut command, "kedge", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
