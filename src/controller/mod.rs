@@ -83,6 +83,11 @@ impl Shared {
     }
 
     pub fn new(settings: Settings, store: Store, engine: Engine) -> Self {
+        // Every repository's token variable is kept from every child before
+        // the first one starts, whichever repository it is for.
+        for repo in store.repos().unwrap_or_default() {
+            crate::source::auth::hide_token_env(&repo.auth);
+        }
         Shared {
             settings,
             store: Mutex::new(store),

@@ -87,6 +87,8 @@ impl Ops {
             super::hooks::read_secret_file(path)?;
         }
         let auth = credentials::resolve(&req.credentials, &repo_url, &req.cwd)?;
+        // Registered while serving: hidden from children from now on.
+        crate::source::auth::hide_token_env(&auth);
         let shared = self.shared()?;
         let repo = shared.store().add_repo(&NewRepo {
             name: &name,

@@ -46,6 +46,18 @@ impl GitAuth {
     }
 }
 
+/// A token read from Kedge's environment must reach no child process
+/// (`process::hide_env`), the git of other repositories included.
+pub fn hide_token_env(auth: &GitAuth) {
+    if let GitAuth::Token {
+        token: SecretRef::Env(name),
+        ..
+    } = auth
+    {
+        crate::process::hide_env(name);
+    }
+}
+
 /// `Authorization: Basic …` for a user and a secret.
 pub fn basic_auth_header(user: &str, secret: &str) -> String {
     format!(

@@ -189,9 +189,7 @@ impl Repository {
                 }
             }
             GitAuth::Token { token, username } => {
-                if let SecretRef::Env(name) = token {
-                    crate::process::hide_env(name);
-                }
+                auth::hide_token_env(auth);
                 self.access = Access::Token {
                     token: token.clone(),
                     username: username.clone(),
