@@ -185,3 +185,41 @@ impl Ops {
         )
     }
 }
+
+/// For the faces' tests: no `.rs` file under `src/<face>` names a module past
+/// the operations layer (the store, the engine, git, compose, the
+/// controller, child processes); `at_least` files are looked at.
+#[cfg(test)]
+pub(crate) fn assert_face_stays_above_ops(face: &str, at_least: usize) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(face);
+    // Spelled in parts, so that this file does not name them itself.
+    let forbidden = [
+        "record",
+        "observe",
+        "source",
+        "apply",
+        "compose",
+        "controller",
+        "process",
+    ]
+    .map(|m| format!("crate::{m}"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        seen += 1;
+        for module in &forbidden {
+            assert!(
+                !text.contains(module.as_str()),
+                "{} uses {module}",
+                path.display()
+            );
+        }
+    }
+    assert!(seen >= at_least, "only {seen} files in src/{face}");
+}
