@@ -88,8 +88,24 @@ fn a_stack_deploys_rolls_one_service_heals_and_rolls_back_on_a_three_node_swarm(
     assert_eq!(lab.running_tasks(&worker), worker_tasks);
     assert_eq!(status(&k, &name)["deployed_commit"], second.as_str());
 
+    // A second stack in `notify` mode: its drift is reported, never healed.
+    let watched = unique_name("k17n");
+    let notify_remote = GitRemote::new(&watched);
+    notify_remote.write(
+        "kedge.yaml",
+        &format!("{KEDGE_YAML}reconciliation:\n  mode: notify\n"),
+    );
+    notify_remote.write(
+        "compose.yaml",
+        &format!("services:\n  app:\n    image: {IMAGE_1}\n    command: {SLEEP}\n    deploy:\n      replicas: 2\n"),
+    );
+    notify_remote.commit("notify stack");
+    k.run(["repo", "add", &notify_remote.url()]).success();
+    k.run(["sync", "--repo", &watched]).success();
+    let app = format!("{watched}_app");
+
     // Drift at service level, healed by serve.
-    let serve = k.serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1s"]);
+    let serve = k.serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1s"]);
     lab.docker(&["service", "scale", "-d", &format!("{web}=1")]);
     wait_for(60, "web scaled back to 3", || {
         (lab.service(&web, "{{.Spec.Mode.Replicated.Replicas}}") == "3").then_some(())
@@ -130,6 +146,16 @@ fn a_stack_deploys_rolls_one_service_heals_and_rolls_back_on_a_three_node_swarm(
             "{needle} not in the events:\n{events}"
         );
     }
+    // notify: reported, and left as it is over passes that could have healed.
+    lab.docker(&["service", "scale", "-d", &format!("{app}=1")]);
+    wait_for(60, "the notify stack's drift reported", || {
+        let events = k.run(["events", "--repo", &watched, "-o", "json"]).stdout;
+        events.contains("missing: 1 of 2").then_some(())
+    });
+    let mark = serve.mark();
+    serve.wait_passes(&watched, mark, 3, 60);
+    assert_eq!(lab.service(&app, "{{.Spec.Mode.Replicated.Replicas}}"), "1");
+    assert_eq!(status(&k, &watched)["sync_state"], "drifted");
 
     // A worker node lost: reported, left to Swarm, nothing redeployed.
     let deployments = k.run(["history", "--repo", &name, "-o", "json"]).json();
