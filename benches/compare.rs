@@ -1001,23 +1001,11 @@ fn events_100k() -> Row {
 /// (2 threads, 8 connections), `serve`'s RSS during and after it, and the
 /// deploy ratio measured while the load runs.
 fn api_load(engine: &::kedge::observe::Engine) -> Vec<Row> {
-    use support::http::listening_port;
     let k = Kedge::new();
     let (mut remotes, mut projects) = (Vec::new(), Vec::new());
     register(&k, "bapi", 100, &mut remotes, &mut projects);
-    let mut serve = k.serve_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "60s",
-        "--check-interval",
-        "30s",
-    ]);
-    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
-    for (name, _) in &remotes {
-        until(engine, name, running("web"));
-    }
+    let (mut serve, addr) = serve_ready(&k, engine, &remotes);
+    let port = addr.port();
     let token = k
         .run(["token", "create", "bench"])
         .stdout
@@ -1122,23 +1110,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
             })
             .unwrap();
     }
-    let mut serve = k.serve_with(&[
-        "serve",
-        "--poll-interval",
-        "60s",
-        "--check-interval",
-        "30s",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let addr = support::plain_http::listen_addr(&serve);
-    for (name, _) in &remotes {
-        until(engine, name, running("web"));
-    }
-    // Every repository's first pass published its snapshot.
-    wait_for(60, "serve ready", || {
-        (support::plain_http::get(addr, "/readyz").status == 200).then_some(())
-    });
+    let (mut serve, addr) = serve_ready(&k, engine, &remotes);
     let first = support::plain_http::get(addr, "/metrics");
     assert_eq!(first.status, 200);
     let synced = first
@@ -1278,4 +1250,31 @@ fn ssh_check(runs: usize) -> Row {
         ),
         goal: "decide connection reuse for 100 repositories on one host".into(),
     }
+}
+
+/// `serve` at the default intervals on a free loopback port, returned once
+/// every repository's `web` runs and `/readyz` says each has finished its
+/// first pass (and published its snapshot).
+fn serve_ready(
+    k: &Kedge,
+    engine: &::kedge::observe::Engine,
+    remotes: &[(String, GitRemote)],
+) -> (support::kedge::Serve, std::net::SocketAddr) {
+    let serve = k.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "60s",
+        "--check-interval",
+        "30s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = support::plain_http::listen_addr(&serve);
+    for (name, _) in remotes {
+        until(engine, name, running("web"));
+    }
+    wait_for(60, "serve ready", || {
+        (support::plain_http::get(addr, "/readyz").status == 200).then_some(())
+    });
+    (serve, addr)
 }

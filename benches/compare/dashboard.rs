@@ -85,22 +85,7 @@ pub fn dashboard(engine: &::kedge::observe::Engine) -> Row {
         remotes.push((name, remote));
     }
     let token = k.token("bench", "read");
-    let mut serve = k.serve_with(&[
-        "serve",
-        "--poll-interval",
-        "60s",
-        "--check-interval",
-        "30s",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let addr = support::plain_http::listen_addr(&serve);
-    for (name, _) in &remotes {
-        until(engine, name, running("web"));
-    }
-    wait_for(60, "serve ready", || {
-        (support::plain_http::get(addr, "/readyz").status == 200).then_some(())
-    });
+    let (mut serve, addr) = serve_ready(&k, engine, &remotes);
     let session = sign_in(addr, &token);
     let cookie = [("Cookie", session.as_str())];
     let (status, _, page) = exchange(addr, "GET", "/", &cookie, "");
