@@ -84,14 +84,27 @@ fn an_ssh_deploy_key_deploys_follows_pushes_and_pins_the_host_key() {
     let row = list.stdout.lines().find(|l| l.starts_with(&name)).unwrap();
     assert!(row.trim_end().ends_with("ssh-key"), "{row}");
 
-    let serve = k.serve("300ms");
+    // First contact records the host key in the data dir and logs its
+    // fingerprint, in whichever process makes it: here `status`, before
+    // serve starts, so that the line's place is known.
+    let first_contact = k.run(["status", "--repo", &name]);
+    first_contact.success();
+    let old_fingerprint = server.host_key_fingerprint();
+    assert!(
+        first_contact
+            .stderr
+            .lines()
+            .any(|l| l.contains("recorded the host key") && l.contains(&old_fingerprint)),
+        "{}",
+        first_contact.stderr
+    );
+    let _serve = k.serve("300ms");
     let first = remote.remote_head();
     wait_deployed(&k, &name, &first);
     assert_eq!(
         project.running()[0].label("io.kedge.commit"),
         Some(first.as_str())
     );
-    // First contact recorded the host key in the data dir, with its fingerprint in the log.
     // (Two repositories contacting the host at once may both record it:
     // the same key twice, which ssh accepts.)
     let known_hosts = k.data_dir().join("known_hosts");
@@ -114,13 +127,6 @@ fn an_ssh_deploy_key_deploys_follows_pushes_and_pins_the_host_key() {
         0o700
     );
     assert!(std::fs::read_dir(&sockets).unwrap().count() >= 1);
-    let old_fingerprint = server.host_key_fingerprint();
-    let log = serve.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("recorded the host key") && l.contains(&old_fingerprint)),
-        "{log}"
-    );
 
     // The wrong key fails its repository, naming what ssh said; the other
     // repository went on regardless.
