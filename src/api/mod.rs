@@ -32,6 +32,8 @@ pub use openapi::document as openapi_document;
 pub const BODY_LIMIT: usize = 1 << 20;
 /// A connection that has not sent its request headers within this is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What every handler gets.
 pub struct AppState {
@@ -204,13 +206,15 @@ async fn accept_loop(
     app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only, served directly: hyper-util's auto builder first reads
+    // to tell HTTP/1 from HTTP/2, and that read had no timeout, so a
+    // connection that sent nothing stayed open for good.
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
@@ -219,7 +223,13 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::debug!("accept failed: {e}");
+                    // Out of descriptors, say: retrying at once would spin
+                    // a worker thread the controller needs.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                        _ = shutdown.changed() => break,
+                    }
                     continue;
                 }
             },
@@ -229,9 +239,7 @@ async fn accept_loop(
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -247,9 +255,7 @@ async fn accept_loop(
                     else {
                         return;
                     };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn).await;
                 });
             }

@@ -322,3 +322,48 @@ impl Api {
         answer
     }
 }
+
+/// Regression: a connection that never sent a byte stayed open for good
+/// (the HTTP version sniff before the header timeout had none), so
+/// enough of them would exhaust serve's descriptors.
+#[test]
+fn silent_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let k = Kedge::new();
+    let api = k.serve_api(&[], &[]);
+    let started = Instant::now();
+    let silent = TcpStream::connect(&api.addr).unwrap();
+    // A keep-alive connection, idle after its answer.
+    let mut idle = TcpStream::connect(&api.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: kedge\r\n\r\n")
+        .unwrap();
+    let mut closed_after = Vec::new();
+    for mut conn in [silent, idle] {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut got = Vec::new();
+        // Ends at EOF: serve closed it. A read timeout would be an error.
+        conn.read_to_end(&mut got)
+            .expect("serve closes the connection");
+        closed_after.push((
+            started.elapsed(),
+            String::from_utf8_lossy(&got).into_owned(),
+        ));
+    }
+    let (silent_at, silent_got) = &closed_after[0];
+    assert!(silent_got.is_empty(), "{silent_got}");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(silent_at),
+        "closed after {silent_at:?}"
+    );
+    let (idle_at, idle_got) = &closed_after[1];
+    assert!(idle_got.starts_with("HTTP/1.1 200"), "{idle_got}");
+    assert!(
+        *idle_at < Duration::from_secs(20),
+        "closed after {idle_at:?}"
+    );
+    let health = api.call("GET", "/healthz", None, None, &[]);
+    assert_eq!(health.status, 200, "{health:?}");
+}
