@@ -152,6 +152,17 @@ pub fn hide_env(name: impl AsRef<OsStr>) {
     }
 }
 
+/// A variable of Kedge's environment as a repository may read it (through
+/// `${VAR}` in kedge.yaml): the hidden ones read as unset, as they are for
+/// children. A push must not be able to quote another secret into an error.
+pub fn repo_env(name: &str) -> Option<String> {
+    let hidden = HIDDEN_ENV.read().unwrap_or_else(|e| e.into_inner());
+    if hidden.iter().any(|h| h == name) {
+        return None;
+    }
+    std::env::var(name).ok()
+}
+
 fn hidden_env() -> Vec<OsString> {
     HIDDEN_ENV.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -385,6 +396,10 @@ mod tests {
         // Set by cargo for the test binary; hiding it harms no other test.
         assert!(std::env::var_os("CARGO_PKG_VERSION").is_some());
         hide_env("CARGO_PKG_VERSION");
+        // Nor can a repository's kedge.yaml read it through `${VAR}`
+        // (regression: a push could quote a token into an error).
+        assert_eq!(repo_env("CARGO_PKG_VERSION"), None);
+        assert!(repo_env("CARGO_PKG_LICENSE").is_some());
         let out = Cmd::new("sh")
             .args(["-c", "echo ${CARGO_PKG_VERSION-hidden}"])
             .run()

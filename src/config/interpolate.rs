@@ -4,6 +4,17 @@
 /// Looks a variable up; a function so tests need not touch the process env.
 pub type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
 
+/// Runs `read` with an `Env` that hides every variable it looks up from
+/// Kedge's children: for keys that hold a secret (`url: ${SLACK_URL}`), so
+/// that no compose file can hand the value on to a container.
+pub fn hiding_secrets<R>(env: Env, read: impl FnOnce(Env) -> R) -> R {
+    let hiding = |name: &str| {
+        crate::process::hide_env(name);
+        env(name)
+    };
+    read(&hiding)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpolateError {
     #[error("variable `{0}` is not set (write ${{{0}:-default}} for a fallback)")]
@@ -77,6 +88,19 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    /// Regression: `url: ${SLACK_URL}` of a notification sink stayed in
+    /// the environment of compose, which could hand it to a container.
+    #[test]
+    fn variables_read_for_a_secret_are_hidden_from_children() {
+        // Set by cargo for the test binary; no other test reads it at run time.
+        assert!(crate::process::repo_env("CARGO_PKG_DESCRIPTION").is_some());
+        let value = hiding_secrets(&env, |env| interpolate("${MODE}", env)).unwrap();
+        assert_eq!(value, "notify");
+        let real = |name: &str| std::env::var(name).ok();
+        hiding_secrets(&real, |env| interpolate("x${CARGO_PKG_DESCRIPTION}", env)).unwrap();
+        assert_eq!(crate::process::repo_env("CARGO_PKG_DESCRIPTION"), None);
     }
 
     #[test]

@@ -231,7 +231,8 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.tls_key = http.string("tls_key", env)?.map(|(s, _)| PathBuf::from(s));
     }
     if let Some(hook) = top.section("webhook", &["secret", "secret_file"])? {
-        out.webhook_secret = hook.string("secret", env)?.map(|(s, _)| Secret(s));
+        out.webhook_secret = interpolate::hiding_secrets(env, |env| hook.string("secret", env))?
+            .map(|(s, _)| Secret(s));
         out.webhook_secret_file = hook
             .string("secret_file", env)?
             .map(|(s, _)| PathBuf::from(s));

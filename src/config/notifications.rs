@@ -371,7 +371,7 @@ fn secret(
     env: Env,
 ) -> Result<Option<(Secret, u32)>, SchemaError> {
     let file_key = format!("{key}_file");
-    let inline = s.string(key, env)?;
+    let inline = super::interpolate::hiding_secrets(env, |env| s.string(key, env))?;
     let file = s.string(&file_key, env)?;
     match (inline, file) {
         (Some(_), Some((_, at))) => Err(sink_error(

@@ -44,7 +44,7 @@ pub async fn render_commit(
         &render_dir,
         &task.git.clone,
         &object_ids,
-        &|k| std::env::var(k).ok(),
+        &crate::process::repo_env,
         task.max_compose_size,
     )
     .await;

@@ -141,7 +141,7 @@ impl Ops {
         if down {
             // The project name comes from the checkout's kedge.yaml; without a
             // checkout nothing was deployed under another name.
-            let project = kedge_yaml::load(&clone, &|k| std::env::var(k).ok())
+            let project = kedge_yaml::load(&clone, &crate::process::repo_env)
                 .map_err(|source| OpsError::Project {
                     repo: repo.name.clone(),
                     source,
