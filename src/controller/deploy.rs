@@ -250,9 +250,19 @@ pub async fn apply_rendered(
         }
         Err(e) => {
             let gate_failed = matches!(e, StepError::Gate(_));
+            // Swarm's own `failure_action: rollback` already put the previous
+            // version of these services back.
+            let swarm_rolled: Vec<&str> = match &e {
+                StepError::Gate(f) => super::swarm::rolled_back_by_swarm(f),
+                _ => Vec::new(),
+            };
             // A failed gate without a rollback leaves the stack as it is:
             // what runs is what was applied, and drift is measured against it.
+            // Not when Swarm rolled part of it back: what runs is then no
+            // longer the commit, and keeping it would have the heal loop
+            // deploy the failed commit again and again.
             let keep = gate_failed
+                && swarm_rolled.is_empty()
                 && (!desired.kedge.gate.rollback_on_failure || trigger == Trigger::Rollback);
             let mut error = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
@@ -302,10 +312,11 @@ pub async fn apply_rendered(
             // A failed `up` may have changed part of the stack, and a failed
             // gate did: put the last successful deployment back. Earlier
             // steps change nothing.
-            // Swarm's own `failure_action: rollback` already put the
-            // previous version back: not applied a second time.
+            // Not applied a second time when Swarm put every changed service
+            // back; when it rolled back only some, the others are restored
+            // too (the rolled-back ones are a no-op for Swarm).
             let swarm_undid =
-                matches!(&e, StepError::Gate(f) if super::swarm::rolled_back_by_swarm(f));
+                !changed.is_empty() && changed.iter().all(|c| swarm_rolled.contains(&c.as_str()));
             let undo = matches!(
                 e,
                 StepError::Apply(ApplyError::Up(_) | ApplyError::StackDeploy { .. })

@@ -103,8 +103,12 @@ pub async fn services(shared: &Shared, project: &str) -> Option<Vec<SwarmService
     shared.engine.stack_services(project).await.ok()
 }
 
-/// Why a changed service is not up yet, or failed; `None`: up.
-fn verdict(s: &SwarmService, failed: Option<&str>) -> Result<Option<String>, String> {
+/// Why a changed service is not up yet, or failed; `None`: up. `current`:
+/// its running tasks on the current task template. Swarm clears a
+/// service's update state when it is asked to update and sets `updating`
+/// only once its orchestrator starts, so the service's own running count
+/// (old tasks included) would pass a gate that looked in between.
+fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Option<String>, String> {
     match s.update_state.as_deref() {
         Some("rollback_started" | "rollback_paused" | "rollback_completed") => {
             return Err(format!(
@@ -133,10 +137,9 @@ fn verdict(s: &SwarmService, failed: Option<&str>) -> Result<Option<String>, Str
     if !updating && let Some(why) = failed {
         return Err(why.to_string());
     }
-    if updating || s.running < s.desired {
+    if updating || current < s.desired {
         return Ok(Some(format!(
-            "{} of {} tasks running{}",
-            s.running,
+            "{current} of {} tasks running the new version{}",
             s.desired,
             if updating { ", updating" } else { "" }
         )));
@@ -144,13 +147,15 @@ fn verdict(s: &SwarmService, failed: Option<&str>) -> Result<Option<String>, Str
     Ok(None)
 }
 
-/// Whether Swarm itself rolled the failed update back: Kedge then does not
-/// apply the previous version a second time.
-pub fn rolled_back_by_swarm(failure: &GateFailure) -> bool {
+/// The services whose failed update Swarm itself rolled back: Kedge does
+/// not apply their previous version a second time.
+pub fn rolled_back_by_swarm(failure: &GateFailure) -> Vec<&str> {
     failure
         .services
         .iter()
-        .any(|(_, why)| why.starts_with("Swarm rolled the update back"))
+        .filter(|(_, why)| why.starts_with("Swarm rolled the update back"))
+        .map(|(service, _)| service.as_str())
+        .collect()
 }
 
 /// The health gate for a stack: each changed service must finish its update
@@ -171,11 +176,11 @@ pub async fn watch(
     };
     let mut up_since: Option<Instant> = None;
     loop {
-        let (stack, failed) = match (
+        let (stack, tasks) = match (
             shared.engine.stack_services(project).await,
-            shared.engine.failed_tasks(project).await,
+            shared.engine.stack_tasks(project).await,
         ) {
-            (Ok(s), Ok(f)) => (s, f),
+            (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) | (_, Err(e)) => {
                 return Err(failure(vec![("(engine)".into(), error_chain(&e))], None));
             }
@@ -188,7 +193,8 @@ pub async fn watch(
                 continue;
             };
             // A task of this deployment that failed: its exit code and error.
-            let task_failure = failed
+            let task_failure = tasks
+                .failed
                 .iter()
                 .filter(|t| t.service_id == s.id)
                 .filter(|t| {
@@ -200,7 +206,7 @@ pub async fn watch(
                     None => format!("a task was {}: {}", t.state, t.error),
                 })
                 .next();
-            match verdict(s, task_failure.as_deref()) {
+            match verdict(s, tasks.current(s), task_failure.as_deref()) {
                 Ok(None) => {}
                 Ok(Some(why)) => pending.push((spec.name.clone(), why)),
                 Err(why) => broken.push((spec.name.clone(), why)),
@@ -245,39 +251,58 @@ mod tests {
             ),
             commit: None,
             fingerprint: String::new(),
+            template: String::new(),
         }
     }
 
     #[test]
     fn swarm_gate_verdicts() {
-        assert_eq!(verdict(&service(Some("completed"), 3, 3), None), Ok(None));
-        assert_eq!(verdict(&service(None, 1, 1), None), Ok(None));
         assert_eq!(
-            verdict(&service(Some("updating"), 3, 3), None),
-            Ok(Some("3 of 3 tasks running, updating".into()))
+            verdict(&service(Some("completed"), 3, 3), 3, None),
+            Ok(None)
+        );
+        assert_eq!(verdict(&service(None, 1, 1), 1, None), Ok(None));
+        // Asked to update, not started yet: the old tasks run, none of the
+        // new version (regression: the gate passed here).
+        assert_eq!(
+            verdict(&service(None, 3, 3), 0, None),
+            Ok(Some("0 of 3 tasks running the new version".into()))
         );
         assert_eq!(
-            verdict(&service(None, 1, 3), None),
-            Ok(Some("1 of 3 tasks running".into()))
+            verdict(&service(Some("updating"), 3, 3), 1, None),
+            Ok(Some(
+                "1 of 3 tasks running the new version, updating".into()
+            ))
         );
-        let rolled = verdict(&service(Some("rollback_completed"), 3, 3), None).unwrap_err();
+        assert_eq!(
+            verdict(&service(None, 1, 3), 1, None),
+            Ok(Some("1 of 3 tasks running the new version".into()))
+        );
+        let rolled = verdict(&service(Some("rollback_completed"), 3, 3), 0, None).unwrap_err();
         assert!(
             rolled.starts_with("Swarm rolled the update back (rollback_completed): update paused"),
             "{rolled}"
         );
-        assert!(rolled_back_by_swarm(&GateFailure {
-            services: vec![("web".into(), rolled)],
-            timed_out: None,
-            after: Duration::ZERO,
-        }));
+        assert_eq!(
+            rolled_back_by_swarm(&GateFailure {
+                services: vec![
+                    ("web".into(), rolled),
+                    ("worker".into(), "Swarm paused the update".into())
+                ],
+                timed_out: None,
+                after: Duration::ZERO,
+            }),
+            ["web"]
+        );
         assert!(
-            verdict(&service(Some("paused"), 2, 3), None)
+            verdict(&service(Some("paused"), 2, 3), 1, None)
                 .unwrap_err()
                 .starts_with("Swarm paused the update")
         );
         assert_eq!(
             verdict(
                 &service(None, 0, 1),
+                0,
                 Some("a task failed with exit code 1: task: non-zero exit (1)")
             ),
             Err("a task failed with exit code 1: task: non-zero exit (1)".into())

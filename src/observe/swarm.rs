@@ -38,6 +38,28 @@ pub struct SwarmService {
     /// A digest of what the spec says besides the replica count: it changes
     /// when someone runs `docker service update` by hand.
     pub fingerprint: String,
+    /// A digest of the task template, compared with each task's spec to
+    /// count the tasks that run the current version.
+    #[serde(skip)]
+    pub template: String,
+}
+
+/// The tasks of a stack as the health gate reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackTasks {
+    pub failed: Vec<FailedTask>,
+    /// `(service id, template digest)` of each running task.
+    pub running: Vec<(String, String)>,
+}
+
+impl StackTasks {
+    /// Running tasks of `service` on its current task template.
+    pub fn current(&self, service: &SwarmService) -> u64 {
+        self.running
+            .iter()
+            .filter(|(id, template)| *id == service.id && *template == service.template)
+            .count() as u64
+    }
 }
 
 /// A task that failed, for the health gate's account.
@@ -106,6 +128,11 @@ impl Engine {
                 let status = s.service_status.unwrap_or_default();
                 let update = s.update_status.unwrap_or_default();
                 let fingerprint = fingerprint(&spec);
+                let template = spec
+                    .task_template
+                    .as_ref()
+                    .map(template_digest)
+                    .unwrap_or_default();
                 SwarmService {
                     id: s.id.unwrap_or_default(),
                     service: labels.get(KEDGE_SERVICE).cloned().unwrap_or_else(|| {
@@ -125,6 +152,7 @@ impl Engine {
                         .filter(|s| !s.is_empty()),
                     update_message: update.message.filter(|m| !m.is_empty()),
                     fingerprint,
+                    template,
                 }
             })
             .collect();
@@ -132,8 +160,9 @@ impl Engine {
         Ok(out)
     }
 
-    /// The failed or rejected tasks of the stack's services.
-    pub async fn failed_tasks(&self, project: &str) -> Result<Vec<FailedTask>, ObserveError> {
+    /// The stack's failed or rejected tasks, and the template of each
+    /// running one.
+    pub async fn stack_tasks(&self, project: &str) -> Result<StackTasks, ObserveError> {
         let filters: HashMap<&str, Vec<String>> =
             HashMap::from([("label", vec![format!("{STACK_LABEL}={project}")])]);
         let options = ListTasksOptionsBuilder::default().filters(&filters).build();
@@ -146,23 +175,33 @@ impl Engine {
                 project: project.to_string(),
                 source,
             })?;
-        Ok(tasks
-            .into_iter()
-            .filter_map(|t| {
-                let status = t.status?;
-                let state = status.state?.to_string();
-                if state != "failed" && state != "rejected" {
-                    return None;
+        let mut out = StackTasks::default();
+        for t in tasks {
+            let Some(status) = t.status else { continue };
+            let Some(state) = status.state.map(|s| s.to_string()) else {
+                continue;
+            };
+            let service_id = t.service_id.unwrap_or_default();
+            match state.as_str() {
+                "running" => {
+                    let desired = t.desired_state.map(|s| s.to_string());
+                    // A task being shut down no longer counts.
+                    if desired.is_none_or(|d| d == "running") {
+                        let template = t.spec.as_ref().map(template_digest).unwrap_or_default();
+                        out.running.push((service_id, template));
+                    }
                 }
-                Some(FailedTask {
-                    service_id: t.service_id.unwrap_or_default(),
+                "failed" | "rejected" => out.failed.push(FailedTask {
+                    service_id,
                     created_at: t.created_at.map(|d| d.to_string()).unwrap_or_default(),
                     state,
                     error: status.err.or(status.message).unwrap_or_default(),
                     exit_code: status.container_status.and_then(|c| c.exit_code),
-                })
-            })
-            .collect())
+                }),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The Swarm's nodes, by hostname.
@@ -193,6 +232,21 @@ impl Engine {
         out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         Ok(out)
     }
+}
+
+/// sha256 of a task template as a task copies it from its service. Without
+/// the placement: Swarm keeps a task whose node still satisfies changed
+/// constraints, so its spec keeps the old placement. Without the runtime:
+/// the engine fills it in a service's template (`container`), not in a
+/// task's spec.
+pub fn template_digest(template: &bollard::models::TaskSpec) -> String {
+    let mut template = template.clone();
+    template.placement = None;
+    template.runtime = None;
+    let value = serde_json::to_value(&template).unwrap_or_default();
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(&value).unwrap_or_default(),
+    ))
 }
 
 /// sha256 of the spec without its replica count and the image's digest
@@ -227,6 +281,59 @@ mod tests {
     fn images_lose_their_pin() {
         assert_eq!(unpinned("reg:5000/a/b:1@sha256:abc"), "reg:5000/a/b:1");
         assert_eq!(unpinned("busybox"), "busybox");
+    }
+
+    #[test]
+    fn only_running_tasks_on_the_current_template_count() {
+        use bollard::models::{TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement};
+        let template = |image: &str, constraint: &str| TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![constraint.into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let new = template_digest(&template("web:2", "node.role==worker"));
+        // The engine shows a service's template with its runtime, a task's without.
+        let as_the_service_shows_it = TaskSpec {
+            runtime: Some("container".into()),
+            ..template("web:2", "node.role==worker")
+        };
+        assert_eq!(new, template_digest(&as_the_service_shows_it));
+        // A task kept through a placement change counts; one on the old image does not.
+        assert_eq!(
+            new,
+            template_digest(&template("web:2", "node.role==manager"))
+        );
+        let old = template_digest(&template("web:1", "node.role==worker"));
+        assert_ne!(new, old);
+        let service = SwarmService {
+            id: "s1".into(),
+            name: "app_web".into(),
+            service: "web".into(),
+            image: "web:2".into(),
+            replicas: Some(3),
+            running: 3,
+            desired: 3,
+            update_state: None,
+            update_message: None,
+            commit: None,
+            fingerprint: String::new(),
+            template: new.clone(),
+        };
+        let tasks = StackTasks {
+            failed: Vec::new(),
+            running: vec![
+                ("s1".into(), new.clone()),
+                ("s1".into(), old),
+                ("s2".into(), new),
+            ],
+        };
+        assert_eq!(tasks.current(&service), 1);
     }
 
     #[test]

@@ -148,6 +148,7 @@ mod tests {
             update_message: None,
             commit: None,
             fingerprint: "f1".into(),
+            template: String::new(),
         }
     }
 

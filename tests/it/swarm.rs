@@ -209,6 +209,36 @@ fn a_stack_deploys_rolls_one_service_heals_and_rolls_back_on_a_three_node_swarm(
         Some(IMAGE_2),
         "Swarm's rollback put image 2 back"
     );
+    let st = status(&k, &name);
+    assert_eq!(st["deployed_commit"], second.as_str(), "{st:#}");
+
+    // The same with `rollback_on_failure: false`: what runs is what Swarm
+    // put back, not the failed commit (regression: it was taken as
+    // deployed, and the heal deployed it again and again).
+    remote.write(
+        "kedge.yaml",
+        &format!("{KEDGE_YAML}  rollback_on_failure: false\n"),
+    );
+    remote.write(
+        "compose.yaml",
+        &stack(IMAGE_1, "[sh, -c, 'exit 2']", "rollback"),
+    );
+    remote.commit("web exits 2, Kedge leaves failures as they are");
+    let failed = k.run(["sync", "--repo", &name]);
+    failed.code(1).stderr_has("Swarm rolled the update back");
+    assert!(
+        !failed.stderr.contains("left running as it is"),
+        "{}",
+        failed.stderr
+    );
+    let st = status(&k, &name);
+    assert_eq!(st["deployed_commit"], second.as_str(), "{st:#}");
+    assert_eq!(
+        lab.service(&web, "{{.Spec.TaskTemplate.ContainerSpec.Image}}")
+            .split('@')
+            .next(),
+        Some(IMAGE_2)
+    );
 
     // `kedge rollback` and its pin, as on compose.
     k.run(["rollback", "--repo", &name, &first[..7]]).success();
