@@ -277,11 +277,16 @@ pub async fn apply_rendered(
                 shared.store().save_services(id, &records)?;
                 mark_deployed(shared, id, desired)?;
                 error.push_str(&format!("; {LEFT_AS_IS}"));
-            } else if let Some(deployed) = &deployed
+            } else if let Some(deployed) = &deployed {
                 // The clone goes back to what is running: its files are bind-mounted.
-                && let Err(e) = task.git.checkout_deployed(deployed).await
-            {
-                tracing::warn!(repo = %name, "cannot restore the deployed checkout: {}", error_chain(&e));
+                match task.git.checkout_deployed(deployed).await {
+                    Ok(()) => restore_settings(shared, task, desired),
+                    Err(e) => tracing::warn!(
+                        repo = %name,
+                        "cannot restore the deployed checkout: {}",
+                        error_chain(&e)
+                    ),
+                }
             }
             let note = if keep {
                 Some(LEFT_AS_IS)
@@ -334,6 +339,29 @@ pub async fn apply_rendered(
                 source: Box::new(e),
             })
         }
+    }
+}
+
+/// After a failed deployment, the settings that govern the running stack
+/// (`prune`, `drift.unhealthy`, `docker.target`) are the deployed commit's
+/// again, read from the restored checkout: the failed commit's must not
+/// steer the restore or the drift checks after it (a failed switch to
+/// `target: swarm` would have them look for a stack). The mode stays the
+/// last rendered one, as `repo list` shows it.
+fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
+    let name = &task.repo.name;
+    match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env) {
+        Ok(mut deployed) => {
+            deployed.mode = failed.kedge.mode;
+            if let Err(e) = shared.store().set_rendered(task.repo.id, &deployed) {
+                tracing::warn!(repo = %name, "cannot restore the deployed settings: {}", error_chain(&e));
+            }
+        }
+        Err(e) => tracing::warn!(
+            repo = %name,
+            "cannot read the deployed commit's kedge.yaml: {}",
+            error_chain(&e)
+        ),
     }
 }
 

@@ -320,6 +320,12 @@ fn a_one_shot_that_exits_1_fails_the_gate_exit_0_passes_and_no_wait_skips_it() {
 
     s.remote
         .write("compose.yaml", &compose(&[web.clone(), migrate(1)]));
+    // The failed commit's settings do not govern the restore (regression:
+    // its `prune: false` left its new service running after the rollback).
+    s.remote.write(
+        "kedge.yaml",
+        &format!("{}reconciliation:\n  prune: false\n", gate_yaml("")),
+    );
     let c2 = s.remote.commit("a migration that fails");
     s.kedge
         .run(["sync", "--repo", &s.name])
@@ -340,6 +346,7 @@ fn a_one_shot_that_exits_1_fails_the_gate_exit_0_passes_and_no_wait_skips_it() {
 
     s.remote
         .write("compose.yaml", &compose(&[web.clone(), migrate(0)]));
+    s.remote.write("kedge.yaml", &gate_yaml(""));
     let c3 = s.remote.commit("a migration that works");
     s.kedge.run(["sync", "--repo", &s.name]).success();
     assert_eq!(deployments_of(&s, &c3)[0]["status"], "success");
