@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::config::Secret;
-use crate::ops::hooks::{HookTarget, RepoSecret, Verified};
+use crate::ops::hooks::{HookTarget, Hooks, RepoSecret, Verified};
 
 pub fn routes() -> axum::Router<Arc<AppState>> {
     axum::Router::new().route("/hooks/{provider}", post(hook))
@@ -358,31 +358,14 @@ async fn handle(
                 .into(),
         ));
     };
-    let mut hooks = state.ops.hooks()?;
-    hooks.global = hooks.global.filter(|s| !s.0.is_empty());
-    if !hooks.enabled() {
-        return Err(ApiError::NotFound(DISABLED.into()));
-    }
-    let Some(proof) = proof(provider, &headers) else {
-        tracing::debug!(provider = provider.name(), "webhook refused: no signature");
-        return Err(ApiError::Unauthorized(format!(
-            "missing {} header",
-            provider.signature_headers().join(" or ")
-        )));
-    };
-    // Every secret is tried (each in constant time): which ones verified
-    // decides which repositories the hook may trigger.
-    let verified = Verified {
-        global: hooks
-            .global
-            .as_ref()
-            .is_some_and(|s| verifies(&proof, &body, s)),
-        repos: hooks
-            .repos
-            .iter()
-            .filter(|r| matches!(&r.secret, RepoSecret::Own(s) if verifies(&proof, &body, s)))
-            .map(|r| r.name.clone())
-            .collect(),
+    // Reading the secret files and an HMAC of up to 1 MiB per secret: on
+    // the blocking pool, so that a flood of forged hooks never holds the
+    // runtime's threads, which the controller needs.
+    let (hooks, verified) = {
+        let (state, headers, body) = (state.clone(), headers.clone(), body.clone());
+        tokio::task::spawn_blocking(move || check(&state, provider, &headers, &body))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the webhook check stopped: {e}")))??
     };
     if !verified.any() {
         tracing::debug!(
@@ -436,6 +419,43 @@ async fn handle(
         Json(serde_json::json!({ "triggered": triggered })),
     )
         .into_response())
+}
+
+/// The hooks' secrets, read now, and which of them the request's proof
+/// verifies.
+fn check(
+    state: &AppState,
+    provider: Provider,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Hooks, Verified), ApiError> {
+    let mut hooks = state.ops.hooks()?;
+    hooks.global = hooks.global.filter(|s| !s.0.is_empty());
+    if !hooks.enabled() {
+        return Err(ApiError::NotFound(DISABLED.into()));
+    }
+    let Some(proof) = proof(provider, headers) else {
+        tracing::debug!(provider = provider.name(), "webhook refused: no signature");
+        return Err(ApiError::Unauthorized(format!(
+            "missing {} header",
+            provider.signature_headers().join(" or ")
+        )));
+    };
+    // Every secret is tried (each in constant time): which ones verified
+    // decides which repositories the hook may trigger.
+    let verified = Verified {
+        global: hooks
+            .global
+            .as_ref()
+            .is_some_and(|s| verifies(&proof, body, s)),
+        repos: hooks
+            .repos
+            .iter()
+            .filter(|r| matches!(&r.secret, RepoSecret::Own(s) if verifies(&proof, body, s)))
+            .map(|r| r.name.clone())
+            .collect(),
+    };
+    Ok((hooks, verified))
 }
 
 #[cfg(test)]
