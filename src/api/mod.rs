@@ -32,6 +32,9 @@ pub use openapi::document as openapi_document;
 pub const BODY_LIMIT: usize = 1 << 20;
 /// A connection that has not sent its request headers within this is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a diff over HTTP waits for an apply in flight before it answers
+/// 409: a health gate may hold the repository for minutes.
+pub const DIFF_WAIT: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept`.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

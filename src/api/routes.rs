@@ -349,9 +349,10 @@ pub struct DiffDocument {
     responses(
         (status = 200, description = "the differences", body = DiffDocument),
         (status = 404, description = "no repository of that name", body = ErrorBody),
+        (status = 409, description = "an apply on the repository is still in progress after 10 s", body = ErrorBody),
     ))]
 pub async fn diff(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    let report = state.ops.diff(&name).await?;
+    let report = state.ops.diff(&name, Some(super::DIFF_WAIT)).await?;
     let in_sync = report.in_sync();
     // Through a JSON value, as the CLI prints it: the same keys in the same order.
     let doc = serde_json::to_value(DiffDocument { report, in_sync })

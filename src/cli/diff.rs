@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(ctx.ops.diff(&args.repo))??;
+    let report = block_on(ctx.ops.diff(&args.repo, None))??;
     if let Some(e) = &report.remote_error {
         tracing::warn!("cannot check the remote for new commits: {e}");
     }

@@ -45,6 +45,14 @@ pub enum CommandError {
     },
     #[error("a commit prefix needs at least 4 characters, got {0:?}")]
     ShortPrefix(String),
+    #[error(
+        "an apply is in progress on {repo} (waited {} s): ask again once it has finished",
+        waited.as_secs()
+    )]
+    Busy {
+        repo: String,
+        waited: std::time::Duration,
+    },
 }
 
 fn candidates_text(candidates: &[String]) -> String {
@@ -191,7 +199,13 @@ impl DiffReport {
 /// What differs between the containers and the deployed commit, and what
 /// the branch head would change, service by service. Changes nothing that
 /// runs: the head is rendered in the render worktree.
-pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, CommandError> {
+/// `within`: how long to wait for an apply in flight (`None`: as long as it
+/// takes, saying so on stderr).
+pub async fn diff(
+    shared: &Arc<Shared>,
+    repo: Repo,
+    within: Option<std::time::Duration>,
+) -> Result<DiffReport, CommandError> {
     let task = RepoTask::new(shared, repo);
     let id = task.repo.id;
     let before = shared
@@ -200,7 +214,16 @@ pub async fn diff(shared: &Arc<Shared>, repo: Repo) -> Result<DiffReport, Comman
         .map_err(ReconcileError::from)?;
     // Asked before the lock is taken: a hanging remote holds up no one else.
     let remote = super::remote::current_head(shared, &task.git, id, &before).await;
-    let _lock = locked(shared, &task.repo).await?;
+    let _lock = match within {
+        None => locked(shared, &task.repo).await?,
+        Some(limit) => RepoLock::acquire_within(&shared.settings.data_dir, &task.repo.name, limit)
+            .await
+            .map_err(ReconcileError::from)?
+            .ok_or_else(|| CommandError::Busy {
+                repo: task.repo.name.clone(),
+                waited: limit,
+            })?,
+    };
     let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
         Some(view) => view.plan.drifts,
         None => Vec::new(),

@@ -66,6 +66,31 @@ impl RepoLock {
         Ok(RepoLock { file })
     }
 
+    /// Takes the lock if it comes free within `limit`; `None` when an
+    /// apply still holds it then. For requests that must answer, not wait
+    /// out a deployment (its health gate may take minutes).
+    pub async fn acquire_within(
+        data_dir: &Path,
+        repo: &str,
+        limit: std::time::Duration,
+    ) -> Result<Option<RepoLock>, LockError> {
+        let (file, path) = RepoLock::open(data_dir, repo)?;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(RepoLock { file })),
+                Err(TryLockError::Error(source)) => return Err(LockError { path, source }),
+                Err(TryLockError::WouldBlock) if tokio::time::Instant::now() >= deadline => {
+                    return Ok(None);
+                }
+                // A blocking `flock` cannot be given up: polled instead.
+                Err(TryLockError::WouldBlock) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+            }
+        }
+    }
+
     /// For a command run by hand: takes the lock, saying on stderr when it
     /// has to wait for an apply in flight.
     pub async fn acquire_announced(data_dir: &Path, repo: &str) -> Result<RepoLock, LockError> {

@@ -144,9 +144,15 @@ impl Ops {
     }
 
     /// `kedge diff`: what differs, and what the branch head would change.
-    pub async fn diff(&self, repo: &str) -> Result<DiffReport, OpsError> {
+    /// `within`: how long to wait for an apply in flight on the repository
+    /// (`None`: until it ends, as a command run by hand does).
+    pub async fn diff(
+        &self,
+        repo: &str,
+        within: Option<std::time::Duration>,
+    ) -> Result<DiffReport, OpsError> {
         let (shared, repo) = self.controller(repo)?;
-        Ok(commands::diff(shared, repo).await?)
+        Ok(commands::diff(shared, repo, within).await?)
     }
 
     /// `kedge sync`: deploy the branch head now and heal all drift.

@@ -327,7 +327,7 @@ fn events(events: &[Event]) -> Markup {
 }
 
 /// `GET /repos/{name}/diff`: the whole `kedge diff`, the branch head
-/// rendered (this waits for an apply in flight, as `kedge diff` does).
+/// rendered. It waits up to 10 s for an apply in flight, then says so.
 pub async fn diff_page(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -336,7 +336,7 @@ pub async fn diff_page(
     let Some(session) = super::signed_in(&app, &headers)? else {
         return Ok(redirect("/login", &[]));
     };
-    let report = app.ops.diff(&name).await?;
+    let report = app.ops.diff(&name, Some(crate::api::DIFF_WAIT)).await?;
     let main = html! {
         nav.crumbs aria-label="Breadcrumb" {
             a href="/" { "Repositories" } " / " a href={ "/repos/" (name) } { (name) } " / diff"

@@ -385,3 +385,57 @@ fn tls_files_serve_https() {
     // Plain HTTP on the TLS port gets no answer.
     assert_eq!(request("GET", port, "/healthz", None, None).status, 0);
 }
+
+/// Regression: a diff over HTTP waited for the repository lock as long as
+/// an apply held it, a health gate's minutes included. It now answers 409
+/// after 10 s, and the deployment goes on untouched.
+#[test]
+fn a_diff_during_a_gated_deploy_answers_409_after_ten_seconds() {
+    let s = Stack::new(
+        "apibusy",
+        &[
+            ("compose.yaml", &sleepers(&[("web", IMAGE_1)])),
+            ("kedge.yaml", "deploy:\n  timeout: 90s\n  stable_for: 1s\n"),
+        ],
+    );
+    let k = &s.kedge;
+    let read = token(k, "reader", "read");
+    let (mut serve, port) = serve_http(k, &[]);
+    wait_for(60, "the first deployment", || {
+        (s.history()[0]["status"] == "success").then_some(())
+    });
+    // Healthy only once /tmp/ready exists, which nothing creates: the gate
+    // waits out the start period.
+    s.remote.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {IMAGE_2}\n    command: [sleep, '3600']\n    \
+             stop_signal: SIGKILL\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /tmp/ready ]']\n      \
+             interval: 1s\n      start_period: 90s\n"
+        ),
+    );
+    let c2 = s.remote.commit("a start that takes its time");
+    wait_for(60, "the gate waiting on the new commit", || {
+        let h = s.history();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
+    });
+    let path = format!("/api/v1/repos/{}/diff", s.name);
+    let started = Instant::now();
+    let answer = request("GET", port, &path, Some(&read), None);
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 409, "{answer:?}");
+    let error = answer.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("an apply is in progress on"), "{error}");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(25)).contains(&waited),
+        "answered after {waited:?}"
+    );
+    let h = s.history();
+    assert_eq!(h[0]["commit"], c2.as_str(), "{h}");
+    assert_eq!(h[0]["status"], "in_progress", "{h}");
+    // A graceful stop would wait out the gate's 90 s.
+    serve.kill9();
+}
