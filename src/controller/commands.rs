@@ -375,9 +375,30 @@ pub async fn rollback(
     };
     let from_snapshot = !task.git.has_commit(&commit).await;
     let outcome = if from_snapshot {
-        rollback_from_snapshot(shared, &mut task, &commit).await?
+        rollback_from_snapshot(shared, &mut task, &commit).await
     } else {
-        deploy(shared, &mut task, &commit, Trigger::Rollback).await?
+        deploy(shared, &mut task, &commit, Trigger::Rollback)
+            .await
+            .map_err(CommandError::from)
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // A rollback whose gate failed is left running (nothing to roll
+            // a rollback back to): pinned all the same, or the next pass
+            // would deploy the head the operator rolled away from.
+            let state = shared
+                .store()
+                .repo_state(id)
+                .map_err(ReconcileError::from)?;
+            if state.deployed_commit.as_deref() == Some(commit.as_str()) {
+                shared
+                    .store()
+                    .pin(id, &commit, head.as_deref())
+                    .map_err(ReconcileError::from)?;
+            }
+            return Err(e);
+        }
     };
     let changed = match outcome {
         Outcome::Deployed { changed } => changed,

@@ -276,7 +276,7 @@ pub async fn apply_rendered(
                 }
                 shared.store().save_services(id, &records)?;
                 mark_deployed(shared, id, desired)?;
-                error.push_str(&format!("; {LEFT_AS_IS}"));
+                error.push_str(&format!("; {}", left_as_is(trigger)));
             } else if let Some(deployed) = &deployed {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
@@ -289,7 +289,7 @@ pub async fn apply_rendered(
                 }
             }
             let note = if keep {
-                Some(LEFT_AS_IS)
+                Some(left_as_is(trigger))
             } else if gate_failed && deployed.is_none() {
                 error.push_str(&format!("; {NOTHING_TO_ROLL_BACK}"));
                 Some(NOTHING_TO_ROLL_BACK)
@@ -331,6 +331,12 @@ pub async fn apply_rendered(
             } else {
                 None
             };
+            if restored.is_some() {
+                // Undone: trying the commit again would only break and
+                // restore the stack once more, whoever tries (a `kedge
+                // sync` too, or serve would deploy it at its next pass).
+                shared.store().mark_settled(id, commit, None)?;
+            }
             task.drift.after_apply();
             Err(ReconcileError::Apply {
                 commit: commit.to_string(),
@@ -365,7 +371,14 @@ fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
     }
 }
 
-const LEFT_AS_IS: &str = "left running as it is (deploy.rollback_on_failure is false)";
+/// Why a deployment whose gate failed was left running.
+fn left_as_is(trigger: Trigger) -> &'static str {
+    if trigger == Trigger::Rollback {
+        "left running as it is (a failed rollback is not rolled back)"
+    } else {
+        "left running as it is (deploy.rollback_on_failure is false)"
+    }
+}
 const NOTHING_TO_ROLL_BACK: &str = "nothing to roll back to: no earlier deployment succeeded";
 
 /// What runs now is `desired`'s commit.

@@ -562,3 +562,33 @@ fn a_failed_up_midway_restores_the_last_successful_deployment() {
         .count();
     assert_eq!(failed, 1, "the commit was tried once");
 }
+
+/// Regression: a `kedge sync` whose `up` failed and was undone left the
+/// commit unsettled, so serve deployed it again at its next pass and broke
+/// and restored the stack once more.
+#[test]
+fn a_commit_a_sync_undid_is_not_deployed_again_by_serve() {
+    let s = stack("syncundo");
+    let c1 = s.remote.remote_head();
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let broken = two_services(IMAGE_2, IMAGE_1)
+        .replace("  api:\n", "  api:\n    cap_add: [KEDGE_NO_SUCH_CAP]\n");
+    s.remote.write("compose.yaml", &broken);
+    let c2 = s.remote.commit("api with a capability the engine refuses");
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .code(1)
+        .stderr_has("unknown capability");
+    let before = s.history();
+    assert_eq!(before[0]["trigger"], "auto_rollback", "{before}");
+    assert_eq!(before[0]["commit"], c1.as_str(), "{before}");
+    assert_eq!(before[1]["commit"], c2.as_str(), "{before}");
+    let serve = s.kedge.serve_debug(&["serve", "--poll-interval", "300ms"]);
+    serve.wait_passes(&s.name, 0, 3, 60);
+    assert_eq!(
+        s.history(),
+        before,
+        "serve deployed the undone commit again"
+    );
+    assert_eq!(s.status()["deployed_commit"], c1.as_str());
+}
