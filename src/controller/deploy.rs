@@ -81,6 +81,20 @@ pub async fn deploy(
             return refuse(shared, id, &name, &info.message, commit, trigger, &e);
         }
     };
+    // One repository per compose project: the heals of each would take the
+    // other's containers for Extra ones, and the locks (per repository)
+    // would not keep their applies apart.
+    let owner = shared.store().project_owner(&desired.project, id)?;
+    if let Some(owner) = owner {
+        if trigger.detects() {
+            shared.emit(commit_detected(&name, commit, &info.message, None));
+        }
+        let e = RenderError::ProjectTaken {
+            project: desired.project.clone(),
+            repo: owner,
+        };
+        return refuse(shared, id, &name, &info.message, commit, trigger, &e);
+    }
 
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
     if trigger.detects() {

@@ -41,6 +41,10 @@ pub enum RenderError {
     Compose(#[source] ProcessError),
     #[error("cannot read the output of docker compose config")]
     Output(#[source] serde_json::Error),
+    #[error(
+        "project {project} is already the stack of repository {repo}: two repositories on one project would remove each other's containers; give this one another docker.project_name"
+    )]
+    ProjectTaken { project: String, repo: String },
 }
 
 /// Put on a service in the compose file, `io.kedge.ignore: "true"` tells

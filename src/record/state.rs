@@ -94,6 +94,20 @@ impl Store {
             .map_err(query("read repository state"))
     }
 
+    /// The repository other than `repo_id` whose stack is compose project
+    /// `project`, if any.
+    pub fn project_owner(&self, project: &str, repo_id: i64) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT r.name FROM repo_state s JOIN repositories r ON r.id = s.repo_id
+                 WHERE s.project = ?1 AND s.repo_id != ?2 LIMIT 1",
+                rusqlite::params![project, repo_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("find the repository of a project"))
+    }
+
     /// Every repository's state in one query, by repository id (a
     /// repository without a row yet has none).
     pub fn repo_states(&self) -> Result<std::collections::HashMap<i64, RepoState>, StoreError> {

@@ -592,3 +592,39 @@ fn a_commit_a_sync_undid_is_not_deployed_again_by_serve() {
     );
     assert_eq!(s.status()["deployed_commit"], c1.as_str());
 }
+
+/// Regression: two repositories could deploy one compose project; each
+/// took the other's containers for Extra ones and removed them, pass after
+/// pass. The second is refused, naming the first, which is left alone.
+#[test]
+fn a_second_repository_on_the_same_project_is_refused() {
+    let s = stack("owner");
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let before = by_service(&s.project);
+    let other = unique_name("squatter");
+    let remote = GitRemote::new(&other);
+    remote.write("compose.yaml", &sleepers(&[("web", IMAGE_2)]));
+    remote.write(
+        "kedge.yaml",
+        &format!("docker:\n  project_name: {}\n", s.name),
+    );
+    remote.commit("the same project");
+    s.kedge.run(["repo", "add", &remote.url()]).success();
+    s.kedge
+        .run(["sync", "--repo", &other])
+        .code(1)
+        .stderr_has(&format!(
+            "project {} is already the stack of repository {}",
+            s.name, s.name
+        ));
+    let after = by_service(&s.project);
+    assert_eq!(
+        after.values().map(|c| &c.id).collect::<Vec<_>>(),
+        before.values().map(|c| &c.id).collect::<Vec<_>>()
+    );
+    let h = s
+        .kedge
+        .run(["history", "--repo", &other, "-o", "json"])
+        .json();
+    assert_eq!(h[0]["status"], "failed", "{h}");
+}
