@@ -298,7 +298,12 @@ impl Store {
     }
 
     fn migrate(&self, target: i64) -> Result<(), StoreError> {
-        let current = self.schema_version()?;
+        self.migrate_from(self.schema_version()?, target)
+    }
+
+    /// Migrates from `current`, the version read before: each step checks
+    /// again under the write lock.
+    fn migrate_from(&self, current: i64, target: i64) -> Result<(), StoreError> {
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;
             if version <= current || version > target {
@@ -307,6 +312,19 @@ impl Store {
             let step = |source| StoreError::Migrate { version, source };
             // One transaction per version: a crash leaves the previous version intact.
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(step)?;
+            // Another process opening the same old database may have applied
+            // it while this one waited for the write lock.
+            let now: i64 = match self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)) {
+                Ok(v) => v,
+                Err(source) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(StoreError::Migrate { version, source });
+                }
+            };
+            if now >= version {
+                self.conn.execute_batch("COMMIT").map_err(step)?;
+                continue;
+            }
             let applied = self.conn.execute_batch(sql).and_then(|_| {
                 self.conn.execute_batch(&format!(
                     "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"

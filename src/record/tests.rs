@@ -32,6 +32,22 @@ fn a_new_database_is_ours_at_the_latest_version_in_wal_mode() {
     assert!(dir.path().join("data/kedge.db").exists());
 }
 
+/// Regression: two processes opening one old database at once: the one
+/// that waited for the write lock applied the migrations again, failed and
+/// exited 1.
+#[test]
+fn a_migration_another_process_applied_meanwhile_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let stale = Store::open_file(&path, 1).unwrap();
+    let believed = stale.schema_version().unwrap();
+    assert_eq!(believed, 1);
+    // The other process upgrades the file first.
+    drop(Store::open(dir.path()).unwrap());
+    stale.migrate_from(believed, LATEST_VERSION).unwrap();
+    assert_eq!(stale.schema_version().unwrap(), LATEST_VERSION);
+}
+
 #[test]
 fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     let dir = tempfile::tempdir().unwrap();
