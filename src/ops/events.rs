@@ -51,7 +51,7 @@ impl Ops {
     /// The newest `limit` events that match, oldest first.
     pub fn events(&self, req: &EventsRequest) -> Result<Vec<Event>, OpsError> {
         if let Some(repo) = &req.repo {
-            self.repo(repo)?;
+            self.known_to_events(repo)?;
         }
         Ok(self.shared()?.store().events(&EventQuery {
             repo: req.repo.clone(),
@@ -98,7 +98,7 @@ impl Ops {
         limit: usize,
     ) -> Result<Vec<Event>, OpsError> {
         if let Some(repo) = repo {
-            self.repo(repo)?;
+            self.known_to_events(repo)?;
         }
         Ok(self.shared()?.store().events(&EventQuery {
             repo: repo.map(String::from),
@@ -106,6 +106,16 @@ impl Ops {
             after_id: Some(after_id),
             limit,
         })?)
+    }
+
+    /// A name the event log can be asked about: a registered repository, or
+    /// a removed one whose events the log keeps. Anything else is a typo,
+    /// said so rather than answered with nothing.
+    fn known_to_events(&self, repo: &str) -> Result<(), OpsError> {
+        match self.repo(repo) {
+            Err(OpsError::UnknownRepo(_)) if self.shared()?.store().has_events_of(repo)? => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// The newest event's id: where a follower that wants only new events starts.

@@ -46,6 +46,18 @@ impl Store {
     }
 
     /// Events as `q` says, oldest first.
+    /// Whether the log holds an event of repository `repo` (registered or
+    /// removed).
+    pub fn has_events_of(&self, repo: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE repo = ?1)",
+                [repo],
+                |r| r.get(0),
+            )
+            .map_err(query("look up a repository's events"))
+    }
+
     pub fn events(&self, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
         let mut filters = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();

@@ -242,4 +242,19 @@ fn events_lists_text_columns_and_refuses_bad_arguments() {
         .run(["events", "--since", "nonsense"])
         .code(2)
         .stderr_has("nonsense");
+
+    // A removed repository's events stay readable (regression: refused
+    // as an unknown repository though the log keeps them).
+    s.kedge.run(["repo", "remove", &s.name]).success();
+    let kept = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert!(
+        kept.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "repo_removed"),
+        "{kept}"
+    );
 }
