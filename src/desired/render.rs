@@ -76,9 +76,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// A service compose does not restart: exiting 0 means it is complete.
+    /// A service the engine does not restart once it exits 0 (restart
+    /// policy `no`, none, or `on-failure[:N]`): exiting 0 means it is
+    /// complete, as the health gate also counts it.
     pub fn one_shot(&self) -> bool {
-        matches!(self.restart.as_deref(), None | Some("no"))
+        match self.restart.as_deref() {
+            None | Some("no") => true,
+            Some(policy) => policy == "on-failure" || policy.starts_with("on-failure:"),
+        }
     }
 
     /// The image its containers run: compose names built images `project-service`.

@@ -206,6 +206,21 @@ fn cases() -> Vec<Case> {
             heals: vec![],
         },
         Case {
+            // Regression: re-run at every pass, then backed off as a crash loop.
+            name: "an on-failure job that exited 0 is complete",
+            want: vec![web(), want("migrate", 1, Some("on-failure:3"))],
+            actual: vec![running("web", 1), exited("migrate", 0)],
+            drifts: vec![],
+            heals: vec![],
+        },
+        Case {
+            name: "an always-restarted service that exited 0 is stopped",
+            want: vec![web(), want("migrate", 1, Some("always"))],
+            actual: vec![running("web", 1), exited("migrate", 0)],
+            drifts: vec!["stopped:migrate"],
+            heals: vec![start("migrate")],
+        },
+        Case {
             name: "failed one-shot is stopped",
             want: vec![web(), want("migrate", 1, Some("no"))],
             actual: vec![running("web", 1), exited("migrate", 1)],
