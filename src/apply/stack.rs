@@ -119,6 +119,22 @@ pub async fn deploy(
         })
 }
 
+/// `docker stack rm PROJECT` (`repo remove --down` of a Swarm stack): Swarm
+/// removes its services, networks, configs and secrets; volumes are kept.
+pub async fn remove(project: &str, lock_fd: Option<std::os::fd::RawFd>) -> Result<(), ApplyError> {
+    Cmd::new("docker")
+        .args(["stack", "rm", project])
+        .keep_open(lock_fd)
+        .timeout(crate::compose::APPLY_TIMEOUT)
+        .run()
+        .await
+        .map(drop)
+        .map_err(|source| ApplyError::Down {
+            project: project.to_string(),
+            source,
+        })
+}
+
 fn convert_service(name: &str, service: &mut Map<String, Value>) -> Result<(), StackError> {
     let refuse = |key: &'static str, why: &'static str| StackError::Unsupported {
         service: name.to_string(),

@@ -139,17 +139,26 @@ impl Ops {
         let clone = clone_dir(data_dir, &repo.name);
         let lock = RepoLock::acquire_announced(data_dir, &repo.name).await?;
         if down {
-            // The project name comes from the checkout's kedge.yaml; without a
-            // checkout nothing was deployed under another name.
-            let project = kedge_yaml::load(&clone, &crate::process::repo_env)
-                .map_err(|source| OpsError::Project {
-                    repo: repo.name.clone(),
-                    source,
-                })?
-                .project_name(&repo.name)
-                .to_string();
-            // Compose holds the lock too, even past this command killed meanwhile.
-            crate::apply::down_stack(&project, Some(lock.fd())).await?;
+            // What was deployed, as recorded then: not the checkout's
+            // kedge.yaml read again with this shell's environment.
+            let state = shared.store().repo_state(repo.id)?;
+            let project = match state.project {
+                Some(project) => project,
+                // Never deployed: the name kedge.yaml would give it.
+                None => kedge_yaml::load(&clone, &crate::process::repo_env)
+                    .map_err(|source| OpsError::Project {
+                        repo: repo.name.clone(),
+                        source,
+                    })?
+                    .project_name(&repo.name)
+                    .to_string(),
+            };
+            // The child holds the lock too, even past this command killed meanwhile.
+            if state.target.as_deref() == Some(kedge_yaml::Target::Swarm.as_str()) {
+                crate::apply::stack::remove(&project, Some(lock.fd())).await?;
+            } else {
+                crate::apply::down_stack(&project, Some(lock.fd())).await?;
+            }
             tracing::info!(repo = %repo.name, %project, "stack taken down");
         }
         shared.store().remove_repo(&repo.name)?;

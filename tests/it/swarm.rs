@@ -250,4 +250,15 @@ fn a_stack_deploys_rolls_one_service_heals_and_rolls_back_on_a_three_node_swarm(
     );
     let st = status(&k, &name);
     assert_eq!(st["pinned_commit"], first.as_str(), "{st:#}");
+
+    // `repo remove --down` takes the stack down (regression: it ran
+    // compose's `down`, which leaves a stack's services alone).
+    k.run(["repo", "remove", &name, "--down"]).success();
+    let label = format!("label=com.docker.stack.namespace={name}");
+    wait_for(60, "the stack's services removed", || {
+        lab.docker(&["service", "ls", "--filter", &label, "--format", "{{.Name}}"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
 }
