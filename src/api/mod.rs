@@ -139,6 +139,7 @@ pub async fn start(
     tracing::info!(tls = tls.is_some(), "listening on {}", bound);
     // Subscribed before the listener serves: a deploy that follows at once is counted.
     let live = shared.hub.subscribe();
+    let commands = shared.commands.clone();
     let state = Arc::new(AppState {
         ops: Ops::serving(shared.clone()),
         shared,
@@ -148,7 +149,7 @@ pub async fn start(
     tokio::spawn(metrics::follow(state.clone(), live));
     let app = router(state);
     Ok(Some(tokio::spawn(accept_loop(
-        listener, bound, tls, app, shutdown,
+        listener, bound, tls, app, shutdown, commands,
     ))))
 }
 
@@ -208,6 +209,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     mut shutdown: watch::Receiver<bool>,
+    commands: Arc<crate::controller::in_flight::InFlight>,
 ) {
     use hyper::server::conn::http1::Builder;
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -265,6 +267,9 @@ async fn accept_loop(
         }
     }
     tracing::info!(%bound, "HTTP listener closed: finishing requests in flight");
+    // A sync or rollback a request started finishes first, however long
+    // its gate takes, and the request waiting for it then answers.
+    commands.idle().await;
     // Long-lived streams (the event stream) end with the process.
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }

@@ -477,7 +477,7 @@ async fn start_deployment(
     work: impl std::future::Future<Output = Result<(), crate::ops::OpsError>> + Send + 'static,
 ) -> ApiResult {
     let before = state.ops.last_deployment_id(name)?;
-    let mut task = tokio::spawn(work);
+    let mut task = state.ops.spawn_command(work)?;
     let started = std::time::Instant::now();
     loop {
         let finished = tokio::select! {

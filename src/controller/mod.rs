@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod gate;
 pub mod heal;
 pub mod hub;
+pub mod in_flight;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub hub: hub::Hub,
     /// Whether a `serve` owns the data directory, looked up once.
     serving: std::sync::OnceLock<bool>,
+    /// Commands started over HTTP, which shutdown waits for.
+    pub commands: Arc<in_flight::InFlight>,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             engine_returns: AtomicU64::new(0),
             hub: hub::Hub::default(),
             serving: std::sync::OnceLock::new(),
+            commands: Arc::default(),
         }
     }
 
@@ -240,6 +244,8 @@ where
     for (_, r) in running {
         let _ = r.handle.await;
     }
+    // Syncs and rollbacks started over HTTP finish too.
+    shared.commands.idle().await;
     if let Some(faces) = faces {
         let _ = faces.await;
     }

@@ -125,6 +125,17 @@ impl Ops {
         Ok(self.shared.get_or_init(|| shared))
     }
 
+    /// Runs a command (a sync or rollback a request started) in a task of
+    /// its own: a client that goes away does not cancel it, and serve's
+    /// shutdown waits for it to end.
+    pub fn spawn_command<F>(&self, work: F) -> Result<tokio::task::JoinHandle<F::Output>, OpsError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Ok(self.shared()?.commands.spawn(work))
+    }
+
     /// A registered repository by name.
     pub fn repo(&self, name: &str) -> Result<Repo, OpsError> {
         self.shared()?

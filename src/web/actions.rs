@@ -331,7 +331,7 @@ async fn deploy(
     work: impl std::future::Future<Output = Result<(), OpsError>> + Send + 'static,
 ) -> Result<Response, WebError> {
     let before = app.ops.last_deployment_id(name)?;
-    let mut task = tokio::spawn(work);
+    let mut task = app.ops.spawn_command(work)?;
     let started = Instant::now();
     let page = format!("/repos/{name}");
     loop {

@@ -344,6 +344,55 @@ fn sigterm_finishes_a_sync_in_flight_over_http() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
+/// Regression: a sync started over HTTP ran in a task that serve's
+/// shutdown did not wait for; past the listener's 10 s grace, a SIGTERM cut
+/// it in half. Here its gate takes 15 s after the signal.
+#[test]
+fn sigterm_waits_for_a_gated_sync_started_over_http_past_the_grace() {
+    let s = Stack::new(
+        "apigrace",
+        &[
+            ("compose.yaml", &sleepers(&[("web", IMAGE_1)])),
+            ("kedge.yaml", "deploy:\n  timeout: 90s\n  stable_for: 1s\n"),
+        ],
+    );
+    let k = &s.kedge;
+    let write = token(k, "stopper", "write");
+    let (mut serve, port) = serve_http(k, &["--poll-interval", "1h"]);
+    wait_for(60, "the first deployment", || {
+        (s.history()[0]["status"] == "success").then_some(())
+    });
+    s.remote.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {IMAGE_2}\n    \
+             command: [sh, -c, 'sleep 15; touch /tmp/ready; exec sleep 3600']\n    \
+             stop_signal: SIGKILL\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /tmp/ready ]']\n      \
+             interval: 1s\n      start_period: 90s\n"
+        ),
+    );
+    let c2 = s.remote.commit("ready after 15 s");
+    let path = format!("/api/v1/repos/{}/sync?wait=true", s.name);
+    let asked = std::thread::spawn(move || request("POST", port, &path, Some(&write), None));
+    wait_for(60, "the gate waiting on the new commit", || {
+        let h = s.history();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
+    });
+    let pid = serve.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let answer = asked.join().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["commit"], c2.as_str());
+    assert_eq!(answer.json()["status"], "success", "{answer:?}");
+    let status = wait_for(60, "serve to exit after the sync", || {
+        serve.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+}
+
 /// `http.tls_cert` and `http.tls_key` serve HTTPS on the same routes.
 #[test]
 fn tls_files_serve_https() {
