@@ -328,7 +328,6 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     let mut failures = 0u32;
     let mut woken = false;
     // Deployments left unfinished are closed once, under the lock.
-    let mut unchecked = true;
     loop {
         if *stop.borrow() {
             break;
@@ -356,9 +355,9 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         }
         let result = match lock {
             Ok(held) => {
-                if std::mem::take(&mut unchecked) {
-                    fail_interrupted(&shared, &name, id);
-                }
+                // At every pass, not only the first: a `kedge sync` killed
+                // while serve runs leaves its row behind too.
+                fail_interrupted(&shared, &name, id);
                 task.lock = Some(held);
                 let result = reconcile(&shared, &mut task).await;
                 task.lock = None;
@@ -441,13 +440,26 @@ fn still_registered(shared: &Shared, id: i64) -> bool {
     shared.store().repo_by_id(id).map_or(true, |r| r.is_some())
 }
 
-/// Marks this repository's unfinished deployments `failed`: called with its
-/// lock held, so whoever started them is gone (a crash, a kill -9).
+/// Marks this repository's unfinished deployments `failed`, each with its
+/// `deploy_failed` event: called with its lock held, so whoever started
+/// them is gone (a crash, a kill -9, a `kedge sync` interrupted).
 pub fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
-    match shared.store().fail_interrupted(id) {
-        Ok(0) => {}
-        Ok(count) => {
-            tracing::warn!(repo = %name, count, "deployments interrupted by a crash marked failed")
+    let closed = shared.store().fail_interrupted(id);
+    match closed {
+        Ok(closed) => {
+            for (deployment, commit) in closed {
+                tracing::warn!(repo = %name, deployment, commit = crate::short(&commit), "an interrupted deployment marked failed");
+                shared.emit(
+                    NewEvent::new(
+                        name,
+                        crate::events::EventKind::DeployFailed,
+                        crate::record::INTERRUPTED.to_string(),
+                    )
+                    .commit(&commit)
+                    .field("deployment", deployment)
+                    .field("step", "interrupted"),
+                );
+            }
         }
         Err(e) => {
             tracing::warn!(repo = %name, "cannot close interrupted deployments: {}", error_chain(&e))

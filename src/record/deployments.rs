@@ -147,15 +147,33 @@ impl Store {
     /// A repository's deployments left `in_progress` become `failed`
     /// ("interrupted"). Only for the holder of the repository's lock: every
     /// apply holds it, so an unfinished row then has no live owner.
-    pub fn fail_interrupted(&self, repo_id: i64) -> Result<usize, StoreError> {
+    /// Returns the `(id, commit)` of each row it closed. Looks before it
+    /// writes: it runs at every pass, and the pass that changes nothing
+    /// writes nothing.
+    pub fn fail_interrupted(&self, repo_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, commit_hash FROM deployments
+                 WHERE repo_id = ?1 AND status = 'in_progress' ORDER BY id",
+            )
+            .map_err(query("find interrupted deployments"))?;
+        let open = stmt
+            .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String)>>>())
+            .map_err(query("find interrupted deployments"))?;
+        if open.is_empty() {
+            return Ok(open);
+        }
         self.conn
             .execute(
                 "UPDATE deployments SET status = 'failed', finished_at = ?1,
-                 error = coalesce(error, 'interrupted: Kedge stopped before the apply finished')
+                 error = coalesce(error, ?3)
                  WHERE repo_id = ?2 AND status = 'in_progress'",
-                params![now_ms(), repo_id],
+                params![now_ms(), repo_id, INTERRUPTED],
             )
-            .map_err(query("close interrupted deployments"))
+            .map_err(query("close interrupted deployments"))?;
+        Ok(open)
     }
 
     /// Per repository id: the status of its newest deployment that is not
@@ -264,3 +282,6 @@ impl Store {
             .map_err(query("list deployments"))
     }
 }
+
+/// The error of a deployment whose apply never finished.
+pub const INTERRUPTED: &str = "interrupted: Kedge stopped before the apply finished";

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-pub use deployments::{DeploySummary, Deployment, DeploymentStatus, NewDeployment, snapshot_key};
+pub use deployments::{
+    DeploySummary, Deployment, DeploymentStatus, INTERRUPTED, NewDeployment, snapshot_key,
+};
 pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
 pub use notify::SentKey;

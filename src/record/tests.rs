@@ -284,7 +284,8 @@ fn interrupted_deployments_become_failed() {
             ..d.clone()
         })
         .unwrap();
-    assert_eq!(store.fail_interrupted(repo.id).unwrap(), 1);
+    assert_eq!(store.fail_interrupted(repo.id).unwrap().len(), 1);
+    assert!(store.fail_interrupted(repo.id).unwrap().is_empty());
     assert_eq!(
         store.deployments(other.id, 1).unwrap()[0].status,
         DeploymentStatus::InProgress

@@ -628,3 +628,61 @@ fn a_second_repository_on_the_same_project_is_refused() {
         .json();
     assert_eq!(h[0]["status"], "failed", "{h}");
 }
+
+/// Regression: a `kedge sync` killed while serve ran left its deployment
+/// `in_progress` until serve restarted (serve closed interrupted rows only
+/// at its first pass), and closing one wrote no event, so no notification.
+#[test]
+fn a_sync_killed_while_serve_runs_is_closed_by_serve_with_an_event() {
+    use crate::support::stack::{compose_up_running, slow_to_stop};
+    let s = Stack::new(
+        "killsync",
+        &[
+            ("compose.yaml", &slow_to_stop(IMAGE_1)),
+            ("kedge.yaml", "reconciliation:\n  mode: manual\n"),
+        ],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let _serve = s.kedge.serve("300ms");
+    s.remote.write("compose.yaml", &slow_to_stop(IMAGE_2));
+    let c2 = s.remote.commit("the old container takes 6 s to stop");
+    let mut sync = ChildGuard(
+        s.kedge
+            .command(["sync", "--repo", &s.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(30, "the sync's compose up running", || {
+        compose_up_running(&s.name).then_some(())
+    });
+    // Only Kedge: compose, in its own process group, goes on and holds the lock.
+    sync.0.kill().unwrap();
+    let _ = sync.0.wait();
+    let closed = wait_for(60, "serve closing the interrupted deployment", || {
+        let h = s.history();
+        (h[0]["commit"] == c2.as_str() && h[0]["status"] == "failed").then_some(h)
+    });
+    assert!(
+        closed[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{closed}"
+    );
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "deploy_failed"
+                && e["commit"] == c2.as_str()
+                && e["fields"]["step"] == "interrupted"),
+        "{events:#}"
+    );
+}
