@@ -71,7 +71,12 @@ impl CrashTracker {
             return None;
         }
         log.clear();
-        let level = self.until.get(service).map_or(0, |(_, l)| l + 1);
+        // Each loop in a row backs off longer; one that comes long after
+        // the last back-off ended starts again from the first.
+        let level = match self.until.get(service) {
+            Some((until, l)) if now.saturating_duration_since(*until) <= CRASH_WINDOW => l + 1,
+            _ => 0,
+        };
         let wait = FIRST_BACKOFF
             .saturating_mul(1 << level.min(10))
             .min(MAX_BACKOFF);
@@ -468,6 +473,24 @@ mod tests {
             t.record("web", start + Duration::from_secs(54)),
             Some(Duration::from_secs(60))
         );
+    }
+
+    /// Regression: the level never went down, so a service that crash-
+    /// looped again days later started from a long back-off.
+    #[test]
+    fn a_loop_long_after_the_last_back_off_starts_from_the_first() {
+        let mut t = CrashTracker::default();
+        let start = Instant::now();
+        let loop_at = |t: &mut CrashTracker, from: u64| {
+            for i in 0..4 {
+                assert_eq!(t.record("web", start + Duration::from_secs(from + i)), None);
+            }
+            t.record("web", start + Duration::from_secs(from + 4))
+        };
+        assert_eq!(loop_at(&mut t, 0), Some(Duration::from_secs(30)));
+        assert_eq!(loop_at(&mut t, 50), Some(Duration::from_secs(60)));
+        // A day later: the first back-off again.
+        assert_eq!(loop_at(&mut t, 86_400), Some(Duration::from_secs(30)));
     }
 
     #[test]
