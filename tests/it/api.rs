@@ -344,18 +344,32 @@ fn sigterm_finishes_a_sync_in_flight_over_http() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
+/// A stack whose deploys go through a health gate of up to 90 s.
+fn gated_stack(prefix: &str) -> Stack {
+    Stack::new(
+        prefix,
+        &[
+            ("compose.yaml", &sleepers(&[("web", IMAGE_1)])),
+            ("kedge.yaml", "deploy:\n  timeout: 90s\n  stable_for: 1s\n"),
+        ],
+    )
+}
+
+/// `web` on image 2 running `script`, healthy once /tmp/ready exists.
+fn slow_web(script: &str) -> String {
+    format!(
+        "services:\n  web:\n    image: {IMAGE_2}\n    command: [sh, -c, '{script}']\n    \
+         stop_signal: SIGKILL\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /tmp/ready ]']\n      \
+         interval: 1s\n      start_period: 90s\n"
+    )
+}
+
 /// Regression: a sync started over HTTP ran in a task that serve's
 /// shutdown did not wait for; past the listener's 10 s grace, a SIGTERM cut
 /// it in half. Here its gate takes 15 s after the signal.
 #[test]
 fn sigterm_waits_for_a_gated_sync_started_over_http_past_the_grace() {
-    let s = Stack::new(
-        "apigrace",
-        &[
-            ("compose.yaml", &sleepers(&[("web", IMAGE_1)])),
-            ("kedge.yaml", "deploy:\n  timeout: 90s\n  stable_for: 1s\n"),
-        ],
-    );
+    let s = gated_stack("apigrace");
     let k = &s.kedge;
     let write = token(k, "stopper", "write");
     let (mut serve, port) = serve_http(k, &["--poll-interval", "1h"]);
@@ -364,12 +378,7 @@ fn sigterm_waits_for_a_gated_sync_started_over_http_past_the_grace() {
     });
     s.remote.write(
         "compose.yaml",
-        &format!(
-            "services:\n  web:\n    image: {IMAGE_2}\n    \
-             command: [sh, -c, 'sleep 15; touch /tmp/ready; exec sleep 3600']\n    \
-             stop_signal: SIGKILL\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /tmp/ready ]']\n      \
-             interval: 1s\n      start_period: 90s\n"
-        ),
+        &slow_web("sleep 15; touch /tmp/ready; exec sleep 3600"),
     );
     let c2 = s.remote.commit("ready after 15 s");
     let path = format!("/api/v1/repos/{}/sync?wait=true", s.name);
@@ -440,13 +449,7 @@ fn tls_files_serve_https() {
 /// after 10 s, and the deployment goes on untouched.
 #[test]
 fn a_diff_during_a_gated_deploy_answers_409_after_ten_seconds() {
-    let s = Stack::new(
-        "apibusy",
-        &[
-            ("compose.yaml", &sleepers(&[("web", IMAGE_1)])),
-            ("kedge.yaml", "deploy:\n  timeout: 90s\n  stable_for: 1s\n"),
-        ],
-    );
+    let s = gated_stack("apibusy");
     let k = &s.kedge;
     let read = token(k, "reader", "read");
     let (mut serve, port) = serve_http(k, &[]);
@@ -455,14 +458,7 @@ fn a_diff_during_a_gated_deploy_answers_409_after_ten_seconds() {
     });
     // Healthy only once /tmp/ready exists, which nothing creates: the gate
     // waits out the start period.
-    s.remote.write(
-        "compose.yaml",
-        &format!(
-            "services:\n  web:\n    image: {IMAGE_2}\n    command: [sleep, '3600']\n    \
-             stop_signal: SIGKILL\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /tmp/ready ]']\n      \
-             interval: 1s\n      start_period: 90s\n"
-        ),
-    );
+    s.remote.write("compose.yaml", &slow_web("exec sleep 3600"));
     let c2 = s.remote.commit("a start that takes its time");
     wait_for(60, "the gate waiting on the new commit", || {
         let h = s.history();

@@ -248,14 +248,7 @@ fn a_slow_service_passes_once_healthy_and_is_in_progress_until_then() {
     );
     s.remote.write("compose.yaml", &compose(&[slow]));
     let c2 = s.remote.commit("a slow start");
-    let mut sync = ChildGuard(
-        s.kedge
-            .command(["sync", "--repo", &s.name])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut sync = s.kedge.spawn_quiet(["sync", "--repo", &s.name]);
 
     // While the gate waits: in progress in history, status and events.
     let web = wait_for(30, "the new web starting", || {

@@ -646,14 +646,7 @@ fn a_sync_killed_while_serve_runs_is_closed_by_serve_with_an_event() {
     let _serve = s.kedge.serve("300ms");
     s.remote.write("compose.yaml", &slow_to_stop(IMAGE_2));
     let c2 = s.remote.commit("the old container takes 6 s to stop");
-    let mut sync = ChildGuard(
-        s.kedge
-            .command(["sync", "--repo", &s.name])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut sync = s.kedge.spawn_quiet(["sync", "--repo", &s.name]);
     wait_for(30, "the sync's compose up running", || {
         compose_up_running(&s.name).then_some(())
     });

@@ -39,6 +39,22 @@ impl Kedge {
         self.data_dir().join("kedge.db")
     }
 
+    /// `kedge ARGS` started in the background, its output discarded; killed
+    /// when the guard drops.
+    pub fn spawn_quiet<I, S>(&self, args: I) -> super::ChildGuard
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        super::ChildGuard(
+            self.command(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start kedge"),
+        )
+    }
+
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
