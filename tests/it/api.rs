@@ -325,11 +325,7 @@ fn sigterm_finishes_a_sync_in_flight_over_http() {
     wait_for(30, "the sync's compose up running", || {
         compose_up_running(&s.name).then_some(())
     });
-    let pid = serve.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    serve.sigterm();
     let answer = asked.join().unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["commit"], c2.as_str());
@@ -387,11 +383,7 @@ fn sigterm_waits_for_a_gated_sync_started_over_http_past_the_grace() {
         let h = s.history();
         (h[0]["commit"] == c2.as_str() && h[0]["status"] == "in_progress").then_some(())
     });
-    let pid = serve.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    serve.sigterm();
     let answer = asked.join().unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["commit"], c2.as_str());

@@ -296,10 +296,15 @@ impl Serve {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait for a graceful exit; returns the exit code.
-    pub fn terminate(&mut self) -> Option<i32> {
+    /// SIGTERM, without waiting.
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.sigterm();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
