@@ -40,8 +40,11 @@ fn api_reads_like_the_cli_and_writes_with_a_write_token() {
     let read = token(k, "reader", "read");
     let write = token(k, "writer", "write");
     let (serve, port) = serve_http(k, &[]);
+    // Finished, not only running: the API and the CLI are compared below,
+    // one after the other (regression: the API saw it in progress, the
+    // CLI a moment later done).
     wait_for(60, "the first deployment", || {
-        (s.project.running().len() == 1).then_some(())
+        (s.history()[0]["status"] == "success").then_some(())
     });
 
     // Tokens: none, unknown, read on a write route.
