@@ -17,13 +17,21 @@ use crate::support::*;
 /// `kt-k16-…`), with `kedge_yaml` added to the quick health gate.
 fn register(k: &Kedge, kedge_yaml: &str) -> (String, GitRemote, ComposeProject) {
     let name = unique_name("k16");
-    let remote = GitRemote::new(&name);
+    let project = ComposeProject::named(&name);
+    let remote = register_as(k, &name, kedge_yaml);
+    (name, remote, project)
+}
+
+/// [`register`] under a name the caller chose, so that it can hold the
+/// project's guard before it starts `serve`: dropped after `serve`, or
+/// `serve` would heal the project back up after the guard took it down.
+fn register_as(k: &Kedge, name: &str, kedge_yaml: &str) -> GitRemote {
+    let remote = GitRemote::new(name);
     remote.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
     remote.write("kedge.yaml", &format!("{kedge_yaml}{QUICK_GATE}"));
     remote.commit("first: one web service");
     k.run(["repo", "add", &remote.url()]).success();
-    let project = ComposeProject::named(&name);
-    (name, remote, project)
+    remote
 }
 
 fn short(commit: &str) -> &str {
@@ -267,6 +275,11 @@ fn a_read_token_reads_live_and_cannot_act() {
     require_docker();
     let k = Kedge::new();
     let read = k.token("k16-read", "read");
+    // Registered once serve runs; its guard outlives serve (regression:
+    // dropped first, it took the stack down and serve healed it back up,
+    // leaving a container behind at every run).
+    let a = unique_name("k16");
+    let _a_project = ComposeProject::named(&a);
     let api = k.serve_api(&["--poll-interval", "500ms", "--check-interval", "1m"], &[]);
 
     // The headers every page carries.
@@ -294,7 +307,7 @@ fn a_read_token_reads_live_and_cannot_act() {
     browser.wait_text(10, "#live", "Live");
 
     // One added while the page is open appears, deploys and is synced.
-    let (a, a_remote, _a_project) = register(&k, "");
+    let a_remote = register_as(&k, &a, "");
     let first = a_remote.remote_head();
     browser.wait_text(30, &row(&a, "td.deployed > code.commit"), short(&first));
     browser.wait_text(30, &row(&a, "td[data-label=State]"), "synced");
