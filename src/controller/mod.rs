@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::error_chain;
-use crate::events::NewEvent;
+use crate::events::{EventKind, NewEvent};
 use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 use reconcile::reconcile;
@@ -220,6 +220,10 @@ where
 
     let mut running: HashMap<i64, Running> = HashMap::new();
     let mut started = false;
+    // A repository added or removed by the CLI or the API is stored with an
+    // event, which the hub broadcasts within its tail interval: the
+    // supervisor looks again then, not at the next poll.
+    let mut registry = shared.hub.subscribe();
     loop {
         match shared.store().repos() {
             Ok(repos) => {
@@ -233,6 +237,7 @@ where
         }
         tokio::select! {
             _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+            _ = registry_changed(&mut registry) => {}
             _ = shutdown.changed() => break,
         }
     }
@@ -251,6 +256,20 @@ where
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Returns once a repository was added or removed (or events were missed,
+/// which may have been such one); never when the hub has closed.
+async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(e) if matches!(e.kind, EventKind::RepoAdded | EventKind::RepoRemoved) => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// What a `serve` with nothing to do says once: the command that gives it
@@ -452,7 +471,7 @@ pub fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
                 shared.emit(
                     NewEvent::new(
                         name,
-                        crate::events::EventKind::DeployFailed,
+                        EventKind::DeployFailed,
                         crate::record::INTERRUPTED.to_string(),
                     )
                     .commit(&commit)

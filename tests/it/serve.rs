@@ -150,6 +150,34 @@ fn a_repo_added_while_serving_is_picked_up() {
     assert_eq!(history[0]["trigger"], "added", "{history}");
 }
 
+/// Regression: the supervisor looked for new repositories only at each
+/// poll, so with a long poll interval a repository added over the CLI (or
+/// the API) waited that long. The added event wakes it now.
+#[test]
+fn a_repo_added_while_serving_is_picked_up_before_the_next_poll() {
+    let name = unique_name("wake");
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
+    remote.write("conf/web.conf", "v1\n");
+    remote.write("kedge.yaml", QUICK_GATE);
+    remote.commit("first");
+    let k = Kedge::new();
+    let project = ComposeProject::named(&name);
+    // A poll far beyond the wait below: only the wake-up can explain a deploy.
+    let serve = k.serve("10m");
+    wait_for(30, "serve started", || {
+        serve.log().contains("kedge serve started").then_some(())
+    });
+    k.run(["repo", "add", &remote.url()]).success();
+    wait_for(30, "the added repository watched and deployed", || {
+        (by_service(&project).len() == 2).then_some(())
+    });
+    k.run(["repo", "remove", &name, "--down"]).success();
+    wait_for(30, "its task stopped", || {
+        serve.log().contains("no longer registered").then_some(())
+    });
+}
+
 #[test]
 fn a_changed_build_context_is_rebuilt_and_redeployed() {
     let name = unique_name("build");
