@@ -29,6 +29,10 @@ pub struct DriftState {
     /// Drift reported already: logged and recorded once, not at every pass.
     reported: BTreeSet<Drift>,
     pub crashes: CrashTracker,
+    /// Crash loops the engine drives, and when each was last seen: a
+    /// looping container shows `running` between restarts, so it is
+    /// reported again only once it has not been seen looping for a while.
+    engine_loops: BTreeMap<Drift, Instant>,
     /// Swarm nodes reported down (`docker.target: swarm`).
     pub nodes_down: BTreeSet<String>,
 }
@@ -417,9 +421,30 @@ pub fn describe_heal(heal: &Heal) -> String {
 
 /// Logs and records drift not reported yet.
 fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode, unhealthy: Unhealthy) {
+    let now = Instant::now();
     let current: BTreeSet<Drift> = plan.drifts.iter().cloned().collect();
     let mut events = Vec::new();
-    for d in current.difference(&task.drift.reported) {
+    let loops = &mut task.drift.engine_loops;
+    loops.retain(|_, seen| now.duration_since(*seen) <= CRASH_WINDOW);
+    for d in current
+        .iter()
+        .filter(|d| matches!(d, Drift::CrashLoop { .. }))
+    {
+        if loops.insert(d.clone(), now).is_none() {
+            let text = d.describe();
+            tracing::warn!(repo = %task.repo.name, service = d.service(), "drift: {text}");
+            events.push(
+                NewEvent::new(&task.repo.name, EventKind::CrashLoop, text)
+                    .service(d.service())
+                    .field("drift", d.kind())
+                    .field("healed", false),
+            );
+        }
+    }
+    for d in current
+        .difference(&task.drift.reported)
+        .filter(|d| !matches!(d, Drift::CrashLoop { .. }))
+    {
         let text = d.describe();
         if mode == Mode::Auto {
             tracing::info!(repo = %task.repo.name, service = d.service(), "drift: {text}");

@@ -78,9 +78,11 @@ pub fn health(status: &str) -> Option<String> {
     matches!(verdict, "starting" | "healthy" | "unhealthy").then(|| verdict.to_string())
 }
 
-/// "Exited (137) 2 seconds ago" → 137.
+/// "Exited (137) 2 seconds ago" → 137; "Restarting (3) 1 second ago" → 3.
 pub fn exit_code(status: &str) -> Option<i64> {
-    let rest = status.strip_prefix("Exited (")?;
+    let rest = status
+        .strip_prefix("Exited (")
+        .or_else(|| status.strip_prefix("Restarting ("))?;
     rest.split_once(')')?.0.parse().ok()
 }
 
@@ -90,6 +92,7 @@ mod tests {
     fn exit_codes_from_status_text() {
         assert_eq!(super::exit_code("Exited (137) 2 seconds ago"), Some(137));
         assert_eq!(super::exit_code("Exited (0) About a minute ago"), Some(0));
+        assert_eq!(super::exit_code("Restarting (3) 1 second ago"), Some(3));
         assert_eq!(super::exit_code("Up 3 minutes"), None);
     }
 

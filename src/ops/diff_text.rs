@@ -74,6 +74,17 @@ pub fn diff_text(r: &DiffReport) -> String {
                 "healthy",
                 &format!("unhealthy ({container})"),
             ),
+            Drift::CrashLoop {
+                service,
+                container,
+                exit_code,
+            } => {
+                let actual = match exit_code {
+                    Some(code) => format!("restarting (exit code {code}, {container})"),
+                    None => format!("restarting ({container})"),
+                };
+                block(service, "Crash loop", "running", &actual)
+            }
         }
     }
     let drift_text = out;

@@ -69,6 +69,13 @@ pub enum Drift {
     },
     /// Running, but its healthcheck says unhealthy.
     Unhealthy { service: String, container: String },
+    /// The engine keeps restarting it (`restart: always`, …): its process
+    /// exits again and again. Kedge cannot heal that; it reports it.
+    CrashLoop {
+        service: String,
+        container: String,
+        exit_code: Option<i64>,
+    },
 }
 
 impl Drift {
@@ -79,7 +86,8 @@ impl Drift {
             | Drift::WrongImage { service, .. }
             | Drift::ConfigChanged { service, .. }
             | Drift::Extra { service, .. }
-            | Drift::Unhealthy { service, .. } => service,
+            | Drift::Unhealthy { service, .. }
+            | Drift::CrashLoop { service, .. } => service,
         }
     }
 
@@ -124,17 +132,28 @@ impl Drift {
             Drift::Unhealthy { container, .. } => {
                 format!("unhealthy: {container}'s healthcheck fails")
             }
+            Drift::CrashLoop {
+                container,
+                exit_code,
+                ..
+            } => match exit_code {
+                Some(code) => format!(
+                    "crash loop: {container} keeps exiting (exit code {code}) and the engine restarts it"
+                ),
+                None => format!("crash loop: {container} keeps exiting and the engine restarts it"),
+            },
         }
     }
 
     /// Every drift type's name, as [`Drift::kind`] gives them.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "missing",
         "stopped",
         "wrong_image",
         "config_changed",
         "extra",
         "unhealthy",
+        "crash_loop",
     ];
 
     /// The spec's name of the drift type.
@@ -146,6 +165,7 @@ impl Drift {
             Drift::ConfigChanged { .. } => "config_changed",
             Drift::Extra { .. } => "extra",
             Drift::Unhealthy { .. } => "unhealthy",
+            Drift::CrashLoop { .. } => "crash_loop",
         }
     }
 }
@@ -264,7 +284,16 @@ pub fn plan(
                 recreate = true;
             }
             let complete = w.spec.one_shot() && completed(c);
-            if !is_alive(c) && !complete {
+            if c.state == "restarting" {
+                // Regression: a restarting container counted as alive, so a
+                // crash loop under `restart: always` showed no drift at all.
+                // Starting it would change nothing: it is reported only.
+                drifts.push(Drift::CrashLoop {
+                    service: name.clone(),
+                    container: c.name.clone(),
+                    exit_code: c.exit_code,
+                });
+            } else if !is_alive(c) && !complete {
                 drifts.push(Drift::Stopped {
                     service: name.clone(),
                     container: c.name.clone(),
@@ -374,7 +403,7 @@ pub fn plan(
 }
 
 fn is_alive(c: &ContainerState) -> bool {
-    matches!(c.state.as_str(), "running" | "restarting")
+    c.state == "running"
 }
 
 fn completed(c: &ContainerState) -> bool {

@@ -143,6 +143,29 @@ fn cases() -> Vec<Case> {
             heals: vec![start("web")],
         },
         Case {
+            name: "restarting: a crash loop the engine drives is reported, not started",
+            want: vec![web()],
+            actual: vec![ContainerState {
+                state: "restarting".into(),
+                exit_code: Some(3),
+                ..running("web", 1)
+            }],
+            drifts: vec!["crash_loop:web"],
+            heals: vec![],
+        },
+        Case {
+            name: "restarting on a wrong image is still recreated",
+            want: vec![web()],
+            actual: vec![ContainerState {
+                state: "restarting".into(),
+                image: "other:2".into(),
+                image_id: "sha256:222".into(),
+                ..running("web", 1)
+            }],
+            drifts: vec!["crash_loop:web", "wrong_image:web"],
+            heals: vec![recreate(&["web"], true)],
+        },
+        Case {
             name: "created but never started",
             want: vec![web()],
             actual: vec![ContainerState {

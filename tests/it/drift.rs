@@ -459,3 +459,75 @@ fn a_full_disk_neither_stops_healing_nor_delays_recovery() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(10), "recovery took {took:?}");
 }
+
+/// Regression: a container the engine keeps restarting (`restart: always`
+/// and a process that exits at once) counted as alive: no drift, no
+/// `crash_loop` event, `kedge_drift_services` 0. It is reported now, once,
+/// and `kedge diff` shows it; Kedge does not fight the engine's restarts.
+#[test]
+fn a_crash_loop_under_restart_always_is_reported() {
+    // Runs until told to crash; from then on every start exits 3 at once.
+    let compose = format!(
+        "services:\n  web:\n    image: {IMAGE_1}\n    restart: always\n    stop_signal: SIGKILL\n    \
+         command: [sh, -c, 'while [ ! -e /tmp/crash ]; do sleep 0.2; done; exit 3']\n"
+    );
+    let s = Stack::new("loop", &[("compose.yaml", &compose)]);
+    let _serve = s
+        .kedge
+        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1s"]);
+    wait_for(60, "the stack deployed", || {
+        s.running().contains_key("web").then_some(())
+    });
+    s.wait_deployed();
+    docker_ok(&[
+        "exec",
+        &container_name(&s, "web"),
+        "sh",
+        "-c",
+        ": > /tmp/crash",
+    ]);
+
+    let event = wait_for(60, "a crash_loop event", || {
+        let events = s
+            .kedge
+            .run(["events", "--repo", &s.name, "-o", "json"])
+            .json();
+        events
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "crash_loop")
+            .cloned()
+    });
+    assert_eq!(event["service"], "web", "{event}");
+    assert_eq!(event["fields"]["drift"], "crash_loop", "{event}");
+    let message = event["message"].as_str().unwrap();
+    assert!(message.contains("exit code 3"), "{message}");
+
+    let diff = wait_for(30, "the diff to show the loop", || {
+        let out = s.kedge.run(["diff", "--repo", &s.name]).stdout.clone();
+        out.contains("Crash loop").then_some(out)
+    });
+    assert!(diff.contains("Service: web"), "{diff}");
+    // Reported once, not at every pass while it keeps looping (it shows
+    // `running` between restarts).
+    wait_for(60, "a few more restarts", || {
+        let n = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}}",
+            &container_name(&s, "web"),
+        ]);
+        (n.trim().parse::<u32>().ok()? >= 5).then_some(())
+    });
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    let count = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "crash_loop")
+        .count();
+    assert_eq!(count, 1, "one crash_loop event while it loops");
+}
