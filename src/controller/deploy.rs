@@ -13,6 +13,7 @@ use crate::apply::{self, ApplyError};
 use crate::desired::kedge_yaml::{Mode, Target};
 use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
+use crate::plan::failure;
 use crate::plan::rollout::rollout;
 use crate::record::{DeploymentStatus, NewDeployment, ServiceRecord};
 use crate::source::git::GitError;
@@ -222,18 +223,18 @@ pub async fn apply_rendered(
             } else {
                 record_config_hashes(shared, &desired.project, &mut records).await;
             }
-            shared.store().save_services(id, &records)?;
-            shared.store().finish_deployment(
-                deployment,
-                if trigger == Trigger::Rollback {
-                    DeploymentStatus::RolledBack
-                } else {
-                    DeploymentStatus::Success
-                },
-                &changed,
-                None,
-            )?;
-            mark_deployed(shared, id, desired)?;
+            let status = if trigger == Trigger::Rollback {
+                DeploymentStatus::RolledBack
+            } else {
+                DeploymentStatus::Success
+            };
+            // The deployment's result, its services and the repository's
+            // state: all of it or none of it.
+            shared.store().with_transaction(|s| {
+                s.replace_services(id, &records)?;
+                s.finish_deployment(deployment, status, &changed, None)?;
+                mark_deployed(s, id, desired)
+            })?;
             task.drift.after_apply();
             tracing::info!(
                 repo = %name,
@@ -270,28 +271,25 @@ pub async fn apply_rendered(
                 StepError::Gate(f) => super::swarm::rolled_back_by_swarm(f),
                 _ => Vec::new(),
             };
-            // A failed gate without a rollback leaves the stack as it is:
-            // what runs is what was applied, and drift is measured against it.
-            // Not when Swarm rolled part of it back: what runs is then no
-            // longer the commit, and keeping it would have the heal loop
-            // deploy the failed commit again and again.
-            let keep = gate_failed
-                && swarm_rolled.is_empty()
-                && (!desired.kedge.gate.rollback_on_failure || trigger == Trigger::Rollback);
+            let deployed = shared.store().repo_state(id)?.deployed_commit;
+            let decision = failure::decide(&failure::Failure {
+                step: failed_step(&e),
+                rollback_on_failure: desired.kedge.gate.rollback_on_failure,
+                is_rollback: trigger == Trigger::Rollback,
+                changed: &changed,
+                swarm_rolled: &swarm_rolled,
+                has_deployed: deployed.is_some(),
+            });
             let mut error = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
-            let deployed = shared.store().repo_state(id)?.deployed_commit;
-            if keep && swarm {
-                super::swarm::settle(shared, task, &desired.project, &mut records).await;
-            }
-            if keep {
-                if !swarm {
+            if decision.keep {
+                // What runs is what was applied, and drift is measured against it.
+                if swarm {
+                    super::swarm::settle(shared, task, &desired.project, &mut records).await;
+                } else {
                     record_config_hashes(shared, &desired.project, &mut records).await;
                 }
-                shared.store().save_services(id, &records)?;
-                mark_deployed(shared, id, desired)?;
-                error.push_str(&format!("; {}", left_as_is(trigger)));
-            } else if let Some(deployed) = &deployed {
+            } else if let (true, Some(deployed)) = (decision.restore_checkout, &deployed) {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
                     Ok(()) => restore_settings(shared, task, desired),
@@ -302,18 +300,27 @@ pub async fn apply_rendered(
                     ),
                 }
             }
-            let note = if keep {
-                Some(left_as_is(trigger))
-            } else if gate_failed && deployed.is_none() {
-                error.push_str(&format!("; {NOTHING_TO_ROLL_BACK}"));
-                Some(NOTHING_TO_ROLL_BACK)
-            } else {
-                None
-            };
+            if let Some(note) = decision.note {
+                error.push_str(&format!("; {}", note.text()));
+            }
+            let note = decision.note.map(failure::Note::text);
             let step = if gate_failed { "health_gate" } else { "apply" };
-            shared
-                .store()
-                .fail_deployment(deployment, &changed, &error, step)?;
+            // The failed deployment and the repository's state (what is
+            // deployed now, the error, whether the commit is tried again):
+            // all of it or none of it.
+            shared.store().with_transaction(|s| {
+                if decision.keep {
+                    s.replace_services(id, &records)?;
+                    mark_deployed(s, id, desired)?;
+                }
+                s.fail_deployment(deployment, &changed, &error, step)?;
+                s.mark_failed(id, &error)?;
+                if decision.settle {
+                    // Not tried again until the branch moves or `kedge sync`.
+                    s.mark_settled(id, commit, None)?;
+                }
+                Ok(())
+            })?;
             shared.emit(
                 NewEvent::new(&name, EventKind::DeployFailed, error.clone())
                     .commit(commit)
@@ -323,24 +330,7 @@ pub async fn apply_rendered(
                     .field("step", step)
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
-            shared.store().mark_failed(id, &error)?;
-            if gate_failed {
-                // Not tried again until the branch moves or `kedge sync`.
-                shared.store().mark_settled(id, commit, None)?;
-            }
-            // A failed `up` may have changed part of the stack, and a failed
-            // gate did: put the last successful deployment back. Earlier
-            // steps change nothing.
-            // Not applied a second time when Swarm put every changed service
-            // back; when it rolled back only some, the others are restored
-            // too (the rolled-back ones are a no-op for Swarm).
-            let swarm_undid =
-                !changed.is_empty() && changed.iter().all(|c| swarm_rolled.contains(&c.as_str()));
-            let undo = matches!(
-                e,
-                StepError::Apply(ApplyError::Up(_) | ApplyError::StackDeploy { .. })
-            ) || (gate_failed && !keep && !swarm_undid);
-            let restored = if undo {
+            let restored = if decision.undo {
                 restore_previous(shared, task, commit, &changed).await?
             } else {
                 None
@@ -385,26 +375,30 @@ fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
     }
 }
 
-/// Why a deployment whose gate failed was left running.
-fn left_as_is(trigger: Trigger) -> &'static str {
-    if trigger == Trigger::Rollback {
-        "left running as it is (a failed rollback is not rolled back)"
-    } else {
-        "left running as it is (deploy.rollback_on_failure is false)"
+/// The step a deployment failed at, as the failure decision sees it.
+fn failed_step(e: &StepError) -> failure::FailedStep {
+    match e {
+        StepError::Apply(ApplyError::Up(_) | ApplyError::StackDeploy { .. }) => {
+            failure::FailedStep::Up
+        }
+        StepError::Gate(_) => failure::FailedStep::Gate,
+        StepError::GateEngine(_) => failure::FailedStep::GateEngine,
+        StepError::Apply(_) | StepError::Checkout(_) => failure::FailedStep::BeforeUp,
     }
 }
-const NOTHING_TO_ROLL_BACK: &str = "nothing to roll back to: no earlier deployment succeeded";
 
 /// What runs now is `desired`'s commit.
-fn mark_deployed(shared: &Shared, id: i64, desired: &Desired) -> Result<(), ReconcileError> {
+fn mark_deployed(
+    store: &crate::record::Store,
+    id: i64,
+    desired: &Desired,
+) -> Result<(), crate::record::StoreError> {
     let files: Vec<String> = desired
         .files
         .iter()
         .map(|f| f.to_string_lossy().into_owned())
         .collect();
-    Ok(shared
-        .store()
-        .mark_deployed(id, &desired.commit, &desired.project, &files)?)
+    store.mark_deployed(id, &desired.commit, &desired.project, &files)
 }
 
 /// Re-applies the deployed commit after a failed `up` of `failed`, recorded

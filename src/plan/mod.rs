@@ -4,6 +4,7 @@
 //! equal inputs give equal plans.
 
 pub mod build;
+pub mod failure;
 pub mod gate;
 pub mod rollout;
 pub mod swarm;

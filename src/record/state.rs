@@ -399,19 +399,29 @@ impl Store {
         repo_id: i64,
         services: &std::collections::BTreeMap<String, ServiceRecord>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(query("save services"))?;
-        tx.execute("DELETE FROM services WHERE repo_id = ?1", [repo_id])
+        self.with_transaction(|s| s.replace_services(repo_id, services))
+    }
+
+    /// [`Store::save_services`] inside a transaction the caller holds.
+    pub fn replace_services(
+        &self,
+        repo_id: i64,
+        services: &std::collections::BTreeMap<String, ServiceRecord>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM services WHERE repo_id = ?1", [repo_id])
             .map_err(query("save services"))?;
         for (name, s) in services {
             let spec = serde_json::to_string(&s.spec).unwrap_or_default();
-            tx.execute(
-                "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![repo_id, name, s.spec.hash, s.commit, spec, s.config_hash],
-            )
-            .map_err(query("save services"))?;
+            self.conn
+                .execute(
+                    "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![repo_id, name, s.spec.hash, s.commit, spec, s.config_hash],
+                )
+                .map_err(query("save services"))?;
         }
-        tx.commit().map_err(query("save services"))
+        Ok(())
     }
 }
 
