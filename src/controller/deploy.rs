@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
@@ -331,7 +331,7 @@ pub async fn apply_rendered(
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
             let restored = if decision.undo {
-                restore_previous(shared, task, commit, &changed).await?
+                super::restore::restore_previous(shared, task, commit, &changed).await?
             } else {
                 None
             };
@@ -401,135 +401,8 @@ fn mark_deployed(
     store.mark_deployed(id, &desired.commit, &desired.project, &files)
 }
 
-/// Re-applies the deployed commit after a failed `up` of `failed`, recorded
-/// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
-/// the deployed tree again; its services' records are still the store's.
-/// The restored commit; `None` when there is nothing to restore (a first
-/// deployment) or the restore failed too (logged: the failed deployment
-/// says what broke).
-async fn restore_previous(
-    shared: &Arc<Shared>,
-    task: &RepoTask,
-    failed: &str,
-    changed: &[String],
-) -> Result<Option<String>, ReconcileError> {
-    let id = task.repo.id;
-    let name = &task.repo.name;
-    let state = shared.store().repo_state(id)?;
-    let Some(deployed) = state.deployed_commit.clone() else {
-        return Ok(None);
-    };
-    let records = shared.store().services(id)?;
-    let Some(previous) = shared
-        .store()
-        .deployments(id, 50)?
-        .into_iter()
-        .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
-    else {
-        return Ok(None);
-    };
-    if records.is_empty() {
-        return Ok(None);
-    }
-    let project = state.project.clone().unwrap_or_else(|| name.clone());
-    let files: Vec<PathBuf> = state
-        .compose_files
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let prune = state.prune.unwrap_or(true);
-    let message = format!(
-        "restored after the failed deployment of {}: {}",
-        short(failed),
-        previous.message
-    );
-    let started = Instant::now();
-    let restore = shared.store().begin_deployment(&NewDeployment {
-        repo_id: id,
-        commit: &deployed,
-        message: &message,
-        trigger: Trigger::AutoRollback.as_str(),
-        compose_snapshot: previous.compose_snapshot.as_deref(),
-        rolled_back_from: Some(failed),
-    })?;
-    let commits: BTreeMap<String, String> = records
-        .iter()
-        .map(|(s, r)| (s.clone(), r.commit.clone()))
-        .collect();
-    let fingerprints: BTreeMap<String, String> = records
-        .iter()
-        .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
-        .collect();
-    let override_path = task.override_path();
-    let swarm = state.target.as_deref() == Some(Target::Swarm.as_str());
-    let mut result = if swarm {
-        super::swarm::redeploy_deployed(shared, task, &project, prune)
-            .await
-            .map(drop)
-    } else {
-        apply::write_label_override(&override_path, &project, &commits, &fingerprints)
-    };
-    if result.is_ok() && !swarm {
-        let compose = task
-            .compose(shared, &project, &task.git.clone, files)
-            .with_file(override_path);
-        // The engine may still be creating what the aborted `up` asked for
-        // when compose exits: a leftover can appear after the first look.
-        for attempt in 1..=RESTORE_ATTEMPTS {
-            apply::rollout::remove_recreate_leftovers(&shared.engine, &project).await;
-            result = apply::up(&compose, &[], prune).await;
-            if result.is_ok() || attempt == RESTORE_ATTEMPTS {
-                break;
-            }
-            tracing::debug!(repo = %name, attempt, "restore failed, trying again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    match result {
-        Ok(()) => {
-            tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
-            shared.emit(
-                NewEvent::new(
-                    name,
-                    EventKind::RolledBack,
-                    format!(
-                        "the failed deployment of {} was undone: {} is back",
-                        short(failed),
-                        short(&deployed)
-                    ),
-                )
-                .commit(&deployed)
-                .field("trigger", Trigger::AutoRollback.as_str())
-                .field("failed_commit", failed)
-                .field("deployment", restore)
-                .field("duration_ms", started.elapsed().as_millis() as u64),
-            );
-            shared.store().finish_deployment(
-                restore,
-                DeploymentStatus::RolledBack,
-                changed,
-                None,
-            )?;
-            Ok(Some(deployed))
-        }
-        Err(e) => {
-            let text = error_chain(&e);
-            tracing::error!(repo = %name, restored = short(&deployed), "cannot restore the last successful deployment: {text}");
-            shared
-                .store()
-                .fail_deployment(restore, changed, &text, "apply")?;
-            Ok(None)
-        }
-    }
-}
-
-/// How often a restore is tried before it is given up.
-const RESTORE_ATTEMPTS: u32 = 3;
-
 /// The first line of a commit message.
-fn first_line(text: &str) -> &str {
+pub(super) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default().trim()
 }
 

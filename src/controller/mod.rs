@@ -11,6 +11,7 @@ pub mod in_flight;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
+mod restore;
 pub mod swarm;
 pub mod task;
 

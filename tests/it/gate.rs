@@ -559,3 +559,70 @@ fn kill_9_of_serve_during_a_gate_then_restart_converges() {
     assert_eq!(web.label("io.kedge.commit"), Some(c2.as_str()));
     assert_eq!(inspect(&web.id, "{{.State.Health.Status}}"), "healthy");
 }
+
+/// Regression: the automatic restore after a failed gate was itself
+/// ungated, so a previous version that now crash-loops (its data changed
+/// since) was recorded `rolled_back … is back`. The restore is gated now,
+/// and one that does not come up is a failed deployment that says so.
+#[test]
+fn a_restore_that_fails_its_own_gate_is_recorded_failed_and_said_plainly() {
+    let volume = "    volumes: [data:/data]\n    restart: unless-stopped\n";
+    let v1 = scripted(
+        "web",
+        IMAGE_1,
+        "test -e /data/broken && exit 3; sleep 3600",
+        volume,
+    );
+    let s = Stack::new(
+        "restoregate",
+        &[
+            ("compose.yaml", &(compose(&[v1]) + "volumes:\n  data: {}\n")),
+            ("kedge.yaml", &gate_yaml("")),
+        ],
+    );
+    let c1 = s.remote.remote_head();
+    let _serve = s.kedge.serve_debug(&["serve", "--poll-interval", "300ms"]);
+    wait_for(60, "c1 deployed", || {
+        (deployments_of(&s, &c1).first()?["status"] == "success").then_some(())
+    });
+    // The data changes under the running version: it would not start again.
+    let web = s.running()["web"].id.clone();
+    docker_ok(&["exec", &web, "sh", "-c", ": > /data/broken"]);
+
+    let v2 = scripted("web", IMAGE_2, "exit 1", volume);
+    s.remote
+        .write("compose.yaml", &(compose(&[v2]) + "volumes:\n  data: {}\n"));
+    let c2 = s.remote.commit("web 2, broken");
+    let history = wait_for(90, "c2 failed and its restore finished", || {
+        let h = s.history();
+        (h[0]["trigger"] == "auto_rollback" && h[0]["status"] != "in_progress").then_some(h)
+    });
+    let (restore, failed) = (&history[0], &history[1]);
+    assert_eq!(failed["commit"], c2.as_str(), "{history}");
+    assert_eq!(failed["status"], "failed", "{history}");
+    assert_eq!(restore["commit"], c1.as_str(), "{history}");
+    assert_eq!(restore["status"], "failed", "{history}");
+    assert_eq!(restore["failed_step"], "health_gate", "{history}");
+    let error = restore["error"].as_str().unwrap();
+    for needle in [
+        "did not come up either",
+        "exited with code 3",
+        "left as it is",
+    ] {
+        assert!(error.contains(needle), "{needle:?} not in {error:?}");
+    }
+
+    let ev = events(&s);
+    assert!(
+        !ev.iter().any(|e| e["kind"] == "rolled_back"),
+        "no restore claimed success: {ev:#?}"
+    );
+    let restore_failed = position(&ev, "deploy_failed", &c1);
+    assert_eq!(ev[restore_failed]["fields"]["trigger"], "auto_rollback");
+    assert_eq!(ev[restore_failed]["fields"]["failed_commit"], c2.as_str());
+
+    let status = s.status();
+    assert_eq!(status["sync_state"], "failed", "{status}");
+    let last_error = status["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("did not come up either"), "{status}");
+}

@@ -1,0 +1,214 @@
+//! controller: undoing a failed deployment — the last successful
+//! deployment re-applied (recorded `rolled_back`, trigger `auto_rollback`)
+//! and gated like any deployment, since what was healthy once may not be now.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::task::{ReconcileError, RepoTask, Trigger};
+use crate::apply;
+use crate::desired::kedge_yaml::Target;
+use crate::desired::render::ServiceSpec;
+use crate::events::{EventKind, NewEvent};
+use crate::record::{DeploymentStatus, NewDeployment};
+use crate::{error_chain, short};
+
+/// Re-applies the deployed commit after a failed `up` of `failed`, recorded
+/// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
+/// the deployed tree again; its services' records are still the store's.
+/// The restored commit; `None` when there is nothing to restore (a first
+/// deployment) or the restore failed too (logged: the failed deployment
+/// says what broke).
+pub async fn restore_previous(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    failed: &str,
+    changed: &[String],
+) -> Result<Option<String>, ReconcileError> {
+    let id = task.repo.id;
+    let name = &task.repo.name;
+    let state = shared.store().repo_state(id)?;
+    let Some(deployed) = state.deployed_commit.clone() else {
+        return Ok(None);
+    };
+    let records = shared.store().services(id)?;
+    let Some(previous) = shared
+        .store()
+        .deployments(id, 50)?
+        .into_iter()
+        .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
+    else {
+        return Ok(None);
+    };
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let project = state.project.clone().unwrap_or_else(|| name.clone());
+    let files: Vec<PathBuf> = state
+        .compose_files
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let prune = state.prune.unwrap_or(true);
+    let message = format!(
+        "restored after the failed deployment of {}: {}",
+        short(failed),
+        previous.message
+    );
+    let started = Instant::now();
+    let restore = shared.store().begin_deployment(&NewDeployment {
+        repo_id: id,
+        commit: &deployed,
+        message: &message,
+        trigger: Trigger::AutoRollback.as_str(),
+        compose_snapshot: previous.compose_snapshot.as_deref(),
+        rolled_back_from: Some(failed),
+    })?;
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let fingerprints: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
+        .collect();
+    let applied_ms = crate::time::now_ms();
+    let override_path = task.override_path();
+    let swarm = state.target.as_deref() == Some(Target::Swarm.as_str());
+    let mut result = if swarm {
+        super::swarm::redeploy_deployed(shared, task, &project, prune)
+            .await
+            .map(drop)
+    } else {
+        apply::write_label_override(&override_path, &project, &commits, &fingerprints)
+    };
+    if result.is_ok() && !swarm {
+        let compose = task
+            .compose(shared, &project, &task.git.clone, files)
+            .with_file(override_path);
+        // The engine may still be creating what the aborted `up` asked for
+        // when compose exits: a leftover can appear after the first look.
+        for attempt in 1..=RESTORE_ATTEMPTS {
+            apply::rollout::remove_recreate_leftovers(&shared.engine, &project).await;
+            result = apply::up(&compose, &[], prune).await;
+            if result.is_ok() || attempt == RESTORE_ATTEMPTS {
+                break;
+            }
+            tracing::debug!(repo = %name, attempt, "restore failed, trying again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // Gated like a deployment: what was healthy once may not be now (its
+    // data changed, a dependency went away).
+    let result = match result {
+        Ok(()) => gate(shared, task, &project, &records, changed, swarm, applied_ms)
+            .await
+            .map_err(|why| (why, "health_gate")),
+        Err(e) => Err((error_chain(&e), "apply")),
+    };
+    match result {
+        Ok(()) => {
+            tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
+            shared.emit(
+                NewEvent::new(
+                    name,
+                    EventKind::RolledBack,
+                    format!(
+                        "the failed deployment of {} was undone: {} is back",
+                        short(failed),
+                        short(&deployed)
+                    ),
+                )
+                .commit(&deployed)
+                .field("trigger", Trigger::AutoRollback.as_str())
+                .field("failed_commit", failed)
+                .field("deployment", restore)
+                .field("duration_ms", started.elapsed().as_millis() as u64),
+            );
+            shared.store().finish_deployment(
+                restore,
+                DeploymentStatus::RolledBack,
+                changed,
+                None,
+            )?;
+            Ok(Some(deployed))
+        }
+        Err((why, step)) => {
+            // Said plainly: neither the failed commit nor the restored one
+            // runs healthy, and Kedge does not keep flapping between them.
+            let text = if step == "health_gate" {
+                format!(
+                    "the restore of {} after the failed deployment of {} did not come up either: \
+                     {why}; the stack is left as it is, unhealthy, until the branch moves or `kedge sync`",
+                    short(&deployed),
+                    short(failed)
+                )
+            } else {
+                format!(
+                    "cannot restore {} after the failed deployment of {}: {why}",
+                    short(&deployed),
+                    short(failed)
+                )
+            };
+            tracing::error!(repo = %name, restored = short(&deployed), "{text}");
+            shared.store().with_transaction(|s| {
+                s.fail_deployment(restore, changed, &text, step)?;
+                s.mark_failed(id, &text)
+            })?;
+            shared.emit(
+                NewEvent::new(name, EventKind::DeployFailed, text.clone())
+                    .commit(&deployed)
+                    .field("trigger", Trigger::AutoRollback.as_str())
+                    .field("failed_commit", failed)
+                    .field("deployment", restore)
+                    .field("step", step)
+                    .field("duration_ms", started.elapsed().as_millis() as u64),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The restored services' health gate, with the restored commit's gate
+/// settings (read from the clone, which holds its tree again).
+async fn gate(
+    shared: &Shared,
+    task: &RepoTask,
+    project: &str,
+    records: &BTreeMap<String, crate::record::ServiceRecord>,
+    changed: &[String],
+    swarm: bool,
+    applied_ms: i64,
+) -> Result<(), String> {
+    let settings = match crate::desired::kedge_yaml::load(
+        &task.git.clone,
+        &crate::process::repo_env,
+    ) {
+        Ok(k) => k.gate,
+        Err(e) => {
+            tracing::warn!(repo = %task.repo.name, "cannot read the restored kedge.yaml, gating with the defaults: {}", error_chain(&e));
+            Default::default()
+        }
+    };
+    if !settings.wait || task.skip_gate {
+        return Ok(());
+    }
+    let specs: Vec<&ServiceSpec> = changed
+        .iter()
+        .filter_map(|s| records.get(s).map(|r| &r.spec))
+        .collect();
+    let watched = if swarm {
+        super::swarm::watch(shared, project, &specs, &settings, applied_ms).await
+    } else {
+        super::gate::watch(&shared.engine, project, &specs, &settings, applied_ms).await
+    };
+    watched.map(drop).map_err(|f| error_chain(&f))
+}
+
+/// How often a restore is tried before it is given up.
+const RESTORE_ATTEMPTS: u32 = 3;
