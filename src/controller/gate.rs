@@ -101,7 +101,7 @@ pub async fn watch(
             return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None));
         }
     };
-    let mut died: BTreeMap<String, i64> = BTreeMap::new();
+    let mut seen = Seen::default();
     let mut looks = 0u32;
     loop {
         looks += 1;
@@ -110,6 +110,38 @@ pub async fn watch(
             Ok(i) => i,
             Err(e) => return Err(failure(vec![(ENGINE.into(), e)], None)),
         };
+        // A container stopped through the engine (`docker stop`, `docker
+        // kill`) during the gate is drift, not the commit's verdict: heals
+        // wait while a deployment is gated, so the gate starts it again.
+        let mut restarted = false;
+        for (_, c) in &inspected {
+            if !matches!(c.state.as_str(), "exited" | "dead") || !seen.stopped_by_hand(&c.id) {
+                continue;
+            }
+            let starts = seen.restarts.entry(c.id.clone()).or_default();
+            *starts += 1;
+            if *starts > MAX_GATE_STARTS {
+                return Err(failure(
+                    vec![(
+                        service_of(&inspected, &c.id),
+                        format!(
+                            "{} was stopped through the engine {MAX_GATE_STARTS} times during the health gate",
+                            c.name
+                        ),
+                    )],
+                    None,
+                ));
+            }
+            tracing::info!(%project, container = %c.name, "stopped through the engine during the health gate: starting it again");
+            if let Err(e) = crate::apply::engine::start(engine, &c.id).await {
+                tracing::warn!(container = %c.name, "cannot start it: {}", error_chain(&e));
+            }
+            restarted = true;
+        }
+        if restarted {
+            continue;
+        }
+        let died = &seen.died;
         let mut failed = Vec::new();
         let mut pending = Vec::new();
         let mut wake: Option<i64> = None;
@@ -128,7 +160,7 @@ pub async fn watch(
                 ),
                 containers: mine.clone(),
             };
-            match verdict(&service, &died, now, gate.stable_for) {
+            match verdict(&service, died, now, gate.stable_for) {
                 Verdict::Up => {}
                 Verdict::Failed { why } => failed.push((spec.name.clone(), why, mine)),
                 Verdict::Pending { until, why } => {
@@ -141,7 +173,7 @@ pub async fn watch(
         }
         tracing::debug!(%project, looks, failed = failed.len(), pending = pending.len(), "health gate look");
         if !failed.is_empty() {
-            return Err(failure(with_logs(engine, failed, &died).await, None));
+            return Err(failure(with_logs(engine, failed, died).await, None));
         }
         if pending.is_empty() {
             let took = started.elapsed();
@@ -150,7 +182,7 @@ pub async fn watch(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(failure(
-                with_logs(engine, pending, &died).await,
+                with_logs(engine, pending, died).await,
                 Some(gate.timeout),
             ));
         }
@@ -166,10 +198,10 @@ pub async fn watch(
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(event)) => {
-                    note(&mut died, event, applied_ms);
+                    seen.note(event, applied_ms);
                     // A burst (die, then restart): take what is there already.
                     while let Some(Some(Ok(event))) = futures_util::FutureExt::now_or_never(events.next()) {
-                        note(&mut died, event, applied_ms);
+                        seen.note(event, applied_ms);
                     }
                 }
                 Some(Err(e)) => return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None)),
@@ -180,21 +212,63 @@ pub async fn watch(
     }
 }
 
-/// Regression: a container the engine killed on its way down (137), then
-/// started again by the retried deployment's `up`, failed that deployment's
-/// gate: a death from before the apply began was counted.
-fn note(
-    died: &mut BTreeMap<String, i64>,
-    event: crate::observe::health::ContainerEvent,
-    applied_ms: i64,
-) {
-    tracing::debug!(container = %event.id, action = %event.action, "gate: engine event");
-    if event.action == "die"
-        && event.at_ms.is_none_or(|at| at >= applied_ms)
-        && let Some(code) = event.exit_code.filter(|c| *c != 0)
-    {
-        died.insert(event.id, code);
+/// How often the gate starts one container stopped by hand before it
+/// gives up on it.
+const MAX_GATE_STARTS: u32 = 3;
+
+/// What the engine reported during the gate.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Non-zero exits of the process itself, by container id.
+    died: BTreeMap<String, i64>,
+    /// Containers sent a signal through the engine (`kill`, which `docker
+    /// stop` sends too) and not started since: their exit is not theirs.
+    killed: BTreeSet<String>,
+    /// How often the gate started each of those again.
+    restarts: BTreeMap<String, u32>,
+}
+
+impl Seen {
+    /// Regression: a container the engine killed on its way down (137), then
+    /// started again by the retried deployment's `up`, failed that
+    /// deployment's gate: a death from before the apply began was counted.
+    /// Regression: `docker stop` of a service during a first deployment's
+    /// gate failed the deployment ("exited with code 143") and left the
+    /// stack stopped: a death that follows a kill through the engine is
+    /// not the process's own.
+    fn note(&mut self, event: crate::observe::health::ContainerEvent, applied_ms: i64) {
+        tracing::debug!(container = %event.id, action = %event.action, "gate: engine event");
+        if event.at_ms.is_some_and(|at| at < applied_ms) {
+            return;
+        }
+        match event.action.as_str() {
+            "kill" | "stop" => {
+                self.killed.insert(event.id);
+            }
+            "start" => {
+                self.killed.remove(&event.id);
+            }
+            "die" if !self.killed.contains(&event.id) => {
+                if let Some(code) = event.exit_code.filter(|c| *c != 0) {
+                    self.died.insert(event.id, code);
+                }
+            }
+            _ => {}
+        }
     }
+
+    fn stopped_by_hand(&self, id: &str) -> bool {
+        self.killed.contains(id)
+    }
+}
+
+/// The service a gated container belongs to.
+fn service_of(inspected: &[(String, Inspected)], id: &str) -> String {
+    inspected
+        .iter()
+        .find(|(_, c)| c.id == id)
+        .map(|(s, _)| s.clone())
+        .unwrap_or_default()
 }
 
 /// The gated services' containers, inspected: (service, container).
@@ -267,6 +341,7 @@ fn containers_fine(why: &str, container: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::health::ContainerEvent;
 
     /// Regression: an engine restart during the gate failed the commit for
     /// good ("health gate failed: (engine): cannot list the containers"),
@@ -286,21 +361,43 @@ mod tests {
         assert!(!failure(vec![(ENGINE, "x"), ("web", "y")]).engine_lost());
     }
 
+    fn event(action: &str, at_ms: Option<i64>, exit_code: Option<i64>) -> ContainerEvent {
+        ContainerEvent {
+            id: "c1".into(),
+            action: action.into(),
+            exit_code,
+            at_ms,
+        }
+    }
+
     #[test]
     fn deaths_before_the_apply_are_not_the_deployments() {
-        let event = |at_ms| crate::observe::health::ContainerEvent {
-            id: "c1".into(),
-            action: "die".into(),
-            exit_code: Some(137),
-            at_ms,
-        };
-        let mut died = BTreeMap::new();
-        note(&mut died, event(Some(999)), 1_000);
-        assert!(died.is_empty());
-        note(&mut died, event(Some(1_000)), 1_000);
-        assert_eq!(died.get("c1"), Some(&137));
-        let mut died = BTreeMap::new();
-        note(&mut died, event(None), 1_000);
-        assert_eq!(died.len(), 1, "an event without a time counts");
+        let mut seen = Seen::default();
+        seen.note(event("die", Some(999), Some(137)), 1_000);
+        assert!(seen.died.is_empty());
+        seen.note(event("die", Some(1_000), Some(137)), 1_000);
+        assert_eq!(seen.died.get("c1"), Some(&137));
+        let mut seen = Seen::default();
+        seen.note(event("die", None, Some(137)), 1_000);
+        assert_eq!(seen.died.len(), 1, "an event without a time counts");
+    }
+
+    #[test]
+    fn a_stop_through_the_engine_is_not_the_process_dying() {
+        let mut seen = Seen::default();
+        seen.note(event("kill", Some(1_500), None), 1_000);
+        seen.note(event("die", Some(1_600), Some(143)), 1_000);
+        assert!(seen.died.is_empty(), "{seen:?}");
+        assert!(seen.stopped_by_hand("c1"));
+        // Started again: a later exit of its own counts.
+        seen.note(event("start", Some(1_700), None), 1_000);
+        assert!(!seen.stopped_by_hand("c1"));
+        seen.note(event("die", Some(1_800), Some(1)), 1_000);
+        assert_eq!(seen.died.get("c1"), Some(&1));
+        // A kill from before the apply says nothing about this gate.
+        let mut seen = Seen::default();
+        seen.note(event("kill", Some(900), None), 1_000);
+        seen.note(event("die", Some(1_100), Some(137)), 1_000);
+        assert_eq!(seen.died.get("c1"), Some(&137));
     }
 }

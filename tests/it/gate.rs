@@ -626,3 +626,41 @@ fn a_restore_that_fails_its_own_gate_is_recorded_failed_and_said_plainly() {
     let last_error = status["last_error"].as_str().unwrap_or_default();
     assert!(last_error.contains("did not come up either"), "{status}");
 }
+
+/// Regression: `docker stop` of a service within `stable_for` of a first
+/// deployment failed it ("exited with code 143 … nothing to roll back to")
+/// and the stack then stayed stopped: no heal, no retry. A stop through
+/// the engine is drift: the gate starts the container again and the
+/// deployment succeeds.
+#[test]
+fn docker_stop_during_a_first_deployments_gate_is_healed_and_the_deployment_succeeds() {
+    let s = Stack::new(
+        "gatestop",
+        &[
+            (
+                "compose.yaml",
+                &compose(&[service("web", IMAGE_1, ""), service("api", IMAGE_1, "")]),
+            ),
+            (
+                "kedge.yaml",
+                &gate_yaml("").replace("stable_for: 1s", "stable_for: 4s"),
+            ),
+        ],
+    );
+    let c1 = s.remote.remote_head();
+    let _serve = s.kedge.serve_debug(&["serve", "--poll-interval", "300ms"]);
+    let web = wait_for(60, "web running in the gate", || {
+        let m = s.running();
+        let in_gate = deployments_of(&s, &c1).first()?["status"] == "in_progress";
+        (in_gate && m.len() == 2).then(|| m["web"].id.clone())
+    });
+    docker_ok(&["stop", "-t", "1", &web]);
+    let deployment = wait_for(60, "the first deployment finished", || {
+        let d = deployments_of(&s, &c1).first()?.clone();
+        (d["status"] != "in_progress").then_some(d)
+    });
+    assert_eq!(deployment["status"], "success", "{deployment}");
+    let now = s.running();
+    assert_eq!(now["web"].id, web, "the same container runs again");
+    assert_eq!(s.status()["sync_state"], "synced");
+}
