@@ -1,15 +1,21 @@
 //! controller: the branch head as the commands that report it see it.
-//! `status` and `diff` read it the same way, so they never disagree: the
-//! head a running `serve` checked within two poll intervals, else the
-//! remote asked now (and what it said stored for the next reader).
+//! `status`, `diff`, the API and the dashboard read it the same way, so
+//! they never disagree. With `serve` running, a read is its last check as
+//! stored, failed or not: a read never waits for the network, however many
+//! come in (serve's task is the one check in flight). Without `serve`, the
+//! remote is asked now, bounded by `git.timeout`, one check per repository
+//! in flight whoever asks, and what it said stored for the next reader.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use serde::Serialize;
 
 use super::Shared;
 use crate::error_chain;
-use crate::record::{RepoState, now_ms};
+use crate::record::RepoState;
 use crate::short;
 use crate::source::git::Repository;
 
@@ -24,15 +30,8 @@ pub struct RemoteHead {
     pub refused: bool,
 }
 
-/// Whether `serve` keeps this head fresh: it owns the data directory and
-/// checked within two poll intervals.
-fn served_fresh(shared: &Shared, state: &RepoState) -> bool {
-    let Some(checked) = state.checked_at else {
-        return false;
-    };
-    let age = Duration::from_millis(now_ms().saturating_sub(checked).max(0) as u64);
-    age <= shared.settings.poll_interval * 2 && shared.serve_running()
-}
+/// What `serve` has not yet found out, for `diff` to say.
+const NOT_CHECKED_YET: &str = "serve has not finished a check of the remote yet";
 
 /// The branch head for a report: see the module comment.
 pub async fn current_head(
@@ -41,15 +40,11 @@ pub async fn current_head(
     repo_id: i64,
     state: &RepoState,
 ) -> RemoteHead {
-    if served_fresh(shared, state) && state.remote_head.is_some() {
-        return RemoteHead {
-            head: state.remote_head.clone(),
-            error: None,
-            live: false,
-            refused: state.access_refused,
-        };
+    if shared.serve_running() {
+        return stored(state);
     }
-    match git.remote_head().await {
+    let checked = check_once(git).await;
+    match checked.head {
         Ok(head) => {
             let news = state.remote_head.as_deref() != Some(head.as_str())
                 || state.remote_failing()
@@ -64,13 +59,85 @@ pub async fn current_head(
                 refused: false,
             }
         }
-        Err(e) => RemoteHead {
+        Err(error) => RemoteHead {
             head: state.remote_head.clone(),
-            error: Some(error_chain(&e)),
+            error: Some(error),
             live: true,
-            refused: e.is_refusal(),
+            refused: checked.refused,
         },
     }
+}
+
+/// `serve`'s last check as stored: a failure is as good an answer as a head.
+fn stored(state: &RepoState) -> RemoteHead {
+    let error = if state.checked_at.is_none() {
+        Some(NOT_CHECKED_YET.to_string())
+    } else if state.remote_failing() {
+        Some(
+            state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the last check of the remote failed".into()),
+        )
+    } else {
+        None
+    };
+    RemoteHead {
+        head: state.remote_head.clone(),
+        error,
+        live: false,
+        refused: state.access_refused,
+    }
+}
+
+/// One check's outcome, shared by everyone who waited for it.
+#[derive(Debug, Clone)]
+struct Checked {
+    head: Result<String, String>,
+    refused: bool,
+}
+
+type Check = SharedFuture<BoxFuture<'static, Checked>>;
+
+/// The checks in flight, by clone directory (one per repository).
+static IN_FLIGHT: LazyLock<Mutex<HashMap<PathBuf, Check>>> = LazyLock::new(Default::default);
+
+fn in_flight() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Check>> {
+    IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks the remote for the branch head, joining a check of the same
+/// repository already in flight instead of starting another. The check
+/// runs as a task of its own: a caller that goes away (a closed HTTP
+/// request) neither kills it nor leaves the next caller a second one.
+async fn check_once(git: &Repository) -> Checked {
+    let key = git.clone.clone();
+    let check = {
+        let mut checks = in_flight();
+        checks
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let git = git.clone();
+                let task = tokio::spawn(async move {
+                    let head = git.remote_head().await;
+                    in_flight().remove(&key);
+                    Checked {
+                        refused: head.as_ref().is_err_and(|e| e.is_refusal()),
+                        head: head.map_err(|e| error_chain(&e)),
+                    }
+                });
+                async move {
+                    task.await.unwrap_or_else(|_| Checked {
+                        head: Err("the check of the remote stopped".into()),
+                        refused: false,
+                    })
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    check.await
 }
 
 /// A rollback pin as `status` and `diff` show it.
