@@ -196,6 +196,56 @@ mod tests {
         }
     }
 
+    /// This process's own children whose command line names `port`.
+    fn git_children(port: u16) -> usize {
+        let (me, needle) = (std::process::id(), format!("127.0.0.1:{port}"));
+        let parent = format!("PPid:\t{me}\n");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    && std::fs::read_to_string(p.path().join("status"))
+                        .is_ok_and(|s| s.contains(&parent))
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_checks_of_one_repository_run_one_git() {
+        // Connections queue in the backlog and are never answered: every
+        // check hangs until its timeout.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let git = Repository::new(
+            &format!("http://127.0.0.1:{port}/app.git"),
+            "main",
+            dir.path().join("clone"),
+        )
+        .with_timeout(std::time::Duration::from_secs(3));
+        let checks = tokio::spawn({
+            let git = git.clone();
+            async move {
+                let checks = (0..20).map(|_| check_once(&git));
+                futures_util::future::join_all(checks).await
+            }
+        });
+        let mut most = 0;
+        while !checks.is_finished() {
+            most = most.max(git_children(port));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let results = checks.await.unwrap();
+        assert_eq!(most, 1, "git processes at once");
+        let first = &results[0].head;
+        assert!(first.is_err(), "{first:?}");
+        assert!(results.iter().all(|r| &r.head == first), "{results:?}");
+        // Done: the next check is a new one.
+        assert!(in_flight().get(&git.clone).is_none());
+    }
+
     #[test]
     fn a_pin_holds_until_the_branch_moves() {
         assert_eq!(PinView::new(&RepoState::default(), Some("c2")), None);
