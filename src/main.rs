@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     match kedge::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote a remote, compose or a commit: no control
+            // character of theirs reaches the terminal.
+            eprintln!("error: {}", kedge::cli::output::lines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::output::{Table, local_time};
+use super::output::{Table, local_time, one_line};
 use super::{Ctx, block_on};
 use crate::events::Event;
 use crate::ops::events::{EventsRequest, Since};
@@ -70,9 +70,9 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 fn row(e: &Event) -> [String; 5] {
     [
         local_time(e.time),
-        e.repo.clone(),
+        one_line(&e.repo).into_owned(),
         e.kind.to_string(),
-        e.service.clone().unwrap_or_else(|| "-".into()),
-        e.message.lines().next().unwrap_or_default().to_string(),
+        one_line(e.service.as_deref().unwrap_or("-")).into_owned(),
+        one_line(e.message.lines().next().unwrap_or_default()).into_owned(),
     ]
 }

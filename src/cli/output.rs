@@ -1,6 +1,8 @@
 //! How read commands speak: aligned text tables for people, one JSON
 //! document on stdout for programs.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use serde::Serialize;
@@ -37,8 +39,15 @@ impl Table {
         }
     }
 
+    /// Cells are shown on one line, control characters escaped: they may
+    /// come from commit messages, remotes and containers.
     pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
-        self.rows.push(cells.into_iter().map(Into::into).collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| one_line(&c.into()).into_owned())
+                .collect(),
+        );
     }
 
     pub fn render(&self) -> String {
@@ -68,6 +77,47 @@ impl Table {
 
 pub use crate::time::{local_time, rfc3339};
 
+/// Text from outside Kedge (commit messages, errors, event messages, names
+/// and images) for one line of text output: every control character (C0,
+/// DEL, C1) escaped, newlines included, so that none reaches the terminal
+/// (`ESC]0;…` retitles it, `ESC[2J` clears it). JSON output needs none of
+/// this: JSON escapes them itself.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    escape(text, false)
+}
+
+/// The same for text printed over several lines: newlines are kept.
+pub fn lines(text: &str) -> Cow<'_, str> {
+    escape(text, true)
+}
+
+fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let shown = |c: char| !is_control(c) || (keep_newlines && c == '\n');
+    if text.chars().all(shown) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if shown(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +133,41 @@ mod tests {
              abc1234   success   2024-01-15 10:30:00\n\
              ghi9012   failed    2024-01-14 12:00:00\n"
         );
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        for (text, line, multi) in [
+            ("plain text", "plain text", "plain text"),
+            ("ünïcode ✓", "ünïcode ✓", "ünïcode ✓"),
+            ("a\\b", "a\\b", "a\\b"),
+            (
+                "\x1b]0;owned\x07",
+                "\\x1b]0;owned\\x07",
+                "\\x1b]0;owned\\x07",
+            ),
+            ("\x1b[2Jclear", "\\x1b[2Jclear", "\\x1b[2Jclear"),
+            ("one\ntwo", "one\\ntwo", "one\ntwo"),
+            ("cr\rtab\t", "cr\\rtab\\t", "cr\\rtab\\t"),
+            ("\0nul\x7f", "\\x00nul\\x7f", "\\x00nul\\x7f"),
+            (
+                "c1\u{9b}2J\u{85}",
+                "c1\\u{9b}2J\\u{85}",
+                "c1\\u{9b}2J\\u{85}",
+            ),
+            ("\u{a0}nbsp", "\u{a0}nbsp", "\u{a0}nbsp"),
+        ] {
+            assert_eq!(one_line(text), line, "{text:?}");
+            assert_eq!(lines(text), multi, "{text:?}");
+        }
+        assert!(matches!(one_line("clean"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn table_cells_are_escaped() {
+        let mut t = Table::new(["A", "B"]);
+        t.row(["\x1b[2J", "x\ny"]);
+        assert_eq!(t.render(), "A         B\n\\x1b[2J   x\\ny\n");
     }
 
     #[test]

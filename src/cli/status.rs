@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{Table, local_time, print_json};
+use super::output::{Table, local_time, one_line, print_json};
 use super::{Ctx, block_on};
 use crate::ops::status::RepoStatus;
 use crate::short;
@@ -71,7 +71,7 @@ fn print_text(statuses: &[RepoStatus]) {
         }
         println!("  Sync state:  {}", s.sync_state);
         if let Some(r) = &s.auto_rollback {
-            println!("  Rolled back: {}", r.text);
+            println!("  Rolled back: {}", one_line(&r.text));
         }
         if let Some(d) = &s.last_deployment {
             let at = chrono::DateTime::parse_from_rfc3339(&d.deployed_at)
@@ -86,10 +86,14 @@ fn print_text(statuses: &[RepoStatus]) {
         }
         println!(
             "  Last error:  {}",
-            last_error_text(s, crate::time::now_ms())
+            one_line(&last_error_text(s, crate::time::now_ms()))
         );
         for d in &s.drifts {
-            println!("  Drift:       {}: {}", d.service(), d.describe());
+            println!(
+                "  Drift:       {}: {}",
+                one_line(d.service()),
+                one_line(&d.describe())
+            );
         }
         if !s.services.is_empty() {
             let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
@@ -112,8 +116,8 @@ fn print_text(statuses: &[RepoStatus]) {
                     "    {}  {:<16} {:<10} {}",
                     local_time(e.time),
                     e.kind,
-                    e.service.as_deref().unwrap_or("-"),
-                    e.message
+                    one_line(e.service.as_deref().unwrap_or("-")),
+                    one_line(&e.message)
                 );
             }
         }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::print_json;
+use super::output::{one_line, print_json};
 use super::{Ctx, block_on};
 use crate::short;
 
@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         } else {
             "Healed"
         };
-        println!("{verb}: {heal}");
+        println!("{verb}: {}", one_line(heal));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -292,7 +292,7 @@ pub async fn apply_rendered(
             } else if let (true, Some(deployed)) = (decision.restore_checkout, &deployed) {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
-                    Ok(()) => restore_settings(shared, task, desired),
+                    Ok(()) => restore_settings(shared, task, desired).await,
                     Err(e) => tracing::warn!(
                         repo = %name,
                         "cannot restore the deployed checkout: {}",
@@ -358,9 +358,9 @@ pub async fn apply_rendered(
 /// steer the restore or the drift checks after it (a failed switch to
 /// `target: swarm` would have them look for a stack). The mode stays the
 /// last rendered one, as `repo list` shows it.
-fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
+async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
     let name = &task.repo.name;
-    match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env) {
+    match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
             deployed.mode = failed.kedge.mode;
             if let Err(e) = shared.store().set_rendered(task.repo.id, &deployed) {

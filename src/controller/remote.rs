@@ -1,15 +1,21 @@
 //! controller: the branch head as the commands that report it see it.
-//! `status` and `diff` read it the same way, so they never disagree: the
-//! head a running `serve` checked within two poll intervals, else the
-//! remote asked now (and what it said stored for the next reader).
+//! `status`, `diff`, the API and the dashboard read it the same way, so
+//! they never disagree. With `serve` running, a read is its last check as
+//! stored, failed or not: a read never waits for the network, however many
+//! come in (serve's task is the one check in flight). Without `serve`, the
+//! remote is asked now, bounded by `git.timeout`, one check per repository
+//! in flight whoever asks, and what it said stored for the next reader.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use serde::Serialize;
 
 use super::Shared;
 use crate::error_chain;
-use crate::record::{RepoState, now_ms};
+use crate::record::RepoState;
 use crate::short;
 use crate::source::git::Repository;
 
@@ -24,15 +30,8 @@ pub struct RemoteHead {
     pub refused: bool,
 }
 
-/// Whether `serve` keeps this head fresh: it owns the data directory and
-/// checked within two poll intervals.
-fn served_fresh(shared: &Shared, state: &RepoState) -> bool {
-    let Some(checked) = state.checked_at else {
-        return false;
-    };
-    let age = Duration::from_millis(now_ms().saturating_sub(checked).max(0) as u64);
-    age <= shared.settings.poll_interval * 2 && shared.serve_running()
-}
+/// What `serve` has not yet found out, for `diff` to say.
+const NOT_CHECKED_YET: &str = "serve has not finished a check of the remote yet";
 
 /// The branch head for a report: see the module comment.
 pub async fn current_head(
@@ -41,15 +40,11 @@ pub async fn current_head(
     repo_id: i64,
     state: &RepoState,
 ) -> RemoteHead {
-    if served_fresh(shared, state) && state.remote_head.is_some() {
-        return RemoteHead {
-            head: state.remote_head.clone(),
-            error: None,
-            live: false,
-            refused: state.access_refused,
-        };
+    if shared.serve_running() {
+        return stored(state);
     }
-    match git.remote_head().await {
+    let checked = check_once(git).await;
+    match checked.head {
         Ok(head) => {
             let news = state.remote_head.as_deref() != Some(head.as_str())
                 || state.remote_failing()
@@ -64,13 +59,85 @@ pub async fn current_head(
                 refused: false,
             }
         }
-        Err(e) => RemoteHead {
+        Err(error) => RemoteHead {
             head: state.remote_head.clone(),
-            error: Some(error_chain(&e)),
+            error: Some(error),
             live: true,
-            refused: e.is_refusal(),
+            refused: checked.refused,
         },
     }
+}
+
+/// `serve`'s last check as stored: a failure is as good an answer as a head.
+fn stored(state: &RepoState) -> RemoteHead {
+    let error = if state.checked_at.is_none() {
+        Some(NOT_CHECKED_YET.to_string())
+    } else if state.remote_failing() {
+        Some(
+            state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the last check of the remote failed".into()),
+        )
+    } else {
+        None
+    };
+    RemoteHead {
+        head: state.remote_head.clone(),
+        error,
+        live: false,
+        refused: state.access_refused,
+    }
+}
+
+/// One check's outcome, shared by everyone who waited for it.
+#[derive(Debug, Clone)]
+struct Checked {
+    head: Result<String, String>,
+    refused: bool,
+}
+
+type Check = SharedFuture<BoxFuture<'static, Checked>>;
+
+/// The checks in flight, by clone directory (one per repository).
+static IN_FLIGHT: LazyLock<Mutex<HashMap<PathBuf, Check>>> = LazyLock::new(Default::default);
+
+fn in_flight() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Check>> {
+    IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks the remote for the branch head, joining a check of the same
+/// repository already in flight instead of starting another. The check
+/// runs as a task of its own: a caller that goes away (a closed HTTP
+/// request) neither kills it nor leaves the next caller a second one.
+async fn check_once(git: &Repository) -> Checked {
+    let key = git.clone.clone();
+    let check = {
+        let mut checks = in_flight();
+        checks
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let git = git.clone();
+                let task = tokio::spawn(async move {
+                    let head = git.remote_head().await;
+                    in_flight().remove(&key);
+                    Checked {
+                        refused: head.as_ref().is_err_and(|e| e.is_refusal()),
+                        head: head.map_err(|e| error_chain(&e)),
+                    }
+                });
+                async move {
+                    task.await.unwrap_or_else(|_| Checked {
+                        head: Err("the check of the remote stopped".into()),
+                        refused: false,
+                    })
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    check.await
 }
 
 /// A rollback pin as `status` and `diff` show it.
@@ -127,6 +194,56 @@ mod tests {
             pinned_at_head: Some(at_head.into()),
             ..Default::default()
         }
+    }
+
+    /// This process's own children whose command line names `port`.
+    fn git_children(port: u16) -> usize {
+        let (me, needle) = (std::process::id(), format!("127.0.0.1:{port}"));
+        let parent = format!("PPid:\t{me}\n");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    && std::fs::read_to_string(p.path().join("status"))
+                        .is_ok_and(|s| s.contains(&parent))
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_checks_of_one_repository_run_one_git() {
+        // Connections queue in the backlog and are never answered: every
+        // check hangs until its timeout.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let git = Repository::new(
+            &format!("http://127.0.0.1:{port}/app.git"),
+            "main",
+            dir.path().join("clone"),
+        )
+        .with_timeout(std::time::Duration::from_secs(3));
+        let checks = tokio::spawn({
+            let git = git.clone();
+            async move {
+                let checks = (0..20).map(|_| check_once(&git));
+                futures_util::future::join_all(checks).await
+            }
+        });
+        let mut most = 0;
+        while !checks.is_finished() {
+            most = most.max(git_children(port));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let results = checks.await.unwrap();
+        assert_eq!(most, 1, "git processes at once");
+        let first = &results[0].head;
+        assert!(first.is_err(), "{first:?}");
+        assert!(results.iter().all(|r| &r.head == first), "{results:?}");
+        // Done: the next check is a new one.
+        assert!(in_flight().get(&git.clone).is_none());
     }
 
     #[test]

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::contained::{self, ContainedError};
 use crate::config::interpolate::Env;
 use crate::config::schema::{SchemaError, Section};
 use crate::config::yaml;
 
 pub const FILE_NAME: &str = "kedge.yaml";
+/// A larger `kedge.yaml` is refused unread: a few keys need a few hundred bytes.
+pub const MAX_SIZE: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -166,30 +169,48 @@ impl KedgeYaml {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KedgeYamlError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Not a regular file of the checkout, or over `MAX_SIZE`.
+    #[error(transparent)]
+    Read(#[from] ContainedError),
     #[error("invalid {FILE_NAME}")]
     Invalid(#[source] SchemaError),
     /// The parser's resource budget ran out: an alias bomb or a huge file.
     #[error("{FILE_NAME} is too large or too deeply aliased")]
     TooLarge,
+    #[error("{FILE_NAME} is not UTF-8 text")]
+    NotText,
+    #[error("cannot read {FILE_NAME}: the reading task failed")]
+    Task,
 }
 
-/// Reads `kedge.yaml` from a checkout; a repository without one gets the defaults.
-pub fn load(repo_dir: &Path, env: Env) -> Result<KedgeYaml, KedgeYamlError> {
-    let path = repo_dir.join(FILE_NAME);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text, env).map_err(|e| match e {
-            SchemaError::Syntax(s) if s.exhausted => KedgeYamlError::TooLarge,
-            e => KedgeYamlError::Invalid(e),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KedgeYaml::default()),
-        Err(source) => Err(KedgeYamlError::Read { path, source }),
-    }
+/// Reads `kedge.yaml` from a checkout, on the blocking pool; a repository
+/// without one gets the defaults. Only a regular file of the repository
+/// of at most `MAX_SIZE` bytes is read (see `desired::contained`).
+pub async fn load(repo_dir: &Path, env: Env<'_>) -> Result<KedgeYaml, KedgeYamlError> {
+    let dir = repo_dir.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || read(&dir))
+        .await
+        .map_err(|_| KedgeYamlError::Task)??;
+    from_text(text.as_deref(), env)
+}
+
+fn read(repo_dir: &Path) -> Result<Option<String>, KedgeYamlError> {
+    let Some(bytes) = contained::read(repo_dir, Path::new(FILE_NAME), MAX_SIZE)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| KedgeYamlError::NotText)
+}
+
+fn from_text(text: Option<&str>, env: Env<'_>) -> Result<KedgeYaml, KedgeYamlError> {
+    let Some(text) = text else {
+        return Ok(KedgeYaml::default());
+    };
+    parse(text, env).map_err(|e| match e {
+        SchemaError::Syntax(s) if s.exhausted => KedgeYamlError::TooLarge,
+        e => KedgeYamlError::Invalid(e),
+    })
 }
 
 pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
@@ -518,23 +539,51 @@ mod tests {
     fn an_alias_bomb_is_refused_in_plain_words() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), alias_bomb()).unwrap();
-        let err = load(dir.path(), &env).unwrap_err();
+        let err = load_now(dir.path()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "kedge.yaml is too large or too deeply aliased"
         );
     }
 
+    fn load_now(dir: &Path) -> Result<KedgeYaml, KedgeYamlError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(load(dir, &env))
+    }
+
+    #[test]
+    fn a_kedge_yaml_linked_out_of_the_repository_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "docker: [root-only content]\n").unwrap();
+        std::os::unix::fs::symlink(&secret, repo.join(FILE_NAME)).unwrap();
+        let err = load_now(&repo).unwrap_err();
+        assert_eq!(
+            crate::error_chain(&err),
+            "kedge.yaml leads outside the repository"
+        );
+        std::fs::remove_file(repo.join(FILE_NAME)).unwrap();
+        std::fs::write(repo.join(FILE_NAME), vec![b'#'; MAX_SIZE as usize + 1]).unwrap();
+        assert_eq!(
+            load_now(&repo).unwrap_err().to_string(),
+            "kedge.yaml is over the limit of 1048576 bytes"
+        );
+    }
+
     #[test]
     fn missing_file_means_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(dir.path(), &env).unwrap(), KedgeYaml::default());
+        assert_eq!(load_now(dir.path()).unwrap(), KedgeYaml::default());
         std::fs::write(
             dir.path().join(FILE_NAME),
             "reconciliation:\n  mode: notify\n",
         )
         .unwrap();
-        assert_eq!(load(dir.path(), &env).unwrap().mode, Mode::Notify);
+        assert_eq!(load_now(dir.path()).unwrap().mode, Mode::Notify);
     }
 
     #[test]

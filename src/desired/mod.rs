@@ -1,5 +1,6 @@
 //! desired: what Git says should run. Stage two of the flow
 //! (source → **desired** → observe → plan → apply → record).
 
+pub mod contained;
 pub mod kedge_yaml;
 pub mod render;

@@ -33,6 +33,8 @@ pub enum RenderError {
     },
     #[error("compose file {file} leads outside the repository (to {})", target.display())]
     OutsideRepository { file: String, target: PathBuf },
+    #[error("compose file {file} is not a regular file")]
+    NotAFile { file: String },
     #[error(
         "compose file {file} is {size} bytes, over the limit of {limit} bytes (render.max_compose_size)"
     )]
@@ -119,7 +121,7 @@ pub async fn render(
     env: Env<'_>,
     max_compose_size: u64,
 ) -> Result<Desired, RenderError> {
-    let kedge = kedge_yaml::load(checkout, env)?;
+    let kedge = kedge_yaml::load(checkout, env).await?;
     let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
         compose::discover_files(checkout).ok_or(RenderError::NoComposeFile)?
     } else {
@@ -156,8 +158,8 @@ pub async fn render(
 }
 
 /// Every compose file must be a file of the repository: its real path
-/// (symlinks resolved) inside the checkout, and no larger than the limit,
-/// checked before compose reads it.
+/// (symlinks resolved) inside the checkout, a regular file, and no larger
+/// than the limit, checked before compose reads it.
 fn check_compose_files(checkout: &Path, files: &[PathBuf], limit: u64) -> Result<(), RenderError> {
     let name = |f: &Path| f.to_string_lossy().into_owned();
     let root = checkout
@@ -185,12 +187,14 @@ fn check_compose_files(checkout: &Path, files: &[PathBuf], limit: u64) -> Result
                 target: real,
             });
         }
-        let size = std::fs::metadata(&real)
-            .map_err(|source| RenderError::ResolveComposeFile {
-                file: name(f),
-                source,
-            })?
-            .len();
+        let meta = std::fs::metadata(&real).map_err(|source| RenderError::ResolveComposeFile {
+            file: name(f),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(RenderError::NotAFile { file: name(f) });
+        }
+        let size = meta.len();
         if size > limit {
             return Err(RenderError::TooLarge {
                 file: name(f),

@@ -146,6 +146,7 @@ impl Ops {
                 Some(project) => project,
                 // Never deployed: the name kedge.yaml would give it.
                 None => kedge_yaml::load(&clone, &crate::process::repo_env)
+                    .await
                     .map_err(|source| OpsError::Project {
                         repo: repo.name.clone(),
                         source,

@@ -556,12 +556,26 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Git without prompts, pagers or the user's global settings getting in the way.
+/// The transports git may use, for every git child: `ext::` (runs a
+/// command), `fd::` and any other remote helper are refused by git itself,
+/// whatever a stored URL or a config file says.
+pub const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
+
+/// Git without prompts, pagers or settings from outside Kedge getting in
+/// the way: neither the system's `/etc/gitconfig` nor the user's
+/// `~/.gitconfig` (or `$XDG_CONFIG_HOME/git/config`) is read, so an
+/// `insteadOf` rewrite, a credential helper or `protocol.ext.allow` there
+/// changes nothing; nor do `-c` settings passed down in the environment.
 fn git_cmd() -> Cmd {
     let cmd = Cmd::new("git")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_PAGER", "cat")
         .env("LC_ALL", "C")
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_PARAMETERS", "")
+        .env("GIT_CONFIG_COUNT", "0")
         .timeout(GIT_TIMEOUT);
     // An operator's own ssh command wins; otherwise never wait for a passphrase.
     if std::env::var_os("GIT_SSH_COMMAND").is_some() {

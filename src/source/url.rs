@@ -23,6 +23,13 @@ pub enum UrlError {
         "cannot parse repository URL {0:?}: a file:// URL needs an absolute path (file:///srv/app.git)"
     )]
     RelativeFileUrl(String),
+    /// `<transport>::<address>` hands the address to git's remote helper
+    /// `git-remote-<transport>`: `ext::` runs a command, `fd::` reads a
+    /// descriptor. Never a repository Kedge should reach.
+    #[error(
+        "cannot use repository URL {url:?}: `{helper}::` asks git for a remote helper, which Kedge does not allow (use https://, http://, ssh://, git://, file://, git@host:path or a local path)"
+    )]
+    RemoteHelper { url: String, helper: String },
     #[error(
         "cannot parse repository URL {0:?}: not a URL (https://, ssh://, file://, git@host:path) and no such local path"
     )]
@@ -56,6 +63,12 @@ pub fn normalize_url(input: &str, cwd: &Path) -> Result<String, UrlError> {
     if s.is_empty() {
         return Err(UrlError::Empty);
     }
+    if let Some(helper) = remote_helper(s) {
+        return Err(UrlError::RemoteHelper {
+            url: redact(s),
+            helper: helper.to_string(),
+        });
+    }
     if s.chars().any(char::is_control) {
         return Err(UrlError::BadCharacters(redact(s)));
     }
@@ -69,6 +82,16 @@ pub fn normalize_url(input: &str, cwd: &Path) -> Result<String, UrlError> {
         return Ok(url);
     }
     local_path(s, cwd)
+}
+
+/// The transport of git's `<transport>::<address>` form, git's own rule: a
+/// letter, then letters, digits, `+`, `-` or `.`, then `::`.
+pub fn remote_helper(url: &str) -> Option<&str> {
+    let (transport, _) = url.split_once("::")?;
+    let mut chars = transport.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(transport)
 }
 
 fn scheme_url(s: &str, scheme: &str, rest: &str) -> Result<String, UrlError> {
@@ -418,6 +441,30 @@ mod tests {
             ("https://host/a pp", |e| {
                 matches!(e, UrlError::BadCharacters(_))
             }),
+            (
+                "ext::sh -c touch% /tmp/pwned",
+                |e| matches!(e, UrlError::RemoteHelper { helper, .. } if helper == "ext"),
+            ),
+            (
+                "ext::true",
+                |e| matches!(e, UrlError::RemoteHelper { helper, .. } if helper == "ext"),
+            ),
+            (
+                "fd::0",
+                |e| matches!(e, UrlError::RemoteHelper { helper, .. } if helper == "fd"),
+            ),
+            (
+                "foo::bar",
+                |e| matches!(e, UrlError::RemoteHelper { helper, .. } if helper == "foo"),
+            ),
+            (
+                "testgit::/srv/app.git",
+                |e| matches!(e, UrlError::RemoteHelper { helper, .. } if helper == "testgit"),
+            ),
+            ("git+ssh.x-y::host/app", |e| {
+                matches!(e, UrlError::RemoteHelper { .. })
+            }),
+            ("EXT::true", |e| matches!(e, UrlError::RemoteHelper { .. })),
             ("https://host/a\napp", |e| {
                 matches!(e, UrlError::BadCharacters(_))
             }),

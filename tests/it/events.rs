@@ -258,3 +258,44 @@ fn events_lists_text_columns_and_refuses_bad_arguments() {
         "{kept}"
     );
 }
+
+/// Regression: terminal escapes in a commit message reached the terminal
+/// through `history`, `events` and `status` (`ESC]0;…` retitles it,
+/// `ESC[2J` clears it). Text output shows them escaped; JSON keeps the
+/// message as it is (JSON escapes it).
+#[test]
+fn terminal_escapes_in_a_commit_message_reach_the_terminal() {
+    let s = Stack::new(
+        "escapes",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    let _serve = s.kedge.serve("300ms");
+    s.wait_deployed();
+    s.remote.write("README.md", "two\n");
+    let message = "\x1b]0;owned\x07retitled \x1b[2Jcleared \u{9b}31m";
+    let commit = s.remote.commit(message);
+    wait_for(60, "the commit deployed", || {
+        let h = s.history();
+        (h[0]["commit"] == commit.as_str() && h[0]["status"] == "success").then_some(())
+    });
+    let shown = "\\x1b]0;owned\\x07retitled \\x1b[2Jcleared \\u{9b}31m";
+    for args in [
+        ["history", "--repo", &s.name],
+        ["events", "--repo", &s.name],
+        ["status", "--repo", &s.name],
+    ] {
+        let out = s.kedge.run(args);
+        out.success();
+        assert!(
+            !out.stdout.contains(['\x1b', '\x07', '\u{9b}']),
+            "{args:?} printed a control character: {:?}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(shown), "{args:?}: {}", out.stdout);
+    }
+    let json = s
+        .kedge
+        .run(["history", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(json[0]["message"], message);
+}

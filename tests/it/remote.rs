@@ -180,3 +180,149 @@ fn status_says_synced_while_the_remote_is_unreachable() {
         (st["sync_state"] == "synced" && st["last_error"].is_null()).then_some(())
     });
 }
+
+/// Pids of `serve`'s own children whose command line names `remote`.
+fn checks_of(serve_pid: u32, remote: &HangingRemote) -> Vec<String> {
+    let parent = format!("PPid:\t{serve_pid}\n");
+    remote
+        .clients()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|status| status.contains(&parent))
+        })
+        .collect()
+}
+
+/// Regression: with serve running, every `GET /api/v1/repos/{name}` (and
+/// dashboard page, and `kedge status`) of a repository whose remote fails
+/// or hangs ran its own `git ls-remote` and waited for it: 150 concurrent
+/// GETs were 150 git processes, each held for `git.timeout`. Reads answer
+/// from serve's last check; serve's is the one check in flight.
+#[test]
+fn a_read_token_spawns_a_git_ls_remote_per_request() {
+    let remote = HangingRemote::start();
+    let name = unique_name("flight");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url(&name)]).success();
+    let read = k.token(&unique_name("reader"), "read");
+    // serve's own check hangs for the default 60 s.
+    let api = k.serve_api(&["--poll-interval", "300ms"], &[]);
+    let serve_pid = api.serve.child.id();
+    wait_for(30, "serve asking the remote", || {
+        (!checks_of(serve_pid, &remote).is_empty()).then_some(())
+    });
+
+    let api = std::sync::Arc::new(api);
+    let path = format!("/api/v1/repos/{name}");
+    let readers: Vec<_> = (0..40)
+        .map(|_| {
+            let (api, path, read) = (api.clone(), path.clone(), read.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let answer = api.get(&path, &read);
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while readers.iter().any(|r| !r.is_finished()) {
+        most = most.max(checks_of(serve_pid, &remote).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for reader in readers {
+        let (answer, took) = reader.join().unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(took < Duration::from_secs(30), "a GET took {took:?}");
+    }
+    assert!(most <= 1, "{most} checks of one remote at once");
+
+    // `kedge status` beside serve answers from serve's check too.
+    let started = Instant::now();
+    k.run(["status", "--repo", &name]).success();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "status took {took:?}");
+    assert!(checks_of(serve_pid, &remote).len() <= 1);
+}
+
+/// Regression: `repo add` (CLI and API) accepted git's `<helper>::` URLs:
+/// `ext::` runs a command when the host's git config allows it, `fd::0`
+/// hangs until the timeout. And git read the system's and the user's git
+/// config, so an `insteadOf` there sent Kedge's git to another remote and
+/// `protocol.ext.allow` let a stored `ext::` URL run its command.
+#[test]
+fn remote_helper_urls_are_accepted_and_the_hosts_git_config_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ext-ran");
+    let script = dir.path().join("helper.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ext = format!("ext::{}", script.display());
+
+    // The real remote, and a URL that names no repository at all: an
+    // `insteadOf` in a git config outside Kedge would turn one into the other.
+    let real = GitRemote::new(&unique_name("real"));
+    real.write("README.md", "x\n");
+    real.commit("first");
+    let decoy = format!("file://{}/decoy.git", dir.path().display());
+    let rewrite = format!(
+        "[url \"{}\"]\n\tinsteadOf = {decoy}\n[protocol \"ext\"]\n\tallow = always\n",
+        real.url()
+    );
+    let system = dir.path().join("system-gitconfig");
+    std::fs::write(&system, &rewrite).unwrap();
+
+    for (label, k) in [
+        ("global", Kedge::new()),
+        (
+            "system",
+            Kedge::new().env("GIT_CONFIG_SYSTEM", system.to_str().unwrap()),
+        ),
+    ] {
+        if label == "global" {
+            std::fs::write(k.cwd().join(".gitconfig"), &rewrite).unwrap();
+        }
+        for url in [ext.as_str(), "fd::0", "testgit::/srv/app.git", "foo::bar"] {
+            k.run(["repo", "add", url, "--name", "helper"])
+                .code(1)
+                .stderr_has("asks git for a remote helper");
+        }
+        let name = unique_name("decoy");
+        k.run(["repo", "add", &decoy, "--name", &name]).success();
+        let st = k.run(["status", "--repo", &name, "-o", "json"]).json();
+        assert!(st[0]["remote_head"].is_null(), "{label}: {st:#}");
+        assert!(
+            st[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot reach remote")),
+            "{label}: {st:#}"
+        );
+
+        // A URL stored by an earlier version is refused by git itself.
+        let conn = rusqlite::Connection::open(k.db_path()).unwrap();
+        conn.execute(
+            "UPDATE repositories SET url = ?1 WHERE name = ?2",
+            [ext.as_str(), name.as_str()],
+        )
+        .unwrap();
+        drop(conn);
+        k.run(["status", "--repo", &name, "-o", "json"]).success();
+        assert!(!marker.exists(), "{label}: the ext:: helper ran");
+    }
+
+    // The API refuses them as the CLI does.
+    let k = Kedge::new();
+    let admin = k.token(&unique_name("admin"), "write");
+    let api = k.serve_api(&[], &[]);
+    for url in [ext.as_str(), "fd::0"] {
+        let body = serde_json::json!({ "url": url, "name": unique_name("helper") }).to_string();
+        let answer = api.post("/api/v1/repos", &admin, &body);
+        answer.refused(422);
+        assert!(answer.body.contains("remote helper"), "{answer:?}");
+    }
+    assert!(!marker.exists(), "the ext:: helper ran");
+}

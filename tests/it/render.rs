@@ -200,3 +200,106 @@ fn a_compose_file_over_the_configured_size_is_refused_before_rendering() {
     );
     assert_eq!(s.running()["web"].id, first.id);
 }
+
+/// The deployment of `commit` in `repo`'s history, once it is finished.
+fn finished_in(k: &Kedge, repo: &str, commit: &str) -> Option<serde_json::Value> {
+    k.run(["history", "--repo", repo, "-o", "json"])
+        .json()
+        .as_array()?
+        .iter()
+        .find(|d| d["commit"] == commit && d["status"] != "in_progress")
+        .cloned()
+}
+
+/// Regression: `kedge.yaml` was read wherever a committed link led. Linked
+/// to a FIFO it froze serve (`/healthz` silent, other repositories not
+/// deployed), to `/dev/zero` it grew serve without end, to a host file it
+/// put the file's content into the error stored in history and events,
+/// and a large file was read whole before being refused.
+#[test]
+fn a_kedge_yaml_linked_to_a_fifo_freezes_serve_and_to_a_host_file_leaks_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let fifo = outside.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A file on the host whose content must reach no error, event or answer.
+    let secret = unique_name("host-secret");
+    let host_file = outside.path().join("host.yaml");
+    std::fs::write(
+        &host_file,
+        format!("docker:\n  project_name: {secret}\n  {secret}: x\n"),
+    )
+    .unwrap();
+
+    // One repository deploys as usual beside the one whose kedge.yaml is a
+    // link to the FIFO from its first commit.
+    let s = Stack::new("yfine", &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))]);
+    let name = unique_name("yfifo");
+    let _project = ComposeProject::named(&name);
+    let remote = GitRemote::new(&name);
+    remote.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    symlink(&remote, "kedge.yaml", &fifo);
+    let first = remote.commit("kedge.yaml links to a FIFO");
+    s.kedge.run(["repo", "add", &remote.url()]).success();
+
+    let api = s.kedge.serve_api(&["--poll-interval", "300ms"], &[]);
+    let d = wait_for(60, "the FIFO commit recorded", || {
+        finished_in(&s.kedge, &name, &first)
+    });
+    assert_eq!(d["status"], "failed", "{d}");
+    let error = d["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("kedge.yaml leads outside the repository"),
+        "{error}"
+    );
+    wait_for(60, "the other repository deployed", || {
+        (s.running().len() == 1).then_some(())
+    });
+    s.wait_deployed();
+    let health = api.call("GET", "/healthz", None, None, &[]);
+    assert_eq!(health.status, 200, "{health:?}");
+
+    // A host file, a device, and a regular file over the limit.
+    let cases: [(Option<&std::path::Path>, &str); 3] = [
+        (Some(&host_file), "kedge.yaml leads outside the repository"),
+        (
+            Some(std::path::Path::new("/dev/zero")),
+            "kedge.yaml leads outside the repository",
+        ),
+        (None, "kedge.yaml is over the limit of 1048576 bytes"),
+    ];
+    for (target, want) in cases {
+        let _ = std::fs::remove_file(remote.work.join("kedge.yaml"));
+        match target {
+            Some(to) => symlink(&remote, "kedge.yaml", to),
+            None => {
+                remote.write("kedge.yaml", &"#".repeat(2 << 20));
+            }
+        }
+        let commit = remote.commit(&format!("kedge.yaml: {want}"));
+        let d = wait_for(60, "the commit recorded", || {
+            finished_in(&s.kedge, &name, &commit)
+        });
+        assert_eq!(d["status"], "failed", "{d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "error {error:?} lacks {want:?}");
+    }
+    let events = s.kedge.run(["events", "--repo", &name, "-o", "json"]);
+    events.success();
+    let history = s.kedge.run(["history", "--repo", &name, "-o", "json"]);
+    let status = s.kedge.run(["status", "--repo", &name, "-o", "json"]);
+    for out in [&events, &history, &status] {
+        assert!(!out.stdout.contains(&secret), "{}", out.stdout);
+    }
+    let health = api.call("GET", "/healthz", None, None, &[]);
+    assert_eq!(health.status, 200, "{health:?}");
+    assert!(
+        s.kedge
+            .db_snapshot()
+            .iter()
+            .all(|row| !row.contains(&secret))
+    );
+}
