@@ -68,10 +68,12 @@ struct Entry {
     opened: Instant,
 }
 
-/// The open sessions, by the digest of their id (the id itself is not kept).
+/// The open sessions, by the digest of their id (the id itself is not
+/// kept), and the failed sign-ins of recent addresses.
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Entry>>,
+    pub(super) sign_ins: super::throttle::LoginThrottle,
 }
 
 impl Sessions {

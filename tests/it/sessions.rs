@@ -1,7 +1,8 @@
 //! Who stays signed in, against a real `serve` on loopback: one token's
-//! sign-ins cannot sign another token out.
+//! sign-ins cannot sign another token out, and failed sign-ins back off
+//! per address.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -21,13 +22,15 @@ struct SignIn {
     status: u16,
     /// `kedge_session=…`, when a session was opened.
     session: Option<String>,
+    retry_after: Option<String>,
+    body: String,
 }
 
 /// Signs in on the dashboard with `token`, as its form does (the CSRF
 /// token doubled in the form and its cookie).
 fn sign_in(agent: &ureq::Agent, addr: &str, token: &str) -> SignIn {
     let csrf = "i22n-csrf-0123456789";
-    let res = agent
+    let mut res = agent
         .post(format!("http://{addr}/login"))
         .header("Cookie", format!("kedge_login={csrf}"))
         .content_type("application/x-www-form-urlencoded")
@@ -41,9 +44,16 @@ fn sign_in(agent: &ureq::Agent, addr: &str, token: &str) -> SignIn {
         .filter_map(|v| v.split(';').next())
         .find(|v| v.starts_with("kedge_session=") && v.len() > "kedge_session=".len())
         .map(str::to_string);
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     SignIn {
         status: res.status().as_u16(),
         session,
+        retry_after,
+        body: res.body_mut().read_to_string().unwrap_or_default(),
     }
 }
 
@@ -85,4 +95,58 @@ fn one_tokens_ten_thousand_sign_ins_sign_no_other_token_out() {
         !signed_in(&agent, &api.addr, &first),
         "the flooding token's oldest session is still open"
     );
+}
+
+/// Failed sign-ins from one address: five cost nothing, then each makes
+/// the next wait (429 with Retry-After, the token not even looked at, a
+/// good one neither), doubling. The API's bearer tokens are not held back.
+#[test]
+fn failed_sign_ins_back_off_per_address_with_429_and_retry_after() {
+    let k = Kedge::new();
+    let good = k.token("i22n-good", "read");
+    let api = k.serve_api(&[], &[]);
+    let agent = client();
+    let bad = "kedge_0000000000000000000000000000000000000000000000bad";
+    for i in 0..6 {
+        let s = sign_in(&agent, &api.addr, bad);
+        assert_eq!(s.status, 401, "failure {i}: {s:?}");
+    }
+    let held = sign_in(&agent, &api.addr, &good);
+    assert_eq!(held.status, 429, "{held:?}");
+    assert_eq!(held.retry_after.as_deref(), Some("1"), "{held:?}");
+    assert!(held.session.is_none(), "{held:?}");
+    assert!(
+        held.body
+            .contains("Too many failed sign-ins from your address"),
+        "{}",
+        held.body
+    );
+    // The API is not concerned.
+    assert_eq!(api.get("/api/v1/repos", &good).status, 200);
+
+    // Once the wait is over a good token signs in, and the failures are
+    // forgotten.
+    let session = wait_for(30, "the good token to sign in after the wait", || {
+        sign_in(&agent, &api.addr, &good).session
+    });
+    assert!(signed_in(&agent, &api.addr, &session));
+
+    // A flood: a few are checked, the rest wait.
+    let (mut checked, mut waited) = (0, 0);
+    let started = Instant::now();
+    for _ in 0..300 {
+        match sign_in(&agent, &api.addr, bad).status {
+            401 => checked += 1,
+            429 => waited += 1,
+            other => panic!("answered {other}"),
+        }
+    }
+    // 5 free, 1 that sets the wait, then one after 1 s, 3 s, 7 s, …
+    let secs = started.elapsed().as_secs_f64();
+    let most = 6 + (secs + 1.0).log2().ceil() as u32;
+    assert!(
+        checked <= most,
+        "{checked} failed sign-ins checked in {secs:.1} s (at most {most})"
+    );
+    assert_eq!(checked + waited, 300);
 }
