@@ -1,10 +1,14 @@
-//! Who stays signed in, against a real `serve` on loopback: one token's
-//! sign-ins cannot sign another token out, and failed sign-ins back off
-//! per address.
+//! Who stays signed in, against a real `serve` on loopback: a revoked
+//! token's open event streams end (bearer and dashboard cookie), one
+//! token's sign-ins cannot sign another token out, and failed sign-ins back
+//! off per address.
 
 use std::time::{Duration, Instant};
 
+use crate::support::http::EventStream;
 use crate::support::*;
+
+const STREAM: &str = "/api/v1/events/stream";
 
 /// A client that keeps its connections and never follows a redirect.
 fn client() -> ureq::Agent {
@@ -66,6 +70,44 @@ fn signed_in(agent: &ureq::Agent, addr: &str, cookie: &str) -> bool {
         .call()
         .expect("GET /: no answer");
     res.status().as_u16() == 200
+}
+
+fn port(api: &crate::support::api::Api) -> u16 {
+    api.addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// `kedge token revoke` (another process, the store) ends the streams the
+/// token opened, bearer and dashboard cookie alike; another token's stream
+/// stays open.
+#[test]
+fn a_revoked_tokens_open_event_streams_end_bearer_and_cookie() {
+    let k = Kedge::new();
+    let revoked = k.token("i22n-stream", "read");
+    let kept = k.token("i22n-keeps", "read");
+    let api = k.serve_api(&[], &[]);
+    let agent = client();
+    let cookie = sign_in(&agent, &api.addr, &revoked)
+        .session
+        .expect("signed in");
+    let mut bearer = EventStream::open(port(&api), STREAM, &revoked, None);
+    let mut dashboard = EventStream::open_with_cookie(port(&api), STREAM, &cookie);
+    let mut other = EventStream::open(port(&api), STREAM, &kept, None);
+
+    k.run(["token", "revoke", "i22n-stream"]).success();
+    let revoked_at = Instant::now();
+    assert!(
+        bearer.ends_within(Duration::from_secs(30)),
+        "the bearer stream of a revoked token is still open"
+    );
+    assert!(
+        dashboard.ends_within(Duration::from_secs(30)),
+        "the dashboard stream of a revoked token is still open"
+    );
+    // The other token's stream has been checked again since (every 5 s)
+    // and holds.
+    let checked = Duration::from_secs(7).saturating_sub(revoked_at.elapsed());
+    assert!(!other.ends_within(checked), "another token's stream ended");
+    api.get(STREAM, &revoked).refused(401);
 }
 
 /// A read token signing in 10,050 times (the count: past the
