@@ -224,7 +224,7 @@ async fn accept_loop(
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -240,7 +240,15 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The peer's address, for the sign-in back-off (`ConnectInfo`).
+        let app = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut r: axum::extract::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                r
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let builder = builder.clone();
         match &tls {
             None => {

@@ -1,6 +1,10 @@
 //! api: `GET /api/v1/events/stream`, the event log as server-sent events:
 //! one event per message, `id:` the event's id. A client that reconnects
 //! with `Last-Event-ID` gets everything stored after it, then what comes.
+//! A stream checks again who opened it (the bearer token, or the
+//! dashboard session and its token) before each event and every
+//! [`RECHECK`]: revoked (`kedge token revoke`, from any process) or signed
+//! out, it ends.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +23,10 @@ use tokio::sync::broadcast;
 use super::{ApiError, AppState};
 use crate::events::Event;
 
+/// How often an idle stream checks that its token still holds: a revoked
+/// token's streams end within this.
+pub const RECHECK: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
@@ -35,7 +43,7 @@ pub struct StreamQuery {
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id"),
     ),
     responses(
-        (status = 200, description = "a stream of events that ends when Kedge stops",
+        (status = 200, description = "a stream of events that ends when Kedge stops, or within 5 s of its token being revoked (or its session signed out)",
             content_type = "text/event-stream", body = String),
         (status = 400, description = "a query parameter or Last-Event-ID is not valid", body = super::ErrorBody),
         (status = 404, description = "no repository of that name", body = super::ErrorBody),
@@ -59,7 +67,11 @@ pub async fn events_stream(
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID is not an event id".into()))?,
         None => state.ops.last_event_id()?,
     };
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let follow = Follow {
+        reader: Reader::of(&headers),
+        recheck,
         state,
         repo: q.repo,
         live,
@@ -80,7 +92,51 @@ fn sse(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// Who opened a stream, as the middleware let them in
+/// (`auth::require_token_or_session`): a bearer token when the request
+/// sent `Authorization`, else the dashboard session of its cookie.
+enum Reader {
+    /// The digest of the bearer token.
+    Token(String),
+    /// The request's cookies, to find its session again.
+    Session(HeaderMap),
+}
+
+impl Reader {
+    fn of(headers: &HeaderMap) -> Reader {
+        match headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) => Reader::Token(crate::ops::tokens::token_hash(
+                v.strip_prefix("Bearer ").unwrap_or_default().trim(),
+            )),
+            None => {
+                let mut cookies = HeaderMap::new();
+                for v in headers.get_all(axum::http::header::COOKIE) {
+                    cookies.append(axum::http::header::COOKIE, v.clone());
+                }
+                Reader::Session(cookies)
+            }
+        }
+    }
+
+    /// Whether it may still read: the token is there (not revoked), the
+    /// session open. A store that cannot tell ends the stream too (a
+    /// client reconnects with `Last-Event-ID` and is checked afresh).
+    fn still_holds(&self, state: &AppState) -> bool {
+        match self {
+            Reader::Token(digest) => matches!(state.ops.token_by_digest(digest), Ok(Some(_))),
+            Reader::Session(cookies) => {
+                matches!(crate::web::signed_in(state, cookies), Ok(Some(_)))
+            }
+        }
+    }
+}
+
 struct Follow {
+    reader: Reader,
+    recheck: tokio::time::Interval,
     state: Arc<AppState>,
     repo: Option<String>,
     live: broadcast::Receiver<Event>,
@@ -91,11 +147,15 @@ struct Follow {
 }
 
 impl Follow {
-    /// The next event to send; `None` ends the stream (Kedge stopping).
+    /// The next event to send; `None` ends the stream (Kedge stopping, or
+    /// its reader's token revoked).
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(e) = self.backlog.pop_front() {
                 if e.id > self.sent && self.wanted(&e) {
+                    if !self.reader.still_holds(&self.state) {
+                        return None;
+                    }
                     self.sent = e.id;
                     return Some(message(&e));
                 }
@@ -112,7 +172,16 @@ impl Follow {
                 self.backlog.extend(page);
                 continue;
             }
-            match self.live.recv().await {
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                _ = self.recheck.tick() => {
+                    if !self.reader.still_holds(&self.state) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Ok(e) => self.backlog.push_back(e),
                 // Fell behind the broadcast: the log has it all.
                 Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,

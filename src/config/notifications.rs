@@ -83,7 +83,9 @@ const COMMON_KEYS: [&str; 5] = ["name", "type", "events", "repos", "repeat_inter
 pub enum SmtpTls {
     /// `smtp://`: STARTTLS, required (the default).
     StartTls,
-    /// `smtp://…?tls=opportunistic`: STARTTLS when the server offers it.
+    /// `smtp://…?tls=opportunistic`: STARTTLS when the server offers it;
+    /// with a password, STARTTLS is required all the same (a password is
+    /// never sent without TLS), so only a relay without AUTH is reached in clear.
     Opportunistic,
     /// `smtps://`: TLS from the first byte.
     Wrapper,

@@ -24,6 +24,14 @@ pub enum NotifyError {
     Connect(String),
     #[error("the receiver answered {}", status_text(*status, body))]
     Status { status: u16, body: String },
+    /// A 3xx: not followed (the POST would become a GET, the token would
+    /// travel to the new address); the sink's URL should be the final one.
+    #[error(
+        "the receiver answered {} and redirects to {}: redirects are not followed, set the sink's URL to where it should send",
+        status_text(*status, ""),
+        if location.is_empty() { "nowhere (no Location)" } else { location.as_str() }
+    )]
+    Redirected { status: u16, location: String },
     #[error("cannot make the request: {0}")]
     Request(String),
     #[error("cannot send the email: {0}")]
@@ -56,7 +64,10 @@ impl NotifyError {
             NotifyError::Timeout(_) | NotifyError::Connect(_) => true,
             NotifyError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
             NotifyError::Smtp { permanent, .. } => !permanent,
-            NotifyError::Request(_) | NotifyError::Email(_) | NotifyError::UnknownSink(_) => false,
+            NotifyError::Redirected { .. }
+            | NotifyError::Request(_)
+            | NotifyError::Email(_)
+            | NotifyError::UnknownSink(_) => false,
         }
     }
 
@@ -128,6 +139,15 @@ mod tests {
         assert_eq!(
             with_body.to_string(),
             "the receiver answered 404 Not Found: no_such_hook"
+        );
+        let redirect = NotifyError::Redirected {
+            status: 302,
+            location: "https://elsewhere.example/x".into(),
+        };
+        assert!(!redirect.retryable(), "a redirect stays one");
+        assert_eq!(
+            redirect.to_string(),
+            "the receiver answered 302 Found and redirects to https://elsewhere.example/x: redirects are not followed, set the sink's URL to where it should send"
         );
     }
 }

@@ -80,7 +80,9 @@ fn slack_escape(text: &str) -> String {
 }
 
 /// Slack incoming webhook: `text` (the fallback for notifications) and
-/// `blocks` (a section, a context line and, with a link, a button).
+/// `blocks` (a section, a context line and, with a link, a button). Both
+/// are mrkdwn: a commit message's `<!channel>` or `<https://…|label>` must
+/// reach Slack as text, not as a mention or a link, in either.
 fn slack(n: &Notice) -> Value {
     let context = n
         .facts
@@ -111,7 +113,7 @@ fn slack(n: &Notice) -> Value {
             }]
         }));
     }
-    json!({ "text": n.line, "blocks": blocks })
+    json!({ "text": slack_escape(&n.line), "blocks": blocks })
 }
 
 /// Red, amber, green.

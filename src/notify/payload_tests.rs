@@ -56,7 +56,7 @@ fn slack_gets_text_and_blocks_escaped() {
     let v = body(&http(SinkKind::Slack, &notice(true), None));
     assert_eq!(
         v["text"],
-        "shop: deploy of abc1234 'Bump <api> & co' failed: service api exited 1"
+        "shop: deploy of abc1234 'Bump &lt;api&gt; &amp; co' failed: service api exited 1"
     );
     let blocks = v["blocks"].as_array().unwrap();
     let types: Vec<&str> = blocks.iter().map(|b| b["type"].as_str().unwrap()).collect();
@@ -75,6 +75,49 @@ fn slack_gets_text_and_blocks_escaped() {
     // Without a public URL, no button.
     let v = body(&http(SinkKind::Slack, &notice(false), None));
     assert_eq!(v["blocks"].as_array().unwrap().len(), 2);
+}
+
+/// A commit message is the pusher's text: in Slack's top-level `text` (the
+/// notification itself) as in the blocks, it may not mention or link.
+#[test]
+fn slack_top_level_text_escapes_mentions_and_links_as_the_blocks_do() {
+    let table = [
+        ("<!channel> deploy now", "&lt;!channel&gt; deploy now"),
+        ("<!here>", "&lt;!here&gt;"),
+        ("<@U024BE7LH> look", "&lt;@U024BE7LH&gt; look"),
+        (
+            "<https://evil.example|Open in Kedge>",
+            "&lt;https://evil.example|Open in Kedge&gt;",
+        ),
+        ("a && b > c", "a &amp;&amp; b &gt; c"),
+        ("&lt; stays text", "&amp;lt; stays text"),
+        ("plain *bold* text", "plain *bold* text"),
+    ];
+    for (commit_message, escaped) in table {
+        let mut fields = serde_json::Map::new();
+        fields.insert("commit_message".into(), json!(commit_message));
+        let e = Event {
+            id: 1,
+            time: 1_700_000_000_000,
+            repo: "shop".into(),
+            kind: EventKind::DeploySucceeded,
+            severity: Severity::Info,
+            service: None,
+            commit: Some("abc1234def".into()),
+            message: String::new(),
+            fields,
+        };
+        let n = Notice::of(&e, Some("https://kedge.example.com"));
+        let v = body(&http(SinkKind::Slack, &n, None));
+        let text = v["text"].as_str().unwrap();
+        assert!(text.contains(escaped), "{commit_message:?}: {text}");
+        let section = v["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(section.contains(escaped), "{commit_message:?}: {section}");
+        for raw in ["<!", "<@", "<http"] {
+            assert!(!text.contains(raw), "{commit_message:?}: {text}");
+            assert!(!section.contains(raw), "{commit_message:?}: {section}");
+        }
+    }
 }
 
 #[test]

@@ -95,9 +95,13 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(sink: SinkConfig, public_url: Option<String>) -> Sender {
+        // Redirects are never followed: a 301/302/303 would turn the POST
+        // into an empty GET (the message lost, yet "200 OK"), and carry the
+        // sink's token (`X-Gotify-Key`) to wherever `Location` points.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
+            .max_redirects(0)
             .user_agent(concat!("kedge/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -202,7 +206,17 @@ impl Sender {
                 .read_to_string()
                 .unwrap_or_default();
             let reason = status.canonical_reason().unwrap_or("");
-            if status.is_success() {
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                Err(NotifyError::Redirected {
+                    status: status.as_u16(),
+                    location: redactor.clean(&one_line(&location, 200)),
+                })
+            } else if status.is_success() {
                 Ok(Answer(
                     format!("{} {reason}", status.as_u16())
                         .trim_end()
@@ -248,6 +262,14 @@ impl Sender {
         let response = transport.send(message).await.map_err(|e| {
             if e.is_timeout() {
                 NotifyError::Timeout(TIMEOUT)
+            } else if e.is_client() && starttls_required(smtp) && clean(&e).contains("STARTTLS")
+            {
+                // Nothing was sent: no AUTH, no message.
+                NotifyError::Email(if smtp.tls == SmtpTls::Opportunistic {
+                    "the mail server offers no STARTTLS, and a password is never sent without TLS (tls=opportunistic sends in clear only without a password)".into()
+                } else {
+                    "the mail server offers no STARTTLS, which tls=required (the default) needs".into()
+                })
             } else if e.is_response() || e.is_transient() || e.is_permanent() {
                 NotifyError::Smtp {
                     permanent: e.is_permanent(),
@@ -284,10 +306,9 @@ impl Sender {
                 .build_rustls()
                 .map_err(|e| NotifyError::Email(e.to_string()))?;
             builder = builder.tls(match smtp.tls {
-                SmtpTls::StartTls => Tls::Required(params),
-                SmtpTls::Opportunistic => Tls::Opportunistic(params),
                 SmtpTls::Wrapper => Tls::Wrapper(params),
-                SmtpTls::None => Tls::None,
+                _ if starttls_required(smtp) => Tls::Required(params),
+                _ => Tls::Opportunistic(params),
             });
         } else {
             builder = builder.tls(Tls::None);
@@ -296,6 +317,19 @@ impl Sender {
             builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
         }
         Ok(builder.build())
+    }
+}
+
+/// Whether the connection must be upgraded with STARTTLS before anything
+/// else: `tls=required`, and `tls=opportunistic` with a password. lettre's
+/// opportunistic mode authenticates in clear when the server offers no
+/// STARTTLS; a password is never sent so.
+fn starttls_required(smtp: &Smtp) -> bool {
+    match smtp.tls {
+        SmtpTls::StartTls => true,
+        // Credentials are used when both are set (see `transport`).
+        SmtpTls::Opportunistic => smtp.username.is_some() && smtp.password.is_some(),
+        SmtpTls::Wrapper | SmtpTls::None => false,
     }
 }
 

@@ -1,16 +1,18 @@
 //! web: the dashboard's forms — sign in with an API token, sign out, and
 //! the write actions (sync, rollback to a history entry), each behind a
 //! confirmation page. Every form carries a CSRF token: the session's, or
-//! for signing in (no session yet) one doubled in a cookie.
+//! for signing in (no session yet) one doubled in a cookie. Failed
+//! sign-ins back off per address (`throttle`).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::{Extension, Form};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -112,6 +114,7 @@ fn login_form(
 
 pub async fn login(
     State(app): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     parsed: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, WebError> {
@@ -122,6 +125,26 @@ pub async fn login(
             "the sign-in form was not sent from this dashboard's page (its CSRF token is missing or wrong): reload the page and sign in again".into(),
         ));
     }
+    // The TCP peer (see `throttle` on proxies); none only in unit tests.
+    let peer = peer.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        |Extension(ConnectInfo(a))| a.ip(),
+    );
+    if let Err(wait) = app.sessions.sign_ins.begin(peer) {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let mut response = login_form(
+            &app,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many failed sign-ins from your address: try again in {secs} s."
+            )),
+        );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+        return Ok(response);
+    }
     let token = f.token.as_deref().unwrap_or_default().trim();
     let Some(_) = app.ops.authenticate(token)? else {
         return Ok(login_form(
@@ -131,6 +154,7 @@ pub async fn login(
             Some("Unknown or revoked token."),
         ));
     };
+    app.sessions.sign_ins.succeeded(peer);
     let id = app.sessions.open(crate::ops::tokens::token_hash(token));
     let secure = session::secure(&app, &headers);
     Ok(redirect(

@@ -11,6 +11,7 @@ mod layout;
 mod overview;
 mod repo;
 mod session;
+mod throttle;
 
 use std::sync::Arc;
 

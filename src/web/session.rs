@@ -3,6 +3,8 @@
 //! kept in `serve`'s memory with the token's digest and the session's CSRF
 //! token. Every request looks the token up again, so revoking it ends its
 //! sessions at once; a restart of `serve` ends them all (sign in again).
+//! A token holds [`MAX_SESSIONS_PER_TOKEN`] sessions at most, all tokens
+//! [`MAX_SESSIONS`]; beyond either, the oldest is signed out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +25,10 @@ pub const LOGIN_COOKIE: &str = "kedge_login";
 /// How long a session lasts after signing in.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest goes first beyond this.
-const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions one token may hold at once: signing in once more signs that
+/// token's oldest session out, and no other token's.
+pub const MAX_SESSIONS_PER_TOKEN: usize = 16;
 
 /// A signed-in request: who, with which role, and the CSRF token its
 /// forms carry.
@@ -63,10 +68,12 @@ struct Entry {
     opened: Instant,
 }
 
-/// The open sessions, by the digest of their id (the id itself is not kept).
+/// The open sessions, by the digest of their id (the id itself is not
+/// kept), and the failed sign-ins of recent addresses.
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Entry>>,
+    pub(super) sign_ins: super::throttle::LoginThrottle,
 }
 
 impl Sessions {
@@ -75,13 +82,17 @@ impl Sessions {
         let id = random_hex();
         let mut open = self.lock();
         open.retain(|_, e| e.opened.elapsed() < LIFETIME);
-        if open.len() >= MAX_SESSIONS
-            && let Some(oldest) = open
-                .iter()
-                .min_by_key(|(_, e)| e.opened)
-                .map(|(k, _)| k.clone())
-        {
-            open.remove(&oldest);
+        // A token's own sign-ins push out its own oldest session first:
+        // one token signing in over and over never signs another out.
+        let mine = open
+            .values()
+            .filter(|e| e.token_digest == token_digest)
+            .count();
+        if mine >= MAX_SESSIONS_PER_TOKEN {
+            oldest_out(&mut open, |e| e.token_digest == token_digest);
+        }
+        if open.len() >= MAX_SESSIONS {
+            oldest_out(&mut open, |_| true);
         }
         open.insert(
             digest(&id),
@@ -112,6 +123,18 @@ impl Sessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ends the oldest session of those `which` picks.
+fn oldest_out(open: &mut HashMap<String, Entry>, which: impl Fn(&Entry) -> bool) {
+    if let Some(oldest) = open
+        .iter()
+        .filter(|(_, e)| which(e))
+        .min_by_key(|(_, e)| e.opened)
+        .map(|(k, _)| k.clone())
+    {
+        open.remove(&oldest);
     }
 }
 
@@ -205,6 +228,46 @@ mod tests {
         assert!(!sessions.lock().contains_key(&id));
         sessions.close(&id);
         assert!(sessions.get(&id).is_none());
+    }
+
+    /// A read token signing in 10,050 times (the count) signed
+    /// everyone else out once the global cap was reached.
+    #[test]
+    fn one_tokens_sign_ins_never_sign_out_another_tokens_session() {
+        let sessions = Sessions::default();
+        let theirs = sessions.open("digest-of-their-token".into());
+        let first = sessions.open("digest-of-a-read-token".into());
+        let mut last = String::new();
+        for _ in 0..MAX_SESSIONS + 50 {
+            last = sessions.open("digest-of-a-read-token".into());
+        }
+        assert!(
+            sessions.get(&theirs).is_some(),
+            "another token's session ended"
+        );
+        assert!(
+            sessions.get(&first).is_none(),
+            "the token's oldest stays open"
+        );
+        assert!(sessions.get(&last).is_some());
+        let open = sessions.lock();
+        let mine = open
+            .values()
+            .filter(|e| e.token_digest == "digest-of-a-read-token")
+            .count();
+        assert_eq!(mine, MAX_SESSIONS_PER_TOKEN);
+        assert_eq!(open.len(), MAX_SESSIONS_PER_TOKEN + 1);
+    }
+
+    #[test]
+    fn the_global_cap_still_holds_across_tokens() {
+        let sessions = Sessions::default();
+        let first = sessions.open("token-0".into());
+        for i in 0..MAX_SESSIONS {
+            sessions.open(format!("token-{}", i + 1));
+        }
+        assert_eq!(sessions.lock().len(), MAX_SESSIONS);
+        assert!(sessions.get(&first).is_none(), "the oldest of all goes");
     }
 
     #[test]

@@ -25,4 +25,5 @@ mod repo;
 mod rollback;
 mod secrets;
 mod serve;
+mod sessions;
 mod swarm;

@@ -15,6 +15,7 @@ use crate::support::*;
 
 mod commands;
 mod delivery;
+mod security;
 
 pub(crate) const SLACK_TOKEN: &str = "k14-slack-token-T0B0";
 pub(crate) const DISCORD_TOKEN: &str = "k14-discord-token-77";

@@ -146,11 +146,23 @@ pub struct Message {
 
 impl EventStream {
     pub fn open(port: u16, path: &str, token: &str, last_event_id: Option<&str>) -> EventStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let mut req = head("GET", port, path, Some(token), None);
         if let Some(id) = last_event_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }
+        EventStream::start(port, req)
+    }
+
+    /// The stream as the dashboard's page opens it: with its session
+    /// cookie (`kedge_session=…`), no `Authorization`.
+    pub fn open_with_cookie(port: u16, path: &str, cookie: &str) -> EventStream {
+        let mut req = head("GET", port, path, None, None);
+        req.push_str(&format!("Cookie: {cookie}\r\n"));
+        EventStream::start(port, req)
+    }
+
+    fn start(port: u16, mut req: String) -> EventStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         req.push_str("Accept: text/event-stream\r\n\r\n");
         stream.write_all(req.as_bytes()).unwrap();
         stream
@@ -195,6 +207,33 @@ impl EventStream {
                     id: id.take(),
                     data: data.take().unwrap(),
                 });
+            }
+        }
+    }
+}
+
+impl EventStream {
+    /// Whether the server ends the stream within `within` (what it sends
+    /// until then is read and dropped).
+    pub fn ends_within(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if std::time::Instant::now() > deadline {
+                        return false;
+                    }
+                }
+                // Reset by the server: ended too.
+                Err(_) => return true,
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Notification receivers on loopback, started by the tests: an HTTP server
 //! that records every request (method, path, headers, body) and answers as
-//! told — a status, or nothing at all (accepts, reads, never answers) —
+//! told — a status, a redirect, or nothing at all (accepts, reads, never answers) —
 //! and a real SMTP server (aiosmtpd, STARTTLS and AUTH required) that
 //! records every message. Both stop when dropped.
 
@@ -16,9 +16,11 @@ use super::ChildGuard;
 use super::plain_http::free_port;
 
 /// How the receiver answers the requests that come from now on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Status(u16),
+    /// A redirect: this 3xx status with `Location: URL`.
+    Redirect(u16, String),
     /// Accepts and reads the request, never answers.
     Hang,
 }
@@ -177,7 +179,7 @@ fn serve(
     if reader.read_exact(&mut body).is_err() {
         return;
     }
-    let now = *mode.lock().unwrap();
+    let now = mode.lock().unwrap().clone();
     let index = {
         let mut all = requests.lock().unwrap();
         all.push(Request {
@@ -191,25 +193,27 @@ fn serve(
         });
         all.len() - 1
     };
-    match now {
-        Mode::Status(status) => {
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\nrecorded"
-            );
-            if stream.write_all(answer.as_bytes()).is_ok() {
-                requests.lock().unwrap()[index].answered = Some(status);
-            }
-        }
+    let (status, location) = match now {
+        Mode::Status(status) => (status, String::new()),
+        Mode::Redirect(status, to) => (status, format!("Location: {to}\r\n")),
         Mode::Hang => {
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            return;
         }
+    };
+    let answer = format!(
+        "HTTP/1.1 {status} X\r\n{location}Content-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\nrecorded"
+    );
+    if stream.write_all(answer.as_bytes()).is_ok() {
+        requests.lock().unwrap()[index].answered = Some(status);
     }
 }
 
-/// aiosmtpd on a free loopback port, STARTTLS and AUTH required, with a
-/// certificate of a test CA made here (`ca` is what a client must trust).
+/// aiosmtpd on a free loopback port, STARTTLS and AUTH required (or, from
+/// [`SmtpServer::start_without_starttls`], neither offered nor required),
+/// with a certificate of a test CA made here (`ca` is what a client must trust).
 pub struct SmtpServer {
     pub port: u16,
     pub user: String,
@@ -234,6 +238,17 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 impl SmtpServer {
     pub fn start(user: &str, password: &str) -> SmtpServer {
+        SmtpServer::launch(user, password, true)
+    }
+
+    /// A server that offers no STARTTLS and takes AUTH in clear: what a
+    /// client must never give a password to. [`SmtpServer::auth_attempts`]
+    /// records every AUTH it got.
+    pub fn start_without_starttls(user: &str, password: &str) -> SmtpServer {
+        SmtpServer::launch(user, password, false)
+    }
+
+    fn launch(user: &str, password: &str, starttls: bool) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ec = [
@@ -311,6 +326,7 @@ impl SmtpServer {
             .arg(user)
             .arg(&out)
             .env("SMTP_PASSWORD", password)
+            .env("SMTP_STARTTLS", if starttls { "on" } else { "off" })
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the SMTP server");
@@ -333,10 +349,19 @@ impl SmtpServer {
     /// Every message accepted so far: from, to, data (the whole message),
     /// tls, authenticated.
     pub fn messages(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(&self.out)
     }
+
+    /// A server without STARTTLS: every AUTH command it got (mechanism, tls).
+    pub fn auth_attempts(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.out.with_extension("jsonl.auth"))
+    }
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
