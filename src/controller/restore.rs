@@ -188,7 +188,9 @@ async fn gate(
     let settings = match crate::desired::kedge_yaml::load(
         &task.git.clone,
         &crate::process::repo_env,
-    ) {
+    )
+    .await
+    {
         Ok(k) => k.gate,
         Err(e) => {
             tracing::warn!(repo = %task.repo.name, "cannot read the restored kedge.yaml, gating with the defaults: {}", error_chain(&e));
