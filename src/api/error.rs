@@ -88,9 +88,9 @@ impl From<OpsError> for ApiError {
             | OpsError::Credentials(_) => ApiError::Unprocessable(text),
             OpsError::Command(c) => match c {
                 CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
-                CommandError::AmbiguousCommit { .. } | CommandError::Busy { .. } => {
-                    ApiError::Conflict(text)
-                }
+                CommandError::AmbiguousCommit { .. }
+                | CommandError::Busy { .. }
+                | CommandError::Stopping { .. } => ApiError::Conflict(text),
                 CommandError::ShortPrefix(_) | CommandError::Refused { .. } => {
                     ApiError::Unprocessable(text)
                 }

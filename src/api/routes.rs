@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, AppState, ErrorBody};
 use crate::events::Event;
 use crate::ops::DiffReport;
+use crate::ops::command::Progress;
 use crate::ops::credentials::CredentialArgs;
 use crate::ops::events::EventsRequest;
 use crate::ops::history::HistoryRow;
@@ -409,8 +410,9 @@ pub enum Finished {
     Nothing(NothingToDeploy),
 }
 
-/// How long an asynchronous sync or rollback may take to begin its
-/// deployment (waiting for an apply in flight) before the answer says so.
+/// How long a sync or rollback may wait for its repository's task to take
+/// it up (an apply in flight) before the answer is 409: it is then
+/// withdrawn and never runs.
 const BEGIN_WITHIN: Duration = Duration::from_secs(60);
 
 /// Deploys the branch head now and heals all drift (`kedge sync`).
@@ -430,12 +432,11 @@ pub async fn sync(
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
-    let worker = state.clone();
-    let repo = name.clone();
-    start_deployment(state, &name, q.wait, async move {
-        worker.ops.sync(&repo, false, false).await.map(drop)
-    })
-    .await
+    let running = state
+        .ops
+        .start_sync(&name, false, false, Some(BEGIN_WITHIN))
+        .await?;
+    answer_deployment(&state, &name, q.wait, running).await
 }
 
 /// Re-applies a deployed commit and pins the repository to it
@@ -459,70 +460,53 @@ pub async fn rollback(
 ) -> ApiResult {
     let q = query(q)?;
     let req = body(parsed)?;
-    let worker = state.clone();
-    let repo = name.clone();
-    start_deployment(state, &name, q.wait, async move {
-        worker.ops.rollback(&repo, &req.commit).await.map(drop)
-    })
-    .await
+    let running = state
+        .ops
+        .start_rollback(&name, &req.commit, Some(BEGIN_WITHIN))
+        .await?;
+    answer_deployment(&state, &name, q.wait, running).await
 }
 
-/// Runs a sync or rollback in its own task (a client that goes away does
-/// not cancel a deployment). Answers 202 with the deployment's id once it
-/// has begun, or, with `wait`, 200 with the finished deployment.
-async fn start_deployment(
-    state: Arc<AppState>,
+/// A sync or rollback the repository's task has taken up (a client that
+/// goes away does not cancel it): 202 with the deployment's id once it has
+/// begun, or, with `wait`, 200 with the finished deployment.
+async fn answer_deployment(
+    state: &AppState,
     name: &str,
     wait: bool,
-    work: impl std::future::Future<Output = Result<(), crate::ops::OpsError>> + Send + 'static,
+    mut running: crate::ops::command::Running,
 ) -> ApiResult {
-    let before = state.ops.last_deployment_id(name)?;
-    let mut task = state.ops.spawn_command(work)?;
-    let started = std::time::Instant::now();
-    loop {
-        let finished = tokio::select! {
-            done = &mut task => Some(done),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => None,
-        };
-        let new = state.ops.deployments_after(name, before)?;
-        match finished {
-            Some(done) => {
-                let outcome = done.map_err(|e| ApiError::Internal(e.to_string()))?;
-                // A failed deployment is a finished deployment: its row says so.
-                return match (new.last(), outcome) {
-                    (Some(d), _) if wait => {
-                        json(StatusCode::OK, &Finished::Deployment(Box::new(d.clone())))
-                    }
-                    (Some(d), _) => json(
-                        StatusCode::ACCEPTED,
-                        &DeploymentStarted { deployment: d.id },
-                    ),
-                    (None, Err(e)) => Err(e.into()),
-                    (None, Ok(())) => json(
-                        StatusCode::OK,
-                        &Finished::Nothing(NothingToDeploy {
-                            deployment: (),
-                            message: "nothing to deploy".into(),
-                        }),
-                    ),
-                };
+    let (deployment, result) = if wait {
+        let (deployment, answer) = running.finish().await;
+        (deployment, answer.map(drop))
+    } else {
+        match running.progress().await {
+            Progress::Begun(id) => {
+                return json(StatusCode::ACCEPTED, &DeploymentStarted { deployment: id });
             }
-            None if !wait => {
-                if let Some(d) = new.first() {
-                    return json(
-                        StatusCode::ACCEPTED,
-                        &DeploymentStarted { deployment: d.id },
-                    );
-                }
-                if started.elapsed() > BEGIN_WITHIN {
-                    return Err(ApiError::Conflict(
-                        "the deployment has not begun yet: another apply holds the repository"
-                            .into(),
-                    ));
-                }
-            }
-            None => {}
+            Progress::Ended { deployment, result } => (deployment, result),
         }
+    };
+    // A failed deployment is a finished deployment: its row says so.
+    match (deployment, result) {
+        (Some(id), _) if wait => {
+            let row = state
+                .ops
+                .deployments_after(name, id - 1)?
+                .into_iter()
+                .find(|d| d.id == id)
+                .ok_or_else(|| ApiError::Internal(format!("deployment {id} is not recorded")))?;
+            json(StatusCode::OK, &Finished::Deployment(Box::new(row)))
+        }
+        (Some(id), _) => json(StatusCode::ACCEPTED, &DeploymentStarted { deployment: id }),
+        (None, Err(e)) => Err(e.into()),
+        (None, Ok(())) => json(
+            StatusCode::OK,
+            &Finished::Nothing(NothingToDeploy {
+                deployment: (),
+                message: "nothing to deploy".into(),
+            }),
+        ),
     }
 }
 

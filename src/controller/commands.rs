@@ -53,6 +53,10 @@ pub enum CommandError {
         repo: String,
         waited: std::time::Duration,
     },
+    #[error(
+        "{repo}'s task is stopping (serve is shutting down, or the repository was removed): the command was not run"
+    )]
+    Stopping { repo: String },
 }
 
 fn candidates_text(candidates: &[String]) -> String {
@@ -68,16 +72,55 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 }
 
 /// The repository locked, with its clone in place; the task holds the lock.
-async fn cloned(shared: &Arc<Shared>, repo: Repo) -> Result<RepoTask, CommandError> {
-    let lock = locked(shared, &repo).await?;
-    super::fail_interrupted(shared, &repo.name, repo.id);
-    let mut task = RepoTask::new(shared, repo);
+async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
+    let lock = locked(shared, &task.repo).await?;
+    super::fail_interrupted(shared, &task.repo.name, task.repo.id);
     task.lock = Some(lock);
     task.git
         .clone_if_missing()
         .await
         .map_err(ReconcileError::from)?;
-    Ok(task)
+    Ok(())
+}
+
+/// Takes a command up, unless its asker has given up on it, and answers it.
+pub async fn execute(shared: &Arc<Shared>, task: &mut RepoTask, command: super::inbox::Command) {
+    let super::inbox::Command {
+        request,
+        started,
+        begun,
+        reply,
+    } = command;
+    if started.send(()).is_err() {
+        tracing::info!(repo = %task.repo.name, command = request.name(), "command withdrawn before it started: not run");
+        return;
+    }
+    task.announce = Some(begun);
+    let answer = run(shared, task, request).await;
+    let _ = reply.send(answer);
+}
+
+/// Runs `request` on `task` (serve's own task for the repository, or one
+/// made for a command run without serve) and lets the lock go after it,
+/// however it ended.
+pub async fn run(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    request: super::inbox::Request,
+) -> Result<super::inbox::Answer, CommandError> {
+    use super::inbox::{Answer, Request};
+    let answer = match request {
+        Request::Sync { dry_run, no_wait } => {
+            task.skip_gate = no_wait;
+            sync(shared, task, dry_run).await.map(Answer::Sync)
+        }
+        Request::Rollback { commit } => rollback(shared, task, &commit).await.map(Answer::Rollback),
+        Request::Diff { within } => diff(shared, task, within).await.map(Answer::Diff),
+    };
+    task.lock = None;
+    task.skip_gate = false;
+    task.announce = None;
+    answer
 }
 
 /// What `sync` did or, with `--dry-run`, would do.
@@ -95,14 +138,12 @@ pub struct SyncReport {
     pub gated: bool,
 }
 
-pub async fn sync(
+async fn sync(
     shared: &Arc<Shared>,
-    repo: Repo,
+    task: &mut RepoTask,
     dry_run: bool,
-    no_wait: bool,
 ) -> Result<SyncReport, CommandError> {
-    let mut task = cloned(shared, repo).await?;
-    task.skip_gate = no_wait;
+    prepare(shared, task).await?;
     let id = task.repo.id;
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
@@ -113,7 +154,7 @@ pub async fn sync(
     let released_pin = state.pinned_commit.clone();
 
     let (changed, heals) = if dry_run {
-        let rendered = render_commit(&task, &head)
+        let rendered = render_commit(task, &head)
             .await
             .map_err(ReconcileError::from)?;
         let rendered = rendered.map_err(|(_, e)| CommandError::Refused {
@@ -122,7 +163,7 @@ pub async fn sync(
         })?;
         let previous = shared.store().services(id).map_err(ReconcileError::from)?;
         let changed = rollout(&rendered.desired, &previous, &head).changed;
-        let heals = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
+        let heals = match heal::drift_plan(shared, task, Some(Mode::Auto)).await? {
             Some(view) => view.plan.heals.iter().map(heal::describe_heal).collect(),
             None => Vec::new(),
         };
@@ -141,7 +182,7 @@ pub async fn sync(
                 .commit(pinned),
             );
         }
-        let changed = match deploy(shared, &mut task, &head, Trigger::Sync).await? {
+        let changed = match deploy(shared, task, &head, Trigger::Sync).await? {
             Outcome::Deployed { changed } => changed,
             Outcome::Refused { error } => {
                 return Err(CommandError::Refused {
@@ -151,10 +192,7 @@ pub async fn sync(
             }
             Outcome::Deferred { .. } => unreachable!("sync is forced"),
         };
-        (
-            changed,
-            heal::check(shared, &mut task, Some(Mode::Auto)).await?,
-        )
+        (changed, heal::check(shared, task, Some(Mode::Auto)).await?)
     };
     Ok(SyncReport {
         repo: task.repo.name.clone(),
@@ -201,12 +239,11 @@ impl DiffReport {
 /// runs: the head is rendered in the render worktree.
 /// `within`: how long to wait for an apply in flight (`None`: as long as it
 /// takes, saying so on stderr).
-pub async fn diff(
+async fn diff(
     shared: &Arc<Shared>,
-    repo: Repo,
+    task: &RepoTask,
     within: Option<std::time::Duration>,
 ) -> Result<DiffReport, CommandError> {
-    let task = RepoTask::new(shared, repo);
     let id = task.repo.id;
     let before = shared
         .store()
@@ -224,7 +261,7 @@ pub async fn diff(
                 waited: limit,
             })?,
     };
-    let drifts = match heal::drift_plan(shared, &task, Some(Mode::Auto)).await? {
+    let drifts = match heal::drift_plan(shared, task, Some(Mode::Auto)).await? {
         Some(view) => view.plan.drifts,
         None => Vec::new(),
     };
@@ -247,7 +284,7 @@ pub async fn diff(
             .map_err(ReconcileError::from)?;
         let fetched = task.git.fetch().await.map_err(ReconcileError::from)?;
         pending = Some(
-            match render_commit(&task, &fetched)
+            match render_commit(task, &fetched)
                 .await
                 .map_err(ReconcileError::from)?
             {
@@ -346,20 +383,20 @@ pub fn resolve_commit(
     }
 }
 
-pub async fn rollback(
+async fn rollback(
     shared: &Arc<Shared>,
-    repo: Repo,
+    task: &mut RepoTask,
     prefix: &str,
 ) -> Result<RollbackReport, CommandError> {
     let deployed: Vec<(String, DeploymentStatus, i64)> = shared
         .store()
-        .deployments(repo.id, usize::MAX >> 1)
+        .deployments(task.repo.id, usize::MAX >> 1)
         .map_err(ReconcileError::from)?
         .into_iter()
         .map(|d| (d.commit, d.status, d.started_at))
         .collect();
-    let commit = resolve_commit(&repo.name, prefix, &deployed)?;
-    let mut task = cloned(shared, repo).await?;
+    let commit = resolve_commit(&task.repo.name, prefix, &deployed)?;
+    prepare(shared, task).await?;
     let id = task.repo.id;
     // The head now is what the pin holds against.
     let head = match task.git.fetch().await {
@@ -375,9 +412,9 @@ pub async fn rollback(
     };
     let from_snapshot = !task.git.has_commit(&commit).await;
     let outcome = if from_snapshot {
-        rollback_from_snapshot(shared, &mut task, &commit).await
+        rollback_from_snapshot(shared, task, &commit).await
     } else {
-        deploy(shared, &mut task, &commit, Trigger::Rollback)
+        deploy(shared, task, &commit, Trigger::Rollback)
             .await
             .map_err(CommandError::from)
     };

@@ -79,7 +79,7 @@ pub async fn deploy(
             if trigger.detects() {
                 shared.emit(commit_detected(&name, commit, &info.message, None));
             }
-            return refuse(shared, id, &name, &info.message, commit, trigger, &e);
+            return refuse(shared, task, &info.message, commit, trigger, &e);
         }
     };
     // One repository per compose project: the heals of each would take the
@@ -94,7 +94,7 @@ pub async fn deploy(
             project: desired.project.clone(),
             repo: owner,
         };
-        return refuse(shared, id, &name, &info.message, commit, trigger, &e);
+        return refuse(shared, task, &info.message, commit, trigger, &e);
     }
 
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
@@ -151,6 +151,9 @@ pub async fn apply_rendered(
         compose_snapshot: Some(&desired.rendered),
         rolled_back_from: None,
     })?;
+    if let Some(announce) = task.announce.take() {
+        let _ = announce.send(deployment);
+    }
     shared.emit(
         NewEvent::new(
             &name,
@@ -512,13 +515,13 @@ async fn record_config_hashes(
 /// and it is not retried until the branch moves.
 fn refuse(
     shared: &Arc<Shared>,
-    id: i64,
-    name: &str,
+    task: &mut RepoTask,
     message: &str,
     commit: &str,
     trigger: Trigger,
     err: &RenderError,
 ) -> Result<Outcome, ReconcileError> {
+    let (id, name) = (task.repo.id, task.repo.name.as_str());
     let text = error_chain(err);
     tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
     let store = shared.store();
@@ -532,6 +535,9 @@ fn refuse(
     })?;
     store.fail_deployment(deployment, &[], &text, "render")?;
     drop(store);
+    if let Some(announce) = task.announce.take() {
+        let _ = announce.send(deployment);
+    }
     shared.emit(
         NewEvent::new(name, EventKind::DeployFailed, text.clone())
             .commit(commit)

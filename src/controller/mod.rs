@@ -8,6 +8,7 @@ pub mod gate;
 pub mod heal;
 pub mod hub;
 pub mod in_flight;
+pub mod inbox;
 pub mod lock;
 pub mod reconcile;
 pub mod remote;
@@ -55,6 +56,7 @@ struct Waker {
     repo: String,
     project: String,
     tx: mpsc::Sender<Reason>,
+    commands: mpsc::Sender<inbox::Command>,
 }
 
 /// What every repository task shares.
@@ -134,6 +136,25 @@ impl Shared {
                 let _ = w.tx.try_send(reason);
             })
             .is_some()
+    }
+
+    /// Hands a command to the task that owns the repository: `Ok(None)`
+    /// when no task runs for it here (no serve in this process, or not
+    /// started yet), `Err` when its inbox is full.
+    pub fn send_command(
+        &self,
+        repo_id: i64,
+        request: inbox::Request,
+    ) -> Result<Option<inbox::Ticket>, inbox::InboxFull> {
+        let Some(sender) = self.wakers().get(&repo_id).map(|w| w.commands.clone()) else {
+            return Ok(None);
+        };
+        let (command, ticket) = inbox::Command::new(request);
+        match sender.try_send(command) {
+            Ok(()) => Ok(Some(ticket)),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(inbox::InboxFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
+        }
     }
 
     pub fn engine_returns(&self) -> u64 {
@@ -259,6 +280,9 @@ where
     Ok(())
 }
 
+/// Commands waiting for a task beyond this are refused as busy.
+const COMMAND_QUEUE: usize = 16;
+
 /// Returns once a repository was added or removed (or events were missed,
 /// which may have been such one); never when the hub has closed.
 async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>) {
@@ -330,6 +354,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     let name = repo.name.clone();
     let id = repo.id;
     let (wake_tx, mut wake) = mpsc::channel::<Reason>(8);
+    let (commands_tx, mut commands) = mpsc::channel::<inbox::Command>(COMMAND_QUEUE);
     // Reachable from the start: a hook for a push that lands during the
     // first pass (after its remote check) is kept for the next one.
     let known_project = shared.store().repo_state(id).ok().and_then(|s| s.project);
@@ -339,6 +364,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             repo: name.clone(),
             project: known_project.unwrap_or_else(|| name.clone()),
             tx: wake_tx.clone(),
+            commands: commands_tx.clone(),
         },
     );
     let mut task = RepoTask::new(&shared, repo);
@@ -424,10 +450,17 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
                 repo: name.clone(),
                 project,
                 tx: wake_tx.clone(),
+                commands: commands_tx.clone(),
             },
         );
         let reason = tokio::select! {
             _ = tokio::time::sleep(delay) => Reason::Timer,
+            Some(command) = commands.recv() => {
+                // The task's own: one after another, never beside a pass.
+                tracing::debug!(repo = %name, command = command.request.name(), "command");
+                commands::execute(&shared, &mut task, command).await;
+                Reason::Cli
+            }
             Some(reason) = wake.recv() => {
                 // Let a burst (kill, die, stop; several hooks) arrive, then one pass.
                 tokio::time::sleep(EVENT_SETTLE).await;

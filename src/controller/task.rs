@@ -160,6 +160,8 @@ pub struct RepoTask {
     pub skip_gate: bool,
     /// The last deployment of this task went through the health gate.
     pub gated: bool,
+    /// A command waits to hear the id of the deployment it records.
+    pub announce: Option<tokio::sync::oneshot::Sender<i64>>,
 }
 
 impl RepoTask {
@@ -185,6 +187,7 @@ impl RepoTask {
             fetched: None,
             skip_gate: false,
             gated: false,
+            announce: None,
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,

@@ -5,6 +5,7 @@
 //! arguments and get typed reports back; they never reach into the store,
 //! the engine, git or compose themselves.
 
+pub mod command;
 pub mod credentials;
 pub mod dashboard;
 pub mod diff_text;
@@ -22,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::Settings;
 use crate::controller::Shared;
-use crate::controller::commands::{self, CommandError};
+use crate::controller::commands::CommandError;
 pub use crate::controller::commands::{DiffReport, RollbackReport, SyncReport};
 use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
@@ -125,63 +126,12 @@ impl Ops {
         Ok(self.shared.get_or_init(|| shared))
     }
 
-    /// Runs a command (a sync or rollback a request started) in a task of
-    /// its own: a client that goes away does not cancel it, and serve's
-    /// shutdown waits for it to end.
-    pub fn spawn_command<F>(&self, work: F) -> Result<tokio::task::JoinHandle<F::Output>, OpsError>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        Ok(self.shared()?.commands.spawn(work))
-    }
-
     /// A registered repository by name.
     pub fn repo(&self, name: &str) -> Result<Repo, OpsError> {
         self.shared()?
             .store()
             .repo(name)?
             .ok_or_else(|| OpsError::UnknownRepo(name.to_string()))
-    }
-
-    /// The repository and the controller for a command that applies or
-    /// compares: the engine is connected while git works.
-    fn controller(&self, name: &str) -> Result<(&Arc<Shared>, Repo), OpsError> {
-        let repo = self.repo(name)?;
-        let shared = self.shared()?;
-        let engine = shared.engine.clone();
-        tokio::spawn(async move { engine.warm_up().await });
-        Ok((shared, repo))
-    }
-
-    /// `kedge diff`: what differs, and what the branch head would change.
-    /// `within`: how long to wait for an apply in flight on the repository
-    /// (`None`: until it ends, as a command run by hand does).
-    pub async fn diff(
-        &self,
-        repo: &str,
-        within: Option<std::time::Duration>,
-    ) -> Result<DiffReport, OpsError> {
-        let (shared, repo) = self.controller(repo)?;
-        Ok(commands::diff(shared, repo, within).await?)
-    }
-
-    /// `kedge sync`: deploy the branch head now and heal all drift.
-    /// `no_wait`: skip the health gate for this run.
-    pub async fn sync(
-        &self,
-        repo: &str,
-        dry_run: bool,
-        no_wait: bool,
-    ) -> Result<SyncReport, OpsError> {
-        let (shared, repo) = self.controller(repo)?;
-        Ok(commands::sync(shared, repo, dry_run, no_wait).await?)
-    }
-
-    /// `kedge rollback`: re-apply a deployed commit and pin to it.
-    pub async fn rollback(&self, repo: &str, commit: &str) -> Result<RollbackReport, OpsError> {
-        let (shared, repo) = self.controller(repo)?;
-        Ok(commands::rollback(shared, repo, commit).await?)
     }
 
     /// `kedge serve`: until SIGINT/SIGTERM, with the notification sinks

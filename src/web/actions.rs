@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -20,11 +20,13 @@ use super::layout::{self, commit};
 use super::session::{self, COOKIE, LIFETIME, LOGIN_COOKIE, csrf_matches};
 use super::{Session, WebError, html, redirect};
 use crate::api::AppState;
-use crate::ops::OpsError;
 
 /// How long a sync or rollback form waits for its deployment to finish
 /// before it shows the repository page with the deployment in progress.
 const WAIT_FOR_RESULT: Duration = Duration::from_secs(30);
+/// How long a form waits for the repository's task to take its sync or
+/// rollback up (an apply in flight): it is then withdrawn, never run.
+const BEGIN_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
@@ -316,12 +318,11 @@ pub async fn sync(
 ) -> Result<Response, WebError> {
     let s = writer(&app, &headers)?;
     checked(&s, &action_form(parsed)?)?;
-    let worker = app.clone();
-    let repo = name.clone();
-    deploy(&app, &name, "sync", async move {
-        worker.ops.sync(&repo, false, false).await.map(drop)
-    })
-    .await
+    let running = app
+        .ops
+        .start_sync(&name, false, false, Some(BEGIN_WITHIN))
+        .await?;
+    deploy(&name, "sync", running).await
 }
 
 pub async fn rollback(
@@ -337,52 +338,31 @@ pub async fn rollback(
         .commit
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| WebError::BadRequest("which commit? the form has no `commit`".into()))?;
-    let worker = app.clone();
-    let repo = name.clone();
-    deploy(&app, &name, "rollback", async move {
-        worker.ops.rollback(&repo, &target).await.map(drop)
-    })
-    .await
+    let running = app
+        .ops
+        .start_rollback(&name, &target, Some(BEGIN_WITHIN))
+        .await?;
+    deploy(&name, "rollback", running).await
 }
 
-/// Runs a sync or rollback in its own task (a browser that goes away does
-/// not cancel it) and waits a while for it to finish; then shows the
-/// repository page with the outcome, which updates live while it runs.
+/// A sync or rollback the repository's task has taken up (a browser that
+/// goes away does not cancel it): waits a while for it to finish, then
+/// shows the repository page with the outcome, which updates live while it
+/// runs.
 async fn deploy(
-    app: &AppState,
     name: &str,
     what: &str,
-    work: impl std::future::Future<Output = Result<(), OpsError>> + Send + 'static,
+    mut running: crate::ops::command::Running,
 ) -> Result<Response, WebError> {
-    let before = app.ops.last_deployment_id(name)?;
-    let mut task = app.ops.spawn_command(work)?;
-    let started = Instant::now();
     let page = format!("/repos/{name}");
-    loop {
-        let finished = tokio::select! {
-            done = &mut task => Some(done),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
-        };
-        let newest = app.ops.deployments_after(name, before)?.pop();
-        match (finished, newest) {
-            (Some(_), Some(d)) => return Ok(redirect(&format!("{page}?deployment={}", d.id), &[])),
-            (Some(Ok(Ok(()))), None) => {
-                return Ok(redirect(&format!("{page}?nothing={what}"), &[]));
-            }
-            (Some(Ok(Err(e))), None) => return Err(e.into()),
-            (Some(Err(e)), None) => {
-                return Err(WebError::Refused {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: format!("the {what} stopped: {e}"),
-                });
-            }
-            (None, newest) if started.elapsed() > WAIT_FOR_RESULT => {
-                return Ok(match newest {
-                    Some(d) => redirect(&format!("{page}?deployment={}", d.id), &[]),
-                    None => redirect(&format!("{page}?waiting={what}"), &[]),
-                });
-            }
-            (None, _) => {}
-        }
+    match tokio::time::timeout(WAIT_FOR_RESULT, running.finish()).await {
+        Ok((Some(id), _)) => Ok(redirect(&format!("{page}?deployment={id}"), &[])),
+        Ok((None, Ok(_))) => Ok(redirect(&format!("{page}?nothing={what}"), &[])),
+        Ok((None, Err(e))) => Err(e.into()),
+        // Still running: the page follows it.
+        Err(_) => Ok(match running.progress_now() {
+            Some(id) => redirect(&format!("{page}?deployment={id}"), &[]),
+            None => redirect(&format!("{page}?waiting={what}"), &[]),
+        }),
     }
 }
