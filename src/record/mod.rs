@@ -3,6 +3,7 @@
 //! the events `status` shows, and where each notification sink is in the
 //! event log, live in `<data-dir>/kedge.db`.
 
+pub mod credstore;
 mod deployments;
 mod events;
 mod migrations;
@@ -327,7 +328,15 @@ impl Store {
                 self.conn.execute_batch("COMMIT").map_err(step)?;
                 continue;
             }
-            let applied = self.conn.execute_batch(sql).and_then(|_| {
+            let data_dir = self.path.parent().unwrap_or(Path::new("."));
+            let applied = self
+                .conn
+                .execute_batch(sql)
+                .and_then(|_| match migrations::code_step(version) {
+                    Some(step) => step(&self.conn, data_dir),
+                    None => Ok(()),
+                })
+                .and_then(|_| {
                 self.conn.execute_batch(&format!(
                     "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
                 ))

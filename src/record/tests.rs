@@ -11,6 +11,8 @@ fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
         branch,
         webhook_secret_file: None,
         auth: &GitAuth::None,
+        credential: None,
+        webhook_secret: None,
     }
 }
 

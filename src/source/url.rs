@@ -27,6 +27,14 @@ pub enum UrlError {
         "cannot parse repository URL {0:?}: not a URL (https://, ssh://, file://, git@host:path) and no such local path"
     )]
     Unrecognised(String),
+    #[error(
+        "{0:?} is a path on the host (or a file:// URL): over the API only a remote repository (https://, ssh://, git://, git@host:path) can be registered; run `kedge repo add` on the host for a local one"
+    )]
+    LocalOverApi(String),
+    #[error(
+        "{0} carries credentials: over the API, name a credential of the global config's `credentials:` (\"credential\") instead"
+    )]
+    CredentialsOverApi(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,6 +331,135 @@ pub fn remote_key(url: &str) -> Option<String> {
         return None;
     }
     Some(format!("{host}/{path}").to_ascii_lowercase())
+}
+
+/// A registered repository's address. It is shown only redacted: its
+/// `Display`, `Debug` and `Serialize` hide any credentials it holds, and
+/// only `expose` (for git, which moves them into its environment) gives
+/// the address as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RepoUrl(String);
+
+impl RepoUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        RepoUrl(url.into())
+    }
+
+    /// The address as stored, credentials and all: for git only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RepoUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl std::fmt::Debug for RepoUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RepoUrl({:?})", redact(&self.0))
+    }
+}
+
+impl serde::Serialize for RepoUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact(&self.0))
+    }
+}
+
+/// Whether the address names this host's filesystem (a path or `file://`),
+/// judged from its form alone: nothing on disk is looked at.
+pub fn is_local_form(input: &str) -> bool {
+    let s = input.trim();
+    match s.split_once("://") {
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("file"),
+        None => !matches!(scp_like(s), Ok(Some(_))),
+    }
+}
+
+/// Whether the address carries a secret (what `redact` would hide).
+pub fn has_credentials(url: &str) -> bool {
+    redact(url) != url
+}
+
+/// An `http(s)://` address's credentials split off: the address without
+/// them and the user info (`user:password` percent-decoded; a lone user
+/// as `user:`). `None` when it has none.
+pub fn split_userinfo(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return None;
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, host) = rest[..authority_end].rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some((
+        format!("{scheme}://{host}{}", &rest[authority_end..]),
+        format!("{}:{}", percent_decode(user), percent_decode(password)),
+    ))
+}
+
+/// The address with whatever `redact` would hide removed, for schemes
+/// whose credentials git never uses (`ssh://user:password@` keeps `user`).
+pub fn strip_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let kept = if is_login_scheme(scheme) && !user.is_empty() {
+                format!("{user}@")
+            } else {
+                String::new()
+            };
+            format!("{scheme}://{kept}{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Plain `http://` to a host other than this one's loopback: a token sent
+/// there crosses the network in clear, so Kedge sends none.
+pub fn is_plain_http_off_loopback(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, _) = split_port(host_port);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// The URL with any password replaced, for output and logs. A user name
