@@ -92,3 +92,26 @@ pub async fn require_token_or_session(
     }
     require_token(State(state), request, next).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_by_route() {
+        for (method, route, want) in [
+            (Method::GET, "/api/v1/repos", Role::Read),
+            (Method::HEAD, "/api/v1/repos/{name}", Role::Read),
+            (Method::GET, "/api/v1/events/stream", Role::Read),
+            (Method::POST, "/api/v1/repos/{name}/sync", Role::Deploy),
+            (Method::POST, "/api/v1/repos/{name}/rollback", Role::Deploy),
+            (Method::POST, "/api/v1/repos", Role::Admin),
+            (Method::DELETE, "/api/v1/repos/{name}", Role::Admin),
+            (Method::PUT, "/api/v1/repos/{name}/sync", Role::Admin),
+            (Method::PATCH, "/api/v1/anything", Role::Admin),
+        ] {
+            assert_eq!(role_for(&method, route), want, "{method} {route}");
+        }
+        assert!(Role::Read < Role::Deploy && Role::Deploy < Role::Admin);
+    }
+}

@@ -763,4 +763,25 @@ mod tests {
             PathBuf::from("/x")
         );
     }
+
+    /// Regression: the global webhook secret's file was read whatever its
+    /// mode, where a repository's own was refused when others could read it.
+    #[test]
+    fn the_global_webhook_secret_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = || FileConfig {
+            webhook_secret_file: Some(path.clone()),
+            ..FileConfig::default()
+        };
+        let none = env_of(&[]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve(file(), &none, &Flags::default()).unwrap_err().to_string();
+        assert!(err.contains("mode 644") && err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = resolve(file(), &none, &Flags::default()).unwrap();
+        assert_eq!(s.webhook_secret, Some(Secret("s3cret".into())));
+    }
 }

@@ -66,11 +66,10 @@ pub enum CredentialError {
         kind: &'static str,
         wanted: &'static str,
     },
-    #[error("the credential '{name}'")]
+    #[error("the credential '{name}': {inner}")]
     Named {
         name: String,
-        #[source]
-        source: Box<CredentialError>,
+        inner: Box<CredentialError>,
     },
 }
 
@@ -100,7 +99,7 @@ pub fn resolve(
             CredentialError::UnknownCredential(_) | CredentialError::WrongKind { .. } => e,
             other => CredentialError::Named {
                 name: name.clone(),
-                source: Box::new(other),
+                inner: Box::new(other),
             },
         })?;
         return Ok(GitAuth::None);
@@ -464,6 +463,78 @@ mod tests {
             let got = err(a, url);
             assert!(got.contains(want), "{got} ∌ {want}");
             assert!(!got.contains("pw@"), "{got}");
+        }
+    }
+
+    /// Regression: the API's `token_env`/`token_file` made serve send any
+    /// of its secrets anywhere. A credential is now a name from the global
+    /// config, checked against the URL when it is given.
+    #[test]
+    fn named_credentials_are_checked_against_the_config_and_the_url() {
+        use crate::config::credentials::{Credential, CredentialKind};
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k\n").unwrap();
+        let credentials = vec![
+            Credential {
+                name: "gh".into(),
+                kind: CredentialKind::Token {
+                    token: SecretRef::File(token),
+                    username: "bot".into(),
+                },
+            },
+            Credential {
+                name: "hook".into(),
+                kind: CredentialKind::WebhookSecret(SecretRef::Env("H".into())),
+            },
+        ];
+        let named = |name: &str| CredentialArgs {
+            credential: Some(name.into()),
+            ..CredentialArgs::default()
+        };
+        let check = |a: CredentialArgs, url: &str| resolve(&a, url, dir.path(), &credentials);
+        assert_eq!(
+            check(named("gh"), "https://h/app.git").unwrap(),
+            GitAuth::None
+        );
+        assert_eq!(
+            check(named("gh"), "http://127.0.0.1:3000/app.git").unwrap(),
+            GitAuth::None
+        );
+        for (a, url, want) in [
+            (named("nope"), "https://h/app.git", "no credential named 'nope'"),
+            (named("hook"), "https://h/app.git", "'hook' is a webhook-secret"),
+            (named("gh"), "git@h:app.git", "a token needs an https://"),
+            (
+                named("gh"),
+                "http://git.example.com/app.git",
+                "plain http:// to a host other than loopback",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("T".into()),
+                    ..named("gh")
+                },
+                "https://h/app.git",
+                "--credential and --token-env cannot be combined",
+            ),
+            (
+                CredentialArgs {
+                    token_env: Some("T".into()),
+                    ..CredentialArgs::default()
+                },
+                "http://10.1.2.3/app.git",
+                "plain http://",
+            ),
+            (
+                CredentialArgs::default(),
+                "http://bot:pw@10.1.2.3/app.git",
+                "plain http://",
+            ),
+        ] {
+            let got = check(a, url).unwrap_err().to_string();
+            assert!(got.contains(want), "{got} ∌ {want}");
+            assert!(!got.contains("pw@") && !got.contains("t0k"), "{got}");
         }
     }
 }

@@ -201,6 +201,12 @@ pub const MIGRATIONS: &[&str] = &[
     "",
 ];
 
+/// A migration after which the WAL is checkpointed and truncated: it
+/// removed secrets whose old pages must not linger there.
+pub fn scrubs(version: i64) -> bool {
+    version == 14
+}
+
 /// The migrations that are code, by the version they bring the schema to;
 /// each runs after that version's SQL, in the same transaction.
 pub fn code_step(version: i64) -> Option<CodeStep> {
@@ -225,6 +231,9 @@ fn move_url_credentials(
     data_dir: &std::path::Path,
 ) -> rusqlite::Result<()> {
     use crate::source::url;
+    // The old values are overwritten, not merely freed (the WAL is
+    // truncated once the migration is committed: `Store::migrate_from`).
+    conn.execute_batch("PRAGMA secure_delete = ON")?;
     type Row = (i64, String, String, String, bool);
     let rows: Vec<Row> = {
         let mut stmt = conn.prepare(

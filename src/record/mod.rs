@@ -342,7 +342,15 @@ impl Store {
                 ))
             });
             match applied {
-                Ok(()) => self.conn.execute_batch("COMMIT").map_err(step)?,
+                Ok(()) => {
+                    self.conn.execute_batch("COMMIT").map_err(step)?;
+                    if migrations::scrubs(version) {
+                        // Best effort: another reader may hold the WAL.
+                        let _ = self.conn.execute_batch(
+                            "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA secure_delete = OFF;",
+                        );
+                    }
+                }
                 Err(source) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(StoreError::Migrate { version, source });

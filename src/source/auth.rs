@@ -532,4 +532,77 @@ fatal: Could not read from remote repository.
             "Authorization: Basic Ym90OnMzY3JAdA=="
         );
     }
+
+    #[test]
+    fn a_stored_user_info_is_sent_as_it_was_in_the_url() {
+        let decode = |h: String| {
+            String::from_utf8(
+                STANDARD
+                    .decode(h.strip_prefix("Authorization: Basic ").unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(decode(basic_auth_header("bot", "t0k")), "bot:t0k");
+        assert_eq!(decode(basic_auth_header(USERINFO_USER, "u:p:w")), "u:p:w");
+        assert_eq!(decode(basic_auth_header(USERINFO_USER, "ghp_x:")), "ghp_x:");
+    }
+
+    #[test]
+    fn a_named_credential_resolves_at_use_and_an_unusable_one_sends_nothing() {
+        use crate::config::credentials::{Credential, CredentialKind};
+        let credentials = vec![
+            Credential {
+                name: "gh".into(),
+                kind: CredentialKind::Token {
+                    token: SecretRef::Env("GH".into()),
+                    username: "bot".into(),
+                },
+            },
+            Credential {
+                name: "key".into(),
+                kind: CredentialKind::SshKey {
+                    key: "/k".into(),
+                    known_hosts: None,
+                },
+            },
+            Credential {
+                name: "hook".into(),
+                kind: CredentialKind::WebhookSecret(SecretRef::Env("H".into())),
+            },
+        ];
+        let stored = GitAuth::SshKey {
+            key: "/stored".into(),
+            known_hosts: None,
+        };
+        let https = "https://h/app.git";
+        assert_eq!(effective(&stored, None, https, &credentials), stored);
+        assert_eq!(
+            effective(&GitAuth::None, Some("gh"), https, &credentials),
+            GitAuth::Token {
+                token: SecretRef::Env("GH".into()),
+                username: "bot".into()
+            }
+        );
+        assert_eq!(
+            effective(&GitAuth::None, Some("key"), "git@h:app.git", &credentials),
+            GitAuth::SshKey {
+                key: "/k".into(),
+                known_hosts: None
+            }
+        );
+        for (name, url, why) in [
+            ("gone", https, "not in the global config"),
+            ("hook", https, "is a webhook secret"),
+            ("gh", "http://example.com/app.git", "plain http://"),
+        ] {
+            let GitAuth::Token { token, .. } =
+                effective(&GitAuth::None, Some(name), url, &credentials)
+            else {
+                panic!("{name}: not a token");
+            };
+            let err = token.read().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains(name), "{err}");
+        }
+    }
 }

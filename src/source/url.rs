@@ -761,4 +761,86 @@ mod tests {
         assert_eq!(redact("git@host:app.git"), "git@host:app.git");
         assert_eq!(redact("/srv/app.git"), "/srv/app.git");
     }
+
+    #[test]
+    fn repo_urls_are_shown_redacted_and_exposed_only_for_git() {
+        let url = RepoUrl::new("https://bot:s3cret@host/app.git");
+        assert_eq!(url.to_string(), "https://bot:***@host/app.git");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(
+            serde_json::to_string(&url).unwrap(),
+            "\"https://bot:***@host/app.git\""
+        );
+        assert_eq!(url.expose(), "https://bot:s3cret@host/app.git");
+    }
+
+    #[test]
+    fn local_forms_are_told_by_form_alone() {
+        for local in [
+            "/srv/app.git",
+            "./app",
+            "../app",
+            "app.git",
+            "file:///srv/app.git",
+            "FILE://localhost/x",
+            "~/app",
+        ] {
+            assert!(is_local_form(local), "{local}");
+        }
+        for remote in [
+            "https://h/app.git",
+            "ssh://git@h/app.git",
+            "git@h:app.git",
+            "git://h/app",
+            "http://127.0.0.1:9/x.git",
+        ] {
+            assert!(!is_local_form(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_split_off_and_stripped() {
+        assert_eq!(
+            split_userinfo("https://bot:p%40ss@host:8443/app.git"),
+            Some((
+                "https://host:8443/app.git".to_string(),
+                "bot:p@ss".to_string()
+            ))
+        );
+        assert_eq!(
+            split_userinfo("http://ghp_tok@host/app.git"),
+            Some(("http://host/app.git".to_string(), "ghp_tok:".to_string()))
+        );
+        assert_eq!(split_userinfo("https://host/app.git"), None);
+        assert_eq!(split_userinfo("ssh://git:pw@host/app.git"), None);
+        assert_eq!(
+            strip_credentials("ssh://git:pw@host/app.git"),
+            "ssh://git@host/app.git"
+        );
+        assert_eq!(
+            strip_credentials("https://tok@host/app.git"),
+            "https://host/app.git"
+        );
+        assert_eq!(strip_credentials("git@host:app.git"), "git@host:app.git");
+        assert!(has_credentials("https://tok@h/x") && !has_credentials("ssh://git@h/x"));
+    }
+
+    #[test]
+    fn plain_http_is_fine_for_a_token_on_loopback_only() {
+        for (url, off) in [
+            ("http://127.0.0.1:8080/x.git", false),
+            ("http://127.1.2.3/x.git", false),
+            ("http://localhost/x.git", false),
+            ("http://[::1]:3000/x.git", false),
+            ("http://u:p@127.0.0.1/x.git", false),
+            ("https://example.com/x.git", false),
+            ("ssh://git@example.com/x.git", false),
+            ("http://example.com/x.git", true),
+            ("HTTP://10.0.0.1/x.git", true),
+            ("http://127.0.0.1.example.com/x.git", true),
+            ("http://u@localhost.evil/x.git", true),
+        ] {
+            assert_eq!(is_plain_http_off_loopback(url), off, "{url}");
+        }
+    }
 }
