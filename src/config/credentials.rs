@@ -129,9 +129,10 @@ pub fn parse(top: &Section, env: Env) -> Result<Vec<Credential>, SchemaError> {
                     Some(p) => SecretRef::File(p),
                     None => SecretRef::Env(variable("token_env")?.unwrap_or_default()),
                 };
-                let username = entry
-                    .string("username", env)?
-                    .map_or_else(|| crate::source::auth::DEFAULT_TOKEN_USER.to_string(), |(u, _)| u);
+                let username = entry.string("username", env)?.map_or_else(
+                    || crate::source::auth::DEFAULT_TOKEN_USER.to_string(),
+                    |(u, _)| u,
+                );
                 if username.is_empty()
                     || username.contains(':')
                     || username.chars().any(char::is_control)

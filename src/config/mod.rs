@@ -778,8 +778,13 @@ mod tests {
         };
         let none = env_of(&[]);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = resolve(file(), &none, &Flags::default()).unwrap_err().to_string();
-        assert!(err.contains("mode 644") && err.contains("chmod 600"), "{err}");
+        let err = resolve(file(), &none, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = resolve(file(), &none, &Flags::default()).unwrap();
         assert_eq!(s.webhook_secret, Some(Secret("s3cret".into())));

@@ -191,10 +191,7 @@ fn check_named(
 
 /// The global config's webhook secret named `name`, checked now (its file
 /// must be private, as a repository's own secret file must).
-pub fn check_webhook_secret(
-    name: &str,
-    credentials: &[Credential],
-) -> Result<(), super::OpsError> {
+pub fn check_webhook_secret(name: &str, credentials: &[Credential]) -> Result<(), super::OpsError> {
     let credential = credentials::find(credentials, name)
         .ok_or_else(|| CredentialError::UnknownCredential(name.to_string()))?;
     match &credential.kind {
@@ -230,7 +227,11 @@ fn check_token_url(repo_url: &str) -> Result<(), CredentialError> {
     Ok(())
 }
 
-fn check_ssh(repo_url: &str, key: &Path, known_hosts: Option<&Path>) -> Result<(), CredentialError> {
+fn check_ssh(
+    repo_url: &str,
+    key: &Path,
+    known_hosts: Option<&Path>,
+) -> Result<(), CredentialError> {
     if !is_ssh(repo_url) {
         return Err(CredentialError::NotSsh(url::redact(repo_url)));
     }
@@ -299,7 +300,8 @@ mod tests {
         let cwd = dir.path();
 
         let ok = |a: CredentialArgs, url: &str| resolve(&a, url, cwd, &[]).unwrap();
-        let err = |a: CredentialArgs, url: &str| resolve(&a, url, cwd, &[]).unwrap_err().to_string();
+        let err =
+            |a: CredentialArgs, url: &str| resolve(&a, url, cwd, &[]).unwrap_err().to_string();
 
         assert_eq!(ok(args(), https), GitAuth::None);
         assert_eq!(
@@ -502,8 +504,16 @@ mod tests {
             GitAuth::None
         );
         for (a, url, want) in [
-            (named("nope"), "https://h/app.git", "no credential named 'nope'"),
-            (named("hook"), "https://h/app.git", "'hook' is a webhook-secret"),
+            (
+                named("nope"),
+                "https://h/app.git",
+                "no credential named 'nope'",
+            ),
+            (
+                named("hook"),
+                "https://h/app.git",
+                "'hook' is a webhook-secret",
+            ),
             (named("gh"), "git@h:app.git", "a token needs an https://"),
             (
                 named("gh"),

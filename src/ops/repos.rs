@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::credentials::{self, CredentialArgs};
-use crate::config::credentials::Credential;
 use super::{Ops, OpsError};
+use crate::config::credentials::Credential;
 use crate::controller::lock::RepoLock;
 use crate::desired::kedge_yaml;
 use crate::events::{EventKind, NewEvent};
@@ -132,15 +132,12 @@ impl Ops {
         if url::has_credentials(&repo_url) {
             match url::split_userinfo(&repo_url) {
                 Some((bare, userinfo)) if auth == crate::source::auth::GitAuth::None => {
-                    let file = crate::record::credstore::store(
-                        &self.settings.data_dir,
-                        &name,
-                        &userinfo,
-                    )
-                    .map_err(|source| OpsError::StoreCredential {
-                        repo: name.clone(),
-                        source,
-                    })?;
+                    let file =
+                        crate::record::credstore::store(&self.settings.data_dir, &name, &userinfo)
+                            .map_err(|source| OpsError::StoreCredential {
+                                repo: name.clone(),
+                                source,
+                            })?;
                     auth = crate::source::auth::GitAuth::Token {
                         token: crate::config::registries::SecretRef::File(file.clone()),
                         username: crate::source::auth::USERINFO_USER.to_string(),
@@ -251,7 +248,8 @@ impl Ops {
         }
         // The render worktree beside the clone goes with it.
         let _ = std::fs::remove_dir_all(
-            crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone).render_dir(),
+            crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone)
+                .render_dir(),
         );
         Ok(Removed {
             removed: repo.name,

@@ -241,8 +241,10 @@ fn move_url_credentials(
                     ssh_key_file IS NOT NULL OR token_file IS NOT NULL OR token_env IS NOT NULL
              FROM repositories ORDER BY id",
         )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<Result<_, _>>()?
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?
     };
     for (id, name, stored, branch, has_auth) in rows {
         if !url::has_credentials(&stored) {

@@ -337,10 +337,10 @@ impl Store {
                     None => Ok(()),
                 })
                 .and_then(|_| {
-                self.conn.execute_batch(&format!(
-                    "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
-                ))
-            });
+                    self.conn.execute_batch(&format!(
+                        "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
+                    ))
+                });
             match applied {
                 Ok(()) => {
                     self.conn.execute_batch("COMMIT").map_err(step)?;

@@ -946,7 +946,10 @@ fn url_credentials_leave_the_database_for_the_credential_store() {
             username,
         } => {
             assert_eq!(username, crate::source::auth::USERINFO_USER);
-            assert!(file.starts_with(dir.path().join(credstore::DIR)), "{file:?}");
+            assert!(
+                file.starts_with(dir.path().join(credstore::DIR)),
+                "{file:?}"
+            );
             std::fs::read_to_string(file).unwrap()
         }
         other => panic!("{name}: {other:?}"),
@@ -999,5 +1002,8 @@ fn a_deployment_never_serialises_its_compose_snapshot() {
     let d = store.deployments(repo.id, 1).unwrap().remove(0);
     assert!(d.compose_snapshot.is_some());
     let json = serde_json::to_string(&d).unwrap();
-    assert!(!json.contains("hunter2") && !json.contains("compose_snapshot"), "{json}");
+    assert!(
+        !json.contains("hunter2") && !json.contains("compose_snapshot"),
+        "{json}"
+    );
 }

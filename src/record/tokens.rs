@@ -6,9 +6,7 @@ use serde::Serialize;
 use super::{Store, StoreError, now_ms, query};
 
 /// What a token may do; each role may do what the ones before it may.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// May read (GET).

@@ -46,11 +46,8 @@ fn api_reads_like_the_cli_and_writes_with_a_write_token() {
     other.write("kedge.yaml", QUICK_GATE);
     other.commit("first");
     let password = format!("pw-{}", unique_name("apiadd"));
-    let other_server = crate::support::http_git::HttpGit::start(
-        other.bare.parent().unwrap(),
-        "bot",
-        &password,
-    );
+    let other_server =
+        crate::support::http_git::HttpGit::start(other.bare.parent().unwrap(), "bot", &password);
     let token_file = k.cwd().join("git.token");
     std::fs::write(&token_file, &password).unwrap();
     std::fs::create_dir_all(k.cwd().join(".config/kedge")).unwrap();

@@ -138,10 +138,21 @@ fn a_write_token_cannot_make_serve_send_its_secrets_anywhere() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["name"].as_str().unwrap().into(), t["role"].as_str().unwrap().into()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().into(),
+                t["role"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(roles.contains(&("i22c-admin".into(), "admin".into())), "{roles:?}");
-    assert!(roles.contains(&("i22c-deploy".into(), "deploy".into())), "{roles:?}");
+    assert!(
+        roles.contains(&("i22c-admin".into(), "admin".into())),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&("i22c-deploy".into(), "deploy".into())),
+        "{roles:?}"
+    );
     let webhook_secret = format!("hook-{}", unique_name("i22c"));
     let api = k.serve_api(
         &["--poll-interval", "200ms"],
