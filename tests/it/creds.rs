@@ -71,6 +71,14 @@ impl Drop for Capture {
     }
 }
 
+/// `sha256=<hex HMAC-SHA256 of body>`.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// A private remote holding one sleeper, served over http with basic auth.
 fn private_remote(prefix: &str) -> (String, GitRemote, HttpGit) {
     let name = unique_name(prefix);
@@ -280,6 +288,26 @@ fn a_write_token_cannot_make_serve_send_its_secrets_anywhere() {
         &[],
     )
     .refused(403);
+    // Its webhook secret is the config's `hook`, by name: that one alone
+    // triggers it, the global one does not.
+    let hook = serde_json::json!({ "repo": name }).to_string();
+    for (secret, triggered) in [
+        ("another-secret", serde_json::json!([name])),
+        (webhook_secret.as_str(), serde_json::json!([])),
+    ] {
+        let answer = api.call(
+            "POST",
+            "/hooks/generic",
+            None,
+            Some(hook.as_bytes()),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Kedge-Signature-256", &sign(secret, hook.as_bytes())),
+            ],
+        );
+        assert_eq!(answer.status, 202, "{answer:?}");
+        assert_eq!(answer.json()["triggered"], triggered, "{answer:?}");
+    }
     let listed = api.get("/api/v1/repos", &read);
     assert!(listed.body.contains("\"credential\":\"gh\""), "{listed:?}");
     assert!(!listed.body.contains("gh.token"), "{listed:?}");
