@@ -15,6 +15,9 @@ use super::schema::{SchemaError, Section};
 pub struct Credential {
     pub name: String,
     pub kind: CredentialKind,
+    /// `hosts:`: the only servers a git credential is used with (`host`,
+    /// any port, or `host:port`); empty, any.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,25 @@ impl Credential {
             CredentialKind::SshKey { .. } => "ssh-key",
             CredentialKind::WebhookSecret(_) => "webhook-secret",
         }
+    }
+
+    /// Whether it may be used with the repository at `url`: always, unless
+    /// `hosts:` lists the servers it is for.
+    pub fn allows(&self, url: &str) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        let Some((host, port)) = crate::source::url::host_port(url) else {
+            return false;
+        };
+        self.hosts
+            .iter()
+            .any(|allowed| match allowed.rsplit_once(':') {
+                Some((h, p)) if !allowed.ends_with(']') && !h.contains(':') => {
+                    h.eq_ignore_ascii_case(&host) && port.as_deref() == Some(p)
+                }
+                _ => allowed.trim_matches(['[', ']']).eq_ignore_ascii_case(&host),
+            })
     }
 
     /// The variable it is read from, if any: hidden from every child.
@@ -69,6 +91,7 @@ const KEYS: &[&str] = &[
     "known_hosts",
     "secret_file",
     "secret_env",
+    "hosts",
 ];
 
 /// Reads the `credentials:` list of the global config.
@@ -175,11 +198,11 @@ pub fn parse(top: &Section, env: Env) -> Result<Vec<Credential>, SchemaError> {
             CredentialKind::Token { .. } => "known_hosts",
             CredentialKind::SshKey { .. } | CredentialKind::WebhookSecret(_) => "username",
         };
-        let stray_too = match kind {
-            CredentialKind::WebhookSecret(_) => Some("known_hosts"),
-            _ => None,
+        let stray_too: &[&str] = match kind {
+            CredentialKind::WebhookSecret(_) => &["known_hosts", "hosts"],
+            _ => &[],
         };
-        for key in std::iter::once(stray).chain(stray_too) {
+        for key in std::iter::once(stray).chain(stray_too.iter().copied()) {
             if entry.get(key).is_some() {
                 return Err(invalid(
                     key,
@@ -188,7 +211,20 @@ pub fn parse(top: &Section, env: Env) -> Result<Vec<Credential>, SchemaError> {
                 ));
             }
         }
-        out.push(Credential { name, kind });
+        let hosts = entry
+            .strings("hosts", env)?
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        if let Some(bad) = hosts.iter().find(|h| {
+            h.is_empty() || h.contains('/') || h.contains('@') || h.chars().any(char::is_whitespace)
+        }) {
+            return Err(invalid(
+                "hosts",
+                bad.clone(),
+                "server names as URLs spell them: github.com, git.example.com:8443",
+            ));
+        }
+        out.push(Credential { name, kind, hosts });
     }
     Ok(out)
 }
@@ -213,11 +249,37 @@ mod tests {
     }
 
     #[test]
+    fn hosts_limit_where_a_credential_is_used() {
+        let with = |hosts: &[&str]| Credential {
+            name: "gh".into(),
+            kind: CredentialKind::WebhookSecret(SecretRef::Env("X".into())),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        assert!(with(&[]).allows("http://127.0.0.1:9/x.git"));
+        let gh = with(&["github.com", "git.example.com:8443", "::1"]);
+        for (url, ok) in [
+            ("https://github.com/acme/app.git", true),
+            ("https://GitHub.com:443/acme/app.git", true),
+            ("git@github.com:acme/app.git", true),
+            ("ssh://git@github.com/acme/app.git", true),
+            ("https://git.example.com:8443/x.git", true),
+            ("https://git.example.com/x.git", false),
+            ("https://github.com.evil.example/x.git", false),
+            ("https://github.com@evil.example/x.git", false),
+            ("http://127.0.0.1:9/x.git", false),
+            ("ssh://git@[::1]:22/x.git", true),
+            ("/srv/x.git", false),
+        ] {
+            assert_eq!(gh.allows(url), ok, "{url}");
+        }
+    }
+
+    #[test]
     fn credentials_table() {
         assert_eq!(parse("log:\n  level: info\n").unwrap(), vec![]);
         assert_eq!(
             parse(
-                "credentials:\n  - name: gh\n    token_env: GH_TOKEN\n  - name: gitea\n    token_file: /etc/kedge/gitea.token\n    username: ${BOT}\n  - name: deploy\n    ssh_key: /etc/kedge/deploy.key\n    known_hosts: /etc/kedge/known_hosts\n  - name: hook\n    secret_file: /etc/kedge/hook.secret\n  - name: hook2\n    secret_env: HOOK_SECRET\n"
+                "credentials:\n  - name: gh\n    token_env: GH_TOKEN\n    hosts: github.com\n  - name: gitea\n    token_file: /etc/kedge/gitea.token\n    username: ${BOT}\n  - name: deploy\n    ssh_key: /etc/kedge/deploy.key\n    known_hosts: /etc/kedge/known_hosts\n    hosts: [git.example.com:2222, 10.0.0.7]\n  - name: hook\n    secret_file: /etc/kedge/hook.secret\n  - name: hook2\n    secret_env: HOOK_SECRET\n"
             )
             .unwrap(),
             vec![
@@ -226,31 +288,36 @@ mod tests {
                     kind: CredentialKind::Token {
                         token: SecretRef::Env("GH_TOKEN".into()),
                         username: "x-access-token".into()
-                    }
+                    },
+                    hosts: vec!["github.com".into()],
                 },
                 Credential {
                     name: "gitea".into(),
                     kind: CredentialKind::Token {
                         token: SecretRef::File("/etc/kedge/gitea.token".into()),
                         username: "ci-bot".into()
-                    }
+                    },
+                    hosts: vec![],
                 },
                 Credential {
                     name: "deploy".into(),
                     kind: CredentialKind::SshKey {
                         key: "/etc/kedge/deploy.key".into(),
                         known_hosts: Some("/etc/kedge/known_hosts".into())
-                    }
+                    },
+                    hosts: vec!["git.example.com:2222".into(), "10.0.0.7".into()],
                 },
                 Credential {
                     name: "hook".into(),
                     kind: CredentialKind::WebhookSecret(SecretRef::File(
                         "/etc/kedge/hook.secret".into()
-                    ))
+                    )),
+                    hosts: vec![],
                 },
                 Credential {
                     name: "hook2".into(),
-                    kind: CredentialKind::WebhookSecret(SecretRef::Env("HOOK_SECRET".into()))
+                    kind: CredentialKind::WebhookSecret(SecretRef::Env("HOOK_SECRET".into())),
+                    hosts: vec![],
                 },
             ]
         );
@@ -299,6 +366,14 @@ mod tests {
             (
                 "credentials:\n  - name: gh\n    password: x\n",
                 "unknown key `credentials[0].password`",
+            ),
+            (
+                "credentials:\n  - name: gh\n    token_env: T\n    hosts: [https://github.com]\n",
+                "`credentials[0].hosts`: invalid value",
+            ),
+            (
+                "credentials:\n  - name: gh\n    secret_env: T\n    hosts: [h]\n",
+                "`credentials[0].hosts`",
             ),
         ] {
             let got = parse(text).unwrap_err();

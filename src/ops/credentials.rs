@@ -66,6 +66,8 @@ pub enum CredentialError {
         kind: &'static str,
         wanted: &'static str,
     },
+    #[error("the credential '{name}' is not for {url}: its `hosts:` do not list that server")]
+    NotForHost { name: String, url: String },
     #[error("the credential '{name}': {inner}")]
     Named {
         name: String,
@@ -96,7 +98,9 @@ pub fn resolve(
             }
         }
         check_named(name, repo_url, credentials).map_err(|e| match e {
-            CredentialError::UnknownCredential(_) | CredentialError::WrongKind { .. } => e,
+            CredentialError::UnknownCredential(_)
+            | CredentialError::WrongKind { .. }
+            | CredentialError::NotForHost { .. } => e,
             other => CredentialError::Named {
                 name: name.clone(),
                 inner: Box::new(other),
@@ -170,6 +174,13 @@ fn check_named(
 ) -> Result<(), CredentialError> {
     let credential = credentials::find(credentials, name)
         .ok_or_else(|| CredentialError::UnknownCredential(name.to_string()))?;
+    if !matches!(credential.kind, CredentialKind::WebhookSecret(_)) && !credential.allows(repo_url)
+    {
+        return Err(CredentialError::NotForHost {
+            name: name.to_string(),
+            url: url::redact(repo_url),
+        });
+    }
     match &credential.kind {
         CredentialKind::Token { token, .. } => {
             check_token_url(repo_url)?;
@@ -484,10 +495,12 @@ mod tests {
                     token: SecretRef::File(token),
                     username: "bot".into(),
                 },
+                hosts: vec!["h".into(), "127.0.0.1".into(), "git.example.com".into()],
             },
             Credential {
                 name: "hook".into(),
                 kind: CredentialKind::WebhookSecret(SecretRef::Env("H".into())),
+                hosts: vec![],
             },
         ];
         let named = |name: &str| CredentialArgs {
@@ -515,6 +528,11 @@ mod tests {
                 "'hook' is a webhook-secret",
             ),
             (named("gh"), "git@h:app.git", "a token needs an https://"),
+            (
+                named("gh"),
+                "https://collector.example/app.git",
+                "'gh' is not for https://collector.example/app.git",
+            ),
             (
                 named("gh"),
                 "http://git.example.com/app.git",

@@ -94,7 +94,15 @@ pub fn effective(
         token: SecretRef::Unusable(why),
         username: DEFAULT_TOKEN_USER.to_string(),
     };
-    match crate::config::credentials::find(credentials, name).map(|c| &c.kind) {
+    let credential = crate::config::credentials::find(credentials, name);
+    if let Some(c) = credential
+        && !c.allows(url)
+    {
+        return unusable(format!(
+            "the credential '{name}' is not for this server (its `hosts:` do not list it)"
+        ));
+    }
+    match credential.map(|c| &c.kind) {
         None => unusable(format!(
             "the credential '{name}' is not in the global config's `credentials:` (restart serve after adding it)"
         )),
@@ -558,6 +566,7 @@ fatal: Could not read from remote repository.
                     token: SecretRef::Env("GH".into()),
                     username: "bot".into(),
                 },
+                hosts: vec!["h".into(), "example.com".into()],
             },
             Credential {
                 name: "key".into(),
@@ -565,10 +574,12 @@ fatal: Could not read from remote repository.
                     key: "/k".into(),
                     known_hosts: None,
                 },
+                hosts: vec![],
             },
             Credential {
                 name: "hook".into(),
                 kind: CredentialKind::WebhookSecret(SecretRef::Env("H".into())),
+                hosts: vec![],
             },
         ];
         let stored = GitAuth::SshKey {
@@ -595,6 +606,11 @@ fatal: Could not read from remote repository.
             ("gone", https, "not in the global config"),
             ("hook", https, "is a webhook secret"),
             ("gh", "http://example.com/app.git", "plain http://"),
+            (
+                "gh",
+                "https://collector.example/app.git",
+                "not for this server",
+            ),
         ] {
             let GitAuth::Token { token, .. } =
                 effective(&GitAuth::None, Some(name), url, &credentials)

@@ -443,6 +443,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The server an address names, in lower case, and its port if it says
+/// one (`git@host:path` says none). `None` for a local path.
+pub fn host_port(url: &str) -> Option<(String, Option<String>)> {
+    let authority = match url.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("file") => return None,
+        Some((_, rest)) => rest.split_once('/').map_or(rest, |(a, _)| a),
+        None => match scp_like(url) {
+            Ok(Some(_)) => url.split_once(':')?.0,
+            _ => return None,
+        },
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = split_port(host_port);
+    if host.is_empty() {
+        return None;
+    }
+    let port = match url.split_once("://") {
+        Some(_) => port.filter(|p| !p.is_empty()).map(str::to_string),
+        None => None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
 /// Plain `http://` to a host other than this one's loopback: a token sent
 /// there crosses the network in clear, so Kedge sends none.
 pub fn is_plain_http_off_loopback(url: &str) -> bool {

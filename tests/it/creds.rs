@@ -132,8 +132,9 @@ fn a_write_token_cannot_make_serve_send_its_secrets_anywhere() {
     write_config(
         &k,
         &format!(
-            "credentials:\n  - name: gh\n    token_file: {}\n    username: bot\n  - name: hook\n    secret_env: KEDGE_I22C_HOOK\n",
-            token_file.display()
+            "credentials:\n  - name: gh\n    token_file: {}\n    username: bot\n    hosts: [127.0.0.1:{}]\n  - name: hook\n    secret_env: KEDGE_I22C_HOOK\n",
+            token_file.display(),
+            server.port
         ),
     );
     // `write`, the former role, is an admin now.
@@ -216,6 +217,12 @@ fn a_write_token_cannot_make_serve_send_its_secrets_anywhere() {
             422,
             "no credential named 'nope'",
         ),
+        // A credential of the config goes only to the servers it lists.
+        (
+            serde_json::json!({"url": leak, "credential": "gh"}),
+            422,
+            "its `hosts:` do not list that server",
+        ),
         (
             serde_json::json!({"url": leak, "credential": "hook"}),
             422,
@@ -225,11 +232,6 @@ fn a_write_token_cannot_make_serve_send_its_secrets_anywhere() {
             serde_json::json!({"url": leak, "webhook_secret": "gh"}),
             422,
             "'gh' is a token",
-        ),
-        (
-            serde_json::json!({"url": "http://git.example.invalid/x.git", "credential": "gh"}),
-            422,
-            "plain http://",
         ),
     ] {
         let answer = api.post("/api/v1/repos", &admin, &body.to_string());
