@@ -77,7 +77,7 @@ register_example() {
   say "  $shown$flag events --follow"
   say "  curl http://127.0.0.1:$port/          # the example's web page"
   if [ "$listen" != none ]; then
-    say "  http://$listen/                # the dashboard (sign in with: $shown$flag token create me --role write)"
+    say "  http://$listen/                # the dashboard (sign in with: $shown$flag token create me --role deploy)"
     say "  curl http://$listen/healthz    # Kedge's own health"
   fi
   say ""

@@ -1,10 +1,11 @@
 //! api: bearer tokens. Every route under `/api/v1` needs one; a `read`
-//! token may GET, a `write` token may also POST and DELETE. The event
-//! stream also takes the dashboard's session cookie instead.
+//! token may GET, a `deploy` token may also sync and roll back, an `admin`
+//! token may also add and remove repositories. The event stream also takes
+//! the dashboard's session cookie instead.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -33,14 +34,42 @@ pub async fn require_token(
         .ops
         .authenticate(presented)?
         .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !reads && token.role != Role::Write {
+    let needed = needed_role(&request);
+    if token.role < needed {
         return Err(ApiError::Forbidden(format!(
-            "token '{}' may only read; this needs a write token",
-            token.name
+            "token '{}' has the role {}; this needs {} (kedge token create NAME --role {})",
+            token.name,
+            token.role.as_str(),
+            needed.as_str(),
+            needed.as_str()
         )));
     }
     Ok(next.run(request).await)
+}
+
+/// The least role a request needs: reading is `read`; a sync or a
+/// rollback is `deploy`; anything else that changes (adding and removing
+/// repositories, and any route yet to come) is `admin`.
+pub fn needed_role(request: &Request) -> Role {
+    role_for(
+        request.method(),
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(request.uri().path(), MatchedPath::as_str),
+    )
+}
+
+/// `needed_role` by method and route.
+pub fn role_for(method: &Method, route: &str) -> Role {
+    if matches!(*method, Method::GET | Method::HEAD) {
+        Role::Read
+    } else if *method == Method::POST && (route.ends_with("/sync") || route.ends_with("/rollback"))
+    {
+        Role::Deploy
+    } else {
+        Role::Admin
+    }
 }
 
 /// The event stream: a bearer token as on every route, or, for a request
@@ -62,4 +91,27 @@ pub async fn require_token_or_session(
         return Ok(next.run(request).await);
     }
     require_token(State(state), request, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_by_route() {
+        for (method, route, want) in [
+            (Method::GET, "/api/v1/repos", Role::Read),
+            (Method::HEAD, "/api/v1/repos/{name}", Role::Read),
+            (Method::GET, "/api/v1/events/stream", Role::Read),
+            (Method::POST, "/api/v1/repos/{name}/sync", Role::Deploy),
+            (Method::POST, "/api/v1/repos/{name}/rollback", Role::Deploy),
+            (Method::POST, "/api/v1/repos", Role::Admin),
+            (Method::DELETE, "/api/v1/repos/{name}", Role::Admin),
+            (Method::PUT, "/api/v1/repos/{name}/sync", Role::Admin),
+            (Method::PATCH, "/api/v1/anything", Role::Admin),
+        ] {
+            assert_eq!(role_for(&method, route), want, "{method} {route}");
+        }
+        assert!(Role::Read < Role::Deploy && Role::Deploy < Role::Admin);
+    }
 }

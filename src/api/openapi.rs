@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -13,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::{routes, stream};
+use crate::ops::Role;
 
 /// The name of the bearer token scheme in the document.
 const BEARER: &str = "bearer";
@@ -23,8 +24,9 @@ const BEARER: &str = "bearer";
         title = "Kedge",
         description = "GitOps controller for Docker Compose: the HTTP API of `kedge serve`. \
             Every route under /api/v1 needs `Authorization: Bearer TOKEN` \
-            (`kedge token create NAME [--role read|write]`); a read token may GET, \
-            a write token may also POST and DELETE. Errors are `{\"error\": \"...\"}`."
+            (`kedge token create NAME [--role read|deploy|admin]`); a read token may GET, \
+            a deploy token may also sync and roll back, an admin token may also add and \
+            remove repositories. Errors are `{\"error\": \"...\"}`."
     ),
     paths(
         routes::healthz,
@@ -60,7 +62,7 @@ const FACES: &[fn() -> utoipa::openapi::OpenApi] = &[];
 
 /// The whole document: the routes above, the other faces' and, for every
 /// route under `/api/v1`, the bearer scheme and the answers `auth.rs` and
-/// the body limit give (401, 403 on writes, 413 with a body, 500).
+/// the body limit give (401, 403 above `read`, 413 with a body, 500).
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = KedgeApi::openapi();
     for face in FACES {
@@ -93,7 +95,7 @@ fn describe_auth(doc: &mut utoipa::openapi::OpenApi) {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "A token from `kedge token create NAME [--role read|write]`",
+                    "A token from `kedge token create NAME [--role read|deploy|admin]`",
                 ))
                 .build(),
         ),
@@ -103,22 +105,22 @@ fn describe_auth(doc: &mut utoipa::openapi::OpenApi) {
             continue;
         }
         let operations = [
-            (&mut item.get, false),
-            (&mut item.head, false),
-            (&mut item.post, true),
-            (&mut item.put, true),
-            (&mut item.patch, true),
-            (&mut item.delete, true),
+            (&mut item.get, Method::GET),
+            (&mut item.head, Method::HEAD),
+            (&mut item.post, Method::POST),
+            (&mut item.put, Method::PUT),
+            (&mut item.patch, Method::PATCH),
+            (&mut item.delete, Method::DELETE),
         ];
-        for (operation, writes) in operations {
+        for (operation, method) in operations {
             if let Some(operation) = operation {
-                protect(operation, writes);
+                protect(operation, super::auth::role_for(&method, path));
             }
         }
     }
 }
 
-fn protect(operation: &mut Operation, writes: bool) {
+fn protect(operation: &mut Operation, needs: Role) {
     operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
     let mut answer = |status: &str, description: &str| {
         operation
@@ -128,8 +130,10 @@ fn protect(operation: &mut Operation, writes: bool) {
             .or_insert_with(|| RefOr::T(error_response(description)));
     };
     answer("401", "no token, or an unknown or revoked one");
-    if writes {
-        answer("403", "a read token on a route that needs a write token");
+    match needs {
+        Role::Read => {}
+        Role::Deploy => answer("403", "a read token: this needs a deploy or admin token"),
+        Role::Admin => answer("403", "a read or deploy token: this needs an admin token"),
     }
     if operation.request_body.is_some() {
         answer("413", "the body is larger than 1 MiB");

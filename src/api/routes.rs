@@ -167,12 +167,14 @@ pub async fn list_repos(State(state): State<Arc<AppState>>) -> ApiResult {
     json(StatusCode::OK, &state.ops.repo_list()?)
 }
 
-/// What `POST /api/v1/repos` takes: `kedge repo add`'s arguments.
+/// What `POST /api/v1/repos` takes: `kedge repo add`'s arguments, with
+/// credentials by name only. Nothing here names a file, an environment
+/// variable or a local path of the host.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRepoBody {
-    /// https://, ssh://, git@host:path, file:// or a local path (relative
-    /// to the directory `serve` runs in)
+    /// https://, http:// (a token only to loopback), ssh://, git:// or
+    /// git@host:path, without credentials in it; never a local path
     #[schema(min_length = 1)]
     url: String,
     /// The branch to follow
@@ -182,19 +184,14 @@ pub struct NewRepoBody {
     /// The repository's name (default: from the URL)
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     name: Option<String>,
-    /// File on the server holding this repository's own webhook secret
-    /// (mode 600)
-    webhook_secret_file: Option<String>,
-    /// Private key file on the server (mode 600) for an ssh URL
-    ssh_key: Option<String>,
-    /// A known_hosts file on the server checked strictly (needs `ssh_key`)
-    ssh_known_hosts: Option<String>,
-    /// File on the server holding an HTTPS token, read at each use
-    token_file: Option<String>,
-    /// Environment variable of `serve` holding an HTTPS token
-    token_env: Option<String>,
-    /// User name sent with the token (default `x-access-token`)
-    username: Option<String>,
+    /// A token or ssh-key credential of the global config's `credentials:`,
+    /// by name
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    credential: Option<String>,
+    /// A webhook-secret credential of the global config's `credentials:`,
+    /// by name: then only that secret triggers the repository
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    webhook_secret: Option<String>,
 }
 
 /// A repository just registered (`kedge repo add -o json`; the keys in
@@ -208,6 +205,9 @@ pub struct AddedRepo {
     pub url: String,
     /// `ssh-key`, `token` or `none`
     pub auth: String,
+    /// The credential it authenticates with, by name
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 fn main_branch() -> String {
@@ -221,28 +221,26 @@ fn main_branch() -> String {
         (status = 201, description = "registered", body = AddedRepo),
         (status = 400, description = "not a JSON object of this form", body = ErrorBody),
         (status = 409, description = "the name or the URL is registered already", body = ErrorBody),
-        (status = 422, description = "an invalid URL, name or branch", body = ErrorBody),
+        (status = 422, description = "an invalid URL, name or branch; a local path, credentials in the URL, or a credential that is not in the global config or does not fit the URL", body = ErrorBody),
     ))]
 pub async fn add_repo(
     State(state): State<Arc<AppState>>,
     parsed: Result<Json<NewRepoBody>, JsonRejection>,
 ) -> ApiResult {
     let req = body(parsed)?;
-    // A relative local path means relative to where `serve` runs.
-    let cwd = std::env::current_dir().map_err(|e| ApiError::Internal(e.to_string()))?;
+    // No local path is accepted: the directory is never looked at.
     let added = state.ops.repo_add(&AddRepo {
         url: req.url,
         branch: req.branch,
         name: req.name,
-        webhook_secret_file: req.webhook_secret_file.map(PathBuf::from),
+        webhook_secret_file: None,
+        webhook_secret: req.webhook_secret,
         credentials: CredentialArgs {
-            ssh_key: req.ssh_key.map(PathBuf::from),
-            ssh_known_hosts: req.ssh_known_hosts.map(PathBuf::from),
-            token_file: req.token_file.map(PathBuf::from),
-            token_env: req.token_env,
-            username: req.username,
+            credential: req.credential,
+            ..CredentialArgs::default()
         },
-        cwd,
+        cwd: PathBuf::from("/"),
+        host_paths: false,
     })?;
     let repo = added.repo;
     json(
@@ -251,8 +249,9 @@ pub async fn add_repo(
             branch: repo.branch,
             created_at: repo.created_at,
             name: repo.name,
-            url: repo.url,
+            url: repo.url.to_string(),
             auth: repo.auth,
+            credential: repo.credential,
         },
     )
 }

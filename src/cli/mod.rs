@@ -106,7 +106,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// Register a repository
-    Add(repo_add::Args),
+    Add(Box<repo_add::Args>),
     /// List registered repositories
     List(repo_list::Args),
     /// Unregister a repository and delete its clone
@@ -174,7 +174,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         output: cli.output,
     };
     match command {
-        Command::Repo(RepoCommand::Add(args)) => repo_add::run(&ctx, args),
+        Command::Repo(RepoCommand::Add(args)) => repo_add::run(&ctx, *args),
         Command::Repo(RepoCommand::List(args)) => repo_list::run(&ctx, args),
         Command::Repo(RepoCommand::Remove(args)) => repo_remove::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),

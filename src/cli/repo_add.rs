@@ -21,8 +21,15 @@ pub struct Args {
     pub name: Option<String>,
     /// File holding this repository's own webhook secret (mode 600); then
     /// only that secret triggers it. Its path is stored, not the secret
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook_secret")]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// A webhook secret of the global config's `credentials:`, by name;
+    /// then only that secret triggers this repository
+    #[arg(long, value_name = "NAME")]
+    pub webhook_secret: Option<String>,
+    /// A token or ssh key of the global config's `credentials:`, by name
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["ssh_key", "token_file", "token_env", "username"])]
+    pub credential: Option<String>,
     /// Private key (mode 600) for an ssh:// or user@host:path URL; its path
     /// is stored, never its content
     #[arg(long, value_name = "FILE")]
@@ -49,14 +56,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         branch: args.branch,
         name: args.name,
         webhook_secret_file: args.webhook_secret_file,
+        webhook_secret: args.webhook_secret,
         credentials: CredentialArgs {
             ssh_key: args.ssh_key,
             ssh_known_hosts: args.ssh_known_hosts,
             token_file: args.token_file,
             token_env: args.token_env,
             username: args.username,
+            credential: args.credential,
         },
         cwd,
+        host_paths: true,
     })?;
     // Accepted all the same: the directory may be created later.
     if let Some(dir) = &added.missing_path {
@@ -67,13 +77,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     }
     let repo = &added.repo;
     if ctx.json() {
-        print_json(&serde_json::json!({
+        let mut doc = serde_json::json!({
             "name": repo.name,
             "url": repo.url,
             "branch": repo.branch,
             "created_at": repo.created_at,
             "auth": repo.auth,
-        }))?;
+        });
+        if let Some(name) = &repo.credential {
+            doc["credential"] = name.as_str().into();
+        }
+        print_json(&doc)?;
     } else if repo.auth == "none" {
         println!(
             "Added repository {} ({}, branch {})",

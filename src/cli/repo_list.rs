@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     for r in &rows {
         table.row([
             r.name.as_str(),
-            &r.url,
+            &r.url.to_string(),
             &r.branch,
             r.mode.as_deref().unwrap_or("-"),
             &r.auth,

@@ -11,7 +11,8 @@ pub enum TokenCommand {
     Create {
         /// A name for the token ([a-z0-9][a-z0-9_-]*)
         name: String,
-        /// read: GET only; write: also POST and DELETE
+        /// read: GET only; deploy: also sync and roll back; admin: also add
+        /// and remove repositories (`write` is accepted as admin)
         #[arg(long, value_enum, default_value = "read")]
         role: crate::ops::Role,
     },

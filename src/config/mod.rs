@@ -1,6 +1,7 @@
 //! config: Kedge's own settings, resolved once at start-up with the
 //! precedence defaults < global config file < `KEDGE_*` environment < flags.
 
+pub mod credentials;
 pub mod duration;
 pub mod interpolate;
 pub mod notifications;
@@ -61,6 +62,7 @@ pub struct FileConfig {
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_file: Option<PathBuf>,
     pub registries: Vec<registries::Registry>,
+    pub credentials: Vec<credentials::Credential>,
     pub public_url: Option<String>,
     pub notifications: Vec<notifications::SinkConfig>,
 }
@@ -134,6 +136,8 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     /// Credentials for pulls from private registries (`registries:`).
     pub registries: Vec<registries::Registry>,
+    /// Named secrets repositories refer to (`credentials:`).
+    pub credentials: Vec<credentials::Credential>,
     /// `http.public_url`: where people reach the dashboard; notifications
     /// link to a repository's page under it.
     pub public_url: Option<String>,
@@ -179,6 +183,11 @@ pub enum ConfigError {
     },
     #[error("the webhook secret file {} is empty", path.display())]
     EmptySecret { path: PathBuf },
+    #[error(
+        "the webhook secret file {} is accessible by group or others (mode {mode:03o}); `chmod 600` it",
+        path.display()
+    )]
+    SecretFileOpen { path: PathBuf, mode: u32 },
 }
 
 pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
@@ -196,12 +205,14 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "http",
             "webhook",
             "registries",
+            "credentials",
             "notifications",
         ],
     )?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         registries: registries::parse(&top, env)?,
+        credentials: credentials::parse(&top, env)?,
         ..FileConfig::default()
     };
     if let Some(git) = top.section("git", &["poll_interval", "timeout"])? {
@@ -279,6 +290,26 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     Ok(Secret(secret.to_string()))
 }
 
+/// The global webhook secret's file (`webhook.secret_file`). Like a
+/// repository's own secret file (and ssh with a private key), a file its
+/// group or others may read or write is refused: anyone who reads it can
+/// trigger deploys.
+pub fn read_webhook_secret_file(path: &Path) -> Result<Secret, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        return Err(ConfigError::SecretFileOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    read_secret_file(path)
+}
+
 /// A size in bytes: a whole number with an optional unit (`B`, `KiB`, `MiB`,
 /// `GiB`), greater than zero.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -339,6 +370,11 @@ pub fn load(flags: &Flags, env: Env) -> Result<Settings, ConfigError> {
     crate::process::hide_env("KEDGE_WEBHOOK_SECRET");
     for registry in &settings.registries {
         if let registries::SecretRef::Env(name) = &registry.password {
+            crate::process::hide_env(name);
+        }
+    }
+    for credential in &settings.credentials {
+        if let Some(name) = credential.variable() {
             crate::process::hide_env(name);
         }
     }
@@ -442,7 +478,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
     ) {
         (Some(v), _, _) => Some(Secret(v)),
         (None, Some(s), _) => Some(s),
-        (None, None, Some(path)) => Some(read_secret_file(&path)?),
+        (None, None, Some(path)) => Some(read_webhook_secret_file(&path)?),
         (None, None, None) => None,
     };
 
@@ -459,6 +495,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         tls,
         webhook_secret,
         registries: file.registries,
+        credentials: file.credentials,
         public_url: file.public_url,
         notifications: file.notifications,
         config_file: None,
@@ -621,6 +658,7 @@ mod tests {
                 webhook_secret: None,
                 webhook_secret_file: Some("/etc/kedge/hook".into()),
                 registries: Vec::new(),
+                credentials: Vec::new(),
                 public_url: None,
                 notifications: Vec::new(),
             }
@@ -724,5 +762,31 @@ mod tests {
             load(&Flags::default(), &home).unwrap().data_dir,
             PathBuf::from("/x")
         );
+    }
+
+    /// Regression: the global webhook secret's file was read whatever its
+    /// mode, where a repository's own was refused when others could read it.
+    #[test]
+    fn the_global_webhook_secret_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = || FileConfig {
+            webhook_secret_file: Some(path.clone()),
+            ..FileConfig::default()
+        };
+        let none = env_of(&[]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve(file(), &none, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = resolve(file(), &none, &Flags::default()).unwrap();
+        assert_eq!(s.webhook_secret, Some(Secret("s3cret".into())));
     }
 }

@@ -14,6 +14,10 @@ pub enum SecretRef {
     File(PathBuf),
     /// A variable of Kedge's own environment.
     Env(String),
+    /// A named credential that cannot be used here (not in the global
+    /// config, of another kind, or refused for the URL): reading it fails
+    /// with the reason, so nothing is sent.
+    Unusable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,8 @@ pub enum SecretRefError {
     },
     #[error("{} is empty", path.display())]
     FileEmpty { path: PathBuf },
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl SecretRef {
@@ -50,6 +56,7 @@ impl SecretRef {
                 }
                 Ok(secret.to_string())
             }
+            SecretRef::Unusable(why) => Err(SecretRefError::Unusable(why.clone())),
         }
     }
 }

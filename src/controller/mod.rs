@@ -341,7 +341,7 @@ fn supervise(
         if running.contains_key(&repo.id) {
             continue;
         }
-        tracing::info!(repo = %repo.name, url = %crate::source::url::redact(&repo.url), branch = %repo.branch, "watching");
+        tracing::info!(repo = %repo.name, url = %repo.url, branch = %repo.branch, "watching");
         let (stop, stop_rx) = watch::channel(false);
         let id = repo.id;
         let name = repo.name.clone();

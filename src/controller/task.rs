@@ -169,10 +169,15 @@ impl RepoTask {
         let clone = clone_dir(&shared.settings.data_dir, &repo.name);
         let now = Instant::now();
         RepoTask {
-            git: Repository::new(&repo.url, &repo.branch, clone)
+            git: Repository::new(repo.url.expose(), &repo.branch, clone)
                 .with_timeout(shared.settings.git_timeout)
                 .with_auth(
-                    &repo.auth,
+                    &crate::source::auth::effective(
+                        &repo.auth,
+                        repo.credential.as_deref(),
+                        repo.url.expose(),
+                        &shared.settings.credentials,
+                    ),
                     &shared.settings.data_dir,
                     shared.settings.poll_interval,
                 ),

@@ -169,9 +169,16 @@ impl Ops {
         let repos = repos
             .into_iter()
             .map(|r| {
-                let secret = match &r.webhook_secret_file {
-                    None => RepoSecret::Global,
-                    Some(path) => match read_secret_file(path) {
+                let secret = match (&r.webhook_secret, &r.webhook_secret_file) {
+                    (Some(name), _) => match self.named_secret(name) {
+                        Ok(secret) => RepoSecret::Own(secret),
+                        Err(why) => {
+                            tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {why}");
+                            RepoSecret::Unusable
+                        }
+                    },
+                    (None, None) => RepoSecret::Global,
+                    (None, Some(path)) => match read_secret_file(path) {
                         Ok(secret) => RepoSecret::Own(secret),
                         Err(e) => {
                             tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {}", crate::error_chain(&e));
@@ -181,7 +188,7 @@ impl Ops {
                 };
                 HookRepo {
                     name: r.name,
-                    url: r.url,
+                    url: r.url.expose().to_string(),
                     branch: r.branch,
                     secret,
                 }
@@ -191,6 +198,26 @@ impl Ops {
             global: self.settings.webhook_secret.clone(),
             repos,
         })
+    }
+
+    /// The global config's webhook secret `name`, read now (a file must be
+    /// private); why not, in words that name no secret.
+    fn named_secret(&self, name: &str) -> Result<Secret, String> {
+        use crate::config::credentials::{CredentialKind, find};
+        use crate::config::registries::SecretRef;
+        match find(&self.settings.credentials, name).map(|c| &c.kind) {
+            Some(CredentialKind::WebhookSecret(SecretRef::File(path))) => {
+                read_secret_file(path).map_err(|e| crate::error_chain(&e))
+            }
+            Some(CredentialKind::WebhookSecret(secret)) => secret
+                .read()
+                .map(Secret)
+                .map_err(|e| format!("the credential '{name}': {e}")),
+            Some(_) => Err(format!("the credential '{name}' is not a webhook secret")),
+            None => Err(format!(
+                "no credential named '{name}' in the global config's `credentials:`"
+            )),
+        }
     }
 
     /// Wakes these repositories' tasks for an immediate remote check (hooks

@@ -74,6 +74,12 @@ pub enum OpsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot keep the credentials of '{repo}' in the credential store")]
+    StoreCredential {
+        repo: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]

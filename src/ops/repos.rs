@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::credentials::{self, CredentialArgs};
 use super::{Ops, OpsError};
+use crate::config::credentials::Credential;
 use crate::controller::lock::RepoLock;
 use crate::desired::kedge_yaml;
 use crate::events::{EventKind, NewEvent};
@@ -21,17 +22,25 @@ pub struct AddRepo {
     /// The file holding the repository's own webhook secret: its path is
     /// stored, the secret is read at each hook.
     pub webhook_secret_file: Option<PathBuf>,
-    /// A deploy key or a token, by reference.
+    /// The global config's webhook secret for this repository, by name.
+    pub webhook_secret: Option<String>,
+    /// A deploy key or a token, by reference, or a credential by name.
     pub credentials: CredentialArgs,
     /// A relative local path is taken from here.
     pub cwd: PathBuf,
+    /// Whether the request may name this host's files, variables and
+    /// local paths: the CLI, run on the host by its operator. Over HTTP it
+    /// may not: only remote addresses and names from the global config.
+    pub host_paths: bool,
 }
 
 /// A registered repository as the faces show it: credentials redacted.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepoRow {
     pub name: String,
-    pub url: String,
+    /// Credentials redacted
+    #[schema(value_type = String)]
+    pub url: url::RepoUrl,
     pub branch: String,
     pub mode: Option<String>,
     pub created_at: String,
@@ -39,14 +48,23 @@ pub struct RepoRow {
     /// (the secret itself is never shown).
     #[schema(example = "ssh-key")]
     pub auth: String,
+    /// The global config's credential it authenticates with, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl RepoRow {
-    fn of(r: crate::record::Repo) -> Self {
+    fn of(r: crate::record::Repo, credentials: &[Credential]) -> Self {
+        let auth = match &r.credential {
+            Some(name) => crate::config::credentials::find(credentials, name)
+                .map_or("unknown", Credential::kind_name),
+            None => r.auth.kind(),
+        };
         RepoRow {
-            url: url::redact(&r.url),
+            url: r.url,
             created_at: rfc3339(r.created_at),
-            auth: r.auth.kind().to_string(),
+            auth: auth.to_string(),
+            credential: r.credential,
             name: r.name,
             branch: r.branch,
             mode: r.mode,
@@ -73,7 +91,16 @@ impl Ops {
     /// Registers a repository. Everything is checked before the database
     /// is opened: a refusal leaves no trace.
     pub fn repo_add(&self, req: &AddRepo) -> Result<Added, OpsError> {
-        let repo_url = url::normalize_url(&req.url, &req.cwd)?;
+        if !req.host_paths {
+            // Judged on the form alone: nothing on the host is looked at.
+            if url::is_local_form(&req.url) {
+                return Err(url::UrlError::LocalOverApi(req.url.trim().to_string()).into());
+            }
+            if url::has_credentials(&req.url) {
+                return Err(url::UrlError::CredentialsOverApi(url::redact(req.url.trim())).into());
+            }
+        }
+        let mut repo_url = url::normalize_url(&req.url, &req.cwd)?;
         let name = match &req.name {
             Some(name) => {
                 url::validate_name(name)?;
@@ -82,39 +109,79 @@ impl Ops {
             None => url::derive_name(&repo_url)?,
         };
         url::validate_branch(&req.branch)?;
+        let credentials = &self.settings.credentials;
+        if req.webhook_secret.is_some() && req.webhook_secret_file.is_some() {
+            return Err(credentials::CredentialError::Conflict(
+                "--webhook-secret",
+                "--webhook-secret-file",
+            )
+            .into());
+        }
+        if let Some(secret) = &req.webhook_secret {
+            credentials::check_webhook_secret(secret, credentials)?;
+        }
         let secret_file = req.webhook_secret_file.as_ref().map(|p| req.cwd.join(p));
         if let Some(path) = &secret_file {
             super::hooks::read_secret_file(path)?;
         }
-        let auth = credentials::resolve(&req.credentials, &repo_url, &req.cwd)?;
+        let mut auth = credentials::resolve(&req.credentials, &repo_url, &req.cwd, credentials)?;
         // Registered while serving: hidden from children from now on.
         crate::source::auth::hide_token_env(&auth);
+        // Credentials in the URL go to the credential store, not the database.
+        let mut stored = None;
+        if url::has_credentials(&repo_url) {
+            match url::split_userinfo(&repo_url) {
+                Some((bare, userinfo)) if auth == crate::source::auth::GitAuth::None => {
+                    let file =
+                        crate::record::credstore::store(&self.settings.data_dir, &name, &userinfo)
+                            .map_err(|source| OpsError::StoreCredential {
+                                repo: name.clone(),
+                                source,
+                            })?;
+                    auth = crate::source::auth::GitAuth::Token {
+                        token: crate::config::registries::SecretRef::File(file.clone()),
+                        username: crate::source::auth::USERINFO_USER.to_string(),
+                    };
+                    stored = Some(file);
+                    repo_url = bare;
+                }
+                _ => repo_url = url::strip_credentials(&repo_url),
+            }
+        }
         let shared = self.shared()?;
-        let repo = shared.store().add_repo(&NewRepo {
+        let added = shared.store().add_repo(&NewRepo {
             name: &name,
             url: &repo_url,
             branch: &req.branch,
             webhook_secret_file: secret_file.as_deref(),
             auth: &auth,
-        })?;
+            credential: req.credentials.credential.as_deref(),
+            webhook_secret: req.webhook_secret.as_deref(),
+        });
+        let repo = match added {
+            Ok(repo) => repo,
+            Err(e) => {
+                if let Some(file) = &stored {
+                    crate::record::credstore::forget(&self.settings.data_dir, file);
+                }
+                return Err(e.into());
+            }
+        };
         tracing::debug!(repo = %repo.name, "registered");
+        let kind = RepoRow::of(repo.clone(), credentials).auth;
         shared.emit(
             NewEvent::new(
                 &repo.name,
                 EventKind::RepoAdded,
-                format!(
-                    "registered {} (branch {})",
-                    url::redact(&repo.url),
-                    repo.branch
-                ),
+                format!("registered {} (branch {})", repo.url, repo.branch),
             )
-            .field("url", url::redact(&repo.url))
+            .field("url", repo.url.to_string())
             .field("branch", repo.branch.clone())
-            .field("auth", repo.auth.kind()),
+            .field("auth", kind),
         );
-        let missing_path = url::local_dir(&repo.url).filter(|dir| !dir.exists());
+        let missing_path = url::local_dir(repo.url.expose()).filter(|dir| !dir.exists());
         Ok(Added {
-            repo: RepoRow::of(repo),
+            repo: RepoRow::of(repo, credentials),
             missing_path,
         })
     }
@@ -125,7 +192,7 @@ impl Ops {
             .store()
             .repos()?
             .into_iter()
-            .map(RepoRow::of)
+            .map(|r| RepoRow::of(r, &self.settings.credentials))
             .collect())
     }
 
@@ -173,9 +240,17 @@ impl Ops {
             },
         ));
         remove_dir(&repo.name, &clone)?;
+        if let crate::source::auth::GitAuth::Token {
+            token: crate::config::registries::SecretRef::File(file),
+            ..
+        } = &repo.auth
+        {
+            crate::record::credstore::forget(data_dir, file);
+        }
         // The render worktree beside the clone goes with it.
         let _ = std::fs::remove_dir_all(
-            crate::source::git::Repository::new(&repo.url, &repo.branch, clone).render_dir(),
+            crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone)
+                .render_dir(),
         );
         Ok(Removed {
             removed: repo.name,

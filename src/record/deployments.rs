@@ -61,6 +61,9 @@ pub struct Deployment {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// The rendered compose file, with resolved environment values (secrets
+    /// among them): never serialised.
+    #[serde(skip_serializing)]
     pub compose_snapshot: Option<String>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,

@@ -177,6 +177,115 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: the deploy target of the last rendered kedge.yaml (`docker.target`:
     // compose or swarm), which drift passes read.
     "ALTER TABLE repo_state ADD COLUMN target TEXT;",
+    // 13: roles `read`, `deploy` (also sync and roll back) and `admin` (also
+    // add and remove repositories); a `write` token becomes `admin`. A
+    // repository may name a credential of the global config (`credential`)
+    // and a webhook secret there (`webhook_secret`): names, never secrets.
+    "CREATE TABLE tokens_roles (
+        name          TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('read', 'deploy', 'admin')),
+        hash          TEXT NOT NULL UNIQUE,
+        created_at    INTEGER NOT NULL,
+        last_used_at  INTEGER
+    );
+    INSERT INTO tokens_roles (name, role, hash, created_at, last_used_at)
+        SELECT name, CASE role WHEN 'write' THEN 'admin' ELSE 'read' END,
+               hash, created_at, last_used_at
+        FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_roles RENAME TO tokens;
+    ALTER TABLE repositories ADD COLUMN credential TEXT;
+    ALTER TABLE repositories ADD COLUMN webhook_secret TEXT;",
+    // 14: credentials out of `repositories.url`. Done in code
+    // (`move_url_credentials`): it writes files.
+    "",
 ];
+
+/// A migration after which the WAL is checkpointed and truncated: it
+/// removed secrets whose old pages must not linger there.
+pub fn scrubs(version: i64) -> bool {
+    version == 14
+}
+
+/// The migrations that are code, by the version they bring the schema to;
+/// each runs after that version's SQL, in the same transaction.
+pub fn code_step(version: i64) -> Option<CodeStep> {
+    match version {
+        14 => Some(move_url_credentials),
+        _ => None,
+    }
+}
+
+pub type CodeStep = fn(&rusqlite::Connection, &std::path::Path) -> rusqlite::Result<()>;
+
+/// Credentials in a repository's URL (`https://user:token@host/…`) leave
+/// the database: for an http(s) address that has no other credentials
+/// they move to a file of the credential store (`<data-dir>/credentials/`,
+/// see `credstore`), which the repository then names as its token file and
+/// which git is handed exactly as before; anywhere else git never used
+/// them, and they are dropped. The address that stays is the same one
+/// without them, with a `/` added when another registration of the same
+/// branch already has that exact spelling.
+fn move_url_credentials(
+    conn: &rusqlite::Connection,
+    data_dir: &std::path::Path,
+) -> rusqlite::Result<()> {
+    use crate::source::url;
+    // The old values are overwritten, not merely freed (the WAL is
+    // truncated once the migration is committed: `Store::migrate_from`).
+    conn.execute_batch("PRAGMA secure_delete = ON")?;
+    type Row = (i64, String, String, String, bool);
+    let rows: Vec<Row> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, name, url, branch,
+                    ssh_key_file IS NOT NULL OR token_file IS NOT NULL OR token_env IS NOT NULL
+             FROM repositories ORDER BY id",
+        )?;
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    for (id, name, stored, branch, has_auth) in rows {
+        if !url::has_credentials(&stored) {
+            continue;
+        }
+        let (mut bare, userinfo) = match url::split_userinfo(&stored) {
+            Some((bare, userinfo)) if !has_auth => (bare, Some(userinfo)),
+            _ => (url::strip_credentials(&stored), None),
+        };
+        while conn.query_row(
+            "SELECT count(*) FROM repositories WHERE url = ?1 AND branch = ?2 AND id != ?3",
+            rusqlite::params![bare, branch, id],
+            |r| r.get::<_, i64>(0),
+        )? > 0
+        {
+            bare.push('/');
+        }
+        match userinfo {
+            Some(userinfo) => {
+                let file = super::credstore::store(data_dir, &name, &userinfo)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                conn.execute(
+                    "UPDATE repositories SET url = ?2, token_file = ?3, token_username = ?4
+                     WHERE id = ?1",
+                    rusqlite::params![
+                        id,
+                        bare,
+                        file.to_string_lossy(),
+                        crate::source::auth::USERINFO_USER
+                    ],
+                )?;
+            }
+            None => {
+                conn.execute(
+                    "UPDATE repositories SET url = ?2 WHERE id = ?1",
+                    rusqlite::params![id, bare],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

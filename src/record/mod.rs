@@ -3,6 +3,7 @@
 //! the events `status` shows, and where each notification sink is in the
 //! event log, live in `<data-dir>/kedge.db`.
 
+pub mod credstore;
 mod deployments;
 mod events;
 mod migrations;
@@ -327,13 +328,29 @@ impl Store {
                 self.conn.execute_batch("COMMIT").map_err(step)?;
                 continue;
             }
-            let applied = self.conn.execute_batch(sql).and_then(|_| {
-                self.conn.execute_batch(&format!(
-                    "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
-                ))
-            });
+            let data_dir = self.path.parent().unwrap_or(Path::new("."));
+            let applied = self
+                .conn
+                .execute_batch(sql)
+                .and_then(|_| match migrations::code_step(version) {
+                    Some(step) => step(&self.conn, data_dir),
+                    None => Ok(()),
+                })
+                .and_then(|_| {
+                    self.conn.execute_batch(&format!(
+                        "PRAGMA user_version = {version}; PRAGMA application_id = {APPLICATION_ID};"
+                    ))
+                });
             match applied {
-                Ok(()) => self.conn.execute_batch("COMMIT").map_err(step)?,
+                Ok(()) => {
+                    self.conn.execute_batch("COMMIT").map_err(step)?;
+                    if migrations::scrubs(version) {
+                        // Best effort: another reader may hold the WAL.
+                        let _ = self.conn.execute_batch(
+                            "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA secure_delete = OFF;",
+                        );
+                    }
+                }
                 Err(source) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(StoreError::Migrate { version, source });

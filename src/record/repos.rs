@@ -8,12 +8,14 @@ use serde::Serialize;
 use super::{Store, StoreError, now_ms, query};
 use crate::config::registries::SecretRef;
 use crate::source::auth::{DEFAULT_TOKEN_USER, GitAuth};
+use crate::source::url::RepoUrl;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repo {
     pub id: i64,
     pub name: String,
-    pub url: String,
+    /// Shown redacted wherever it is shown.
+    pub url: RepoUrl,
     pub branch: String,
     pub created_at: i64,
     /// From the last rendered kedge.yaml; `None` before the first clone.
@@ -23,6 +25,11 @@ pub struct Repo {
     pub webhook_secret_file: Option<PathBuf>,
     /// Credentials by reference (`repo add --ssh-key`, `--token-*`).
     pub auth: GitAuth,
+    /// The global config's credential it authenticates with, by name
+    /// (`--credential`, the API's `credential`): resolved at each start.
+    pub credential: Option<String>,
+    /// The global config's webhook secret that alone triggers it, by name.
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +39,8 @@ pub struct NewRepo<'a> {
     pub branch: &'a str,
     pub webhook_secret_file: Option<&'a Path>,
     pub auth: &'a GitAuth,
+    pub credential: Option<&'a str>,
+    pub webhook_secret: Option<&'a str>,
 }
 
 /// The credential columns of a repository row.
@@ -63,6 +72,9 @@ impl AuthColumns {
                 match token {
                     SecretRef::File(p) => c.token_file = Some(path(p)),
                     SecretRef::Env(v) => c.token_env = Some(v.clone()),
+                    // Only named credentials resolve to these, and names
+                    // are stored instead.
+                    SecretRef::Unusable(_) => {}
                 }
                 c.token_username = Some(username.clone());
             }
@@ -134,8 +146,9 @@ impl Store {
         let auth = AuthColumns::of(new.auth);
         tx.execute(
             "INSERT INTO repositories (name, url, branch, created_at, webhook_secret_file,
-                 ssh_key_file, ssh_known_hosts_file, token_file, token_env, token_username)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 ssh_key_file, ssh_known_hosts_file, token_file, token_env, token_username,
+                 credential, webhook_secret)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 new.name,
                 new.url,
@@ -146,7 +159,9 @@ impl Store {
                 auth.ssh_known_hosts_file,
                 auth.token_file,
                 auth.token_env,
-                auth.token_username
+                auth.token_username,
+                new.credential,
+                new.webhook_secret
             ],
         )
         .map_err(query("insert repository"))?;
@@ -155,25 +170,27 @@ impl Store {
         Ok(Repo {
             id,
             name: new.name.to_string(),
-            url: new.url.to_string(),
+            url: RepoUrl::new(new.url),
             branch: new.branch.to_string(),
             created_at,
             mode: None,
             webhook_secret_file: new.webhook_secret_file.map(Path::to_path_buf),
             auth: new.auth.clone(),
+            credential: new.credential.map(str::to_string),
+            webhook_secret: new.webhook_secret.map(str::to_string),
         })
     }
 
     const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode, \
          r.webhook_secret_file, r.ssh_key_file, r.ssh_known_hosts_file, r.token_file, \
-         r.token_env, r.token_username \
+         r.token_env, r.token_username, r.credential, r.webhook_secret \
          FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
 
     fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
         Ok(Repo {
             id: row.get(0)?,
             name: row.get(1)?,
-            url: row.get(2)?,
+            url: RepoUrl::new(row.get::<_, String>(2)?),
             branch: row.get(3)?,
             created_at: row.get(4)?,
             mode: row.get(5)?,
@@ -186,6 +203,8 @@ impl Store {
                 token_username: row.get(11)?,
             }
             .auth(),
+            credential: row.get(12)?,
+            webhook_secret: row.get(13)?,
         })
     }
 

@@ -11,6 +11,8 @@ fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
         branch,
         webhook_secret_file: None,
         auth: &GitAuth::None,
+        credential: None,
+        webhook_secret: None,
     }
 }
 
@@ -862,4 +864,146 @@ fn a_repository_keeps_where_its_credentials_are() {
     for (name, auth) in &cases {
         assert_eq!(&store.repo(name).unwrap().unwrap().auth, auth, "{name}");
     }
+}
+
+#[test]
+fn a_repository_keeps_the_names_of_its_credential_and_webhook_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let added = store
+        .add_repo(&NewRepo {
+            credential: Some("gh"),
+            webhook_secret: Some("hook"),
+            ..new_repo("app", "https://h/app.git", "main")
+        })
+        .unwrap();
+    let read = store.repo("app").unwrap().unwrap();
+    assert_eq!(read, added);
+    assert_eq!(read.credential.as_deref(), Some("gh"));
+    assert_eq!(read.webhook_secret.as_deref(), Some("hook"));
+}
+
+/// Regression: a `write` token could add repositories; roles are now
+/// read, deploy and admin, and a stored `write` token is an admin.
+#[test]
+fn write_tokens_of_an_older_database_become_admin_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let old = Store::open_file(&path, 12).unwrap();
+        old.conn
+            .execute_batch(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES
+                     ('ops', 'write', 'h1', 1), ('viewer', 'read', 'h2', 2);",
+            )
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let roles: Vec<(String, Role)> = store
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [("ops".into(), Role::Admin), ("viewer".into(), Role::Read)]
+    );
+    assert_eq!(store.use_token("h1").unwrap().unwrap().role, Role::Admin);
+    assert!(store.add_token("dep", Role::Deploy, "h3").unwrap());
+    assert_eq!(store.use_token("h3").unwrap().unwrap().role, Role::Deploy);
+}
+
+/// Regression: credentials given in a repository URL were stored in
+/// `repositories.url`, in clear. The migration moves them to the
+/// credential store and keeps every row; the token file holds exactly
+/// what git was sent before.
+#[test]
+fn url_credentials_leave_the_database_for_the_credential_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let old = Store::open_file(&path, 13).unwrap();
+        old.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at) VALUES
+                     ('pw', 'https://bot:s3cr%40t@h/app.git', 'main', 1),
+                     ('lone', 'http://ghp_tok3n@127.0.0.1:8080/lone.git', 'main', 2),
+                     ('plain', 'https://h/dup.git', 'main', 3),
+                     ('dup', 'https://u:dupsecret@h/dup.git', 'main', 4),
+                     ('ssh', 'ssh://git:sshpass@h/app.git', 'main', 5),
+                     ('keyed', 'https://x:keyedpass@h/keyed.git', 'main', 6);
+                 UPDATE repositories SET token_env = 'T', token_username = 'bot'
+                     WHERE name = 'keyed';",
+            )
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let repo = |name: &str| store.repo(name).unwrap().unwrap();
+    let token_file = |name: &str| match repo(name).auth {
+        GitAuth::Token {
+            token: SecretRef::File(file),
+            username,
+        } => {
+            assert_eq!(username, crate::source::auth::USERINFO_USER);
+            assert!(
+                file.starts_with(dir.path().join(credstore::DIR)),
+                "{file:?}"
+            );
+            std::fs::read_to_string(file).unwrap()
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(repo("pw").url.expose(), "https://h/app.git");
+    assert_eq!(token_file("pw"), "bot:s3cr@t");
+    assert_eq!(repo("lone").url.expose(), "http://127.0.0.1:8080/lone.git");
+    assert_eq!(token_file("lone"), "ghp_tok3n:");
+    // Another registration has the bare spelling: the same address, told apart.
+    assert_eq!(repo("plain").url.expose(), "https://h/dup.git");
+    assert_eq!(repo("dup").url.expose(), "https://h/dup.git/");
+    assert_eq!(token_file("dup"), "u:dupsecret");
+    // Where git never used them they are dropped; other credentials stay.
+    assert_eq!(repo("ssh").url.expose(), "ssh://git@h/app.git");
+    assert_eq!(repo("ssh").auth, GitAuth::None);
+    assert_eq!(repo("keyed").url.expose(), "https://h/keyed.git");
+    assert_eq!(
+        repo("keyed").auth,
+        GitAuth::Token {
+            token: SecretRef::Env("T".into()),
+            username: "bot".into()
+        }
+    );
+    let mut db = std::fs::read(&path).unwrap();
+    db.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+    let db = String::from_utf8_lossy(&db);
+    for secret in ["s3cr", "ghp_tok3n", "dupsecret", "sshpass", "keyedpass"] {
+        assert!(!db.contains(secret), "{secret} is still in the database");
+    }
+    assert_eq!(store.repos().unwrap().len(), 6);
+}
+
+#[test]
+fn a_deployment_never_serialises_its_compose_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "https://h/app.git", "main"))
+        .unwrap();
+    store
+        .begin_deployment(&NewDeployment {
+            repo_id: repo.id,
+            commit: "abc",
+            message: "m",
+            trigger: "sync",
+            compose_snapshot: Some("services: {x: {environment: {PW: hunter2}}}"),
+            ..NewDeployment::default()
+        })
+        .unwrap();
+    let d = store.deployments(repo.id, 1).unwrap().remove(0);
+    assert!(d.compose_snapshot.is_some());
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(
+        !json.contains("hunter2") && !json.contains("compose_snapshot"),
+        "{json}"
+    );
 }

@@ -5,28 +5,36 @@ use serde::Serialize;
 
 use super::{Store, StoreError, now_ms, query};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// May read (GET).
     Read,
-    /// May also change (POST, DELETE).
-    Write,
+    /// May also sync and roll back.
+    Deploy,
+    /// May also add and remove repositories (`write`, its former name, is
+    /// accepted).
+    #[value(alias = "write")]
+    Admin,
 }
 
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
-            Role::Write => "write",
+            Role::Deploy => "deploy",
+            Role::Admin => "admin",
         }
     }
 
+    /// A stored role; `write` (before roles were split) is `admin`, and
+    /// anything unknown is the least.
     fn parse(s: &str) -> Role {
-        if s == "write" {
-            Role::Write
-        } else {
-            Role::Read
+        match s {
+            "admin" | "write" => Role::Admin,
+            "deploy" => Role::Deploy,
+            _ => Role::Read,
         }
     }
 }

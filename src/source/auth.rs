@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use sha2::{Digest, Sha256};
 
+use crate::config::credentials::{Credential, CredentialKind};
 use crate::config::registries::SecretRef;
 use crate::process::Cmd;
 
@@ -58,12 +59,70 @@ pub fn hide_token_env(auth: &GitAuth) {
     }
 }
 
-/// `Authorization: Basic …` for a user and a secret.
+/// `Authorization: Basic …` for a user and a secret. With no user, the
+/// secret is the whole `user:password` pair: what a URL's credentials
+/// became when they were moved out of the database (`USERINFO_USER`).
 pub fn basic_auth_header(user: &str, secret: &str) -> String {
-    format!(
-        "Authorization: Basic {}",
-        STANDARD.encode(format!("{user}:{secret}"))
-    )
+    let pair = if user == USERINFO_USER {
+        secret.to_string()
+    } else {
+        format!("{user}:{secret}")
+    };
+    format!("Authorization: Basic {}", STANDARD.encode(pair))
+}
+
+/// The user name of a token whose secret is a whole `user:password` pair
+/// (credentials once in a repository's URL, now in the credential store).
+/// `repo add --username` and `credentials:` never give an empty one.
+pub const USERINFO_USER: &str = "";
+
+/// How a repository authenticates, now: its stored references, or the
+/// global config's credential it names. A credential that cannot serve
+/// (missing from the config, a webhook secret, a token for a plain
+/// `http://` address off loopback) becomes one that fails when read, so
+/// the repository fails with the reason and nothing is sent.
+pub fn effective(
+    stored: &GitAuth,
+    credential: Option<&str>,
+    url: &str,
+    credentials: &[Credential],
+) -> GitAuth {
+    let Some(name) = credential else {
+        return stored.clone();
+    };
+    let unusable = |why: String| GitAuth::Token {
+        token: SecretRef::Unusable(why),
+        username: DEFAULT_TOKEN_USER.to_string(),
+    };
+    let credential = crate::config::credentials::find(credentials, name);
+    if let Some(c) = credential
+        && !c.allows(url)
+    {
+        return unusable(format!(
+            "the credential '{name}' is not for this server (its `hosts:` do not list it)"
+        ));
+    }
+    match credential.map(|c| &c.kind) {
+        None => unusable(format!(
+            "the credential '{name}' is not in the global config's `credentials:` (restart serve after adding it)"
+        )),
+        Some(CredentialKind::Token { .. }) if super::url::is_plain_http_off_loopback(url) => {
+            unusable(format!(
+                "the credential '{name}' is a token: Kedge sends none over plain http:// except to loopback"
+            ))
+        }
+        Some(CredentialKind::Token { token, username }) => GitAuth::Token {
+            token: token.clone(),
+            username: username.clone(),
+        },
+        Some(CredentialKind::SshKey { key, known_hosts }) => GitAuth::SshKey {
+            key: key.clone(),
+            known_hosts: known_hosts.clone(),
+        },
+        Some(CredentialKind::WebhookSecret(_)) => unusable(format!(
+            "the credential '{name}' is a webhook secret, not a git credential"
+        )),
+    }
 }
 
 /// Hands git an extra HTTP header through `GIT_CONFIG_*`: visible to git
@@ -480,5 +539,86 @@ fatal: Could not read from remote repository.
             basic_auth_header("bot", "s3cr@t"),
             "Authorization: Basic Ym90OnMzY3JAdA=="
         );
+    }
+
+    #[test]
+    fn a_stored_user_info_is_sent_as_it_was_in_the_url() {
+        let decode = |h: String| {
+            String::from_utf8(
+                STANDARD
+                    .decode(h.strip_prefix("Authorization: Basic ").unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(decode(basic_auth_header("bot", "t0k")), "bot:t0k");
+        assert_eq!(decode(basic_auth_header(USERINFO_USER, "u:p:w")), "u:p:w");
+        assert_eq!(decode(basic_auth_header(USERINFO_USER, "ghp_x:")), "ghp_x:");
+    }
+
+    #[test]
+    fn a_named_credential_resolves_at_use_and_an_unusable_one_sends_nothing() {
+        use crate::config::credentials::{Credential, CredentialKind};
+        let credentials = vec![
+            Credential {
+                name: "gh".into(),
+                kind: CredentialKind::Token {
+                    token: SecretRef::Env("GH".into()),
+                    username: "bot".into(),
+                },
+                hosts: vec!["h".into(), "example.com".into()],
+            },
+            Credential {
+                name: "key".into(),
+                kind: CredentialKind::SshKey {
+                    key: "/k".into(),
+                    known_hosts: None,
+                },
+                hosts: vec![],
+            },
+            Credential {
+                name: "hook".into(),
+                kind: CredentialKind::WebhookSecret(SecretRef::Env("H".into())),
+                hosts: vec![],
+            },
+        ];
+        let stored = GitAuth::SshKey {
+            key: "/stored".into(),
+            known_hosts: None,
+        };
+        let https = "https://h/app.git";
+        assert_eq!(effective(&stored, None, https, &credentials), stored);
+        assert_eq!(
+            effective(&GitAuth::None, Some("gh"), https, &credentials),
+            GitAuth::Token {
+                token: SecretRef::Env("GH".into()),
+                username: "bot".into()
+            }
+        );
+        assert_eq!(
+            effective(&GitAuth::None, Some("key"), "git@h:app.git", &credentials),
+            GitAuth::SshKey {
+                key: "/k".into(),
+                known_hosts: None
+            }
+        );
+        for (name, url, why) in [
+            ("gone", https, "not in the global config"),
+            ("hook", https, "is a webhook secret"),
+            ("gh", "http://example.com/app.git", "plain http://"),
+            (
+                "gh",
+                "https://collector.example/app.git",
+                "not for this server",
+            ),
+        ] {
+            let GitAuth::Token { token, .. } =
+                effective(&GitAuth::None, Some(name), url, &credentials)
+            else {
+                panic!("{name}: not a token");
+            };
+            let err = token.read().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains(name), "{err}");
+        }
     }
 }

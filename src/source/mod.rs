@@ -1,6 +1,7 @@
 //! source: Git, first stage of the flow (**source** → desired → observe →
 //! plan → apply → record). Where a repository lives and which branch Kedge follows.
 
+pub mod address;
 pub mod auth;
 pub mod git;
 pub mod url;

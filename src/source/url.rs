@@ -3,6 +3,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
+pub use super::address::{
+    RepoUrl, has_credentials, host_port, is_local_form, is_plain_http_off_loopback, split_userinfo,
+    strip_credentials,
+};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("repository URL is empty")]
@@ -34,6 +39,14 @@ pub enum UrlError {
         "cannot parse repository URL {0:?}: not a URL (https://, ssh://, file://, git@host:path) and no such local path"
     )]
     Unrecognised(String),
+    #[error(
+        "{0:?} is a path on the host (or a file:// URL): over the API only a remote repository (https://, ssh://, git://, git@host:path) can be registered; run `kedge repo add` on the host for a local one"
+    )]
+    LocalOverApi(String),
+    #[error(
+        "{0} carries credentials: over the API, name a credential of the global config's `credentials:` (\"credential\") instead"
+    )]
+    CredentialsOverApi(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,7 +145,7 @@ fn scheme_url(s: &str, scheme: &str, rest: &str) -> Result<String, UrlError> {
     }
 }
 
-fn split_port(host_port: &str) -> (&str, Option<&str>) {
+pub(super) fn split_port(host_port: &str) -> (&str, Option<&str>) {
     if let Some(inner) = host_port.strip_prefix('[') {
         // [ipv6]:port
         return match inner.split_once(']') {
@@ -147,7 +160,7 @@ fn split_port(host_port: &str) -> (&str, Option<&str>) {
 }
 
 /// Git's scp-like syntax, `[user@]host:path`: a colon before any slash.
-fn scp_like(s: &str) -> Result<Option<String>, UrlError> {
+pub(super) fn scp_like(s: &str) -> Result<Option<String>, UrlError> {
     let Some(colon) = s.find(':') else {
         return Ok(None);
     };
@@ -374,7 +387,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Schemes whose user part names an account (`git@`), not a secret.
-fn is_login_scheme(scheme: &str) -> bool {
+pub(super) fn is_login_scheme(scheme: &str) -> bool {
     ["ssh", "git", "git+ssh", "ssh+git"]
         .iter()
         .any(|s| scheme.eq_ignore_ascii_case(s))

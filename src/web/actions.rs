@@ -94,7 +94,7 @@ fn login_form(
         }
         p.hint {
             "Create a token on the host that runs " code { "kedge serve" } ": "
-            code { "kedge token create NAME --role read" } " (or " code { "--role write" }
+            code { "kedge token create NAME --role read" } " (or " code { "--role deploy" }
             " to sync and roll back from here)."
         }
     };
@@ -185,14 +185,15 @@ pub async fn logout(
     ))
 }
 
-/// The session of a write action: signed in with a `write` token.
+/// The session of a sync or rollback: signed in with a `deploy` (or
+/// `admin`) token.
 fn writer(app: &AppState, headers: &HeaderMap) -> Result<Session, WebError> {
     let s = super::signed_in(app, headers)?.ok_or_else(|| {
         WebError::Unauthorized("not signed in: sign in with a token first".into())
     })?;
     if !s.can_write() {
         return Err(WebError::Forbidden(format!(
-            "token '{}' may only read; this needs a write token",
+            "token '{}' may only read; this needs a deploy token",
             s.token_name
         )));
     }

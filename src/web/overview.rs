@@ -133,7 +133,7 @@ fn empty_state() -> Markup {
             }
             pre { code { "kedge repo add https://github.com/acme/app --branch main" } }
             p {
-                "or through the API with a " em { "write" } " token:"
+                "or through the API with an " em { "admin" } " token:"
             }
             pre {
                 code {
@@ -189,7 +189,7 @@ mod tests {
         // A read token is offered no action.
         assert!(!html.contains("/sync"));
         let write =
-            render(&Session::for_test("ops", Role::Write), &[row("app", "m")]).into_string();
+            render(&Session::for_test("ops", Role::Deploy), &[row("app", "m")]).into_string();
         assert!(write.contains("href=\"/repos/app/sync\""));
     }
 

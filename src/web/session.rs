@@ -53,8 +53,9 @@ impl Session {
         }
     }
 
+    /// May sync and roll back: a `deploy` or `admin` token.
     pub fn can_write(&self) -> bool {
-        self.role == Role::Write
+        self.role >= Role::Deploy
     }
 
     pub fn id(&self) -> &str {

@@ -39,6 +39,26 @@ fn api_reads_like_the_cli_and_writes_with_a_write_token() {
     let k = &s.kedge;
     let read = token(k, "reader", "read");
     let write = token(k, "writer", "write");
+    // The repository added over HTTP below is private: the request names a
+    // credential of the global config (the API names no file of the host).
+    let other = GitRemote::new("api-added");
+    other.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
+    other.write("kedge.yaml", QUICK_GATE);
+    other.commit("first");
+    let password = format!("pw-{}", unique_name("apiadd"));
+    let other_server =
+        crate::support::http_git::HttpGit::start(other.bare.parent().unwrap(), "bot", &password);
+    let token_file = k.cwd().join("git.token");
+    std::fs::write(&token_file, &password).unwrap();
+    std::fs::create_dir_all(k.cwd().join(".config/kedge")).unwrap();
+    std::fs::write(
+        k.cwd().join(".config/kedge/config.yaml"),
+        format!(
+            "credentials:\n  - name: git\n    token_file: {}\n    username: bot\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
     let (serve, port) = serve_http(k, &[]);
     // Finished, not only running: the API and the CLI are compared below,
     // one after the other (regression: the API saw it in progress, the
@@ -121,13 +141,14 @@ fn api_reads_like_the_cli_and_writes_with_a_write_token() {
     assert!(missing.json()["error"].as_str().unwrap().contains("nope"));
 
     // A repository registered over HTTP is deployed by serve.
-    let other = GitRemote::new("api-added");
-    other.write("compose.yaml", &sleepers(&[("web", IMAGE_1)]));
-    other.write("kedge.yaml", QUICK_GATE);
-    other.commit("first");
     let name = unique_name("apiadd");
     let added_project = ComposeProject::named(&name);
-    let body = serde_json::json!({ "url": other.url(), "name": name }).to_string();
+    let body = serde_json::json!({
+        "url": other_server.url("api-added"),
+        "name": name,
+        "credential": "git",
+    })
+    .to_string();
     let added = request("POST", port, "/api/v1/repos", Some(&write), Some(&body));
     assert_eq!(added.status, 201, "{added:?}");
     assert_eq!(added.json()["name"], name.as_str());

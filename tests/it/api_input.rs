@@ -17,7 +17,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     (
         "POST",
         "/api/v1/repos",
-        Some(r#"{"url": "/nowhere/x.git", "name": "fresh"}"#),
+        Some(r#"{"url": "http://127.0.0.1:9/x.git", "name": "fresh"}"#),
     ),
     ("GET", "/api/v1/repos/{name}", None),
     ("DELETE", "/api/v1/repos/{name}", None),
@@ -141,12 +141,29 @@ fn bad_input_to_every_route_is_a_json_4xx_and_changes_nothing() {
     for (body, status) in [
         (r#"{"url": ""}"#, 422),
         (r#"{"url": "ftp://host/x.git"}"#, 422),
-        (r#"{"url": "/x.git", "name": "Bad Name"}"#, 422),
-        (r#"{"url": "/x.git", "name": "../../etc"}"#, 422),
-        (r#"{"url": "/x.git", "name": "ok", "branch": "a..b"}"#, 422),
-        (r#"{"url": "/x.git", "name": "ok", "branch": ""}"#, 422),
         (
-            &format!(r#"{{"url": "/elsewhere.git", "name": "{name}"}}"#),
+            r#"{"url": "https://h.invalid/x.git", "name": "Bad Name"}"#,
+            422,
+        ),
+        (
+            r#"{"url": "https://h.invalid/x.git", "name": "../../etc"}"#,
+            422,
+        ),
+        (
+            r#"{"url": "https://h.invalid/x.git", "name": "ok", "branch": "a..b"}"#,
+            422,
+        ),
+        (
+            r#"{"url": "https://h.invalid/x.git", "name": "ok", "branch": ""}"#,
+            422,
+        ),
+        (r#"{"url": "/x.git", "name": "ok"}"#, 422),
+        (
+            r#"{"url": "https://h.invalid/x.git", "credential": "none-such"}"#,
+            422,
+        ),
+        (
+            &format!(r#"{{"url": "https://h.invalid/elsewhere.git", "name": "{name}"}}"#),
             409,
         ),
     ] {

@@ -51,6 +51,12 @@ fn credentials_in_an_http_url_never_work() {
         std::fs::read_to_string(k.data_dir().join("repos").join(&name).join(".git/config"))
             .unwrap();
     assert!(!config.contains(&server.password), "{config}");
+    // Nor the database: the credentials went to the credential store.
+    let rows = k.db_snapshot().join("\n");
+    assert!(!rows.contains(&server.password), "{rows}");
+    k.run(["repo", "list"])
+        .success()
+        .stdout_has(&server.url(&name));
 }
 
 /// Regression: a failed clone or fetch was retried forever while `status`

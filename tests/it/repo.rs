@@ -530,11 +530,18 @@ fn secrets_printed_in_error_messages() {
             );
         }
     }
-    // The refusals still say what is wrong, about a recognisable URL.
+    // The refusals still say what is wrong, about a recognisable URL (the
+    // credentials are no part of the stored address: they are in the
+    // credential store, which a refusal leaves as it was).
     k.run(["repo", "add", &url, "--name", "app2"])
         .code(1)
-        .stderr_has("https://bot:***@example.com/acme/app.git")
-        .stderr_has("already registered as 'app'");
+        .stderr_has(
+            "https://example.com/acme/app.git (branch main) is already registered as 'app'",
+        );
+    let stored = std::fs::read_dir(k.data_dir().join("credentials"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1, "one file, for 'app'");
 }
 
 /// Regression: with `KEDGE_LOG=debug` the Docker socket path was printed

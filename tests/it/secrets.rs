@@ -167,11 +167,21 @@ fn secrets_appear_in_no_argv_environment_log_output_or_database() {
     )
     .unwrap();
 
+    // The API names the credential; the operator's config says where it is.
+    std::fs::create_dir_all(k.cwd().join(".config/kedge")).unwrap();
+    std::fs::write(
+        k.cwd().join(".config/kedge/config.yaml"),
+        format!(
+            "credentials:\n  - name: leakfile\n    token_file: {}\n    username: bot\n",
+            token_file.display()
+        ),
+    )
+    .unwrap();
     let api = k.serve_api(
         &["--poll-interval", "100ms"],
         &[("KEDGE_LOG", "debug"), ("KEDGE_TEST_LEAK_TOKEN", &token)],
     );
-    // The third repository through the API, with a token file.
+    // The third repository through the API, with a credential of the config.
     let added = api.post(
         "/api/v1/repos",
         &admin,
@@ -179,8 +189,7 @@ fn secrets_appear_in_no_argv_environment_log_output_or_database() {
             "url": http_server.url(&https_name),
             "branch": "other",
             "name": file_name,
-            "token_file": token_file,
-            "username": "bot",
+            "credential": "leakfile",
         })
         .to_string(),
     );
