@@ -6,6 +6,7 @@
 //! rollback, remove), and nothing here can slow a deploy down.
 
 mod auth;
+mod body;
 mod error;
 mod hooks;
 pub mod metrics;
@@ -25,6 +26,7 @@ use crate::config::Listen;
 use crate::controller::{FacesError, Shared};
 use crate::ops::Ops;
 
+pub use body::BODY_TIMEOUT;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::document as openapi_document;
 
@@ -57,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/v1", routes::api(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(body::bound))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(close_after_unread_body))
