@@ -25,4 +25,5 @@ mod repo;
 mod rollback;
 mod secrets;
 mod serve;
+mod slow_clients;
 mod swarm;
