@@ -6,6 +6,8 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+#[path = "compare/attack.rs"]
+mod attack;
 #[path = "compare/dashboard.rs"]
 mod dashboard;
 
@@ -142,7 +144,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 13] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 14] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -168,6 +170,8 @@ fn main() {
         ("ssh", &|| vec![ssh_check(runs.max(20))]),
         // The overview page of 100 repositories, and what it weighs.
         ("dashboard", &|| vec![dashboard::dashboard(&engine)]),
+        // `/healthz` and a push under slow clients, streams and a hook flood.
+        ("attack", &|| attack::attack(&engine)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {

@@ -3,17 +3,20 @@
 //! stream, and the git webhooks (signed with a webhook secret, not a
 //! token); the dashboard (`web`) is mounted on the same listener. It calls `ops` only; a bad request is a 4xx with a JSON reason.
 //! Requests never take a repository's lock unless they apply (sync,
-//! rollback, remove), and nothing here can slow a deploy down.
+//! rollback, remove), and nothing here can slow a deploy down: bodies are
+//! bounded in size and time (`body`), connections in number and time
+//! (`listen`).
 
 mod auth;
+mod body;
 mod error;
 mod hooks;
+mod listen;
 pub mod metrics;
 mod openapi;
 mod routes;
 mod stream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +28,9 @@ use crate::config::Listen;
 use crate::controller::{FacesError, Shared};
 use crate::ops::Ops;
 
+pub use body::BODY_TIMEOUT;
 pub use error::{ApiError, ErrorBody};
+pub use listen::raise_descriptor_limit;
 pub use openapi::document as openapi_document;
 
 /// Request bodies larger than this are refused (413) without being read.
@@ -35,8 +40,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a diff over HTTP waits for an apply in flight before it answers
 /// 409: a health gate may hold the repository for minutes.
 pub const DIFF_WAIT: Duration = Duration::from_secs(10);
-/// The pause after a failed `accept`.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What every handler gets.
 pub struct AppState {
@@ -57,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/v1", routes::api(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(body::bound))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(close_after_unread_body))
@@ -126,7 +130,7 @@ pub async fn start(
         Listen::Addr(addr) => addr,
     };
     let tls = match &shared.settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(listen::tls_acceptor(cert, key)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(addr)
@@ -136,7 +140,13 @@ pub async fn start(
             source: Some(Box::new(e)),
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(tls = tls.is_some(), "listening on {}", bound);
+    let cap = listen::connection_cap(listen::descriptor_limit());
+    tracing::info!(
+        tls = tls.is_some(),
+        max_connections = cap,
+        "listening on {}",
+        bound
+    );
     // Subscribed before the listener serves: a deploy that follows at once is counted.
     let live = shared.hub.subscribe();
     let commands = shared.commands.clone();
@@ -148,136 +158,7 @@ pub async fn start(
     });
     tokio::spawn(metrics::follow(state.clone(), live));
     let app = router(state);
-    Ok(Some(tokio::spawn(accept_loop(
-        listener, bound, tls, app, shutdown, commands,
+    Ok(Some(tokio::spawn(listen::accept_loop(
+        listener, bound, tls, app, cap, shutdown, commands,
     ))))
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, FacesError> {
-    let fail = |what: String, e: Option<Box<dyn std::error::Error + Send + Sync>>| FacesError {
-        what,
-        source: e,
-    };
-    let read = |p: &std::path::Path| {
-        std::fs::read(p)
-            .map_err(|e| fail(format!("cannot read {}", p.display()), Some(Box::new(e))))
-    };
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            fail(
-                format!("{} holds no PEM certificate", cert.display()),
-                Some(Box::new(e)),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(fail(
-            format!("{} holds no PEM certificate", cert.display()),
-            None,
-        ));
-    }
-    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| {
-            fail(
-                format!("{} holds no PEM private key", key.display()),
-                Some(Box::new(e)),
-            )
-        })?
-        .ok_or_else(|| fail(format!("{} holds no PEM private key", key.display()), None))?;
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-    .map_err(|e| {
-        fail(
-            "cannot use the TLS certificate and key".into(),
-            Some(Box::new(e)),
-        )
-    })?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts connections until shutdown, each served with a header read
-/// timeout; at shutdown, connections finish their requests in flight.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    bound: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    app: Router,
-    mut shutdown: watch::Receiver<bool>,
-    commands: Arc<crate::controller::in_flight::InFlight>,
-) {
-    use hyper::server::conn::http1::Builder;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    let graceful = GracefulShutdown::new();
-    // HTTP/1 only, served directly: hyper-util's auto builder first reads
-    // to tell HTTP/1 from HTTP/2, and that read had no timeout, so a
-    // connection that sent nothing stayed open for good.
-    let mut builder = Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of descriptors, say: retrying at once would spin
-                    // a worker thread the controller needs.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                        _ = shutdown.changed() => break,
-                    }
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        // The peer's address, for the sign-in back-off (`ConnectInfo`).
-        let app = tower::ServiceExt::map_request(
-            app.clone(),
-            move |mut r: axum::extract::Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                r
-            },
-        );
-        let service = hyper_util::service::TowerToHyperService::new(app);
-        let builder = builder.clone();
-        match &tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    // The handshake counts against the same budget as headers.
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-        }
-    }
-    tracing::info!(%bound, "HTTP listener closed: finishing requests in flight");
-    // A sync or rollback a request started finishes first, however long
-    // its gate takes, and the request waiting for it then answers.
-    commands.idle().await;
-    // Long-lived streams (the event stream) end with the process.
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }

@@ -26,6 +26,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
+    // Before any thread or child: they all share the one limit.
+    crate::api::raise_descriptor_limit();
     // The poll interval flag was folded into the settings already.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -120,6 +120,16 @@ impl Hooks {
         self.global.is_some() || self.repos.iter().any(|r| r.secret != RepoSecret::Global)
     }
 
+    /// Whether any secret here can verify a hook now: without one, a hook
+    /// that names its repository cannot be valid.
+    pub fn usable(&self) -> bool {
+        self.global.is_some()
+            || self
+                .repos
+                .iter()
+                .any(|r| matches!(r.secret, RepoSecret::Own(_)))
+    }
+
     /// The repositories a verified hook triggers: those it names (by
     /// address and branch, or by name) that the verifying secret may
     /// trigger — the global one those without their own, their own one the
@@ -159,6 +169,7 @@ pub fn host_of(address: &str) -> Option<String> {
     key.split('/').next().map(str::to_string)
 }
 
+/// A registered repository as the hooks see it, its own secret file read now.
 impl Ops {
     /// The secrets and repositories a hook is checked against, read now:
     /// a repository's own secret file is read at each hook, so a changed
@@ -166,38 +177,37 @@ impl Ops {
     /// path, never its content) and its repository is triggered by nothing.
     pub fn hooks(&self) -> Result<Hooks, OpsError> {
         let repos = self.shared()?.store().repos()?;
-        let repos = repos
-            .into_iter()
-            .map(|r| {
-                let secret = match (&r.webhook_secret, &r.webhook_secret_file) {
-                    (Some(name), _) => match self.named_secret(name) {
-                        Ok(secret) => RepoSecret::Own(secret),
-                        Err(why) => {
-                            tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {why}");
-                            RepoSecret::Unusable
-                        }
-                    },
-                    (None, None) => RepoSecret::Global,
-                    (None, Some(path)) => match read_secret_file(path) {
-                        Ok(secret) => RepoSecret::Own(secret),
-                        Err(e) => {
-                            tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {}", crate::error_chain(&e));
-                            RepoSecret::Unusable
-                        }
-                    },
-                };
-                HookRepo {
-                    name: r.name,
-                    url: r.url.expose().to_string(),
-                    branch: r.branch,
-                    secret,
-                }
-            })
-            .collect();
         Ok(Hooks {
-            global: self.settings.webhook_secret.clone(),
-            repos,
+            global: self.global_webhook_secret(),
+            repos: repos.into_iter().map(|r| self.hook_repo(r)).collect(),
         })
+    }
+
+    /// A repository as hooks see it, with its secret read now.
+    fn hook_repo(&self, r: crate::record::Repo) -> HookRepo {
+        let secret = match (&r.webhook_secret, &r.webhook_secret_file) {
+            (Some(name), _) => match self.named_secret(name) {
+                Ok(secret) => RepoSecret::Own(secret),
+                Err(why) => {
+                    tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {why}");
+                    RepoSecret::Unusable
+                }
+            },
+            (None, None) => RepoSecret::Global,
+            (None, Some(path)) => match read_secret_file(path) {
+                Ok(secret) => RepoSecret::Own(secret),
+                Err(e) => {
+                    tracing::warn!(repo = %r.name, "its webhooks cannot be verified: {}", crate::error_chain(&e));
+                    RepoSecret::Unusable
+                }
+            },
+        };
+        HookRepo {
+            name: r.name,
+            url: r.url.expose().to_string(),
+            branch: r.branch,
+            secret,
+        }
     }
 
     /// The global config's webhook secret `name`, read now (a file must be
@@ -218,6 +228,33 @@ impl Ops {
                 "no credential named '{name}' in the global config's `credentials:`"
             )),
         }
+    }
+
+    /// As [`Ops::hooks`] for a hook whose URL names its repository: that
+    /// repository alone (only its secret file is read), `None` when no
+    /// repository has that name.
+    pub fn hooks_for(&self, name: &str) -> Result<Option<Hooks>, OpsError> {
+        let Some(repo) = self.shared()?.store().repo(name)? else {
+            return Ok(None);
+        };
+        let repo = self.hook_repo(repo);
+        // Only the secret that may trigger it is tried: one HMAC at most.
+        let global = match repo.secret {
+            RepoSecret::Global => self.global_webhook_secret(),
+            RepoSecret::Own(_) | RepoSecret::Unusable => None,
+        };
+        Ok(Some(Hooks {
+            global,
+            repos: vec![repo],
+        }))
+    }
+
+    /// The global webhook secret, when one is configured (an empty one is none).
+    pub fn global_webhook_secret(&self) -> Option<Secret> {
+        self.settings
+            .webhook_secret
+            .clone()
+            .filter(|s| !s.0.is_empty())
     }
 
     /// Wakes these repositories' tasks for an immediate remote check (hooks
@@ -392,6 +429,22 @@ mod tests {
         assert!(!h.enabled());
         h.repos.push(repo("x", "/x", "main", RepoSecret::Unusable));
         assert!(h.enabled(), "a configured but unusable file still counts");
+    }
+
+    #[test]
+    fn a_hook_naming_its_repository_is_usable_only_with_a_secret_for_it() {
+        let one = |global: Option<&str>, secret: RepoSecret| Hooks {
+            global: global.map(|g| Secret(g.into())),
+            repos: vec![repo("app", "/app", "main", secret)],
+        };
+        for (hooks, want) in [
+            (one(Some("g"), RepoSecret::Global), true),
+            (one(None, RepoSecret::Global), false),
+            (one(None, own("mine")), true),
+            (one(None, RepoSecret::Unusable), false),
+        ] {
+            assert_eq!(hooks.usable(), want, "{hooks:?}");
+        }
     }
 
     #[test]

@@ -384,3 +384,72 @@ fn silent_and_idle_connections_are_closed_after_the_header_timeout() {
     let health = api.call("GET", "/healthz", None, None, &[]);
     assert_eq!(health.status, 200, "{health:?}");
 }
+
+/// Regression: a body could take as long as its sender liked, holding its
+/// connection (and what was read of it) for good. Through the API (a
+/// token) and through the dashboard's sign-in form (none), a body still
+/// coming 10 s after it was first read is answered 408 and its connection
+/// closed.
+#[test]
+fn a_body_slower_than_the_body_timeout_is_answered_408_and_closed() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let k = Kedge::new();
+    let token = k.token("ci", "write");
+    let api = k.serve_api(&[], &[]);
+    let heads = [
+        format!(
+            "POST /api/v1/repos HTTP/1.1\r\nHost: kedge\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        ),
+        "POST /login HTTP/1.1\r\nHost: kedge\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nt"
+            .to_string(),
+    ];
+    let slow: Vec<_> = heads
+        .into_iter()
+        .map(|head| {
+            let addr = api.addr.clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(&addr).unwrap();
+                conn.write_all(head.as_bytes()).unwrap();
+                let started = Instant::now();
+                conn.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                // A byte every half second, while serve keeps the connection.
+                while started.elapsed() < Duration::from_secs(30) {
+                    match conn.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(_) if got.is_empty() => {
+                            let _ = conn.write_all(b" ");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    for thread in slow {
+        let (answer, after) = thread.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert!(answer.contains("\"error\""), "{answer}");
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(20)).contains(&after),
+            "closed after {after:?}"
+        );
+    }
+    let health = api.call("GET", "/healthz", None, None, &[]);
+    assert_eq!(health.status, 200, "{health:?}");
+}

@@ -539,3 +539,131 @@ fn a_repository_with_its_own_secret_is_triggered_by_it_alone() {
     });
     assert!(!serve.log().contains("own-s3cret"), "{}", serve.log());
 }
+
+/// The answer to a hook whose head announces a body that is never sent:
+/// one that arrives at all was given before the body was read.
+fn answer_to_head(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no answer before the body: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Regression: a hook's body was read (up to 1 MiB, as slowly as its
+/// sender liked) before anything else was checked, even with the hooks off.
+#[test]
+fn hooks_that_cannot_be_valid_are_refused_before_their_body_is_read() {
+    let signed = [("X-Kedge-Signature-256", "sha256=00")];
+    // Hooks off: no secret at all.
+    let off = Kedge::new();
+    let (serve_off, port) = serve(&off);
+    for path in ["/hooks/generic", "/hooks/github/app"] {
+        let (status, answer) = answer_to_head(port, path, &signed);
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+    drop(serve_off);
+
+    // One repository with its own secret, one without; no global secret.
+    let k = Kedge::new();
+    let file = k.cwd().join("own.hook");
+    std::fs::write(&file, "own-s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (own, plain) = (unique_name("own"), unique_name("plain"));
+    for (name, secret) in [(&own, Some("own.hook")), (&plain, None)] {
+        let url = format!("/nowhere/{name}.git");
+        let mut args = vec!["repo", "add", url.as_str(), "--name", name.as_str()];
+        args.extend(
+            secret
+                .map(|f| ["--webhook-secret-file", f])
+                .into_iter()
+                .flatten(),
+        );
+        k.run(args).success();
+    }
+    let (serve, port) = serve(&k);
+    for (path, headers, want, says) in [
+        // No signature header.
+        ("/hooks/generic".to_string(), &[][..], 401, "missing"),
+        (format!("/hooks/gitlab/{own}"), &[][..], 401, "missing"),
+        // A repository the URL names that does not exist.
+        (
+            "/hooks/generic/nope".to_string(),
+            &signed[..],
+            404,
+            "no repository",
+        ),
+        // One without a secret of its own, and no global one.
+        (
+            format!("/hooks/generic/{plain}"),
+            &signed[..],
+            404,
+            "webhooks are off",
+        ),
+        // No such host.
+        ("/hooks/svn/x".to_string(), &signed[..], 404, "no such hook"),
+    ] {
+        let (status, answer) = answer_to_head(port, &path, headers);
+        assert_eq!(status, want, "{path}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{path}: {answer}");
+    }
+    // Counted by what they were answered.
+    let metrics = crate::support::http::request("GET", port, "/metrics", None, None).body;
+    for labels in [
+        r#"provider="generic",result="unknown_repo""#,
+        r#"provider="gitlab",result="unauthorized""#,
+        r#"provider="generic",result="disabled""#,
+    ] {
+        assert!(metrics.contains(labels), "{labels}: {metrics}");
+    }
+    assert!(!metrics.contains("svn"), "{metrics}");
+    drop(serve);
+}
+
+#[test]
+fn a_hook_naming_its_repository_triggers_it_alone_with_its_secret() {
+    let (s, _serve, port) = deployed("byurl");
+    let url = s.remote.url();
+    s.remote.write("compose.yaml", &compose(1));
+    let commit = s.remote.commit("two");
+    // Sent to another repository's URL: the push does not concern it.
+    let (_, headers, body) = push_hook("gitea", &url, "main", SECRET);
+    let other = unique_name("other");
+    s.kedge
+        .run(["repo", "add", "/nowhere/other.git", "--name", &other])
+        .success();
+    let hook = (
+        format!("/hooks/gitea/{other}"),
+        headers.clone(),
+        body.clone(),
+    );
+    assert_eq!(send(port, &hook), (202, json!({"triggered": []})));
+    // Its own URL, signed with another secret: refused.
+    let (_, wrong, _) = push_hook("gitea", &url, "main", "not-the-secret");
+    let hook = (format!("/hooks/gitea/{}", s.name), wrong, body.clone());
+    assert_eq!(send(port, &hook).0, 401);
+    // Its own URL, signed: deployed.
+    let hook = (format!("/hooks/gitea/{}", s.name), headers, body);
+    assert_eq!(send(port, &hook), (202, json!({"triggered": [s.name]})));
+    wait_for(30, "the commit running", || {
+        (running_commit(&s)? == commit).then_some(())
+    });
+}

@@ -27,4 +27,5 @@ mod rollback;
 mod secrets;
 mod serve;
 mod sessions;
+mod slow_clients;
 mod swarm;

@@ -216,24 +216,54 @@ impl Kedge {
     }
 
     pub fn spawn_serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Serve {
+        self.spawn_serve_with(args, envs, None)
+    }
+
+    /// As `spawn_serve`, with at most `nofile` open descriptors (soft and
+    /// hard `RLIMIT_NOFILE`): a few hundred connections reach the limit.
+    pub fn spawn_serve_nofile(&self, args: &[&str], envs: &[(&str, &str)], nofile: u64) -> Serve {
+        self.spawn_serve_with(args, envs, Some(nofile))
+    }
+
+    fn spawn_serve_with(&self, args: &[&str], envs: &[(&str, &str)], nofile: Option<u64>) -> Serve {
         let log = self.cwd().join(format!("serve-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = self
-            .command(args)
-            .envs(envs.iter().copied())
+        let mut cmd = self.command(args);
+        cmd.envs(envs.iter().copied())
             .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start kedge serve");
+            .stderr(file);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe; nothing is allocated
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start kedge serve");
         Serve { child, log }
     }
 }
 
 impl Serve {
+    /// `serve`'s resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+
     pub fn log(&self) -> String {
         // Lossy: a read may catch a line half written.
         std::fs::read(&self.log)
@@ -326,6 +356,16 @@ impl Drop for Serve {
             eprintln!("--- kedge serve log\n{}", self.log());
         }
     }
+}
+
+/// A process's resident memory now, in KiB (`VmRSS`; 0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Polls `check` until it returns Some, or panics after `secs` with `what`.
