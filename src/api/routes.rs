@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -409,10 +408,6 @@ pub enum Finished {
     Nothing(NothingToDeploy),
 }
 
-/// How long a sync or rollback may wait for its repository's task to take
-/// it up (an apply in flight) before the answer is 409: it is then
-/// withdrawn and never runs.
-const BEGIN_WITHIN: Duration = Duration::from_secs(60);
 
 /// Deploys the branch head now and heals all drift (`kedge sync`).
 #[utoipa::path(post, path = "/api/v1/repos/{name}/sync", tag = "deployments",
@@ -433,7 +428,7 @@ pub async fn sync(
     let q = query(q)?;
     let running = state
         .ops
-        .start_sync(&name, false, false, Some(BEGIN_WITHIN))
+        .start_sync(&name, false, false, Some(state.ops.settings().command_wait))
         .await?;
     answer_deployment(&state, &name, q.wait, running).await
 }
@@ -461,7 +456,7 @@ pub async fn rollback(
     let req = body(parsed)?;
     let running = state
         .ops
-        .start_rollback(&name, &req.commit, Some(BEGIN_WITHIN))
+        .start_rollback(&name, &req.commit, Some(state.ops.settings().command_wait))
         .await?;
     answer_deployment(&state, &name, q.wait, running).await
 }

@@ -23,6 +23,8 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+/// `http.command_wait`: a health gate may hold a repository for minutes.
+pub const DEFAULT_COMMAND_WAIT: Duration = Duration::from_secs(60);
 /// Compose files larger than this are refused before rendering: compose
 /// holds a file many times over while it parses (a 20 MB file, 880 MB RSS).
 pub const DEFAULT_MAX_COMPOSE_SIZE: u64 = 4 << 20;
@@ -57,6 +59,7 @@ pub struct FileConfig {
     pub max_compose_size: Option<u64>,
     pub events_retention: Option<Duration>,
     pub listen: Option<Listen>,
+    pub command_wait: Option<Duration>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub webhook_secret: Option<Secret>,
@@ -129,6 +132,10 @@ pub struct Settings {
     pub events_retention: Duration,
     /// `serve`'s HTTP listener.
     pub listen: Listen,
+    /// `http.command_wait`: how long a sync or rollback over HTTP or from
+    /// the dashboard waits for its repository's task to take it up (an
+    /// apply in flight) before the answer is 409; it never runs then.
+    pub command_wait: Duration,
     /// PEM certificate chain and key: HTTPS when both are set.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The git webhooks' shared secret (`webhook.secret`, its file, or
@@ -235,8 +242,14 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(render) = top.section("render", &["max_compose_size"])? {
         out.max_compose_size = render.parsed("max_compose_size", env, parse_size)?;
     }
-    if let Some(http) = top.section("http", &["listen", "tls_cert", "tls_key", "public_url"])? {
+    if let Some(http) = top.section(
+        "http",
+        &["listen", "tls_cert", "tls_key", "public_url", "command_wait"],
+    )? {
         out.listen = http.parsed("listen", env, Listen::parse)?;
+        out.command_wait = http.parsed("command_wait", env, |s| {
+            parse_duration(s).map_err(|e| e.to_string())
+        })?;
         out.public_url = http.parsed("public_url", env, parse_public_url)?;
         out.tls_cert = http.string("tls_cert", env)?.map(|(s, _)| PathBuf::from(s));
         out.tls_key = http.string("tls_key", env)?.map(|(s, _)| PathBuf::from(s));
@@ -492,6 +505,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         max_compose_size: file.max_compose_size.unwrap_or(DEFAULT_MAX_COMPOSE_SIZE),
         events_retention: file.events_retention.unwrap_or(DEFAULT_EVENTS_RETENTION),
         listen,
+        command_wait: file.command_wait.unwrap_or(DEFAULT_COMMAND_WAIT),
         tls,
         webhook_secret,
         registries: file.registries,
@@ -637,7 +651,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhttp:\n  listen: 0.0.0.0:8080\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
             &none,
         )
         .unwrap();
@@ -653,6 +667,7 @@ mod tests {
                 max_compose_size: Some(512 * 1024),
                 events_retention: Some(Duration::from_secs(7 * 86_400)),
                 listen: Some(Listen::Addr("0.0.0.0:8080".parse().unwrap())),
+                command_wait: Some(Duration::from_secs(120)),
                 tls_cert: Some("/etc/kedge/cert.pem".into()),
                 tls_key: Some("/etc/kedge/key.pem".into()),
                 webhook_secret: None,

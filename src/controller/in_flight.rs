@@ -16,7 +16,7 @@ pub struct InFlight {
 }
 
 /// Held by a running command; its drop counts it out.
-struct Running(Arc<InFlight>);
+pub struct Running(Arc<InFlight>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -39,6 +39,13 @@ impl InFlight {
             let _running = running;
             work.await
         })
+    }
+
+    /// Counts a command that runs elsewhere (in its repository's task)
+    /// until the returned guard is dropped: once its asker has its answer.
+    pub fn hold(self: &Arc<Self>) -> Running {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Running(self.clone())
     }
 
     /// Returns once no command runs.

@@ -18,6 +18,8 @@ pub struct Running {
     deployment: Option<i64>,
     /// The task said all it will about a deployment.
     begun_closed: bool,
+    /// serve's shutdown waits for the command, and its answer, until this drops.
+    _counted: crate::controller::in_flight::Running,
 }
 
 /// Where a running command is.
@@ -110,6 +112,7 @@ impl Ops {
     ) -> Result<Running, OpsError> {
         let found = self.repo(repo)?;
         let shared = self.shared()?.clone();
+        let counted = shared.commands.hold();
         let busy = || {
             OpsError::from(CommandError::Busy {
                 repo: repo.to_string(),
@@ -140,6 +143,7 @@ impl Ops {
                 ticket,
                 deployment: None,
                 begun_closed: false,
+                _counted: counted,
             }),
             Err(NotStarted::Busy) => Err(busy()),
             Err(NotStarted::Gone) => Err(CommandError::Stopping {

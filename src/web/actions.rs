@@ -24,9 +24,6 @@ use crate::api::AppState;
 /// How long a sync or rollback form waits for its deployment to finish
 /// before it shows the repository page with the deployment in progress.
 const WAIT_FOR_RESULT: Duration = Duration::from_secs(30);
-/// How long a form waits for the repository's task to take its sync or
-/// rollback up (an apply in flight): it is then withdrawn, never run.
-const BEGIN_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
@@ -321,7 +318,7 @@ pub async fn sync(
     checked(&s, &action_form(parsed)?)?;
     let running = app
         .ops
-        .start_sync(&name, false, false, Some(BEGIN_WITHIN))
+        .start_sync(&name, false, false, Some(app.ops.settings().command_wait))
         .await?;
     deploy(&name, "sync", running).await
 }
@@ -341,7 +338,7 @@ pub async fn rollback(
         .ok_or_else(|| WebError::BadRequest("which commit? the form has no `commit`".into()))?;
     let running = app
         .ops
-        .start_rollback(&name, &target, Some(BEGIN_WITHIN))
+        .start_rollback(&name, &target, Some(app.ops.settings().command_wait))
         .await?;
     deploy(&name, "rollback", running).await
 }

@@ -500,3 +500,75 @@ fn a_diff_during_a_gated_deploy_answers_409_after_ten_seconds() {
     // A graceful stop would wait out the gate's 90 s.
     serve.kill9();
 }
+
+/// Regression: a sync over HTTP that had not begun within the wait was
+/// answered 409, but the command it had spawned kept waiting and deployed
+/// later. A command the repository's task has not taken up in time is
+/// withdrawn now: 409 means "not started and will not start". Two syncs
+/// and serve's own pass run one after another through the task.
+#[test]
+fn an_http_sync_answered_409_never_deploys_later() {
+    let s = gated_stack("api409");
+    let k = &s.kedge;
+    let deployer = token(k, "deployer", "deploy");
+    std::fs::create_dir_all(k.cwd().join(".config/kedge")).unwrap();
+    std::fs::write(
+        k.cwd().join(".config/kedge/config.yaml"),
+        "http:\n  command_wait: 2s\n",
+    )
+    .unwrap();
+    let (_serve, port) = serve_http(k, &["--poll-interval", "1h"]);
+    wait_for(60, "the first deployment", || {
+        (s.history()[0]["status"] == "success").then_some(())
+    });
+    s.remote.write(
+        "compose.yaml",
+        &slow_web("sleep 12; touch /tmp/ready; exec sleep 3600"),
+    );
+    let c2 = s.remote.commit("ready after 12 s");
+    let sync = format!("/api/v1/repos/{}/sync", s.name);
+
+    // The first sync begins and holds the task in its gate.
+    let first = request("POST", port, &sync, Some(&deployer), None);
+    assert_eq!(first.status, 202, "{first:?}");
+    let gated = first.json()["deployment"].as_i64().unwrap();
+    // The second is not taken up within 2 s: 409, and withdrawn.
+    let second = request("POST", port, &sync, Some(&deployer), None);
+    assert_eq!(second.status, 409, "{second:?}");
+    assert!(
+        second.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("in progress"),
+        "{second:?}"
+    );
+    let history = s.history();
+    assert_eq!(history[0]["id"], gated, "{history}");
+    assert_eq!(history[0]["status"], "in_progress", "{history}");
+
+    // A third, waiting, runs after the first: had the second been kept,
+    // it would have run in between.
+    let third = request(
+        "POST",
+        port,
+        &format!("{sync}?wait=true"),
+        Some(&deployer),
+        None,
+    );
+    assert_eq!(third.status, 200, "{third:?}");
+    let history = s.history();
+    let syncs: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["trigger"] == "sync")
+        .collect();
+    assert_eq!(syncs.len(), 2, "the withdrawn sync never ran: {history}");
+    assert_eq!(syncs[1]["id"], gated);
+    assert_eq!(syncs[1]["commit"], c2.as_str());
+    assert_eq!(syncs[1]["status"], "success", "{history}");
+    assert!(
+        syncs[0]["id"].as_i64().unwrap() > gated,
+        "one after another: {history}"
+    );
+}
