@@ -1,6 +1,8 @@
 //! The one place Kedge starts child processes (`git`, `docker compose`):
 //! argv only (never a shell string), a timeout, and stderr carried into the
-//! error. Each child leads its own process group, and the whole group is
+//! error: at most its last [`MAX_STDERR`] bytes, so no child can fill a
+//! record, an event, a notification or an answer; stdout is refused past
+//! a limit ([`DEFAULT_MAX_STDOUT`] unless the caller sets one). Each child leads its own process group, and the whole group is
 //! killed on timeout, when the run is dropped and when Kedge aborts: a
 //! `git` killed alone would orphan its `git-remote-http` helpers. Secrets go
 //! in the environment, never argv.
@@ -15,6 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How much of a child's stderr is kept: the end, where compose and git
+/// print the cause.
+pub const MAX_STDERR: u64 = 64 * 1024;
+
+/// How much a child may write to stdout before its run fails: far past
+/// what any command Kedge runs answers (a `git ls-tree` of a very large
+/// repository), short of what would exhaust memory.
+pub const DEFAULT_MAX_STDOUT: u64 = 64 << 20;
 
 static SPAWNED: AtomicU64 = AtomicU64::new(0);
 
@@ -106,6 +117,8 @@ pub enum ProcessError {
         status: String,
         stderr: String,
     },
+    #[error("`{command}` wrote more than {limit} bytes to its output")]
+    TooMuchOutput { command: String, limit: u64 },
     #[error("cannot talk to `{command}`")]
     Io {
         command: String,
@@ -135,6 +148,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     timeout: Duration,
     keep_open: Option<RawFd>,
+    max_stdout: u64,
 }
 
 /// Variables of Kedge's own environment that hold secrets (a repository's
@@ -190,6 +204,7 @@ impl Cmd {
             stdin: None,
             timeout: Duration::from_secs(120),
             keep_open: None,
+            max_stdout: DEFAULT_MAX_STDOUT,
         }
     }
 
@@ -227,6 +242,13 @@ impl Cmd {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// A run whose stdout is longer than `bytes` fails with
+    /// [`ProcessError::TooMuchOutput`], without reading it.
+    pub fn max_stdout(mut self, bytes: u64) -> Self {
+        self.max_stdout = bytes;
         self
     }
 
@@ -324,9 +346,7 @@ impl Cmd {
                 });
             }
         };
-        let (stdout, stderr) = (read_all(out_file).await, read_all(err_file).await);
-        let (stdout, stderr) = (stdout.map_err(io_err)?, stderr.map_err(io_err)?);
-        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+        let stderr = read_tail(err_file, MAX_STDERR).await.map_err(io_err)?;
         if !status.success() {
             return Err(ProcessError::Failed {
                 command,
@@ -334,18 +354,65 @@ impl Cmd {
                 stderr,
             });
         }
+        let stdout = match read_up_to(out_file, self.max_stdout)
+            .await
+            .map_err(io_err)?
+        {
+            Some(stdout) => stdout,
+            None => {
+                return Err(ProcessError::TooMuchOutput {
+                    command,
+                    limit: self.max_stdout,
+                });
+            }
+        };
         Ok(Output { stdout, stderr })
     }
 }
 
-/// What a child wrote into one of its output files.
-async fn read_all(file: std::fs::File) -> std::io::Result<Vec<u8>> {
+/// What a child wrote to stdout, or `None` when it is longer than `limit`
+/// (told by the file's length: nothing is read then).
+async fn read_up_to(file: std::fs::File, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     use tokio::io::AsyncSeekExt;
     let mut file = tokio::fs::File::from_std(file);
+    let len = file.metadata().await?.len();
+    if len > limit {
+        return Ok(None);
+    }
     file.seek(std::io::SeekFrom::Start(0)).await?;
-    let mut out = Vec::new();
-    file.read_to_end(&mut out).await?;
-    Ok(out)
+    let mut out = Vec::with_capacity(len as usize);
+    // A grandchild still writing cannot grow it past the limit either.
+    (&mut file).take(limit).read_to_end(&mut out).await?;
+    Ok(Some(out))
+}
+
+/// The last `max` bytes a child wrote to stderr, trimmed, as text; a cut
+/// says so first (`…[N bytes cut]…`).
+async fn read_tail(file: std::fs::File, max: u64) -> std::io::Result<String> {
+    use tokio::io::AsyncSeekExt;
+    let mut file = tokio::fs::File::from_std(file);
+    let len = file.metadata().await?.len();
+    let cut = len.saturating_sub(max);
+    file.seek(std::io::SeekFrom::Start(cut)).await?;
+    let mut tail = Vec::with_capacity((len - cut) as usize);
+    (&mut file).take(max).read_to_end(&mut tail).await?;
+    Ok(tail_text(&tail, cut))
+}
+
+/// `tail`, the end of a text `cut` bytes longer, as a string that says
+/// what it lost. A character the cut split is dropped whole.
+fn tail_text(tail: &[u8], cut: u64) -> String {
+    if cut == 0 {
+        return String::from_utf8_lossy(tail).trim().to_string();
+    }
+    // UTF-8 continuation bytes are 0b10xx_xxxx; at most three precede a start.
+    let skip = tail
+        .iter()
+        .take(3)
+        .take_while(|b| (**b & 0xC0) == 0x80)
+        .count();
+    let text = String::from_utf8_lossy(&tail[skip..]);
+    format!("…[{} bytes cut]…\n{}", cut + skip as u64, text.trim())
 }
 
 #[cfg(test)]
@@ -367,6 +434,81 @@ mod tests {
             .unwrap();
         assert_eq!(out.stdout_text(), "file\nfile\n");
         assert_eq!(out.stderr, "to-stderr");
+    }
+
+    /// Regression: a child's whole stderr became the error, and from there
+    /// a deployment's record, its event, notifications and HTTP answers: a
+    /// compose printing megabytes of warnings filled them all.
+    #[tokio::test]
+    async fn a_childs_stderr_of_mebibytes_is_cut_to_its_last_64_kib() {
+        // 4 MiB of noise, then the cause, as compose prints it: last.
+        let err = Cmd::new("sh")
+            .args([
+                "-c",
+                "{ head -c 4194304 /dev/zero | tr '\\0' x; echo; echo 'the cause'; } >&2; exit 1",
+            ])
+            .run()
+            .await
+            .unwrap_err();
+        let ProcessError::Failed { stderr, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(stderr.len() <= MAX_STDERR as usize + 64, "{}", stderr.len());
+        assert!(
+            stderr.ends_with("the cause"),
+            "{}",
+            &stderr[stderr.len() - 40..]
+        );
+        let cut = 4 * 1024 * 1024 + "\nthe cause\n".len() as u64 - MAX_STDERR;
+        assert!(
+            stderr.starts_with(&format!("…[{cut} bytes cut]…\n")),
+            "{}",
+            &stderr[..40]
+        );
+        // Short ones are kept whole, as before.
+        let err = Cmd::new("sh")
+            .args(["-c", "echo short >&2; exit 1"])
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProcessError::Failed { stderr, .. } if stderr == "short"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        let text = "é".repeat(10);
+        // Cut after the first byte of a two-byte character.
+        let tail = &text.as_bytes()[3..];
+        assert_eq!(
+            tail_text(tail, 3),
+            format!("…[4 bytes cut]…\n{}", "é".repeat(8))
+        );
+        assert_eq!(tail_text(b"  whole \n", 0), "whole");
+    }
+
+    /// Stdout past the caller's limit fails the run instead of being read.
+    #[tokio::test]
+    async fn stdout_past_its_limit_is_refused_unread() {
+        let err = Cmd::new("sh")
+            .args(["-c", "head -c 2048 /dev/zero"])
+            .max_stdout(2047)
+            .run()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProcessError::TooMuchOutput { limit: 2047, .. }),
+            "{err:?}"
+        );
+        let out = Cmd::new("sh")
+            .args(["-c", "head -c 2048 /dev/zero"])
+            .max_stdout(2048)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.len(), 2048);
     }
 
     #[tokio::test]

@@ -305,7 +305,7 @@ pub async fn remove_repo(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// At most this many deployments
+    /// At most this many deployments (more than 10,000 give 10,000)
     #[serde(default = "twenty")]
     #[param(value_type = i64, default = 20, minimum = 0, maximum = 4294967295_u32)]
     limit: u32,
@@ -535,7 +535,7 @@ pub async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
-    let limit = q.limit.min(10_000) as usize;
+    let limit = (q.limit as usize).min(crate::ops::events::MAX_LIMIT);
     let events = match q.since_id {
         Some(after) => state.ops.events_after(q.repo.as_deref(), after, limit)?,
         None => state.ops.events(&EventsRequest {

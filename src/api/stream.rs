@@ -4,11 +4,13 @@
 //! A stream checks again who opened it (the bearer token, or the
 //! dashboard session and its token) before each event and every
 //! [`RECHECK`]: revoked (`kedge token revoke`, from any process) or signed
-//! out, it ends.
+//! out, it ends. At most [`STREAMS_PER_TOKEN`] streams are open per token
+//! (a dashboard session's count as its token's) and [`STREAMS_TOTAL`] in
+//! all: one more is answered 429.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -26,6 +28,80 @@ use crate::events::Event;
 /// How often an idle stream checks that its token still holds: a revoked
 /// token's streams end within this.
 pub const RECHECK: Duration = Duration::from_secs(5);
+
+/// Streams one token may hold open at once: a dashboard in a few tabs and
+/// a watcher or two, not a leak of reconnects.
+pub const STREAMS_PER_TOKEN: usize = 8;
+/// Streams open at once in all. Each is a task and a store query every
+/// [`RECHECK`]; this keeps them a small share of what `serve` does.
+pub const STREAMS_TOTAL: usize = 128;
+
+/// The streams open now, per token name.
+static OPEN: LazyLock<Arc<Streams>> =
+    LazyLock::new(|| Arc::new(Streams::new(STREAMS_PER_TOKEN, STREAMS_TOTAL)));
+
+/// Counts open streams against the caps.
+struct Streams {
+    per_token: usize,
+    total: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open stream's place: given back when the stream is dropped (its
+/// client gone, or the stream ended).
+struct Slot {
+    streams: Arc<Streams>,
+    token: String,
+}
+
+impl Streams {
+    fn new(per_token: usize, total: usize) -> Streams {
+        Streams {
+            per_token,
+            total,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more stream of `token`, or why there is none.
+    fn take(self: &Arc<Self>, token: &str) -> Result<Slot, ApiError> {
+        let mut open = self.lock();
+        if open.values().sum::<usize>() >= self.total {
+            return Err(ApiError::TooManyRequests(format!(
+                "{} event streams are open, as many as Kedge serves at once: try again later",
+                self.total
+            )));
+        }
+        let mine = open.entry(token.to_string()).or_default();
+        if *mine >= self.per_token {
+            return Err(ApiError::TooManyRequests(format!(
+                "token '{token}' already has {} event streams open, as many as one token may: close one first",
+                self.per_token
+            )));
+        }
+        *mine += 1;
+        Ok(Slot {
+            streams: self.clone(),
+            token: token.to_string(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock();
+        if let Some(n) = open.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -47,6 +123,7 @@ pub struct StreamQuery {
             content_type = "text/event-stream", body = String),
         (status = 400, description = "a query parameter or Last-Event-ID is not valid", body = super::ErrorBody),
         (status = 404, description = "no repository of that name", body = super::ErrorBody),
+        (status = 429, description = "its token already has 8 streams open, or Kedge 128 in all", body = super::ErrorBody),
     ))]
 pub async fn events_stream(
     State(state): State<Arc<AppState>>,
@@ -57,6 +134,11 @@ pub async fn events_stream(
     if let Some(repo) = &q.repo {
         state.ops.repo(repo)?;
     }
+    let reader = Reader::of(&headers);
+    let token = reader
+        .token_name(&state)
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+    let slot = OPEN.take(&token)?;
     // Subscribed before the backlog is read: nothing falls between the two.
     let live = state.shared.hub.subscribe();
     let after = match headers.get("last-event-id") {
@@ -70,7 +152,8 @@ pub async fn events_stream(
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let follow = Follow {
-        reader: Reader::of(&headers),
+        _slot: slot,
+        reader,
         recheck,
         state,
         repo: q.repo,
@@ -121,6 +204,17 @@ impl Reader {
         }
     }
 
+    /// The name of the token it reads with (a session's: the token it
+    /// signed in with); `None` once revoked or signed out.
+    fn token_name(&self, state: &AppState) -> Option<String> {
+        match self {
+            Reader::Token(digest) => state.ops.token_by_digest(digest).ok()?.map(|t| t.name),
+            Reader::Session(cookies) => crate::web::signed_in(state, cookies)
+                .ok()?
+                .map(|s| s.token_name),
+        }
+    }
+
     /// Whether it may still read: the token is there (not revoked), the
     /// session open. A store that cannot tell ends the stream too (a
     /// client reconnects with `Last-Event-ID` and is checked afresh).
@@ -135,6 +229,8 @@ impl Reader {
 }
 
 struct Follow {
+    /// Held as long as the stream lives.
+    _slot: Slot,
     reader: Reader,
     recheck: tokio::time::Interval,
     state: Arc<AppState>,
@@ -200,4 +296,30 @@ fn message(e: &Event) -> SseEvent {
         .id(e.id.to_string())
         .event(e.kind.as_str())
         .data(serde_json::to_string(e).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_capped_per_token_and_in_all() {
+        let streams = Arc::new(Streams::new(2, 3));
+        let a1 = streams.take("a").unwrap();
+        let _a2 = streams.take("a").unwrap();
+        let err = streams.take("a").err().unwrap();
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(err.to_string().contains("token 'a' already has 2"), "{err}");
+        let _b1 = streams.take("b").unwrap();
+        // Three open: the total is reached, for a token with none too.
+        let err = streams.take("c").err().unwrap();
+        assert!(
+            err.to_string().starts_with("3 event streams are open"),
+            "{err}"
+        );
+        // A stream that ends gives its place back.
+        drop(a1);
+        let _c1 = streams.take("c").unwrap();
+        assert_eq!(streams.lock().get("a"), Some(&1));
+    }
 }

@@ -17,7 +17,7 @@ pub struct Args {
     /// Only events since then: a duration (10m, 2h, 30d) or an RFC 3339 time
     #[arg(long, value_name = "DUR|RFC3339", value_parser = Since::parse)]
     pub since: Option<Since>,
-    /// At most the newest N events
+    /// At most the newest N events (at most 10000)
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub limit: usize,
     /// Keep printing new events as they are stored (Ctrl-C stops)

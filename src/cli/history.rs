@@ -11,7 +11,7 @@ pub struct Args {
     /// The repository whose deployments to show
     #[arg(long)]
     pub repo: String,
-    /// Show at most N deployments
+    /// Show at most N deployments (at most 10000)
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
 }

@@ -25,6 +25,9 @@ pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// `http.command_wait`: a health gate may hold a repository for minutes.
 pub const DEFAULT_COMMAND_WAIT: Duration = Duration::from_secs(60);
+/// A quarter: the deployments one would still roll back to or look up. A
+/// repository's last good, pinned and deployed ones are kept regardless.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// Compose files larger than this are refused before rendering: compose
 /// holds a file many times over while it parses (a 20 MB file, 880 MB RSS).
 pub const DEFAULT_MAX_COMPOSE_SIZE: u64 = 4 << 20;
@@ -58,6 +61,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub max_compose_size: Option<u64>,
     pub events_retention: Option<Duration>,
+    pub history_retention: Option<Duration>,
     pub listen: Option<Listen>,
     pub command_wait: Option<Duration>,
     pub tls_cert: Option<PathBuf>,
@@ -130,6 +134,10 @@ pub struct Settings {
     pub max_compose_size: u64,
     /// Events older than this are deleted by `serve`.
     pub events_retention: Duration,
+    /// Deployments that finished longer ago are deleted by `serve` (not a
+    /// repository's last good, pinned, deployed or running one), with the
+    /// snapshots nothing refers to any more.
+    pub history_retention: Duration,
     /// `serve`'s HTTP listener.
     pub listen: Listen,
     /// `http.command_wait`: how long a sync or rollback over HTTP or from
@@ -209,6 +217,7 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "log",
             "render",
             "events",
+            "history",
             "http",
             "webhook",
             "registries",
@@ -265,17 +274,23 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.notifications = notifications::parse(&entry.node, env)?;
     }
     if let Some(events) = top.section("events", &["retention"])? {
-        out.events_retention = events.parsed("retention", env, |s| {
-            parse_duration(s).map_err(|e| e.to_string()).and_then(|d| {
-                if d.is_zero() {
-                    Err("a duration greater than zero such as 30d".to_string())
-                } else {
-                    Ok(d)
-                }
-            })
-        })?;
+        out.events_retention = events.parsed("retention", env, parse_retention)?;
+    }
+    if let Some(history) = top.section("history", &["retention"])? {
+        out.history_retention = history.parsed("retention", env, parse_retention)?;
     }
     Ok(out)
+}
+
+/// `events.retention`, `history.retention`: a duration greater than zero.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string()).and_then(|d| {
+        if d.is_zero() {
+            Err("a duration greater than zero such as 30d".to_string())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 /// `http.public_url`: an http(s) URL, kept without its trailing slash.
@@ -504,6 +519,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         log_level,
         max_compose_size: file.max_compose_size.unwrap_or(DEFAULT_MAX_COMPOSE_SIZE),
         events_retention: file.events_retention.unwrap_or(DEFAULT_EVENTS_RETENTION),
+        history_retention: file.history_retention.unwrap_or(DEFAULT_HISTORY_RETENTION),
         listen,
         command_wait: file.command_wait.unwrap_or(DEFAULT_COMMAND_WAIT),
         tls,
@@ -596,6 +612,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_level, "info");
         assert_eq!(s.max_compose_size, 4 * 1024 * 1024);
+        assert_eq!(s.history_retention, Duration::from_secs(90 * 86_400));
 
         // file beats defaults
         let s = resolve(file("/from-file", 30), &none, &Flags::default()).unwrap();
@@ -651,7 +668,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhistory:\n  retention: 180d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
             &none,
         )
         .unwrap();
@@ -666,6 +683,7 @@ mod tests {
                 log_level: Some("kedge=debug".into()),
                 max_compose_size: Some(512 * 1024),
                 events_retention: Some(Duration::from_secs(7 * 86_400)),
+                history_retention: Some(Duration::from_secs(180 * 86_400)),
                 listen: Some(Listen::Addr("0.0.0.0:8080".parse().unwrap())),
                 command_wait: Some(Duration::from_secs(120)),
                 tls_cert: Some("/etc/kedge/cert.pem".into()),
@@ -700,6 +718,10 @@ mod tests {
             (
                 "render:\n  max_compose_size: 0\n",
                 "line 2: `render.max_compose_size`: invalid value \"0\", expected a size greater than zero such as 4MiB, 512KiB or 1048576",
+            ),
+            (
+                "history:\n  retention: 0s\n",
+                "line 2: `history.retention`: invalid value \"0s\", expected a duration greater than zero such as 30d",
             ),
             (
                 "git: 5\n",

@@ -471,7 +471,7 @@ async fn rollback_from_snapshot(
         .into_iter()
         .find(|d| {
             d.commit == commit
-                && d.compose_snapshot.is_some()
+                && d.snapshot.is_some()
                 && matches!(
                     d.status,
                     DeploymentStatus::Success | DeploymentStatus::RolledBack
@@ -484,7 +484,17 @@ async fn rollback_from_snapshot(
                 .into(),
         });
     };
-    let snapshot = deployment.compose_snapshot.unwrap_or_default();
+    let stored = match &deployment.snapshot {
+        Some(key) => shared.store().snapshot(key).map_err(ReconcileError::from)?,
+        None => None,
+    };
+    let Some(snapshot) = stored else {
+        return Err(CommandError::Refused {
+            commit: commit.to_string(),
+            error: "the commit is gone from the repository and no compose snapshot of it is stored"
+                .into(),
+        });
+    };
     tracing::warn!(
         repo = %task.repo.name,
         commit = short(commit),

@@ -191,15 +191,29 @@ pub async fn tail(shared: Arc<Shared>) {
     }
 }
 
-/// Deletes events older than `events.retention`, now and every hour.
+/// Deletes events older than `events.retention`, and deployments older
+/// than `history.retention` with the snapshots left unused, now and every
+/// hour.
 pub async fn retention(shared: Arc<Shared>) {
+    let ago =
+        |keep: Duration| now_ms().saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64);
     loop {
         let keep = shared.settings.events_retention;
-        let before = now_ms().saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64);
-        match shared.store().delete_events_before(before) {
+        match shared.store().delete_events_before(ago(keep)) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, retention = ?keep, "old events deleted"),
             Err(e) => tracing::warn!("cannot delete old events: {}", error_chain(&e)),
+        }
+        let keep = shared.settings.history_retention;
+        match shared.store().delete_deployments_before(ago(keep)) {
+            Ok((0, _)) => {}
+            Ok((deployments, snapshots)) => tracing::info!(
+                deployments,
+                snapshots,
+                retention = ?keep,
+                "old deployments deleted"
+            ),
+            Err(e) => tracing::warn!("cannot delete old deployments: {}", error_chain(&e)),
         }
         tokio::time::sleep(RETENTION_EVERY).await;
     }

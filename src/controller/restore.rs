@@ -60,13 +60,17 @@ pub async fn restore_previous(
         short(failed),
         previous.message
     );
+    let snapshot = match &previous.snapshot {
+        Some(key) => shared.store().snapshot(key)?,
+        None => None,
+    };
     let started = Instant::now();
     let restore = shared.store().begin_deployment(&NewDeployment {
         repo_id: id,
         commit: &deployed,
         message: &message,
         trigger: Trigger::AutoRollback.as_str(),
-        compose_snapshot: previous.compose_snapshot.as_deref(),
+        compose_snapshot: snapshot.as_deref(),
         rolled_back_from: Some(failed),
     })?;
     let commits: BTreeMap<String, String> = records

@@ -39,6 +39,8 @@ pub enum RenderError {
         "compose file {file} is {size} bytes, over the limit of {limit} bytes (render.max_compose_size)"
     )]
     TooLarge { file: String, size: u64, limit: u64 },
+    #[error("the rendered compose project is over {limit} bytes (16 × render.max_compose_size)")]
+    RenderedTooLarge { limit: u64 },
     #[error("invalid compose project")]
     Compose(#[source] ProcessError),
     #[error("cannot read the output of docker compose config")]
@@ -137,9 +139,13 @@ pub async fn render(
     let out = Compose::new(&project, checkout, files.clone())
         .cmd(["config", "--format", "json"])
         .timeout(compose::CONFIG_TIMEOUT)
+        .max_stdout(rendered_limit(max_compose_size))
         .run()
         .await
-        .map_err(RenderError::Compose)?;
+        .map_err(|e| match e {
+            ProcessError::TooMuchOutput { limit, .. } => RenderError::RenderedTooLarge { limit },
+            e => RenderError::Compose(e),
+        })?;
     let mut doc: Value = serde_json::from_slice(&out.stdout).map_err(RenderError::Output)?;
     relocate(
         &mut doc,
@@ -155,6 +161,14 @@ pub async fn render(
         services,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
     })
+}
+
+/// How long `compose config`'s answer may be: its JSON spells out what the
+/// files leave to defaults and merges several files, so it is a few times
+/// the size of what it read; `include:` and YAML aliases can make it
+/// larger still, and that is refused unread.
+pub fn rendered_limit(max_compose_size: u64) -> u64 {
+    max_compose_size.saturating_mul(16)
 }
 
 /// Every compose file must be a file of the repository: its real path

@@ -7,6 +7,11 @@ use super::{Ops, OpsError};
 use crate::events::Event;
 use crate::record::{EventQuery, now_ms};
 
+/// The most rows one listing returns, of events or of deployments: a
+/// larger `limit` gets this many. One answer stays a few MiB, whatever
+/// is asked.
+pub const MAX_LIMIT: usize = 10_000;
+
 /// How often a follower looks for new rows: one indexed query.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
@@ -43,7 +48,8 @@ impl Since {
 pub struct EventsRequest {
     pub repo: Option<String>,
     pub since: Option<Since>,
-    /// The newest this many (all of them, oldest first).
+    /// The newest this many (all of them, oldest first), at most
+    /// [`MAX_LIMIT`].
     pub limit: usize,
 }
 
@@ -57,7 +63,7 @@ impl Ops {
             repo: req.repo.clone(),
             since: req.since.map(Since::at),
             after_id: None,
-            limit: req.limit,
+            limit: req.limit.min(MAX_LIMIT),
         })?)
     }
 
@@ -90,7 +96,8 @@ impl Ops {
         }
     }
 
-    /// Events after `after_id`, oldest first, at most `limit`.
+    /// Events after `after_id`, oldest first, at most `limit` (and
+    /// [`MAX_LIMIT`]).
     pub fn events_after(
         &self,
         repo: Option<&str>,
@@ -104,7 +111,7 @@ impl Ops {
             repo: repo.map(String::from),
             since: None,
             after_id: Some(after_id),
-            limit,
+            limit: limit.min(MAX_LIMIT),
         })?)
     }
 

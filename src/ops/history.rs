@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::events::MAX_LIMIT;
 use super::{Ops, OpsError};
 use crate::record::{DeploymentStatus, rfc3339_ms};
 
@@ -51,9 +52,13 @@ impl Ops {
         Ok(rows)
     }
 
+    /// The newest `limit` deployments, at most [`MAX_LIMIT`] like events.
     pub fn history(&self, repo: &str, limit: usize) -> Result<Vec<HistoryRow>, OpsError> {
         let repo = self.repo(repo)?;
-        let deployments = self.shared()?.store().deployments(repo.id, limit)?;
+        let deployments = self
+            .shared()?
+            .store()
+            .deployments(repo.id, limit.min(MAX_LIMIT))?;
         Ok(deployments
             .into_iter()
             .map(|d| HistoryRow {

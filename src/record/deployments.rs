@@ -1,6 +1,6 @@
 //! record: the deployment history, with compose snapshots stored once per content.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, now_ms, query};
@@ -61,10 +61,11 @@ pub struct Deployment {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
-    /// The rendered compose file, with resolved environment values (secrets
-    /// among them): never serialised.
-    #[serde(skip_serializing)]
-    pub compose_snapshot: Option<String>,
+    /// The key of its compose snapshot ([`snapshot_key`]); the snapshot
+    /// itself is read only by what applies it ([`Store::snapshot`]), never
+    /// by a listing, and never shown.
+    #[serde(skip)]
+    pub snapshot: Option<String>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
     /// On a failed deployment: the step that failed (`health_gate`, …).
@@ -90,7 +91,25 @@ impl Store {
     /// deployment of the same rendered project.
     pub fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StoreError> {
         let key = d.compose_snapshot.map(snapshot_key);
-        if let (Some(key), Some(content)) = (&key, d.compose_snapshot) {
+        // One write: retention (any process's) never deletes the snapshot
+        // between its insert and the row that refers to it.
+        self.conn
+            .execute_batch("SAVEPOINT begin_deployment")
+            .map_err(query("record deployment start"))?;
+        let id = self.insert_deployment(d, key.as_deref());
+        let end = if id.is_ok() {
+            "RELEASE begin_deployment"
+        } else {
+            "ROLLBACK TO begin_deployment; RELEASE begin_deployment"
+        };
+        self.conn
+            .execute_batch(end)
+            .map_err(query("record deployment start"))?;
+        id
+    }
+
+    fn insert_deployment(&self, d: &NewDeployment, key: Option<&str>) -> Result<i64, StoreError> {
+        if let (Some(key), Some(content)) = (key, d.compose_snapshot) {
             self.conn
                 .execute(
                     "INSERT OR IGNORE INTO snapshots (sha256, content) VALUES (?1, ?2)",
@@ -107,6 +126,46 @@ impl Store {
             )
             .map_err(query("record deployment start"))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// `history.retention`: deletes the deployments that finished before
+    /// `before` (ms), except what a repository still stands on: its
+    /// newest `success` and newest `rolled_back` deployment (what a
+    /// failed deploy is restored to), every deployment of its deployed or
+    /// pinned commit, and any still in progress; then the snapshots no
+    /// deployment refers to any more. Returns how many of each it deleted.
+    pub fn delete_deployments_before(&mut self, before: i64) -> Result<(usize, usize), StoreError> {
+        self.with_transaction(|s| {
+            let deployments = s
+                .conn
+                .execute(
+                    "DELETE FROM deployments
+                     WHERE status != 'in_progress'
+                       AND coalesce(finished_at, started_at) < ?1
+                       AND NOT EXISTS (
+                           SELECT 1 FROM repo_state st
+                           WHERE st.repo_id = deployments.repo_id
+                             AND deployments.commit_hash IN (st.deployed_commit, st.pinned_commit))
+                       AND id NOT IN (
+                           SELECT max(id) FROM deployments
+                           WHERE status IN ('success', 'rolled_back')
+                           GROUP BY repo_id, status)",
+                    [before],
+                )
+                .map_err(query("delete old deployments"))?;
+            let snapshots = if deployments == 0 {
+                0
+            } else {
+                s.conn
+                    .execute(
+                        "DELETE FROM snapshots WHERE NOT EXISTS
+                             (SELECT 1 FROM deployments WHERE snapshot = snapshots.sha256)",
+                        [],
+                    )
+                    .map_err(query("delete unused snapshots"))?
+            };
+            Ok((deployments, snapshots))
+        })
     }
 
     pub fn finish_deployment(
@@ -246,16 +305,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Newest first.
+    /// The compose snapshot stored under `key` (a deployment's `snapshot`).
+    pub fn snapshot(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT content FROM snapshots WHERE sha256 = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("read compose snapshot"))
+    }
+
+    /// Newest first, without their compose snapshots (see [`Store::snapshot`]).
     pub fn deployments(&self, repo_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT d.id, d.repo_id, d.commit_hash, d.commit_message, d.status, d.trigger,
                         d.started_at, d.finished_at, d.duration_ms,
-                        coalesce(s.content, d.compose_snapshot), d.services_changed, d.error,
+                        d.snapshot, d.services_changed, d.error,
                         d.failed_step, d.rolled_back_from
-                 FROM deployments d LEFT JOIN snapshots s ON s.sha256 = d.snapshot
+                 FROM deployments d
                  WHERE d.repo_id = ?1 ORDER BY d.id DESC LIMIT ?2",
             )
             .map_err(query("list deployments"))?;
@@ -273,7 +344,7 @@ impl Store {
                     started_at: row.get(6)?,
                     finished_at: row.get(7)?,
                     duration_ms: row.get(8)?,
-                    compose_snapshot: row.get(9)?,
+                    snapshot: row.get(9)?,
                     services_changed: changed.and_then(|c| serde_json::from_str(&c).ok()),
                     error: row.get(11)?,
                     failed_step: row.get(12)?,

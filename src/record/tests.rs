@@ -4,6 +4,13 @@ use rusqlite::params;
 use crate::config::registries::SecretRef;
 use crate::source::auth::GitAuth;
 
+/// A deployment's compose snapshot, read as the places that apply one do.
+fn content(store: &Store, d: &Deployment) -> Option<String> {
+    d.snapshot
+        .as_deref()
+        .and_then(|key| store.snapshot(key).unwrap())
+}
+
 fn new_repo<'a>(name: &'a str, url: &'a str, branch: &'a str) -> NewRepo<'a> {
     NewRepo {
         name,
@@ -84,7 +91,10 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].commit, "a".repeat(40));
     assert_eq!(history[0].status, DeploymentStatus::Success);
-    assert_eq!(history[0].compose_snapshot.as_deref(), Some("services: {}"));
+    assert_eq!(
+        content(&store, &history[0]).as_deref(),
+        Some("services: {}")
+    );
     assert_eq!(history[0].services_changed, None);
     // The new tables work on the upgraded file.
     let state = RepoState {
@@ -714,7 +724,8 @@ fn a_version_3_database_moves_its_snapshots_into_the_shared_table() {
         .deployments(1, 10)
         .unwrap()
         .into_iter()
-        .map(|d| (d.commit, d.compose_snapshot))
+        .map(|d| (content(&store, &d), d.commit))
+        .map(|(c, commit)| (commit, c))
         .collect();
     let a = Some(r#"{"services":{"a":{}}}"#.to_string());
     let b = Some(r#"{"services":{"b":{}}}"#.to_string());
@@ -781,16 +792,14 @@ fn deployments_of_the_same_content_store_one_snapshot() {
     assert_eq!(count(&store), 2);
     for d in store.deployments(app.id, 10).unwrap() {
         let want = if d.commit == "c3" { "{}" } else { big.as_str() };
-        assert_eq!(d.compose_snapshot.as_deref(), Some(want), "{}", d.commit);
+        assert_eq!(content(&store, &d).as_deref(), Some(want), "{}", d.commit);
     }
 
     // Removing a repository keeps the snapshots others still use.
     store.remove_repo("app").unwrap();
     assert_eq!(count(&store), 1);
     assert_eq!(
-        store.deployments(other.id, 10).unwrap()[0]
-            .compose_snapshot
-            .as_deref(),
+        content(&store, &store.deployments(other.id, 10).unwrap()[0]).as_deref(),
         Some(big.as_str())
     );
 }
@@ -1000,10 +1009,136 @@ fn a_deployment_never_serialises_its_compose_snapshot() {
         })
         .unwrap();
     let d = store.deployments(repo.id, 1).unwrap().remove(0);
-    assert!(d.compose_snapshot.is_some());
+    assert!(d.snapshot.is_some());
     let json = serde_json::to_string(&d).unwrap();
     assert!(
-        !json.contains("hunter2") && !json.contains("compose_snapshot"),
+        !json.contains("hunter2") && !json.contains("snapshot"),
         "{json}"
+
+/// Regression: listing a repository's deployments (history, status, the
+/// dashboard, a rollback's commit lookup) read every deployment's compose
+/// snapshot, megabytes each, and `Deployment` serialised it.
+#[test]
+fn a_listing_of_deployments_reads_no_compose_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let app = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let big = format!("{{\"services\":{{}},\"pad\":\"{}\"}}", "x".repeat(100_000));
+    store
+        .begin_deployment(&NewDeployment {
+            repo_id: app.id,
+            commit: "c1",
+            message: "m",
+            trigger: "sync",
+            compose_snapshot: Some(&big),
+            rolled_back_from: None,
+        })
+        .unwrap();
+    let listed = store.deployments(app.id, 10).unwrap();
+    assert!(
+        !format!("{listed:?}").contains("xxxx"),
+        "the content was read"
+    );
+    let json = serde_json::to_value(&listed[0]).unwrap();
+    assert!(json.get("compose_snapshot").is_none(), "{json}");
+    assert!(json.get("snapshot").is_none(), "{json}");
+    // What applies it reads it by its key.
+    assert_eq!(content(&store, &listed[0]).as_deref(), Some(big.as_str()));
+}
+
+/// `history.retention`: old deployments go, with the snapshots only they
+/// used; what a repository stands on stays however old.
+#[test]
+fn retention_deletes_old_deployments_but_keeps_last_good_pinned_deployed_and_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let app = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let other = store
+        .add_repo(&new_repo("other", "file:///r/other.git", "main"))
+        .unwrap();
+    // (repo, commit, status, finished days ago; None: still running)
+    let rows: &[(i64, &str, &str, Option<i64>)] = &[
+        (app.id, "old1", "success", Some(200)),
+        (app.id, "pinned", "rolled_back", Some(190)),
+        (app.id, "deployed", "success", Some(180)),
+        (app.id, "old2", "failed", Some(170)),
+        (app.id, "lastgood", "success", Some(160)),
+        (app.id, "deployed", "failed", Some(150)),
+        (app.id, "running", "in_progress", None),
+        (app.id, "recent", "failed", Some(1)),
+        (other.id, "o1", "success", Some(300)),
+        (other.id, "o2", "success", Some(200)),
+    ];
+    let day = 86_400_000;
+    let now = now_ms();
+    for (repo_id, commit, status, ago) in rows {
+        let id = store
+            .begin_deployment(&NewDeployment {
+                repo_id: *repo_id,
+                commit,
+                message: "m",
+                trigger: "new_commit",
+                compose_snapshot: Some(&format!("{{\"c\":\"{commit}\"}}")),
+                rolled_back_from: None,
+            })
+            .unwrap();
+        let at = ago.map(|a| now - a * day);
+        store
+            .conn
+            .execute(
+                "UPDATE deployments SET status = ?2, started_at = coalesce(?3, ?4), finished_at = ?3
+                 WHERE id = ?1",
+                params![id, status, at, now - 400 * day],
+            )
+            .unwrap();
+    }
+    // Deployed is not the newest good one here: a pass after `lastgood`
+    // deployed it again (its re-deploy failed and was restored).
+    store.mark_deployed(app.id, "deployed", "app", &[]).unwrap();
+    store.pin(app.id, "pinned", None).unwrap();
+
+    let (deployments, snapshots) = store.delete_deployments_before(now - 90 * day).unwrap();
+    let left = |repo_id: i64| -> Vec<String> {
+        let mut commits: Vec<String> = store
+            .deployments(repo_id, 100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.commit)
+            .collect();
+        commits.reverse();
+        commits
+    };
+    assert_eq!(
+        left(app.id),
+        [
+            "pinned", "deployed", "lastgood", "deployed", "running", "recent"
+        ]
+    );
+    // `other` keeps its last good deployment only.
+    assert_eq!(left(other.id), ["o2"]);
+    assert_eq!((deployments, snapshots), (3, 3));
+    let stored: Vec<String> = store
+        .conn
+        .prepare("SELECT content FROM snapshots ORDER BY content")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for gone in ["old1", "old2", "o1"] {
+        assert!(
+            !stored.iter().any(|s| s.contains(&format!("\"{gone}\""))),
+            "{gone}: {stored:?}"
+        );
+    }
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    // Nothing more to do: a second pass deletes nothing.
+    assert_eq!(
+        store.delete_deployments_before(now - 90 * day).unwrap(),
+        (0, 0)
     );
 }

@@ -104,6 +104,23 @@ pub struct CommitInfo {
     pub message: String,
 }
 
+/// The most of a commit message Kedge keeps: it goes into records,
+/// events, notifications and answers, and a push decides its length.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// `message`, cut after [`MAX_MESSAGE`] bytes (the subject comes first)
+/// with a note of what was cut.
+fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes cut]", &message[..end], message.len() - end)
+}
+
 /// One registered repository's remote and its clone on disk.
 #[derive(Clone)]
 pub struct Repository {
@@ -431,7 +448,7 @@ impl Repository {
         Ok(CommitInfo {
             hash: parts.next().unwrap_or_default().to_string(),
             tree: parts.next().unwrap_or_default().to_string(),
-            message: parts.next().unwrap_or_default().trim().to_string(),
+            message: bounded_message(parts.next().unwrap_or_default().trim()),
         })
     }
 
@@ -595,6 +612,21 @@ fn fetched_head(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_message_of_mebibytes_is_cut_after_64_kib() {
+        let long = format!("subject\n\n{}", "é".repeat(1 << 20));
+        let kept = bounded_message(&long);
+        assert!(kept.starts_with("subject\n"));
+        assert!(kept.len() <= MAX_MESSAGE + 40, "{}", kept.len());
+        let cut = long.len() - (MAX_MESSAGE - 1);
+        assert!(
+            kept.ends_with(&format!("é…[{cut} bytes cut]")),
+            "{}",
+            &kept[kept.len() - 40..]
+        );
+        assert_eq!(bounded_message("short"), "short");
+    }
 
     #[test]
     fn fetched_head_reads_the_first_line() {

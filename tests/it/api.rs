@@ -572,3 +572,60 @@ fn an_http_sync_answered_409_never_deploys_later() {
         "one after another: {history}"
     );
 }
+
+/// Regression: `history?limit=` took any u32 and `kedge history --limit`
+/// any number: one request could read a repository's whole history. Both
+/// give at most 10,000, as events do.
+#[test]
+fn history_past_ten_thousand_deployments_gives_ten_thousand() {
+    let name = unique_name("i23b-hist");
+    let remote = GitRemote::new(&name);
+    // Manual: serve deploys nothing, it only answers.
+    remote
+        .write("compose.yaml", &sleepers(&[("web", IMAGE_1)]))
+        .write("kedge.yaml", "reconciliation:\n  mode: manual\n")
+        .commit("one");
+    let k = Kedge::new();
+    k.run(["repo", "add", &remote.url(), "--name", &name])
+        .success();
+    {
+        let mut db = rusqlite::Connection::open(k.db_path()).unwrap();
+        let tx = db.transaction().unwrap();
+        // Recent: `history.retention` would delete old ones.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for i in 0..10_005_i64 {
+            tx.execute(
+                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, finished_at)
+                 SELECT id, printf('%040d', ?1), 'm', 'failed', 'sync', ?3, ?3 FROM repositories WHERE name = ?2",
+                rusqlite::params![i, name, now - 10_005 + i],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let rows = |v: serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let cli = k.run(["history", "--repo", &name, "--limit", "20000", "-o", "json"]);
+    assert_eq!(rows(cli.json()), 10_000);
+    let reader = token(&k, "i23b-hist", "read");
+    let (_serve, port) = serve_http(&k, &["--poll-interval", "1h"]);
+    for limit in ["20000", "4294967295"] {
+        let path = format!("/api/v1/repos/{name}/history?limit={limit}");
+        let answer = request("GET", port, &path, Some(&reader), None);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            &answer.body[..answer.body.len().min(300)]
+        );
+        assert_eq!(rows(answer.json()), 10_000, "limit={limit}");
+    }
+    // Below the cap, the limit is the limit.
+    let path = format!("/api/v1/repos/{name}/history?limit=3");
+    assert_eq!(
+        rows(request("GET", port, &path, Some(&reader), None).json()),
+        3
+    );
+}

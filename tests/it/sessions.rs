@@ -1,7 +1,7 @@
 //! Who stays signed in, against a real `serve` on loopback: a revoked
 //! token's open event streams end (bearer and dashboard cookie), one
 //! token's sign-ins cannot sign another token out, and failed sign-ins back
-//! off per address.
+//! off per address; how many event streams one token may hold open.
 
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,49 @@ fn a_revoked_tokens_open_event_streams_end_bearer_and_cookie() {
     let checked = Duration::from_secs(7).saturating_sub(revoked_at.elapsed());
     assert!(!other.ends_within(checked), "another token's stream ended");
     api.get(STREAM, &revoked).refused(401);
+}
+
+/// Regression: every open event stream is a task and a store query every
+/// 5 s, and nothing capped them: one token could hold thousands. At most 8
+/// per token, its dashboard sessions' included; one more is 429 with the
+/// reason; another token is not held back; a closed stream gives its place
+/// back.
+#[test]
+fn event_streams_past_eight_per_token_are_refused_with_429_bearer_and_cookie() {
+    let k = Kedge::new();
+    let many = k.token("i23b-many", "read");
+    let other = k.token("i23b-other", "read");
+    let api = k.serve_api(&[], &[]);
+    let port = port(&api);
+    let agent = client();
+    let cookie = sign_in(&agent, &api.addr, &many)
+        .session
+        .expect("signed in");
+    let mut open: Vec<EventStream> = (0..7)
+        .map(|_| EventStream::open(port, STREAM, &many, None))
+        .collect();
+    open.push(EventStream::open_with_cookie(port, STREAM, &cookie));
+
+    let refused = api.get(STREAM, &many);
+    refused.refused(429);
+    let reason = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("'i23b-many'") && reason.contains('8'),
+        "{reason}"
+    );
+    let err = EventStream::try_open_with_cookie(port, STREAM, &cookie)
+        .err()
+        .expect("a ninth stream through the token's session");
+    assert!(err.contains(" 429 ") && err.contains("i23b-many"), "{err}");
+    let _theirs = EventStream::open(port, STREAM, &other, None);
+
+    // One closes: its place is given back once serve sees it gone.
+    drop(open.remove(0));
+    let again = wait_for(60, "a stream in the closed one's place", || {
+        EventStream::try_open(port, STREAM, &many).ok()
+    });
+    open.push(again);
+    api.get(STREAM, &many).refused(429);
 }
 
 /// A read token signing in 10,050 times (the count: past the

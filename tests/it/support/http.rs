@@ -161,7 +161,26 @@ impl EventStream {
         EventStream::start(port, req)
     }
 
-    fn start(port: u16, mut req: String) -> EventStream {
+    /// The stream, or the status line and body of the refusal.
+    pub fn try_open(port: u16, path: &str, token: &str) -> Result<EventStream, String> {
+        EventStream::try_start(port, head("GET", port, path, Some(token), None))
+    }
+
+    pub fn try_open_with_cookie(
+        port: u16,
+        path: &str,
+        cookie: &str,
+    ) -> Result<EventStream, String> {
+        let mut req = head("GET", port, path, None, None);
+        req.push_str(&format!("Cookie: {cookie}\r\n"));
+        EventStream::try_start(port, req)
+    }
+
+    fn start(port: u16, req: String) -> EventStream {
+        EventStream::try_start(port, req).unwrap_or_else(|e| panic!("stream answered {e}"))
+    }
+
+    fn try_start(port: u16, mut req: String) -> Result<EventStream, String> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         req.push_str("Accept: text/event-stream\r\n\r\n");
         stream.write_all(req.as_bytes()).unwrap();
@@ -172,7 +191,6 @@ impl EventStream {
         // Status line and headers.
         let mut status = String::new();
         read_line(&mut reader, &mut status, Duration::from_secs(10));
-        assert!(status.contains(" 200 "), "stream answered {status}");
         loop {
             let mut line = String::new();
             read_line(&mut reader, &mut line, Duration::from_secs(10));
@@ -180,7 +198,13 @@ impl EventStream {
                 break;
             }
         }
-        EventStream { reader }
+        if !status.contains(" 200 ") {
+            // A refusal closes its connection: the rest is its body.
+            let mut body = String::new();
+            while read_line(&mut reader, &mut body, Duration::from_secs(10)) {}
+            return Err(format!("{} {body}", status.trim()));
+        }
+        Ok(EventStream { reader })
     }
 
     /// The next message within `within`, or None.
