@@ -408,7 +408,6 @@ pub enum Finished {
     Nothing(NothingToDeploy),
 }
 
-
 /// Deploys the branch head now and heals all drift (`kedge sync`).
 #[utoipa::path(post, path = "/api/v1/repos/{name}/sync", tag = "deployments",
     params(("name" = String, Path, description = "the repository's name"), WaitQuery),

@@ -253,7 +253,13 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     }
     if let Some(http) = top.section(
         "http",
-        &["listen", "tls_cert", "tls_key", "public_url", "command_wait"],
+        &[
+            "listen",
+            "tls_cert",
+            "tls_key",
+            "public_url",
+            "command_wait",
+        ],
     )? {
         out.listen = http.parsed("listen", env, Listen::parse)?;
         out.command_wait = http.parsed("command_wait", env, |s| {

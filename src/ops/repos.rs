@@ -247,11 +247,10 @@ impl Ops {
         {
             crate::record::credstore::forget(data_dir, file);
         }
-        // The render worktree beside the clone goes with it.
-        let _ = std::fs::remove_dir_all(
-            crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone)
-                .render_dir(),
-        );
+        // The render worktree and the trust config beside the clone go with it.
+        let git = crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone);
+        let _ = std::fs::remove_dir_all(git.render_dir());
+        let _ = std::fs::remove_file(git.trust_config());
         Ok(Removed {
             removed: repo.name,
             down,

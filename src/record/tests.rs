@@ -1014,6 +1014,8 @@ fn a_deployment_never_serialises_its_compose_snapshot() {
     assert!(
         !json.contains("hunter2") && !json.contains("snapshot"),
         "{json}"
+    );
+}
 
 /// Regression: listing a repository's deployments (history, status, the
 /// dashboard, a rollback's commit lookup) read every deployment's compose

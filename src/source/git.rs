@@ -33,6 +33,12 @@ const SSH_PERSIST_MAX: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    #[error("cannot write the git config trusting the local source, {}", path.display())]
+    TrustConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot reach remote {url}")]
     Unreachable {
         url: String,
@@ -224,7 +230,27 @@ impl Repository {
     /// carries the repository's credentials, in the environment. A token
     /// is read now, so a rotated one is used from the next command on.
     fn remote_git(&self) -> Result<Cmd, GitError> {
-        let cmd = git_cmd();
+        let mut cmd = git_cmd();
+        // A local source (a mounted repository, say) owned by another user:
+        // git refuses it as of dubious ownership unless trusted, and the
+        // host's config that used to trust it is not read any more. The
+        // operator registered this path: it is trusted, and it alone, in a
+        // global config of Kedge's own (the only kind git's local
+        // transport hands on to the source's upload-pack).
+        if let Some(dir) = crate::source::url::local_dir(&self.url) {
+            let config = self.trust_config();
+            let content = trust_directory(&dir);
+            if std::fs::read_to_string(&config).ok().as_deref() != Some(content.as_str()) {
+                if let Some(parent) = config.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                std::fs::write(&config, &content).map_err(|source| GitError::TrustConfig {
+                    path: config.clone(),
+                    source,
+                })?;
+            }
+            cmd = cmd.env("GIT_CONFIG_GLOBAL", &config);
+        }
         Ok(match &self.access {
             Access::Anonymous => cmd,
             Access::UrlCredentials(header) => auth::with_header(cmd, header),
@@ -313,6 +339,12 @@ impl Repository {
     pub fn render_dir(&self) -> PathBuf {
         let name = self.clone.file_name().unwrap_or_default().to_string_lossy();
         self.clone.with_file_name(format!(".{name}.render"))
+    }
+
+    /// The git config that trusts a local source, beside the clone.
+    pub fn trust_config(&self) -> PathBuf {
+        let name = self.clone.file_name().unwrap_or_default().to_string_lossy();
+        self.clone.with_file_name(format!(".{name}.gitconfig"))
     }
 
     fn git(&self) -> Cmd {
@@ -573,6 +605,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A git config trusting `dir` (a work tree or a bare repository) and
+/// nothing else, its value quoted as git reads it.
+fn trust_directory(dir: &std::path::Path) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let dir = dir.to_string_lossy();
+    format!(
+        "[safe]\n\tdirectory = {}\n\tdirectory = {}\n",
+        quote(&dir),
+        quote(&format!("{dir}/.git"))
+    )
+}
+
 /// The transports git may use, for every git child: `ext::` (runs a
 /// command), `fd::` and any other remote helper are refused by git itself,
 /// whatever a stored URL or a config file says.
@@ -611,6 +655,21 @@ fn fetched_head(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: with the host's git config out of reach, a mounted
+    /// repository owned by another user (the container image trusted it in
+    /// its system config) was refused as of dubious ownership.
+    #[test]
+    fn a_local_source_is_trusted_by_its_own_path_quoted_as_git_reads_it() {
+        assert_eq!(
+            super::trust_directory(std::path::Path::new("/repos/app")),
+            "[safe]\n\tdirectory = \"/repos/app\"\n\tdirectory = \"/repos/app/.git\"\n"
+        );
+        assert_eq!(
+            super::trust_directory(std::path::Path::new(r#"/r/a"b\c"#)),
+            "[safe]\n\tdirectory = \"/r/a\\\"b\\\\c\"\n\tdirectory = \"/r/a\\\"b\\\\c/.git\"\n"
+        );
+    }
+
     use super::*;
 
     #[test]

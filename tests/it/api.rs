@@ -546,8 +546,11 @@ fn an_http_sync_answered_409_never_deploys_later() {
     assert_eq!(history[0]["id"], gated, "{history}");
     assert_eq!(history[0]["status"], "in_progress", "{history}");
 
-    // A third, waiting, runs after the first: had the second been kept,
-    // it would have run in between.
+    // A third, once the first is done, runs next: had the second been
+    // kept, it would have run in between.
+    wait_for(60, "the first sync's gate", || {
+        (s.history()[0]["status"] != "in_progress").then_some(())
+    });
     let third = request(
         "POST",
         port,
