@@ -53,7 +53,9 @@ fn serve_survives_an_engine_restart_reconnects_and_heals() {
     let k = Kedge::new();
     k.run(["repo", "add", &remote.url()]).success();
     let project = ComposeProject::named(&name);
-    let mut serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1m"]);
+    // A full check once an hour: within the waits below, only the engine's
+    // return (which wakes every repository) and its event stream act.
+    let mut serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1h"]);
     wait_for(60, "the stack deployed", || {
         (project.running().len() == 1).then_some(())
     });
@@ -78,7 +80,7 @@ fn serve_survives_an_engine_restart_reconnects_and_heals() {
 
     // The event stream is back (its reconnect backs off up to 5 s while the
     // engine is down, so this may come after the first heal by a pass).
-    wait_for(15, "the event stream reconnected", || {
+    wait_for(30, "the event stream reconnected", || {
         serve
             .log()
             .contains("docker engine reachable again")
@@ -88,14 +90,8 @@ fn serve_survives_an_engine_restart_reconnects_and_heals() {
     // Drift made after the restart is seen through the new event stream.
     let web = format!("{name}-web-1");
     docker_ok(&["stop", "-t", "0", &web]);
-    let start = Instant::now();
-    wait_for(10, "web healed after the restart", || {
+    wait_for(30, "web healed after the restart", || {
         (project.running().len() == 1).then_some(())
     });
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
     assert_eq!(serve.terminate(), Some(0));
 }
