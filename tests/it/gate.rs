@@ -421,7 +421,11 @@ fn checked_web() -> String {
     )
 }
 
-fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge::Serve, String) {
+fn healthy_stack(
+    prefix: &str,
+    unhealthy: &str,
+    [poll, check]: [&str; 2],
+) -> (Stack, crate::support::kedge::Serve, String) {
     let s = Stack::new(
         prefix,
         &[
@@ -432,10 +436,10 @@ fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge
             ),
         ],
     );
-    // A full check once an hour: a reaction within the waits is the engine's event.
+    // Every pass, a poll or a full check, looks for drift.
     let serve = s
         .kedge
-        .serve_debug(&["serve", "--poll-interval", "2s", "--check-interval", "1h"]);
+        .serve_debug(&["serve", "--poll-interval", poll, "--check-interval", check]);
     let c1 = s.remote.remote_head();
     wait_for(60, "c1 deployed and healthy", || {
         (deployments_of(&s, &c1).first()?["status"] == "success").then_some(())
@@ -447,7 +451,9 @@ fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge
 
 #[test]
 fn drift_unhealthy_restart_restarts_an_unhealthy_container_quickly() {
-    let (s, _serve, id) = healthy_stack("k15restart", "restart");
+    // Polls and full checks hourly: a restart within the wait below is the
+    // engine's event.
+    let (s, _serve, id) = healthy_stack("k15restart", "restart", ["1h", "1h"]);
     let before = inspect(&id, "{{.State.StartedAt}}");
     docker_ok(&["exec", &id, "busybox", "rm", "/tmp/ok"]);
     wait_for(30, "the unhealthy web restarted", || {
@@ -471,7 +477,7 @@ fn drift_unhealthy_restart_restarts_an_unhealthy_container_quickly() {
 
 #[test]
 fn drift_unhealthy_report_only_reports_and_status_and_diff_show_it() {
-    let (s, serve, id) = healthy_stack("k15report", "report");
+    let (s, serve, id) = healthy_stack("k15report", "report", ["2s", "1m"]);
     docker_ok(&["exec", &id, "busybox", "rm", "/tmp/ok"]);
     let event = wait_for(30, "the unhealthy event", || {
         events(&s)
