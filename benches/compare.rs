@@ -163,6 +163,7 @@ fn main() {
         ("footprint", &|| footprint(&engine)),
         ("history", &|| vec![history_100k()]),
         ("events", &|| vec![events_100k()]),
+        ("follow", &|| vec![follow_lag(runs)]),
         // `GET /api/v1/repos` under load, and deploys meanwhile.
         ("api", &|| api_load(&engine)),
         ("metrics", &|| vec![metrics_scrape(&engine)]),
@@ -998,6 +999,68 @@ fn events_100k() -> Row {
         ),
         baseline: format!("`kedge --version` (process start): {}", fmt(&floor)),
         goal: "first page well under 100 ms".into(),
+    }
+}
+
+/// `kedge events --follow` while `kedge sync` runs in another process:
+/// from each event's stored time to its line on the follower's stdout.
+fn follow_lag(runs: usize) -> Row {
+    use std::io::BufRead;
+    let s = Stack::new("bfollow", &[("compose.yaml", &two_services(IMAGE_1))]);
+    s.kedge
+        .run(["sync", "--repo", &s.name, "--no-wait"])
+        .success();
+    let mut child = s
+        .kedge
+        .command(["events", "--follow", "-o", "json", "--repo", &s.name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _follower = ChildGuard(child);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if tx.send((chrono::Utc::now(), value)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lags = Vec::new();
+    for i in 0..runs {
+        let image = if i % 2 == 0 { IMAGE_2 } else { IMAGE_1 };
+        s.remote.write("compose.yaml", &two_services(image));
+        let commit = s.remote.commit(&format!("api on {image}"));
+        s.kedge
+            .run(["sync", "--repo", &s.name, "--no-wait"])
+            .success();
+        // Every event of this commit, up to the last one `sync` stores.
+        loop {
+            let (at, e) = lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the sync's events followed");
+            if e["commit"] != commit.as_str() {
+                continue;
+            }
+            let stored = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            lags.push((at - stored).to_std().unwrap_or_default());
+            if e["kind"] == "deploy_succeeded" {
+                break;
+            }
+        }
+    }
+    Row {
+        what:
+            "`kedge events --follow`: an event stored by `kedge sync` in another process → printed"
+                .into(),
+        kedge: fmt(&lags),
+        baseline: String::new(),
+        goal: "≤ 1 s (spec)".into(),
     }
 }
 

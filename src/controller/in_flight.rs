@@ -79,17 +79,15 @@ mod tests {
             let _ = rx.await;
             flag.store(true, Ordering::SeqCst);
         });
-        let waiting = tokio::spawn({
-            let in_flight = in_flight.clone();
-            async move { in_flight.idle().await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "idle while a command runs");
+        let waiting = in_flight.idle();
+        tokio::pin!(waiting);
+        // Polled once, not raced against a clock: pending while one runs.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
+        assert!(first.await.is_pending(), "idle while a command runs");
         tx.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), waiting)
+        tokio::time::timeout(Duration::from_secs(30), waiting)
             .await
-            .expect("idle once the command ended")
-            .unwrap();
+            .expect("idle once the command ended");
         assert!(done.load(Ordering::SeqCst));
     }
 }

@@ -198,8 +198,36 @@ mod tests {
         assert!(!ServeLock::is_held(dir.path()));
         ServeLock::acquire(dir.path()).unwrap();
     }
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// How long a test waits for what must happen, not how fast it must.
+    const CEILING: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// A child that says it runs (`<tag>.started` in `dir`) and runs until
+    /// told to stop (`<tag>.release`).
+    fn held_child(dir: &Path, tag: &str) -> crate::process::Cmd {
+        crate::process::Cmd::new("sh")
+            .args([
+                "-c",
+                r#"touch "$0.started"; while [ ! -e "$0.release" ]; do sleep 0.01; done"#,
+            ])
+            .arg(dir.join(tag))
+            .timeout(CEILING)
+    }
+
+    async fn started(dir: &Path, tag: &str) {
+        let marker = dir.join(format!("{tag}.started"));
+        tokio::time::timeout(CEILING, async {
+            while !marker.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the child started");
+    }
+
+    fn release(dir: &Path, tag: &str) {
+        std::fs::write(dir.join(format!("{tag}.release")), "").unwrap();
+    }
 
     #[tokio::test]
     async fn a_second_holder_waits_for_the_first() {
@@ -207,15 +235,19 @@ mod tests {
         let first = RepoLock::acquire(dir.path(), "app", || panic!("free lock"))
             .await
             .unwrap();
-        let waited = Arc::new(AtomicBool::new(false));
-        let w = waited.clone();
+        let (waiting, waited) = tokio::sync::oneshot::channel();
         let path = dir.path().to_path_buf();
         let second = tokio::spawn(async move {
-            RepoLock::acquire(&path, "app", move || w.store(true, Ordering::SeqCst)).await
+            RepoLock::acquire(&path, "app", move || {
+                let _ = waiting.send(());
+            })
+            .await
         });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::timeout(CEILING, waited)
+            .await
+            .expect("the lock still held")
+            .expect("the second holder told to wait");
         assert!(!second.is_finished(), "the second holder must wait");
-        assert!(waited.load(Ordering::SeqCst));
         drop(first);
         second.await.unwrap().unwrap();
         // Other repositories are independent.
@@ -232,22 +264,36 @@ mod tests {
         let lock = RepoLock::acquire(dir.path(), "app", || panic!("free lock"))
             .await
             .unwrap();
-        let child = crate::process::Cmd::new("sleep")
-            .arg("0.5")
-            .keep_open(Some(lock.fd()))
-            .run();
-        let child = tokio::spawn(child);
-        // Let it start, then let go of our own descriptor, as a killed Kedge would.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let child = tokio::spawn(
+            held_child(dir.path(), "one")
+                .keep_open(Some(lock.fd()))
+                .run(),
+        );
+        // Once it runs, let go of our own descriptor, as a killed Kedge would.
+        started(dir.path(), "one").await;
         drop(lock);
-        let started = std::time::Instant::now();
-        let waited = Arc::new(AtomicBool::new(false));
-        let w = waited.clone();
-        let again = RepoLock::acquire(dir.path(), "app", move || w.store(true, Ordering::SeqCst))
+        let (waiting, waited) = tokio::sync::oneshot::channel();
+        let path = dir.path().to_path_buf();
+        let again = tokio::spawn(async move {
+            RepoLock::acquire(&path, "app", move || {
+                let _ = waiting.send(());
+            })
             .await
+        });
+        tokio::time::timeout(CEILING, waited)
+            .await
+            .expect("the lock still held")
+            .expect("the child held the lock");
+        assert!(
+            !again.is_finished(),
+            "the lock came free while the child ran"
+        );
+        release(dir.path(), "one");
+        let again = tokio::time::timeout(CEILING, again)
+            .await
+            .expect("the lock free once the child exited")
+            .unwrap()
             .unwrap();
-        assert!(waited.load(Ordering::SeqCst), "the child held the lock");
-        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
         child.await.unwrap().unwrap();
         drop(again);
 
@@ -255,12 +301,13 @@ mod tests {
         let lock = RepoLock::acquire(dir.path(), "app", || panic!("free lock"))
             .await
             .unwrap();
-        let child = tokio::spawn(crate::process::Cmd::new("sleep").arg("0.5").run());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let child = tokio::spawn(held_child(dir.path(), "two").run());
+        started(dir.path(), "two").await;
         drop(lock);
         RepoLock::acquire(dir.path(), "app", || panic!("the child has no lock"))
             .await
             .unwrap();
+        release(dir.path(), "two");
         child.await.unwrap().unwrap();
     }
 }

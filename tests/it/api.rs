@@ -234,35 +234,29 @@ fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
     );
     let k = &s.kedge;
     let read = token(k, "watcher", "read");
-    let (_serve, port) = serve_http(k, &["--check-interval", "1m"]);
+    // Every pass looks for drift: with polls and full checks hourly, only
+    // the engine's event stream can explain it within the waits below.
+    let (_serve, port) = serve_http(k, &["--poll-interval", "1h", "--check-interval", "1h"]);
     wait_for(60, "the first deployment", || {
         (s.project.running().len() == 2).then_some(())
     });
     s.wait_deployed();
     let path = format!("/api/v1/events/stream?repo={}", s.name);
     let mut stream = EventStream::open(port, &path, &read, None);
-    let stopped = Instant::now();
     docker_ok(&["stop", "-t", "0", &format!("{}-web-1", s.name)]);
     let drift = loop {
-        let m = stream
-            .next(Duration::from_secs(5))
-            .expect("a drift event within 2 s");
+        let m = stream.next(Duration::from_secs(30)).expect("a drift event");
         if m.data["kind"] == "drift_detected" {
             break m;
         }
     };
-    assert!(
-        stopped.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        stopped.elapsed()
-    );
     assert_eq!(drift.data["service"], "web");
     let id = drift.id.clone().expect("an id");
     assert_eq!(drift.data["id"].as_i64().unwrap().to_string(), id);
     drop(stream);
 
     // Reconnect from that id: everything after it, without gaps, in order.
-    wait_for(10, "the heal recorded", || {
+    wait_for(30, "the heal recorded", || {
         let events = k.run(["events", "--repo", &s.name, "-o", "json"]).json();
         events
             .as_array()?
@@ -284,7 +278,7 @@ fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
     let mut got = Vec::new();
     while got.len() < stored.len() {
         let m = again
-            .next(Duration::from_secs(5))
+            .next(Duration::from_secs(30))
             .expect("the stored events after the id");
         got.push(m.id.unwrap().parse::<i64>().unwrap());
     }
@@ -490,8 +484,10 @@ fn a_diff_during_a_gated_deploy_answers_409_after_ten_seconds() {
         .unwrap_or_default()
         .to_string();
     assert!(error.contains("an apply is in progress on"), "{error}");
+    // It waited for the lock before giving up (a floor: slowness only
+    // lengthens it), and gave up long before the gate's 90 s.
     assert!(
-        (Duration::from_secs(9)..Duration::from_secs(25)).contains(&waited),
+        (Duration::from_secs(9)..Duration::from_secs(60)).contains(&waited),
         "answered after {waited:?}"
     );
     let h = s.history();

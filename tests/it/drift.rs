@@ -1,13 +1,13 @@
-//! Drift detection and healing per mode, on the real engine. `serve` runs
-//! with a one-minute full check, so healing within 2 s proves it reacted
-//! to the engine's events.
-
-use std::time::{Duration, Instant};
+//! Drift detection and healing per mode, on the real engine. Every pass
+//! (a poll or a full check) looks for drift: where `serve` runs with both
+//! hourly, a heal within the waits proves it reacted to the engine's
+//! events (how fast: the `heal` row of benches/compare.rs).
 
 use crate::support::docker::{IMAGE_1, IMAGE_2, docker_ok};
 use crate::support::*;
 
-const HEAL_DEADLINE: Duration = Duration::from_secs(2);
+/// A ceiling for a heal, not a latency goal.
+const HEAL_CEILING_SECS: u64 = 30;
 
 fn compose() -> String {
     sleepers(&[("web", IMAGE_1), ("api", IMAGE_1)])
@@ -22,13 +22,10 @@ fn stack(prefix: &str, mode: &str, extra: &str) -> Stack {
     )
 }
 
-/// Waits until `check` holds and returns how long that took.
+/// Waits until `check` holds.
 #[track_caller]
-fn healed_within(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    let took = wait_for(10, what, || check().then(|| start.elapsed()));
-    assert!(took <= HEAL_DEADLINE, "{what} took {took:?}");
-    took
+fn healed_within(what: &str, mut check: impl FnMut() -> bool) {
+    wait_for(HEAL_CEILING_SECS, what, || check().then_some(()));
 }
 
 fn container_name(s: &Stack, service: &str) -> String {
@@ -36,11 +33,11 @@ fn container_name(s: &Stack, service: &str) -> String {
 }
 
 #[test]
-fn auto_heals_every_drift_within_two_seconds_and_leaves_the_healthy_sibling() {
+fn auto_heals_every_drift_on_engine_events_and_leaves_the_healthy_sibling() {
     let s = stack("heal", "auto", "");
     let _serve = s
         .kedge
-        .serve_with(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
+        .serve_with(&["serve", "--poll-interval", "1h", "--check-interval", "1h"]);
     let first = wait_for(60, "the stack deployed", || {
         let m = s.running();
         (m.len() == 2).then_some(m)
@@ -437,12 +434,13 @@ fn a_full_disk_neither_stops_healing_nor_delays_recovery() {
     });
     let web = container_name(&s, "web");
     docker_ok(&["stop", "-t", "0", &web]);
-    wait_for(10, "the stopped web to run again on a full disk", || {
+    wait_for(30, "the stopped web to run again on a full disk", || {
         s.running().contains_key("web").then_some(())
     });
-    // Several failed writes in a row: the old backoff was 30 s by now.
-    wait_for(30, "repeated store failures", || {
-        (serve.log().matches("disk is full").count() >= 6).then_some(())
+    // Twelve failed writes in a row: the old backoff was past a minute by
+    // then, beyond the wait for recovery below.
+    wait_for(90, "repeated store failures", || {
+        (serve.log().matches("disk is full").count() >= 12).then_some(())
     });
 
     fs.free();
@@ -451,13 +449,10 @@ fn a_full_disk_neither_stops_healing_nor_delays_recovery() {
         &sleepers(&[("web", IMAGE_2), ("api", IMAGE_1)]),
     );
     let c2 = s.remote.commit("two");
-    let start = Instant::now();
-    wait_for(20, "the new commit deployed once space is back", || {
+    wait_for(40, "the new commit deployed once space is back", || {
         let m = s.running();
         (m.get("web")?.label("io.kedge.commit") == Some(c2.as_str())).then_some(())
     });
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(10), "recovery took {took:?}");
 }
 
 /// Regression: a container the engine keeps restarting (`restart: always`

@@ -179,7 +179,8 @@ fn sync_fails_on_a_healthcheck_verdict_long_before_the_timeout_and_says_why() {
         "k15hc",
         &[
             ("compose.yaml", &compose(&[service("web", IMAGE_1, "")])),
-            ("kedge.yaml", &gate_yaml("")),
+            // A timeout far beyond the wait for the verdict below.
+            ("kedge.yaml", "deploy:\n  stable_for: 1s\n  timeout: 10m\n"),
         ],
     );
     let c1 = s.remote.remote_head();
@@ -201,9 +202,11 @@ fn sync_fails_on_a_healthcheck_verdict_long_before_the_timeout_and_says_why() {
         .stderr_has(&format!("rolled back to {}", &c1[..7]))
         .stderr_has("web: ")
         .stderr_has("is unhealthy: healthcheck said");
+    // A generous ceiling, yet far below the 10 min timeout: only the
+    // healthcheck's verdict can explain it.
     assert!(
-        took < Duration::from_secs(20),
-        "the verdict came after {took:?}; the timeout is 60 s"
+        took < Duration::from_secs(120),
+        "the verdict came after {took:?}; the timeout is 10 min"
     );
     let h = s.history();
     assert_eq!(h[1]["commit"], c2.as_str(), "{h}");
@@ -418,7 +421,11 @@ fn checked_web() -> String {
     )
 }
 
-fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge::Serve, String) {
+fn healthy_stack(
+    prefix: &str,
+    unhealthy: &str,
+    [poll, check]: [&str; 2],
+) -> (Stack, crate::support::kedge::Serve, String) {
     let s = Stack::new(
         prefix,
         &[
@@ -429,10 +436,10 @@ fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge
             ),
         ],
     );
-    // A full check once a minute: a reaction within seconds is the engine's event.
+    // Every pass, a poll or a full check, looks for drift.
     let serve = s
         .kedge
-        .serve_debug(&["serve", "--poll-interval", "2s", "--check-interval", "1m"]);
+        .serve_debug(&["serve", "--poll-interval", poll, "--check-interval", check]);
     let c1 = s.remote.remote_head();
     wait_for(60, "c1 deployed and healthy", || {
         (deployments_of(&s, &c1).first()?["status"] == "success").then_some(())
@@ -444,15 +451,14 @@ fn healthy_stack(prefix: &str, unhealthy: &str) -> (Stack, crate::support::kedge
 
 #[test]
 fn drift_unhealthy_restart_restarts_an_unhealthy_container_quickly() {
-    let (s, _serve, id) = healthy_stack("k15restart", "restart");
+    // Polls and full checks hourly: a restart within the wait below is the
+    // engine's event.
+    let (s, _serve, id) = healthy_stack("k15restart", "restart", ["1h", "1h"]);
     let before = inspect(&id, "{{.State.StartedAt}}");
     docker_ok(&["exec", &id, "busybox", "rm", "/tmp/ok"]);
-    let removed = Instant::now();
-    let took = wait_for(30, "the unhealthy web restarted", || {
-        (inspect(&id, "{{.State.StartedAt}}") != before).then(|| removed.elapsed())
+    wait_for(30, "the unhealthy web restarted", || {
+        (inspect(&id, "{{.State.StartedAt}}") != before).then_some(())
     });
-    // interval × retries + 2 s
-    assert!(took <= Duration::from_secs(4), "restarted after {took:?}");
     wait_for(30, "healthy again", || {
         (inspect(&id, "{{.State.Health.Status}}") == "healthy").then_some(())
     });
@@ -471,7 +477,7 @@ fn drift_unhealthy_restart_restarts_an_unhealthy_container_quickly() {
 
 #[test]
 fn drift_unhealthy_report_only_reports_and_status_and_diff_show_it() {
-    let (s, serve, id) = healthy_stack("k15report", "report");
+    let (s, serve, id) = healthy_stack("k15report", "report", ["2s", "1m"]);
     docker_ok(&["exec", &id, "busybox", "rm", "/tmp/ok"]);
     let event = wait_for(30, "the unhealthy event", || {
         events(&s)

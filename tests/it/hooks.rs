@@ -3,7 +3,7 @@
 //! in each host's format, refusals, per-repository secrets.
 
 use std::io::{Read as _, Write as _};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -196,18 +196,14 @@ fn a_signed_push_hook_of_each_format_deploys_the_new_commit_at_once() {
     {
         s.remote.write("compose.yaml", &compose(round as u32 + 1));
         let commit = s.remote.commit(&format!("round {round}"));
-        let sent = Instant::now();
         let (status, answer) = send(port, &push_hook(provider, &url, "main", SECRET));
         assert_eq!(status, 202, "{provider}: {answer}");
         assert_eq!(answer, json!({"triggered": [s.name]}), "{provider}");
+        // Polling hourly, only the hook explains it; how fast is the
+        // `webhook` row of benches/compare.rs.
         wait_for(30, &format!("{provider}: the new commit running"), || {
             (running_commit(&s)? == commit).then_some(())
         });
-        let took = sent.elapsed();
-        assert!(
-            took < Duration::from_secs(3),
-            "{provider}: running {took:?} after the hook"
-        );
         let d = deployments_of(&s, &commit);
         assert_eq!(d.len(), 1, "{provider}: {d:?}");
     }

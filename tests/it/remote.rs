@@ -111,11 +111,12 @@ fn timed(k: &Kedge, args: &[&str]) -> (std::process::Output, Duration) {
 fn a_hanging_remote_leaks_processes_and_blocks_everything_behind_the_lock() {
     let remote = HangingRemote::start();
     let (kept, removed) = (unique_name("hang"), unique_name("hang"));
-    let k = Kedge::new();
+    // serve's own remote checks hang for 10 minutes, far beyond every
+    // ceiling below: what waited on them could not pass.
+    let k = Kedge::new().env("KEDGE_GIT_TIMEOUT", "10m");
     for name in [&kept, &removed] {
         k.run(["repo", "add", &remote.url(name)]).success();
     }
-    // serve's own remote checks hang for the default 60 s.
     let mut serve = k.serve("300ms");
     wait_for(30, "serve asking both remotes", || {
         (remote.requests_for(&kept) > 0 && remote.requests_for(&removed) > 0).then_some(())
@@ -126,22 +127,21 @@ fn a_hanging_remote_leaks_processes_and_blocks_everything_behind_the_lock() {
     assert!(diff.status.success(), "{stderr}");
     assert!(!stderr.contains("waiting for another apply"), "{stderr}");
     assert!(stderr.contains("cannot check the remote"), "{stderr}");
-    assert!(took < Duration::from_secs(15), "diff took {took:?}");
+    assert!(took < Duration::from_secs(60), "diff took {took:?}");
 
     let (remove, took) = timed(&k, &["repo", "remove", &removed]);
     let stderr = String::from_utf8_lossy(&remove.stderr);
     assert!(remove.status.success(), "{stderr}");
     assert!(!stderr.contains("waiting for another apply"), "{stderr}");
-    assert!(took < Duration::from_secs(5), "repo remove took {took:?}");
+    assert!(took < Duration::from_secs(60), "repo remove took {took:?}");
 
     // serve still hangs on `kept`; no apply is in flight.
     assert!(!remote.clients().is_empty(), "serve's ls-remote is running");
-    let started = Instant::now();
+    // Exited by itself (`terminate` kills it after 60 s): it did not wait
+    // for the check.
     assert_eq!(serve.terminate(), Some(0), "{}", serve.log());
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 
-    wait_for(5, "every git process of this remote gone", || {
+    wait_for(30, "every git process of this remote gone", || {
         remote.clients().is_empty().then_some(())
     });
 }

@@ -380,9 +380,10 @@ fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
     let k = kedge.env("DOCKER_HOST", &engine.docker_host());
     let _serve = k.serve_with(&["serve", "--poll-interval", "1s", "--check-interval", "1m"]);
     let head = remote.remote_head();
-    // Retried after 2, 4 and 8 s: a fourth failure is past the three
-    // attempts a broken commit gets.
-    let failed = wait_for(40, "four deployments failed without the engine", || {
+    // Retried after 2, 4, 8 and 16 s: a fourth failure is past the three
+    // attempts a broken commit gets, and after the fifth the next retry is
+    // 32 s away, beyond the wait below.
+    let failed = wait_for(90, "five deployments failed without the engine", || {
         let h = k.run(["history", "--repo", &name, "-o", "json"]).json();
         let failed: Vec<serde_json::Value> = h
             .as_array()?
@@ -390,7 +391,7 @@ fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
             .filter(|d| d["commit"] == head.as_str() && d["status"] == "failed")
             .cloned()
             .collect();
-        (failed.len() >= 4).then_some(failed)
+        (failed.len() >= 5).then_some(failed)
     });
     assert!(
         failed[0]["error"]
@@ -400,23 +401,18 @@ fn serve_started_before_the_engine_answers_deploys_and_heals_once_it_does() {
         "{failed:?}"
     );
 
-    // The next retry is 16 s away; the engine's return triggers it sooner.
+    // The next retry is 32 s away: only the engine's return explains a
+    // deployment within this (generous for a local deploy) ceiling.
     engine.open();
-    let opened = std::time::Instant::now();
-    let running = wait_for(30, "the stack deployed through the engine", || {
+    let running = wait_for(25, "the stack deployed through the engine", || {
         let m = by_service(&project);
         (m.len() == 2).then_some(m)
     });
-    assert!(
-        opened.elapsed() < std::time::Duration::from_secs(12),
-        "deployed {:?} after the engine answered",
-        opened.elapsed()
-    );
     assert_eq!(running["api"].label("io.kedge.commit"), Some(head.as_str()));
     wait_deployed(&k, &name);
     let web = running["web"].name.clone();
     docker_ok(&["stop", "-t", "0", &web]);
-    wait_for(10, "the stopped web healed", || {
+    wait_for(30, "the stopped web healed", || {
         by_service(&project).contains_key("web").then_some(())
     });
 }
