@@ -102,6 +102,7 @@ pub async fn watch(
         }
     };
     let mut seen = Seen::default();
+    let mut confirm_until: Option<tokio::time::Instant> = None;
     let mut looks = 0u32;
     loop {
         looks += 1;
@@ -140,6 +141,45 @@ pub async fn watch(
         }
         if restarted {
             continue;
+        }
+        // An exit the event stream has not told of yet may follow a kill
+        // through the engine whose events are still on their way (the
+        // inspection can be ahead of the stream): judged once the stream
+        // has caught up, or after a short wait.
+        let unconfirmed = inspected.iter().any(|(_, c)| {
+            matches!(c.state.as_str(), "exited" | "dead")
+                && c.exit_code != Some(0)
+                && !seen.died.contains_key(&c.id)
+                && !seen.killed.contains(&c.id)
+        });
+        if !unconfirmed {
+            confirm_until = None;
+        } else {
+            let until =
+                *confirm_until.get_or_insert_with(|| tokio::time::Instant::now() + CONFIRM_WAIT);
+            if tokio::time::Instant::now() < until {
+                match tokio::time::timeout_at(until, events.next()).await {
+                    Ok(Some(Ok(event))) => {
+                        seen.note(event, applied_ms);
+                        while let Some(Some(Ok(event))) =
+                            futures_util::FutureExt::now_or_never(events.next())
+                        {
+                            seen.note(event, applied_ms);
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None));
+                    }
+                    Ok(None) => {
+                        return Err(failure(
+                            vec![(ENGINE.into(), "the engine's event stream ended".into())],
+                            None,
+                        ));
+                    }
+                    Err(_) => {}
+                }
+                continue;
+            }
         }
         let died = &seen.died;
         let mut failed = Vec::new();
@@ -211,6 +251,10 @@ pub async fn watch(
         }
     }
 }
+
+/// How long an exit the engine's event stream has not reported yet waits
+/// for it before it is judged as it stands.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the gate starts one container stopped by hand before it
 /// gives up on it.

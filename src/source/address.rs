@@ -93,7 +93,8 @@ pub fn strip_credentials(url: &str) -> String {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded; anything else kept as it is.
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -577,32 +577,14 @@ fn split_credentials(url: &str) -> (String, Option<String>) {
         return (url.to_string(), None);
     };
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let header = auth::basic_auth_header(&percent_decode(user), &percent_decode(password));
+    let header = auth::basic_auth_header(
+        &super::address::percent_decode(user),
+        &super::address::percent_decode(password),
+    );
     (
         format!("{scheme}://{host}{}", &rest[authority_end..]),
         Some(header),
     )
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A git config trusting `dir` (a work tree or a bare repository) and
@@ -726,7 +708,7 @@ mod tests {
         let plain = Repository::new("ssh://git@host/app.git", "main", "/x".into());
         assert_eq!(plain.url, "ssh://git@host/app.git");
         assert!(matches!(plain.access, Access::Anonymous));
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("é%41"), "éA");
+        assert_eq!(crate::source::address::percent_decode("a%2"), "a%2");
+        assert_eq!(crate::source::address::percent_decode("é%41"), "éA");
     }
 }

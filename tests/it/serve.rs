@@ -126,25 +126,36 @@ fn serve_deploys_labels_and_updates_only_what_changed() {
     );
 }
 
-#[test]
-fn a_repo_added_while_serving_is_picked_up() {
-    let name = unique_name("late");
-    let remote = GitRemote::new(&name);
+/// The repository `name` added (`repo add`) while a `serve` polling every
+/// `poll` runs; returns once `project`'s two services run.
+fn added_while_serving(
+    name: &str,
+    project: &ComposeProject,
+    poll: &str,
+) -> (Kedge, GitRemote, kedge::Serve) {
+    let remote = GitRemote::new(name);
     remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
     remote.write("conf/web.conf", "v1\n");
     remote.write("kedge.yaml", QUICK_GATE);
     remote.commit("first");
     let k = Kedge::new();
-    let project = ComposeProject::named(&name);
-    let serve = k.serve("300ms");
+    let serve = k.serve(poll);
     // serve must be running before the repository exists.
     wait_for(30, "serve started", || {
         serve.log().contains("kedge serve started").then_some(())
     });
     k.run(["repo", "add", &remote.url()]).success();
-    wait_for(30, "the late repo deployed", || {
-        (by_service(&project).len() == 2).then_some(())
+    wait_for(30, "the added repository deployed", || {
+        (by_service(project).len() == 2).then_some(())
     });
+    (k, remote, serve)
+}
+
+#[test]
+fn a_repo_added_while_serving_is_picked_up() {
+    let name = unique_name("late");
+    let project = ComposeProject::named(&name);
+    let (k, _remote, _serve) = added_while_serving(&name, &project, "300ms");
     // Regression: its first deployment was recorded as `startup`.
     let history = k.run(["history", "--repo", &name, "-o", "json"]).json();
     assert_eq!(history[0]["trigger"], "added", "{history}");
@@ -152,26 +163,13 @@ fn a_repo_added_while_serving_is_picked_up() {
 
 /// Regression: the supervisor looked for new repositories only at each
 /// poll, so with a long poll interval a repository added over the CLI (or
-/// the API) waited that long. The added event wakes it now.
+/// the API) waited that long. The added event wakes it now: with a poll
+/// far beyond the wait, only the wake-up can explain the deploy.
 #[test]
 fn a_repo_added_while_serving_is_picked_up_before_the_next_poll() {
     let name = unique_name("wake");
-    let remote = GitRemote::new(&name);
-    remote.write("compose.yaml", &two_services(IMAGE_1, IMAGE_1));
-    remote.write("conf/web.conf", "v1\n");
-    remote.write("kedge.yaml", QUICK_GATE);
-    remote.commit("first");
-    let k = Kedge::new();
     let project = ComposeProject::named(&name);
-    // A poll far beyond the wait below: only the wake-up can explain a deploy.
-    let serve = k.serve("10m");
-    wait_for(30, "serve started", || {
-        serve.log().contains("kedge serve started").then_some(())
-    });
-    k.run(["repo", "add", &remote.url()]).success();
-    wait_for(30, "the added repository watched and deployed", || {
-        (by_service(&project).len() == 2).then_some(())
-    });
+    let (k, _remote, serve) = added_while_serving(&name, &project, "10m");
     k.run(["repo", "remove", &name, "--down"]).success();
     wait_for(30, "its task stopped", || {
         serve.log().contains("no longer registered").then_some(())
