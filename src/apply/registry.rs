@@ -108,6 +108,11 @@ fn write_private(dir: &Path, config: &Value) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let text = serde_json::to_string_pretty(config)?;
+    // Asked for at every apply and heal: written only when it changed.
+    if std::fs::read(dir.join("config.json")).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
     let tmp = dir.join(format!(
         ".config.json.{}.{}",
         std::process::id(),
@@ -119,7 +124,7 @@ fn write_private(dir: &Path, config: &Value) -> std::io::Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(serde_json::to_string_pretty(config)?.as_bytes())?;
+        file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, dir.join("config.json"))
     };
@@ -176,7 +181,7 @@ mod tests {
         let file = data.join("pw");
         std::fs::write(&file, "pw\n").unwrap();
         let r = Registry {
-            password: SecretRef::File(file),
+            password: SecretRef::File(file.clone()),
             ..registry("127.0.0.1:5000")
         };
         assert_eq!(prepare(data, &[]).unwrap(), None);
@@ -190,8 +195,17 @@ mod tests {
                 .unwrap();
         // base64("ci:pw")
         assert_eq!(written["auths"]["127.0.0.1:5000"]["auth"], "Y2k6cHc=");
-        // Rewritten in place, leaving no temporary file behind.
+        // Regression: written afresh at every apply and heal. The same
+        // content leaves the file alone; a change rewrites it in place,
+        // leaving no temporary file behind.
+        use std::os::unix::fs::MetadataExt;
+        let inode = || std::fs::metadata(out.join("config.json")).unwrap().ino();
+        let before = inode();
+        prepare(data, std::slice::from_ref(&r)).unwrap();
+        assert_eq!(inode(), before, "unchanged: not rewritten");
+        std::fs::write(&file, "pw2\n").unwrap();
         prepare(data, &[r]).unwrap();
+        assert_ne!(inode(), before, "changed: rewritten");
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     }
 }

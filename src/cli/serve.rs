@@ -29,8 +29,8 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread or child: they all share the one limit.
     crate::api::raise_descriptor_limit();
     // The poll interval flag was folded into the settings already.
+    // One worker per core (tokio's default): nothing here may block one.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
