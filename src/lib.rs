@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod desired;
 pub mod events;
+pub mod http;
 pub mod notify;
 pub mod observe;
 pub mod ops;

@@ -209,7 +209,7 @@ impl Reader {
     fn token_name(&self, state: &AppState) -> Option<String> {
         match self {
             Reader::Token(digest) => state.ops.token_by_digest(digest).ok()?.map(|t| t.name),
-            Reader::Session(cookies) => crate::web::signed_in(state, cookies)
+            Reader::Session(cookies) => crate::http::session::current(state, cookies)
                 .ok()?
                 .map(|s| s.token_name),
         }
@@ -222,7 +222,7 @@ impl Reader {
         match self {
             Reader::Token(digest) => matches!(state.ops.token_by_digest(digest), Ok(Some(_))),
             Reader::Session(cookies) => {
-                matches!(crate::web::signed_in(state, cookies), Ok(Some(_)))
+                matches!(crate::http::session::current(state, cookies), Ok(Some(_)))
             }
         }
     }

@@ -159,16 +159,18 @@ impl Ops {
     }
 }
 
-/// For the faces' tests: no `.rs` file under `src/<face>` names a module past
-/// the operations layer (the store, the engine, git, compose, the
-/// controller, child processes); `at_least` files are looked at.
+/// For the faces' tests: no `.rs` file under `src/<face>` (its
+/// subdirectories included) names a module past the operations layer (the
+/// store, the engine, git, compose, the controller, child processes) or
+/// another face (`api` and `web` are mounted side by side by `http` and
+/// never import each other); `at_least` files are looked at.
 #[cfg(test)]
 pub(crate) fn assert_face_stays_above_ops(face: &str, at_least: usize) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src")
         .join(face);
     // Spelled in parts, so that this file does not name them itself.
-    let forbidden = [
+    let past_ops = [
         "record",
         "observe",
         "source",
@@ -176,17 +178,34 @@ pub(crate) fn assert_face_stays_above_ops(face: &str, at_least: usize) {
         "compose",
         "controller",
         "process",
-    ]
-    .map(|m| format!("crate::{m}"));
+    ];
+    let other_faces = ["cli", "api", "web"].into_iter().filter(|f| *f != face);
+    let forbidden: Vec<String> = past_ops
+        .into_iter()
+        .chain(other_faces)
+        .map(|m| format!("crate::{m}"))
+        .collect();
+    let seen = assert_no_file_names(&dir, &forbidden);
+    assert!(seen >= at_least, "only {seen} files in src/{face}");
+}
+
+/// Asserts that no `.rs` file under `dir` names any of `forbidden`; the
+/// number of files looked at.
+#[cfg(test)]
+pub(crate) fn assert_no_file_names(dir: &std::path::Path, forbidden: &[String]) -> usize {
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            seen += assert_no_file_names(&path, forbidden);
+            continue;
+        }
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
         seen += 1;
-        for module in &forbidden {
+        for module in forbidden {
             assert!(
                 !text.contains(module.as_str()),
                 "{} uses {module}",
@@ -194,5 +213,5 @@ pub(crate) fn assert_face_stays_above_ops(face: &str, at_least: usize) {
             );
         }
     }
-    assert!(seen >= at_least, "only {seen} files in src/{face}");
+    seen
 }
