@@ -185,33 +185,6 @@ pub(crate) fn assert_face_stays_above_ops(face: &str, at_least: usize) {
         .chain(other_faces)
         .map(|m| format!("crate::{m}"))
         .collect();
-    let seen = assert_no_file_names(&dir, &forbidden);
+    let seen = crate::layering::assert_no_file_names(&dir, &forbidden);
     assert!(seen >= at_least, "only {seen} files in src/{face}");
-}
-
-/// Asserts that no `.rs` file under `dir` names any of `forbidden`; the
-/// number of files looked at.
-#[cfg(test)]
-pub(crate) fn assert_no_file_names(dir: &std::path::Path, forbidden: &[String]) -> usize {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            seen += assert_no_file_names(&path, forbidden);
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        seen += 1;
-        for module in forbidden {
-            assert!(
-                !text.contains(module.as_str()),
-                "{} uses {module}",
-                path.display()
-            );
-        }
-    }
-    seen
 }
