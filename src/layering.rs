@@ -57,3 +57,26 @@ fn the_store_depends_on_no_stage() {
     let seen = assert_no_file_names(&dir, &forbidden);
     assert!(seen >= 9, "only {seen} files in src/record");
 }
+
+/// `observe` reports what runs; deciding what to do about it is `plan`'s
+/// (which reads `observe`, never the other way round).
+#[test]
+fn observing_decides_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/observe");
+    let forbidden: Vec<String> = ["plan", "apply", "controller", "ops"]
+        .into_iter()
+        .map(|m| format!("crate::{m}"))
+        .collect();
+    let seen = assert_no_file_names(&dir, &forbidden);
+    assert!(seen >= 3, "only {seen} files in src/observe");
+}
+
+/// The notification sinks get the settings and the hub they follow, not
+/// the controller's whole state.
+#[test]
+fn notifications_take_only_what_they_need() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/notify");
+    let forbidden = ["controller::Shared".to_string()];
+    let seen = assert_no_file_names(&dir, &forbidden);
+    assert!(seen >= 6, "only {seen} files in src/notify");
+}

@@ -151,7 +151,7 @@ impl Ops {
     {
         Ok(
             crate::controller::serve(self.settings.clone(), |shared, shutdown| {
-                crate::notify::start(&shared);
+                crate::notify::start(&shared.settings, &shared.hub);
                 faces(shared, shutdown)
             })
             .await?,
