@@ -140,7 +140,7 @@ pub async fn events_stream(
         .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
     let slot = OPEN.take(&token)?;
     // Subscribed before the backlog is read: nothing falls between the two.
-    let live = state.shared.hub.subscribe();
+    let live = state.ops.subscribe()?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()

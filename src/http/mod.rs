@@ -39,8 +39,8 @@ pub const DIFF_WAIT: Duration = Duration::from_secs(10);
 
 /// What every handler gets.
 pub struct AppState {
+    /// The faces' only door: nothing past it is in reach of a handler.
     pub ops: Ops,
-    pub shared: Arc<Shared>,
     /// The counters of `/metrics`; the hook handlers count through it.
     pub metrics: crate::api::metrics::Metrics,
     /// The dashboard's signed-in sessions.
@@ -145,8 +145,7 @@ pub async fn start(
     let live = shared.hub.subscribe();
     let commands = shared.commands.clone();
     let state = Arc::new(AppState {
-        ops: Ops::serving(shared.clone()),
-        shared,
+        ops: Ops::serving(shared),
         metrics: crate::api::metrics::Metrics::new(),
         sessions: Default::default(),
     });
