@@ -14,6 +14,10 @@ pub mod config;
 pub mod controller;
 pub mod desired;
 pub mod events;
+pub mod http;
+#[cfg(test)]
+mod layering;
+pub mod model;
 pub mod notify;
 pub mod observe;
 pub mod ops;

@@ -472,7 +472,7 @@ mod tests {
             ],
             git_checks: [(
                 "app".to_string(),
-                crate::controller::hub::GitChecks {
+                crate::ops::metrics::GitChecks {
                     success: 4,
                     failure: 1,
                 },

@@ -124,14 +124,14 @@ pub async fn healthz() -> ApiResult {
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult {
     let mut reasons = Vec::new();
-    if !state.shared.engine.ping().await {
+    if !state.ops.engine_answers().await.unwrap_or(false) {
         reasons.push("the Docker engine does not answer".to_string());
     }
     match state.ops.repo_list() {
         Ok(repos) => {
             let waiting: Vec<String> = repos
                 .into_iter()
-                .filter(|r| state.shared.hub.snapshot(&r.name).is_none())
+                .filter(|r| !state.ops.first_pass_done(&r.name).unwrap_or(false))
                 .map(|r| r.name)
                 .collect();
             if !waiting.is_empty() {

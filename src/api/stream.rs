@@ -140,7 +140,7 @@ pub async fn events_stream(
         .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
     let slot = OPEN.take(&token)?;
     // Subscribed before the backlog is read: nothing falls between the two.
-    let live = state.shared.hub.subscribe();
+    let live = state.ops.subscribe()?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
@@ -209,7 +209,7 @@ impl Reader {
     fn token_name(&self, state: &AppState) -> Option<String> {
         match self {
             Reader::Token(digest) => state.ops.token_by_digest(digest).ok()?.map(|t| t.name),
-            Reader::Session(cookies) => crate::web::signed_in(state, cookies)
+            Reader::Session(cookies) => crate::http::session::current(state, cookies)
                 .ok()?
                 .map(|s| s.token_name),
         }
@@ -222,7 +222,7 @@ impl Reader {
         match self {
             Reader::Token(digest) => matches!(state.ops.token_by_digest(digest), Ok(Some(_))),
             Reader::Session(cookies) => {
-                matches!(crate::web::signed_in(state, cookies), Ok(Some(_)))
+                matches!(crate::http::session::current(state, cookies), Ok(Some(_)))
             }
         }
     }

@@ -27,14 +27,14 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread or child: they all share the one limit.
-    crate::api::raise_descriptor_limit();
+    crate::http::raise_descriptor_limit();
     // The poll interval flag was folded into the settings already.
     // One worker per core (tokio's default): nothing here may block one.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = rt.block_on(ctx.ops.serve(crate::api::start));
+    let served = rt.block_on(ctx.ops.serve(crate::http::start));
     // A task that stopped while waiting for a lock held elsewhere leaves
     // that wait on a blocking thread: not worth waiting for.
     rt.shutdown_timeout(Duration::from_millis(100));

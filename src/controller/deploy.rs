@@ -102,7 +102,7 @@ pub async fn deploy(
         let mode = waits.then_some(desired.kedge.mode);
         shared.emit(commit_detected(&name, commit, &info.message, mode));
     }
-    shared.store().set_rendered(id, &desired.kedge)?;
+    shared.store().set_rendered(id, &desired.kedge.settings())?;
     if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
         shared.store().mark_settled(id, commit, None)?;
@@ -366,7 +366,10 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
     match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
             deployed.mode = failed.kedge.mode;
-            if let Err(e) = shared.store().set_rendered(task.repo.id, &deployed) {
+            if let Err(e) = shared
+                .store()
+                .set_rendered(task.repo.id, &deployed.settings())
+            {
                 tracing::warn!(repo = %name, "cannot restore the deployed settings: {}", error_chain(&e));
             }
         }

@@ -69,7 +69,8 @@ pub struct Shared {
     /// How often the engine has come back after not answering.
     engine_returns: AtomicU64,
     /// The event broadcast and the repositories' snapshots.
-    pub hub: hub::Hub,
+    /// Shared with the notification sinks' tasks, which need nothing else.
+    pub hub: Arc<hub::Hub>,
     /// Whether a `serve` owns the data directory, looked up once.
     serving: std::sync::OnceLock<bool>,
     /// Commands started over HTTP, which shutdown waits for.
@@ -100,7 +101,7 @@ impl Shared {
             engine,
             wakers: Mutex::new(HashMap::new()),
             engine_returns: AtomicU64::new(0),
-            hub: hub::Hub::default(),
+            hub: Arc::default(),
             serving: std::sync::OnceLock::new(),
             commands: Arc::default(),
         }

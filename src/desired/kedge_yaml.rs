@@ -15,98 +15,7 @@ pub const FILE_NAME: &str = "kedge.yaml";
 /// A larger `kedge.yaml` is refused unread: a few keys need a few hundred bytes.
 pub const MAX_SIZE: u64 = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Apply new commits and heal drift.
-    #[default]
-    Auto,
-    /// Detect and report, change nothing.
-    Notify,
-    /// Detect, log the diff, wait for `kedge sync`.
-    Manual,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Notify => "notify",
-            Mode::Manual => "manual",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "auto" => Some(Mode::Auto),
-            "notify" => Some(Mode::Notify),
-            "manual" => Some(Mode::Manual),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `drift.unhealthy`: what a container the engine reports unhealthy gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Unhealthy {
-    /// Record the `unhealthy` event only.
-    #[default]
-    Report,
-    /// Restart the container (crash-loop backoff applies).
-    Restart,
-}
-
-impl Unhealthy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unhealthy::Report => "report",
-            Unhealthy::Restart => "restart",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Unhealthy> {
-        match s {
-            "report" => Some(Unhealthy::Report),
-            "restart" => Some(Unhealthy::Restart),
-            _ => None,
-        }
-    }
-}
-
-/// `docker.target`: what Kedge deploys to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// `docker compose` on the engine Kedge talks to.
-    #[default]
-    Compose,
-    /// `docker stack deploy` to the Swarm that engine manages.
-    Swarm,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Compose => "compose",
-            Target::Swarm => "swarm",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Target> {
-        match s {
-            "compose" => Some(Target::Compose),
-            "swarm" => Some(Target::Swarm),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::settings::{Mode, RenderedSettings, Target, Unhealthy};
 
 /// The `deploy` section: the health gate after `up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,6 +71,16 @@ impl Default for KedgeYaml {
 }
 
 impl KedgeYaml {
+    /// What the store keeps of it with the repository's state.
+    pub fn settings(&self) -> RenderedSettings {
+        RenderedSettings {
+            mode: self.mode,
+            prune: self.prune,
+            unhealthy: self.unhealthy,
+            target: self.target,
+        }
+    }
+
     pub fn project_name<'a>(&'a self, repo_name: &'a str) -> &'a str {
         self.project_name.as_deref().unwrap_or(repo_name)
     }

@@ -11,6 +11,7 @@
 //! The cursor moves past an event once it is delivered, filtered out,
 //! suppressed or given up on: a restart resumes after it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio::sync::broadcast;
 
 use super::message::Notice;
 use super::send::Sender;
-use crate::controller::Shared;
+use crate::controller::hub::Hub;
 use crate::error_chain;
 use crate::events::{Event, EventKind, Severity};
 use crate::record::{EventQuery, SentKey, Store, StoreError, now_ms};
@@ -60,21 +61,21 @@ fn clears(e: &Event) -> Option<Option<&str>> {
 /// before `serve`'s repositories start, so a sink new to this data
 /// directory starts at the log's end as it was then, not after the first
 /// deployment's events.
-pub fn prepare(shared: &Shared, sink: &str) -> Result<(Store, i64), StoreError> {
-    let store = Store::open(&shared.settings.data_dir)?;
+pub fn prepare(data_dir: &Path, sink: &str) -> Result<(Store, i64), StoreError> {
+    let store = Store::open(data_dir)?;
     let cursor = store.notify_cursor(sink, store.last_event_id()?)?;
     Ok((store, cursor))
 }
 
 /// Runs one sink until `serve` ends, from `prepared` (or, when that
 /// failed, from a store and cursor it keeps trying to get).
-pub async fn run(shared: Arc<Shared>, sender: Sender, prepared: Option<(Store, i64)>) {
+pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Option<(Store, i64)>) {
     let name = sender.name().to_string();
-    let mut wake = shared.hub.subscribe();
+    let mut wake = hub.subscribe();
     let (mut store, mut cursor) = match prepared {
         Some(ready) => ready,
         None => loop {
-            match prepare(&shared, &name) {
+            match prepare(&data_dir, &name) {
                 Ok(ready) => break ready,
                 Err(e) => {
                     tracing::warn!(sink = %name, "notifications wait for the store: {}", error_chain(&e));
@@ -115,7 +116,7 @@ pub async fn run(shared: Arc<Shared>, sender: Sender, prepared: Option<(Store, i
             continue;
         }
         for event in page {
-            match handle(&shared, &sender, &mut store, &event).await {
+            match handle(&hub, &sender, &mut store, &event).await {
                 Ok(()) => cursor = event.id,
                 Err(e) => {
                     // The cursor stays: the event is dealt with again.
@@ -130,7 +131,7 @@ pub async fn run(shared: Arc<Shared>, sender: Sender, prepared: Option<(Store, i
 
 /// Deals with one event and moves the cursor past it.
 async fn handle(
-    shared: &Shared,
+    hub: &Hub,
     sender: &Sender,
     store: &mut Store,
     e: &Event,
@@ -151,7 +152,7 @@ async fn handle(
         let interval = sink.repeat_interval.as_millis().min(i64::MAX as u128) as i64;
         if now_ms().saturating_sub(sent_at) < interval {
             tracing::debug!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, "notification suppressed: sent already within repeat_interval");
-            shared.hub.count_notification(name, "suppressed", 1);
+            hub.count_notification(name, "suppressed", 1);
             return store.notify_advance(name, e.id, None);
         }
     }
@@ -159,7 +160,7 @@ async fn handle(
     match sender.deliver(&notice).await {
         Ok((answer, tries)) => {
             tracing::info!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, %answer, "notification sent");
-            shared.hub.count_notification(name, "success", 1);
+            hub.count_notification(name, "success", 1);
             let sent = key.as_deref().map(|key| SentKey {
                 key,
                 repo: &e.repo,
@@ -169,7 +170,7 @@ async fn handle(
         }
         Err((err, tries)) => {
             tracing::error!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, "notification failed, given up: {err}");
-            shared.hub.count_notification(name, "failure", 1);
+            hub.count_notification(name, "failure", 1);
             store.notify_advance(name, e.id, None)
         }
     }

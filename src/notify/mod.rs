@@ -13,7 +13,8 @@ pub mod send;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controller::Shared;
+use crate::config::Settings;
+use crate::controller::hub::Hub;
 use send::Sender;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +88,11 @@ impl NotifyError {
     }
 }
 
-/// Starts one task per configured sink; `serve` calls this once.
-pub fn start(shared: &Arc<Shared>) {
-    let sinks = &shared.settings.notifications;
+/// Starts one task per configured sink; `serve` calls this once, with its
+/// settings and the hub whose events the sinks follow and whose counters
+/// they bump.
+pub fn start(settings: &Settings, hub: &Arc<Hub>) {
+    let sinks = &settings.notifications;
     if sinks.is_empty() {
         return;
     }
@@ -97,17 +100,18 @@ pub fn start(shared: &Arc<Shared>) {
     tracing::info!(sinks = %names.join(", "), "notifications on");
     for sink in sinks {
         for result in ["success", "failure", "suppressed"] {
-            shared.hub.count_notification(&sink.name, result, 0);
+            hub.count_notification(&sink.name, result, 0);
         }
-        let prepared = match follow::prepare(shared, &sink.name) {
+        let data_dir = settings.data_dir.clone();
+        let prepared = match follow::prepare(&data_dir, &sink.name) {
             Ok(ready) => Some(ready),
             Err(e) => {
                 tracing::warn!(sink = %sink.name, "notifications wait for the store: {}", crate::error_chain(&e));
                 None
             }
         };
-        let sender = Sender::new(sink.clone(), shared.settings.public_url.clone());
-        tokio::spawn(follow::run(shared.clone(), sender, prepared));
+        let sender = Sender::new(sink.clone(), settings.public_url.clone());
+        tokio::spawn(follow::run(data_dir, hub.clone(), sender, prepared));
     }
 }
 

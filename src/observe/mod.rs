@@ -122,6 +122,17 @@ pub struct Engine {
     client: Arc<OnceCell<Docker>>,
 }
 
+/// What the host holds under a build service's image name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageOnHost {
+    Missing,
+    /// `build_label`: the image's `io.kedge.build` label, the fingerprint
+    /// of the inputs Kedge built it from.
+    Present {
+        build_label: Option<String>,
+    },
+}
+
 impl Engine {
     /// Nothing is connected or sent yet: a command can do its git work
     /// while `warm_up` runs.
@@ -174,19 +185,19 @@ impl Engine {
 
     /// What the host holds under an image reference: absent (or no
     /// engine), or present with its `io.kedge.build` label.
-    pub async fn image_on_host(&self, reference: &str) -> crate::plan::build::ImageOnHost {
+    pub async fn image_on_host(&self, reference: &str) -> ImageOnHost {
         let inspected = match self.ready().await {
             Ok(docker) => docker.inspect_image(reference).await.ok(),
             Err(_) => None,
         };
         match inspected {
-            Some(image) => crate::plan::build::ImageOnHost::Present {
+            Some(image) => ImageOnHost::Present {
                 build_label: image
                     .config
                     .and_then(|c| c.labels)
                     .and_then(|mut labels| labels.remove(KEDGE_BUILD)),
             },
-            None => crate::plan::build::ImageOnHost::Missing,
+            None => ImageOnHost::Missing,
         }
     }
 

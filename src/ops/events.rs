@@ -129,6 +129,11 @@ impl Ops {
     pub fn last_event_id(&self) -> Result<i64, OpsError> {
         Ok(self.shared()?.store().last_event_id()?)
     }
+
+    /// The events emitted from now on, as they are emitted.
+    pub fn subscribe(&self) -> Result<tokio::sync::broadcast::Receiver<Event>, OpsError> {
+        Ok(self.shared()?.hub.subscribe())
+    }
 }
 
 #[cfg(test)]

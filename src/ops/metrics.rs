@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 
 use super::{Ops, OpsError};
-use crate::controller::hub::GitChecks;
 use crate::plan::Drift;
+
+/// Part of the report: how a repository's remote checks went.
+pub use crate::controller::hub::GitChecks;
 
 /// One scrape's worth of state.
 #[derive(Debug, Clone, Default)]

@@ -357,6 +357,19 @@ pub(crate) fn sync_state(
     "synced"
 }
 
+impl Ops {
+    /// Whether the Docker engine answers a ping now.
+    pub async fn engine_answers(&self) -> Result<bool, OpsError> {
+        Ok(self.shared()?.engine.ping().await)
+    }
+
+    /// Whether `serve` has finished its first pass over the repository
+    /// (it has a snapshot of it).
+    pub fn first_pass_done(&self, repo: &str) -> Result<bool, OpsError> {
+        Ok(self.shared()?.hub.snapshot(repo).is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,16 +4,7 @@
 
 use crate::desired::render::ServiceSpec;
 
-/// What the host holds under a build service's image name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageOnHost {
-    Missing,
-    /// `build_label`: the image's `io.kedge.build` label, the fingerprint
-    /// of the inputs Kedge built it from.
-    Present {
-        build_label: Option<String>,
-    },
-}
+pub use crate::observe::ImageOnHost;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildReason {

@@ -7,7 +7,7 @@ use super::{Store, StoreError, now_ms, query};
 
 /// The key a compose snapshot is stored under: the sha256 of its text.
 pub fn snapshot_key(content: &str) -> String {
-    crate::desired::render::sha256_hex(content.as_bytes())
+    crate::model::digest::sha256_hex(content.as_bytes())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -230,7 +230,7 @@ fn move_url_credentials(
     conn: &rusqlite::Connection,
     data_dir: &std::path::Path,
 ) -> rusqlite::Result<()> {
-    use crate::source::url;
+    use crate::model::url;
     // The old values are overwritten, not merely freed (the WAL is
     // truncated once the migration is committed: `Store::migrate_from`).
     conn.execute_batch("PRAGMA secure_delete = ON")?;
@@ -273,7 +273,7 @@ fn move_url_credentials(
                         id,
                         bare,
                         file.to_string_lossy(),
-                        crate::source::auth::USERINFO_USER
+                        crate::model::git_auth::USERINFO_USER
                     ],
                 )?;
             }

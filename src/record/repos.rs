@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{Store, StoreError, now_ms, query};
 use crate::config::registries::SecretRef;
-use crate::source::auth::{DEFAULT_TOKEN_USER, GitAuth};
-use crate::source::url::RepoUrl;
+use crate::model::git_auth::{DEFAULT_TOKEN_USER, GitAuth};
+use crate::model::url::RepoUrl;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repo {
@@ -131,10 +131,10 @@ impl Store {
         };
         if let Some((existing, _)) = same_branch
             .into_iter()
-            .find(|(_, url)| crate::source::url::same_repository(url, new.url))
+            .find(|(_, url)| crate::model::url::same_repository(url, new.url))
         {
             return Err(StoreError::DuplicateUrl {
-                url: crate::source::url::redact(new.url),
+                url: crate::model::url::redact(new.url),
                 branch: new.branch.to_string(),
                 existing,
             });

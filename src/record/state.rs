@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, now_ms, query};
-use crate::desired::render::ServiceSpec;
+use crate::model::service::ServiceSpec;
 
 /// What the controller knows of a repository between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -252,7 +252,7 @@ impl Store {
     pub fn set_rendered(
         &self,
         repo_id: i64,
-        kedge: &crate::desired::kedge_yaml::KedgeYaml,
+        kedge: &crate::model::settings::RenderedSettings,
     ) -> Result<(), StoreError> {
         self.set_state(
             "record the repository's settings",

@@ -2,7 +2,7 @@ use super::*;
 use rusqlite::params;
 
 use crate::config::registries::SecretRef;
-use crate::source::auth::GitAuth;
+use crate::model::git_auth::GitAuth;
 
 /// A deployment's compose snapshot, read as the places that apply one do.
 fn content(store: &Store, d: &Deployment) -> Option<String> {
@@ -341,7 +341,7 @@ fn repo_state_and_services_round_trip() {
     );
 
     let record = |name: &str, hash: &str, commit: &str| ServiceRecord {
-        spec: crate::desired::render::ServiceSpec {
+        spec: crate::model::service::ServiceSpec {
             name: name.into(),
             hash: hash.into(),
             image: Some("busybox".into()),
@@ -466,7 +466,15 @@ fn state_transitions_change_only_their_columns() {
         .id;
     store.mark_checked(id, "h1").unwrap();
     store
-        .set_rendered(id, &crate::desired::kedge_yaml::KedgeYaml::default())
+        .set_rendered(
+            id,
+            &crate::model::settings::RenderedSettings {
+                mode: Default::default(),
+                prune: true,
+                unhealthy: Default::default(),
+                target: Default::default(),
+            },
+        )
         .unwrap();
     store
         .mark_deployed(id, "c1", "proj", &["compose.yaml".into()])
@@ -954,7 +962,7 @@ fn url_credentials_leave_the_database_for_the_credential_store() {
             token: SecretRef::File(file),
             username,
         } => {
-            assert_eq!(username, crate::source::auth::USERINFO_USER);
+            assert_eq!(username, crate::model::git_auth::USERINFO_USER);
             assert!(
                 file.starts_with(dir.path().join(credstore::DIR)),
                 "{file:?}"

@@ -12,40 +12,7 @@ use crate::config::credentials::{Credential, CredentialKind};
 use crate::config::registries::SecretRef;
 use crate::process::Cmd;
 
-/// The user name a token is sent with unless `--username` says otherwise
-/// (what GitHub, Gitea and Forgejo accept for any token).
-pub const DEFAULT_TOKEN_USER: &str = "x-access-token";
-
-/// A repository's credentials, by reference.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum GitAuth {
-    /// Public, or credentials in the URL (kept for repositories registered
-    /// that way; redacted wherever shown).
-    #[default]
-    None,
-    SshKey {
-        key: PathBuf,
-        /// A known_hosts file checked strictly; `None`: Kedge's own
-        /// `<data-dir>/known_hosts`, recorded on first contact.
-        known_hosts: Option<PathBuf>,
-    },
-    Token {
-        token: SecretRef,
-        username: String,
-    },
-}
-
-impl GitAuth {
-    /// What `repo list` shows: `ssh-key`, `token` or `none`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            GitAuth::None => "none",
-            GitAuth::SshKey { .. } => "ssh-key",
-            GitAuth::Token { .. } => "token",
-        }
-    }
-}
+pub use crate::model::git_auth::{DEFAULT_TOKEN_USER, GitAuth, USERINFO_USER};
 
 /// A token read from Kedge's environment must reach no child process
 /// (`process::hide_env`), the git of other repositories included.
@@ -70,11 +37,6 @@ pub fn basic_auth_header(user: &str, secret: &str) -> String {
     };
     format!("Authorization: Basic {}", STANDARD.encode(pair))
 }
-
-/// The user name of a token whose secret is a whole `user:password` pair
-/// (credentials once in a repository's URL, now in the credential store).
-/// `repo add --username` and `credentials:` never give an empty one.
-pub const USERINFO_USER: &str = "";
 
 /// How a repository authenticates, now: its stored references, or the
 /// global config's credential it names. A credential that cannot serve

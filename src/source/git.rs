@@ -578,8 +578,8 @@ fn split_credentials(url: &str) -> (String, Option<String>) {
     };
     let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     let header = auth::basic_auth_header(
-        &super::address::percent_decode(user),
-        &super::address::percent_decode(password),
+        &crate::model::address::percent_decode(user),
+        &crate::model::address::percent_decode(password),
     );
     (
         format!("{scheme}://{host}{}", &rest[authority_end..]),
@@ -708,7 +708,7 @@ mod tests {
         let plain = Repository::new("ssh://git@host/app.git", "main", "/x".into());
         assert_eq!(plain.url, "ssh://git@host/app.git");
         assert!(matches!(plain.access, Access::Anonymous));
-        assert_eq!(crate::source::address::percent_decode("a%2"), "a%2");
-        assert_eq!(crate::source::address::percent_decode("é%41"), "éA");
+        assert_eq!(crate::model::address::percent_decode("a%2"), "a%2");
+        assert_eq!(crate::model::address::percent_decode("é%41"), "éA");
     }
 }

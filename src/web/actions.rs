@@ -17,9 +17,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, commit};
-use super::session::{self, COOKIE, LIFETIME, LOGIN_COOKIE, csrf_matches};
 use super::{Session, WebError, html, redirect};
-use crate::api::AppState;
+use crate::http::AppState;
+use crate::http::session::{self, COOKIE, LIFETIME, LOGIN_COOKIE, csrf_matches};
 
 /// How long a sync or rollback form waits for its deployment to finish
 /// before it shows the repository page with the deployment in progress.

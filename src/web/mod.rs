@@ -1,4 +1,5 @@
-//! web: `kedge serve`'s dashboard, the third face beside `cli` and `api`.
+//! web: `kedge serve`'s dashboard, the third face beside `cli` and `api`,
+//! served by `http` beside the API, which it never imports.
 //! Server-rendered pages (maud templates, checked at compile time and
 //! escaped by default) over the same operations; a session opened by
 //! signing in with an API token; CSRF-checked forms for the write actions
@@ -10,8 +11,6 @@ mod assets;
 mod layout;
 mod overview;
 mod repo;
-mod session;
-mod throttle;
 
 use std::sync::Arc;
 
@@ -19,10 +18,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::api::{ApiError, AppState};
+use crate::http::session::{self, Session};
+use crate::http::{ApiError, AppState};
 use crate::ops::OpsError;
-
-pub use session::{Session, Sessions};
 
 /// The dashboard's pages, forms and assets, mounted at `/`.
 pub fn routes() -> axum::Router<Arc<AppState>> {
@@ -45,12 +43,12 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
 }
 
 /// The session a request carries, if it is one that still holds (the
-/// token it was opened with not revoked). The event stream takes it too.
-pub fn signed_in(
+/// token it was opened with not revoked).
+fn signed_in(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<Session>, WebError> {
-    session::current(state, headers)
+    Ok(session::current(state, headers)?)
 }
 
 /// What every dashboard answer carries: scripts and styles from this
@@ -158,7 +156,8 @@ impl IntoResponse for WebError {
 #[cfg(test)]
 mod tests {
     /// The dashboard is a face: it renders what the operations report.
-    /// The store, the engine, git and compose are the operations' business.
+    /// The store, the engine, git and compose are the operations' business;
+    /// the API beside it is none of its business.
     #[test]
     fn no_page_reaches_past_the_operations() {
         crate::ops::assert_face_stays_above_ops("web", 6);

@@ -11,7 +11,7 @@ use maud::{Markup, html};
 
 use super::layout::{self, commit, state, time};
 use super::{Session, WebError, html, redirect};
-use crate::api::AppState;
+use crate::http::AppState;
 use crate::ops::dashboard::OverviewRow;
 
 pub async fn page(

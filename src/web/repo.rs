@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::layout::{self, commit, short, state, status, time, time_text};
 use super::{Session, WebError, html, redirect};
-use crate::api::AppState;
 use crate::events::Event;
+use crate::http::AppState;
 use crate::ops::DiffReport;
 use crate::ops::diff_text::diff_text;
 use crate::ops::events::EventsRequest;
@@ -336,7 +336,7 @@ pub async fn diff_page(
     let Some(session) = super::signed_in(&app, &headers)? else {
         return Ok(redirect("/login", &[]));
     };
-    let report = app.ops.diff(&name, Some(crate::api::DIFF_WAIT)).await?;
+    let report = app.ops.diff(&name, Some(crate::http::DIFF_WAIT)).await?;
     let main = html! {
         nav.crumbs aria-label="Breadcrumb" {
             a href="/" { "Repositories" } " / " a href={ "/repos/" (name) } { (name) } " / diff"

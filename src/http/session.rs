@@ -1,4 +1,4 @@
-//! web: dashboard sessions. Signing in with an API token opens one: a
+//! http: dashboard sessions. Signing in with an API token opens one: a
 //! random id in an HttpOnly, SameSite=Strict cookie (Secure under TLS),
 //! kept in `serve`'s memory with the token's digest and the session's CSRF
 //! token. Every request looks the token up again, so revoking it ends its
@@ -14,9 +14,8 @@ use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::WebError;
-use crate::api::AppState;
-use crate::ops::Role;
+use super::AppState;
+use crate::ops::{OpsError, Role};
 
 /// The session cookie.
 pub const COOKIE: &str = "kedge_session";
@@ -74,7 +73,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Entry>>,
-    pub(super) sign_ins: super::throttle::LoginThrottle,
+    /// The sign-in form's back-off, per client address.
+    pub sign_ins: super::throttle::LoginThrottle,
 }
 
 impl Sessions {
@@ -140,7 +140,8 @@ fn oldest_out(open: &mut HashMap<String, Entry>, which: impl Fn(&Entry) -> bool)
 }
 
 /// The request's session, if its cookie names one whose token still exists.
-pub fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, WebError> {
+/// The event stream takes it too.
+pub fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, OpsError> {
     let Some(id) = cookie(headers, COOKIE) else {
         return Ok(None);
     };

@@ -1,4 +1,4 @@
-//! api: request bodies as the listener takes them. Every body is read into
+//! http: request bodies as the listener takes them. Every body is read into
 //! one buffer (sized by `Content-Length` when there is one) and handed on
 //! as a single piece once complete, within [`BODY_TIMEOUT`] of the first
 //! read. A body sent a byte per TCP segment would otherwise be kept as

@@ -1,7 +1,8 @@
-//! api: bearer tokens. Every route under `/api/v1` needs one; a `read`
-//! token may GET, a `deploy` token may also sync and roll back, an `admin`
-//! token may also add and remove repositories. The event stream also takes
-//! the dashboard's session cookie instead.
+//! http: who a request speaks for — a bearer token or a dashboard session.
+//! Every route under `/api/v1` needs a token; a `read` token may GET, a
+//! `deploy` token may also sync and roll back, an `admin` token may also
+//! add and remove repositories. The event stream also takes the
+//! dashboard's session cookie instead.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{ApiError, AppState};
-use crate::record::Role;
+use crate::ops::Role;
 
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
@@ -83,7 +84,7 @@ pub async fn require_token_or_session(
 ) -> Result<Response, ApiError> {
     if !request.headers().contains_key(header::AUTHORIZATION)
         && matches!(*request.method(), Method::GET | Method::HEAD)
-        && crate::web::signed_in(&state, request.headers())
+        && super::session::current(&state, request.headers())
             .ok()
             .flatten()
             .is_some()

@@ -1,4 +1,4 @@
-//! api: the listener — accepting connections up to a cap below the
+//! http: the listener — accepting connections up to a cap below the
 //! process's descriptor limit, serving each with a header read timeout
 //! (plain or TLS), and the descriptor limit itself, raised at start.
 //! Whatever strangers do to the listener, descriptors stay for the engine,

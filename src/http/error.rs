@@ -1,4 +1,4 @@
-//! api: errors as JSON, `{"error": "..."}`, with the status that fits. Bad
+//! http: errors as JSON, `{"error": "..."}`, with the status that fits. Bad
 //! input is a 4xx naming the problem; only Kedge's own failures are 5xx.
 
 use axum::Json;

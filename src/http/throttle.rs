@@ -1,4 +1,4 @@
-//! web: the sign-in form's back-off, per client address. The first
+//! http: the sign-in form's back-off, per client address. The first
 //! [`FREE_ATTEMPTS`] failed sign-ins of an address cost nothing; each one
 //! after makes the next wait, 1 s doubling up to [`MAX_WAIT`]. A wait is
 //! answered 429 with `Retry-After` before any token is looked at: nothing
