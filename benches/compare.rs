@@ -928,7 +928,7 @@ fn history_100k() -> Row {
                         repo_id: repo.id,
                         commit: &commit,
                         message: "bench",
-                        trigger: "new_commit",
+                        trigger: ::kedge::record::Trigger::NewCommit,
                         compose_snapshot: Some("{\"services\":{}}"),
                         rolled_back_from: None,
                     })?;
@@ -1161,7 +1161,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
                             repo_id: repo.id,
                             commit: &commit,
                             message: "bench",
-                            trigger: "new_commit",
+                            trigger: ::kedge::record::Trigger::NewCommit,
                             compose_snapshot: None,
                             rolled_back_from: None,
                         })?;

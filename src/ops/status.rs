@@ -13,7 +13,7 @@ use crate::controller::task::{RepoTask, Trigger};
 use crate::desired::kedge_yaml::Mode;
 use crate::error_chain;
 use crate::observe::ContainerState;
-use crate::record::{DeploymentStatus, Repo, RepoState, rfc3339};
+use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoStatus {
@@ -58,7 +58,8 @@ pub struct LastDeployment {
 pub struct AutoRollback {
     pub failed_commit: String,
     /// The step that failed: `health_gate` or `apply`.
-    pub failed_step: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub failed_step: Option<DeployStep>,
     /// What runs instead.
     pub running_commit: String,
     /// "abc1234 failed health gate; running def5678 (auto rollback)"
@@ -72,7 +73,7 @@ impl AutoRollback {
     pub fn find(state: &RepoState, newest: &[crate::record::Deployment]) -> Option<AutoRollback> {
         let restore = newest.first()?;
         let failed_commit = restore.rolled_back_from.clone()?;
-        if restore.trigger != Trigger::AutoRollback.as_str()
+        if restore.trigger != Trigger::AutoRollback
             || restore.status != DeploymentStatus::RolledBack
             || state.deployed_commit.as_ref() != Some(&restore.commit)
             || state.target_commit.as_ref() != Some(&failed_commit)
@@ -83,9 +84,9 @@ impl AutoRollback {
             .iter()
             .skip(1)
             .find(|d| d.commit == failed_commit && d.status == DeploymentStatus::Failed)
-            .and_then(|d| d.failed_step.clone());
-        let what = match failed_step.as_deref() {
-            Some("health_gate") => "failed health gate",
+            .and_then(|d| d.failed_step);
+        let what = match failed_step {
+            Some(DeployStep::HealthGate) => "failed health gate",
             _ => "failed to deploy",
         };
         Some(AutoRollback {
@@ -183,7 +184,7 @@ async fn collect(
         // A restore after a failed deployment does not hide the failure.
         let last = newest
             .into_iter()
-            .find(|d| d.trigger != Trigger::AutoRollback.as_str());
+            .find(|d| d.trigger != Trigger::AutoRollback);
         if remote.live {
             let now = crate::record::now_ms();
             state.checked_at = Some(now);
