@@ -271,7 +271,7 @@ pub async fn apply_rendered(
             // Swarm's own `failure_action: rollback` already put the previous
             // version of these services back.
             let swarm_rolled: Vec<&str> = match &e {
-                StepError::Gate(f) => super::swarm::rolled_back_by_swarm(f),
+                StepError::Gate(f) => f.rolled_back_by_swarm(),
                 _ => Vec::new(),
             };
             let deployed = shared.store().repo_state(id)?.deployed_commit;
