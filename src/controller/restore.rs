@@ -83,7 +83,7 @@ pub async fn restore_previous(
         .collect();
     let applied_ms = crate::time::now_ms();
     let override_path = task.override_path();
-    let swarm = state.target.as_deref() == Some(Target::Swarm.as_str());
+    let swarm = state.target == Some(Target::Swarm);
     let mut result = if swarm {
         super::swarm::redeploy_deployed(shared, task, &project, prune)
             .await

@@ -10,7 +10,7 @@ pub struct OverviewRow {
     pub name: String,
     pub branch: String,
     /// `auto`, `notify` or `manual` (None before the first deployment).
-    pub mode: Option<String>,
+    pub mode: Option<crate::desired::kedge_yaml::Mode>,
     pub deployed_commit: Option<String>,
     /// The deployed commit's message.
     pub deployed_message: Option<String>,

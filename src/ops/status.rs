@@ -10,7 +10,7 @@ use crate::controller::Shared;
 use crate::controller::heal;
 use crate::controller::remote::{PinView, RemoteHead, current_head};
 use crate::controller::task::{RepoTask, Trigger};
-use crate::desired::kedge_yaml::Mode;
+use crate::desired::kedge_yaml::{Mode, Target};
 use crate::error_chain;
 use crate::observe::ContainerState;
 use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
@@ -19,7 +19,8 @@ use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
 pub struct RepoStatus {
     pub name: String,
     pub branch: String,
-    pub mode: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<Mode>,
     pub project: String,
     pub remote_head: Option<String>,
     pub deployed_commit: Option<String>,
@@ -203,7 +204,7 @@ async fn collect(
         let containers = all
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
-        let swarm = state.target.as_deref() == Some("swarm");
+        let swarm = state.target == Some(Target::Swarm);
         let services = if swarm {
             // Services, not containers: tasks run on other nodes too.
             crate::controller::swarm::services(shared, &project)
@@ -241,7 +242,7 @@ async fn collect(
         out.push(RepoStatus {
             name: repo.name,
             branch: repo.branch,
-            mode: state.mode.clone(),
+            mode: state.mode,
             project,
             remote_head: state.remote_head.clone(),
             deployed_commit: state.deployed_commit.clone(),

@@ -2,6 +2,7 @@ use super::*;
 use rusqlite::params;
 
 use crate::config::registries::SecretRef;
+use crate::desired::kedge_yaml::Mode;
 use crate::source::auth::GitAuth;
 
 /// A deployment's compose snapshot, read as the places that apply one do.
@@ -98,12 +99,12 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     assert_eq!(history[0].services_changed, None);
     // The new tables work on the upgraded file.
     let state = RepoState {
-        mode: Some("notify".into()),
+        mode: Some(Mode::Notify),
         ..RepoState::default()
     };
     store.save_repo_state(repos[0].id, &state).unwrap();
     assert_eq!(
-        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        store.repo("app").unwrap().unwrap().mode.map(Mode::as_str),
         Some("notify")
     );
 }
@@ -409,6 +410,51 @@ fn an_unknown_value_in_a_row_is_an_error_not_a_default() {
     );
 }
 
+/// A mode, `drift.unhealthy` or `docker.target` this Kedge does not know
+/// is an error too: a default would deploy or heal by a policy nobody set.
+#[test]
+fn an_unknown_setting_in_a_repository_state_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    store
+        .conn
+        .execute_batch("PRAGMA ignore_check_constraints = ON")
+        .unwrap();
+    for (column, value) in [("mode", "yolo"), ("unhealthy", "ignore"), ("target", "k8s")] {
+        store
+            .conn
+            .execute(
+                &format!(
+                    "INSERT INTO repo_state (repo_id, updated_at, {column}) VALUES (?1, 0, ?2)
+                     ON CONFLICT (repo_id) DO UPDATE SET {column} = excluded.{column}"
+                ),
+                params![repo.id, value],
+            )
+            .unwrap();
+        let err = store.repo_state(repo.id).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::UnknownValue { column: c, value: v } if *c == column && v == value),
+            "{err:?}"
+        );
+        assert!(store.repo_states().is_err());
+        store
+            .conn
+            .execute(&format!("UPDATE repo_state SET {column} = NULL"), [])
+            .unwrap();
+    }
+    store
+        .conn
+        .execute("UPDATE repo_state SET mode = 'yolo'", [])
+        .unwrap();
+    assert!(matches!(
+        store.repo("app"),
+        Err(StoreError::UnknownValue { column: "mode", .. })
+    ));
+}
+
 #[test]
 fn repo_state_and_services_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +464,7 @@ fn repo_state_and_services_round_trip() {
         .unwrap();
     assert_eq!(store.repo_state(repo.id).unwrap(), RepoState::default());
     let state = RepoState {
-        mode: Some("auto".into()),
+        mode: Some(Mode::Auto),
         prune: Some(false),
         compose_files: Some(vec!["a.yaml".into(), "b.yaml".into()]),
         deployed_commit: Some("c1".into()),
@@ -430,7 +476,7 @@ fn repo_state_and_services_round_trip() {
     store.save_repo_state(repo.id, &state).unwrap();
     assert_eq!(store.repo_state(repo.id).unwrap(), state);
     assert_eq!(
-        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        store.repo("app").unwrap().unwrap().mode.map(Mode::as_str),
         Some("auto")
     );
 
@@ -568,7 +614,7 @@ fn state_transitions_change_only_their_columns() {
     let s = store.repo_state(id).unwrap();
     assert_eq!(s.remote_head.as_deref(), Some("h1"));
     assert_eq!(s.remote_ok_at, s.checked_at);
-    assert_eq!((s.mode.as_deref(), s.prune), (Some("auto"), Some(true)));
+    assert_eq!((s.mode, s.prune), (Some(Mode::Auto), Some(true)));
     assert_eq!(s.deployed_commit.as_deref(), Some("c1"));
     assert_eq!(s.target_commit.as_deref(), Some("c1"));
     assert_eq!(s.compose_files, Some(vec!["compose.yaml".to_string()]));

@@ -229,7 +229,7 @@ fn drift(s: &RepoStatus) -> Markup {
     }
     let report = DiffReport {
         repo: s.name.clone(),
-        mode: s.mode.clone(),
+        mode: s.mode,
         deployed_commit: s.deployed_commit.clone(),
         remote_head: s.remote_head.clone(),
         pinned_commit: s.pinned_commit.clone(),
