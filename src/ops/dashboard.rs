@@ -18,7 +18,7 @@ pub struct OverviewRow {
     pub remote_head: Option<String>,
     pub pinned_commit: Option<String>,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
-    pub sync_state: &'static str,
+    pub sync_state: super::status::SyncState,
     /// Deployed services with a running container, and all deployed
     /// services; None until `serve` has looked at the containers.
     pub services: Option<(usize, usize)>,

@@ -29,7 +29,7 @@ pub struct RepoStatus {
     pub pin: Option<PinView>,
     /// synced, out_of_sync, drifted, pinned, failed or unknown
     #[schema(value_type = String)]
-    pub sync_state: &'static str,
+    pub sync_state: SyncState,
     pub last_error: Option<String>,
     pub checked_at: Option<String>,
     /// When the remote last answered a check.
@@ -308,14 +308,47 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
     }
 }
 
-/// Every sync state `sync_state` returns (operations.md, status).
-pub const SYNC_STATES: [&str; 6] = [
-    "synced",
-    "out_of_sync",
-    "drifted",
-    "pinned",
-    "failed",
-    "unknown",
+/// Where a repository stands against its branch (operations.md, status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    Synced,
+    OutOfSync,
+    Drifted,
+    Pinned,
+    Failed,
+    /// Also what a row not worked out yet says.
+    #[default]
+    Unknown,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "synced",
+            SyncState::OutOfSync => "out_of_sync",
+            SyncState::Drifted => "drifted",
+            SyncState::Pinned => "pinned",
+            SyncState::Failed => "failed",
+            SyncState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every sync state `sync_state` returns, in the order metrics list them.
+pub const SYNC_STATES: [SyncState; 6] = [
+    SyncState::Synced,
+    SyncState::OutOfSync,
+    SyncState::Drifted,
+    SyncState::Pinned,
+    SyncState::Failed,
+    SyncState::Unknown,
 ];
 
 /// The worst of: credentials the remote refuses, a failed deployment of
@@ -327,9 +360,9 @@ pub(crate) fn sync_state(
     last: Option<(DeploymentStatus, &str)>,
     drifts: &[crate::plan::Drift],
     observed: bool,
-) -> &'static str {
+) -> SyncState {
     if state.access_refused {
-        return "failed";
+        return SyncState::Failed;
     }
     let pinned = state.pinned_commit.is_some();
     let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
@@ -339,24 +372,24 @@ pub(crate) fn sync_state(
         && !pinned
         && (!head_deployed || state.remote_head.as_deref() == Some(commit))
     {
-        return "failed";
+        return SyncState::Failed;
     }
     if !drifts.is_empty() {
-        return "drifted";
+        return SyncState::Drifted;
     }
     if pinned {
-        return "pinned";
+        return SyncState::Pinned;
     }
     if state.remote_head.is_none() {
-        return "unknown";
+        return SyncState::Unknown;
     }
     if !head_deployed {
-        return "out_of_sync";
+        return SyncState::OutOfSync;
     }
     if !observed || state.remote_failing() {
-        return "unknown";
+        return SyncState::Unknown;
     }
-    "synced"
+    SyncState::Synced
 }
 
 #[cfg(test)]
@@ -373,18 +406,38 @@ mod tests {
             remote_ok_at: Some(1_000),
             ..RepoState::default()
         };
-        assert_eq!(sync_state(&synced, None, &[], true), "synced");
+        assert_eq!(sync_state(&synced, None, &[], true), SyncState::Synced);
         let unreachable = RepoState {
             checked_at: Some(200_000),
             last_error: Some("cannot reach remote x".into()),
             ..synced.clone()
         };
-        assert_eq!(sync_state(&unreachable, None, &[], true), "unknown");
+        assert_eq!(
+            sync_state(&unreachable, None, &[], true),
+            SyncState::Unknown
+        );
         // A known newer head is still known.
         let behind = RepoState {
             remote_head: Some("c2".into()),
             ..unreachable.clone()
         };
-        assert_eq!(sync_state(&behind, None, &[], true), "out_of_sync");
+        assert_eq!(sync_state(&behind, None, &[], true), SyncState::OutOfSync);
+        // The strings every face and the metrics print.
+        let printed: Vec<String> = SYNC_STATES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            printed,
+            [
+                "synced",
+                "out_of_sync",
+                "drifted",
+                "pinned",
+                "failed",
+                "unknown"
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&SyncState::OutOfSync).unwrap(),
+            "\"out_of_sync\""
+        );
     }
 }

@@ -146,7 +146,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
     html! {
         section id="summary" data-live {
             dl.summary {
-                dt { "State" } dd.repo-state { (state(s.sync_state)) }
+                dt { "State" } dd.repo-state { (state(s.sync_state.as_str())) }
                 dt { "Branch" } dd { (s.branch) @if let Some(m) = &s.mode { " · mode " (m) } }
                 dt { "Deployed commit" }
                 dd {
