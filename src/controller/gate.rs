@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::desired::kedge_yaml::Gate;
 use crate::desired::render::ServiceSpec;
 use crate::error_chain;
-use crate::observe::Engine;
 use crate::observe::health::Inspected;
+use crate::observe::{Engine, RunState};
 use crate::plan::gate::{GatedService, Verdict, log_excerpt, verdict};
 
 /// Lines of a failing container's log quoted in the failure.
@@ -163,7 +163,8 @@ pub async fn watch(
         // wait while a deployment is gated, so the gate starts it again.
         let mut restarted = false;
         for (_, c) in &inspected {
-            if !matches!(c.state.as_str(), "exited" | "dead") || !seen.stopped_by_hand(&c.id) {
+            if !matches!(c.state, RunState::Exited | RunState::Dead) || !seen.stopped_by_hand(&c.id)
+            {
                 continue;
             }
             let starts = seen.restarts.entry(c.id.clone()).or_default();
@@ -357,7 +358,7 @@ async fn with_logs(
     for (service, why, containers) in services {
         let mut text = why;
         for c in containers {
-            let up = c.state == "running"
+            let up = c.state == RunState::Running
                 && c.health.as_deref() != Some("unhealthy")
                 && !died.contains_key(&c.id);
             if up && containers_fine(&text, &c.name) {

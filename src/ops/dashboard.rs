@@ -64,7 +64,11 @@ impl Ops {
                 let services = containers.as_ref().map(|cs| {
                     let up = deployed
                         .iter()
-                        .filter(|s| cs.iter().any(|c| &c.service == *s && c.state == "running"))
+                        .filter(|s| {
+                            cs.iter().any(|c| {
+                                &c.service == *s && c.state == crate::observe::RunState::Running
+                            })
+                        })
                         .count();
                     (up, deployed.len())
                 });

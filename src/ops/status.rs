@@ -302,7 +302,7 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
     ServiceStatus {
         service: c.service.clone(),
         container: Some(c.name.clone()),
-        state: c.state.clone(),
+        state: c.state.to_string(),
         image: Some(c.image.clone()),
         commit: c.commit.clone(),
     }
