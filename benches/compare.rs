@@ -88,7 +88,7 @@ fn until(
 fn running(service: &'static str) -> impl Fn(&[::kedge::observe::ContainerState]) -> bool {
     move |cs| {
         cs.iter()
-            .any(|c| c.service == service && c.state == "running")
+            .any(|c| c.service == service && c.state == ::kedge::observe::RunState::Running)
     }
 }
 
@@ -470,7 +470,10 @@ fn gate_rollback(engine: &::kedge::observe::Engine, runs: usize) -> Row {
         let (before, id1) = (before.to_string(), id1.clone());
         until(engine, project, move |cs| {
             cs.iter().any(|c| {
-                c.service == "api" && c.state == "running" && c.image_id == id1 && c.id != before
+                c.service == "api"
+                    && c.state == ::kedge::observe::RunState::Running
+                    && c.image_id == id1
+                    && c.id != before
             })
         })
     };
@@ -570,8 +573,9 @@ fn compose_up_until_running(
     let start = Instant::now();
     compose_up(&project.name, dir).output().unwrap();
     until(engine, &project.name, |cs| {
-        cs.iter()
-            .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+        cs.iter().any(|c| {
+            c.service == "api" && c.state == ::kedge::observe::RunState::Running && c.image_id == id
+        })
     });
     start.elapsed()
 }
@@ -587,7 +591,10 @@ fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
     } = Stack::new("bpush", &[("compose.yaml", &compose)]);
     let mut serve = k.serve("1s");
     until(engine, &name, |cs| {
-        cs.iter().filter(|c| c.state == "running").count() == 2
+        cs.iter()
+            .filter(|c| c.state == ::kedge::observe::RunState::Running)
+            .count()
+            == 2
     });
     let id2 = image_id(IMAGE_2);
     let id1 = image_id(IMAGE_1);
@@ -605,8 +612,11 @@ fn push_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Row {
         let start = Instant::now();
         remote.commit("change");
         until(engine, &name, |cs| {
-            cs.iter()
-                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+            cs.iter().any(|c| {
+                c.service == "api"
+                    && c.state == ::kedge::observe::RunState::Running
+                    && c.image_id == id
+            })
         });
         samples.push(start.elapsed());
         raw.push(compose_up_until_running(
@@ -644,7 +654,10 @@ fn push_webhook_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Ro
     let mut serve = k.serve_with(&["serve", "--listen", "127.0.0.1:0", "--poll-interval", "1h"]);
     let port = wait_for(30, "the listener", || listening_port(&serve.log()));
     until(engine, &name, |cs| {
-        cs.iter().filter(|c| c.state == "running").count() == 2
+        cs.iter()
+            .filter(|c| c.state == ::kedge::observe::RunState::Running)
+            .count()
+            == 2
     });
     let body = serde_json::json!({ "repo": name }).to_string();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -680,8 +693,11 @@ fn push_webhook_to_running(engine: &::kedge::observe::Engine, runs: usize) -> Ro
         );
         assert_eq!(answer.status, 202, "{answer:?}");
         until(engine, &name, |cs| {
-            cs.iter()
-                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+            cs.iter().any(|c| {
+                c.service == "api"
+                    && c.state == ::kedge::observe::RunState::Running
+                    && c.image_id == id
+            })
         });
         samples.push(start.elapsed());
         raw.push(compose_up_until_running(
@@ -928,7 +944,7 @@ fn history_100k() -> Row {
                         repo_id: repo.id,
                         commit: &commit,
                         message: "bench",
-                        trigger: "new_commit",
+                        trigger: ::kedge::record::Trigger::NewCommit,
                         compose_snapshot: Some("{\"services\":{}}"),
                         rolled_back_from: None,
                     })?;
@@ -1161,7 +1177,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
                             repo_id: repo.id,
                             commit: &commit,
                             message: "bench",
-                            trigger: "new_commit",
+                            trigger: ::kedge::record::Trigger::NewCommit,
                             compose_snapshot: None,
                             rolled_back_from: None,
                         })?;

@@ -174,8 +174,11 @@ fn phase(
         );
         assert_eq!(answer.status, 202, "{answer:?}");
         until(engine, name, |cs| {
-            cs.iter()
-                .any(|c| c.service == "api" && c.state == "running" && c.image_id == id)
+            cs.iter().any(|c| {
+                c.service == "api"
+                    && c.state == ::kedge::observe::RunState::Running
+                    && c.image_id == id
+            })
         });
         pushes.push(start.elapsed());
         if let Some(f) = flooding {

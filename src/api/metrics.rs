@@ -280,7 +280,7 @@ impl Collector for Scrape {
         )?;
         for repo in &report.repos {
             for state in SYNC_STATES {
-                let labels = [("repo", repo.name.as_str()), ("state", state)];
+                let labels = [("repo", repo.name.as_str()), ("state", state.as_str())];
                 ConstGauge::new(i64::from(repo.sync_state == state))
                     .encode(m.encode_family(&labels)?)?;
             }
@@ -431,6 +431,7 @@ pub async fn follow(state: Arc<AppState>, mut live: broadcast::Receiver<Event>) 
 mod tests {
     use super::*;
     use crate::ops::metrics::RepoMetrics;
+    use crate::ops::status::SyncState;
 
     fn event(id: i64, repo: &str, kind: EventKind, duration_ms: Option<u64>) -> Event {
         let mut fields = serde_json::Map::new();
@@ -457,14 +458,14 @@ mod tests {
             repos: vec![
                 RepoMetrics {
                     name: "app".into(),
-                    sync_state: "drifted",
+                    sync_state: SyncState::Drifted,
                     deployed_commit: Some("3f786850e387550fdab836ed7e6dc881de23001b".into()),
                     drift_services: drift,
                     last_deployed_at: Some(1_700_000_000_500),
                 },
                 RepoMetrics {
                     name: "new".into(),
-                    sync_state: "unknown",
+                    sync_state: SyncState::Unknown,
                     deployed_commit: None,
                     drift_services: zeros(),
                     last_deployed_at: None,

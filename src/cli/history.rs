@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             short(&d.commit),
             d.status.as_str(),
             &d.finished_ms.map(local_time).unwrap_or_else(|| "-".into()),
-            &d.trigger,
+            d.trigger.as_str(),
             &message,
         ]);
     }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::Ctx;
 use super::output::{Table, print_json};
+use crate::desired::kedge_yaml::Mode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -20,7 +21,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             r.name.as_str(),
             &r.url.to_string(),
             &r.branch,
-            r.mode.as_deref().unwrap_or("-"),
+            r.mode.map_or("-", Mode::as_str),
             &r.auth,
         ]);
     }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::output::{Table, local_time, one_line, print_json};
 use super::{Ctx, block_on};
+use crate::desired::kedge_yaml::Mode;
 use crate::ops::status::RepoStatus;
 use crate::short;
 
@@ -63,7 +64,7 @@ fn print_text(statuses: &[RepoStatus]) {
         }
         println!("Repository: {}", s.name);
         println!("  Branch:      {}", s.branch);
-        println!("  Mode:        {}", s.mode.as_deref().unwrap_or("-"));
+        println!("  Mode:        {}", s.mode.map_or("-", Mode::as_str));
         println!("  Remote head: {}", dash(&s.remote_head));
         println!("  Deployed:    {}", dash(&s.deployed_commit));
         if let Some(p) = &s.pin {

@@ -216,7 +216,8 @@ pub struct Pending {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DiffReport {
     pub repo: String,
-    pub mode: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<Mode>,
     pub deployed_commit: Option<String>,
     pub remote_head: Option<String>,
     pub pinned_commit: Option<String>,
@@ -306,7 +307,7 @@ async fn diff(
     }
     Ok(DiffReport {
         repo: task.repo.name.clone(),
-        mode: state.mode.clone(),
+        mode: state.mode,
         deployed_commit: state.deployed_commit.clone(),
         remote_head: head,
         pinned_commit: state.pinned_commit.clone(),

@@ -15,7 +15,7 @@ use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::failure;
 use crate::plan::rollout::rollout;
-use crate::record::{DeploymentStatus, NewDeployment, ServiceRecord};
+use crate::record::{DeployStep, DeploymentStatus, NewDeployment, ServiceRecord};
 use crate::source::git::GitError;
 use crate::{error_chain, short};
 
@@ -147,7 +147,7 @@ pub async fn apply_rendered(
         repo_id: id,
         commit,
         message,
-        trigger: trigger.as_str(),
+        trigger,
         compose_snapshot: Some(&desired.rendered),
         rolled_back_from: None,
     })?;
@@ -271,7 +271,7 @@ pub async fn apply_rendered(
             // Swarm's own `failure_action: rollback` already put the previous
             // version of these services back.
             let swarm_rolled: Vec<&str> = match &e {
-                StepError::Gate(f) => super::swarm::rolled_back_by_swarm(f),
+                StepError::Gate(f) => f.rolled_back_by_swarm(),
                 _ => Vec::new(),
             };
             let deployed = shared.store().repo_state(id)?.deployed_commit;
@@ -307,7 +307,11 @@ pub async fn apply_rendered(
                 error.push_str(&format!("; {}", note.text()));
             }
             let note = decision.note.map(failure::Note::text);
-            let step = if gate_failed { "health_gate" } else { "apply" };
+            let step = if gate_failed {
+                DeployStep::HealthGate
+            } else {
+                DeployStep::Apply
+            };
             // The failed deployment and the repository's state (what is
             // deployed now, the error, whether the commit is tried again):
             // all of it or none of it.
@@ -330,7 +334,7 @@ pub async fn apply_rendered(
                     .field("commit_message", first_line(message))
                     .field("trigger", trigger.as_str())
                     .field("deployment", deployment)
-                    .field("step", step)
+                    .field("step", step.as_str())
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
             let restored = if decision.undo {
@@ -532,11 +536,11 @@ fn refuse(
         repo_id: id,
         commit,
         message,
-        trigger: trigger.as_str(),
+        trigger,
         compose_snapshot: None,
         rolled_back_from: None,
     })?;
-    store.fail_deployment(deployment, &[], &text, "render")?;
+    store.fail_deployment(deployment, &[], &text, DeployStep::Render)?;
     drop(store);
     if let Some(announce) = task.announce.take() {
         let _ = announce.send(deployment);
@@ -547,7 +551,7 @@ fn refuse(
             .field("commit_message", first_line(message))
             .field("trigger", trigger.as_str())
             .field("deployment", deployment)
-            .field("step", "render"),
+            .field("step", DeployStep::Render.as_str()),
     );
     shared.store().mark_settled(id, commit, Some(&text))?;
     Ok(Outcome::Refused { error: text })

@@ -11,44 +11,94 @@ use std::time::{Duration, Instant};
 use crate::desired::kedge_yaml::Gate;
 use crate::desired::render::ServiceSpec;
 use crate::error_chain;
-use crate::observe::Engine;
 use crate::observe::health::Inspected;
+use crate::observe::{Engine, RunState};
 use crate::plan::gate::{GatedService, Verdict, log_excerpt, verdict};
-
-/// What a failure names instead of a service when the engine failed.
-const ENGINE: &str = "(engine)";
 
 /// Lines of a failing container's log quoted in the failure.
 const LOG_LINES: usize = 20;
 /// At most this much of them, from the end.
 const LOG_BYTES: usize = 600;
 
-/// Why the gate did not pass: each failing service and why.
+/// Why the gate did not pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct GateFailure {
-    /// (service, why), sorted by service.
-    pub services: Vec<(String, String)>,
-    /// Set when the timeout passed with these services not up.
+    pub cause: GateCause,
+    /// Set when the timeout passed with the services not up.
     pub timed_out: Option<Duration>,
     /// How long the gate watched.
     pub after: Duration,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateCause {
+    /// Changed services did not come up.
+    Services {
+        /// (service, why), sorted by service.
+        failed: Vec<(String, String)>,
+        /// Those whose update Swarm's own `failure_action: rollback` put
+        /// back to the previous version.
+        rolled_back_by_swarm: Vec<String>,
+    },
+    /// The engine stopped answering while the gate watched (why): that
+    /// says nothing about the commit.
+    EngineLost(String),
+}
+
 impl GateFailure {
+    /// Changed services that did not come up, (service, why) each.
+    pub fn services(
+        failed: Vec<(String, String)>,
+        timed_out: Option<Duration>,
+        after: Duration,
+    ) -> Self {
+        GateFailure {
+            cause: GateCause::Services {
+                failed,
+                rolled_back_by_swarm: Vec::new(),
+            },
+            timed_out,
+            after,
+        }
+    }
+
+    /// The engine stopped answering: `why`.
+    pub fn engine(why: String, after: Duration) -> Self {
+        GateFailure {
+            cause: GateCause::EngineLost(why),
+            timed_out: None,
+            after,
+        }
+    }
+
     /// The engine stopped answering while the gate watched: that says
     /// nothing about the commit.
     pub fn engine_lost(&self) -> bool {
-        matches!(self.services.as_slice(), [(what, _)] if what == ENGINE)
+        matches!(self.cause, GateCause::EngineLost(_))
+    }
+
+    /// The services whose failed update Swarm itself rolled back.
+    pub fn rolled_back_by_swarm(&self) -> Vec<&str> {
+        match &self.cause {
+            GateCause::Services {
+                rolled_back_by_swarm,
+                ..
+            } => rolled_back_by_swarm.iter().map(String::as_str).collect(),
+            GateCause::EngineLost(_) => Vec::new(),
+        }
     }
 
     fn describe(&self) -> String {
-        let services = self
-            .services
-            .iter()
-            .map(|(s, why)| format!("{s}: {why}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let services = match &self.cause {
+            GateCause::Services { failed, .. } => failed
+                .iter()
+                .map(|(s, why)| format!("{s}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            // Said as it always was, in place of a service.
+            GateCause::EngineLost(why) => format!("(engine): {why}"),
+        };
         match self.timed_out {
             Some(timeout) => format!(
                 "health gate failed: not up within the timeout of {}: {services}",
@@ -83,11 +133,9 @@ pub async fn watch(
     use futures_util::StreamExt;
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + gate.timeout);
-    let failure = |services: Vec<(String, String)>, timed_out| GateFailure {
-        services,
-        timed_out,
-        after: started.elapsed(),
-    };
+    let failure =
+        |services, timed_out| GateFailure::services(services, timed_out, started.elapsed());
+    let lost = |why| GateFailure::engine(why, started.elapsed());
     if services.is_empty() {
         return Ok(started.elapsed());
     }
@@ -98,7 +146,7 @@ pub async fn watch(
     let mut events = match engine.container_events(project, since).await {
         Ok(events) => Box::pin(events),
         Err(e) => {
-            return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None));
+            return Err(lost(error_chain(&e)));
         }
     };
     let mut seen = Seen::default();
@@ -109,14 +157,15 @@ pub async fn watch(
         let now = crate::time::now_ms();
         let inspected = match look(engine, project, &names).await {
             Ok(i) => i,
-            Err(e) => return Err(failure(vec![(ENGINE.into(), e)], None)),
+            Err(e) => return Err(lost(e)),
         };
         // A container stopped through the engine (`docker stop`, `docker
         // kill`) during the gate is drift, not the commit's verdict: heals
         // wait while a deployment is gated, so the gate starts it again.
         let mut restarted = false;
         for (_, c) in &inspected {
-            if !matches!(c.state.as_str(), "exited" | "dead") || !seen.stopped_by_hand(&c.id) {
+            if !matches!(c.state, RunState::Exited | RunState::Dead) || !seen.stopped_by_hand(&c.id)
+            {
                 continue;
             }
             let starts = seen.restarts.entry(c.id.clone()).or_default();
@@ -147,7 +196,7 @@ pub async fn watch(
         // inspection can be ahead of the stream): judged once the stream
         // has caught up, or after a short wait.
         let unconfirmed = inspected.iter().any(|(_, c)| {
-            matches!(c.state.as_str(), "exited" | "dead")
+            matches!(c.state, RunState::Exited | RunState::Dead)
                 && c.exit_code != Some(0)
                 && !seen.died.contains_key(&c.id)
                 && !seen.killed.contains(&c.id)
@@ -167,15 +216,8 @@ pub async fn watch(
                             seen.note(event, applied_ms);
                         }
                     }
-                    Ok(Some(Err(e))) => {
-                        return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None));
-                    }
-                    Ok(None) => {
-                        return Err(failure(
-                            vec![(ENGINE.into(), "the engine's event stream ended".into())],
-                            None,
-                        ));
-                    }
+                    Ok(Some(Err(e))) => return Err(lost(error_chain(&e))),
+                    Ok(None) => return Err(lost("the engine's event stream ended".into())),
                     Err(_) => {}
                 }
                 continue;
@@ -244,8 +286,8 @@ pub async fn watch(
                         seen.note(event, applied_ms);
                     }
                 }
-                Some(Err(e)) => return Err(failure(vec![(ENGINE.into(), error_chain(&e))], None)),
-                None => return Err(failure(vec![(ENGINE.into(), "the engine's event stream ended".into())], None)),
+                Some(Err(e)) => return Err(lost(error_chain(&e))),
+                None => return Err(lost("the engine's event stream ended".into())),
             },
             _ = tokio::time::sleep_until(timer) => {}
         }
@@ -353,7 +395,7 @@ async fn with_logs(
     for (service, why, containers) in services {
         let mut text = why;
         for c in containers {
-            let up = c.state == "running"
+            let up = c.state == RunState::Running
                 && c.health.as_deref() != Some("unhealthy")
                 && !died.contains_key(&c.id);
             if up && containers_fine(&text, &c.name) {
@@ -392,17 +434,26 @@ mod tests {
     /// so nothing was deployed once the engine was back.
     #[test]
     fn an_engine_outage_during_the_gate_is_not_the_commits_verdict() {
-        let failure = |services: Vec<(&str, &str)>| GateFailure {
-            services: services
-                .into_iter()
-                .map(|(s, w)| (s.to_string(), w.to_string()))
-                .collect(),
-            timed_out: None,
-            after: Duration::from_millis(100),
-        };
-        assert!(failure(vec![(ENGINE, "cannot list the containers")]).engine_lost());
-        assert!(!failure(vec![("web", "exited with code 1")]).engine_lost());
-        assert!(!failure(vec![(ENGINE, "x"), ("web", "y")]).engine_lost());
+        let after = Duration::from_millis(100);
+        let lost = GateFailure::engine("cannot list the containers".into(), after);
+        assert!(lost.engine_lost());
+        assert_eq!(
+            lost.to_string(),
+            "health gate failed after 0.1 s: (engine): cannot list the containers"
+        );
+        let failed = GateFailure::services(
+            vec![("web".into(), "exited with code 1".into())],
+            None,
+            after,
+        );
+        assert!(!failed.engine_lost());
+        assert_eq!(
+            failed.to_string(),
+            "health gate failed after 0.1 s: web: exited with code 1"
+        );
+        // A service that happens to be called like the engine is a service.
+        let named = GateFailure::services(vec![("(engine)".into(), "x".into())], None, after);
+        assert!(!named.engine_lost());
     }
 
     fn event(action: &str, at_ms: Option<i64>, exit_code: Option<i64>) -> ContainerEvent {

@@ -122,20 +122,12 @@ pub async fn wants(
 }
 
 pub fn mode_of(state: &RepoState) -> Mode {
-    state
-        .mode
-        .as_deref()
-        .and_then(Mode::parse)
-        .unwrap_or_default()
+    state.mode.unwrap_or_default()
 }
 
 /// The `drift.unhealthy` policy of the last rendered kedge.yaml.
 pub fn unhealthy_of(state: &RepoState) -> Unhealthy {
-    state
-        .unhealthy
-        .as_deref()
-        .and_then(Unhealthy::parse)
-        .unwrap_or_default()
+    state.unhealthy.unwrap_or_default()
 }
 
 /// Image reference → image id on the host (`None`: not there).
@@ -186,7 +178,7 @@ pub async fn drift_plan_observed(
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
     let mode = mode.unwrap_or_else(|| mode_of(&state));
-    if state.target.as_deref() == Some(Target::Swarm.as_str()) {
+    if state.target == Some(Target::Swarm) {
         let services = match engine.stack_services(&project).await {
             Ok(s) => s,
             Err(e) => {
@@ -263,7 +255,7 @@ pub async fn check(
     let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
     task.observed = Some(view);
     report(shared, task, &plan, mode, unhealthy_of(&state));
-    if state.target.as_deref() == Some(Target::Swarm.as_str()) {
+    if state.target == Some(Target::Swarm) {
         report_nodes(shared, task).await;
     }
     if plan.heals.is_empty() {

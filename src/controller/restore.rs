@@ -13,7 +13,7 @@ use crate::apply;
 use crate::desired::kedge_yaml::Target;
 use crate::desired::render::ServiceSpec;
 use crate::events::{EventKind, NewEvent};
-use crate::record::{DeploymentStatus, NewDeployment};
+use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
 use crate::{error_chain, short};
 
 /// Re-applies the deployed commit after a failed `up` of `failed`, recorded
@@ -69,7 +69,7 @@ pub async fn restore_previous(
         repo_id: id,
         commit: &deployed,
         message: &message,
-        trigger: Trigger::AutoRollback.as_str(),
+        trigger: Trigger::AutoRollback,
         compose_snapshot: snapshot.as_deref(),
         rolled_back_from: Some(failed),
     })?;
@@ -83,7 +83,7 @@ pub async fn restore_previous(
         .collect();
     let applied_ms = crate::time::now_ms();
     let override_path = task.override_path();
-    let swarm = state.target.as_deref() == Some(Target::Swarm.as_str());
+    let swarm = state.target == Some(Target::Swarm);
     let mut result = if swarm {
         super::swarm::redeploy_deployed(shared, task, &project, prune)
             .await
@@ -112,8 +112,8 @@ pub async fn restore_previous(
     let result = match result {
         Ok(()) => gate(shared, task, &project, &records, changed, swarm, applied_ms)
             .await
-            .map_err(|why| (why, "health_gate")),
-        Err(e) => Err((error_chain(&e), "apply")),
+            .map_err(|why| (why, DeployStep::HealthGate)),
+        Err(e) => Err((error_chain(&e), DeployStep::Apply)),
     };
     match result {
         Ok(()) => {
@@ -145,7 +145,7 @@ pub async fn restore_previous(
         Err((why, step)) => {
             // Said plainly: neither the failed commit nor the restored one
             // runs healthy, and Kedge does not keep flapping between them.
-            let text = if step == "health_gate" {
+            let text = if step == DeployStep::HealthGate {
                 format!(
                     "the restore of {} after the failed deployment of {} did not come up either: \
                      {why}; the stack is left as it is, unhealthy, until the branch moves or `kedge sync`",
@@ -170,7 +170,7 @@ pub async fn restore_previous(
                     .field("trigger", Trigger::AutoRollback.as_str())
                     .field("failed_commit", failed)
                     .field("deployment", restore)
-                    .field("step", step)
+                    .field("step", step.as_str())
                     .field("duration_ms", started.elapsed().as_millis() as u64),
             );
             Ok(None)

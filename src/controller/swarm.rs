@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::gate::GateFailure;
+use super::gate::{GateCause, GateFailure};
 use super::task::{RepoTask, StepError};
 use crate::apply;
 use crate::desired::kedge_yaml::Gate;
@@ -103,31 +103,51 @@ pub async fn services(shared: &Shared, project: &str) -> Option<Vec<SwarmService
     shared.engine.stack_services(project).await.ok()
 }
 
+/// Why a changed service failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Broken {
+    why: String,
+    /// Swarm's own `failure_action: rollback` put its previous version back.
+    rolled_back: bool,
+}
+
+impl Broken {
+    fn new(why: String) -> Broken {
+        Broken {
+            why,
+            rolled_back: false,
+        }
+    }
+}
+
 /// Why a changed service is not up yet, or failed; `None`: up. `current`:
 /// its running tasks on the current task template. Swarm clears a
 /// service's update state when it is asked to update and sets `updating`
 /// only once its orchestrator starts, so the service's own running count
 /// (old tasks included) would pass a gate that looked in between.
-fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Option<String>, String> {
+fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Option<String>, Broken> {
     match s.update_state.as_deref() {
         Some("rollback_started" | "rollback_paused" | "rollback_completed") => {
-            return Err(format!(
-                "Swarm rolled the update back ({}){}",
-                s.update_state.as_deref().unwrap_or_default(),
-                s.update_message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ));
+            return Err(Broken {
+                why: format!(
+                    "Swarm rolled the update back ({}){}",
+                    s.update_state.as_deref().unwrap_or_default(),
+                    s.update_message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+                rolled_back: true,
+            });
         }
         Some("paused") => {
-            return Err(format!(
+            return Err(Broken::new(format!(
                 "Swarm paused the update{}",
                 s.update_message
                     .as_deref()
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
-            ));
+            )));
         }
         _ => {}
     }
@@ -135,7 +155,7 @@ fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Optio
     // tasks (pause or roll back): Kedge waits for that verdict.
     let updating = matches!(s.update_state.as_deref(), Some("updating"));
     if !updating && let Some(why) = failed {
-        return Err(why.to_string());
+        return Err(Broken::new(why.to_string()));
     }
     if updating || current < s.desired {
         return Ok(Some(format!(
@@ -147,15 +167,22 @@ fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Optio
     Ok(None)
 }
 
-/// The services whose failed update Swarm itself rolled back: Kedge does
-/// not apply their previous version a second time.
-pub fn rolled_back_by_swarm(failure: &GateFailure) -> Vec<&str> {
-    failure
-        .services
+/// The gate's failure for broken services, with those Swarm rolled back
+/// named: Kedge does not apply their previous version a second time.
+fn broken_failure(broken: Vec<(String, Broken)>, after: Duration) -> GateFailure {
+    let rolled_back_by_swarm = broken
         .iter()
-        .filter(|(_, why)| why.starts_with("Swarm rolled the update back"))
-        .map(|(service, _)| service.as_str())
-        .collect()
+        .filter(|(_, b)| b.rolled_back)
+        .map(|(service, _)| service.clone())
+        .collect();
+    GateFailure {
+        cause: GateCause::Services {
+            failed: broken.into_iter().map(|(s, b)| (s, b.why)).collect(),
+            rolled_back_by_swarm,
+        },
+        timed_out: None,
+        after,
+    }
 }
 
 /// The health gate for a stack: each changed service must finish its update
@@ -169,11 +196,8 @@ pub async fn watch(
     applied_ms: i64,
 ) -> Result<Duration, GateFailure> {
     let started = Instant::now();
-    let failure = |services: Vec<(String, String)>, timed_out| GateFailure {
-        services,
-        timed_out,
-        after: started.elapsed(),
-    };
+    let failure =
+        |services, timed_out| GateFailure::services(services, timed_out, started.elapsed());
     let mut up_since: Option<Instant> = None;
     loop {
         let (stack, tasks) = match (
@@ -182,11 +206,11 @@ pub async fn watch(
         ) {
             (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) | (_, Err(e)) => {
-                return Err(failure(vec![("(engine)".into(), error_chain(&e))], None));
+                return Err(GateFailure::engine(error_chain(&e), started.elapsed()));
             }
         };
         let mut pending = Vec::new();
-        let mut broken = Vec::new();
+        let mut broken: Vec<(String, Broken)> = Vec::new();
         for spec in services {
             let Some(s) = stack.iter().find(|s| s.service == spec.name) else {
                 pending.push((spec.name.clone(), "not created yet".to_string()));
@@ -213,7 +237,7 @@ pub async fn watch(
             }
         }
         if !broken.is_empty() {
-            return Err(failure(broken, None));
+            return Err(broken_failure(broken, started.elapsed()));
         }
         if pending.is_empty() {
             let since = *up_since.get_or_insert_with(Instant::now);
@@ -279,25 +303,26 @@ mod tests {
             Ok(Some("1 of 3 tasks running the new version".into()))
         );
         let rolled = verdict(&service(Some("rollback_completed"), 3, 3), 0, None).unwrap_err();
+        assert!(rolled.rolled_back);
         assert!(
-            rolled.starts_with("Swarm rolled the update back (rollback_completed): update paused"),
-            "{rolled}"
+            rolled
+                .why
+                .starts_with("Swarm rolled the update back (rollback_completed): update paused"),
+            "{rolled:?}"
         );
-        assert_eq!(
-            rolled_back_by_swarm(&GateFailure {
-                services: vec![
-                    ("web".into(), rolled),
-                    ("worker".into(), "Swarm paused the update".into())
-                ],
-                timed_out: None,
-                after: Duration::ZERO,
-            }),
-            ["web"]
+        let paused = verdict(&service(Some("paused"), 2, 3), 1, None).unwrap_err();
+        assert!(!paused.rolled_back);
+        assert!(paused.why.starts_with("Swarm paused the update"));
+        let failure = broken_failure(
+            vec![("web".into(), rolled), ("worker".into(), paused)],
+            Duration::from_millis(1500),
         );
+        assert_eq!(failure.rolled_back_by_swarm(), ["web"]);
         assert!(
-            verdict(&service(Some("paused"), 2, 3), 1, None)
-                .unwrap_err()
-                .starts_with("Swarm paused the update")
+            failure.to_string().starts_with(
+                "health gate failed after 1.5 s: web: Swarm rolled the update back (rollback_completed): update paused"
+            ),
+            "{failure}"
         );
         assert_eq!(
             verdict(
@@ -305,7 +330,9 @@ mod tests {
                 0,
                 Some("a task failed with exit code 1: task: non-zero exit (1)")
             ),
-            Err("a task failed with exit code 1: task: non-zero exit (1)".into())
+            Err(Broken::new(
+                "a task failed with exit code 1: task: non-zero exit (1)".into()
+            ))
         );
     }
 }

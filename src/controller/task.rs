@@ -74,33 +74,9 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-/// How a deployment came about, as history records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    NewCommit,
-    Startup,
-    /// The first deployment of a repository registered while `serve` runs.
-    Added,
-    /// The last successful deployment re-applied after a failed one.
-    AutoRollback,
-    Retry,
-    Sync,
-    Rollback,
-}
+pub use crate::record::Trigger;
 
 impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::NewCommit => "new_commit",
-            Trigger::Startup => "startup",
-            Trigger::Added => "added",
-            Trigger::AutoRollback => "auto_rollback",
-            Trigger::Retry => "retry",
-            Trigger::Sync => "sync",
-            Trigger::Rollback => "rollback",
-        }
-    }
-
     /// Whether the deployment starts from a commit `serve` found on the
     /// branch (rather than one an operator or a retry named).
     pub fn detects(self) -> bool {

@@ -14,8 +14,7 @@ use super::{Engine, ObserveError, PROJECT_LABEL};
 pub struct Inspected {
     pub id: String,
     pub name: String,
-    /// created, running, restarting, exited, dead, …
-    pub state: String,
+    pub state: super::RunState,
     pub exit_code: Option<i64>,
     /// When it last started, in milliseconds since the epoch.
     pub started_at_ms: Option<i64>,
@@ -80,7 +79,7 @@ impl Engine {
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string(),
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            state: state.status.map(super::RunState::from).unwrap_or_default(),
             exit_code: state.exit_code,
             started_at_ms: state.started_at.as_deref().and_then(engine_time_ms),
             restart_count: c.restart_count.unwrap_or(0),

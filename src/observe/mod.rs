@@ -47,6 +47,95 @@ pub enum ObserveError {
     },
 }
 
+/// A container's state, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Stopping,
+    Exited,
+    Dead,
+    /// The engine said none.
+    #[default]
+    #[serde(rename = "")]
+    Unreported,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Created => "created",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Restarting => "restarting",
+            RunState::Removing => "removing",
+            RunState::Stopping => "stopping",
+            RunState::Exited => "exited",
+            RunState::Dead => "dead",
+            RunState::Unreported => "",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunState> {
+        Some(match s {
+            "created" => RunState::Created,
+            "running" => RunState::Running,
+            "paused" => RunState::Paused,
+            "restarting" => RunState::Restarting,
+            "removing" => RunState::Removing,
+            "stopping" => RunState::Stopping,
+            "exited" => RunState::Exited,
+            "dead" => RunState::Dead,
+            "" => RunState::Unreported,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<bollard::models::ContainerSummaryStateEnum> for RunState {
+    fn from(s: bollard::models::ContainerSummaryStateEnum) -> RunState {
+        use bollard::models::ContainerSummaryStateEnum as S;
+        match s {
+            S::EMPTY => RunState::Unreported,
+            S::CREATED => RunState::Created,
+            S::RUNNING => RunState::Running,
+            S::PAUSED => RunState::Paused,
+            S::RESTARTING => RunState::Restarting,
+            S::EXITED => RunState::Exited,
+            S::REMOVING => RunState::Removing,
+            S::DEAD => RunState::Dead,
+            S::STOPPING => RunState::Stopping,
+        }
+    }
+}
+
+impl From<bollard::models::ContainerStateStatusEnum> for RunState {
+    fn from(s: bollard::models::ContainerStateStatusEnum) -> RunState {
+        use bollard::models::ContainerStateStatusEnum as S;
+        match s {
+            S::EMPTY => RunState::Unreported,
+            S::CREATED => RunState::Created,
+            S::RUNNING => RunState::Running,
+            S::PAUSED => RunState::Paused,
+            S::RESTARTING => RunState::Restarting,
+            S::EXITED => RunState::Exited,
+            S::REMOVING => RunState::Removing,
+            S::DEAD => RunState::Dead,
+            S::STOPPING => RunState::Stopping,
+        }
+    }
+}
+
 /// One container of a compose project, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerState {
@@ -54,8 +143,7 @@ pub struct ContainerState {
     pub name: String,
     pub service: String,
     pub number: u32,
-    /// created, running, exited, …
-    pub state: String,
+    pub state: RunState,
     /// The image reference it was created from.
     pub image: String,
     pub image_id: String,
@@ -88,6 +176,46 @@ pub fn exit_code(status: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    /// The state reads as the engine's own word, as it did when it was
+    /// the engine's text: in `status`, the diff and the gate's reasons.
+    #[test]
+    fn a_run_state_is_the_engines_word_for_it() {
+        use super::RunState;
+        use bollard::models::{ContainerStateStatusEnum as I, ContainerSummaryStateEnum as L};
+        for s in [
+            L::EMPTY,
+            L::CREATED,
+            L::RUNNING,
+            L::PAUSED,
+            L::RESTARTING,
+            L::EXITED,
+            L::REMOVING,
+            L::DEAD,
+            L::STOPPING,
+        ] {
+            let state = RunState::from(s);
+            assert_eq!(state.as_str(), s.to_string());
+            assert_eq!(RunState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("{:?}", s.to_string())
+            );
+        }
+        for s in [
+            I::EMPTY,
+            I::CREATED,
+            I::RUNNING,
+            I::PAUSED,
+            I::RESTARTING,
+            I::REMOVING,
+            I::EXITED,
+            I::DEAD,
+            I::STOPPING,
+        ] {
+            assert_eq!(RunState::from(s).as_str(), s.to_string());
+        }
+    }
+
     #[test]
     fn exit_codes_from_status_text() {
         assert_eq!(super::exit_code("Exited (137) 2 seconds ago"), Some(137));
@@ -357,7 +485,7 @@ impl Engine {
                 number: label(NUMBER_LABEL)
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                state: c.state.map(RunState::from).unwrap_or_default(),
                 image: c.image.unwrap_or_default(),
                 image_id: c.image_id.unwrap_or_default(),
                 config_hash: label(CONFIG_HASH_LABEL),

@@ -10,7 +10,7 @@ pub struct OverviewRow {
     pub name: String,
     pub branch: String,
     /// `auto`, `notify` or `manual` (None before the first deployment).
-    pub mode: Option<String>,
+    pub mode: Option<crate::desired::kedge_yaml::Mode>,
     pub deployed_commit: Option<String>,
     /// The deployed commit's message.
     pub deployed_message: Option<String>,
@@ -18,7 +18,7 @@ pub struct OverviewRow {
     pub remote_head: Option<String>,
     pub pinned_commit: Option<String>,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
-    pub sync_state: &'static str,
+    pub sync_state: super::status::SyncState,
     /// Deployed services with a running container, and all deployed
     /// services; None until `serve` has looked at the containers.
     pub services: Option<(usize, usize)>,
@@ -64,7 +64,11 @@ impl Ops {
                 let services = containers.as_ref().map(|cs| {
                     let up = deployed
                         .iter()
-                        .filter(|s| cs.iter().any(|c| &c.service == *s && c.state == "running"))
+                        .filter(|s| {
+                            cs.iter().any(|c| {
+                                &c.service == *s && c.state == crate::observe::RunState::Running
+                            })
+                        })
                         .count();
                     (up, deployed.len())
                 });

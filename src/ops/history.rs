@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::events::MAX_LIMIT;
 use super::{Ops, OpsError};
-use crate::record::{DeploymentStatus, rfc3339_ms};
+use crate::record::{DeployStep, DeploymentStatus, Trigger, rfc3339_ms};
 
 /// One deployment as every face shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -17,13 +17,15 @@ pub struct HistoryRow {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub message: String,
-    pub trigger: String,
+    #[schema(value_type = String)]
+    pub trigger: Trigger,
     pub duration_ms: Option<i64>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
     /// On a failed deployment: the step that failed (`render`, `apply`,
     /// `health_gate`).
-    pub failed_step: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub failed_step: Option<DeployStep>,
     /// On an automatic rollback: the commit whose failure it undid.
     pub rolled_back_from: Option<String>,
     /// Milliseconds since the epoch, for faces that format times themselves.

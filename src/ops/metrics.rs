@@ -26,7 +26,7 @@ pub struct MetricsReport {
 pub struct RepoMetrics {
     pub name: String,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
-    pub sync_state: &'static str,
+    pub sync_state: super::status::SyncState,
     pub deployed_commit: Option<String>,
     /// Per drift kind ([`Drift::KINDS`]), how many services have it.
     pub drift_services: BTreeMap<&'static str, usize>,

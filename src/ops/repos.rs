@@ -42,7 +42,8 @@ pub struct RepoRow {
     #[schema(value_type = String)]
     pub url: url::RepoUrl,
     pub branch: String,
-    pub mode: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<kedge_yaml::Mode>,
     pub created_at: String,
     /// How Kedge authenticates to the remote: `ssh-key`, `token` or `none`
     /// (the secret itself is never shown).
@@ -222,7 +223,7 @@ impl Ops {
                     .to_string(),
             };
             // The child holds the lock too, even past this command killed meanwhile.
-            if state.target.as_deref() == Some(kedge_yaml::Target::Swarm.as_str()) {
+            if state.target == Some(kedge_yaml::Target::Swarm) {
                 crate::apply::stack::remove(&project, Some(lock.fd())).await?;
             } else {
                 crate::apply::down_stack(&project, Some(lock.fd())).await?;

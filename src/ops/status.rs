@@ -10,16 +10,17 @@ use crate::controller::Shared;
 use crate::controller::heal;
 use crate::controller::remote::{PinView, RemoteHead, current_head};
 use crate::controller::task::{RepoTask, Trigger};
-use crate::desired::kedge_yaml::Mode;
+use crate::desired::kedge_yaml::{Mode, Target};
 use crate::error_chain;
 use crate::observe::ContainerState;
-use crate::record::{DeploymentStatus, Repo, RepoState, rfc3339};
+use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoStatus {
     pub name: String,
     pub branch: String,
-    pub mode: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<Mode>,
     pub project: String,
     pub remote_head: Option<String>,
     pub deployed_commit: Option<String>,
@@ -28,7 +29,7 @@ pub struct RepoStatus {
     pub pin: Option<PinView>,
     /// synced, out_of_sync, drifted, pinned, failed or unknown
     #[schema(value_type = String)]
-    pub sync_state: &'static str,
+    pub sync_state: SyncState,
     pub last_error: Option<String>,
     pub checked_at: Option<String>,
     /// When the remote last answered a check.
@@ -58,7 +59,8 @@ pub struct LastDeployment {
 pub struct AutoRollback {
     pub failed_commit: String,
     /// The step that failed: `health_gate` or `apply`.
-    pub failed_step: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub failed_step: Option<DeployStep>,
     /// What runs instead.
     pub running_commit: String,
     /// "abc1234 failed health gate; running def5678 (auto rollback)"
@@ -72,7 +74,7 @@ impl AutoRollback {
     pub fn find(state: &RepoState, newest: &[crate::record::Deployment]) -> Option<AutoRollback> {
         let restore = newest.first()?;
         let failed_commit = restore.rolled_back_from.clone()?;
-        if restore.trigger != Trigger::AutoRollback.as_str()
+        if restore.trigger != Trigger::AutoRollback
             || restore.status != DeploymentStatus::RolledBack
             || state.deployed_commit.as_ref() != Some(&restore.commit)
             || state.target_commit.as_ref() != Some(&failed_commit)
@@ -83,9 +85,9 @@ impl AutoRollback {
             .iter()
             .skip(1)
             .find(|d| d.commit == failed_commit && d.status == DeploymentStatus::Failed)
-            .and_then(|d| d.failed_step.clone());
-        let what = match failed_step.as_deref() {
-            Some("health_gate") => "failed health gate",
+            .and_then(|d| d.failed_step);
+        let what = match failed_step {
+            Some(DeployStep::HealthGate) => "failed health gate",
             _ => "failed to deploy",
         };
         Some(AutoRollback {
@@ -183,7 +185,7 @@ async fn collect(
         // A restore after a failed deployment does not hide the failure.
         let last = newest
             .into_iter()
-            .find(|d| d.trigger != Trigger::AutoRollback.as_str());
+            .find(|d| d.trigger != Trigger::AutoRollback);
         if remote.live {
             let now = crate::record::now_ms();
             state.checked_at = Some(now);
@@ -202,7 +204,7 @@ async fn collect(
         let containers = all
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
-        let swarm = state.target.as_deref() == Some("swarm");
+        let swarm = state.target == Some(Target::Swarm);
         let services = if swarm {
             // Services, not containers: tasks run on other nodes too.
             crate::controller::swarm::services(shared, &project)
@@ -240,7 +242,7 @@ async fn collect(
         out.push(RepoStatus {
             name: repo.name,
             branch: repo.branch,
-            mode: state.mode.clone(),
+            mode: state.mode,
             project,
             remote_head: state.remote_head.clone(),
             deployed_commit: state.deployed_commit.clone(),
@@ -300,20 +302,53 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
     ServiceStatus {
         service: c.service.clone(),
         container: Some(c.name.clone()),
-        state: c.state.clone(),
+        state: c.state.to_string(),
         image: Some(c.image.clone()),
         commit: c.commit.clone(),
     }
 }
 
-/// Every sync state `sync_state` returns (operations.md, status).
-pub const SYNC_STATES: [&str; 6] = [
-    "synced",
-    "out_of_sync",
-    "drifted",
-    "pinned",
-    "failed",
-    "unknown",
+/// Where a repository stands against its branch (operations.md, status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    Synced,
+    OutOfSync,
+    Drifted,
+    Pinned,
+    Failed,
+    /// Also what a row not worked out yet says.
+    #[default]
+    Unknown,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "synced",
+            SyncState::OutOfSync => "out_of_sync",
+            SyncState::Drifted => "drifted",
+            SyncState::Pinned => "pinned",
+            SyncState::Failed => "failed",
+            SyncState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every sync state `sync_state` returns, in the order metrics list them.
+pub const SYNC_STATES: [SyncState; 6] = [
+    SyncState::Synced,
+    SyncState::OutOfSync,
+    SyncState::Drifted,
+    SyncState::Pinned,
+    SyncState::Failed,
+    SyncState::Unknown,
 ];
 
 /// The worst of: credentials the remote refuses, a failed deployment of
@@ -325,9 +360,9 @@ pub(crate) fn sync_state(
     last: Option<(DeploymentStatus, &str)>,
     drifts: &[crate::plan::Drift],
     observed: bool,
-) -> &'static str {
+) -> SyncState {
     if state.access_refused {
-        return "failed";
+        return SyncState::Failed;
     }
     let pinned = state.pinned_commit.is_some();
     let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
@@ -337,24 +372,24 @@ pub(crate) fn sync_state(
         && !pinned
         && (!head_deployed || state.remote_head.as_deref() == Some(commit))
     {
-        return "failed";
+        return SyncState::Failed;
     }
     if !drifts.is_empty() {
-        return "drifted";
+        return SyncState::Drifted;
     }
     if pinned {
-        return "pinned";
+        return SyncState::Pinned;
     }
     if state.remote_head.is_none() {
-        return "unknown";
+        return SyncState::Unknown;
     }
     if !head_deployed {
-        return "out_of_sync";
+        return SyncState::OutOfSync;
     }
     if !observed || state.remote_failing() {
-        return "unknown";
+        return SyncState::Unknown;
     }
-    "synced"
+    SyncState::Synced
 }
 
 impl Ops {
@@ -384,18 +419,38 @@ mod tests {
             remote_ok_at: Some(1_000),
             ..RepoState::default()
         };
-        assert_eq!(sync_state(&synced, None, &[], true), "synced");
+        assert_eq!(sync_state(&synced, None, &[], true), SyncState::Synced);
         let unreachable = RepoState {
             checked_at: Some(200_000),
             last_error: Some("cannot reach remote x".into()),
             ..synced.clone()
         };
-        assert_eq!(sync_state(&unreachable, None, &[], true), "unknown");
+        assert_eq!(
+            sync_state(&unreachable, None, &[], true),
+            SyncState::Unknown
+        );
         // A known newer head is still known.
         let behind = RepoState {
             remote_head: Some("c2".into()),
             ..unreachable.clone()
         };
-        assert_eq!(sync_state(&behind, None, &[], true), "out_of_sync");
+        assert_eq!(sync_state(&behind, None, &[], true), SyncState::OutOfSync);
+        // The strings every face and the metrics print.
+        let printed: Vec<String> = SYNC_STATES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            printed,
+            [
+                "synced",
+                "out_of_sync",
+                "drifted",
+                "pinned",
+                "failed",
+                "unknown"
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&SyncState::OutOfSync).unwrap(),
+            "\"out_of_sync\""
+        );
     }
 }

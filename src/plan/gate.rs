@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::observe::RunState;
 use crate::observe::health::Inspected;
 
 /// One changed service as the gate sees it now.
@@ -97,8 +98,8 @@ fn container(
             why: format!("{} exited with code {code}", c.name),
         };
     }
-    match c.state.as_str() {
-        "exited" | "dead" => match c.exit_code {
+    match c.state {
+        RunState::Exited | RunState::Dead => match c.exit_code {
             Some(0) if !restarts_on_success => Verdict::Up,
             Some(0) => Verdict::Pending {
                 until: None,
@@ -111,7 +112,7 @@ fn container(
                 why: format!("{} is {}", c.name, c.state),
             },
         },
-        "restarting" => match c.exit_code {
+        RunState::Restarting => match c.exit_code {
             Some(code) if code != 0 => Verdict::Failed {
                 why: format!("{} exited with code {code} and is restarting", c.name),
             },
@@ -120,7 +121,7 @@ fn container(
                 why: format!("{} is restarting", c.name),
             },
         },
-        "running" => match c.health.as_deref() {
+        RunState::Running => match c.health.as_deref() {
             Some("healthy") => Verdict::Up,
             Some("unhealthy") => Verdict::Failed {
                 why: format!(
@@ -190,7 +191,7 @@ mod tests {
         Inspected {
             id: "id1".into(),
             name: "p-web-1".into(),
-            state: state.into(),
+            state: RunState::parse(state).expect("a container state"),
             exit_code: None,
             started_at_ms: Some(NOW - 2_000),
             restart_count: 0,

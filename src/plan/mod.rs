@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::desired::kedge_yaml::{Mode, Unhealthy};
 use crate::desired::render::ServiceSpec;
-use crate::observe::ContainerState;
+use crate::observe::{ContainerState, RunState};
 
 /// One deployed service as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +285,7 @@ pub fn plan(
                 recreate = true;
             }
             let complete = w.spec.one_shot() && completed(c);
-            if c.state == "restarting" {
+            if c.state == RunState::Restarting {
                 // Regression: a restarting container counted as alive, so a
                 // crash loop under `restart: always` showed no drift at all.
                 // Starting it would change nothing: it is reported only.
@@ -298,13 +298,13 @@ pub fn plan(
                 drifts.push(Drift::Stopped {
                     service: name.clone(),
                     container: c.name.clone(),
-                    state: c.state.clone(),
+                    state: c.state.to_string(),
                     exit_code: c.exit_code,
                 });
                 if !recreate {
                     start.push((name.clone(), *c));
                 }
-            } else if c.health.as_deref() == Some("unhealthy") && c.state == "running" {
+            } else if c.health.as_deref() == Some("unhealthy") && c.state == RunState::Running {
                 drifts.push(Drift::Unhealthy {
                     service: name.clone(),
                     container: c.name.clone(),
@@ -404,11 +404,11 @@ pub fn plan(
 }
 
 fn is_alive(c: &ContainerState) -> bool {
-    c.state == "running"
+    c.state == RunState::Running
 }
 
 fn completed(c: &ContainerState) -> bool {
-    c.state == "exited" && c.exit_code == Some(0)
+    c.state == RunState::Exited && c.exit_code == Some(0)
 }
 
 /// The container's image when it is not what the service resolves to now:

@@ -32,7 +32,7 @@ fn running(service: &str, number: u32) -> ContainerState {
         name: format!("p-{service}-{number}"),
         service: service.into(),
         number,
-        state: "running".into(),
+        state: RunState::Running,
         image: IMG.into(),
         image_id: IMG_ID.into(),
         config_hash: Some(format!("cfg-{service}")),
@@ -53,7 +53,7 @@ fn unhealthy(service: &str) -> ContainerState {
 
 fn exited(service: &str, code: i64) -> ContainerState {
     ContainerState {
-        state: "exited".into(),
+        state: RunState::Exited,
         exit_code: Some(code),
         ..running(service, 1)
     }
@@ -146,7 +146,7 @@ fn cases() -> Vec<Case> {
             name: "restarting: a crash loop the engine drives is reported, not started",
             want: vec![web()],
             actual: vec![ContainerState {
-                state: "restarting".into(),
+                state: RunState::Restarting,
                 exit_code: Some(3),
                 ..running("web", 1)
             }],
@@ -157,7 +157,7 @@ fn cases() -> Vec<Case> {
             name: "restarting on a wrong image is still recreated",
             want: vec![web()],
             actual: vec![ContainerState {
-                state: "restarting".into(),
+                state: RunState::Restarting,
                 image: "other:2".into(),
                 image_id: "sha256:222".into(),
                 ..running("web", 1)
@@ -169,7 +169,7 @@ fn cases() -> Vec<Case> {
             name: "created but never started",
             want: vec![web()],
             actual: vec![ContainerState {
-                state: "created".into(),
+                state: RunState::Created,
                 ..running("web", 1)
             }],
             drifts: vec!["stopped:web"],

@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_ms, query};
+use super::{Store, StoreError, known, known_opt, now_ms, query};
 
 /// The key a compose snapshot is stored under: the sha256 of its text.
 pub fn snapshot_key(content: &str) -> String {
@@ -40,6 +40,91 @@ impl DeploymentStatus {
     }
 }
 
+/// How a deployment came about, as history records it (`trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    NewCommit,
+    Startup,
+    /// The first deployment of a repository registered while `serve` runs.
+    Added,
+    /// The last successful deployment re-applied after a failed one.
+    AutoRollback,
+    Retry,
+    Sync,
+    Rollback,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::NewCommit => "new_commit",
+            Trigger::Startup => "startup",
+            Trigger::Added => "added",
+            Trigger::AutoRollback => "auto_rollback",
+            Trigger::Retry => "retry",
+            Trigger::Sync => "sync",
+            Trigger::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "new_commit" => Trigger::NewCommit,
+            "startup" => Trigger::Startup,
+            "added" => Trigger::Added,
+            "auto_rollback" => Trigger::AutoRollback,
+            "retry" => Trigger::Retry,
+            "sync" => Trigger::Sync,
+            "rollback" => Trigger::Rollback,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step a deployment failed at (`failed_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStep {
+    /// Reading and rendering the commit.
+    Render,
+    /// Pulling, checking out, `up` or `docker stack deploy`.
+    Apply,
+    /// Applied, but the changed services did not come up.
+    HealthGate,
+}
+
+impl DeployStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployStep::Render => "render",
+            DeployStep::Apply => "apply",
+            DeployStep::HealthGate => "health_gate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "render" => DeployStep::Render,
+            "apply" => DeployStep::Apply,
+            "health_gate" => DeployStep::HealthGate,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DeployStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What `/metrics` reads of a repository's deployments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploySummary {
@@ -57,7 +142,7 @@ pub struct Deployment {
     pub commit: String,
     pub message: String,
     pub status: DeploymentStatus,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
@@ -68,18 +153,18 @@ pub struct Deployment {
     pub snapshot: Option<String>,
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
-    /// On a failed deployment: the step that failed (`health_gate`, …).
-    pub failed_step: Option<String>,
+    /// On a failed deployment: the step that failed.
+    pub failed_step: Option<DeployStep>,
     /// On an automatic rollback: the commit whose failure it undid.
     pub rolled_back_from: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDeployment<'a> {
     pub repo_id: i64,
     pub commit: &'a str,
     pub message: &'a str,
-    pub trigger: &'a str,
+    pub trigger: Trigger,
     pub compose_snapshot: Option<&'a str>,
     /// An automatic rollback: the failed commit it undoes.
     pub rolled_back_from: Option<&'a str>,
@@ -122,7 +207,7 @@ impl Store {
                 "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot,
                      rolled_back_from)
                  VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6, ?7)",
-                params![d.repo_id, d.commit, d.message, d.trigger, now_ms(), key, d.rolled_back_from],
+                params![d.repo_id, d.commit, d.message, d.trigger.as_str(), now_ms(), key, d.rolled_back_from],
             )
             .map_err(query("record deployment start"))?;
         Ok(self.conn.last_insert_rowid())
@@ -187,20 +272,20 @@ impl Store {
         Ok(())
     }
 
-    /// A deployment failed at `step` (`render`, `apply`, `health_gate`).
+    /// A deployment failed at `step`.
     pub fn fail_deployment(
         &self,
         id: i64,
         services_changed: &[String],
         error: &str,
-        step: &str,
+        step: DeployStep,
     ) -> Result<(), StoreError> {
         let changed = serde_json::to_string(services_changed).unwrap_or_else(|_| "[]".into());
         self.conn
             .execute(
                 "UPDATE deployments SET status = 'failed', finished_at = ?2, duration_ms = ?2 - started_at,
                  services_changed = ?3, error = ?4, failed_step = ?5 WHERE id = ?1",
-                params![id, now_ms(), changed, error, step],
+                params![id, now_ms(), changed, error, step.as_str()],
             )
             .map_err(query("record deployment result"))?;
         Ok(())
@@ -263,11 +348,10 @@ impl Store {
             .map_err(query("summarise deployments"))?;
         let rows = stmt
             .query_map([], |row| {
-                let status: Option<String> = row.get(1)?;
                 Ok((
                     row.get(0)?,
                     DeploySummary {
-                        last_status: status.as_deref().and_then(DeploymentStatus::parse),
+                        last_status: known_opt(row, 1, "status", DeploymentStatus::parse)?,
                         last_commit: row.get(2)?,
                         last_deployed_at: row.get(3)?,
                     },
@@ -332,22 +416,21 @@ impl Store {
             .map_err(query("list deployments"))?;
         let rows = stmt
             .query_map(params![repo_id, limit as i64], |row| {
-                let status: String = row.get(4)?;
                 let changed: Option<String> = row.get(10)?;
                 Ok(Deployment {
                     id: row.get(0)?,
                     repo_id: row.get(1)?,
                     commit: row.get(2)?,
                     message: row.get(3)?,
-                    status: DeploymentStatus::parse(&status).unwrap_or(DeploymentStatus::Failed),
-                    trigger: row.get(5)?,
+                    status: known(row, 4, "status", DeploymentStatus::parse)?,
+                    trigger: known(row, 5, "trigger", Trigger::parse)?,
                     started_at: row.get(6)?,
                     finished_at: row.get(7)?,
                     duration_ms: row.get(8)?,
                     snapshot: row.get(9)?,
                     services_changed: changed.and_then(|c| serde_json::from_str(&c).ok()),
                     error: row.get(11)?,
-                    failed_step: row.get(12)?,
+                    failed_step: known_opt(row, 12, "failed_step", DeployStep::parse)?,
                     rolled_back_from: row.get(13)?,
                 })
             })

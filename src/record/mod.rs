@@ -18,7 +18,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use deployments::{
-    DeploySummary, Deployment, DeploymentStatus, INTERRUPTED, NewDeployment, snapshot_key,
+    DeployStep, DeploySummary, Deployment, DeploymentStatus, INTERRUPTED, NewDeployment, Trigger,
+    snapshot_key,
 };
 pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
@@ -107,10 +108,69 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A value this Kedge has no meaning for (a newer Kedge wrote it, or
+    /// the row was edited by hand): guessing one would act on a lie.
+    #[error("the database holds {column} '{value}', which this Kedge does not know")]
+    UnknownValue { column: &'static str, value: String },
 }
 
 fn query(step: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Query { step, source }
+    move |source| match source {
+        rusqlite::Error::FromSqlConversionFailure(at, ty, e) => {
+            match e.downcast::<UnknownValue>() {
+                Ok(u) => StoreError::UnknownValue {
+                    column: u.column,
+                    value: u.value,
+                },
+                Err(e) => StoreError::Query {
+                    step,
+                    source: rusqlite::Error::FromSqlConversionFailure(at, ty, e),
+                },
+            }
+        }
+        source => StoreError::Query { step, source },
+    }
+}
+
+/// [`StoreError::UnknownValue`] on its way out of a row mapping, which can
+/// only return a rusqlite error; [`query`] turns it back.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {column} '{value}'")]
+struct UnknownValue {
+    column: &'static str,
+    value: String,
+}
+
+/// Text column `at` of a row (`column`, as errors name it) as one of the
+/// values `parse` knows; any other value is an error, never a default.
+fn known<T>(
+    row: &rusqlite::Row,
+    at: usize,
+    column: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let value: String = row.get(at)?;
+    parse(&value).ok_or_else(|| unknown(at, column, value))
+}
+
+/// [`known`] for a column that may be NULL.
+fn known_opt<T>(
+    row: &rusqlite::Row,
+    at: usize,
+    column: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    row.get::<_, Option<String>>(at)?
+        .map(|value| parse(&value).ok_or_else(|| unknown(at, column, value)))
+        .transpose()
+}
+
+fn unknown(at: usize, column: &'static str, value: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        at,
+        rusqlite::types::Type::Text,
+        Box::new(UnknownValue { column, value }),
+    )
 }
 
 pub use crate::time::{local_time, now_ms, rfc3339, rfc3339_ms};

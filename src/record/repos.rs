@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_ms, query};
+use super::{Store, StoreError, known_opt, now_ms, query};
 use crate::config::registries::SecretRef;
 use crate::model::git_auth::{DEFAULT_TOKEN_USER, GitAuth};
 use crate::model::url::RepoUrl;
@@ -19,7 +19,7 @@ pub struct Repo {
     pub branch: String,
     pub created_at: i64,
     /// From the last rendered kedge.yaml; `None` before the first clone.
-    pub mode: Option<String>,
+    pub mode: Option<crate::model::settings::Mode>,
     /// The file holding this repository's own webhook secret, the only
     /// one its hooks are verified with (`repo add --webhook-secret-file`).
     pub webhook_secret_file: Option<PathBuf>,
@@ -193,7 +193,7 @@ impl Store {
             url: RepoUrl::new(row.get::<_, String>(2)?),
             branch: row.get(3)?,
             created_at: row.get(4)?,
-            mode: row.get(5)?,
+            mode: known_opt(row, 5, "mode", crate::model::settings::Mode::parse)?,
             webhook_secret_file: row.get::<_, Option<String>>(6)?.map(PathBuf::from),
             auth: AuthColumns {
                 ssh_key_file: row.get(7)?,

@@ -4,13 +4,14 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_ms, query};
+use super::{Store, StoreError, known_opt, now_ms, query};
 use crate::model::service::ServiceSpec;
+use crate::model::settings::{Mode, Target, Unhealthy};
 
 /// What the controller knows of a repository between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RepoState {
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     pub prune: Option<bool>,
     pub project: Option<String>,
     /// The deployed commit's compose files, relative to the clone.
@@ -31,9 +32,9 @@ pub struct RepoState {
     /// at the last try: waiting will not help.
     pub access_refused: bool,
     /// `drift.unhealthy` of the last rendered kedge.yaml.
-    pub unhealthy: Option<String>,
+    pub unhealthy: Option<Unhealthy>,
     /// `docker.target` of the last rendered kedge.yaml.
-    pub target: Option<String>,
+    pub target: Option<Target>,
 }
 
 impl RepoState {
@@ -61,7 +62,7 @@ impl Store {
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
         Ok(RepoState {
-            mode: r.get(at)?,
+            mode: known_opt(r, at, "mode", Mode::parse)?,
             project: r.get(at + 1)?,
             remote_head: r.get(at + 2)?,
             target_commit: r.get(at + 3)?,
@@ -74,8 +75,8 @@ impl Store {
             compose_files: files.and_then(|f| serde_json::from_str(&f).ok()),
             remote_ok_at: r.get(at + 11)?,
             access_refused: r.get(at + 12)?,
-            unhealthy: r.get(at + 13)?,
-            target: r.get(at + 14)?,
+            unhealthy: known_opt(r, at + 13, "unhealthy", Unhealthy::parse)?,
+            target: known_opt(r, at + 14, "target", Target::parse)?,
         })
     }
 
@@ -145,7 +146,7 @@ impl Store {
                      remote_ok_at = excluded.remote_ok_at",
                 params![
                     repo_id,
-                    s.mode,
+                    s.mode.map(Mode::as_str),
                     s.project,
                     s.remote_head,
                     s.target_commit,

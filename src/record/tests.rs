@@ -3,6 +3,7 @@ use rusqlite::params;
 
 use crate::config::registries::SecretRef;
 use crate::model::git_auth::GitAuth;
+use crate::model::settings::Mode;
 
 /// A deployment's compose snapshot, read as the places that apply one do.
 fn content(store: &Store, d: &Deployment) -> Option<String> {
@@ -98,12 +99,12 @@ fn a_version_1_database_is_upgraded_in_place_keeping_its_rows() {
     assert_eq!(history[0].services_changed, None);
     // The new tables work on the upgraded file.
     let state = RepoState {
-        mode: Some("notify".into()),
+        mode: Some(Mode::Notify),
         ..RepoState::default()
     };
     store.save_repo_state(repos[0].id, &state).unwrap();
     assert_eq!(
-        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        store.repo("app").unwrap().unwrap().mode.map(Mode::as_str),
         Some("notify")
     );
 }
@@ -249,7 +250,7 @@ fn removing_a_repo_removes_its_history() {
             repo_id: repo.id,
             commit: "c1",
             message: "m",
-            trigger: "new_commit",
+            trigger: Trigger::NewCommit,
             compose_snapshot: None,
             rolled_back_from: None,
         })
@@ -277,7 +278,7 @@ fn interrupted_deployments_become_failed() {
         repo_id: repo.id,
         commit: "c1",
         message: "m",
-        trigger: "new_commit",
+        trigger: Trigger::NewCommit,
         compose_snapshot: Some("{}"),
         rolled_back_from: None,
     };
@@ -315,6 +316,145 @@ fn interrupted_deployments_become_failed() {
     assert_eq!(history[1].services_changed, Some(vec!["web".to_string()]));
 }
 
+/// Regression: a status this Kedge did not know read as `failed`, a role
+/// as `read`: an unknown value in a row is an error naming its column.
+#[test]
+fn an_unknown_value_in_a_row_is_an_error_not_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    let id = store
+        .begin_deployment(&NewDeployment {
+            repo_id: repo.id,
+            commit: "c1",
+            message: "m",
+            trigger: Trigger::Sync,
+            compose_snapshot: None,
+            rolled_back_from: None,
+        })
+        .unwrap();
+    store
+        .fail_deployment(id, &[], "boom", DeployStep::HealthGate)
+        .unwrap();
+    let d = store.deployments(repo.id, 1).unwrap().remove(0);
+    assert_eq!(
+        (d.status, d.trigger, d.failed_step),
+        (
+            DeploymentStatus::Failed,
+            Trigger::Sync,
+            Some(DeployStep::HealthGate)
+        )
+    );
+    // What a newer Kedge's schema could hold, past this one's CHECKs.
+    store
+        .conn
+        .execute_batch("PRAGMA ignore_check_constraints = ON")
+        .unwrap();
+    let unknown = |store: &Store| match store.deployments(repo.id, 1) {
+        Err(StoreError::UnknownValue { column, value }) => (column, value),
+        other => panic!("{other:?}"),
+    };
+    for (column, value) in [
+        ("status", "paused"),
+        ("trigger", "cron"),
+        ("failed_step", "pull"),
+    ] {
+        store
+            .conn
+            .execute(
+                &format!("UPDATE deployments SET {column} = ?1 WHERE id = ?2"),
+                params![value, id],
+            )
+            .unwrap();
+        assert_eq!(unknown(&store), (column, value.to_string()));
+        let known = match column {
+            "status" => "failed",
+            "trigger" => "sync",
+            _ => "health_gate",
+        };
+        store
+            .conn
+            .execute(
+                &format!("UPDATE deployments SET {column} = ?1 WHERE id = ?2"),
+                params![known, id],
+            )
+            .unwrap();
+    }
+    store
+        .conn
+        .execute("UPDATE deployments SET status = 'paused'", [])
+        .unwrap();
+    assert!(matches!(
+        store.deploy_summaries(),
+        Err(StoreError::UnknownValue {
+            column: "status",
+            ..
+        })
+    ));
+
+    store.add_token("ops", Role::Admin, "h1").unwrap();
+    store
+        .conn
+        .execute("UPDATE tokens SET role = 'owner'", [])
+        .unwrap();
+    let err = store.use_token("h1").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownValue { column: "role", value } if value == "owner"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the database holds role 'owner', which this Kedge does not know"
+    );
+}
+
+/// A mode, `drift.unhealthy` or `docker.target` this Kedge does not know
+/// is an error too: a default would deploy or heal by a policy nobody set.
+#[test]
+fn an_unknown_setting_in_a_repository_state_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let repo = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap();
+    store
+        .conn
+        .execute_batch("PRAGMA ignore_check_constraints = ON")
+        .unwrap();
+    for (column, value) in [("mode", "yolo"), ("unhealthy", "ignore"), ("target", "k8s")] {
+        store
+            .conn
+            .execute(
+                &format!(
+                    "INSERT INTO repo_state (repo_id, updated_at, {column}) VALUES (?1, 0, ?2)
+                     ON CONFLICT (repo_id) DO UPDATE SET {column} = excluded.{column}"
+                ),
+                params![repo.id, value],
+            )
+            .unwrap();
+        let err = store.repo_state(repo.id).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::UnknownValue { column: c, value: v } if *c == column && v == value),
+            "{err:?}"
+        );
+        assert!(store.repo_states().is_err());
+        store
+            .conn
+            .execute(&format!("UPDATE repo_state SET {column} = NULL"), [])
+            .unwrap();
+    }
+    store
+        .conn
+        .execute("UPDATE repo_state SET mode = 'yolo'", [])
+        .unwrap();
+    assert!(matches!(
+        store.repo("app"),
+        Err(StoreError::UnknownValue { column: "mode", .. })
+    ));
+}
+
 #[test]
 fn repo_state_and_services_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,7 +464,7 @@ fn repo_state_and_services_round_trip() {
         .unwrap();
     assert_eq!(store.repo_state(repo.id).unwrap(), RepoState::default());
     let state = RepoState {
-        mode: Some("auto".into()),
+        mode: Some(Mode::Auto),
         prune: Some(false),
         compose_files: Some(vec!["a.yaml".into(), "b.yaml".into()]),
         deployed_commit: Some("c1".into()),
@@ -336,7 +476,7 @@ fn repo_state_and_services_round_trip() {
     store.save_repo_state(repo.id, &state).unwrap();
     assert_eq!(store.repo_state(repo.id).unwrap(), state);
     assert_eq!(
-        store.repo("app").unwrap().unwrap().mode.as_deref(),
+        store.repo("app").unwrap().unwrap().mode.map(Mode::as_str),
         Some("auto")
     );
 
@@ -384,7 +524,7 @@ fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
     assert_eq!(states.len(), 1, "no row for a repository never checked");
     assert_eq!(states[&app.id], state);
 
-    let deploy = |commit: &str, trigger: &str, status: DeploymentStatus| {
+    let deploy = |commit: &str, trigger: Trigger, status: DeploymentStatus| {
         let id = store
             .begin_deployment(&NewDeployment {
                 repo_id: app.id,
@@ -398,10 +538,10 @@ fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
         store.finish_deployment(id, status, &[], None).unwrap();
         store.deployments(app.id, 1).unwrap()[0].finished_at
     };
-    let ok_at = deploy("c1", "new_commit", DeploymentStatus::Success);
-    deploy("c2", "new_commit", DeploymentStatus::Failed);
+    let ok_at = deploy("c1", Trigger::NewCommit, DeploymentStatus::Success);
+    deploy("c2", Trigger::NewCommit, DeploymentStatus::Failed);
     // The restore after the failure is not the last deployment `status` means.
-    let restored_at = deploy("c1", "auto_rollback", DeploymentStatus::RolledBack);
+    let restored_at = deploy("c1", Trigger::AutoRollback, DeploymentStatus::RolledBack);
     assert!(ok_at.is_some() && restored_at >= ok_at);
     let summaries = store.deploy_summaries().unwrap();
     assert_eq!(
@@ -482,7 +622,7 @@ fn state_transitions_change_only_their_columns() {
     let s = store.repo_state(id).unwrap();
     assert_eq!(s.remote_head.as_deref(), Some("h1"));
     assert_eq!(s.remote_ok_at, s.checked_at);
-    assert_eq!((s.mode.as_deref(), s.prune), (Some("auto"), Some(true)));
+    assert_eq!((s.mode, s.prune), (Some(Mode::Auto), Some(true)));
     assert_eq!(s.deployed_commit.as_deref(), Some("c1"));
     assert_eq!(s.target_commit.as_deref(), Some("c1"));
     assert_eq!(s.compose_files, Some(vec!["compose.yaml".to_string()]));
@@ -781,7 +921,7 @@ fn deployments_of_the_same_content_store_one_snapshot() {
                 repo_id,
                 commit,
                 message: "m",
-                trigger: "sync",
+                trigger: Trigger::Sync,
                 compose_snapshot: Some(snapshot),
                 rolled_back_from: None,
             })
@@ -1011,9 +1151,9 @@ fn a_deployment_never_serialises_its_compose_snapshot() {
             repo_id: repo.id,
             commit: "abc",
             message: "m",
-            trigger: "sync",
+            trigger: Trigger::Sync,
             compose_snapshot: Some("services: {x: {environment: {PW: hunter2}}}"),
-            ..NewDeployment::default()
+            rolled_back_from: None,
         })
         .unwrap();
     let d = store.deployments(repo.id, 1).unwrap().remove(0);
@@ -1041,7 +1181,7 @@ fn a_listing_of_deployments_reads_no_compose_snapshot() {
             repo_id: app.id,
             commit: "c1",
             message: "m",
-            trigger: "sync",
+            trigger: Trigger::Sync,
             compose_snapshot: Some(&big),
             rolled_back_from: None,
         })
@@ -1091,7 +1231,7 @@ fn retention_deletes_old_deployments_but_keeps_last_good_pinned_deployed_and_run
                 repo_id: *repo_id,
                 commit,
                 message: "m",
-                trigger: "new_commit",
+                trigger: Trigger::NewCommit,
                 compose_snapshot: Some(&format!("{{\"c\":\"{commit}\"}}")),
                 rolled_back_from: None,
             })

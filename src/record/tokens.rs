@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_ms, query};
+use super::{Store, StoreError, known, now_ms, query};
 
 /// What a token may do; each role may do what the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -28,13 +28,13 @@ impl Role {
         }
     }
 
-    /// A stored role; `write` (before roles were split) is `admin`, and
-    /// anything unknown is the least.
-    fn parse(s: &str) -> Role {
+    /// A stored role; `write` (before roles were split) is `admin`.
+    fn parse(s: &str) -> Option<Role> {
         match s {
-            "admin" | "write" => Role::Admin,
-            "deploy" => Role::Deploy,
-            _ => Role::Read,
+            "admin" | "write" => Some(Role::Admin),
+            "deploy" => Some(Role::Deploy),
+            "read" => Some(Role::Read),
+            _ => None,
         }
     }
 }
@@ -51,7 +51,7 @@ pub struct Token {
 fn token_row(r: &rusqlite::Row) -> rusqlite::Result<Token> {
     Ok(Token {
         name: r.get(0)?,
-        role: Role::parse(&r.get::<_, String>(1)?),
+        role: known(r, 1, "role", Role::parse)?,
         created_at: r.get(2)?,
         last_used_at: r.get(3)?,
     })

@@ -13,6 +13,7 @@ use super::layout::{self, commit, state, time};
 use super::{Session, WebError, html, redirect};
 use crate::http::AppState;
 use crate::ops::dashboard::OverviewRow;
+use crate::ops::status::SyncState;
 
 pub async fn page(
     State(app): State<Arc<AppState>>,
@@ -50,7 +51,7 @@ fn table(session: &Session, rows: &[OverviewRow]) -> Markup {
             table.rows {
                 caption {
                     (rows.len()) " " (if rows.len() == 1 { "repository" } else { "repositories" })
-                    ", " (rows.iter().filter(|r| r.sync_state == "synced").count()) " synced"
+                    ", " (rows.iter().filter(|r| r.sync_state == SyncState::Synced).count()) " synced"
                 }
                 thead {
                     tr {
@@ -95,7 +96,7 @@ fn row(r: &OverviewRow, writes: bool) -> Markup {
                 }
             }
             td data-label="State" {
-                (state(r.sync_state))
+                (state(r.sync_state.as_str()))
                 @if let Some(e) = &r.last_error {
                     br; small.error title=(e) { "error: " (e) }
                 }
@@ -162,7 +163,7 @@ mod tests {
             branch: "main".into(),
             deployed_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             deployed_message: Some(message.into()),
-            sync_state: "drifted",
+            sync_state: SyncState::Drifted,
             services: Some((1, 2)),
             drift_count: 1,
             last_deployed_at: Some(1_795_834_800_000),

@@ -146,7 +146,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
     html! {
         section id="summary" data-live {
             dl.summary {
-                dt { "State" } dd.repo-state { (state(s.sync_state)) }
+                dt { "State" } dd.repo-state { (state(s.sync_state.as_str())) }
                 dt { "Branch" } dd { (s.branch) @if let Some(m) = &s.mode { " · mode " (m) } }
                 dt { "Deployed commit" }
                 dd {
@@ -229,7 +229,7 @@ fn drift(s: &RepoStatus) -> Markup {
     }
     let report = DiffReport {
         repo: s.name.clone(),
-        mode: s.mode.clone(),
+        mode: s.mode,
         deployed_commit: s.deployed_commit.clone(),
         remote_head: s.remote_head.clone(),
         pinned_commit: s.pinned_commit.clone(),
