@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
 use crate::apply::{self, ApplyError};
-use crate::desired::kedge_yaml::{Mode, Target};
+use crate::desired::kedge_yaml::{Gate, Mode, Target};
 use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::failure;
@@ -187,25 +187,15 @@ pub async fn apply_rendered(
                 .filter_map(|s| desired.services.get(s))
                 .collect();
             tracing::debug!(repo = %name, services = ?changed, "health gate");
-            let watched = if swarm {
-                super::swarm::watch(
-                    shared,
-                    &desired.project,
-                    &specs,
-                    &desired.kedge.gate,
-                    applied_ms,
-                )
-                .await
-            } else {
-                super::gate::watch(
-                    &shared.engine,
-                    &desired.project,
-                    &specs,
-                    &desired.kedge.gate,
-                    applied_ms,
-                )
-                .await
-            };
+            let watched = watch_gate(
+                shared,
+                swarm,
+                &desired.project,
+                &specs,
+                &desired.kedge.gate,
+                applied_ms,
+            )
+            .await;
             watched.map(drop).map_err(|f| {
                 if f.engine_lost() {
                     StepError::GateEngine(f)
@@ -285,6 +275,9 @@ pub async fn apply_rendered(
             });
             let mut error = error_chain(&e);
             tracing::error!(repo = %name, commit = short(commit), "deploy failed: {error}");
+            // The deployed commit's gate, read back with its settings: what
+            // a restore goes through.
+            let mut restored_gate = None;
             if decision.keep {
                 // What runs is what was applied, and drift is measured against it.
                 if swarm {
@@ -295,7 +288,7 @@ pub async fn apply_rendered(
             } else if let (true, Some(deployed)) = (decision.restore_checkout, &deployed) {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
-                    Ok(()) => restore_settings(shared, task, desired).await,
+                    Ok(()) => restored_gate = restore_settings(shared, task, desired).await,
                     Err(e) => tracing::warn!(
                         repo = %name,
                         "cannot restore the deployed checkout: {}",
@@ -338,7 +331,8 @@ pub async fn apply_rendered(
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
             let restored = if decision.undo {
-                super::restore::restore_previous(shared, task, commit, &changed).await?
+                super::restore::restore_previous(shared, task, commit, &changed, restored_gate)
+                    .await?
             } else {
                 None
             };
@@ -365,7 +359,7 @@ pub async fn apply_rendered(
 /// steer the restore or the drift checks after it (a failed switch to
 /// `target: swarm` would have them look for a stack). The mode stays the
 /// last rendered one, as `repo list` shows it.
-async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
+async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) -> Option<Gate> {
     let name = &task.repo.name;
     match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
@@ -376,12 +370,33 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) {
             {
                 tracing::warn!(repo = %name, "cannot restore the deployed settings: {}", error_chain(&e));
             }
+            Some(deployed.gate)
         }
-        Err(e) => tracing::warn!(
-            repo = %name,
-            "cannot read the deployed commit's kedge.yaml: {}",
-            error_chain(&e)
-        ),
+        Err(e) => {
+            tracing::warn!(
+                repo = %name,
+                "cannot read the deployed commit's kedge.yaml: {}",
+                error_chain(&e)
+            );
+            None
+        }
+    }
+}
+
+/// The health gate of `specs` on the stack's target: compose's containers
+/// or Swarm's tasks.
+pub(super) async fn watch_gate(
+    shared: &Shared,
+    swarm: bool,
+    project: &str,
+    specs: &[&ServiceSpec],
+    gate: &Gate,
+    applied_ms: i64,
+) -> Result<std::time::Duration, super::gate::GateFailure> {
+    if swarm {
+        super::swarm::watch(shared, project, specs, gate, applied_ms).await
+    } else {
+        super::gate::watch(&shared.engine, project, specs, gate, applied_ms).await
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{ReconcileError, RepoTask, Trigger};
 use crate::apply;
-use crate::desired::kedge_yaml::Target;
+use crate::desired::kedge_yaml::{Gate, Target};
 use crate::desired::render::ServiceSpec;
 use crate::events::{EventKind, NewEvent};
 use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
@@ -27,7 +27,11 @@ pub async fn restore_previous(
     task: &RepoTask,
     failed: &str,
     changed: &[String],
+    gate: Option<Gate>,
 ) -> Result<Option<String>, ReconcileError> {
+    // The restored commit's gate settings; the defaults when its kedge.yaml
+    // could not be read.
+    let gate = gate.unwrap_or_default();
     let id = task.repo.id;
     let name = &task.repo.name;
     let state = shared.store().repo_state(id)?;
@@ -110,9 +114,17 @@ pub async fn restore_previous(
     // Gated like a deployment: what was healthy once may not be now (its
     // data changed, a dependency went away).
     let result = match result {
-        Ok(()) => gate(shared, task, &project, &records, changed, swarm, applied_ms)
-            .await
-            .map_err(|why| (why, DeployStep::HealthGate)),
+        Ok(()) if !gate.wait || task.skip_gate => Ok(()),
+        Ok(()) => {
+            let specs: Vec<&ServiceSpec> = changed
+                .iter()
+                .filter_map(|s| records.get(s).map(|r| &r.spec))
+                .collect();
+            super::deploy::watch_gate(shared, swarm, &project, &specs, &gate, applied_ms)
+                .await
+                .map(drop)
+                .map_err(|f| (error_chain(&f), DeployStep::HealthGate))
+        }
         Err(e) => Err((error_chain(&e), DeployStep::Apply)),
     };
     match result {
@@ -176,44 +188,6 @@ pub async fn restore_previous(
             Ok(None)
         }
     }
-}
-
-/// The restored services' health gate, with the restored commit's gate
-/// settings (read from the clone, which holds its tree again).
-async fn gate(
-    shared: &Shared,
-    task: &RepoTask,
-    project: &str,
-    records: &BTreeMap<String, crate::record::ServiceRecord>,
-    changed: &[String],
-    swarm: bool,
-    applied_ms: i64,
-) -> Result<(), String> {
-    let settings = match crate::desired::kedge_yaml::load(
-        &task.git.clone,
-        &crate::process::repo_env,
-    )
-    .await
-    {
-        Ok(k) => k.gate,
-        Err(e) => {
-            tracing::warn!(repo = %task.repo.name, "cannot read the restored kedge.yaml, gating with the defaults: {}", error_chain(&e));
-            Default::default()
-        }
-    };
-    if !settings.wait || task.skip_gate {
-        return Ok(());
-    }
-    let specs: Vec<&ServiceSpec> = changed
-        .iter()
-        .filter_map(|s| records.get(s).map(|r| &r.spec))
-        .collect();
-    let watched = if swarm {
-        super::swarm::watch(shared, project, &specs, &settings, applied_ms).await
-    } else {
-        super::gate::watch(&shared.engine, project, &specs, &settings, applied_ms).await
-    };
-    watched.map(drop).map_err(|f| error_chain(&f))
 }
 
 /// How often a restore is tried before it is given up.

@@ -102,39 +102,30 @@ impl std::fmt::Display for RunState {
     }
 }
 
-impl From<bollard::models::ContainerSummaryStateEnum> for RunState {
-    fn from(s: bollard::models::ContainerSummaryStateEnum) -> RunState {
-        use bollard::models::ContainerSummaryStateEnum as S;
-        match s {
-            S::EMPTY => RunState::Unreported,
-            S::CREATED => RunState::Created,
-            S::RUNNING => RunState::Running,
-            S::PAUSED => RunState::Paused,
-            S::RESTARTING => RunState::Restarting,
-            S::EXITED => RunState::Exited,
-            S::REMOVING => RunState::Removing,
-            S::DEAD => RunState::Dead,
-            S::STOPPING => RunState::Stopping,
+/// The engine names a container's state with one enum in its listings and
+/// another in an inspection: the same states, one for one.
+macro_rules! run_state_from {
+    ($engine:path) => {
+        impl From<$engine> for RunState {
+            fn from(s: $engine) -> RunState {
+                use $engine as S;
+                match s {
+                    S::EMPTY => RunState::Unreported,
+                    S::CREATED => RunState::Created,
+                    S::RUNNING => RunState::Running,
+                    S::PAUSED => RunState::Paused,
+                    S::RESTARTING => RunState::Restarting,
+                    S::EXITED => RunState::Exited,
+                    S::REMOVING => RunState::Removing,
+                    S::DEAD => RunState::Dead,
+                    S::STOPPING => RunState::Stopping,
+                }
+            }
         }
-    }
+    };
 }
-
-impl From<bollard::models::ContainerStateStatusEnum> for RunState {
-    fn from(s: bollard::models::ContainerStateStatusEnum) -> RunState {
-        use bollard::models::ContainerStateStatusEnum as S;
-        match s {
-            S::EMPTY => RunState::Unreported,
-            S::CREATED => RunState::Created,
-            S::RUNNING => RunState::Running,
-            S::PAUSED => RunState::Paused,
-            S::RESTARTING => RunState::Restarting,
-            S::EXITED => RunState::Exited,
-            S::REMOVING => RunState::Removing,
-            S::DEAD => RunState::Dead,
-            S::STOPPING => RunState::Stopping,
-        }
-    }
-}
+run_state_from!(bollard::models::ContainerSummaryStateEnum);
+run_state_from!(bollard::models::ContainerStateStatusEnum);
 
 /// One container of a compose project, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
