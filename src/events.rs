@@ -139,6 +139,49 @@ pub struct Event {
     /// Kind-specific details (see the README's event table).
     #[schema(value_type = Object)]
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Which `serve` emitted it and its number there (`<serve>/<n>`); `None`
+    /// for an event of a command line. Not part of the event's JSON.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub origin: Option<String>,
+}
+
+impl Event {
+    /// `new` as `serve` emits it at `time`, before the log gives it an id
+    /// (0 until then).
+    pub fn emitted(new: NewEvent, time: i64, origin: String) -> Event {
+        Event {
+            id: 0,
+            time,
+            repo: new.repo,
+            kind: new.kind,
+            severity: new.severity,
+            service: new.service,
+            commit: new.commit,
+            message: new.message,
+            fields: new.fields,
+            origin: Some(origin),
+        }
+    }
+}
+
+/// What the event broadcast carries inside `serve`.
+#[derive(Debug, Clone)]
+pub enum Live {
+    /// Emitted by this `serve` a moment ago, not stored yet (`id` 0): a
+    /// follower shows it at once. The same event comes again as
+    /// [`Live::Stored`] once the log has it, with the same `origin`.
+    Announced(Event),
+    /// A row of the log, by any process, in id order.
+    Stored(Event),
+}
+
+impl Live {
+    pub fn event(&self) -> &Event {
+        match self {
+            Live::Announced(e) | Live::Stored(e) => e,
+        }
+    }
 }
 
 fn time_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -230,6 +273,7 @@ mod tests {
             commit: None,
             message: "stopped".into(),
             fields: serde_json::Map::from_iter([("drift".to_string(), "stopped".into())]),
+            origin: None,
         };
         assert_eq!(
             serde_json::to_value(&e).unwrap(),

@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 
 use super::{ApiError, AppState};
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, Live};
 use crate::ops::metrics::MetricsReport;
 use crate::ops::status::SYNC_STATES;
 use crate::plan::Drift;
@@ -378,13 +378,15 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
 /// Counts every event stored from now on, by any process, in id order.
 /// When it falls behind the broadcast it reads the log from the last id it
 /// counted, so nothing is counted twice or missed.
-pub async fn follow(state: Arc<AppState>, mut live: broadcast::Receiver<Event>) {
+/// Announcements are left out: their rows come in order once stored.
+pub async fn follow(state: Arc<AppState>, mut live: broadcast::Receiver<Live>) {
     let (ops, metrics) = (&state.ops, &state.metrics);
     // Counting starts with the events stored after this point.
     let mut seen = ops.last_event_id().ok();
     loop {
         match live.recv().await {
-            Ok(event) => {
+            Ok(Live::Announced(_)) => {}
+            Ok(Live::Stored(event)) => {
                 let after = seen.unwrap_or(event.id - 1);
                 if event.id > after {
                     metrics.observe(&event);
@@ -448,6 +450,7 @@ mod tests {
             commit: None,
             message: String::new(),
             fields,
+            origin: None,
         }
     }
 

@@ -228,19 +228,22 @@ pub async fn add_repo(
 ) -> ApiResult {
     let req = body(parsed)?;
     // No local path is accepted: the directory is never looked at.
-    let added = state.ops.repo_add(&AddRepo {
-        url: req.url,
-        branch: req.branch,
-        name: req.name,
-        webhook_secret_file: None,
-        webhook_secret: req.webhook_secret,
-        credentials: CredentialArgs {
-            credential: req.credential,
-            ..CredentialArgs::default()
-        },
-        cwd: PathBuf::from("/"),
-        host_paths: false,
-    })?;
+    let added = state
+        .ops
+        .repo_add(&AddRepo {
+            url: req.url,
+            branch: req.branch,
+            name: req.name,
+            webhook_secret_file: None,
+            webhook_secret: req.webhook_secret,
+            credentials: CredentialArgs {
+                credential: req.credential,
+                ..CredentialArgs::default()
+            },
+            cwd: PathBuf::from("/"),
+            host_paths: false,
+        })
+        .await?;
     let repo = added.repo;
     json(
         StatusCode::CREATED,

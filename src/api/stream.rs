@@ -1,5 +1,8 @@
 //! api: `GET /api/v1/events/stream`, the event log as server-sent events:
-//! one event per message, `id:` the event's id. A client that reconnects
+//! one event per message, `id:` the event's id. An event this `serve`
+//! emits is sent at once, before it is stored (a store another process
+//! holds must not delay it): that message has no `id:` line, and a message
+//! with only `id:` follows once the log has it. A client that reconnects
 //! with `Last-Event-ID` gets everything stored after it, then what comes.
 //! A stream checks again who opened it (the bearer token, or the
 //! dashboard session and its token) before each event and every
@@ -23,7 +26,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use super::{ApiError, AppState};
-use crate::events::Event;
+use crate::events::{Event, Live};
 
 /// How often an idle stream checks that its token still holds: a revoked
 /// token's streams end within this.
@@ -35,6 +38,10 @@ pub const STREAMS_PER_TOKEN: usize = 8;
 /// Streams open at once in all. Each is a task and a store query every
 /// [`RECHECK`]; this keeps them a small share of what `serve` does.
 pub const STREAMS_TOTAL: usize = 128;
+
+/// Announced events a stream remembers until their rows come: far more
+/// than can be emitted while a store stays locked for a minute.
+const SHOWN: usize = 4096;
 
 /// The streams open now, per token name.
 static OPEN: LazyLock<Arc<Streams>> =
@@ -160,6 +167,7 @@ pub async fn events_stream(
         live,
         sent: after,
         backlog: VecDeque::new(),
+        shown: VecDeque::new(),
         caught_up: false,
     };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
@@ -235,10 +243,13 @@ struct Follow {
     recheck: tokio::time::Interval,
     state: Arc<AppState>,
     repo: Option<String>,
-    live: broadcast::Receiver<Event>,
+    live: broadcast::Receiver<Live>,
     /// The id of the last event sent: nothing at or before it again.
     sent: i64,
-    backlog: VecDeque<Event>,
+    backlog: VecDeque<Live>,
+    /// The origins of the announced events sent whose rows have not come
+    /// yet: a row of one moves the client's id, it is not sent again.
+    shown: VecDeque<String>,
     caught_up: bool,
 }
 
@@ -247,15 +258,39 @@ impl Follow {
     /// its reader's token revoked).
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(e) = self.backlog.pop_front() {
-                if e.id > self.sent && self.wanted(&e) {
-                    if !self.reader.still_holds(&self.state) {
-                        return None;
+            if let Some(live) = self.backlog.pop_front() {
+                let message = match live {
+                    Live::Announced(e) if self.wanted(&e) => {
+                        if self.shown.len() == SHOWN {
+                            self.shown.pop_front();
+                        }
+                        self.shown.extend(e.origin.clone());
+                        announced(&e)
                     }
-                    self.sent = e.id;
-                    return Some(message(&e));
+                    Live::Stored(e) if e.id > self.sent => {
+                        let seen = e
+                            .origin
+                            .as_ref()
+                            .and_then(|o| self.shown.iter().position(|s| s == o));
+                        match seen {
+                            Some(at) => {
+                                self.shown.remove(at);
+                                self.sent = e.id;
+                                SseEvent::default().id(e.id.to_string())
+                            }
+                            None if self.wanted(&e) => {
+                                self.sent = e.id;
+                                message(&e)
+                            }
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                if !self.reader.still_holds(&self.state) {
+                    return None;
                 }
-                continue;
+                return Some(message);
             }
             if !self.caught_up {
                 // What was stored after the last id sent, from the log.
@@ -265,7 +300,7 @@ impl Follow {
                     .events_after(self.repo.as_deref(), self.sent, 1000)
                     .unwrap_or_default();
                 self.caught_up = page.len() < 1000;
-                self.backlog.extend(page);
+                self.backlog.extend(page.into_iter().map(Live::Stored));
                 continue;
             }
             let received = tokio::select! {
@@ -289,6 +324,13 @@ impl Follow {
     fn wanted(&self, e: &Event) -> bool {
         self.repo.as_ref().is_none_or(|r| *r == e.repo)
     }
+}
+
+/// An event not stored yet: no id to resume after.
+fn announced(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .event(e.kind.as_str())
+        .data(serde_json::to_string(e).unwrap_or_default())
 }
 
 fn message(e: &Event) -> SseEvent {

@@ -51,7 +51,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let added = ctx.ops.repo_add(&AddRepo {
+    let added = super::block_on(ctx.ops.repo_add(&AddRepo {
         url: args.url,
         branch: args.branch,
         name: args.name,
@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         },
         cwd,
         host_paths: true,
-    })?;
+    }))??;
     // Accepted all the same: the directory may be created later.
     if let Some(dir) = &added.missing_path {
         eprintln!(

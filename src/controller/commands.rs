@@ -74,7 +74,7 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 /// The repository locked, with its clone in place; the task holds the lock.
 async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
     let lock = locked(shared, &task.repo).await?;
-    super::fail_interrupted(shared, &task.repo.name, task.repo.id);
+    super::fail_interrupted(shared, &task.repo.name, task.repo.id).await;
     task.lock = Some(lock);
     task.git
         .clone_if_missing()
@@ -148,8 +148,8 @@ async fn sync(
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
     let state = shared
-        .store()
-        .repo_state(id)
+        .db
+        .read(|s| s.repo_state(id))
         .map_err(ReconcileError::from)?;
     let released_pin = state.pinned_commit.clone();
 
@@ -161,7 +161,10 @@ async fn sync(
             commit: head.clone(),
             error: error_chain(&e),
         })?;
-        let previous = shared.store().services(id).map_err(ReconcileError::from)?;
+        let previous = shared
+            .db
+            .read(|s| s.services(id))
+            .map_err(ReconcileError::from)?;
         let changed = rollout(&rendered.desired, &previous, &head).changed;
         let heals = match heal::drift_plan(shared, task, Some(Mode::Auto)).await? {
             Some(view) => view.plan.heals.iter().map(heal::describe_heal).collect(),
@@ -170,9 +173,18 @@ async fn sync(
         (changed, heals)
     } else {
         let store_err = |e| CommandError::from(ReconcileError::from(e));
-        shared.store().mark_checked(id, &head).map_err(store_err)?;
+        let checked = head.clone();
+        shared
+            .db
+            .write(move |s| s.mark_checked(id, &checked))
+            .await
+            .map_err(store_err)?;
         if let Some(pinned) = &state.pinned_commit {
-            shared.store().release_pin(id).map_err(store_err)?;
+            shared
+                .db
+                .write(move |s| s.release_pin(id))
+                .await
+                .map_err(store_err)?;
             shared.emit(
                 NewEvent::new(
                     &task.repo.name,
@@ -247,8 +259,8 @@ async fn diff(
 ) -> Result<DiffReport, CommandError> {
     let id = task.repo.id;
     let before = shared
-        .store()
-        .repo_state(id)
+        .db
+        .read(|s| s.repo_state(id))
         .map_err(ReconcileError::from)?;
     // Asked before the lock is taken: a hanging remote holds up no one else.
     let remote = super::remote::current_head(shared, &task.git, id, &before).await;
@@ -267,8 +279,8 @@ async fn diff(
         None => Vec::new(),
     };
     let state = shared
-        .store()
-        .repo_state(id)
+        .db
+        .read(|s| s.repo_state(id))
         .map_err(ReconcileError::from)?;
     let (head, remote_error) = (remote.head, remote.error);
     let pin = PinView::new(&state, head.as_deref());
@@ -290,7 +302,10 @@ async fn diff(
                 .map_err(ReconcileError::from)?
             {
                 Ok(rendered) => {
-                    let previous = shared.store().services(id).map_err(ReconcileError::from)?;
+                    let previous = shared
+                        .db
+                        .read(|s| s.services(id))
+                        .map_err(ReconcileError::from)?;
                     Pending {
                         changes: rollout(&rendered.desired, &previous, &fetched).changes,
                         commit: fetched,
@@ -390,8 +405,8 @@ async fn rollback(
     prefix: &str,
 ) -> Result<RollbackReport, CommandError> {
     let deployed: Vec<(String, DeploymentStatus, i64)> = shared
-        .store()
-        .deployments(task.repo.id, usize::MAX >> 1)
+        .db
+        .read(|s| s.deployments(task.repo.id, usize::MAX >> 1))
         .map_err(ReconcileError::from)?
         .into_iter()
         .map(|d| (d.commit, d.status, d.started_at))
@@ -405,8 +420,8 @@ async fn rollback(
         Err(e) => {
             tracing::warn!(repo = %task.repo.name, "cannot fetch: {}", error_chain(&e));
             shared
-                .store()
-                .repo_state(id)
+                .db
+                .read(|s| s.repo_state(id))
                 .map_err(ReconcileError::from)?
                 .remote_head
         }
@@ -426,13 +441,15 @@ async fn rollback(
             // a rollback back to): pinned all the same, or the next pass
             // would deploy the head the operator rolled away from.
             let state = shared
-                .store()
-                .repo_state(id)
+                .db
+                .read(|s| s.repo_state(id))
                 .map_err(ReconcileError::from)?;
             if state.deployed_commit.as_deref() == Some(commit.as_str()) {
+                let (pinned, at) = (commit.clone(), head.clone());
                 shared
-                    .store()
-                    .pin(id, &commit, head.as_deref())
+                    .db
+                    .write(move |s| s.pin(id, &pinned, at.as_deref()))
+                    .await
                     .map_err(ReconcileError::from)?;
             }
             return Err(e);
@@ -443,9 +460,11 @@ async fn rollback(
         Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
         Outcome::Deferred { .. } => unreachable!("rollback is forced"),
     };
+    let (pinned, at) = (commit.clone(), head.clone());
     shared
-        .store()
-        .pin(id, &commit, head.as_deref())
+        .db
+        .write(move |s| s.pin(id, &pinned, at.as_deref()))
+        .await
         .map_err(ReconcileError::from)?;
     Ok(RollbackReport {
         repo: task.repo.name.clone(),
@@ -466,8 +485,8 @@ async fn rollback_from_snapshot(
 ) -> Result<Outcome, CommandError> {
     let id = task.repo.id;
     let found = shared
-        .store()
-        .deployments(id, usize::MAX >> 1)
+        .db
+        .read(|s| s.deployments(id, usize::MAX >> 1))
         .map_err(ReconcileError::from)?
         .into_iter()
         .find(|d| {
@@ -486,7 +505,10 @@ async fn rollback_from_snapshot(
         });
     };
     let stored = match &deployment.snapshot {
-        Some(key) => shared.store().snapshot(key).map_err(ReconcileError::from)?,
+        Some(key) => shared
+            .db
+            .read(|s| s.snapshot(key))
+            .map_err(ReconcileError::from)?,
         None => None,
     };
     let Some(snapshot) = stored else {
@@ -512,8 +534,8 @@ async fn rollback_from_snapshot(
         error: format!("cannot write {}: {e}", file.display()),
     })?;
     let state = shared
-        .store()
-        .repo_state(id)
+        .db
+        .read(|s| s.repo_state(id))
         .map_err(ReconcileError::from)?;
     let project = doc["name"]
         .as_str()

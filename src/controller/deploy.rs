@@ -79,13 +79,13 @@ pub async fn deploy(
             if trigger.detects() {
                 shared.emit(commit_detected(&name, commit, &info.message, None));
             }
-            return refuse(shared, task, &info.message, commit, trigger, &e);
+            return refuse(shared, task, &info.message, commit, trigger, &e).await;
         }
     };
     // One repository per compose project: the heals of each would take the
     // other's containers for Extra ones, and the locks (per repository)
     // would not keep their applies apart.
-    let owner = shared.store().project_owner(&desired.project, id)?;
+    let owner = shared.db.read(|s| s.project_owner(&desired.project, id))?;
     if let Some(owner) = owner {
         if trigger.detects() {
             shared.emit(commit_detected(&name, commit, &info.message, None));
@@ -94,7 +94,7 @@ pub async fn deploy(
             project: desired.project.clone(),
             repo: owner,
         };
-        return refuse(shared, task, &info.message, commit, trigger, &e);
+        return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
@@ -102,10 +102,18 @@ pub async fn deploy(
         let mode = waits.then_some(desired.kedge.mode);
         shared.emit(commit_detected(&name, commit, &info.message, mode));
     }
-    shared.store().set_rendered(id, &desired.kedge.settings())?;
+    let settings = desired.kedge.settings();
+    shared
+        .db
+        .write(move |s| s.set_rendered(id, &settings))
+        .await?;
     if waits {
         tracing::info!(repo = %name, commit = short(commit), mode = %desired.kedge.mode, "new commit not deployed: mode is {}", desired.kedge.mode);
-        shared.store().mark_settled(id, commit, None)?;
+        let settled = commit.to_string();
+        shared
+            .db
+            .write(move |s| s.mark_settled(id, &settled, None))
+            .await?;
         return Ok(Outcome::Deferred {
             mode: desired.kedge.mode,
         });
@@ -143,14 +151,16 @@ pub async fn apply_rendered(
     let name = task.repo.name.clone();
     let commit = desired.commit.as_str();
     let started = Instant::now();
-    let deployment = shared.store().begin_deployment(&NewDeployment {
-        repo_id: id,
-        commit,
-        message,
-        trigger,
-        compose_snapshot: Some(&desired.rendered),
-        rolled_back_from: None,
-    })?;
+    let deployment = shared
+        .begin_deployment(&NewDeployment {
+            repo_id: id,
+            commit,
+            message,
+            trigger,
+            compose_snapshot: Some(&desired.rendered),
+            rolled_back_from: None,
+        })
+        .await?;
     if let Some(announce) = task.announce.take() {
         let _ = announce.send(deployment);
     }
@@ -167,7 +177,7 @@ pub async fn apply_rendered(
     );
 
     tracing::debug!(commit = short(commit), "rendered");
-    let previous = shared.store().services(id)?;
+    let previous = shared.db.read(|s| s.services(id))?;
     let crate::plan::rollout::Rollout {
         mut records,
         changed,
@@ -223,11 +233,18 @@ pub async fn apply_rendered(
             };
             // The deployment's result, its services and the repository's
             // state: all of it or none of it.
-            shared.store().with_transaction(|s| {
-                s.replace_services(id, &records)?;
-                s.finish_deployment(deployment, status, &changed, None)?;
-                mark_deployed(s, id, desired)
-            })?;
+            let (deployed, kept, changes) =
+                (Deployed::of(desired), records.clone(), changed.clone());
+            shared
+                .db
+                .write(move |s| {
+                    s.with_transaction(|s| {
+                        s.replace_services(id, &kept)?;
+                        s.finish_deployment(deployment, status, &changes, None)?;
+                        deployed.mark(s, id)
+                    })
+                })
+                .await?;
             task.drift.after_apply();
             tracing::info!(
                 repo = %name,
@@ -264,7 +281,7 @@ pub async fn apply_rendered(
                 StepError::Gate(f) => f.rolled_back_by_swarm(),
                 _ => Vec::new(),
             };
-            let deployed = shared.store().repo_state(id)?.deployed_commit;
+            let deployed = shared.db.read(|s| s.repo_state(id))?.deployed_commit;
             let decision = failure::decide(&failure::Failure {
                 step: failed_step(&e),
                 rollback_on_failure: desired.kedge.gate.rollback_on_failure,
@@ -308,19 +325,27 @@ pub async fn apply_rendered(
             // The failed deployment and the repository's state (what is
             // deployed now, the error, whether the commit is tried again):
             // all of it or none of it.
-            shared.store().with_transaction(|s| {
-                if decision.keep {
-                    s.replace_services(id, &records)?;
-                    mark_deployed(s, id, desired)?;
-                }
-                s.fail_deployment(deployment, &changed, &error, step)?;
-                s.mark_failed(id, &error)?;
-                if decision.settle {
-                    // Not tried again until the branch moves or `kedge sync`.
-                    s.mark_settled(id, commit, None)?;
-                }
-                Ok(())
-            })?;
+            let (deployed, kept, changes) =
+                (Deployed::of(desired), records.clone(), changed.clone());
+            let (text, settled) = (error.clone(), commit.to_string());
+            shared
+                .db
+                .write(move |s| {
+                    s.with_transaction(|s| {
+                        if decision.keep {
+                            s.replace_services(id, &kept)?;
+                            deployed.mark(s, id)?;
+                        }
+                        s.fail_deployment(deployment, &changes, &text, step)?;
+                        s.mark_failed(id, &text)?;
+                        if decision.settle {
+                            // Not tried again until the branch moves or `kedge sync`.
+                            s.mark_settled(id, &settled, None)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
             shared.emit(
                 NewEvent::new(&name, EventKind::DeployFailed, error.clone())
                     .commit(commit)
@@ -340,7 +365,11 @@ pub async fn apply_rendered(
                 // Undone: trying the commit again would only break and
                 // restore the stack once more, whoever tries (a `kedge
                 // sync` too, or serve would deploy it at its next pass).
-                shared.store().mark_settled(id, commit, None)?;
+                let settled = commit.to_string();
+                shared
+                    .db
+                    .write(move |s| s.mark_settled(id, &settled, None))
+                    .await?;
             }
             task.drift.after_apply();
             Err(ReconcileError::Apply {
@@ -364,9 +393,11 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
     match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
             deployed.mode = failed.kedge.mode;
+            let (id, settings) = (task.repo.id, deployed.settings());
             if let Err(e) = shared
-                .store()
-                .set_rendered(task.repo.id, &deployed.settings())
+                .db
+                .write(move |s| s.set_rendered(id, &settings))
+                .await
             {
                 tracing::warn!(repo = %name, "cannot restore the deployed settings: {}", error_chain(&e));
             }
@@ -413,17 +444,30 @@ fn failed_step(e: &StepError) -> failure::FailedStep {
 }
 
 /// What runs now is `desired`'s commit.
-fn mark_deployed(
-    store: &crate::record::Store,
-    id: i64,
-    desired: &Desired,
-) -> Result<(), crate::record::StoreError> {
-    let files: Vec<String> = desired
-        .files
-        .iter()
-        .map(|f| f.to_string_lossy().into_owned())
-        .collect();
-    store.mark_deployed(id, &desired.commit, &desired.project, &files)
+/// What a deployment that is kept records as deployed, owned: it goes to
+/// the store's writer.
+struct Deployed {
+    commit: String,
+    project: String,
+    files: Vec<String>,
+}
+
+impl Deployed {
+    fn of(desired: &Desired) -> Deployed {
+        Deployed {
+            commit: desired.commit.clone(),
+            project: desired.project.clone(),
+            files: desired
+                .files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
+
+    fn mark(&self, store: &crate::record::Store, id: i64) -> Result<(), crate::record::StoreError> {
+        store.mark_deployed(id, &self.commit, &self.project, &self.files)
+    }
 }
 
 /// The first line of a commit message.
@@ -535,7 +579,7 @@ async fn record_config_hashes(
 
 /// A commit that cannot be rendered is a failed deployment; nothing is applied
 /// and it is not retried until the branch moves.
-fn refuse(
+async fn refuse(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
     message: &str,
@@ -546,17 +590,21 @@ fn refuse(
     let (id, name) = (task.repo.id, task.repo.name.as_str());
     let text = error_chain(err);
     tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
-    let store = shared.store();
-    let deployment = store.begin_deployment(&NewDeployment {
-        repo_id: id,
-        commit,
-        message,
-        trigger,
-        compose_snapshot: None,
-        rolled_back_from: None,
-    })?;
-    store.fail_deployment(deployment, &[], &text, DeployStep::Render)?;
-    drop(store);
+    let deployment = shared
+        .begin_deployment(&NewDeployment {
+            repo_id: id,
+            commit,
+            message,
+            trigger,
+            compose_snapshot: None,
+            rolled_back_from: None,
+        })
+        .await?;
+    let failed = text.clone();
+    shared
+        .db
+        .write(move |s| s.fail_deployment(deployment, &[], &failed, DeployStep::Render))
+        .await?;
     if let Some(announce) = task.announce.take() {
         let _ = announce.send(deployment);
     }
@@ -568,6 +616,10 @@ fn refuse(
             .field("deployment", deployment)
             .field("step", DeployStep::Render.as_str()),
     );
-    shared.store().mark_settled(id, commit, Some(&text))?;
+    let (settled, failed) = (commit.to_string(), text.clone());
+    shared
+        .db
+        .write(move |s| s.mark_settled(id, &settled, Some(&failed)))
+        .await?;
     Ok(Outcome::Refused { error: text })
 }

@@ -165,11 +165,11 @@ pub async fn drift_plan_observed(
 ) -> Result<Option<DriftView>, ReconcileError> {
     let engine = shared.engine.clone();
     let id = task.repo.id;
-    let state = shared.store().repo_state(id)?;
+    let state = shared.db.read(|s| s.repo_state(id))?;
     if state.deployed_commit.is_none() {
         return Ok(None);
     }
-    let records = shared.store().services(id)?;
+    let records = shared.db.read(|s| s.services(id))?;
     if records.is_empty() {
         return Ok(None);
     }

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use super::Shared;
 use super::heal::DriftView;
 use crate::error_chain;
-use crate::events::Event;
+use crate::events::{Event, Live};
 use crate::observe::ContainerState;
 use crate::plan::Drift;
 use crate::record::{EventQuery, RepoState, now_ms};
@@ -60,7 +60,7 @@ pub struct GitChecks {
 
 /// The channels the faces read.
 pub struct Hub {
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Live>,
     snapshots:
         std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Arc<RepoSnapshot>>>>,
     /// Not events: a check that finds nothing new stores nothing, so these
@@ -82,9 +82,16 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Every event stored from now on, by any process.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Every event stored from now on, by any process, and the ones this
+    /// process emits as they are emitted (see [`Live`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.events.subscribe()
+    }
+
+    /// Broadcasts an event this process has just emitted, before it is
+    /// stored. No receiver is no one listening: nothing to do.
+    pub fn announce(&self, event: Event) {
+        let _ = self.events.send(Live::Announced(event));
     }
 
     /// A repository's latest snapshot, and its changes.
@@ -164,7 +171,7 @@ impl Hub {
 
 /// Follows the event log and broadcasts each new row, whoever stored it.
 pub async fn tail(shared: Arc<Shared>) {
-    let mut last = match shared.store().last_event_id() {
+    let mut last = match shared.db.read(|s| s.last_event_id()) {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!("cannot read the event log: {}", error_chain(&e));
@@ -173,17 +180,19 @@ pub async fn tail(shared: Arc<Shared>) {
     };
     loop {
         tokio::time::sleep(TAIL_EVERY).await;
-        let page = shared.store().events(&EventQuery {
-            after_id: Some(last),
-            limit: 1000,
-            ..Default::default()
+        let page = shared.db.read(|s| {
+            s.events(&EventQuery {
+                after_id: Some(last),
+                limit: 1000,
+                ..Default::default()
+            })
         });
         match page {
             Ok(page) => {
                 for event in page {
                     last = event.id;
                     // No receiver is no one listening: nothing to do.
-                    let _ = shared.hub.events.send(event);
+                    let _ = shared.hub.events.send(Live::Stored(event));
                 }
             }
             Err(e) => tracing::debug!("cannot read the event log: {}", error_chain(&e)),
@@ -199,13 +208,23 @@ pub async fn retention(shared: Arc<Shared>) {
         |keep: Duration| now_ms().saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64);
     loop {
         let keep = shared.settings.events_retention;
-        match shared.store().delete_events_before(ago(keep)) {
+        let before = ago(keep);
+        match shared
+            .db
+            .write(move |s| s.delete_events_before(before))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, retention = ?keep, "old events deleted"),
             Err(e) => tracing::warn!("cannot delete old events: {}", error_chain(&e)),
         }
         let keep = shared.settings.history_retention;
-        match shared.store().delete_deployments_before(ago(keep)) {
+        let before = ago(keep);
+        match shared
+            .db
+            .write(move |s| s.delete_deployments_before(before))
+            .await
+        {
             Ok((0, _)) => {}
             Ok((deployments, snapshots)) => tracing::info!(
                 deployments,

@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::error_chain;
 use crate::events::{EventKind, NewEvent};
 use crate::observe::Engine;
-use crate::record::{Repo, Store, StoreError};
+use crate::record::{Db, Repo, Store, StoreError};
 use reconcile::reconcile;
 use task::{Action, RepoTask, backoff};
 
@@ -62,7 +62,12 @@ struct Waker {
 /// What every repository task shares.
 pub struct Shared {
     pub settings: Settings,
-    store: Mutex<Store>,
+    /// The store: reads at once, writes through its one writer.
+    pub db: Db,
+    /// This process among the ones that share the event log, and how many
+    /// events it has emitted: an event's origin.
+    origin: String,
+    emitted: AtomicU64,
     pub engine: Engine,
     /// Per repository: its name, its compose project and how to wake its task.
     wakers: Mutex<HashMap<i64, Waker>>,
@@ -97,7 +102,9 @@ impl Shared {
         }
         Shared {
             settings,
-            store: Mutex::new(store),
+            db: Db::new(store),
+            origin: format!("{:016x}", rand::random::<u64>()),
+            emitted: AtomicU64::new(0),
             engine,
             wakers: Mutex::new(HashMap::new()),
             engine_returns: AtomicU64::new(0),
@@ -170,17 +177,52 @@ impl Shared {
             .get_or_init(|| lock::ServeLock::is_held(&self.settings.data_dir))
     }
 
-    /// Records an event. Observing never fails what it observes: a store
-    /// that cannot be written (a full disk) is logged, and the work goes on.
+    /// Records an event without waiting for the disk: it is broadcast at
+    /// once and stored by the writer in emit order. Observing never fails
+    /// what it observes: a store that cannot be written (a full disk,
+    /// another process's lock for minutes) is logged, and the work goes on.
     pub fn emit(&self, event: NewEvent) {
-        if let Err(e) = self.store().add_event(&event) {
-            tracing::warn!(repo = %event.repo, kind = %event.kind, "cannot record event: {}", error_chain(&e));
-        }
+        let n = self.emitted.fetch_add(1, Ordering::Relaxed);
+        let event = crate::events::Event::emitted(
+            event,
+            crate::record::now_ms(),
+            format!("{}/{n}", self.origin),
+        );
+        self.hub.announce(event.clone());
+        self.db
+            .write_later("record an event", move |s| s.store_event(&event).map(drop));
     }
 
-    /// Short, blocking SQLite calls only: never held across an await.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    /// [`Store::begin_deployment`] on the writer; its id once stored.
+    pub async fn begin_deployment(
+        &self,
+        d: &crate::record::NewDeployment<'_>,
+    ) -> Result<i64, StoreError> {
+        let (repo_id, trigger) = (d.repo_id, d.trigger);
+        let (commit, message) = (d.commit.to_string(), d.message.to_string());
+        let snapshot = d.compose_snapshot.map(String::from);
+        let from = d.rolled_back_from.map(String::from);
+        self.db
+            .write(move |s| {
+                s.begin_deployment(&crate::record::NewDeployment {
+                    repo_id,
+                    commit: &commit,
+                    message: &message,
+                    trigger,
+                    compose_snapshot: snapshot.as_deref(),
+                    rolled_back_from: from.as_deref(),
+                })
+            })
+            .await
+    }
+
+    /// Whether `event` was emitted (and announced) by this process.
+    pub fn emitted_here(&self, event: &crate::events::Event) -> bool {
+        event
+            .origin
+            .as_deref()
+            .and_then(|o| o.split_once('/'))
+            .is_some_and(|(serve, _)| serve == self.origin)
     }
 }
 
@@ -248,7 +290,7 @@ where
     // supervisor looks again then, not at the next poll.
     let mut registry = shared.hub.subscribe();
     loop {
-        match shared.store().repos() {
+        match shared.db.read(|s| s.repos()) {
             Ok(repos) => {
                 if !started && repos.is_empty() {
                     tracing::info!("{}", no_repo_hint(&shared.settings.data_dir));
@@ -286,11 +328,20 @@ const COMMAND_QUEUE: usize = 16;
 
 /// Returns once a repository was added or removed (or events were missed,
 /// which may have been such one); never when the hub has closed.
-async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>) {
+/// The registration is stored before its event is emitted: announced or
+/// stored, the event finds the repository in the store.
+async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::events::Live>) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match events.recv().await {
-            Ok(e) if matches!(e.kind, EventKind::RepoAdded | EventKind::RepoRemoved) => return,
+            Ok(e)
+                if matches!(
+                    e.event().kind,
+                    EventKind::RepoAdded | EventKind::RepoRemoved
+                ) =>
+            {
+                return;
+            }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => return,
             Err(RecvError::Closed) => std::future::pending::<()>().await,
@@ -358,7 +409,11 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     let (commands_tx, mut commands) = mpsc::channel::<inbox::Command>(COMMAND_QUEUE);
     // Reachable from the start: a hook for a push that lands during the
     // first pass (after its remote check) is kept for the next one.
-    let known_project = shared.store().repo_state(id).ok().and_then(|s| s.project);
+    let known_project = shared
+        .db
+        .read(|s| s.repo_state(id))
+        .ok()
+        .and_then(|s| s.project);
     shared.wakers().insert(
         id,
         Waker {
@@ -404,7 +459,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             Ok(held) => {
                 // At every pass, not only the first: a `kedge sync` killed
                 // while serve runs leaves its row behind too.
-                fail_interrupted(&shared, &name, id);
+                fail_interrupted(&shared, &name, id).await;
                 task.lock = Some(held);
                 let result = reconcile(&shared, &mut task).await;
                 task.lock = None;
@@ -427,7 +482,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             }
         };
         // Events are routed by project, which the last render may have named.
-        let state = shared.store().repo_state(id).ok();
+        let state = shared.db.read(|s| s.repo_state(id)).ok();
         let project = state
             .as_ref()
             .and_then(|s| s.project.clone())
@@ -491,14 +546,21 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
 /// Whether the repository with this id is still registered (a read error
 /// counts as yes: the pass will say what is wrong).
 fn still_registered(shared: &Shared, id: i64) -> bool {
-    shared.store().repo_by_id(id).map_or(true, |r| r.is_some())
+    shared
+        .db
+        .read(|s| s.repo_by_id(id))
+        .map_or(true, |r| r.is_some())
 }
 
 /// Marks this repository's unfinished deployments `failed`, each with its
 /// `deploy_failed` event: called with its lock held, so whoever started
 /// them is gone (a crash, a kill -9, a `kedge sync` interrupted).
-pub fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
-    let closed = shared.store().fail_interrupted(id);
+pub async fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
+    // Read first: a pass with nothing to close waits for no writer.
+    let closed = match shared.db.read(|s| s.interrupted(id)) {
+        Ok(open) if open.is_empty() => Ok(open),
+        _ => shared.db.write(move |s| s.fail_interrupted(id)).await,
+    };
     match closed {
         Ok(closed) => {
             for (deployment, commit) in closed {

@@ -65,10 +65,12 @@ pub async fn reconcile(
 
 /// A git error of the remote check (`at_check`), clone or fetch: recorded
 /// for `status`. A failed check moves `checked_at` but not `remote_ok_at`.
-fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
+async fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
+    let (text, refusal) = (error_chain(&e), e.is_refusal());
     match shared
-        .store()
-        .mark_git_error(id, &error_chain(&e), at_check, e.is_refusal())
+        .db
+        .write(move |s| s.mark_git_error(id, &text, at_check, refusal))
+        .await
     {
         Ok(()) => e.into(),
         Err(store) => store.into(),
@@ -84,21 +86,28 @@ async fn check_source(
     let id = task.repo.id;
     let name = task.repo.name.clone();
 
-    let head = head.map_err(|e| record_git_error(shared, id, e, true))?;
-    shared.store().mark_checked(id, &head)?;
-    let state = shared.store().repo_state(id)?;
+    let head = match head {
+        Ok(head) => head,
+        Err(e) => return Err(record_git_error(shared, id, e, true).await),
+    };
+    let checked = head.clone();
+    shared
+        .db
+        .write(move |s| s.mark_checked(id, &checked))
+        .await?;
+    let state = shared.db.read(|s| s.repo_state(id))?;
     let mut target = state.target_commit.clone();
     if let Some(pinned) = &state.pinned_commit {
         if state.pinned_at_head.as_deref() == Some(head.as_str()) {
             // A rollback holds until the branch moves.
             if state.last_error.is_some() {
-                shared.store().clear_error(id)?;
+                shared.db.write(move |s| s.clear_error(id)).await?;
             }
             task.first = None;
             return Ok(());
         }
         tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
-        shared.store().release_pin(id)?;
+        shared.db.write(move |s| s.release_pin(id)).await?;
         target = None;
         shared.emit(
             NewEvent::new(
@@ -117,7 +126,7 @@ async fn check_source(
     if target.as_deref() == Some(head.as_str()) && task.git.is_cloned() {
         // Nothing new on the branch; a git error that has cleared is cleared.
         if state.last_error.is_some() && state.deployed_commit.as_deref() == Some(head.as_str()) {
-            shared.store().clear_error(id)?;
+            shared.db.write(move |s| s.clear_error(id)).await?;
         }
         task.first = None;
         return Ok(());
@@ -128,7 +137,10 @@ async fn check_source(
         (_, Ok(())) => task.git.fetch().await,
         (_, Err(e)) => Err(e),
     };
-    let commit = fetched.map_err(|e| record_git_error(shared, id, e, false))?;
+    let commit = match fetched {
+        Ok(commit) => commit,
+        Err(e) => return Err(record_git_error(shared, id, e, false).await),
+    };
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
         (_, Some(first)) => first,
@@ -165,7 +177,11 @@ async fn check_source(
             task.failed_commit = Some((commit.clone(), attempts));
             if attempts >= MAX_APPLY_ATTEMPTS {
                 tracing::warn!(repo = %name, commit = short(&commit), attempts, "giving up on this commit until the branch moves or `kedge sync`");
-                shared.store().mark_settled(id, &commit, None)?;
+                let settled = commit.clone();
+                shared
+                    .db
+                    .write(move |s| s.mark_settled(id, &settled, None))
+                    .await?;
             }
             Err(e)
         }

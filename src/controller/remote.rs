@@ -49,8 +49,11 @@ pub async fn current_head(
             let news = state.remote_head.as_deref() != Some(head.as_str())
                 || state.remote_failing()
                 || state.access_refused;
-            if news && let Err(e) = shared.store().mark_checked(repo_id, &head) {
-                tracing::warn!("cannot record the remote head: {}", error_chain(&e));
+            if news {
+                let checked = head.clone();
+                shared.db.write_later("record the remote head", move |s| {
+                    s.mark_checked(repo_id, &checked)
+                });
             }
             RemoteHead {
                 head: Some(head),

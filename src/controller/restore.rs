@@ -34,14 +34,14 @@ pub async fn restore_previous(
     let gate = gate.unwrap_or_default();
     let id = task.repo.id;
     let name = &task.repo.name;
-    let state = shared.store().repo_state(id)?;
+    let state = shared.db.read(|s| s.repo_state(id))?;
     let Some(deployed) = state.deployed_commit.clone() else {
         return Ok(None);
     };
-    let records = shared.store().services(id)?;
+    let records = shared.db.read(|s| s.services(id))?;
     let Some(previous) = shared
-        .store()
-        .deployments(id, 50)?
+        .db
+        .read(|s| s.deployments(id, 50))?
         .into_iter()
         .find(|d| d.commit == deployed && d.status != DeploymentStatus::Failed)
     else {
@@ -65,18 +65,20 @@ pub async fn restore_previous(
         previous.message
     );
     let snapshot = match &previous.snapshot {
-        Some(key) => shared.store().snapshot(key)?,
+        Some(key) => shared.db.read(|s| s.snapshot(key))?,
         None => None,
     };
     let started = Instant::now();
-    let restore = shared.store().begin_deployment(&NewDeployment {
-        repo_id: id,
-        commit: &deployed,
-        message: &message,
-        trigger: Trigger::AutoRollback,
-        compose_snapshot: snapshot.as_deref(),
-        rolled_back_from: Some(failed),
-    })?;
+    let restore = shared
+        .begin_deployment(&NewDeployment {
+            repo_id: id,
+            commit: &deployed,
+            message: &message,
+            trigger: Trigger::AutoRollback,
+            compose_snapshot: snapshot.as_deref(),
+            rolled_back_from: Some(failed),
+        })
+        .await?;
     let commits: BTreeMap<String, String> = records
         .iter()
         .map(|(s, r)| (s.clone(), r.commit.clone()))
@@ -146,12 +148,13 @@ pub async fn restore_previous(
                 .field("deployment", restore)
                 .field("duration_ms", started.elapsed().as_millis() as u64),
             );
-            shared.store().finish_deployment(
-                restore,
-                DeploymentStatus::RolledBack,
-                changed,
-                None,
-            )?;
+            let changes = changed.to_vec();
+            shared
+                .db
+                .write(move |s| {
+                    s.finish_deployment(restore, DeploymentStatus::RolledBack, &changes, None)
+                })
+                .await?;
             Ok(Some(deployed))
         }
         Err((why, step)) => {
@@ -172,10 +175,16 @@ pub async fn restore_previous(
                 )
             };
             tracing::error!(repo = %name, restored = short(&deployed), "{text}");
-            shared.store().with_transaction(|s| {
-                s.fail_deployment(restore, changed, &text, step)?;
-                s.mark_failed(id, &text)
-            })?;
+            let (changes, failure) = (changed.to_vec(), text.clone());
+            shared
+                .db
+                .write(move |s| {
+                    s.with_transaction(|s| {
+                        s.fail_deployment(restore, &changes, &failure, step)?;
+                        s.mark_failed(id, &failure)
+                    })
+                })
+                .await?;
             shared.emit(
                 NewEvent::new(name, EventKind::DeployFailed, text.clone())
                     .commit(&deployed)

@@ -12,7 +12,7 @@
 //! suppressed or given up on: a restart resumes after it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -72,7 +72,7 @@ pub fn prepare(data_dir: &Path, sink: &str) -> Result<(Store, i64), StoreError> 
 pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Option<(Store, i64)>) {
     let name = sender.name().to_string();
     let mut wake = hub.subscribe();
-    let (mut store, mut cursor) = match prepared {
+    let (store, mut cursor) = match prepared {
         Some(ready) => ready,
         None => loop {
             match prepare(&data_dir, &name) {
@@ -85,17 +85,21 @@ pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Opt
         },
     };
     tracing::debug!(sink = %name, cursor, "notifications follow the event log");
+    let store = Arc::new(Mutex::new(store));
     loop {
         // Broadcasts only wake: what to send is read from the log.
         while matches!(
             wake.try_recv(),
             Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
         ) {}
-        let page = store.events(&EventQuery {
-            after_id: Some(cursor),
-            limit: PAGE,
-            ..Default::default()
-        });
+        let page = on(&store, move |s| {
+            s.events(&EventQuery {
+                after_id: Some(cursor),
+                limit: PAGE,
+                ..Default::default()
+            })
+        })
+        .await;
         let page = match page {
             Ok(page) => page,
             Err(e) => {
@@ -116,7 +120,7 @@ pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Opt
             continue;
         }
         for event in page {
-            match handle(&hub, &sender, &mut store, &event).await {
+            match handle(&hub, &sender, &store, &event).await {
                 Ok(()) => cursor = event.id,
                 Err(e) => {
                     // The cursor stays: the event is dealt with again.
@@ -129,31 +133,69 @@ pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Opt
     }
 }
 
+/// Runs `f` on the sink's connection on the blocking pool: a write that
+/// waits for another process's lock holds up this sink alone, never a
+/// thread of the runtime.
+async fn on<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .unwrap_or(Err(StoreError::WriterGone))
+}
+
+/// Moves the sink's cursor past event `id`, noting `sent` (key, repo,
+/// service) when a failure was delivered.
+async fn advance(
+    store: &Arc<Mutex<Store>>,
+    sink: &str,
+    id: i64,
+    sent: Option<(String, String, Option<String>)>,
+) -> Result<(), StoreError> {
+    let sink = sink.to_string();
+    on(store, move |s| {
+        let sent = sent.as_ref().map(|(key, repo, service)| SentKey {
+            key,
+            repo,
+            service: service.as_deref(),
+        });
+        s.notify_advance(&sink, id, sent)
+    })
+    .await
+}
+
 /// Deals with one event and moves the cursor past it.
 async fn handle(
     hub: &Hub,
     sender: &Sender,
-    store: &mut Store,
+    store: &Arc<Mutex<Store>>,
     e: &Event,
 ) -> Result<(), StoreError> {
     let sink = &sender.sink;
     let name = sink.name.as_str();
     if let Some(service) = clears(e) {
-        store.notify_clear(name, &e.repo, service)?;
+        let (sink, repo, service) = (name.to_string(), e.repo.clone(), service.map(String::from));
+        on(store, move |s| {
+            s.notify_clear(&sink, &repo, service.as_deref())
+        })
+        .await?;
     }
     if !sink.wants(&e.repo, e.kind, e.severity) {
-        return store.notify_advance(name, e.id, None);
+        return advance(store, name, e.id, None).await;
     }
     // Failures are de-duplicated; everything else is news each time.
     let key = (e.severity >= Severity::Warning).then(|| dedup_key(e));
-    if let Some(key) = &key
-        && let Some(sent_at) = store.notify_sent_at(name, key)?
-    {
-        let interval = sink.repeat_interval.as_millis().min(i64::MAX as u128) as i64;
-        if now_ms().saturating_sub(sent_at) < interval {
-            tracing::debug!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, "notification suppressed: sent already within repeat_interval");
-            hub.count_notification(name, "suppressed", 1);
-            return store.notify_advance(name, e.id, None);
+    if let Some(key) = &key {
+        let (sink_name, digest) = (name.to_string(), key.clone());
+        if let Some(sent_at) = on(store, move |s| s.notify_sent_at(&sink_name, &digest)).await? {
+            let interval = sink.repeat_interval.as_millis().min(i64::MAX as u128) as i64;
+            if now_ms().saturating_sub(sent_at) < interval {
+                tracing::debug!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, "notification suppressed: sent already within repeat_interval");
+                hub.count_notification(name, "suppressed", 1);
+                return advance(store, name, e.id, None).await;
+            }
         }
     }
     let notice = Notice::of(e, sender.public_url());
@@ -161,17 +203,13 @@ async fn handle(
         Ok((answer, tries)) => {
             tracing::info!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, %answer, "notification sent");
             hub.count_notification(name, "success", 1);
-            let sent = key.as_deref().map(|key| SentKey {
-                key,
-                repo: &e.repo,
-                service: e.service.as_deref(),
-            });
-            store.notify_advance(name, e.id, sent)
+            let sent = key.map(|key| (key, e.repo.clone(), e.service.clone()));
+            advance(store, name, e.id, sent).await
         }
         Err((err, tries)) => {
             tracing::error!(sink = name, event = e.id, kind = %e.kind, repo = %e.repo, tries, "notification failed, given up: {err}");
             hub.count_notification(name, "failure", 1);
-            store.notify_advance(name, e.id, None)
+            advance(store, name, e.id, None).await
         }
     }
 }
@@ -191,6 +229,7 @@ mod tests {
             commit: Some("abc".into()),
             message: message.into(),
             fields: serde_json::Map::new(),
+            origin: None,
         }
     }
 

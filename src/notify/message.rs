@@ -174,6 +174,7 @@ mod tests {
             commit: Some("abc1234def5678".into()),
             message: message.into(),
             fields: serde_json::Map::new(),
+            origin: None,
         }
     }
 

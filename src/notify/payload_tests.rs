@@ -14,6 +14,7 @@ fn notice(link: bool) -> Notice {
         commit: Some("abc1234def".into()),
         message: "service api exited 1".into(),
         fields,
+        origin: None,
     };
     Notice::of(&e, link.then_some("https://kedge.example.com"))
 }
@@ -106,6 +107,7 @@ fn slack_top_level_text_escapes_mentions_and_links_as_the_blocks_do() {
             commit: Some("abc1234def".into()),
             message: String::new(),
             fields,
+            origin: None,
         };
         let n = Notice::of(&e, Some("https://kedge.example.com"));
         let v = body(&http(SinkKind::Slack, &n, None));

@@ -35,16 +35,15 @@ impl Ops {
     /// without `serve`); the rest is the store's.
     pub fn overview(&self) -> Result<Vec<OverviewRow>, OpsError> {
         let shared = self.shared()?;
-        let (repos, mut states, summaries, mut messages, mut names) = {
-            let store = shared.store();
-            (
+        let (repos, mut states, summaries, mut messages, mut names) = shared.db.read(|store| {
+            Ok((
                 store.repos()?,
                 store.repo_states()?,
                 store.deploy_summaries()?,
                 store.deployed_messages()?,
                 store.service_names()?,
-            )
-        };
+            ))
+        })?;
         Ok(repos
             .into_iter()
             .map(|repo| {

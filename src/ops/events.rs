@@ -59,11 +59,13 @@ impl Ops {
         if let Some(repo) = &req.repo {
             self.known_to_events(repo)?;
         }
-        Ok(self.shared()?.store().events(&EventQuery {
-            repo: req.repo.clone(),
-            since: req.since.map(Since::at),
-            after_id: None,
-            limit: req.limit.min(MAX_LIMIT),
+        Ok(self.shared()?.db.read(|s| {
+            s.events(&EventQuery {
+                repo: req.repo.clone(),
+                since: req.since.map(Since::at),
+                after_id: None,
+                limit: req.limit.min(MAX_LIMIT),
+            })
         })?)
     }
 
@@ -77,11 +79,13 @@ impl Ops {
     ) -> Result<(), OpsError> {
         let shared = self.shared()?;
         loop {
-            let page = shared.store().events(&EventQuery {
-                repo: req.repo.clone(),
-                since: None,
-                after_id: Some(after_id),
-                limit: 1000,
+            let page = shared.db.read(|s| {
+                s.events(&EventQuery {
+                    repo: req.repo.clone(),
+                    since: None,
+                    after_id: Some(after_id),
+                    limit: 1000,
+                })
             })?;
             let full = page.len() == 1000;
             for event in &page {
@@ -107,11 +111,13 @@ impl Ops {
         if let Some(repo) = repo {
             self.known_to_events(repo)?;
         }
-        Ok(self.shared()?.store().events(&EventQuery {
-            repo: repo.map(String::from),
-            since: None,
-            after_id: Some(after_id),
-            limit: limit.min(MAX_LIMIT),
+        Ok(self.shared()?.db.read(|s| {
+            s.events(&EventQuery {
+                repo: repo.map(String::from),
+                since: None,
+                after_id: Some(after_id),
+                limit: limit.min(MAX_LIMIT),
+            })
         })?)
     }
 
@@ -120,18 +126,24 @@ impl Ops {
     /// said so rather than answered with nothing.
     fn known_to_events(&self, repo: &str) -> Result<(), OpsError> {
         match self.repo(repo) {
-            Err(OpsError::UnknownRepo(_)) if self.shared()?.store().has_events_of(repo)? => Ok(()),
+            Err(OpsError::UnknownRepo(_))
+                if self.shared()?.db.read(|s| s.has_events_of(repo))? =>
+            {
+                Ok(())
+            }
             other => other.map(drop),
         }
     }
 
     /// The newest event's id: where a follower that wants only new events starts.
     pub fn last_event_id(&self) -> Result<i64, OpsError> {
-        Ok(self.shared()?.store().last_event_id()?)
+        Ok(self.shared()?.db.read(|s| s.last_event_id())?)
     }
 
     /// The events emitted from now on, as they are emitted.
-    pub fn subscribe(&self) -> Result<tokio::sync::broadcast::Receiver<Event>, OpsError> {
+    pub fn subscribe(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<crate::events::Live>, OpsError> {
         Ok(self.shared()?.hub.subscribe())
     }
 }

@@ -59,8 +59,8 @@ impl Ops {
         let repo = self.repo(repo)?;
         let deployments = self
             .shared()?
-            .store()
-            .deployments(repo.id, limit.min(MAX_LIMIT))?;
+            .db
+            .read(|s| s.deployments(repo.id, limit.min(MAX_LIMIT)))?;
         Ok(deployments
             .into_iter()
             .map(|d| HistoryRow {

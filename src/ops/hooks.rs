@@ -176,7 +176,7 @@ impl Ops {
     /// secret needs no restart. A file that cannot be used is logged (its
     /// path, never its content) and its repository is triggered by nothing.
     pub fn hooks(&self) -> Result<Hooks, OpsError> {
-        let repos = self.shared()?.store().repos()?;
+        let repos = self.shared()?.db.read(|s| s.repos())?;
         Ok(Hooks {
             global: self.global_webhook_secret(),
             repos: repos.into_iter().map(|r| self.hook_repo(r)).collect(),
@@ -234,7 +234,7 @@ impl Ops {
     /// repository alone (only its secret file is read), `None` when no
     /// repository has that name.
     pub fn hooks_for(&self, name: &str) -> Result<Option<Hooks>, OpsError> {
-        let Some(repo) = self.shared()?.store().repo(name)? else {
+        let Some(repo) = self.shared()?.db.read(|s| s.repo(name))? else {
             return Ok(None);
         };
         let repo = self.hook_repo(repo);

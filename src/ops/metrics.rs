@@ -41,9 +41,9 @@ impl Ops {
     /// waits for one query at most.
     pub fn metrics(&self) -> Result<MetricsReport, OpsError> {
         let shared = self.shared()?;
-        let repos = shared.store().repos()?;
-        let mut states = shared.store().repo_states()?;
-        let summaries = shared.store().deploy_summaries()?;
+        let repos = shared.db.read(|s| s.repos())?;
+        let mut states = shared.db.read(|s| s.repo_states())?;
+        let summaries = shared.db.read(|s| s.deploy_summaries())?;
         let out = repos
             .into_iter()
             .map(|repo| {

@@ -135,8 +135,8 @@ impl Ops {
     /// A registered repository by name.
     pub fn repo(&self, name: &str) -> Result<Repo, OpsError> {
         self.shared()?
-            .store()
-            .repo(name)?
+            .db
+            .read(|s| s.repo(name))?
             .ok_or_else(|| OpsError::UnknownRepo(name.to_string()))
     }
 

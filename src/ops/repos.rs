@@ -91,7 +91,7 @@ pub struct Removed {
 impl Ops {
     /// Registers a repository. Everything is checked before the database
     /// is opened: a refusal leaves no trace.
-    pub fn repo_add(&self, req: &AddRepo) -> Result<Added, OpsError> {
+    pub async fn repo_add(&self, req: &AddRepo) -> Result<Added, OpsError> {
         if !req.host_paths {
             // Judged on the form alone: nothing on the host is looked at.
             if url::is_local_form(&req.url) {
@@ -150,15 +150,23 @@ impl Ops {
             }
         }
         let shared = self.shared()?;
-        let added = shared.store().add_repo(&NewRepo {
-            name: &name,
-            url: &repo_url,
-            branch: &req.branch,
-            webhook_secret_file: secret_file.as_deref(),
-            auth: &auth,
-            credential: req.credentials.credential.as_deref(),
-            webhook_secret: req.webhook_secret.as_deref(),
-        });
+        let (named, branch) = (name.clone(), req.branch.clone());
+        let credential = req.credentials.credential.clone();
+        let webhook_secret = req.webhook_secret.clone();
+        let added = shared
+            .db
+            .write(move |s| {
+                s.add_repo(&NewRepo {
+                    name: &named,
+                    url: &repo_url,
+                    branch: &branch,
+                    webhook_secret_file: secret_file.as_deref(),
+                    auth: &auth,
+                    credential: credential.as_deref(),
+                    webhook_secret: webhook_secret.as_deref(),
+                })
+            })
+            .await;
         let repo = match added {
             Ok(repo) => repo,
             Err(e) => {
@@ -190,8 +198,8 @@ impl Ops {
     pub fn repo_list(&self) -> Result<Vec<RepoRow>, OpsError> {
         Ok(self
             .shared()?
-            .store()
-            .repos()?
+            .db
+            .read(|s| s.repos())?
             .into_iter()
             .map(|r| RepoRow::of(r, &self.settings.credentials))
             .collect())
@@ -209,7 +217,7 @@ impl Ops {
         if down {
             // What was deployed, as recorded then: not the checkout's
             // kedge.yaml read again with this shell's environment.
-            let state = shared.store().repo_state(repo.id)?;
+            let state = shared.db.read(|s| s.repo_state(repo.id))?;
             let project = match state.project {
                 Some(project) => project,
                 // Never deployed: the name kedge.yaml would give it.
@@ -230,7 +238,8 @@ impl Ops {
             }
             tracing::info!(repo = %repo.name, %project, "stack taken down");
         }
-        shared.store().remove_repo(&repo.name)?;
+        let named = repo.name.clone();
+        shared.db.write(move |s| s.remove_repo(&named)).await?;
         shared.emit(NewEvent::new(
             &repo.name,
             EventKind::RepoRemoved,

@@ -122,7 +122,7 @@ impl Ops {
         let shared = self.shared()?;
         let repos = match repo {
             Some(name) => vec![self.repo(name)?],
-            None => shared.store().repos()?,
+            None => shared.db.read(|s| s.repos())?,
         };
         collect(shared, repos).await
     }
@@ -151,7 +151,7 @@ async fn collect(
         let asks: Vec<_> = tasks
             .iter()
             .map(|task| {
-                let state = shared.store().repo_state(task.repo.id);
+                let state = shared.db.read(|s| s.repo_state(task.repo.id));
                 async move {
                     match state {
                         Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
@@ -168,9 +168,8 @@ async fn collect(
         futures_util::stream::iter(asks).buffered(8).collect().await
     };
     for ((repo, task), remote) in repos.into_iter().zip(&tasks).zip(heads) {
-        let (mut state, newest, recorded, events) = {
-            let store = shared.store();
-            (
+        let (mut state, newest, recorded, events) = shared.db.read(|store| {
+            Ok((
                 store.repo_state(repo.id)?,
                 store.deployments(repo.id, 2)?,
                 store.services(repo.id)?,
@@ -179,8 +178,8 @@ async fn collect(
                     limit: 5,
                     ..Default::default()
                 })?,
-            )
-        };
+            ))
+        })?;
         let auto_rollback = AutoRollback::find(&state, &newest);
         // A restore after a failed deployment does not hide the failure.
         let last = newest

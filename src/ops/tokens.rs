@@ -30,10 +30,11 @@ impl Ops {
         let mut bytes = [0u8; 24];
         rand::fill(&mut bytes);
         let token = format!("{TOKEN_PREFIX}{}", crate::desired::render::hex(&bytes));
+        let (named, digest) = (name.to_string(), token_hash(&token));
         if !self
             .shared()?
-            .store()
-            .add_token(name, role, &token_hash(&token))?
+            .db
+            .write_blocking(move |s| s.add_token(&named, role, &digest))?
         {
             return Err(OpsError::TokenExists(name.to_string()));
         }
@@ -43,8 +44,8 @@ impl Ops {
     pub fn token_list(&self) -> Result<Vec<TokenRow>, OpsError> {
         Ok(self
             .shared()?
-            .store()
-            .tokens()?
+            .db
+            .read(|s| s.tokens())?
             .into_iter()
             .map(|t| TokenRow {
                 name: t.name,
@@ -56,7 +57,12 @@ impl Ops {
     }
 
     pub fn token_revoke(&self, name: &str) -> Result<(), OpsError> {
-        if self.shared()?.store().revoke_token(name)? {
+        let named = name.to_string();
+        if self
+            .shared()?
+            .db
+            .write_blocking(move |s| s.revoke_token(&named))?
+        {
             Ok(())
         } else {
             Err(OpsError::UnknownToken(name.to_string()))
@@ -69,12 +75,29 @@ impl Ops {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        Ok(self.shared()?.store().use_token(&token_hash(presented))?)
+        self.use_token(&token_hash(presented))
     }
 
     /// The token a dashboard session was opened with, by the digest kept
     /// in the session: still there (not revoked), and with its role.
     pub fn token_by_digest(&self, digest: &str) -> Result<Option<Token>, OpsError> {
-        Ok(self.shared()?.store().use_token(digest)?)
+        self.use_token(digest)
+    }
+
+    /// A read; the "last used" time, kept to the minute, is written after
+    /// the answer: a request never waits for the store's writer.
+    fn use_token(&self, digest: &str) -> Result<Option<Token>, OpsError> {
+        let shared = self.shared()?;
+        let token = shared.db.read(|s| s.token_by_hash(digest))?;
+        let now = crate::record::now_ms();
+        if let Some(t) = &token
+            && t.use_is_news(now)
+        {
+            let name = t.name.clone();
+            shared
+                .db
+                .write_later("note a token's use", move |s| s.note_token_use(&name, now));
+        }
+        Ok(token)
     }
 }

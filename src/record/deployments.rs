@@ -298,17 +298,7 @@ impl Store {
     /// writes: it runs at every pass, and the pass that changes nothing
     /// writes nothing.
     pub fn fail_interrupted(&self, repo_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, commit_hash FROM deployments
-                 WHERE repo_id = ?1 AND status = 'in_progress' ORDER BY id",
-            )
-            .map_err(query("find interrupted deployments"))?;
-        let open = stmt
-            .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String)>>>())
-            .map_err(query("find interrupted deployments"))?;
+        let open = self.interrupted(repo_id)?;
         if open.is_empty() {
             return Ok(open);
         }
@@ -320,6 +310,22 @@ impl Store {
                 params![now_ms(), repo_id, INTERRUPTED],
             )
             .map_err(query("close interrupted deployments"))?;
+        Ok(open)
+    }
+
+    /// A repository's deployments still `in_progress` (id, commit), oldest first.
+    pub fn interrupted(&self, repo_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, commit_hash FROM deployments
+                 WHERE repo_id = ?1 AND status = 'in_progress' ORDER BY id",
+            )
+            .map_err(query("find interrupted deployments"))?;
+        let open = stmt
+            .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String)>>>())
+            .map_err(query("find interrupted deployments"))?;
         Ok(open)
     }
 

@@ -18,27 +18,35 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-const COLUMNS: &str = "id, at, repo, kind, severity, service, commit_hash, message, fields";
+const COLUMNS: &str = "id, at, repo, kind, severity, service, commit_hash, message, fields, origin";
 
 impl Store {
-    /// Stores an event and returns its id.
+    /// Stores an event happening now and returns its id.
     pub fn add_event(&self, e: &NewEvent) -> Result<i64, StoreError> {
+        self.store_event(&Event::emitted(e.clone(), now_ms(), String::new()))
+    }
+
+    /// Stores an event `serve` emitted (its time and origin kept; an empty
+    /// origin is none) and returns its id.
+    pub fn store_event(&self, e: &Event) -> Result<i64, StoreError> {
         let fields = serde_json::Value::Object(e.fields.clone()).to_string();
+        let origin = e.origin.as_deref().filter(|o| !o.is_empty());
         self.conn
             .prepare_cached(
-                "INSERT INTO events (at, repo, kind, severity, service, commit_hash, message, fields)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO events (at, repo, kind, severity, service, commit_hash, message, fields, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
-                    now_ms(),
+                    e.time,
                     e.repo,
                     e.kind.as_str(),
                     e.severity.as_str(),
                     e.service,
                     e.commit,
                     e.message,
-                    fields
+                    fields,
+                    origin
                 ])
             })
             .map_err(query("record event"))?;
@@ -140,5 +148,6 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Option<Event>> {
         commit: r.get(6)?,
         message: r.get(7)?,
         fields,
+        origin: r.get(9)?,
     }))
 }

@@ -199,6 +199,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 14: credentials out of `repositories.url`. Done in code
     // (`move_url_credentials`): it writes files.
     "",
+    // 15: which `serve` emitted an event, so that the one that broadcast
+    // it before it was stored does not broadcast it twice.
+    "ALTER TABLE events ADD COLUMN origin TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

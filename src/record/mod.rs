@@ -4,6 +4,7 @@
 //! event log, live in `<data-dir>/kedge.db`.
 
 pub mod credstore;
+mod db;
 mod deployments;
 mod events;
 mod migrations;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+pub use db::Db;
 pub use deployments::{
     DeployStep, DeploySummary, Deployment, DeploymentStatus, INTERRUPTED, NewDeployment, Trigger,
     snapshot_key,
@@ -112,6 +114,23 @@ pub enum StoreError {
     /// the row was edited by hand): guessing one would act on a lie.
     #[error("the database holds {column} '{value}', which this Kedge does not know")]
     UnknownValue { column: &'static str, value: String },
+    #[error("the store's writer has stopped: nothing more can be recorded")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Whether another connection held SQLite's lock past the busy timeout:
+    /// worth trying again, unlike any other failure.
+    pub fn is_busy(&self) -> bool {
+        let source = match self {
+            StoreError::Query { source, .. } | StoreError::Migrate { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
 }
 
 fn query(step: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -291,6 +310,30 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A connection for reads only, to a database [`Store::open`] made:
+    /// no migration, and any write is refused (`query_only`).
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let configure = |source| StoreError::Configure {
+            path: path.to_path_buf(),
+            source,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(configure)?;
+        conn.execute_batch("PRAGMA query_only = ON;")
+            .map_err(configure)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     fn check_identity(&self) -> Result<(), StoreError> {

@@ -94,24 +94,40 @@ impl Store {
     /// The token with this hash. Its "last used" time is kept to the
     /// minute: a request costs a read, not a write.
     pub fn use_token(&self, hash: &str) -> Result<Option<Token>, StoreError> {
-        let token = self
-            .conn
+        let token = self.token_by_hash(hash)?;
+        if let Some(t) = &token
+            && t.use_is_news(now_ms())
+        {
+            self.note_token_use(&t.name, now_ms())?;
+        }
+        Ok(token)
+    }
+
+    /// The token with this hash: a read only.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<Token>, StoreError> {
+        self.conn
             .prepare_cached(
                 "SELECT name, role, created_at, last_used_at FROM tokens WHERE hash = ?1",
             )
             .and_then(|mut stmt| stmt.query_row([hash], token_row).optional())
-            .map_err(query("check a token"))?;
-        let now = now_ms();
-        if let Some(t) = &token
-            && t.last_used_at.is_none_or(|at| now - at >= 60_000)
-        {
-            self.conn
-                .execute(
-                    "UPDATE tokens SET last_used_at = ?2 WHERE name = ?1",
-                    params![t.name, now],
-                )
-                .map_err(query("note a token's use"))?;
-        }
-        Ok(token)
+            .map_err(query("check a token"))
+    }
+
+    /// Notes that token `name` was used at `at`.
+    pub fn note_token_use(&self, name: &str, at: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tokens SET last_used_at = ?2 WHERE name = ?1",
+                params![name, at],
+            )
+            .map(drop)
+            .map_err(query("note a token's use"))
+    }
+}
+
+impl Token {
+    /// Whether a use at `now` moves its "last used" time, kept to the minute.
+    pub fn use_is_news(&self, now: i64) -> bool {
+        self.last_used_at.is_none_or(|at| now - at >= 60_000)
     }
 }

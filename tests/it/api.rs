@@ -251,9 +251,27 @@ fn the_event_stream_delivers_drift_and_resumes_from_last_event_id() {
         }
     };
     assert_eq!(drift.data["service"], "web");
-    let id = drift.id.clone().expect("an id");
-    assert_eq!(drift.data["id"].as_i64().unwrap().to_string(), id);
+    // Sent as emitted, before the log gave it an id: the id follows alone.
+    assert_eq!(drift.id, None, "{drift:?}");
+    assert_eq!(drift.data["id"], 0);
+    let id = loop {
+        let m = stream
+            .next(Duration::from_secs(30))
+            .expect("the drift's id");
+        if m.data.is_null() {
+            break m.id.expect("an id");
+        }
+    };
     drop(stream);
+    let stored = k.run(["events", "--repo", &s.name, "-o", "json"]).json();
+    let drift_row = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"].as_i64().unwrap().to_string() == id)
+        .expect("the id is a stored event's");
+    assert_eq!(drift_row["kind"], "drift_detected", "{drift_row}");
+    assert_eq!(drift_row["time"], drift.data["time"]);
 
     // Reconnect from that id: everything after it, without gaps, in order.
     wait_for(30, "the heal recorded", || {

@@ -28,4 +28,5 @@ mod secrets;
 mod serve;
 mod sessions;
 mod slow_clients;
+mod store_lock;
 mod swarm;

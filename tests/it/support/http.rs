@@ -137,7 +137,9 @@ pub struct EventStream {
     reader: BufReader<TcpStream>,
 }
 
-/// One message: its `id:` and `data:`.
+/// One message: its `id:` and `data:`. An event `serve` sent before it
+/// was stored has no id; a message with an id and no data (`data` null)
+/// moves the client's id once one is stored.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub id: Option<String>,
@@ -226,10 +228,10 @@ impl EventStream {
                 id = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("data:") {
                 data = serde_json::from_str(v.trim()).ok();
-            } else if line.is_empty() && data.is_some() {
+            } else if line.is_empty() && (data.is_some() || id.is_some()) {
                 return Some(Message {
                     id: id.take(),
-                    data: data.take().unwrap(),
+                    data: data.take().unwrap_or_default(),
                 });
             }
         }
