@@ -132,7 +132,7 @@ pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), App
 /// hashes labels into its config hash, so only those services are recreated.
 /// `builds` maps build services to their build fingerprint, which labels
 /// the images they build (compose leaves `build` out of its config hash).
-pub fn write_label_override(
+pub async fn write_label_override(
     path: &Path,
     project: &str,
     commits: &BTreeMap<String, String>,
@@ -161,8 +161,10 @@ pub fn write_label_override(
     };
     // Written whole then renamed: compose never reads half a file.
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    tokio::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+        .await
+        .map_err(err)?;
+    tokio::fs::rename(&tmp, path).await.map_err(err)
 }
 
 /// Pulls the images of `services` (those whose image is not on the host),

@@ -78,15 +78,16 @@ pub fn stack_file(
     Ok(serde_json::to_string_pretty(&Value::Object(doc)).expect("JSON serialises"))
 }
 
-/// Writes the stack file (atomically: a deploy never reads half a file).
-pub fn write(path: &Path, content: &str) -> Result<(), ApplyError> {
+/// Writes the stack file (atomically: a deploy never reads half a file),
+/// on the blocking pool.
+pub async fn write(path: &Path, content: &str) -> Result<(), ApplyError> {
     let err = |source| ApplyError::StackFile {
         path: path.to_path_buf(),
         source,
     };
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    tokio::fs::write(&tmp, content).await.map_err(err)?;
+    tokio::fs::rename(&tmp, path).await.map_err(err)
 }
 
 /// `docker stack deploy --with-registry-auth [--prune] -c FILE PROJECT` on

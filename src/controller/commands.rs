@@ -529,10 +529,12 @@ async fn rollback_from_snapshot(
             error: format!("the stored compose snapshot is unreadable: {e}"),
         })?;
     let file = task.git.clone.join(".git/kedge-snapshot.json");
-    std::fs::write(&file, &snapshot).map_err(|e| CommandError::Refused {
-        commit: commit.to_string(),
-        error: format!("cannot write {}: {e}", file.display()),
-    })?;
+    tokio::fs::write(&file, &snapshot)
+        .await
+        .map_err(|e| CommandError::Refused {
+            commit: commit.to_string(),
+            error: format!("cannot write {}: {e}", file.display()),
+        })?;
     let state = shared
         .db
         .read(|s| s.repo_state(id))

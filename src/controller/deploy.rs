@@ -542,7 +542,7 @@ async fn apply_desired(
         .collect();
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
-    apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints)?;
+    apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints).await?;
     let project = task
         .compose(
             shared,

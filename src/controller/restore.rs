@@ -95,7 +95,7 @@ pub async fn restore_previous(
             .await
             .map(drop)
     } else {
-        apply::write_label_override(&override_path, &project, &commits, &fingerprints)
+        apply::write_label_override(&override_path, &project, &commits, &fingerprints).await
     };
     if result.is_ok() && !swarm {
         let compose = task

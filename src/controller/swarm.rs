@@ -46,7 +46,7 @@ pub async fn apply_stack(
         task.git.checkout_deployed(&desired.commit).await?;
     }
     let path = next_stack_path(task);
-    apply::stack::write(&path, &content)?;
+    apply::stack::write(&path, &content).await?;
     apply::stack::deploy(
         &desired.project,
         &path,

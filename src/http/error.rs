@@ -39,6 +39,9 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("{0}")]
     Internal(String),
+    /// Too busy, or no answer in time: worth asking again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 mod error;
+pub mod limits;
 mod listen;
 pub mod session;
 pub mod throttle;
@@ -49,6 +50,7 @@ pub struct AppState {
 
 /// The whole HTTP surface: the API's routes and the dashboard's.
 pub fn router(state: Arc<AppState>) -> Router {
+    let limits = limits::Limits::new(state.ops.settings().command_wait);
     Router::new()
         .merge(crate::api::routes(state.clone()))
         .merge(crate::web::routes())
@@ -58,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(close_after_unread_body))
+        .layer(axum::middleware::from_fn_with_state(limits, limits::bound))
         .with_state(state)
 }
 

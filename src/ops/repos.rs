@@ -249,7 +249,7 @@ impl Ops {
                 "unregistered; its containers were left running"
             },
         ));
-        remove_dir(&repo.name, &clone)?;
+        remove_dir(&repo.name, &clone).await?;
         if let crate::source::auth::GitAuth::Token {
             token: crate::config::registries::SecretRef::File(file),
             ..
@@ -259,8 +259,8 @@ impl Ops {
         }
         // The render worktree and the trust config beside the clone go with it.
         let git = crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone);
-        let _ = std::fs::remove_dir_all(git.render_dir());
-        let _ = std::fs::remove_file(git.trust_config());
+        let _ = tokio::fs::remove_dir_all(git.render_dir()).await;
+        let _ = tokio::fs::remove_file(git.trust_config()).await;
         Ok(Removed {
             removed: repo.name,
             down,
@@ -268,13 +268,16 @@ impl Ops {
     }
 }
 
-fn remove_dir(repo: &str, path: &Path) -> Result<(), OpsError> {
+/// On the blocking pool: a large clone takes a while to delete.
+async fn remove_dir(repo: &str, path: &Path) -> Result<(), OpsError> {
     if !path.exists() {
         return Ok(());
     }
-    std::fs::remove_dir_all(path).map_err(|source| OpsError::DeleteClone {
-        repo: repo.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })
+    tokio::fs::remove_dir_all(path)
+        .await
+        .map_err(|source| OpsError::DeleteClone {
+            repo: repo.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
 }

@@ -395,13 +395,16 @@ impl Repository {
             ".{}.cloning",
             self.clone.file_name().unwrap_or_default().to_string_lossy()
         ));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // On the blocking pool: a leftover clone may be large.
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
         if self.clone.exists() {
             // A directory without .git is a leftover, not a clone.
-            std::fs::remove_dir_all(&self.clone).map_err(|source| GitError::Io {
-                path: self.clone.clone(),
-                source,
-            })?;
+            tokio::fs::remove_dir_all(&self.clone)
+                .await
+                .map_err(|source| GitError::Io {
+                    path: self.clone.clone(),
+                    source,
+                })?;
         }
         let cmd = self
             .remote_git()?
@@ -533,8 +536,8 @@ impl Repository {
                 ),
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir_all(self.clone.join(LEGACY_RENDER_WORKTREE));
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let _ = tokio::fs::remove_dir_all(self.clone.join(LEGACY_RENDER_WORKTREE)).await;
         // prune: forget worktrees whose directories are gone.
         let _ = self.git().args(["worktree", "prune"]).run().await;
         self.git()

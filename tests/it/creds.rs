@@ -342,8 +342,12 @@ fn url_credentials_of_an_older_database_leave_it_and_still_authenticate() {
             [server.url_with_credentials(&name), name.clone()],
         )
         .unwrap();
-        db.execute_batch("PRAGMA user_version = 13; PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
+        // Without what later versions added (15: the events' origin).
+        db.execute_batch(
+            "ALTER TABLE events DROP COLUMN origin;
+             PRAGMA user_version = 13; PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
     }
     let first = remote.remote_head();
     k.run(["sync", "--repo", &name])
