@@ -80,3 +80,44 @@ fn notifications_take_only_what_they_need() {
     let seen = assert_no_file_names(&dir, &forbidden);
     assert!(seen >= 6, "only {seen} files in src/notify");
 }
+
+/// The faces get the operations' reports from `ops`, which hands on value
+/// types (`model`), never the controller's own.
+#[test]
+fn the_operations_hand_on_no_controller_type() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        seen += 1;
+        let needle = format!("pub use crate::{}", "controller");
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with(&needle)),
+            "{} re-exports a controller type",
+            path.display()
+        );
+    }
+    assert!(seen >= 10, "only {seen} files in src/ops");
+}
+
+/// `model` holds values every stage may share: it names none of them.
+#[test]
+fn the_value_types_depend_on_no_stage() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model");
+    let forbidden: Vec<String> = [
+        "desired",
+        "source",
+        "observe",
+        "plan",
+        "apply",
+        "controller",
+        "record",
+        "ops",
+    ]
+    .into_iter()
+    .map(|m| format!("crate::{m}"))
+    .collect();
+    let seen = assert_no_file_names(&dir, &forbidden);
+    assert!(seen >= 9, "only {seen} files in src/model");
+}

@@ -4,18 +4,16 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::Shared;
 use super::deploy::{Source, apply_rendered, deploy, render_commit};
 use super::heal;
 use super::lock::RepoLock;
-use super::remote::PinView;
+use super::remote::pin_view;
 use super::task::{Outcome, ReconcileError, RepoTask, Trigger};
 use crate::desired::kedge_yaml::Mode;
 use crate::events::{EventKind, NewEvent};
-use crate::plan::Drift;
-use crate::plan::rollout::{ServiceChange, rollout};
+use crate::model::report::{DiffReport, Pending, RollbackReport, SyncReport};
+use crate::plan::rollout::rollout;
 use crate::record::{DeploymentStatus, Repo};
 use crate::{error_chain, short};
 
@@ -123,21 +121,6 @@ pub async fn run(
     answer
 }
 
-/// What `sync` did or, with `--dry-run`, would do.
-#[derive(Debug, Clone, Serialize)]
-pub struct SyncReport {
-    pub repo: String,
-    pub commit: String,
-    pub dry_run: bool,
-    /// Services the commit (re)creates.
-    pub changed: Vec<String>,
-    /// Drift healed (or to heal) after the deployment.
-    pub heals: Vec<String>,
-    pub released_pin: Option<String>,
-    /// Whether the changed services went through the health gate.
-    pub gated: bool,
-}
-
 async fn sync(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
@@ -217,36 +200,6 @@ async fn sync(
     })
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Pending {
-    pub commit: String,
-    pub changes: Vec<ServiceChange>,
-    /// Set when the pending commit cannot be rendered.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DiffReport {
-    pub repo: String,
-    #[schema(value_type = Option<String>)]
-    pub mode: Option<Mode>,
-    pub deployed_commit: Option<String>,
-    pub remote_head: Option<String>,
-    pub pinned_commit: Option<String>,
-    /// The rollback pin, and whether the branch moved past it.
-    pub pin: Option<PinView>,
-    pub drifts: Vec<Drift>,
-    pub pending: Option<Pending>,
-    /// Set when the remote could not be asked for its head.
-    pub remote_error: Option<String>,
-}
-
-impl DiffReport {
-    pub fn in_sync(&self) -> bool {
-        self.drifts.is_empty() && self.pending.is_none()
-    }
-}
-
 /// What differs between the containers and the deployed commit, and what
 /// the branch head would change, service by service. Changes nothing that
 /// runs: the head is rendered in the render worktree.
@@ -283,12 +236,14 @@ async fn diff(
         .read(|s| s.repo_state(id))
         .map_err(ReconcileError::from)?;
     let (head, remote_error) = (remote.head, remote.error);
-    let pin = PinView::new(&state, head.as_deref());
+    let pin = pin_view(&state, head.as_deref());
     let mut pending = None;
     // What the next pass would deploy: the head, unless a pin holds it back.
     if let Some(head) = &head
         && state.deployed_commit.as_ref() != Some(head)
-        && !pin.as_ref().is_some_and(PinView::holds)
+        && !pin
+            .as_ref()
+            .is_some_and(crate::model::report::PinView::holds)
         && remote_error.is_none()
     {
         task.git
@@ -331,18 +286,6 @@ async fn diff(
         pending,
         remote_error,
     })
-}
-
-/// What `rollback` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RollbackReport {
-    pub repo: String,
-    pub commit: String,
-    pub changed: Vec<String>,
-    pub pinned_at_head: Option<String>,
-    /// The commit was gone from the repository: its stored compose snapshot
-    /// was applied instead.
-    pub from_snapshot: bool,
 }
 
 /// Resolves a full hash or a unique prefix (at least 4 characters) among

@@ -16,6 +16,7 @@ use super::Shared;
 use super::heal::DriftView;
 use crate::error_chain;
 use crate::events::{Event, Live};
+pub use crate::model::report::GitChecks;
 use crate::observe::ContainerState;
 use crate::plan::Drift;
 use crate::record::{EventQuery, RepoState, now_ms};
@@ -49,13 +50,6 @@ impl RepoSnapshot {
             at: now_ms(),
         }
     }
-}
-
-/// How a repository's remote checks (`ls-remote`) went since `serve` started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GitChecks {
-    pub success: u64,
-    pub failure: u64,
 }
 
 /// The channels the faces read.

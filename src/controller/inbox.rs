@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::commands::{CommandError, DiffReport, RollbackReport, SyncReport};
+use super::commands::CommandError;
+use crate::model::report::{DiffReport, RollbackReport, SyncReport};
 
 /// What is asked of the task.
 #[derive(Debug, Clone)]

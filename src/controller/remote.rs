@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
-use serde::Serialize;
 
 use super::Shared;
 use crate::error_chain;
+use crate::model::report::PinView;
 use crate::record::RepoState;
-use crate::short;
 use crate::source::git::Repository;
 
 /// The branch head and, when the remote did not answer, why.
@@ -143,48 +142,18 @@ async fn check_once(git: &Repository) -> Checked {
     check.await
 }
 
-/// A rollback pin as `status` and `diff` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct PinView {
-    pub commit: String,
-    /// The branch head when the rollback was made.
-    pub at_head: Option<String>,
-    /// The branch head now, when it moved past `at_head`: the next pass of
-    /// `serve` releases the pin and deploys it.
-    pub newer_head: Option<String>,
-}
-
-impl PinView {
-    pub fn new(state: &RepoState, head: Option<&str>) -> Option<PinView> {
-        let commit = state.pinned_commit.clone()?;
-        let newer_head = head
-            .filter(|h| state.pinned_at_head.as_deref() != Some(*h))
-            .map(String::from);
-        Some(PinView {
-            commit,
-            at_head: state.pinned_at_head.clone(),
-            newer_head,
-        })
-    }
-
-    /// Whether the pin still holds the branch head back.
-    pub fn holds(&self) -> bool {
-        self.newer_head.is_none()
-    }
-
-    pub fn describe(&self) -> String {
-        match &self.newer_head {
-            Some(head) => format!(
-                "pinned to {}; branch head {} is newer: the next pass releases the pin",
-                short(&self.commit),
-                short(head)
-            ),
-            None => format!(
-                "pinned to {} by a rollback until the branch moves or `kedge sync`",
-                short(&self.commit)
-            ),
-        }
-    }
+/// A rollback pin as `status` and `diff` show it, from the repository's
+/// state and the branch head now.
+pub fn pin_view(state: &RepoState, head: Option<&str>) -> Option<PinView> {
+    let commit = state.pinned_commit.clone()?;
+    let newer_head = head
+        .filter(|h| state.pinned_at_head.as_deref() != Some(*h))
+        .map(String::from);
+    Some(PinView {
+        commit,
+        at_head: state.pinned_at_head.clone(),
+        newer_head,
+    })
 }
 
 #[cfg(test)]
@@ -251,16 +220,16 @@ mod tests {
 
     #[test]
     fn a_pin_holds_until_the_branch_moves() {
-        assert_eq!(PinView::new(&RepoState::default(), Some("c2")), None);
-        let holding = PinView::new(&pinned("c2c2c2c2c2"), Some("c2c2c2c2c2")).unwrap();
+        assert_eq!(pin_view(&RepoState::default(), Some("c2")), None);
+        let holding = pin_view(&pinned("c2c2c2c2c2"), Some("c2c2c2c2c2")).unwrap();
         assert!(holding.holds());
         assert_eq!(
             holding.describe(),
             "pinned to c1c1c1c by a rollback until the branch moves or `kedge sync`"
         );
         // No answer from the remote: what is known still holds.
-        assert!(PinView::new(&pinned("c2"), None).unwrap().holds());
-        let moved = PinView::new(&pinned("c2c2c2c2c2"), Some("c3c3c3c3c3")).unwrap();
+        assert!(pin_view(&pinned("c2"), None).unwrap().holds());
+        let moved = pin_view(&pinned("c2c2c2c2c2"), Some("c3c3c3c3c3")).unwrap();
         assert!(!moved.holds());
         assert_eq!(
             moved.describe(),

@@ -4,7 +4,9 @@
 
 pub mod address;
 pub mod digest;
+pub mod drift;
 pub mod git_auth;
+pub mod report;
 pub mod service;
 pub mod settings;
 pub mod url;

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use super::{Ops, OpsError};
-use crate::controller::commands::{self, CommandError, DiffReport, RollbackReport, SyncReport};
+use crate::controller::commands::{self, CommandError};
 use crate::controller::inbox::{Answer, Command, NotStarted, Request, Ticket};
 use crate::controller::task::RepoTask;
+use crate::model::report::{DiffReport, RollbackReport, SyncReport};
 
 /// A command handed over and taken up by its task.
 pub struct Running {

@@ -9,7 +9,7 @@ use super::{Ops, OpsError};
 use crate::plan::Drift;
 
 /// Part of the report: how a repository's remote checks went.
-pub use crate::controller::hub::GitChecks;
+pub use crate::model::report::GitChecks;
 
 /// One scrape's worth of state.
 #[derive(Debug, Clone, Default)]

@@ -24,13 +24,11 @@ use std::sync::{Arc, OnceLock};
 use crate::config::Settings;
 use crate::controller::Shared;
 use crate::controller::commands::CommandError;
-pub use crate::controller::commands::{DiffReport, RollbackReport, SyncReport};
+pub use crate::model::report::{DiffReport, Pending, RollbackReport, ServiceChange, SyncReport};
 use crate::observe::Engine;
 use crate::record::{Repo, Store, StoreError};
 
-pub use crate::controller::ServeError;
-pub use crate::controller::commands::Pending;
-pub use crate::plan::rollout::ServiceChange;
+use crate::controller::ServeError;
 pub use crate::record::Role;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,11 @@ use serde::Serialize;
 use super::{Ops, OpsError};
 use crate::controller::Shared;
 use crate::controller::heal;
-use crate::controller::remote::{PinView, RemoteHead, current_head};
+use crate::controller::remote::{RemoteHead, current_head, pin_view};
 use crate::controller::task::{RepoTask, Trigger};
 use crate::desired::kedge_yaml::{Mode, Target};
 use crate::error_chain;
+use crate::model::report::PinView;
 use crate::observe::ContainerState;
 use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
 
@@ -198,7 +199,7 @@ async fn collect(
                 }
             }
         }
-        let pin = PinView::new(&state, state.remote_head.as_deref());
+        let pin = pin_view(&state, state.remote_head.as_deref());
         let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
         let containers = all
             .as_mut()

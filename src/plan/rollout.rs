@@ -5,9 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use crate::desired::render::{Desired, ServiceSpec};
+pub use crate::model::report::ServiceChange;
 use crate::record::ServiceRecord;
 use crate::short;
 
@@ -21,17 +20,6 @@ pub struct Rollout {
     pub changed: Vec<String>,
     /// The same, service by service, for `diff`.
     pub changes: Vec<ServiceChange>,
-}
-
-/// How a commit changes one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ServiceChange {
-    pub service: String,
-    /// added, removed or updated
-    #[schema(value_type = String)]
-    pub change: &'static str,
-    pub expected: String,
-    pub actual: String,
 }
 
 /// What deploying `desired` (rendered from `commit`) over `previous` does.
