@@ -145,6 +145,8 @@ pub struct Cmd {
     args: Vec<OsString>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    /// Variables of Kedge's environment this child does not inherit.
+    unset: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
     keep_open: Option<RawFd>,
@@ -201,6 +203,7 @@ impl Cmd {
             args: Vec::new(),
             cwd: None,
             env: Vec::new(),
+            unset: Vec::new(),
             stdin: None,
             timeout: Duration::from_secs(120),
             keep_open: None,
@@ -232,6 +235,12 @@ impl Cmd {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Keeps `key` of Kedge's own environment from the child.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.unset.push(key.as_ref().to_owned());
         self
     }
 
@@ -286,7 +295,7 @@ impl Cmd {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        for name in hidden_env() {
+        for name in hidden_env().iter().chain(&self.unset) {
             cmd.env_remove(name);
         }
         for (k, v) in &self.env {

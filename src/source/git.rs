@@ -607,13 +607,34 @@ fn trust_directory(dir: &std::path::Path) -> String {
 /// whatever a stored URL or a config file says.
 pub const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
 
+/// The variables that tell git which repository, work tree, index or
+/// object store to use.
+const REPOSITORY_ENV: [&str; 10] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+    "GIT_QUARANTINE_PATH",
+];
+
 /// Git without prompts, pagers or settings from outside Kedge getting in
 /// the way: neither the system's `/etc/gitconfig` nor the user's
 /// `~/.gitconfig` (or `$XDG_CONFIG_HOME/git/config`) is read, so an
 /// `insteadOf` rewrite, a credential helper or `protocol.ext.allow` there
 /// changes nothing; nor do `-c` settings passed down in the environment.
 fn git_cmd() -> Cmd {
-    let cmd = Cmd::new("git")
+    let mut cmd = Cmd::new("git");
+    // Kedge started from a git hook or inside another checkout: these would
+    // point every git child at that repository instead of the clone.
+    for name in REPOSITORY_ENV {
+        cmd = cmd.env_remove(name);
+    }
+    let cmd = cmd
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_PAGER", "cat")
         .env("LC_ALL", "C")

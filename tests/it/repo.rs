@@ -608,3 +608,39 @@ fn a_nonexistent_local_path_is_accepted_without_a_warning() {
     out.success();
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
+
+/// Regression: git children inherited `GIT_DIR` and `GIT_WORK_TREE` from
+/// Kedge's environment (started from a git hook, or inside another
+/// checkout), so git read and wrote that repository instead of the clone.
+#[test]
+fn git_dir_in_kedges_environment_points_no_git_child_elsewhere() {
+    require_docker();
+    let decoy = GitRemote::new("decoy");
+    decoy.write("compose.yaml", "services: {}\n");
+    let decoy_head = decoy.commit("decoy");
+    let work = decoy.work_dir();
+    let k = Kedge::new()
+        .env("GIT_DIR", &work.join(".git").to_string_lossy())
+        .env("GIT_WORK_TREE", &work.to_string_lossy());
+    let s = Stack::with_kedge(
+        "gitdirenv",
+        &[(
+            "compose.yaml",
+            &sleepers(&[("web", crate::support::docker::IMAGE_1)]),
+        )],
+        k,
+    );
+    let head = s.remote.remote_head();
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .success()
+        .stdout_has(&head[..7]);
+    let status = s
+        .kedge
+        .run(["status", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(status[0]["deployed_commit"], head.as_str(), "{status}");
+    assert_eq!(s.running().len(), 1);
+    // The decoy was neither read nor written.
+    assert_eq!(decoy.remote_head(), decoy_head);
+}

@@ -60,6 +60,11 @@ impl GitRemote {
         }
     }
 
+    /// The working copy commits are made in.
+    pub fn work_dir(&self) -> &std::path::Path {
+        &self.work
+    }
+
     pub fn url(&self) -> String {
         format!("file://{}", self.bare.display())
     }
