@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::process::Cmd;
+use crate::process::{Cmd, ProcessError};
 
 /// Where the docker CLI looks for its compose plugin.
 const PLUGIN_DIRS: [&str; 4] = [
@@ -161,6 +161,84 @@ pub fn discover_files(dir: &Path) -> Option<Vec<PathBuf>> {
     Some(files)
 }
 
+/// Lines of compose's output a reason is at most: an error and the few
+/// lines of context it came with.
+const REASON_LINES: usize = 5;
+
+/// Why compose failed, as it said it: the last lines it printed after its
+/// progress lines (` Container app-web-1  Started`), which only say what it
+/// did before. Never Kedge's command line: that is logged at debug level.
+pub fn reason(err: &ProcessError) -> String {
+    match err {
+        ProcessError::Failed { stderr, status, .. } => {
+            let lines: Vec<&str> = stderr
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let mut said: Vec<&str> = lines
+                .iter()
+                .rev()
+                .take_while(|l| !is_progress(l))
+                .filter(|l| !l.trim_start().starts_with("WARN["))
+                .take(REASON_LINES)
+                .copied()
+                .collect();
+            if said.is_empty() {
+                said.extend(lines.last());
+            }
+            said.reverse();
+            if said.is_empty() {
+                format!("compose exited with {status}")
+            } else {
+                said.iter()
+                    .map(|l| without_ids(l.trim()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        ProcessError::Timeout { after, .. } => {
+            format!("not finished within {}s", after.as_secs())
+        }
+        other => crate::error_chain(other),
+    }
+}
+
+/// `line` without the engine's object ids in parentheses (`endpoint
+/// app-web-1 (1e12…):`): new with every try, they would make each failure
+/// news to the notifications' de-duplication, and say nothing to a reader.
+fn without_ids(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" (") {
+        let after = &rest[at + 2..];
+        let hex = after.bytes().take_while(u8::is_ascii_hexdigit).count();
+        out.push_str(&rest[..at]);
+        if hex >= 12 && after[hex..].starts_with(')') {
+            rest = &after[hex + 1..];
+        } else {
+            out.push_str(" (");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A line of compose's progress: a resource, its name, what happened to it.
+fn is_progress(line: &str) -> bool {
+    const RESOURCES: [&str; 7] = [
+        "Container ",
+        "Network ",
+        "Volume ",
+        "Image ",
+        "Service ",
+        "Secret ",
+        "Config ",
+    ];
+    line.starts_with(' ') && RESOURCES.iter().any(|r| line.trim_start().starts_with(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +278,67 @@ mod tests {
             shown.starts_with("docker compose ") || shown.contains("docker-compose "),
             "{shown}"
         );
+    }
+
+    /// Regression: `history`, `status` and every notification of a failed
+    /// `up` started with compose's command line and its first progress
+    /// line, the reason (on the last line) buried after them.
+    #[test]
+    fn errors_bury_the_cause_no_more_the_reason_is_what_compose_said_last() {
+        let failed = |stderr: &str| ProcessError::Failed {
+            command: "docker compose --ansi never -p shop --project-directory /srv/shop up -d"
+                .into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        let port = "Error response from daemon: driver failed programming external connectivity on endpoint shop-web-1: Bind for 127.0.0.1:19592 failed: port is already allocated";
+        let cases = [
+            (
+                failed(&format!(
+                    " Container shop-db-1  Recreate\n Container shop-db-1  Recreated\n Container shop-web-1  Starting\n{port}\n"
+                )),
+                port.to_string(),
+            ),
+            // The engine's ids, new with every try, are left out.
+            (
+                failed(
+                    " Container shop-web-1  Starting\nError response from daemon: driver failed programming external connectivity on endpoint shop-web-1 (1e127cda715c852cc80e5ae19afc18553f902887cf377e7cd5ded1807123f4db): Bind for 127.0.0.1:19592 failed: port is already allocated (a (note))\n",
+                ),
+                format!("{port} (a (note))"),
+            ),
+            // A warning at the end is not the reason.
+            (
+                failed(&format!(
+                    " Container shop-web-1  Starting\n{port}\nWARN[0001] a warning\n"
+                )),
+                port.to_string(),
+            ),
+            // Several lines of reason, after the progress.
+            (
+                failed(" Image x  Pulling\nfailed to solve: exit code: 3\nsee the log above\n"),
+                "failed to solve: exit code: 3\nsee the log above".to_string(),
+            ),
+            // Nothing but progress: its last line is all there is.
+            (
+                failed(" Container shop-web-1  Started\n"),
+                "Container shop-web-1  Started".to_string(),
+            ),
+            (
+                failed(" \n"),
+                "compose exited with exit status: 1".to_string(),
+            ),
+            (
+                ProcessError::Timeout {
+                    command: "docker compose up".into(),
+                    after: Duration::from_secs(900),
+                },
+                "not finished within 900s".to_string(),
+            ),
+        ];
+        for (err, want) in cases {
+            let got = reason(&err);
+            assert_eq!(got, want);
+            assert!(!got.contains("--project-directory"), "{got}");
+        }
     }
 }

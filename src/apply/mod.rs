@@ -18,6 +18,24 @@ use crate::compose::{self, Compose};
 use crate::observe::{KEDGE_BUILD, KEDGE_COMMIT, KEDGE_MANAGED, KEDGE_PROJECT, KEDGE_SERVICE};
 use crate::process::ProcessError;
 
+/// Why the docker CLI failed, as it said it ([`compose::reason`]): what
+/// records, events and notifications show. The command line it ran is
+/// logged at debug level, never shown.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct Said {
+    pub reason: String,
+}
+
+impl From<ProcessError> for Said {
+    fn from(err: ProcessError) -> Said {
+        tracing::debug!("{}", crate::error_chain(&err));
+        Said {
+            reason: compose::reason(&err),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
@@ -50,26 +68,26 @@ pub enum ApplyError {
     Down {
         project: String,
         #[source]
-        source: ProcessError,
+        source: Said,
     },
     #[error("cannot pull image {}", images.join(", "))]
     Pull {
         images: Vec<String>,
         #[source]
-        source: ProcessError,
+        source: Said,
     },
     /// Compose's own reason only: its command line is logged at debug level.
     #[error("service {service} failed to build: {reason}")]
     Build { service: String, reason: String },
     #[error("docker compose up failed")]
-    Up(#[source] ProcessError),
+    Up(#[source] Said),
     #[error(transparent)]
     Stack(#[from] stack::StackError),
     #[error("docker stack deploy of {project} failed")]
     StackDeploy {
         project: String,
         #[source]
-        source: ProcessError,
+        source: Said,
     },
     #[error("cannot write the stack file {}", path.display())]
     StackFile {
@@ -99,9 +117,9 @@ pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyErro
         .run()
         .await
         .map(drop)
-        .map_err(|source| ApplyError::Down {
+        .map_err(|e| ApplyError::Down {
             project: project.to_string(),
-            source,
+            source: e.into(),
         })
 }
 
@@ -185,9 +203,9 @@ pub async fn pull(
         .run()
         .await
         .map(drop)
-        .map_err(|source| ApplyError::Pull {
+        .map_err(|e| ApplyError::Pull {
             images: images.to_vec(),
-            source,
+            source: e.into(),
         })
 }
 
@@ -206,7 +224,7 @@ pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<()
                 tracing::debug!("{}", crate::error_chain(&e));
                 ApplyError::Build {
                     service: service.clone(),
-                    reason: build_reason(&e),
+                    reason: compose::reason(&e),
                 }
             })?;
     }
@@ -220,25 +238,7 @@ pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<()
         .run()
         .await
         .map(drop)
-        .map_err(ApplyError::Up)
-}
-
-/// What compose said about a failed build, without Kedge's command line.
-fn build_reason(err: &ProcessError) -> String {
-    match err {
-        ProcessError::Failed { stderr, status, .. } => {
-            let said = stderr.trim();
-            if said.is_empty() {
-                format!("compose exited with {status}")
-            } else {
-                said.to_string()
-            }
-        }
-        ProcessError::Timeout { after, .. } => {
-            format!("not finished within {}s", after.as_secs())
-        }
-        other => crate::error_chain(other),
-    }
+        .map_err(|e| ApplyError::Up(e.into()))
 }
 
 /// Heals services: `up -d --no-deps [--force-recreate] SERVICES`. Forcing is
@@ -260,7 +260,7 @@ pub async fn recreate(
         .run()
         .await
         .map(drop)
-        .map_err(ApplyError::Up)
+        .map_err(|e| ApplyError::Up(e.into()))
 }
 
 #[cfg(test)]
@@ -293,7 +293,7 @@ mod tests {
             ),
         ];
         for (err, want) in cases {
-            assert_eq!(build_reason(&err), want);
+            assert_eq!(compose::reason(&err), want);
         }
         let err = ApplyError::Build {
             service: "app".into(),

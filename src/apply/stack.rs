@@ -114,9 +114,9 @@ pub async fn deploy(
         .run()
         .await
         .map(drop)
-        .map_err(|source| ApplyError::StackDeploy {
+        .map_err(|e| ApplyError::StackDeploy {
             project: project.to_string(),
-            source,
+            source: e.into(),
         })
 }
 
@@ -130,9 +130,9 @@ pub async fn remove(project: &str, lock_fd: Option<std::os::fd::RawFd>) -> Resul
         .run()
         .await
         .map(drop)
-        .map_err(|source| ApplyError::Down {
+        .map_err(|e| ApplyError::Down {
             project: project.to_string(),
-            source,
+            source: e.into(),
         })
 }
 

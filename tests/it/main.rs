@@ -9,6 +9,7 @@ mod api_input;
 mod build;
 mod creds;
 mod dashboard;
+mod day_two;
 mod drift;
 mod events;
 mod first_run;

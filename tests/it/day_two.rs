@@ -1,0 +1,73 @@
+//! Day two on a real stack: what an operator reads when something fails,
+//! and the noise that must not drown it.
+
+use crate::support::docker::IMAGE_1;
+use crate::support::*;
+
+/// Regression: `history`, `status`, events and every notification of a
+/// failed `up` showed compose's whole command line and its first progress
+/// line; the reason (a port already taken) was buried on the last line.
+#[test]
+fn errors_bury_the_cause_no_more_a_failed_up_says_why_first() {
+    require_docker();
+    // The port the stack publishes is taken by this test.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let compose = format!(
+        "services:\n  db:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    ports: ['127.0.0.1:{port}:80']\n"
+    );
+    let s = Stack::new("errfirst", &[("compose.yaml", &compose)]);
+    let out = s.kedge.run(["sync", "--repo", &s.name]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    let says_why = |text: &str| {
+        text.contains(&port.to_string())
+            && (text.contains("address already in use") || text.contains("already allocated"))
+    };
+    let history = s.history();
+    let error = history[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.starts_with("docker compose up failed: ") && says_why(&error),
+        "the reason first: {error}"
+    );
+    for shown in [&error, &out.stderr] {
+        assert!(!shown.contains("--project-directory"), "{shown}");
+        assert!(!shown.contains("Container "), "no progress line: {shown}");
+    }
+    let status = s.status();
+    let last = status["last_error"].as_str().unwrap_or_default();
+    assert!(says_why(last), "{status}");
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    let failed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "deploy_failed")
+        .expect("a deploy_failed event");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("docker compose up failed: ") && says_why(message),
+        "{message}"
+    );
+
+    // Regression (noise): the engine's endpoint id, new with every try,
+    // made each failure's message differ, so the notifications' de-
+    // duplication let every one through. Tried again, the same words.
+    s.kedge.run(["sync", "--repo", &s.name]);
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    let messages: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "deploy_failed")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0], messages[1]);
+    drop(taken);
+}
