@@ -242,7 +242,7 @@ fn drift(s: &RepoStatus) -> Markup {
 }
 
 fn history(session: &Session, v: &RepoView) -> Markup {
-    let deployed = v.status.deployed_commit.as_deref();
+    let offers = rollback_offers(&v.history, v.status.deployed_commit.as_deref());
     let writes = session.can_write();
     html! {
         @if v.history.is_empty() {
@@ -263,7 +263,7 @@ fn history(session: &Session, v: &RepoView) -> Markup {
                         }
                     }
                     tbody {
-                        @for d in &v.history {
+                        @for (d, offer) in v.history.iter().zip(&offers) {
                             tr data-deployment=(d.id) {
                                 th scope="row" data-label="#" { (d.id) }
                                 td data-label="Commit" { (commit(&d.commit)) }
@@ -274,7 +274,7 @@ fn history(session: &Session, v: &RepoView) -> Markup {
                                 td.error data-label="Error" { (d.error.as_deref().unwrap_or_default()) }
                                 @if writes {
                                     td data-label="Actions" {
-                                        @if rollback_target(d) && Some(d.commit.as_str()) != deployed {
+                                        @if *offer {
                                             a.button href={ "/repos/" (v.status.name) "/rollback?commit=" (d.commit) } {
                                                 "Roll back to " (short(&d.commit))
                                             }
@@ -293,6 +293,20 @@ fn history(session: &Session, v: &RepoView) -> Markup {
 /// A deployment whose commit ran: one a rollback may return to.
 fn rollback_target(d: &HistoryRow) -> bool {
     matches!(d.status.as_str(), "success" | "rolled_back")
+}
+
+/// Which rows (newest first) offer a rollback: each commit a rollback may
+/// return to once, on its newest row, and never the one deployed.
+fn rollback_offers(history: &[HistoryRow], deployed: Option<&str>) -> Vec<bool> {
+    let mut offered = std::collections::HashSet::new();
+    history
+        .iter()
+        .map(|d| {
+            rollback_target(d)
+                && Some(d.commit.as_str()) != deployed
+                && offered.insert(d.commit.as_str())
+        })
+        .collect()
 }
 
 fn events(events: &[Event]) -> Markup {

@@ -71,3 +71,52 @@ fn errors_bury_the_cause_no_more_a_failed_up_says_why_first() {
     assert_eq!(messages[0], messages[1]);
     drop(taken);
 }
+
+/// Regression: a commit deployed twice (deployed, rolled back to) had a
+/// "Roll back to" button on each of its rows of the dashboard's history.
+#[test]
+fn the_dashboard_offers_one_rollback_button_per_commit() {
+    require_docker();
+    let s = Stack::new(
+        "onebutton",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    let k = &s.kedge;
+    let first = s.remote.remote_head();
+    k.run(["sync", "--repo", &s.name]).success();
+    s.remote.write(
+        "compose.yaml",
+        &sleepers(&[("web", crate::support::docker::IMAGE_2)]),
+    );
+    let second = s.remote.commit("two");
+    k.run(["sync", "--repo", &s.name]).success();
+    k.run(["rollback", "--repo", &s.name, &first[..12]])
+        .success();
+    // The pin released: the second commit is deployed again, the first has
+    // two rows (deployed, rolled back to).
+    k.run(["sync", "--repo", &s.name]).success();
+    let status = s.status();
+    assert_eq!(status["deployed_commit"], second.as_str(), "{status}");
+    let write = k.token("operator", "write");
+    let api = k.serve_api(&["--poll-interval", "1h", "--check-interval", "1h"], &[]);
+    let agent = crate::sessions::client();
+    let session = crate::sessions::sign_in(&agent, &api.addr, &write)
+        .session
+        .expect("a session");
+    let page = agent
+        .get(format!("http://{}/repos/{}", api.addr, s.name))
+        .header("Cookie", &session)
+        .call()
+        .expect("the repository page")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let button = format!("Roll back to {}", &first[..7]);
+    assert_eq!(page.matches(&button).count(), 1, "{page}");
+    // The deployed commit is offered no rollback at all.
+    assert_eq!(
+        page.matches(&format!("Roll back to {}", &second[..7]))
+            .count(),
+        0
+    );
+}

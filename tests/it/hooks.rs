@@ -17,6 +17,10 @@ const SECRET: &str = "hook-s3cret";
 
 /// One service whose `ROUND` changes with every commit: each deployment
 /// recreates the container, labelled with its commit.
+/// Why a verified push that matches no repository is ignored.
+const NOT_FOLLOWED: &str =
+    "no repository registered here follows that address and branch with the secret that signed it";
+
 fn compose(round: u32) -> String {
     format!(
         "services:\n  app:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    environment:\n      ROUND: '{round}'\n"
@@ -289,9 +293,11 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
         push_hook("generic", &url, "main-2", SECRET),
     ] {
         let (status, answer) = send(port, &hook);
+        // Regression: a bare `{"triggered": []}`, though the README
+        // promised a reason.
         assert_eq!(
             (status, &answer),
-            (202, &json!({"triggered": []})),
+            (202, &json!({"triggered": [], "ignored": NOT_FOLLOWED})),
             "{}",
             hook.0
         );
@@ -304,7 +310,13 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
         &[("X-Hub-Signature-256", &sign(SECRET, tag.as_bytes()))],
         tag.as_bytes(),
     );
-    assert_eq!((status, answer["triggered"].clone()), (202, json!([])));
+    assert_eq!(
+        (status, answer),
+        (
+            202,
+            json!({"triggered": [], "ignored": "refs/tags/v1 is not a branch"})
+        )
+    );
     // Another kind of event.
     let (status, answer) = post(
         port,
@@ -520,7 +532,10 @@ fn a_repository_with_its_own_secret_is_triggered_by_it_alone() {
 
     // The global secret is not accepted for it.
     let (status, answer) = send(port, &push_hook("github", &url, "main", SECRET));
-    assert_eq!((status, answer), (202, json!({"triggered": []})));
+    assert_eq!(
+        (status, answer),
+        (202, json!({"triggered": [], "ignored": NOT_FOLLOWED}))
+    );
     let mark = serve.mark();
     not_deployed_after_passes(&s, &serve, mark, &commit);
 
@@ -651,7 +666,10 @@ fn a_hook_naming_its_repository_triggers_it_alone_with_its_secret() {
         headers.clone(),
         body.clone(),
     );
-    assert_eq!(send(port, &hook), (202, json!({"triggered": []})));
+    assert_eq!(
+        send(port, &hook),
+        (202, json!({"triggered": [], "ignored": NOT_FOLLOWED}))
+    );
     // Its own URL, signed with another secret: refused.
     let (_, wrong, _) = push_hook("gitea", &url, "main", "not-the-secret");
     let hook = (format!("/hooks/gitea/{}", s.name), wrong, body.clone());

@@ -11,7 +11,7 @@ use crate::support::*;
 const STREAM: &str = "/api/v1/events/stream";
 
 /// A client that keeps its connections and never follows a redirect.
-fn client() -> ureq::Agent {
+pub(crate) fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -22,17 +22,17 @@ fn client() -> ureq::Agent {
 
 /// What `POST /login` answered.
 #[derive(Debug)]
-struct SignIn {
+pub(crate) struct SignIn {
     status: u16,
     /// `kedge_session=…`, when a session was opened.
-    session: Option<String>,
+    pub session: Option<String>,
     retry_after: Option<String>,
     body: String,
 }
 
 /// Signs in on the dashboard with `token`, as its form does (the CSRF
 /// token doubled in the form and its cookie).
-fn sign_in(agent: &ureq::Agent, addr: &str, token: &str) -> SignIn {
+pub(crate) fn sign_in(agent: &ureq::Agent, addr: &str, token: &str) -> SignIn {
     let csrf = "i22n-csrf-0123456789";
     let mut res = agent
         .post(format!("http://{addr}/login"))

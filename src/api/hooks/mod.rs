@@ -23,7 +23,7 @@ use axum::routing::post;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::ops::hooks::{Hooks, RepoSecret, Verified};
+use crate::ops::hooks::{HookTarget, Hooks, RepoSecret, Verified};
 pub use payload::target;
 pub use providers::{Event, Proof, Provider, event, proof, verifies};
 
@@ -184,20 +184,30 @@ async fn handle(
     let Some(target) = target(provider, &payload).map_err(ApiError::BadRequest)? else {
         return ignored("not a branch push".into());
     };
+    if let HookTarget::Push { branches, .. } = &target
+        && branches.is_empty()
+    {
+        // A tag pushed, or a branch deleted: nothing to deploy.
+        return ignored(match payload.get("ref").and_then(Value::as_str) {
+            Some(pushed) => format!("{pushed} is not a branch"),
+            None => "not a branch push".into(),
+        });
+    }
     let matched = hooks.matching(&target, &verified);
     let triggered = state.ops.webhook_wake(&matched)?;
     if triggered.is_empty() {
-        tracing::info!(
-            provider = provider.name(),
-            "webhook accepted: no repository follows that address and branch"
-        );
-    } else {
-        tracing::info!(
-            provider = provider.name(),
-            repos = %triggered.join(", "),
-            "webhook accepted: checking the remote now"
-        );
+        return ignored(match &target {
+            HookTarget::Repo(name) => format!("no repository named {name:?} is registered here"),
+            HookTarget::Push { .. } => {
+                "no repository registered here follows that address and branch with the secret that signed it".into()
+            }
+        });
     }
+    tracing::info!(
+        provider = provider.name(),
+        repos = %triggered.join(", "),
+        "webhook accepted: checking the remote now"
+    );
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "triggered": triggered })),
