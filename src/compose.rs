@@ -225,7 +225,8 @@ fn without_ids(line: &str) -> String {
     out
 }
 
-/// A line of compose's progress: a resource, its name, what happened to it.
+/// A line of compose's progress: a resource, its name, two spaces, what
+/// happened to it (` Container app-web-1  Started`).
 fn is_progress(line: &str) -> bool {
     const RESOURCES: [&str; 7] = [
         "Container ",
@@ -236,7 +237,11 @@ fn is_progress(line: &str) -> bool {
         "Secret ",
         "Config ",
     ];
-    line.starts_with(' ') && RESOURCES.iter().any(|r| line.trim_start().starts_with(r))
+    let line = line.trim_start();
+    RESOURCES.iter().any(|r| {
+        line.strip_prefix(r)
+            .is_some_and(|rest| rest.trim_start().contains("  "))
+    })
 }
 
 #[cfg(test)]
@@ -317,6 +322,11 @@ mod tests {
             (
                 failed(" Image x  Pulling\nfailed to solve: exit code: 3\nsee the log above\n"),
                 "failed to solve: exit code: 3\nsee the log above".to_string(),
+            ),
+            // Progress unindented, as compose prints some of it.
+            (
+                failed(&format!("Container shop-web-1  Starting\n{port}\n")),
+                port.to_string(),
             ),
             // Nothing but progress: its last line is all there is.
             (

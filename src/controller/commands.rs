@@ -238,19 +238,26 @@ async fn diff(
     let (head, remote_error) = (remote.head, remote.error);
     let pin = pin_view(&state, head.as_deref());
     let mut pending = None;
-    // What the next pass would deploy: the head, unless a pin holds it back.
+    // What the next pass (or `kedge sync`) would deploy: the head, unless a
+    // pin holds it back. The deployed head too: what it renders to may have
+    // changed outside git (an env file or a variable of the host), which
+    // `sync --dry-run` would show.
     if let Some(head) = &head
-        && state.deployed_commit.as_ref() != Some(head)
         && !pin
             .as_ref()
             .is_some_and(crate::model::report::PinView::holds)
         && remote_error.is_none()
     {
-        task.git
-            .clone_if_missing()
-            .await
-            .map_err(ReconcileError::from)?;
-        let fetched = task.git.fetch().await.map_err(ReconcileError::from)?;
+        let fetched = if state.deployed_commit.as_ref() == Some(head) && task.git.is_cloned() {
+            // In the clone already: no fetch.
+            head.clone()
+        } else {
+            task.git
+                .clone_if_missing()
+                .await
+                .map_err(ReconcileError::from)?;
+            task.git.fetch().await.map_err(ReconcileError::from)?
+        };
         pending = Some(
             match render_commit(task, &fetched)
                 .await
@@ -274,6 +281,14 @@ async fn diff(
                 },
             },
         );
+    }
+    // The deployed head renders as it was deployed: nothing is pending.
+    if pending.as_ref().is_some_and(|p| {
+        state.deployed_commit.as_ref() == Some(&p.commit)
+            && p.changes.is_empty()
+            && p.error.is_none()
+    }) {
+        pending = None;
     }
     Ok(DiffReport {
         repo: task.repo.name.clone(),

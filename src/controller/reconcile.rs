@@ -77,6 +77,16 @@ async fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool)
     }
 }
 
+/// Whether the newest deployment of the repository that is not a restore
+/// after a failure is a failed one of `head`.
+fn head_failed_last(shared: &Shared, id: i64, head: &str) -> Result<bool, ReconcileError> {
+    let newest = shared.db.read(|s| s.deployments(id, 4))?;
+    Ok(newest
+        .iter()
+        .find(|d| d.trigger != crate::record::Trigger::AutoRollback)
+        .is_some_and(|d| d.status == crate::record::DeploymentStatus::Failed && d.commit == head))
+}
+
 /// The remote: a new branch head is fetched, rendered and, in `auto` mode, deployed.
 async fn check_source(
     shared: &Arc<Shared>,
@@ -124,8 +134,13 @@ async fn check_source(
         );
     }
     if target.as_deref() == Some(head.as_str()) && task.git.is_cloned() {
-        // Nothing new on the branch; a git error that has cleared is cleared.
-        if state.last_error.is_some() && state.deployed_commit.as_deref() == Some(head.as_str()) {
+        // Nothing new on the branch; a git error that has cleared is
+        // cleared. A failed deployment of the head is no git error: its
+        // error stays until a deployment succeeds.
+        if state.last_error.is_some()
+            && state.deployed_commit.as_deref() == Some(head.as_str())
+            && !head_failed_last(shared, id, &head)?
+        {
             shared.db.write(move |s| s.clear_error(id)).await?;
         }
         task.first = None;

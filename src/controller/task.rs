@@ -30,6 +30,7 @@ pub enum ReconcileError {
     #[error(transparent)]
     Lock(#[from] super::lock::LockError),
     #[error("deployment of {} failed{}{}", short(commit), match restored {
+        Some(c) if c == commit => "; its last successful deployment is back".to_string(),
         Some(c) => format!("; rolled back to {} (the last successful deployment)", short(c)),
         None => String::new(),
     }, match note {
@@ -257,5 +258,29 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(4));
         assert_eq!(backoff(5), Duration::from_secs(32));
         assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+
+    /// Regression: a failed deployment of the commit already deployed,
+    /// undone, said "rolled back to X" of X itself.
+    #[test]
+    fn a_failed_deployment_undone_to_its_own_commit_says_what_is_back() {
+        let failed = |restored: &str| ReconcileError::Apply {
+            commit: "fde66d0aaaa".into(),
+            note: None,
+            restored: Some(restored.into()),
+            source: Box::new(StepError::Apply(crate::apply::ApplyError::Up(
+                crate::apply::Said {
+                    reason: "port is already allocated".into(),
+                },
+            ))),
+        };
+        assert_eq!(
+            failed("fde66d0aaaa").to_string(),
+            "deployment of fde66d0 failed; its last successful deployment is back"
+        );
+        assert_eq!(
+            failed("0123456789").to_string(),
+            "deployment of fde66d0 failed; rolled back to 0123456 (the last successful deployment)"
+        );
     }
 }

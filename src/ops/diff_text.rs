@@ -100,11 +100,18 @@ pub fn diff_text(r: &DiffReport) -> String {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&format!(
-            "Pending commit {} (deployed {}):\n",
-            short(&p.commit),
-            r.deployed_commit.as_deref().map(short).unwrap_or("nothing")
-        ));
+        if r.deployed_commit.as_deref() == Some(p.commit.as_str()) {
+            text.push_str(&format!(
+                "Deployed commit {} renders differently now (a file or variable outside git changed); `kedge sync` would apply:\n",
+                short(&p.commit)
+            ));
+        } else {
+            text.push_str(&format!(
+                "Pending commit {} (deployed {}):\n",
+                short(&p.commit),
+                r.deployed_commit.as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
         if let Some(e) = &p.error {
             text.push_str(&format!("  cannot be deployed: {e}\n"));
         }

@@ -120,3 +120,69 @@ fn the_dashboard_offers_one_rollback_button_per_commit() {
         0
     );
 }
+
+/// Regression (contradictions): with a variable of the host changed, `kedge
+/// diff` said "In sync" while `kedge sync --dry-run` would deploy; a sync
+/// of the deployed commit that failed said "rolled back to X" of X itself,
+/// and serve's next pass then cleared its error while the sync state
+/// stayed `failed` (`Last error: -`).
+#[test]
+fn a_host_variable_change_is_pending_in_diff_and_its_failed_sync_keeps_its_error() {
+    require_docker();
+    let free = crate::support::net::free_port().to_string();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port().to_string();
+    let compose = format!(
+        "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    ports: ['127.0.0.1:${{KT_PORT}}:80']\n"
+    );
+    let s = Stack::with_kedge(
+        "hostvar",
+        &[("compose.yaml", &compose)],
+        Kedge::new().env("KT_PORT", &free),
+    );
+    let k = &s.kedge;
+    let head = s.remote.remote_head();
+    k.run(["sync", "--repo", &s.name]).success();
+    k.run(["diff", "--repo", &s.name])
+        .success()
+        .stdout_has("In sync");
+
+    // The host's variable changes: the deployed commit renders otherwise.
+    let with_busy = |args: &[&str]| {
+        let out = k.command(args).env("KT_PORT", &busy).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, diff, _) = with_busy(&["diff", "--repo", &s.name]);
+    assert!(
+        diff.contains(&format!(
+            "Deployed commit {} renders differently now",
+            &head[..7]
+        )) && diff.contains("Service: web"),
+        "{diff}"
+    );
+    let (_, dry, _) = with_busy(&["sync", "--repo", &s.name, "--dry-run"]);
+    assert!(dry.contains("web"), "{dry}");
+
+    // The sync fails on the taken port (and so does the restore: it renders
+    // with the same variable).
+    let (code, _, stderr) = with_busy(&["sync", "--repo", &s.name]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains(&format!("rolled back to {}", &head[..7])),
+        "{stderr}"
+    );
+    let error_of = || s.status()["last_error"].as_str().map(String::from);
+    let error = error_of().expect("the failure is the last error");
+    assert!(error.contains(&busy), "{error}");
+    // serve's pass finds nothing new on the branch: the error stays.
+    let serve = k.serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1h"]);
+    let mark = 0;
+    serve.wait_passes(&s.name, mark, 1, 60);
+    assert_eq!(error_of().as_deref(), Some(error.as_str()));
+    assert_eq!(s.status()["sync_state"], "failed");
+    drop(taken);
+}
