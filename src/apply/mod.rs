@@ -209,9 +209,26 @@ pub async fn pull(
         })
 }
 
+/// Which services an `up` touches.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every service: a first deployment.
+    All,
+    /// These alone, without their dependencies (`--no-deps`): a later
+    /// deployment applies what it changed and nothing else, so a one-shot
+    /// that completed is not run again, nor a service stopped by hand
+    /// started (that is drift, the heal's). None: no `up` at all.
+    Only(&'a [String]),
+}
+
 /// Builds the services whose build inputs changed or whose image is missing,
-/// then `up -d`.
-pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<(), ApplyError> {
+/// then `up -d` of `scope`.
+pub async fn up(
+    project: &Compose,
+    rebuild: &[String],
+    scope: Scope<'_>,
+    prune: bool,
+) -> Result<(), ApplyError> {
     // One service per call: compose's `--quiet` error does not say which
     // service failed, and builds are rare enough to run one after another.
     for service in rebuild {
@@ -231,6 +248,13 @@ pub async fn up(project: &Compose, rebuild: &[String], prune: bool) -> Result<()
     let mut args = vec!["up", "-d", "--quiet-pull"];
     if prune {
         args.push("--remove-orphans");
+    }
+    if let Scope::Only(services) = scope {
+        if services.is_empty() {
+            return Ok(());
+        }
+        args.push("--no-deps");
+        args.extend(services.iter().map(String::as_str));
     }
     project
         .cmd(args)

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::ApplyError;
 use crate::desired::render::Desired;
 use crate::error_chain;
 use crate::observe::Engine;
@@ -83,6 +84,29 @@ pub async fn remove_recreate_leftovers(engine: &Engine, project: &str) {
             Err(e) => tracing::debug!(%project, container = %c.name, "{}", error_chain(&e)),
         }
     }
+}
+
+/// Removes the containers of `services`, ones a deployment took out of the
+/// project: an `up` of the services it changed alone does not see them.
+/// Only those: a container of a service the file still defines (under an
+/// inactive profile, say) or started by hand under another name stays.
+pub async fn remove_services(
+    engine: &Engine,
+    project: &str,
+    services: &[String],
+) -> Result<(), ApplyError> {
+    if services.is_empty() {
+        return Ok(());
+    }
+    let containers = engine.project_containers(project).await?;
+    for c in containers
+        .iter()
+        .filter(|c| !c.oneoff && services.contains(&c.service))
+    {
+        super::engine::remove(engine, &c.id).await?;
+        tracing::info!(%project, container = %c.name, service = %c.service, "removed: its service is gone from the project");
+    }
+    Ok(())
 }
 
 /// `0123456789ab_project-web-1`: compose's temporary name while recreating.

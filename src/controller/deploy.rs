@@ -184,7 +184,10 @@ pub async fn apply_rendered(
         ..
     } = rollout(desired, &previous, commit);
     let applied_ms = crate::time::now_ms();
-    let result = apply_desired(shared, task, desired, &source, &records, &previous).await;
+    let result = apply_desired(
+        shared, task, desired, &source, &records, &previous, &changed,
+    )
+    .await;
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
     task.gated = false;
@@ -507,6 +510,7 @@ async fn apply_desired(
     source: &Source,
     records: &BTreeMap<String, ServiceRecord>,
     previous: &BTreeMap<String, ServiceRecord>,
+    changed: &[String],
 ) -> Result<(), StepError> {
     if desired.kedge.target == Target::Swarm {
         let checkout = matches!(source, Source::Checkout(_));
@@ -552,9 +556,44 @@ async fn apply_desired(
         )
         .with_file(override_path);
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
-    apply::up(&project, &rebuild, desired.kedge.prune).await?;
-    tracing::debug!(commit = short(&desired.commit), "compose up done");
+    let (touched, removed) = scope(desired, previous, changed, &rebuild);
+    let scope = if previous.is_empty() {
+        apply::Scope::All
+    } else {
+        apply::Scope::Only(&touched)
+    };
+    apply::up(&project, &rebuild, scope, desired.kedge.prune).await?;
+    if desired.kedge.prune && !previous.is_empty() {
+        apply::rollout::remove_services(&shared.engine, &desired.project, &removed).await?;
+    }
+    tracing::debug!(commit = short(&desired.commit), ?touched, "compose up done");
     Ok(())
+}
+
+/// What a deployment over `previous` touches: the services it changed or
+/// rebuilds that the project defines (to `up`), and those it took out of
+/// the project (to remove). Unchanged services are left alone, a one-shot
+/// that completed included.
+fn scope(
+    desired: &Desired,
+    previous: &BTreeMap<String, ServiceRecord>,
+    changed: &[String],
+    rebuild: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut touched: Vec<String> = changed
+        .iter()
+        .chain(rebuild)
+        .filter(|s| desired.services.contains_key(*s))
+        .cloned()
+        .collect();
+    touched.sort();
+    touched.dedup();
+    let removed = previous
+        .keys()
+        .filter(|s| !desired.services.contains_key(*s))
+        .cloned()
+        .collect();
+    (touched, removed)
 }
 
 /// Reads back the config hash compose gave each service's containers.

@@ -105,7 +105,16 @@ pub async fn restore_previous(
         // when compose exits: a leftover can appear after the first look.
         for attempt in 1..=RESTORE_ATTEMPTS {
             apply::rollout::remove_recreate_leftovers(&shared.engine, &project).await;
-            result = apply::up(&compose, &[], prune).await;
+            // What the failed deployment changed goes back; what it added
+            // goes away; nothing else is touched.
+            let (back, added): (Vec<String>, Vec<String>) = changed
+                .iter()
+                .cloned()
+                .partition(|s| records.contains_key(s));
+            result = apply::up(&compose, &[], apply::Scope::Only(&back), prune).await;
+            if result.is_ok() && prune {
+                result = apply::rollout::remove_services(&shared.engine, &project, &added).await;
+            }
             if result.is_ok() || attempt == RESTORE_ATTEMPTS {
                 break;
             }

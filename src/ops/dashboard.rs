@@ -19,8 +19,9 @@ pub struct OverviewRow {
     pub pinned_commit: Option<String>,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
     pub sync_state: super::status::SyncState,
-    /// Deployed services with a running container, and all deployed
-    /// services; None until `serve` has looked at the containers.
+    /// Deployed services up (a running container, or a one-shot's that
+    /// completed: no drift), and all deployed services; None until `serve`
+    /// has looked at the containers.
     pub services: Option<(usize, usize)>,
     /// Drifted services at `serve`'s last pass.
     pub drift_count: usize,
@@ -65,7 +66,10 @@ impl Ops {
                         .iter()
                         .filter(|s| {
                             cs.iter().any(|c| {
-                                &c.service == *s && c.state == crate::observe::RunState::Running
+                                &c.service == *s
+                                    && (c.state == crate::observe::RunState::Running
+                                        || (super::status::completed(c)
+                                            && !drifted.contains(&s.as_str())))
                             })
                         })
                         .count();

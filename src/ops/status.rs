@@ -287,7 +287,14 @@ fn service_statuses(
                 commit: None,
             });
         }
-        out.extend(mine.into_iter().map(service_of));
+        let one_shot = recorded.get(name).is_some_and(|r| r.spec.one_shot());
+        out.extend(mine.into_iter().map(|c| {
+            let mut row = service_of(c);
+            if one_shot && completed(c) {
+                row.state = COMPLETED.into();
+            }
+            row
+        }));
     }
     out.extend(
         containers
@@ -296,6 +303,13 @@ fn service_statuses(
             .map(service_of),
     );
     out
+}
+
+/// A one-shot's container that ran to success: done, not down.
+pub const COMPLETED: &str = "completed";
+
+pub(crate) fn completed(c: &ContainerState) -> bool {
+    c.state == crate::observe::RunState::Exited && c.exit_code == Some(0)
 }
 
 fn service_of(c: &ContainerState) -> ServiceStatus {

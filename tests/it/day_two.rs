@@ -186,3 +186,137 @@ fn a_host_variable_change_is_pending_in_diff_and_its_failed_sync_keeps_its_error
     assert_eq!(s.status()["sync_state"], "failed");
     drop(taken);
 }
+
+/// A realistic stack's shapes: a one-shot `migrate` the app waits for
+/// (`service_completed_successfully`), the app, and a proxy.
+fn with_one_shot(proxy_image: &str) -> String {
+    format!(
+        "services:\n  migrate:\n    image: {IMAGE_1}\n    command: ['true']\n    restart: 'no'\n  app:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n  proxy:\n    image: {proxy_image}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"
+    )
+}
+
+/// The containers of `project` the engine started since `since` (a Unix
+/// time), by name, in order.
+fn starts_since(project: &str, since: &str) -> Vec<String> {
+    let until = now_s();
+    crate::support::docker::docker_ok(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ])
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+/// Now, as the engine's `--since` takes it, to the nanosecond.
+fn now_s() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// Regression: every deployment ran a full `up -d`, and compose starts a
+/// one-shot that has exited: a migration ran again on a README-only commit
+/// and on commits that changed other services.
+#[test]
+fn one_shots_stay_done_ten_readme_commits_run_nothing_and_a_change_touches_its_service_alone() {
+    require_docker();
+    let s = Stack::new("oneshot", &[("compose.yaml", &with_one_shot(IMAGE_1))]);
+    let k = &s.kedge;
+    k.run(["sync", "--repo", &s.name]).success();
+    let migrate = format!("{}-migrate-1", s.name);
+    let ids = |s: &Stack| -> Vec<(String, String)> {
+        s.project
+            .containers()
+            .into_iter()
+            .map(|c| (c.name, c.id))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect()
+    };
+    let before = ids(&s);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let since = now_s();
+
+    for round in 0..10 {
+        s.remote.write("README.md", &format!("round {round}\n"));
+        s.remote.commit(&format!("docs {round}"));
+        k.run(["sync", "--repo", &s.name]).success();
+    }
+    assert_eq!(ids(&s), before, "no container recreated");
+    assert_eq!(starts_since(&s.name, &since), Vec::<String>::new());
+    let history = s.history();
+    let docs: Vec<&serde_json::Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["message"].as_str().unwrap_or("").starts_with("docs "))
+        .collect();
+    assert_eq!(docs.len(), 10);
+    for d in docs {
+        assert_eq!(d["status"], "success", "{d}");
+        assert_eq!(d["services_changed"], serde_json::json!([]), "{d}");
+    }
+
+    // A commit that changes the proxy alone: the proxy is recreated, the
+    // app is not, and the migration does not run again.
+    let since = now_s();
+    s.remote.write(
+        "compose.yaml",
+        &with_one_shot(crate::support::docker::IMAGE_2),
+    );
+    s.remote.commit("proxy 2");
+    k.run(["sync", "--repo", &s.name])
+        .success()
+        .stdout_has("proxy");
+    let after = ids(&s);
+    let id_of = |all: &[(String, String)], name: &str| {
+        all.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+    };
+    let app = format!("{}-app-1", s.name);
+    let proxy = format!("{}-proxy-1", s.name);
+    assert_eq!(id_of(&after, &app), id_of(&before, &app));
+    assert_eq!(id_of(&after, &migrate), id_of(&before, &migrate));
+    assert_ne!(id_of(&after, &proxy), id_of(&before, &proxy));
+    assert_eq!(starts_since(&s.name, &since), vec![proxy]);
+
+    // Done, not down: `status` and the dashboard say so.
+    let status = s.status();
+    let states: Vec<(&str, &str)> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["service"].as_str().unwrap(), c["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&("migrate", "completed")), "{states:?}");
+    let read = k.token("viewer", "read");
+    let api = k.serve_api(&["--poll-interval", "1h", "--check-interval", "1h"], &[]);
+    let agent = crate::sessions::client();
+    let session = crate::sessions::sign_in(&agent, &api.addr, &read)
+        .session
+        .expect("a session");
+    let overview = wait_for(30, "serve's first look at the containers", || {
+        let page = agent
+            .get(format!("http://{}/", api.addr))
+            .header("Cookie", &session)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        (!page.contains(">unknown<")).then_some(page)
+    });
+    assert!(overview.contains("3/3"), "{overview}");
+}
