@@ -60,8 +60,8 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         };
         match writeln!(out, "{line}").and_then(|()| out.flush()) {
             Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
+            Err(error) => {
+                failed = Some(error);
                 false
             }
         }
