@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{lines, print_json};
+use super::output::{lines, print_json, stdout};
 use super::{Ctx, block_on};
 use crate::ops::diff_text::diff_text;
 
@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         doc["in_sync"] = report.in_sync().into();
         print_json(&doc)?;
     } else {
-        print!("{}", lines(&diff_text(&report)));
+        stdout().write_all(lines(&diff_text(&report)).as_bytes())?;
     }
     if args.exit_code && !report.in_sync() {
         return Ok(ExitCode::from(1));

@@ -1,10 +1,9 @@
 //! `kedge events`: the event log, `TIME REPO KIND SERVICE MESSAGE`, oldest
 //! first; `--follow` keeps printing what any process stores.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use super::output::{Table, local_time, one_line};
+use super::output::{OutputError, Table, local_time, one_line, stdout};
 use super::{Ctx, block_on};
 use crate::events::Event;
 use crate::ops::events::{EventsRequest, Since};
@@ -43,28 +42,37 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             for e in &page {
                 table.row(row(e));
             }
-            print!("{}", table.render());
+            stdout().write_all(table.render().as_bytes())?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     // Following: one line per event, flushed at once (a pipe reads as it goes).
+    // A failed write stops the follow; the caller hears why (a closed pipe
+    // is quiet, anything else an error).
     let json = ctx.json();
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
+    let mut failed: Option<OutputError> = None;
     let mut print = |e: &Event| -> bool {
         let line = if json {
             serde_json::to_string(e).unwrap_or_default()
         } else {
             row(e).join("  ")
         };
-        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
-    };
-    for e in &page {
-        if !print(e) {
-            return Ok(ExitCode::SUCCESS);
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(error) => {
+                failed = Some(error);
+                false
+            }
         }
+    };
+    if page.iter().all(&mut print) {
+        block_on(ctx.ops.follow_events(&req, last, &mut print))??;
     }
-    block_on(ctx.ops.follow_events(&req, last, print))??;
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn row(e: &Event) -> [String; 5] {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::Ctx;
-use super::output::{Table, local_time, print_json};
+use super::output::{Table, local_time, print_json, stdout};
 use crate::short;
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             &message,
         ]);
     }
-    print!("{}", table.render());
+    stdout().write_all(table.render().as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,14 +22,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let mut out = Vec::new();
             clap_mangen::Man::new(command).render(&mut out)?;
-            std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
+            super::output::stdout().write_all(&out)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut out = std::io::stdout().lock();
+            let mut out = super::output::stdout();
             for path in write_pages(command, "kedge", &dir)? {
-                std::io::Write::write_all(&mut out, format!("{}\n", path.display()).as_bytes())?;
+                writeln!(out, "{}", path.display())?;
             }
         }
     }

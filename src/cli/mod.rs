@@ -129,8 +129,16 @@ fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Runs a parsed command line. Errors are the caller's to print (exit 1).
+/// Runs a parsed command line. Errors are the caller's to print (exit 1),
+/// but for a closed stdout ([`output::is_closed_stdout`]), which is quiet.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let code = dispatch(cli)?;
+    // What is left after the last newline: its failure is a closed pipe too.
+    output::stdout().flush()?;
+    Ok(code)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // What needs neither the settings nor a data directory.
     if cli.version {
         return version::run(cli.output, cli.verbose);
@@ -240,6 +248,33 @@ mod tests {
     #[test]
     fn no_command_reaches_past_the_operations() {
         crate::ops::assert_face_stays_above_ops("cli", 10);
+    }
+
+    /// Regression: `kedge status | head -1` panicked ("failed printing to
+    /// stdout: Broken pipe"). The printing macros panic on a closed pipe:
+    /// commands write through `output::Out`, notes go through `output::note`.
+    #[test]
+    fn no_command_prints_with_a_macro_that_panics_on_a_closed_pipe() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.join("main.rs")];
+        for entry in std::fs::read_dir(src.join("cli")).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+        // Spelled in parts, so that this file does not name them itself.
+        let macros = ["print", "eprint"].map(|m| [format!("{m}!("), format!("{m}ln!(")]);
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                for m in macros.iter().flatten() {
+                    let hit = code.match_indices(m.as_str()).any(|(i, _)| {
+                        !code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                    });
+                    assert!(!hit, "{}:{}: {m}…", file.display(), n + 1);
+                }
+            }
+        }
+        assert!(files.len() > 10, "{files:?}");
     }
 
     /// Regression: `KEDGE_LOG=debug` printed bollard's request lines, with

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{Table, print_json};
+use super::output::{Table, note, print_json, stdout};
 use super::{Ctx, block_on};
 
 #[derive(Debug, clap::Subcommand)]
@@ -26,7 +26,9 @@ pub fn run(ctx: &Ctx, command: NotifyCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if rows.is_empty() {
-                eprintln!("no notification sinks: add a `notifications:` list to the config");
+                note(format_args!(
+                    "no notification sinks: add a `notifications:` list to the config"
+                ));
                 return Ok(ExitCode::SUCCESS);
             }
             let mut table = Table::new(["NAME", "TYPE", "TARGET", "EVENTS", "REPOS", "REPEAT"]);
@@ -49,14 +51,14 @@ pub fn run(ctx: &Ctx, command: NotifyCommand) -> anyhow::Result<ExitCode> {
                     duration(row.repeat_interval_s),
                 ]);
             }
-            print!("{}", table.render());
+            stdout().write_all(table.render().as_bytes())?;
         }
         NotifyCommand::Test { name } => {
             let report = block_on(ctx.ops.notify_test(&name))??;
             if ctx.json() {
                 print_json(&report)?;
             } else {
-                println!("{}: {}", report.sink, report.answer);
+                writeln!(stdout(), "{}: {}", report.sink, report.answer)?;
             }
         }
     }

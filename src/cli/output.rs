@@ -1,11 +1,77 @@
 //! How read commands speak: aligned text tables for people, one JSON
-//! document on stdout for programs.
+//! document on stdout for programs, all written through [`Out`], which
+//! reports a closed stdout (`kedge status | head -1`) as [`OutputError::Closed`]
+//! instead of panicking as `println!` does.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{self, Write as _};
 
 use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The reader went away (`| head -1`, `| grep -m1`): nothing failed,
+    /// there is only no one left to print to.
+    #[error("stdout was closed by its reader")]
+    Closed,
+    #[error("cannot write to stdout: {0}")]
+    Write(#[source] io::Error),
+    #[error("cannot encode the output as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+impl From<io::Error> for OutputError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            OutputError::Closed
+        } else {
+            OutputError::Write(e)
+        }
+    }
+}
+
+/// The exit status of a command whose stdout was closed under it: 128 +
+/// SIGPIPE, what a shell reports for `git log` or `seq` cut short by
+/// `| head -1` (they die of the signal; Kedge ignores it, as every Rust
+/// program does, and exits with the same number, saying nothing).
+pub const CLOSED_STDOUT_EXIT: u8 = 141;
+
+/// Whether `error` is, or was caused by, stdout closed by its reader.
+pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| matches!(e.downcast_ref::<OutputError>(), Some(OutputError::Closed)))
+}
+
+/// Stdout, for commands: `writeln!(out, …)?` fails with
+/// [`OutputError::Closed`] once the reader is gone.
+pub struct Out(io::StdoutLock<'static>);
+
+pub fn stdout() -> Out {
+    Out(io::stdout().lock())
+}
+
+impl Out {
+    /// What `write!` and `writeln!` call.
+    pub fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+        Ok(self.0.write_fmt(args)?)
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
+        Ok(self.0.write_all(bytes)?)
+    }
+
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(self.0.flush()?)
+    }
+}
+
+/// A line on stderr for the operator (a warning, a hint). Never fails: a
+/// closed stderr loses the advice, not the command.
+pub fn note(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{args}");
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -14,11 +80,10 @@ pub enum OutputFormat {
     Json,
 }
 
-pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), OutputError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(OutputError::Json)?;
+    text.push(b'\n');
+    stdout().write_all(&text)
 }
 
 /// Columns padded to the widest cell plus three spaces, the layout of the

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::Ctx;
-use super::output::print_json;
+use super::output::{note, print_json, stdout};
 use crate::ops::credentials::CredentialArgs;
 use crate::ops::repos::AddRepo;
 
@@ -70,10 +70,10 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     }))??;
     // Accepted all the same: the directory may be created later.
     if let Some(dir) = &added.missing_path {
-        eprintln!(
+        note(format_args!(
             "warning: {} does not exist (yet); Kedge will keep trying it",
             dir.display()
-        );
+        ));
     }
     let repo = &added.repo;
     if ctx.json() {
@@ -89,15 +89,22 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         }
         print_json(&doc)?;
     } else if repo.auth == "none" {
-        println!(
+        writeln!(
+            stdout(),
             "Added repository {} ({}, branch {})",
-            repo.name, repo.url, repo.branch
-        );
+            repo.name,
+            repo.url,
+            repo.branch
+        )?;
     } else {
-        println!(
+        writeln!(
+            stdout(),
             "Added repository {} ({}, branch {}, auth {})",
-            repo.name, repo.url, repo.branch, repo.auth
-        );
+            repo.name,
+            repo.url,
+            repo.branch,
+            repo.auth
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

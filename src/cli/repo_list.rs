@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::Ctx;
-use super::output::{Table, print_json};
+use super::output::{Table, print_json, stdout};
 use crate::desired::kedge_yaml::Mode;
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +25,6 @@ pub fn run(ctx: &Ctx, _args: Args) -> anyhow::Result<ExitCode> {
             &r.auth,
         ]);
     }
-    print!("{}", table.render());
+    stdout().write_all(table.render().as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

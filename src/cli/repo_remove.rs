@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::print_json;
+use super::output::{print_json, stdout};
 use super::{Ctx, block_on};
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     if ctx.json() {
         print_json(&removed)?;
     } else {
-        println!("Removed repository {}", removed.removed);
+        writeln!(stdout(), "Removed repository {}", removed.removed)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::print_json;
+use super::output::{print_json, stdout};
 use super::{Ctx, block_on};
 use crate::short;
 
@@ -21,14 +21,17 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut out = stdout();
     if report.from_snapshot {
-        println!(
+        writeln!(
+            out,
             "Commit {} is gone from the repository: restored the compose snapshot stored with its deployment \
              (files bind-mounted from the repository are those of the current checkout)",
             short(&report.commit)
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "Rolled {} back to {}{}",
         report.repo,
         short(&report.commit),
@@ -37,11 +40,12 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         } else {
             format!(" ({})", report.changed.join(", "))
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "Pinned: stays on {} until the branch moves or `kedge sync --repo {}`",
         short(&report.commit),
         report.repo
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{Table, local_time, one_line, print_json};
+use super::output::{OutputError, Table, local_time, one_line, print_json, stdout};
 use super::{Ctx, block_on};
 use crate::desired::kedge_yaml::Mode;
 use crate::ops::status::RepoStatus;
@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     if ctx.json() {
         print_json(&statuses)?;
     } else {
-        print_text(&statuses);
+        print_text(&statuses)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -56,45 +56,49 @@ fn age(ms: i64) -> String {
     }
 }
 
-fn print_text(statuses: &[RepoStatus]) {
+fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
+    let mut out = stdout();
     let dash = |v: &Option<String>| v.as_deref().map(short).unwrap_or("-").to_string();
     for (i, s) in statuses.iter().enumerate() {
         if i > 0 {
-            println!();
+            writeln!(out)?;
         }
-        println!("Repository: {}", s.name);
-        println!("  Branch:      {}", s.branch);
-        println!("  Mode:        {}", s.mode.map_or("-", Mode::as_str));
-        println!("  Remote head: {}", dash(&s.remote_head));
-        println!("  Deployed:    {}", dash(&s.deployed_commit));
+        writeln!(out, "Repository: {}", s.name)?;
+        writeln!(out, "  Branch:      {}", s.branch)?;
+        writeln!(out, "  Mode:        {}", s.mode.map_or("-", Mode::as_str))?;
+        writeln!(out, "  Remote head: {}", dash(&s.remote_head))?;
+        writeln!(out, "  Deployed:    {}", dash(&s.deployed_commit))?;
         if let Some(p) = &s.pin {
-            println!("  Pinned:      {}", p.describe());
+            writeln!(out, "  Pinned:      {}", p.describe())?;
         }
-        println!("  Sync state:  {}", s.sync_state);
+        writeln!(out, "  Sync state:  {}", s.sync_state)?;
         if let Some(r) = &s.auto_rollback {
-            println!("  Rolled back: {}", one_line(&r.text));
+            writeln!(out, "  Rolled back: {}", one_line(&r.text))?;
         }
         if let Some(d) = &s.last_deployment {
             let at = chrono::DateTime::parse_from_rfc3339(&d.deployed_at)
                 .map(|t| local_time(t.timestamp_millis()))
                 .unwrap_or_default();
-            println!(
+            writeln!(
+                out,
                 "  Last deploy: {} {} at {}",
                 short(&d.commit),
                 d.status.as_str(),
                 at
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  Last error:  {}",
             one_line(&last_error_text(s, crate::time::now_ms()))
-        );
+        )?;
         for d in &s.drifts {
-            println!(
+            writeln!(
+                out,
                 "  Drift:       {}: {}",
                 one_line(d.service()),
                 one_line(&d.describe())
-            );
+            )?;
         }
         if !s.services.is_empty() {
             let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
@@ -107,22 +111,24 @@ fn print_text(statuses: &[RepoStatus]) {
                 ]);
             }
             for line in table.render().lines() {
-                println!("  {line}");
+                writeln!(out, "  {line}")?;
             }
         }
         if !s.events.is_empty() {
-            println!("  Recent events:");
+            writeln!(out, "  Recent events:")?;
             for e in &s.events {
-                println!(
+                writeln!(
+                    out,
                     "    {}  {:<16} {:<10} {}",
                     local_time(e.time),
                     e.kind,
                     one_line(e.service.as_deref().unwrap_or("-")),
                     one_line(&e.message)
-                );
+                )?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

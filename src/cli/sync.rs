@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{one_line, print_json};
+use super::output::{one_line, print_json, stdout};
 use super::{Ctx, block_on};
 use crate::short;
 
@@ -40,18 +40,20 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
-    println!(
+    let mut out = stdout();
+    writeln!(
+        out,
         "{verb} {} to {}: {changed}{gate}",
         short(&report.commit),
         report.repo
-    );
+    )?;
     if let Some(pin) = &report.released_pin {
         let verb = if report.dry_run {
             "Would release"
         } else {
             "Released"
         };
-        println!("{verb} the rollback pin on {}", short(pin));
+        writeln!(out, "{verb} the rollback pin on {}", short(pin))?;
     }
     for heal in &report.heals {
         let verb = if report.dry_run {
@@ -59,7 +61,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         } else {
             "Healed"
         };
-        println!("{verb}: {}", one_line(heal));
+        writeln!(out, "{verb}: {}", one_line(heal))?;
     }
     Ok(ExitCode::SUCCESS)
 }

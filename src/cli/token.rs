@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::Ctx;
-use super::output::{Table, print_json};
+use super::output::{Table, note, print_json, stdout};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
@@ -30,11 +30,11 @@ pub fn run(ctx: &Ctx, command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Create { name, role } => {
             let token = ctx.ops.token_create(&name, role)?;
             // stdout holds the token alone: `TOKEN=$(kedge token create ci)`.
-            println!("{token}");
-            eprintln!(
+            writeln!(stdout(), "{token}")?;
+            note(format_args!(
                 "created token '{name}' ({}); it is not shown again",
                 role.as_str()
-            );
+            ));
         }
         TokenCommand::List => {
             let rows = ctx.ops.token_list()?;
@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, command: TokenCommand) -> anyhow::Result<ExitCode> {
                         t.last_used_at.as_deref().unwrap_or("-"),
                     ]);
                 }
-                print!("{}", table.render());
+                stdout().write_all(table.render().as_bytes())?;
             }
         }
         TokenCommand::Revoke { name } => {
@@ -58,7 +58,7 @@ pub fn run(ctx: &Ctx, command: TokenCommand) -> anyhow::Result<ExitCode> {
             if ctx.json() {
                 print_json(&serde_json::json!({ "revoked": name }))?;
             } else {
-                println!("Revoked token {name}");
+                writeln!(stdout(), "Revoked token {name}")?;
             }
         }
     }

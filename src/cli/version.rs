@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::output::{OutputFormat, print_json};
+use super::output::{OutputFormat, print_json, stdout};
 use crate::ops::version::{Found, VersionReport};
 
 #[derive(Debug, clap::Args)]
@@ -22,7 +22,7 @@ pub fn run(output: OutputFormat, verbose: bool) -> anyhow::Result<ExitCode> {
     if output == OutputFormat::Json {
         print_json(&report)?;
     } else {
-        print!("{}", text(&report));
+        stdout().write_all(text(&report).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! the holder drops it or its process dies.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write as _;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -95,7 +96,11 @@ impl RepoLock {
     /// has to wait for an apply in flight.
     pub async fn acquire_announced(data_dir: &Path, repo: &str) -> Result<RepoLock, LockError> {
         RepoLock::acquire(data_dir, repo, || {
-            eprintln!("waiting for another apply on {repo} to finish…");
+            // Advice only: a closed stderr must not fail the command.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "waiting for another apply on {repo} to finish…"
+            );
         })
         .await
     }

@@ -112,6 +112,28 @@ async fn close_after_unread_body(
     response
 }
 
+/// Why the listener could not be bound; for a taken port, how to choose
+/// another (the OS's "Address already in use" alone says neither).
+fn listen_error(addr: std::net::SocketAddr, e: std::io::Error) -> FacesError {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return FacesError {
+            what: format!("cannot listen on {addr}"),
+            source: Some(Box::new(e)),
+        };
+    }
+    let mut other = addr;
+    other.set_port(addr.port() % 65535 + 1);
+    FacesError {
+        what: format!(
+            "cannot listen on {addr}: port {} is taken (another kedge serve, or another server); \
+             choose another address with --listen or KEDGE_LISTEN (e.g. --listen {other}), \
+             or --listen none to serve no HTTP",
+            addr.port()
+        ),
+        source: None,
+    }
+}
+
 /// Binds the listener `settings.listen` names (nothing for `none`) and
 /// serves until `shutdown` turns true: then it stops accepting and lets
 /// requests in flight finish.
@@ -132,10 +154,7 @@ pub async fn start(
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| FacesError {
-            what: format!("cannot listen on {addr}"),
-            source: Some(Box::new(e)),
-        })?;
+        .map_err(|e| listen_error(addr, e))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let cap = listen::connection_cap(listen::descriptor_limit());
     tracing::info!(

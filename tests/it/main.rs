@@ -7,6 +7,7 @@ mod api;
 mod api_fuzz;
 mod api_input;
 mod build;
+mod closed_pipe;
 mod creds;
 mod dashboard;
 mod day_two;
