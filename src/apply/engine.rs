@@ -62,3 +62,26 @@ pub async fn remove_volume(engine: &Engine, name: &str) -> Result<(), ApplyError
             source,
         })
 }
+
+/// Tags the image `source` (a reference or an id) as `target`
+/// (`repo:tag`), moving that tag if it named another image.
+pub async fn tag(engine: &Engine, source: &str, target: &str) -> Result<(), ApplyError> {
+    let (repo, tag) = match target.rfind(':') {
+        Some(at) if !target[at..].contains('/') => (&target[..at], &target[at + 1..]),
+        _ => (target, "latest"),
+    };
+    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    engine
+        .client()
+        .await?
+        .tag_image(source, Some(options))
+        .await
+        .map_err(|source_err| ApplyError::Tag {
+            image: source.to_string(),
+            target: target.to_string(),
+            source: source_err,
+        })
+}

@@ -58,6 +58,13 @@ pub enum ApplyError {
         #[source]
         source: bollard::errors::Error,
     },
+    #[error("cannot tag image {image} as {target}")]
+    Tag {
+        image: String,
+        target: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("cannot remove volume {volume}")]
     RemoveVolume {
         volume: String,

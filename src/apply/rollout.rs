@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use super::ApplyError;
 use crate::desired::render::Desired;
+use crate::desired::render::ServiceSpec;
 use crate::error_chain;
 use crate::observe::Engine;
-use crate::plan::build::build_reason;
+use crate::plan::build::{build_reason, build_tag};
 use crate::record::ServiceRecord;
 
 /// Services whose image is not on the host (all of them without an engine
@@ -82,6 +83,58 @@ pub async fn remove_recreate_leftovers(engine: &Engine, project: &str) {
                 tracing::info!(%project, container = %c.name, "removed a leftover of an interrupted recreate")
             }
             Err(e) => tracing::debug!(%project, container = %c.name, "{}", error_chain(&e)),
+        }
+    }
+}
+
+/// Keeps the image of each build just made addressable by its build
+/// fingerprint ([`build_tag`]), beside the service's name: what a restore,
+/// a rollback or a revert puts back. An image whose label is not the
+/// service's fingerprint (the build failed) is left alone.
+pub async fn keep_builds(engine: &Engine, project: &str, specs: &[&ServiceSpec]) {
+    for spec in specs {
+        let Some(fingerprint) = &spec.build_fingerprint else {
+            continue;
+        };
+        let image = spec.image_ref(project);
+        let built = matches!(
+            engine.image_on_host(&image).await,
+            crate::observe::ImageOnHost::Present { build_label: Some(ref l) } if l == fingerprint
+        );
+        if !built {
+            continue;
+        }
+        let tag = build_tag(&image, fingerprint);
+        match super::engine::tag(engine, &image, &tag).await {
+            Ok(()) => tracing::debug!(service = %spec.name, %tag, "build kept"),
+            Err(e) => tracing::warn!(service = %spec.name, "{}", error_chain(&e)),
+        }
+    }
+}
+
+/// Puts each build service's image of its build fingerprint back under
+/// its name when something else took the name since (a later build, a
+/// build by hand): an `up` then runs the very image of that build. A
+/// build whose image is not kept (an older Kedge built it) is left to the
+/// usual rule: built when its image differs.
+pub async fn select_builds(engine: &Engine, project: &str, specs: &[&ServiceSpec]) {
+    for spec in specs {
+        let Some(fingerprint) = spec.build.as_ref().and(spec.build_fingerprint.as_ref()) else {
+            continue;
+        };
+        let image = spec.image_ref(project);
+        let tag = build_tag(&image, fingerprint);
+        let Some(kept) = engine.image_id(&tag).await else {
+            continue;
+        };
+        if engine.image_id(&image).await.as_deref() == Some(kept.as_str()) {
+            continue;
+        }
+        match super::engine::tag(engine, &kept, &image).await {
+            Ok(()) => {
+                tracing::info!(service = %spec.name, %image, build = %tag, "the image of this build is back under its name")
+            }
+            Err(e) => tracing::warn!(service = %spec.name, "{}", error_chain(&e)),
         }
     }
 }

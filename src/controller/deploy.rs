@@ -544,6 +544,14 @@ async fn apply_desired(
         .iter()
         .filter_map(|(s, spec)| Some((s.clone(), spec.build_fingerprint.clone()?)))
         .collect();
+    // A build of these inputs kept from before (a revert, a rollback) is
+    // put back under its name first: it is run as it was, not rebuilt.
+    let built: Vec<&crate::model::service::ServiceSpec> = desired
+        .services
+        .values()
+        .filter(|s| s.build.is_some())
+        .collect();
+    apply::rollout::select_builds(&shared.engine, &desired.project, &built).await;
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
     apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints).await?;
@@ -562,7 +570,13 @@ async fn apply_desired(
     } else {
         apply::Scope::Only(&touched)
     };
-    apply::up(&project, &rebuild, scope, desired.kedge.prune).await?;
+    let applied = apply::up(&project, &rebuild, scope, desired.kedge.prune).await;
+    let rebuilt: Vec<&crate::model::service::ServiceSpec> = rebuild
+        .iter()
+        .filter_map(|s| desired.services.get(s))
+        .collect();
+    apply::rollout::keep_builds(&shared.engine, &desired.project, &rebuilt).await;
+    applied?;
     if desired.kedge.prune && !previous.is_empty() {
         apply::rollout::remove_services(&shared.engine, &desired.project, &removed).await?;
     }

@@ -100,14 +100,28 @@ pub async fn wants(
     let mut out = BTreeMap::new();
     for (name, r) in records {
         let image = r.spec.image_ref(project);
-        let image_id = match images.get(&image) {
-            Some(id) => id.clone(),
-            None => {
-                let id = engine.image_id(&image).await;
-                images.insert(image.clone(), id.clone());
-                id
+        // A build service's is its build's image, kept under its build
+        // tag: another image built or tagged under the name since is not it.
+        let kept = r
+            .spec
+            .build
+            .as_ref()
+            .and(r.spec.build_fingerprint.as_ref())
+            .map(|fp| crate::plan::build::build_tag(&image, fp));
+        let mut image_id = None;
+        for reference in kept.iter().chain(std::iter::once(&image)) {
+            image_id = match images.get(reference) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = engine.image_id(reference).await;
+                    images.insert(reference.clone(), id.clone());
+                    id
+                }
+            };
+            if image_id.is_some() {
+                break;
             }
-        };
+        }
         out.insert(
             name.clone(),
             Want {
@@ -297,12 +311,21 @@ pub async fn check(
                     .await
                     .map_err(|e| error_chain(&e)),
             ),
-            Heal::Recreate { services, force } => (
-                services.clone(),
-                apply::recreate(&compose, services, *force)
-                    .await
-                    .map_err(|e| error_chain(&e)),
-            ),
+            Heal::Recreate { services, force } => {
+                // A build service comes back on its build's image.
+                let records = shared.db.read(|s| s.services(task.repo.id))?;
+                let specs: Vec<&crate::model::service::ServiceSpec> = services
+                    .iter()
+                    .filter_map(|s| records.get(s).map(|r| &r.spec))
+                    .collect();
+                apply::rollout::select_builds(&engine, &project, &specs).await;
+                (
+                    services.clone(),
+                    apply::recreate(&compose, services, *force)
+                        .await
+                        .map_err(|e| error_chain(&e)),
+                )
+            }
             Heal::Redeploy { services } => (
                 services.clone(),
                 apply::stack::deploy(

@@ -111,6 +111,13 @@ pub async fn restore_previous(
                 .iter()
                 .cloned()
                 .partition(|s| records.contains_key(s));
+            // The image each build service ran then, not whatever the
+            // failed deployment built under the same name.
+            let specs: Vec<&crate::model::service::ServiceSpec> = back
+                .iter()
+                .filter_map(|s| records.get(s).map(|r| &r.spec))
+                .collect();
+            apply::rollout::select_builds(&shared.engine, &project, &specs).await;
             result = apply::up(&compose, &[], apply::Scope::Only(&back), prune).await;
             if result.is_ok() && prune {
                 result = apply::rollout::remove_services(&shared.engine, &project, &added).await;

@@ -52,10 +52,30 @@ pub fn build_reason(
     };
     match previous.and_then(|p| p.build_fingerprint.as_ref()) {
         Some(deployed) if deployed == fingerprint => None,
+        // Built from these inputs once (a revert, a rollback), and put back
+        // under its name from its build's tag: the very image, no build.
+        Some(_) if build_label.as_ref() == Some(fingerprint) => None,
         Some(_) => Some(BuildReason::InputsChanged),
         None if build_label.as_ref() == Some(fingerprint) => None,
         None => Some(BuildReason::ImageFromOtherInputs),
     }
+}
+
+/// Where Kedge keeps the image of one build of a service: its reference
+/// with the tag `kedge-` and the first 16 hex of the build fingerprint
+/// (`app-web:kedge-1f2e…`). A restore, a rollback or a revert puts that
+/// image back under the service's name, so they run the exact image that
+/// was deployed then, whatever was built or tagged under the name since.
+pub fn build_tag(image: &str, fingerprint: &str) -> String {
+    // The tag follows the last `:` after the last `/` (a registry's port
+    // comes before it); a digest (`@sha256:…`) is no name to tag.
+    let name = image.split('@').next().unwrap_or(image);
+    let repo = match name.rfind(':') {
+        Some(at) if !name[at..].contains('/') => &name[..at],
+        _ => name,
+    };
+    let short: String = fingerprint.chars().take(16).collect();
+    format!("{repo}:kedge-{short}")
 }
 
 #[cfg(test)]
@@ -107,9 +127,31 @@ mod tests {
             ("first deploy, image from other inputs", spec("h1", true, Some("f1")), None, present(Some("f0")), Some(ImageFromOtherInputs)),
             ("record of an older Kedge, image labelled", spec("h2", true, Some("f1")), Some(spec("h1", true, None)), present(Some("f1")), None),
             ("record of an older Kedge, image unlabelled", spec("h2", true, Some("f1")), Some(spec("h1", true, None)), present(None), Some(ImageFromOtherInputs)),
+            ("reverted to inputs built before, their image put back", spec("h1", true, Some("f1")), Some(spec("h2", true, Some("f2"))), present(Some("f1")), None),
         ];
         for (what, now, before, image, want) in cases {
             assert_eq!(build_reason(&now, before.as_ref(), &image), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_build_is_tagged_by_its_fingerprint_beside_its_name() {
+        let fp = "1f2e3d4c5b6a79880123456789abcdef";
+        for (image, want) in [
+            ("shop-web", "shop-web:kedge-1f2e3d4c5b6a7988"),
+            ("shop-web:latest", "shop-web:kedge-1f2e3d4c5b6a7988"),
+            ("acme/app:1.2", "acme/app:kedge-1f2e3d4c5b6a7988"),
+            (
+                "registry.local:5000/app",
+                "registry.local:5000/app:kedge-1f2e3d4c5b6a7988",
+            ),
+            (
+                "registry.local:5000/app:2",
+                "registry.local:5000/app:kedge-1f2e3d4c5b6a7988",
+            ),
+            ("app@sha256:abcd", "app:kedge-1f2e3d4c5b6a7988"),
+        ] {
+            assert_eq!(build_tag(image, fp), want, "{image}");
         }
     }
 }

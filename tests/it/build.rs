@@ -122,3 +122,135 @@ fn a_failed_build_names_the_service_and_compose_s_reason() {
     assert!(!error.contains("--project-directory"), "{error}");
     assert!(s.running().is_empty());
 }
+
+/// The stack of the regression below: a built app with a healthcheck, and
+/// a proxy no commit touches.
+fn gated_build_compose() -> String {
+    format!(
+        "services:
+  app:
+    build: ./app
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+    healthcheck:
+      test: [CMD, cat, /ctx/healthy]
+      interval: 1s
+      retries: 2
+  proxy:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+"
+    )
+}
+
+/// Regression: a `build:` service could not be rolled back. A bad commit
+/// rebuilt the app's image under its name; the automatic restore ran `up`
+/// without rebuilding and brought the same broken image back (flapping the
+/// proxy on every retry), and a `git revert` did not rebuild either (its
+/// fingerprint equalled the recorded one). Each build is now kept under a
+/// tag of its fingerprint and put back under the name when it runs again.
+#[test]
+fn a_bad_build_is_rolled_back_to_the_exact_previous_image_and_a_revert_runs_it() {
+    let s = Stack::new(
+        "buildback",
+        &[
+            ("compose.yaml", &gated_build_compose()),
+            ("kedge.yaml", "deploy:\n  timeout: 20s\n  stable_for: 0s\n"),
+            ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
+            ("app/healthy", "yes\n"),
+        ],
+    );
+    let image = format!("{}-app", s.name);
+    let _cleanup = BuiltImage(image.clone());
+    let k = &s.kedge;
+    k.run(["sync", "--repo", &s.name]).success();
+    let good = image_id(&image);
+    let first = s.running();
+    let proxy = first["proxy"].id.clone();
+    assert_eq!(first["app"].image_id, good);
+
+    // A bad build: its healthcheck never passes.
+    s.remote.remove("app/healthy");
+    s.remote.write("app/broken", "yes\n");
+    let bad = s.remote.commit("break the app");
+    let out = k.run(["sync", "--repo", &s.name]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    let app = wait_for(60, "the app back on the previous image", || {
+        s.running().remove("app").filter(|c| c.image_id == good)
+    });
+    assert_ne!(app.id, first["app"].id, "recreated onto the kept build");
+    assert_eq!(image_id(&image), good, "the name is the good build's again");
+    assert_eq!(s.running()["proxy"].id, proxy, "the proxy was not touched");
+    let history = s.history();
+    assert_eq!(history[0]["trigger"], "auto_rollback", "{history}");
+    assert_eq!(history[0]["status"], "rolled_back", "{history}");
+
+    // `git revert`: the good inputs again run the good image, unbuilt.
+    s.remote.write("app/healthy", "yes\n");
+    s.remote.remove("app/broken");
+    let revert = s
+        .remote
+        .commit(&format!("Revert \"break the app\" ({})", &bad[..7]));
+    k.run(["sync", "--repo", &s.name]).success();
+    let status = s.status();
+    assert_eq!(status["deployed_commit"], revert.as_str(), "{status}");
+    let now = s.running();
+    assert_eq!(now["app"].image_id, good);
+    assert_eq!(now["proxy"].id, proxy);
+}
+
+/// Regression: a build service whose image name was taken by another image
+/// (a build by hand, another checkout with the same name) was healed onto
+/// that image, then found "config changed" again and again: recreated in a
+/// loop, backed off, never converging. Its image is its build's.
+#[test]
+fn another_image_under_a_build_service_name_is_not_healed_onto() {
+    let s = Stack::new(
+        "buildname",
+        &[
+            ("compose.yaml", &build_compose("one")),
+            ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
+            ("app/version", "v1\n"),
+        ],
+    );
+    let image = format!("{}-app", s.name);
+    let _cleanup = BuiltImage(image.clone());
+    let serve = s
+        .kedge
+        .serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1s"]);
+    let first = wait_for(90, "the built service", || s.running().remove("app"));
+    // Someone builds another image under the same name.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("Dockerfile"),
+        format!("FROM {IMAGE_1}\nRUN echo other > /other\n"),
+    )
+    .unwrap();
+    docker_ok(&["build", "-q", "-t", &image, &other.path().to_string_lossy()]);
+    assert_ne!(image_id(&image), first.image_id);
+    // Full checks every second: three passes see the name moved.
+    let mark = serve.mark();
+    serve.wait_passes(&s.name, mark, 3, 60);
+    let now = s.running().remove("app").expect("the app runs");
+    assert_eq!(now.id, first.id, "not recreated");
+    assert_eq!(now.image_id, first.image_id);
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    let drift: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "drift_detected" || e["kind"] == "drift_healed")
+        .collect();
+    assert!(drift.is_empty(), "{drift:?}");
+
+    // Stopped by hand, it is started again, still on its build's image.
+    docker_ok(&["stop", "-t", "0", &first.id]);
+    let back = wait_for(30, "the app running again", || {
+        s.running().remove("app").filter(|c| c.status == "running")
+    });
+    assert_eq!(back.image_id, first.image_id);
+}
