@@ -85,3 +85,39 @@ pub async fn tag(engine: &Engine, source: &str, target: &str) -> Result<(), Appl
             source: source_err,
         })
 }
+
+/// Untags all but the newest `keep` images tagged `kedge-…` in the
+/// repository of `tag` (one service's kept builds): an image no tag or
+/// container holds any more is deleted by the engine. Best effort.
+pub async fn forget_old_builds(engine: &Engine, tag: &str, keep: usize) {
+    let Some((repo, _)) = tag.rsplit_once(':') else {
+        return;
+    };
+    let Ok(docker) = engine.client().await else {
+        return;
+    };
+    let filters = std::collections::HashMap::from([("reference", vec![format!("{repo}:kedge-*")])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let Ok(mut images) = docker.list_images(Some(options)).await else {
+        return;
+    };
+    images.sort_by_key(|i| std::cmp::Reverse(i.created));
+    let prefix = format!("{repo}:kedge-");
+    for old in images.iter().skip(keep) {
+        for name in old.repo_tags.iter().filter(|t| t.starts_with(&prefix)) {
+            let untag = docker
+                .remove_image(
+                    name,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+            match untag {
+                Ok(_) => tracing::debug!(image = %name, "an old build forgotten"),
+                Err(e) => tracing::debug!(image = %name, "cannot forget an old build: {e}"),
+            }
+        }
+    }
+}

@@ -109,8 +109,13 @@ pub async fn keep_builds(engine: &Engine, project: &str, specs: &[&ServiceSpec])
             Ok(()) => tracing::debug!(service = %spec.name, %tag, "build kept"),
             Err(e) => tracing::warn!(service = %spec.name, "{}", error_chain(&e)),
         }
+        super::engine::forget_old_builds(engine, &tag, KEPT_BUILDS).await;
     }
 }
+
+/// Builds kept per service: the newest ones, enough for the rollbacks an
+/// operator makes; an older one is built again when it is deployed again.
+pub const KEPT_BUILDS: usize = 5;
 
 /// Puts each build service's image of its build fingerprint back under
 /// its name when something else took the name since (a later build, a

@@ -4,13 +4,33 @@
 use crate::support::docker::{IMAGE_1, docker, docker_ok};
 use crate::support::*;
 
-/// Removes a built image when the test ends, panic or not.
+/// Removes a built image, and the builds Kedge kept of it, when the test
+/// ends, panic or not.
 struct BuiltImage(String);
 
 impl Drop for BuiltImage {
     fn drop(&mut self) {
+        for tag in kept_builds(&self.0) {
+            let _ = docker(&["image", "rm", "-f", &tag]);
+        }
         let _ = docker(&["image", "rm", "-f", &self.0]);
     }
+}
+
+/// The builds Kedge keeps of `image` (`image:kedge-…`).
+fn kept_builds(image: &str) -> Vec<String> {
+    let out = docker(&[
+        "image",
+        "ls",
+        "--filter",
+        &format!("reference={image}:kedge-*"),
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn env_of(container: &str) -> String {
@@ -253,4 +273,35 @@ fn another_image_under_a_build_service_name_is_not_healed_onto() {
         s.running().remove("app").filter(|c| c.status == "running")
     });
     assert_eq!(back.image_id, first.image_id);
+}
+
+/// Builds are kept for rollbacks, the newest five of a service: not one
+/// per commit for ever.
+#[test]
+fn the_newest_five_builds_of_a_service_are_kept() {
+    let s = Stack::new(
+        "buildkeep",
+        &[
+            ("compose.yaml", &build_compose("one")),
+            ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
+            ("app/version", "v0\n"),
+        ],
+    );
+    let image = format!("{}-app", s.name);
+    let _cleanup = BuiltImage(image.clone());
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(kept_builds(&image).len(), 1);
+    for round in 1..=6 {
+        s.remote.write("app/version", &format!("v{round}\n"));
+        s.remote.commit(&format!("version {round}"));
+        s.kedge.run(["sync", "--repo", &s.name]).success();
+    }
+    let kept = kept_builds(&image);
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    // The running one among them.
+    let running = s.running().remove("app").unwrap();
+    assert!(
+        kept.iter().any(|t| image_id(t) == running.image_id),
+        "{kept:?}"
+    );
 }
