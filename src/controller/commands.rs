@@ -512,7 +512,15 @@ async fn rollback_from_snapshot(
     };
     let desired = crate::desired::render::Desired {
         commit: commit.to_string(),
-        services: crate::desired::render::service_specs(&doc, &task.git.clone, &Default::default()),
+        services: crate::desired::render::service_specs(
+            &doc,
+            &task.git.clone,
+            &Default::default(),
+            crate::desired::inputs::Resolved {
+                env: &Default::default(),
+                key: &task.fingerprint_key,
+            },
+        ),
         project,
         kedge,
         files: vec![file],

@@ -47,6 +47,7 @@ pub async fn render_commit(
         &object_ids,
         &crate::process::repo_env,
         task.max_compose_size,
+        &task.fingerprint_key,
     )
     .await;
     Ok(match rendered {
