@@ -502,9 +502,21 @@ async fn rollback_from_snapshot(
         .map(String::from)
         .or(state.project.clone())
         .unwrap_or_else(|| task.repo.name.clone());
+    // Every service of a snapshot was enabled when it was rendered: the
+    // profiles they name turn them on again.
+    let mut profiles: Vec<String> = doc["services"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|svc| svc["profiles"].as_array().into_iter().flatten())
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    profiles.sort();
+    profiles.dedup();
     let kedge = crate::desired::kedge_yaml::KedgeYaml {
         project_name: Some(project.clone()),
         compose_files: Vec::new(),
+        profiles,
         mode: heal::mode_of(&state),
         prune: state.prune.unwrap_or(true),
         unhealthy: heal::unhealthy_of(&state),
@@ -524,6 +536,7 @@ async fn rollback_from_snapshot(
         project,
         kedge,
         files: vec![file],
+        dormant: state.dormant.clone().unwrap_or_default(),
         rendered: snapshot,
     };
     let message = format!(

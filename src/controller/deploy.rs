@@ -454,6 +454,8 @@ struct Deployed {
     commit: String,
     project: String,
     files: Vec<String>,
+    profiles: Vec<String>,
+    dormant: Vec<String>,
 }
 
 impl Deployed {
@@ -466,11 +468,14 @@ impl Deployed {
                 .iter()
                 .map(|f| f.to_string_lossy().into_owned())
                 .collect(),
+            profiles: desired.kedge.profiles.clone(),
+            dormant: desired.dormant.clone(),
         }
     }
 
     fn mark(&self, store: &crate::record::Store, id: i64) -> Result<(), crate::record::StoreError> {
-        store.mark_deployed(id, &self.commit, &self.project, &self.files)
+        store.mark_deployed(id, &self.commit, &self.project, &self.files)?;
+        store.mark_profiles(id, &self.profiles, &self.dormant)
     }
 }
 
@@ -522,17 +527,21 @@ async fn apply_desired(
     let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
     match source {
         Source::Checkout(render_dir) => {
-            let render = task.compose(shared, &desired.project, render_dir, desired.files.clone());
+            let render = task
+                .compose(shared, &desired.project, render_dir, desired.files.clone())
+                .with_profiles(&desired.kedge.profiles);
             apply::pull(&render, &services, &images).await?;
             task.git.checkout_deployed(&desired.commit).await?;
         }
         Source::Snapshot => {
-            let snapshot = task.compose(
-                shared,
-                &desired.project,
-                &task.git.clone,
-                desired.files.clone(),
-            );
+            let snapshot = task
+                .compose(
+                    shared,
+                    &desired.project,
+                    &task.git.clone,
+                    desired.files.clone(),
+                )
+                .with_profiles(&desired.kedge.profiles);
             apply::pull(&snapshot, &services, &images).await?;
         }
     }
@@ -555,6 +564,7 @@ async fn apply_desired(
             &task.git.clone,
             desired.files.clone(),
         )
+        .with_profiles(&desired.kedge.profiles)
         .with_file(override_path);
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
@@ -563,7 +573,9 @@ async fn apply_desired(
     } else {
         apply::Scope::Only(&touched)
     };
-    apply::up(&project, &rebuild, scope, desired.kedge.prune).await?;
+    let prune =
+        desired.kedge.prune && apply::rollout::may_remove_orphans(&shared.engine, desired).await;
+    apply::up(&project, &rebuild, scope, prune).await?;
     if desired.kedge.prune && !previous.is_empty() {
         apply::rollout::remove_services(&shared.engine, &desired.project, &removed).await?;
     }

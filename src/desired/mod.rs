@@ -4,4 +4,5 @@
 pub mod contained;
 pub mod inputs;
 pub mod kedge_yaml;
+pub mod profiles;
 pub mod render;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::inputs::{self, InputsError, Resolved};
 use super::kedge_yaml::{self, KedgeYaml, KedgeYamlError};
+use super::profiles;
 use crate::compose::{self, Compose};
 use crate::config::interpolate::Env;
 use crate::process::ProcessError;
@@ -69,6 +70,9 @@ pub struct Desired {
     /// Compose files, relative to the repository root.
     pub files: Vec<PathBuf>,
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Services the compose files define under profiles not enabled: their
+    /// containers (started by hand) are not extra.
+    pub dormant: Vec<String>,
     /// `docker compose config` output as if rendered in the clone.
     pub rendered: String,
 }
@@ -101,19 +105,23 @@ pub async fn render(
     };
     check_compose_files(checkout, &files, max_compose_size)?;
     let project = kedge.project_name(repo_name).to_string();
-    let compose = Compose::new(&project, checkout, files.clone());
-    let out = compose
-        .cmd(["config", "--format", "json"])
-        .timeout(compose::CONFIG_TIMEOUT)
-        .max_stdout(rendered_limit(max_compose_size))
-        .run()
-        .await
-        .map_err(|e| match e {
-            ProcessError::TooMuchOutput { limit, .. } => RenderError::RenderedTooLarge { limit },
-            e => RenderError::Compose(e),
-        })?;
-    let mut doc: Value = serde_json::from_slice(&out.stdout).map_err(RenderError::Output)?;
     let limit = rendered_limit(max_compose_size);
+    // Every profile first: that shows the services of the profiles left
+    // off. Only when there are some does compose render again with the
+    // enabled profiles alone (the common case is one call).
+    let all = Compose::new(&project, checkout, files.clone()).with_profiles(&["*".into()]);
+    let everything = config(&all, limit).await?;
+    let dormant = profiles::dormant(&everything, &kedge.profiles);
+    let compose = Compose::new(&project, checkout, files.clone()).with_profiles(&kedge.profiles);
+    let mut doc = if dormant.is_empty() {
+        everything
+    } else {
+        config(&compose, limit).await?
+    };
+    let dormant: Vec<String> = dormant
+        .into_iter()
+        .filter(|s| doc["services"].get(s).is_none())
+        .collect();
     let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
     relocate(
         &mut doc,
@@ -127,8 +135,24 @@ pub async fn render(
         kedge,
         files,
         services,
+        dormant,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
     })
+}
+
+/// `docker compose config --format json`, read.
+async fn config(compose: &Compose, limit: u64) -> Result<Value, RenderError> {
+    let out = compose
+        .cmd(["config", "--format", "json"])
+        .timeout(compose::CONFIG_TIMEOUT)
+        .max_stdout(limit)
+        .run()
+        .await
+        .map_err(|e| match e {
+            ProcessError::TooMuchOutput { limit, .. } => RenderError::RenderedTooLarge { limit },
+            e => RenderError::Compose(e),
+        })?;
+    serde_json::from_slice(&out.stdout).map_err(RenderError::Output)
 }
 
 /// How long `compose config`'s answer may be: its JSON spells out what the

@@ -4,6 +4,7 @@
 
 use crate::support::docker::{IMAGE_1, docker_ok};
 use crate::support::stack::Stack;
+use crate::support::wait_for;
 
 /// `web` reads the inline config `banner`; `api` uses nothing; `tools`
 /// is in the `debug` profile.
@@ -81,4 +82,103 @@ fn inline_config_edits_are_applied_to_exactly_the_services_using_them() {
         .run(["diff", "--repo", &s.name, "--exit-code"])
         .success()
         .stdout_has("In sync");
+}
+
+/// Regression: a container of a service the compose file defines under a
+/// profile that is not enabled, started by hand, was removed within a
+/// second as "belongs to no service", and so was one labelled
+/// `io.kedge.ignore: "true"`. `docker.profiles` now enables profiles.
+#[test]
+fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
+    let s = Stack::new("profiles", &[("compose.yaml", &stack_file("v1"))]);
+    let serve = s.kedge.serve_debug(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1s",
+    ]);
+    wait_for(60, "web and api deployed", || {
+        (s.running().len() == 2).then_some(())
+    });
+    s.wait_deployed();
+
+    // The operator starts the profiled service in the same project, with
+    // the file of the repository, and a scratch container labelled ignore.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), stack_file("v1")).unwrap();
+    let by_hand = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.name, "--project-directory"])
+        .arg(dir.path())
+        .args(["--profile", "debug", "up", "-d", "--no-deps", "tools"])
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    let scratch = docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("{}-scratch", s.name),
+        "--label",
+        &format!("com.docker.compose.project={}", s.name),
+        "--label",
+        "com.docker.compose.service=scratch",
+        "--label",
+        "io.kedge.ignore=true",
+        IMAGE_1,
+        "sleep",
+        "3600",
+    ]);
+    let hand_made = s.running();
+    assert_eq!(
+        hand_made.keys().collect::<Vec<_>>(),
+        ["api", "scratch", "tools", "web"]
+    );
+
+    // Full drift checks come and go; both stay, and no drift is reported.
+    serve.wait_passes(&s.name, serve.mark(), 3, 30);
+    let after = s.running();
+    assert_eq!(
+        after["tools"].id, hand_made["tools"].id,
+        "tools was removed"
+    );
+    assert_eq!(
+        after["scratch"].id, scratch,
+        "the ignored container was removed"
+    );
+    let diff = s
+        .kedge
+        .run(["diff", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(diff["drifts"], serde_json::json!([]), "{diff}");
+    assert_eq!(diff["in_sync"], true, "{diff}");
+
+    // A deployment (with prune) leaves them too.
+    s.remote.write("compose.yaml", &stack_file("v2"));
+    let c2 = s.remote.commit("banner v2");
+    wait_for(60, "web on banner v2", || {
+        (s.running().get("web")?.label("io.kedge.commit") == Some(c2.as_str())).then_some(())
+    });
+    s.wait_deployed();
+    let deployed = s.running();
+    assert_eq!(deployed["tools"].id, hand_made["tools"].id);
+    assert_eq!(deployed["scratch"].id, scratch);
+
+    // Enabling the profile makes tools Kedge's: deployed with its labels.
+    s.remote.write(
+        "kedge.yaml",
+        "docker:\n  profiles: [debug]\ndeploy:\n  stable_for: 0s\n",
+    );
+    let c3 = s.remote.commit("enable the debug profile");
+    let managed = wait_for(60, "tools deployed by Kedge", || {
+        let m = s.running();
+        (m.get("tools")?.label("io.kedge.commit") == Some(c3.as_str())).then_some(m)
+    });
+    s.wait_deployed();
+    assert_eq!(managed["tools"].label("io.kedge.managed"), Some("true"));
+    assert_eq!(managed["web"].id, deployed["web"].id, "web is left alone");
+    assert_eq!(managed["api"].id, deployed["api"].id, "api is left alone");
+    assert_eq!(managed["scratch"].id, scratch);
+    let status = s.status();
+    assert_eq!(status["sync_state"], "synced", "{status}");
 }
