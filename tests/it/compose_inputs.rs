@@ -6,8 +6,9 @@ use crate::support::docker::{IMAGE_1, docker_ok};
 use crate::support::stack::Stack;
 use crate::support::wait_for;
 
-/// `web` reads the inline config `banner`; `api` uses nothing; `tools`
-/// is in the `debug` profile.
+/// `web` reads the inline config `banner`; `worker` the secret `token`,
+/// from the variable `KT_TOKEN` (set in the repository's `.env`); `api`
+/// uses nothing; `tools` is in the `debug` profile.
 fn stack_file(banner: &str) -> String {
     format!(
         "services:
@@ -22,6 +23,11 @@ fn stack_file(banner: &str) -> String {
     image: {IMAGE_1}
     command: [sleep, '3600']
     stop_signal: SIGKILL
+  worker:
+    image: {IMAGE_1}
+    command: [sleep, '3600']
+    stop_signal: SIGKILL
+    secrets: [token]
   tools:
     image: {IMAGE_1}
     command: [sleep, '3600']
@@ -31,6 +37,9 @@ configs:
   banner:
     content: |
       {banner}
+secrets:
+  token:
+    environment: KT_TOKEN
 "
     )
 }
@@ -40,12 +49,18 @@ configs:
 /// config hash, and so did Kedge's fingerprint.
 #[test]
 fn inline_config_edits_are_applied_to_exactly_the_services_using_them() {
-    let s = Stack::new("inline", &[("compose.yaml", &stack_file("v1"))]);
+    let s = Stack::new(
+        "inline",
+        &[
+            ("compose.yaml", &stack_file("v1")),
+            (".env", "KT_TOKEN=first-s3cret\n"),
+        ],
+    );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let first = s.running();
     assert_eq!(
         first.keys().collect::<Vec<_>>(),
-        ["api", "web"],
+        ["api", "web", "worker"],
         "the profiled service stays down"
     );
     let seen = docker_ok(&["exec", &first["web"].id, "cat", "/etc/banner"]);
@@ -82,6 +97,40 @@ fn inline_config_edits_are_applied_to_exactly_the_services_using_them() {
         .run(["diff", "--repo", &s.name, "--exit-code"])
         .success()
         .stdout_has("In sync");
+
+    // A secret read from a variable: a new value recreates its user alone,
+    // and the value is nowhere in the store.
+    s.remote.write(".env", "KT_TOKEN=second-s3cret\n");
+    let c3 = s.remote.commit("rotate the token");
+    let diff = s
+        .kedge
+        .run(["diff", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(diff["pending"]["changes"][0]["service"], "worker", "{diff}");
+    assert_eq!(
+        diff["pending"]["changes"].as_array().unwrap().len(),
+        1,
+        "{diff}"
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let third = s.running();
+    assert_ne!(
+        third["worker"].id, second["worker"].id,
+        "worker is recreated"
+    );
+    assert_eq!(third["web"].id, second["web"].id);
+    assert_eq!(third["api"].id, second["api"].id);
+    assert_eq!(third["worker"].label("io.kedge.commit"), Some(c3.as_str()));
+    let seen = docker_ok(&["exec", &third["worker"].id, "cat", "/run/secrets/token"]);
+    assert_eq!(seen, "second-s3cret");
+    for file in ["kedge.db", "kedge.db-wal"] {
+        let bytes = std::fs::read(s.kedge.data_dir().join(file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("first-s3cret") && !text.contains("second-s3cret"),
+            "a secret's value is in {file}"
+        );
+    }
 }
 
 /// Regression: a container of a service the compose file defines under a
@@ -90,7 +139,13 @@ fn inline_config_edits_are_applied_to_exactly_the_services_using_them() {
 /// `io.kedge.ignore: "true"`. `docker.profiles` now enables profiles.
 #[test]
 fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
-    let s = Stack::new("profiles", &[("compose.yaml", &stack_file("v1"))]);
+    let s = Stack::new(
+        "profiles",
+        &[
+            ("compose.yaml", &stack_file("v1")),
+            (".env", "KT_TOKEN=t\n"),
+        ],
+    );
     let serve = s.kedge.serve_debug(&[
         "serve",
         "--poll-interval",
@@ -98,8 +153,8 @@ fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
         "--check-interval",
         "1s",
     ]);
-    wait_for(60, "web and api deployed", || {
-        (s.running().len() == 2).then_some(())
+    wait_for(60, "web, api and worker deployed", || {
+        (s.running().len() == 3).then_some(())
     });
     s.wait_deployed();
 
@@ -107,6 +162,7 @@ fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
     // the file of the repository, and a scratch container labelled ignore.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("compose.yaml"), stack_file("v1")).unwrap();
+    std::fs::write(dir.path().join(".env"), "KT_TOKEN=t\n").unwrap();
     let by_hand = std::process::Command::new("docker")
         .args(["compose", "-p", &s.name, "--project-directory"])
         .arg(dir.path())
@@ -132,7 +188,7 @@ fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
     let hand_made = s.running();
     assert_eq!(
         hand_made.keys().collect::<Vec<_>>(),
-        ["api", "scratch", "tools", "web"]
+        ["api", "scratch", "tools", "web", "worker"]
     );
 
     // Full drift checks come and go; both stay, and no drift is reported.
