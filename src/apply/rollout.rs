@@ -12,15 +12,19 @@ use crate::plan::build::build_reason;
 use crate::record::ServiceRecord;
 
 /// Whether `up` may remove orphans itself (`--remove-orphans`): not while
-/// the project has a container labelled `io.kedge.ignore: "true"` outside
-/// the commit's services, which compose would take for an orphan. The
-/// drift pass then removes the other extra containers, and leaves that one.
-/// Without an engine connection, compose may.
-pub async fn may_remove_orphans(engine: &Engine, desired: &Desired) -> bool {
-    match engine.project_containers(&desired.project).await {
-        Ok(containers) => !crate::plan::keeps_orphans(&containers, &desired.services),
+/// `project` has a container labelled `io.kedge.ignore: "true"` outside
+/// `services`, which compose would take for an orphan. The drift pass then
+/// removes the other extra containers, and leaves that one. Without an
+/// engine connection, compose may.
+pub async fn may_remove_orphans<T>(
+    engine: &Engine,
+    project: &str,
+    services: &BTreeMap<String, T>,
+) -> bool {
+    match engine.project_containers(project).await {
+        Ok(containers) => !crate::plan::keeps_orphans(&containers, services),
         Err(e) => {
-            tracing::debug!(project = %desired.project, "cannot list containers: {}", error_chain(&e));
+            tracing::debug!(%project, "cannot list containers: {}", error_chain(&e));
             true
         }
     }

@@ -573,8 +573,9 @@ async fn apply_desired(
     } else {
         apply::Scope::Only(&touched)
     };
-    let prune =
-        desired.kedge.prune && apply::rollout::may_remove_orphans(&shared.engine, desired).await;
+    let prune = desired.kedge.prune
+        && apply::rollout::may_remove_orphans(&shared.engine, &desired.project, &desired.services)
+            .await;
     apply::up(&project, &rebuild, scope, prune).await?;
     if desired.kedge.prune && !previous.is_empty() {
         apply::rollout::remove_services(&shared.engine, &desired.project, &removed).await?;

@@ -99,6 +99,8 @@ pub async fn restore_previous(
         apply::write_label_override(&override_path, &project, &commits, &fingerprints).await
     };
     if result.is_ok() && !swarm {
+        let prune =
+            prune && apply::rollout::may_remove_orphans(&shared.engine, &project, &records).await;
         let compose = task
             .compose(shared, &project, &task.git.clone, files)
             .with_profiles(&profiles)

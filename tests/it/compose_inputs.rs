@@ -170,22 +170,26 @@ fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
         .output()
         .unwrap();
     assert!(by_hand.status.success(), "{by_hand:?}");
-    let scratch = docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &format!("{}-scratch", s.name),
-        "--label",
-        &format!("com.docker.compose.project={}", s.name),
-        "--label",
-        "com.docker.compose.service=scratch",
-        "--label",
-        "io.kedge.ignore=true",
-        IMAGE_1,
-        "sleep",
-        "3600",
-    ]);
+    // A scratch service of the operator's own file in the same project,
+    // labelled as Kedge's to ignore: compose labels it as its own, so
+    // `up --remove-orphans` would take it for an orphan.
+    std::fs::write(
+        dir.path().join("scratch.yaml"),
+        format!(
+            "services:\n  scratch:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    labels:\n      io.kedge.ignore: \"true\"\n"
+        ),
+    )
+    .unwrap();
+    let by_hand = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.name, "--project-directory"])
+        .arg(dir.path())
+        .args(["-f", "scratch.yaml", "up", "-d"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
     let hand_made = s.running();
+    let scratch = hand_made["scratch"].id.clone();
     assert_eq!(
         hand_made.keys().collect::<Vec<_>>(),
         ["api", "scratch", "tools", "web", "worker"]
