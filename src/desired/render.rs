@@ -108,15 +108,30 @@ pub async fn render(
     let limit = rendered_limit(max_compose_size);
     // Every profile first: that shows the services of the profiles left
     // off. Only when there are some does compose render again with the
-    // enabled profiles alone (the common case is one call).
+    // enabled profiles alone (the common case is one call). A service left
+    // off may not render (an env file it names is absent): then the
+    // enabled profiles are rendered alone, and no service is known dormant.
     let all = Compose::new(&project, checkout, files.clone()).with_profiles(&["*".into()]);
-    let everything = config(&all, limit).await?;
-    let dormant = profiles::dormant(&everything, &kedge.profiles);
     let compose = Compose::new(&project, checkout, files.clone()).with_profiles(&kedge.profiles);
-    let mut doc = if dormant.is_empty() {
-        everything
-    } else {
-        config(&compose, limit).await?
+    let (mut doc, dormant) = match config(&all, limit).await {
+        Ok(everything) => {
+            let dormant = profiles::dormant(&everything, &kedge.profiles);
+            if dormant.is_empty() {
+                (everything, dormant)
+            } else {
+                (config(&compose, limit).await?, dormant)
+            }
+        }
+        Err(RenderError::Compose(e)) => {
+            let doc = config(&compose, limit).await?;
+            tracing::warn!(
+                %project,
+                "the services of profiles not enabled do not render, so their containers count as extra: {}",
+                crate::error_chain(&e)
+            );
+            (doc, Vec::new())
+        }
+        Err(e) => return Err(e),
     };
     let dormant: Vec<String> = dormant
         .into_iter()
