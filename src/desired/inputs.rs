@@ -155,9 +155,9 @@ pub async fn resolve_env(
         .collect())
 }
 
-/// Fingerprints of the configs and secrets `svc` uses that are not files
-/// (those are fingerprinted by their object ids): `(kind:name, digest)`,
-/// sorted. The definition counts too (a new `name:` is a new object).
+/// Fingerprints of the inline and environment configs and secrets `svc`
+/// uses: `(kind:name, digest)`, sorted. The definition counts too (a new
+/// `name:` is a new object).
 pub fn fingerprints(doc: &Value, svc: &Value, resolved: Resolved<'_>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for kind in ["configs", "secrets"] {
@@ -170,10 +170,13 @@ pub fn fingerprints(doc: &Value, svc: &Value, resolved: Resolved<'_>) -> Vec<(St
             if !def.is_object() {
                 continue;
             }
+            // File ones count by their object ids, external ones are not
+            // the repository's: only inline and environment ones here, so
+            // that no other service's fingerprint changes.
             let content = match (def["content"].as_str(), def["environment"].as_str()) {
                 (Some(content), _) => Some(content),
                 (None, Some(var)) => resolved.env.get(var).map(String::as_str),
-                (None, None) => None,
+                (None, None) => continue,
             };
             let mut shape = def.clone();
             if let Some(m) = shape.as_object_mut() {
@@ -255,6 +258,12 @@ mod tests {
         let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["configs:motd", "configs:site", "secrets:token"]);
         assert!(prints(&doc(), "worker", &env, &key).is_empty());
+        // A file secret is left to its object id.
+        let api: Vec<String> = prints(&doc(), "api", &env, &key)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(api, ["configs:site"]);
 
         // Inline content, an environment value, a secret's value: each changes it.
         let mut edited = doc();
