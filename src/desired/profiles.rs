@@ -4,6 +4,51 @@
 
 use serde_json::Value;
 
+use super::render::{RenderError, config};
+use crate::compose::Compose;
+
+/// `project` (given no profiles) as the `enabled` profiles make it, and its
+/// dormant services, sorted. Rendered with every profile first
+/// (`--profile '*'`): that shows the services of the profiles left off.
+/// Only when there are some does compose render again with the enabled
+/// profiles alone: the common case is one call. A service left off may not
+/// render (an env file it names is absent): then the enabled profiles are
+/// rendered alone, and no service is known dormant.
+pub async fn render(
+    project: &Compose,
+    enabled: &[String],
+    limit: u64,
+) -> Result<(Value, Vec<String>), RenderError> {
+    let all = project.clone().with_profiles(&["*".into()]);
+    let enabled_project = &project.clone().with_profiles(enabled);
+    let (doc, dormant) = match config(&all, limit).await {
+        Ok(everything) => {
+            let dormant = dormant(&everything, enabled);
+            if dormant.is_empty() {
+                (everything, dormant)
+            } else {
+                (config(enabled_project, limit).await?, dormant)
+            }
+        }
+        Err(RenderError::Compose(e)) => {
+            let doc = config(enabled_project, limit).await?;
+            tracing::warn!(
+                project = %project.project,
+                "the services of profiles not enabled do not render, so their containers count as extra: {}",
+                crate::error_chain(&e)
+            );
+            (doc, Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    // A dormant service that an enabled one needs is rendered after all.
+    let dormant = dormant
+        .into_iter()
+        .filter(|s| doc["services"].get(s).is_none())
+        .collect();
+    Ok((doc, dormant))
+}
+
 /// The services of a project rendered with every profile that none of the
 /// `enabled` profiles turns on, sorted.
 pub fn dormant(doc: &Value, enabled: &[String]) -> Vec<String> {

@@ -106,37 +106,9 @@ pub async fn render(
     check_compose_files(checkout, &files, max_compose_size)?;
     let project = kedge.project_name(repo_name).to_string();
     let limit = rendered_limit(max_compose_size);
-    // Every profile first: that shows the services of the profiles left
-    // off. Only when there are some does compose render again with the
-    // enabled profiles alone (the common case is one call). A service left
-    // off may not render (an env file it names is absent): then the
-    // enabled profiles are rendered alone, and no service is known dormant.
-    let all = Compose::new(&project, checkout, files.clone()).with_profiles(&["*".into()]);
-    let compose = Compose::new(&project, checkout, files.clone()).with_profiles(&kedge.profiles);
-    let (mut doc, dormant) = match config(&all, limit).await {
-        Ok(everything) => {
-            let dormant = profiles::dormant(&everything, &kedge.profiles);
-            if dormant.is_empty() {
-                (everything, dormant)
-            } else {
-                (config(&compose, limit).await?, dormant)
-            }
-        }
-        Err(RenderError::Compose(e)) => {
-            let doc = config(&compose, limit).await?;
-            tracing::warn!(
-                %project,
-                "the services of profiles not enabled do not render, so their containers count as extra: {}",
-                crate::error_chain(&e)
-            );
-            (doc, Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
-    let dormant: Vec<String> = dormant
-        .into_iter()
-        .filter(|s| doc["services"].get(s).is_none())
-        .collect();
+    let base = Compose::new(&project, checkout, files.clone());
+    let (mut doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
+    let compose = base.with_profiles(&kedge.profiles);
     let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
     relocate(
         &mut doc,
@@ -156,7 +128,7 @@ pub async fn render(
 }
 
 /// `docker compose config --format json`, read.
-async fn config(compose: &Compose, limit: u64) -> Result<Value, RenderError> {
+pub(super) async fn config(compose: &Compose, limit: u64) -> Result<Value, RenderError> {
     let out = compose
         .cmd(["config", "--format", "json"])
         .timeout(compose::CONFIG_TIMEOUT)
