@@ -242,3 +242,18 @@ fn services_of_inactive_profiles_and_ignored_containers_are_not_extra() {
     let status = s.status();
     assert_eq!(status["sync_state"], "synced", "{status}");
 }
+
+/// Rendering every profile to find the dormant services must not fail a
+/// commit that compose renders fine with the enabled ones: a profiled
+/// service may name an env file that only exists where it is used.
+#[test]
+fn a_dormant_service_that_does_not_render_fails_nothing() {
+    let compose = format!(
+        "{}  local:\n    image: {IMAGE_1}\n    profiles: [local]\n    env_file: ./local.env\n",
+        crate::support::stack::sleepers(&[("web", IMAGE_1)])
+    );
+    let s = Stack::new("dormant-env", &[("compose.yaml", &compose)]);
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(s.running().keys().collect::<Vec<_>>(), ["web"]);
+    assert_eq!(s.history()[0]["status"], "success");
+}
