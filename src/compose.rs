@@ -87,6 +87,8 @@ pub struct Compose {
     pub lock_fd: Option<RawFd>,
     /// `DOCKER_CONFIG` for pulls from private registries (`registries:`).
     pub docker_config: Option<PathBuf>,
+    /// Profiles enabled (`docker.profiles`), each passed as `--profile`.
+    pub profiles: Vec<String>,
 }
 
 impl Compose {
@@ -97,7 +99,14 @@ impl Compose {
             files,
             lock_fd: None,
             docker_config: None,
+            profiles: Vec::new(),
         }
+    }
+
+    /// Every call enables these profiles.
+    pub fn with_profiles(mut self, profiles: &[String]) -> Self {
+        self.profiles = profiles.to_vec();
+        self
     }
 
     /// Pulls use the registry credentials in this directory.
@@ -138,6 +147,12 @@ impl Compose {
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.dir.join(f));
         }
+        // Given on the command line, never through COMPOSE_PROFILES: an
+        // operator's own variable must not switch profiles on or off.
+        for p in &self.profiles {
+            cmd = cmd.arg("--profile").arg(p);
+        }
+        cmd = cmd.env_remove("COMPOSE_PROFILES");
         if let Some(dir) = &self.docker_config {
             cmd = cmd.env("DOCKER_CONFIG", dir);
         }
@@ -271,11 +286,12 @@ mod tests {
     #[test]
     fn every_file_and_the_project_are_passed() {
         let c = Compose::new("shop", Path::new("/srv/shop"), vec!["a.yaml".into()])
-            .with_file("/state/override.json".into());
+            .with_file("/state/override.json".into())
+            .with_profiles(&["debug".into(), "ops".into()]);
         let shown = c.cmd(["up", "-d"]).display();
         assert!(
             shown.ends_with(
-                "--ansi never -p shop --project-directory /srv/shop -f /srv/shop/a.yaml -f /state/override.json up -d"
+                "--ansi never -p shop --project-directory /srv/shop -f /srv/shop/a.yaml -f /state/override.json --profile debug --profile ops up -d"
             ),
             "{shown}"
         );

@@ -12,6 +12,25 @@ use crate::observe::Engine;
 use crate::plan::build::{build_reason, build_tag};
 use crate::record::ServiceRecord;
 
+/// Whether `up` may remove orphans itself (`--remove-orphans`): not while
+/// `project` has a container labelled `io.kedge.ignore: "true"` outside
+/// `services`, which compose would take for an orphan. The drift pass then
+/// removes the other extra containers, and leaves that one. Without an
+/// engine connection, compose may.
+pub async fn may_remove_orphans<T>(
+    engine: &Engine,
+    project: &str,
+    services: &BTreeMap<String, T>,
+) -> bool {
+    match engine.project_containers(project).await {
+        Ok(containers) => !crate::plan::keeps_orphans(&containers, services),
+        Err(e) => {
+            tracing::debug!(%project, "cannot list containers: {}", error_chain(&e));
+            true
+        }
+    }
+}
+
 /// Services whose image is not on the host (all of them without an engine
 /// connection: compose then skips what it has), with those images.
 pub async fn missing_images(engine: &Engine, desired: &Desired) -> (Vec<String>, Vec<String>) {

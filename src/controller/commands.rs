@@ -502,9 +502,21 @@ async fn rollback_from_snapshot(
         .map(String::from)
         .or(state.project.clone())
         .unwrap_or_else(|| task.repo.name.clone());
+    // Every service of a snapshot was enabled when it was rendered: the
+    // profiles they name turn them on again.
+    let mut profiles: Vec<String> = doc["services"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|svc| svc["profiles"].as_array().into_iter().flatten())
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    profiles.sort();
+    profiles.dedup();
     let kedge = crate::desired::kedge_yaml::KedgeYaml {
         project_name: Some(project.clone()),
         compose_files: Vec::new(),
+        profiles,
         mode: heal::mode_of(&state),
         prune: state.prune.unwrap_or(true),
         unhealthy: heal::unhealthy_of(&state),
@@ -512,10 +524,19 @@ async fn rollback_from_snapshot(
     };
     let desired = crate::desired::render::Desired {
         commit: commit.to_string(),
-        services: crate::desired::render::service_specs(&doc, &task.git.clone, &Default::default()),
+        services: crate::desired::render::service_specs(
+            &doc,
+            &task.git.clone,
+            &Default::default(),
+            crate::desired::inputs::Resolved {
+                env: &Default::default(),
+                key: &task.fingerprint_key,
+            },
+        ),
         project,
         kedge,
         files: vec![file],
+        dormant: state.dormant.clone().unwrap_or_default(),
         rendered: snapshot,
     };
     let message = format!(

@@ -47,6 +47,7 @@ pub async fn render_commit(
         &object_ids,
         &crate::process::repo_env,
         task.max_compose_size,
+        &task.fingerprint_key,
     )
     .await;
     Ok(match rendered {
@@ -453,6 +454,8 @@ struct Deployed {
     commit: String,
     project: String,
     files: Vec<String>,
+    profiles: Vec<String>,
+    dormant: Vec<String>,
 }
 
 impl Deployed {
@@ -465,11 +468,14 @@ impl Deployed {
                 .iter()
                 .map(|f| f.to_string_lossy().into_owned())
                 .collect(),
+            profiles: desired.kedge.profiles.clone(),
+            dormant: desired.dormant.clone(),
         }
     }
 
     fn mark(&self, store: &crate::record::Store, id: i64) -> Result<(), crate::record::StoreError> {
-        store.mark_deployed(id, &self.commit, &self.project, &self.files)
+        store.mark_deployed(id, &self.commit, &self.project, &self.files)?;
+        store.mark_profiles(id, &self.profiles, &self.dormant)
     }
 }
 
@@ -521,17 +527,21 @@ async fn apply_desired(
     let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
     match source {
         Source::Checkout(render_dir) => {
-            let render = task.compose(shared, &desired.project, render_dir, desired.files.clone());
+            let render = task
+                .compose(shared, &desired.project, render_dir, desired.files.clone())
+                .with_profiles(&desired.kedge.profiles);
             apply::pull(&render, &services, &images).await?;
             task.git.checkout_deployed(&desired.commit).await?;
         }
         Source::Snapshot => {
-            let snapshot = task.compose(
-                shared,
-                &desired.project,
-                &task.git.clone,
-                desired.files.clone(),
-            );
+            let snapshot = task
+                .compose(
+                    shared,
+                    &desired.project,
+                    &task.git.clone,
+                    desired.files.clone(),
+                )
+                .with_profiles(&desired.kedge.profiles);
             apply::pull(&snapshot, &services, &images).await?;
         }
     }
@@ -562,6 +572,7 @@ async fn apply_desired(
             &task.git.clone,
             desired.files.clone(),
         )
+        .with_profiles(&desired.kedge.profiles)
         .with_file(override_path);
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
@@ -570,7 +581,10 @@ async fn apply_desired(
     } else {
         apply::Scope::Only(&touched)
     };
-    let applied = apply::up(&project, &rebuild, scope, desired.kedge.prune).await;
+    let prune = desired.kedge.prune
+        && apply::rollout::may_remove_orphans(&shared.engine, &desired.project, &desired.services)
+            .await;
+    let applied = apply::up(&project, &rebuild, scope, prune).await;
     let rebuilt: Vec<&crate::model::service::ServiceSpec> = rebuild
         .iter()
         .filter_map(|s| desired.services.get(s))

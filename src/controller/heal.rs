@@ -239,11 +239,13 @@ pub async fn drift_plan_observed(
     };
     let want = wants(&engine, &project, &records, images).await;
     let backed_off = task.drift.crashes.backed_off(Instant::now());
+    let dormant: BTreeSet<String> = state.dormant.iter().flatten().cloned().collect();
     let plan = plan(
         &want,
         &containers,
         mode,
         state.prune.unwrap_or(true),
+        &dormant,
         &backed_off,
         unhealthy_of(&state),
     );
@@ -288,6 +290,7 @@ pub async fn check(
         .collect();
     let compose = task
         .compose(shared, &project, &task.git.clone, files)
+        .with_profiles(&state.profiles.clone().unwrap_or_default())
         .with_file(task.override_path());
     for heal in &plan.heals {
         let started = Instant::now();

@@ -80,6 +80,8 @@ pub struct Shared {
     serving: std::sync::OnceLock<bool>,
     /// Commands started over HTTP, which shutdown waits for.
     pub commands: Arc<in_flight::InFlight>,
+    /// The key of secret fingerprints, read or made once.
+    fingerprint_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl Shared {
@@ -92,6 +94,18 @@ impl Shared {
                 tracing::warn!("{}", crate::error_chain(&e));
                 None
             })
+    }
+
+    /// The data directory's key for secret fingerprints. When it can be
+    /// neither read nor made, a key for this process only: services using
+    /// secrets then look changed once after each restart, which is logged.
+    pub fn fingerprint_key(&self) -> [u8; 32] {
+        *self.fingerprint_key.get_or_init(|| {
+            crate::desired::inputs::load_key(&self.settings.data_dir).unwrap_or_else(|e| {
+                tracing::warn!("{}", crate::error_chain(&e));
+                rand::random()
+            })
+        })
     }
 
     pub fn new(settings: Settings, store: Store, engine: Engine) -> Self {
@@ -111,6 +125,7 @@ impl Shared {
             hub: Arc::default(),
             serving: std::sync::OnceLock::new(),
             commands: Arc::default(),
+            fingerprint_key: std::sync::OnceLock::new(),
         }
     }
 

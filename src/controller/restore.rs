@@ -58,6 +58,7 @@ pub async fn restore_previous(
         .into_iter()
         .map(PathBuf::from)
         .collect();
+    let profiles = state.profiles.clone().unwrap_or_default();
     let prune = state.prune.unwrap_or(true);
     let message = format!(
         "restored after the failed deployment of {}: {}",
@@ -98,8 +99,11 @@ pub async fn restore_previous(
         apply::write_label_override(&override_path, &project, &commits, &fingerprints).await
     };
     if result.is_ok() && !swarm {
+        let prune =
+            prune && apply::rollout::may_remove_orphans(&shared.engine, &project, &records).await;
         let compose = task
             .compose(shared, &project, &task.git.clone, files)
+            .with_profiles(&profiles)
             .with_file(override_path);
         // The engine may still be creating what the aborted `up` asked for
         // when compose exits: a leftover can appear after the first look.

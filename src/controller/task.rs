@@ -129,6 +129,8 @@ pub struct RepoTask {
     pub(super) remote_head: Option<Result<String, GitError>>,
     /// `render.max_compose_size`.
     pub(super) max_compose_size: u64,
+    /// The key of secret fingerprints.
+    pub(super) fingerprint_key: [u8; 32],
     /// A push was announced (webhook, operator): fetch rather than ask.
     pub(super) announced: bool,
     /// The head a fetch already brought in this pass.
@@ -174,6 +176,7 @@ impl RepoTask {
             lock: None,
             remote_head: None,
             max_compose_size: shared.settings.max_compose_size,
+            fingerprint_key: shared.fingerprint_key(),
         }
     }
 

@@ -49,6 +49,9 @@ pub struct KedgeYaml {
     pub project_name: Option<String>,
     /// Relative to the repository root; empty: compose's own file discovery.
     pub compose_files: Vec<String>,
+    /// Compose profiles to enable (`--profile` each); empty: none, so only
+    /// the services without `profiles:` run.
+    pub profiles: Vec<String>,
     pub mode: Mode,
     pub prune: bool,
     pub gate: Gate,
@@ -61,6 +64,7 @@ impl Default for KedgeYaml {
         KedgeYaml {
             project_name: None,
             compose_files: Vec::new(),
+            profiles: Vec::new(),
             mode: Mode::Auto,
             prune: true,
             gate: Gate::default(),
@@ -137,7 +141,10 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
     let top = Section::new(&doc, "", &["docker", "reconciliation", "deploy", "drift"])?;
     let mut out = KedgeYaml::default();
 
-    if let Some(docker) = top.section("docker", &["project_name", "compose_file", "target"])? {
+    if let Some(docker) = top.section(
+        "docker",
+        &["project_name", "compose_file", "target", "profiles"],
+    )? {
         if let Some(target) = docker.parsed("target", env, |s| {
             Target::parse(s).ok_or_else(|| "compose or swarm".to_string())
         })? {
@@ -174,6 +181,21 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
                 }
             }
             out.compose_files = files;
+        }
+        if let Some((profiles, line)) = docker.strings("profiles", env)? {
+            if let Some(bad) = profiles.iter().find(|p| !is_profile_name(p)) {
+                return Err(SchemaError::InvalidValue {
+                    line,
+                    key: docker.key_path("profiles"),
+                    value: bad.clone(),
+                    expected: "a profile name: letters, digits, `_`, `.` and `-`, starting with a letter or digit".into(),
+                });
+            }
+            for p in profiles {
+                if !out.profiles.contains(&p) {
+                    out.profiles.push(p);
+                }
+            }
         }
     }
 
@@ -235,6 +257,13 @@ pub fn is_project_name(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Compose's rule for profile names (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+pub fn is_profile_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn is_relative_inside(p: &str) -> bool {
@@ -330,6 +359,21 @@ mod tests {
                 },
             ),
             (
+                "docker:\n  profiles: [debug, tools.v2, Ops-1]\n",
+                KedgeYaml {
+                    profiles: vec!["debug".into(), "tools.v2".into(), "Ops-1".into()],
+                    ..default.clone()
+                },
+            ),
+            (
+                "docker:\n  profiles: x\n",
+                KedgeYaml {
+                    profiles: vec!["x".into()],
+                    ..default.clone()
+                },
+            ),
+            ("docker:\n  profiles: []\n", default.clone()),
+            (
                 "reconciliation:\n  mode: ${KEDGE_TEST_UNSET:-manual}\n",
                 KedgeYaml {
                     mode: Mode::Manual,
@@ -348,7 +392,19 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (
                 "docker:\n  project_name: x\n  bogus: 1\n",
-                "line 3: unknown key `docker.bogus` (expected one of: project_name, compose_file, target)",
+                "line 3: unknown key `docker.bogus` (expected one of: project_name, compose_file, target, profiles)",
+            ),
+            (
+                "docker:\n  profiles: [debug, -x]\n",
+                "line 2: `docker.profiles`: invalid value \"-x\", expected a profile name: letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+            ),
+            (
+                "docker:\n  profiles: ['*']\n",
+                "line 2: `docker.profiles`: invalid value \"*\", expected a profile name: letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+            ),
+            (
+                "docker:\n  profiles:\n    - {a: 1}\n",
+                "line 3: `docker.profiles` must be a scalar, found a mapping",
             ),
             (
                 "reconcilation:\n  mode: auto\n",

@@ -2,5 +2,7 @@
 //! (source → **desired** → observe → plan → apply → record).
 
 pub mod contained;
+pub mod inputs;
 pub mod kedge_yaml;
+pub mod profiles;
 pub mod render;

@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::inputs::{self, InputsError, Resolved};
 use super::kedge_yaml::{self, KedgeYaml, KedgeYamlError};
+use super::profiles;
 use crate::compose::{self, Compose};
 use crate::config::interpolate::Env;
 use crate::process::ProcessError;
@@ -45,6 +47,8 @@ pub enum RenderError {
     Compose(#[source] ProcessError),
     #[error("cannot read the output of docker compose config")]
     Output(#[source] serde_json::Error),
+    #[error(transparent)]
+    Inputs(#[from] InputsError),
     #[error(
         "project {project} is already the stack of repository {repo}: two repositories on one project would remove each other's containers; give this one another docker.project_name"
     )]
@@ -66,13 +70,18 @@ pub struct Desired {
     /// Compose files, relative to the repository root.
     pub files: Vec<PathBuf>,
     pub services: BTreeMap<String, ServiceSpec>,
+    /// Services the compose files define under profiles not enabled: their
+    /// containers (started by hand) are not extra.
+    pub dormant: Vec<String>,
     /// `docker compose config` output as if rendered in the clone.
     pub rendered: String,
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
 /// from `deploy_dir`. `object_ids` maps repository paths to git object ids;
-/// compose files over `max_compose_size` bytes are refused.
+/// compose files over `max_compose_size` bytes are refused; `key` makes the
+/// fingerprints of secrets.
+#[allow(clippy::too_many_arguments)]
 pub async fn render(
     repo_name: &str,
     commit: &str,
@@ -81,6 +90,7 @@ pub async fn render(
     object_ids: &HashMap<String, String>,
     env: Env<'_>,
     max_compose_size: u64,
+    key: &[u8],
 ) -> Result<Desired, RenderError> {
     let kedge = kedge_yaml::load(checkout, env).await?;
     let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
@@ -95,31 +105,41 @@ pub async fn render(
     };
     check_compose_files(checkout, &files, max_compose_size)?;
     let project = kedge.project_name(repo_name).to_string();
-    let out = Compose::new(&project, checkout, files.clone())
-        .cmd(["config", "--format", "json"])
-        .timeout(compose::CONFIG_TIMEOUT)
-        .max_stdout(rendered_limit(max_compose_size))
-        .run()
-        .await
-        .map_err(|e| match e {
-            ProcessError::TooMuchOutput { limit, .. } => RenderError::RenderedTooLarge { limit },
-            e => RenderError::Compose(e),
-        })?;
-    let mut doc: Value = serde_json::from_slice(&out.stdout).map_err(RenderError::Output)?;
+    let limit = rendered_limit(max_compose_size);
+    let base = Compose::new(&project, checkout, files.clone());
+    let (mut doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
+    let compose = base.with_profiles(&kedge.profiles);
+    let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
     relocate(
         &mut doc,
         &checkout.to_string_lossy(),
         &deploy_dir.to_string_lossy(),
     );
-    let services = service_specs(&doc, deploy_dir, object_ids);
+    let services = service_specs(&doc, deploy_dir, object_ids, Resolved { env: &values, key });
     Ok(Desired {
         commit: commit.to_string(),
         project,
         kedge,
         files,
         services,
+        dormant,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
     })
+}
+
+/// `docker compose config --format json`, read.
+pub(super) async fn config(compose: &Compose, limit: u64) -> Result<Value, RenderError> {
+    let out = compose
+        .cmd(["config", "--format", "json"])
+        .timeout(compose::CONFIG_TIMEOUT)
+        .max_stdout(limit)
+        .run()
+        .await
+        .map_err(|e| match e {
+            ProcessError::TooMuchOutput { limit, .. } => RenderError::RenderedTooLarge { limit },
+            e => RenderError::Compose(e),
+        })?;
+    serde_json::from_slice(&out.stdout).map_err(RenderError::Output)
 }
 
 /// How long `compose config`'s answer may be: its JSON spells out what the
@@ -194,6 +214,7 @@ pub fn service_specs(
     doc: &Value,
     root: &Path,
     object_ids: &HashMap<String, String>,
+    resolved: Resolved<'_>,
 ) -> BTreeMap<String, ServiceSpec> {
     let empty = serde_json::Map::new();
     let services = doc["services"].as_object().unwrap_or(&empty);
@@ -227,6 +248,9 @@ pub fn service_specs(
                 .filter_map(|p| repo_relative(Path::new(p), root))
                 .filter_map(|rel| fingerprint(&rel, object_ids).map(|id| (rel, id)))
                 .collect();
+            // Inline and environment configs and secrets: compose's own
+            // hash leaves them out, so an edit would otherwise go unseen.
+            fingerprints.extend(inputs::fingerprints(doc, svc, resolved));
             fingerprints.sort();
             fingerprints.dedup();
 
@@ -369,6 +393,20 @@ mod tests {
         })
     }
 
+    /// Specs without environment-sourced values, with a fixed key.
+    fn specs(
+        doc: &Value,
+        root: &Path,
+        object_ids: &HashMap<String, String>,
+    ) -> BTreeMap<String, ServiceSpec> {
+        let env = BTreeMap::new();
+        let resolved = Resolved {
+            env: &env,
+            key: &[1; 32],
+        };
+        service_specs(doc, root, object_ids, resolved)
+    }
+
     fn ids(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -385,7 +423,7 @@ mod tests {
             ("README.md", "r1"),
         ]);
         let root = Path::new("/r");
-        let before = service_specs(&doc(), root, &base);
+        let before = specs(&doc(), root, &base);
         assert_eq!(before["api"].replicas, 3);
         assert_eq!(before["api"].build.as_deref(), Some("api@t1"));
         assert_eq!(before["worker"].restart.as_deref(), Some("no"));
@@ -397,7 +435,7 @@ mod tests {
             ("api", "t1"),
             ("README.md", "r2"),
         ]);
-        assert_eq!(service_specs(&doc(), root, &readme), before);
+        assert_eq!(specs(&doc(), root, &readme), before);
 
         // An edited bind-mounted file changes only the service mounting it.
         let conf = ids(&[
@@ -405,7 +443,7 @@ mod tests {
             ("site.conf", "s1"),
             ("api", "t1"),
         ]);
-        let after = service_specs(&doc(), root, &conf);
+        let after = specs(&doc(), root, &conf);
         assert_ne!(after["web"].hash, before["web"].hash);
         assert_eq!(after["api"].hash, before["api"].hash);
         assert_eq!(after["worker"].hash, before["worker"].hash);
@@ -416,16 +454,13 @@ mod tests {
             ("site.conf", "s2"),
             ("api", "t1"),
         ]);
-        assert_ne!(
-            service_specs(&doc(), root, &site)["web"].hash,
-            before["web"].hash
-        );
+        assert_ne!(specs(&doc(), root, &site)["web"].hash, before["web"].hash);
         let ctx = ids(&[
             ("conf/nginx.conf", "a1"),
             ("site.conf", "s1"),
             ("api", "t2"),
         ]);
-        let rebuilt = service_specs(&doc(), root, &ctx);
+        let rebuilt = specs(&doc(), root, &ctx);
         assert_ne!(rebuilt["api"].hash, before["api"].hash);
         assert_eq!(rebuilt["web"].hash, before["web"].hash);
     }
@@ -436,7 +471,7 @@ mod tests {
         let base = json!({"context": "/r/app", "dockerfile": "Dockerfile", "args": {"V": "1"}});
         let ids0 = ids(&[("app", "t1"), ("docker/Dockerfile.app", "d1")]);
         let fp = |d: &Value, ids: &HashMap<String, String>| {
-            service_specs(d, Path::new("/r"), ids)["app"]
+            specs(d, Path::new("/r"), ids)["app"]
                 .build_fingerprint
                 .clone()
         };
@@ -444,10 +479,10 @@ mod tests {
         assert!(before.is_some());
 
         // An environment change changes the service, not its build.
-        let env_only = service_specs(&doc(base.clone(), "b"), Path::new("/r"), &ids0);
+        let env_only = specs(&doc(base.clone(), "b"), Path::new("/r"), &ids0);
         assert_ne!(
             env_only["app"].hash,
-            service_specs(&doc(base.clone(), "a"), Path::new("/r"), &ids0)["app"].hash
+            specs(&doc(base.clone(), "a"), Path::new("/r"), &ids0)["app"].hash
         );
         assert_eq!(env_only["app"].build_fingerprint, before);
 
@@ -472,19 +507,35 @@ mod tests {
         assert_eq!(fp(&doc(base, "a"), &ids(&[])), None);
         // A service without `build` has none.
         assert_eq!(
-            service_specs(&super::tests::doc(), Path::new("/r"), &ids0)["web"].build_fingerprint,
+            specs(&super::tests::doc(), Path::new("/r"), &ids0)["web"].build_fingerprint,
             None
         );
+    }
+
+    /// Regression: an edit of a config's inline `content:` left every
+    /// hash equal, so it was never applied and `diff` said in sync.
+    #[test]
+    fn an_inline_config_edit_changes_only_the_services_using_it() {
+        let mut d = doc();
+        d["configs"]["banner"] = json!({"name": "p_banner", "content": "v1\n"});
+        d["services"]["worker"]["configs"] = json!([{"source": "banner", "target": "/banner"}]);
+        let root = Path::new("/r");
+        let before = specs(&d, root, &ids(&[]));
+        d["configs"]["banner"]["content"] = json!("v2\n");
+        let after = specs(&d, root, &ids(&[]));
+        assert_ne!(after["worker"].hash, before["worker"].hash);
+        assert_eq!(after["web"].hash, before["web"].hash);
+        assert_eq!(after["api"].hash, before["api"].hash);
     }
 
     #[test]
     fn a_config_change_changes_the_hash() {
         let base = ids(&[]);
         let root = Path::new("/r");
-        let before = service_specs(&doc(), root, &base);
+        let before = specs(&doc(), root, &base);
         let mut changed = doc();
         changed["services"]["worker"]["image"] = json!("busybox:2");
-        let after = service_specs(&changed, root, &base);
+        let after = specs(&changed, root, &base);
         assert_ne!(after["worker"].hash, before["worker"].hash);
         assert_eq!(after["web"].hash, before["web"].hash);
     }

@@ -73,7 +73,9 @@ impl Plan {
     }
 }
 
-/// Compares and decides. `backed_off`: services that must not be healed now
+/// Compares and decides. `dormant`: services the compose files define
+/// under profiles not enabled, whose containers (started by hand) are not
+/// extra. `backed_off`: services that must not be healed now
 /// (crash-looping); their drift is still reported. `unhealthy`: whether an
 /// unhealthy container is restarted or only reported.
 pub fn plan(
@@ -81,6 +83,7 @@ pub fn plan(
     actual: &[ContainerState],
     mode: Mode,
     prune: bool,
+    dormant: &BTreeSet<String>,
     backed_off: &BTreeSet<String>,
     unhealthy: Unhealthy,
 ) -> Plan {
@@ -91,8 +94,9 @@ pub fn plan(
     let mut create = BTreeSet::new();
     let mut force = BTreeSet::new();
 
-    // `docker compose run` containers are the operator's own.
-    let actual: Vec<&ContainerState> = actual.iter().filter(|c| !c.oneoff).collect();
+    // `docker compose run` containers are the operator's own, and so are
+    // those labelled `io.kedge.ignore: "true"`.
+    let actual: Vec<&ContainerState> = actual.iter().filter(|c| !c.oneoff && !ignored(c)).collect();
 
     for (name, w) in want {
         if w.spec.ignored {
@@ -185,7 +189,10 @@ pub fn plan(
         .map(|(n, _)| n)
         .collect();
     for c in &actual {
-        if !want.contains_key(&c.service) && !ignored.contains(&c.service) {
+        if !want.contains_key(&c.service)
+            && !ignored.contains(&c.service)
+            && !dormant.contains(&c.service)
+        {
             drifts.push(Drift::Extra {
                 service: c.service.clone(),
                 container: c.name.clone(),
@@ -261,6 +268,22 @@ pub fn plan(
         heals,
         held: held.into_iter().collect(),
     }
+}
+
+/// Whether `actual` has a container labelled `io.kedge.ignore: "true"`
+/// whose service is not among `services`: compose would remove it as an
+/// orphan.
+pub fn keeps_orphans<T>(actual: &[ContainerState], services: &BTreeMap<String, T>) -> bool {
+    actual
+        .iter()
+        .any(|c| !c.oneoff && ignored(c) && !services.contains_key(&c.service))
+}
+
+/// Labelled `io.kedge.ignore: "true"` (by its compose service or by hand).
+fn ignored(c: &ContainerState) -> bool {
+    c.labels
+        .get(crate::desired::render::IGNORE_LABEL)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn is_alive(c: &ContainerState) -> bool {

@@ -115,6 +115,7 @@ mod tests {
             project: "p".into(),
             kedge: KedgeYaml::default(),
             files: vec![],
+            dormant: vec![],
             rendered: String::new(),
             services: services
                 .iter()

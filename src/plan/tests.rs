@@ -51,6 +51,17 @@ fn unhealthy(service: &str) -> ContainerState {
     }
 }
 
+fn labelled(c: ContainerState, ignore: &str) -> ContainerState {
+    ContainerState {
+        labels: [(
+            crate::desired::render::IGNORE_LABEL.to_string(),
+            ignore.to_string(),
+        )]
+        .into(),
+        ..c
+    }
+}
+
 fn exited(service: &str, code: i64) -> ContainerState {
     ContainerState {
         state: RunState::Exited,
@@ -61,6 +72,8 @@ fn exited(service: &str, code: i64) -> ContainerState {
 
 struct Case {
     name: &'static str,
+    /// Services defined under profiles that are not enabled.
+    dormant: &'static [&'static str],
     want: Vec<(String, Want)>,
     actual: Vec<ContainerState>,
     drifts: Vec<&'static str>,
@@ -96,6 +109,7 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "in sync",
+            dormant: &[],
             want: vec![web()],
             actual: vec![running("web", 1)],
             drifts: vec![],
@@ -103,6 +117,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "missing",
+            dormant: &[],
             want: vec![web(), want("api", 2, Some("always"))],
             actual: vec![running("web", 1), running("api", 1)],
             drifts: vec!["missing:api"],
@@ -110,6 +125,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unhealthy, restarted (drift.unhealthy: restart)",
+            dormant: &[],
             want: vec![web()],
             actual: vec![unhealthy("web")],
             drifts: vec!["unhealthy:web"],
@@ -121,6 +137,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "healthy and starting are not drift",
+            dormant: &[],
             want: vec![web(), want("api", 1, None)],
             actual: vec![
                 ContainerState {
@@ -137,6 +154,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "stopped",
+            dormant: &[],
             want: vec![web()],
             actual: vec![exited("web", 137)],
             drifts: vec!["stopped:web"],
@@ -144,6 +162,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "restarting: a crash loop the engine drives is reported, not started",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 state: RunState::Restarting,
@@ -155,6 +174,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "restarting on a wrong image is still recreated",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 state: RunState::Restarting,
@@ -167,6 +187,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "created but never started",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 state: RunState::Created,
@@ -177,6 +198,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "wrong image by reference (replaced by hand)",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 image: "other:2".into(),
@@ -188,6 +210,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "wrong image by id (tag moved by docker pull)",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 image: "sha256:000".into(),
@@ -199,6 +222,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "config changed",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 config_hash: Some("cfg-by-hand".into()),
@@ -209,6 +233,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "extra: not in the file",
+            dormant: &[],
             want: vec![web()],
             actual: vec![running("web", 1), running("orphan", 1)],
             drifts: vec!["extra:orphan"],
@@ -216,6 +241,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "extra: beyond the replica count",
+            dormant: &[],
             want: vec![web()],
             actual: vec![running("web", 1), running("web", 2)],
             drifts: vec!["extra:web"],
@@ -223,6 +249,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "completed one-shot is not drift",
+            dormant: &[],
             want: vec![web(), want("migrate", 1, None)],
             actual: vec![running("web", 1), exited("migrate", 0)],
             drifts: vec![],
@@ -231,6 +258,7 @@ fn cases() -> Vec<Case> {
         Case {
             // Regression: re-run at every pass, then backed off as a crash loop.
             name: "an on-failure job that exited 0 is complete",
+            dormant: &[],
             want: vec![web(), want("migrate", 1, Some("on-failure:3"))],
             actual: vec![running("web", 1), exited("migrate", 0)],
             drifts: vec![],
@@ -238,6 +266,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "an always-restarted service that exited 0 is stopped",
+            dormant: &[],
             want: vec![web(), want("migrate", 1, Some("always"))],
             actual: vec![running("web", 1), exited("migrate", 0)],
             drifts: vec!["stopped:migrate"],
@@ -245,6 +274,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "failed one-shot is stopped",
+            dormant: &[],
             want: vec![web(), want("migrate", 1, Some("no"))],
             actual: vec![running("web", 1), exited("migrate", 1)],
             drifts: vec!["stopped:migrate"],
@@ -252,6 +282,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "stopped and on the wrong image: one forced recreate",
+            dormant: &[],
             want: vec![web()],
             actual: vec![ContainerState {
                 image: "other:2".into(),
@@ -262,6 +293,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "compose run containers are not the stack's",
+            dormant: &[],
             want: vec![web()],
             actual: vec![
                 running("web", 1),
@@ -274,7 +306,46 @@ fn cases() -> Vec<Case> {
             heals: vec![],
         },
         Case {
+            // Regression: a service of a profile not enabled, started by
+            // hand, was removed within a second as belonging to no service.
+            name: "a container of a service under an inactive profile is not extra",
+            dormant: &["tools"],
+            want: vec![web()],
+            actual: vec![running("web", 1), running("tools", 1)],
+            drifts: vec![],
+            heals: vec![],
+        },
+        Case {
+            name: "a service gone from the file is extra, whatever is dormant",
+            dormant: &["tools"],
+            want: vec![web()],
+            actual: vec![running("web", 1), running("orphan", 1)],
+            drifts: vec!["extra:orphan"],
+            heals: vec![remove("orphan", 1)],
+        },
+        Case {
+            name: "a container labelled io.kedge.ignore is never extra",
+            dormant: &[],
+            want: vec![web()],
+            actual: vec![
+                running("web", 1),
+                labelled(running("scratch", 1), "true"),
+                labelled(running("web", 2), "TRUE"),
+            ],
+            drifts: vec![],
+            heals: vec![],
+        },
+        Case {
+            name: "io.kedge.ignore other than true is no exemption",
+            dormant: &[],
+            want: vec![web()],
+            actual: vec![running("web", 1), labelled(running("scratch", 1), "false")],
+            drifts: vec!["extra:scratch"],
+            heals: vec![remove("scratch", 1)],
+        },
+        Case {
             name: "everything at once",
+            dormant: &[],
             want: vec![web(), want("api", 1, None), want("db", 1, Some("always"))],
             actual: vec![
                 exited("web", 1),
@@ -315,6 +386,7 @@ fn every_drift_type_in_every_mode() {
     let none = BTreeSet::new();
     for case in cases() {
         let want: BTreeMap<String, Want> = case.want.into_iter().collect();
+        let dormant: BTreeSet<String> = case.dormant.iter().map(|s| s.to_string()).collect();
         let mut expected_drifts: Vec<String> = case.drifts.iter().map(|s| s.to_string()).collect();
         expected_drifts.sort();
         let mut expected_heals = case.heals.clone();
@@ -325,6 +397,7 @@ fn every_drift_type_in_every_mode() {
             &case.actual,
             Mode::Auto,
             true,
+            &dormant,
             &none,
             Unhealthy::Restart,
         );
@@ -338,6 +411,7 @@ fn every_drift_type_in_every_mode() {
             &case.actual,
             Mode::Auto,
             false,
+            &dormant,
             &none,
             Unhealthy::Restart,
         );
@@ -360,7 +434,15 @@ fn every_drift_type_in_every_mode() {
 
         // notify and manual detect the same drift and change nothing.
         for mode in [Mode::Notify, Mode::Manual] {
-            let p = plan(&want, &case.actual, mode, true, &none, Unhealthy::Restart);
+            let p = plan(
+                &want,
+                &case.actual,
+                mode,
+                true,
+                &dormant,
+                &none,
+                Unhealthy::Restart,
+            );
             assert_eq!(
                 drift_names(&p),
                 expected_drifts,
@@ -382,7 +464,15 @@ fn a_backed_off_service_is_reported_but_not_healed() {
     .collect();
     let actual = vec![exited("web", 1), exited("api", 1)];
     let held = BTreeSet::from(["web".to_string()]);
-    let p = plan(&want, &actual, Mode::Auto, true, &held, Unhealthy::Report);
+    let p = plan(
+        &want,
+        &actual,
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        &held,
+        Unhealthy::Report,
+    );
     assert_eq!(drift_names(&p), ["stopped:api", "stopped:web"]);
     assert_eq!(p.heals, [start("api")]);
     assert_eq!(p.held, ["web"]);
@@ -398,13 +488,22 @@ fn an_unhealthy_container_is_only_reported_under_report() {
         Mode::Auto,
         true,
         &BTreeSet::new(),
+        &BTreeSet::new(),
         Unhealthy::Report,
     );
     assert_eq!(drift_names(&p), ["unhealthy:web"]);
     assert!(p.heals.is_empty(), "{p:?}");
     // Backed off (a crash loop of restarts): reported, held.
     let held = BTreeSet::from(["web".to_string()]);
-    let p = plan(&want, &actual, Mode::Auto, true, &held, Unhealthy::Restart);
+    let p = plan(
+        &want,
+        &actual,
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        &held,
+        Unhealthy::Restart,
+    );
     assert!(p.heals.is_empty(), "{p:?}");
     assert_eq!(p.held, ["web"]);
 }
@@ -419,6 +518,7 @@ fn an_ignored_service_is_neither_reported_nor_healed() {
         &[exited("web", 1), running("web", 2)],
         Mode::Auto,
         true,
+        &BTreeSet::new(),
         &BTreeSet::new(),
         Unhealthy::Report,
     );
@@ -438,6 +538,7 @@ fn plans_are_sorted_and_stable() {
         Mode::Auto,
         true,
         &BTreeSet::new(),
+        &BTreeSet::new(),
         Unhealthy::Report,
     );
     let reversed: Vec<ContainerState> = actual.into_iter().rev().collect();
@@ -446,6 +547,7 @@ fn plans_are_sorted_and_stable() {
         &reversed,
         Mode::Auto,
         true,
+        &BTreeSet::new(),
         &BTreeSet::new(),
         Unhealthy::Report,
     );
@@ -462,4 +564,25 @@ fn image_references_are_compared_normalized() {
         normalize("ghcr.io/acme/app@sha256:abc"),
         "ghcr.io/acme/app@sha256:abc"
     );
+}
+
+#[test]
+fn an_ignored_container_outside_the_file_keeps_compose_from_removing_orphans() {
+    let want: BTreeMap<String, Want> = [want("web", 1, None)].into_iter().collect();
+    let cases = [
+        (vec![running("web", 1)], false),
+        (vec![running("web", 1), running("orphan", 1)], false),
+        (vec![labelled(running("scratch", 1), "true")], true),
+        (vec![labelled(running("web", 1), "true")], false),
+        (
+            vec![ContainerState {
+                oneoff: true,
+                ..labelled(running("scratch", 1), "true")
+            }],
+            false,
+        ),
+    ];
+    for (actual, keeps) in cases {
+        assert_eq!(keeps_orphans(&actual, &want), keeps, "{actual:?}");
+    }
 }

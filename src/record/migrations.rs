@@ -202,6 +202,11 @@ pub const MIGRATIONS: &[&str] = &[
     // 15: which `serve` emitted an event, so that the one that broadcast
     // it before it was stored does not broadcast it twice.
     "ALTER TABLE events ADD COLUMN origin TEXT;",
+    // 16: the deployed commit's compose profiles (`docker.profiles`), which
+    // heals and restores enable again, and the services its files define
+    // under the other profiles, whose containers are not extra.
+    "ALTER TABLE repo_state ADD COLUMN profiles TEXT;
+    ALTER TABLE repo_state ADD COLUMN dormant TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

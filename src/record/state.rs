@@ -35,6 +35,10 @@ pub struct RepoState {
     pub unhealthy: Option<Unhealthy>,
     /// `docker.target` of the last rendered kedge.yaml.
     pub target: Option<Target>,
+    /// The deployed commit's compose profiles.
+    pub profiles: Option<Vec<String>>,
+    /// The deployed commit's services under profiles it does not enable.
+    pub dormant: Option<Vec<String>>,
 }
 
 impl RepoState {
@@ -57,7 +61,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target";
+                        access_refused, unhealthy, target, profiles, dormant";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -77,6 +81,8 @@ impl Store {
             access_refused: r.get(at + 12)?,
             unhealthy: known_opt(r, at + 13, "unhealthy", Unhealthy::parse)?,
             target: known_opt(r, at + 14, "target", Target::parse)?,
+            profiles: json_list(r.get(at + 15)?),
+            dormant: json_list(r.get(at + 16)?),
         })
     }
 
@@ -307,6 +313,22 @@ impl Store {
         )
     }
 
+    /// The profiles a kept deployment enabled, and the services it left
+    /// off with the others.
+    pub fn mark_profiles(
+        &self,
+        repo_id: i64,
+        profiles: &[String],
+        dormant: &[String],
+    ) -> Result<(), StoreError> {
+        let list = |l: &[String]| text(&serde_json::to_string(l).unwrap_or_default());
+        self.set_state(
+            "record the deployed profiles",
+            repo_id,
+            &[("profiles", list(profiles)), ("dormant", list(dormant))],
+        )
+    }
+
     /// A deployment failed: the deployed commit stays what it was.
     pub fn mark_failed(&self, repo_id: i64, error: &str) -> Result<(), StoreError> {
         self.set_state(
@@ -424,6 +446,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A JSON list of names as stored; unreadable reads as none.
+fn json_list(stored: Option<String>) -> Option<Vec<String>> {
+    stored.and_then(|l| serde_json::from_str(&l).ok())
 }
 
 fn text(s: &str) -> Value {

@@ -342,9 +342,12 @@ fn url_credentials_of_an_older_database_leave_it_and_still_authenticate() {
             [server.url_with_credentials(&name), name.clone()],
         )
         .unwrap();
-        // Without what later versions added (15: the events' origin).
+        // Without what later versions added (15: the events' origin; 16:
+        // the compose profiles).
         db.execute_batch(
             "ALTER TABLE events DROP COLUMN origin;
+             ALTER TABLE repo_state DROP COLUMN profiles;
+             ALTER TABLE repo_state DROP COLUMN dormant;
              PRAGMA user_version = 13; PRAGMA wal_checkpoint(TRUNCATE);",
         )
         .unwrap();
