@@ -50,18 +50,25 @@ fn build_compose(mode: &str) -> String {
     )
 }
 
-#[test]
-fn an_environment_change_of_a_build_service_does_not_rebuild_it() {
+/// A stack of one built service (`app`, its build context holding
+/// `version`), its image's name, and what removes that image at the end.
+fn built_stack(prefix: &str, version: &str) -> (Stack, String, BuiltImage) {
     let s = Stack::new(
-        "envbuild",
+        prefix,
         &[
             ("compose.yaml", &build_compose("one")),
             ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
-            ("app/version", "v1\n"),
+            ("app/version", &format!("{version}\n")),
         ],
     );
     let image = format!("{}-app", s.name);
-    let _cleanup = BuiltImage(image.clone());
+    let cleanup = BuiltImage(image.clone());
+    (s, image, cleanup)
+}
+
+#[test]
+fn an_environment_change_of_a_build_service_does_not_rebuild_it() {
+    let (s, image, _cleanup) = built_stack("envbuild", "v1");
     let _serve = s.kedge.serve("300ms");
     let first = wait_for(90, "the built service", || s.running().remove("app"));
     let built = image_id(&image);
@@ -226,16 +233,7 @@ fn a_bad_build_is_rolled_back_to_the_exact_previous_image_and_a_revert_runs_it()
 /// loop, backed off, never converging. Its image is its build's.
 #[test]
 fn another_image_under_a_build_service_name_is_not_healed_onto() {
-    let s = Stack::new(
-        "buildname",
-        &[
-            ("compose.yaml", &build_compose("one")),
-            ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
-            ("app/version", "v1\n"),
-        ],
-    );
-    let image = format!("{}-app", s.name);
-    let _cleanup = BuiltImage(image.clone());
+    let (s, image, _cleanup) = built_stack("buildname", "v1");
     let serve = s
         .kedge
         .serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1s"]);
@@ -279,16 +277,7 @@ fn another_image_under_a_build_service_name_is_not_healed_onto() {
 /// per commit for ever.
 #[test]
 fn the_newest_five_builds_of_a_service_are_kept() {
-    let s = Stack::new(
-        "buildkeep",
-        &[
-            ("compose.yaml", &build_compose("one")),
-            ("app/Dockerfile", &format!("FROM {IMAGE_1}\nCOPY . /ctx\n")),
-            ("app/version", "v0\n"),
-        ],
-    );
-    let image = format!("{}-app", s.name);
-    let _cleanup = BuiltImage(image.clone());
+    let (s, image, _cleanup) = built_stack("buildkeep", "v0");
     s.kedge.run(["sync", "--repo", &s.name]).success();
     assert_eq!(kept_builds(&image).len(), 1);
     for round in 1..=6 {
