@@ -264,20 +264,29 @@ async fn diff(
                 .map_err(ReconcileError::from)?
             {
                 Ok(rendered) => {
-                    let previous = shared
-                        .db
-                        .read(|s| s.services(id))
-                        .map_err(ReconcileError::from)?;
+                    let moves_from = state
+                        .project
+                        .clone()
+                        .filter(|p| *p != rendered.desired.project);
+                    let previous = match moves_from {
+                        Some(_) => Default::default(),
+                        None => shared
+                            .db
+                            .read(|s| s.services(id))
+                            .map_err(ReconcileError::from)?,
+                    };
                     Pending {
                         changes: rollout(&rendered.desired, &previous, &fetched).changes,
                         commit: fetched,
                         error: None,
+                        moves_from,
                     }
                 }
                 Err((_, e)) => Pending {
                     commit: fetched,
                     changes: Vec::new(),
                     error: Some(error_chain(&e)),
+                    moves_from: None,
                 },
             },
         );

@@ -178,7 +178,13 @@ pub async fn apply_rendered(
     );
 
     tracing::debug!(commit = short(commit), "rendered");
-    let previous = shared.db.read(|s| s.services(id))?;
+    // A move to another compose project makes the new one whole: nothing
+    // of it runs yet, whatever the old one runs.
+    let moving = super::moves::begin(shared, task, desired).await?;
+    let previous = match moving {
+        Some(_) => BTreeMap::new(),
+        None => shared.db.read(|s| s.services(id))?,
+    };
     let crate::plan::rollout::Rollout {
         mut records,
         changed,
@@ -250,6 +256,9 @@ pub async fn apply_rendered(
                 })
                 .await?;
             task.drift.after_apply();
+            if let Some(mv) = &moving {
+                super::moves::finish(task, mv).await;
+            }
             tracing::info!(
                 repo = %name,
                 commit = short(commit),
@@ -360,9 +369,22 @@ pub async fn apply_rendered(
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
             let restored = if decision.undo {
-                super::restore::restore_previous(shared, task, commit, &changed, restored_gate)
-                    .await?
+                // A move undone: the new project goes, the old one comes
+                // back whole.
+                let back = match &moving {
+                    Some(_) => {
+                        super::moves::abandon(task, &desired.project).await;
+                        shared.db.read(|s| s.services(id))?.into_keys().collect()
+                    }
+                    None => changed.clone(),
+                };
+                super::restore::restore_previous(shared, task, commit, &back, restored_gate).await?
             } else {
+                if decision.keep
+                    && let Some(mv) = &moving
+                {
+                    super::moves::finish(task, mv).await;
+                }
                 None
             };
             if restored.is_some() {

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod in_flight;
 pub mod inbox;
 pub mod lock;
+mod moves;
 pub mod reconcile;
 pub mod remote;
 mod restore;

@@ -50,6 +50,11 @@ pub struct ServiceChange {
 pub struct Pending {
     pub commit: String,
     pub changes: Vec<ServiceChange>,
+    /// The compose project the stack leaves, when the commit moves it to
+    /// another (`docker.project_name` changed): every service is created
+    /// anew in the new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moves_from: Option<String>,
     /// Set when the pending commit cannot be rendered.
     pub error: Option<String>,
 }

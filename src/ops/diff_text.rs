@@ -112,6 +112,11 @@ pub fn diff_text(r: &DiffReport) -> String {
                 r.deployed_commit.as_deref().map(short).unwrap_or("nothing")
             ));
         }
+        if let Some(from) = &p.moves_from {
+            text.push_str(&format!(
+                "  moves the stack from compose project {from}: every service is created in the new project, and {from} is taken down once it passes its health gate (before its `up`, when both publish the same host ports)\n"
+            ));
+        }
         if let Some(e) = &p.error {
             text.push_str(&format!("  cannot be deployed: {e}\n"));
         }

@@ -320,3 +320,61 @@ fn one_shots_stay_done_ten_readme_commits_run_nothing_and_a_change_touches_its_s
     });
     assert!(overview.contains("3/3"), "{overview}");
 }
+
+/// Regression: renaming `docker.project_name` orphaned the old project:
+/// the new one failed on the old one's ports, `diff` said the commit
+/// changed no service, and the healer kept recreating containers in the
+/// old project. A rename moves the stack: `diff` says so, the old project
+/// goes down (first, as here, when both publish the same port), and only
+/// the new one is healed from then on.
+#[test]
+fn renaming_the_project_moves_the_stack_and_leaves_nothing_behind() {
+    require_docker();
+    let port = crate::support::net::free_port();
+    let compose = format!(
+        "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    ports: ['127.0.0.1:{port}:80']\n  worker:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n"
+    );
+    let s = Stack::new("rename", &[("compose.yaml", &compose)]);
+    let k = &s.kedge;
+    k.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(s.running().len(), 2);
+    let moved = format!("{}-b", s.name);
+    let new_project = ComposeProject::named(&moved);
+    s.remote.write(
+        "kedge.yaml",
+        &format!("docker:\n  project_name: {moved}\ndeploy:\n  stable_for: 0s\n"),
+    );
+    s.remote.commit("rename the project");
+    let diff = k.run(["diff", "--repo", &s.name]);
+    assert!(
+        diff.stdout
+            .contains(&format!("moves the stack from compose project {}", s.name))
+            && diff.stdout.contains("Service: web")
+            && diff.stdout.contains("Service: worker"),
+        "{}",
+        diff.stdout
+    );
+    k.run(["sync", "--repo", &s.name]).success();
+    assert!(s.project.containers().is_empty(), "the old project is gone");
+    let running: Vec<String> = new_project.running().into_iter().map(|c| c.name).collect();
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert_eq!(s.status()["project"], moved.as_str());
+
+    // serve heals the new project, never the old one.
+    let serve = k.serve_debug(&["serve", "--poll-interval", "1h", "--check-interval", "1s"]);
+    let web = format!("{moved}-web-1");
+    crate::support::docker::docker_ok(&["stop", "-t", "0", &web]);
+    wait_for(30, "the moved web healed", || {
+        new_project
+            .running()
+            .iter()
+            .any(|c| c.name == web)
+            .then_some(())
+    });
+    let mark = serve.mark();
+    serve.wait_passes(&s.name, mark, 2, 60);
+    assert!(
+        s.project.containers().is_empty(),
+        "nothing came back in the old project"
+    );
+}
