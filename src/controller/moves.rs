@@ -49,6 +49,28 @@ pub fn published(rendered: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The named volumes a rendered project uses, by their engine names
+/// (compose prefixes a volume without `name:` with the project's name).
+pub fn volumes(rendered: &str) -> BTreeSet<String> {
+    let Ok(doc) = serde_json::from_str::<Value>(rendered) else {
+        return BTreeSet::new();
+    };
+    doc.get("volumes")
+        .and_then(Value::as_object)
+        .map(|all| {
+            all.iter()
+                .filter(|(_, v)| v.get("external").and_then(Value::as_bool) != Some(true))
+                .map(|(key, v)| {
+                    v.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(key)
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether deploying `desired` moves the stack, and from where: the
 /// project deployed now, when it differs. With ports both publish, the
 /// old project is taken down here, before the new one's `up`.
@@ -82,6 +104,17 @@ pub async fn begin(
         }
     })?;
     let before = old.as_deref().map(published).unwrap_or_default();
+    // Data stays where it is: volumes are the project's, and the new one
+    // gets its own unless they are named outright.
+    let kept = volumes(&desired.rendered);
+    for left in old
+        .as_deref()
+        .map(volumes)
+        .unwrap_or_default()
+        .difference(&kept)
+    {
+        tracing::warn!(repo = %task.repo.name, volume = %left, "the volume of the old project is not the new one's: its data stays in it (give the volume a `name:` to keep using it)");
+    }
     let collisions: Vec<String> = published(&desired.rendered)
         .intersection(&before)
         .cloned()
@@ -135,5 +168,16 @@ mod tests {
         let want: BTreeSet<String> = ["8080/tcp", "5353/udp"].map(String::from).into();
         assert_eq!(published(rendered), want);
         assert!(published("not json").is_empty());
+    }
+
+    #[test]
+    fn the_volumes_a_project_owns_by_their_engine_names() {
+        let rendered = r#"{"volumes": {
+            "data": {"name": "shop_data"},
+            "shared": {"name": "shared-data"},
+            "outside": {"name": "backups", "external": true}
+        }}"#;
+        let want: BTreeSet<String> = ["shop_data", "shared-data"].map(String::from).into();
+        assert_eq!(volumes(rendered), want);
     }
 }

@@ -114,7 +114,7 @@ pub fn diff_text(r: &DiffReport) -> String {
         }
         if let Some(from) = &p.moves_from {
             text.push_str(&format!(
-                "  moves the stack from compose project {from}: every service is created in the new project, and {from} is taken down once it passes its health gate (before its `up`, when both publish the same host ports)\n"
+                "  moves the stack from compose project {from}: every service is created in the new project, and {from} is taken down once it passes its health gate (before its `up`, when both publish the same host ports); volumes without a fixed `name:` start empty in the new project\n"
             ));
         }
         if let Some(e) = &p.error {
