@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     RepoAdded,
     RepoRemoved,
+    RepoRenamed,
     CommitDetected,
     DeployStarted,
     DeploySucceeded,
@@ -36,9 +37,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
+        EventKind::RepoRenamed,
         EventKind::CommitDetected,
         EventKind::DeployStarted,
         EventKind::DeploySucceeded,
@@ -56,6 +58,7 @@ impl EventKind {
         match self {
             EventKind::RepoAdded => "repo_added",
             EventKind::RepoRemoved => "repo_removed",
+            EventKind::RepoRenamed => "repo_renamed",
             EventKind::CommitDetected => "commit_detected",
             EventKind::DeployStarted => "deploy_started",
             EventKind::DeploySucceeded => "deploy_succeeded",

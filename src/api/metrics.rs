@@ -204,6 +204,13 @@ impl Metrics {
                 self.forget(repo);
                 return;
             }
+            // The old name's series end; the new name's start at zero.
+            EventKind::RepoRenamed => {
+                if let Some(from) = event.fields.get("from").and_then(|v| v.as_str()) {
+                    self.forget(from);
+                }
+                return;
+            }
             _ => return,
         };
         self.counters.deployments.with([repo, status], |c| {

@@ -11,6 +11,7 @@ pub mod output;
 mod repo_add;
 mod repo_list;
 mod repo_remove;
+mod repo_rename;
 mod rollback;
 mod serve;
 mod status;
@@ -111,6 +112,8 @@ pub enum RepoCommand {
     List(repo_list::Args),
     /// Unregister a repository and delete its clone
     Remove(repo_remove::Args),
+    /// Rename a repository, keeping its history
+    Rename(repo_rename::Args),
 }
 
 /// What every command gets: the operations and the output format.
@@ -185,6 +188,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(RepoCommand::Add(args)) => repo_add::run(&ctx, *args),
         Command::Repo(RepoCommand::List(args)) => repo_list::run(&ctx, args),
         Command::Repo(RepoCommand::Remove(args)) => repo_remove::run(&ctx, args),
+        Command::Repo(RepoCommand::Rename(args)) => repo_rename::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),

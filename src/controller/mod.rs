@@ -353,7 +353,7 @@ async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::e
             Ok(e)
                 if matches!(
                     e.event().kind,
-                    EventKind::RepoAdded | EventKind::RepoRemoved
+                    EventKind::RepoAdded | EventKind::RepoRemoved | EventKind::RepoRenamed
                 ) =>
             {
                 return;
@@ -391,15 +391,17 @@ fn supervise(
     repos: Vec<Repo>,
     added: bool,
 ) {
-    let ids: Vec<i64> = repos.iter().map(|r| r.id).collect();
+    // A renamed repository's task stops; one under the new name starts
+    // (its clone, lock and events are the new name's).
+    let names: HashMap<i64, &str> = repos.iter().map(|r| (r.id, r.name.as_str())).collect();
     running.retain(|id, r| {
-        let registered = ids.contains(id);
+        let registered = names.get(id) == Some(&r.name.as_str());
         let keep = registered && !r.handle.is_finished();
         if !keep {
             // Said here too: the task may stop at this signal before it
             // finds out for itself.
             if !registered && !r.handle.is_finished() {
-                tracing::info!(repo = %r.name, "no longer registered: its task stops");
+                tracing::info!(repo = %r.name, "no longer registered under this name: its task stops");
             }
             let _ = r.stop.send(true);
         }
@@ -467,7 +469,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         // `repo remove` holds the lock while it unregisters: a task that gets
         // the lock after it stops here, before it writes for a repository
         // that is gone (foreign key errors, retries).
-        if lock.is_ok() && !still_registered(&shared, id) {
+        if lock.is_ok() && !still_registered(&shared, id, &name) {
             tracing::info!(repo = %name, "no longer registered: its task stops");
             break;
         }
@@ -559,13 +561,13 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
     tracing::debug!(repo = %name, "task stopped");
 }
 
-/// Whether the repository with this id is still registered (a read error
-/// counts as yes: the pass will say what is wrong).
-fn still_registered(shared: &Shared, id: i64) -> bool {
+/// Whether the repository with this id is still registered under `name`
+/// (a read error counts as yes: the pass will say what is wrong).
+fn still_registered(shared: &Shared, id: i64, name: &str) -> bool {
     shared
         .db
         .read(|s| s.repo_by_id(id))
-        .map_or(true, |r| r.is_some())
+        .map_or(true, |r| r.is_some_and(|r| r.name == name))
 }
 
 /// Marks this repository's unfinished deployments `failed`, each with its

@@ -100,7 +100,8 @@ pub fn line(e: &Event) -> String {
         EventKind::RolledBack
         | EventKind::PinReleased
         | EventKind::RepoAdded
-        | EventKind::RepoRemoved => format!("{repo}: {message}"),
+        | EventKind::RepoRemoved
+        | EventKind::RepoRenamed => format!("{repo}: {message}"),
     };
     cut(&text, MAX_LINE)
 }

@@ -72,6 +72,13 @@ pub enum OpsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot move the clone of '{repo}' to {}", path.display())]
+    MoveClone {
+        repo: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot keep the credentials of '{repo}' in the credential store")]
     StoreCredential {
         repo: String,

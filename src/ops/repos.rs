@@ -88,6 +88,18 @@ pub struct Removed {
     pub down: bool,
 }
 
+/// What `repo rename` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Renamed {
+    pub from: String,
+    pub to: String,
+    /// The compose project its stack runs as, unchanged by the rename.
+    pub project: Option<String>,
+    /// The project its next deployment moves the stack to, when that is
+    /// the new name (no `docker.project_name` pins it).
+    pub moves_to: Option<String>,
+}
+
 impl Ops {
     /// Registers a repository. Everything is checked before the database
     /// is opened: a refusal leaves no trace.
@@ -192,6 +204,60 @@ impl Ops {
         Ok(Added {
             repo: RepoRow::of(repo, credentials),
             missing_path,
+        })
+    }
+
+    /// Renames a repository, keeping its history, state and events. Its
+    /// stack keeps running as its compose project; when the project came
+    /// from the name, the next deployment moves it (see `kedge diff`). An
+    /// apply in flight finishes first.
+    pub async fn repo_rename(&self, from: &str, to: &str) -> Result<Renamed, OpsError> {
+        url::validate_name(to)?;
+        let repo = self.repo(from)?;
+        if self.repo(to).is_ok() {
+            return Err(crate::record::StoreError::DuplicateName(to.to_string()).into());
+        }
+        let shared = self.shared()?;
+        let data_dir = &self.settings.data_dir;
+        let _lock = RepoLock::acquire_announced(data_dir, &repo.name).await?;
+        let (old_clone, new_clone) = (clone_dir(data_dir, &repo.name), clone_dir(data_dir, to));
+        let old_git =
+            crate::source::git::Repository::new(repo.url.expose(), &repo.branch, old_clone.clone());
+        if old_clone.exists() {
+            tokio::fs::rename(&old_clone, &new_clone)
+                .await
+                .map_err(|source| OpsError::MoveClone {
+                    repo: repo.name.clone(),
+                    path: new_clone.clone(),
+                    source,
+                })?;
+        }
+        let (old, new) = (repo.name.clone(), to.to_string());
+        if let Err(e) = shared.db.write(move |s| s.rename_repo(&old, &new)).await {
+            // Put back: the registration did not change.
+            if new_clone.exists() {
+                let _ = tokio::fs::rename(&new_clone, &old_clone).await;
+            }
+            return Err(e.into());
+        }
+        // Made again beside the clone under its new name when needed.
+        let _ = tokio::fs::remove_dir_all(old_git.render_dir()).await;
+        let _ = tokio::fs::remove_file(old_git.trust_config()).await;
+        let state = shared.db.read(|s| s.repo_state(repo.id))?;
+        let named_by_repo = state.project.as_deref() == Some(repo.name.as_str());
+        shared.emit(
+            NewEvent::new(
+                to,
+                EventKind::RepoRenamed,
+                format!("renamed from {}", repo.name),
+            )
+            .field("from", repo.name.clone()),
+        );
+        Ok(Renamed {
+            from: repo.name,
+            to: to.to_string(),
+            moves_to: named_by_repo.then(|| to.to_string()),
+            project: state.project,
         })
     }
 

@@ -259,4 +259,39 @@ impl Store {
             .map_err(query("remove unused snapshots"))?;
         Ok(n > 0)
     }
+
+    /// Renames a repository; its deployments and state follow by id, its
+    /// events and notification keys by name, in one transaction.
+    pub fn rename_repo(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
+        self.with_transaction(|s| {
+            let taken: bool = s
+                .conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)",
+                    [new],
+                    |r| r.get(0),
+                )
+                .map_err(query("look up a repository name"))?;
+            if taken {
+                return Err(StoreError::DuplicateName(new.to_string()));
+            }
+            for (sql, step) in [
+                (
+                    "UPDATE repositories SET name = ?2 WHERE name = ?1",
+                    "rename repository",
+                ),
+                (
+                    "UPDATE events SET repo = ?2 WHERE repo = ?1",
+                    "rename repository events",
+                ),
+                (
+                    "UPDATE notify_sent SET repo = ?2 WHERE repo = ?1",
+                    "rename repository notifications",
+                ),
+            ] {
+                s.conn.execute(sql, [old, new]).map_err(query(step))?;
+            }
+            Ok(())
+        })
+    }
 }

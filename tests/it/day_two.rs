@@ -378,3 +378,70 @@ fn renaming_the_project_moves_the_stack_and_leaves_nothing_behind() {
         "nothing came back in the old project"
     );
 }
+
+/// `kedge repo rename`, with `serve` running: history and events follow
+/// the new name, the task restarts under it, and the next deployment moves
+/// the stack to the compose project of the new name.
+#[test]
+fn a_repository_renamed_keeps_its_history_and_its_next_deployment_moves_the_stack() {
+    require_docker();
+    let s = Stack::new(
+        "renamed",
+        &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
+    );
+    let k = &s.kedge;
+    let serve = k.serve_debug(&["serve", "--poll-interval", "300ms"]);
+    s.wait_deployed();
+    let to = format!("{}-new", s.name);
+    let new_project = ComposeProject::named(&to);
+    k.run(["repo", "rename", &s.name, &to])
+        .success()
+        .stdout_has(&format!("Renamed repository {} to {to}", s.name))
+        .stdout_has(&format!("moves it to project {to}"));
+    let list = k.run(["repo", "list", "-o", "json"]).json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [to.as_str()]);
+    let history = k.run(["history", "--repo", &to, "-o", "json"]).json();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    let events = k.run(["events", "--repo", &to, "-o", "json"]).json();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"repo_added") && kinds.contains(&"repo_renamed"),
+        "{kinds:?}"
+    );
+    let repos = k.data_dir().join("repos");
+    assert!(repos.join(&to).join(".git").is_dir());
+    assert!(!repos.join(&s.name).exists());
+
+    // serve follows under the new name: a new commit is deployed, as the
+    // project of the new name, and the old project is gone.
+    s.remote.write(
+        "compose.yaml",
+        &sleepers(&[("web", crate::support::docker::IMAGE_2)]),
+    );
+    let commit = s.remote.commit("after the rename");
+    wait_for(90, "the commit deployed in the new project", || {
+        new_project
+            .running()
+            .iter()
+            .any(|c| c.label("io.kedge.commit") == Some(commit.as_str()))
+            .then_some(())
+    });
+    // Down once the new project has passed its gate.
+    wait_for(60, "the old project taken down", || {
+        s.project.containers().is_empty().then_some(())
+    });
+    let status = k.run(["status", "--repo", &to, "-o", "json"]).json();
+    assert_eq!(status[0]["project"], to.as_str(), "{status}");
+    drop(serve);
+}

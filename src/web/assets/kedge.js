@@ -7,7 +7,7 @@
   var url = document.body.getAttribute("data-stream");
   var line = document.getElementById("live");
   if (!url || !window.EventSource || !window.fetch || !window.DOMParser) return;
-  var KINDS = ["repo_added", "repo_removed", "commit_detected", "deploy_started",
+  var KINDS = ["repo_added", "repo_removed", "repo_renamed", "commit_detected", "deploy_started",
     "deploy_succeeded", "deploy_failed", "rolled_back", "pin_released", "drift_detected",
     "drift_healed", "heal_failed", "crash_loop", "unhealthy"];
   var DRIFT = { drift_detected: 1, heal_failed: 1, crash_loop: 1, unhealthy: 1 };
