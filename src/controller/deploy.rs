@@ -547,24 +547,18 @@ async fn apply_desired(
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
     let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
+    // The project in a tree: the render checkout or the deployed one.
+    let compose_in = |dir: &std::path::Path| {
+        task.compose(shared, &desired.project, dir, desired.files.clone())
+            .with_profiles(&desired.kedge.profiles)
+    };
     match source {
         Source::Checkout(render_dir) => {
-            let render = task
-                .compose(shared, &desired.project, render_dir, desired.files.clone())
-                .with_profiles(&desired.kedge.profiles);
-            apply::pull(&render, &services, &images).await?;
+            apply::pull(&compose_in(render_dir), &services, &images).await?;
             task.git.checkout_deployed(&desired.commit).await?;
         }
         Source::Snapshot => {
-            let snapshot = task
-                .compose(
-                    shared,
-                    &desired.project,
-                    &task.git.clone,
-                    desired.files.clone(),
-                )
-                .with_profiles(&desired.kedge.profiles);
-            apply::pull(&snapshot, &services, &images).await?;
+            apply::pull(&compose_in(&task.git.clone), &services, &images).await?;
         }
     }
     let commits: BTreeMap<String, String> = records
@@ -587,15 +581,7 @@ async fn apply_desired(
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
     apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints).await?;
-    let project = task
-        .compose(
-            shared,
-            &desired.project,
-            &task.git.clone,
-            desired.files.clone(),
-        )
-        .with_profiles(&desired.kedge.profiles)
-        .with_file(override_path);
+    let project = compose_in(&task.git.clone).with_file(override_path);
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
     let scope = if previous.is_empty() {
