@@ -10,6 +10,8 @@ mod support;
 mod attack;
 #[path = "compare/dashboard.rs"]
 mod dashboard;
+#[path = "compare/locked.rs"]
+mod locked;
 
 use std::path::Path;
 use std::process::Command;
@@ -144,7 +146,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 15] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 16] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -173,6 +175,9 @@ fn main() {
         ("dashboard", &|| vec![dashboard::dashboard(&engine)]),
         // `/healthz` and a push under slow clients, streams and a hook flood.
         ("attack", &|| attack::attack(&engine)),
+        // `/healthz`, a heal and the event stream while another process
+        // holds the store's write transaction.
+        ("locked", &|| locked::locked(&engine)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
