@@ -1,7 +1,7 @@
 //! Services with `build:` end to end: what makes Kedge build, and what a
 //! failed build says.
 
-use crate::support::docker::{IMAGE_1, docker, docker_ok};
+use crate::support::docker::{IMAGE_1, docker_ok, kept_builds, remove_built_image};
 use crate::support::*;
 
 /// Removes a built image, and the builds Kedge kept of it, when the test
@@ -10,27 +10,8 @@ struct BuiltImage(String);
 
 impl Drop for BuiltImage {
     fn drop(&mut self) {
-        for tag in kept_builds(&self.0) {
-            let _ = docker(&["image", "rm", "-f", &tag]);
-        }
-        let _ = docker(&["image", "rm", "-f", &self.0]);
+        remove_built_image(&self.0);
     }
-}
-
-/// The builds Kedge keeps of `image` (`image:kedge-…`).
-fn kept_builds(image: &str) -> Vec<String> {
-    let out = docker(&[
-        "image",
-        "ls",
-        "--filter",
-        &format!("reference={image}:kedge-*"),
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 fn env_of(container: &str) -> String {

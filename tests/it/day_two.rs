@@ -390,10 +390,11 @@ fn a_repository_renamed_keeps_its_history_and_its_next_deployment_moves_the_stac
         &[("compose.yaml", &sleepers(&[("web", IMAGE_1)]))],
     );
     let k = &s.kedge;
-    let serve = k.serve_debug(&["serve", "--poll-interval", "300ms"]);
-    s.wait_deployed();
+    // Made before serve: dropped after it, so serve cannot heal it back.
     let to = format!("{}-new", s.name);
     let new_project = ComposeProject::named(&to);
+    let serve = k.serve_debug(&["serve", "--poll-interval", "300ms"]);
+    s.wait_deployed();
     k.run(["repo", "rename", &s.name, &to])
         .success()
         .stdout_has(&format!("Renamed repository {} to {to}", s.name))

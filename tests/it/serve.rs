@@ -225,7 +225,7 @@ fn a_changed_build_context_is_rebuilt_and_redeployed() {
         "two"
     );
     assert_eq!(second["other"].id, first["other"].id);
-    let _ = docker_ok(&["image", "rm", "-f", &format!("{name}-app")]);
+    crate::support::docker::remove_built_image(&format!("{name}-app"));
 }
 
 #[test]

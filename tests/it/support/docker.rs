@@ -313,3 +313,27 @@ impl Drop for EngineProxy {
         }
     }
 }
+
+/// The builds Kedge keeps of `image` (`image:kedge-…`).
+pub fn kept_builds(image: &str) -> Vec<String> {
+    let out = docker(&[
+        "image",
+        "ls",
+        "--filter",
+        &format!("reference={image}:kedge-*"),
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Removes a built image and the builds Kedge kept of it.
+pub fn remove_built_image(image: &str) {
+    for tag in kept_builds(image) {
+        let _ = docker(&["image", "rm", "-f", &tag]);
+    }
+    let _ = docker(&["image", "rm", "-f", image]);
+}
