@@ -2,10 +2,10 @@
 //! to an event stream, while another process holds the store's write
 //! transaction; beside the same with the store free, in the same run.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::*;
-use support::http::{EventStream, listening_port, request};
+use support::http::{EventStream, event_age_ms, listening_port, request};
 
 const HEALTH: usize = 50;
 /// Per phase: five heals of one service within five minutes are a crash
@@ -18,27 +18,6 @@ struct Phase {
     health: Vec<Duration>,
     heals: Vec<Duration>,
     streamed: Vec<Duration>,
-}
-
-/// Milliseconds from an event's `time` until now.
-fn age(event: &serde_json::Value) -> Duration {
-    let at = chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    Duration::from_millis((now - at.timestamp_millis()).max(0) as u64)
-}
-
-fn next_of(stream: &mut EventStream, kind: &str) -> serde_json::Value {
-    loop {
-        let m = stream
-            .next(Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("a {kind} event"));
-        if m.data["kind"] == kind {
-            return m.data;
-        }
-    }
 }
 
 fn measure(
@@ -57,9 +36,11 @@ fn measure(
     for _ in 0..HEALS {
         let stopped = Instant::now();
         docker_ok(&["stop", "-t", "0", &web]);
-        let detected = next_of(stream, "drift_detected");
-        phase.streamed.push(age(&detected));
-        next_of(stream, "drift_healed");
+        let detected = stream.next_of("drift_detected");
+        phase
+            .streamed
+            .push(Duration::from_millis(event_age_ms(&detected).max(0) as u64));
+        stream.next_of("drift_healed");
         until(engine, &s.name, running("web"));
         phase.heals.push(stopped.elapsed());
     }

@@ -2,10 +2,10 @@
 //! never waits for it. Readers use their own connections (WAL), writes go
 //! to one writer thread, events are broadcast before they are stored.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::support::docker::{IMAGE_1, docker_ok};
-use crate::support::http::{EventStream, listening_port, request};
+use crate::support::http::{EventStream, event_age_ms, listening_port, request};
 use crate::support::*;
 
 /// What another Kedge process (a `kedge` command, a backup tool) does to
@@ -29,28 +29,6 @@ impl HeldWriteLock {
 impl Drop for HeldWriteLock {
     fn drop(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
-    }
-}
-
-/// Milliseconds from the event's `time` (when `serve` emitted it) until now.
-fn age_ms(event: &serde_json::Value) -> i64 {
-    let at = chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    now - at.timestamp_millis()
-}
-
-/// The next message of `kind`.
-fn next_of(stream: &mut EventStream, kind: &str) -> serde_json::Value {
-    loop {
-        let m = stream
-            .next(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("a {kind} event"));
-        if m.data["kind"] == kind {
-            return m.data;
-        }
     }
 }
 
@@ -84,8 +62,8 @@ fn a_cli_holding_a_write_transaction_for_15s_delays_neither_healthz_nor_a_heal_n
 
     // A heal with the store free, for comparison.
     docker_ok(&["stop", "-t", "0", &web]);
-    let detected = next_of(&mut stream, "drift_detected");
-    let healed = next_of(&mut stream, "drift_healed");
+    let detected = stream.next_of("drift_detected");
+    let healed = stream.next_of("drift_healed");
     let free_heal = heal_ms(&detected, &healed);
 
     let lock = HeldWriteLock::take(&k.data_dir().join("kedge.db"));
@@ -106,9 +84,9 @@ fn a_cli_holding_a_write_transaction_for_15s_delays_neither_healthz_nor_a_heal_n
 
     // A heal: seen, streamed and done while the lock is still held.
     docker_ok(&["stop", "-t", "0", &web]);
-    let detected = next_of(&mut stream, "drift_detected");
-    let streamed_after = age_ms(&detected);
-    let healed = next_of(&mut stream, "drift_healed");
+    let detected = stream.next_of("drift_detected");
+    let streamed_after = event_age_ms(&detected);
+    let healed = stream.next_of("drift_healed");
     wait_for(30, "the container running again", || {
         s.project
             .running()

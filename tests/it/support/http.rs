@@ -287,3 +287,28 @@ fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String, within: Durat
         }
     }
 }
+
+impl EventStream {
+    /// The data of the next message of `kind` within 60 s (the others are
+    /// read and dropped).
+    pub fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let m = self
+                .next(Duration::from_secs(60))
+                .unwrap_or_else(|| panic!("a {kind} event"));
+            if m.data["kind"] == kind {
+                return m.data;
+            }
+        }
+    }
+}
+
+/// Milliseconds from an event's `time` (when it was emitted) until now.
+pub fn event_age_ms(event: &serde_json::Value) -> i64 {
+    let at = chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - at.timestamp_millis()
+}
