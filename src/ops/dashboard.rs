@@ -68,7 +68,7 @@ impl Ops {
                             cs.iter().any(|c| {
                                 &c.service == *s
                                     && (c.state == crate::observe::RunState::Running
-                                        || (super::status::completed(c)
+                                        || (crate::plan::completed(c)
                                             && !drifted.contains(&s.as_str())))
                             })
                         })

@@ -290,7 +290,7 @@ fn service_statuses(
         let one_shot = recorded.get(name).is_some_and(|r| r.spec.one_shot());
         out.extend(mine.into_iter().map(|c| {
             let mut row = service_of(c);
-            if one_shot && completed(c) {
+            if one_shot && crate::plan::completed(c) {
                 row.state = COMPLETED.into();
             }
             row
@@ -307,10 +307,6 @@ fn service_statuses(
 
 /// A one-shot's container that ran to success: done, not down.
 pub const COMPLETED: &str = "completed";
-
-pub(crate) fn completed(c: &ContainerState) -> bool {
-    c.state == crate::observe::RunState::Exited && c.exit_code == Some(0)
-}
 
 fn service_of(c: &ContainerState) -> ServiceStatus {
     ServiceStatus {

@@ -290,7 +290,8 @@ fn is_alive(c: &ContainerState) -> bool {
     c.state == RunState::Running
 }
 
-fn completed(c: &ContainerState) -> bool {
+/// A container that ran to success: for a one-shot, done rather than down.
+pub fn completed(c: &ContainerState) -> bool {
     c.state == RunState::Exited && c.exit_code == Some(0)
 }
 
