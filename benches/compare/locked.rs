@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use support::http::{EventStream, event_age_ms, listening_port, request};
+use support::http::{EventStream, event_age_ms, request};
 
 const HEALTH: usize = 50;
 /// Per phase: five heals of one service within five minutes are a crash
@@ -50,16 +50,10 @@ fn measure(
 pub fn locked(engine: &::kedge::observe::Engine) -> Vec<Row> {
     let s = Stack::new("blocked", &[("compose.yaml", &one_service())]);
     let read = s.kedge.token("bench", "read");
-    let serve = s.kedge.serve_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "1h",
-        "--check-interval",
-        "1h",
-    ]);
-    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
+    let api = s
+        .kedge
+        .serve_api(&["--poll-interval", "1h", "--check-interval", "1h"], &[]);
+    let port = api.port();
     s.wait_deployed();
     let path = format!("/api/v1/events/stream?repo={}", s.name);
     let mut stream = EventStream::open(port, &path, &read, None);

@@ -72,10 +72,6 @@ fn signed_in(agent: &ureq::Agent, addr: &str, cookie: &str) -> bool {
     res.status().as_u16() == 200
 }
 
-fn port(api: &crate::support::api::Api) -> u16 {
-    api.addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// `kedge token revoke` (another process, the store) ends the streams the
 /// token opened, bearer and dashboard cookie alike; another token's stream
 /// stays open.
@@ -89,9 +85,9 @@ fn a_revoked_tokens_open_event_streams_end_bearer_and_cookie() {
     let cookie = sign_in(&agent, &api.addr, &revoked)
         .session
         .expect("signed in");
-    let mut bearer = EventStream::open(port(&api), STREAM, &revoked, None);
-    let mut dashboard = EventStream::open_with_cookie(port(&api), STREAM, &cookie);
-    let mut other = EventStream::open(port(&api), STREAM, &kept, None);
+    let mut bearer = EventStream::open(api.port(), STREAM, &revoked, None);
+    let mut dashboard = EventStream::open_with_cookie(api.port(), STREAM, &cookie);
+    let mut other = EventStream::open(api.port(), STREAM, &kept, None);
 
     k.run(["token", "revoke", "i22n-stream"]).success();
     let revoked_at = Instant::now();
@@ -121,7 +117,7 @@ fn event_streams_past_eight_per_token_are_refused_with_429_bearer_and_cookie() {
     let many = k.token("i23b-many", "read");
     let other = k.token("i23b-other", "read");
     let api = k.serve_api(&[], &[]);
-    let port = port(&api);
+    let port = api.port();
     let agent = client();
     let cookie = sign_in(&agent, &api.addr, &many)
         .session

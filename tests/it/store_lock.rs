@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{IMAGE_1, docker_ok};
-use crate::support::http::{EventStream, event_age_ms, listening_port, request};
+use crate::support::http::{EventStream, event_age_ms, request};
 use crate::support::*;
 
 /// What another Kedge process (a `kedge` command, a backup tool) does to
@@ -42,16 +42,8 @@ fn a_cli_holding_a_write_transaction_for_15s_delays_neither_healthz_nor_a_heal_n
     let read = k.token("watcher", "read");
     // Hourly polls and full checks: the heal below comes from the engine's
     // event stream alone.
-    let serve = k.serve_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "1h",
-        "--check-interval",
-        "1h",
-    ]);
-    let port = wait_for(30, "the listener", || listening_port(&serve.log()));
+    let api = k.serve_api(&["--poll-interval", "1h", "--check-interval", "1h"], &[]);
+    let port = api.port();
     wait_for(60, "the first deployment", || {
         (s.project.running().len() == 1).then_some(())
     });
