@@ -127,6 +127,14 @@ impl Compose {
         self
     }
 
+    /// Where compose resolves relative paths: see [`project_dir`].
+    pub fn project_dir(&self) -> PathBuf {
+        match project_dir(&self.files) {
+            dir if dir.as_os_str().is_empty() => self.dir.clone(),
+            dir => self.dir.join(dir),
+        }
+    }
+
     /// `docker compose -p P --project-directory D -f F… <args>`
     pub fn cmd<I, S>(&self, args: I) -> Cmd
     where
@@ -141,7 +149,7 @@ impl Compose {
                 &self.project,
                 "--project-directory",
             ])
-            .arg(&self.dir)
+            .arg(self.project_dir())
             .cwd(&self.dir)
             .keep_open(self.lock_fd);
         for f in &self.files {
@@ -158,6 +166,18 @@ impl Compose {
         }
         cmd.args(args)
     }
+}
+
+/// Compose's project directory for `files` (relative to where Kedge runs
+/// compose): the directory of the first, as `docker compose -f F` picks it,
+/// so relative paths in the files resolve as they would for an operator
+/// who runs compose there.
+pub fn project_dir(files: &[PathBuf]) -> PathBuf {
+    files
+        .first()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The compose files of a checkout when kedge.yaml names none: the first
@@ -299,6 +319,31 @@ mod tests {
             shown.starts_with("docker compose ") || shown.contains("docker-compose "),
             "{shown}"
         );
+    }
+
+    /// Regression: `compose_file: stacks/web/compose.yaml` was run with the
+    /// repository root as its project directory, so its `../../.env` left
+    /// the repository. Compose's own rule: the first file's directory.
+    #[test]
+    fn a_compose_file_in_a_directory_resolves_its_paths_from_there() {
+        let c = Compose::new(
+            "web",
+            Path::new("/srv/repo"),
+            vec![
+                "stacks/web/compose.yaml".into(),
+                "stacks/web/prod.yaml".into(),
+            ],
+        );
+        assert_eq!(c.project_dir(), Path::new("/srv/repo/stacks/web"));
+        let shown = c.cmd(["config"]).display();
+        assert!(
+            shown.contains(
+                "--project-directory /srv/repo/stacks/web -f /srv/repo/stacks/web/compose.yaml"
+            ),
+            "{shown}"
+        );
+        let root = Compose::new("web", Path::new("/srv/repo"), vec!["compose.yaml".into()]);
+        assert_eq!(root.project_dir(), Path::new("/srv/repo"));
     }
 
     /// Regression: `history`, `status` and every notification of a failed

@@ -34,10 +34,11 @@ pub enum EventKind {
     HealFailed,
     CrashLoop,
     Unhealthy,
+    StackUnchanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -52,6 +53,7 @@ impl EventKind {
         EventKind::HealFailed,
         EventKind::CrashLoop,
         EventKind::Unhealthy,
+        EventKind::StackUnchanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +72,7 @@ impl EventKind {
             EventKind::HealFailed => "heal_failed",
             EventKind::CrashLoop => "crash_loop",
             EventKind::Unhealthy => "unhealthy",
+            EventKind::StackUnchanged => "stack_unchanged",
         }
     }
 
@@ -87,6 +90,7 @@ impl EventKind {
             EventKind::RolledBack | EventKind::DriftDetected | EventKind::Unhealthy => {
                 Severity::Warning
             }
+            EventKind::StackUnchanged => Severity::Debug,
             _ => Severity::Info,
         }
     }
@@ -103,6 +107,9 @@ impl std::fmt::Display for EventKind {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// What explains Kedge's silence (`stack_unchanged`): never notified
+    /// unless a sink names the kind.
+    Debug,
     Info,
     Warning,
     Error,
@@ -111,6 +118,7 @@ pub enum Severity {
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Debug => "debug",
             Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Error => "error",
@@ -118,9 +126,14 @@ impl Severity {
     }
 
     pub fn parse(s: &str) -> Option<Severity> {
-        [Severity::Info, Severity::Warning, Severity::Error]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Severity::Debug,
+            Severity::Info,
+            Severity::Warning,
+            Severity::Error,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 

@@ -68,6 +68,13 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
         writeln!(out, "  Mode:        {}", s.mode.map_or("-", Mode::as_str))?;
         writeln!(out, "  Remote head: {}", dash(&s.remote_head))?;
         writeln!(out, "  Deployed:    {}", dash(&s.deployed_commit))?;
+        if s.synced_commit.is_some() && s.synced_commit != s.deployed_commit {
+            writeln!(
+                out,
+                "  In sync at:  {} (changes none of the stack's inputs)",
+                dash(&s.synced_commit)
+            )?;
+        }
         if let Some(p) = &s.pin {
             writeln!(out, "  Pinned:      {}", p.describe())?;
         }

@@ -185,7 +185,7 @@ async fn sync(
                     error,
                 });
             }
-            Outcome::Deferred { .. } => unreachable!("sync is forced"),
+            Outcome::Deferred { .. } | Outcome::Unchanged => unreachable!("sync is forced"),
         };
         (changed, heal::check(shared, task, Some(Mode::Auto)).await?)
     };
@@ -248,7 +248,7 @@ async fn diff(
             .is_some_and(crate::model::report::PinView::holds)
         && remote_error.is_none()
     {
-        let fetched = if state.deployed_commit.as_ref() == Some(head) && task.git.is_cloned() {
+        let fetched = if state.runs(head) && task.git.is_cloned() {
             // In the clone already: no fetch.
             head.clone()
         } else {
@@ -292,11 +292,10 @@ async fn diff(
         );
     }
     // The deployed head renders as it was deployed: nothing is pending.
-    if pending.as_ref().is_some_and(|p| {
-        state.deployed_commit.as_ref() == Some(&p.commit)
-            && p.changes.is_empty()
-            && p.error.is_none()
-    }) {
+    if pending
+        .as_ref()
+        .is_some_and(|p| state.runs(&p.commit) && p.changes.is_empty() && p.error.is_none())
+    {
         pending = None;
     }
     Ok(DiffReport {
@@ -425,7 +424,7 @@ async fn rollback(
     let changed = match outcome {
         Outcome::Deployed { changed } => changed,
         Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
-        Outcome::Deferred { .. } => unreachable!("rollback is forced"),
+        Outcome::Deferred { .. } | Outcome::Unchanged => unreachable!("rollback is forced"),
     };
     let (pinned, at) = (commit.clone(), head.clone());
     shared
@@ -547,6 +546,8 @@ async fn rollback_from_snapshot(
         files: vec![file],
         dormant: state.dormant.clone().unwrap_or_default(),
         rendered: snapshot,
+        // A snapshot's inputs are not the commit's: the next commit renders.
+        inputs: None,
     };
     let message = format!(
         "{} [restored from the stored compose snapshot]",

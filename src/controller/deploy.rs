@@ -70,6 +70,9 @@ pub async fn deploy(
 ) -> Result<Outcome, ReconcileError> {
     let id = task.repo.id;
     let name = task.repo.name.clone();
+    if trigger.detects() && unchanged(shared, task, commit).await? {
+        return Ok(Outcome::Unchanged);
+    }
     let Rendered {
         desired,
         info,
@@ -128,6 +131,59 @@ pub async fn deploy(
         Source::Checkout(render_dir),
     )
     .await
+}
+
+/// Whether `commit`, found on the branch, changes none of the inputs of
+/// the stack that runs (fleet.md §1). Then it is recorded as what runs,
+/// with a debug event, and neither rendered nor deployed: no compose
+/// process starts. One git process reads the commit's tree.
+async fn unchanged(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    commit: &str,
+) -> Result<bool, ReconcileError> {
+    let id = task.repo.id;
+    let (state, newest) = shared
+        .db
+        .read(|s| Ok((s.repo_state(id)?, s.deployments(id, 1)?)))?;
+    let Some(inputs) = state.inputs.as_ref() else {
+        return Ok(false);
+    };
+    // Only a stack that runs its deployed commit: after a failed
+    // deployment left running, the same inputs still mean a change.
+    let runs_deployed = newest.first().is_some_and(|d| {
+        d.status == DeploymentStatus::Success && state.deployed_commit.as_deref() == Some(&d.commit)
+    });
+    if !runs_deployed || state.pinned_commit.is_some() {
+        return Ok(false);
+    }
+    let object_ids = task.git.object_ids(commit).await?;
+    let env = crate::desired::stack_inputs::env_digest(&task.fingerprint_key);
+    let now = crate::desired::stack_inputs::fingerprint(&inputs.paths, &object_ids, &env);
+    if now != inputs.fingerprint {
+        return Ok(false);
+    }
+    let settled = commit.to_string();
+    shared
+        .db
+        .write(move |s| s.mark_unchanged(id, &settled))
+        .await?;
+    let deployed = state.deployed_commit.as_deref().unwrap_or_default();
+    tracing::debug!(repo = %task.repo.name, commit = short(commit), "the commit changes none of the stack's inputs");
+    shared.emit(
+        NewEvent::new(
+            &task.repo.name,
+            EventKind::StackUnchanged,
+            format!(
+                "{} changes none of the stack's inputs: it runs as deployed from {}",
+                short(commit),
+                short(deployed)
+            ),
+        )
+        .commit(commit)
+        .field("deployed_commit", deployed),
+    );
+    Ok(true)
 }
 
 /// Where a rendered project's files come from.
@@ -478,6 +534,7 @@ struct Deployed {
     files: Vec<String>,
     profiles: Vec<String>,
     dormant: Vec<String>,
+    inputs: Option<crate::model::stack_inputs::StackInputs>,
 }
 
 impl Deployed {
@@ -492,11 +549,18 @@ impl Deployed {
                 .collect(),
             profiles: desired.kedge.profiles.clone(),
             dormant: desired.dormant.clone(),
+            inputs: desired.inputs.clone(),
         }
     }
 
     fn mark(&self, store: &crate::record::Store, id: i64) -> Result<(), crate::record::StoreError> {
-        store.mark_deployed(id, &self.commit, &self.project, &self.files)?;
+        store.mark_deployed(
+            id,
+            &self.commit,
+            &self.project,
+            &self.files,
+            self.inputs.as_ref(),
+        )?;
         store.mark_profiles(id, &self.profiles, &self.dormant)
     }
 }

@@ -137,9 +137,7 @@ async fn check_source(
         // Nothing new on the branch; a git error that has cleared is
         // cleared. A failed deployment of the head is no git error: its
         // error stays until a deployment succeeds.
-        if state.last_error.is_some()
-            && state.deployed_commit.as_deref() == Some(head.as_str())
-            && !head_failed_last(shared, id, &head)?
+        if state.last_error.is_some() && state.runs(&head) && !head_failed_last(shared, id, &head)?
         {
             shared.db.write(move |s| s.clear_error(id)).await?;
         }

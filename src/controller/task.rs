@@ -105,6 +105,8 @@ pub enum Outcome {
     Deferred {
         mode: Mode,
     },
+    /// Not rendered: the commit changes none of the stack's inputs.
+    Unchanged,
 }
 
 /// Per-repository state that lives as long as its task.

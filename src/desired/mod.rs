@@ -6,3 +6,4 @@ pub mod inputs;
 pub mod kedge_yaml;
 pub mod profiles;
 pub mod render;
+pub mod stack_inputs;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::inputs::{self, InputsError, Resolved};
 use super::kedge_yaml::{self, KedgeYaml, KedgeYamlError};
 use super::profiles;
+use super::stack_inputs::{self, StackInputs};
 use crate::compose::{self, Compose};
 use crate::config::interpolate::Env;
 use crate::process::ProcessError;
@@ -75,6 +76,10 @@ pub struct Desired {
     pub dormant: Vec<String>,
     /// `docker compose config` output as if rendered in the clone.
     pub rendered: String,
+    /// What the rendering read from the repository, and its fingerprint;
+    /// `None` when that cannot be known without compose (see
+    /// `stack_inputs`).
+    pub inputs: Option<StackInputs>,
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
@@ -110,6 +115,7 @@ pub async fn render(
     let (mut doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
     let compose = base.with_profiles(&kedge.profiles);
     let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
+    let stack_inputs = stack_inputs(checkout, &files, &doc, object_ids, max_compose_size, key);
     relocate(
         &mut doc,
         &checkout.to_string_lossy(),
@@ -124,7 +130,38 @@ pub async fn render(
         services,
         dormant,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        inputs: stack_inputs,
     })
+}
+
+/// The stack's inputs as rendered from `checkout` (`doc` not relocated
+/// yet), fingerprinted at this commit.
+fn stack_inputs(
+    checkout: &Path,
+    files: &[PathBuf],
+    doc: &Value,
+    object_ids: &HashMap<String, String>,
+    limit: u64,
+    key: &[u8],
+) -> Option<StackInputs> {
+    let project_dir = compose::project_dir(files);
+    match stack_inputs::collect(checkout, &project_dir, files, doc, limit) {
+        Ok(paths) => Some(StackInputs {
+            fingerprint: stack_inputs::fingerprint(
+                &paths,
+                object_ids,
+                &stack_inputs::env_digest(key),
+            ),
+            paths,
+        }),
+        Err(why) => {
+            tracing::debug!(
+                ?why,
+                "the stack's inputs are not known: every new commit is rendered"
+            );
+            None
+        }
+    }
 }
 
 /// `docker compose config --format json`, read.

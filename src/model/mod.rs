@@ -9,4 +9,5 @@ pub mod git_auth;
 pub mod report;
 pub mod service;
 pub mod settings;
+pub mod stack_inputs;
 pub mod url;

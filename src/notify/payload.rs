@@ -69,6 +69,7 @@ fn emoji(severity: Severity) -> &'static str {
         Severity::Error => ":rotating_light:",
         Severity::Warning => ":warning:",
         Severity::Info => ":white_check_mark:",
+        Severity::Debug => ":information_source:",
     }
 }
 
@@ -122,6 +123,7 @@ fn color(severity: Severity) -> u32 {
         Severity::Error => 0xD9_2D_20,
         Severity::Warning => 0xE3_A0_08,
         Severity::Info => 0x2E_A0_43,
+        Severity::Debug => 0x80_80_80,
     }
 }
 
@@ -155,6 +157,7 @@ fn teams(n: &Notice) -> Value {
         Severity::Error => "Attention",
         Severity::Warning => "Warning",
         Severity::Info => "Good",
+        Severity::Debug => "Default",
     };
     let facts: Vec<Value> = n
         .facts
@@ -191,6 +194,7 @@ pub fn ntfy_priority(severity: Severity) -> (u8, &'static str) {
         Severity::Error => (4, "rotating_light"),
         Severity::Warning => (3, "warning"),
         Severity::Info => (2, "white_check_mark"),
+        Severity::Debug => (1, "information_source"),
     }
 }
 
@@ -230,6 +234,7 @@ pub fn gotify_priority(severity: Severity) -> u8 {
         Severity::Error => 8,
         Severity::Warning => 5,
         Severity::Info => 2,
+        Severity::Debug => 0,
     }
 }
 

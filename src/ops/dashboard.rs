@@ -16,6 +16,8 @@ pub struct OverviewRow {
     pub deployed_message: Option<String>,
     /// The branch head at the last check.
     pub remote_head: Option<String>,
+    /// The newest commit what runs equals (see `RepoStatus::synced_commit`).
+    pub synced_commit: Option<String>,
     pub pinned_commit: Option<String>,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
     pub sync_state: super::status::SyncState,
@@ -89,6 +91,7 @@ impl Ops {
                     mode: state.mode,
                     deployed_commit: state.deployed_commit,
                     remote_head: state.remote_head,
+                    synced_commit: state.synced_commit,
                     pinned_commit: state.pinned_commit,
                     last_error: state.last_error,
                     name: repo.name,

@@ -25,6 +25,9 @@ pub struct RepoStatus {
     pub project: String,
     pub remote_head: Option<String>,
     pub deployed_commit: Option<String>,
+    /// The newest commit what runs equals: the deployed commit, or a later
+    /// one that changed none of the stack's inputs (not deployed).
+    pub synced_commit: Option<String>,
     pub pinned_commit: Option<String>,
     /// The rollback pin, and whether the branch moved past it.
     pub pin: Option<PinView>,
@@ -246,6 +249,7 @@ async fn collect(
             project,
             remote_head: state.remote_head.clone(),
             deployed_commit: state.deployed_commit.clone(),
+            synced_commit: state.synced_commit.clone(),
             pinned_commit: state.pinned_commit.clone(),
             pin,
             sync_state,
@@ -375,7 +379,7 @@ pub(crate) fn sync_state(
         return SyncState::Failed;
     }
     let pinned = state.pinned_commit.is_some();
-    let head_deployed = state.remote_head.is_some() && state.deployed_commit == state.remote_head;
+    let head_deployed = state.remote_head.as_deref().is_some_and(|h| state.runs(h));
     // Failed: the head's deployment failed, and either something else runs
     // or the failure was left running (a failed health gate without rollback).
     if let Some((DeploymentStatus::Failed, commit)) = last

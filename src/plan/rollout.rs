@@ -117,6 +117,7 @@ mod tests {
             files: vec![],
             dormant: vec![],
             rendered: String::new(),
+            inputs: None,
             services: services
                 .iter()
                 .map(|(n, h, i)| (n.to_string(), spec(n, h, i)))

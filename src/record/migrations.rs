@@ -207,6 +207,12 @@ pub const MIGRATIONS: &[&str] = &[
     // under the other profiles, whose containers are not extra.
     "ALTER TABLE repo_state ADD COLUMN profiles TEXT;
     ALTER TABLE repo_state ADD COLUMN dormant TEXT;",
+    // 17: per stack, the newest commit the running stack equals (a commit
+    // that changed none of its inputs is not deployed, fleet.md §1), and
+    // the deployed inputs with their fingerprint.
+    "ALTER TABLE repo_state ADD COLUMN synced_commit TEXT;
+    ALTER TABLE repo_state ADD COLUMN inputs TEXT;
+    UPDATE repo_state SET synced_commit = deployed_commit;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -39,12 +39,25 @@ pub struct RepoState {
     pub profiles: Option<Vec<String>>,
     /// The deployed commit's services under profiles it does not enable.
     pub dormant: Option<Vec<String>>,
+    /// The newest commit the running stack is known to equal: the deployed
+    /// commit, or a later one that changed none of its inputs.
+    pub synced_commit: Option<String>,
+    /// What the deployed commit's rendering read, fingerprinted; `None`
+    /// when not known (then every new commit is rendered).
+    pub inputs: Option<crate::model::stack_inputs::StackInputs>,
 }
 
 impl RepoState {
     /// Whether the last check of the remote failed.
     pub fn remote_failing(&self) -> bool {
         self.checked_at.is_some() && self.remote_ok_at < self.checked_at
+    }
+
+    /// Whether what runs is what `commit` says: it is deployed, or its
+    /// inputs are the deployed ones.
+    pub fn runs(&self, commit: &str) -> bool {
+        self.deployed_commit.as_deref() == Some(commit)
+            || self.synced_commit.as_deref() == Some(commit)
     }
 }
 
@@ -61,7 +74,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target, profiles, dormant";
+                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -83,6 +96,10 @@ impl Store {
             target: known_opt(r, at + 14, "target", Target::parse)?,
             profiles: json_list(r.get(at + 15)?),
             dormant: json_list(r.get(at + 16)?),
+            synced_commit: r.get(at + 17)?,
+            inputs: r
+                .get::<_, Option<String>>(at + 18)?
+                .and_then(|t| crate::model::stack_inputs::StackInputs::from_json(&t)),
         })
     }
 
@@ -289,13 +306,14 @@ impl Store {
         self.set_state("record the commit Kedge is done with", repo_id, &columns)
     }
 
-    /// A deployment of `commit` succeeded.
+    /// A deployment of `commit` succeeded; `inputs` is what it read.
     pub fn mark_deployed(
         &self,
         repo_id: i64,
         commit: &str,
         project: &str,
         compose_files: &[String],
+        inputs: Option<&crate::model::stack_inputs::StackInputs>,
     ) -> Result<(), StoreError> {
         self.set_state(
             "record the deployment",
@@ -303,11 +321,30 @@ impl Store {
             &[
                 ("deployed_commit", text(commit)),
                 ("target_commit", text(commit)),
+                ("synced_commit", text(commit)),
+                (
+                    "inputs",
+                    inputs.map_or(Value::Null, |i| Value::Text(i.to_json())),
+                ),
                 ("project", text(project)),
                 (
                     "compose_files",
                     text(&serde_json::to_string(compose_files).unwrap_or_default()),
                 ),
+                ("last_error", Value::Null),
+            ],
+        )
+    }
+
+    /// `commit` changed none of the deployed stack's inputs: what runs is
+    /// what it says, and nothing was deployed.
+    pub fn mark_unchanged(&self, repo_id: i64, commit: &str) -> Result<(), StoreError> {
+        self.set_state(
+            "record a commit that changes nothing",
+            repo_id,
+            &[
+                ("target_commit", text(commit)),
+                ("synced_commit", text(commit)),
                 ("last_error", Value::Null),
             ],
         )

@@ -617,7 +617,7 @@ fn state_transitions_change_only_their_columns() {
         )
         .unwrap();
     store
-        .mark_deployed(id, "c1", "proj", &["compose.yaml".into()])
+        .mark_deployed(id, "c1", "proj", &["compose.yaml".into()], None)
         .unwrap();
     let s = store.repo_state(id).unwrap();
     assert_eq!(s.remote_head.as_deref(), Some("h1"));
@@ -1248,7 +1248,9 @@ fn retention_deletes_old_deployments_but_keeps_last_good_pinned_deployed_and_run
     }
     // Deployed is not the newest good one here: a pass after `lastgood`
     // deployed it again (its re-deploy failed and was restored).
-    store.mark_deployed(app.id, "deployed", "app", &[]).unwrap();
+    store
+        .mark_deployed(app.id, "deployed", "app", &[], None)
+        .unwrap();
     store.pin(app.id, "pinned", None).unwrap();
 
     let (deployments, snapshots) = store.delete_deployments_before(now - 90 * day).unwrap();
@@ -1291,4 +1293,62 @@ fn retention_deletes_old_deployments_but_keeps_last_good_pinned_deployed_and_run
         store.delete_deployments_before(now - 90 * day).unwrap(),
         (0, 0)
     );
+}
+
+/// A commit that changes none of the stack's inputs moves what runs, not
+/// the deployment: history, the deployed commit and its inputs stay.
+#[test]
+fn mark_unchanged_moves_what_runs_and_keeps_the_deployment() {
+    use crate::model::stack_inputs::StackInputs;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = store
+        .add_repo(&new_repo("app", "file:///r/app.git", "main"))
+        .unwrap()
+        .id;
+    let inputs = StackInputs {
+        paths: vec!["compose.yaml".into(), "kedge.yaml".into()],
+        fingerprint: "f1".into(),
+    };
+    store
+        .mark_deployed(id, "c1", "app", &["compose.yaml".into()], Some(&inputs))
+        .unwrap();
+    store.mark_failed(id, "c2 failed").unwrap();
+    store.mark_unchanged(id, "c3").unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!(s.deployed_commit.as_deref(), Some("c1"));
+    assert_eq!(s.synced_commit.as_deref(), Some("c3"));
+    assert_eq!(s.target_commit.as_deref(), Some("c3"));
+    assert_eq!(s.inputs.as_ref(), Some(&inputs));
+    assert_eq!(s.last_error, None, "what runs is what the head says");
+    assert!(s.runs("c3") && s.runs("c1") && !s.runs("c2"));
+
+    // A deployment without known inputs forgets the old ones.
+    store
+        .mark_deployed(id, "c4", "app", &["compose.yaml".into()], None)
+        .unwrap();
+    let s = store.repo_state(id).unwrap();
+    assert_eq!((s.synced_commit.as_deref(), s.inputs), (Some("c4"), None));
+}
+
+/// Migration 17: a stack deployed before it runs its deployed commit.
+#[test]
+fn a_version_16_state_runs_its_deployed_commit_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v16 = Store::open_file(&path, 16).unwrap();
+        v16.conn
+            .execute_batch(
+                "INSERT INTO repositories (name, url, branch, created_at)
+                     VALUES ('app', 'file:///srv/app.git', 'main', 1700000000000);
+                 INSERT INTO repo_state (repo_id, deployed_commit, target_commit, updated_at)
+                     VALUES (1, 'c1', 'c1', 1700000000000);",
+            )
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let s = store.repo_state(1).unwrap();
+    assert_eq!(s.synced_commit.as_deref(), Some("c1"));
+    assert_eq!(s.inputs, None);
 }

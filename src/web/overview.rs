@@ -90,7 +90,7 @@ fn row(r: &OverviewRow, writes: bool) -> Markup {
                     }
                     None => { span.none { "nothing deployed" } }
                 }
-                @if let Some(head) = r.remote_head.as_ref().filter(|h| Some(*h) != r.deployed_commit.as_ref()) {
+                @if let Some(head) = r.remote_head.as_ref().filter(|h| Some(*h) != r.deployed_commit.as_ref() && Some(*h) != r.synced_commit.as_ref()) {
                     br;
                     small.pending { "head " (commit(head)) }
                 }

@@ -142,7 +142,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
     let pending = s
         .remote_head
         .as_ref()
-        .filter(|h| Some(*h) != s.deployed_commit.as_ref());
+        .filter(|h| Some(*h) != s.deployed_commit.as_ref() && Some(*h) != s.synced_commit.as_ref());
     html! {
         section id="summary" data-live {
             dl.summary {

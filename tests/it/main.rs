@@ -31,5 +31,6 @@ mod secrets;
 mod serve;
 mod sessions;
 mod slow_clients;
+mod stack_inputs;
 mod store_lock;
 mod swarm;

@@ -1,0 +1,234 @@
+//! fleet.md §1 on a one-stack repository: a commit that changes none of
+//! the stack's inputs runs no compose process and records no deployment;
+//! one that changes an input restarts only the services that read it; a
+//! compose file in a directory resolves its paths from there.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::docker::IMAGE_1;
+use crate::support::kedge::Kedge;
+use crate::support::*;
+
+/// `web` bind-mounts `conf/site.conf`, `api` reads the env file
+/// `common.env`, `worker` reads neither.
+fn stack_file() -> String {
+    let sleeper =
+        format!("    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n");
+    format!(
+        "services:\n  web:\n{sleeper}    volumes: ['./conf/site.conf:/etc/site.conf:ro']\n  api:\n{sleeper}    env_file: common.env\n  worker:\n{sleeper}"
+    )
+}
+
+/// A compose plugin of this test's own in `DOCKER_CONFIG/cli-plugins`,
+/// where Kedge looks first: it logs each call, then runs the real one.
+struct CountedCompose {
+    dir: tempfile::TempDir,
+}
+
+impl CountedCompose {
+    fn new() -> Self {
+        let real = [
+            "/usr/local/lib/docker/cli-plugins",
+            "/usr/local/libexec/docker/cli-plugins",
+            "/usr/lib/docker/cli-plugins",
+            "/usr/libexec/docker/cli-plugins",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join("docker-compose"))
+        .find(|p| p.is_file())
+        .expect("the compose plugin is installed");
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("cli-plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        let wrapper = plugins.join("docker-compose");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+                dir.path().join("calls").display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CountedCompose { dir }
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Compose calls so far.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+fn ids(s: &Stack) -> std::collections::BTreeMap<String, String> {
+    s.running()
+        .into_iter()
+        .map(|(service, c)| (service, c.id))
+        .collect()
+}
+
+#[test]
+fn a_commit_that_changes_none_of_the_stacks_inputs_runs_no_compose_and_records_nothing() {
+    require_docker();
+    let compose = CountedCompose::new();
+    let kedge = Kedge::new().env("DOCKER_CONFIG", &compose.config_dir().to_string_lossy());
+    let s = Stack::with_kedge(
+        "inputs",
+        &[
+            ("compose.yaml", &stack_file()),
+            ("conf/site.conf", "v1\n"),
+            ("common.env", "LEVEL=1\n"),
+            ("README.md", "one\n"),
+        ],
+        kedge,
+    );
+    let _serve = s.kedge.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1h",
+    ]);
+    wait_for(90, "the first deployment", || {
+        (s.history().as_array()?.len() == 1).then_some(())
+    });
+    s.wait_deployed();
+    let first = ids(&s);
+    assert_eq!(first.len(), 3, "{first:?}");
+
+    // Neither the stack's files nor its settings: nothing happens.
+    let before = compose.calls().len();
+    assert!(before > 0, "compose runs through the counted plugin");
+    s.remote.write("README.md", "two\n");
+    let readme = s.remote.commit("docs only");
+    let status = wait_for(60, "the docs commit taken as in sync", || {
+        let st = s.status();
+        (st["synced_commit"] == readme.as_str()).then_some(st)
+    });
+    assert_eq!(status["sync_state"], "synced", "{status}");
+    assert_ne!(status["deployed_commit"], readme.as_str(), "{status}");
+    let history = s.history();
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        1,
+        "no deployment: {history}"
+    );
+    let calls = compose.calls();
+    assert_eq!(
+        calls.len(),
+        before,
+        "no compose process: {:?}",
+        &calls[before..]
+    );
+    assert_eq!(ids(&s), first, "nothing restarted");
+    let events = s
+        .kedge
+        .run(["events", "--repo", &s.name, "-o", "json"])
+        .json();
+    let unchanged: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "stack_unchanged")
+        .collect();
+    assert_eq!(unchanged.len(), 1, "{events}");
+    assert_eq!(unchanged[0]["severity"], "debug");
+    assert_eq!(unchanged[0]["commit"], readme.as_str());
+    assert!(
+        !events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "commit_detected" && e["commit"] == readme.as_str()),
+        "{events}"
+    );
+
+    // The env file `api` reads: `api` alone restarts.
+    s.remote.write("common.env", "LEVEL=2\n");
+    s.remote.commit("level 2");
+    wait_for(60, "the env file's deployment", || {
+        (s.history().as_array()?.len() == 2).then_some(())
+    });
+    s.wait_deployed();
+    let second = ids(&s);
+    assert_ne!(second["api"], first["api"]);
+    assert_eq!(second["web"], first["web"]);
+    assert_eq!(second["worker"], first["worker"]);
+
+    // The file `web` bind-mounts: `web` alone is recreated.
+    s.remote.write("conf/site.conf", "v2\n");
+    s.remote.commit("site v2");
+    wait_for(60, "the config file's deployment", || {
+        (s.history().as_array()?.len() == 3).then_some(())
+    });
+    s.wait_deployed();
+    let third = ids(&s);
+    assert_ne!(third["web"], second["web"]);
+    assert_eq!(third["api"], second["api"]);
+    assert_eq!(third["worker"], second["worker"]);
+
+    // The inputs of the new deployment are the ones compared next.
+    let before = compose.calls().len();
+    s.remote.write("README.md", "three\n");
+    let docs = s.remote.commit("docs again");
+    wait_for(60, "the second docs commit taken as in sync", || {
+        (s.status()["synced_commit"] == docs.as_str()).then_some(())
+    });
+    assert_eq!(s.history().as_array().unwrap().len(), 3);
+    assert_eq!(compose.calls().len(), before);
+    assert_eq!(ids(&s), third);
+}
+
+/// Regression: `compose_file: stacks/web/compose.yaml` ran compose with the
+/// repository root as its project directory: its `../../common.env` left
+/// the repository and the deployment failed, where `cd stacks/web &&
+/// docker compose up` works.
+#[test]
+fn a_compose_file_in_a_directory_resolves_its_relative_paths_from_its_directory() {
+    require_docker();
+    let sleeper =
+        format!("    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n");
+    let s = Stack::new(
+        "subdir",
+        &[
+            (
+                "kedge.yaml",
+                "docker:\n  compose_file: stacks/web/compose.yaml\n",
+            ),
+            (
+                "stacks/web/compose.yaml",
+                &format!(
+                    "services:\n  web:\n{sleeper}    env_file: ../../common.env\n    volumes: ['./site.conf:/etc/site.conf:ro']\n"
+                ),
+            ),
+            ("stacks/web/site.conf", "hello\n"),
+            ("common.env", "SHARED=from-the-root\n"),
+        ],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let running = s.running();
+    let web = &running["web"];
+    let env = crate::support::docker::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &web.id,
+    ]);
+    assert!(env.contains("SHARED=from-the-root"), "{env}");
+    let mounts = crate::support::docker::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Source}} {{end}}",
+        &web.id,
+    ]);
+    assert!(mounts.trim().ends_with("stacks/web/site.conf"), "{mounts}");
+}
