@@ -343,11 +343,13 @@ fn url_credentials_of_an_older_database_leave_it_and_still_authenticate() {
         )
         .unwrap();
         // Without what later versions added (15: the events' origin; 16:
-        // the compose profiles).
+        // the compose profiles; 17: what runs and the stack's inputs).
         db.execute_batch(
             "ALTER TABLE events DROP COLUMN origin;
              ALTER TABLE repo_state DROP COLUMN profiles;
              ALTER TABLE repo_state DROP COLUMN dormant;
+             ALTER TABLE repo_state DROP COLUMN synced_commit;
+             ALTER TABLE repo_state DROP COLUMN inputs;
              PRAGMA user_version = 13; PRAGMA wal_checkpoint(TRUNCATE);",
         )
         .unwrap();

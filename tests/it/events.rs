@@ -247,7 +247,10 @@ fn terminal_escapes_in_a_commit_message_reach_the_terminal() {
     );
     let _serve = s.kedge.serve("300ms");
     s.wait_deployed();
-    s.remote.write("README.md", "two\n");
+    // A change of the stack's own: a commit that changes none of its
+    // inputs is not deployed, and would reach no history.
+    s.remote
+        .write("compose.yaml", &sleepers(&[("web", IMAGE_2)]));
     let message = "\x1b]0;owned\x07retitled \x1b[2Jcleared \u{9b}31m";
     let commit = s.remote.commit(message);
     wait_for(60, "the commit deployed", || {
