@@ -31,6 +31,9 @@ pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 86_400)
 /// Compose files larger than this are refused before rendering: compose
 /// holds a file many times over while it parses (a 20 MB file, 880 MB RSS).
 pub const DEFAULT_MAX_COMPOSE_SIZE: u64 = 4 << 20;
+/// `serve.max_parallel_deploys` (fleet.md §1), and its ceiling.
+pub const DEFAULT_MAX_PARALLEL_DEPLOYS: usize = 4;
+pub const MAX_PARALLEL_DEPLOYS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +75,7 @@ pub struct FileConfig {
     pub credentials: Vec<credentials::Credential>,
     pub public_url: Option<String>,
     pub notifications: Vec<notifications::SinkConfig>,
+    pub max_parallel_deploys: Option<usize>,
 }
 
 /// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
@@ -158,6 +162,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The notification sinks (`notifications:`), in file order.
     pub notifications: Vec<notifications::SinkConfig>,
+    /// `serve.max_parallel_deploys`: how many stacks apply at once.
+    pub max_parallel_deploys: usize,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -223,6 +229,7 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "registries",
             "credentials",
             "notifications",
+            "serve",
         ],
     )?;
     let mut out = FileConfig {
@@ -276,6 +283,10 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             .string("secret_file", env)?
             .map(|(s, _)| PathBuf::from(s));
     }
+    if let Some(serve) = top.section("serve", &["max_parallel_deploys"])? {
+        out.max_parallel_deploys =
+            serve.parsed("max_parallel_deploys", env, parse_parallel_deploys)?;
+    }
     if let Some(entry) = top.get("notifications") {
         out.notifications = notifications::parse(&entry.node, env)?;
     }
@@ -286,6 +297,14 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
         out.history_retention = history.parsed("retention", env, parse_retention)?;
     }
     Ok(out)
+}
+
+/// `serve.max_parallel_deploys`: 1 to 64.
+fn parse_parallel_deploys(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_PARALLEL_DEPLOYS).contains(&n) => Ok(n),
+        _ => Err(format!("a number from 1 to {MAX_PARALLEL_DEPLOYS}")),
+    }
 }
 
 /// `events.retention`, `history.retention`: a duration greater than zero.
@@ -534,6 +553,9 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         credentials: file.credentials,
         public_url: file.public_url,
         notifications: file.notifications,
+        max_parallel_deploys: file
+            .max_parallel_deploys
+            .unwrap_or(DEFAULT_MAX_PARALLEL_DEPLOYS),
         config_file: None,
     })
 }
@@ -674,7 +696,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhistory:\n  retention: 180d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhistory:\n  retention: 180d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\nserve:\n  max_parallel_deploys: 2\n",
             &none,
         )
         .unwrap();
@@ -700,6 +722,7 @@ mod tests {
                 credentials: Vec::new(),
                 public_url: None,
                 notifications: Vec::new(),
+                max_parallel_deploys: Some(2),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());
@@ -732,6 +755,10 @@ mod tests {
             (
                 "git: 5\n",
                 "line 1: `git` must be a mapping, found a scalar",
+            ),
+            (
+                "serve:\n  max_parallel_deploys: 0\n",
+                "line 2: `serve.max_parallel_deploys`: invalid value \"0\", expected a number from 1 to 64",
             ),
         ];
         for (text, want) in bad {

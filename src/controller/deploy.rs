@@ -247,10 +247,13 @@ pub async fn apply_rendered(
         ..
     } = rollout(desired, &previous, commit);
     let applied_ms = crate::time::now_ms();
-    let result = apply_desired(
-        shared, task, desired, &source, &records, &previous, &changed,
-    )
-    .await;
+    let result = {
+        let _turn = shared.apply_turn().await;
+        apply_desired(
+            shared, task, desired, &source, &records, &previous, &changed,
+        )
+        .await
+    };
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
     task.gated = false;

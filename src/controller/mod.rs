@@ -83,6 +83,8 @@ pub struct Shared {
     pub commands: Arc<in_flight::InFlight>,
     /// The key of secret fingerprints, read or made once.
     fingerprint_key: std::sync::OnceLock<[u8; 32]>,
+    /// One permit per apply in flight: `serve.max_parallel_deploys`.
+    applies: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ impl Shared {
         for repo in store.repos().unwrap_or_default() {
             crate::source::auth::hide_token_env(&repo.auth);
         }
+        let settings_parallel = settings.max_parallel_deploys.max(1);
         Shared {
             settings,
             db: Db::new(store),
@@ -127,7 +130,19 @@ impl Shared {
             serving: std::sync::OnceLock::new(),
             commands: Arc::default(),
             fingerprint_key: std::sync::OnceLock::new(),
+            applies: tokio::sync::Semaphore::new(settings_parallel),
         }
+    }
+
+    /// A turn to apply (`serve.max_parallel_deploys` at once, across all
+    /// stacks; a stack's own applies are one at a time already). Held for
+    /// the pull and `up` of a deployment, not its health gate: a gate waits
+    /// on containers and costs nothing, and would starve the others.
+    pub async fn apply_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.applies
+            .acquire()
+            .await
+            .expect("the semaphore of applies is never closed")
     }
 
     fn wakers(&self) -> MutexGuard<'_, HashMap<i64, Waker>> {

@@ -3,10 +3,8 @@
 //! one that changes an input restarts only the services that read it; a
 //! compose file in a directory resolves its paths from there.
 
-use std::path::{Path, PathBuf};
-
+use crate::support::compose_calls::ComposeCalls;
 use crate::support::docker::IMAGE_1;
-use crate::support::kedge::Kedge;
 use crate::support::*;
 
 /// `web` bind-mounts `conf/site.conf`, `api` reads the env file
@@ -19,56 +17,6 @@ fn stack_file() -> String {
     )
 }
 
-/// A compose plugin of this test's own in `DOCKER_CONFIG/cli-plugins`,
-/// where Kedge looks first: it logs each call, then runs the real one.
-struct CountedCompose {
-    dir: tempfile::TempDir,
-}
-
-impl CountedCompose {
-    fn new() -> Self {
-        let real = [
-            "/usr/local/lib/docker/cli-plugins",
-            "/usr/local/libexec/docker/cli-plugins",
-            "/usr/lib/docker/cli-plugins",
-            "/usr/libexec/docker/cli-plugins",
-        ]
-        .iter()
-        .map(|d| Path::new(d).join("docker-compose"))
-        .find(|p| p.is_file())
-        .expect("the compose plugin is installed");
-        let dir = tempfile::tempdir().unwrap();
-        let plugins = dir.path().join("cli-plugins");
-        std::fs::create_dir_all(&plugins).unwrap();
-        let wrapper = plugins.join("docker-compose");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-                dir.path().join("calls").display(),
-                real.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        CountedCompose { dir }
-    }
-
-    fn config_dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    /// Compose calls so far.
-    fn calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("calls"))
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-}
-
 fn ids(s: &Stack) -> std::collections::BTreeMap<String, String> {
     s.running()
         .into_iter()
@@ -79,7 +27,7 @@ fn ids(s: &Stack) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn a_commit_that_changes_none_of_the_stacks_inputs_runs_no_compose_and_records_nothing() {
     require_docker();
-    let compose = CountedCompose::new();
+    let compose = ComposeCalls::new(None);
     let kedge = Kedge::new().env("DOCKER_CONFIG", &compose.config_dir().to_string_lossy());
     let s = Stack::with_kedge(
         "inputs",
@@ -231,4 +179,66 @@ fn a_compose_file_in_a_directory_resolves_its_relative_paths_from_its_directory(
         &web.id,
     ]);
     assert!(mounts.trim().ends_with("stacks/web/site.conf"), "{mounts}");
+}
+
+/// `serve.max_parallel_deploys`: with 1, two repositories' applies never
+/// overlap; with 2, both repositories' next applies run side by side. Each
+/// `up` waits 3 s in the counted plugin, so applies that may overlap do.
+#[test]
+fn max_parallel_deploys_bounds_the_applies_in_flight() {
+    require_docker();
+    let compose = ComposeCalls::new(Some("3"));
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.yaml");
+    std::fs::write(&config, "serve:\n  max_parallel_deploys: 1\n").unwrap();
+    let kedge = Kedge::new()
+        .env("DOCKER_CONFIG", &compose.config_dir().to_string_lossy())
+        .env("KEDGE_CONFIG", &config.to_string_lossy());
+    let file = |level: &str| {
+        format!(
+            "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n    environment: [LEVEL={level}]\n"
+        )
+    };
+    let a = Stack::with_kedge("par-a", &[("compose.yaml", &file("1"))], kedge);
+    let b_name = unique_name("par-b");
+    let b = GitRemote::new(&b_name);
+    b.write("compose.yaml", &file("1"));
+    b.write("kedge.yaml", QUICK_GATE);
+    b.commit("first");
+    let _b_project = ComposeProject::named(&b_name);
+    a.kedge.run(["repo", "add", &b.url()]).success();
+
+    let deployments = |repo: &str, n: usize| {
+        wait_for(120, &format!("{n} deployments of {repo}"), || {
+            let h = a
+                .kedge
+                .run(["history", "--repo", repo, "-o", "json"])
+                .json();
+            let list = h.as_array()?;
+            (list.len() == n && list[0]["status"] == "success").then_some(())
+        });
+    };
+    let serve = a.kedge.serve_with(&["serve", "--poll-interval", "300ms"]);
+    deployments(&a.name, 1);
+    deployments(&b_name, 1);
+    drop(serve);
+    let ups = compose.ups();
+    assert_eq!(ups.len(), 2, "{ups:?}");
+    assert_ne!(ups[0].project, ups[1].project);
+    assert!(!ups[0].overlaps(&ups[1]), "one apply at a time: {ups:?}");
+
+    std::fs::write(&config, "serve:\n  max_parallel_deploys: 2\n").unwrap();
+    a.remote.write("compose.yaml", &file("2"));
+    a.remote.commit("level 2");
+    b.write("compose.yaml", &file("2"));
+    b.commit("level 2");
+    let _serve = a.kedge.serve_with(&["serve", "--poll-interval", "300ms"]);
+    deployments(&a.name, 2);
+    deployments(&b_name, 2);
+    let ups = compose.ups();
+    assert_eq!(ups.len(), 4, "{ups:?}");
+    assert!(
+        ups[2].overlaps(&ups[3]),
+        "two applies side by side: {ups:?}"
+    );
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod compose_calls;
 pub mod docker;
 pub mod git;
 pub mod hanging;
