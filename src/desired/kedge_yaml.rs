@@ -137,8 +137,14 @@ fn from_text(text: Option<&str>, env: Env<'_>) -> Result<KedgeYaml, KedgeYamlErr
 }
 
 pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
-    let doc = yaml::parse(text)?;
-    let top = Section::new(&doc, "", &["docker", "reconciliation", "deploy", "drift"])?;
+    from_node(&yaml::parse(text)?, env, "")
+}
+
+/// The part-1/2 keys (`docker`, `reconciliation`, `deploy`, `drift`) of
+/// `doc`, whose own key path is `path` (`defaults` for the root file's
+/// defaults; empty for a whole file).
+pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, SchemaError> {
+    let top = Section::new(doc, path, &STACK_KEYS)?;
     let mut out = KedgeYaml::default();
 
     if let Some(docker) = top.section(
@@ -265,6 +271,10 @@ pub fn is_profile_name(s: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
+
+/// The keys that say how one stack is deployed: a whole `kedge.yaml` of
+/// one stack, a stack directory's own, or the root file's `defaults:`.
+pub const STACK_KEYS: [&str; 4] = ["docker", "reconciliation", "deploy", "drift"];
 
 fn is_relative_inside(p: &str) -> bool {
     !p.is_empty()

@@ -4,6 +4,7 @@
 pub mod contained;
 pub mod inputs;
 pub mod kedge_yaml;
+pub mod layout;
 pub mod profiles;
 pub mod render;
 pub mod stack_inputs;
