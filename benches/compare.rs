@@ -946,7 +946,7 @@ fn history_100k() -> Row {
                 for i in 0..100_000u32 {
                     let commit = format!("{i:040x}");
                     let id = store.begin_deployment(&::kedge::record::NewDeployment {
-                        repo_id: repo.id,
+                        stack_id: repo.id,
                         commit: &commit,
                         message: "bench",
                         trigger: ::kedge::record::Trigger::NewCommit,
@@ -1179,7 +1179,7 @@ fn metrics_scrape(engine: &::kedge::observe::Engine) -> Row {
                     for i in 0..1_000u32 {
                         let commit = format!("{i:040x}");
                         let id = store.begin_deployment(&::kedge::record::NewDeployment {
-                            repo_id: repo.id,
+                            stack_id: repo.id,
                             commit: &commit,
                             message: "bench",
                             trigger: ::kedge::record::Trigger::NewCommit,

@@ -210,7 +210,7 @@ pub async fn apply_rendered(
     let started = Instant::now();
     let deployment = shared
         .begin_deployment(&NewDeployment {
-            repo_id: id,
+            stack_id: id,
             commit,
             message,
             trigger,
@@ -734,7 +734,7 @@ async fn refuse(
     tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
     let deployment = shared
         .begin_deployment(&NewDeployment {
-            repo_id: id,
+            stack_id: id,
             commit,
             message,
             trigger,

@@ -229,14 +229,14 @@ impl Shared {
         &self,
         d: &crate::record::NewDeployment<'_>,
     ) -> Result<i64, StoreError> {
-        let (repo_id, trigger) = (d.repo_id, d.trigger);
+        let (stack_id, trigger) = (d.stack_id, d.trigger);
         let (commit, message) = (d.commit.to_string(), d.message.to_string());
         let snapshot = d.compose_snapshot.map(String::from);
         let from = d.rolled_back_from.map(String::from);
         self.db
             .write(move |s| {
                 s.begin_deployment(&crate::record::NewDeployment {
-                    repo_id,
+                    stack_id,
                     commit: &commit,
                     message: &message,
                     trigger,

@@ -72,7 +72,7 @@ pub async fn restore_previous(
     let started = Instant::now();
     let restore = shared
         .begin_deployment(&NewDeployment {
-            repo_id: id,
+            stack_id: id,
             commit: &deployed,
             message: &message,
             trigger: Trigger::AutoRollback,

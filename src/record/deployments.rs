@@ -138,7 +138,7 @@ pub struct DeploySummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deployment {
     pub id: i64,
-    pub repo_id: i64,
+    pub stack_id: i64,
     pub commit: String,
     pub message: String,
     pub status: DeploymentStatus,
@@ -161,7 +161,7 @@ pub struct Deployment {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDeployment<'a> {
-    pub repo_id: i64,
+    pub stack_id: i64,
     pub commit: &'a str,
     pub message: &'a str,
     pub trigger: Trigger,
@@ -204,10 +204,10 @@ impl Store {
         }
         self.conn
             .execute(
-                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, snapshot,
+                "INSERT INTO deployments (stack_id, commit_hash, commit_message, status, trigger, started_at, snapshot,
                      rolled_back_from)
                  VALUES (?1, ?2, ?3, 'in_progress', ?4, ?5, ?6, ?7)",
-                params![d.repo_id, d.commit, d.message, d.trigger.as_str(), now_ms(), key, d.rolled_back_from],
+                params![d.stack_id, d.commit, d.message, d.trigger.as_str(), now_ms(), key, d.rolled_back_from],
             )
             .map_err(query("record deployment start"))?;
         Ok(self.conn.last_insert_rowid())
@@ -228,13 +228,13 @@ impl Store {
                      WHERE status != 'in_progress'
                        AND coalesce(finished_at, started_at) < ?1
                        AND NOT EXISTS (
-                           SELECT 1 FROM repo_state st
-                           WHERE st.repo_id = deployments.repo_id
+                           SELECT 1 FROM stack_state st
+                           WHERE st.stack_id = deployments.stack_id
                              AND deployments.commit_hash IN (st.deployed_commit, st.pinned_commit))
                        AND id NOT IN (
                            SELECT max(id) FROM deployments
                            WHERE status IN ('success', 'rolled_back')
-                           GROUP BY repo_id, status)",
+                           GROUP BY stack_id, status)",
                     [before],
                 )
                 .map_err(query("delete old deployments"))?;
@@ -297,8 +297,8 @@ impl Store {
     /// Returns the `(id, commit)` of each row it closed. Looks before it
     /// writes: it runs at every pass, and the pass that changes nothing
     /// writes nothing.
-    pub fn fail_interrupted(&self, repo_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
-        let open = self.interrupted(repo_id)?;
+    pub fn fail_interrupted(&self, stack_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let open = self.interrupted(stack_id)?;
         if open.is_empty() {
             return Ok(open);
         }
@@ -306,24 +306,24 @@ impl Store {
             .execute(
                 "UPDATE deployments SET status = 'failed', finished_at = ?1,
                  error = coalesce(error, ?3)
-                 WHERE repo_id = ?2 AND status = 'in_progress'",
-                params![now_ms(), repo_id, INTERRUPTED],
+                 WHERE stack_id = ?2 AND status = 'in_progress'",
+                params![now_ms(), stack_id, INTERRUPTED],
             )
             .map_err(query("close interrupted deployments"))?;
         Ok(open)
     }
 
     /// A repository's deployments still `in_progress` (id, commit), oldest first.
-    pub fn interrupted(&self, repo_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
+    pub fn interrupted(&self, stack_id: i64) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT id, commit_hash FROM deployments
-                 WHERE repo_id = ?1 AND status = 'in_progress' ORDER BY id",
+                 WHERE stack_id = ?1 AND status = 'in_progress' ORDER BY id",
             )
             .map_err(query("find interrupted deployments"))?;
         let open = stmt
-            .query_map([repo_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([stack_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String)>>>())
             .map_err(query("find interrupted deployments"))?;
         Ok(open)
@@ -332,7 +332,7 @@ impl Store {
     /// Per repository id: the status of its newest deployment that is not
     /// a restore after a failure (what `status` calls the last one), and
     /// when its newest `success` or `rolled_back` deployment finished. One
-    /// query; each lookup walks the `(repo_id, id)` index from the newest.
+    /// query; each lookup walks the `(stack_id, id)` index from the newest.
     pub fn deploy_summaries(
         &self,
     ) -> Result<std::collections::HashMap<i64, DeploySummary>, StoreError> {
@@ -341,15 +341,15 @@ impl Store {
             .prepare_cached(
                 "SELECT r.id,
                     (SELECT d.status FROM deployments d
-                     WHERE d.repo_id = r.id AND d.trigger != 'auto_rollback'
+                     WHERE d.stack_id = r.id AND d.trigger != 'auto_rollback'
                      ORDER BY d.id DESC LIMIT 1),
                     (SELECT d.commit_hash FROM deployments d
-                     WHERE d.repo_id = r.id AND d.trigger != 'auto_rollback'
+                     WHERE d.stack_id = r.id AND d.trigger != 'auto_rollback'
                      ORDER BY d.id DESC LIMIT 1),
                     (SELECT d.finished_at FROM deployments d
-                     WHERE d.repo_id = r.id AND d.status IN ('success', 'rolled_back')
+                     WHERE d.stack_id = r.id AND d.status IN ('success', 'rolled_back')
                      ORDER BY d.id DESC LIMIT 1)
-                 FROM repositories r",
+                 FROM stacks r",
             )
             .map_err(query("summarise deployments"))?;
         let rows = stmt
@@ -374,11 +374,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT s.repo_id,
+                "SELECT s.stack_id,
                     (SELECT d.commit_message FROM deployments d
-                     WHERE d.repo_id = s.repo_id AND d.commit_hash = s.deployed_commit
+                     WHERE d.stack_id = s.stack_id AND d.commit_hash = s.deployed_commit
                      ORDER BY d.id DESC LIMIT 1)
-                 FROM repo_state s WHERE s.deployed_commit IS NOT NULL",
+                 FROM stack_state s WHERE s.deployed_commit IS NOT NULL",
             )
             .map_err(query("read deployed commit messages"))?;
         let rows = stmt
@@ -408,24 +408,24 @@ impl Store {
     }
 
     /// Newest first, without their compose snapshots (see [`Store::snapshot`]).
-    pub fn deployments(&self, repo_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+    pub fn deployments(&self, stack_id: i64, limit: usize) -> Result<Vec<Deployment>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT d.id, d.repo_id, d.commit_hash, d.commit_message, d.status, d.trigger,
+                "SELECT d.id, d.stack_id, d.commit_hash, d.commit_message, d.status, d.trigger,
                         d.started_at, d.finished_at, d.duration_ms,
                         d.snapshot, d.services_changed, d.error,
                         d.failed_step, d.rolled_back_from
                  FROM deployments d
-                 WHERE d.repo_id = ?1 ORDER BY d.id DESC LIMIT ?2",
+                 WHERE d.stack_id = ?1 ORDER BY d.id DESC LIMIT ?2",
             )
             .map_err(query("list deployments"))?;
         let rows = stmt
-            .query_map(params![repo_id, limit as i64], |row| {
+            .query_map(params![stack_id, limit as i64], |row| {
                 let changed: Option<String> = row.get(10)?;
                 Ok(Deployment {
                     id: row.get(0)?,
-                    repo_id: row.get(1)?,
+                    stack_id: row.get(1)?,
                     commit: row.get(2)?,
                     message: row.get(3)?,
                     status: known(row, 4, "status", DeploymentStatus::parse)?,

@@ -213,6 +213,101 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE repo_state ADD COLUMN synced_commit TEXT;
     ALTER TABLE repo_state ADD COLUMN inputs TEXT;
     UPDATE repo_state SET synced_commit = deployed_commit;",
+    // 18: stacks (fleet.md §1). A repository has one or more stacks; what
+    // was per repository — state, deployed services, deployments — is per
+    // stack. Every repository becomes its root stack, under the
+    // repository's own id and name: history, pins and state are kept, and
+    // nothing that refers to the repository's id changes. The tables keyed
+    // by it are made anew keyed by the stack (SQLite cannot change a
+    // foreign key in place). Events name their stack.
+    "CREATE TABLE stacks (
+        id           INTEGER PRIMARY KEY,
+        repo_id      INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        path         TEXT NOT NULL DEFAULT '',
+        root         INTEGER NOT NULL DEFAULT 0,
+        orphaned_at  INTEGER,
+        created_at   INTEGER NOT NULL,
+        UNIQUE (repo_id, name)
+    );
+    INSERT INTO stacks (id, repo_id, name, path, root, created_at)
+        SELECT id, id, name, '', 1, created_at FROM repositories;
+    CREATE TABLE stack_state (
+        stack_id         INTEGER PRIMARY KEY REFERENCES stacks(id) ON DELETE CASCADE,
+        mode             TEXT,
+        prune            INTEGER,
+        project          TEXT,
+        compose_files    TEXT,
+        remote_head      TEXT,
+        target_commit    TEXT,
+        deployed_commit  TEXT,
+        pinned_commit    TEXT,
+        pinned_at_head   TEXT,
+        last_error       TEXT,
+        checked_at       INTEGER,
+        updated_at       INTEGER NOT NULL,
+        remote_ok_at     INTEGER,
+        access_refused   INTEGER NOT NULL DEFAULT 0,
+        unhealthy        TEXT,
+        target           TEXT,
+        profiles         TEXT,
+        dormant          TEXT,
+        synced_commit    TEXT,
+        inputs           TEXT
+    );
+    INSERT INTO stack_state (stack_id, mode, prune, project, compose_files, remote_head,
+            target_commit, deployed_commit, pinned_commit, pinned_at_head, last_error,
+            checked_at, updated_at, remote_ok_at, access_refused, unhealthy, target,
+            profiles, dormant, synced_commit, inputs)
+        SELECT repo_id, mode, prune, project, compose_files, remote_head,
+            target_commit, deployed_commit, pinned_commit, pinned_at_head, last_error,
+            checked_at, updated_at, remote_ok_at, access_refused, unhealthy, target,
+            profiles, dormant, synced_commit, inputs
+        FROM repo_state;
+    DROP TABLE repo_state;
+    CREATE TABLE stack_services (
+        stack_id     INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        service      TEXT NOT NULL,
+        hash         TEXT NOT NULL,
+        commit_hash  TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        config_hash  TEXT,
+        PRIMARY KEY (stack_id, service)
+    );
+    INSERT INTO stack_services (stack_id, service, hash, commit_hash, spec, config_hash)
+        SELECT repo_id, service, hash, commit_hash, spec, config_hash FROM services;
+    DROP TABLE services;
+    ALTER TABLE stack_services RENAME TO services;
+    CREATE TABLE stack_deployments (
+        id                INTEGER PRIMARY KEY,
+        stack_id          INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        commit_hash       TEXT NOT NULL,
+        commit_message    TEXT NOT NULL DEFAULT '',
+        status            TEXT NOT NULL
+                          CHECK (status IN ('in_progress', 'success', 'failed', 'rolled_back')),
+        trigger           TEXT NOT NULL,
+        started_at        INTEGER NOT NULL,
+        finished_at       INTEGER,
+        duration_ms       INTEGER,
+        compose_snapshot  TEXT,
+        error             TEXT,
+        services_changed  TEXT,
+        snapshot          TEXT REFERENCES snapshots(sha256),
+        failed_step       TEXT,
+        rolled_back_from  TEXT
+    );
+    INSERT INTO stack_deployments (id, stack_id, commit_hash, commit_message, status, trigger,
+            started_at, finished_at, duration_ms, compose_snapshot, error, services_changed,
+            snapshot, failed_step, rolled_back_from)
+        SELECT id, repo_id, commit_hash, commit_message, status, trigger,
+            started_at, finished_at, duration_ms, compose_snapshot, error, services_changed,
+            snapshot, failed_step, rolled_back_from
+        FROM deployments;
+    DROP TABLE deployments;
+    ALTER TABLE stack_deployments RENAME TO deployments;
+    CREATE INDEX deployments_by_stack ON deployments (stack_id, id);
+    CREATE INDEX deployments_by_snapshot ON deployments (snapshot);
+    ALTER TABLE events ADD COLUMN stack TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

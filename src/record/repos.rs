@@ -144,11 +144,22 @@ impl Store {
             .webhook_secret_file
             .map(|p| p.to_string_lossy().into_owned());
         let auth = AuthColumns::of(new.auth);
+        // A repository and its root stack share one id, taken from both
+        // tables: everything keyed by the root stack finds it by the
+        // repository's id, as before stacks existed.
+        let id: i64 = tx
+            .query_row(
+                "SELECT max(coalesce((SELECT max(id) FROM repositories), 0),
+                            coalesce((SELECT max(id) FROM stacks), 0)) + 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(query("pick a repository id"))?;
         tx.execute(
-            "INSERT INTO repositories (name, url, branch, created_at, webhook_secret_file,
+            "INSERT INTO repositories (id, name, url, branch, created_at, webhook_secret_file,
                  ssh_key_file, ssh_known_hosts_file, token_file, token_env, token_username,
                  credential, webhook_secret)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 new.name,
                 new.url,
@@ -161,11 +172,17 @@ impl Store {
                 auth.token_env,
                 auth.token_username,
                 new.credential,
-                new.webhook_secret
+                new.webhook_secret,
+                id
             ],
         )
         .map_err(query("insert repository"))?;
-        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO stacks (id, repo_id, name, path, root, created_at)
+             VALUES (?1, ?1, ?2, '', 1, ?3)",
+            params![id, new.name, created_at],
+        )
+        .map_err(query("insert the repository's root stack"))?;
         tx.commit().map_err(query("commit add repository"))?;
         Ok(Repo {
             id,
@@ -184,7 +201,7 @@ impl Store {
     const REPO_COLUMNS: &'static str = "r.id, r.name, r.url, r.branch, r.created_at, s.mode, \
          r.webhook_secret_file, r.ssh_key_file, r.ssh_known_hosts_file, r.token_file, \
          r.token_env, r.token_username, r.credential, r.webhook_secret \
-         FROM repositories r LEFT JOIN repo_state s ON s.repo_id = r.id";
+         FROM repositories r LEFT JOIN stack_state s ON s.stack_id = r.id";
 
     fn repo_row(row: &rusqlite::Row) -> rusqlite::Result<Repo> {
         Ok(Repo {
@@ -279,6 +296,10 @@ impl Store {
                 (
                     "UPDATE repositories SET name = ?2 WHERE name = ?1",
                     "rename repository",
+                ),
+                (
+                    "UPDATE stacks SET name = ?2 WHERE root = 1 AND name = ?1",
+                    "rename the repository's root stack",
                 ),
                 (
                     "UPDATE events SET repo = ?2 WHERE repo = ?1",

@@ -103,14 +103,14 @@ impl Store {
         })
     }
 
-    pub fn repo_state(&self, repo_id: i64) -> Result<RepoState, StoreError> {
+    pub fn repo_state(&self, stack_id: i64) -> Result<RepoState, StoreError> {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {} FROM repo_state WHERE repo_id = ?1",
+                    "SELECT {} FROM stack_state WHERE stack_id = ?1",
                     Self::STATE_COLUMNS
                 ),
-                [repo_id],
+                [stack_id],
                 |r| Self::state_row(r, 0),
             )
             .optional()
@@ -118,14 +118,19 @@ impl Store {
             .map_err(query("read repository state"))
     }
 
-    /// The repository other than `repo_id` whose stack is compose project
+    /// The repository other than `stack_id` whose stack is compose project
     /// `project`, if any.
-    pub fn project_owner(&self, project: &str, repo_id: i64) -> Result<Option<String>, StoreError> {
+    pub fn project_owner(
+        &self,
+        project: &str,
+        stack_id: i64,
+    ) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
-                "SELECT r.name FROM repo_state s JOIN repositories r ON r.id = s.repo_id
-                 WHERE s.project = ?1 AND s.repo_id != ?2 LIMIT 1",
-                rusqlite::params![project, repo_id],
+                "SELECT r.name FROM stack_state s JOIN stacks st ON st.id = s.stack_id
+                     JOIN repositories r ON r.id = st.repo_id
+                 WHERE s.project = ?1 AND s.stack_id != ?2 LIMIT 1",
+                rusqlite::params![project, stack_id],
                 |r| r.get(0),
             )
             .optional()
@@ -138,7 +143,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT repo_id, {} FROM repo_state",
+                "SELECT stack_id, {} FROM stack_state",
                 Self::STATE_COLUMNS
             ))
             .map_err(query("read repository states"))?;
@@ -152,14 +157,14 @@ impl Store {
     /// The whole state at once: tests build states with it; the controller
     /// changes state through the typed transitions below.
     #[cfg(test)]
-    pub fn save_repo_state(&self, repo_id: i64, s: &RepoState) -> Result<(), StoreError> {
+    pub fn save_repo_state(&self, stack_id: i64, s: &RepoState) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO repo_state (repo_id, mode, project, remote_head, target_commit,
+                "INSERT INTO stack_state (stack_id, mode, project, remote_head, target_commit,
                      deployed_commit, pinned_commit, pinned_at_head, last_error, checked_at, updated_at,
                      prune, compose_files, remote_ok_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (repo_id) DO UPDATE SET
+                 ON CONFLICT (stack_id) DO UPDATE SET
                      mode = excluded.mode, project = excluded.project,
                      prune = excluded.prune, compose_files = excluded.compose_files,
                      remote_head = excluded.remote_head, target_commit = excluded.target_commit,
@@ -168,7 +173,7 @@ impl Store {
                      checked_at = excluded.checked_at, updated_at = excluded.updated_at,
                      remote_ok_at = excluded.remote_ok_at",
                 params![
-                    repo_id,
+                    stack_id,
                     s.mode.map(Mode::as_str),
                     s.project,
                     s.remote_head,
@@ -197,7 +202,7 @@ impl Store {
     fn set_state(
         &self,
         step: &'static str,
-        repo_id: i64,
+        stack_id: i64,
         columns: &[(&'static str, Value)],
     ) -> Result<(), StoreError> {
         let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
@@ -207,8 +212,8 @@ impl Store {
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
         let sql = format!(
-            "INSERT INTO repo_state (repo_id, updated_at{}{}) VALUES (?1, ?2{}{})
-             ON CONFLICT (repo_id) DO UPDATE SET updated_at = excluded.updated_at{}{}",
+            "INSERT INTO stack_state (stack_id, updated_at{}{}) VALUES (?1, ?2{}{})
+             ON CONFLICT (stack_id) DO UPDATE SET updated_at = excluded.updated_at{}{}",
             if names.is_empty() { "" } else { ", " },
             names.join(", "),
             if marks.is_empty() { "" } else { ", " },
@@ -216,7 +221,7 @@ impl Store {
             if updates.is_empty() { "" } else { ", " },
             updates.join(", "),
         );
-        let mut args: Vec<Value> = vec![repo_id.into(), now_ms().into()];
+        let mut args: Vec<Value> = vec![stack_id.into(), now_ms().into()];
         args.extend(columns.iter().map(|(_, v)| v.clone()));
         self.conn
             .prepare_cached(&sql)
@@ -226,11 +231,11 @@ impl Store {
     }
 
     /// The remote answered a check with its branch head.
-    pub fn mark_checked(&self, repo_id: i64, head: &str) -> Result<(), StoreError> {
+    pub fn mark_checked(&self, stack_id: i64, head: &str) -> Result<(), StoreError> {
         let now = now_ms();
         self.set_state(
             "record the remote head",
-            repo_id,
+            stack_id,
             &[
                 ("remote_head", text(head)),
                 ("checked_at", now.into()),
@@ -245,7 +250,7 @@ impl Store {
     /// remote refused the credentials.
     pub fn mark_git_error(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         error: &str,
         at_check: bool,
         refused: bool,
@@ -257,14 +262,14 @@ impl Store {
         if at_check {
             columns.push(("checked_at", now_ms().into()));
         }
-        self.set_state("record a git error", repo_id, &columns)
+        self.set_state("record a git error", stack_id, &columns)
     }
 
     /// An error that has cleared is cleared.
-    pub fn clear_error(&self, repo_id: i64) -> Result<(), StoreError> {
+    pub fn clear_error(&self, stack_id: i64) -> Result<(), StoreError> {
         self.set_state(
             "clear the last error",
-            repo_id,
+            stack_id,
             &[
                 ("last_error", Value::Null),
                 ("access_refused", false.into()),
@@ -275,12 +280,12 @@ impl Store {
     /// The last rendered `kedge.yaml`'s settings.
     pub fn set_rendered(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         kedge: &crate::model::settings::RenderedSettings,
     ) -> Result<(), StoreError> {
         self.set_state(
             "record the repository's settings",
-            repo_id,
+            stack_id,
             &[
                 ("mode", text(kedge.mode.as_str())),
                 ("prune", kedge.prune.into()),
@@ -295,7 +300,7 @@ impl Store {
     /// when it failed.
     pub fn mark_settled(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         commit: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -303,13 +308,13 @@ impl Store {
         if let Some(error) = error {
             columns.push(("last_error", text(error)));
         }
-        self.set_state("record the commit Kedge is done with", repo_id, &columns)
+        self.set_state("record the commit Kedge is done with", stack_id, &columns)
     }
 
     /// A deployment of `commit` succeeded; `inputs` is what it read.
     pub fn mark_deployed(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         commit: &str,
         project: &str,
         compose_files: &[String],
@@ -317,7 +322,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.set_state(
             "record the deployment",
-            repo_id,
+            stack_id,
             &[
                 ("deployed_commit", text(commit)),
                 ("target_commit", text(commit)),
@@ -338,10 +343,10 @@ impl Store {
 
     /// `commit` changed none of the deployed stack's inputs: what runs is
     /// what it says, and nothing was deployed.
-    pub fn mark_unchanged(&self, repo_id: i64, commit: &str) -> Result<(), StoreError> {
+    pub fn mark_unchanged(&self, stack_id: i64, commit: &str) -> Result<(), StoreError> {
         self.set_state(
             "record a commit that changes nothing",
-            repo_id,
+            stack_id,
             &[
                 ("target_commit", text(commit)),
                 ("synced_commit", text(commit)),
@@ -354,30 +359,35 @@ impl Store {
     /// off with the others.
     pub fn mark_profiles(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         profiles: &[String],
         dormant: &[String],
     ) -> Result<(), StoreError> {
         let list = |l: &[String]| text(&serde_json::to_string(l).unwrap_or_default());
         self.set_state(
             "record the deployed profiles",
-            repo_id,
+            stack_id,
             &[("profiles", list(profiles)), ("dormant", list(dormant))],
         )
     }
 
     /// A deployment failed: the deployed commit stays what it was.
-    pub fn mark_failed(&self, repo_id: i64, error: &str) -> Result<(), StoreError> {
+    pub fn mark_failed(&self, stack_id: i64, error: &str) -> Result<(), StoreError> {
         self.set_state(
             "record the failure",
-            repo_id,
+            stack_id,
             &[("last_error", text(error))],
         )
     }
 
     /// A rollback pins the repository to `commit` until the branch moves
     /// past `at_head` (the head when it was made).
-    pub fn pin(&self, repo_id: i64, commit: &str, at_head: Option<&str>) -> Result<(), StoreError> {
+    pub fn pin(
+        &self,
+        stack_id: i64,
+        commit: &str,
+        at_head: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut columns = vec![
             ("pinned_commit", text(commit)),
             ("pinned_at_head", at_head.map_or(Value::Null, text)),
@@ -385,14 +395,14 @@ impl Store {
         if let Some(head) = at_head {
             columns.push(("remote_head", text(head)));
         }
-        self.set_state("pin the repository", repo_id, &columns)
+        self.set_state("pin the repository", stack_id, &columns)
     }
 
     /// The pin ends; the branch head is the target again.
-    pub fn release_pin(&self, repo_id: i64) -> Result<(), StoreError> {
+    pub fn release_pin(&self, stack_id: i64) -> Result<(), StoreError> {
         self.set_state(
             "release the pin",
-            repo_id,
+            stack_id,
             &[
                 ("pinned_commit", Value::Null),
                 ("pinned_at_head", Value::Null),
@@ -406,7 +416,7 @@ impl Store {
     pub fn service_names(&self) -> Result<std::collections::HashMap<i64, Vec<String>>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT repo_id, service FROM services ORDER BY repo_id, service")
+            .prepare_cached("SELECT stack_id, service FROM services ORDER BY stack_id, service")
             .map_err(query("read service names"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
@@ -421,16 +431,16 @@ impl Store {
 
     pub fn services(
         &self,
-        repo_id: i64,
+        stack_id: i64,
     ) -> Result<std::collections::BTreeMap<String, ServiceRecord>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT service, spec, commit_hash, config_hash FROM services WHERE repo_id = ?1",
+                "SELECT service, spec, commit_hash, config_hash FROM services WHERE stack_id = ?1",
             )
             .map_err(query("read services"))?;
         let rows = stmt
-            .query_map([repo_id], |r| {
+            .query_map([stack_id], |r| {
                 let spec: String = r.get(1)?;
                 let spec = serde_json::from_str(&spec).map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
@@ -456,28 +466,28 @@ impl Store {
     /// Replaces the deployed services of a repository.
     pub fn save_services(
         &mut self,
-        repo_id: i64,
+        stack_id: i64,
         services: &std::collections::BTreeMap<String, ServiceRecord>,
     ) -> Result<(), StoreError> {
-        self.with_transaction(|s| s.replace_services(repo_id, services))
+        self.with_transaction(|s| s.replace_services(stack_id, services))
     }
 
     /// [`Store::save_services`] inside a transaction the caller holds.
     pub fn replace_services(
         &self,
-        repo_id: i64,
+        stack_id: i64,
         services: &std::collections::BTreeMap<String, ServiceRecord>,
     ) -> Result<(), StoreError> {
         self.conn
-            .execute("DELETE FROM services WHERE repo_id = ?1", [repo_id])
+            .execute("DELETE FROM services WHERE stack_id = ?1", [stack_id])
             .map_err(query("save services"))?;
         for (name, s) in services {
             let spec = serde_json::to_string(&s.spec).unwrap_or_default();
             self.conn
                 .execute(
-                    "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+                    "INSERT INTO services (stack_id, service, hash, commit_hash, spec, config_hash)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![repo_id, name, s.spec.hash, s.commit, spec, s.config_hash],
+                    params![stack_id, name, s.spec.hash, s.commit, spec, s.config_hash],
                 )
                 .map_err(query("save services"))?;
         }

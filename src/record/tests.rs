@@ -247,7 +247,7 @@ fn removing_a_repo_removes_its_history() {
         .unwrap();
     let id = store
         .begin_deployment(&NewDeployment {
-            repo_id: repo.id,
+            stack_id: repo.id,
             commit: "c1",
             message: "m",
             trigger: Trigger::NewCommit,
@@ -275,7 +275,7 @@ fn interrupted_deployments_become_failed() {
         .add_repo(&new_repo("app", "file:///r/app.git", "main"))
         .unwrap();
     let d = NewDeployment {
-        repo_id: repo.id,
+        stack_id: repo.id,
         commit: "c1",
         message: "m",
         trigger: Trigger::NewCommit,
@@ -293,7 +293,7 @@ fn interrupted_deployments_become_failed() {
         .unwrap();
     store
         .begin_deployment(&NewDeployment {
-            repo_id: other.id,
+            stack_id: other.id,
             ..d.clone()
         })
         .unwrap();
@@ -327,7 +327,7 @@ fn an_unknown_value_in_a_row_is_an_error_not_a_default() {
         .unwrap();
     let id = store
         .begin_deployment(&NewDeployment {
-            repo_id: repo.id,
+            stack_id: repo.id,
             commit: "c1",
             message: "m",
             trigger: Trigger::Sync,
@@ -428,8 +428,8 @@ fn an_unknown_setting_in_a_repository_state_is_an_error() {
             .conn
             .execute(
                 &format!(
-                    "INSERT INTO repo_state (repo_id, updated_at, {column}) VALUES (?1, 0, ?2)
-                     ON CONFLICT (repo_id) DO UPDATE SET {column} = excluded.{column}"
+                    "INSERT INTO stack_state (stack_id, updated_at, {column}) VALUES (?1, 0, ?2)
+                     ON CONFLICT (stack_id) DO UPDATE SET {column} = excluded.{column}"
                 ),
                 params![repo.id, value],
             )
@@ -442,12 +442,12 @@ fn an_unknown_setting_in_a_repository_state_is_an_error() {
         assert!(store.repo_states().is_err());
         store
             .conn
-            .execute(&format!("UPDATE repo_state SET {column} = NULL"), [])
+            .execute(&format!("UPDATE stack_state SET {column} = NULL"), [])
             .unwrap();
     }
     store
         .conn
-        .execute("UPDATE repo_state SET mode = 'yolo'", [])
+        .execute("UPDATE stack_state SET mode = 'yolo'", [])
         .unwrap();
     assert!(matches!(
         store.repo("app"),
@@ -527,7 +527,7 @@ fn states_and_deploy_summaries_of_every_repository_in_one_query_each() {
     let deploy = |commit: &str, trigger: Trigger, status: DeploymentStatus| {
         let id = store
             .begin_deployment(&NewDeployment {
-                repo_id: app.id,
+                stack_id: app.id,
                 commit,
                 message: "m",
                 trigger,
@@ -827,7 +827,7 @@ fn service_rows_of_an_older_kedge_read_without_a_build_fingerprint() {
     store
         .conn
         .execute(
-            "INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+            "INSERT INTO services (stack_id, service, hash, commit_hash, spec, config_hash)
              VALUES (?1, 'api', 'h1', 'c1', ?2, NULL)",
             params![
                 repo.id,
@@ -918,7 +918,7 @@ fn deployments_of_the_same_content_store_one_snapshot() {
     let deploy = |repo_id: i64, commit: &str, snapshot: &str| {
         store
             .begin_deployment(&NewDeployment {
-                repo_id,
+                stack_id: repo_id,
                 commit,
                 message: "m",
                 trigger: Trigger::Sync,
@@ -1148,7 +1148,7 @@ fn a_deployment_never_serialises_its_compose_snapshot() {
         .unwrap();
     store
         .begin_deployment(&NewDeployment {
-            repo_id: repo.id,
+            stack_id: repo.id,
             commit: "abc",
             message: "m",
             trigger: Trigger::Sync,
@@ -1178,7 +1178,7 @@ fn a_listing_of_deployments_reads_no_compose_snapshot() {
     let big = format!("{{\"services\":{{}},\"pad\":\"{}\"}}", "x".repeat(100_000));
     store
         .begin_deployment(&NewDeployment {
-            repo_id: app.id,
+            stack_id: app.id,
             commit: "c1",
             message: "m",
             trigger: Trigger::Sync,
@@ -1228,7 +1228,7 @@ fn retention_deletes_old_deployments_but_keeps_last_good_pinned_deployed_and_run
     for (repo_id, commit, status, ago) in rows {
         let id = store
             .begin_deployment(&NewDeployment {
-                repo_id: *repo_id,
+                stack_id: *repo_id,
                 commit,
                 message: "m",
                 trigger: Trigger::NewCommit,
@@ -1351,4 +1351,101 @@ fn a_version_16_state_runs_its_deployed_commit_after_the_upgrade() {
     let s = store.repo_state(1).unwrap();
     assert_eq!(s.synced_commit.as_deref(), Some("c1"));
     assert_eq!(s.inputs, None);
+}
+
+/// Migration 18: every repository becomes its root stack under its own id
+/// and name; its state, services and deployments are the stack's.
+#[test]
+fn a_version_17_repository_becomes_its_root_stack_keeping_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let v17 = Store::open_file(&path, 17).unwrap();
+        v17.conn
+            .execute_batch(
+                "INSERT INTO repositories (id, name, url, branch, created_at)
+                     VALUES (3, 'app', 'file:///srv/app.git', 'main', 1700000000000);
+                 INSERT INTO repo_state (repo_id, deployed_commit, synced_commit, pinned_commit,
+                                         project, updated_at)
+                     VALUES (3, 'c2', 'c2', 'c2', 'app', 1700000000000);
+                 INSERT INTO services (repo_id, service, hash, commit_hash, spec, config_hash)
+                     VALUES (3, 'web', 'h1', 'c1',
+                             '{\"name\":\"web\",\"hash\":\"h1\",\"image\":\"nginx\",\"build\":null,\"replicas\":1,\"restart\":null,\"ignored\":false}',
+                             'cfg1');
+                 INSERT INTO deployments (id, repo_id, commit_hash, commit_message, status, trigger,
+                                          started_at, finished_at)
+                     VALUES (7, 3, 'c1', 'first', 'success', 'new_commit', 1, 2),
+                            (8, 3, 'c2', 'second', 'success', 'rollback', 3, 4);",
+            )
+            .unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    let stacks: Vec<(i64, i64, String, String, bool)> = store
+        .conn
+        .prepare("SELECT id, repo_id, name, path, root FROM stacks")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stacks, [(3, 3, "app".to_string(), String::new(), true)]);
+    let state = store.repo_state(3).unwrap();
+    assert_eq!(
+        (
+            state.deployed_commit.as_deref(),
+            state.pinned_commit.as_deref()
+        ),
+        (Some("c2"), Some("c2"))
+    );
+    assert_eq!(
+        store.services(3).unwrap()["web"].config_hash.as_deref(),
+        Some("cfg1")
+    );
+    let history = store.deployments(3, 10).unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|d| (d.id, d.commit.as_str()))
+            .collect::<Vec<_>>(),
+        [(8, "c2"), (7, "c1")]
+    );
+
+    // A repository added after a stack took the next id gets one free in
+    // both tables, and its root stack shares it.
+    store
+        .conn
+        .execute(
+            "INSERT INTO stacks (id, repo_id, name, path, created_at) VALUES (4, 3, 'db', 'stacks/db', 1)",
+            [],
+        )
+        .unwrap();
+    let other = store
+        .add_repo(&new_repo("other", "file:///srv/other.git", "main"))
+        .unwrap();
+    assert_eq!(other.id, 5);
+    let root: (i64, String, bool) = store
+        .conn
+        .query_row(
+            "SELECT repo_id, name, root FROM stacks WHERE id = 5",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(root, (5, "other".to_string(), true));
+    // Renamed, the root stack follows; removed, its stacks go with it.
+    store.rename_repo("other", "renamed").unwrap();
+    let name: String = store
+        .conn
+        .query_row("SELECT name FROM stacks WHERE id = 5", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "renamed");
+    assert!(store.remove_repo("app").unwrap());
+    let left: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM stacks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "app's root stack and db went with it");
+    assert!(store.deployments(3, 10).unwrap().is_empty());
 }

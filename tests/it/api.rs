@@ -615,7 +615,7 @@ fn history_past_ten_thousand_deployments_gives_ten_thousand() {
             .as_millis() as i64;
         for i in 0..10_005_i64 {
             tx.execute(
-                "INSERT INTO deployments (repo_id, commit_hash, commit_message, status, trigger, started_at, finished_at)
+                "INSERT INTO deployments (stack_id, commit_hash, commit_message, status, trigger, started_at, finished_at)
                  SELECT id, printf('%040d', ?1), 'm', 'failed', 'sync', ?3, ?3 FROM repositories WHERE name = ?2",
                 rusqlite::params![i, name, now - 10_005 + i],
             )

@@ -62,10 +62,10 @@ fn served(prefix: &str) -> Served {
 impl Served {
     /// The registered repositories, the deployments and the events, as
     /// the database holds them: what a refused request must leave alone.
-    /// (`repo_state` is left out: serve writes every check of the remote.)
+    /// (`stack_state` is left out: serve writes every check of the remote.)
     fn snapshot(&self) -> Vec<String> {
         let mut rows = self.s.kedge.db_snapshot();
-        rows.retain(|r| !r.starts_with("repo_state:"));
+        rows.retain(|r| !r.starts_with("stack_state:"));
         rows
     }
 

@@ -333,26 +333,19 @@ fn url_credentials_of_an_older_database_leave_it_and_still_authenticate() {
     let (name, remote, server) = private_remote("i22curl");
     let _project = ComposeProject::named(&name);
     let k = Kedge::new();
-    k.run(["repo", "add", &server.url(&name)]).success();
     // As an older Kedge left it: the credentials in the URL, schema 13.
     {
+        std::fs::create_dir_all(k.data_dir()).unwrap();
+        let v13 = ::kedge::record::Store::open_file(&k.db_path(), 13).unwrap();
+        drop(v13);
         let db = rusqlite::Connection::open(k.db_path()).unwrap();
         db.execute(
-            "UPDATE repositories SET url = ?1 WHERE name = ?2",
-            [server.url_with_credentials(&name), name.clone()],
+            "INSERT INTO repositories (name, url, branch, created_at) VALUES (?1, ?2, 'main', 1)",
+            [name.clone(), server.url_with_credentials(&name)],
         )
         .unwrap();
-        // Without what later versions added (15: the events' origin; 16:
-        // the compose profiles; 17: what runs and the stack's inputs).
-        db.execute_batch(
-            "ALTER TABLE events DROP COLUMN origin;
-             ALTER TABLE repo_state DROP COLUMN profiles;
-             ALTER TABLE repo_state DROP COLUMN dormant;
-             ALTER TABLE repo_state DROP COLUMN synced_commit;
-             ALTER TABLE repo_state DROP COLUMN inputs;
-             PRAGMA user_version = 13; PRAGMA wal_checkpoint(TRUNCATE);",
-        )
-        .unwrap();
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
     }
     let first = remote.remote_head();
     k.run(["sync", "--repo", &name])

@@ -102,7 +102,13 @@ impl Kedge {
         }
         let conn = rusqlite::Connection::open(&path).expect("open db");
         let mut out = Vec::new();
-        for table in ["repositories", "deployments", "repo_state", "events"] {
+        for table in [
+            "repositories",
+            "stacks",
+            "deployments",
+            "stack_state",
+            "events",
+        ] {
             let mut stmt = conn
                 .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
                 .unwrap();
