@@ -89,6 +89,11 @@ pub struct Compose {
     pub docker_config: Option<PathBuf>,
     /// Profiles enabled (`docker.profiles`), each passed as `--profile`.
     pub profiles: Vec<String>,
+    /// A stack's directory, relative to `dir`: the project directory
+    /// whatever the files (fleet.md §1). `None`: the first file's.
+    pub stack_dir: Option<PathBuf>,
+    /// `--env-file`s, relative to the project directory.
+    pub env_files: Vec<PathBuf>,
 }
 
 impl Compose {
@@ -100,7 +105,23 @@ impl Compose {
             lock_fd: None,
             docker_config: None,
             profiles: Vec::new(),
+            stack_dir: None,
+            env_files: Vec::new(),
         }
+    }
+
+    /// `--env-file`s, relative to the project directory.
+    pub fn with_env_files(mut self, env_files: &[String]) -> Self {
+        self.env_files = env_files.iter().map(PathBuf::from).collect();
+        self
+    }
+
+    /// A stack of a repository with several: its directory is the
+    /// project directory, and compose reads these env files.
+    pub fn of_stack(mut self, dir: Option<PathBuf>, env_files: &[String]) -> Self {
+        self.stack_dir = dir;
+        self.env_files = env_files.iter().map(PathBuf::from).collect();
+        self
     }
 
     /// Every call enables these profiles.
@@ -127,8 +148,12 @@ impl Compose {
         self
     }
 
-    /// Where compose resolves relative paths: see [`project_dir`].
+    /// Where compose resolves relative paths: the stack's directory, else
+    /// see [`project_dir`].
     pub fn project_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.stack_dir {
+            return self.dir.join(dir);
+        }
         match project_dir(&self.files) {
             dir if dir.as_os_str().is_empty() => self.dir.clone(),
             dir => self.dir.join(dir),
@@ -154,6 +179,12 @@ impl Compose {
             .keep_open(self.lock_fd);
         for f in &self.files {
             cmd = cmd.arg("-f").arg(self.dir.join(f));
+        }
+        if !self.env_files.is_empty() {
+            let project = self.project_dir();
+            for f in &self.env_files {
+                cmd = cmd.arg("--env-file").arg(project.join(f));
+            }
         }
         // Given on the command line, never through COMPOSE_PROFILES: an
         // operator's own variable must not switch profiles on or off.

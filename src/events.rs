@@ -35,10 +35,13 @@ pub enum EventKind {
     CrashLoop,
     Unhealthy,
     StackUnchanged,
+    StackAdded,
+    StackOrphaned,
+    StackRemoved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -54,6 +57,9 @@ impl EventKind {
         EventKind::CrashLoop,
         EventKind::Unhealthy,
         EventKind::StackUnchanged,
+        EventKind::StackAdded,
+        EventKind::StackOrphaned,
+        EventKind::StackRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +79,9 @@ impl EventKind {
             EventKind::CrashLoop => "crash_loop",
             EventKind::Unhealthy => "unhealthy",
             EventKind::StackUnchanged => "stack_unchanged",
+            EventKind::StackAdded => "stack_added",
+            EventKind::StackOrphaned => "stack_orphaned",
+            EventKind::StackRemoved => "stack_removed",
         }
     }
 
@@ -87,9 +96,10 @@ impl EventKind {
             EventKind::DeployFailed | EventKind::HealFailed | EventKind::CrashLoop => {
                 Severity::Error
             }
-            EventKind::RolledBack | EventKind::DriftDetected | EventKind::Unhealthy => {
-                Severity::Warning
-            }
+            EventKind::RolledBack
+            | EventKind::DriftDetected
+            | EventKind::Unhealthy
+            | EventKind::StackOrphaned => Severity::Warning,
             EventKind::StackUnchanged => Severity::Debug,
             _ => Severity::Info,
         }
@@ -147,6 +157,10 @@ pub struct Event {
     #[schema(value_type = String, format = DateTime)]
     pub time: i64,
     pub repo: String,
+    /// The stack of the repository it concerns, for a repository with
+    /// several (fleet.md §1); absent for a repository's own stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     pub kind: EventKind,
     pub severity: Severity,
     pub service: Option<String>,
@@ -170,6 +184,7 @@ impl Event {
             id: 0,
             time,
             repo: new.repo,
+            stack: new.stack,
             kind: new.kind,
             severity: new.severity,
             service: new.service,
@@ -208,6 +223,7 @@ fn time_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error>
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub repo: String,
+    pub stack: Option<String>,
     pub kind: EventKind,
     pub severity: Severity,
     pub service: Option<String>,
@@ -220,6 +236,7 @@ impl NewEvent {
     pub fn new(repo: &str, kind: EventKind, message: impl Into<String>) -> NewEvent {
         NewEvent {
             repo: repo.to_string(),
+            stack: None,
             kind,
             severity: kind.severity(),
             service: None,
@@ -227,6 +244,12 @@ impl NewEvent {
             message: message.into(),
             fields: serde_json::Map::new(),
         }
+    }
+
+    /// Of this stack of the repository (not its root stack).
+    pub fn stack(mut self, stack: Option<&str>) -> NewEvent {
+        self.stack = stack.map(str::to_string);
+        self
     }
 
     pub fn service(mut self, service: &str) -> NewEvent {
@@ -274,7 +297,15 @@ mod tests {
             .filter(|k| k.severity() == Severity::Warning)
             .map(EventKind::as_str)
             .collect();
-        assert_eq!(warnings, ["rolled_back", "drift_detected", "unhealthy"]);
+        assert_eq!(
+            warnings,
+            [
+                "rolled_back",
+                "drift_detected",
+                "unhealthy",
+                "stack_orphaned"
+            ]
+        );
     }
 
     #[test]
@@ -290,6 +321,7 @@ mod tests {
             message: "stopped".into(),
             fields: serde_json::Map::from_iter([("drift".to_string(), "stopped".into())]),
             origin: None,
+            stack: None,
         };
         assert_eq!(
             serde_json::to_value(&e).unwrap(),

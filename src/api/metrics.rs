@@ -458,6 +458,7 @@ mod tests {
             message: String::new(),
             fields,
             origin: None,
+            stack: None,
         }
     }
 

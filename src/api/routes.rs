@@ -41,6 +41,7 @@ pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/repos", get(list_repos).post(add_repo))
         .route("/repos/{name}", get(repo_status).delete(remove_repo))
         .route("/repos/{name}/history", get(history))
+        .route("/repos/{name}/stacks", get(list_stacks))
         .route("/repos/{name}/diff", get(diff))
         .route("/repos/{name}/sync", post(sync))
         .route("/repos/{name}/rollback", post(rollback))
@@ -275,6 +276,20 @@ pub async fn repo_status(
         Some(status) => json(StatusCode::OK, &status),
         None => Err(ApiError::NotFound(format!("no repository named '{name}'"))),
     }
+}
+
+/// A repository's stacks (`kedge stack list --repo NAME -o json`).
+#[utoipa::path(get, path = "/api/v1/repos/{name}/stacks", tag = "repos",
+    params(("name" = String, Path, description = "the repository's name")),
+    responses(
+        (status = 200, description = "its stacks, the root stack first", body = Vec<crate::ops::stacks::StackRow>),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn list_stacks(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    json(StatusCode::OK, &state.ops.stack_list(Some(&name)).await?)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

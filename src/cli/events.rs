@@ -13,6 +13,9 @@ pub struct Args {
     /// Only this repository's events
     #[arg(long)]
     pub repo: Option<String>,
+    /// One stack of the repository (the same as `--repo REPO/STACK`)
+    #[arg(long, requires = "repo")]
+    pub stack: Option<String>,
     /// Only events since then: a duration (10m, 2h, 30d) or an RFC 3339 time
     #[arg(long, value_name = "DUR|RFC3339", value_parser = Since::parse)]
     pub since: Option<Since>,
@@ -26,7 +29,10 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     let req = EventsRequest {
-        repo: args.repo,
+        repo: args
+            .repo
+            .as_deref()
+            .map(|r| crate::ops::stacks::address(r, args.stack.as_deref())),
         since: args.since,
         limit: args.limit,
     };
@@ -78,7 +84,11 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 fn row(e: &Event) -> [String; 5] {
     [
         local_time(e.time),
-        one_line(&e.repo).into_owned(),
+        // A stack of a repository with several reads `repo/stack`.
+        match &e.stack {
+            Some(stack) => one_line(&format!("{}/{stack}", e.repo)).into_owned(),
+            None => one_line(&e.repo).into_owned(),
+        },
         e.kind.to_string(),
         one_line(e.service.as_deref().unwrap_or("-")).into_owned(),
         one_line(e.message.lines().next().unwrap_or_default()).into_owned(),

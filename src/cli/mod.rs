@@ -14,6 +14,7 @@ mod repo_remove;
 mod repo_rename;
 mod rollback;
 mod serve;
+mod stack;
 mod status;
 mod sync;
 mod token;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Register, list and remove repositories
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// List the stacks of the registered repositories
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Deploy and watch every registered repository until stopped
     Serve(serve::Args),
     /// Show each repository's sync state and its services
@@ -189,6 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(RepoCommand::List(args)) => repo_list::run(&ctx, args),
         Command::Repo(RepoCommand::Remove(args)) => repo_remove::run(&ctx, args),
         Command::Repo(RepoCommand::Rename(args)) => repo_rename::run(&ctx, args),
+        Command::Stack(command) => stack::run(&ctx, command),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),

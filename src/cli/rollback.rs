@@ -11,12 +11,18 @@ pub struct Args {
     /// The repository to roll back
     #[arg(long)]
     pub repo: String,
+    /// One stack of the repository (the same as `--repo REPO/STACK`)
+    #[arg(long, requires = "repo")]
+    pub stack: Option<String>,
     /// A deployed commit: full hash or a unique prefix of at least 4 characters
     pub commit: String,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(ctx.ops.rollback(&args.repo, &args.commit))??;
+    let report = block_on(ctx.ops.rollback(
+        &crate::ops::stacks::address(&args.repo, args.stack.as_deref()),
+        &args.commit,
+    ))??;
     if ctx.json() {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

@@ -13,10 +13,17 @@ pub struct Args {
     /// Only this repository
     #[arg(long)]
     pub repo: Option<String>,
+    /// One stack of the repository (the same as `--repo REPO/STACK`)
+    #[arg(long, requires = "repo")]
+    pub stack: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let (statuses, engine_error) = block_on(ctx.ops.status(args.repo.as_deref()))??;
+    let address = args
+        .repo
+        .as_deref()
+        .map(|r| crate::ops::stacks::address(r, args.stack.as_deref()));
+    let (statuses, engine_error) = block_on(ctx.ops.status(address.as_deref()))??;
     if let Some(e) = &engine_error {
         tracing::warn!("container states unknown: {e}");
     }
@@ -64,6 +71,9 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
             writeln!(out)?;
         }
         writeln!(out, "Repository: {}", s.name)?;
+        if let Some(stack) = &s.stack {
+            writeln!(out, "  Stack:       {stack}")?;
+        }
         writeln!(out, "  Branch:      {}", s.branch)?;
         writeln!(out, "  Mode:        {}", s.mode.map_or("-", Mode::as_str))?;
         writeln!(out, "  Remote head: {}", dash(&s.remote_head))?;

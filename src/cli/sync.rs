@@ -11,6 +11,9 @@ pub struct Args {
     /// The repository to sync
     #[arg(long)]
     pub repo: String,
+    /// One stack of the repository (the same as `--repo REPO/STACK`)
+    #[arg(long, requires = "repo")]
+    pub stack: Option<String>,
     /// Print the plan only; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -19,12 +22,35 @@ pub struct Args {
     pub no_wait: bool,
 }
 
+/// A repository that declares several stacks: each of them, in `after:`
+/// order, reporting each (a JSON list with `-o json`); the first failure
+/// stops the others.
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let report = block_on(ctx.ops.sync(&args.repo, args.dry_run, args.no_wait))??;
-    if ctx.json() {
-        print_json(&report)?;
-        return Ok(ExitCode::SUCCESS);
+    let address = crate::ops::stacks::address(&args.repo, args.stack.as_deref());
+    let units = ctx.ops.units(&address)?;
+    let several = units.len() > 1;
+    let mut reports = Vec::new();
+    for (repo, stack) in units {
+        let address = match several {
+            true => format!("{}/{}", repo.name, stack.name),
+            false => address.clone(),
+        };
+        let report = block_on(ctx.ops.sync(&address, args.dry_run, args.no_wait))??;
+        if !ctx.json() {
+            print_report(&report, several.then_some(&address))?;
+        }
+        reports.push(report);
     }
+    if ctx.json() {
+        match several {
+            true => print_json(&reports)?,
+            false => print_json(&reports[0])?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &crate::ops::SyncReport, stack: Option<&String>) -> anyhow::Result<()> {
     let verb = if report.dry_run {
         "Would deploy"
     } else {
@@ -45,7 +71,7 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         out,
         "{verb} {} to {}: {changed}{gate}",
         short(&report.commit),
-        report.repo
+        stack.unwrap_or(&report.repo)
     )?;
     if let Some(pin) = &report.released_pin {
         let verb = if report.dry_run {
@@ -63,5 +89,5 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         };
         writeln!(out, "{verb}: {}", one_line(heal))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -72,7 +72,7 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 /// The repository locked, with its clone in place; the task holds the lock.
 async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
     let lock = locked(shared, &task.repo).await?;
-    super::fail_interrupted(shared, &task.repo.name, task.repo.id).await;
+    super::fail_interrupted(shared, &task.repo.name, task.id()).await;
     task.lock = Some(lock);
     task.git
         .clone_if_missing()
@@ -127,7 +127,7 @@ async fn sync(
     dry_run: bool,
 ) -> Result<SyncReport, CommandError> {
     prepare(shared, task).await?;
-    let id = task.repo.id;
+    let id = task.id();
     let head = task.git.fetch().await.map_err(ReconcileError::from)?;
     tracing::debug!(commit = short(&head), "fetched");
     let state = shared
@@ -168,7 +168,8 @@ async fn sync(
                 .write(move |s| s.release_pin(id))
                 .await
                 .map_err(store_err)?;
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(
                     &task.repo.name,
                     EventKind::PinReleased,
@@ -210,7 +211,7 @@ async fn diff(
     task: &RepoTask,
     within: Option<std::time::Duration>,
 ) -> Result<DiffReport, CommandError> {
-    let id = task.repo.id;
+    let id = task.id();
     let before = shared
         .db
         .read(|s| s.repo_state(id))
@@ -372,14 +373,14 @@ async fn rollback(
 ) -> Result<RollbackReport, CommandError> {
     let deployed: Vec<(String, DeploymentStatus, i64)> = shared
         .db
-        .read(|s| s.deployments(task.repo.id, usize::MAX >> 1))
+        .read(|s| s.deployments(task.id(), usize::MAX >> 1))
         .map_err(ReconcileError::from)?
         .into_iter()
         .map(|d| (d.commit, d.status, d.started_at))
         .collect();
     let commit = resolve_commit(&task.repo.name, prefix, &deployed)?;
     prepare(shared, task).await?;
-    let id = task.repo.id;
+    let id = task.id();
     // The head now is what the pin holds against.
     let head = match task.git.fetch().await {
         Ok(h) => Some(h),
@@ -449,7 +450,7 @@ async fn rollback_from_snapshot(
     task: &mut RepoTask,
     commit: &str,
 ) -> Result<Outcome, CommandError> {
-    let id = task.repo.id;
+    let id = task.id();
     let found = shared
         .db
         .read(|s| s.deployments(id, usize::MAX >> 1))
@@ -494,7 +495,7 @@ async fn rollback_from_snapshot(
             commit: commit.to_string(),
             error: format!("the stored compose snapshot is unreadable: {e}"),
         })?;
-    let file = task.git.clone.join(".git/kedge-snapshot.json");
+    let file = task.snapshot_path();
     tokio::fs::write(&file, &snapshot)
         .await
         .map_err(|e| CommandError::Refused {
@@ -544,6 +545,8 @@ async fn rollback_from_snapshot(
         project,
         kedge,
         files: vec![file],
+        stack_dir: task.stack_name().map(|_| task.stack.path.clone()),
+        env_files: state.env_files.clone().unwrap_or_default(),
         dormant: state.dormant.clone().unwrap_or_default(),
         rendered: snapshot,
         // A snapshot's inputs are not the commit's: the next commit renders.

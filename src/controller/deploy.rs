@@ -32,15 +32,17 @@ pub async fn render_commit(
     commit: &str,
 ) -> Result<Result<Rendered, (crate::source::git::CommitInfo, RenderError)>, GitError> {
     // Three independent reads of the same commit, side by side.
-    let (info, mut object_ids, render_dir) = tokio::try_join!(
+    let (info, tree, render_dir) = tokio::try_join!(
         task.git.commit_info(commit),
-        task.git.object_ids(commit),
+        task.tree(commit),
         task.git.checkout_for_render(commit),
     )?;
+    let mut object_ids = (*tree).clone();
     object_ids.insert(String::new(), info.tree.clone());
     tracing::debug!(commit = short(commit), "checked out for rendering");
     let rendered = render::render(
         &task.repo.name,
+        task.stack_name(),
         commit,
         &render_dir,
         &task.git.clone,
@@ -68,7 +70,7 @@ pub async fn deploy(
     commit: &str,
     trigger: Trigger,
 ) -> Result<Outcome, ReconcileError> {
-    let id = task.repo.id;
+    let id = task.id();
     let name = task.repo.name.clone();
     if trigger.detects() && unchanged(shared, task, commit).await? {
         return Ok(Outcome::Unchanged);
@@ -81,7 +83,7 @@ pub async fn deploy(
         Ok(r) => r,
         Err((info, e)) => {
             if trigger.detects() {
-                shared.emit(commit_detected(&name, commit, &info.message, None));
+                task.emit(shared, commit_detected(&name, commit, &info.message, None));
             }
             return refuse(shared, task, &info.message, commit, trigger, &e).await;
         }
@@ -92,7 +94,7 @@ pub async fn deploy(
     let owner = shared.db.read(|s| s.project_owner(&desired.project, id))?;
     if let Some(owner) = owner {
         if trigger.detects() {
-            shared.emit(commit_detected(&name, commit, &info.message, None));
+            task.emit(shared, commit_detected(&name, commit, &info.message, None));
         }
         let e = RenderError::ProjectTaken {
             project: desired.project.clone(),
@@ -104,7 +106,7 @@ pub async fn deploy(
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
     if trigger.detects() {
         let mode = waits.then_some(desired.kedge.mode);
-        shared.emit(commit_detected(&name, commit, &info.message, mode));
+        task.emit(shared, commit_detected(&name, commit, &info.message, mode));
     }
     let settings = desired.kedge.settings();
     shared
@@ -142,7 +144,7 @@ async fn unchanged(
     task: &RepoTask,
     commit: &str,
 ) -> Result<bool, ReconcileError> {
-    let id = task.repo.id;
+    let id = task.id();
     let (state, newest) = shared
         .db
         .read(|s| Ok((s.repo_state(id)?, s.deployments(id, 1)?)))?;
@@ -157,7 +159,7 @@ async fn unchanged(
     if !runs_deployed || state.pinned_commit.is_some() {
         return Ok(false);
     }
-    let object_ids = task.git.object_ids(commit).await?;
+    let object_ids = task.tree(commit).await?;
     let env = crate::desired::stack_inputs::env_digest(&task.fingerprint_key);
     let now = crate::desired::stack_inputs::fingerprint(&inputs.paths, &object_ids, &env);
     if now != inputs.fingerprint {
@@ -170,7 +172,8 @@ async fn unchanged(
         .await?;
     let deployed = state.deployed_commit.as_deref().unwrap_or_default();
     tracing::debug!(repo = %task.repo.name, commit = short(commit), "the commit changes none of the stack's inputs");
-    shared.emit(
+    task.emit(
+        shared,
         NewEvent::new(
             &task.repo.name,
             EventKind::StackUnchanged,
@@ -204,7 +207,7 @@ pub async fn apply_rendered(
     trigger: Trigger,
     source: Source,
 ) -> Result<Outcome, ReconcileError> {
-    let id = task.repo.id;
+    let id = task.id();
     let name = task.repo.name.clone();
     let commit = desired.commit.as_str();
     let started = Instant::now();
@@ -221,7 +224,8 @@ pub async fn apply_rendered(
     if let Some(announce) = task.announce.take() {
         let _ = announce.send(deployment);
     }
-    shared.emit(
+    task.emit(
+        shared,
         NewEvent::new(
             &name,
             EventKind::DeployStarted,
@@ -330,7 +334,8 @@ pub async fn apply_rendered(
             } else {
                 (EventKind::DeploySucceeded, "deployed")
             };
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(
                     &name,
                     kind,
@@ -418,7 +423,8 @@ pub async fn apply_rendered(
                     })
                 })
                 .await?;
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(&name, EventKind::DeployFailed, error.clone())
                     .commit(commit)
                     .field("commit_message", first_line(message))
@@ -478,7 +484,7 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
     match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
             deployed.mode = failed.kedge.mode;
-            let (id, settings) = (task.repo.id, deployed.settings());
+            let (id, settings) = (task.id(), deployed.settings());
             if let Err(e) = shared
                 .db
                 .write(move |s| s.set_rendered(id, &settings))
@@ -537,6 +543,7 @@ struct Deployed {
     files: Vec<String>,
     profiles: Vec<String>,
     dormant: Vec<String>,
+    env_files: Vec<String>,
     inputs: Option<crate::model::stack_inputs::StackInputs>,
 }
 
@@ -553,6 +560,7 @@ impl Deployed {
             profiles: desired.kedge.profiles.clone(),
             dormant: desired.dormant.clone(),
             inputs: desired.inputs.clone(),
+            env_files: desired.env_files.clone(),
         }
     }
 
@@ -564,7 +572,7 @@ impl Deployed {
             &self.files,
             self.inputs.as_ref(),
         )?;
-        store.mark_profiles(id, &self.profiles, &self.dormant)
+        store.mark_profiles(id, &self.profiles, &self.dormant, &self.env_files)
     }
 }
 
@@ -618,6 +626,7 @@ async fn apply_desired(
     let compose_in = |dir: &std::path::Path| {
         task.compose(shared, &desired.project, dir, desired.files.clone())
             .with_profiles(&desired.kedge.profiles)
+            .with_env_files(&desired.env_files)
     };
     match source {
         Source::Checkout(render_dir) => {
@@ -729,7 +738,7 @@ async fn refuse(
     trigger: Trigger,
     err: &RenderError,
 ) -> Result<Outcome, ReconcileError> {
-    let (id, name) = (task.repo.id, task.repo.name.as_str());
+    let (id, name) = (task.id(), task.repo.name.as_str());
     let text = error_chain(err);
     tracing::error!(repo = %name, commit = short(commit), "deploy failed: {text}");
     let deployment = shared
@@ -750,7 +759,8 @@ async fn refuse(
     if let Some(announce) = task.announce.take() {
         let _ = announce.send(deployment);
     }
-    shared.emit(
+    task.emit(
+        shared,
         NewEvent::new(name, EventKind::DeployFailed, text.clone())
             .commit(commit)
             .field("commit_message", first_line(message))

@@ -178,7 +178,7 @@ pub async fn drift_plan_observed(
     images: &mut ImageIds,
 ) -> Result<Option<DriftView>, ReconcileError> {
     let engine = shared.engine.clone();
-    let id = task.repo.id;
+    let id = task.id();
     let state = shared.db.read(|s| s.repo_state(id))?;
     if state.deployed_commit.is_none() {
         return Ok(None);
@@ -291,6 +291,7 @@ pub async fn check(
     let compose = task
         .compose(shared, &project, &task.git.clone, files)
         .with_profiles(&state.profiles.clone().unwrap_or_default())
+        .with_env_files(&state.env_files.clone().unwrap_or_default())
         .with_file(task.override_path());
     for heal in &plan.heals {
         let started = Instant::now();
@@ -316,7 +317,7 @@ pub async fn check(
             ),
             Heal::Recreate { services, force } => {
                 // A build service comes back on its build's image.
-                let records = shared.db.read(|s| s.services(task.repo.id))?;
+                let records = shared.db.read(|s| s.services(task.id()))?;
                 let specs: Vec<&crate::model::service::ServiceSpec> = services
                     .iter()
                     .filter_map(|s| records.get(s).map(|r| &r.spec))
@@ -383,7 +384,7 @@ pub async fn check(
     // Healed first, recorded after: a store that cannot be written (a full
     // disk) never stops a heal.
     for event in events {
-        shared.emit(event);
+        task.emit(shared, event);
     }
     // Healed drift that comes back is news again.
     task.drift.reported.clear();
@@ -406,7 +407,8 @@ async fn report_nodes(shared: &Shared, task: &mut RepoTask) {
                 node.hostname, node.state
             );
             tracing::warn!(repo = %name, "{text}");
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(&name, EventKind::DriftDetected, text)
                     .field("type", "node_down")
                     .field("node", node.hostname.clone()),
@@ -486,7 +488,7 @@ fn report(shared: &Shared, task: &mut RepoTask, plan: &Plan, mode: Mode, unhealt
         );
     }
     for event in events {
-        shared.emit(event);
+        task.emit(shared, event);
     }
     task.drift.reported = current;
 }

@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod deploy;
+pub mod fan_out;
 pub mod gate;
 pub mod heal;
 pub mod hub;
@@ -52,9 +53,12 @@ impl Reason {
     }
 }
 
-/// How a repository's task is reached.
+/// How a stack's task is reached.
 struct Waker {
+    /// The stack's address: its repository's name for the repository's
+    /// own stack (the one webhooks and `wake` reach), `repo/stack` else.
     repo: String,
+    repo_id: i64,
     project: String,
     tx: mpsc::Sender<Reason>,
     commands: mpsc::Sender<inbox::Command>,
@@ -155,6 +159,17 @@ impl Shared {
         for w in self.wakers().values() {
             if w.project == project {
                 let _ = w.tx.try_send(Reason::EngineEvent);
+            }
+        }
+    }
+
+    /// Wakes the tasks of a repository's declared stacks: its task has
+    /// fetched a new head for them, or one of them has deployed (its
+    /// `after:` dependents may go on).
+    pub fn wake_stacks_of(&self, repo_id: i64) {
+        for (id, w) in self.wakers().iter() {
+            if w.repo_id == repo_id && *id != repo_id {
+                let _ = w.tx.try_send(Reason::Cli);
             }
         }
     }
@@ -321,12 +336,12 @@ where
     // supervisor looks again then, not at the next poll.
     let mut registry = shared.hub.subscribe();
     loop {
-        match shared.db.read(|s| s.repos()) {
-            Ok(repos) => {
+        match shared.db.read(|s| Ok((s.repos()?, s.stacks(None)?))) {
+            Ok((repos, stacks)) => {
                 if !started && repos.is_empty() {
                     tracing::info!("{}", no_repo_hint(&shared.settings.data_dir));
                 }
-                supervise(&shared, &mut running, repos, started);
+                supervise(&shared, &mut running, repos, stacks, started);
                 started = true;
             }
             Err(e) => tracing::error!("cannot read repositories: {}", error_chain(&e)),
@@ -368,7 +383,12 @@ async fn registry_changed(events: &mut tokio::sync::broadcast::Receiver<crate::e
             Ok(e)
                 if matches!(
                     e.event().kind,
-                    EventKind::RepoAdded | EventKind::RepoRemoved | EventKind::RepoRenamed
+                    EventKind::RepoAdded
+                        | EventKind::RepoRemoved
+                        | EventKind::RepoRenamed
+                        | EventKind::StackAdded
+                        | EventKind::StackOrphaned
+                        | EventKind::StackRemoved
                 ) =>
             {
                 return;
@@ -398,19 +418,28 @@ fn no_repo_hint(data_dir: &std::path::Path) -> String {
     )
 }
 
-/// Starts tasks for new repositories and stops those of removed ones.
-/// `added`: the repositories found now were registered while `serve` ran.
+/// Starts tasks for new repositories and stacks, and stops those of
+/// removed (or orphaned) ones. `added`: the repositories found now were
+/// registered while `serve` ran.
 fn supervise(
     shared: &Arc<Shared>,
     running: &mut HashMap<i64, Running>,
     repos: Vec<Repo>,
+    stacks: Vec<crate::record::Stack>,
     added: bool,
 ) {
-    // A renamed repository's task stops; one under the new name starts
-    // (its clone, lock and events are the new name's).
-    let names: HashMap<i64, &str> = repos.iter().map(|r| (r.id, r.name.as_str())).collect();
+    // Each task by its stack's id and address: a renamed repository's
+    // tasks stop, and ones under the new name start (its clone, locks and
+    // events are the new name's).
+    let by_id: HashMap<i64, &Repo> = repos.iter().map(|r| (r.id, r)).collect();
+    let units: Vec<(Repo, crate::record::Stack)> = stacks
+        .into_iter()
+        .filter(|s| s.orphaned_at.is_none())
+        .filter_map(|s| Some(((*by_id.get(&s.repo_id)?).clone(), s)))
+        .collect();
+    let names: HashMap<i64, String> = units.iter().map(|(_, s)| (s.id, s.address())).collect();
     running.retain(|id, r| {
-        let registered = names.get(id) == Some(&r.name.as_str());
+        let registered = names.get(id) == Some(&r.name);
         let keep = registered && !r.handle.is_finished();
         if !keep {
             // Said here too: the task may stop at this signal before it
@@ -422,22 +451,37 @@ fn supervise(
         }
         keep
     });
-    for repo in repos {
-        if running.contains_key(&repo.id) {
+    for (repo, stack) in units {
+        if running.contains_key(&stack.id) {
             continue;
         }
-        tracing::info!(repo = %repo.name, url = %repo.url, branch = %repo.branch, "watching");
+        if stack.root {
+            tracing::info!(repo = %repo.name, url = %repo.url, branch = %repo.branch, "watching");
+        } else {
+            tracing::info!(repo = %repo.name, stack = %stack.name, path = %stack.path, "deploying stack");
+        }
         let (stop, stop_rx) = watch::channel(false);
-        let id = repo.id;
-        let name = repo.name.clone();
-        let handle = tokio::spawn(run_repo(shared.clone(), repo, added, stop_rx));
+        let id = stack.id;
+        let name = stack.address();
+        let handle = tokio::spawn(run_repo(shared.clone(), repo, stack, added, stop_rx));
         running.insert(id, Running { name, stop, handle });
     }
 }
 
-async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch::Receiver<bool>) {
-    let name = repo.name.clone();
-    let id = repo.id;
+async fn run_repo(
+    shared: Arc<Shared>,
+    repo: Repo,
+    stack: crate::record::Stack,
+    added: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = stack.address();
+    let lock_name = match stack.root {
+        true => repo.name.clone(),
+        false => format!("{}@{}", repo.name, stack.name),
+    };
+    let id = stack.id;
+    let repo_id = repo.id;
     let (wake_tx, mut wake) = mpsc::channel::<Reason>(8);
     let (commands_tx, mut commands) = mpsc::channel::<inbox::Command>(COMMAND_QUEUE);
     // Reachable from the start: a hook for a push that lands during the
@@ -451,12 +495,13 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         id,
         Waker {
             repo: name.clone(),
+            repo_id,
             project: known_project.unwrap_or_else(|| name.clone()),
             tx: wake_tx.clone(),
             commands: commands_tx.clone(),
         },
     );
-    let mut task = RepoTask::new(&shared, repo);
+    let mut task = RepoTask::of_stack(&shared, repo, stack);
     if added {
         task = task.added();
     }
@@ -476,7 +521,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             }
         }
         let lock = tokio::select! {
-            lock = lock::RepoLock::acquire(&shared.settings.data_dir, &name, || {
+            lock = lock::RepoLock::acquire(&shared.settings.data_dir, &lock_name, || {
                 tracing::info!(repo = %name, "waiting for another apply on this repository to finish");
             }) => lock,
             _ = stop.changed() => break,
@@ -484,7 +529,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
         // `repo remove` holds the lock while it unregisters: a task that gets
         // the lock after it stops here, before it writes for a repository
         // that is gone (foreign key errors, retries).
-        if lock.is_ok() && !still_registered(&shared, id, &name) {
+        if lock.is_ok() && !still_registered(&shared, id, &name, task.stack.root) {
             tracing::info!(repo = %name, "no longer registered: its task stops");
             break;
         }
@@ -537,6 +582,7 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
             id,
             Waker {
                 repo: name.clone(),
+                repo_id,
                 project,
                 tx: wake_tx.clone(),
                 commands: commands_tx.clone(),
@@ -578,11 +624,17 @@ async fn run_repo(shared: Arc<Shared>, repo: Repo, added: bool, mut stop: watch:
 
 /// Whether the repository with this id is still registered under `name`
 /// (a read error counts as yes: the pass will say what is wrong).
-fn still_registered(shared: &Shared, id: i64, name: &str) -> bool {
-    shared
-        .db
-        .read(|s| s.repo_by_id(id))
-        .map_or(true, |r| r.is_some_and(|r| r.name == name))
+fn still_registered(shared: &Shared, id: i64, name: &str, root: bool) -> bool {
+    if root {
+        return shared
+            .db
+            .read(|s| s.repo_by_id(id))
+            .map_or(true, |r| r.is_some_and(|r| r.name == name));
+    }
+    shared.db.read(|s| s.stacks(None)).map_or(true, |all| {
+        all.iter()
+            .any(|s| s.id == id && s.orphaned_at.is_none() && s.address() == name)
+    })
 }
 
 /// Marks this repository's unfinished deployments `failed`, each with its

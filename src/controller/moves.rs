@@ -79,7 +79,7 @@ pub async fn begin(
     task: &RepoTask,
     desired: &Desired,
 ) -> Result<Option<Move>, ReconcileError> {
-    let id = task.repo.id;
+    let id = task.id();
     let state = shared.db.read(|s| s.repo_state(id))?;
     let Some(from) = state.project.filter(|p| *p != desired.project) else {
         return Ok(None);

@@ -20,6 +20,9 @@ pub async fn reconcile(
     shared: &Arc<Shared>,
     task: &mut RepoTask,
 ) -> Result<Action, ReconcileError> {
+    if !task.stack.root {
+        return reconcile_stack(shared, task).await;
+    }
     if task.source_due(shared) {
         let head = match task.remote_head.take() {
             Some(head) => head,
@@ -63,6 +66,48 @@ pub async fn reconcile(
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
 
+/// A declared stack's pass: it follows the head its repository's task
+/// fetched (no network), then looks at its containers.
+async fn reconcile_stack(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+) -> Result<Action, ReconcileError> {
+    // The repository's task may have moved it (`path`, `after`).
+    let (root, stacks) = shared
+        .db
+        .read(|s| Ok((s.repo_state(task.repo.id)?, s.stacks(Some(task.repo.id))?)))?;
+    if let Some(row) = stacks.into_iter().find(|s| s.id == task.stack.id) {
+        task.stack = row;
+    }
+    let head = root.target_commit;
+    let mut next = shared.settings.check_interval;
+    if let Some(head) = head {
+        match advance(shared, task, head, false).await {
+            Ok(Advanced::Waiting) => next = next.min(AFTER_WAIT),
+            Ok(Advanced::Done) => {}
+            Err(e) => {
+                let retry = backoff(task.source_failures.saturating_add(1));
+                task.source_failures += 1;
+                tracing::warn!(repo = %task.repo.name, stack = %task.stack.name, retry_in = ?retry, "{}", error_chain(&e));
+                next = next.min(retry);
+            }
+        }
+    }
+    super::heal::check(shared, task, None).await?;
+    Ok(Action::Requeue(next))
+}
+
+/// How often a stack waiting for the stacks it comes `after` looks again
+/// (their deployments also wake it).
+const AFTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What came of following a head.
+enum Advanced {
+    Done,
+    /// Held back until the stacks it comes after have deployed the head.
+    Waiting,
+}
+
 /// A git error of the remote check (`at_check`), clone or fetch: recorded
 /// for `status`. A failed check moves `checked_at` but not `remote_ok_at`.
 async fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
@@ -93,9 +138,7 @@ async fn check_source(
     task: &mut RepoTask,
     head: Result<String, GitError>,
 ) -> Result<(), ReconcileError> {
-    let id = task.repo.id;
-    let name = task.repo.name.clone();
-
+    let id = task.id();
     let head = match head {
         Ok(head) => head,
         Err(e) => return Err(record_git_error(shared, id, e, true).await),
@@ -105,6 +148,21 @@ async fn check_source(
         .db
         .write(move |s| s.mark_checked(id, &checked))
         .await?;
+    advance(shared, task, head, true).await.map(drop)
+}
+
+/// The branch head `head` (fetched when `fetch`, by the repository's own
+/// task; a declared stack's task finds it in the clone already): deployed
+/// when new, unless a pin holds it back or, for a repository with several
+/// stacks, fanned out to them.
+async fn advance(
+    shared: &Arc<Shared>,
+    task: &mut RepoTask,
+    head: String,
+    fetch: bool,
+) -> Result<Advanced, ReconcileError> {
+    let id = task.id();
+    let name = task.repo.name.clone();
     let state = shared.db.read(|s| s.repo_state(id))?;
     let mut target = state.target_commit.clone();
     if let Some(pinned) = &state.pinned_commit {
@@ -114,12 +172,13 @@ async fn check_source(
                 shared.db.write(move |s| s.clear_error(id)).await?;
             }
             task.first = None;
-            return Ok(());
+            return Ok(Advanced::Done);
         }
         tracing::info!(repo = %task.repo.name, commit = short(&head), "the branch moved: releasing the rollback pin");
         shared.db.write(move |s| s.release_pin(id)).await?;
         target = None;
-        shared.emit(
+        task.emit(
+            shared,
             NewEvent::new(
                 &name,
                 EventKind::PinReleased,
@@ -142,10 +201,11 @@ async fn check_source(
             shared.db.write(move |s| s.clear_error(id)).await?;
         }
         task.first = None;
-        return Ok(());
+        return Ok(Advanced::Done);
     }
 
     let fetched = match (task.fetched.take(), task.git.clone_if_missing().await) {
+        (_, Ok(())) if !fetch => Ok(head.clone()),
         (Some(fetched), Ok(())) if fetched == head => Ok(fetched),
         (_, Ok(())) => task.git.fetch().await,
         (_, Err(e)) => Err(e),
@@ -154,17 +214,81 @@ async fn check_source(
         Ok(commit) => commit,
         Err(e) => return Err(record_git_error(shared, id, e, false).await),
     };
+    if fetch {
+        // The repository's own task: a commit that declares stacks is
+        // theirs to deploy.
+        let tree = task.tree(&commit).await?;
+        match super::fan_out::layout_at(task, &tree).await {
+            Ok(None) => {}
+            Ok(Some(layout)) => {
+                super::fan_out::apply(shared, task, &commit, layout).await?;
+                task.first = None;
+                return Ok(Advanced::Done);
+            }
+            Err(text) => {
+                tracing::error!(repo = %name, commit = short(&commit), "invalid stacks: {text}");
+                let (settled, error) = (commit.clone(), text.clone());
+                shared
+                    .db
+                    .write(move |s| s.mark_settled(id, &settled, Some(&error)))
+                    .await?;
+                task.emit(
+                    shared,
+                    NewEvent::new(&name, EventKind::DeployFailed, text)
+                        .commit(&commit)
+                        .field("step", "render"),
+                );
+                task.first = None;
+                return Ok(Advanced::Done);
+            }
+        }
+    }
     let trigger = match (&task.failed_commit, task.first) {
         (Some((c, _)), _) if *c == commit => Trigger::Retry,
         (_, Some(first)) => first,
         _ => Trigger::NewCommit,
     };
+    if !task.stack.root && trigger.detects() {
+        match super::fan_out::after_ready(shared, task, &commit)? {
+            None => {}
+            Some(Ok(())) => return Ok(Advanced::Waiting),
+            Some(Err(dep)) => {
+                let text = format!(
+                    "not deployed: stack {dep}, which this stack comes after, did not deploy {}",
+                    short(&commit)
+                );
+                tracing::warn!(repo = %name, stack = %task.stack.name, "{text}");
+                let state = shared.db.read(|s| s.repo_state(id))?;
+                if state.target_commit.as_deref() != Some(commit.as_str()) {
+                    let (settled, error) = (commit.clone(), text.clone());
+                    shared
+                        .db
+                        .write(move |s| s.mark_settled(id, &settled, Some(&error)))
+                        .await?;
+                    task.emit(
+                        shared,
+                        NewEvent::new(&name, EventKind::DeployFailed, text)
+                            .commit(&commit)
+                            .field("step", "after")
+                            .field("after", dep),
+                    );
+                }
+                task.first = None;
+                return Ok(Advanced::Done);
+            }
+        }
+    }
     task.first = None;
-    tracing::info!(repo = %name, commit = short(&commit), "new commit {}", short(&commit));
-    match deploy(shared, task, &commit, trigger).await {
+    tracing::info!(repo = %name, stack = task.stack_name(), commit = short(&commit), "new commit {}", short(&commit));
+    let deployed = deploy(shared, task, &commit, trigger).await;
+    if !task.stack.root {
+        // Its `after:` dependents may go on, or learn that it failed.
+        shared.wake_stacks_of(task.repo.id);
+    }
+    match deployed {
         Ok(_) => {
             task.failed_commit = None;
-            Ok(())
+            Ok(Advanced::Done)
         }
         Err(e @ ReconcileError::Apply { .. }) => {
             let ReconcileError::Apply {

@@ -32,7 +32,7 @@ pub async fn restore_previous(
     // The restored commit's gate settings; the defaults when its kedge.yaml
     // could not be read.
     let gate = gate.unwrap_or_default();
-    let id = task.repo.id;
+    let id = task.id();
     let name = &task.repo.name;
     let state = shared.db.read(|s| s.repo_state(id))?;
     let Some(deployed) = state.deployed_commit.clone() else {
@@ -104,6 +104,7 @@ pub async fn restore_previous(
         let compose = task
             .compose(shared, &project, &task.git.clone, files)
             .with_profiles(&profiles)
+            .with_env_files(&state.env_files.clone().unwrap_or_default())
             .with_file(override_path);
         // The engine may still be creating what the aborted `up` asked for
         // when compose exits: a leftover can appear after the first look.
@@ -152,7 +153,8 @@ pub async fn restore_previous(
     match result {
         Ok(()) => {
             tracing::warn!(repo = %name, failed = short(failed), restored = short(&deployed), "the failed deployment was undone: the last successful deployment is back");
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(
                     name,
                     EventKind::RolledBack,
@@ -205,7 +207,8 @@ pub async fn restore_previous(
                     })
                 })
                 .await?;
-            shared.emit(
+            task.emit(
+                shared,
                 NewEvent::new(name, EventKind::DeployFailed, text.clone())
                     .commit(&deployed)
                     .field("trigger", Trigger::AutoRollback.as_str())

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use crate::apply::ApplyError;
 use crate::desired::kedge_yaml::Mode;
-use crate::record::{Repo, StoreError};
+use crate::record::{Repo, Stack, StoreError};
 use crate::short;
 use crate::source::clone_dir;
 use crate::source::git::{GitError, Repository};
+
+/// A commit's paths and their git object ids, trees included.
+pub type Tree = std::sync::Arc<std::collections::HashMap<String, String>>;
 
 /// What the controller does after a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +112,13 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// Per-repository state that lives as long as its task.
+/// Per-stack state that lives as long as its task. The repository's own
+/// stack's task also follows the remote: it fetches for every stack.
 pub struct RepoTask {
     pub repo: Repo,
+    /// The stack this task deploys: the repository's root stack (same id
+    /// and name as the repository), or one it declares.
+    pub stack: Stack,
     pub git: Repository,
     /// The trigger of this task's first deployment: `startup`, or `added`
     /// for a repository registered while `serve` runs; `None` after it.
@@ -133,6 +140,11 @@ pub struct RepoTask {
     pub(super) max_compose_size: u64,
     /// The key of secret fingerprints.
     pub(super) fingerprint_key: [u8; 32],
+    /// The last commit's tree as `git ls-tree` listed it: the stack inputs'
+    /// check, the layout and the render of one commit read it once.
+    tree: std::sync::Mutex<Option<(String, Tree)>>,
+    /// The root `kedge.yaml`'s layout keys, by its object id.
+    pub(super) layout: std::sync::Mutex<Option<(String, crate::desired::layout::Declared)>>,
     /// A push was announced (webhook, operator): fetch rather than ask.
     pub(super) announced: bool,
     /// The head a fetch already brought in this pass.
@@ -147,22 +159,35 @@ pub struct RepoTask {
 
 impl RepoTask {
     pub fn new(shared: &Shared, repo: Repo) -> Self {
+        let stack = Stack::root_of(&repo);
+        RepoTask::of_stack(shared, repo, stack)
+    }
+
+    /// The task of `stack` of `repo`: a stack other than the root one runs
+    /// from its own worktree of the repository's clone.
+    pub fn of_stack(shared: &Shared, repo: Repo, stack: Stack) -> Self {
         let clone = clone_dir(&shared.settings.data_dir, &repo.name);
         let now = Instant::now();
+        let git = Repository::new(repo.url.expose(), &repo.branch, clone.clone());
+        let git = if stack.root {
+            git
+        } else {
+            let dir = clone.with_file_name(format!("{}@{}", repo.name, stack.name));
+            git.worktree_of(clone, dir)
+        };
         RepoTask {
-            git: Repository::new(repo.url.expose(), &repo.branch, clone)
-                .with_timeout(shared.settings.git_timeout)
-                .with_auth(
-                    &crate::source::auth::effective(
-                        &repo.auth,
-                        repo.credential.as_deref(),
-                        repo.url.expose(),
-                        &shared.settings.credentials,
-                    ),
-                    &shared.settings.data_dir,
-                    shared.settings.poll_interval,
+            git: git.with_timeout(shared.settings.git_timeout).with_auth(
+                &crate::source::auth::effective(
+                    &repo.auth,
+                    repo.credential.as_deref(),
+                    repo.url.expose(),
+                    &shared.settings.credentials,
                 ),
+                &shared.settings.data_dir,
+                shared.settings.poll_interval,
+            ),
             repo,
+            stack,
             first: Some(Trigger::Startup),
             failed_commit: None,
             next_source: now,
@@ -179,7 +204,61 @@ impl RepoTask {
             remote_head: None,
             max_compose_size: shared.settings.max_compose_size,
             fingerprint_key: shared.fingerprint_key(),
+            tree: std::sync::Mutex::new(None),
+            layout: std::sync::Mutex::new(None),
         }
+    }
+
+    /// `commit`'s paths and their object ids (one `git ls-tree`, then
+    /// kept for the same commit).
+    pub async fn tree(&self, commit: &str) -> Result<Tree, GitError> {
+        if let Some((c, tree)) = self.tree.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && c == commit
+        {
+            return Ok(tree.clone());
+        }
+        let tree = std::sync::Arc::new(self.git.object_ids(commit).await?);
+        *self.tree.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((commit.to_string(), tree.clone()));
+        Ok(tree)
+    }
+
+    /// The key of the stack's state, services and deployments.
+    pub fn id(&self) -> i64 {
+        self.stack.id
+    }
+
+    /// The stack's name, but for the repository's own stack (`None`).
+    pub fn stack_name(&self) -> Option<&str> {
+        (!self.stack.root).then_some(self.stack.name.as_str())
+    }
+
+    /// How the stack is addressed and logged: `repo`, or `repo/stack`.
+    pub fn address(&self) -> String {
+        self.stack.address()
+    }
+
+    /// The stack's lock: one apply at a time per stack (`repo`, or
+    /// `repo@stack`).
+    pub fn lock_name(&self) -> String {
+        match self.stack_name() {
+            Some(stack) => format!("{}@{stack}", self.repo.name),
+            None => self.repo.name.clone(),
+        }
+    }
+
+    /// Emits an event of this stack (see `Shared::emit`).
+    pub fn emit(&self, shared: &Shared, event: crate::events::NewEvent) {
+        shared.emit(event.stack(self.stack_name()));
+    }
+
+    /// An event of this stack.
+    pub fn event(
+        &self,
+        kind: crate::events::EventKind,
+        message: impl Into<String>,
+    ) -> crate::events::NewEvent {
+        crate::events::NewEvent::new(&self.repo.name, kind, message).stack(self.stack_name())
     }
 
     /// The next pass asks the remote, whenever its poll would be due.
@@ -240,16 +319,41 @@ impl RepoTask {
         crate::compose::Compose::new(project, dir, files)
             .holding(self.lock_fd())
             .pulling_with(shared.registry_config())
+            .of_stack(
+                self.stack_name().map(|_| PathBuf::from(&self.stack.path)),
+                &[],
+            )
     }
 
     /// The stack file of the deployed commit (`docker.target: swarm`):
     /// what heals and restores deploy again.
     pub fn stack_path(&self) -> PathBuf {
-        self.git.clone.join(".git/kedge-stack.json")
+        self.state_file("kedge-stack.json")
     }
 
     pub fn override_path(&self) -> PathBuf {
-        self.git.clone.join(".git/kedge-override.json")
+        self.state_file("kedge-override.json")
+    }
+
+    /// Where a rollback to a stored snapshot writes it.
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.state_file("kedge-snapshot.json")
+    }
+
+    /// A file of Kedge's own beside the stack's files: in the clone's git
+    /// directory, or for a stack's worktree (whose `.git` is a file), a
+    /// hidden sibling of the worktree.
+    fn state_file(&self, name: &str) -> PathBuf {
+        if self.stack.root {
+            return self.git.clone.join(".git").join(name);
+        }
+        let dir = self
+            .git
+            .clone
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        self.git.clone.with_file_name(format!(".{dir}.{name}"))
     }
 }
 

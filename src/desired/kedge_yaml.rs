@@ -136,8 +136,29 @@ fn from_text(text: Option<&str>, env: Env<'_>) -> Result<KedgeYaml, KedgeYamlErr
     })
 }
 
+/// A root `kedge.yaml`: the stack keys, and the repository's layout keys
+/// beside them (read by `desired::layout`, left out here).
 pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
-    from_node(&yaml::parse(text)?, env, "")
+    let doc = yaml::parse(text)?;
+    let root: Vec<&str> = STACK_KEYS
+        .iter()
+        .chain(LAYOUT_KEYS.iter())
+        .copied()
+        .collect();
+    Section::new(&doc, "", &root)?;
+    let doc = match doc.value {
+        yaml::Value::Map(entries) => yaml::Node {
+            line: doc.line,
+            value: yaml::Value::Map(
+                entries
+                    .into_iter()
+                    .filter(|e| !LAYOUT_KEYS.contains(&e.key.as_str()))
+                    .collect(),
+            ),
+        },
+        _ => doc,
+    };
+    from_node(&doc, env, "")
 }
 
 /// The part-1/2 keys (`docker`, `reconciliation`, `deploy`, `drift`) of
@@ -275,6 +296,10 @@ pub fn is_profile_name(s: &str) -> bool {
 /// The keys that say how one stack is deployed: a whole `kedge.yaml` of
 /// one stack, a stack directory's own, or the root file's `defaults:`.
 pub const STACK_KEYS: [&str; 4] = ["docker", "reconciliation", "deploy", "drift"];
+
+/// The root file's keys that say which stacks the repository has
+/// (fleet.md §1, `desired::layout`).
+pub const LAYOUT_KEYS: [&str; 4] = ["stacks", "discover", "stacks_removed", "defaults"];
 
 fn is_relative_inside(p: &str) -> bool {
     !p.is_empty()
@@ -418,7 +443,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, stacks, discover, stacks_removed, defaults)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",

@@ -9,14 +9,12 @@ use std::path::{Component, Path, PathBuf};
 
 use glob::{MatchOptions, Pattern};
 
+pub use super::kedge_yaml::LAYOUT_KEYS;
 use super::kedge_yaml::{self, STACK_KEYS, is_profile_name};
 use crate::compose::DEFAULT_FILES;
 use crate::config::interpolate::Env;
 use crate::config::schema::{SchemaError, Section};
 use crate::config::yaml::{Entry, Node, Value};
-
-/// The root file's keys besides [`STACK_KEYS`].
-pub const LAYOUT_KEYS: [&str; 4] = ["stacks", "discover", "stacks_removed", "defaults"];
 
 /// One stack of a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,3 +8,4 @@ pub mod layout;
 pub mod profiles;
 pub mod render;
 pub mod stack_inputs;
+pub mod stack_of;

@@ -54,6 +54,8 @@ pub enum RenderError {
         "project {project} is already the stack of repository {repo}: two repositories on one project would remove each other's containers; give this one another docker.project_name"
     )]
     ProjectTaken { project: String, repo: String },
+    #[error(transparent)]
+    Stack(#[from] super::stack_of::StackOfError),
 }
 
 /// Put on a service in the compose file, `io.kedge.ignore: "true"` tells
@@ -70,6 +72,10 @@ pub struct Desired {
     pub kedge: KedgeYaml,
     /// Compose files, relative to the repository root.
     pub files: Vec<PathBuf>,
+    /// A stack of a repository with several: its directory (the project
+    /// directory) and its `--env-file`s, relative to that directory.
+    pub stack_dir: Option<String>,
+    pub env_files: Vec<String>,
     pub services: BTreeMap<String, ServiceSpec>,
     /// Services the compose files define under profiles not enabled: their
     /// containers (started by hand) are not extra.
@@ -83,12 +89,14 @@ pub struct Desired {
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
-/// from `deploy_dir`. `object_ids` maps repository paths to git object ids;
-/// compose files over `max_compose_size` bytes are refused; `key` makes the
-/// fingerprints of secrets.
+/// from `deploy_dir`: the repository's own stack (`stack` `None`), or its
+/// stack of that name. `object_ids` maps repository paths to git object
+/// ids; compose files over `max_compose_size` bytes are refused; `key`
+/// makes the fingerprints of secrets.
 #[allow(clippy::too_many_arguments)]
 pub async fn render(
     repo_name: &str,
+    stack: Option<&str>,
     commit: &str,
     checkout: &Path,
     deploy_dir: &Path,
@@ -97,25 +105,76 @@ pub async fn render(
     max_compose_size: u64,
     key: &[u8],
 ) -> Result<Desired, RenderError> {
-    let kedge = kedge_yaml::load(checkout, env).await?;
-    let files: Vec<PathBuf> = if kedge.compose_files.is_empty() {
-        compose::discover_files(checkout).ok_or(RenderError::NoComposeFile)?
-    } else {
-        for f in &kedge.compose_files {
-            if !checkout.join(f).is_file() {
-                return Err(RenderError::MissingComposeFile(f.clone()));
-            }
+    let (kedge, decl) = match stack {
+        None => (kedge_yaml::load(checkout, env).await?, None),
+        Some(name) => {
+            // Reads of at most 1 MiB each, of regular files only (see
+            // `contained`): brief enough for the runtime's thread.
+            let (kedge, decl) = super::stack_of::load(checkout, object_ids, name, env)?;
+            (kedge, Some(decl))
         }
-        kedge.compose_files.iter().map(PathBuf::from).collect()
+    };
+    let base_dir = decl
+        .as_ref()
+        .map(|d| PathBuf::from(&d.path))
+        .unwrap_or_default();
+    let named: Vec<String> = match &decl {
+        Some(d) => d.compose_files.clone(),
+        None => kedge.compose_files.clone(),
+    };
+    let files: Vec<PathBuf> = if named.is_empty() {
+        compose::discover_files(&checkout.join(&base_dir))
+            .ok_or(RenderError::NoComposeFile)?
+            .into_iter()
+            .map(|f| base_dir.join(f))
+            .collect()
+    } else {
+        let mut files = Vec::new();
+        for f in &named {
+            let rel = normalize(&base_dir.join(f));
+            if !checkout.join(&rel).is_file() {
+                return Err(RenderError::MissingComposeFile(
+                    rel.to_string_lossy().into_owned(),
+                ));
+            }
+            files.push(rel);
+        }
+        files
     };
     check_compose_files(checkout, &files, max_compose_size)?;
-    let project = kedge.project_name(repo_name).to_string();
+    let project = match (&kedge.project_name, &decl) {
+        (Some(p), _) => p.clone(),
+        (None, Some(d)) => format!("{repo_name}-{}", d.name),
+        (None, None) => repo_name.to_string(),
+    };
+    let env_files = decl
+        .as_ref()
+        .map(|d| d.env_files.clone())
+        .unwrap_or_default();
+    let stack_dir = decl.as_ref().map(|d| d.path.clone());
     let limit = rendered_limit(max_compose_size);
-    let base = Compose::new(&project, checkout, files.clone());
+    let base = Compose::new(&project, checkout, files.clone())
+        .of_stack(stack_dir.as_ref().map(PathBuf::from), &env_files);
     let (mut doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
     let compose = base.with_profiles(&kedge.profiles);
     let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
-    let stack_inputs = stack_inputs(checkout, &files, &doc, object_ids, max_compose_size, key);
+    let mut extra: Vec<String> = env_files
+        .iter()
+        .map(|f| normalize(&base_dir.join(f)).to_string_lossy().into_owned())
+        .collect();
+    if decl.is_some() {
+        extra.push(base_dir.join("kedge.yaml").to_string_lossy().into_owned());
+    }
+    let stack_inputs = stack_inputs(
+        checkout,
+        &compose.project_dir(),
+        &files,
+        &extra,
+        &doc,
+        object_ids,
+        max_compose_size,
+        key,
+    );
     relocate(
         &mut doc,
         &checkout.to_string_lossy(),
@@ -127,6 +186,8 @@ pub async fn render(
         project,
         kedge,
         files,
+        stack_dir,
+        env_files,
         services,
         dormant,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
@@ -136,24 +197,32 @@ pub async fn render(
 
 /// The stack's inputs as rendered from `checkout` (`doc` not relocated
 /// yet), fingerprinted at this commit.
+#[allow(clippy::too_many_arguments)]
 fn stack_inputs(
     checkout: &Path,
+    project_dir: &Path,
     files: &[PathBuf],
+    extra: &[String],
     doc: &Value,
     object_ids: &HashMap<String, String>,
     limit: u64,
     key: &[u8],
 ) -> Option<StackInputs> {
-    let project_dir = compose::project_dir(files);
-    match stack_inputs::collect(checkout, &project_dir, files, doc, limit) {
-        Ok(paths) => Some(StackInputs {
-            fingerprint: stack_inputs::fingerprint(
-                &paths,
-                object_ids,
-                &stack_inputs::env_digest(key),
-            ),
-            paths,
-        }),
+    let project_dir = project_dir.strip_prefix(checkout).unwrap_or(project_dir);
+    match stack_inputs::collect(checkout, project_dir, files, doc, limit) {
+        Ok(mut paths) => {
+            paths.extend(extra.iter().cloned());
+            paths.sort();
+            paths.dedup();
+            Some(StackInputs {
+                fingerprint: stack_inputs::fingerprint(
+                    &paths,
+                    object_ids,
+                    &stack_inputs::env_digest(key),
+                ),
+                paths,
+            })
+        }
         Err(why) => {
             tracing::debug!(
                 ?why,

@@ -86,8 +86,10 @@ impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> ApiError {
         let text = error_chain(&e);
         match &e {
-            OpsError::UnknownRepo(_) | OpsError::UnknownToken(_) => ApiError::NotFound(text),
-            OpsError::TokenExists(_) => ApiError::Conflict(text),
+            OpsError::UnknownRepo(_)
+            | OpsError::UnknownToken(_)
+            | OpsError::UnknownStack { .. } => ApiError::NotFound(text),
+            OpsError::TokenExists(_) | OpsError::SeveralStacks { .. } => ApiError::Conflict(text),
             OpsError::Store(StoreError::DuplicateName(_) | StoreError::DuplicateUrl { .. }) => {
                 ApiError::Conflict(text)
             }

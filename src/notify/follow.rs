@@ -230,6 +230,7 @@ mod tests {
             message: message.into(),
             fields: serde_json::Map::new(),
             origin: None,
+            stack: None,
         }
     }
 

@@ -97,7 +97,10 @@ pub fn line(e: &Event) -> String {
         EventKind::HealFailed => format!("{repo}: heal of service {service} failed: {message}"),
         EventKind::CrashLoop => format!("{repo}: service {service} is {message}"),
         EventKind::Unhealthy => format!("{repo}: service {service} is unhealthy: {message}"),
-        EventKind::StackUnchanged => format!("{repo}: {message}"),
+        EventKind::StackUnchanged
+        | EventKind::StackAdded
+        | EventKind::StackOrphaned
+        | EventKind::StackRemoved => format!("{repo}: {message}"),
         EventKind::RolledBack
         | EventKind::PinReleased
         | EventKind::RepoAdded
@@ -177,6 +180,7 @@ mod tests {
             message: message.into(),
             fields: serde_json::Map::new(),
             origin: None,
+            stack: None,
         }
     }
 

@@ -15,6 +15,7 @@ fn notice(link: bool) -> Notice {
         message: "service api exited 1".into(),
         fields,
         origin: None,
+        stack: None,
     };
     Notice::of(&e, link.then_some("https://kedge.example.com"))
 }
@@ -108,6 +109,7 @@ fn slack_top_level_text_escapes_mentions_and_links_as_the_blocks_do() {
             message: String::new(),
             fields,
             origin: None,
+            stack: None,
         };
         let n = Notice::of(&e, Some("https://kedge.example.com"));
         let v = body(&http(SinkKind::Slack, &n, None));

@@ -111,7 +111,7 @@ impl Ops {
         request: Request,
         within: Option<Duration>,
     ) -> Result<Running, OpsError> {
-        let found = self.repo(repo)?;
+        let (found, stack) = self.unit(repo)?;
         let shared = self.shared()?.clone();
         let counted = shared.commands.hold();
         let busy = || {
@@ -120,7 +120,7 @@ impl Ops {
                 waited: within.unwrap_or_default(),
             })
         };
-        let mut ticket = match shared.send_command(found.id, request.clone()) {
+        let mut ticket = match shared.send_command(stack.id, request.clone()) {
             Ok(Some(ticket)) => ticket,
             Err(_) => return Err(busy()),
             // No task for it here: one of its own, which the repository's
@@ -131,7 +131,7 @@ impl Ops {
                 let (command, ticket) = Command::new(request);
                 let worker = shared.clone();
                 shared.commands.spawn(async move {
-                    let mut task = RepoTask::new(&worker, found);
+                    let mut task = RepoTask::of_stack(&worker, found, stack);
                     commands::execute(&worker, &mut task, command).await;
                 });
                 ticket

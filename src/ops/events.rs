@@ -43,6 +43,19 @@ impl Since {
     }
 }
 
+/// `REPO/STACK` as the log's repository and stack (a repository's own
+/// stack, `REPO/REPO`, is the repository's events).
+fn split(address: Option<&str>) -> (Option<String>, Option<String>) {
+    match address.map(|a| a.split_once('/')) {
+        Some(Some((repo, stack))) if repo != stack => {
+            (Some(repo.to_string()), Some(stack.to_string()))
+        }
+        Some(Some((repo, _))) => (Some(repo.to_string()), None),
+        Some(None) => (address.map(String::from), None),
+        None => (None, None),
+    }
+}
+
 /// Which events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsRequest {
@@ -59,9 +72,11 @@ impl Ops {
         if let Some(repo) = &req.repo {
             self.known_to_events(repo)?;
         }
+        let (repo, stack) = split(req.repo.as_deref());
         Ok(self.shared()?.db.read(|s| {
             s.events(&EventQuery {
-                repo: req.repo.clone(),
+                repo,
+                stack,
                 since: req.since.map(Since::at),
                 after_id: None,
                 limit: req.limit.min(MAX_LIMIT),
@@ -78,10 +93,12 @@ impl Ops {
         mut each: impl FnMut(&Event) -> bool,
     ) -> Result<(), OpsError> {
         let shared = self.shared()?;
+        let (repo, stack) = split(req.repo.as_deref());
         loop {
             let page = shared.db.read(|s| {
                 s.events(&EventQuery {
-                    repo: req.repo.clone(),
+                    repo: repo.clone(),
+                    stack: stack.clone(),
                     since: None,
                     after_id: Some(after_id),
                     limit: 1000,
@@ -111,9 +128,11 @@ impl Ops {
         if let Some(repo) = repo {
             self.known_to_events(repo)?;
         }
+        let (repo, stack) = split(repo);
         Ok(self.shared()?.db.read(|s| {
             s.events(&EventQuery {
-                repo: repo.map(String::from),
+                repo,
+                stack,
                 since: None,
                 after_id: Some(after_id),
                 limit: limit.min(MAX_LIMIT),
@@ -124,7 +143,8 @@ impl Ops {
     /// A name the event log can be asked about: a registered repository, or
     /// a removed one whose events the log keeps. Anything else is a typo,
     /// said so rather than answered with nothing.
-    fn known_to_events(&self, repo: &str) -> Result<(), OpsError> {
+    fn known_to_events(&self, address: &str) -> Result<(), OpsError> {
+        let repo = address.split_once('/').map_or(address, |(r, _)| r);
         match self.repo(repo) {
             Err(OpsError::UnknownRepo(_))
                 if self.shared()?.db.read(|s| s.has_events_of(repo))? =>

@@ -10,6 +10,9 @@ use crate::record::{DeployStep, DeploymentStatus, Trigger, rfc3339_ms};
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryRow {
     pub id: i64,
+    /// The stack, for a repository that declares several (fleet.md §1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     pub commit: String,
     pub status: DeploymentStatus,
     /// When it finished (when it started, while it runs).
@@ -55,16 +58,23 @@ impl Ops {
     }
 
     /// The newest `limit` deployments, at most [`MAX_LIMIT`] like events.
+    /// A repository that declares stacks: all of theirs, each with its
+    /// stack, newest first.
     pub fn history(&self, repo: &str, limit: usize) -> Result<Vec<HistoryRow>, OpsError> {
-        let repo = self.repo(repo)?;
-        let deployments = self
-            .shared()?
-            .db
-            .read(|s| s.deployments(repo.id, limit.min(MAX_LIMIT)))?;
+        let limit = limit.min(MAX_LIMIT);
+        let mut deployments = Vec::new();
+        for (_, stack) in self.units(repo)? {
+            let name = (!stack.root).then_some(stack.name);
+            let of_stack = self.shared()?.db.read(|s| s.deployments(stack.id, limit))?;
+            deployments.extend(of_stack.into_iter().map(|d| (name.clone(), d)));
+        }
+        deployments.sort_by_key(|(_, d)| std::cmp::Reverse(d.id));
+        deployments.truncate(limit);
         Ok(deployments
             .into_iter()
-            .map(|d| HistoryRow {
+            .map(|(stack, d)| HistoryRow {
                 id: d.id,
+                stack,
                 deployed_at: rfc3339_ms(d.finished_at.unwrap_or(d.started_at)),
                 started_at: rfc3339_ms(d.started_at),
                 finished_at: d.finished_at.map(rfc3339_ms),

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod metrics;
 pub mod notify;
 pub mod repos;
+pub mod stacks;
 pub mod status;
 pub mod tokens;
 pub mod version;
@@ -35,6 +36,17 @@ pub use crate::record::Role;
 pub enum OpsError {
     #[error("no repository named '{0}'")]
     UnknownRepo(String),
+    #[error("repository {repo} has no stack named '{stack}' (its stacks: {})", stacks.join(", "))]
+    UnknownStack {
+        repo: String,
+        stack: String,
+        stacks: Vec<String>,
+    },
+    #[error(
+        "repository {repo} has several stacks ({}): name one as {repo}/STACK or with --stack",
+        stacks.join(", ")
+    )]
+    SeveralStacks { repo: String, stacks: Vec<String> },
     #[error("a token named '{0}' already exists")]
     TokenExists(String),
     #[error("no token named '{0}'")]

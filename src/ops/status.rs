@@ -19,6 +19,9 @@ use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoStatus {
     pub name: String,
+    /// The stack, for a repository that declares several (fleet.md §1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     pub branch: String,
     #[schema(value_type = Option<String>)]
     pub mode: Option<Mode>,
@@ -124,17 +127,23 @@ impl Ops {
         repo: Option<&str>,
     ) -> Result<(Vec<RepoStatus>, Option<String>), OpsError> {
         let shared = self.shared()?;
-        let repos = match repo {
-            Some(name) => vec![self.repo(name)?],
-            None => shared.db.read(|s| s.repos())?,
+        let units = match repo {
+            Some(address) => self.units(address)?,
+            None => {
+                let mut all = Vec::new();
+                for repo in shared.db.read(|s| s.repos())? {
+                    all.extend(self.units(&repo.name)?);
+                }
+                all
+            }
         };
-        collect(shared, repos).await
+        collect(shared, units).await
     }
 }
 
 async fn collect(
     shared: &Shared,
-    repos: Vec<Repo>,
+    units: Vec<(Repo, crate::record::Stack)>,
 ) -> Result<(Vec<RepoStatus>, Option<String>), OpsError> {
     let engine = shared.engine.clone();
     // One list of every project's containers, one inspect per distinct image.
@@ -143,21 +152,28 @@ async fn collect(
         Err(e) => (None, Some(error_chain(&e))),
     };
     let mut images = heal::ImageIds::new();
-    let mut out = Vec::with_capacity(repos.len());
+    let mut out = Vec::with_capacity(units.len());
     // The branch heads, as `diff` reads them: with `serve` running, what it
     // checked; otherwise the remotes, asked side by side.
-    let tasks: Vec<RepoTask> = repos
+    let tasks: Vec<RepoTask> = units
         .iter()
-        .map(|repo| RepoTask::new(shared, repo.clone()))
+        .map(|(repo, stack)| RepoTask::of_stack(shared, repo.clone(), stack.clone()))
         .collect();
     let heads: Vec<RemoteHead> = {
         use futures_util::StreamExt;
         let asks: Vec<_> = tasks
             .iter()
             .map(|task| {
+                // The repository's own state: its task fetches for all.
                 let state = shared.db.read(|s| s.repo_state(task.repo.id));
                 async move {
                     match state {
+                        Ok(state) if !task.stack.root => RemoteHead {
+                            head: state.target_commit.clone().or(state.remote_head),
+                            error: None,
+                            live: false,
+                            refused: false,
+                        },
                         Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
                         Err(e) => RemoteHead {
                             head: None,
@@ -171,19 +187,29 @@ async fn collect(
             .collect();
         futures_util::stream::iter(asks).buffered(8).collect().await
     };
-    for ((repo, task), remote) in repos.into_iter().zip(&tasks).zip(heads) {
-        let (mut state, newest, recorded, events) = shared.db.read(|store| {
+    for (((repo, stack), task), remote) in units.into_iter().zip(&tasks).zip(heads) {
+        let id = stack.id;
+        let (mut state, newest, recorded, events, root) = shared.db.read(|store| {
             Ok((
-                store.repo_state(repo.id)?,
-                store.deployments(repo.id, 2)?,
-                store.services(repo.id)?,
+                store.repo_state(id)?,
+                store.deployments(id, 2)?,
+                store.services(id)?,
                 store.events(&crate::record::EventQuery {
                     repo: Some(repo.name.clone()),
+                    stack: (!stack.root).then(|| stack.name.clone()),
                     limit: 5,
                     ..Default::default()
                 })?,
+                store.repo_state(repo.id)?,
             ))
         })?;
+        if !stack.root {
+            // A declared stack follows its repository's remote.
+            state.remote_head = remote.head.clone();
+            state.checked_at = root.checked_at;
+            state.remote_ok_at = root.remote_ok_at;
+            state.access_refused = root.access_refused;
+        }
         let auto_rollback = AutoRollback::find(&state, &newest);
         // A restore after a failed deployment does not hide the failure.
         let last = newest
@@ -203,7 +229,10 @@ async fn collect(
             }
         }
         let pin = pin_view(&state, state.remote_head.as_deref());
-        let project = state.project.clone().unwrap_or_else(|| repo.name.clone());
+        let project = state.project.clone().unwrap_or_else(|| match stack.root {
+            true => repo.name.clone(),
+            false => format!("{}-{}", repo.name, stack.name),
+        });
         let containers = all
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
@@ -236,14 +265,18 @@ async fn collect(
             Some(view) => view.plan.drifts,
             None => Vec::new(),
         };
-        let sync_state = sync_state(
-            &state,
-            last.as_ref().map(|d| (d.status, d.commit.as_str())),
-            &drifts,
-            containers.is_some(),
-        );
+        let sync_state = match stack.orphaned_at {
+            Some(_) => SyncState::Orphaned,
+            None => sync_state(
+                &state,
+                last.as_ref().map(|d| (d.status, d.commit.as_str())),
+                &drifts,
+                containers.is_some(),
+            ),
+        };
         out.push(RepoStatus {
             name: repo.name,
+            stack: (!stack.root).then_some(stack.name),
             branch: repo.branch,
             mode: state.mode,
             project,
@@ -334,6 +367,8 @@ pub enum SyncState {
     /// Also what a row not worked out yet says.
     #[default]
     Unknown,
+    /// A stack whose directory or entry left Git (`stacks_removed: keep`).
+    Orphaned,
 }
 
 impl SyncState {
@@ -345,6 +380,7 @@ impl SyncState {
             SyncState::Pinned => "pinned",
             SyncState::Failed => "failed",
             SyncState::Unknown => "unknown",
+            SyncState::Orphaned => "orphaned",
         }
     }
 }
@@ -356,13 +392,14 @@ impl std::fmt::Display for SyncState {
 }
 
 /// Every sync state `sync_state` returns, in the order metrics list them.
-pub const SYNC_STATES: [SyncState; 6] = [
+pub const SYNC_STATES: [SyncState; 7] = [
     SyncState::Synced,
     SyncState::OutOfSync,
     SyncState::Drifted,
     SyncState::Pinned,
     SyncState::Failed,
     SyncState::Unknown,
+    SyncState::Orphaned,
 ];
 
 /// The worst of: credentials the remote refuses, a failed deployment of
@@ -459,7 +496,8 @@ mod tests {
                 "drifted",
                 "pinned",
                 "failed",
-                "unknown"
+                "unknown",
+                "orphaned"
             ]
         );
         assert_eq!(

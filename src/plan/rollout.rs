@@ -115,6 +115,8 @@ mod tests {
             project: "p".into(),
             kedge: KedgeYaml::default(),
             files: vec![],
+            stack_dir: None,
+            env_files: vec![],
             dormant: vec![],
             rendered: String::new(),
             inputs: None,

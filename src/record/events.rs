@@ -10,6 +10,8 @@ use crate::events::{Event, EventKind, NewEvent, Severity};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     pub repo: Option<String>,
+    /// Only this stack's events (of `repo`).
+    pub stack: Option<String>,
     /// Only events at or after this time (ms since the epoch).
     pub since: Option<i64>,
     /// Only events after this id, oldest first (a follower's next page);
@@ -18,7 +20,8 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-const COLUMNS: &str = "id, at, repo, kind, severity, service, commit_hash, message, fields, origin";
+const COLUMNS: &str =
+    "id, at, repo, kind, severity, service, commit_hash, message, fields, origin, stack";
 
 impl Store {
     /// Stores an event happening now and returns its id.
@@ -33,8 +36,8 @@ impl Store {
         let origin = e.origin.as_deref().filter(|o| !o.is_empty());
         self.conn
             .prepare_cached(
-                "INSERT INTO events (at, repo, kind, severity, service, commit_hash, message, fields, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO events (at, repo, kind, severity, service, commit_hash, message, fields, origin, stack)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -46,7 +49,8 @@ impl Store {
                     e.commit,
                     e.message,
                     fields,
-                    origin
+                    origin,
+                    e.stack
                 ])
             })
             .map_err(query("record event"))?;
@@ -72,6 +76,10 @@ impl Store {
         if let Some(repo) = &q.repo {
             args.push(repo.clone().into());
             filters.push(format!("repo = ?{}", args.len()));
+        }
+        if let Some(stack) = &q.stack {
+            args.push(stack.clone().into());
+            filters.push(format!("stack = ?{}", args.len()));
         }
         if let Some(since) = q.since {
             args.push(since.into());
@@ -149,5 +157,6 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Option<Event>> {
         message: r.get(7)?,
         fields,
         origin: r.get(9)?,
+        stack: r.get(10)?,
     }))
 }

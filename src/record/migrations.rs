@@ -227,6 +227,7 @@ pub const MIGRATIONS: &[&str] = &[
         path         TEXT NOT NULL DEFAULT '',
         root         INTEGER NOT NULL DEFAULT 0,
         orphaned_at  INTEGER,
+        after        TEXT NOT NULL DEFAULT '[]',
         created_at   INTEGER NOT NULL,
         UNIQUE (repo_id, name)
     );
@@ -253,7 +254,8 @@ pub const MIGRATIONS: &[&str] = &[
         profiles         TEXT,
         dormant          TEXT,
         synced_commit    TEXT,
-        inputs           TEXT
+        inputs           TEXT,
+        env_files        TEXT
     );
     INSERT INTO stack_state (stack_id, mode, prune, project, compose_files, remote_head,
             target_commit, deployed_commit, pinned_commit, pinned_at_head, last_error,

@@ -10,6 +10,7 @@ mod events;
 mod migrations;
 mod notify;
 mod repos;
+mod stacks;
 mod state;
 mod tokens;
 
@@ -27,6 +28,7 @@ pub use events::EventQuery;
 pub use migrations::{LATEST_VERSION, MIGRATIONS};
 pub use notify::SentKey;
 pub use repos::{NewRepo, Repo};
+pub use stacks::Stack;
 pub use state::{RepoState, ServiceRecord};
 pub use tokens::{Role, Token};
 

@@ -39,6 +39,8 @@ pub struct RepoState {
     pub profiles: Option<Vec<String>>,
     /// The deployed commit's services under profiles it does not enable.
     pub dormant: Option<Vec<String>>,
+    /// The deployed stack's `--env-file`s (a stack's `env_file:`).
+    pub env_files: Option<Vec<String>>,
     /// The newest commit the running stack is known to equal: the deployed
     /// commit, or a later one that changed none of its inputs.
     pub synced_commit: Option<String>,
@@ -74,7 +76,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs";
+                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -100,6 +102,7 @@ impl Store {
             inputs: r
                 .get::<_, Option<String>>(at + 18)?
                 .and_then(|t| crate::model::stack_inputs::StackInputs::from_json(&t)),
+            env_files: json_list(r.get(at + 19)?),
         })
     }
 
@@ -362,12 +365,17 @@ impl Store {
         stack_id: i64,
         profiles: &[String],
         dormant: &[String],
+        env_files: &[String],
     ) -> Result<(), StoreError> {
         let list = |l: &[String]| text(&serde_json::to_string(l).unwrap_or_default());
         self.set_state(
             "record the deployed profiles",
             stack_id,
-            &[("profiles", list(profiles)), ("dormant", list(dormant))],
+            &[
+                ("profiles", list(profiles)),
+                ("dormant", list(dormant)),
+                ("env_files", list(env_files)),
+            ],
         )
     }
 

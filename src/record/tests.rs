@@ -686,6 +686,7 @@ fn events_page_oldest_first_and_follow_by_id() {
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let q = |repo: Option<&str>, after_id: Option<i64>, limit: usize| EventQuery {
+        stack: None,
         repo: repo.map(String::from),
         since: None,
         after_id,

@@ -133,7 +133,12 @@ pub struct Repository {
     /// The URL as git sees it in argv: credentials removed.
     pub url: String,
     pub branch: String,
+    /// Where the stack runs from: the clone, or for a stack of a
+    /// repository with several, a worktree of the clone (`shared`).
     pub clone: PathBuf,
+    /// The repository's clone, when `clone` is a worktree of it: it is
+    /// fetched by the repository's task alone, and never here.
+    pub shared: Option<PathBuf>,
     /// How git authenticates: handed to it through its environment, never
     /// its arguments.
     access: Access,
@@ -178,9 +183,17 @@ impl Repository {
             url,
             branch: branch.to_string(),
             clone,
+            shared: None,
             access: header.map_or(Access::Anonymous, Access::UrlCredentials),
             timeout: crate::config::DEFAULT_GIT_TIMEOUT,
         }
+    }
+
+    /// A stack's own worktree `dir` of the repository's clone `shared`.
+    pub fn worktree_of(mut self, shared: PathBuf, dir: PathBuf) -> Self {
+        self.shared = Some(shared);
+        self.clone = dir;
+        self
     }
 
     /// How long a remote check may take; clone and fetch get
@@ -377,14 +390,41 @@ impl Repository {
     }
 
     pub fn is_cloned(&self) -> bool {
-        self.clone.join(".git").is_dir()
+        match &self.shared {
+            // A worktree's `.git` is a file naming the clone's.
+            Some(shared) => shared.join(".git").is_dir() && self.clone.join(".git").is_file(),
+            None => self.clone.join(".git").is_dir(),
+        }
     }
 
     /// Clones into a temporary sibling and renames it into place, so an
-    /// interrupted clone never looks like a finished one.
+    /// interrupted clone never looks like a finished one. A stack's
+    /// worktree is added to the repository's clone instead, at the
+    /// fetched head.
     pub async fn clone_if_missing(&self) -> Result<(), GitError> {
         if self.is_cloned() {
             return Ok(());
+        }
+        if let Some(shared) = &self.shared {
+            let _ = tokio::fs::remove_dir_all(&self.clone).await;
+            let _ = git_cmd()
+                .cwd(shared)
+                .args(["worktree", "prune"])
+                .run()
+                .await;
+            return git_cmd()
+                .cwd(shared)
+                .args(["worktree", "add", "--detach", "--force", "--quiet"])
+                .arg(&self.clone)
+                .arg(self.remote_ref())
+                .timeout(GIT_TIMEOUT)
+                .run()
+                .await
+                .map(drop)
+                .map_err(|source| GitError::Checkout {
+                    commit: self.remote_ref(),
+                    source,
+                });
         }
         let parent = self.clone.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
@@ -509,6 +549,23 @@ impl Repository {
                 Some((path.to_string(), id.to_string()))
             })
             .collect())
+    }
+
+    /// The content of the blob `id`, at most `limit` bytes (a larger one
+    /// is an error, unread past the limit).
+    pub async fn read_blob(&self, id: &str, limit: u64) -> Result<Vec<u8>, GitError> {
+        let out = self
+            .git()
+            .args(["cat-file", "blob", id])
+            .timeout(GIT_TIMEOUT)
+            .max_stdout(limit)
+            .run()
+            .await
+            .map_err(|source| GitError::Inspect {
+                commit: id.to_string(),
+                source,
+            })?;
+        Ok(out.stdout)
     }
 
     /// Puts `commit`'s tree into the render worktree. Only git writes there,

@@ -32,5 +32,6 @@ mod serve;
 mod sessions;
 mod slow_clients;
 mod stack_inputs;
+mod stacks;
 mod store_lock;
 mod swarm;

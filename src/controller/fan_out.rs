@@ -1,0 +1,235 @@
+//! controller: a repository with several stacks (fleet.md §1). The
+//! repository's own task fetches; at a new head it reads which stacks the
+//! commit declares, registers the new ones, orphans or takes down those
+//! that left Git, and wakes the stacks' tasks. A stack's task follows the
+//! repository's head: no network, one worktree of the shared clone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Shared;
+use super::task::{ReconcileError, RepoTask};
+use crate::desired::kedge_yaml::{FILE_NAME, MAX_SIZE};
+use crate::desired::layout::{Removed, StackDecl};
+use crate::desired::stack_of;
+use crate::events::{EventKind, NewEvent};
+use crate::{error_chain, short};
+
+/// What the root `kedge.yaml` of a commit declares, cached by its object id.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub stacks: Vec<StackDecl>,
+    pub removed: Removed,
+}
+
+/// The layout of `commit` (its tree: `object_ids`): `Ok(None)` for a
+/// repository of one stack. An invalid layout is the commit's error.
+pub async fn layout_at(
+    task: &RepoTask,
+    object_ids: &HashMap<String, String>,
+) -> Result<Option<Layout>, String> {
+    let Some(id) = object_ids.get(FILE_NAME) else {
+        return Ok(None);
+    };
+    let cached = task
+        .layout
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at == id)
+        .map(|(_, declared)| declared.clone());
+    let declared = match cached {
+        Some(declared) => declared,
+        None => {
+            let bytes = task
+                .git
+                .read_blob(id, MAX_SIZE)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| format!("{FILE_NAME} is not UTF-8 text"))?;
+            let root = stack_of::root_file(Some(&text)).map_err(|e| error_chain(&e))?;
+            let declared = stack_of::declared(root.as_ref(), &crate::process::repo_env)
+                .map_err(|e| error_chain(&e))?;
+            *task.layout.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((id.clone(), declared.clone()));
+            declared
+        }
+    };
+    if declared.is_single() {
+        return Ok(None);
+    }
+    let stacks = crate::desired::layout::expand(&declared, object_ids.keys().map(String::as_str))
+        .map_err(|e| error_chain(&e))?;
+    Ok(Some(Layout {
+        stacks,
+        removed: declared.removed,
+    }))
+}
+
+/// The repository's task found `commit` declaring `layout`: its stacks are
+/// registered (and the others orphaned or taken down), the commit is the
+/// repository's head for them, and their tasks are woken.
+pub async fn apply(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    commit: &str,
+    layout: Layout,
+) -> Result<(), ReconcileError> {
+    let repo_id = task.repo.id;
+    let repo = task.repo.name.clone();
+    let known = shared.db.read(|s| s.stacks(Some(repo_id)))?;
+    for decl in &layout.stacks {
+        let before = known.iter().find(|s| !s.root && s.name == decl.name);
+        let changed = before.is_none_or(|s| s.orphaned_at.is_some() || s.path != decl.path);
+        let (name, path, after) = (decl.name.clone(), decl.path.clone(), decl.after.clone());
+        let added = shared
+            .db
+            .write(move |s| s.add_stack(repo_id, &name, &path, &after))
+            .await?;
+        if changed {
+            tracing::info!(repo = %repo, stack = %added.name, path = %added.path, "stack added");
+            shared.emit(
+                NewEvent::new(
+                    &repo,
+                    EventKind::StackAdded,
+                    format!("stack {} at {}", added.name, shown(&added.path)),
+                )
+                .stack(Some(&added.name))
+                .commit(commit)
+                .field("path", added.path.clone()),
+            );
+        }
+    }
+    for gone in known.iter().filter(|s| {
+        !s.root && s.orphaned_at.is_none() && !layout.stacks.iter().any(|d| d.name == s.name)
+    }) {
+        match layout.removed {
+            Removed::Keep => {
+                let id = gone.id;
+                shared.db.write(move |s| s.orphan_stack(id)).await?;
+                tracing::warn!(repo = %repo, stack = %gone.name, "stack left Git: orphaned, its containers keep running");
+                shared.emit(
+                    NewEvent::new(
+                        &repo,
+                        EventKind::StackOrphaned,
+                        format!(
+                            "stack {} is no longer in {}: its containers keep running (`kedge stack remove {}` ends it)",
+                            gone.name,
+                            short(commit),
+                            gone.address()
+                        ),
+                    )
+                    .stack(Some(&gone.name))
+                    .commit(commit),
+                );
+            }
+            Removed::Down => take_down(shared, task, gone, commit).await?,
+        }
+    }
+    let head = commit.to_string();
+    let root = task.id();
+    shared
+        .db
+        .write(move |s| {
+            s.mark_settled(root, &head, None)?;
+            s.clear_error(root)
+        })
+        .await?;
+    shared.wake_stacks_of(repo_id);
+    Ok(())
+}
+
+/// `stacks_removed: down`: the stack's project goes down (named volumes
+/// kept), the stack is forgotten.
+async fn take_down(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    gone: &crate::record::Stack,
+    commit: &str,
+) -> Result<(), ReconcileError> {
+    let id = gone.id;
+    let state = shared.db.read(|s| s.repo_state(id))?;
+    let project = state
+        .project
+        .unwrap_or_else(|| format!("{}-{}", gone.repo, gone.name));
+    let lock = super::lock::RepoLock::acquire(
+        &shared.settings.data_dir,
+        &format!("{}@{}", gone.repo, gone.name),
+        || {},
+    )
+    .await?;
+    let swarm = state.target == Some(crate::model::settings::Target::Swarm);
+    let down = if swarm {
+        crate::apply::down_stack(&project, Some(lock.fd())).await
+    } else {
+        crate::apply::down(&project, Some(lock.fd())).await
+    };
+    if let Err(e) = down {
+        // Kept: another pass tries again, and the operator sees why.
+        tracing::warn!(repo = %task.repo.name, stack = %gone.name, "cannot take the stack down: {}", error_chain(&e));
+        return Ok(());
+    }
+    shared.db.write(move |s| s.remove_stack(id)).await?;
+    let dir = task
+        .git
+        .clone
+        .with_file_name(format!("{}@{}", gone.repo, gone.name));
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    shared.emit(
+        NewEvent::new(
+            &task.repo.name,
+            EventKind::StackRemoved,
+            format!(
+                "stack {} is no longer in {}: project {project} taken down, named volumes kept",
+                gone.name,
+                short(commit)
+            ),
+        )
+        .stack(Some(&gone.name))
+        .commit(commit),
+    );
+    drop(lock);
+    Ok(())
+}
+
+/// Whether the stacks `task` waits for (`after:`) have deployed `head`:
+/// `Ok(None)` when they all run it, `Some(Err(stack))` when one of them
+/// failed it, `Some(Ok(()))` while one is still on its way.
+pub fn after_ready(
+    shared: &Shared,
+    task: &RepoTask,
+    head: &str,
+) -> Result<Option<Result<(), String>>, ReconcileError> {
+    if task.stack.after.is_empty() {
+        return Ok(None);
+    }
+    let siblings = shared.db.read(|s| s.stacks(Some(task.repo.id)))?;
+    for name in &task.stack.after {
+        let Some(dep) = siblings.iter().find(|s| &s.name == name && !s.root) else {
+            continue;
+        };
+        let id = dep.id;
+        let (state, newest) = shared
+            .db
+            .read(|s| Ok((s.repo_state(id)?, s.deployments(id, 1)?)))?;
+        let failed = newest.first().is_some_and(|d| {
+            d.commit == head && d.status == crate::record::DeploymentStatus::Failed
+        });
+        if failed || (state.target_commit.as_deref() == Some(head) && !state.runs(head)) {
+            return Ok(Some(Err(name.clone())));
+        }
+        if !state.runs(head) {
+            return Ok(Some(Ok(())));
+        }
+    }
+    Ok(None)
+}
+
+fn shown(path: &str) -> String {
+    if path.is_empty() {
+        ".".into()
+    } else {
+        path.to_string()
+    }
+}

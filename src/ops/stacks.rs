@@ -1,0 +1,165 @@
+//! ops: listing a repository's stacks (`kedge stack list`, the API's
+//! `/api/v1/repos/{repo}/stacks`).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{Ops, OpsError};
+use crate::model::settings::{Mode, Target};
+use crate::record::{Repo, Stack};
+
+fn names(stacks: &[Stack]) -> Vec<String> {
+    stacks.iter().map(|s| s.name.clone()).collect()
+}
+
+/// Stacks in `after:` order (ties by name); a stack whose dependencies
+/// are gone or circular comes last.
+fn in_after_order(mut left: Vec<Stack>) -> Vec<Stack> {
+    left.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<Stack> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.after
+                .iter()
+                .all(|a| out.iter().any(|d| &d.name == a) || !left.iter().any(|l| &l.name == a))
+        });
+        out.push(left.remove(ready.unwrap_or(0)));
+    }
+    out
+}
+
+/// One stack as `kedge stack list` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StackRow {
+    pub repo: String,
+    pub stack: String,
+    /// Its directory in the repository (`.` for the root).
+    pub path: String,
+    /// Its compose project.
+    pub project: String,
+    #[schema(value_type = Option<String>)]
+    pub mode: Option<Mode>,
+    /// `compose` or `swarm`, as its last rendered `kedge.yaml` says.
+    #[schema(value_type = Option<String>)]
+    pub target: Option<Target>,
+    /// `orphaned` (its directory or entry left Git), else its sync state
+    /// as `kedge status` computes it.
+    pub state: String,
+}
+
+/// `REPO`, `REPO/STACK`, or `--repo REPO --stack STACK`, as one address.
+pub fn address(repo: &str, stack: Option<&str>) -> String {
+    match stack {
+        Some(stack) => format!("{repo}/{stack}"),
+        None => repo.to_string(),
+    }
+}
+
+impl Ops {
+    /// What an address names: `REPO/STACK` one stack (`REPO/REPO` is a
+    /// repository's own stack); `REPO` its own stack, or every stack it
+    /// declares (orphaned ones too), in `after:` order.
+    pub fn units(&self, address: &str) -> Result<Vec<(Repo, Stack)>, OpsError> {
+        let (name, stack) = match address.split_once('/') {
+            Some((repo, stack)) => (repo, Some(stack)),
+            None => (address, None),
+        };
+        let repo = self.repo(name)?;
+        let stacks = self.shared()?.db.read(|s| s.stacks(Some(repo.id)))?;
+        let declared: Vec<Stack> = stacks.iter().filter(|s| !s.root).cloned().collect();
+        match stack {
+            Some(wanted) => match stacks.iter().find(|s| s.name == wanted) {
+                Some(s) => Ok(vec![(repo.clone(), s.clone())]),
+                None => Err(OpsError::UnknownStack {
+                    repo: repo.name.clone(),
+                    stack: wanted.to_string(),
+                    stacks: names(if declared.is_empty() {
+                        &stacks
+                    } else {
+                        &declared
+                    }),
+                }),
+            },
+            None if declared.is_empty() => {
+                let root = Stack::root_of(&repo);
+                Ok(vec![(repo, root)])
+            }
+            None => Ok(in_after_order(declared)
+                .into_iter()
+                .map(|s| (repo.clone(), s))
+                .collect()),
+        }
+    }
+
+    /// The one stack an address names; a repository with several is
+    /// refused, listing them.
+    pub fn unit(&self, address: &str) -> Result<(Repo, Stack), OpsError> {
+        let mut units = self.units(address)?;
+        if units.len() == 1 {
+            return Ok(units.remove(0));
+        }
+        Err(OpsError::SeveralStacks {
+            repo: address.to_string(),
+            stacks: units.into_iter().map(|(_, s)| s.name).collect(),
+        })
+    }
+
+    /// Every stack, or those of one repository (an unknown one is an error).
+    pub async fn stack_list(&self, repo: Option<&str>) -> Result<Vec<StackRow>, OpsError> {
+        let shared = self.shared()?;
+        let repo_id = match repo {
+            Some(name) => Some(self.repo(name)?.id),
+            None => None,
+        };
+        let (stacks, states) = shared
+            .db
+            .read(|s| Ok((s.stacks(repo_id)?, s.repo_states()?)))?;
+        // A root stack's sync state is its repository's status.
+        let (statuses, _) = self.status(repo).await?;
+        let synced: HashMap<String, String> = statuses
+            .into_iter()
+            .map(|s| (s.name, s.sync_state.as_str().to_string()))
+            .collect();
+        let declares: std::collections::HashSet<i64> = stacks
+            .iter()
+            .filter(|s| !s.root)
+            .map(|s| s.repo_id)
+            .collect();
+        Ok(stacks
+            .into_iter()
+            .filter(|s| !(s.root && declares.contains(&s.repo_id)))
+            .map(|stack| {
+                let state = states.get(&stack.id).cloned().unwrap_or_default();
+                let project = state.project.clone().unwrap_or_else(|| {
+                    if stack.root {
+                        stack.repo.clone()
+                    } else {
+                        format!("{}-{}", stack.repo, stack.name)
+                    }
+                });
+                let sync = match stack.orphaned_at {
+                    Some(_) => "orphaned".to_string(),
+                    None if stack.root => synced
+                        .get(&stack.repo)
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into()),
+                    None => "unknown".into(),
+                };
+                StackRow {
+                    path: if stack.path.is_empty() {
+                        ".".into()
+                    } else {
+                        stack.path.clone()
+                    },
+                    project,
+                    mode: state.mode,
+                    target: state.target,
+                    state: sync,
+                    repo: stack.repo,
+                    stack: stack.name,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,250 @@
+//! fleet.md §1 end to end: one repository, several stacks. Discovery and
+//! an explicit entry, one fetch for all of them, a commit redeploying only
+//! the stacks whose inputs it changes, orphans, and `after:` order.
+
+use std::collections::BTreeMap;
+
+use crate::support::compose_calls::ComposeCalls;
+use crate::support::docker::IMAGE_1;
+use crate::support::*;
+
+fn sleeper(extra: &str) -> String {
+    format!("    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n{extra}")
+}
+
+/// A homelab repository: `web` (a bind-mounted file and a `configs:`
+/// file), `db` (two compose files and a profile), `cache` (the env file
+/// shared from the root), and a template directory discovery leaves out.
+fn monorepo() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "kedge.yaml",
+            "discover:\n  - path: \"stacks/*\"\n    exclude: [\"stacks/_*\"]\nstacks:\n  - path: stacks/db\n    compose_file: [compose.yaml, compose.extra.yaml]\n    profiles: [extra]\ndefaults:\n  deploy:\n    stable_for: 0s\n".into(),
+        ),
+        ("common.env", "LEVEL=1\n".into()),
+        ("README.md", "a homelab\n".into()),
+        (
+            "stacks/web/compose.yaml",
+            format!(
+                "services:\n  web:\n{}  api:\n{}  worker:\n{}configs:\n  api:\n    file: ./api.conf\n",
+                sleeper("    volumes: ['./site.conf:/etc/site.conf:ro']\n"),
+                sleeper("    configs: [{source: api, target: /etc/api.conf}]\n"),
+                sleeper(""),
+            ),
+        ),
+        ("stacks/web/site.conf", "site v1\n".into()),
+        ("stacks/web/api.conf", "api v1\n".into()),
+        (
+            "stacks/db/compose.yaml",
+            format!("services:\n  db:\n{}", sleeper("    environment: [ROLE=db]\n")),
+        ),
+        (
+            "stacks/db/compose.extra.yaml",
+            format!("services:\n  extra:\n{}", sleeper("    profiles: [extra]\n")),
+        ),
+        (
+            "stacks/cache/compose.yaml",
+            format!("services:\n  cache:\n{}", sleeper("    env_file: ../../common.env\n")),
+        ),
+        (
+            "stacks/_template/compose.yaml",
+            format!("services:\n  nothing:\n{}", sleeper("")),
+        ),
+    ]
+}
+
+/// Container ids by service of a compose project.
+fn ids(project: &ComposeProject) -> BTreeMap<String, String> {
+    project
+        .running()
+        .into_iter()
+        .map(|c| (c.service().to_string(), c.id))
+        .collect()
+}
+
+fn deployments(k: &Kedge, address: &str) -> Vec<serde_json::Value> {
+    k.run(["history", "--repo", address, "-o", "json"])
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_monorepo_deploys_each_stack_and_a_commit_redeploys_only_what_it_touches() {
+    require_docker();
+    let compose = ComposeCalls::new(None);
+    let k = Kedge::new().env("DOCKER_CONFIG", &compose.config_dir().to_string_lossy());
+    let name = unique_name("mono");
+    let remote = GitRemote::new(&name);
+    for (path, text) in monorepo() {
+        remote.write(path, &text);
+    }
+    remote.commit("a homelab");
+    let web = ComposeProject::named(&format!("{name}-web"));
+    let db = ComposeProject::named(&format!("{name}-db"));
+    let cache = ComposeProject::named(&format!("{name}-cache"));
+    let _template = ComposeProject::named(&format!("{name}-_template"));
+    k.run(["repo", "add", &remote.url()]).success();
+    let _serve = k.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1h",
+    ]);
+
+    let stacks = wait_for(120, "three stacks deployed", || {
+        let (w, d, c) = (ids(&web), ids(&db), ids(&cache));
+        (w.len() == 3 && d.len() == 2 && c.len() == 1).then_some((w, d, c))
+    });
+    for stack in ["web", "db", "cache"] {
+        wait_for(60, &format!("{stack} deployed"), || {
+            let h = deployments(&k, &format!("{name}/{stack}"));
+            (h.len() == 1 && h[0]["status"] == "success").then_some(())
+        });
+    }
+    let list = k
+        .run(["stack", "list", "--repo", &name, "-o", "json"])
+        .json();
+    let rows: Vec<(String, String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["stack"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["project"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "cache".into(),
+                "stacks/cache".into(),
+                format!("{name}-cache")
+            ),
+            ("db".into(), "stacks/db".into(), format!("{name}-db")),
+            ("web".into(), "stacks/web".into(), format!("{name}-web")),
+        ]
+    );
+    let (web1, db1, cache1) = stacks;
+    // The template is not a stack.
+    assert!(_template.running().is_empty());
+
+    // Only db's files: db alone deploys, nothing else runs compose.
+    let before = compose.calls().len();
+    remote.write(
+        "stacks/db/compose.yaml",
+        &format!(
+            "services:\n  db:\n{}",
+            sleeper("    environment: [ROLE=primary]\n")
+        ),
+    );
+    remote.commit("db: primary");
+    wait_for(60, "db redeployed", || {
+        let h = deployments(&k, &format!("{name}/db"));
+        (h.len() == 2 && h[0]["status"] == "success").then_some(())
+    });
+    let db2 = ids(&db);
+    assert_ne!(db2["db"], db1["db"]);
+    assert_eq!(
+        db2["extra"], db1["extra"],
+        "db's other service keeps running"
+    );
+    assert_eq!(ids(&web), web1);
+    assert_eq!(ids(&cache), cache1);
+    assert_eq!(deployments(&k, &format!("{name}/web")).len(), 1);
+    assert_eq!(deployments(&k, &format!("{name}/cache")).len(), 1);
+    let calls = compose.calls();
+    let project_of = |c: &str| {
+        let args: Vec<&str> = c.split_whitespace().collect();
+        args.windows(2)
+            .find(|w| w[0] == "-p")
+            .map(|w| w[1].to_string())
+            .unwrap_or_default()
+    };
+    let others: Vec<&String> = calls[before..]
+        .iter()
+        .filter(|c| project_of(c) != format!("{name}-db"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "compose ran for other stacks: {others:?}"
+    );
+
+    // The shared env file: cache alone reads it.
+    remote.write("common.env", "LEVEL=2\n");
+    remote.commit("level 2");
+    wait_for(60, "cache redeployed", || {
+        let h = deployments(&k, &format!("{name}/cache"));
+        (h.len() == 2 && h[0]["status"] == "success").then_some(())
+    });
+    assert_ne!(ids(&cache)["cache"], cache1["cache"]);
+    assert_eq!(ids(&web), web1);
+    assert_eq!(ids(&db), db2);
+
+    // web's bind-mounted file: its `web` alone is recreated.
+    remote.write("stacks/web/site.conf", "site v2\n");
+    remote.commit("site v2");
+    wait_for(60, "web redeployed", || {
+        let h = deployments(&k, &format!("{name}/web"));
+        (h.len() == 2 && h[0]["status"] == "success").then_some(())
+    });
+    let web2 = ids(&web);
+    assert_ne!(web2["web"], web1["web"]);
+    assert_eq!(web2["api"], web1["api"]);
+    assert_eq!(web2["worker"], web1["worker"]);
+
+    // A stack directory deleted: orphaned, its containers still run.
+    std::fs::remove_dir_all(remote.work_dir().join("stacks/cache")).unwrap();
+    let gone = remote.commit("cache moves elsewhere");
+    let events = wait_for(60, "cache orphaned", || {
+        let e = k.run(["events", "--repo", &name, "-o", "json"]).json();
+        e.as_array()?
+            .iter()
+            .any(|e| {
+                e["kind"] == "stack_orphaned"
+                    && e["stack"] == "cache"
+                    && e["commit"] == gone.as_str()
+            })
+            .then_some(e)
+    });
+    assert!(
+        !ids(&cache).is_empty(),
+        "orphaned, not taken down: {events}"
+    );
+    let status = k
+        .run(["status", "--repo", &name, "--stack", "cache", "-o", "json"])
+        .json();
+    assert_eq!(status[0]["sync_state"], "orphaned", "{status}");
+    // The repository's status shows every stack.
+    let all = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    let states: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stack"].as_str().unwrap_or_default().to_string(),
+                s["sync_state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("cache".to_string(), "orphaned".to_string()),
+            ("db".to_string(), "synced".to_string()),
+            ("web".to_string(), "synced".to_string()),
+        ],
+        "{all}"
+    );
+    // Rollback needs one stack.
+    k.run(["rollback", "--repo", &name, "abcd"])
+        .code(1)
+        .stderr_has("has several stacks (cache, db, web)");
+}
