@@ -10,6 +10,7 @@ mod hooks;
 pub mod metrics;
 mod openapi;
 mod routes;
+mod stacks;
 mod stream;
 
 use std::sync::Arc;

@@ -42,6 +42,17 @@ pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/repos/{name}", get(repo_status).delete(remove_repo))
         .route("/repos/{name}/history", get(history))
         .route("/repos/{name}/stacks", get(list_stacks))
+        .route("/stacks/{repo}/{stack}/status", get(super::stacks::status))
+        .route(
+            "/stacks/{repo}/{stack}/history",
+            get(super::stacks::history),
+        )
+        .route("/stacks/{repo}/{stack}/diff", get(super::stacks::diff))
+        .route("/stacks/{repo}/{stack}/sync", post(super::stacks::sync))
+        .route(
+            "/stacks/{repo}/{stack}/rollback",
+            post(super::stacks::rollback),
+        )
         .route("/repos/{name}/diff", get(diff))
         .route("/repos/{name}/sync", post(sync))
         .route("/repos/{name}/rollback", post(rollback))
@@ -271,10 +282,18 @@ pub async fn repo_status(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let (mut statuses, _) = state.ops.status(Some(&name)).await?;
+    status_of(&state, &name).await
+}
+
+/// One stack's status; a repository with several is a 409 naming them.
+pub(super) async fn status_of(state: &AppState, address: &str) -> ApiResult {
+    state.ops.unit(address)?;
+    let (mut statuses, _) = state.ops.status(Some(address)).await?;
     match statuses.pop() {
         Some(status) => json(StatusCode::OK, &status),
-        None => Err(ApiError::NotFound(format!("no repository named '{name}'"))),
+        None => Err(ApiError::NotFound(format!(
+            "no repository named '{address}'"
+        ))),
     }
 }
 
@@ -346,8 +365,20 @@ pub async fn history(
     Path(name): Path<String>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
+    history_of(&state, &name, q).await
+}
+
+pub(super) async fn history_of(
+    state: &AppState,
+    address: &str,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult {
     let q = query(q)?;
-    json(StatusCode::OK, &state.ops.history(&name, q.limit as usize)?)
+    state.ops.unit(address)?;
+    json(
+        StatusCode::OK,
+        &state.ops.history(address, q.limit as usize)?,
+    )
 }
 
 /// `kedge diff -o json`: the report and whether Git and the containers agree.
@@ -369,7 +400,11 @@ pub struct DiffDocument {
         (status = 409, description = "an apply on the repository is still in progress after 10 s", body = ErrorBody),
     ))]
 pub async fn diff(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    let report = state.ops.diff(&name, Some(super::DIFF_WAIT)).await?;
+    diff_of(&state, &name).await
+}
+
+pub(super) async fn diff_of(state: &AppState, address: &str) -> ApiResult {
+    let report = state.ops.diff(address, Some(super::DIFF_WAIT)).await?;
     let in_sync = report.in_sync();
     // Through a JSON value, as the CLI prints it: the same keys in the same order.
     let doc = serde_json::to_value(DiffDocument { report, in_sync })
@@ -442,12 +477,25 @@ pub async fn sync(
     Path(name): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult {
+    sync_of(&state, &name, q).await
+}
+
+pub(super) async fn sync_of(
+    state: &AppState,
+    address: &str,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult {
     let q = query(q)?;
     let running = state
         .ops
-        .start_sync(&name, false, false, Some(state.ops.settings().command_wait))
+        .start_sync(
+            address,
+            false,
+            false,
+            Some(state.ops.settings().command_wait),
+        )
         .await?;
-    answer_deployment(&state, &name, q.wait, running).await
+    answer_deployment(state, address, q.wait, running).await
 }
 
 /// Re-applies a deployed commit and pins the repository to it
@@ -469,13 +517,26 @@ pub async fn rollback(
     q: Result<Query<WaitQuery>, QueryRejection>,
     parsed: Result<Json<RollbackBody>, JsonRejection>,
 ) -> ApiResult {
+    rollback_of(&state, &name, q, parsed).await
+}
+
+pub(super) async fn rollback_of(
+    state: &AppState,
+    address: &str,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    parsed: Result<Json<RollbackBody>, JsonRejection>,
+) -> ApiResult {
     let q = query(q)?;
     let req = body(parsed)?;
     let running = state
         .ops
-        .start_rollback(&name, &req.commit, Some(state.ops.settings().command_wait))
+        .start_rollback(
+            address,
+            &req.commit,
+            Some(state.ops.settings().command_wait),
+        )
         .await?;
-    answer_deployment(&state, &name, q.wait, running).await
+    answer_deployment(state, address, q.wait, running).await
 }
 
 /// A sync or rollback the repository's task has taken up (a client that

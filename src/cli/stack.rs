@@ -1,4 +1,5 @@
-//! `kedge stack list`: `REPO STACK PATH PROJECT MODE TARGET STATE`.
+//! `kedge stack list` (`REPO STACK PATH PROJECT MODE TARGET STATE`) and
+//! `kedge stack remove`.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,17 @@ use super::{Ctx, block_on};
 pub enum StackCommand {
     /// List the stacks of every repository, or of one
     List(ListArgs),
+    /// End a stack that left Git (orphaned), keeping or taking down its containers
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// The stack, as REPO/STACK
+    pub stack: String,
+    /// Take its containers down first (named volumes are kept)
+    #[arg(long)]
+    pub down: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,7 +35,28 @@ pub struct ListArgs {
 pub fn run(ctx: &Ctx, command: StackCommand) -> anyhow::Result<ExitCode> {
     match command {
         StackCommand::List(args) => list(ctx, args),
+        StackCommand::Remove(args) => remove(ctx, args),
     }
+}
+
+fn remove(ctx: &Ctx, args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let removed = block_on(ctx.ops.stack_remove(&args.stack, args.down))??;
+    if ctx.json() {
+        print_json(&removed)?;
+    } else if removed.down {
+        writeln!(
+            stdout(),
+            "Removed stack {}; its containers were taken down",
+            args.stack
+        )?;
+    } else {
+        writeln!(
+            stdout(),
+            "Removed stack {}; its containers were left running",
+            args.stack
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<ExitCode> {

@@ -41,15 +41,23 @@ pub async fn layout_at(
     let declared = match cached {
         Some(declared) => declared,
         None => {
-            let bytes = task
-                .git
-                .read_blob(id, MAX_SIZE)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| format!("{FILE_NAME} is not UTF-8 text"))?;
-            let root = stack_of::root_file(Some(&text)).map_err(|e| error_chain(&e))?;
-            let declared = stack_of::declared(root.as_ref(), &crate::process::repo_env)
+            // A file that cannot be read or parsed (a link out of the
+            // repository, one over the size limit, invalid YAML) declares
+            // no stacks here: rendering the repository's own stack refuses
+            // it as the commit's failed deployment, naming why.
+            let Ok(bytes) = task.git.read_blob(id, MAX_SIZE).await else {
+                return Ok(None);
+            };
+            let Ok(text) = String::from_utf8(bytes) else {
+                return Ok(None);
+            };
+            let Ok(Some(root)) = stack_of::root_file(Some(&text)) else {
+                return Ok(None);
+            };
+            if !declares_stacks(&root) {
+                return Ok(None);
+            }
+            let declared = stack_of::declared(Some(&root), &crate::process::repo_env)
                 .map_err(|e| error_chain(&e))?;
             *task.layout.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((id.clone(), declared.clone()));
@@ -65,6 +73,16 @@ pub async fn layout_at(
         stacks,
         removed: declared.removed,
     }))
+}
+
+/// Whether a root `kedge.yaml` names `stacks:` or `discover:`.
+fn declares_stacks(root: &crate::config::yaml::Node) -> bool {
+    match &root.value {
+        crate::config::yaml::Value::Map(entries) => entries
+            .iter()
+            .any(|e| e.key == "stacks" || e.key == "discover"),
+        _ => false,
+    }
 }
 
 /// The repository's task found `commit` declaring `layout`: its stacks are

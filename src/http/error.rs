@@ -89,7 +89,9 @@ impl From<OpsError> for ApiError {
             OpsError::UnknownRepo(_)
             | OpsError::UnknownToken(_)
             | OpsError::UnknownStack { .. } => ApiError::NotFound(text),
-            OpsError::TokenExists(_) | OpsError::SeveralStacks { .. } => ApiError::Conflict(text),
+            OpsError::TokenExists(_)
+            | OpsError::SeveralStacks { .. }
+            | OpsError::StackInGit { .. } => ApiError::Conflict(text),
             OpsError::Store(StoreError::DuplicateName(_) | StoreError::DuplicateUrl { .. }) => {
                 ApiError::Conflict(text)
             }

@@ -144,7 +144,25 @@ impl Ops {
     /// a removed one whose events the log keeps. Anything else is a typo,
     /// said so rather than answered with nothing.
     fn known_to_events(&self, address: &str) -> Result<(), OpsError> {
-        let repo = address.split_once('/').map_or(address, |(r, _)| r);
+        if let Some((repo, stack)) = address.split_once('/') {
+            // A registered stack, or one the log still knows.
+            let (repo_name, stack_name) = (repo.to_string(), stack.to_string());
+            let logged = self.shared()?.db.read(|s| {
+                Ok(!s
+                    .events(&EventQuery {
+                        repo: Some(repo_name),
+                        stack: Some(stack_name),
+                        limit: 1,
+                        ..Default::default()
+                    })?
+                    .is_empty())
+            })?;
+            return match self.units(address) {
+                Err(OpsError::UnknownStack { .. } | OpsError::UnknownRepo(_)) if logged => Ok(()),
+                other => other.map(drop),
+            };
+        }
+        let repo = address;
         match self.repo(repo) {
             Err(OpsError::UnknownRepo(_))
                 if self.shared()?.db.read(|s| s.has_events_of(repo))? =>

@@ -47,6 +47,10 @@ pub enum OpsError {
         stacks.join(", ")
     )]
     SeveralStacks { repo: String, stacks: Vec<String> },
+    #[error(
+        "stack {address} is still in Git: remove it from the repository (stacks_removed says what happens then)"
+    )]
+    StackInGit { address: String },
     #[error("a token named '{0}' already exists")]
     TokenExists(String),
     #[error("no token named '{0}'")]

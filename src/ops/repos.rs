@@ -303,6 +303,19 @@ impl Ops {
                 crate::apply::down_stack(&project, Some(lock.fd())).await?;
             }
             tracing::info!(repo = %repo.name, %project, "stack taken down");
+            // And every stack the repository declares, each under its lock.
+            let stacks = shared.db.read(|s| s.stacks(Some(repo.id)))?;
+            for stack in stacks.iter().filter(|s| !s.root) {
+                super::stacks::take_down(shared, &repo, stack).await?;
+            }
+        }
+        for stack in shared
+            .db
+            .read(|s| s.stacks(Some(repo.id)))?
+            .iter()
+            .filter(|s| !s.root)
+        {
+            super::stacks::remove_files(data_dir, &repo.name, &stack.name).await;
         }
         let named = repo.name.clone();
         shared.db.write(move |s| s.remove_repo(&named)).await?;

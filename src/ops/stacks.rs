@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{Ops, OpsError};
+use crate::controller::lock::RepoLock;
+use crate::events::{EventKind, NewEvent};
 use crate::model::settings::{Mode, Target};
 use crate::record::{Repo, Stack};
 
@@ -162,4 +164,96 @@ impl Ops {
             })
             .collect())
     }
+}
+
+/// What `stack remove` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackRemoved {
+    pub repo: String,
+    pub stack: String,
+    pub down: bool,
+}
+
+impl Ops {
+    /// Ends a stack that left Git (`stack_orphaned`): forgets it, its
+    /// history and its files; `down` takes its project down first (named
+    /// volumes kept). A stack still in Git is refused: it would come back.
+    pub async fn stack_remove(&self, address: &str, down: bool) -> Result<StackRemoved, OpsError> {
+        let (repo, stack) = self.unit(address)?;
+        if stack.root || stack.orphaned_at.is_none() {
+            return Err(OpsError::StackInGit {
+                address: address.to_string(),
+            });
+        }
+        let shared = self.shared()?;
+        if down {
+            take_down(shared, &repo, &stack).await?;
+        }
+        let id = stack.id;
+        shared.db.write(move |s| s.remove_stack(id)).await?;
+        remove_files(&self.settings.data_dir, &repo.name, &stack.name).await;
+        shared.emit(
+            NewEvent::new(
+                &repo.name,
+                EventKind::StackRemoved,
+                if down {
+                    format!("stack {} removed; its project was taken down", stack.name)
+                } else {
+                    format!(
+                        "stack {} removed; its containers were left running",
+                        stack.name
+                    )
+                },
+            )
+            .stack(Some(&stack.name)),
+        );
+        Ok(StackRemoved {
+            repo: repo.name,
+            stack: stack.name,
+            down,
+        })
+    }
+}
+
+/// A declared stack's project goes down (named volumes kept), under the
+/// stack's lock.
+pub(super) async fn take_down(
+    shared: &crate::controller::Shared,
+    repo: &Repo,
+    stack: &Stack,
+) -> Result<(), OpsError> {
+    let lock = RepoLock::acquire_announced(
+        &shared.settings.data_dir,
+        &format!("{}@{}", repo.name, stack.name),
+    )
+    .await?;
+    let id = stack.id;
+    let state = shared.db.read(|s| s.repo_state(id))?;
+    let project = state
+        .project
+        .unwrap_or_else(|| format!("{}-{}", repo.name, stack.name));
+    if state.target == Some(Target::Swarm) {
+        crate::apply::stack::remove(&project, Some(lock.fd())).await?;
+    } else {
+        crate::apply::down_stack(&project, Some(lock.fd())).await?;
+    }
+    tracing::info!(repo = %repo.name, stack = %stack.name, %project, "stack taken down");
+    Ok(())
+}
+
+/// A declared stack's worktree, render worktree and files of Kedge's own.
+pub(super) async fn remove_files(data_dir: &std::path::Path, repo: &str, stack: &str) {
+    let clone = crate::source::clone_dir(data_dir, repo);
+    let dir = clone.with_file_name(format!("{repo}@{stack}"));
+    let name = format!("{repo}@{stack}");
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let _ = tokio::fs::remove_dir_all(dir.with_file_name(format!(".{name}.render"))).await;
+    for file in [
+        "kedge-override.json",
+        "kedge-stack.json",
+        "kedge-snapshot.json",
+    ] {
+        let _ = tokio::fs::remove_file(dir.with_file_name(format!(".{name}.{file}"))).await;
+    }
+    let _ = tokio::fs::remove_file(dir.with_file_name(format!(".{name}.gitconfig"))).await;
 }

@@ -62,12 +62,13 @@ fn ids(project: &ComposeProject) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A stack's deployments, newest first; none while it is not registered.
 fn deployments(k: &Kedge, address: &str) -> Vec<serde_json::Value> {
-    k.run(["history", "--repo", address, "-o", "json"])
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let out = k.run(["history", "--repo", address, "-o", "json"]);
+    if out.code != Some(0) {
+        return Vec::new();
+    }
+    out.json().as_array().cloned().unwrap_or_default()
 }
 
 #[test]
@@ -247,4 +248,168 @@ fn a_monorepo_deploys_each_stack_and_a_commit_redeploys_only_what_it_touches() {
     k.run(["rollback", "--repo", &name, "abcd"])
         .code(1)
         .stderr_has("has several stacks (cache, db, web)");
+    // `stack remove` ends an orphan only.
+    k.run(["stack", "remove", &format!("{name}/db")])
+        .code(1)
+        .stderr_has("is still in Git");
+    k.run(["stack", "remove", &format!("{name}/cache"), "--down"])
+        .success()
+        .stdout_has("taken down");
+    assert!(cache.containers().is_empty());
+    let list = k
+        .run(["stack", "list", "--repo", &name, "-o", "json"])
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}
+
+/// `after:` holds on a fresh deploy (seen in the event log's order), and a
+/// dependency that fails its health gate holds its dependent back.
+#[test]
+fn after_orders_a_fresh_deploy_and_a_failed_dependency_holds_its_dependent_back() {
+    require_docker();
+    let k = Kedge::new();
+    let name = unique_name("after");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "stacks:\n  - path: stacks/app\n    after: [db]\n  - path: stacks/db\ndefaults:\n  deploy:\n    stable_for: 1s\n    timeout: 20s\n",
+    );
+    let service = |name: &str, env: &str| {
+        format!(
+            "services:\n  {name}:\n{}",
+            sleeper(&format!("    environment: [V={env}]\n"))
+        )
+    };
+    remote.write("stacks/db/compose.yaml", &service("db", "1"));
+    remote.write("stacks/app/compose.yaml", &service("app", "1"));
+    remote.commit("app after db");
+    let app = ComposeProject::named(&format!("{name}-app"));
+    let db = ComposeProject::named(&format!("{name}-db"));
+    k.run(["repo", "add", &remote.url()]).success();
+    let _serve = k.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1h",
+    ]);
+    wait_for(120, "both deployed", || {
+        let a = deployments(&k, &format!("{name}/app"));
+        (a.len() == 1 && a[0]["status"] == "success").then_some(())
+    });
+    let events = k.run(["events", "--repo", &name, "-o", "json"]).json();
+    let id_of = |stack: &str, kind: &str| {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stack"] == stack && e["kind"] == kind)
+            .and_then(|e| e["id"].as_i64())
+            .unwrap_or_else(|| panic!("no {kind} of {stack}: {events}"))
+    };
+    assert!(
+        id_of("db", "deploy_succeeded") < id_of("app", "deploy_started"),
+        "app started before db passed its gate: {events}"
+    );
+    let app1 = ids(&app);
+
+    // db's new version exits at once: its gate fails, and app's change in
+    // the same commit waits.
+    remote.write(
+        "stacks/db/compose.yaml",
+        &format!(
+            "services:\n  db:\n    image: {IMAGE_1}\n    command: [sh, -c, 'exit 3']\n    restart: 'no'\n"
+        ),
+    );
+    remote.write("stacks/app/compose.yaml", &service("app", "2"));
+    let broken = remote.commit("db breaks");
+    let held = wait_for(120, "app held back", || {
+        let e = k
+            .run(["events", "--repo", &format!("{name}/app"), "-o", "json"])
+            .json();
+        e.as_array()?
+            .iter()
+            .find(|e| e["kind"] == "deploy_failed" && e["commit"] == broken.as_str())
+            .cloned()
+    });
+    assert_eq!(held["fields"]["step"], "after", "{held}");
+    assert_eq!(held["fields"]["after"], "db", "{held}");
+    let db_history = deployments(&k, &format!("{name}/db"));
+    assert!(
+        db_history
+            .iter()
+            .any(|d| d["commit"] == broken.as_str() && d["status"] == "failed"),
+        "{db_history:?}"
+    );
+    assert_eq!(
+        deployments(&k, &format!("{name}/app")).len(),
+        1,
+        "app not deployed"
+    );
+    assert_eq!(ids(&app), app1, "app untouched");
+    let status = k
+        .run(["status", "--repo", &format!("{name}/app"), "-o", "json"])
+        .json();
+    let error = status[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("stack db"), "{status}");
+    drop(db);
+}
+
+/// `stacks_removed: down`: a stack whose directory left Git is taken down,
+/// its named volume kept.
+#[test]
+fn stacks_removed_down_takes_a_removed_stack_down_and_keeps_its_volumes() {
+    require_docker();
+    let k = Kedge::new();
+    let name = unique_name("sdown");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "discover:\n  - path: \"stacks/*\"\nstacks_removed: down\ndefaults:\n  deploy:\n    stable_for: 0s\n",
+    );
+    remote.write(
+        "stacks/keep/compose.yaml",
+        &format!("services:\n  keep:\n{}", sleeper("")),
+    );
+    remote.write(
+        "stacks/old/compose.yaml",
+        &format!(
+            "services:\n  old:\n{}volumes:\n  data: {{}}\n",
+            sleeper("    volumes: ['data:/data']\n")
+        ),
+    );
+    remote.commit("two stacks");
+    let old = ComposeProject::named(&format!("{name}-old"));
+    let keep = ComposeProject::named(&format!("{name}-keep"));
+    k.run(["repo", "add", &remote.url()]).success();
+    let _serve = k.serve_with(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1h",
+    ]);
+    wait_for(120, "both stacks running", || {
+        (ids(&old).len() == 1 && ids(&keep).len() == 1).then_some(())
+    });
+    std::fs::remove_dir_all(remote.work_dir().join("stacks/old")).unwrap();
+    remote.commit("old goes");
+    wait_for(60, "old taken down", || {
+        let e = k.run(["events", "--repo", &name, "-o", "json"]).json();
+        e.as_array()?
+            .iter()
+            .any(|e| e["kind"] == "stack_removed" && e["stack"] == "old")
+            .then_some(())
+    });
+    assert!(old.containers().is_empty());
+    assert_eq!(ids(&keep).len(), 1);
+    assert!(
+        old.volumes().iter().any(|v| v.ends_with("_data")),
+        "{:?}",
+        old.volumes()
+    );
+    let list = k
+        .run(["stack", "list", "--repo", &name, "-o", "json"])
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
