@@ -177,6 +177,14 @@ pub struct Event {
 }
 
 impl Event {
+    /// Its repository, or `repo/stack` for a declared stack's event.
+    pub fn address(&self) -> String {
+        match &self.stack {
+            Some(stack) => format!("{}/{stack}", self.repo),
+            None => self.repo.clone(),
+        }
+    }
+
     /// `new` as `serve` emits it at `time`, before the log gives it an id
     /// (0 until then).
     pub fn emitted(new: NewEvent, time: i64, origin: String) -> Event {

@@ -97,12 +97,32 @@ impl<const N: usize, M: EncodeMetric> Series<N, M> {
             .map_or_else(|| (self.new)().metric_type(), M::metric_type);
         let mut m = encoder.encode_descriptor(self.name, self.help, None, kind)?;
         for (values, metric) in all.iter() {
-            let labels: [(&str, &str); N] =
-                std::array::from_fn(|i| (self.labels[i], values[i].as_str()));
+            // A repository's own stack has no `stack` label: its series
+            // read as they did before repositories had several stacks.
+            let labels: Vec<(&str, &str)> = self
+                .labels
+                .iter()
+                .zip(values.iter())
+                .filter(|(name, value)| !(**name == "stack" && value.is_empty()))
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
             metric.encode(m.encode_family(&labels)?)?;
         }
         Ok(())
     }
+}
+
+/// A stack's labels: `repo`, `stack` for a declared stack, then `extra`.
+fn labels_of<'a>(
+    repo: &'a crate::ops::metrics::RepoMetrics,
+    extra: (&'a str, &'a str),
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("repo", repo.name.as_str())];
+    if let Some(stack) = &repo.stack {
+        labels.push(("stack", stack.as_str()));
+    }
+    labels.push(extra);
+    labels
 }
 
 fn duration_histogram() -> Histogram {
@@ -117,9 +137,9 @@ pub struct Metrics {
 
 // Counters are named without `_total`: the encoder adds it.
 struct Counters {
-    deployments: Series<2, Counter>,
-    durations: Series<1, Histogram>,
-    heals: Series<2, Counter>,
+    deployments: Series<3, Counter>,
+    durations: Series<2, Histogram>,
+    heals: Series<3, Counter>,
     webhooks: Series<2, Counter>,
 }
 
@@ -144,19 +164,19 @@ impl Default for Counters {
             deployments: Series::new(
                 "kedge_deployments",
                 "Deployments that ended, by status (success, failed, rolled_back).",
-                ["repo", "status"],
+                ["repo", "stack", "status"],
                 Counter::default,
             ),
             durations: Series::new(
                 "kedge_deployment_duration_seconds",
                 "How long applies took, from the start of the deployment to its end.",
-                ["repo"],
+                ["repo", "stack"],
                 duration_histogram,
             ),
             heals: Series::new(
                 "kedge_heals",
                 "Heals of a drifted service, by result (success, failure).",
-                ["repo", "result"],
+                ["repo", "stack", "result"],
                 Counter::default,
             ),
             webhooks: Series::new(
@@ -184,20 +204,25 @@ impl Metrics {
     /// Counts what an event says happened.
     pub fn observe(&self, event: &Event) {
         let repo = event.repo.as_str();
+        let stack = event.stack.as_deref().unwrap_or_default();
         let status = match event.kind {
             EventKind::DeploySucceeded => "success",
             EventKind::DeployFailed => "failed",
             EventKind::RolledBack => "rolled_back",
             EventKind::DriftHealed => {
-                self.counters.heals.with([repo, "success"], |c| {
+                self.counters.heals.with([repo, stack, "success"], |c| {
                     c.inc();
                 });
                 return;
             }
             EventKind::HealFailed => {
-                self.counters.heals.with([repo, "failure"], |c| {
+                self.counters.heals.with([repo, stack, "failure"], |c| {
                     c.inc();
                 });
+                return;
+            }
+            EventKind::StackRemoved => {
+                self.forget_stack(repo, stack);
                 return;
             }
             EventKind::RepoRemoved => {
@@ -213,39 +238,54 @@ impl Metrics {
             }
             _ => return,
         };
-        self.counters.deployments.with([repo, status], |c| {
+        self.counters.deployments.with([repo, stack, status], |c| {
             c.inc();
         });
         // A commit refused at render applied nothing: it has no duration.
         if let Some(ms) = event.fields.get("duration_ms").and_then(|v| v.as_f64()) {
             self.counters
                 .durations
-                .with([repo], |h| h.observe(ms / 1000.0));
+                .with([repo, stack], |h| h.observe(ms / 1000.0));
         }
     }
 
-    /// A registered repository's counters exist from its first scrape, at
+    /// A registered stack's counters exist from its first scrape, at
     /// zero: `increase()` then sees its first deployment or heal.
-    fn zero(&self, repo: &str) {
+    fn zero(&self, repo: &str, stack: &str) {
         for status in DEPLOY_STATUSES {
-            self.counters.deployments.with([repo, status], |_| {});
+            self.counters
+                .deployments
+                .with([repo, stack, status], |_| {});
         }
         for result in RESULTS {
-            self.counters.heals.with([repo, result], |_| {});
+            self.counters.heals.with([repo, stack, result], |_| {});
         }
     }
 
     /// A removed repository's series go with it.
     fn forget(&self, repo: &str) {
-        self.counters.deployments.retain(|[r, _]| r != repo);
-        self.counters.heals.retain(|[r, _]| r != repo);
-        self.counters.durations.retain(|[r]| r != repo);
+        self.counters.deployments.retain(|[r, _, _]| r != repo);
+        self.counters.heals.retain(|[r, _, _]| r != repo);
+        self.counters.durations.retain(|[r, _]| r != repo);
+    }
+
+    /// And a removed stack's.
+    fn forget_stack(&self, repo: &str, stack: &str) {
+        self.counters
+            .deployments
+            .retain(|[r, s, _]| !(r == repo && s == stack));
+        self.counters
+            .heals
+            .retain(|[r, s, _]| !(r == repo && s == stack));
+        self.counters
+            .durations
+            .retain(|[r, s]| !(r == repo && s == stack));
     }
 
     /// The text of a scrape: the state in `report`, then the counters.
     pub fn render(&self, report: MetricsReport) -> String {
         for repo in &report.repos {
-            self.zero(&repo.name);
+            self.zero(&repo.name, repo.stack.as_deref().unwrap_or_default());
         }
         let mut out = String::with_capacity(1024 + report.repos.len() * 4096);
         let mut scrape = Registry::default();
@@ -287,7 +327,7 @@ impl Collector for Scrape {
         )?;
         for repo in &report.repos {
             for state in SYNC_STATES {
-                let labels = [("repo", repo.name.as_str()), ("state", state.as_str())];
+                let labels = labels_of(repo, ("state", state.as_str()));
                 ConstGauge::new(i64::from(repo.sync_state == state))
                     .encode(m.encode_family(&labels)?)?;
             }
@@ -301,7 +341,7 @@ impl Collector for Scrape {
         )?;
         for repo in &report.repos {
             if let Some(commit) = &repo.deployed_commit {
-                let labels = [("repo", repo.name.as_str()), ("commit", commit.as_str())];
+                let labels = labels_of(repo, ("commit", commit.as_str()));
                 ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
             }
         }
@@ -314,7 +354,7 @@ impl Collector for Scrape {
         )?;
         for repo in &report.repos {
             for kind in Drift::KINDS {
-                let labels = [("repo", repo.name.as_str()), ("kind", kind)];
+                let labels = labels_of(repo, ("kind", kind));
                 let n = repo.drift_services.get(kind).copied().unwrap_or(0);
                 ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
             }
@@ -328,7 +368,8 @@ impl Collector for Scrape {
         )?;
         for repo in &report.repos {
             if let Some(ms) = repo.last_deployed_at {
-                let labels = [("repo", repo.name.as_str())];
+                let mut labels = labels_of(repo, ("", ""));
+                labels.pop();
                 ConstGauge::new(ms as f64 / 1000.0).encode(m.encode_family(&labels)?)?;
             }
         }
@@ -339,14 +380,13 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?;
-        for repo in &report.repos {
-            let counts = report
-                .git_checks
-                .get(&repo.name)
-                .copied()
-                .unwrap_or_default();
+        // Per repository: one fetch serves all its stacks.
+        let names: std::collections::BTreeSet<&str> =
+            report.repos.iter().map(|r| r.name.as_str()).collect();
+        for name in names {
+            let counts = report.git_checks.get(name).copied().unwrap_or_default();
             for (result, n) in RESULTS.into_iter().zip([counts.success, counts.failure]) {
-                let labels = [("repo", repo.name.as_str()), ("result", result)];
+                let labels = [("repo", name), ("result", result)];
                 ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
             }
         }
@@ -468,6 +508,7 @@ mod tests {
         MetricsReport {
             repos: vec![
                 RepoMetrics {
+                    stack: None,
                     name: "app".into(),
                     sync_state: SyncState::Drifted,
                     deployed_commit: Some("3f786850e387550fdab836ed7e6dc881de23001b".into()),
@@ -475,6 +516,7 @@ mod tests {
                     last_deployed_at: Some(1_700_000_000_500),
                 },
                 RepoMetrics {
+                    stack: None,
                     name: "new".into(),
                     sync_state: SyncState::Unknown,
                     deployed_commit: None,
@@ -596,5 +638,63 @@ mod tests {
         let text = m.render(MetricsReport::default());
         assert!(!text.contains("gone"), "{text}");
         assert!(text.contains("kedge_repos 0"));
+    }
+
+    /// A declared stack's series carry `stack`; a repository's own stack's
+    /// do not; the remote checks stay per repository; a removed stack's
+    /// counters go.
+    #[test]
+    fn a_declared_stacks_series_carry_its_stack() {
+        let m = Metrics::new();
+        let of = |id, stack: Option<&str>, kind| Event {
+            stack: stack.map(String::from),
+            ..event(id, "home", kind, Some(500))
+        };
+        m.observe(&of(1, Some("db"), EventKind::DeploySucceeded));
+        m.observe(&of(2, Some("web"), EventKind::DeployFailed));
+        let stack = |name: &str| RepoMetrics {
+            name: "home".into(),
+            stack: Some(name.into()),
+            sync_state: SyncState::Synced,
+            deployed_commit: Some("c1".into()),
+            drift_services: zeros(),
+            last_deployed_at: Some(1_000),
+        };
+        let report = || MetricsReport {
+            repos: vec![stack("db"), stack("web")],
+            git_checks: [(
+                "home".to_string(),
+                crate::ops::metrics::GitChecks {
+                    success: 3,
+                    failure: 0,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let text = m.render(report());
+        for line in [
+            r#"kedge_repo_sync_state{repo="home",stack="db",state="synced"} 1"#,
+            r#"kedge_repo_deployed_info{repo="home",stack="web",commit="c1"} 1"#,
+            r#"kedge_deployments_total{repo="home",stack="db",status="success"} 1"#,
+            r#"kedge_deployments_total{repo="home",stack="web",status="failed"} 1"#,
+            r#"kedge_last_deploy_timestamp_seconds{repo="home",stack="db"} 1.0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let checks: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kedge_git_checks_total{"))
+            .collect();
+        assert_eq!(checks.len(), 2, "one repository, two results: {checks:?}");
+        m.observe(&Event {
+            stack: Some("web".into()),
+            ..event(3, "home", EventKind::StackRemoved, None)
+        });
+        let text = m.render(MetricsReport {
+            repos: vec![stack("db")],
+            ..Default::default()
+        });
+        assert!(!text.contains(r#"stack="web""#), "{text}");
     }
 }

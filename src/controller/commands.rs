@@ -72,7 +72,7 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 /// The repository locked, with its clone in place; the task holds the lock.
 async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
     let lock = locked(shared, &task.repo).await?;
-    super::fail_interrupted(shared, &task.repo.name, task.id()).await;
+    super::fail_interrupted(shared, &task.repo.name, task.stack_name(), task.id()).await;
     task.lock = Some(lock);
     task.git
         .clone_if_missing()

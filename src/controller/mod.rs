@@ -537,7 +537,7 @@ async fn run_repo(
             Ok(held) => {
                 // At every pass, not only the first: a `kedge sync` killed
                 // while serve runs leaves its row behind too.
-                fail_interrupted(&shared, &name, id).await;
+                fail_interrupted(&shared, &task.repo.name, task.stack_name(), id).await;
                 task.lock = Some(held);
                 let result = reconcile(&shared, &mut task).await;
                 task.lock = None;
@@ -640,7 +640,7 @@ fn still_registered(shared: &Shared, id: i64, name: &str, root: bool) -> bool {
 /// Marks this repository's unfinished deployments `failed`, each with its
 /// `deploy_failed` event: called with its lock held, so whoever started
 /// them is gone (a crash, a kill -9, a `kedge sync` interrupted).
-pub async fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
+pub async fn fail_interrupted(shared: &Shared, name: &str, stack: Option<&str>, id: i64) {
     // Read first: a pass with nothing to close waits for no writer.
     let closed = match shared.db.read(|s| s.interrupted(id)) {
         Ok(open) if open.is_empty() => Ok(open),
@@ -656,6 +656,7 @@ pub async fn fail_interrupted(shared: &Shared, name: &str, id: i64) {
                         EventKind::DeployFailed,
                         crate::record::INTERRUPTED.to_string(),
                     )
+                    .stack(stack)
                     .commit(&commit)
                     .field("deployment", deployment)
                     .field("step", "interrupted"),

@@ -108,6 +108,24 @@ enum Advanced {
     Waiting,
 }
 
+/// Kedge is done with `commit`, which deployed nothing for `error`: the
+/// stack's state says so, and `event` tells it.
+async fn settle_failed(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    commit: &str,
+    error: String,
+    event: NewEvent,
+) -> Result<(), ReconcileError> {
+    let (id, settled) = (task.id(), commit.to_string());
+    shared
+        .db
+        .write(move |s| s.mark_settled(id, &settled, Some(&error)))
+        .await?;
+    task.emit(shared, event);
+    Ok(())
+}
+
 /// A git error of the remote check (`at_check`), clone or fetch: recorded
 /// for `status`. A failed check moves `checked_at` but not `remote_ok_at`.
 async fn record_git_error(shared: &Shared, id: i64, e: GitError, at_check: bool) -> ReconcileError {
@@ -227,17 +245,10 @@ async fn advance(
             }
             Err(text) => {
                 tracing::error!(repo = %name, commit = short(&commit), "invalid stacks: {text}");
-                let (settled, error) = (commit.clone(), text.clone());
-                shared
-                    .db
-                    .write(move |s| s.mark_settled(id, &settled, Some(&error)))
-                    .await?;
-                task.emit(
-                    shared,
-                    NewEvent::new(&name, EventKind::DeployFailed, text)
-                        .commit(&commit)
-                        .field("step", "render"),
-                );
+                let event = NewEvent::new(&name, EventKind::DeployFailed, text.clone())
+                    .commit(&commit)
+                    .field("step", "render");
+                settle_failed(shared, task, &commit, text, event).await?;
                 task.first = None;
                 return Ok(Advanced::Done);
             }
@@ -260,18 +271,11 @@ async fn advance(
                 tracing::warn!(repo = %name, stack = %task.stack.name, "{text}");
                 let state = shared.db.read(|s| s.repo_state(id))?;
                 if state.target_commit.as_deref() != Some(commit.as_str()) {
-                    let (settled, error) = (commit.clone(), text.clone());
-                    shared
-                        .db
-                        .write(move |s| s.mark_settled(id, &settled, Some(&error)))
-                        .await?;
-                    task.emit(
-                        shared,
-                        NewEvent::new(&name, EventKind::DeployFailed, text)
-                            .commit(&commit)
-                            .field("step", "after")
-                            .field("after", dep),
-                    );
+                    let event = NewEvent::new(&name, EventKind::DeployFailed, text.clone())
+                        .commit(&commit)
+                        .field("step", "after")
+                        .field("after", dep);
+                    settle_failed(shared, task, &commit, text, event).await?;
                 }
                 task.first = None;
                 return Ok(Advanced::Done);

@@ -442,7 +442,7 @@ fn collect_paths(v: &Value, out: &mut Vec<PathBuf>) {
 }
 
 /// `a/b/../c` as `a/c`, without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
+pub(super) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -19,6 +19,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::contained;
+use super::render::normalize;
 pub use crate::model::stack_inputs::StackInputs;
 
 /// At most this many compose files (the named ones, plus what they include
@@ -321,21 +322,6 @@ fn absolute_paths(v: &Value, out: &mut Vec<PathBuf>) {
         Value::Object(map) => map.values().for_each(|i| absolute_paths(i, out)),
         _ => {}
     }
-}
-
-/// `a/./b/../c` as `a/c`, without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

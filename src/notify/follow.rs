@@ -44,6 +44,11 @@ pub fn dedup_key(e: &Event) -> String {
     ] {
         text.push_str(&format!("{}:{part};", part.len()));
     }
+    // Two stacks' same news is two news (a repository's own stack keeps
+    // the keys it had).
+    if let Some(stack) = &e.stack {
+        text.push_str(&format!("stack {}:{stack};", stack.len()));
+    }
     crate::desired::render::sha256_hex(text.as_bytes())
 }
 

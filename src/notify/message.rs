@@ -66,7 +66,7 @@ fn commit_phrase(e: &Event) -> Option<String> {
 
 /// The one line that says what happened.
 pub fn line(e: &Event) -> String {
-    let repo = &e.repo;
+    let repo = &e.address();
     let message = one_line(&e.message, MAX_LINE);
     let commit = commit_phrase(e);
     let of = commit
@@ -122,6 +122,9 @@ impl Notice {
                 format!("{} ({})", e.kind.as_str(), e.severity.as_str()),
             ),
         ];
+        if let Some(stack) = &e.stack {
+            facts.insert(1, ("Stack", stack.clone()));
+        }
         if let Some(commit) = commit_phrase(e) {
             facts.push(("Commit", commit));
         }
@@ -130,7 +133,7 @@ impl Notice {
         }
         facts.push(("Time", time.clone()));
         Notice {
-            title: format!("{}: {}", e.repo, e.kind.as_str().replace('_', " ")),
+            title: format!("{}: {}", e.address(), e.kind.as_str().replace('_', " ")),
             line: line(e),
             severity: e.severity,
             kind: e.kind.as_str().to_string(),
@@ -290,5 +293,29 @@ mod tests {
         assert_eq!(t.json["kind"], "test");
         assert_eq!(t.json["fields"]["sink"], "ops");
         assert!(t.line.contains("`ops`"), "{}", t.line);
+    }
+
+    /// A declared stack's notification names `repo/stack`, and says the
+    /// stack among its facts; its de-duplication key is its own.
+    #[test]
+    fn a_stacks_notice_names_the_stack() {
+        let e = Event {
+            stack: Some("db".into()),
+            ..event(EventKind::DeployFailed, "compose up failed: port taken")
+        };
+        assert_eq!(
+            line(&e),
+            "shop/db: deploy of abc1234 failed: compose up failed: port taken"
+        );
+        let notice = Notice::of(&e, None);
+        assert_eq!(notice.title, "shop/db: deploy failed");
+        assert_eq!(notice.facts[1], ("Stack", "db".to_string()));
+        let root = event(EventKind::DeployFailed, "compose up failed: port taken");
+        assert_ne!(
+            crate::notify::follow::dedup_key(&e),
+            crate::notify::follow::dedup_key(&root)
+        );
+        assert_eq!(notice.json["stack"], "db");
+        assert!(Notice::of(&root, None).json.get("stack").is_none());
     }
 }

@@ -25,6 +25,8 @@ pub struct MetricsReport {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RepoMetrics {
     pub name: String,
+    /// A declared stack of the repository (fleet.md §1).
+    pub stack: Option<String>,
     /// One of [`super::status::SYNC_STATES`], as `kedge status` computes it.
     pub sync_state: super::status::SyncState,
     pub deployed_commit: Option<String>,
@@ -42,14 +44,43 @@ impl Ops {
     pub fn metrics(&self) -> Result<MetricsReport, OpsError> {
         let shared = self.shared()?;
         let repos = shared.db.read(|s| s.repos())?;
-        let mut states = shared.db.read(|s| s.repo_states())?;
+        let stacks = shared.db.read(|s| s.stacks(None))?;
+        let states = shared.db.read(|s| s.repo_states())?;
         let summaries = shared.db.read(|s| s.deploy_summaries())?;
-        let out = repos
+        // Each repository's own stack, or the stacks it declares (not the
+        // orphaned ones: nothing deploys them).
+        let units: Vec<(&crate::record::Repo, &crate::record::Stack)> = repos
+            .iter()
+            .flat_map(|repo| {
+                let mine: Vec<&crate::record::Stack> =
+                    stacks.iter().filter(|s| s.repo_id == repo.id).collect();
+                let declared: Vec<&crate::record::Stack> = mine
+                    .iter()
+                    .copied()
+                    .filter(|s| !s.root && s.orphaned_at.is_none())
+                    .collect();
+                let chosen = if mine.iter().any(|s| !s.root) {
+                    declared
+                } else {
+                    mine.into_iter().filter(|s| s.root).collect()
+                };
+                chosen.into_iter().map(move |s| (repo, s))
+            })
+            .collect();
+        let out = units
             .into_iter()
-            .map(|repo| {
-                let state = states.remove(&repo.id).unwrap_or_default();
-                let summary = summaries.get(&repo.id).cloned().unwrap_or_default();
-                let snapshot = shared.hub.snapshot(&repo.name);
+            .map(|(repo, stack)| {
+                let mut state = states.get(&stack.id).cloned().unwrap_or_default();
+                if !stack.root {
+                    // A declared stack follows its repository's remote.
+                    let root = states.get(&repo.id).cloned().unwrap_or_default();
+                    state.remote_head = root.target_commit.or(root.remote_head);
+                    state.checked_at = root.checked_at;
+                    state.remote_ok_at = root.remote_ok_at;
+                    state.access_refused = root.access_refused;
+                }
+                let summary = summaries.get(&stack.id).cloned().unwrap_or_default();
+                let snapshot = shared.hub.snapshot(&stack.address());
                 let (drifts, observed) = match &snapshot {
                     Some(rx) => {
                         let s = rx.borrow();
@@ -67,7 +98,8 @@ impl Ops {
                     deployed_commit: state.deployed_commit,
                     drift_services: drift_services(&drifts),
                     last_deployed_at: summary.last_deployed_at,
-                    name: repo.name,
+                    name: repo.name.clone(),
+                    stack: (!stack.root).then(|| stack.name.clone()),
                 }
             })
             .collect();

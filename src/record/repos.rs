@@ -267,6 +267,12 @@ impl Store {
             .conn
             .execute("DELETE FROM repositories WHERE name = ?1", [name])
             .map_err(query("remove repository"))?;
+        self.delete_unused_snapshots()?;
+        Ok(n > 0)
+    }
+
+    /// Snapshots no deployment refers to any more.
+    pub(super) fn delete_unused_snapshots(&self) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "DELETE FROM snapshots WHERE NOT EXISTS
@@ -274,7 +280,7 @@ impl Store {
                 [],
             )
             .map_err(query("remove unused snapshots"))?;
-        Ok(n > 0)
+        Ok(())
     }
 
     /// Renames a repository; its deployments and state follow by id, its

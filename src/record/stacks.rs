@@ -158,13 +158,6 @@ impl Store {
         self.conn
             .execute("DELETE FROM stacks WHERE id = ?1 AND root = 0", [id])
             .map_err(query("remove a stack"))?;
-        self.conn
-            .execute(
-                "DELETE FROM snapshots WHERE NOT EXISTS
-                     (SELECT 1 FROM deployments WHERE snapshot = snapshots.sha256)",
-                [],
-            )
-            .map_err(query("remove unused snapshots"))?;
-        Ok(())
+        self.delete_unused_snapshots()
     }
 }

@@ -478,15 +478,18 @@ impl Repository {
             branch: self.branch.clone(),
             source,
         };
+        // A stack's worktree fetches into the repository's clone, whose
+        // git directory holds FETCH_HEAD.
+        let clone = self.shared.as_deref().unwrap_or(&self.clone);
         let cmd = self
             .remote_git()?
-            .cwd(&self.clone)
+            .cwd(clone)
             .args(["fetch", "--quiet", "--no-tags", "--", &self.url, &refspec])
             .timeout(self.transfer_timeout());
         self.run_remote(cmd, fetch_err).await?;
         // What was fetched is in FETCH_HEAD ("<id>\t\tbranch 'main' of <url>",
         // the file `git pull` reads): no `rev-parse` process per fetch.
-        let path = self.clone.join(".git/FETCH_HEAD");
+        let path = clone.join(".git/FETCH_HEAD");
         let text = tokio::fs::read_to_string(&path)
             .await
             .map_err(|source| GitError::Io {

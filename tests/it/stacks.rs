@@ -44,7 +44,11 @@ fn monorepo() -> Vec<(&'static str, String)> {
         ),
         (
             "stacks/cache/compose.yaml",
-            format!("services:\n  cache:\n{}", sleeper("    env_file: ../../common.env\n")),
+            format!(
+                "services:\n  cache:\n{}  side:\n{}",
+                sleeper("    env_file: ../../common.env\n"),
+                sleeper("")
+            ),
         ),
         (
             "stacks/_template/compose.yaml",
@@ -87,17 +91,12 @@ fn a_monorepo_deploys_each_stack_and_a_commit_redeploys_only_what_it_touches() {
     let cache = ComposeProject::named(&format!("{name}-cache"));
     let _template = ComposeProject::named(&format!("{name}-_template"));
     k.run(["repo", "add", &remote.url()]).success();
-    let _serve = k.serve_with(&[
-        "serve",
-        "--poll-interval",
-        "300ms",
-        "--check-interval",
-        "1h",
-    ]);
+    let token = k.token("mono-read", "read");
+    let api = k.serve_api(&["--poll-interval", "300ms", "--check-interval", "1h"], &[]);
 
     let stacks = wait_for(120, "three stacks deployed", || {
         let (w, d, c) = (ids(&web), ids(&db), ids(&cache));
-        (w.len() == 3 && d.len() == 2 && c.len() == 1).then_some((w, d, c))
+        (w.len() == 3 && d.len() == 2 && c.len() == 2).then_some((w, d, c))
     });
     for stack in ["web", "db", "cache"] {
         wait_for(60, &format!("{stack} deployed"), || {
@@ -133,6 +132,25 @@ fn a_monorepo_deploys_each_stack_and_a_commit_redeploys_only_what_it_touches() {
         ]
     );
     let (web1, db1, cache1) = stacks;
+    // The per-stack routes, and the per-repository ones naming the stacks.
+    let db_status = api.get(&format!("/api/v1/stacks/{name}/db/status"), &token);
+    assert_eq!(db_status.status, 200, "{db_status:?}");
+    assert_eq!(db_status.json()["stack"], "db");
+    assert_eq!(db_status.json()["sync_state"], "synced", "{db_status:?}");
+    let listed = api.get(&format!("/api/v1/repos/{name}/stacks"), &token);
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(3),
+        "{listed:?}"
+    );
+    let whole = api.get(&format!("/api/v1/repos/{name}"), &token);
+    whole.refused(409);
+    assert!(
+        whole.body.contains("several stacks (cache, db, web)"),
+        "{whole:?}"
+    );
+    api.get(&format!("/api/v1/stacks/{name}/nope/history"), &token)
+        .refused(404);
     // The template is not a stack.
     assert!(_template.running().is_empty());
 
@@ -184,16 +202,26 @@ fn a_monorepo_deploys_each_stack_and_a_commit_redeploys_only_what_it_touches() {
         let h = deployments(&k, &format!("{name}/cache"));
         (h.len() == 2 && h[0]["status"] == "success").then_some(())
     });
-    assert_ne!(ids(&cache)["cache"], cache1["cache"]);
+    let cache2 = ids(&cache);
+    assert_ne!(cache2["cache"], cache1["cache"]);
+    assert_eq!(cache2["side"], cache1["side"], "side reads no env file");
     assert_eq!(ids(&web), web1);
     assert_eq!(ids(&db), db2);
+    // diff and sync of one stack, and sync of all.
+    let diff = k
+        .run(["diff", "--repo", &name, "--stack", "db", "-o", "json"])
+        .json();
+    assert_eq!(diff["in_sync"], true, "{diff}");
+    let synced = k.run(["sync", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(synced.as_array().map(Vec::len), Some(3), "{synced}");
+    assert_eq!(ids(&db), db2, "a sync of what runs restarts nothing");
 
     // web's bind-mounted file: its `web` alone is recreated.
     remote.write("stacks/web/site.conf", "site v2\n");
-    remote.commit("site v2");
+    let site = remote.commit("site v2");
     wait_for(60, "web redeployed", || {
         let h = deployments(&k, &format!("{name}/web"));
-        (h.len() == 2 && h[0]["status"] == "success").then_some(())
+        (h[0]["commit"] == site.as_str() && h[0]["status"] == "success").then_some(())
     });
     let web2 = ids(&web);
     assert_ne!(web2["web"], web1["web"]);
