@@ -7,6 +7,7 @@ use super::{Ops, OpsError};
 /// One repository as the overview shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OverviewRow {
+    /// The repository, or `repo/stack` for a stack of one with several.
     pub name: String,
     pub branch: String,
     /// `auto`, `notify` or `manual` (None before the first deployment).
@@ -38,22 +39,28 @@ impl Ops {
     /// without `serve`); the rest is the store's.
     pub fn overview(&self) -> Result<Vec<OverviewRow>, OpsError> {
         let shared = self.shared()?;
-        let (repos, mut states, summaries, mut messages, mut names) = shared.db.read(|store| {
-            Ok((
-                store.repos()?,
-                store.repo_states()?,
-                store.deploy_summaries()?,
-                store.deployed_messages()?,
-                store.service_names()?,
-            ))
-        })?;
-        Ok(repos
+        let (repos, stacks, states, summaries, mut messages, mut names) =
+            shared.db.read(|store| {
+                Ok((
+                    store.repos()?,
+                    store.stacks(None)?,
+                    store.repo_states()?,
+                    store.deploy_summaries()?,
+                    store.deployed_messages()?,
+                    store.service_names()?,
+                ))
+            })?;
+        Ok(super::stacks::deployed_units(&repos, &stacks)
             .into_iter()
-            .map(|repo| {
-                let state = states.remove(&repo.id).unwrap_or_default();
-                let summary = summaries.get(&repo.id).cloned().unwrap_or_default();
-                let deployed = names.remove(&repo.id).unwrap_or_default();
-                let (drifts, containers) = match shared.hub.snapshot(&repo.name) {
+            .map(|(repo, stack)| {
+                let mut state = states.get(&stack.id).cloned().unwrap_or_default();
+                if !stack.root {
+                    let root = states.get(&repo.id).cloned().unwrap_or_default();
+                    super::stacks::follow_root(&mut state, &root);
+                }
+                let summary = summaries.get(&stack.id).cloned().unwrap_or_default();
+                let deployed = names.remove(&stack.id).unwrap_or_default();
+                let (drifts, containers) = match shared.hub.snapshot(&stack.address()) {
                     Some(rx) => {
                         let s = rx.borrow();
                         (s.drifts.clone(), s.containers.clone())
@@ -84,7 +91,7 @@ impl Ops {
                         &drifts,
                         containers.is_some(),
                     ),
-                    deployed_message: messages.remove(&repo.id),
+                    deployed_message: messages.remove(&stack.id),
                     services,
                     drift_count: drifted.len(),
                     last_deployed_at: summary.last_deployed_at,
@@ -94,8 +101,8 @@ impl Ops {
                     synced_commit: state.synced_commit,
                     pinned_commit: state.pinned_commit,
                     last_error: state.last_error,
-                    name: repo.name,
-                    branch: repo.branch,
+                    name: stack.address(),
+                    branch: repo.branch.clone(),
                 }
             })
             .collect())

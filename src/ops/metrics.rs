@@ -47,37 +47,13 @@ impl Ops {
         let stacks = shared.db.read(|s| s.stacks(None))?;
         let states = shared.db.read(|s| s.repo_states())?;
         let summaries = shared.db.read(|s| s.deploy_summaries())?;
-        // Each repository's own stack, or the stacks it declares (not the
-        // orphaned ones: nothing deploys them).
-        let units: Vec<(&crate::record::Repo, &crate::record::Stack)> = repos
-            .iter()
-            .flat_map(|repo| {
-                let mine: Vec<&crate::record::Stack> =
-                    stacks.iter().filter(|s| s.repo_id == repo.id).collect();
-                let declared: Vec<&crate::record::Stack> = mine
-                    .iter()
-                    .copied()
-                    .filter(|s| !s.root && s.orphaned_at.is_none())
-                    .collect();
-                let chosen = if mine.iter().any(|s| !s.root) {
-                    declared
-                } else {
-                    mine.into_iter().filter(|s| s.root).collect()
-                };
-                chosen.into_iter().map(move |s| (repo, s))
-            })
-            .collect();
-        let out = units
+        let out = super::stacks::deployed_units(&repos, &stacks)
             .into_iter()
             .map(|(repo, stack)| {
                 let mut state = states.get(&stack.id).cloned().unwrap_or_default();
                 if !stack.root {
-                    // A declared stack follows its repository's remote.
                     let root = states.get(&repo.id).cloned().unwrap_or_default();
-                    state.remote_head = root.target_commit.or(root.remote_head);
-                    state.checked_at = root.checked_at;
-                    state.remote_ok_at = root.remote_ok_at;
-                    state.access_refused = root.access_refused;
+                    super::stacks::follow_root(&mut state, &root);
                 }
                 let summary = summaries.get(&stack.id).cloned().unwrap_or_default();
                 let snapshot = shared.hub.snapshot(&stack.address());

@@ -11,6 +11,36 @@ use crate::events::{EventKind, NewEvent};
 use crate::model::settings::{Mode, Target};
 use crate::record::{Repo, Stack};
 
+/// What a scrape or the overview shows: each repository's own stack, or
+/// the stacks it declares (not the orphaned ones: nothing deploys them).
+pub(super) fn deployed_units<'a>(
+    repos: &'a [Repo],
+    stacks: &'a [Stack],
+) -> Vec<(&'a Repo, &'a Stack)> {
+    repos
+        .iter()
+        .flat_map(|repo| {
+            let mine: Vec<&Stack> = stacks.iter().filter(|s| s.repo_id == repo.id).collect();
+            let declares = mine.iter().any(|s| !s.root);
+            mine.into_iter()
+                .filter(move |s| match declares {
+                    true => !s.root && s.orphaned_at.is_none(),
+                    false => s.root,
+                })
+                .map(move |s| (repo, s))
+        })
+        .collect()
+}
+
+/// A declared stack's state with its repository's remote: the head the
+/// repository's task fetched for it, and how its checks went.
+pub(super) fn follow_root(state: &mut crate::record::RepoState, root: &crate::record::RepoState) {
+    state.remote_head = root.target_commit.clone().or(root.remote_head.clone());
+    state.checked_at = root.checked_at;
+    state.remote_ok_at = root.remote_ok_at;
+    state.access_refused = root.access_refused;
+}
+
 fn names(stacks: &[Stack]) -> Vec<String> {
     stacks.iter().map(|s| s.name.clone()).collect()
 }

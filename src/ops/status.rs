@@ -119,6 +119,16 @@ pub struct ServiceStatus {
     pub commit: Option<String>,
 }
 
+impl RepoStatus {
+    /// `repo`, or `repo/stack` for a declared stack.
+    pub fn address(&self) -> String {
+        match &self.stack {
+            Some(stack) => format!("{}/{stack}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 impl Ops {
     /// Every repository's status (or one's), and why container states are
     /// unknown when the engine does not answer.
@@ -204,11 +214,7 @@ async fn collect(
             ))
         })?;
         if !stack.root {
-            // A declared stack follows its repository's remote.
-            state.remote_head = remote.head.clone();
-            state.checked_at = root.checked_at;
-            state.remote_ok_at = root.remote_ok_at;
-            state.access_refused = root.access_refused;
+            super::stacks::follow_root(&mut state, &root);
         }
         let auto_rollback = AutoRollback::find(&state, &newest);
         // A restore after a failed deployment does not hide the failure.

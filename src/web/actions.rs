@@ -219,7 +219,7 @@ fn confirm_page(
 ) -> Markup {
     let main = html! {
         nav.crumbs aria-label="Breadcrumb" {
-            a href="/" { "Repositories" } " / " a href={ "/repos/" (repo) } { (repo) }
+            a href="/" { "Repositories" } " / " a href={ "/repos/" (super::segment(repo)) } { (repo) }
         }
         h1 { (title) }
         (body)
@@ -228,7 +228,7 @@ fn confirm_page(
             @if let Some(c) = commit { input type="hidden" name="commit" value=(c); }
             button.danger type="submit" { (button) }
             " "
-            a href={ "/repos/" (repo) } { "Cancel" }
+            a href={ "/repos/" (super::segment(repo)) } { "Cancel" }
         }
     };
     layout::page(title, Some(s), None, main)
@@ -243,14 +243,14 @@ pub async fn sync_confirm(
         return Ok(redirect("/login", &[]));
     }
     let s = writer(&app, &headers)?;
-    let repo = app.ops.repo(&name)?;
+    let (repo, _) = app.ops.unit(&name)?;
     let body = html! {
         p {
             "Deploy the head of branch " strong { (repo.branch) } " of " strong { (name) }
             " now, wait for its health gate, and heal all drift?"
         }
     };
-    let action = format!("/repos/{name}/sync");
+    let action = format!("/repos/{}/sync", super::segment(&name));
     Ok(html(
         StatusCode::OK,
         confirm_page(
@@ -293,7 +293,7 @@ pub async fn rollback_confirm(
             "this commit until its branch moves on or you sync."
         }
     };
-    let action = format!("/repos/{name}/rollback");
+    let action = format!("/repos/{}/rollback", super::segment(&name));
     Ok(html(
         StatusCode::OK,
         confirm_page(
@@ -352,7 +352,7 @@ async fn deploy(
     what: &str,
     mut running: crate::ops::command::Running,
 ) -> Result<Response, WebError> {
-    let page = format!("/repos/{name}");
+    let page = format!("/repos/{}", super::segment(name));
     match tokio::time::timeout(WAIT_FOR_RESULT, running.finish()).await {
         Ok((Some(id), _)) => Ok(redirect(&format!("{page}?deployment={id}"), &[])),
         Ok((None, Ok(_))) => Ok(redirect(&format!("{page}?nothing={what}"), &[])),

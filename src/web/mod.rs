@@ -79,6 +79,12 @@ async fn security_headers(mut response: Response) -> Response {
 }
 
 /// A page: HTML with its status.
+/// A stack's address as one path segment: `repo/stack` as `repo%2Fstack`,
+/// so that `/repos/{name}` and the pages below it serve a stack too.
+fn segment(address: &str) -> String {
+    address.replace('/', "%2F")
+}
+
 fn html(status: StatusCode, markup: maud::Markup) -> Response {
     (
         status,

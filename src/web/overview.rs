@@ -79,7 +79,7 @@ fn row(r: &OverviewRow, writes: bool) -> Markup {
     html! {
         tr id={ "repo-" (r.name) } data-repo=(r.name) {
             th scope="row" data-label="Repository" {
-                a href={ "/repos/" (r.name) } { (r.name) }
+                a href={ "/repos/" (super::segment(&r.name)) } { (r.name) }
             }
             td data-label="Branch" { (r.branch) }
             td.deployed data-label="Deployed commit" {
@@ -116,7 +116,7 @@ fn row(r: &OverviewRow, writes: bool) -> Markup {
             }
             @if writes {
                 td data-label="Actions" {
-                    a.button href={ "/repos/" (r.name) "/sync" } { "Sync" }
+                    a.button href={ "/repos/" (super::segment(&r.name)) "/sync" } { "Sync" }
                 }
             }
         }

@@ -53,6 +53,13 @@ pub async fn page(
         return Ok(redirect("/login", &[]));
     };
     let (mut statuses, _) = app.ops.status(Some(&name)).await?;
+    if statuses.len() > 1 {
+        // A repository with several stacks: each has its page.
+        return Ok(html(
+            StatusCode::OK,
+            stacks_page(&session, &name, &statuses),
+        ));
+    }
     let status = statuses
         .pop()
         .ok_or_else(|| WebError::NotFound(format!("no repository named '{name}'")))?;
@@ -71,12 +78,55 @@ pub async fn page(
     Ok(html(StatusCode::OK, render(&session, &view, &outcome)))
 }
 
+/// A repository's stacks, each linking to its own page.
+fn stacks_page(session: &Session, repo: &str, stacks: &[RepoStatus]) -> Markup {
+    let stream = format!("/api/v1/events/stream?repo={repo}");
+    let main = html! {
+        nav.crumbs aria-label="Breadcrumb" { a href="/" { "Repositories" } " / " (repo) }
+        h1 { (repo) }
+        section id="stacks" data-live {
+            h2 { "Stacks" }
+            table.stacks {
+                thead { tr { th { "Stack" } th { "Project" } th { "Deployed commit" } th { "State" } } }
+                tbody {
+                    @for s in stacks {
+                        tr data-stack=(s.stack.as_deref().unwrap_or_default()) {
+                            th scope="row" data-label="Stack" {
+                                a href={ "/repos/" (super::segment(&s.address())) } {
+                                    (s.stack.as_deref().unwrap_or(&s.name))
+                                }
+                            }
+                            td data-label="Project" { (s.project) }
+                            td.deployed data-label="Deployed commit" {
+                                @match &s.deployed_commit {
+                                    Some(c) => { (commit(c)) }
+                                    None => { span.none { "nothing deployed" } }
+                                }
+                            }
+                            td data-label="State" { (state(s.sync_state.as_str())) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page(repo, Some(session), Some(&stream), main)
+}
+
 pub fn render(session: &Session, v: &RepoView, outcome: &Outcome) -> Markup {
     let s = &v.status;
-    let stream = format!("/api/v1/events/stream?repo={}", s.name);
+    let address = s.address();
+    let stream = format!("/api/v1/events/stream?repo={}", super::segment(&address));
     let main = html! {
-        nav.crumbs aria-label="Breadcrumb" { a href="/" { "Repositories" } " / " (s.name) }
-        h1 { (s.name) }
+        nav.crumbs aria-label="Breadcrumb" {
+            a href="/" { "Repositories" } " / "
+            @if s.stack.is_some() {
+                a href={ "/repos/" (s.name) } { (s.name) } " / " (s.stack.as_deref().unwrap_or_default())
+            } @else {
+                (s.name)
+            }
+        }
+        h1 { (address) }
         (result(v, outcome))
         (summary(session, v))
         section id="services" data-live {
@@ -96,7 +146,7 @@ pub fn render(session: &Session, v: &RepoView, outcome: &Outcome) -> Markup {
             (events(&v.events))
         }
     };
-    layout::page(&s.name, Some(session), Some(&stream), main)
+    layout::page(&address, Some(session), Some(&stream), main)
 }
 
 /// The outcome of the action that led here, updated live while it runs.
@@ -160,7 +210,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
                     @match pending {
                         Some(head) => {
                             (commit(head)) " (the branch head, not deployed) · "
-                            a href={ "/repos/" (s.name) "/diff" } { "what it would change" }
+                            a href={ "/repos/" (super::segment(&s.address())) "/diff" } { "what it would change" }
                         }
                         None => { span.none { "none" } }
                     }
@@ -179,7 +229,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
                 }
             }
             @if session.can_write() {
-                p.actions { a.button href={ "/repos/" (s.name) "/sync" } { "Sync" } }
+                p.actions { a.button href={ "/repos/" (super::segment(&s.address())) "/sync" } { "Sync" } }
             }
         }
     }
@@ -275,7 +325,7 @@ fn history(session: &Session, v: &RepoView) -> Markup {
                                 @if writes {
                                     td data-label="Actions" {
                                         @if *offer {
-                                            a.button href={ "/repos/" (v.status.name) "/rollback?commit=" (d.commit) } {
+                                            a.button href={ "/repos/" (super::segment(&v.status.address())) "/rollback?commit=" (d.commit) } {
                                                 "Roll back to " (short(&d.commit))
                                             }
                                         }
@@ -353,7 +403,7 @@ pub async fn diff_page(
     let report = app.ops.diff(&name, Some(crate::http::DIFF_WAIT)).await?;
     let main = html! {
         nav.crumbs aria-label="Breadcrumb" {
-            a href="/" { "Repositories" } " / " a href={ "/repos/" (name) } { (name) } " / diff"
+            a href="/" { "Repositories" } " / " a href={ "/repos/" (super::segment(&name)) } { (name) } " / diff"
         }
         h1 { "Diff of " (name) }
         @if let Some(e) = &report.remote_error {

@@ -350,3 +350,81 @@ fn a_read_token_reads_live_and_cannot_act() {
     );
     assert_eq!(browser.dialog(), None);
 }
+
+/// fleet.md §1: a repository's page lists its stacks, each stack has the
+/// repository page of its own, and its sync runs on that stack alone.
+#[test]
+fn a_repository_with_stacks_lists_them_and_each_stack_has_its_page() {
+    require_docker();
+    let k = Kedge::new();
+    let write = k.token("stk-write", "write");
+    let name = unique_name("dstk");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "discover:\n  - path: \"stacks/*\"\ndefaults:\n  deploy:\n    stable_for: 0s\n",
+    );
+    remote.write(
+        "stacks/front/compose.yaml",
+        &sleepers(&[("front", IMAGE_1)]),
+    );
+    remote.write("stacks/back/compose.yaml", &sleepers(&[("back", IMAGE_1)]));
+    let first = remote.commit("two stacks");
+    let front = ComposeProject::named(&format!("{name}-front"));
+    let _back = ComposeProject::named(&format!("{name}-back"));
+    k.run(["repo", "add", &remote.url()]).success();
+    let api = k.serve_api(&["--poll-interval", "500ms", "--check-interval", "1m"], &[]);
+    for stack in ["front", "back"] {
+        wait_for(60, &format!("{stack} deployed"), || {
+            let h = k.run([
+                "history",
+                "--repo",
+                &format!("{name}/{stack}"),
+                "-o",
+                "json",
+            ]);
+            (h.code == Some(0) && h.json()[0]["status"] == "success").then_some(())
+        });
+    }
+
+    let browser = Browser::new(1280, 900);
+    browser.goto(&api.url("/login"));
+    sign_in(&browser, &write);
+    browser.goto(&api.url(&format!("/repos/{name}")));
+    for stack in ["front", "back"] {
+        browser.wait_text(
+            10,
+            &format!("#stacks tr[data-stack={stack}] td[data-label=State]"),
+            "synced",
+        );
+    }
+    browser.click("#stacks tr[data-stack=front] a");
+    browser.wait_text(10, "h1", &format!("{name}/front"));
+    browser.wait_text(10, "#history", short(&first));
+    let before = front.running()[0].id.clone();
+    browser.click("p.actions a.button");
+    browser.wait_text(10, "h1", &format!("Sync {name}/front?"));
+    browser.click("form.confirm button");
+    let result = browser.wait_text(60, "#result", "success");
+    assert!(result.contains("(sync)"), "{result}");
+    assert!(
+        browser
+            .current_url()
+            .contains(&format!("/repos/{name}%2Ffront?deployment=")),
+        "{}",
+        browser.current_url()
+    );
+    let back = k
+        .run(["history", "--repo", &format!("{name}/back"), "-o", "json"])
+        .json();
+    assert_eq!(
+        back.as_array().map(Vec::len),
+        Some(1),
+        "back untouched: {back}"
+    );
+    assert_eq!(
+        front.running()[0].id,
+        before,
+        "nothing changed: nothing recreated"
+    );
+}

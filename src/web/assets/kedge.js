@@ -32,7 +32,9 @@
   // The event, at once, where it belongs.
   function mark(ev) {
     var drift = DRIFT[ev.kind] === 1;
-    var row = document.querySelector('tr[data-repo="' + sel(ev.repo) + '"]');
+    // A stack of a repository with several has its own row: "repo/stack".
+    var name = ev.stack ? ev.repo + "/" + ev.stack : ev.repo;
+    var row = document.querySelector('tr[data-repo="' + sel(name) + '"]');
     if (row) {
       var st = row.querySelector('td[data-label="State"] .state');
       if (drift) setState(st, "drifted", "s-drifted");
