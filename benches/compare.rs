@@ -1,5 +1,5 @@
 //! Kedge side by side with raw `docker` / `docker compose`, on the real
-//! engine: `cargo bench --bench compare` (about ten minutes). Prints a
+//! engine: `cargo bench --bench compare` (about fifteen minutes). Prints a
 //! Markdown table for BENCHMARKS.md. Set KEDGE_BENCH_RUNS to change the
 //! number of runs (default 7; heal latency uses at most 5, see below).
 
@@ -12,6 +12,8 @@ mod attack;
 mod dashboard;
 #[path = "compare/locked.rs"]
 mod locked;
+#[path = "compare/stacks.rs"]
+mod stacks;
 
 use std::path::Path;
 use std::process::Command;
@@ -146,7 +148,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 16] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 17] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -178,6 +180,8 @@ fn main() {
         // `/healthz`, a heal and the event stream while another process
         // holds the store's write transaction.
         ("locked", &|| locked::locked(&engine)),
+        // One repository of 200 stacks: convergence, one stack's commit.
+        ("stacks", &|| stacks::stacks(&engine, runs)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {

@@ -100,6 +100,11 @@ pub async fn apply(
     for decl in &layout.stacks {
         let before = known.iter().find(|s| !s.root && s.name == decl.name);
         let changed = before.is_none_or(|s| s.orphaned_at.is_some() || s.path != decl.path);
+        // A stack as it was: nothing to write (a repository of hundreds of
+        // stacks would otherwise queue hundreds of writes per commit).
+        if !changed && before.is_some_and(|s| s.after == decl.after) {
+            continue;
+        }
         let (name, path, after) = (decl.name.clone(), decl.path.clone(), decl.after.clone());
         let added = shared
             .db

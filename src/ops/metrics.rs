@@ -50,11 +50,7 @@ impl Ops {
         let out = super::stacks::deployed_units(&repos, &stacks)
             .into_iter()
             .map(|(repo, stack)| {
-                let mut state = states.get(&stack.id).cloned().unwrap_or_default();
-                if !stack.root {
-                    let root = states.get(&repo.id).cloned().unwrap_or_default();
-                    super::stacks::follow_root(&mut state, &root);
-                }
+                let state = super::stacks::state_of(&states, repo, stack);
                 let summary = summaries.get(&stack.id).cloned().unwrap_or_default();
                 let snapshot = shared.hub.snapshot(&stack.address());
                 let (drifts, observed) = match &snapshot {

@@ -32,6 +32,23 @@ pub(super) fn deployed_units<'a>(
         .collect()
 }
 
+/// A stack's state from every stack's (`states`, by id), a declared
+/// stack's with its repository's remote (see [`follow_root`]).
+pub(super) fn state_of(
+    states: &std::collections::HashMap<i64, crate::record::RepoState>,
+    repo: &Repo,
+    stack: &Stack,
+) -> crate::record::RepoState {
+    let mut state = states.get(&stack.id).cloned().unwrap_or_default();
+    if !stack.root {
+        follow_root(
+            &mut state,
+            &states.get(&repo.id).cloned().unwrap_or_default(),
+        );
+    }
+    state
+}
+
 /// A declared stack's state with its repository's remote: the head the
 /// repository's task fetched for it, and how its checks went.
 pub(super) fn follow_root(state: &mut crate::record::RepoState, root: &crate::record::RepoState) {

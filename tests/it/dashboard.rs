@@ -374,22 +374,23 @@ fn a_repository_with_stacks_lists_them_and_each_stack_has_its_page() {
     let _back = ComposeProject::named(&format!("{name}-back"));
     k.run(["repo", "add", &remote.url()]).success();
     let api = k.serve_api(&["--poll-interval", "500ms", "--check-interval", "1m"], &[]);
+    // Synced, as the page will say it.
     for stack in ["front", "back"] {
-        wait_for(60, &format!("{stack} deployed"), || {
-            let h = k.run([
-                "history",
-                "--repo",
-                &format!("{name}/{stack}"),
-                "-o",
-                "json",
-            ]);
-            (h.code == Some(0) && h.json()[0]["status"] == "success").then_some(())
+        wait_for(60, &format!("{stack} synced"), || {
+            let s = k.run(["status", "--repo", &format!("{name}/{stack}"), "-o", "json"]);
+            (s.code == Some(0) && s.json()[0]["sync_state"] == "synced").then_some(())
         });
     }
 
     let browser = Browser::new(1280, 900);
     browser.goto(&api.url("/login"));
     sign_in(&browser, &write);
+    // Signed in (the overview shows a row per stack) before going on.
+    browser.wait_text(
+        30,
+        &row(&format!("{name}/front"), "td[data-label=State]"),
+        "synced",
+    );
     browser.goto(&api.url(&format!("/repos/{name}")));
     for stack in ["front", "back"] {
         browser.wait_text(
