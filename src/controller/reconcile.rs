@@ -84,7 +84,7 @@ async fn reconcile_stack(
     if let Some(head) = head {
         match advance(shared, task, head, false).await {
             Ok(Advanced::Waiting) => next = next.min(AFTER_WAIT),
-            Ok(Advanced::Done) => {}
+            Ok(Advanced::Done) => task.source_failures = 0,
             Err(e) => {
                 let retry = backoff(task.source_failures.saturating_add(1));
                 task.source_failures += 1;
