@@ -176,28 +176,16 @@ async fn take_down(
     let project = state
         .project
         .unwrap_or_else(|| format!("{}-{}", gone.repo, gone.name));
-    let lock = super::lock::RepoLock::acquire(
-        &shared.settings.data_dir,
-        &format!("{}@{}", gone.repo, gone.name),
-        || {},
-    )
-    .await?;
+    let lock =
+        super::lock::RepoLock::acquire(&shared.settings.data_dir, &gone.file_name(), || {}).await?;
     let swarm = state.target == Some(crate::model::settings::Target::Swarm);
-    let down = if swarm {
-        crate::apply::down_stack(&project, Some(lock.fd())).await
-    } else {
-        crate::apply::down(&project, Some(lock.fd())).await
-    };
-    if let Err(e) = down {
+    if let Err(e) = crate::apply::take_down(&project, swarm, Some(lock.fd())).await {
         // Kept: another pass tries again, and the operator sees why.
         tracing::warn!(repo = %task.repo.name, stack = %gone.name, "cannot take the stack down: {}", error_chain(&e));
         return Ok(());
     }
     shared.db.write(move |s| s.remove_stack(id)).await?;
-    let dir = task
-        .git
-        .clone
-        .with_file_name(format!("{}@{}", gone.repo, gone.name));
+    let dir = task.git.clone.with_file_name(gone.file_name());
     let _ = tokio::fs::remove_dir_all(&dir).await;
     shared.emit(
         NewEvent::new(

@@ -476,10 +476,7 @@ async fn run_repo(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = stack.address();
-    let lock_name = match stack.root {
-        true => repo.name.clone(),
-        false => format!("{}@{}", repo.name, stack.name),
-    };
+    let lock_name = stack.file_name();
     let id = stack.id;
     let repo_id = repo.id;
     let (wake_tx, mut wake) = mpsc::channel::<Reason>(8);

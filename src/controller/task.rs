@@ -172,7 +172,7 @@ impl RepoTask {
         let git = if stack.root {
             git
         } else {
-            let dir = clone.with_file_name(format!("{}@{}", repo.name, stack.name));
+            let dir = clone.with_file_name(stack.file_name());
             git.worktree_of(clone, dir)
         };
         RepoTask {
@@ -241,10 +241,7 @@ impl RepoTask {
     /// The stack's lock: one apply at a time per stack (`repo`, or
     /// `repo@stack`).
     pub fn lock_name(&self) -> String {
-        match self.stack_name() {
-            Some(stack) => format!("{}@{stack}", self.repo.name),
-            None => self.repo.name.clone(),
-        }
+        self.stack.file_name()
     }
 
     /// Emits an event of this stack (see `Shared::emit`).

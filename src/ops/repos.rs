@@ -297,11 +297,8 @@ impl Ops {
                     .to_string(),
             };
             // The child holds the lock too, even past this command killed meanwhile.
-            if state.target == Some(kedge_yaml::Target::Swarm) {
-                crate::apply::stack::remove(&project, Some(lock.fd())).await?;
-            } else {
-                crate::apply::down_stack(&project, Some(lock.fd())).await?;
-            }
+            let swarm = state.target == Some(kedge_yaml::Target::Swarm);
+            crate::apply::take_down(&project, swarm, Some(lock.fd())).await?;
             tracing::info!(repo = %repo.name, %project, "stack taken down");
             // And every stack the repository declares, each under its lock.
             let stacks = shared.db.read(|s| s.stacks(Some(repo.id)))?;

@@ -269,21 +269,18 @@ pub(super) async fn take_down(
     repo: &Repo,
     stack: &Stack,
 ) -> Result<(), OpsError> {
-    let lock = RepoLock::acquire_announced(
-        &shared.settings.data_dir,
-        &format!("{}@{}", repo.name, stack.name),
-    )
-    .await?;
+    let lock = RepoLock::acquire_announced(&shared.settings.data_dir, &stack.file_name()).await?;
     let id = stack.id;
     let state = shared.db.read(|s| s.repo_state(id))?;
     let project = state
         .project
         .unwrap_or_else(|| format!("{}-{}", repo.name, stack.name));
-    if state.target == Some(Target::Swarm) {
-        crate::apply::stack::remove(&project, Some(lock.fd())).await?;
-    } else {
-        crate::apply::down_stack(&project, Some(lock.fd())).await?;
-    }
+    crate::apply::take_down(
+        &project,
+        state.target == Some(Target::Swarm),
+        Some(lock.fd()),
+    )
+    .await?;
     tracing::info!(repo = %repo.name, stack = %stack.name, %project, "stack taken down");
     Ok(())
 }

@@ -42,6 +42,17 @@ impl Stack {
         }
     }
 
+    /// Its name on disk: its lock (`locks/<this>.lock`) and, for a
+    /// declared stack, its worktree beside the clone. The repository's
+    /// name for its own stack, `repo@stack` for the others.
+    pub fn file_name(&self) -> String {
+        if self.root {
+            self.repo.clone()
+        } else {
+            format!("{}@{}", self.repo, self.name)
+        }
+    }
+
     /// How commands and the API address it: `REPO` for a root stack,
     /// `REPO/STACK` for the others.
     pub fn address(&self) -> String {
