@@ -9,7 +9,8 @@
 # images, and schemathesis (the API fuzzer the tests run) and aiosmtpd (the
 # notification tests' SMTP server) in their own virtualenv; for the
 # packaging tests: debootstrap and the bootstrapped `debian:bookworm-slim`
-# base image (scripts/base-image.sh), cargo-deb, systemd-analyze and man.
+# base image (scripts/base-image.sh), cargo-deb, systemd-analyze and man;
+# the previous release, for the upgrade test (scripts/previous-release.sh).
 # Idempotent: every step checks before it acts.
 set -euo pipefail
 
@@ -245,6 +246,7 @@ main() {
   install_aiosmtpd
   install_cargo_deb
   bash "$(dirname "$0")/base-image.sh"
+  bash "$(dirname "$0")/previous-release.sh"
   log "ready: $(docker version --format 'engine {{.Server.Version}} api {{.Server.APIVersion}}'), $(docker compose version --short 2>/dev/null || echo compose?)"
 }
 

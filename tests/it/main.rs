@@ -35,3 +35,4 @@ mod stack_inputs;
 mod stacks;
 mod store_lock;
 mod swarm;
+mod upgrade;

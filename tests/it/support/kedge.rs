@@ -10,6 +10,8 @@ use tempfile::TempDir;
 pub struct Kedge {
     dir: TempDir,
     envs: Vec<(String, String)>,
+    /// Another build of kedge (the upgrade test's previous release).
+    binary: Option<PathBuf>,
 }
 
 impl Kedge {
@@ -17,7 +19,14 @@ impl Kedge {
         Kedge {
             dir: tempfile::tempdir().expect("temp dir"),
             envs: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Every later command runs `binary` (None: this build).
+    pub fn binary(mut self, binary: Option<PathBuf>) -> Self {
+        self.binary = binary;
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -60,7 +69,10 @@ impl Kedge {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("kedge"));
+        let mut cmd = match &self.binary {
+            Some(binary) => Command::new(binary),
+            None => Command::new(assert_cmd::cargo::cargo_bin!("kedge")),
+        };
         cmd.args(args).current_dir(self.dir.path());
         for (k, _) in std::env::vars() {
             if k.starts_with("KEDGE_") {
