@@ -10,6 +10,8 @@ mod support;
 mod attack;
 #[path = "compare/dashboard.rs"]
 mod dashboard;
+#[path = "compare/fleet.rs"]
+mod fleet;
 #[path = "compare/locked.rs"]
 mod locked;
 #[path = "compare/stacks.rs"]
@@ -148,7 +150,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 17] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 18] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -182,6 +184,8 @@ fn main() {
         ("locked", &|| locked::locked(&engine)),
         // One repository of 200 stacks: convergence, one stack's commit.
         ("stacks", &|| stacks::stacks(&engine, runs)),
+        // 1,000 stacks in 50 repositories: convergence, idle, status, overview.
+        ("fleet", &fleet::fleet),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 /// One HTTP/1.0 exchange: status, `Set-Cookie` values, body.
-fn exchange(
+pub(super) fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -40,7 +40,7 @@ fn exchange(
 }
 
 /// Signs in with `token` as the page's form does: the session cookie.
-fn sign_in(addr: SocketAddr, token: &str) -> String {
+pub(super) fn sign_in(addr: SocketAddr, token: &str) -> String {
     let (status, cookies, page) = exchange(addr, "GET", "/login", &[], "");
     assert_eq!(status, 200);
     let login_cookie = cookies[0].clone();

@@ -9,6 +9,8 @@ use super::{Ops, OpsError};
 pub struct OverviewRow {
     /// The repository, or `repo/stack` for a stack of one with several.
     pub name: String,
+    /// The repository the stack belongs to.
+    pub repo: String,
     pub branch: String,
     /// `auto`, `notify` or `manual` (None before the first deployment).
     pub mode: Option<crate::desired::kedge_yaml::Mode>,
@@ -98,6 +100,7 @@ impl Ops {
                     pinned_commit: state.pinned_commit,
                     last_error: state.last_error,
                     name: stack.address(),
+                    repo: repo.name.clone(),
                     branch: repo.branch.clone(),
                 }
             })

@@ -385,12 +385,10 @@ fn a_repository_with_stacks_lists_them_and_each_stack_has_its_page() {
     let browser = Browser::new(1280, 900);
     browser.goto(&api.url("/login"));
     sign_in(&browser, &write);
-    // Signed in (the overview shows a row per stack) before going on.
-    browser.wait_text(
-        30,
-        &row(&format!("{name}/front"), "td[data-label=State]"),
-        "synced",
-    );
+    // Signed in before going on: the overview sums the stacks up in one
+    // line of their repository.
+    browser.wait_text(30, &row(&name, "th[data-label=Repository]"), "2 stacks");
+    browser.wait_text(10, &row(&name, "td[data-label=State]"), "synced");
     browser.goto(&api.url(&format!("/repos/{name}")));
     for stack in ["front", "back"] {
         browser.wait_text(

@@ -32,9 +32,11 @@
   // The event, at once, where it belongs.
   function mark(ev) {
     var drift = DRIFT[ev.kind] === 1;
-    // A stack of a repository with several has its own row: "repo/stack".
+    // A stack's own row ("repo/stack", on its repository's page), else the
+    // line of its repository (the overview sums several stacks up in one).
     var name = ev.stack ? ev.repo + "/" + ev.stack : ev.repo;
-    var row = document.querySelector('tr[data-repo="' + sel(name) + '"]');
+    var row = document.querySelector('tr[data-repo="' + sel(name) + '"]') ||
+      document.querySelector('tr[data-repo="' + sel(ev.repo) + '"]');
     if (row) {
       var st = row.querySelector('td[data-label="State"] .state');
       if (drift) setState(st, "drifted", "s-drifted");
