@@ -121,7 +121,7 @@ fn a_data_dir_of_the_previous_release_keeps_history_pin_tokens_and_containers() 
     // deploys the new head over the old containers.
     remote.write("compose.yaml", &web("three"));
     let c3 = remote.commit("three");
-    let _serve = new.serve(&"300ms");
+    let _serve = new.serve("300ms");
     wait_for(60, "the new head deployed", || {
         let (_, running) = web_of(&project);
         (running == c3).then_some(())
