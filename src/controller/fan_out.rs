@@ -96,6 +96,14 @@ pub async fn apply(
 ) -> Result<(), ReconcileError> {
     let repo_id = task.repo.id;
     let repo = task.repo.name.clone();
+    if shared
+        .db
+        .read(|s| s.repo_state(repo_id))?
+        .deployed_commit
+        .is_some()
+    {
+        root_left(shared, task, commit, &layout).await?;
+    }
     let known = shared.db.read(|s| s.stacks(Some(repo_id)))?;
     for decl in &layout.stacks {
         let before = known.iter().find(|s| !s.root && s.name == decl.name);
@@ -161,6 +169,52 @@ pub async fn apply(
         .await?;
     shared.wake_stacks_of(repo_id);
     Ok(())
+}
+
+/// The repository deployed its own project until `commit` declared
+/// stacks: that project becomes an orphaned stack named like the
+/// repository, reported and left running (`keep`) or taken down (`down`),
+/// instead of running on unseen while the root task healed it.
+async fn root_left(
+    shared: &Arc<Shared>,
+    task: &RepoTask,
+    commit: &str,
+    layout: &Layout,
+) -> Result<(), ReconcileError> {
+    let repo_id = task.repo.id;
+    let taken: Vec<String> = layout.stacks.iter().map(|d| d.name.clone()).collect();
+    let left = shared
+        .db
+        .write(move |s| s.orphan_root_project(repo_id, &taken))
+        .await?;
+    let id = left.id;
+    let project = shared
+        .db
+        .read(|s| s.repo_state(id))?
+        .project
+        .unwrap_or_else(|| task.repo.name.clone());
+    match layout.removed {
+        Removed::Keep => {
+            tracing::warn!(repo = %task.repo.name, stack = %left.name, %project, "the repository's own project left Git: orphaned, its containers keep running");
+            shared.emit(
+                NewEvent::new(
+                    &task.repo.name,
+                    EventKind::StackOrphaned,
+                    format!(
+                        "{} declares stacks: the repository's own project {project} is no longer in Git; its containers keep running as stack {} (`kedge stack remove {} --down` ends it)",
+                        short(commit),
+                        left.name,
+                        left.address()
+                    ),
+                )
+                .stack(Some(&left.name))
+                .commit(commit)
+                .field("project", project),
+            );
+            Ok(())
+        }
+        Removed::Down => take_down(shared, task, &left, commit).await,
+    }
 }
 
 /// `stacks_removed: down`: the stack's project goes down (named volumes

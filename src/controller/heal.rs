@@ -257,6 +257,39 @@ pub async fn drift_plan_observed(
     }))
 }
 
+/// The check's plan from the containers' shared view (see `view`), when
+/// there is one it may use and it shows the stack in sync; None otherwise.
+async fn in_sync_in_view(
+    shared: &Shared,
+    task: &RepoTask,
+) -> Result<Option<DriftView>, ReconcileError> {
+    let max_age = super::view::max_age(shared.settings.check_interval);
+    let Some(view) = shared
+        .views
+        .usable(&shared.engine, task.touched, max_age)
+        .await
+    else {
+        return Ok(None);
+    };
+    let id = task.id();
+    let project = shared
+        .db
+        .read(|s| s.repo_state(id))?
+        .project
+        .unwrap_or_else(|| task.repo.name.clone());
+    let mut images = view.images();
+    let seen = drift_plan_observed(
+        shared,
+        task,
+        None,
+        Some(view.containers(&project)),
+        &mut images,
+    )
+    .await?;
+    view.keep_images(images);
+    Ok(seen.filter(|v| v.plan.in_sync() && v.plan.heals.is_empty() && v.plan.held.is_empty()))
+}
+
 /// One drift pass for a repository: report, and heal what the plan says.
 /// `mode`: `Some(Mode::Auto)` when the operator asked for a sync.
 pub async fn check(
@@ -264,7 +297,16 @@ pub async fn check(
     task: &mut RepoTask,
     mode: Option<Mode>,
 ) -> Result<Vec<String>, ReconcileError> {
-    let Some(view) = drift_plan(shared, task, mode).await? else {
+    let seen = match mode {
+        None => in_sync_in_view(shared, task).await?,
+        // The operator's sync looks for itself.
+        Some(_) => None,
+    };
+    let seen = match seen {
+        Some(seen) => Some(seen),
+        None => drift_plan(shared, task, mode).await?,
+    };
+    let Some(view) = seen else {
         task.observed = None;
         return Ok(Vec::new());
     };
@@ -277,6 +319,9 @@ pub async fn check(
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
+    // Healed: the next checks look for themselves, not at a shared view
+    // that may predate the heal.
+    task.touched = Some(Instant::now());
     let engine = shared.engine.clone();
     let name = task.repo.name.clone();
     let project = state.project.clone().unwrap_or_else(|| name.clone());

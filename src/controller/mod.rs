@@ -17,10 +17,12 @@ pub mod remote;
 mod restore;
 pub mod swarm;
 pub mod task;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -89,6 +91,8 @@ pub struct Shared {
     fingerprint_key: std::sync::OnceLock<[u8; 32]>,
     /// One permit per apply in flight: `serve.max_parallel_deploys`.
     applies: tokio::sync::Semaphore,
+    /// The containers as one list showed them, for the periodic checks.
+    pub views: view::Views,
 }
 
 impl Shared {
@@ -135,6 +139,7 @@ impl Shared {
             commands: Arc::default(),
             fingerprint_key: std::sync::OnceLock::new(),
             applies: tokio::sync::Semaphore::new(settings_parallel),
+            views: view::Views::default(),
         }
     }
 
@@ -526,7 +531,7 @@ async fn run_repo(
         // `repo remove` holds the lock while it unregisters: a task that gets
         // the lock after it stops here, before it writes for a repository
         // that is gone (foreign key errors, retries).
-        if lock.is_ok() && !still_registered(&shared, id, &name, task.stack.root) {
+        if lock.is_ok() && !still_registered(&shared, repo_id, id, &name, task.stack.root) {
             tracing::info!(repo = %name, "no longer registered: its task stops");
             break;
         }
@@ -591,6 +596,7 @@ async fn run_repo(
                 // The task's own: one after another, never beside a pass.
                 tracing::debug!(repo = %name, command = command.request.name(), "command");
                 commands::execute(&shared, &mut task, command).await;
+                task.touched = Some(Instant::now());
                 Reason::Cli
             }
             Some(reason) = wake.recv() => {
@@ -604,6 +610,9 @@ async fn run_repo(
                     task.check_remote_now();
                 }
                 woken = reasons.contains(&Reason::EngineEvent);
+                if woken {
+                    task.touched = Some(Instant::now());
+                }
                 reasons.into_iter().find(|r| r.checks_remote()).unwrap_or(reason)
             }
             _ = stop.changed() => Reason::Timer,
@@ -621,17 +630,22 @@ async fn run_repo(
 
 /// Whether the repository with this id is still registered under `name`
 /// (a read error counts as yes: the pass will say what is wrong).
-fn still_registered(shared: &Shared, id: i64, name: &str, root: bool) -> bool {
+fn still_registered(shared: &Shared, repo_id: i64, id: i64, name: &str, root: bool) -> bool {
     if root {
         return shared
             .db
             .read(|s| s.repo_by_id(id))
             .map_or(true, |r| r.is_some_and(|r| r.name == name));
     }
-    shared.db.read(|s| s.stacks(None)).map_or(true, |all| {
-        all.iter()
-            .any(|s| s.id == id && s.orphaned_at.is_none() && s.address() == name)
-    })
+    // This repository's stacks only: a thousand stacks' passes would
+    // otherwise each read every stack.
+    shared
+        .db
+        .read(|s| s.stacks(Some(repo_id)))
+        .map_or(true, |all| {
+            all.iter()
+                .any(|s| s.id == id && s.orphaned_at.is_none() && s.address() == name)
+        })
 }
 
 /// Marks this repository's unfinished deployments `failed`, each with its

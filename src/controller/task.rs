@@ -130,6 +130,10 @@ pub struct RepoTask {
     pub drift: super::heal::DriftState,
     /// What the last drift check saw: the pass's snapshot is made of it.
     pub observed: Option<super::heal::DriftView>,
+    /// When the stack last changed under Kedge's eyes (an engine event, a
+    /// command, a heal): a check soon after looks at its project itself
+    /// rather than at the shared view (see `view`).
+    pub touched: Option<Instant>,
     /// `Shared::engine_returns` when this task last looked.
     pub(super) engine_returns_seen: u64,
     /// The repository's lock, while a pass or a command holds it.
@@ -194,6 +198,7 @@ impl RepoTask {
             source_failures: 0,
             drift: Default::default(),
             observed: None,
+            touched: None,
             announced: false,
             fetched: None,
             skip_gate: false,

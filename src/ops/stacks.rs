@@ -118,7 +118,13 @@ impl Ops {
         let stacks = self.shared()?.db.read(|s| s.stacks(Some(repo.id)))?;
         let declared: Vec<Stack> = stacks.iter().filter(|s| !s.root).cloned().collect();
         match stack {
-            Some(wanted) => match stacks.iter().find(|s| s.name == wanted) {
+            // A declared stack may be named like its repository: it wins
+            // over the repository's own.
+            Some(wanted) => match declared
+                .iter()
+                .chain(stacks.iter().filter(|s| s.root))
+                .find(|s| s.name == wanted)
+            {
                 Some(s) => Ok(vec![(repo.clone(), s.clone())]),
                 None => Err(OpsError::UnknownStack {
                     repo: repo.name.clone(),

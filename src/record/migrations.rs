@@ -310,6 +310,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX deployments_by_stack ON deployments (stack_id, id);
     CREATE INDEX deployments_by_snapshot ON deployments (snapshot);
     ALTER TABLE events ADD COLUMN stack TEXT;",
+    // 19: a root stack's row keeps no name of its own (it is the
+    // repository's, read through the join): a declared stack may be named
+    // like its repository.
+    "UPDATE stacks SET name = '' WHERE root = 1;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

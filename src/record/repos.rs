@@ -179,8 +179,8 @@ impl Store {
         .map_err(query("insert repository"))?;
         tx.execute(
             "INSERT INTO stacks (id, repo_id, name, path, root, created_at)
-             VALUES (?1, ?1, ?2, '', 1, ?3)",
-            params![id, new.name, created_at],
+             VALUES (?1, ?1, '', '', 1, ?2)",
+            params![id, created_at],
         )
         .map_err(query("insert the repository's root stack"))?;
         tx.commit().map_err(query("commit add repository"))?;
@@ -302,10 +302,6 @@ impl Store {
                 (
                     "UPDATE repositories SET name = ?2 WHERE name = ?1",
                     "rename repository",
-                ),
-                (
-                    "UPDATE stacks SET name = ?2 WHERE root = 1 AND name = ?1",
-                    "rename the repository's root stack",
                 ),
                 (
                     "UPDATE events SET repo = ?2 WHERE repo = ?1",

@@ -1,5 +1,6 @@
 //! record: a repository's stacks (fleet.md §1). Every repository has its
-//! root stack, which shares the repository's id and name; a repository
+//! root stack, which shares the repository's id and name (its row stores
+//! none: a declared stack may be named like the repository); a repository
 //! whose `kedge.yaml` declares stacks has one row per declared stack.
 
 use serde::Serialize;
@@ -71,7 +72,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT s.id, s.repo_id, r.name, s.name, s.path, s.root, s.orphaned_at, s.created_at, s.after
+                "SELECT s.id, s.repo_id, r.name, CASE WHEN s.root THEN r.name ELSE s.name END,
+                        s.path, s.root, s.orphaned_at, s.created_at, s.after
                  FROM stacks s JOIN repositories r ON r.id = s.repo_id
                  WHERE ?1 IS NULL OR s.repo_id = ?1
                  ORDER BY r.name, s.root DESC, s.name",
@@ -95,12 +97,12 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(query("read stacks"))
     }
 
-    /// One stack of a repository, by name.
+    /// One declared stack of a repository, by name.
     pub fn stack_named(&self, repo_id: i64, name: &str) -> Result<Option<Stack>, StoreError> {
         Ok(self
             .stacks(Some(repo_id))?
             .into_iter()
-            .find(|s| s.name == name))
+            .find(|s| !s.root && s.name == name))
     }
 
     /// Registers a stack a commit declared (or brings an orphaned one
@@ -118,7 +120,7 @@ impl Store {
             let existing: Option<i64> = s
                 .conn
                 .query_row(
-                    "SELECT id FROM stacks WHERE repo_id = ?1 AND name = ?2",
+                    "SELECT id FROM stacks WHERE repo_id = ?1 AND name = ?2 AND root = 0",
                     params![repo_id, name],
                     |r| r.get(0),
                 )
@@ -150,6 +152,87 @@ impl Store {
                     step: "read back a stack",
                     source: rusqlite::Error::QueryReturnedNoRows,
                 })
+        })
+    }
+
+    /// The repository's own project left Git: its `kedge.yaml` now declares
+    /// stacks. What the root stack deployed (state, services, history)
+    /// moves to a new orphaned stack named like the repository (or
+    /// `<repo>-root` when a declared stack has that name), which `kedge
+    /// stack remove` ends like any other; the root keeps the repository's
+    /// source state and deploys nothing. Returns that stack.
+    pub fn orphan_root_project(
+        &mut self,
+        repo_id: i64,
+        taken: &[String],
+    ) -> Result<Stack, StoreError> {
+        let repo: String = self
+            .conn
+            .query_row(
+                "SELECT name FROM repositories WHERE id = ?1",
+                [repo_id],
+                |r| r.get(0),
+            )
+            .map_err(query("read the repository's name"))?;
+        let mut name = repo.clone();
+        while taken.contains(&name) || self.stack_named(repo_id, &name)?.is_some() {
+            name.push_str("-root");
+        }
+        let now = now_ms();
+        self.with_transaction(|s| {
+            let id: i64 = s
+                .conn
+                .query_row(
+                    "SELECT max(coalesce((SELECT max(id) FROM repositories), 0),
+                                coalesce((SELECT max(id) FROM stacks), 0)) + 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(query("pick a stack id"))?;
+            let c = &s.conn;
+            c.execute(
+                "INSERT INTO stacks (id, repo_id, name, path, root, orphaned_at, created_at)
+                 VALUES (?1, ?2, ?3, '', 0, ?4, ?4)",
+                params![id, repo_id, name, now],
+            )
+            .map_err(query("add the orphaned root project's stack"))?;
+            c.execute(
+                "INSERT INTO stack_state (stack_id, mode, prune, project, compose_files,
+                        remote_head, target_commit, deployed_commit, checked_at, updated_at,
+                        remote_ok_at, unhealthy, target, profiles, dormant, synced_commit,
+                        inputs, env_files)
+                 SELECT ?1, mode, prune, coalesce(project, ?3), compose_files, remote_head,
+                        target_commit, deployed_commit, checked_at, ?4, remote_ok_at,
+                        unhealthy, target, profiles, dormant, synced_commit, inputs, env_files
+                 FROM stack_state WHERE stack_id = ?2",
+                params![id, repo_id, repo, now],
+            )
+            .map_err(query("copy the root's deployed state"))?;
+            for (sql, step) in [
+                (
+                    "UPDATE services SET stack_id = ?1 WHERE stack_id = ?2",
+                    "move the root's services",
+                ),
+                (
+                    "UPDATE deployments SET stack_id = ?1 WHERE stack_id = ?2",
+                    "move the root's history",
+                ),
+            ] {
+                c.execute(sql, params![id, repo_id]).map_err(query(step))?;
+            }
+            c.execute(
+                "UPDATE stack_state SET project = NULL, compose_files = NULL,
+                        deployed_commit = NULL, pinned_commit = NULL, pinned_at_head = NULL,
+                        unhealthy = NULL, profiles = NULL, dormant = NULL,
+                        synced_commit = NULL, inputs = NULL, env_files = NULL, updated_at = ?2
+                 WHERE stack_id = ?1",
+                params![repo_id, now],
+            )
+            .map_err(query("clear the root's deployed state"))?;
+            s.stack_named(repo_id, &name)?.ok_or(StoreError::Query {
+                step: "read back a stack",
+                source: rusqlite::Error::QueryReturnedNoRows,
+            })
         })
     }
 

@@ -1391,7 +1391,9 @@ fn a_version_17_repository_becomes_its_root_stack_keeping_everything() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(stacks, [(3, 3, "app".to_string(), String::new(), true)]);
+    // Its row stores no name (migration 19): it reads as the repository's.
+    assert_eq!(stacks, [(3, 3, String::new(), String::new(), true)]);
+    assert_eq!(store.stacks(Some(3)).unwrap()[0].name, "app");
     let state = store.repo_state(3).unwrap();
     assert_eq!(
         (
@@ -1434,14 +1436,10 @@ fn a_version_17_repository_becomes_its_root_stack_keeping_everything() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!(root, (5, "other".to_string(), true));
+    assert_eq!(root, (5, String::new(), true));
     // Renamed, the root stack follows; removed, its stacks go with it.
     store.rename_repo("other", "renamed").unwrap();
-    let name: String = store
-        .conn
-        .query_row("SELECT name FROM stacks WHERE id = 5", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(name, "renamed");
+    assert_eq!(store.stacks(Some(5)).unwrap()[0].name, "renamed");
     assert!(store.remove_repo("app").unwrap());
     let left: i64 = store
         .conn

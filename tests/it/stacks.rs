@@ -441,3 +441,99 @@ fn stacks_removed_down_takes_a_removed_stack_down_and_keeps_its_volumes() {
         .json();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+/// Regression: a repository that deployed its own project and then
+/// declared stacks left that project running unseen, healed by the
+/// repository's task against a commit Git no longer had. Now it is an
+/// orphaned stack, reported, left alone and ended by `kedge stack remove`;
+/// and a declared stack may be named like its repository.
+#[test]
+fn declaring_stacks_orphans_the_repositorys_own_project_instead_of_healing_it_unseen() {
+    require_docker();
+    let Stack {
+        name,
+        remote,
+        kedge: k,
+        project: own,
+    } = Stack::new(
+        "sown",
+        &[(
+            "compose.yaml",
+            &format!("services:\n  app:\n{}", sleeper("")),
+        )],
+    );
+    let declared = ComposeProject::named(&format!("{name}-{name}"));
+    let serve = k.serve_debug(&[
+        "serve",
+        "--poll-interval",
+        "300ms",
+        "--check-interval",
+        "1s",
+    ]);
+    let before = wait_for(60, "the repository's own project", || {
+        ids(&own).get("app").cloned()
+    });
+
+    remote.write(
+        "kedge.yaml",
+        &format!(
+            "stacks:\n  - name: {name}\n    path: stacks/web\ndefaults:\n  deploy:\n    stable_for: 0s\n"
+        ),
+    );
+    remote.write(
+        "stacks/web/compose.yaml",
+        &format!("services:\n  web:\n{}", sleeper("")),
+    );
+    remote.commit("stacks now");
+    wait_for(60, "the declared stack named like the repository", || {
+        ids(&declared).get("web").cloned()
+    });
+    let orphaned = wait_for(30, "stack_orphaned", || {
+        let e = k.run(["events", "--repo", &name, "-o", "json"]).json();
+        e.as_array()?
+            .iter()
+            .find(|e| e["kind"] == "stack_orphaned")
+            .cloned()
+    });
+    let left = format!("{name}-root");
+    assert_eq!(orphaned["stack"], left.as_str(), "{orphaned}");
+    assert!(
+        orphaned["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kedge stack remove {name}/{left}")),
+        "{orphaned}"
+    );
+    let list = k
+        .run(["stack", "list", "--repo", &name, "-o", "json"])
+        .json();
+    let row = |stack: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stack"] == stack)
+            .cloned()
+            .unwrap_or_else(|| panic!("{stack} in {list}"))
+    };
+    assert_eq!(row(&left)["state"], "orphaned");
+    assert_eq!(row(&left)["project"], name.as_str());
+    assert_eq!(row(&name)["path"], "stacks/web");
+    assert_eq!(ids(&own).get("app"), Some(&before), "left running");
+    // Its history went with it; the declared stack has its own.
+    assert_eq!(deployments(&k, &format!("{name}/{left}")).len(), 1);
+    assert_eq!(deployments(&k, &format!("{name}/{name}")).len(), 1);
+
+    // Stopped by hand, it stays stopped: nothing heals it any more.
+    crate::support::docker::docker_ok(&["stop", "-t", "0", &before]);
+    serve.wait_passes(&name, serve.mark(), 6, 30);
+    assert!(ids(&own).is_empty(), "healed: {:?}", ids(&own));
+
+    k.run(["stack", "remove", &format!("{name}/{left}"), "--down"])
+        .success();
+    assert!(own.containers().is_empty());
+    assert_eq!(ids(&declared).len(), 1);
+    let list = k
+        .run(["stack", "list", "--repo", &name, "-o", "json"])
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
