@@ -23,11 +23,12 @@ fn running_of(prefix: &str) -> usize {
         .count()
 }
 
-/// Removes every container named `prefix…`, in one `docker rm`.
+/// Removes every container named `prefix…`, 25 to a `docker rm` (one of
+/// 200 at once left engine 20.10 hung, its removals never answered).
 fn remove_all(prefix: &str) {
     let ids = docker_ok(&["ps", "-aq", "--filter", &format!("name=^{prefix}")]);
     let ids: Vec<&str> = ids.lines().collect();
-    for chunk in ids.chunks(200) {
+    for chunk in ids.chunks(25) {
         let mut args = vec!["rm", "-f"];
         args.extend(chunk);
         docker_ok(&args);
@@ -99,6 +100,7 @@ pub fn fleet() -> Vec<Row> {
         (synced == total).then_some(())
     });
     let converged = start.elapsed();
+    eprintln!("fleet: {total} running after {running:?}, synced after {converged:?}");
 
     // Idle at a 60 s poll: two polls' worth.
     std::thread::sleep(Duration::from_secs(10));
@@ -113,6 +115,7 @@ pub fn fleet() -> Vec<Row> {
     }
     let (cpu1, rss) = cpu_with_children(pid);
     let cpu_pct = (cpu1 - cpu0) as f64 / 100.0 / window.as_secs_f64() * 100.0;
+    eprintln!("fleet: idle RSS {rss} KiB (peak {peak}), CPU {cpu_pct:.2} %");
 
     let status: Vec<Duration> = (0..7).map(|_| timed(k.command(["status"]))).collect();
     let status_json: Vec<Duration> = (0..7)

@@ -177,16 +177,30 @@ pub async fn drift_plan_observed(
     containers: Option<Vec<ContainerState>>,
     images: &mut ImageIds,
 ) -> Result<Option<DriftView>, ReconcileError> {
-    let engine = shared.engine.clone();
     let id = task.id();
     let state = shared.db.read(|s| s.repo_state(id))?;
     if state.deployed_commit.is_none() {
         return Ok(None);
     }
     let records = shared.db.read(|s| s.services(id))?;
-    if records.is_empty() {
+    drift_plan_of(shared, task, mode, state, &records, containers, images).await
+}
+
+/// [`drift_plan_observed`] with the stack's state and deployed services
+/// already read (`status` reads them for its own columns).
+pub async fn drift_plan_of(
+    shared: &Shared,
+    task: &RepoTask,
+    mode: Option<Mode>,
+    state: RepoState,
+    records: &BTreeMap<String, ServiceRecord>,
+    containers: Option<Vec<ContainerState>>,
+    images: &mut ImageIds,
+) -> Result<Option<DriftView>, ReconcileError> {
+    if state.deployed_commit.is_none() || records.is_empty() {
         return Ok(None);
     }
+    let engine = shared.engine.clone();
     let project = state
         .project
         .clone()
@@ -237,7 +251,7 @@ pub async fn drift_plan_observed(
             }
         },
     };
-    let want = wants(&engine, &project, &records, images).await;
+    let want = wants(&engine, &project, records, images).await;
     let backed_off = task.drift.crashes.backed_off(Instant::now());
     let dormant: BTreeSet<String> = state.dormant.iter().flatten().cloned().collect();
     let plan = plan(

@@ -163,6 +163,10 @@ async fn collect(
     };
     let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(units.len());
+    // Every stack's state in one query: a thousand stacks would otherwise
+    // cost three thousand.
+    let states = shared.db.read(|s| s.repo_states())?;
+    let state_of = |id: i64| states.get(&id).cloned().unwrap_or_default();
     // The branch heads, as `diff` reads them: with `serve` running, what it
     // checked; otherwise the remotes, asked side by side.
     let tasks: Vec<RepoTask> = units
@@ -175,22 +179,16 @@ async fn collect(
             .iter()
             .map(|task| {
                 // The repository's own state: its task fetches for all.
-                let state = shared.db.read(|s| s.repo_state(task.repo.id));
+                let state = state_of(task.repo.id);
                 async move {
                     match state {
-                        Ok(state) if !task.stack.root => RemoteHead {
+                        state if !task.stack.root => RemoteHead {
                             head: state.target_commit.clone().or(state.remote_head),
                             error: None,
                             live: false,
                             refused: false,
                         },
-                        Ok(state) => current_head(shared, &task.git, task.repo.id, &state).await,
-                        Err(e) => RemoteHead {
-                            head: None,
-                            error: Some(error_chain(&e)),
-                            live: false,
-                            refused: false,
-                        },
+                        state => current_head(shared, &task.git, task.repo.id, &state).await,
                     }
                 }
             })
@@ -199,9 +197,9 @@ async fn collect(
     };
     for (((repo, stack), task), remote) in units.into_iter().zip(&tasks).zip(heads) {
         let id = stack.id;
-        let (mut state, newest, recorded, events, root) = shared.db.read(|store| {
+        let (mut state, root) = (state_of(id), state_of(repo.id));
+        let (newest, recorded, events) = shared.db.read(|store| {
             Ok((
-                store.repo_state(id)?,
                 store.deployments(id, 2)?,
                 store.services(id)?,
                 store.events(&crate::record::EventQuery {
@@ -210,7 +208,6 @@ async fn collect(
                     limit: 5,
                     ..Default::default()
                 })?,
-                store.repo_state(repo.id)?,
             ))
         })?;
         if !stack.root {
@@ -260,10 +257,12 @@ async fn collect(
         } else {
             service_statuses(&recorded, containers.as_deref())
         };
-        let observed = heal::drift_plan_observed(
+        let observed = heal::drift_plan_of(
             shared,
             task,
             Some(Mode::Auto),
+            state.clone(),
+            &recorded,
             containers.clone(),
             &mut images,
         );
