@@ -122,6 +122,11 @@ pub fn fleet() -> Vec<Row> {
         .map(|_| timed(k.command(["status", "-o", "json"])))
         .collect();
 
+    eprintln!(
+        "fleet: status {}; -o json {}",
+        fmt(&status),
+        fmt(&status_json)
+    );
     let session = sign_in(addr, &token);
     let cookie = [("Cookie", session.as_str())];
     let (code, _, page) = exchange(addr, "GET", "/", &cookie, "");
@@ -138,6 +143,12 @@ pub fn fleet() -> Vec<Row> {
             at.elapsed()
         })
         .collect();
+    eprintln!(
+        "fleet: overview {} ({} + {} bytes)",
+        fmt_fine(&pages),
+        page.len(),
+        assets
+    );
     serve.terminate();
     remove_all(&prefix);
 
@@ -168,6 +179,7 @@ pub fn fleet() -> Vec<Row> {
         }
     });
     let raw = raw_start.elapsed();
+    eprintln!("fleet: raw up of {raw_n}: {raw:?}");
     remove_all(&prefix);
     drop(remotes);
 

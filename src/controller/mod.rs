@@ -468,7 +468,12 @@ fn supervise(
         let (stop, stop_rx) = watch::channel(false);
         let id = stack.id;
         let name = stack.address();
-        let handle = tokio::spawn(run_repo(shared.clone(), repo, stack, added, stop_rx));
+        let task = run_repo(shared.clone(), repo, stack, added, stop_rx);
+        tracing::debug!(
+            bytes = std::mem::size_of_val(&task),
+            "a stack task's future"
+        );
+        let handle = tokio::spawn(task);
         running.insert(id, Running { name, stop, handle });
     }
 }
@@ -541,7 +546,9 @@ async fn run_repo(
                 // while serve runs leaves its row behind too.
                 fail_interrupted(&shared, &task.repo.name, task.stack_name(), id).await;
                 task.lock = Some(held);
-                let result = reconcile(&shared, &mut task).await;
+                // Boxed: a pass's future is large and short-lived; inline, a
+                // thousand resting tasks would each hold its size.
+                let result = Box::pin(reconcile(&shared, &mut task)).await;
                 task.lock = None;
                 result
             }
@@ -595,7 +602,7 @@ async fn run_repo(
             Some(command) = commands.recv() => {
                 // The task's own: one after another, never beside a pass.
                 tracing::debug!(repo = %name, command = command.request.name(), "command");
-                commands::execute(&shared, &mut task, command).await;
+                Box::pin(commands::execute(&shared, &mut task, command)).await;
                 task.touched = Some(Instant::now());
                 Reason::Cli
             }

@@ -44,10 +44,12 @@ pub struct Views {
     current: tokio::sync::Mutex<Option<Arc<View>>>,
 }
 
-/// How old a view a periodic check may use: a sixth of the check
-/// interval, between 1 and 10 s (5 s at the default 30 s).
+/// How old a view a periodic check may use: a third of the check
+/// interval, between 1 and 15 s (10 s at the default 30 s). The engine's
+/// events are what finds drift at once; the periodic check is the safety
+/// net, and this delays it by at most that much.
 pub fn max_age(check_interval: Duration) -> Duration {
-    (check_interval / 6).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    (check_interval / 3).clamp(Duration::from_secs(1), Duration::from_secs(15))
 }
 
 impl Views {
