@@ -822,6 +822,22 @@ fn proc_stat(pid: u32) -> (u64, u64) {
     (cpu, rss_kb)
 }
 
+/// `pid` over `window`: its CPU in % of a core, its RSS at the end and at
+/// its peak (KiB), from `sample` (CPU ticks, RSS).
+fn idle_window(pid: u32, window: Duration, sample: fn(u32) -> (u64, u64)) -> (f64, u64, u64) {
+    let (cpu0, _) = sample(pid);
+    let mut peak = 0;
+    let start = Instant::now();
+    while start.elapsed() < window {
+        peak = peak.max(sample(pid).1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (cpu1, rss) = sample(pid);
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu_pct = (cpu1 - cpu0) as f64 / ticks / window.as_secs_f64() * 100.0;
+    (cpu_pct, rss, peak.max(rss))
+}
+
 /// Registers `n` more repositories of one service without a network (the
 /// engine's address pools hold about thirty), named `kt-<prefix>-…`.
 fn register(
@@ -865,18 +881,7 @@ fn footprint(engine: &::kedge::observe::Engine) -> Vec<Row> {
             until(engine, name, running("web"));
         }
         std::thread::sleep(Duration::from_secs(5));
-        let pid = s.child.id();
-        let window = Duration::from_secs(30);
-        let (cpu0, _) = proc_stat(pid);
-        let mut peak = 0;
-        let start = Instant::now();
-        while start.elapsed() < window {
-            peak = peak.max(proc_stat(pid).1);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let (cpu1, rss) = proc_stat(pid);
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu_pct = (cpu1 - cpu0) as f64 / ticks / window.as_secs_f64() * 100.0;
+        let (cpu_pct, rss, peak) = idle_window(s.child.id(), Duration::from_secs(30), proc_stat);
         rows.push(Row {
             what: format!("idle `serve`, {target} repositories, 30 s"),
             kedge: format!(

@@ -104,17 +104,11 @@ pub fn fleet() -> Vec<Row> {
 
     // Idle at a 60 s poll: two polls' worth.
     std::thread::sleep(Duration::from_secs(10));
-    let pid = serve.child.id();
-    let window = Duration::from_secs(120);
-    let (cpu0, _) = cpu_with_children(pid);
-    let mut peak = 0;
-    let idle = Instant::now();
-    while idle.elapsed() < window {
-        peak = peak.max(cpu_with_children(pid).1);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let (cpu1, rss) = cpu_with_children(pid);
-    let cpu_pct = (cpu1 - cpu0) as f64 / 100.0 / window.as_secs_f64() * 100.0;
+    let (cpu_pct, rss, peak) = idle_window(
+        serve.child.id(),
+        Duration::from_secs(120),
+        cpu_with_children,
+    );
     eprintln!("fleet: idle RSS {rss} KiB (peak {peak}), CPU {cpu_pct:.2} %");
 
     let status: Vec<Duration> = (0..7).map(|_| timed(k.command(["status"]))).collect();
