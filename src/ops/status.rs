@@ -156,8 +156,34 @@ async fn collect(
     units: Vec<(Repo, crate::record::Stack)>,
 ) -> Result<(Vec<RepoStatus>, Option<String>), OpsError> {
     let engine = shared.engine.clone();
-    // One list of every project's containers, one inspect per distinct image.
-    let (mut all, engine_error) = match engine.containers_by_project().await {
+    // One list of every project's containers, one inspect per distinct
+    // image. The engine makes the list (≈ 90 ms at 1,000 containers) while
+    // the store is read: the reads yield after each stack, so the request
+    // goes out at once.
+    let listing = engine.containers_by_project();
+    let reads = async {
+        let mut out = Vec::with_capacity(units.len());
+        for (repo, stack) in &units {
+            let id = stack.id;
+            out.push(shared.db.read(|store| {
+                Ok((
+                    store.deployments(id, 2)?,
+                    store.services(id)?,
+                    store.events(&crate::record::EventQuery {
+                        repo: Some(repo.name.clone()),
+                        stack: (!stack.root).then(|| stack.name.clone()),
+                        limit: 5,
+                        ..Default::default()
+                    })?,
+                ))
+            })?);
+            tokio::task::yield_now().await;
+        }
+        Ok::<_, OpsError>(out)
+    };
+    let (listed, reads) = tokio::join!(listing, reads);
+    let reads = reads?;
+    let (mut all, engine_error) = match listed {
         Ok(all) => (Some(all), None),
         Err(e) => (None, Some(error_chain(&e))),
     };
@@ -195,21 +221,10 @@ async fn collect(
             .collect();
         futures_util::stream::iter(asks).buffered(8).collect().await
     };
-    for (((repo, stack), task), remote) in units.into_iter().zip(&tasks).zip(heads) {
+    let rows = units.into_iter().zip(&tasks).zip(heads).zip(reads);
+    for ((((repo, stack), task), remote), (newest, recorded, events)) in rows {
         let id = stack.id;
         let (mut state, root) = (state_of(id), state_of(repo.id));
-        let (newest, recorded, events) = shared.db.read(|store| {
-            Ok((
-                store.deployments(id, 2)?,
-                store.services(id)?,
-                store.events(&crate::record::EventQuery {
-                    repo: Some(repo.name.clone()),
-                    stack: (!stack.root).then(|| stack.name.clone()),
-                    limit: 5,
-                    ..Default::default()
-                })?,
-            ))
-        })?;
         if !stack.root {
             super::stacks::follow_root(&mut state, &root);
         }

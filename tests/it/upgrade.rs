@@ -27,15 +27,19 @@ fn web(greeting: &str) -> String {
     )
 }
 
-/// The web container's id and the commit it runs.
-fn web_of(project: &ComposeProject) -> (String, String) {
+/// The running web container's id and the commit it runs.
+fn running_web(project: &ComposeProject) -> Option<(String, String)> {
     let web = project
         .running()
         .into_iter()
-        .find(|c| c.service() == "web")
-        .expect("web runs");
+        .find(|c| c.service() == "web")?;
     let commit = web.label("io.kedge.commit").unwrap_or_default().to_string();
-    (web.id, commit)
+    Some((web.id, commit))
+}
+
+#[track_caller]
+fn web_of(project: &ComposeProject) -> (String, String) {
+    running_web(project).expect("web runs")
 }
 
 #[test]
@@ -122,10 +126,14 @@ fn a_data_dir_of_the_previous_release_keeps_history_pin_tokens_and_containers() 
     remote.write("compose.yaml", &web("three"));
     let c3 = remote.commit("three");
     let _serve = new.serve("300ms");
+    // Regression: asked while `up` recreated it, web was briefly not
+    // running, and the wait gave up instead of looking again.
     wait_for(60, "the new head deployed", || {
-        let (_, running) = web_of(&project);
-        (running == c3).then_some(())
+        running_web(&project).filter(|(_, running)| *running == c3)
     });
-    let status = new.run(["status", "--repo", &name, "-o", "json"]).json();
-    assert_eq!(status[0]["sync_state"], "synced", "{status}");
+    // Running comes before the gate's verdict is recorded.
+    wait_for(60, "the new head synced", || {
+        let status = new.run(["status", "--repo", &name, "-o", "json"]).json();
+        (status[0]["sync_state"] == "synced").then_some(())
+    });
 }
