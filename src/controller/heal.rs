@@ -286,20 +286,16 @@ async fn in_sync_in_view(
         return Ok(None);
     };
     let id = task.id();
-    let project = shared
+    let (state, records) = shared
         .db
-        .read(|s| s.repo_state(id))?
+        .read(|s| Ok((s.repo_state(id)?, s.services(id)?)))?;
+    let project = state
         .project
+        .clone()
         .unwrap_or_else(|| task.repo.name.clone());
     let mut images = view.images();
-    let seen = drift_plan_observed(
-        shared,
-        task,
-        None,
-        Some(view.containers(&project)),
-        &mut images,
-    )
-    .await?;
+    let containers = Some(view.containers(&project));
+    let seen = drift_plan_of(shared, task, None, state, &records, containers, &mut images).await?;
     view.keep_images(images);
     Ok(seen.filter(|v| v.plan.in_sync() && v.plan.heals.is_empty() && v.plan.held.is_empty()))
 }

@@ -468,12 +468,7 @@ fn supervise(
         let (stop, stop_rx) = watch::channel(false);
         let id = stack.id;
         let name = stack.address();
-        let task = run_repo(shared.clone(), repo, stack, added, stop_rx);
-        tracing::debug!(
-            bytes = std::mem::size_of_val(&task),
-            "a stack task's future"
-        );
-        let handle = tokio::spawn(task);
+        let handle = tokio::spawn(run_repo(shared.clone(), repo, stack, added, stop_rx));
         running.insert(id, Running { name, stop, handle });
     }
 }
