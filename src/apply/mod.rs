@@ -40,6 +40,8 @@ impl From<ProcessError> for Said {
 pub enum ApplyError {
     #[error(transparent)]
     Engine(#[from] crate::observe::ObserveError),
+    #[error("cannot write the stack's decrypted secrets to its private directory")]
+    Secrets(#[source] std::io::Error),
     #[error("cannot start container {container}")]
     Start {
         container: String,

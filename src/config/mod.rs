@@ -76,6 +76,7 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub notifications: Vec<notifications::SinkConfig>,
     pub max_parallel_deploys: Option<usize>,
+    pub sops_age_key_file: Option<PathBuf>,
 }
 
 /// Where `serve` listens for HTTP: an address (port 0 picks a free one), or
@@ -164,6 +165,9 @@ pub struct Settings {
     pub notifications: Vec<notifications::SinkConfig>,
     /// `serve.max_parallel_deploys`: how many stacks apply at once.
     pub max_parallel_deploys: usize,
+    /// `sops.age_key_file` (or `KEDGE_SOPS_AGE_KEY_FILE`): the age
+    /// identities that open SOPS files; without it, sops's own variables.
+    pub sops_age_key_file: Option<PathBuf>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -230,6 +234,7 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "credentials",
             "notifications",
             "serve",
+            "sops",
         ],
     )?;
     let mut out = FileConfig {
@@ -286,6 +291,11 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(serve) = top.section("serve", &["max_parallel_deploys"])? {
         out.max_parallel_deploys =
             serve.parsed("max_parallel_deploys", env, parse_parallel_deploys)?;
+    }
+    if let Some(sops) = top.section("sops", &["age_key_file"])? {
+        out.sops_age_key_file = sops
+            .string("age_key_file", env)?
+            .map(|(s, _)| PathBuf::from(s));
     }
     if let Some(entry) = top.get("notifications") {
         out.notifications = notifications::parse(&entry.node, env)?;
@@ -556,6 +566,9 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         max_parallel_deploys: file
             .max_parallel_deploys
             .unwrap_or(DEFAULT_MAX_PARALLEL_DEPLOYS),
+        sops_age_key_file: var("KEDGE_SOPS_AGE_KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.sops_age_key_file),
         config_file: None,
     })
 }
@@ -696,7 +709,7 @@ mod tests {
     fn config_file_table() {
         let none = env_of(&[]);
         let parsed = parse_file(
-            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhistory:\n  retention: 180d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\nserve:\n  max_parallel_deploys: 2\n",
+            "data_dir: /srv/kedge\ngit:\n  poll_interval: 2m\n  timeout: 20s\ndrift:\n  check_interval: 10s\nlog:\n  format: json\n  level: kedge=debug\nrender:\n  max_compose_size: 512KiB\nevents:\n  retention: 7d\nhistory:\n  retention: 180d\nhttp:\n  listen: 0.0.0.0:8080\n  command_wait: 2m\n  tls_cert: /etc/kedge/cert.pem\n  tls_key: /etc/kedge/key.pem\nwebhook:\n  secret_file: /etc/kedge/hook\nserve:\n  max_parallel_deploys: 2\nsops:\n  age_key_file: /etc/kedge/age.key\n",
             &none,
         )
         .unwrap();
@@ -723,6 +736,7 @@ mod tests {
                 public_url: None,
                 notifications: Vec::new(),
                 max_parallel_deploys: Some(2),
+                sops_age_key_file: Some("/etc/kedge/age.key".into()),
             }
         );
         assert_eq!(parse_file("", &none).unwrap(), FileConfig::default());

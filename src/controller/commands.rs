@@ -113,7 +113,9 @@ pub async fn run(
             sync(shared, task, dry_run).await.map(Answer::Sync)
         }
         Request::Rollback { commit } => rollback(shared, task, &commit).await.map(Answer::Rollback),
-        Request::Diff { within } => diff(shared, task, within).await.map(Answer::Diff),
+        Request::Diff { within } => diff(shared, task, within)
+            .await
+            .map(|r| Answer::Diff(Box::new(r))),
     };
     task.lock = None;
     task.skip_gate = false;
@@ -276,11 +278,26 @@ async fn diff(
                             .read(|s| s.services(id))
                             .map_err(ReconcileError::from)?,
                     };
+                    let now = rendered
+                        .desired
+                        .secrets
+                        .as_ref()
+                        .map(|s| s.prints())
+                        .unwrap_or_default();
+                    let secrets_changed =
+                        crate::desired::secrets::stack::changes(&state.secrets, &now)
+                            .into_iter()
+                            .map(|(file, values)| crate::model::report::SecretChange {
+                                file,
+                                values,
+                            })
+                            .collect();
                     Pending {
                         changes: rollout(&rendered.desired, &previous, &fetched).changes,
                         commit: fetched,
                         error: None,
                         moves_from,
+                        secrets_changed,
                     }
                 }
                 Err((_, e)) => Pending {
@@ -288,15 +305,18 @@ async fn diff(
                     changes: Vec::new(),
                     error: Some(error_chain(&e)),
                     moves_from: None,
+                    secrets_changed: Vec::new(),
                 },
             },
         );
     }
     // The deployed head renders as it was deployed: nothing is pending.
-    if pending
-        .as_ref()
-        .is_some_and(|p| state.runs(&p.commit) && p.changes.is_empty() && p.error.is_none())
-    {
+    if pending.as_ref().is_some_and(|p| {
+        state.runs(&p.commit)
+            && p.changes.is_empty()
+            && p.error.is_none()
+            && p.secrets_changed.is_empty()
+    }) {
         pending = None;
     }
     Ok(DiffReport {
@@ -502,6 +522,14 @@ async fn rollback_from_snapshot(
             commit: commit.to_string(),
             error: format!("cannot write {}: {e}", file.display()),
         })?;
+    // A snapshot keeps the ciphertext of SOPS values; the files that open
+    // them left with the commit.
+    if snapshot.contains("ENC[AES256_GCM,") {
+        return Err(CommandError::Refused {
+            commit: commit.to_string(),
+            error: "the commit is gone from the repository and its stored snapshot holds SOPS-encrypted values, which only the commit's files can open".into(),
+        });
+    }
     let state = shared
         .db
         .read(|s| s.repo_state(id))
@@ -551,6 +579,7 @@ async fn rollback_from_snapshot(
         rendered: snapshot,
         // A snapshot's inputs are not the commit's: the next commit renders.
         inputs: None,
+        secrets: None,
     };
     let message = format!(
         "{} [restored from the stored compose snapshot]",

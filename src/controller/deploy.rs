@@ -50,6 +50,7 @@ pub async fn render_commit(
         &crate::process::repo_env,
         task.max_compose_size,
         &task.fingerprint_key,
+        &task.sops.current(),
     )
     .await;
     Ok(match rendered {
@@ -322,6 +323,7 @@ pub async fn apply_rendered(
             if let Some(mv) = &moving {
                 super::moves::finish(task, mv).await;
             }
+            prune_secrets(shared, id, desired).await;
             tracing::info!(
                 repo = %name,
                 commit = short(commit),
@@ -545,6 +547,21 @@ struct Deployed {
     dormant: Vec<String>,
     env_files: Vec<String>,
     inputs: Option<crate::model::stack_inputs::StackInputs>,
+    secrets: Vec<crate::model::stack_inputs::SecretPrint>,
+}
+
+/// After a kept deployment: the plaintext no container of the stack uses
+/// any more goes (all of it, when the stack reads no secret now).
+async fn prune_secrets(shared: &Shared, id: i64, desired: &Desired) {
+    let dir = shared.secrets_dir(id);
+    let keep = desired.secrets.as_ref().map(|s| s.in_use());
+    let _ = tokio::task::spawn_blocking(move || match keep {
+        Some(keep) => crate::desired::secrets::private::prune(&dir, &keep),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    })
+    .await;
 }
 
 impl Deployed {
@@ -561,6 +578,11 @@ impl Deployed {
             dormant: desired.dormant.clone(),
             inputs: desired.inputs.clone(),
             env_files: desired.env_files.clone(),
+            secrets: desired
+                .secrets
+                .as_ref()
+                .map(|s| s.prints())
+                .unwrap_or_default(),
         }
     }
 
@@ -572,7 +594,8 @@ impl Deployed {
             &self.files,
             self.inputs.as_ref(),
         )?;
-        store.mark_profiles(id, &self.profiles, &self.dormant, &self.env_files)
+        store.mark_profiles(id, &self.profiles, &self.dormant, &self.env_files)?;
+        store.mark_secrets(id, &self.secrets)
     }
 }
 
@@ -657,7 +680,17 @@ async fn apply_desired(
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
     apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints).await?;
-    let project = compose_in(&task.git.clone).with_file(override_path);
+    let mut project = compose_in(&task.git.clone).with_file(override_path);
+    // The stack's SOPS files, decrypted into its private directory, and
+    // the override that points compose at them.
+    if let Some(secrets) = desired.secrets.clone().filter(|s| !s.is_empty()) {
+        let dir = shared.secrets_dir(task.id());
+        let written = tokio::task::spawn_blocking(move || secrets.write(&dir))
+            .await
+            .map_err(|e| ApplyError::Secrets(std::io::Error::other(e)))?
+            .map_err(ApplyError::Secrets)?;
+        project = project.with_file(written);
+    }
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
     let scope = if previous.is_empty() {

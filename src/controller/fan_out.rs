@@ -241,6 +241,7 @@ async fn take_down(
     shared.db.write(move |s| s.remove_stack(id)).await?;
     let dir = task.git.clone.with_file_name(gone.file_name());
     let _ = tokio::fs::remove_dir_all(&dir).await;
+    let _ = tokio::fs::remove_dir_all(shared.secrets_dir(id)).await;
     shared.emit(
         NewEvent::new(
             &task.repo.name,

@@ -42,7 +42,7 @@ impl Request {
 pub enum Answer {
     Sync(SyncReport),
     Rollback(RollbackReport),
-    Diff(DiffReport),
+    Diff(Box<DiffReport>),
 }
 
 /// A request on its way to the task, with the ends the task answers on.

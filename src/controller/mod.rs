@@ -89,6 +89,9 @@ pub struct Shared {
     pub commands: Arc<in_flight::InFlight>,
     /// The key of secret fingerprints, read or made once.
     fingerprint_key: std::sync::OnceLock<[u8; 32]>,
+    /// The age identities that open SOPS files, loaded once and again
+    /// when the key file changes.
+    sops: std::sync::OnceLock<Arc<crate::desired::secrets::KeyRing>>,
     /// One permit per apply in flight: `serve.max_parallel_deploys`.
     applies: tokio::sync::Semaphore,
     /// The containers as one list showed them, for the periodic checks.
@@ -119,6 +122,22 @@ impl Shared {
         })
     }
 
+    /// The SOPS identities (`serve` refused to start when they could not
+    /// be loaded; a one-off command logs why and has none until fixed).
+    pub fn sops(&self) -> Arc<crate::desired::secrets::KeyRing> {
+        self.sops
+            .get_or_init(|| {
+                let file = self.settings.sops_age_key_file.as_deref();
+                Arc::new(crate::desired::secrets::KeyRing::lenient(file))
+            })
+            .clone()
+    }
+
+    /// The private directory of a stack's decrypted secrets.
+    pub fn secrets_dir(&self, stack_id: i64) -> std::path::PathBuf {
+        crate::desired::secrets::private::stack_dir(&self.settings.data_dir, stack_id)
+    }
+
     pub fn new(settings: Settings, store: Store, engine: Engine) -> Self {
         // Every repository's token variable is kept from every child before
         // the first one starts, whichever repository it is for.
@@ -138,6 +157,7 @@ impl Shared {
             serving: std::sync::OnceLock::new(),
             commands: Arc::default(),
             fingerprint_key: std::sync::OnceLock::new(),
+            sops: std::sync::OnceLock::new(),
             applies: tokio::sync::Semaphore::new(settings_parallel),
             views: view::Views::default(),
         }
@@ -287,6 +307,8 @@ pub enum ServeError {
     Faces(#[from] FacesError),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
+    #[error("cannot load the SOPS age keys")]
+    Keys(#[from] crate::desired::secrets::KeysError),
 }
 
 /// What keeps `serve`'s outside faces from starting.
@@ -314,6 +336,12 @@ where
     F: FnOnce(Arc<Shared>, watch::Receiver<bool>) -> Fut,
     Fut: std::future::Future<Output = Result<Option<JoinHandle<()>>, FacesError>>,
 {
+    // A key file that is missing or open to others is refused before
+    // anything starts: better no serve than stacks failing one by one.
+    let keys = crate::desired::secrets::Identities::load(settings.sops_age_key_file.as_deref())?;
+    if !keys.is_empty() {
+        tracing::info!(sources = ?keys.sources, "SOPS age keys loaded");
+    }
     let store = Store::open(&settings.data_dir)?;
     // Before anything else: a second serve must not touch the first one's work.
     let _owner = lock::ServeLock::acquire(&settings.data_dir)?;

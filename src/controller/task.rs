@@ -144,6 +144,7 @@ pub struct RepoTask {
     pub(super) max_compose_size: u64,
     /// The key of secret fingerprints.
     pub(super) fingerprint_key: [u8; 32],
+    pub(super) sops: std::sync::Arc<crate::desired::secrets::KeyRing>,
     /// The last commit's tree as `git ls-tree` listed it: the stack inputs'
     /// check, the layout and the render of one commit read it once.
     tree: std::sync::Mutex<Option<(String, Tree)>>,
@@ -209,6 +210,7 @@ impl RepoTask {
             remote_head: None,
             max_compose_size: shared.settings.max_compose_size,
             fingerprint_key: shared.fingerprint_key(),
+            sops: shared.sops(),
             tree: std::sync::Mutex::new(None),
             layout: std::sync::Mutex::new(None),
         }

@@ -57,6 +57,9 @@ pub struct KedgeYaml {
     pub gate: Gate,
     pub unhealthy: Unhealthy,
     pub target: Target,
+    /// `sops.files`: more SOPS files of the stack, relative to the
+    /// repository root, besides those found among its inputs.
+    pub sops_files: Vec<String>,
 }
 
 impl Default for KedgeYaml {
@@ -70,6 +73,7 @@ impl Default for KedgeYaml {
             gate: Gate::default(),
             unhealthy: Unhealthy::Report,
             target: Target::Compose,
+            sops_files: Vec::new(),
         }
     }
 }
@@ -274,6 +278,23 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
     {
         out.unhealthy = unhealthy;
     }
+
+    if let Some(sops) = top.section("sops", &["files"])?
+        && let Some((files, line)) = sops.strings("files", env)?
+    {
+        for f in &files {
+            let p = Path::new(f);
+            if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(SchemaError::InvalidValue {
+                    line,
+                    key: sops.key_path("files"),
+                    value: format!("{f:?}"),
+                    expected: "a path relative to the repository root, inside it".into(),
+                });
+            }
+        }
+        out.sops_files = files;
+    }
     Ok(out)
 }
 
@@ -295,7 +316,7 @@ pub fn is_profile_name(s: &str) -> bool {
 
 /// The keys that say how one stack is deployed: a whole `kedge.yaml` of
 /// one stack, a stack directory's own, or the root file's `defaults:`.
-pub const STACK_KEYS: [&str; 4] = ["docker", "reconciliation", "deploy", "drift"];
+pub const STACK_KEYS: [&str; 5] = ["docker", "reconciliation", "deploy", "drift", "sops"];
 
 /// The root file's keys that say which stacks the repository has
 /// (fleet.md §1, `desired::layout`).
@@ -443,7 +464,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, stacks, discover, stacks_removed, defaults)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, sops, stacks, discover, stacks_removed, defaults)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::inputs::{self, InputsError, Resolved};
 use super::kedge_yaml::{self, KedgeYaml, KedgeYamlError};
 use super::profiles;
+use super::secrets::{Identities, SecretError, StackSecrets};
 use super::stack_inputs::{self, StackInputs};
 use crate::compose::{self, Compose};
 use crate::config::interpolate::Env;
@@ -56,6 +57,8 @@ pub enum RenderError {
     ProjectTaken { project: String, repo: String },
     #[error(transparent)]
     Stack(#[from] super::stack_of::StackOfError),
+    #[error(transparent)]
+    Secret(#[from] super::secrets::SecretError),
 }
 
 /// Put on a service in the compose file, `io.kedge.ignore: "true"` tells
@@ -86,13 +89,17 @@ pub struct Desired {
     /// `None` when that cannot be known without compose (see
     /// `stack_inputs`).
     pub inputs: Option<StackInputs>,
+    /// The SOPS files the stack reads, decrypted: in memory only, never
+    /// serialized; `apply` writes them to the private directory.
+    #[serde(skip)]
+    pub secrets: Option<std::sync::Arc<StackSecrets>>,
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
 /// from `deploy_dir`: the repository's own stack (`stack` `None`), or its
 /// stack of that name. `object_ids` maps repository paths to git object
 /// ids; compose files over `max_compose_size` bytes are refused; `key`
-/// makes the fingerprints of secrets.
+/// makes the fingerprints of secrets; `ids` open SOPS files.
 #[allow(clippy::too_many_arguments)]
 pub async fn render(
     repo_name: &str,
@@ -104,6 +111,7 @@ pub async fn render(
     env: Env<'_>,
     max_compose_size: u64,
     key: &[u8],
+    ids: &Identities,
 ) -> Result<Desired, RenderError> {
     let (kedge, decl) = match stack {
         None => (kedge_yaml::load(checkout, env).await?, None),
@@ -175,12 +183,49 @@ pub async fn render(
         max_compose_size,
         key,
     );
-    relocate(
-        &mut doc,
-        &checkout.to_string_lossy(),
-        &deploy_dir.to_string_lossy(),
-    );
-    let services = service_specs(&doc, deploy_dir, object_ids, Resolved { env: &values, key });
+    let interpolated: Vec<String> = std::iter::once(
+        normalize(
+            &compose
+                .project_dir()
+                .strip_prefix(checkout)
+                .unwrap_or(Path::new(""))
+                .join(".env"),
+        )
+        .to_string_lossy()
+        .into_owned(),
+    )
+    .chain(extra.iter().filter(|p| !p.ends_with("kedge.yaml")).cloned())
+    .collect();
+    let secrets = find_secrets(
+        checkout,
+        &doc,
+        stack_inputs.as_ref(),
+        &interpolated,
+        &kedge,
+        max_compose_size,
+        ids,
+        key,
+    )?;
+    let from = checkout.to_string_lossy();
+    let to = deploy_dir.to_string_lossy();
+    let services = match &secrets {
+        // Hashed with HMACs in place of the SOPS values and files: a
+        // re-encryption of the same values changes no service.
+        Some((secrets, hashed)) => {
+            let mut hashed = hashed.clone();
+            relocate(&mut hashed, &from, &to);
+            let mut ids = object_ids.clone();
+            ids.extend(secrets.object_ids());
+            service_specs(&hashed, deploy_dir, &ids, Resolved { env: &values, key })
+        }
+        None => {
+            relocate(&mut doc, &from, &to);
+            service_specs(&doc, deploy_dir, object_ids, Resolved { env: &values, key })
+        }
+    };
+    if secrets.is_some() {
+        relocate(&mut doc, &from, &to);
+    }
     Ok(Desired {
         commit: commit.to_string(),
         project,
@@ -192,7 +237,61 @@ pub async fn render(
         dormant,
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
         inputs: stack_inputs,
+        secrets: secrets.map(|(s, _)| std::sync::Arc::new(s)),
     })
+}
+
+/// The SOPS files among the stack's inputs (and the files `doc` names),
+/// decrypted and placed, with `doc` made fit for hashing; `None` when the
+/// stack reads none. A SOPS file compose would read for interpolation is
+/// refused: its values would land in the stored rendering.
+#[allow(clippy::too_many_arguments)]
+fn find_secrets(
+    checkout: &Path,
+    doc: &Value,
+    inputs: Option<&StackInputs>,
+    interpolated: &[String],
+    kedge: &KedgeYaml,
+    limit: u64,
+    ids: &Identities,
+    key: &[u8],
+) -> Result<Option<(StackSecrets, Value)>, RenderError> {
+    let root = checkout.to_string_lossy().into_owned();
+    let mut candidates: std::collections::BTreeSet<String> = inputs
+        .map(|i| i.paths.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut named = Vec::new();
+    collect_paths(&doc["services"], &mut named);
+    for kind in ["secrets", "configs"] {
+        collect_paths(&doc[kind], &mut named);
+    }
+    candidates.extend(
+        named
+            .iter()
+            .filter_map(|p| repo_relative(p, Path::new(&root)))
+            .filter(|p| !p.is_empty()),
+    );
+    candidates.extend(kedge.sops_files.iter().cloned());
+    let mut secrets = super::secrets::stack::find(checkout, &candidates, limit, ids, key)?;
+    let folded = doc["services"].to_string().contains("ENC[AES256_GCM,");
+    if secrets.is_empty() && !folded {
+        return Ok(None);
+    }
+    if kedge.target == kedge_yaml::Target::Swarm {
+        return Err(SecretError::Swarm.into());
+    }
+    if let Some(file) = secrets
+        .paths()
+        .find(|p| interpolated.iter().any(|i| i == p))
+    {
+        return Err(SecretError::Interpolated {
+            file: file.to_string(),
+        }
+        .into());
+    }
+    let mut hashed = doc.clone();
+    secrets.place(&mut hashed, checkout)?;
+    Ok(Some((secrets, hashed)))
 }
 
 /// The stack's inputs as rendered from `checkout` (`doc` not relocated

@@ -57,6 +57,16 @@ pub struct Pending {
     pub moves_from: Option<String>,
     /// Set when the pending commit cannot be rendered.
     pub error: Option<String>,
+    /// The SOPS files whose values the commit changes, each with the
+    /// names of the values that differ (never a value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets_changed: Vec<SecretChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SecretChange {
+    pub file: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

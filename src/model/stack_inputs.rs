@@ -26,3 +26,12 @@ impl StackInputs {
         serde_json::from_str(text).ok()
     }
 }
+
+/// A SOPS file a deployed stack read (fleet.md §2): its repository path
+/// and each value's name with an HMAC of it under the install's key —
+/// enough to say which values changed, nothing to learn them from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretPrint {
+    pub path: String,
+    pub values: std::collections::BTreeMap<String, String>,
+}

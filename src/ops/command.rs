@@ -185,7 +185,7 @@ impl Ops {
     pub async fn diff(&self, repo: &str, within: Option<Duration>) -> Result<DiffReport, OpsError> {
         let mut running = self.start(repo, Request::Diff { within }, within).await?;
         match running.finish().await.1? {
-            Answer::Diff(report) => Ok(report),
+            Answer::Diff(report) => Ok(*report),
             other => unreachable!("a diff answered {other:?}"),
         }
     }

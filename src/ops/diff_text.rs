@@ -120,6 +120,13 @@ pub fn diff_text(r: &DiffReport) -> String {
         if let Some(e) = &p.error {
             text.push_str(&format!("  cannot be deployed: {e}\n"));
         }
+        for c in &p.secrets_changed {
+            text.push_str(&format!(
+                "  secret changed: {} ({})\n",
+                c.file,
+                c.values.join(", ")
+            ));
+        }
         if p.changes.is_empty() && p.error.is_none() {
             text.push_str("  changes no service\n");
         }

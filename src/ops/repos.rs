@@ -312,8 +312,10 @@ impl Ops {
             .iter()
             .filter(|s| !s.root)
         {
-            super::stacks::remove_files(data_dir, &repo.name, &stack.name).await;
+            super::stacks::remove_files(data_dir, &repo.name, &stack.name, stack.id).await;
         }
+        // The repository's own stack's decrypted secrets.
+        crate::desired::secrets::private::remove(data_dir, repo.id);
         let named = repo.name.clone();
         shared.db.write(move |s| s.remove_repo(&named)).await?;
         shared.emit(NewEvent::new(

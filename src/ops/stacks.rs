@@ -244,7 +244,7 @@ impl Ops {
         }
         let id = stack.id;
         shared.db.write(move |s| s.remove_stack(id)).await?;
-        remove_files(&self.settings.data_dir, &repo.name, &stack.name).await;
+        remove_files(&self.settings.data_dir, &repo.name, &stack.name, id).await;
         shared.emit(
             NewEvent::new(
                 &repo.name,
@@ -292,7 +292,14 @@ pub(super) async fn take_down(
 }
 
 /// A declared stack's worktree, render worktree and files of Kedge's own.
-pub(super) async fn remove_files(data_dir: &std::path::Path, repo: &str, stack: &str) {
+pub(super) async fn remove_files(
+    data_dir: &std::path::Path,
+    repo: &str,
+    stack: &str,
+    stack_id: i64,
+) {
+    // Its decrypted secrets first: nothing of them outlives the stack.
+    crate::desired::secrets::private::remove(data_dir, stack_id);
     let clone = crate::source::clone_dir(data_dir, repo);
     let dir = clone.with_file_name(format!("{repo}@{stack}"));
     let name = format!("{repo}@{stack}");

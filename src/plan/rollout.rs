@@ -120,6 +120,7 @@ mod tests {
             dormant: vec![],
             rendered: String::new(),
             inputs: None,
+            secrets: None,
             services: services
                 .iter()
                 .map(|(n, h, i)| (n.to_string(), spec(n, h, i)))

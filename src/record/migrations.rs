@@ -314,6 +314,9 @@ pub const MIGRATIONS: &[&str] = &[
     // repository's, read through the join): a declared stack may be named
     // like its repository.
     "UPDATE stacks SET name = '' WHERE root = 1;",
+    // 20: the deployed stack's SOPS files, as HMACs of their values (for
+    // `diff`'s "secret changed"), never a value.
+    "ALTER TABLE stack_state ADD COLUMN secrets TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

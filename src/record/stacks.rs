@@ -200,10 +200,11 @@ impl Store {
                 "INSERT INTO stack_state (stack_id, mode, prune, project, compose_files,
                         remote_head, target_commit, deployed_commit, checked_at, updated_at,
                         remote_ok_at, unhealthy, target, profiles, dormant, synced_commit,
-                        inputs, env_files)
+                        inputs, env_files, secrets)
                  SELECT ?1, mode, prune, coalesce(project, ?3), compose_files, remote_head,
                         target_commit, deployed_commit, checked_at, ?4, remote_ok_at,
-                        unhealthy, target, profiles, dormant, synced_commit, inputs, env_files
+                        unhealthy, target, profiles, dormant, synced_commit, inputs, env_files,
+                        secrets
                  FROM stack_state WHERE stack_id = ?2",
                 params![id, repo_id, repo, now],
             )
@@ -224,7 +225,8 @@ impl Store {
                 "UPDATE stack_state SET project = NULL, compose_files = NULL,
                         deployed_commit = NULL, pinned_commit = NULL, pinned_at_head = NULL,
                         unhealthy = NULL, profiles = NULL, dormant = NULL,
-                        synced_commit = NULL, inputs = NULL, env_files = NULL, updated_at = ?2
+                        synced_commit = NULL, inputs = NULL, env_files = NULL, secrets = NULL,
+                        updated_at = ?2
                  WHERE stack_id = ?1",
                 params![repo_id, now],
             )

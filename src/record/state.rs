@@ -47,6 +47,8 @@ pub struct RepoState {
     /// What the deployed commit's rendering read, fingerprinted; `None`
     /// when not known (then every new commit is rendered).
     pub inputs: Option<crate::model::stack_inputs::StackInputs>,
+    /// The deployed commit's SOPS files, each value as an HMAC.
+    pub secrets: Vec<crate::model::stack_inputs::SecretPrint>,
 }
 
 impl RepoState {
@@ -76,7 +78,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files";
+                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files, secrets";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -103,6 +105,10 @@ impl Store {
                 .get::<_, Option<String>>(at + 18)?
                 .and_then(|t| crate::model::stack_inputs::StackInputs::from_json(&t)),
             env_files: json_list(r.get(at + 19)?),
+            secrets: r
+                .get::<_, Option<String>>(at + 20)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -341,6 +347,24 @@ impl Store {
                 ),
                 ("last_error", Value::Null),
             ],
+        )
+    }
+
+    /// The SOPS files the deployment just recorded read, as HMACs.
+    pub fn mark_secrets(
+        &self,
+        stack_id: i64,
+        secrets: &[crate::model::stack_inputs::SecretPrint],
+    ) -> Result<(), StoreError> {
+        let value = if secrets.is_empty() {
+            Value::Null
+        } else {
+            text(&serde_json::to_string(secrets).unwrap_or_default())
+        };
+        self.set_state(
+            "record the secrets' fingerprints",
+            stack_id,
+            &[("secrets", value)],
         )
     }
 

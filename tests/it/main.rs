@@ -32,6 +32,7 @@ mod serve;
 mod sessions;
 mod slow_clients;
 mod sops;
+mod sops_deploy;
 mod stack_inputs;
 mod stacks;
 mod store_lock;

@@ -6,6 +6,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
@@ -155,4 +157,68 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeysError> {
         .and_then(|f| f.take(MAX_KEY_FILE).read_to_string(&mut text))
         .map_err(err)?;
     Ok(text)
+}
+
+/// Kedge's identities as the key file says now: read at start, read again
+/// when the file changes (a key added, a mode fixed), so an operator's fix
+/// and `kedge sync` deploy without a restart.
+pub struct KeyRing {
+    file: Option<PathBuf>,
+    current: Mutex<(Arc<Identities>, Option<Stamp>)>,
+}
+
+/// What tells a key file changed: its modification time, size and mode.
+type Stamp = (SystemTime, u64, u32);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.mode()))
+}
+
+impl KeyRing {
+    /// The identities of `file` (or sops's variables), refused as
+    /// [`Identities::load`] refuses them.
+    pub fn load(file: Option<&Path>) -> Result<KeyRing, KeysError> {
+        let ids = Identities::load(file)?;
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SOPS_AGE_KEY_FILE").map(PathBuf::from));
+        let at = file.as_deref().and_then(stamp);
+        Ok(KeyRing {
+            file,
+            current: Mutex::new((Arc::new(ids), at)),
+        })
+    }
+
+    /// As `load`, but a key file that cannot be used yet leaves the ring
+    /// empty (logged) until it is fixed.
+    pub fn lenient(file: Option<&Path>) -> KeyRing {
+        KeyRing::load(file).unwrap_or_else(|e| {
+            tracing::warn!("{}", crate::error_chain(&e));
+            KeyRing {
+                file: file.map(Path::to_path_buf),
+                current: Mutex::new((Arc::new(Identities::default()), None)),
+            }
+        })
+    }
+
+    /// The identities now: the key file is read again when it changed
+    /// since (a stat per call); a file that became unusable keeps the
+    /// identities read before, and says why.
+    pub fn current(&self) -> Arc<Identities> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = &self.file {
+            let now = stamp(file);
+            if now != cur.1 {
+                match Identities::load(Some(file)) {
+                    Ok(ids) => *cur = (Arc::new(ids), now),
+                    Err(e) => {
+                        tracing::warn!("{}", crate::error_chain(&e));
+                        cur.1 = now;
+                    }
+                }
+            }
+        }
+        cur.0.clone()
+    }
 }

@@ -9,5 +9,9 @@ pub mod node;
 pub mod sops;
 
 pub use formats::{Format, Plain, decrypt, detect};
-pub use keys::{Identities, KeysError};
+pub use keys::{Identities, KeyRing, KeysError};
 pub use sops::SopsError;
+pub mod private;
+pub mod stack;
+
+pub use stack::{SecretError, SecretPrint, StackSecrets};
