@@ -14,6 +14,8 @@ mod dashboard;
 mod fleet;
 #[path = "compare/locked.rs"]
 mod locked;
+#[path = "compare/sops.rs"]
+mod sops;
 #[path = "compare/stacks.rs"]
 mod stacks;
 
@@ -150,7 +152,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 18] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 19] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -186,6 +188,8 @@ fn main() {
         ("stacks", &|| stacks::stacks(&engine, runs)),
         // 1,000 stacks in 50 repositories: convergence, idle, status, overview.
         ("fleet", &fleet::fleet),
+        // 100 SOPS files of 50 values, beside `sops decrypt` of each.
+        ("sops", &|| sops::sops(runs)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
