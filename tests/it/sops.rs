@@ -5,7 +5,7 @@
 use kedge::desired::secrets::node::Node;
 use kedge::desired::secrets::{self, Format, Identities, SopsError};
 
-use crate::support::sops::Sops;
+use crate::support::sops::{Sops, flip_after};
 
 const DOTENV: &str =
     "DB_PASSWORD=s3cr3t$x\n# the api's key\nAPI_KEY=abc=def\nEMPTY=\nMULTI=line1\\nline2\n";
@@ -138,11 +138,9 @@ fn tampered_files_and_files_for_other_keys_are_refused_by_name() {
     };
 
     // A byte of a value's ciphertext flipped.
-    let at = encrypted.find("data:").unwrap() + 5;
-    let mut flipped = encrypted.clone().into_bytes();
-    flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+    let flipped = flip_after(&encrypted, "data:");
     tampered(
-        secrets::decrypt(Format::Yaml, &flipped, &ids),
+        secrets::decrypt(Format::Yaml, flipped.as_bytes(), &ids),
         "a value flipped",
     );
 
@@ -168,11 +166,9 @@ fn tampered_files_and_files_for_other_keys_are_refused_by_name() {
     assert!(why.contains("does not decrypt"), "{why}");
 
     // The MAC flipped.
-    let mac = encrypted.find("mac: ENC[AES256_GCM,data:").unwrap() + 25;
-    let mut flipped = encrypted.clone().into_bytes();
-    flipped[mac] = if flipped[mac] == b'A' { b'B' } else { b'A' };
+    let flipped = flip_after(&encrypted, "mac: ENC[AES256_GCM,data:");
     tampered(
-        secrets::decrypt(Format::Yaml, &flipped, &ids),
+        secrets::decrypt(Format::Yaml, flipped.as_bytes(), &ids),
         "the MAC flipped",
     );
 

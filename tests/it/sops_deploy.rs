@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::support::api::Api;
 use crate::support::docker::{IMAGE_1, docker_ok};
 use crate::support::receiver::{Mode, Receiver};
-use crate::support::sops::{Sops, keygen};
+use crate::support::sops::{Sops, flip_after, keygen};
 use crate::support::stack::Stack;
 use crate::support::{Kedge, wait_for};
 
@@ -194,10 +194,10 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     // A byte flipped in a ciphertext value: refused as tampered, the
     // stack left as it runs.
     let good = std::fs::read_to_string(s.remote.work_dir().join("db.env")).unwrap();
-    let at = good.find("DB_PASSWORD=ENC[AES256_GCM,data:").unwrap() + 32;
-    let mut bad = good.clone().into_bytes();
-    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
-    s.remote.write("db.env", &String::from_utf8(bad).unwrap());
+    s.remote.write(
+        "db.env",
+        &flip_after(&good, "DB_PASSWORD=ENC[AES256_GCM,data:"),
+    );
     s.remote.commit("tampered");
     let out = run(&["sync", "--repo", &s.name]);
     assert_ne!(out.code, Some(0), "{out:?}");
@@ -207,10 +207,10 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     );
     assert_eq!(ids(&s), third, "the running stack is untouched");
     // The MAC flipped: refused too.
-    let at = good.find("sops_mac=ENC[AES256_GCM,data:").unwrap() + 30;
-    let mut bad = good.clone().into_bytes();
-    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
-    s.remote.write("db.env", &String::from_utf8(bad).unwrap());
+    s.remote.write(
+        "db.env",
+        &flip_after(&good, "sops_mac=ENC[AES256_GCM,data:"),
+    );
     s.remote.commit("tampered mac");
     let out = run(&["sync", "--repo", &s.name]);
     assert!(

@@ -249,25 +249,12 @@ fn yaml_list(items: &[Node], indent: usize, out: &mut String) {
     for v in items {
         out.extend(std::iter::repeat_n(' ', indent));
         out.push('-');
-        match v {
-            // A collection in a list starts on the next line, deeper.
-            Node::Map(m) if !m.is_empty() => {
-                out.push('\n');
-                yaml_map(m, indent + 4, out);
-            }
-            Node::List(l) if !l.is_empty() => {
-                out.push('\n');
-                yaml_list(l, indent + 4, out);
-            }
-            other => {
-                out.push(' ');
-                out.push_str(&yaml_scalar(other));
-                out.push('\n');
-            }
-        }
+        yaml_value(v, indent, out);
     }
 }
 
+/// What follows a key's colon or a list item's dash: a collection on the
+/// next lines, four deeper; a scalar on the same line.
 fn yaml_value(v: &Node, indent: usize, out: &mut String) {
     match v {
         Node::Map(m) if !m.is_empty() => {

@@ -405,3 +405,70 @@ pub fn changes(deployed: &[SecretPrint], now: &[SecretPrint]) -> Vec<(String, Ve
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn print(path: &str, values: &[(&str, &str)]) -> SecretPrint {
+        SecretPrint {
+            path: path.into(),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// (what is deployed now, the changes expected: file, value names).
+    type Case<'a> = (&'a [SecretPrint], &'a [(&'a str, &'a [&'a str])]);
+
+    #[test]
+    fn changes_name_the_values_that_differ_and_nothing_else() {
+        let deployed = [
+            print("db.env", &[("A", "h1"), ("B", "h2")]),
+            print("token.yaml", &[("token", "t1")]),
+        ];
+        let cases: &[Case] = &[
+            // The same values (a re-encryption): nothing.
+            (&deployed, &[]),
+            // One value changed, one added, one removed.
+            (
+                &[
+                    print("db.env", &[("A", "h9"), ("C", "h3")]),
+                    print("token.yaml", &[("token", "t1")]),
+                ],
+                &[("db.env", &["A", "C", "B"])],
+            ),
+            // A new file: all its values.
+            (&[print("new.env", &[("X", "x")])], &[("new.env", &["X"])]),
+        ];
+        for (now, want) in cases {
+            let got = changes(&deployed, now);
+            let want: Vec<(String, Vec<String>)> = want
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn the_override_keeps_secret_values_for_compose_and_escapes_rendered_ones() {
+        let mut s = StackSecrets::default();
+        s.env.insert(
+            "app".into(),
+            vec![
+                ("PLAIN".into(), EnvValue::Rendered(Some("a$b".into()))),
+                ("UNSET".into(), EnvValue::Rendered(None)),
+                ("PW".into(), EnvValue::Secret(Zeroizing::new("p$$w".into()))),
+            ],
+        );
+        let text = s.override_yaml(&[]);
+        assert!(text.contains("env_file: !reset []"), "{}", *text);
+        assert!(text.contains(r#""PLAIN": "a$$b""#), "{}", *text);
+        assert!(text.contains(r#""UNSET": null"#), "{}", *text);
+        assert!(text.contains(r#""PW": "p$$w""#), "{}", *text);
+        assert_eq!(format!("{s:?}"), "StackSecrets([])");
+    }
+}

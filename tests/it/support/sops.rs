@@ -146,3 +146,12 @@ pub fn keygen(path: &Path) -> (PathBuf, String) {
     let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
     (path.to_path_buf(), recipient)
 }
+
+/// `text` with the first character after `marker` changed: a ciphertext
+/// byte flipped.
+pub fn flip_after(text: &str, marker: &str) -> String {
+    let at = text.find(marker).expect("the marker") + marker.len();
+    let mut bytes = text.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
