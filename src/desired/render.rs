@@ -273,6 +273,13 @@ fn find_secrets(
     );
     candidates.extend(kedge.sops_files.iter().cloned());
     let mut secrets = super::secrets::stack::find(checkout, &candidates, limit, ids, key)?;
+    if let Some(file) = kedge
+        .sops_files
+        .iter()
+        .find(|f| !secrets.paths().any(|p| p == f.as_str()))
+    {
+        return Err(SecretError::NotSops { file: file.clone() }.into());
+    }
     let folded = doc["services"].to_string().contains("ENC[AES256_GCM,");
     if secrets.is_empty() && !folded {
         return Ok(None);

@@ -190,6 +190,15 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     s.remote.commit("rotate the data keys");
     run(&["sync", "--repo", &s.name]).success();
     assert_eq!(ids(&s), third, "a re-encryption restarts nothing");
+    // `sops updatekeys` adding a recipient: nothing either.
+    let (_, spare) = keygen(&sops.dir.path().join("spare.key"));
+    let both = [sops.recipient.as_str(), spare.as_str()];
+    for file in ["db.env", "token.yaml", "conf.yaml"] {
+        sops.updatekeys(&s.remote.work_dir().join(file), &both);
+    }
+    s.remote.commit("a new recipient");
+    run(&["sync", "--repo", &s.name]).success();
+    assert_eq!(ids(&s), third, "a new recipient restarts nothing");
 
     // A byte flipped in a ciphertext value: refused as tampered, the
     // stack left as it runs.
@@ -215,6 +224,20 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     let out = run(&["sync", "--repo", &s.name]);
     assert!(
         format!("{}{}", out.stdout, out.stderr).contains("tampered"),
+        "{out:?}"
+    );
+    assert_eq!(ids(&s), third);
+    // The sops metadata cut off: refused, not deployed as ciphertext.
+    let cut: String = good
+        .lines()
+        .filter(|l| !l.starts_with("sops_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    s.remote.write("db.env", &cut);
+    s.remote.commit("no metadata");
+    let out = run(&["sync", "--repo", &s.name]);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("secret file db.env: tampered"),
         "{out:?}"
     );
     assert_eq!(ids(&s), third);
@@ -384,7 +407,8 @@ fn serve_refuses_a_key_file_others_may_read() {
 }
 
 /// A SOPS `.env` is read by compose for interpolation: its values would
-/// land in the stored rendering, so the deployment is refused by name.
+/// land in the stored rendering, so the deployment is refused by name; a
+/// file `sops.files` names must be a SOPS file Kedge can open.
 #[test]
 fn a_sops_file_compose_interpolates_is_refused_by_name() {
     let sops = Sops::new();
@@ -410,4 +434,37 @@ fn a_sops_file_compose_interpolates_is_refused_by_name() {
     );
     assert!(s.running().is_empty());
     assert!(!said.contains("kt-interpolated-secret"));
+
+    // Without the `.env`: `sops.files` names a plain file, then a SOPS
+    // file for another key, then one Kedge opens.
+    s.remote.remove(".env");
+    s.remote.write("extra.env", "PLAIN=1\n");
+    s.remote.write(
+        "kedge.yaml",
+        &format!(
+            "sops:\n  files: [extra.env]\n{}",
+            crate::support::QUICK_GATE
+        ),
+    );
+    s.remote.commit("extra.env is listed");
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .code(1)
+        .stderr_has("extra.env is listed in sops.files but is not a SOPS file");
+    let other = Sops::new();
+    let foreign = other.encrypt(b"EXTRA=kt-extra-secret\n", "dotenv", &[], &[]);
+    s.remote
+        .write("extra.env", std::str::from_utf8(&foreign).unwrap());
+    s.remote.commit("extra.env for another key");
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .code(1)
+        .stderr_has("secret file extra.env: it is encrypted for none of Kedge's age keys")
+        .stderr_has(&other.recipient);
+    let mine = sops.encrypt(b"EXTRA=kt-extra-secret\n", "dotenv", &[], &[]);
+    s.remote
+        .write("extra.env", std::str::from_utf8(&mine).unwrap());
+    s.remote.commit("extra.env for Kedge");
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(s.running().len(), 1);
 }

@@ -40,6 +40,8 @@ pub enum SecretError {
     UnknownEnvFile { service: String },
     #[error("SOPS secrets are not supported with `target: swarm`")]
     Swarm,
+    #[error("{file} is listed in sops.files but is not a SOPS file")]
+    NotSops { file: String },
 }
 
 pub use crate::model::stack_inputs::SecretPrint;
@@ -332,9 +334,15 @@ impl StackSecrets {
         // compose does not interpolate a value again.
         let q = |s: &str| serde_json::to_string(&s.replace('$', "$$")).unwrap_or_default();
         let mut out = Zeroizing::new(String::from(
-            "# Written by Kedge: the stack's SOPS files, decrypted. Private.\nservices:\n",
+            "# Written by Kedge: the stack's SOPS files, decrypted. Private.\n",
         ));
         let services: BTreeSet<&String> = self.env.keys().chain(self.binds.keys()).collect();
+        // A file only `sops.files` names is used by no service.
+        out.push_str(if services.is_empty() {
+            "services: {}\n"
+        } else {
+            "services:\n"
+        });
         for service in services {
             out.push_str(&format!("  {}:\n", q(service)));
             if let Some(env) = self.env.get(service) {
@@ -470,5 +478,10 @@ mod tests {
         assert!(text.contains(r#""UNSET": null"#), "{}", *text);
         assert!(text.contains(r#""PW": "p$$w""#), "{}", *text);
         assert_eq!(format!("{s:?}"), "StackSecrets([])");
+        // Regression: a stack whose only SOPS file is one `sops.files`
+        // names wrote `services:` with nothing under it, which compose
+        // refused ("services must be a mapping").
+        let none = StackSecrets::default().override_yaml(&[]);
+        assert!(none.contains("services: {}\n"), "{}", *none);
     }
 }

@@ -116,6 +116,31 @@ impl Sops {
         );
     }
 
+    /// `sops updatekeys -y` of a file in place, its recipients made
+    /// `recipients` by a `.sops.yaml` beside it (removed afterwards).
+    pub fn updatekeys(&self, file: &Path, recipients: &[&str]) {
+        let dir = file.parent().unwrap();
+        let config = dir.join(".sops.yaml");
+        std::fs::write(
+            &config,
+            format!("creation_rules:\n  - age: {}\n", recipients.join(",")),
+        )
+        .unwrap();
+        let out = self
+            .cmd()
+            .current_dir(dir)
+            .args(["updatekeys", "-y"])
+            .arg(file)
+            .output()
+            .unwrap();
+        std::fs::remove_file(&config).unwrap();
+        assert!(
+            out.status.success(),
+            "sops updatekeys: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(sops_binary());
         cmd.env("SOPS_AGE_KEY_FILE", &self.key_file)
