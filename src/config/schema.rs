@@ -104,6 +104,25 @@ impl<'a> Section<'a> {
             .transpose()
     }
 
+    /// A mapping of names the caller chooses (`updates.services`): each
+    /// name with its node; absent, none.
+    pub fn section_any(&self, key: &str) -> Result<Option<Vec<(&'a str, &'a Node)>>, SchemaError> {
+        let Some(e) = self.get(key) else {
+            return Ok(None);
+        };
+        match &e.node.value {
+            Value::Map(entries) => Ok(Some(
+                entries.iter().map(|e| (e.key.as_str(), &e.node)).collect(),
+            )),
+            other => Err(SchemaError::WrongType {
+                line: e.node.line,
+                key: self.key_path(key),
+                expected: "a mapping",
+                found: other.kind(),
+            }),
+        }
+    }
+
     /// A list of mappings, each holding only `allowed` keys, with the line
     /// each starts on (`registries:`); absent, an empty list.
     pub fn list(

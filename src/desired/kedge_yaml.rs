@@ -60,6 +60,8 @@ pub struct KedgeYaml {
     /// `sops.files`: more SOPS files of the stack, relative to the
     /// repository root, besides those found among its inputs.
     pub sops_files: Vec<String>,
+    /// `updates:`: image update checks (fleet.md §3); `None`: none.
+    pub updates: Option<super::updates::Updates>,
 }
 
 impl Default for KedgeYaml {
@@ -74,6 +76,7 @@ impl Default for KedgeYaml {
             unhealthy: Unhealthy::Report,
             target: Target::Compose,
             sops_files: Vec::new(),
+            updates: None,
         }
     }
 }
@@ -295,6 +298,7 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         }
         out.sops_files = files;
     }
+    out.updates = super::updates::parse(&top, env)?;
     Ok(out)
 }
 
@@ -316,7 +320,14 @@ pub fn is_profile_name(s: &str) -> bool {
 
 /// The keys that say how one stack is deployed: a whole `kedge.yaml` of
 /// one stack, a stack directory's own, or the root file's `defaults:`.
-pub const STACK_KEYS: [&str; 5] = ["docker", "reconciliation", "deploy", "drift", "sops"];
+pub const STACK_KEYS: [&str; 6] = [
+    "docker",
+    "reconciliation",
+    "deploy",
+    "drift",
+    "sops",
+    "updates",
+];
 
 /// The root file's keys that say which stacks the repository has
 /// (fleet.md §1, `desired::layout`).
@@ -464,7 +475,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, sops, stacks, discover, stacks_removed, defaults)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",

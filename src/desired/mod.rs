@@ -10,3 +10,4 @@ pub mod render;
 pub mod secrets;
 pub mod stack_inputs;
 pub mod stack_of;
+pub mod updates;

@@ -8,6 +8,7 @@ pub mod failure;
 pub mod gate;
 pub mod rollout;
 pub mod swarm;
+pub mod updates;
 
 use std::collections::{BTreeMap, BTreeSet};
 
