@@ -24,6 +24,7 @@ pub mod ops;
 pub mod plan;
 pub mod process;
 pub mod record;
+pub mod registry;
 pub mod source;
 pub mod time;
 pub mod web;

@@ -23,6 +23,7 @@ mod metrics;
 mod notify;
 mod packaging;
 mod private;
+mod registry_client;
 mod remote;
 mod render;
 mod repo;
