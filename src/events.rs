@@ -38,10 +38,11 @@ pub enum EventKind {
     StackAdded,
     StackOrphaned,
     StackRemoved,
+    UpdateAvailable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -60,6 +61,7 @@ impl EventKind {
         EventKind::StackAdded,
         EventKind::StackOrphaned,
         EventKind::StackRemoved,
+        EventKind::UpdateAvailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +84,7 @@ impl EventKind {
             EventKind::StackAdded => "stack_added",
             EventKind::StackOrphaned => "stack_orphaned",
             EventKind::StackRemoved => "stack_removed",
+            EventKind::UpdateAvailable => "update_available",
         }
     }
 

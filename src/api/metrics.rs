@@ -392,6 +392,21 @@ impl Collector for Scrape {
         }
 
         let mut m = encoder.encode_descriptor(
+            "kedge_updates_available",
+            "Services whose last image update check found a newer image (a tag its policy allows, or a new digest of its tag); the value is 1.",
+            None,
+            gauge,
+        )?;
+        for (repo, stack, service) in &report.updates_available {
+            let labels = [
+                ("repo", repo.as_str()),
+                ("stack", stack.as_str()),
+                ("service", service.as_str()),
+            ];
+            ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
             "kedge_notifications",
             "Notifications by sink and result: success (delivered), failure (given up after its tries), suppressed (repeat_interval).",
             None,
@@ -538,6 +553,7 @@ mod tests {
                 (("ops".to_string(), "suppressed"), 0),
             ]
             .into(),
+            updates_available: vec![("app".into(), "app".into(), "web".into())],
         }
     }
 
@@ -605,6 +621,8 @@ mod tests {
             "kedge_notifications_total{sink=\"ops\",result=\"success\"} 3",
             "kedge_notifications_total{sink=\"ops\",result=\"failure\"} 1",
             "kedge_notifications_total{sink=\"ops\",result=\"suppressed\"} 0",
+            "# TYPE kedge_updates_available gauge",
+            "kedge_updates_available{repo=\"app\",stack=\"app\",service=\"web\"} 1",
         ] {
             assert!(l.contains(&want), "no line {want:?} in:\n{text}");
         }

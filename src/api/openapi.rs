@@ -41,6 +41,7 @@ const BEARER: &str = "bearer";
         routes::sync,
         routes::rollback,
         routes::events,
+        routes::updates,
         super::stacks::status,
         super::stacks::history,
         super::stacks::diff,
@@ -56,6 +57,7 @@ const BEARER: &str = "bearer";
         (name = "deployments", description = "`kedge sync` and `kedge rollback`"),
         (name = "stacks", description = "One stack of a repository that declares several"),
         (name = "events", description = "The event log, as pages or as a stream"),
+        (name = "updates", description = "Image update findings: `kedge updates`"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -193,6 +195,7 @@ mod tests {
                 "/api/v1/stacks/{repo}/{stack}/rollback",
                 "/api/v1/stacks/{repo}/{stack}/status",
                 "/api/v1/stacks/{repo}/{stack}/sync",
+                "/api/v1/updates",
                 "/healthz",
                 "/readyz",
             ]

@@ -57,6 +57,7 @@ pub fn api(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/repos/{name}/sync", post(sync))
         .route("/repos/{name}/rollback", post(rollback))
         .route("/events", get(events))
+        .route("/updates", get(updates))
         .route("/openapi.json", get(super::openapi::serve_document))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -623,4 +624,28 @@ pub async fn events(
         })?,
     };
     json(StatusCode::OK, &events)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UpdatesQuery {
+    /// Only this repository's stacks
+    repo: Option<String>,
+}
+
+/// The image update findings of the last check (`kedge updates -o json`).
+#[utoipa::path(get, path = "/api/v1/updates", tag = "updates",
+    params(UpdatesQuery),
+    responses(
+        (status = 200, description = "one row per checked service", body = Vec<crate::model::updates::UpdateRow>),
+        (status = 400, description = "a query parameter is not valid", body = ErrorBody),
+        (status = 404, description = "no repository of that name", body = ErrorBody),
+    ))]
+pub async fn updates(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<UpdatesQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query(q)?;
+    let rows = state.ops.updates(q.repo.as_deref()).await?;
+    json(StatusCode::OK, &rows)
 }

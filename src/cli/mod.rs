@@ -18,6 +18,7 @@ mod stack;
 mod status;
 mod sync;
 mod token;
+mod updates;
 mod version;
 
 use std::path::PathBuf;
@@ -100,6 +101,8 @@ pub enum Command {
     /// List the notification sinks and send them a test message
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// Show newer images the update policies found; `check` asks the registries now
+    Updates(updates::Args),
     /// Print the version and the commit it was built from (-v: compose and engine too)
     Version(version::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -203,6 +206,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(&ctx, args),
         Command::Token(command) => token::run(&ctx, command),
         Command::Notify(command) => notify::run(&ctx, command),
+        Command::Updates(args) => updates::run(&ctx, args),
         Command::Version(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("answered before the settings are loaded")
         }

@@ -548,6 +548,7 @@ struct Deployed {
     env_files: Vec<String>,
     inputs: Option<crate::model::stack_inputs::StackInputs>,
     secrets: Vec<crate::model::stack_inputs::SecretPrint>,
+    updates: Option<String>,
 }
 
 /// After a kept deployment: the plaintext no container of the stack uses
@@ -583,6 +584,7 @@ impl Deployed {
                 .as_ref()
                 .map(|s| s.prints())
                 .unwrap_or_default(),
+            updates: desired.kedge.updates.as_ref().map(|u| u.to_json()),
         }
     }
 
@@ -595,7 +597,8 @@ impl Deployed {
             self.inputs.as_ref(),
         )?;
         store.mark_profiles(id, &self.profiles, &self.dormant, &self.env_files)?;
-        store.mark_secrets(id, &self.secrets)
+        store.mark_secrets(id, &self.secrets)?;
+        store.mark_updates_config(id, self.updates.as_deref())
     }
 }
 

@@ -17,6 +17,7 @@ pub mod remote;
 mod restore;
 pub mod swarm;
 pub mod task;
+pub mod updates;
 pub mod view;
 
 use std::collections::HashMap;

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::interpolate::Env;
 use crate::config::schema::{SchemaError, Section};
 use crate::plan::updates::{Policy, Window};
 
 /// `updates.apply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Apply {
     /// Shown in status, the dashboard, the API and metrics; nothing changes.
@@ -36,14 +36,15 @@ impl Apply {
 }
 
 /// One service's policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUpdates {
     pub policy: Policy,
     /// Overrides `updates.tag_pattern` for this service.
     pub tag_pattern: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Stored with the deployed stack as JSON (`to_json`, `from_json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Updates {
     #[serde(with = "crate::config::duration::millis")]
     pub check_interval: Duration,
@@ -63,6 +64,7 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 impl Updates {
     pub fn policy(&self, service: &str) -> Policy {
+        // Named services only: updates are opted into.
         self.services
             .get(service)
             .map_or(Policy::None, |s| s.policy)
@@ -76,6 +78,14 @@ impl Updates {
             .and_then(|s| s.tag_pattern.as_deref())
             .or(self.tag_pattern.as_deref())
             .and_then(|p| regex::Regex::new(p).ok())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Option<Updates> {
+        serde_json::from_str(text).ok()
     }
 
     pub fn window(&self) -> Option<Window> {

@@ -10,4 +10,5 @@ pub mod report;
 pub mod service;
 pub mod settings;
 pub mod stack_inputs;
+pub mod updates;
 pub mod url;

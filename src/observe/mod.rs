@@ -302,6 +302,20 @@ impl Engine {
             .id
     }
 
+    /// The registry digests the host knows an image reference by
+    /// (`repo@sha256:…`, as pulled); empty when it has none.
+    pub async fn repo_digests(&self, reference: &str) -> Vec<String> {
+        match self.ready().await {
+            Ok(docker) => docker
+                .inspect_image(reference)
+                .await
+                .ok()
+                .and_then(|i| i.repo_digests)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// What the host holds under an image reference: absent (or no
     /// engine), or present with its `io.kedge.build` label.
     pub async fn image_on_host(&self, reference: &str) -> ImageOnHost {

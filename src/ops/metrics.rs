@@ -20,6 +20,9 @@ pub struct MetricsReport {
     pub git_checks: BTreeMap<String, GitChecks>,
     /// `serve`'s notifications since it started, by (sink, result).
     pub notifications: BTreeMap<(String, &'static str), u64>,
+    /// Services with a newer image found by the last update check:
+    /// (repo, stack, service).
+    pub updates_available: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,7 +78,15 @@ impl Ops {
                 }
             })
             .collect();
+        let updates_available = shared
+            .db
+            .read(|s| s.updates(None))?
+            .into_iter()
+            .filter(|u| u.candidate.is_some() && u.state != "error")
+            .map(|u| (u.repo, u.stack, u.service))
+            .collect();
         Ok(MetricsReport {
+            updates_available,
             repos: out,
             git_checks: shared.hub.git_checks(),
             notifications: shared.hub.notifications(),

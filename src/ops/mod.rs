@@ -18,6 +18,7 @@ pub mod repos;
 pub mod stacks;
 pub mod status;
 pub mod tokens;
+pub mod updates;
 pub mod version;
 
 use std::sync::{Arc, OnceLock};

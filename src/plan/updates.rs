@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 
 /// `updates.services.<name>.policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// The tag stays; a new digest of it is an update.

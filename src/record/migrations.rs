@@ -317,6 +317,21 @@ pub const MIGRATIONS: &[&str] = &[
     // 20: the deployed stack's SOPS files, as HMACs of their values (for
     // `diff`'s "secret changed"), never a value.
     "ALTER TABLE stack_state ADD COLUMN secrets TEXT;",
+    // 21: image update checks: the deployed `updates:` settings, and the
+    // latest finding per service.
+    "ALTER TABLE stack_state ADD COLUMN updates TEXT;
+    CREATE TABLE image_updates (
+        stack_id INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        image TEXT NOT NULL,
+        current TEXT NOT NULL,
+        candidate TEXT,
+        policy TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT,
+        checked_at INTEGER NOT NULL,
+        PRIMARY KEY (stack_id, service)
+    );",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -13,6 +13,7 @@ mod repos;
 mod stacks;
 mod state;
 mod tokens;
+mod updates;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -74,7 +74,7 @@ enum Cached {
 
 pub struct Client {
     agent: ureq::Agent,
-    logins: Vec<Login>,
+    logins: Mutex<Vec<Login>>,
     /// Bearer tokens by (registry, scope), until they expire.
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Answers by key, for `ttl`: each image is asked once per interval.
@@ -99,7 +99,7 @@ impl Client {
             .into();
         Client {
             agent,
-            logins,
+            logins: Mutex::new(logins),
             tokens: Mutex::default(),
             cache: Mutex::default(),
             ttl,
@@ -113,6 +113,12 @@ impl Client {
     pub fn page_size(mut self, n: usize) -> Client {
         self.page = n.max(1);
         self
+    }
+
+    /// Forgets every cached answer (`kedge updates check` asks afresh);
+    /// backoffs stay.
+    pub fn forget(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub fn requests(&self) -> u64 {
@@ -206,8 +212,19 @@ impl Client {
         cache.insert(key, (value, Instant::now()));
     }
 
-    fn login(&self, registry: &str) -> Option<&Login> {
-        self.logins.iter().find(|l| l.host == registry)
+    /// The logins as `registries:` reads now (a rotated password is used
+    /// from the next request on).
+    pub fn set_logins(&self, logins: Vec<Login>) {
+        *self.logins.lock().unwrap_or_else(|p| p.into_inner()) = logins;
+    }
+
+    fn login(&self, registry: &str) -> Option<Login> {
+        self.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|l| l.host == registry)
+            .cloned()
     }
 
     /// One request with what it takes to be let in: the cached token, or

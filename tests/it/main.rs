@@ -38,4 +38,5 @@ mod stack_inputs;
 mod stacks;
 mod store_lock;
 mod swarm;
+mod updates;
 mod upgrade;

@@ -1,0 +1,236 @@
+//! controller: image update checks (fleet.md §3) — each deployed stack's
+//! services against their registries, by the `updates:` policy they were
+//! deployed with. Findings are stored per service; a new candidate is
+//! announced once (`update_available`). Reports only: nothing applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Shared;
+use super::task::ReconcileError;
+use crate::desired::updates::{Apply, Updates};
+use crate::events::{EventKind, NewEvent};
+use crate::model::updates::UpdateRow;
+use crate::plan::updates::{Policy, candidate};
+use crate::registry::{Client, Login, Reference};
+
+/// How long the registry client keeps an answer: one pass over every
+/// stack asks each image once.
+const CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Shared {
+    /// The registry client of update checks, with the `registries:`
+    /// logins as they read now.
+    fn registry_client(&self) -> Arc<Client> {
+        static CLIENT: std::sync::OnceLock<Arc<Client>> = std::sync::OnceLock::new();
+        let logins: Vec<Login> = self
+            .settings
+            .registries
+            .iter()
+            .filter_map(|r| {
+                Some(Login {
+                    host: r.host.clone(),
+                    username: r.username.clone(),
+                    password: r.password.read().ok()?,
+                })
+            })
+            .collect();
+        let client = CLIENT.get_or_init(|| Arc::new(Client::new(Vec::new(), CACHE)));
+        client.set_logins(logins);
+        client.clone()
+    }
+}
+
+/// Checks the stacks of `repo` (all when `None`), stores and returns the
+/// findings. `fresh`: ask the registries again even when an answer of the
+/// last minute is cached (`kedge updates check`).
+pub async fn check(
+    shared: &Arc<Shared>,
+    repo: Option<i64>,
+    fresh: bool,
+) -> Result<Vec<UpdateRow>, ReconcileError> {
+    let client = shared.registry_client();
+    if fresh {
+        client.forget();
+    }
+    let configs = shared.db.read(|s| s.updates_configs())?;
+    let stacks: HashMap<i64, crate::record::Stack> = shared
+        .db
+        .read(move |s| s.stacks(repo))?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+    let before: HashMap<(String, String, String), Option<String>> = shared
+        .db
+        .read(move |s| s.updates(repo))?
+        .into_iter()
+        .map(|r| ((r.repo, r.stack, r.service), r.candidate))
+        .collect();
+    let mut all = Vec::new();
+    for (stack_id, json) in configs {
+        let Some(stack) = stacks.get(&stack_id) else {
+            continue;
+        };
+        let Some(config) = Updates::from_json(&json) else {
+            continue;
+        };
+        let rows = check_stack(shared, &client, stack, &config).await?;
+        for r in &rows {
+            let seen = before.get(&(r.repo.clone(), r.stack.clone(), r.service.clone()));
+            if let Some(c) = &r.candidate
+                && r.state != "error"
+                && seen != Some(&Some(c.clone()))
+            {
+                shared.emit(
+                    NewEvent::new(
+                        &r.repo,
+                        EventKind::UpdateAvailable,
+                        format!("update available: {} {} → {c}", r.service, r.current),
+                    )
+                    .stack((!stack.root).then_some(stack.name.as_str()))
+                    .service(&r.service)
+                    .field("image", r.image.clone())
+                    .field("current", r.current.clone())
+                    .field("candidate", c.clone())
+                    .field("policy", r.policy.clone()),
+                );
+            }
+        }
+        let (id, kept) = (stack_id, rows.clone());
+        shared
+            .db
+            .write(move |s| s.replace_updates(id, &kept))
+            .await?;
+        all.extend(rows);
+    }
+    Ok(all)
+}
+
+/// One stack's services, each by its policy.
+async fn check_stack(
+    shared: &Arc<Shared>,
+    client: &Arc<Client>,
+    stack: &crate::record::Stack,
+    config: &Updates,
+) -> Result<Vec<UpdateRow>, ReconcileError> {
+    let id = stack.id;
+    let services = shared.db.read(move |s| s.services(id))?;
+    let project = shared.db.read(move |s| s.repo_state(id))?.project;
+    // The images the service's containers run: a digest policy compares
+    // what they were pulled as, whatever the tag points at locally now.
+    let running: HashMap<String, String> = match &project {
+        Some(p) => shared
+            .engine
+            .project_containers(p)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| !c.oneoff)
+            .map(|c| (c.service, c.image_id))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let now = crate::time::now_ms();
+    let waiting = match config.window() {
+        Some(w) if config.apply != Apply::Report && !w.contains(now) => config.window.clone(),
+        _ => None,
+    };
+    let mut rows = Vec::new();
+    for (service, record) in services {
+        let policy = config.policy(&service);
+        let Some(image) = record.spec.image.clone() else {
+            continue;
+        };
+        let Some(reference) = Reference::parse(&image).filter(|r| r.digest.is_none()) else {
+            continue;
+        };
+        if policy == Policy::None {
+            continue;
+        }
+        let local = match (policy, running.get(&service)) {
+            (Policy::Digest, Some(image_id)) => Some(
+                shared
+                    .engine
+                    .repo_digests(image_id)
+                    .await
+                    .into_iter()
+                    .filter_map(|d| {
+                        let (name, digest) = d.split_once('@')?;
+                        let r = Reference::parse(name)?;
+                        (r.registry == reference.registry && r.repository == reference.repository)
+                            .then(|| digest.to_string())
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        };
+        let pattern = config.tag_pattern(&service);
+        let (client, r) = (client.clone(), reference.clone());
+        let found = tokio::task::spawn_blocking(move || match policy {
+            Policy::Digest => client.digest(&r).map(|remote| {
+                let local = local.unwrap_or_default();
+                let current = local.first().cloned();
+                // Any digest the running image is known by is the tag's:
+                // a pull of an unchanged tag records no second one.
+                let changed = !local.is_empty() && !local.contains(&remote);
+                (
+                    current.map_or_else(|| "-".to_string(), |c| short_digest(&c)),
+                    changed.then(|| short_digest(&remote)),
+                )
+            }),
+            _ => client.tags(&r).map(|tags| {
+                (
+                    r.tag.clone(),
+                    candidate(&r.tag, &tags, policy, pattern.as_ref(), &[]).map(String::from),
+                )
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::registry::RegistryError::Answer {
+                registry: reference.registry.clone(),
+                why: e.to_string(),
+            })
+        });
+        let (current, candidate, state, detail) = match found {
+            Ok((current, Some(c))) => match &waiting {
+                Some(w) => (
+                    current,
+                    Some(c),
+                    "waiting",
+                    Some(format!("outside the window {w}")),
+                ),
+                None => (current, Some(c), "available", None),
+            },
+            Ok((current, None)) if current == "-" => (
+                current,
+                None,
+                "error",
+                Some(
+                    "the running image was not pulled from its registry: no digest to compare"
+                        .to_string(),
+                ),
+            ),
+            Ok((current, None)) => (current, None, "current", None),
+            Err(e) => (reference.tag.clone(), None, "error", Some(e.to_string())),
+        };
+        rows.push(UpdateRow {
+            repo: stack.repo.clone(),
+            stack: stack.name.clone(),
+            service,
+            image,
+            current,
+            candidate,
+            policy: policy.as_str().to_string(),
+            state: state.to_string(),
+            detail,
+            checked_at: now,
+        });
+    }
+    Ok(rows)
+}
+
+/// `sha256:0123456789ab…` → `sha256:0123456789ab`.
+fn short_digest(d: &str) -> String {
+    d.chars().take("sha256:".len() + 12).collect()
+}

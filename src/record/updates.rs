@@ -1,0 +1,106 @@
+//! record: image update checks — the updates: settings each deployed stack
+//! was deployed with, and the latest finding per service.
+
+use rusqlite::params;
+
+use super::{Store, StoreError, query};
+pub use crate::model::updates::UpdateRow;
+
+impl Store {
+    /// The `updates:` section the deployment just recorded ran with, as
+    /// JSON (`None`: the stack checks nothing).
+    pub fn mark_updates_config(
+        &self,
+        stack_id: i64,
+        config: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE stack_state SET updates = ?2 WHERE stack_id = ?1",
+                params![stack_id, config],
+            )
+            .map_err(query("record the stack's update settings"))?;
+        Ok(())
+    }
+
+    /// Every stack with update settings: (stack id, settings JSON).
+    pub fn updates_configs(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT st.stack_id, st.updates FROM stack_state st
+                 JOIN stacks s ON s.id = st.stack_id
+                 WHERE st.updates IS NOT NULL AND s.orphaned_at IS NULL ORDER BY st.stack_id",
+            )
+            .map_err(query("list the stacks' update settings"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query("list the stacks' update settings"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list the stacks' update settings"))
+    }
+
+    /// Replaces a stack's findings with `rows`.
+    pub fn replace_updates(&mut self, stack_id: i64, rows: &[UpdateRow]) -> Result<(), StoreError> {
+        self.with_transaction(|s| {
+            s.conn
+                .execute("DELETE FROM image_updates WHERE stack_id = ?1", [stack_id])
+                .map_err(query("clear the stack's update findings"))?;
+            for r in rows {
+                s.conn
+                    .execute(
+                        "INSERT INTO image_updates (stack_id, service, image, current, candidate,
+                                policy, state, detail, checked_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        params![
+                            stack_id,
+                            r.service,
+                            r.image,
+                            r.current,
+                            r.candidate,
+                            r.policy,
+                            r.state,
+                            r.detail,
+                            r.checked_at
+                        ],
+                    )
+                    .map_err(query("record an update finding"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The findings, of one repository's stacks or all, by repository,
+    /// stack and service.
+    pub fn updates(&self, repo_id: Option<i64>) -> Result<Vec<UpdateRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.name, CASE WHEN s.root THEN r.name ELSE s.name END, u.service, u.image,
+                        u.current, u.candidate, u.policy, u.state, u.detail, u.checked_at
+                 FROM image_updates u JOIN stacks s ON s.id = u.stack_id
+                 JOIN repositories r ON r.id = s.repo_id
+                 WHERE ?1 IS NULL OR s.repo_id = ?1
+                 ORDER BY r.name, 2, u.service",
+            )
+            .map_err(query("list the update findings"))?;
+        let rows = stmt
+            .query_map([repo_id], |r| {
+                Ok(UpdateRow {
+                    repo: r.get(0)?,
+                    stack: r.get(1)?,
+                    service: r.get(2)?,
+                    image: r.get(3)?,
+                    current: r.get(4)?,
+                    candidate: r.get(5)?,
+                    policy: r.get(6)?,
+                    state: r.get(7)?,
+                    detail: r.get(8)?,
+                    checked_at: r.get(9)?,
+                })
+            })
+            .map_err(query("list the update findings"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list the update findings"))
+    }
+}

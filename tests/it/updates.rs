@@ -1,0 +1,162 @@
+//! Image update checks in `report` mode against Debian's `docker-registry`
+//! with basic auth: a newer tag under `patch`, a re-pushed tag under
+//! `digest`, announced once, listed by `kedge updates`; nothing deployed.
+
+use crate::support::docker::{IMAGE_1, IMAGE_2};
+use crate::support::registry::Registry;
+use crate::support::stack::{Stack, sleepers};
+use crate::support::{Kedge, unique_name};
+
+/// Removes the local tags compose pulled when the test ends.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "--force", image])
+                .output();
+        }
+    }
+}
+
+fn row<'a>(rows: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == service)
+        .unwrap_or_else(|| panic!("no row for {service}: {rows}"))
+}
+
+#[test]
+fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
+    let password = format!("pw-{}", unique_name("upd"));
+    let registry = Registry::start("ci", &password);
+    let ns = unique_name("upd");
+    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
+    let cache = registry.push(IMAGE_1, &format!("{ns}/cache:7"));
+    let _untag = Untag(vec![app.clone(), cache.clone()]);
+    let config = tempfile::tempdir().unwrap();
+    let config_file = config.path().join("config.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let kedge = Kedge::new()
+        .env("KEDGE_CONFIG", config_file.to_str().unwrap())
+        .env("KEDGE_TEST_REGISTRY_PASSWORD", &password);
+    let s = Stack::with_kedge(
+        "updates",
+        &[
+            (
+                "compose.yaml",
+                &sleepers(&[("web", &app), ("cache", &cache), ("plain", IMAGE_1)]),
+            ),
+            (
+                "kedge.yaml",
+                "updates:\n  services:\n    web: {policy: patch}\n    cache: {policy: digest}\n",
+            ),
+        ],
+        kedge,
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let deployed = s.running();
+
+    // Nothing newer yet: both are current; `plain` has no policy.
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    assert_eq!(row(&rows, "web")["state"], "current", "{rows}");
+    assert_eq!(row(&rows, "web")["current"], "1.4.2");
+    assert_eq!(row(&rows, "cache")["state"], "current", "{rows}");
+    let pulled = row(&rows, "cache")["current"].as_str().unwrap().to_string();
+    assert!(pulled.starts_with("sha256:"), "{rows}");
+
+    // 1.4.3 and 1.5.0 published: `patch` proposes 1.4.3.
+    registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
+    registry.push(IMAGE_1, &format!("{ns}/app:1.5.0"));
+    // cache:7 rebuilt: the same tag, new content.
+    registry.push(IMAGE_2, &format!("{ns}/cache:7"));
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    let web = row(&rows, "web");
+    assert_eq!(
+        (web["current"].as_str(), web["candidate"].as_str()),
+        (Some("1.4.2"), Some("1.4.3")),
+        "{rows}"
+    );
+    assert_eq!(web["state"], "available");
+    let cache_row = row(&rows, "cache");
+    assert_eq!(cache_row["state"], "available", "{rows}");
+    assert_eq!(
+        cache_row["current"],
+        pulled.as_str(),
+        "what runs is unchanged"
+    );
+    assert_ne!(cache_row["candidate"], cache_row["current"]);
+    assert!(
+        cache_row["candidate"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    // `kedge updates` shows the last check as a table.
+    s.kedge
+        .run(["updates", "--repo", &s.name])
+        .success()
+        .stdout_has("REPO")
+        .stdout_has("1.4.2")
+        .stdout_has("1.4.3")
+        .stdout_has("patch")
+        .stdout_has("available");
+
+    // Announced once: a second check finds the same and says nothing new.
+    s.kedge
+        .run(["updates", "check", "--repo", &s.name])
+        .success();
+    let events = s.kedge.run(["events", "-o", "json"]).json();
+    let announced: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "update_available")
+        .collect();
+    assert_eq!(announced.len(), 2, "{events}");
+    assert!(
+        announced.iter().any(|e| e["service"] == "web" && e["message"] == "update available: web 1.4.2 → 1.4.3"),
+        "{events}"
+    );
+
+    // The API answers the same findings.
+    let token = s.kedge.token("updates-reader", "read");
+    let api = s
+        .kedge
+        .serve_api(&["--poll-interval", "1h", "--check-interval", "1m"], &[]);
+    let answer = api.get(&format!("/api/v1/updates?repo={}", s.name), &token);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let listed = answer.json();
+    assert_eq!(row(&listed, "web")["candidate"], "1.4.3", "{listed}");
+    assert_eq!(api.get("/api/v1/updates?repo=nope", &token).status, 404);
+    drop(api);
+
+    // `report` changes nothing that runs.
+    assert_eq!(
+        s.running()
+            .into_iter()
+            .map(|(k, c)| (k, c.id))
+            .collect::<Vec<_>>(),
+        deployed
+            .into_iter()
+            .map(|(k, c)| (k, c.id))
+            .collect::<Vec<_>>()
+    );
+}
