@@ -354,6 +354,7 @@ where
     tokio::spawn(watch_events(shared.clone()));
     tokio::spawn(hub::tail(shared.clone()));
     tokio::spawn(hub::retention(shared.clone()));
+    tokio::spawn(updates::run(shared.clone()));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     let faces = faces(shared.clone(), shutdown.clone()).await?;

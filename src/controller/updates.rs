@@ -41,12 +41,71 @@ impl Shared {
     }
 }
 
+/// How often `serve` looks for stacks due a check: their own
+/// `check_interval` decides when one is.
+const TICK: std::time::Duration = std::time::Duration::from_secs(60);
+const FIRST: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `serve`'s checks: each stack with `updates:` when its `check_interval`
+/// has passed since its last check (the first ones shortly after start,
+/// once the stacks have had their first pass). No stack due, no request.
+pub async fn run(shared: Arc<Shared>) {
+    let mut last: HashMap<i64, std::time::Instant> = HashMap::new();
+    let mut wait = FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = TICK;
+        let configs = match shared.db.read(|s| s.updates_configs()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("update checks: {}", crate::error_chain(&e));
+                continue;
+            }
+        };
+        let due: Vec<i64> = configs
+            .iter()
+            .filter_map(|(id, json)| {
+                let interval = Updates::from_json(json)?.check_interval;
+                let seen = last.get(id);
+                seen.is_none_or(|at| at.elapsed() >= interval)
+                    .then_some(*id)
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        match check_stacks(&shared, None, Some(&due), false).await {
+            Ok(rows) => {
+                tracing::debug!(
+                    stacks = due.len(),
+                    services = rows.len(),
+                    "image updates checked"
+                )
+            }
+            Err(e) => tracing::warn!("update checks: {}", crate::error_chain(&e)),
+        }
+        let now = std::time::Instant::now();
+        for id in due {
+            last.insert(id, now);
+        }
+    }
+}
+
 /// Checks the stacks of `repo` (all when `None`), stores and returns the
 /// findings. `fresh`: ask the registries again even when an answer of the
 /// last minute is cached (`kedge updates check`).
 pub async fn check(
     shared: &Arc<Shared>,
     repo: Option<i64>,
+    fresh: bool,
+) -> Result<Vec<UpdateRow>, ReconcileError> {
+    check_stacks(shared, repo, None, fresh).await
+}
+
+async fn check_stacks(
+    shared: &Arc<Shared>,
+    repo: Option<i64>,
+    only: Option<&[i64]>,
     fresh: bool,
 ) -> Result<Vec<UpdateRow>, ReconcileError> {
     let client = shared.registry_client();
@@ -68,6 +127,9 @@ pub async fn check(
         .collect();
     let mut all = Vec::new();
     for (stack_id, json) in configs {
+        if only.is_some_and(|ids| !ids.contains(&stack_id)) {
+            continue;
+        }
         let Some(stack) = stacks.get(&stack_id) else {
             continue;
         };

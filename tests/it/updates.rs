@@ -5,7 +5,7 @@
 use crate::support::docker::{IMAGE_1, IMAGE_2};
 use crate::support::registry::Registry;
 use crate::support::stack::{Stack, sleepers};
-use crate::support::{Kedge, unique_name};
+use crate::support::{Kedge, unique_name, wait_for};
 
 /// Removes the local tags compose pulled when the test ends.
 struct Untag(Vec<String>);
@@ -136,15 +136,25 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         "{events}"
     );
 
-    // The API answers the same findings.
+    // serve checks by itself shortly after it starts (then every
+    // check_interval): 1.4.4 is found without `check`, and the API
+    // answers the findings.
+    registry.push(IMAGE_1, &format!("{ns}/app:1.4.4"));
     let token = s.kedge.token("updates-reader", "read");
     let api = s
         .kedge
         .serve_api(&["--poll-interval", "1h", "--check-interval", "1m"], &[]);
+    wait_for(60, "serve's first update check", || {
+        let rows = s
+            .kedge
+            .run(["updates", "--repo", &s.name, "-o", "json"])
+            .json();
+        (row(&rows, "web")["candidate"] == "1.4.4").then_some(())
+    });
     let answer = api.get(&format!("/api/v1/updates?repo={}", s.name), &token);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let listed = answer.json();
-    assert_eq!(row(&listed, "web")["candidate"], "1.4.3", "{listed}");
+    assert_eq!(row(&listed, "web")["candidate"], "1.4.4", "{listed}");
     assert_eq!(api.get("/api/v1/updates?repo=nope", &token).status, 404);
     drop(api);
 
