@@ -147,13 +147,19 @@ pub fn parse(top: &Section, env: Env) -> Result<Option<Updates>, SchemaError> {
         check_interval: u
             .parsed("check_interval", env, duration)?
             .unwrap_or(DEFAULT_CHECK_INTERVAL),
+        // Refused rather than ignored until they are built: an operator
+        // who asks for a commit must not get a report in silence.
         apply: u
-            .parsed("apply", env, |v| {
-                Apply::parse(v).ok_or_else(|| "report, commit or deploy".to_string())
+            .parsed("apply", env, |v| match Apply::parse(v) {
+                Some(Apply::Report) => Ok(Apply::Report),
+                Some(_) => Err("report (commit and deploy are not available yet)".to_string()),
+                None => Err("report, commit or deploy".to_string()),
             })?
             .unwrap_or_default(),
         window: u.parsed("window", env, |v| Window::parse(v).map(|_| v.to_string()))?,
-        min_age: u.parsed("min_age", env, duration)?,
+        min_age: u.parsed("min_age", env, |_: &str| -> Result<Duration, String> {
+            Err("no value: min_age is not available yet".to_string())
+        })?,
         tag_pattern: u.parsed("tag_pattern", env, pattern)?,
         git_author: u.string("git_author", env)?.map(|(s, _)| s),
         services,
@@ -175,13 +181,13 @@ mod tests {
     fn the_updates_section_reads_with_its_defaults() {
         assert_eq!(read("docker:\n  profiles: []\n").unwrap(), None);
         let u = read(
-            "updates:\n  apply: commit\n  window: \"Sat 02:00-05:00 UTC\"\n  min_age: 24h\n  tag_pattern: '^v?\\d+\\.\\d+\\.\\d+$'\n  git_author: Kedge <kedge@example.org>\n  services:\n    web: {policy: minor}\n    redis: {policy: digest}\n    app:\n      policy: patch\n      tag_pattern: '-alpine$'\n",
+            "updates:\n  apply: report\n  window: \"Sat 02:00-05:00 UTC\"\n  tag_pattern: '^v?\\d+\\.\\d+\\.\\d+$'\n  git_author: Kedge <kedge@example.org>\n  services:\n    web: {policy: minor}\n    redis: {policy: digest}\n    app:\n      policy: patch\n      tag_pattern: '-alpine$'\n",
         )
         .unwrap()
         .unwrap();
         assert_eq!(u.check_interval, DEFAULT_CHECK_INTERVAL);
-        assert_eq!(u.apply, Apply::Commit);
-        assert_eq!(u.min_age, Some(Duration::from_secs(86_400)));
+        assert_eq!(u.apply, Apply::Report);
+        assert_eq!(u.min_age, None);
         assert_eq!(u.policy("web"), Policy::Minor);
         assert_eq!(u.policy("redis"), Policy::Digest);
         assert_eq!(
@@ -220,6 +226,14 @@ mod tests {
             (
                 "updates:\n  tag_pattern: '('\n",
                 "line 2: `updates.tag_pattern`: invalid value \"(\", expected a regular expression",
+            ),
+            (
+                "updates:\n  apply: commit\n",
+                "line 2: `updates.apply`: invalid value \"commit\", expected report (commit and deploy are not available yet)",
+            ),
+            (
+                "updates:\n  min_age: 1h\n",
+                "line 2: `updates.min_age`: invalid value \"1h\", expected no value: min_age is not available yet",
             ),
             (
                 "updates:\n  every: 1h\n",
