@@ -21,6 +21,7 @@ use crate::ops::diff_text::diff_text;
 use crate::ops::events::EventsRequest;
 use crate::ops::history::HistoryRow;
 use crate::ops::status::RepoStatus;
+use crate::ops::updates::UpdateRow;
 
 /// What an action's redirect says about its outcome.
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +41,8 @@ pub struct RepoView {
     pub history: Vec<HistoryRow>,
     /// Newest first.
     pub events: Vec<Event>,
+    /// The stack's image update findings with a candidate.
+    pub updates: Vec<UpdateRow>,
 }
 
 pub async fn page(
@@ -70,10 +73,19 @@ pub async fn page(
         limit: 20,
     })?;
     events.reverse();
+    let stack = status.stack.clone().unwrap_or_else(|| status.name.clone());
+    let updates = app
+        .ops
+        .updates(Some(&name))
+        .await?
+        .into_iter()
+        .filter(|u| u.stack == stack && u.candidate.is_some() && u.state != "error")
+        .collect();
     let view = RepoView {
         status,
         history,
         events,
+        updates,
     };
     Ok(html(StatusCode::OK, render(&session, &view, &outcome)))
 }
@@ -131,7 +143,7 @@ pub fn render(session: &Session, v: &RepoView, outcome: &Outcome) -> Markup {
         (summary(session, v))
         section id="services" data-live {
             h2 { "Services" }
-            (services(s))
+            (services(s, &v.updates))
         }
         section id="drift" data-live {
             h2 { "Drift" }
@@ -235,7 +247,7 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
     }
 }
 
-fn services(s: &RepoStatus) -> Markup {
+fn services(s: &RepoStatus, updates: &[UpdateRow]) -> Markup {
     html! {
         @if s.services.is_empty() {
             p.none { "No services deployed yet." }
@@ -258,7 +270,12 @@ fn services(s: &RepoStatus) -> Markup {
                                 td data-label="State" {
                                     span class={ "state c-" (svc.state) } { (svc.state) }
                                 }
-                                td data-label="Image" { (svc.image.as_deref().unwrap_or("–")) }
+                                td data-label="Image" {
+                                    (svc.image.as_deref().unwrap_or("–"))
+                                    @if let Some(u) = updates.iter().find(|u| u.service == svc.service) {
+                                        " " (update_badge(u))
+                                    }
+                                }
                                 td data-label="Commit" {
                                     @match &svc.commit { Some(c) => { (commit(c)) } None => { "–" } }
                                 }
@@ -268,6 +285,17 @@ fn services(s: &RepoStatus) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// "update available" beside a service's image: the candidate its policy
+/// found, and from what.
+fn update_badge(u: &UpdateRow) -> Markup {
+    let candidate = u.candidate.as_deref().unwrap_or_default();
+    html! {
+        span.update title={ "update " (u.state) " (" (u.policy) "): " (u.current) " → " (candidate) } {
+            "update available: " (candidate)
         }
     }
 }
@@ -415,4 +443,29 @@ pub async fn diff_page(
         StatusCode::OK,
         layout::page(&format!("Diff of {name}"), Some(&session), None, main),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_badge_says_the_candidate_as_text() {
+        let row = UpdateRow {
+            repo: "shop".into(),
+            stack: "shop".into(),
+            service: "web".into(),
+            image: "registry.example/app:1.4.2".into(),
+            current: "1.4.2".into(),
+            candidate: Some("1.4.3<b>".into()),
+            policy: "patch".into(),
+            state: "available".into(),
+            detail: None,
+            checked_at: 0,
+        };
+        let html = update_badge(&row).into_string();
+        assert!(html.contains("class=\"update\""), "{html}");
+        assert!(html.contains("update available: 1.4.3&lt;b&gt;"), "{html}");
+        assert!(html.contains("1.4.2 → 1.4.3&lt;b&gt;"), "{html}");
+    }
 }

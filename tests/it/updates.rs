@@ -155,6 +155,9 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let listed = answer.json();
     assert_eq!(row(&listed, "web")["candidate"], "1.4.4", "{listed}");
+    // The dashboard shows it beside the service's image.
+    let page = dashboard_page(&api.url(""), &token, &format!("/repos/{}", s.name));
+    assert!(page.contains("update available: 1.4.4"), "{page}");
     assert_eq!(api.get("/api/v1/updates?repo=nope", &token).status, 404);
     drop(api);
 
@@ -169,4 +172,37 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
             .map(|(k, c)| (k, c.id))
             .collect::<Vec<_>>()
     );
+}
+
+/// A dashboard page as a signed-in reader sees it: the sign-in form's
+/// CSRF cookie, the form posted with `token`, the session cookie.
+fn dashboard_page(base: &str, token: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let cookie = |r: &ureq::http::Response<ureq::Body>| -> String {
+        let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+        set.split(';').next().unwrap().to_string()
+    };
+    let login = agent.get(&format!("{base}/login")).call().unwrap();
+    let csrf_cookie = cookie(&login);
+    let csrf = csrf_cookie.split_once('=').unwrap().1.to_string();
+    let signed = agent
+        .post(&format!("{base}/login"))
+        .header("Cookie", &csrf_cookie)
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("token={token}&csrf={csrf}"))
+        .unwrap();
+    assert_eq!(signed.status(), 303, "signed in");
+    let session = cookie(&signed);
+    let mut page = agent
+        .get(&format!("{base}{path}"))
+        .header("Cookie", &session)
+        .call()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    page.body_mut().read_to_string().unwrap()
 }
