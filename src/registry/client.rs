@@ -82,6 +82,9 @@ pub struct Client {
     ttl: Duration,
     /// Per registry: no request before this, and the last wait.
     backoff: Mutex<HashMap<String, (Instant, Duration, u16)>>,
+    /// Registries that asked for basic auth: later requests carry it at
+    /// once instead of being refused first.
+    basic: Mutex<std::collections::HashSet<String>>,
     /// Requests made (for tests and benches).
     requests: std::sync::atomic::AtomicU64,
     /// Tags asked per page.
@@ -104,6 +107,7 @@ impl Client {
             cache: Mutex::default(),
             ttl,
             backoff: Mutex::default(),
+            basic: Mutex::default(),
             requests: Default::default(),
             page: 1000,
         }
@@ -259,7 +263,16 @@ impl Client {
             .get(&(r.registry.clone(), scope.clone()))
             .filter(|(_, until)| Instant::now() < *until)
             .map(|(t, _)| format!("Bearer {t}"));
-        let mut auth = token;
+        let known_basic = self
+            .basic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&r.registry);
+        let mut auth = match token {
+            Some(t) => Some(t),
+            None if known_basic => self.basic_auth(&r.registry),
+            None => None,
+        };
         for attempt in 0..2 {
             let (status, headers, body) = self.send(method, url, accept, auth.as_deref(), r)?;
             match status {
@@ -309,22 +322,30 @@ impl Client {
         unreachable!("the second answer returns")
     }
 
-    /// The `Authorization` value a challenge asks for.
-    fn answer(&self, challenge: &str, r: &Reference, scope: &str) -> Result<String, RegistryError> {
-        let login = self.login(&r.registry);
-        let basic = login.map(|l| {
+    /// `Basic …` with the registry's login, if it has one.
+    fn basic_auth(&self, registry: &str) -> Option<String> {
+        self.login(registry).map(|l| {
             format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", l.username, l.password))
             )
-        });
+        })
+    }
+
+    /// The `Authorization` value a challenge asks for.
+    fn answer(&self, challenge: &str, r: &Reference, scope: &str) -> Result<String, RegistryError> {
+        let basic = self.basic_auth(&r.registry);
         let unauthorized = || RegistryError::Unauthorized {
             registry: r.registry.clone(),
             status: 401,
         };
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
+            self.basic
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r.registry.clone());
             return basic.ok_or_else(unauthorized);
         }
         if !scheme.eq_ignore_ascii_case("bearer") {

@@ -44,7 +44,10 @@ fn tags_digests_and_candidates_come_from_a_real_registry() {
             "2.0.0"
         ]
     );
+    // One refusal teaches the client the registry's scheme: every later
+    // page carries basic auth at once (three pages, four requests).
     let asked = client.requests();
+    assert_eq!(asked, 4);
     // Cached for the interval: no request the second time.
     assert_eq!(client.tags(&app).unwrap().len(), 6);
     assert_eq!(client.requests(), asked, "a cached answer asks nothing");
