@@ -18,6 +18,8 @@ mod locked;
 mod sops;
 #[path = "compare/stacks.rs"]
 mod stacks;
+#[path = "compare/updates.rs"]
+mod updates;
 
 use std::path::Path;
 use std::process::Command;
@@ -152,7 +154,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 19] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 20] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -190,6 +192,8 @@ fn main() {
         ("fleet", &fleet::fleet),
         // 100 SOPS files of 50 values, beside `sops decrypt` of each.
         ("sops", &|| sops::sops(runs)),
+        // One update check of 200 services over 50 images, and without the cache.
+        ("updates", &updates::updates),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {
