@@ -64,6 +64,23 @@ pub mod millis {
     }
 }
 
+/// A duration as people read it, in its largest whole units: `3d4h`,
+/// `25m`, `40s` (at most two units, rounded down).
+pub fn format_duration(d: Duration) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut left = d.as_secs();
+    let mut out = String::new();
+    for (name, secs) in units {
+        if left >= secs && out.matches(char::is_alphabetic).count() < 2 {
+            out.push_str(&format!("{}{name}", left / secs));
+            left %= secs;
+        } else if !out.is_empty() {
+            break;
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
+
 /// An optional duration as milliseconds (`null` when absent).
 pub mod millis_opt {
     use std::time::Duration;
@@ -86,6 +103,20 @@ pub mod millis_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_back_in_their_largest_units() {
+        for (secs, text) in [
+            (0, "0s"),
+            (40, "40s"),
+            (1500, "25m"),
+            (3 * 86_400 + 4 * 3600 + 59, "3d4h"),
+            (3600, "1h"),
+            (86_400 + 60, "1d"),
+        ] {
+            assert_eq!(format_duration(Duration::from_secs(secs)), text);
+        }
+    }
 
     #[test]
     fn table() {

@@ -227,25 +227,41 @@ async fn check_stack(
             _ => None,
         };
         let pattern = config.tag_pattern(&service);
+        let min_age = config.min_age;
         let (client, r) = (client.clone(), reference.clone());
-        let found = tokio::task::spawn_blocking(move || match policy {
-            Policy::Digest => client.digest(&r).map(|remote| {
-                let local = local.unwrap_or_default();
-                let current = local.first().cloned();
-                // Any digest the running image is known by is the tag's:
-                // a pull of an unchanged tag records no second one.
-                let changed = !local.is_empty() && !local.contains(&remote);
-                (
-                    current.map_or_else(|| "-".to_string(), |c| short_digest(&c)),
-                    changed.then(|| short_digest(&remote)),
-                )
-            }),
-            _ => client.tags(&r).map(|tags| {
-                (
-                    r.tag.clone(),
-                    candidate(&r.tag, &tags, policy, pattern.as_ref(), &[]).map(String::from),
-                )
-            }),
+        let found = tokio::task::spawn_blocking(move || {
+            let (current, next) = match policy {
+                Policy::Digest => client.digest(&r).map(|remote| {
+                    let local = local.unwrap_or_default();
+                    let current = local.first().cloned();
+                    // Any digest the running image is known by is the tag's:
+                    // a pull of an unchanged tag records no second one.
+                    let changed = !local.is_empty() && !local.contains(&remote);
+                    (
+                        current.map_or_else(|| "-".to_string(), |c| short_digest(&c)),
+                        changed.then(|| short_digest(&remote)),
+                    )
+                }),
+                _ => client.tags(&r).map(|tags| {
+                    (
+                        r.tag.clone(),
+                        candidate(&r.tag, &tags, policy, pattern.as_ref(), &[]).map(String::from),
+                    )
+                }),
+            }?;
+            // `min_age`: a candidate published more recently waits.
+            let young = match (&next, min_age) {
+                (Some(c), Some(min)) => {
+                    let published = if policy == Policy::Digest {
+                        r.clone()
+                    } else {
+                        r.with_tag(c)
+                    };
+                    client.created(&published)?.and_then(|t| young(now, t, min))
+                }
+                _ => None,
+            };
+            Ok((current, next, young))
         })
         .await
         .unwrap_or_else(|e| {
@@ -255,7 +271,8 @@ async fn check_stack(
             })
         });
         let (current, candidate, state, detail) = match found {
-            Ok((current, Some(c))) => match &waiting {
+            Ok((current, Some(c), Some(young))) => (current, Some(c), "waiting", Some(young)),
+            Ok((current, Some(c), None)) => match &waiting {
                 Some(w) => (
                     current,
                     Some(c),
@@ -264,7 +281,7 @@ async fn check_stack(
                 ),
                 None => (current, Some(c), "available", None),
             },
-            Ok((current, None)) if current == "-" => (
+            Ok((current, None, _)) if current == "-" => (
                 current,
                 None,
                 "error",
@@ -273,7 +290,7 @@ async fn check_stack(
                         .to_string(),
                 ),
             ),
-            Ok((current, None)) => (current, None, "current", None),
+            Ok((current, None, _)) => (current, None, "current", None),
             Err(e) => (reference.tag.clone(), None, "error", Some(e.to_string())),
         };
         rows.push(UpdateRow {
@@ -292,7 +309,46 @@ async fn check_stack(
     Ok(rows)
 }
 
+/// Why a candidate built at `created` still waits at `now` under
+/// `min_age`; `None` once it is old enough.
+fn young(now: i64, created: i64, min_age: std::time::Duration) -> Option<String> {
+    let age = std::time::Duration::from_millis(now.saturating_sub(created).max(0) as u64);
+    (age < min_age).then(|| {
+        format!(
+            "published {} ago, min_age {}",
+            crate::config::duration::format_duration(age),
+            crate::config::duration::format_duration(min_age)
+        )
+    })
+}
+
 /// `sha256:0123456789ab…` → `sha256:0123456789ab`.
 fn short_digest(d: &str) -> String {
     d.chars().take("sha256:".len() + 12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_candidate_waits_until_it_is_min_age_old() {
+        let hour = 3_600_000;
+        let min = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            young(100 * hour, 90 * hour, min).as_deref(),
+            Some("published 10h ago, min_age 1d")
+        );
+        assert_eq!(
+            young(100 * hour, 76 * hour, min),
+            None,
+            "24h old is old enough"
+        );
+        // A clock ahead of ours counts as just published.
+        assert_eq!(
+            young(100 * hour, 101 * hour, min).as_deref(),
+            Some("published 0s ago, min_age 1d")
+        );
+    }
 }

@@ -157,9 +157,7 @@ pub fn parse(top: &Section, env: Env) -> Result<Option<Updates>, SchemaError> {
             })?
             .unwrap_or_default(),
         window: u.parsed("window", env, |v| Window::parse(v).map(|_| v.to_string()))?,
-        min_age: u.parsed("min_age", env, |_: &str| -> Result<Duration, String> {
-            Err("no value: min_age is not available yet".to_string())
-        })?,
+        min_age: u.parsed("min_age", env, duration)?,
         tag_pattern: u.parsed("tag_pattern", env, pattern)?,
         git_author: u.string("git_author", env)?.map(|(s, _)| s),
         services,
@@ -188,6 +186,8 @@ mod tests {
         assert_eq!(u.check_interval, DEFAULT_CHECK_INTERVAL);
         assert_eq!(u.apply, Apply::Report);
         assert_eq!(u.min_age, None);
+        let aged = read("updates:\n  min_age: 24h\n").unwrap().unwrap();
+        assert_eq!(aged.min_age, Some(Duration::from_secs(86_400)));
         assert_eq!(u.policy("web"), Policy::Minor);
         assert_eq!(u.policy("redis"), Policy::Digest);
         assert_eq!(
@@ -232,8 +232,8 @@ mod tests {
                 "line 2: `updates.apply`: invalid value \"commit\", expected report (commit and deploy are not available yet)",
             ),
             (
-                "updates:\n  min_age: 1h\n",
-                "line 2: `updates.min_age`: invalid value \"1h\", expected no value: min_age is not available yet",
+                "updates:\n  min_age: soon\n",
+                "line 2: `updates.min_age`: invalid value \"soon\", expected a duration such as 30m, 6h or 1d",
             ),
             (
                 "updates:\n  every: 1h\n",

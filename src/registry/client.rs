@@ -70,6 +70,7 @@ impl std::fmt::Debug for Login {
 enum Cached {
     Digest(Result<String, RegistryError>),
     Tags(Result<Vec<String>, RegistryError>),
+    Created(Result<Option<i64>, RegistryError>),
 }
 
 pub struct Client {
@@ -172,6 +173,75 @@ impl Client {
         let found = self.tags_uncached(r);
         self.keep(key, Cached::Tags(found.clone()));
         found
+    }
+
+    /// When `r`'s image was built (its config's `created`, ms since the
+    /// epoch; for a multi-arch image, this machine's platform's, else the
+    /// first), for `min_age`. `None` when the image does not say. Blocking.
+    pub fn created(&self, r: &Reference) -> Result<Option<i64>, RegistryError> {
+        let key = format!("created {}/{}:{}", r.registry, r.repository, r.tag);
+        if let Some(Cached::Created(c)) = self.cached(&key) {
+            return c;
+        }
+        let found = self.created_uncached(r);
+        self.keep(key, Cached::Created(found.clone()));
+        found
+    }
+
+    fn created_uncached(&self, r: &Reference) -> Result<Option<i64>, RegistryError> {
+        let answer = |why: String| RegistryError::Answer {
+            registry: r.registry.clone(),
+            why,
+        };
+        let json = |body: &str| -> Result<serde_json::Value, RegistryError> {
+            serde_json::from_str(body).map_err(|e| answer(e.to_string()))
+        };
+        let base = r.base_url();
+        let manifest_url =
+            |reference: &str| format!("{base}/v2/{}/manifests/{reference}", r.repository);
+        let (_, _, body) = self.call("GET", &manifest_url(&r.tag), r, Some(MANIFEST_TYPES))?;
+        let mut manifest = json(&body)?;
+        if let Some(list) = manifest["manifests"].as_array() {
+            let arch = match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            };
+            let pick = list
+                .iter()
+                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+                .or(list.first())
+                .and_then(|m| m["digest"].as_str())
+                .ok_or_else(|| answer("an empty image index".into()))?
+                .to_string();
+            let (_, _, body) = self.call("GET", &manifest_url(&pick), r, Some(MANIFEST_TYPES))?;
+            manifest = json(&body)?;
+        }
+        let Some(config) = manifest["config"]["digest"].as_str() else {
+            return Ok(None);
+        };
+        let url = format!("{base}/v2/{}/blobs/{config}", r.repository);
+        let body = match self.call("GET", &url, r, None) {
+            Ok((_, _, body)) => body,
+            // Blobs often live elsewhere (object storage): the redirect
+            // would carry no credentials Kedge may send there; said, not
+            // followed.
+            Err(RegistryError::Status {
+                status: 301 | 302 | 303 | 307 | 308,
+                ..
+            }) => {
+                return Err(answer(
+                    "the image config is stored elsewhere (a redirect Kedge does not follow)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let created = json(&body)?["created"]
+            .as_str()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.timestamp_millis());
+        Ok(created)
     }
 
     fn tags_uncached(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {

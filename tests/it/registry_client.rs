@@ -62,6 +62,10 @@ fn tags_digests_and_candidates_come_from_a_real_registry() {
         Some("1.4.3-alpine")
     );
 
+    // When the image was built (for `min_age`): in the past.
+    let created = client.created(&app).unwrap().expect("a created time");
+    assert!(created <= kedge::time::now_ms(), "{created}");
+
     // The same content under two tags has one digest; a re-push of a tag
     // with new content changes it (`digest` policy).
     let before = client.digest(&app).unwrap();

@@ -161,6 +161,33 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     assert_eq!(api.get("/api/v1/updates?repo=nope", &token).status, 404);
     drop(api);
 
+    // `min_age`: a candidate published more recently waits, saying so.
+    let young = Stack::with_kedge(
+        "updmin",
+        &[
+            ("compose.yaml", &sleepers(&[("web", &app)])),
+            (
+                "kedge.yaml",
+                "updates:\n  min_age: 1000d\n  services:\n    web: {policy: patch}\n",
+            ),
+        ],
+        Kedge::new()
+            .env("KEDGE_CONFIG", config_file.to_str().unwrap())
+            .env("KEDGE_TEST_REGISTRY_PASSWORD", &password),
+    );
+    young.kedge.run(["sync", "--repo", &young.name]).success();
+    let rows = young
+        .kedge
+        .run(["updates", "check", "--repo", &young.name, "-o", "json"])
+        .json();
+    let web = row(&rows, "web");
+    assert_eq!(web["state"], "waiting", "{rows}");
+    assert_eq!(web["candidate"], "1.4.4", "{rows}");
+    assert!(
+        web["detail"].as_str().unwrap().ends_with("min_age 1000d"),
+        "{rows}"
+    );
+
     // `report` changes nothing that runs.
     assert_eq!(
         s.running()
