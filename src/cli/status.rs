@@ -117,6 +117,17 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
                 one_line(&d.describe())
             )?;
         }
+        for u in &s.updates {
+            writeln!(
+                out,
+                "  Update:      {} {} → {} ({}, {})",
+                one_line(&u.service),
+                one_line(&u.current),
+                one_line(u.candidate.as_deref().unwrap_or("-")),
+                u.policy,
+                u.state
+            )?;
+        }
         if !s.services.is_empty() {
             let mut table = Table::new(["SERVICE", "STATE", "IMAGE", "COMMIT"]);
             for svc in &s.services {

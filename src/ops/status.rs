@@ -53,6 +53,9 @@ pub struct RepoStatus {
     pub drifts: Vec<crate::plan::Drift>,
     /// The newest few, oldest first.
     pub events: Vec<crate::events::Event>,
+    /// Newer images the last update check found (fleet.md §3).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<crate::model::updates::UpdateRow>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -193,6 +196,8 @@ async fn collect(
     // cost three thousand.
     let states = shared.db.read(|s| s.repo_states())?;
     let state_of = |id: i64| states.get(&id).cloned().unwrap_or_default();
+    let mut updates = shared.db.read(|s| s.updates(None))?;
+    updates.retain(|u| u.candidate.is_some() && u.state != "error");
     // The branch heads, as `diff` reads them: with `serve` running, what it
     // checked; otherwise the remotes, asked side by side.
     let tasks: Vec<RepoTask> = units
@@ -294,7 +299,13 @@ async fn collect(
                 containers.is_some(),
             ),
         };
+        let stack_updates = updates
+            .iter()
+            .filter(|u| u.repo == repo.name && u.stack == stack.name)
+            .cloned()
+            .collect();
         out.push(RepoStatus {
+            updates: stack_updates,
             name: repo.name,
             stack: (!stack.root).then_some(stack.name),
             branch: repo.branch,

@@ -119,6 +119,12 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         .stdout_has("patch")
         .stdout_has("available");
 
+    // And `kedge status` beside the stack's state.
+    s.kedge
+        .run(["status", "--repo", &s.name])
+        .success()
+        .stdout_has("Update:      web 1.4.2 → 1.4.3 (patch, available)");
+
     // Announced once: a second check finds the same and says nothing new.
     s.kedge
         .run(["updates", "check", "--repo", &s.name])
