@@ -407,10 +407,27 @@ pub async fn apply_rendered(
             let (deployed, kept, changes) =
                 (Deployed::of(desired), records.clone(), changed.clone());
             let (text, settled) = (error.clone(), commit.to_string());
+            // A new image that failed the gate is never proposed again as
+            // an update (fleet.md §3).
+            let failed_images: Vec<(String, String)> = if gate_failed {
+                changed
+                    .iter()
+                    .filter_map(|s| {
+                        let image = desired.services.get(s)?.image.clone()?;
+                        let before = previous.get(s).and_then(|r| r.spec.image.as_deref());
+                        (before != Some(image.as_str())).then(|| (s.clone(), image))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             shared
                 .db
                 .write(move |s| {
                     s.with_transaction(|s| {
+                        for (service, image) in &failed_images {
+                            s.mark_image_failed(id, service, image)?;
+                        }
                         if decision.keep {
                             s.replace_services(id, &kept)?;
                             deployed.mark(s, id)?;

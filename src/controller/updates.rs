@@ -177,6 +177,7 @@ async fn check_stack(
 ) -> Result<Vec<UpdateRow>, ReconcileError> {
     let id = stack.id;
     let services = shared.db.read(move |s| s.services(id))?;
+    let failed = shared.db.read(move |s| s.failed_images(id))?;
     let project = shared.db.read(move |s| s.repo_state(id))?.project;
     // The images the service's containers run: a digest policy compares
     // what they were pulled as, whatever the tag points at locally now.
@@ -228,6 +229,14 @@ async fn check_stack(
         };
         let pattern = config.tag_pattern(&service);
         let min_age = config.min_age;
+        // Tags of this image that failed the gate as this service.
+        let failed_tags: Vec<String> = failed
+            .iter()
+            .filter(|(s, _)| *s == service)
+            .filter_map(|(_, image)| Reference::parse(image))
+            .filter(|f| f.registry == reference.registry && f.repository == reference.repository)
+            .map(|f| f.tag)
+            .collect();
         let (client, r) = (client.clone(), reference.clone());
         let found = tokio::task::spawn_blocking(move || {
             let (current, next) = match policy {
@@ -245,7 +254,8 @@ async fn check_stack(
                 _ => client.tags(&r).map(|tags| {
                     (
                         r.tag.clone(),
-                        candidate(&r.tag, &tags, policy, pattern.as_ref(), &[]).map(String::from),
+                        candidate(&r.tag, &tags, policy, pattern.as_ref(), &failed_tags)
+                            .map(String::from),
                     )
                 }),
             }?;

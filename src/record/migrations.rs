@@ -332,6 +332,15 @@ pub const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL,
         PRIMARY KEY (stack_id, service)
     );",
+    // 22: images whose deployment failed its health gate, per service:
+    // never proposed again as an update.
+    "CREATE TABLE failed_images (
+        stack_id INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        image TEXT NOT NULL,
+        failed_at INTEGER NOT NULL,
+        PRIMARY KEY (stack_id, service, image)
+    );",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{Store, StoreError, query};
+use super::{Store, StoreError, now_ms, query};
 pub use crate::model::updates::UpdateRow;
 
 impl Store {
@@ -68,6 +68,39 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// `image` failed the health gate as `service` of the stack.
+    pub fn mark_image_failed(
+        &self,
+        stack_id: i64,
+        service: &str,
+        image: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO failed_images (stack_id, service, image, failed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (stack_id, service, image) DO UPDATE SET failed_at = excluded.failed_at",
+                params![stack_id, service, image, now_ms()],
+            )
+            .map_err(query("record an image that failed its gate"))?;
+        Ok(())
+    }
+
+    /// The images that failed the gate as each service of the stack:
+    /// (service, image).
+    pub fn failed_images(&self, stack_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT service, image FROM failed_images WHERE stack_id = ?1 ORDER BY service, image",
+            )
+            .map_err(query("list the images that failed their gate"))?;
+        let rows = stmt
+            .query_map([stack_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query("list the images that failed their gate"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list the images that failed their gate"))
     }
 
     /// The findings, of one repository's stacks or all, by repository,

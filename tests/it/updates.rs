@@ -239,3 +239,84 @@ fn dashboard_page(base: &str, token: &str, path: &str) -> String {
     assert_eq!(page.status(), 200);
     page.body_mut().read_to_string().unwrap()
 }
+
+/// A tag whose deployment failed its health gate (rolled back) is never
+/// proposed again; the next good one is.
+#[test]
+fn a_version_that_failed_its_gate_is_not_proposed_again() {
+    let password = format!("pw-{}", unique_name("updf"));
+    let registry = Registry::start("ci", &password);
+    let ns = unique_name("updf");
+    let good = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
+    // 1.4.3 exits at once: its own CMD, as a broken release would.
+    let broken_local = format!("kt-broken-{ns}");
+    let dockerfile = format!("FROM {IMAGE_1}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n");
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &broken_local, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+    }
+    assert!(build.wait().unwrap().success());
+    let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.3"));
+    let _untag = Untag(vec![good.clone(), broken.clone(), broken_local.clone()]);
+    let config = tempfile::tempdir().unwrap();
+    let config_file = config.path().join("config.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let service =
+        |image: &str| format!("services:\n  web:\n    image: {image}\n    stop_signal: SIGKILL\n");
+    let kedge_yaml = "updates:\n  services:\n    web: {policy: patch}\ndeploy:\n  stable_for: 2s\n  timeout: 30s\n";
+    let s = Stack::with_kedge(
+        "updfail",
+        &[
+            ("compose.yaml", &service(&good)),
+            ("kedge.yaml", kedge_yaml),
+        ],
+        Kedge::new()
+            .env("KEDGE_CONFIG", config_file.to_str().unwrap())
+            .env("KEDGE_TEST_REGISTRY_PASSWORD", &password),
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(row(&rows, "web")["candidate"], "1.4.3", "{rows}");
+
+    // Someone commits 1.4.3: its gate fails and the stack is rolled back.
+    s.remote.write("compose.yaml", &service(&broken));
+    s.remote.commit("web 1.4.3");
+    s.kedge.run(["sync", "--repo", &s.name]).code(1);
+    let running = s.running();
+    assert_eq!(running["web"].image, good, "rolled back to 1.4.2");
+
+    // 1.4.3 is not proposed again; 1.4.4, once published, is.
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(row(&rows, "web")["current"], "1.4.2", "{rows}");
+    assert_eq!(row(&rows, "web")["state"], "current", "{rows}");
+    registry.push(IMAGE_1, &format!("{ns}/app:1.4.4"));
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(row(&rows, "web")["candidate"], "1.4.4", "{rows}");
+}
