@@ -73,10 +73,12 @@ pub async fn page(
         limit: 20,
     })?;
     events.reverse();
+    // The page's name may be a stack's address (`repo/stack`): the
+    // findings are asked of its repository and picked by stack.
     let stack = status.stack.clone().unwrap_or_else(|| status.name.clone());
     let updates = app
         .ops
-        .updates(Some(&name))
+        .updates(Some(&status.name))
         .await?
         .into_iter()
         .filter(|u| u.stack == stack && u.candidate.is_some() && u.state != "error")
