@@ -21,6 +21,7 @@ pub mod model;
 pub mod notify;
 pub mod observe;
 pub mod ops;
+pub mod outbound;
 pub mod plan;
 pub mod process;
 pub mod record;

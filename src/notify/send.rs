@@ -98,13 +98,7 @@ impl Sender {
         // Redirects are never followed: a 301/302/303 would turn the POST
         // into an empty GET (the message lost, yet "200 OK"), and carry the
         // sink's token (`X-Gotify-Key`) to wherever `Location` points.
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!("kedge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = crate::outbound::agent(TIMEOUT);
         Sender {
             redactor: Redactor::of(&sink),
             sink,

@@ -94,13 +94,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(logins: Vec<Login>, ttl: Duration) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!("kedge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = crate::outbound::agent(TIMEOUT);
         Client {
             agent,
             logins: Mutex::new(logins),

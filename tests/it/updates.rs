@@ -20,6 +20,40 @@ impl Drop for Untag {
     }
 }
 
+/// A global config whose `registries:` log in to `registry` as `ci`, the
+/// password in the environment of each Kedge made from it.
+struct RegistryConfig {
+    dir: tempfile::TempDir,
+    password: String,
+}
+
+impl RegistryConfig {
+    fn new(registry: &Registry, password: &str) -> RegistryConfig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
+                registry.host()
+            ),
+        )
+        .unwrap();
+        RegistryConfig {
+            dir,
+            password: password.to_string(),
+        }
+    }
+
+    fn kedge(&self) -> Kedge {
+        Kedge::new()
+            .env(
+                "KEDGE_CONFIG",
+                self.dir.path().join("config.yaml").to_str().unwrap(),
+            )
+            .env("KEDGE_TEST_REGISTRY_PASSWORD", &self.password)
+    }
+}
+
 fn row<'a>(rows: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
     rows.as_array()
         .unwrap()
@@ -36,19 +70,8 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
     let cache = registry.push(IMAGE_1, &format!("{ns}/cache:7"));
     let _untag = Untag(vec![app.clone(), cache.clone()]);
-    let config = tempfile::tempdir().unwrap();
-    let config_file = config.path().join("config.yaml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
-            registry.host()
-        ),
-    )
-    .unwrap();
-    let kedge = Kedge::new()
-        .env("KEDGE_CONFIG", config_file.to_str().unwrap())
-        .env("KEDGE_TEST_REGISTRY_PASSWORD", &password);
+    let config = RegistryConfig::new(&registry, &password);
+    let kedge = config.kedge();
     let s = Stack::with_kedge(
         "updates",
         &[
@@ -177,9 +200,7 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
                 "updates:\n  min_age: 1000d\n  services:\n    web: {policy: patch}\n",
             ),
         ],
-        Kedge::new()
-            .env("KEDGE_CONFIG", config_file.to_str().unwrap())
-            .env("KEDGE_TEST_REGISTRY_PASSWORD", &password),
+        config.kedge(),
     );
     young.kedge.run(["sync", "--repo", &young.name]).success();
     let rows = young
@@ -269,16 +290,7 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
     assert!(build.wait().unwrap().success());
     let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.3"));
     let _untag = Untag(vec![good.clone(), broken.clone(), broken_local.clone()]);
-    let config = tempfile::tempdir().unwrap();
-    let config_file = config.path().join("config.yaml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
-            registry.host()
-        ),
-    )
-    .unwrap();
+    let config = RegistryConfig::new(&registry, &password);
     let service =
         |image: &str| format!("services:\n  web:\n    image: {image}\n    stop_signal: SIGKILL\n");
     let kedge_yaml = "updates:\n  services:\n    web: {policy: patch}\ndeploy:\n  stable_for: 2s\n  timeout: 30s\n";
@@ -288,9 +300,7 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
             ("compose.yaml", &service(&good)),
             ("kedge.yaml", kedge_yaml),
         ],
-        Kedge::new()
-            .env("KEDGE_CONFIG", config_file.to_str().unwrap())
-            .env("KEDGE_TEST_REGISTRY_PASSWORD", &password),
+        config.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let rows = s
