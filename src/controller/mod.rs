@@ -93,6 +93,9 @@ pub struct Shared {
     /// The age identities that open SOPS files, loaded once and again
     /// when the key file changes.
     sops: std::sync::OnceLock<Arc<crate::desired::secrets::KeyRing>>,
+    /// The registry client of image update checks (its cache and
+    /// backoffs), made at the first check.
+    registry: std::sync::OnceLock<Arc<crate::registry::Client>>,
     /// One permit per apply in flight: `serve.max_parallel_deploys`.
     applies: tokio::sync::Semaphore,
     /// The containers as one list showed them, for the periodic checks.
@@ -159,6 +162,7 @@ impl Shared {
             commands: Arc::default(),
             fingerprint_key: std::sync::OnceLock::new(),
             sops: std::sync::OnceLock::new(),
+            registry: std::sync::OnceLock::new(),
             applies: tokio::sync::Semaphore::new(settings_parallel),
             views: view::Views::default(),
         }
@@ -339,9 +343,10 @@ where
 {
     // A key file that is missing or open to others is refused before
     // anything starts: better no serve than stacks failing one by one.
-    let keys = crate::desired::secrets::Identities::load(settings.sops_age_key_file.as_deref())?;
-    if !keys.is_empty() {
-        tracing::info!(sources = ?keys.sources, "SOPS age keys loaded");
+    let keys = crate::desired::secrets::KeyRing::load(settings.sops_age_key_file.as_deref())?;
+    let loaded = keys.current();
+    if !loaded.is_empty() {
+        tracing::info!(sources = ?loaded.sources, "SOPS age keys loaded");
     }
     let store = Store::open(&settings.data_dir)?;
     // Before anything else: a second serve must not touch the first one's work.
@@ -351,6 +356,8 @@ where
         tracing::warn!("docker engine not answering yet: {}", error_chain(&e));
     }
     let shared = Arc::new(Shared::new(settings, store, engine));
+    // The ring just checked, not a second read of the key file.
+    let _ = shared.sops.set(Arc::new(keys));
     tokio::spawn(watch_events(shared.clone()));
     tokio::spawn(hub::tail(shared.clone()));
     tokio::spawn(hub::retention(shared.clone()));

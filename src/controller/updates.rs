@@ -22,7 +22,6 @@ impl Shared {
     /// The registry client of update checks, with the `registries:`
     /// logins as they read now.
     fn registry_client(&self) -> Arc<Client> {
-        static CLIENT: std::sync::OnceLock<Arc<Client>> = std::sync::OnceLock::new();
         let logins: Vec<Login> = self
             .settings
             .registries
@@ -35,7 +34,9 @@ impl Shared {
                 })
             })
             .collect();
-        let client = CLIENT.get_or_init(|| Arc::new(Client::new(Vec::new(), CACHE)));
+        let client = self
+            .registry
+            .get_or_init(|| Arc::new(Client::new(Vec::new(), CACHE)));
         client.set_logins(logins);
         client.clone()
     }

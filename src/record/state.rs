@@ -368,6 +368,21 @@ impl Store {
         )
     }
 
+    /// The `updates:` section the deployment just recorded ran with, as
+    /// JSON (`None`: the stack checks nothing).
+    pub fn mark_updates_config(
+        &self,
+        stack_id: i64,
+        config: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let value = config.map_or(Value::Null, text);
+        self.set_state(
+            "record the stack's update settings",
+            stack_id,
+            &[("updates", value)],
+        )
+    }
+
     /// `commit` changed none of the deployed stack's inputs: what runs is
     /// what it says, and nothing was deployed.
     pub fn mark_unchanged(&self, stack_id: i64, commit: &str) -> Result<(), StoreError> {

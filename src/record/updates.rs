@@ -7,22 +7,6 @@ use super::{Store, StoreError, now_ms, query};
 pub use crate::model::updates::UpdateRow;
 
 impl Store {
-    /// The `updates:` section the deployment just recorded ran with, as
-    /// JSON (`None`: the stack checks nothing).
-    pub fn mark_updates_config(
-        &self,
-        stack_id: i64,
-        config: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE stack_state SET updates = ?2 WHERE stack_id = ?1",
-                params![stack_id, config],
-            )
-            .map_err(query("record the stack's update settings"))?;
-        Ok(())
-    }
-
     /// Every stack with update settings: (stack id, settings JSON).
     pub fn updates_configs(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self

@@ -117,13 +117,6 @@ fn parse_structured(text: &str) -> Result<Node, SopsError> {
     }
 }
 
-/// The recipients a SOPS file is encrypted for (public keys only).
-pub fn recipients(format: Format, bytes: &[u8]) -> Vec<String> {
-    read(format, bytes)
-        .map(|(_, md)| md.recipients())
-        .unwrap_or_default()
-}
-
 /// Decrypts a SOPS file with `ids`, checking its MAC.
 pub fn decrypt(format: Format, bytes: &[u8], ids: &Identities) -> Result<Plain, SopsError> {
     let (mut tree, md) = read(format, bytes)?;
