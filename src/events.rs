@@ -39,10 +39,12 @@ pub enum EventKind {
     StackOrphaned,
     StackRemoved,
     UpdateAvailable,
+    UpdateApplied,
+    UpdateFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -62,6 +64,8 @@ impl EventKind {
         EventKind::StackOrphaned,
         EventKind::StackRemoved,
         EventKind::UpdateAvailable,
+        EventKind::UpdateApplied,
+        EventKind::UpdateFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,8 @@ impl EventKind {
             EventKind::StackOrphaned => "stack_orphaned",
             EventKind::StackRemoved => "stack_removed",
             EventKind::UpdateAvailable => "update_available",
+            EventKind::UpdateApplied => "update_applied",
+            EventKind::UpdateFailed => "update_failed",
         }
     }
 
@@ -96,9 +102,10 @@ impl EventKind {
     /// when the commit waits (see [`NewEvent::severity`]).
     pub fn severity(self) -> Severity {
         match self {
-            EventKind::DeployFailed | EventKind::HealFailed | EventKind::CrashLoop => {
-                Severity::Error
-            }
+            EventKind::DeployFailed
+            | EventKind::HealFailed
+            | EventKind::CrashLoop
+            | EventKind::UpdateFailed => Severity::Error,
             EventKind::RolledBack
             | EventKind::DriftDetected
             | EventKind::Unhealthy

@@ -482,6 +482,17 @@ pub async fn apply_rendered(
                     .await?;
             }
             task.drift.after_apply();
+            if gate_failed && restored.is_some() {
+                // An update Kedge wrote back failed: Git is made to say
+                // again what runs.
+                let author = desired
+                    .kedge
+                    .updates
+                    .as_ref()
+                    .and_then(|u| u.git_author.clone());
+                super::write_back::after_failed_gate(shared, task, commit, author.as_deref())
+                    .await?;
+            }
             Err(ReconcileError::Apply {
                 commit: commit.to_string(),
                 note,

@@ -19,6 +19,7 @@ pub mod swarm;
 pub mod task;
 pub mod updates;
 pub mod view;
+mod write_back;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +139,23 @@ impl Shared {
     }
 
     /// The private directory of a stack's decrypted secrets.
+    /// The repository's remote and clone, with its credentials.
+    pub fn repository(&self, repo: &Repo) -> crate::source::git::Repository {
+        let clone = crate::source::clone_dir(&self.settings.data_dir, &repo.name);
+        crate::source::git::Repository::new(repo.url.expose(), &repo.branch, clone)
+            .with_timeout(self.settings.git_timeout)
+            .with_auth(
+                &crate::source::auth::effective(
+                    &repo.auth,
+                    repo.credential.as_deref(),
+                    repo.url.expose(),
+                    &self.settings.credentials,
+                ),
+                &self.settings.data_dir,
+                self.settings.poll_interval,
+            )
+    }
+
     pub fn secrets_dir(&self, stack_id: i64) -> std::path::PathBuf {
         crate::desired::secrets::private::stack_dir(&self.settings.data_dir, stack_id)
     }

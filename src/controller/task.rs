@@ -11,7 +11,6 @@ use crate::apply::ApplyError;
 use crate::desired::kedge_yaml::Mode;
 use crate::record::{Repo, Stack, StoreError};
 use crate::short;
-use crate::source::clone_dir;
 use crate::source::git::{GitError, Repository};
 
 /// A commit's paths and their git object ids, trees included.
@@ -171,26 +170,17 @@ impl RepoTask {
     /// The task of `stack` of `repo`: a stack other than the root one runs
     /// from its own worktree of the repository's clone.
     pub fn of_stack(shared: &Shared, repo: Repo, stack: Stack) -> Self {
-        let clone = clone_dir(&shared.settings.data_dir, &repo.name);
         let now = Instant::now();
-        let git = Repository::new(repo.url.expose(), &repo.branch, clone.clone());
+        let git = shared.repository(&repo);
         let git = if stack.root {
             git
         } else {
+            let clone = git.clone.clone();
             let dir = clone.with_file_name(stack.file_name());
             git.worktree_of(clone, dir)
         };
         RepoTask {
-            git: git.with_timeout(shared.settings.git_timeout).with_auth(
-                &crate::source::auth::effective(
-                    &repo.auth,
-                    repo.credential.as_deref(),
-                    repo.url.expose(),
-                    &shared.settings.credentials,
-                ),
-                &shared.settings.data_dir,
-                shared.settings.poll_interval,
-            ),
+            git,
             repo,
             stack,
             first: Some(Trigger::Startup),

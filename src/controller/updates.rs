@@ -1,7 +1,8 @@
 //! controller: image update checks (fleet.md §3) — each deployed stack's
 //! services against their registries, by the `updates:` policy they were
 //! deployed with. Findings are stored per service; a new candidate is
-//! announced once (`update_available`). Reports only: nothing applied.
+//! announced once (`update_available`); under `apply: commit` it is
+//! written back to Git (`write_back`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,11 +121,11 @@ async fn check_stacks(
         .into_iter()
         .map(|s| (s.id, s))
         .collect();
-    let before: HashMap<(String, String, String), Option<String>> = shared
+    let before: HashMap<(String, String, String), UpdateRow> = shared
         .db
         .read(move |s| s.updates(repo))?
         .into_iter()
-        .map(|r| ((r.repo, r.stack, r.service), r.candidate))
+        .map(|r| ((r.repo.clone(), r.stack.clone(), r.service.clone()), r))
         .collect();
     let mut all = Vec::new();
     for (stack_id, json) in configs {
@@ -137,9 +138,11 @@ async fn check_stacks(
         let Some(config) = Updates::from_json(&json) else {
             continue;
         };
-        let rows = check_stack(shared, &client, stack, &config).await?;
+        let mut rows = check_stack(shared, &client, stack, &config).await?;
         for r in &rows {
-            let seen = before.get(&(r.repo.clone(), r.stack.clone(), r.service.clone()));
+            let seen = before
+                .get(&(r.repo.clone(), r.stack.clone(), r.service.clone()))
+                .map(|b| &b.candidate);
             if let Some(c) = &r.candidate
                 && r.state != "error"
                 && seen != Some(&Some(c.clone()))
@@ -158,6 +161,19 @@ async fn check_stacks(
                     .field("policy", r.policy.clone()),
                 );
             }
+        }
+        if config.apply == Apply::Commit {
+            // A failure already reported for the same candidate is not
+            // announced again.
+            let failed: HashMap<String, String> = rows
+                .iter()
+                .filter_map(|r| {
+                    let b = before.get(&(r.repo.clone(), r.stack.clone(), r.service.clone()))?;
+                    (b.state == "failed" && b.candidate == r.candidate)
+                        .then(|| (r.service.clone(), b.detail.clone().unwrap_or_default()))
+                })
+                .collect();
+            super::write_back::commit(shared, stack, &config, &mut rows, &failed).await?;
         }
         let (id, kept) = (stack_id, rows.clone());
         shared

@@ -151,15 +151,21 @@ pub fn parse(top: &Section, env: Env) -> Result<Option<Updates>, SchemaError> {
         // who asks for a commit must not get a report in silence.
         apply: u
             .parsed("apply", env, |v| match Apply::parse(v) {
-                Some(Apply::Report) => Ok(Apply::Report),
-                Some(_) => Err("report (commit and deploy are not available yet)".to_string()),
+                Some(Apply::Deploy) => {
+                    Err("report or commit (deploy is not available yet)".to_string())
+                }
+                Some(apply) => Ok(apply),
                 None => Err("report, commit or deploy".to_string()),
             })?
             .unwrap_or_default(),
         window: u.parsed("window", env, |v| Window::parse(v).map(|_| v.to_string()))?,
         min_age: u.parsed("min_age", env, duration)?,
         tag_pattern: u.parsed("tag_pattern", env, pattern)?,
-        git_author: u.string("git_author", env)?.map(|(s, _)| s),
+        git_author: u.parsed("git_author", env, |v| {
+            crate::source::write_back::Author::parse(v)
+                .map(|_| v.to_string())
+                .ok_or_else(|| "`Name <email>`".to_string())
+        })?,
         services,
     }))
 }
@@ -228,8 +234,12 @@ mod tests {
                 "line 2: `updates.tag_pattern`: invalid value \"(\", expected a regular expression",
             ),
             (
-                "updates:\n  apply: commit\n",
-                "line 2: `updates.apply`: invalid value \"commit\", expected report (commit and deploy are not available yet)",
+                "updates:\n  apply: deploy\n",
+                "line 2: `updates.apply`: invalid value \"deploy\", expected report or commit (deploy is not available yet)",
+            ),
+            (
+                "updates:\n  git_author: kedge\n",
+                "line 2: `updates.git_author`: invalid value \"kedge\", expected `Name <email>`",
             ),
             (
                 "updates:\n  min_age: soon\n",

@@ -97,7 +97,9 @@ pub fn line(e: &Event) -> String {
         EventKind::HealFailed => format!("{repo}: heal of service {service} failed: {message}"),
         EventKind::CrashLoop => format!("{repo}: service {service} is {message}"),
         EventKind::Unhealthy => format!("{repo}: service {service} is unhealthy: {message}"),
-        EventKind::UpdateAvailable => format!("{repo}: service {service}: {message}"),
+        EventKind::UpdateAvailable | EventKind::UpdateApplied | EventKind::UpdateFailed => {
+            format!("{repo}: service {service}: {message}")
+        }
         EventKind::StackUnchanged
         | EventKind::StackAdded
         | EventKind::StackOrphaned

@@ -341,6 +341,17 @@ pub const MIGRATIONS: &[&str] = &[
         failed_at INTEGER NOT NULL,
         PRIMARY KEY (stack_id, service, image)
     );",
+    // 23: the commits Kedge wrote back to Git for image updates: a gate
+    // that fails one is followed by its revert.
+    "CREATE TABLE update_commits (
+        stack_id INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        commit_id TEXT NOT NULL,
+        service TEXT NOT NULL,
+        image_from TEXT NOT NULL,
+        image_to TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (stack_id, commit_id, service)
+    );",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -120,4 +120,68 @@ impl Store {
         rows.collect::<Result<_, _>>()
             .map_err(query("list the update findings"))
     }
+
+    /// Kedge pushed `commit` moving `service` of the stack from `from` to `to`.
+    pub fn record_update_commit(
+        &self,
+        stack_id: i64,
+        commit: &str,
+        service: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO update_commits
+                    (stack_id, commit_id, service, image_from, image_to, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![stack_id, commit, service, from, to, now_ms()],
+            )
+            .map_err(query("record a write-back commit"))?;
+        Ok(())
+    }
+
+    /// The updates `commit` wrote for the stack, if Kedge wrote it:
+    /// (service, from image, to image).
+    pub fn update_commit(
+        &self,
+        stack_id: i64,
+        commit: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT service, image_from, image_to FROM update_commits
+                 WHERE stack_id = ?1 AND commit_id = ?2 ORDER BY service",
+            )
+            .map_err(query("read a write-back commit"))?;
+        let rows = stmt
+            .query_map(params![stack_id, commit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(query("read a write-back commit"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("read a write-back commit"))
+    }
+
+    /// The write-back commits of the stack for `service`, newest first:
+    /// (commit, the image it moved to).
+    pub fn update_commits_of(
+        &self,
+        stack_id: i64,
+        service: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT commit_id, image_to FROM update_commits
+                 WHERE stack_id = ?1 AND service = ?2 ORDER BY created_at DESC",
+            )
+            .map_err(query("list write-back commits"))?;
+        let rows = stmt
+            .query_map(params![stack_id, service], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query("list write-back commits"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list write-back commits"))
+    }
 }

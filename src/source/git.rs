@@ -235,14 +235,14 @@ impl Repository {
         self
     }
 
-    fn transfer_timeout(&self) -> Duration {
+    pub(super) fn transfer_timeout(&self) -> Duration {
         self.timeout.saturating_mul(TRANSFER_FACTOR)
     }
 
     /// The one way to build a git command that talks to the remote: it
     /// carries the repository's credentials, in the environment. A token
     /// is read now, so a rotated one is used from the next command on.
-    fn remote_git(&self) -> Result<Cmd, GitError> {
+    pub(super) fn remote_git(&self) -> Result<Cmd, GitError> {
         let mut cmd = git_cmd();
         // A local source (a mounted repository, say) owned by another user:
         // git refuses it as of dubious ownership unless trusted, and the
@@ -298,7 +298,7 @@ impl Repository {
     /// Runs a command built by `remote_git`: ssh's failures become their
     /// own errors, and a host key recorded on first contact is logged
     /// with its fingerprint.
-    async fn run_remote(
+    pub(super) async fn run_remote(
         &self,
         cmd: Cmd,
         wrap: impl FnOnce(ProcessError) -> GitError,
@@ -687,7 +687,7 @@ const REPOSITORY_ENV: [&str; 10] = [
 /// `~/.gitconfig` (or `$XDG_CONFIG_HOME/git/config`) is read, so an
 /// `insteadOf` rewrite, a credential helper or `protocol.ext.allow` there
 /// changes nothing; nor do `-c` settings passed down in the environment.
-fn git_cmd() -> Cmd {
+pub(super) fn git_cmd() -> Cmd {
     let mut cmd = Cmd::new("git");
     // Kedge started from a git hook or inside another checkout: these would
     // point every git child at that repository instead of the clone.

@@ -3,8 +3,10 @@
 
 pub mod address;
 pub mod auth;
+pub mod edit;
 pub mod git;
 pub mod url;
+pub mod write_back;
 
 use std::path::{Path, PathBuf};
 

@@ -40,3 +40,4 @@ mod store_lock;
 mod swarm;
 mod updates;
 mod upgrade;
+mod write_back;

@@ -3,64 +3,9 @@
 //! `digest`, announced once, listed by `kedge updates`; nothing deployed.
 
 use crate::support::docker::{IMAGE_1, IMAGE_2};
-use crate::support::registry::Registry;
+use crate::support::registry::{Registry, RegistryConfig, Untag, broken_image, row};
 use crate::support::stack::{Stack, sleepers};
-use crate::support::{Kedge, unique_name, wait_for};
-
-/// Removes the local tags compose pulled when the test ends.
-struct Untag(Vec<String>);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", "--force", image])
-                .output();
-        }
-    }
-}
-
-/// A global config whose `registries:` log in to `registry` as `ci`, the
-/// password in the environment of each Kedge made from it.
-struct RegistryConfig {
-    dir: tempfile::TempDir,
-    password: String,
-}
-
-impl RegistryConfig {
-    fn new(registry: &Registry, password: &str) -> RegistryConfig {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            format!(
-                "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
-                registry.host()
-            ),
-        )
-        .unwrap();
-        RegistryConfig {
-            dir,
-            password: password.to_string(),
-        }
-    }
-
-    fn kedge(&self) -> Kedge {
-        Kedge::new()
-            .env(
-                "KEDGE_CONFIG",
-                self.dir.path().join("config.yaml").to_str().unwrap(),
-            )
-            .env("KEDGE_TEST_REGISTRY_PASSWORD", &self.password)
-    }
-}
-
-fn row<'a>(rows: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["service"] == service)
-        .unwrap_or_else(|| panic!("no row for {service}: {rows}"))
-}
+use crate::support::{unique_name, wait_for};
 
 #[test]
 fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
@@ -270,24 +215,7 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
     let ns = unique_name("updf");
     let good = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
     // 1.4.3 exits at once: its own CMD, as a broken release would.
-    let broken_local = format!("kt-broken-{ns}");
-    let dockerfile = format!("FROM {IMAGE_1}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n");
-    let mut build = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", &broken_local, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        build
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dockerfile.as_bytes())
-            .unwrap();
-    }
-    assert!(build.wait().unwrap().success());
+    let broken_local = broken_image(&ns);
     let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.3"));
     let _untag = Untag(vec![good.clone(), broken.clone(), broken_local.clone()]);
     let config = RegistryConfig::new(&registry, &password);

@@ -134,3 +134,85 @@ impl Drop for Registry {
         }
     }
 }
+
+/// Removes the local tags compose pulled when the test ends.
+pub struct Untag(pub Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "--force", image])
+                .output();
+        }
+    }
+}
+
+/// A global config whose `registries:` log in to `registry` as `ci`, the
+/// password in the environment of each Kedge made from it.
+pub struct RegistryConfig {
+    dir: tempfile::TempDir,
+    password: String,
+}
+
+impl RegistryConfig {
+    pub fn new(registry: &Registry, password: &str) -> RegistryConfig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "registries:\n  - host: {}\n    username: ci\n    password_env: KEDGE_TEST_REGISTRY_PASSWORD\n",
+                registry.host()
+            ),
+        )
+        .unwrap();
+        RegistryConfig {
+            dir,
+            password: password.to_string(),
+        }
+    }
+
+    pub fn kedge(&self) -> super::Kedge {
+        super::Kedge::new()
+            .env(
+                "KEDGE_CONFIG",
+                self.dir.path().join("config.yaml").to_str().unwrap(),
+            )
+            .env("KEDGE_TEST_REGISTRY_PASSWORD", &self.password)
+    }
+}
+
+pub fn row<'a>(rows: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == service)
+        .unwrap_or_else(|| panic!("no row for {service}: {rows}"))
+}
+
+/// A local image built from `IMAGE_1` whose command exits at once, as a
+/// broken release would: `kt-broken-<ns>`.
+pub fn broken_image(ns: &str) -> String {
+    let local = format!("kt-broken-{ns}");
+    let dockerfile = format!(
+        "FROM {}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n",
+        super::docker::IMAGE_1
+    );
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", &local, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+    }
+    assert!(build.wait().unwrap().success());
+    local
+}
