@@ -38,12 +38,16 @@ impl Author {
     }
 }
 
+/// Reads the files at the fetched tip (the checkout's root) and returns
+/// the new texts of those to change, by path, or why it cannot.
+pub type Edit = dyn Fn(&Path) -> Result<Vec<(String, String)>, String> + Sync;
+
 /// A change to commit: files to write (paths relative to the
 /// repository), or a commit to revert.
 pub enum Change<'a> {
     /// Computed at the tip fetched: it reads the files there and returns
     /// their new texts, or why it cannot.
-    Files(&'a (dyn Fn(&Path) -> Result<Vec<(String, String)>, String> + Sync)),
+    Files(&'a Edit),
     Revert(&'a str),
 }
 
