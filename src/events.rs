@@ -309,7 +309,10 @@ mod tests {
             .filter(|k| k.severity() == Severity::Error)
             .map(EventKind::as_str)
             .collect();
-        assert_eq!(errors, ["deploy_failed", "heal_failed", "crash_loop"]);
+        assert_eq!(
+            errors,
+            ["deploy_failed", "heal_failed", "crash_loop", "update_failed"]
+        );
         let warnings: Vec<&str> = EventKind::ALL
             .into_iter()
             .filter(|k| k.severity() == Severity::Warning)

@@ -174,11 +174,13 @@ pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), App
 /// hashes labels into its config hash, so only those services are recreated.
 /// `builds` maps build services to their build fingerprint, which labels
 /// the images they build (compose leaves `build` out of its config hash).
+/// `images` run in place of those the compose files name (`apply: deploy`).
 pub async fn write_label_override(
     path: &Path,
     project: &str,
     commits: &BTreeMap<String, String>,
     builds: &BTreeMap<String, String>,
+    images: &BTreeMap<String, String>,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
@@ -192,6 +194,9 @@ pub async fn write_label_override(
             let mut over = json!({ "labels": labels });
             if let Some(fingerprint) = builds.get(service) {
                 over["build"] = json!({ "labels": { KEDGE_BUILD: fingerprint } });
+            }
+            if let Some(image) = images.get(service) {
+                over["image"] = json!(image);
             }
             (service.clone(), over)
         })

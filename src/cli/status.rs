@@ -117,6 +117,15 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
                 one_line(&d.describe())
             )?;
         }
+        for o in &s.ahead_of_git {
+            writeln!(
+                out,
+                "  Ahead:       {} runs {} (Git names {})",
+                one_line(&o.service),
+                one_line(&o.image),
+                one_line(&o.base)
+            )?;
+        }
         for u in &s.updates {
             writeln!(
                 out,

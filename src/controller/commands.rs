@@ -70,7 +70,7 @@ async fn locked(shared: &Shared, repo: &Repo) -> Result<RepoLock, ReconcileError
 }
 
 /// The repository locked, with its clone in place; the task holds the lock.
-async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
+pub(super) async fn prepare(shared: &Arc<Shared>, task: &mut RepoTask) -> Result<(), CommandError> {
     let lock = locked(shared, &task.repo).await?;
     super::fail_interrupted(shared, &task.repo.name, task.stack_name(), task.id()).await;
     task.lock = Some(lock);
@@ -116,6 +116,11 @@ pub async fn run(
         Request::Diff { within } => diff(shared, task, within)
             .await
             .map(|r| Answer::Diff(Box::new(r))),
+        Request::ImageUpdate { changes } => {
+            super::image_update::deploy_images(shared, task, changes)
+                .await
+                .map(Answer::ImageUpdate)
+        }
     };
     task.lock = None;
     task.skip_gate = false;
@@ -142,10 +147,11 @@ async fn sync(
         let rendered = render_commit(task, &head)
             .await
             .map_err(ReconcileError::from)?;
-        let rendered = rendered.map_err(|(_, e)| CommandError::Refused {
+        let mut rendered = rendered.map_err(|(_, e)| CommandError::Refused {
             commit: head.clone(),
             error: error_chain(&e),
         })?;
+        super::image_update::run_instead(shared, task, &mut rendered.desired).await?;
         let previous = shared
             .db
             .read(|s| s.services(id))
@@ -266,7 +272,8 @@ async fn diff(
                 .await
                 .map_err(ReconcileError::from)?
             {
-                Ok(rendered) => {
+                Ok(mut rendered) => {
+                    super::image_update::run_instead(shared, task, &mut rendered.desired).await?;
                     let moves_from = state
                         .project
                         .clone()
@@ -413,6 +420,9 @@ async fn rollback(
                 .remote_head
         }
     };
+    // Images an update deployed in place of Git's go back to what ran
+    // before them, as the rest of the stack does.
+    super::image_update::step_back(shared, task, None).await?;
     let from_snapshot = !task.git.has_commit(&commit).await;
     let outcome = if from_snapshot {
         rollback_from_snapshot(shared, task, &commit).await
@@ -580,6 +590,7 @@ async fn rollback_from_snapshot(
         // A snapshot's inputs are not the commit's: the next commit renders.
         inputs: None,
         secrets: None,
+        images: Default::default(),
     };
     let message = format!(
         "{} [restored from the stored compose snapshot]",

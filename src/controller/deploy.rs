@@ -77,7 +77,7 @@ pub async fn deploy(
         return Ok(Outcome::Unchanged);
     }
     let Rendered {
-        desired,
+        mut desired,
         info,
         render_dir,
     } = match render_commit(task, commit).await? {
@@ -104,6 +104,7 @@ pub async fn deploy(
         return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
+    super::image_update::run_instead(shared, task, &mut desired).await?;
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
     if trigger.detects() {
         let mode = waits.then_some(desired.kedge.mode);
@@ -125,11 +126,16 @@ pub async fn deploy(
             mode: desired.kedge.mode,
         });
     }
+    // An image update has no commit message: it says what it deploys.
+    let message = match (trigger, &task.update_message) {
+        (Trigger::ImageUpdate, Some(m)) => m.clone(),
+        _ => info.message.clone(),
+    };
     apply_rendered(
         shared,
         task,
         &desired,
-        &info.message,
+        &message,
         trigger,
         Source::Checkout(render_dir),
     )
@@ -452,6 +458,10 @@ pub async fn apply_rendered(
                     .field("step", step.as_str())
                     .field("duration_ms", elapsed.as_millis() as u64),
             );
+            if trigger == Trigger::ImageUpdate {
+                // The images that ran before are what the restore puts back.
+                super::image_update::step_back(shared, task, Some(&changed)).await?;
+            }
             let restored = if decision.undo {
                 // A move undone: the new project goes, the old one comes
                 // back whole.
@@ -710,7 +720,14 @@ async fn apply_desired(
     apply::rollout::select_builds(&shared.engine, &desired.project, &built).await;
     let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
     let override_path = task.override_path();
-    apply::write_label_override(&override_path, &desired.project, &commits, &fingerprints).await?;
+    apply::write_label_override(
+        &override_path,
+        &desired.project,
+        &commits,
+        &fingerprints,
+        &desired.images,
+    )
+    .await?;
     let mut project = compose_in(&task.git.clone).with_file(override_path);
     // The stack's SOPS files, decrypted into its private directory, and
     // the override that points compose at them.

@@ -25,6 +25,10 @@ pub enum Request {
     Diff {
         within: Option<Duration>,
     },
+    /// Deploy these images in place of Git's (`updates.apply: deploy`).
+    ImageUpdate {
+        changes: Vec<crate::model::updates::ImageOverride>,
+    },
 }
 
 impl Request {
@@ -33,6 +37,7 @@ impl Request {
             Request::Sync { .. } => "sync",
             Request::Rollback { .. } => "rollback",
             Request::Diff { .. } => "diff",
+            Request::ImageUpdate { .. } => "image update",
         }
     }
 }
@@ -43,6 +48,8 @@ pub enum Answer {
     Sync(SyncReport),
     Rollback(RollbackReport),
     Diff(Box<DiffReport>),
+    /// The services an image update changed.
+    ImageUpdate(Vec<String>),
 }
 
 /// A request on its way to the task, with the ends the task answers on.

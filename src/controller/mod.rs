@@ -8,6 +8,7 @@ pub mod fan_out;
 pub mod gate;
 pub mod heal;
 pub mod hub;
+pub mod image_update;
 pub mod in_flight;
 pub mod inbox;
 pub mod lock;

@@ -96,7 +96,15 @@ pub async fn restore_previous(
             .await
             .map(drop)
     } else {
-        apply::write_label_override(&override_path, &project, &commits, &fingerprints).await
+        // The images the restored deployment ran in place of Git's.
+        let images: BTreeMap<String, String> = shared
+            .db
+            .read(|s| s.image_overrides(id))?
+            .into_iter()
+            .map(|o| (o.service, o.image))
+            .collect();
+        apply::write_label_override(&override_path, &project, &commits, &fingerprints, &images)
+            .await
     };
     if result.is_ok() && !swarm {
         let prune =

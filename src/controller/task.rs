@@ -155,6 +155,9 @@ pub struct RepoTask {
     pub(super) fetched: Option<String>,
     /// `kedge sync --no-wait`: this task's deployments skip the health gate.
     pub skip_gate: bool,
+    /// The deployment message of an image update in progress (it has no
+    /// commit message of its own).
+    pub update_message: Option<String>,
     /// The last deployment of this task went through the health gate.
     pub gated: bool,
     /// A command waits to hear the id of the deployment it records.
@@ -193,6 +196,7 @@ impl RepoTask {
             announced: false,
             fetched: None,
             skip_gate: false,
+            update_message: None,
             gated: false,
             announce: None,
             engine_returns_seen: shared.engine_returns(),

@@ -175,6 +175,9 @@ async fn check_stacks(
                 .collect();
             super::write_back::commit(shared, stack, &config, &mut rows, &failed).await?;
         }
+        if config.apply == Apply::Deploy {
+            super::image_update::apply(shared, stack, &mut rows).await?;
+        }
         let (id, kept) = (stack_id, rows.clone());
         shared
             .db
@@ -221,13 +224,22 @@ async fn check_stack(
         let Some(image) = record.spec.image.clone() else {
             continue;
         };
-        let Some(reference) = Reference::parse(&image).filter(|r| r.digest.is_none()) else {
-            continue;
-        };
         if policy == Policy::None {
             continue;
         }
+        let Some(mut reference) = Reference::parse(&image) else {
+            continue;
+        };
+        // A digest pinned after a tag (`apply: deploy` of a digest
+        // policy): the tag is what is checked, the pin what runs.
+        let pinned = reference.digest.take();
+        if pinned.is_some() && (policy != Policy::Digest || !image.contains(':')) {
+            continue;
+        }
+        // The image as named, without a pinned digest: `name:tag`.
+        let tagged = image.split('@').next().unwrap_or(&image).to_string();
         let local = match (policy, running.get(&service)) {
+            (Policy::Digest, _) if pinned.is_some() => Some(pinned.clone().into_iter().collect()),
             (Policy::Digest, Some(image_id)) => Some(
                 shared
                     .engine
@@ -247,25 +259,40 @@ async fn check_stack(
         let pattern = config.tag_pattern(&service);
         let min_age = config.min_age;
         // Tags of this image that failed the gate as this service.
-        let failed_tags: Vec<String> = failed
+        let failed_refs: Vec<Reference> = failed
             .iter()
             .filter(|(s, _)| *s == service)
             .filter_map(|(_, image)| Reference::parse(image))
             .filter(|f| f.registry == reference.registry && f.repository == reference.repository)
-            .map(|f| f.tag)
             .collect();
-        let (client, r) = (client.clone(), reference.clone());
+        let failed_tags: Vec<String> = failed_refs
+            .iter()
+            .filter(|f| f.digest.is_none())
+            .map(|f| f.tag.clone())
+            .collect();
+        let failed_digests: Vec<String> = failed_refs
+            .into_iter()
+            .filter(|f| f.tag == reference.tag)
+            .filter_map(|f| f.digest)
+            .collect();
+        let (client, r, image_now) = (client.clone(), reference.clone(), image.clone());
         let found = tokio::task::spawn_blocking(move || {
-            let (current, next) = match policy {
+            let (current, next, running_image) = match policy {
                 Policy::Digest => client.digest(&r).map(|remote| {
                     let local = local.unwrap_or_default();
                     let current = local.first().cloned();
                     // Any digest the running image is known by is the tag's:
-                    // a pull of an unchanged tag records no second one.
-                    let changed = !local.is_empty() && !local.contains(&remote);
+                    // a pull of an unchanged tag records no second one. A
+                    // digest that failed its gate is no candidate.
+                    let changed = !local.is_empty()
+                        && !local.contains(&remote)
+                        && !failed_digests.contains(&remote);
                     (
-                        current.map_or_else(|| "-".to_string(), |c| short_digest(&c)),
-                        changed.then(|| short_digest(&remote)),
+                        current
+                            .as_deref()
+                            .map_or_else(|| "-".to_string(), short_digest),
+                        changed.then_some(remote),
+                        current.map(|c| format!("{tagged}@{c}")),
                     )
                 }),
                 _ => client.tags(&r).map(|tags| {
@@ -273,6 +300,7 @@ async fn check_stack(
                         r.tag.clone(),
                         candidate(&r.tag, &tags, policy, pattern.as_ref(), &failed_tags)
                             .map(String::from),
+                        Some(image_now),
                     )
                 }),
             }?;
@@ -288,7 +316,19 @@ async fn check_stack(
                 }
                 _ => None,
             };
-            Ok((current, next, young))
+            // What runs and what the candidate is, in full.
+            let candidate_image = next.as_ref().map(|c| match policy {
+                Policy::Digest => format!("{tagged}@{c}"),
+                _ => match tagged.strip_suffix(r.tag.as_str()) {
+                    Some(name) if name.ends_with(':') => format!("{name}{c}"),
+                    _ => format!("{tagged}:{c}"),
+                },
+            });
+            let next = match policy {
+                Policy::Digest => next.map(|d: String| short_digest(&d)),
+                _ => next,
+            };
+            Ok((current, next, young, running_image, candidate_image))
         })
         .await
         .unwrap_or_else(|e| {
@@ -297,6 +337,11 @@ async fn check_stack(
                 why: e.to_string(),
             })
         });
+        let (running_image, candidate_image) = match &found {
+            Ok((_, _, _, running, candidate)) => (running.clone(), candidate.clone()),
+            Err(_) => (None, None),
+        };
+        let found = found.map(|(current, next, young, _, _)| (current, next, young));
         let (current, candidate, state, detail) = match found {
             Ok((current, Some(c), Some(young))) => (current, Some(c), "waiting", Some(young)),
             Ok((current, Some(c), None)) => match &waiting {
@@ -331,6 +376,8 @@ async fn check_stack(
             state: state.to_string(),
             detail,
             checked_at: now,
+            running_image,
+            candidate_image,
         });
     }
     Ok(rows)

@@ -2,6 +2,7 @@
 //! (source → **desired** → observe → plan → apply → record).
 
 pub mod contained;
+pub mod images;
 pub mod inputs;
 pub mod kedge_yaml;
 pub mod layout;

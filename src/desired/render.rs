@@ -93,6 +93,9 @@ pub struct Desired {
     /// serialized; `apply` writes them to the private directory.
     #[serde(skip)]
     pub secrets: Option<std::sync::Arc<StackSecrets>>,
+    /// Images run in place of those Git names (`apply: deploy`), by
+    /// service: see `run_instead`.
+    pub images: BTreeMap<String, String>,
 }
 
 /// Renders `commit`, checked out at `checkout`, as it will be deployed
@@ -238,6 +241,7 @@ pub async fn render(
         rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
         inputs: stack_inputs,
         secrets: secrets.map(|(s, _)| std::sync::Arc::new(s)),
+        images: BTreeMap::new(),
     })
 }
 

@@ -147,13 +147,8 @@ pub fn parse(top: &Section, env: Env) -> Result<Option<Updates>, SchemaError> {
         check_interval: u
             .parsed("check_interval", env, duration)?
             .unwrap_or(DEFAULT_CHECK_INTERVAL),
-        // Refused rather than ignored until they are built: an operator
-        // who asks for a commit must not get a report in silence.
         apply: u
             .parsed("apply", env, |v| match Apply::parse(v) {
-                Some(Apply::Deploy) => {
-                    Err("report or commit (deploy is not available yet)".to_string())
-                }
                 Some(apply) => Ok(apply),
                 None => Err("report, commit or deploy".to_string()),
             })?
@@ -232,10 +227,6 @@ mod tests {
             (
                 "updates:\n  tag_pattern: '('\n",
                 "line 2: `updates.tag_pattern`: invalid value \"(\", expected a regular expression",
-            ),
-            (
-                "updates:\n  apply: deploy\n",
-                "line 2: `updates.apply`: invalid value \"deploy\", expected report or commit (deploy is not available yet)",
             ),
             (
                 "updates:\n  git_author: kedge\n",

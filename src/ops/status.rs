@@ -56,6 +56,10 @@ pub struct RepoStatus {
     /// Newer images the last update check found (fleet.md §3).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<crate::model::updates::UpdateRow>,
+    /// Images an update deployed without a commit: the stack is ahead of
+    /// the tags Git names (`updates.apply: deploy`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ahead_of_git: Vec<crate::model::updates::ImageOverride>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -198,6 +202,7 @@ async fn collect(
     let state_of = |id: i64| states.get(&id).cloned().unwrap_or_default();
     let mut updates = shared.db.read(|s| s.updates(None))?;
     updates.retain(|u| u.candidate.is_some() && u.state != "error");
+    let overrides = shared.db.read(|s| s.all_image_overrides())?;
     // The branch heads, as `diff` reads them: with `serve` running, what it
     // checked; otherwise the remotes, asked side by side.
     let tasks: Vec<RepoTask> = units
@@ -304,8 +309,14 @@ async fn collect(
             .filter(|u| u.repo == repo.name && u.stack == stack.name)
             .cloned()
             .collect();
+        let ahead_of_git = overrides
+            .iter()
+            .filter(|(id, _)| *id == stack.id)
+            .map(|(_, o)| o.clone())
+            .collect();
         out.push(RepoStatus {
             updates: stack_updates,
+            ahead_of_git,
             name: repo.name,
             stack: (!stack.root).then_some(stack.name),
             branch: repo.branch,

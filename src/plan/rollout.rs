@@ -121,6 +121,7 @@ mod tests {
             rendered: String::new(),
             inputs: None,
             secrets: None,
+            images: Default::default(),
             services: services
                 .iter()
                 .map(|(n, h, i)| (n.to_string(), spec(n, h, i)))

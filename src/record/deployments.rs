@@ -53,6 +53,8 @@ pub enum Trigger {
     Retry,
     Sync,
     Rollback,
+    /// A newer image deployed without a commit (`updates.apply: deploy`).
+    ImageUpdate,
 }
 
 impl Trigger {
@@ -65,6 +67,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Sync => "sync",
             Trigger::Rollback => "rollback",
+            Trigger::ImageUpdate => "image_update",
         }
     }
 
@@ -77,6 +80,7 @@ impl Trigger {
             "retry" => Trigger::Retry,
             "sync" => Trigger::Sync,
             "rollback" => Trigger::Rollback,
+            "image_update" => Trigger::ImageUpdate,
             _ => return None,
         })
     }

@@ -352,6 +352,15 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (stack_id, commit_id, service)
     );",
+    // 24: images `apply: deploy` runs in place of Git's, per service.
+    "CREATE TABLE image_overrides (
+        stack_id INTEGER NOT NULL REFERENCES stacks(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        base TEXT NOT NULL,
+        image TEXT NOT NULL,
+        previous TEXT,
+        PRIMARY KEY (stack_id, service)
+    );",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

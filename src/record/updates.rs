@@ -4,7 +4,7 @@
 use rusqlite::params;
 
 use super::{Store, StoreError, now_ms, query};
-pub use crate::model::updates::UpdateRow;
+pub use crate::model::updates::{ImageOverride, UpdateRow};
 
 impl Store {
     /// Every stack with update settings: (stack id, settings JSON).
@@ -114,6 +114,8 @@ impl Store {
                     state: r.get(7)?,
                     detail: r.get(8)?,
                     checked_at: r.get(9)?,
+                    running_image: None,
+                    candidate_image: None,
                 })
             })
             .map_err(query("list the update findings"))?;
@@ -183,5 +185,100 @@ impl Store {
             .map_err(query("list write-back commits"))?;
         rows.collect::<Result<_, _>>()
             .map_err(query("list write-back commits"))
+    }
+
+    /// The images the stack runs in place of Git's, by service.
+    pub fn image_overrides(&self, stack_id: i64) -> Result<Vec<ImageOverride>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT service, base, image, previous FROM image_overrides
+                 WHERE stack_id = ?1 ORDER BY service",
+            )
+            .map_err(query("list the image overrides"))?;
+        let rows = stmt
+            .query_map([stack_id], |r| {
+                Ok(ImageOverride {
+                    service: r.get(0)?,
+                    base: r.get(1)?,
+                    image: r.get(2)?,
+                    previous: r.get(3)?,
+                })
+            })
+            .map_err(query("list the image overrides"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list the image overrides"))
+    }
+
+    /// The stack runs `o.image` for `o.service` from now on.
+    pub fn set_image_override(&self, stack_id: i64, o: &ImageOverride) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO image_overrides (stack_id, service, base, image, previous)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![stack_id, o.service, o.base, o.image, o.previous],
+            )
+            .map_err(query("record an image override"))?;
+        Ok(())
+    }
+
+    /// `service` runs Git's image again.
+    pub fn remove_image_override(&self, stack_id: i64, service: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM image_overrides WHERE stack_id = ?1 AND service = ?2",
+                params![stack_id, service],
+            )
+            .map_err(query("remove an image override"))?;
+        Ok(())
+    }
+
+    /// An override goes back to what ran before it: the image it replaced,
+    /// or Git's when that was Git's.
+    pub fn step_back_image_override(&self, stack_id: i64, service: &str) -> Result<(), StoreError> {
+        let current = self
+            .image_overrides(stack_id)?
+            .into_iter()
+            .find(|o| o.service == service);
+        match current {
+            Some(o) => match o.previous.clone().filter(|p| *p != o.base) {
+                Some(previous) => self.set_image_override(
+                    stack_id,
+                    &ImageOverride {
+                        image: previous,
+                        previous: None,
+                        ..o
+                    },
+                ),
+                None => self.remove_image_override(stack_id, service),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Every stack's image overrides: (stack id, override).
+    pub fn all_image_overrides(&self) -> Result<Vec<(i64, ImageOverride)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT stack_id, service, base, image, previous FROM image_overrides
+                 ORDER BY stack_id, service",
+            )
+            .map_err(query("list the image overrides"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    ImageOverride {
+                        service: r.get(1)?,
+                        base: r.get(2)?,
+                        image: r.get(3)?,
+                        previous: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(query("list the image overrides"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("list the image overrides"))
     }
 }

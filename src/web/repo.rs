@@ -464,6 +464,8 @@ mod tests {
             state: "available".into(),
             detail: None,
             checked_at: 0,
+            running_image: None,
+            candidate_image: None,
         };
         let html = update_badge(&row).into_string();
         assert!(html.contains("class=\"update\""), "{html}");

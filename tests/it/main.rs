@@ -19,6 +19,7 @@ mod gate;
 mod harness;
 mod hooks;
 mod image;
+mod image_update;
 mod metrics;
 mod notify;
 mod packaging;
