@@ -311,7 +311,12 @@ mod tests {
             .collect();
         assert_eq!(
             errors,
-            ["deploy_failed", "heal_failed", "crash_loop", "update_failed"]
+            [
+                "deploy_failed",
+                "heal_failed",
+                "crash_loop",
+                "update_failed"
+            ]
         );
         let warnings: Vec<&str> = EventKind::ALL
             .into_iter()

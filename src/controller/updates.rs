@@ -139,6 +139,16 @@ async fn check_stacks(
             continue;
         };
         let mut rows = check_stack(shared, &client, stack, &config).await?;
+        for r in rows.iter().filter(|r| r.state == "error") {
+            // Said once when it starts failing, not at every check after.
+            let was = before.get(&(r.repo.clone(), r.stack.clone(), r.service.clone()));
+            let detail = r.detail.as_deref().unwrap_or_default();
+            if was.is_none_or(|b| b.state != "error") {
+                tracing::warn!(repo = %r.repo, stack = %r.stack, service = %r.service, "update check failed: {detail}");
+            } else {
+                tracing::debug!(repo = %r.repo, stack = %r.stack, service = %r.service, "update check still failing: {detail}");
+            }
+        }
         for r in &rows {
             let seen = before
                 .get(&(r.repo.clone(), r.stack.clone(), r.service.clone()))

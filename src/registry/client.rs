@@ -47,6 +47,9 @@ pub enum RegistryError {
     },
     #[error("registry {registry} answered HTTP {status}")]
     Status { registry: String, status: u16 },
+    /// A 3xx: only a blob's is followed (see `created`).
+    #[error("registry {registry} redirected to {location}")]
+    Redirect { registry: String, location: String },
     #[error("registry {registry} answered something unreadable: {why}")]
     Answer { registry: String, why: String },
 }
@@ -217,17 +220,24 @@ impl Client {
         let url = format!("{base}/v2/{}/blobs/{config}", r.repository);
         let body = match self.call("GET", &url, r, None) {
             Ok((_, _, body)) => body,
-            // Blobs often live elsewhere (object storage): the redirect
-            // would carry no credentials Kedge may send there; said, not
-            // followed.
-            Err(RegistryError::Status {
-                status: 301 | 302 | 303 | 307 | 308,
-                ..
-            }) => {
-                return Err(answer(
-                    "the image config is stored elsewhere (a redirect Kedge does not follow)"
-                        .into(),
-                ));
+            // Blobs often live elsewhere (object storage, a CDN): the
+            // redirect is followed once, with no credentials (its URL
+            // carries its own signature), over HTTPS unless the registry
+            // itself is plain HTTP.
+            Err(RegistryError::Redirect { location, .. }) => {
+                let target = blob_location(&base, &location).ok_or_else(|| {
+                    answer(format!(
+                        "the image config is redirected to {location}, which Kedge does not follow"
+                    ))
+                })?;
+                match self.send("GET", &target, None, None, r)? {
+                    (200..=299, _, body) => body,
+                    (status, _, _) => {
+                        return Err(answer(format!(
+                            "the image config's redirect answered HTTP {status}"
+                        )));
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
@@ -373,6 +383,12 @@ impl Client {
                         registry: r.registry.clone(),
                         status,
                         wait: asked,
+                    });
+                }
+                301 | 302 | 303 | 307 | 308 if headers.contains_key("location") => {
+                    return Err(RegistryError::Redirect {
+                        registry: r.registry.clone(),
+                        location: headers["location"].clone(),
                     });
                 }
                 _ => {
@@ -553,9 +569,48 @@ fn challenge_params(s: &str) -> HashMap<String, String> {
     out
 }
 
+/// Where a blob redirect may be followed: an absolute URL over HTTPS, or
+/// over HTTP when the registry (`base`) is plain HTTP too; a path is on
+/// the registry itself.
+fn blob_location(base: &str, location: &str) -> Option<String> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(format!("{base}{location}"));
+    }
+    let plain = base.starts_with("http://");
+    (location.starts_with("https://") || (plain && location.starts_with("http://")))
+        .then(|| location.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_redirects_go_only_where_they_may() {
+        let cases = [
+            (
+                "https://r.example",
+                "https://cdn.example/b?sig=1",
+                Some("https://cdn.example/b?sig=1"),
+            ),
+            ("https://r.example", "http://cdn.example/b", None),
+            (
+                "http://127.0.0.1:5000",
+                "http://127.0.0.1:9000/b",
+                Some("http://127.0.0.1:9000/b"),
+            ),
+            (
+                "https://r.example",
+                "/v2/x/blobs/y",
+                Some("https://r.example/v2/x/blobs/y"),
+            ),
+            ("https://r.example", "//evil.example/b", None),
+            ("https://r.example", "file:///etc/passwd", None),
+        ];
+        for (base, location, want) in cases {
+            assert_eq!(blob_location(base, location).as_deref(), want, "{location}");
+        }
+    }
 
     #[test]
     fn challenges_and_links_are_read() {

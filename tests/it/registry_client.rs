@@ -230,3 +230,47 @@ fn tags_follow_link_pages_on_the_same_registry_with_basic_auth_learnt_once() {
     );
     assert_eq!(client.requests(), 3);
 }
+
+/// A config blob stored elsewhere: the redirect is followed once, and the
+/// registry's credentials stay with the registry.
+#[test]
+fn a_blob_redirect_is_followed_without_the_registrys_credentials() {
+    let (store_port, stored) = scripted(vec![answer(
+        "200 OK",
+        &[],
+        r#"{"created":"2026-11-02T03:04:05Z"}"#,
+    )]);
+    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:abc","size":2},"layers":[]}"#;
+    let location = format!("Location: http://127.0.0.1:{store_port}/blob?sig=s");
+    let (port, served) = scripted(vec![
+        answer(
+            "401 Unauthorized",
+            &["WWW-Authenticate: Basic realm=\"r\""],
+            "",
+        ),
+        answer(
+            "200 OK",
+            &["Content-Type: application/vnd.oci.image.manifest.v1+json"],
+            manifest,
+        ),
+        answer("307 Temporary Redirect", &[&location], ""),
+    ]);
+    let login = Login {
+        host: format!("127.0.0.1:{port}"),
+        username: "u".into(),
+        password: "p".into(),
+    };
+    let client = Client::new(vec![login], std::time::Duration::from_secs(60));
+    let r = Reference::parse(&format!("127.0.0.1:{port}/app:1.0.0")).unwrap();
+    let created = client.created(&r).unwrap();
+    assert_eq!(created, Some(1_793_588_645_000), "2026-11-02T03:04:05Z");
+    let seen = served.join().unwrap();
+    assert_eq!(seen[2].0, "GET /v2/app/blobs/sha256:abc HTTP/1.1");
+    assert_eq!(seen[2].1.as_deref(), Some("Basic dTpw"));
+    let stored = stored.join().unwrap();
+    assert_eq!(
+        stored,
+        [("GET /blob?sig=s HTTP/1.1".to_string(), None)],
+        "no credentials sent to the blob store"
+    );
+}

@@ -258,3 +258,52 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
         .json();
     assert_eq!(row(&rows, "web")["candidate"], "1.4.4", "{rows}");
 }
+
+/// A registry that stops answering: the check says so once, the finding
+/// shows the error, and nothing is deployed.
+#[test]
+fn a_registry_that_is_down_is_reported_once_and_changes_nothing() {
+    let password = format!("pw-{}", unique_name("upd"));
+    let registry = Registry::start("ci", &password);
+    let ns = unique_name("updd");
+    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
+    let _untag = Untag(vec![app.clone()]);
+    let config = RegistryConfig::new(&registry, &password);
+    let s = Stack::with_kedge(
+        "upddown",
+        &[
+            ("compose.yaml", &sleepers(&[("web", &app)])),
+            (
+                "kedge.yaml",
+                "updates:\n  apply: deploy\n  services:\n    web: {policy: patch}\n",
+            ),
+        ],
+        config.kedge(),
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let deployments = s.history().as_array().unwrap().len();
+    drop(registry);
+    let first = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"]);
+    let rows = first.json();
+    assert_eq!(row(&rows, "web")["state"], "error", "{rows}");
+    assert!(
+        row(&rows, "web")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{rows}"
+    );
+    first.stderr_has("update check failed");
+    let second = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"]);
+    assert!(
+        !second.stderr.contains("update check failed"),
+        "said once: {}",
+        second.stderr
+    );
+    assert_eq!(s.history().as_array().unwrap().len(), deployments);
+    assert_eq!(s.running()["web"].image, app);
+}
