@@ -82,7 +82,11 @@ impl Ops {
             .db
             .read(|s| s.updates(None))?
             .into_iter()
-            .filter(|u| u.candidate.is_some() && u.state != "error")
+            // Applied ones are on their way in; errors found nothing.
+            .filter(|u| {
+                u.candidate.is_some()
+                    && matches!(u.state.as_str(), "available" | "waiting" | "failed")
+            })
             .map(|u| (u.repo, u.stack, u.service))
             .collect();
         Ok(MetricsReport {

@@ -297,7 +297,11 @@ fn update_badge(u: &UpdateRow) -> Markup {
     let candidate = u.candidate.as_deref().unwrap_or_default();
     html! {
         span.update title={ "update " (u.state) " (" (u.policy) "): " (u.current) " → " (candidate) } {
-            "update available: " (candidate)
+            @match u.state.as_str() {
+                "applied" => { "update applied: " (candidate) }
+                "failed" => { "update failed: " (candidate) }
+                _ => { "update available: " (candidate) }
+            }
         }
     }
 }
