@@ -90,10 +90,14 @@ pub struct Pushed {
     pub retried: bool,
 }
 
-/// Whether git's answer to a push says the branch had moved.
+/// Whether git's answer to a push says the branch had moved: not a fast
+/// forward any more, or moved by another push while this one was checked
+/// (the remote's ref update then fails).
 fn non_fast_forward(stderr: &str) -> bool {
-    stderr.contains("[rejected]")
-        && (stderr.contains("non-fast-forward") || stderr.contains("fetch first"))
+    (stderr.contains("[rejected]")
+        && (stderr.contains("non-fast-forward") || stderr.contains("fetch first")))
+        || (stderr.contains("[remote rejected]")
+            && (stderr.contains("failed to update ref") || stderr.contains("cannot lock ref")))
 }
 
 impl Repository {
@@ -298,6 +302,9 @@ mod tests {
         ));
         assert!(non_fast_forward(
             " ! [rejected]        HEAD -> main (non-fast-forward)"
+        ));
+        assert!(non_fast_forward(
+            " ! [remote rejected] HEAD -> main (failed to update ref)"
         ));
         assert!(!non_fast_forward(
             " ! [remote rejected] HEAD -> main (pre-receive hook declined)"

@@ -271,3 +271,118 @@ fn an_interpolated_tag_that_fails_its_gate_is_reverted_and_not_proposed_again() 
         "notify committed nothing"
     );
 }
+
+/// Over smart HTTP with a token: the write-back pushes with the
+/// repository's credentials, and a branch that moves between Kedge's fetch
+/// and its push (another push lands first) is refetched and the update
+/// made again on the new tip, once.
+#[test]
+fn a_write_back_pushes_with_the_token_and_retries_once_when_the_branch_moved() {
+    use crate::support::docker::ComposeProject;
+    use crate::support::git::GitRemote;
+    use crate::support::http_git::HttpGit;
+    use crate::support::stack::with_quick_gate;
+
+    let password = format!("pw-{}", unique_name("wbh"));
+    let registry = Registry::start("ci", &password);
+    let ns = unique_name("wbh");
+    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
+    let _untag = Untag(vec![app.clone()]);
+    let config = RegistryConfig::new(&registry, &password);
+
+    let name = unique_name("wbh");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "compose.yaml",
+        &format!("services:\n  web:\n    image: {app}\n    stop_signal: SIGKILL\n"),
+    );
+    remote.write(
+        "kedge.yaml",
+        &with_quick_gate("updates:\n  apply: commit\n  services:\n    web: {policy: patch}\n"),
+    );
+    let first = remote.commit("first");
+    let token = format!("tok-{}", unique_name("wbh"));
+    let server = HttpGit::start(remote.bare.parent().unwrap(), "bot", &token);
+    let var = format!("KEDGE_TEST_GIT_TOKEN_{}", std::process::id());
+    let kedge = config.kedge().env(&var, &token);
+    kedge
+        .run([
+            "repo",
+            "add",
+            &server.url(&name),
+            "--token-env",
+            &var,
+            "--username",
+            "bot",
+        ])
+        .success();
+    let _project = ComposeProject::named(&name);
+    kedge.run(["sync", "--repo", &name]).success();
+
+    // The first push that reaches the remote finds the branch moved by
+    // someone else's commit, made while the push was checked.
+    let marks = tempfile::tempdir().unwrap();
+    let hook = remote.bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\ncat >/dev/null\n[ -e '{mark}' ] && exit 0\ntouch '{mark}'\nunset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES\ntip=$(git rev-parse refs/heads/main)\nnew=$(echo 'someone else' | GIT_AUTHOR_NAME=dev GIT_AUTHOR_EMAIL=dev@example.org GIT_COMMITTER_NAME=dev GIT_COMMITTER_EMAIL=dev@example.org git commit-tree \"$tip^{{tree}}\" -p \"$tip\")\ngit update-ref refs/heads/main \"$new\" \"$tip\"\n",
+            mark = marks.path().join("moved").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let newer = registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
+    let _untag_newer = Untag(vec![newer]);
+    let rows = kedge
+        .run(["updates", "check", "--repo", &name, "-o", "json"])
+        .json();
+    assert_eq!(row(&rows, "web")["state"], "applied", "{rows}");
+
+    let bare = remote.bare.to_str().unwrap().to_string();
+    let show = |rev: &str, format: &str| {
+        git(
+            &remote.work,
+            &[
+                "--git-dir",
+                &bare,
+                "show",
+                "-s",
+                &format!("--format={format}"),
+                rev,
+            ],
+        )
+    };
+    let head = remote.remote_head();
+    assert_eq!(show(&head, "%s"), "kedge: update web to 1.4.3");
+    let moved = show(&head, "%P");
+    assert_eq!(
+        show(&moved, "%s"),
+        "someone else",
+        "made again on the new tip"
+    );
+    assert_eq!(show(&moved, "%P"), first);
+    let events = kedge.run(["events", "-o", "json"]).json();
+    let applied: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "update_applied")
+        .collect();
+    assert_eq!(applied.len(), 1, "{events}");
+    assert_eq!(applied[0]["fields"]["retried"], true, "{events}");
+    assert_eq!(applied[0]["commit"], head.as_str());
+    // The token went to git through its environment: not in the clone's config.
+    let clone_config = std::fs::read_to_string(
+        kedge
+            .data_dir()
+            .join("repos")
+            .join(&name)
+            .join(".git/config"),
+    )
+    .unwrap();
+    assert!(!clone_config.contains(&token));
+}
