@@ -5,9 +5,8 @@
 //! the previous digest, and a window that holds an update back.
 
 use crate::support::docker::{IMAGE_1, IMAGE_2};
-use crate::support::registry::{Registry, RegistryConfig, Untag, broken_image, row};
+use crate::support::registry::{UpdateLab, broken_image, row};
 use crate::support::stack::Stack;
-use crate::support::unique_name;
 
 fn check(s: &Stack) -> serde_json::Value {
     s.kedge
@@ -29,14 +28,11 @@ fn window_not_now() -> String {
 
 #[test]
 fn deploy_runs_the_candidate_without_a_commit_and_a_rollback_returns_to_the_old_digest() {
-    let password = format!("pw-{}", unique_name("iu"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("iu");
-    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let cache = registry.push(IMAGE_1, &format!("{ns}/cache:7"));
-    let broken_local = broken_image(&ns);
-    let _untag = Untag(vec![app.clone(), cache.clone(), broken_local.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
+    let lab = UpdateLab::start("iu");
+    let app = lab.push(IMAGE_1, "app:1.4.2");
+    let cache = lab.push(IMAGE_1, "cache:7");
+    let broken_local = broken_image(&lab.ns);
+    lab.untag_after(broken_local.clone());
     let compose = format!(
         "services:\n  web:\n    image: {app}\n    stop_signal: SIGKILL\n  cache:\n    image: {cache}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n"
     );
@@ -49,7 +45,7 @@ fn deploy_runs_the_candidate_without_a_commit_and_a_rollback_returns_to_the_old_
                 "updates:\n  apply: deploy\n  services:\n    web: {policy: patch}\n    cache: {policy: digest}\ndeploy:\n  stable_for: 2s\n  timeout: 30s\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let commit = s.remote.remote_head();
@@ -73,13 +69,12 @@ fn deploy_runs_the_candidate_without_a_commit_and_a_rollback_returns_to_the_old_
                 ),
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     held.kedge.run(["sync", "--repo", &held.name]).success();
 
-    let newer = registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
-    registry.push(IMAGE_2, &format!("{ns}/cache:7"));
-    let _untag_newer = Untag(vec![newer.clone()]);
+    let newer = lab.push(IMAGE_1, "app:1.4.3");
+    lab.push(IMAGE_2, "cache:7");
 
     let rows = check(&held);
     assert_eq!(row(&rows, "web")["state"], "waiting", "{rows}");
@@ -137,8 +132,7 @@ fn deploy_runs_the_candidate_without_a_commit_and_a_rollback_returns_to_the_old_
 
     // 1.4.4 crash-loops: its gate fails, 1.4.3 comes back, and 1.4.4 is
     // never proposed again.
-    let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.4"));
-    let _untag_broken = Untag(vec![broken.clone()]);
+    lab.push(&broken_local, "app:1.4.4");
     let rows = check(&s);
     assert_eq!(row(&rows, "web")["state"], "failed", "{rows}");
     assert_eq!(s.running()["web"].image, newer, "1.4.3 is back");

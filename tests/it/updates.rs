@@ -3,20 +3,16 @@
 //! `digest`, announced once, listed by `kedge updates`; nothing deployed.
 
 use crate::support::docker::{IMAGE_1, IMAGE_2};
-use crate::support::registry::{Registry, RegistryConfig, Untag, broken_image, row};
+use crate::support::registry::{UpdateLab, broken_image, row};
 use crate::support::stack::{Stack, sleepers};
-use crate::support::{unique_name, wait_for};
+use crate::support::wait_for;
 
 #[test]
 fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
-    let password = format!("pw-{}", unique_name("upd"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("upd");
-    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let cache = registry.push(IMAGE_1, &format!("{ns}/cache:7"));
-    let _untag = Untag(vec![app.clone(), cache.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
-    let kedge = config.kedge();
+    let lab = UpdateLab::start("upd");
+    let app = lab.push(IMAGE_1, "app:1.4.2");
+    let cache = lab.push(IMAGE_1, "cache:7");
+    let kedge = lab.kedge();
     let s = Stack::with_kedge(
         "updates",
         &[
@@ -47,10 +43,10 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     assert!(pulled.starts_with("sha256:"), "{rows}");
 
     // 1.4.3 and 1.5.0 published: `patch` proposes 1.4.3.
-    registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
-    registry.push(IMAGE_1, &format!("{ns}/app:1.5.0"));
+    lab.push(IMAGE_1, "app:1.4.3");
+    lab.push(IMAGE_1, "app:1.5.0");
     // cache:7 rebuilt: the same tag, new content.
-    registry.push(IMAGE_2, &format!("{ns}/cache:7"));
+    lab.push(IMAGE_2, "cache:7");
     let rows = s
         .kedge
         .run(["updates", "check", "--repo", &s.name, "-o", "json"])
@@ -113,7 +109,7 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     // serve checks by itself shortly after it starts (then every
     // check_interval): 1.4.4 is found without `check`, and the API
     // answers the findings.
-    registry.push(IMAGE_1, &format!("{ns}/app:1.4.4"));
+    lab.push(IMAGE_1, "app:1.4.4");
     let token = s.kedge.token("updates-reader", "read");
     let api = s
         .kedge
@@ -145,7 +141,7 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
                 "updates:\n  min_age: 1000d\n  services:\n    web: {policy: patch}\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     young.kedge.run(["sync", "--repo", &young.name]).success();
     let rows = young
@@ -210,15 +206,12 @@ fn dashboard_page(base: &str, token: &str, path: &str) -> String {
 /// proposed again; the next good one is.
 #[test]
 fn a_version_that_failed_its_gate_is_not_proposed_again() {
-    let password = format!("pw-{}", unique_name("updf"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("updf");
-    let good = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
+    let lab = UpdateLab::start("updf");
+    let good = lab.push(IMAGE_1, "app:1.4.2");
     // 1.4.3 exits at once: its own CMD, as a broken release would.
-    let broken_local = broken_image(&ns);
-    let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.3"));
-    let _untag = Untag(vec![good.clone(), broken.clone(), broken_local.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
+    let broken_local = broken_image(&lab.ns);
+    lab.untag_after(broken_local.clone());
+    let broken = lab.push(&broken_local, "app:1.4.3");
     let service =
         |image: &str| format!("services:\n  web:\n    image: {image}\n    stop_signal: SIGKILL\n");
     let kedge_yaml = "updates:\n  services:\n    web: {policy: patch}\ndeploy:\n  stable_for: 2s\n  timeout: 30s\n";
@@ -228,7 +221,7 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
             ("compose.yaml", &service(&good)),
             ("kedge.yaml", kedge_yaml),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let rows = s
@@ -251,7 +244,7 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
         .json();
     assert_eq!(row(&rows, "web")["current"], "1.4.2", "{rows}");
     assert_eq!(row(&rows, "web")["state"], "current", "{rows}");
-    registry.push(IMAGE_1, &format!("{ns}/app:1.4.4"));
+    lab.push(IMAGE_1, "app:1.4.4");
     let rows = s
         .kedge
         .run(["updates", "check", "--repo", &s.name, "-o", "json"])
@@ -263,12 +256,8 @@ fn a_version_that_failed_its_gate_is_not_proposed_again() {
 /// shows the error, and nothing is deployed.
 #[test]
 fn a_registry_that_is_down_is_reported_once_and_changes_nothing() {
-    let password = format!("pw-{}", unique_name("upd"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("updd");
-    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let _untag = Untag(vec![app.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
+    let mut lab = UpdateLab::start("upd");
+    let app = lab.push(IMAGE_1, "app:1.4.2");
     let s = Stack::with_kedge(
         "upddown",
         &[
@@ -278,11 +267,11 @@ fn a_registry_that_is_down_is_reported_once_and_changes_nothing() {
                 "updates:\n  apply: deploy\n  services:\n    web: {policy: patch}\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let deployments = s.history().as_array().unwrap().len();
-    drop(registry);
+    lab.registry.stop();
     let first = s
         .kedge
         .run(["updates", "check", "--repo", &s.name, "-o", "json"]);

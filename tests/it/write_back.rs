@@ -6,7 +6,7 @@
 
 use crate::support::docker::IMAGE_1;
 use crate::support::git::git;
-use crate::support::registry::{Registry, RegistryConfig, Untag, broken_image, row};
+use crate::support::registry::{UpdateLab, broken_image, row};
 use crate::support::stack::Stack;
 use crate::support::{unique_name, wait_for};
 
@@ -62,12 +62,8 @@ fn events_of(s: &Stack, kind: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
-    let password = format!("pw-{}", unique_name("wb"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("wb");
-    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let _untag = Untag(vec![app.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
+    let lab = UpdateLab::start("wb");
+    let app = lab.push(IMAGE_1, "app:1.4.2");
     let compose = format!(
         "# the shop\nservices:\n  web:\n    image: {app}   # bumped by Kedge\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n"
     );
@@ -80,12 +76,11 @@ fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
                 "updates:\n  apply: commit\n  git_author: Release Bot <bot@example.org>\n  services:\n    web: {policy: patch}\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let first = s.remote.remote_head();
-    let newer = registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
-    let _untag_newer = Untag(vec![newer.clone()]);
+    let newer = lab.push(IMAGE_1, "app:1.4.3");
 
     // serve checks shortly after it starts: it commits 1.4.3 and, woken by
     // its own push (the poll is an hour), deploys the commit.
@@ -137,8 +132,7 @@ fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
     s.kedge
         .run(["rollback", "--repo", &s.name, &first])
         .success();
-    let latest = registry.push(IMAGE_1, &format!("{ns}/app:1.4.4"));
-    let _untag_latest = Untag(vec![latest]);
+    lab.push(IMAGE_1, "app:1.4.4");
     let rows = s
         .kedge
         .run(["updates", "check", "--repo", &s.name, "-o", "json"])
@@ -152,14 +146,11 @@ fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
 
 #[test]
 fn an_interpolated_tag_that_fails_its_gate_is_reverted_and_not_proposed_again() {
-    let password = format!("pw-{}", unique_name("wbf"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("wbf");
-    let good = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let broken_local = broken_image(&ns);
-    let broken = registry.push(&broken_local, &format!("{ns}/app:1.4.3"));
-    let _untag = Untag(vec![good.clone(), broken.clone(), broken_local]);
-    let config = RegistryConfig::new(&registry, &password);
+    let lab = UpdateLab::start("wbf");
+    let good = lab.push(IMAGE_1, "app:1.4.2");
+    let broken_local = broken_image(&lab.ns);
+    lab.untag_after(broken_local.clone());
+    lab.push(&broken_local, "app:1.4.3");
     let name = good.strip_suffix(":1.4.2").unwrap();
     let env = "# pinned versions\nAPP_TAG=1.4.2\nOTHER=1.4.2\n";
     let s = Stack::with_kedge(
@@ -177,7 +168,7 @@ fn an_interpolated_tag_that_fails_its_gate_is_reverted_and_not_proposed_again() 
                 "updates:\n  apply: commit\n  services:\n    web: {policy: patch}\ndeploy:\n  stable_for: 2s\n  timeout: 30s\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     s.kedge.run(["sync", "--repo", &s.name]).success();
     let first = s.remote.remote_head();
@@ -194,7 +185,7 @@ fn an_interpolated_tag_that_fails_its_gate_is_reverted_and_not_proposed_again() 
                 "reconciliation:\n  mode: notify\nupdates:\n  apply: commit\n  services:\n    web: {policy: patch}\n",
             ),
         ],
-        config.kedge(),
+        lab.kedge(),
     );
     quiet.kedge.run(["sync", "--repo", &quiet.name]).success();
     let rows = quiet
@@ -283,12 +274,8 @@ fn a_write_back_pushes_with_the_token_and_retries_once_when_the_branch_moved() {
     use crate::support::http_git::HttpGit;
     use crate::support::stack::with_quick_gate;
 
-    let password = format!("pw-{}", unique_name("wbh"));
-    let registry = Registry::start("ci", &password);
-    let ns = unique_name("wbh");
-    let app = registry.push(IMAGE_1, &format!("{ns}/app:1.4.2"));
-    let _untag = Untag(vec![app.clone()]);
-    let config = RegistryConfig::new(&registry, &password);
+    let lab = UpdateLab::start("wbh");
+    let app = lab.push(IMAGE_1, "app:1.4.2");
 
     let name = unique_name("wbh");
     let remote = GitRemote::new(&name);
@@ -304,7 +291,7 @@ fn a_write_back_pushes_with_the_token_and_retries_once_when_the_branch_moved() {
     let token = format!("tok-{}", unique_name("wbh"));
     let server = HttpGit::start(remote.bare.parent().unwrap(), "bot", &token);
     let var = format!("KEDGE_TEST_GIT_TOKEN_{}", std::process::id());
-    let kedge = config.kedge().env(&var, &token);
+    let kedge = lab.kedge().env(&var, &token);
     kedge
         .run([
             "repo",
@@ -335,8 +322,7 @@ fn a_write_back_pushes_with_the_token_and_retries_once_when_the_branch_moved() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let newer = registry.push(IMAGE_1, &format!("{ns}/app:1.4.3"));
-    let _untag_newer = Untag(vec![newer]);
+    lab.push(IMAGE_1, "app:1.4.3");
     let rows = kedge
         .run(["updates", "check", "--repo", &name, "-o", "json"])
         .json();

@@ -125,6 +125,14 @@ auth:
     }
 }
 
+impl Registry {
+    /// Stops answering: the process is gone, its port closed.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -215,4 +223,54 @@ pub fn broken_image(ns: &str) -> String {
     }
     assert!(build.wait().unwrap().success());
     local
+}
+
+/// What the image update tests share: a registry with basic auth, a
+/// namespace of the test's own in it, and the Kedge config that logs in;
+/// every image pushed (or named by `untag_after`) is untagged locally
+/// when the lab goes.
+pub struct UpdateLab {
+    pub registry: Registry,
+    pub ns: String,
+    pub config: RegistryConfig,
+    local: std::sync::Mutex<Vec<String>>,
+}
+
+impl UpdateLab {
+    pub fn start(prefix: &str) -> UpdateLab {
+        let password = format!("pw-{}", super::unique_name(prefix));
+        let registry = Registry::start("ci", &password);
+        let config = RegistryConfig::new(&registry, &password);
+        UpdateLab {
+            registry,
+            ns: super::unique_name(prefix),
+            config,
+            local: Default::default(),
+        }
+    }
+
+    /// Pushes `local` as `<ns>/<image>` (`app:1.4.2`); the full reference.
+    pub fn push(&self, local: &str, image: &str) -> String {
+        let pushed = self.registry.push(local, &format!("{}/{image}", self.ns));
+        self.untag_after(pushed.clone());
+        pushed
+    }
+
+    pub fn untag_after(&self, image: String) {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(image);
+    }
+
+    pub fn kedge(&self) -> super::Kedge {
+        self.config.kedge()
+    }
+}
+
+impl Drop for UpdateLab {
+    fn drop(&mut self) {
+        let local = std::mem::take(&mut *self.local.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(Untag(local));
+    }
 }
