@@ -121,3 +121,38 @@ fn the_value_types_depend_on_no_stage() {
     let seen = assert_no_file_names(&dir, &forbidden);
     assert!(seen >= 9, "only {seen} files in src/model");
 }
+
+/// The controller and the operations ask a stack's target to act; they
+/// never branch on its kind (fleet.md §4: a remote host is configuration,
+/// not a new code path).
+#[test]
+fn the_controller_holds_no_branch_on_the_target() {
+    let forbidden: Vec<String> = [
+        "Target::Swarm",
+        "Target::Compose",
+        "target::swarm",
+        "target::compose",
+        "\"swarm\"",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for dir in ["src/controller", "src/ops"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let seen = assert_no_file_names(&dir, &forbidden);
+        assert!(seen >= 5, "only {seen} files in {}", dir.display());
+    }
+}
+
+/// Targets sit below the controller: they are handed what they work
+/// with (`Site`), and name neither the controller nor the faces.
+#[test]
+fn targets_know_nothing_of_the_controller() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/target");
+    let forbidden: Vec<String> = ["controller", "ops", "http", "api", "web", "cli"]
+        .into_iter()
+        .map(|m| format!("crate::{m}"))
+        .collect();
+    let seen = assert_no_file_names(&dir, &forbidden);
+    assert!(seen >= 4, "only {seen} files in src/target");
+}

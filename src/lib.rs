@@ -27,6 +27,7 @@ pub mod process;
 pub mod record;
 pub mod registry;
 pub mod source;
+pub mod target;
 pub mod time;
 pub mod web;
 

@@ -132,21 +132,6 @@ pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyErro
         })
 }
 
-/// Takes a stack down for good, whatever its target: `docker stack rm`
-/// for a Swarm stack, [`down_stack`] for a compose project. What `repo
-/// remove --down`, `stack remove --down` and `stacks_removed: down` do.
-pub async fn take_down(
-    project: &str,
-    swarm: bool,
-    lock_fd: Option<RawFd>,
-) -> Result<(), ApplyError> {
-    if swarm {
-        stack::remove(project, lock_fd).await
-    } else {
-        down_stack(project, lock_fd).await
-    }
-}
-
 /// Takes a stack down for good (`repo remove --down`): [`down`], then its
 /// containers' anonymous volumes, which nothing could ever mount again.
 /// Named volumes are kept. A volume that cannot be removed is logged.

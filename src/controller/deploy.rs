@@ -9,13 +9,13 @@ use std::time::Instant;
 
 use super::Shared;
 use super::task::{Outcome, ReconcileError, RepoTask, StepError, Trigger};
-use crate::apply::{self, ApplyError};
-use crate::desired::kedge_yaml::{Gate, Mode, Target};
+use crate::apply::ApplyError;
+use crate::desired::kedge_yaml::{Gate, Mode};
 use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
 use crate::plan::failure;
 use crate::plan::rollout::rollout;
-use crate::record::{DeployStep, DeploymentStatus, NewDeployment, ServiceRecord};
+use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
 use crate::source::git::GitError;
 use crate::{error_chain, short};
 
@@ -196,14 +196,7 @@ async fn unchanged(
     Ok(true)
 }
 
-/// Where a rendered project's files come from.
-pub enum Source {
-    /// The commit, checked out in the render worktree.
-    Checkout(PathBuf),
-    /// A compose snapshot stored with an earlier deployment, for a commit
-    /// that is gone from the repository.
-    Snapshot,
-}
+pub use crate::target::Source;
 
 /// Applies a rendered project and records the deployment.
 pub async fn apply_rendered(
@@ -258,17 +251,24 @@ pub async fn apply_rendered(
         ..
     } = rollout(desired, &previous, commit);
     let applied_ms = crate::time::now_ms();
+    let target = crate::target::Target::of(Some(desired.kedge.target));
     let result = {
         let _turn = shared.apply_turn().await;
-        apply_desired(
-            shared, task, desired, &source, &records, &previous, &changed,
-        )
-        .await
+        target
+            .apply(
+                &task.site(shared),
+                desired,
+                &source,
+                &records,
+                &previous,
+                &changed,
+            )
+            .await
+            .map_err(StepError::from)
     };
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
     task.gated = false;
-    let swarm = desired.kedge.target == Target::Swarm;
     let gated = match result {
         Ok(()) if desired.kedge.gate.wait && !task.skip_gate => {
             task.gated = true;
@@ -277,15 +277,15 @@ pub async fn apply_rendered(
                 .filter_map(|s| desired.services.get(s))
                 .collect();
             tracing::debug!(repo = %name, services = ?changed, "health gate");
-            let watched = watch_gate(
-                shared,
-                swarm,
-                &desired.project,
-                &specs,
-                &desired.kedge.gate,
-                applied_ms,
-            )
-            .await;
+            let watched = target
+                .watch_gate(
+                    &shared.engine,
+                    &desired.project,
+                    &specs,
+                    &desired.kedge.gate,
+                    applied_ms,
+                )
+                .await;
             watched.map(drop).map_err(|f| {
                 if f.engine_lost() {
                     StepError::GateEngine(f)
@@ -301,11 +301,9 @@ pub async fn apply_rendered(
         Ok(()) => {
             // The labels compose wrote (the specs Swarm holds) are the truth
             // about what it applied.
-            if swarm {
-                super::swarm::settle(shared, task, &desired.project, &mut records).await;
-            } else {
-                record_config_hashes(shared, &desired.project, &mut records).await;
-            }
+            target
+                .settle(&task.site(shared), &desired.project, &mut records)
+                .await;
             let status = if trigger == Trigger::Rollback {
                 DeploymentStatus::RolledBack
             } else {
@@ -362,8 +360,8 @@ pub async fn apply_rendered(
             let gate_failed = matches!(e, StepError::Gate(_));
             // Swarm's own `failure_action: rollback` already put the previous
             // version of these services back.
-            let swarm_rolled: Vec<&str> = match &e {
-                StepError::Gate(f) => f.rolled_back_by_swarm(),
+            let target_rolled: Vec<&str> = match &e {
+                StepError::Gate(f) => f.rolled_back_by_target(),
                 _ => Vec::new(),
             };
             let deployed = shared.db.read(|s| s.repo_state(id))?.deployed_commit;
@@ -372,7 +370,7 @@ pub async fn apply_rendered(
                 rollback_on_failure: desired.kedge.gate.rollback_on_failure,
                 is_rollback: trigger == Trigger::Rollback,
                 changed: &changed,
-                swarm_rolled: &swarm_rolled,
+                target_rolled: &target_rolled,
                 has_deployed: deployed.is_some(),
             });
             let mut error = error_chain(&e);
@@ -382,11 +380,9 @@ pub async fn apply_rendered(
             let mut restored_gate = None;
             if decision.keep {
                 // What runs is what was applied, and drift is measured against it.
-                if swarm {
-                    super::swarm::settle(shared, task, &desired.project, &mut records).await;
-                } else {
-                    record_config_hashes(shared, &desired.project, &mut records).await;
-                }
+                target
+                    .settle(&task.site(shared), &desired.project, &mut records)
+                    .await;
             } else if let (true, Some(deployed)) = (decision.restore_checkout, &deployed) {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
@@ -545,23 +541,6 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
     }
 }
 
-/// The health gate of `specs` on the stack's target: compose's containers
-/// or Swarm's tasks.
-pub(super) async fn watch_gate(
-    shared: &Shared,
-    swarm: bool,
-    project: &str,
-    specs: &[&ServiceSpec],
-    gate: &Gate,
-    applied_ms: i64,
-) -> Result<std::time::Duration, super::gate::GateFailure> {
-    if swarm {
-        super::swarm::watch(shared, project, specs, gate, applied_ms).await
-    } else {
-        super::gate::watch(&shared.engine, project, specs, gate, applied_ms).await
-    }
-}
-
 /// The step a deployment failed at, as the failure decision sees it.
 fn failed_step(e: &StepError) -> failure::FailedStep {
     match e {
@@ -667,145 +646,6 @@ fn commit_detected(repo: &str, commit: &str, message: &str, waits: Option<Mode>)
             .field("waits", true)
             .field("mode", mode.as_str()),
         None => event.field("waits", false),
-    }
-}
-
-async fn apply_desired(
-    shared: &Shared,
-    task: &RepoTask,
-    desired: &Desired,
-    source: &Source,
-    records: &BTreeMap<String, ServiceRecord>,
-    previous: &BTreeMap<String, ServiceRecord>,
-    changed: &[String],
-) -> Result<(), StepError> {
-    if desired.kedge.target == Target::Swarm {
-        let checkout = matches!(source, Source::Checkout(_));
-        return super::swarm::apply_stack(shared, task, desired, checkout, records).await;
-    }
-    // Images first, from the render checkout: a missing image fails here,
-    // before the deployed checkout or any container changes.
-    let (services, images) = apply::rollout::missing_images(&shared.engine, desired).await;
-    // The project in a tree: the render checkout or the deployed one.
-    let compose_in = |dir: &std::path::Path| {
-        task.compose(shared, &desired.project, dir, desired.files.clone())
-            .with_profiles(&desired.kedge.profiles)
-            .with_env_files(&desired.env_files)
-    };
-    match source {
-        Source::Checkout(render_dir) => {
-            apply::pull(&compose_in(render_dir), &services, &images).await?;
-            task.git.checkout_deployed(&desired.commit).await?;
-        }
-        Source::Snapshot => {
-            apply::pull(&compose_in(&task.git.clone), &services, &images).await?;
-        }
-    }
-    let commits: BTreeMap<String, String> = records
-        .iter()
-        .map(|(s, r)| (s.clone(), r.commit.clone()))
-        .collect();
-    let fingerprints: BTreeMap<String, String> = desired
-        .services
-        .iter()
-        .filter_map(|(s, spec)| Some((s.clone(), spec.build_fingerprint.clone()?)))
-        .collect();
-    // A build of these inputs kept from before (a revert, a rollback) is
-    // put back under its name first: it is run as it was, not rebuilt.
-    let built: Vec<&crate::model::service::ServiceSpec> = desired
-        .services
-        .values()
-        .filter(|s| s.build.is_some())
-        .collect();
-    apply::rollout::select_builds(&shared.engine, &desired.project, &built).await;
-    let rebuild = apply::rollout::builds(&shared.engine, desired, previous).await;
-    let override_path = task.override_path();
-    apply::write_label_override(
-        &override_path,
-        &desired.project,
-        &commits,
-        &fingerprints,
-        &desired.images,
-    )
-    .await?;
-    let mut project = compose_in(&task.git.clone).with_file(override_path);
-    // The stack's SOPS files, decrypted into its private directory, and
-    // the override that points compose at them.
-    if let Some(secrets) = desired.secrets.clone().filter(|s| !s.is_empty()) {
-        let dir = shared.secrets_dir(task.id());
-        let written = tokio::task::spawn_blocking(move || secrets.write(&dir))
-            .await
-            .map_err(|e| ApplyError::Secrets(std::io::Error::other(e)))?
-            .map_err(ApplyError::Secrets)?;
-        project = project.with_file(written);
-    }
-    tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
-    let (touched, removed) = scope(desired, previous, changed, &rebuild);
-    let scope = if previous.is_empty() {
-        apply::Scope::All
-    } else {
-        apply::Scope::Only(&touched)
-    };
-    let prune = desired.kedge.prune
-        && apply::rollout::may_remove_orphans(&shared.engine, &desired.project, &desired.services)
-            .await;
-    let applied = apply::up(&project, &rebuild, scope, prune).await;
-    let rebuilt: Vec<&crate::model::service::ServiceSpec> = rebuild
-        .iter()
-        .filter_map(|s| desired.services.get(s))
-        .collect();
-    apply::rollout::keep_builds(&shared.engine, &desired.project, &rebuilt).await;
-    applied?;
-    if desired.kedge.prune && !previous.is_empty() {
-        apply::rollout::remove_services(&shared.engine, &desired.project, &removed).await?;
-    }
-    tracing::debug!(commit = short(&desired.commit), ?touched, "compose up done");
-    Ok(())
-}
-
-/// What a deployment over `previous` touches: the services it changed or
-/// rebuilds that the project defines (to `up`), and those it took out of
-/// the project (to remove). Unchanged services are left alone, a one-shot
-/// that completed included.
-fn scope(
-    desired: &Desired,
-    previous: &BTreeMap<String, ServiceRecord>,
-    changed: &[String],
-    rebuild: &[String],
-) -> (Vec<String>, Vec<String>) {
-    let mut touched: Vec<String> = changed
-        .iter()
-        .chain(rebuild)
-        .filter(|s| desired.services.contains_key(*s))
-        .cloned()
-        .collect();
-    touched.sort();
-    touched.dedup();
-    let removed = previous
-        .keys()
-        .filter(|s| !desired.services.contains_key(*s))
-        .cloned()
-        .collect();
-    (touched, removed)
-}
-
-/// Reads back the config hash compose gave each service's containers.
-async fn record_config_hashes(
-    shared: &Shared,
-    project: &str,
-    records: &mut BTreeMap<String, ServiceRecord>,
-) {
-    let engine = &shared.engine;
-    match engine.project_containers(project).await {
-        Ok(containers) => {
-            for (name, record) in records.iter_mut() {
-                record.config_hash = containers
-                    .iter()
-                    .find(|c| &c.service == name && !c.oneoff)
-                    .and_then(|c| c.config_hash.clone());
-            }
-        }
-        Err(e) => tracing::warn!(%project, "cannot read back config hashes: {}", error_chain(&e)),
     }
 }
 

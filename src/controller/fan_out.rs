@@ -232,8 +232,8 @@ async fn take_down(
         .unwrap_or_else(|| format!("{}-{}", gone.repo, gone.name));
     let lock =
         super::lock::RepoLock::acquire(&shared.settings.data_dir, &gone.file_name(), || {}).await?;
-    let swarm = state.target == Some(crate::model::settings::Target::Swarm);
-    if let Err(e) = crate::apply::take_down(&project, swarm, Some(lock.fd())).await {
+    let target = crate::target::Target::of(state.target);
+    if let Err(e) = target.take_down(&project, Some(lock.fd())).await {
         // Kept: another pass tries again, and the operator sees why.
         tracing::warn!(repo = %task.repo.name, stack = %gone.name, "cannot take the stack down: {}", error_chain(&e));
         return Ok(());

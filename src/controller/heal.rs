@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::task::{ReconcileError, RepoTask};
 use crate::apply;
-use crate::desired::kedge_yaml::{Mode, Target, Unhealthy};
+use crate::desired::kedge_yaml::{Mode, Unhealthy};
 use crate::error_chain;
 use crate::events::{EventKind, NewEvent};
-use crate::observe::{ContainerState, Engine};
-use crate::plan::{Drift, Heal, Plan, Want, plan};
+use crate::observe::ContainerState;
+use crate::plan::{Drift, Heal, Plan};
 use crate::record::{RepoState, ServiceRecord};
 
 /// Heals of one service within this window count towards a crash loop.
@@ -89,52 +89,6 @@ impl CrashTracker {
     }
 }
 
-/// The deployed services as the planner wants them, images resolved now.
-/// `images` caches what each reference resolves to, across repositories.
-pub async fn wants(
-    engine: &Engine,
-    project: &str,
-    records: &BTreeMap<String, ServiceRecord>,
-    images: &mut ImageIds,
-) -> BTreeMap<String, Want> {
-    let mut out = BTreeMap::new();
-    for (name, r) in records {
-        let image = r.spec.image_ref(project);
-        // A build service's is its build's image, kept under its build
-        // tag: another image built or tagged under the name since is not it.
-        let kept = r
-            .spec
-            .build
-            .as_ref()
-            .and(r.spec.build_fingerprint.as_ref())
-            .map(|fp| crate::plan::build::build_tag(&image, fp));
-        let mut image_id = None;
-        for reference in kept.iter().chain(std::iter::once(&image)) {
-            image_id = match images.get(reference) {
-                Some(id) => id.clone(),
-                None => {
-                    let id = engine.image_id(reference).await;
-                    images.insert(reference.clone(), id.clone());
-                    id
-                }
-            };
-            if image_id.is_some() {
-                break;
-            }
-        }
-        out.insert(
-            name.clone(),
-            Want {
-                image_id,
-                image,
-                spec: r.spec.clone(),
-                config_hash: r.config_hash.clone(),
-            },
-        );
-    }
-    out
-}
-
 pub fn mode_of(state: &RepoState) -> Mode {
     state.mode.unwrap_or_default()
 }
@@ -144,8 +98,7 @@ pub fn unhealthy_of(state: &RepoState) -> Unhealthy {
     state.unhealthy.unwrap_or_default()
 }
 
-/// Image reference → image id on the host (`None`: not there).
-pub type ImageIds = std::collections::HashMap<String, Option<String>>;
+pub use crate::target::ImageIds;
 
 /// A deployed repository as one look at the engine found it.
 #[derive(Debug, Clone)]
@@ -206,69 +159,36 @@ pub async fn drift_plan_of(
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
     let mode = mode.unwrap_or_else(|| mode_of(&state));
-    if state.target == Some(Target::Swarm) {
-        let services = match engine.stack_services(&project).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(repo = %task.repo.name, "cannot observe the stack's services: {}", error_chain(&e));
-                return Ok(None);
-            }
-        };
-        let want: BTreeMap<String, Want> = records
-            .iter()
-            .map(|(name, r)| {
-                let want = Want {
-                    image: r.spec.image_ref(&project),
-                    image_id: None,
-                    spec: r.spec.clone(),
-                    config_hash: r.config_hash.clone(),
-                };
-                (name.clone(), want)
-            })
-            .collect();
-        let backed_off = task.drift.crashes.backed_off(Instant::now());
-        let plan = crate::plan::swarm::plan(
-            &want,
-            &services,
-            mode,
-            state.prune.unwrap_or(true),
-            &backed_off,
-        );
-        return Ok(Some(DriftView {
+    let backed_off = task.drift.crashes.backed_off(Instant::now());
+    let target = crate::target::Target::of(state.target);
+    let observed = target
+        .drift_plan(
+            &engine,
+            crate::target::Observe {
+                project: &project,
+                records,
+                mode,
+                prune: state.prune.unwrap_or(true),
+                dormant: state.dormant.iter().flatten().cloned().collect(),
+                backed_off: &backed_off,
+                unhealthy: unhealthy_of(&state),
+                containers,
+            },
+            images,
+        )
+        .await;
+    match observed {
+        Ok((plan, containers)) => Ok(Some(DriftView {
             plan,
             mode,
             state,
-            containers: Vec::new(),
-        }));
+            containers,
+        })),
+        Err(e) => {
+            tracing::warn!(repo = %task.repo.name, "cannot observe the stack: {}", error_chain(&e));
+            Ok(None)
+        }
     }
-    let containers = match containers {
-        Some(c) => c,
-        None => match engine.project_containers(&project).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(repo = %task.repo.name, "cannot observe containers: {}", error_chain(&e));
-                return Ok(None);
-            }
-        },
-    };
-    let want = wants(&engine, &project, records, images).await;
-    let backed_off = task.drift.crashes.backed_off(Instant::now());
-    let dormant: BTreeSet<String> = state.dormant.iter().flatten().cloned().collect();
-    let plan = plan(
-        &want,
-        &containers,
-        mode,
-        state.prune.unwrap_or(true),
-        &dormant,
-        &backed_off,
-        unhealthy_of(&state),
-    );
-    Ok(Some(DriftView {
-        plan,
-        mode,
-        state,
-        containers,
-    }))
 }
 
 /// The check's plan from the containers' shared view (see `view`), when
@@ -323,9 +243,7 @@ pub async fn check(
     let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
     task.observed = Some(view);
     report(shared, task, &plan, mode, unhealthy_of(&state));
-    if state.target == Some(Target::Swarm) {
-        report_nodes(shared, task).await;
-    }
+    report_nodes(shared, task, &crate::target::Target::of(state.target)).await;
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
@@ -446,10 +364,11 @@ pub async fn check(
     Ok(done)
 }
 
-/// A Swarm node that stopped being ready is news once: Swarm reschedules
-/// its tasks on its own and Kedge leaves that to it.
-async fn report_nodes(shared: &Shared, task: &mut RepoTask) {
-    let Ok(nodes) = shared.engine.swarm_nodes().await else {
+/// A node of the target's cluster that stopped being ready is news once:
+/// the orchestrator reschedules its tasks on its own and Kedge leaves that
+/// to it. A target without nodes has none to report.
+async fn report_nodes(shared: &Shared, task: &mut RepoTask, target: &crate::target::Target) {
+    let Some(nodes) = target.nodes(&shared.engine).await else {
         return;
     };
     let name = task.repo.name.clone();

@@ -165,7 +165,7 @@ pub(super) async fn apply(
     let state = shared.db.read(move |s| s.repo_state(id))?;
     let services = shared.db.read(move |s| s.services(id))?;
     let overrides = shared.db.read(move |s| s.image_overrides(id))?;
-    let swarm = state.target == Some(crate::desired::kedge_yaml::Target::Swarm);
+    let target = crate::target::Target::of(state.target);
     let mut changes = Vec::new();
     for row in rows.iter_mut() {
         if row.state != "available" {
@@ -178,10 +178,8 @@ pub(super) async fn apply(
             row.detail = Some(why);
             continue;
         }
-        if swarm {
-            row.detail = Some(
-                "`apply: deploy` is for compose stacks: a Swarm stack takes `apply: commit`".into(),
-            );
+        if let Err(why) = target.runs_image_overrides() {
+            row.detail = Some(why.to_string());
             continue;
         }
         let base = match overrides.iter().find(|o| o.service == row.service) {

@@ -5,7 +5,6 @@
 pub mod commands;
 pub mod deploy;
 pub mod fan_out;
-pub mod gate;
 pub mod heal;
 pub mod hub;
 pub mod image_update;
@@ -16,7 +15,6 @@ mod moves;
 pub mod reconcile;
 pub mod remote;
 mod restore;
-pub mod swarm;
 pub mod task;
 pub mod updates;
 pub mod view;

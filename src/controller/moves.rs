@@ -84,9 +84,12 @@ pub async fn begin(
     let Some(from) = state.project.filter(|p| *p != desired.project) else {
         return Ok(None);
     };
-    if state.target == Some(crate::model::settings::Target::Swarm)
-        || desired.kedge.target == crate::model::settings::Target::Swarm
-    {
+    // A target that cannot move a project (a Swarm stack) deploys afresh.
+    let (before, now) = (
+        crate::target::Target::of(state.target),
+        crate::target::Target::of(Some(desired.kedge.target)),
+    );
+    if !before.moves_projects() || !now.moves_projects() {
         return Ok(None);
     }
     let deployed = state.deployed_commit.clone();

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Shared;
 use super::task::{ReconcileError, RepoTask, Trigger};
-use crate::apply;
-use crate::desired::kedge_yaml::{Gate, Target};
+use crate::desired::kedge_yaml::Gate;
 use crate::desired::render::ServiceSpec;
 use crate::events::{EventKind, NewEvent};
 use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
@@ -80,68 +79,30 @@ pub async fn restore_previous(
             rolled_back_from: Some(failed),
         })
         .await?;
-    let commits: BTreeMap<String, String> = records
-        .iter()
-        .map(|(s, r)| (s.clone(), r.commit.clone()))
-        .collect();
-    let fingerprints: BTreeMap<String, String> = records
-        .iter()
-        .filter_map(|(s, r)| Some((s.clone(), r.spec.build_fingerprint.clone()?)))
-        .collect();
     let applied_ms = crate::time::now_ms();
-    let override_path = task.override_path();
-    let swarm = state.target == Some(Target::Swarm);
-    let mut result = if swarm {
-        super::swarm::redeploy_deployed(shared, task, &project, prune)
-            .await
-            .map(drop)
-    } else {
-        // The images the restored deployment ran in place of Git's.
-        let images: BTreeMap<String, String> = shared
-            .db
-            .read(|s| s.image_overrides(id))?
-            .into_iter()
-            .map(|o| (o.service, o.image))
-            .collect();
-        apply::write_label_override(&override_path, &project, &commits, &fingerprints, &images)
-            .await
-    };
-    if result.is_ok() && !swarm {
-        let prune =
-            prune && apply::rollout::may_remove_orphans(&shared.engine, &project, &records).await;
-        let compose = task
-            .compose(shared, &project, &task.git.clone, files)
-            .with_profiles(&profiles)
-            .with_env_files(&state.env_files.clone().unwrap_or_default())
-            .with_file(override_path);
-        // The engine may still be creating what the aborted `up` asked for
-        // when compose exits: a leftover can appear after the first look.
-        for attempt in 1..=RESTORE_ATTEMPTS {
-            apply::rollout::remove_recreate_leftovers(&shared.engine, &project).await;
-            // What the failed deployment changed goes back; what it added
-            // goes away; nothing else is touched.
-            let (back, added): (Vec<String>, Vec<String>) = changed
-                .iter()
-                .cloned()
-                .partition(|s| records.contains_key(s));
-            // The image each build service ran then, not whatever the
-            // failed deployment built under the same name.
-            let specs: Vec<&crate::model::service::ServiceSpec> = back
-                .iter()
-                .filter_map(|s| records.get(s).map(|r| &r.spec))
-                .collect();
-            apply::rollout::select_builds(&shared.engine, &project, &specs).await;
-            result = apply::up(&compose, &[], apply::Scope::Only(&back), prune).await;
-            if result.is_ok() && prune {
-                result = apply::rollout::remove_services(&shared.engine, &project, &added).await;
-            }
-            if result.is_ok() || attempt == RESTORE_ATTEMPTS {
-                break;
-            }
-            tracing::debug!(repo = %name, attempt, "restore failed, trying again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    let target = crate::target::Target::of(state.target);
+    // The images the restored deployment ran in place of Git's.
+    let images: BTreeMap<String, String> = shared
+        .db
+        .read(|s| s.image_overrides(id))?
+        .into_iter()
+        .map(|o| (o.service, o.image))
+        .collect();
+    let result = target
+        .restore(
+            &task.site(shared),
+            crate::target::Restore {
+                project: &project,
+                files,
+                profiles: &profiles,
+                env_files: &state.env_files.clone().unwrap_or_default(),
+                records: &records,
+                changed,
+                prune,
+                images: &images,
+            },
+        )
+        .await;
     // Gated like a deployment: what was healthy once may not be now (its
     // data changed, a dependency went away).
     let result = match result {
@@ -151,7 +112,8 @@ pub async fn restore_previous(
                 .iter()
                 .filter_map(|s| records.get(s).map(|r| &r.spec))
                 .collect();
-            super::deploy::watch_gate(shared, swarm, &project, &specs, &gate, applied_ms)
+            target
+                .watch_gate(&shared.engine, &project, &specs, &gate, applied_ms)
                 .await
                 .map(drop)
                 .map_err(|f| (error_chain(&f), DeployStep::HealthGate))
@@ -229,6 +191,3 @@ pub async fn restore_previous(
         }
     }
 }
-
-/// How often a restore is tried before it is given up.
-const RESTORE_ATTEMPTS: u32 = 3;

@@ -61,10 +61,19 @@ pub enum StepError {
     #[error(transparent)]
     Checkout(#[from] GitError),
     #[error(transparent)]
-    Gate(#[from] super::gate::GateFailure),
+    Gate(#[from] crate::target::gate::GateFailure),
     /// An outage, not the commit's verdict: retried when the engine is back.
     #[error("the engine stopped answering during the health gate")]
-    GateEngine(#[source] super::gate::GateFailure),
+    GateEngine(#[source] crate::target::gate::GateFailure),
+}
+
+impl From<crate::target::TargetError> for StepError {
+    fn from(e: crate::target::TargetError) -> Self {
+        match e {
+            crate::target::TargetError::Apply(e) => StepError::Apply(e),
+            crate::target::TargetError::Checkout(e) => StepError::Checkout(e),
+        }
+    }
 }
 
 /// Apply failures of one commit are retried this many times, then left
@@ -314,13 +323,22 @@ impl RepoTask {
         dir: &std::path::Path,
         files: Vec<PathBuf>,
     ) -> crate::compose::Compose {
-        crate::compose::Compose::new(project, dir, files)
-            .holding(self.lock_fd())
-            .pulling_with(shared.registry_config())
-            .of_stack(
-                self.stack_name().map(|_| PathBuf::from(&self.stack.path)),
-                &[],
-            )
+        self.site(shared).compose(project, dir, files)
+    }
+
+    /// What the stack's target works with: the engine, the clone, the
+    /// stack's own files and the lock its children hold.
+    pub fn site<'a>(&'a self, shared: &'a Shared) -> crate::target::Site<'a> {
+        crate::target::Site {
+            engine: &shared.engine,
+            git: &self.git,
+            lock_fd: self.lock_fd(),
+            registry_config: shared.registry_config(),
+            stack_dir: self.stack_name().map(|_| PathBuf::from(&self.stack.path)),
+            override_path: self.override_path(),
+            stack_path: self.stack_path(),
+            secrets_dir: shared.secrets_dir(self.id()),
+        }
     }
 
     /// The stack file of the deployed commit (`docker.target: swarm`):

@@ -297,8 +297,9 @@ impl Ops {
                     .to_string(),
             };
             // The child holds the lock too, even past this command killed meanwhile.
-            let swarm = state.target == Some(kedge_yaml::Target::Swarm);
-            crate::apply::take_down(&project, swarm, Some(lock.fd())).await?;
+            crate::target::Target::of(state.target)
+                .take_down(&project, Some(lock.fd()))
+                .await?;
             tracing::info!(repo = %repo.name, %project, "stack taken down");
             // And every stack the repository declares, each under its lock.
             let stacks = shared.db.read(|s| s.stacks(Some(repo.id)))?;

@@ -281,12 +281,9 @@ pub(super) async fn take_down(
     let project = state
         .project
         .unwrap_or_else(|| format!("{}-{}", repo.name, stack.name));
-    crate::apply::take_down(
-        &project,
-        state.target == Some(Target::Swarm),
-        Some(lock.fd()),
-    )
-    .await?;
+    crate::target::Target::of(state.target)
+        .take_down(&project, Some(lock.fd()))
+        .await?;
     tracing::info!(repo = %repo.name, stack = %stack.name, %project, "stack taken down");
     Ok(())
 }

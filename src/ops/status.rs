@@ -10,7 +10,7 @@ use crate::controller::Shared;
 use crate::controller::heal;
 use crate::controller::remote::{RemoteHead, current_head, pin_view};
 use crate::controller::task::{RepoTask, Trigger};
-use crate::desired::kedge_yaml::{Mode, Target};
+use crate::desired::kedge_yaml::Mode;
 use crate::error_chain;
 use crate::model::report::PinView;
 use crate::observe::ContainerState;
@@ -264,13 +264,11 @@ async fn collect(
         let containers = all
             .as_mut()
             .map(|all| all.remove(&project).unwrap_or_default());
-        let swarm = state.target == Some(Target::Swarm);
-        let services = if swarm {
+        let target = crate::target::Target::of(state.target);
+        let services = match target.orchestrated(&shared.engine, &project).await {
             // Services, not containers: tasks run on other nodes too.
-            crate::controller::swarm::services(shared, &project)
-                .await
+            Some(services) => services
                 .into_iter()
-                .flatten()
                 .map(|s| ServiceStatus {
                     state: format!("running {}/{}", s.running, s.desired),
                     service: s.service,
@@ -278,9 +276,8 @@ async fn collect(
                     image: Some(s.image),
                     commit: s.commit,
                 })
-                .collect()
-        } else {
-            service_statuses(&recorded, containers.as_deref())
+                .collect(),
+            None => service_statuses(&recorded, containers.as_deref()),
         };
         let observed = heal::drift_plan_of(
             shared,

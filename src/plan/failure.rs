@@ -29,7 +29,7 @@ pub struct Failure<'a> {
     /// The services the deployment changed.
     pub changed: &'a [String],
     /// The services Swarm's own `failure_action: rollback` put back.
-    pub swarm_rolled: &'a [&'a str],
+    pub target_rolled: &'a [&'a str],
     /// A commit was deployed before this one.
     pub has_deployed: bool,
 }
@@ -76,12 +76,12 @@ pub fn decide(f: &Failure) -> Decision {
     let gate = f.step == FailedStep::Gate;
     // What runs is no longer the commit when Swarm rolled any of it back:
     // keeping it would have the heal deploy the failed commit again and again.
-    let keep = gate && f.swarm_rolled.is_empty() && (!f.rollback_on_failure || f.is_rollback);
+    let keep = gate && f.target_rolled.is_empty() && (!f.rollback_on_failure || f.is_rollback);
     // Swarm put every changed service back already.
     let swarm_undid = !f.changed.is_empty()
         && f.changed
             .iter()
-            .all(|c| f.swarm_rolled.contains(&c.as_str()));
+            .all(|c| f.target_rolled.contains(&c.as_str()));
     let undo = f.step == FailedStep::Up || (gate && !keep && !swarm_undid);
     let note = if keep {
         Some(if f.is_rollback {
@@ -121,7 +121,7 @@ mod tests {
             rollback_on_failure: true,
             is_rollback: false,
             changed: WEB,
-            swarm_rolled: &[],
+            target_rolled: &[],
             has_deployed: true,
         }
     }
@@ -199,7 +199,7 @@ mod tests {
                 name: "Swarm rolled every changed service back: nothing more to undo",
                 failure: Failure {
                     changed,
-                    swarm_rolled: &["web", "api"],
+                    target_rolled: &["web", "api"],
                     ..base(FailedStep::Gate)
                 },
                 want: decision(false, false, true, None),
@@ -208,7 +208,7 @@ mod tests {
                 name: "Swarm rolled part back: the rest is restored",
                 failure: Failure {
                     changed,
-                    swarm_rolled: &["web"],
+                    target_rolled: &["web"],
                     ..base(FailedStep::Gate)
                 },
                 want: decision(false, true, true, None),
@@ -217,7 +217,7 @@ mod tests {
                 name: "Swarm rolled part of a rollback back: not kept",
                 failure: Failure {
                     changed,
-                    swarm_rolled: &["web"],
+                    target_rolled: &["web"],
                     is_rollback: true,
                     ..base(FailedStep::Gate)
                 },

@@ -1,4 +1,4 @@
-//! controller: the health gate after `up`. Watches the changed services'
+//! target: the health gate of a compose project after `up`. Watches the changed services'
 //! containers through the engine's event stream (a start, a death, a
 //! health verdict wakes it; the end of a `stable_for` or of the timeout is
 //! a timer) and asks `plan::gate` for the verdict each time, until every
@@ -39,7 +39,7 @@ pub enum GateCause {
         failed: Vec<(String, String)>,
         /// Those whose update Swarm's own `failure_action: rollback` put
         /// back to the previous version.
-        rolled_back_by_swarm: Vec<String>,
+        rolled_back_by_target: Vec<String>,
     },
     /// The engine stopped answering while the gate watched (why): that
     /// says nothing about the commit.
@@ -56,7 +56,7 @@ impl GateFailure {
         GateFailure {
             cause: GateCause::Services {
                 failed,
-                rolled_back_by_swarm: Vec::new(),
+                rolled_back_by_target: Vec::new(),
             },
             timed_out,
             after,
@@ -79,12 +79,12 @@ impl GateFailure {
     }
 
     /// The services whose failed update Swarm itself rolled back.
-    pub fn rolled_back_by_swarm(&self) -> Vec<&str> {
+    pub fn rolled_back_by_target(&self) -> Vec<&str> {
         match &self.cause {
             GateCause::Services {
-                rolled_back_by_swarm,
+                rolled_back_by_target,
                 ..
-            } => rolled_back_by_swarm.iter().map(String::as_str).collect(),
+            } => rolled_back_by_target.iter().map(String::as_str).collect(),
             GateCause::EngineLost(_) => Vec::new(),
         }
     }

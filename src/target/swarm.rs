@@ -1,5 +1,5 @@
-//! controller: deploying to a Swarm (`docker.target: swarm`). The rendered
-//! commit becomes a stack file that `docker stack deploy` applies; the gate
+//! target: a Swarm stack (`docker.target: swarm`). The rendered commit
+//! becomes a stack file that `docker stack deploy` applies; the gate
 //! watches the changed services' update and tasks; heals and restores
 //! deploy the last successful stack file again.
 
@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::Shared;
-use super::gate::{GateCause, GateFailure};
-use super::task::{RepoTask, StepError};
+use super::{Site, TargetError};
 use crate::apply;
 use crate::desired::kedge_yaml::Gate;
 use crate::desired::render::{Desired, ServiceSpec};
 use crate::error_chain;
+use crate::observe::Engine;
 use crate::observe::swarm::SwarmService;
 use crate::record::ServiceRecord;
+use crate::target::gate::{GateCause, GateFailure};
 
 /// How often the gate looks at the services: Swarm reports task progress
 /// only through them (its events say "updated", not how far).
@@ -23,19 +23,18 @@ const GATE_LOOK: Duration = Duration::from_millis(250);
 
 /// The stack file of a deployment being applied; it becomes the deployed
 /// one (`RepoTask::stack_path`) when the deployment succeeds.
-pub fn next_stack_path(task: &RepoTask) -> PathBuf {
-    task.stack_path().with_extension("next.json")
+pub fn next_stack_path(site: &Site<'_>) -> PathBuf {
+    site.stack_path.with_extension("next.json")
 }
 
 /// Applies a rendered commit: the deployed checkout first (bind mounts
 /// read from it), then the stack file, then `docker stack deploy`.
-pub async fn apply_stack(
-    shared: &Shared,
-    task: &RepoTask,
+pub async fn apply(
+    site: &Site<'_>,
     desired: &Desired,
     checkout: bool,
     records: &BTreeMap<String, ServiceRecord>,
-) -> Result<(), StepError> {
+) -> Result<(), TargetError> {
     let commits: BTreeMap<String, String> = records
         .iter()
         .map(|(s, r)| (s.clone(), r.commit.clone()))
@@ -43,15 +42,15 @@ pub async fn apply_stack(
     let content = apply::stack::stack_file(&desired.rendered, &desired.project, &commits)
         .map_err(apply::ApplyError::from)?;
     if checkout {
-        task.git.checkout_deployed(&desired.commit).await?;
+        site.git.checkout_deployed(&desired.commit).await?;
     }
-    let path = next_stack_path(task);
+    let path = next_stack_path(site);
     apply::stack::write(&path, &content).await?;
     apply::stack::deploy(
         &desired.project,
         &path,
         desired.kedge.prune,
-        shared.registry_config(),
+        site.registry_config.clone(),
     )
     .await?;
     tracing::debug!(commit = %&desired.commit[..7.min(desired.commit.len())], "docker stack deploy done");
@@ -60,16 +59,11 @@ pub async fn apply_stack(
 
 /// After a successful deployment: its stack file is the deployed one, and
 /// each service's spec digest is recorded (a later hand edit shows as drift).
-pub async fn settle(
-    shared: &Shared,
-    task: &RepoTask,
-    project: &str,
-    records: &mut BTreeMap<String, ServiceRecord>,
-) {
-    if let Err(e) = std::fs::rename(next_stack_path(task), task.stack_path()) {
-        tracing::warn!(repo = %task.repo.name, "cannot keep the deployed stack file: {e}");
+pub async fn settle(site: &Site<'_>, project: &str, records: &mut BTreeMap<String, ServiceRecord>) {
+    if let Err(e) = std::fs::rename(next_stack_path(site), &site.stack_path) {
+        tracing::warn!(%project, "cannot keep the deployed stack file: {e}");
     }
-    match shared.engine.stack_services(project).await {
+    match site.engine.stack_services(project).await {
         Ok(services) => {
             for (name, record) in records.iter_mut() {
                 record.config_hash = services
@@ -85,22 +79,45 @@ pub async fn settle(
 /// Deploys the last successful stack file again (a restore after a failed
 /// deployment). False when there is none.
 pub async fn redeploy_deployed(
-    shared: &Shared,
-    task: &RepoTask,
+    site: &Site<'_>,
     project: &str,
     prune: bool,
 ) -> Result<bool, apply::ApplyError> {
-    let path = task.stack_path();
+    let path = &site.stack_path;
     if !path.exists() {
         return Ok(false);
     }
-    apply::stack::deploy(project, &path, prune, shared.registry_config()).await?;
+    apply::stack::deploy(project, path, prune, site.registry_config.clone()).await?;
     Ok(true)
 }
 
 /// The stack's services as `status` shows them; `None`: the engine did not answer.
-pub async fn services(shared: &Shared, project: &str) -> Option<Vec<SwarmService>> {
-    shared.engine.stack_services(project).await.ok()
+pub async fn services(engine: &Engine, project: &str) -> Option<Vec<SwarmService>> {
+    engine.stack_services(project).await.ok()
+}
+
+/// The stack's drift plan: its services against the deployed ones.
+pub async fn drift_plan(
+    engine: &Engine,
+    o: super::Observe<'_>,
+) -> Result<(crate::plan::Plan, Vec<crate::observe::ContainerState>), crate::observe::ObserveError>
+{
+    let services = engine.stack_services(o.project).await?;
+    let want: BTreeMap<String, crate::plan::Want> = o
+        .records
+        .iter()
+        .map(|(name, r)| {
+            let want = crate::plan::Want {
+                image: r.spec.image_ref(o.project),
+                image_id: None,
+                spec: r.spec.clone(),
+                config_hash: r.config_hash.clone(),
+            };
+            (name.clone(), want)
+        })
+        .collect();
+    let plan = crate::plan::swarm::plan(&want, &services, o.mode, o.prune, o.backed_off);
+    Ok((plan, Vec::new()))
 }
 
 /// Why a changed service failed.
@@ -170,7 +187,7 @@ fn verdict(s: &SwarmService, current: u64, failed: Option<&str>) -> Result<Optio
 /// The gate's failure for broken services, with those Swarm rolled back
 /// named: Kedge does not apply their previous version a second time.
 fn broken_failure(broken: Vec<(String, Broken)>, after: Duration) -> GateFailure {
-    let rolled_back_by_swarm = broken
+    let rolled_back_by_target = broken
         .iter()
         .filter(|(_, b)| b.rolled_back)
         .map(|(service, _)| service.clone())
@@ -178,7 +195,7 @@ fn broken_failure(broken: Vec<(String, Broken)>, after: Duration) -> GateFailure
     GateFailure {
         cause: GateCause::Services {
             failed: broken.into_iter().map(|(s, b)| (s, b.why)).collect(),
-            rolled_back_by_swarm,
+            rolled_back_by_target,
         },
         timed_out: None,
         after,
@@ -189,7 +206,7 @@ fn broken_failure(broken: Vec<(String, Broken)>, after: Duration) -> GateFailure
 /// with all its tasks running for `stable_for`; a failed task of this
 /// deployment, or an update Swarm paused or rolled back, fails it.
 pub async fn watch(
-    shared: &Shared,
+    engine: &Engine,
     project: &str,
     services: &[&ServiceSpec],
     gate: &Gate,
@@ -201,8 +218,8 @@ pub async fn watch(
     let mut up_since: Option<Instant> = None;
     loop {
         let (stack, tasks) = match (
-            shared.engine.stack_services(project).await,
-            shared.engine.stack_tasks(project).await,
+            engine.stack_services(project).await,
+            engine.stack_tasks(project).await,
         ) {
             (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) | (_, Err(e)) => {
@@ -317,7 +334,7 @@ mod tests {
             vec![("web".into(), rolled), ("worker".into(), paused)],
             Duration::from_millis(1500),
         );
-        assert_eq!(failure.rolled_back_by_swarm(), ["web"]);
+        assert_eq!(failure.rolled_back_by_target(), ["web"]);
         assert!(
             failure.to_string().starts_with(
                 "health gate failed after 1.5 s: web: Swarm rolled the update back (rollback_completed): update paused"

@@ -1,0 +1,281 @@
+//! target: a compose project (`docker.target: compose`, the default) —
+//! applied with `docker compose up` of what changed, settled by the config
+//! hashes compose labels its containers with, restored by `up` of the last
+//! good deployment's services.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::ImageIds;
+use super::{Site, Source, TargetError};
+use crate::apply::{self, ApplyError};
+use crate::desired::render::Desired;
+use crate::observe::Engine;
+use crate::plan::Want;
+use crate::record::ServiceRecord;
+use crate::{error_chain, short};
+
+/// Applies a rendered commit with `docker compose up`: images pulled
+/// first, then the deployed checkout, the label and SOPS overrides, and
+/// `up` of the services it changes or rebuilds.
+pub async fn apply(
+    site: &Site<'_>,
+    desired: &Desired,
+    source: &Source,
+    records: &BTreeMap<String, ServiceRecord>,
+    previous: &BTreeMap<String, ServiceRecord>,
+    changed: &[String],
+) -> Result<(), TargetError> {
+    // Images first, from the render checkout: a missing image fails here,
+    // before the deployed checkout or any container changes.
+    let (services, images) = apply::rollout::missing_images(site.engine, desired).await;
+    // The project in a tree: the render checkout or the deployed one.
+    let compose_in = |dir: &std::path::Path| {
+        site.compose(&desired.project, dir, desired.files.clone())
+            .with_profiles(&desired.kedge.profiles)
+            .with_env_files(&desired.env_files)
+    };
+    match source {
+        Source::Checkout(render_dir) => {
+            apply::pull(&compose_in(render_dir), &services, &images).await?;
+            site.git.checkout_deployed(&desired.commit).await?;
+        }
+        Source::Snapshot => {
+            apply::pull(&compose_in(&site.git.clone), &services, &images).await?;
+        }
+    }
+    let commits: BTreeMap<String, String> = records
+        .iter()
+        .map(|(s, r)| (s.clone(), r.commit.clone()))
+        .collect();
+    let fingerprints: BTreeMap<String, String> = desired
+        .services
+        .iter()
+        .filter_map(|(s, spec)| Some((s.clone(), spec.build_fingerprint.clone()?)))
+        .collect();
+    // A build of these inputs kept from before (a revert, a rollback) is
+    // put back under its name first: it is run as it was, not rebuilt.
+    let built: Vec<&crate::model::service::ServiceSpec> = desired
+        .services
+        .values()
+        .filter(|s| s.build.is_some())
+        .collect();
+    apply::rollout::select_builds(site.engine, &desired.project, &built).await;
+    let rebuild = apply::rollout::builds(site.engine, desired, previous).await;
+    let override_path = site.override_path.clone();
+    apply::write_label_override(
+        &override_path,
+        &desired.project,
+        &commits,
+        &fingerprints,
+        &desired.images,
+    )
+    .await?;
+    let mut project = compose_in(&site.git.clone).with_file(override_path);
+    // The stack's SOPS files, decrypted into its private directory, and
+    // the override that points compose at them.
+    if let Some(secrets) = desired.secrets.clone().filter(|s| !s.is_empty()) {
+        let dir = site.secrets_dir.clone();
+        let written = tokio::task::spawn_blocking(move || secrets.write(&dir))
+            .await
+            .map_err(|e| ApplyError::Secrets(std::io::Error::other(e)))?
+            .map_err(ApplyError::Secrets)?;
+        project = project.with_file(written);
+    }
+    tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
+    let (touched, removed) = scope(desired, previous, changed, &rebuild);
+    let scope = if previous.is_empty() {
+        apply::Scope::All
+    } else {
+        apply::Scope::Only(&touched)
+    };
+    let prune = desired.kedge.prune
+        && apply::rollout::may_remove_orphans(site.engine, &desired.project, &desired.services)
+            .await;
+    let applied = apply::up(&project, &rebuild, scope, prune).await;
+    let rebuilt: Vec<&crate::model::service::ServiceSpec> = rebuild
+        .iter()
+        .filter_map(|s| desired.services.get(s))
+        .collect();
+    apply::rollout::keep_builds(site.engine, &desired.project, &rebuilt).await;
+    applied?;
+    if desired.kedge.prune && !previous.is_empty() {
+        apply::rollout::remove_services(site.engine, &desired.project, &removed).await?;
+    }
+    tracing::debug!(commit = short(&desired.commit), ?touched, "compose up done");
+    Ok(())
+}
+
+/// What a deployment over `previous` touches: the services it changed or
+/// rebuilds that the project defines (to `up`), and those it took out of
+/// the project (to remove). Unchanged services are left alone, a one-shot
+/// that completed included.
+fn scope(
+    desired: &Desired,
+    previous: &BTreeMap<String, ServiceRecord>,
+    changed: &[String],
+    rebuild: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut touched: Vec<String> = changed
+        .iter()
+        .chain(rebuild)
+        .filter(|s| desired.services.contains_key(*s))
+        .cloned()
+        .collect();
+    touched.sort();
+    touched.dedup();
+    let removed = previous
+        .keys()
+        .filter(|s| !desired.services.contains_key(*s))
+        .cloned()
+        .collect();
+    (touched, removed)
+}
+
+/// Reads back the config hash compose gave each service's containers.
+pub async fn settle(engine: &Engine, project: &str, records: &mut BTreeMap<String, ServiceRecord>) {
+    match engine.project_containers(project).await {
+        Ok(containers) => {
+            for (name, record) in records.iter_mut() {
+                record.config_hash = containers
+                    .iter()
+                    .find(|c| &c.service == name && !c.oneoff)
+                    .and_then(|c| c.config_hash.clone());
+            }
+        }
+        Err(e) => tracing::warn!(%project, "cannot read back config hashes: {}", error_chain(&e)),
+    }
+}
+
+/// Attempts of a restore's `up`: the engine may still be creating what
+/// the aborted `up` asked for when compose exits.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// Re-applies the last good deployment (its records) over a failed one:
+/// what the failed deployment changed goes back, what it added goes away,
+/// nothing else is touched.
+pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), ApplyError> {
+    let commits: BTreeMap<String, String> = r
+        .records
+        .iter()
+        .map(|(s, rec)| (s.clone(), rec.commit.clone()))
+        .collect();
+    let fingerprints: BTreeMap<String, String> = r
+        .records
+        .iter()
+        .filter_map(|(s, rec)| Some((s.clone(), rec.spec.build_fingerprint.clone()?)))
+        .collect();
+    apply::write_label_override(
+        &site.override_path,
+        r.project,
+        &commits,
+        &fingerprints,
+        r.images,
+    )
+    .await?;
+    let prune =
+        r.prune && apply::rollout::may_remove_orphans(site.engine, r.project, r.records).await;
+    let compose = site
+        .compose(r.project, &site.git.clone, r.files)
+        .with_profiles(r.profiles)
+        .with_env_files(r.env_files)
+        .with_file(site.override_path.clone());
+    let mut result = Ok(());
+    for attempt in 1..=RESTORE_ATTEMPTS {
+        // A leftover can appear after the first look.
+        apply::rollout::remove_recreate_leftovers(site.engine, r.project).await;
+        let (back, added): (Vec<String>, Vec<String>) = r
+            .changed
+            .iter()
+            .cloned()
+            .partition(|s| r.records.contains_key(s));
+        // The image each build service ran then, not whatever the failed
+        // deployment built under the same name.
+        let specs: Vec<&crate::model::service::ServiceSpec> = back
+            .iter()
+            .filter_map(|s| r.records.get(s).map(|rec| &rec.spec))
+            .collect();
+        apply::rollout::select_builds(site.engine, r.project, &specs).await;
+        result = apply::up(&compose, &[], apply::Scope::Only(&back), prune).await;
+        if result.is_ok() && prune {
+            result = apply::rollout::remove_services(site.engine, r.project, &added).await;
+        }
+        if result.is_ok() || attempt == RESTORE_ATTEMPTS {
+            break;
+        }
+        tracing::debug!(project = %r.project, attempt, "restore failed, trying again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    result
+}
+
+/// The deployed services as the planner wants them, images resolved now.
+/// `images` caches what each reference resolves to, across repositories.
+pub async fn wants(
+    engine: &Engine,
+    project: &str,
+    records: &BTreeMap<String, ServiceRecord>,
+    images: &mut ImageIds,
+) -> BTreeMap<String, Want> {
+    let mut out = BTreeMap::new();
+    for (name, r) in records {
+        let image = r.spec.image_ref(project);
+        // A build service's is its build's image, kept under its build
+        // tag: another image built or tagged under the name since is not it.
+        let kept = r
+            .spec
+            .build
+            .as_ref()
+            .and(r.spec.build_fingerprint.as_ref())
+            .map(|fp| crate::plan::build::build_tag(&image, fp));
+        let mut image_id = None;
+        for reference in kept.iter().chain(std::iter::once(&image)) {
+            image_id = match images.get(reference) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = engine.image_id(reference).await;
+                    images.insert(reference.clone(), id.clone());
+                    id
+                }
+            };
+            if image_id.is_some() {
+                break;
+            }
+        }
+        out.insert(
+            name.clone(),
+            Want {
+                image_id,
+                image,
+                spec: r.spec.clone(),
+                config_hash: r.config_hash.clone(),
+            },
+        );
+    }
+    out
+}
+
+/// The compose project's drift plan: its containers against the deployed
+/// services, images resolved now.
+pub async fn drift_plan(
+    engine: &Engine,
+    o: super::Observe<'_>,
+    images: &mut ImageIds,
+) -> Result<(crate::plan::Plan, Vec<crate::observe::ContainerState>), crate::observe::ObserveError>
+{
+    let containers = match o.containers {
+        Some(c) => c,
+        None => engine.project_containers(o.project).await?,
+    };
+    let want = wants(engine, o.project, o.records, images).await;
+    let plan = crate::plan::plan(
+        &want,
+        &containers,
+        o.mode,
+        o.prune,
+        &o.dormant,
+        o.backed_off,
+        o.unhealthy,
+    );
+    Ok((plan, containers))
+}

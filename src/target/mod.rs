@@ -1,0 +1,283 @@
+//! target: where a stack runs and how (fleet.md §4) — a compose project
+//! or a Swarm stack (`docker.target`), each on an endpoint. Enum dispatch:
+//! the controller, operations and status ask the stack's `Target` to
+//! apply, settle, gate, restore, observe and take down; none of them
+//! branches on its kind. Every endpoint is the local engine for now; a
+//! remote host will be an endpoint of either kind.
+
+pub mod compose;
+pub mod gate;
+pub mod swarm;
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::apply::ApplyError;
+use crate::desired::kedge_yaml::Gate;
+use crate::desired::render::{Desired, ServiceSpec};
+use crate::model::settings::Target as Kind;
+use crate::observe::Engine;
+use crate::observe::swarm::SwarmService;
+use crate::record::ServiceRecord;
+use crate::source::git::{GitError, Repository};
+use gate::GateFailure;
+
+/// The host a target's engine runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `local`, or a name of the global config's `hosts:` (fleet.md §4).
+    pub host: String,
+}
+
+/// Image reference → image id on the host (`None`: not there).
+pub type ImageIds = std::collections::HashMap<String, Option<String>>;
+
+/// What a drift check plans from: the deployed services and the stack's
+/// settings (see `Target::drift_plan`).
+pub struct Observe<'a> {
+    pub project: &'a str,
+    pub records: &'a BTreeMap<String, ServiceRecord>,
+    pub mode: crate::model::settings::Mode,
+    pub prune: bool,
+    /// Services under profiles not enabled.
+    pub dormant: std::collections::BTreeSet<String>,
+    /// Crash-looping services, left alone for now.
+    pub backed_off: &'a std::collections::BTreeSet<String>,
+    pub unhealthy: crate::model::settings::Unhealthy,
+    /// The project's containers, when listed already (`status` lists
+    /// every project's at once).
+    pub containers: Option<Vec<crate::observe::ContainerState>>,
+}
+
+/// The implicit host: this machine's engine.
+pub const LOCAL: &str = "local";
+
+impl Endpoint {
+    pub fn local() -> Endpoint {
+        Endpoint {
+            host: LOCAL.to_string(),
+        }
+    }
+}
+
+/// A stack's target: how it runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Compose(Endpoint),
+    Swarm(Endpoint),
+}
+
+/// Where a rendered project's files come from.
+pub enum Source {
+    /// The commit, checked out in the render worktree.
+    Checkout(PathBuf),
+    /// A compose snapshot stored with an earlier deployment, for a commit
+    /// that is gone from the repository.
+    Snapshot,
+}
+
+/// What a target works with, handed over by the stack's task: the engine,
+/// the clone the stack runs from, the stack's own files, and the lock its
+/// child processes hold.
+pub struct Site<'a> {
+    pub engine: &'a Engine,
+    pub git: &'a Repository,
+    pub lock_fd: Option<RawFd>,
+    pub registry_config: Option<PathBuf>,
+    /// A declared stack's directory, for compose's project directory.
+    pub stack_dir: Option<PathBuf>,
+    /// Kedge's compose override (labels, images run in place of Git's).
+    pub override_path: PathBuf,
+    /// The deployed Swarm stack file.
+    pub stack_path: PathBuf,
+    /// The stack's decrypted SOPS files.
+    pub secrets_dir: PathBuf,
+}
+
+impl Site<'_> {
+    /// `project`'s compose files in `dir`, as the stack's children run it.
+    pub fn compose(
+        &self,
+        project: &str,
+        dir: &Path,
+        files: Vec<PathBuf>,
+    ) -> crate::compose::Compose {
+        crate::compose::Compose::new(project, dir, files)
+            .holding(self.lock_fd)
+            .pulling_with(self.registry_config.clone())
+            .of_stack(self.stack_dir.clone(), &[])
+    }
+}
+
+/// A failed apply on a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Checkout(#[from] GitError),
+}
+
+/// How a restore re-applies the last good deployment.
+pub struct Restore<'a> {
+    pub project: &'a str,
+    pub files: Vec<PathBuf>,
+    pub profiles: &'a [String],
+    pub env_files: &'a [String],
+    pub records: &'a BTreeMap<String, ServiceRecord>,
+    /// What the failed deployment changed: it goes back, what it added goes.
+    pub changed: &'a [String],
+    pub prune: bool,
+    /// The images the restored deployment ran in place of Git's.
+    pub images: &'a BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The target a stack's settings name, on this machine's engine.
+    pub fn of(kind: Option<Kind>) -> Target {
+        match kind.unwrap_or_default() {
+            Kind::Compose => Target::Compose(Endpoint::local()),
+            Kind::Swarm => Target::Swarm(Endpoint::local()),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Target::Compose(_) => Kind::Compose,
+            Target::Swarm(_) => Kind::Swarm,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        match self {
+            Target::Compose(e) | Target::Swarm(e) => e,
+        }
+    }
+
+    /// Whether a new project name moves the stack (its old project taken
+    /// down after the new one is up): a Swarm stack is named by its
+    /// project and deployed afresh.
+    pub fn moves_projects(&self) -> bool {
+        matches!(self, Target::Compose(_))
+    }
+
+    /// Whether it can run an image in place of Git's without a commit
+    /// (`updates.apply: deploy`), and if not, why.
+    pub fn runs_image_overrides(&self) -> Result<(), &'static str> {
+        match self {
+            Target::Compose(_) => Ok(()),
+            Target::Swarm(_) => {
+                Err("`apply: deploy` is for compose stacks: a Swarm stack takes `apply: commit`")
+            }
+        }
+    }
+
+    /// Applies a rendered commit.
+    pub async fn apply(
+        &self,
+        site: &Site<'_>,
+        desired: &Desired,
+        source: &Source,
+        records: &BTreeMap<String, ServiceRecord>,
+        previous: &BTreeMap<String, ServiceRecord>,
+        changed: &[String],
+    ) -> Result<(), TargetError> {
+        match self {
+            Target::Compose(_) => {
+                compose::apply(site, desired, source, records, previous, changed).await
+            }
+            Target::Swarm(_) => {
+                let checkout = matches!(source, Source::Checkout(_));
+                swarm::apply(site, desired, checkout, records).await
+            }
+        }
+    }
+
+    /// After an apply that is kept: what the engine made of it is recorded
+    /// (config hashes, service spec digests), so a later hand edit shows as
+    /// drift.
+    pub async fn settle(
+        &self,
+        site: &Site<'_>,
+        project: &str,
+        records: &mut BTreeMap<String, ServiceRecord>,
+    ) {
+        match self {
+            Target::Compose(_) => compose::settle(site.engine, project, records).await,
+            Target::Swarm(_) => swarm::settle(site, project, records).await,
+        }
+    }
+
+    /// The health gate of `specs`: compose's containers, or Swarm's tasks.
+    pub async fn watch_gate(
+        &self,
+        engine: &Engine,
+        project: &str,
+        specs: &[&ServiceSpec],
+        gate: &Gate,
+        applied_ms: i64,
+    ) -> Result<Duration, GateFailure> {
+        match self {
+            Target::Compose(_) => gate::watch(engine, project, specs, gate, applied_ms).await,
+            Target::Swarm(_) => swarm::watch(engine, project, specs, gate, applied_ms).await,
+        }
+    }
+
+    /// Re-applies the last good deployment after a failed one.
+    pub async fn restore(&self, site: &Site<'_>, r: Restore<'_>) -> Result<(), ApplyError> {
+        match self {
+            Target::Compose(_) => compose::restore(site, r).await,
+            Target::Swarm(_) => swarm::redeploy_deployed(site, r.project, r.prune)
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Takes the stack down: its containers (anonymous volumes too) or its
+    /// Swarm stack. Named volumes stay.
+    pub async fn take_down(&self, project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
+        match self {
+            Target::Compose(_) => crate::apply::down_stack(project, lock_fd).await,
+            Target::Swarm(_) => crate::apply::stack::remove(project, lock_fd).await,
+        }
+    }
+
+    /// The drift plan of the stack now, and the containers it was made
+    /// from (none for a Swarm stack: its services are what it watches).
+    pub async fn drift_plan(
+        &self,
+        engine: &Engine,
+        o: Observe<'_>,
+        images: &mut ImageIds,
+    ) -> Result<
+        (crate::plan::Plan, Vec<crate::observe::ContainerState>),
+        crate::observe::ObserveError,
+    > {
+        match self {
+            Target::Compose(_) => compose::drift_plan(engine, o, images).await,
+            Target::Swarm(_) => swarm::drift_plan(engine, o).await,
+        }
+    }
+
+    /// The nodes of the target's cluster (a Swarm's), whose readiness is
+    /// news; `None` for a target without nodes, or an engine that did not
+    /// answer.
+    pub async fn nodes(&self, engine: &Engine) -> Option<Vec<crate::observe::swarm::SwarmNode>> {
+        match self {
+            Target::Compose(_) => None,
+            Target::Swarm(_) => engine.swarm_nodes().await.ok(),
+        }
+    }
+
+    /// The services an orchestrator runs for the stack, as `status` shows
+    /// them (tasks run on other nodes too); `None` for a compose project,
+    /// whose containers say it, or an engine that did not answer.
+    pub async fn orchestrated(&self, engine: &Engine, project: &str) -> Option<Vec<SwarmService>> {
+        match self {
+            Target::Compose(_) => None,
+            Target::Swarm(_) => Some(swarm::services(engine, project).await.unwrap_or_default()),
+        }
+    }
+}
