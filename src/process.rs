@@ -101,6 +101,32 @@ impl Drop for Group {
     }
 }
 
+/// A long-lived child (see `Cmd::spawn_kept`).
+pub struct Kept {
+    running: Running,
+    err_file: std::fs::File,
+    command: String,
+}
+
+impl Kept {
+    /// `None` while it runs; once it has exited, the end of its stderr.
+    pub async fn exited(&mut self) -> Option<String> {
+        match self.running.child.try_wait() {
+            Ok(None) | Err(_) => None,
+            Ok(Some(_)) => {
+                // Reaped: its group id may name someone else's from now on.
+                self.running.group.disarm();
+                let file = self.err_file.try_clone().ok()?;
+                Some(read_tail(file, MAX_STDERR).await.unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("cannot start `{command}`")]
@@ -280,9 +306,35 @@ impl Cmd {
             .join(" ")
     }
 
-    /// Runs to completion; a non-zero exit is an error carrying stderr.
-    pub async fn run(self) -> Result<Output, ProcessError> {
+    /// Starts a child that lives as long as the returned handle (an SSH
+    /// tunnel): its group is killed when the handle is dropped, or when
+    /// Kedge aborts. No timeout: the caller watches it.
+    pub fn spawn_kept(self) -> Result<Kept, ProcessError> {
         let command = self.display();
+        let io_err = |source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        };
+        let mut cmd = self.build();
+        let err_file = tempfile::tempfile().map_err(io_err)?;
+        cmd.stdout(Stdio::null())
+            .stderr(err_file.try_clone().map_err(io_err)?);
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let group = Group::new(child.id());
+        Ok(Kept {
+            running: Running { group, child },
+            err_file,
+            command,
+        })
+    }
+
+    /// The tokio command: argv, directory, environment (hidden variables
+    /// removed), its own process group, the descriptor kept open.
+    fn build(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(if self.stdin.is_some() {
@@ -315,6 +367,13 @@ impl Cmd {
                 });
             }
         }
+        cmd
+    }
+
+    /// Runs to completion; a non-zero exit is an error carrying stderr.
+    pub async fn run(self) -> Result<Output, ProcessError> {
+        let command = self.display();
+        let mut cmd = self.build();
         // Output goes to unnamed temporary files, not pipes: a child that
         // outlives a killed Kedge (a compose holding the repository lock)
         // must not die of SIGPIPE at its next progress line, halfway

@@ -5,6 +5,7 @@ mod completions;
 mod diff;
 mod events;
 mod history;
+mod host;
 mod man;
 mod notify;
 pub mod output;
@@ -103,6 +104,9 @@ pub enum Command {
     Notify(notify::NotifyCommand),
     /// Show newer images the update policies found; `check` asks the registries now
     Updates(updates::Args),
+    /// List the Docker hosts and check that their engines answer
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// Print the version and the commit it was built from (-v: compose and engine too)
     Version(version::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -207,6 +211,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token::run(&ctx, command),
         Command::Notify(command) => notify::run(&ctx, command),
         Command::Updates(args) => updates::run(&ctx, args),
+        Command::Host(command) => host::run(&ctx, command),
         Command::Version(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("answered before the settings are loaded")
         }

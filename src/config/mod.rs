@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod duration;
+pub mod hosts;
 pub mod interpolate;
 pub mod notifications;
 pub mod registries;
@@ -73,6 +74,7 @@ pub struct FileConfig {
     pub webhook_secret_file: Option<PathBuf>,
     pub registries: Vec<registries::Registry>,
     pub credentials: Vec<credentials::Credential>,
+    pub hosts: Vec<hosts::Host>,
     pub public_url: Option<String>,
     pub notifications: Vec<notifications::SinkConfig>,
     pub max_parallel_deploys: Option<usize>,
@@ -158,6 +160,8 @@ pub struct Settings {
     pub registries: Vec<registries::Registry>,
     /// Named secrets repositories refer to (`credentials:`).
     pub credentials: Vec<credentials::Credential>,
+    /// The Docker hosts stacks may target (`hosts:`), `local` excepted.
+    pub hosts: Vec<hosts::Host>,
     /// `http.public_url`: where people reach the dashboard; notifications
     /// link to a repository's page under it.
     pub public_url: Option<String>,
@@ -235,12 +239,14 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "notifications",
             "serve",
             "sops",
+            "hosts",
         ],
     )?;
     let mut out = FileConfig {
         data_dir: top.string("data_dir", env)?.map(|(s, _)| PathBuf::from(s)),
         registries: registries::parse(&top, env)?,
         credentials: credentials::parse(&top, env)?,
+        hosts: hosts::parse(&top, env)?,
         ..FileConfig::default()
     };
     if let Some(git) = top.section("git", &["poll_interval", "timeout"])? {
@@ -561,6 +567,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         webhook_secret,
         registries: file.registries,
         credentials: file.credentials,
+        hosts: file.hosts,
         public_url: file.public_url,
         notifications: file.notifications,
         max_parallel_deploys: file
@@ -733,6 +740,7 @@ mod tests {
                 webhook_secret_file: Some("/etc/kedge/hook".into()),
                 registries: Vec::new(),
                 credentials: Vec::new(),
+                hosts: Vec::new(),
                 public_url: None,
                 notifications: Vec::new(),
                 max_parallel_deploys: Some(2),

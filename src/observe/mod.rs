@@ -239,6 +239,9 @@ pub struct Engine {
     /// remembered, so the next request tries again and a Kedge started
     /// before its engine speaks to it, in its own version, once it is up.
     client: Arc<OnceCell<Docker>>,
+    /// A socket of its own (a host reached through a tunnel); `None`: the
+    /// one `DOCKER_HOST` names, or the local one.
+    socket: Option<std::path::PathBuf>,
 }
 
 /// What the host holds under a build service's image name.
@@ -259,6 +262,14 @@ impl Engine {
         Engine::default()
     }
 
+    /// The engine behind `socket` (a host's, forwarded: see `target::host`).
+    pub fn at(socket: &std::path::Path) -> Engine {
+        Engine {
+            client: Arc::default(),
+            socket: Some(socket.to_path_buf()),
+        }
+    }
+
     async fn ready(&self) -> Result<&Docker, ObserveError> {
         self.client
             .get_or_try_init(|| async {
@@ -266,7 +277,14 @@ impl Engine {
                     host = %std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
                     "connecting to the docker engine"
                 );
-                let docker = Docker::connect_with_local_defaults()?;
+                let docker = match &self.socket {
+                    Some(socket) => Docker::connect_with_unix(
+                        &socket.to_string_lossy(),
+                        120,
+                        bollard::API_DEFAULT_VERSION,
+                    )?,
+                    None => Docker::connect_with_local_defaults()?,
+                };
                 docker.negotiate_version().await
             })
             .await

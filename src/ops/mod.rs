@@ -12,6 +12,7 @@ pub mod diff_text;
 pub mod events;
 pub mod history;
 pub mod hooks;
+pub mod hosts;
 pub mod metrics;
 pub mod notify;
 pub mod repos;
@@ -37,6 +38,8 @@ pub use crate::record::Role;
 pub enum OpsError {
     #[error("no repository named '{0}'")]
     UnknownRepo(String),
+    #[error("no host named '{name}' (hosts: {})", known.join(", "))]
+    UnknownHost { name: String, known: Vec<String> },
     #[error("repository {repo} has no stack named '{stack}' (its stacks: {})", stacks.join(", "))]
     UnknownStack {
         repo: String,

@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod gate;
+pub mod host;
 pub mod swarm;
 
 use std::collections::BTreeMap;

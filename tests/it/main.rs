@@ -18,6 +18,7 @@ mod first_run;
 mod gate;
 mod harness;
 mod hooks;
+mod hosts;
 mod image;
 mod image_update;
 mod metrics;

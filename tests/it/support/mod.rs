@@ -10,6 +10,7 @@ pub mod compose_calls;
 pub mod docker;
 pub mod git;
 pub mod hanging;
+pub mod hosts_lab;
 pub mod http;
 pub mod http_git;
 pub mod kedge;

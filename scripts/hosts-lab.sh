@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Remote Docker hosts on one machine, for Kedge's host tests and for trying
+# `hosts:` locally: NODES docker engines (default 2), each in its own network
+# namespace on a lab bridge (as the Swarm lab's nodes), each with an sshd
+# beside it. Engine and sshd share a private mount namespace with their own
+# tmpfs /tmp and /var/lib/kedge-remote, and the engine's socket bound over
+# /var/run/docker.sock: `DOCKER_HOST=ssh://root@ADDR` reaches that engine
+# and nothing of this machine's files. The lab makes its own client key and
+# host keys. The host's engine, networks and iptables are left as they were:
+# `down` removes everything `up` made.
+#
+#   scripts/hosts-lab.sh up [LAB]        start it (idempotent); prints one line per host: ADDR
+#   scripts/hosts-lab.sh down [LAB]      stop everything, remove namespaces, bridge, rule and files
+#   scripts/hosts-lab.sh key LAB         the client's private key file (root@ADDR accepts it)
+#   scripts/hosts-lab.sh addr LAB N      host N's address
+#   scripts/hosts-lab.sh rekey LAB N     give host N's sshd a new host key (a changed host)
+#   scripts/hosts-lab.sh stop-engine LAB N / start-engine LAB N
+#   scripts/hosts-lab.sh load LAB IMAGE...   copy local images into every engine
+#
+# LAB is a short name (at most 8 characters); SUBNET (default derived from
+# it) its /24 prefix. Needs root, iproute2, iptables, util-linux (nsenter,
+# unshare), dockerd and openssh-server.
+set -euo pipefail
+
+LAB=${2:-kedgehst}
+NODES=${NODES:-2}
+SUBNET=${SUBNET:-10.232.$(( $(printf '%s' "$LAB" | cksum | cut -d' ' -f1) % 200 + 20 ))}
+STATE=/run/kedge-hosts-lab/$LAB
+DATA=/var/lib/kedge-hosts-lab/$LAB
+BRIDGE=bh-$LAB
+
+log() { printf 'hosts-lab %s: %s\n' "$LAB" "$*" >&2; }
+
+[ "${#LAB}" -le 8 ] || { log "lab name longer than 8 characters"; exit 2; }
+[ "$(id -u)" -eq 0 ] || { log "must run as root"; exit 1; }
+
+ns() { printf '%s-h%s' "$LAB" "$1"; }
+sock() { printf '%s/engine%s.sock' "$STATE" "$1"; }
+addr() { printf '%s.%s' "$SUBNET" "$((10 + $1))"; }
+dk() { local n=$1; shift; docker -H "unix://$(sock "$n")" "$@"; }
+engine_pid() { cat "$STATE/engine$1.pid" 2>/dev/null; }
+
+forward_rule() { iptables "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
+
+net_up() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+  fi
+  forward_rule -C 2>/dev/null || forward_rule -I
+  for n in $(seq 1 "$NODES"); do
+    local name; name=$(ns "$n")
+    [ -e "/run/netns/$name" ] && continue
+    ip netns add "$name"
+    ip link add "$LAB-v$n" type veth peer name "$LAB-p$n"
+    ip link set "$LAB-v$n" master "$BRIDGE" up
+    ip link set "$LAB-p$n" netns "$name"
+    ip -n "$name" link set lo up
+    ip -n "$name" link set "$LAB-p$n" name eth0
+    ip -n "$name" addr add "$(addr "$n")/24" dev eth0
+    ip -n "$name" link set eth0 up
+  done
+}
+
+keys() {
+  mkdir -p "$STATE"
+  chmod 700 "$STATE"
+  [ -f "$STATE/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C "kedge-hosts-lab" -f "$STATE/client_key"
+  cp "$STATE/client_key.pub" "$STATE/authorized_keys"
+  for n in $(seq 1 "$NODES"); do
+    [ -f "$STATE/host_key$n" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_key$n"
+    cat >"$STATE/sshd$n.conf" <<EOF
+ListenAddress $(addr "$n"):22
+HostKey $STATE/host_key$n
+AuthorizedKeysFile $STATE/authorized_keys
+PidFile $STATE/sshd$n.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AllowUsers root
+AllowStreamLocalForwarding yes
+MaxStartups 100
+EOF
+  done
+}
+
+# The engine's own config: the host's daemon.json is not read (a key set
+# in both would stop it).
+engine_start() {
+  local n=$1
+  if dk "$n" version >/dev/null 2>&1; then
+    return 0
+  fi
+  mkdir -p "$DATA/engine$n"
+  echo '{}' >"$STATE/daemon$n.json"
+  nsenter --net="/run/netns/$(ns "$n")" unshare -m -u --propagation private sh -c "
+    hostname $LAB-host$n
+    mount -t tmpfs -o mode=1777 tmpfs /tmp
+    mkdir -p /var/lib/kedge-remote
+    mount -t tmpfs -o mode=0755 tmpfs /var/lib/kedge-remote
+    exec dockerd \
+      --config-file '$STATE/daemon$n.json' \
+      --data-root '$DATA/engine$n' \
+      --exec-root '$STATE/exec$n' \
+      --pidfile '$STATE/engine$n.pid' \
+      -H 'unix://$(sock "$n")' \
+      --bip 172.$((60 + n)).0.1/24 \
+      --default-address-pool base=172.$((70 + n)).0.0/16,size=24 \
+      --storage-driver overlay2
+  " >"$STATE/engine$n.log" 2>&1 &
+  local deadline=$((SECONDS + 60))
+  until dk "$n" version >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "engine $n did not start:"; tail -20 "$STATE/engine$n.log" >&2; return 1
+    fi
+    sleep 0.2
+  done
+  # In the engine's mount namespace only: its socket where ssh users look.
+  nsenter -t "$(engine_pid "$n")" -m sh -c "touch /var/run/docker.sock 2>/dev/null || true; mount --bind '$(sock "$n")' /var/run/docker.sock"
+}
+
+engine_stop() {
+  local n=$1 pid
+  pid=$(engine_pid "$n") || return 0
+  kill "$pid" 2>/dev/null || return 0
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && { kill -9 "$pid" 2>/dev/null; break; }
+    sleep 0.2
+  done
+}
+
+sshd_start() {
+  local n=$1
+  sshd_stop "$n"
+  mkdir -p /run/sshd
+  # Beside the engine: its network, its mounts (the socket, /tmp).
+  nsenter -t "$(engine_pid "$n")" -m -n -u /usr/sbin/sshd -f "$STATE/sshd$n.conf" -E "$STATE/sshd$n.log"
+  local deadline=$((SECONDS + 10))
+  until [ -s "$STATE/sshd$n.pid" ]; do
+    [ $SECONDS -ge $deadline ] && { log "sshd $n did not start"; cat "$STATE/sshd$n.log" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+sshd_stop() {
+  local pid
+  pid=$(cat "$STATE/sshd$1.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  rm -f "$STATE/sshd$1.pid"
+}
+
+up() {
+  net_up
+  keys
+  for n in $(seq 1 "$NODES"); do
+    engine_start "$n"
+    [ -s "$STATE/sshd$n.pid" ] && kill -0 "$(cat "$STATE/sshd$n.pid")" 2>/dev/null || sshd_start "$n"
+  done
+  log "ready: $NODES hosts"
+  for n in $(seq 1 "$NODES"); do addr "$n"; echo; done
+}
+
+down() {
+  for n in $(seq 1 "$NODES"); do
+    sshd_stop "$n"
+    engine_stop "$n"
+    grep -o " $DATA/engine$n[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    ip netns del "$(ns "$n")" 2>/dev/null || true
+    ip link del "$LAB-v$n" 2>/dev/null || true
+  done
+  forward_rule -D 2>/dev/null || true
+  ip link del "$BRIDGE" 2>/dev/null || true
+  rm -rf "$STATE" "$DATA"
+  rmdir "$(dirname "$STATE")" "$(dirname "$DATA")" 2>/dev/null || true
+  log "down"
+}
+
+rekey() {
+  local n=$1
+  rm -f "$STATE/host_key$n" "$STATE/host_key$n.pub"
+  ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_key$n"
+  sshd_start "$n"
+}
+
+load() {
+  shift 2 || true
+  for image in "$@"; do
+    for n in $(seq 1 "$NODES"); do
+      docker save "$image" | dk "$n" load -q >/dev/null
+    done
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  key) echo "$STATE/client_key" ;;
+  addr) addr "$3" ;;
+  rekey) rekey "$3" ;;
+  stop-engine) engine_stop "$3" ;;
+  start-engine) engine_start "$3"; sshd_start "$3" ;;
+  load) load "$@" ;;
+  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
+esac

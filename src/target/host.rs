@@ -1,0 +1,250 @@
+//! target: reaching a host's engine (fleet.md §4). A `unix://` host is its
+//! socket. An `ssh://` host is reached through one SSH connection that
+//! forwards a socket of Kedge's own (0600, in its data directory) to the
+//! host's engine socket: the engine API and the compose CLI both use it,
+//! and no agent runs on the host. Its key is pinned: the operator's
+//! `ssh_known_hosts`, or the one seen first, recorded and then required.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::hosts::{Endpoint, Host};
+use crate::observe::Engine;
+use crate::process::{Cmd, Kept, ProcessError};
+use crate::source::auth::Refusal;
+
+/// Where a host's forwarded socket and recorded keys live, in the data
+/// directory.
+pub const HOSTS_DIR: &str = "hosts";
+/// How long an SSH connection may take to forward the engine's socket.
+const CONNECT: Duration = Duration::from_secs(20);
+/// The engine socket on an `ssh://` host.
+const REMOTE_SOCKET: &str = "/var/run/docker.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("host {host}: cannot prepare {}", path.display())]
+    Prepare {
+        host: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "host {host}: the key {} is accessible by group or others (mode {mode:03o}); ssh refuses it: `chmod 600` it",
+        path.display()
+    )]
+    KeyOpen {
+        host: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("host {host}: cannot start ssh")]
+    Spawn {
+        host: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("host {host}: {refusal}")]
+    Refused { host: String, refusal: Box<Refusal> },
+    #[error("host {host}: the SSH connection ended: {why}")]
+    Ended { host: String, why: String },
+    #[error("host {host}: the SSH connection forwarded no socket within {}s", after.as_secs())]
+    Timeout { host: String, after: Duration },
+    #[error(
+        "host {host}: tcp:// endpoints are not reachable in this version (ssh:// and unix:// are)"
+    )]
+    Unsupported { host: String },
+    #[error("host {host}: the engine does not answer: {why}")]
+    Engine { host: String, why: String },
+}
+
+/// A host's engine, reachable while this lives: the SSH connection, if
+/// any, ends with it.
+pub struct Reached {
+    pub socket: PathBuf,
+    tunnel: Option<Kept>,
+}
+
+impl Drop for Reached {
+    fn drop(&mut self) {
+        // The forwarded socket goes with its connection.
+        if self.tunnel.take().is_some() {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+impl Reached {
+    /// The engine API at the host.
+    pub fn engine(&self) -> Engine {
+        Engine::at(&self.socket)
+    }
+
+    /// The SSH connection's end, if it has ended (its stderr's end).
+    pub async fn ended(&mut self) -> Option<String> {
+        match &mut self.tunnel {
+            Some(t) => t.exited().await,
+            None => None,
+        }
+    }
+}
+
+/// Opens the way to `host`'s engine.
+pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
+    match &host.endpoint {
+        Endpoint::Unix(path) => Ok(Reached {
+            socket: path.clone(),
+            tunnel: None,
+        }),
+        Endpoint::Tcp { .. } => Err(HostError::Unsupported {
+            host: host.name.clone(),
+        }),
+        Endpoint::Ssh {
+            user,
+            host: address,
+            port,
+            key,
+            known_hosts,
+        } => {
+            let name = &host.name;
+            let dir = data_dir.join(HOSTS_DIR);
+            let prepare = |path: &Path, source| HostError::Prepare {
+                host: name.clone(),
+                path: path.to_path_buf(),
+                source,
+            };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| prepare(&dir, e))?;
+            if let Some(key) = key {
+                let mode = std::fs::metadata(key)
+                    .map_err(|e| prepare(key, e))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(HostError::KeyOpen {
+                        host: name.clone(),
+                        path: key.clone(),
+                        mode: mode & 0o777,
+                    });
+                }
+            }
+            let socket = dir.join(format!("{name}.sock"));
+            let _ = std::fs::remove_file(&socket);
+            // Trust on first use: the key seen first is recorded here,
+            // then required (`accept-new`); a file the operator gave is
+            // the only truth (`yes`).
+            let (known, strict) = match known_hosts {
+                Some(file) => (file.clone(), "yes"),
+                None => (dir.join(format!("{name}.known_hosts")), "accept-new"),
+            };
+            let mut cmd = Cmd::new("ssh").args([
+                "-F",
+                "/dev/null",
+                "-N",
+                "-T",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "StreamLocalBindUnlink=yes",
+                "-o",
+                "StreamLocalBindMask=0177",
+                "-o",
+                "ServerAliveInterval=10",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "HashKnownHosts=no",
+            ]);
+            cmd = cmd
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", known.display()))
+                .arg("-o")
+                .arg(format!("StrictHostKeyChecking={strict}"));
+            if let Some(key) = key {
+                cmd = cmd.arg("-i").arg(key);
+            }
+            if let Some(port) = port {
+                cmd = cmd.arg("-p").arg(port.to_string());
+            }
+            cmd = cmd
+                .arg("-L")
+                .arg(format!("{}:{REMOTE_SOCKET}", socket.display()))
+                .arg("--")
+                .arg(match user {
+                    Some(u) => format!("{u}@{address}"),
+                    None => address.clone(),
+                });
+            let mut tunnel = cmd.spawn_kept().map_err(|source| HostError::Spawn {
+                host: name.clone(),
+                source,
+            })?;
+            let deadline = tokio::time::Instant::now() + CONNECT;
+            loop {
+                if let Some(stderr) = tunnel.exited().await {
+                    return Err(match crate::source::auth::refusal(&stderr, key.is_some()) {
+                        Some(refusal) => HostError::Refused {
+                            host: name.clone(),
+                            refusal: Box::new(refusal),
+                        },
+                        None => HostError::Ended {
+                            host: name.clone(),
+                            why: last_line(&stderr),
+                        },
+                    });
+                }
+                if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                    return Ok(Reached {
+                        socket,
+                        tunnel: Some(tunnel),
+                    });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(HostError::Timeout {
+                        host: name.clone(),
+                        after: CONNECT,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a host check found: the engine's version.
+pub async fn check(host: &Host, data_dir: &Path) -> Result<String, HostError> {
+    let reached = reach(host, data_dir).await?;
+    let engine = reached.engine();
+    let version = tokio::time::timeout(CONNECT, engine.version()).await;
+    match version {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(HostError::Engine {
+            host: host.name.clone(),
+            why: crate::error_chain(&e),
+        }),
+        Err(_) => Err(HostError::Engine {
+            host: host.name.clone(),
+            why: format!("no answer within {}s", CONNECT.as_secs()),
+        }),
+    }
+}
+
+fn last_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("ssh exited")
+        .trim()
+        .to_string()
+}

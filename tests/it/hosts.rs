@@ -1,0 +1,125 @@
+//! Docker hosts reached without an agent (fleet.md §4), on the hosts lab:
+//! engines in network namespaces, each with an sshd beside it. `kedge host
+//! list` and `kedge host check` reach them through one SSH connection that
+//! forwards the engine's socket; host keys are pinned on first use, a
+//! changed one is refused and named, an open key file is refused.
+
+use crate::support::Kedge;
+use crate::support::hosts_lab::HostsLab;
+
+fn kedge_for(lab: &HostsLab, extra: &str) -> (Kedge, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = lab.key.display();
+    let config = format!(
+        "hosts:\n  a:\n    docker_host: ssh://root@{}\n    ssh_key: {key}\n  b:\n    docker_host: ssh://root@{}:22\n    ssh_key: {key}\n{extra}",
+        lab.addrs[0], lab.addrs[1]
+    );
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let kedge = Kedge::new().env(
+        "KEDGE_CONFIG",
+        dir.path().join("config.yaml").to_str().unwrap(),
+    );
+    (kedge, dir)
+}
+
+#[test]
+fn hosts_are_reached_over_ssh_with_their_keys_pinned() {
+    let lab = HostsLab::start();
+    let (kedge, _config) = kedge_for(&lab, "");
+
+    let hosts = kedge.run(["host", "list", "-o", "json"]).json();
+    let names: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["local", "a", "b"], "{hosts}");
+    for h in hosts.as_array().unwrap() {
+        assert_eq!(h["state"], "up", "{hosts}");
+        assert!(h["engine"].as_str().unwrap().contains("API"), "{hosts}");
+    }
+    assert_eq!(hosts[1]["endpoint"], format!("ssh://root@{}", lab.addrs[0]));
+    kedge
+        .run(["host", "list"])
+        .success()
+        .stdout_has("NAME")
+        .stdout_has("ENDPOINT")
+        .stdout_has("STACKS");
+
+    // The engine behind `a` is the lab's own, not this machine's.
+    let a = kedge.run(["host", "check", "a", "-o", "json"]).json();
+    assert_eq!(a["state"], "up", "{a}");
+    // Its key was recorded on first contact, and the forwarded socket is
+    // gone with the connection.
+    let hosts_dir = kedge.data_dir().join("hosts");
+    let known = std::fs::read_to_string(hosts_dir.join("a.known_hosts")).unwrap();
+    assert!(known.starts_with(&lab.addrs[0]), "{known}");
+    assert!(!hosts_dir.join("a.sock").exists());
+
+    // A new host key on `a`: refused, named, with the way out; `b` is fine.
+    lab.rekey(1);
+    let refused = kedge.run(["host", "check", "a"]);
+    refused.code(1).stdout_has("has changed");
+    assert!(
+        refused.stdout.contains(&format!(
+            "ssh-keygen -f {}",
+            hosts_dir.join("a.known_hosts").display()
+        )),
+        "{}",
+        refused.stdout
+    );
+    kedge
+        .run(["host", "check", "b"])
+        .success()
+        .stdout_has("b: up");
+    kedge
+        .run(["host", "check", "c"])
+        .code(1)
+        .stderr_has("no host named 'c' (hosts: local, a, b)");
+}
+
+#[test]
+fn a_given_known_hosts_file_is_the_only_truth_and_open_keys_are_refused() {
+    let lab = HostsLab::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A known_hosts that knows another key for `a`.
+    let other = dir.path().join("other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, format!("{} {public}", lab.addrs[0])).unwrap();
+    // A copy of the client key others may read.
+    let open_key = dir.path().join("open_key");
+    std::fs::copy(&lab.key, &open_key).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let extra = format!(
+        "  pinned:\n    docker_host: ssh://root@{}\n    ssh_key: {}\n    ssh_known_hosts: {}\n  open:\n    docker_host: ssh://root@{}\n    ssh_key: {}\n",
+        lab.addrs[0],
+        lab.key.display(),
+        known.display(),
+        lab.addrs[1],
+        open_key.display()
+    );
+    let (kedge, _config) = kedge_for(&lab, &extra);
+    let pinned = kedge.run(["host", "check", "pinned"]);
+    pinned.code(1).stdout_has("pinned: unreachable");
+    assert!(pinned.stdout.contains("has changed"), "{}", pinned.stdout);
+    // Nothing was added to the operator's file.
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{} {public}", lab.addrs[0])
+    );
+    kedge
+        .run(["host", "check", "open"])
+        .code(1)
+        .stdout_has("(mode 644); ssh refuses it: `chmod 600` it");
+}

@@ -1,0 +1,82 @@
+//! Remote Docker hosts for a test: `scripts/hosts-lab.sh` starts engines in
+//! network namespaces, each with an sshd beside it, and takes it all down
+//! when dropped, even on panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub struct HostsLab {
+    pub name: String,
+    subnet: String,
+    /// Each host's address, reached over SSH as root.
+    pub addrs: Vec<String>,
+    /// The client key the hosts accept.
+    pub key: PathBuf,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/hosts-lab.sh")
+}
+
+/// Labs of this run, numbered: each its own name and subnet.
+static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn run(args: &[&str]) -> Output {
+    run_in(args, None)
+}
+
+fn run_in(args: &[&str], subnet: Option<&str>) -> Output {
+    let mut cmd = Command::new("bash");
+    if let Some(subnet) = subnet {
+        cmd.env("SUBNET", subnet);
+    }
+    let out = cmd
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("run scripts/hosts-lab.sh");
+    assert!(
+        out.status.success(),
+        "hosts-lab.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl HostsLab {
+    pub fn start() -> Self {
+        // Short (the script allows 8 characters) and this run's own.
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kh{}{n}", std::process::id() % 10_000);
+        let subnet = format!("10.232.{}", 20 + (std::process::id() * 8 + n) % 200);
+        let out = run_in(&["up", &name], Some(&subnet));
+        let addrs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        let key = String::from_utf8_lossy(&run(&["key", &name]).stdout)
+            .trim()
+            .into();
+        HostsLab {
+            name,
+            subnet,
+            addrs,
+            key,
+        }
+    }
+
+    /// Gives host `n` (1-based) a new SSH host key.
+    pub fn rekey(&self, n: usize) {
+        run_in(&["rekey", &self.name, &n.to_string()], Some(&self.subnet));
+    }
+}
+
+impl Drop for HostsLab {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .env("SUBNET", &self.subnet)
+            .arg(script())
+            .args(["down", &self.name])
+            .output();
+    }
+}
