@@ -347,6 +347,55 @@ pub(super) async fn after_failed_gate(
 mod tests {
     use super::*;
 
+    fn stack(path: &str) -> Stack {
+        Stack {
+            id: 1,
+            repo_id: 1,
+            repo: "shop".into(),
+            name: if path.is_empty() {
+                "shop".into()
+            } else {
+                "web".into()
+            },
+            path: path.into(),
+            root: path.is_empty(),
+            orphaned_at: None,
+            after: Vec::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_files_a_tag_may_be_written_in_follow_the_stack() {
+        let state = |files: &[&str], env: Option<&[&str]>| RepoState {
+            compose_files: Some(files.iter().map(|s| s.to_string()).collect()),
+            env_files: env.map(|e| e.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        // The root stack: the project directory is the first file's.
+        let i = Inputs::of(
+            &stack(""),
+            &state(&["deploy/compose.yaml", "deploy/prod.yaml"], None),
+        );
+        assert_eq!(i.compose, ["deploy/compose.yaml", "deploy/prod.yaml"]);
+        assert_eq!(i.env, ["deploy/.env"]);
+        let i = Inputs::of(&stack(""), &state(&["compose.yaml"], None));
+        assert_eq!(i.env, [".env"]);
+        // A declared stack: its directory, and its env files under it; one
+        // that climbs out of the repository is never edited.
+        let i = Inputs::of(
+            &stack("apps/web"),
+            &state(
+                &["apps/web/compose.yaml"],
+                Some(&["web.env", "../shared.env", "../../../x.env"]),
+            ),
+        );
+        assert_eq!(
+            i.env,
+            ["apps/web/.env", "apps/web/web.env", "apps/shared.env"]
+        );
+    }
+
     #[test]
     fn edited_files_stay_inside_the_repository() {
         assert_eq!(inside(Path::new("app/.env")).as_deref(), Some("app/.env"));
