@@ -40,28 +40,10 @@ addr() { printf '%s.%s' "$SUBNET" "$((10 + $1))"; }
 dk() { local n=$1; shift; docker -H "unix://$(sock "$n")" "$@"; }
 engine_pid() { cat "$STATE/engine$1.pid" 2>/dev/null; }
 
-forward_rule() { iptables "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
-
-net_up() {
-  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-    ip link add "$BRIDGE" type bridge
-    ip addr add "$SUBNET.1/24" dev "$BRIDGE"
-    ip link set "$BRIDGE" up
-  fi
-  forward_rule -C 2>/dev/null || forward_rule -I
-  for n in $(seq 1 "$NODES"); do
-    local name; name=$(ns "$n")
-    [ -e "/run/netns/$name" ] && continue
-    ip netns add "$name"
-    ip link add "$LAB-v$n" type veth peer name "$LAB-p$n"
-    ip link set "$LAB-v$n" master "$BRIDGE" up
-    ip link set "$LAB-p$n" netns "$name"
-    ip -n "$name" link set lo up
-    ip -n "$name" link set "$LAB-p$n" name eth0
-    ip -n "$name" addr add "$(addr "$n")/24" dev eth0
-    ip -n "$name" link set eth0 up
-  done
-}
+veth_host() { printf '%s-v%s' "$LAB" "$1"; }
+veth_ns() { printf '%s-p%s' "$LAB" "$1"; }
+# shellcheck source=scripts/lab-lib.sh
+. "$(dirname "$0")/lab-lib.sh"
 
 keys() {
   mkdir -p "$STATE"
@@ -122,16 +104,7 @@ engine_start() {
   nsenter -t "$(engine_pid "$n")" -m sh -c "touch /var/run/docker.sock 2>/dev/null || true; mount --bind '$(sock "$n")' /var/run/docker.sock"
 }
 
-engine_stop() {
-  local n=$1 pid
-  pid=$(engine_pid "$n") || return 0
-  kill "$pid" 2>/dev/null || return 0
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null; do
-    [ $SECONDS -ge $deadline ] && { kill -9 "$pid" 2>/dev/null; break; }
-    sleep 0.2
-  done
-}
+engine_stop() { stop_pidfile "$STATE/engine$1.pid"; }
 
 sshd_start() {
   local n=$1
@@ -154,7 +127,7 @@ sshd_stop() {
 }
 
 up() {
-  net_up
+  lab_net_up
   keys
   for n in $(seq 1 "$NODES"); do
     engine_start "$n"
@@ -168,12 +141,9 @@ down() {
   for n in $(seq 1 "$NODES"); do
     sshd_stop "$n"
     engine_stop "$n"
-    grep -o " $DATA/engine$n[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    ip netns del "$(ns "$n")" 2>/dev/null || true
-    ip link del "$LAB-v$n" 2>/dev/null || true
+    lab_node_down "$n" "$DATA/engine$n"
   done
-  forward_rule -D 2>/dev/null || true
-  ip link del "$BRIDGE" 2>/dev/null || true
+  lab_net_down
   rm -rf "$STATE" "$DATA"
   rmdir "$(dirname "$STATE")" "$(dirname "$DATA")" 2>/dev/null || true
   log "down"

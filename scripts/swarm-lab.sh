@@ -34,31 +34,10 @@ sock() { printf '%s/node%s.sock' "$STATE" "$1"; }
 addr() { printf '%s.%s' "$SUBNET" "$((10 + $1))"; }
 dk() { local n=$1; shift; docker -H "unix://$(sock "$n")" "$@"; }
 
-forward_rule() { iptables "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
-
-net_up() {
-  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-    ip link add "$BRIDGE" type bridge
-    ip addr add "$SUBNET.1/24" dev "$BRIDGE"
-    ip link set "$BRIDGE" up
-  fi
-  # The host engine sets FORWARD's policy to DROP: let the lab's nodes talk.
-  forward_rule -C 2>/dev/null || forward_rule -I
-  for n in $(seq 1 "$NODES"); do
-    local name; name=$(ns "$n")
-    [ -e "/run/netns/$name" ] && continue
-    ip netns add "$name"
-    ip link add "$LAB-h$n" type veth peer name "$LAB-c$n"
-    ip link set "$LAB-h$n" master "$BRIDGE" up
-    ip link set "$LAB-c$n" netns "$name"
-    ip -n "$name" link set lo up
-    ip -n "$name" link set "$LAB-c$n" name eth0
-    ip -n "$name" addr add "$(addr "$n")/24" dev eth0
-    ip -n "$name" link set eth0 up
-    # No default route: an engine's pull from a registry it cannot reach
-    # fails at once (and the node uses its local image) instead of hanging.
-  done
-}
+veth_host() { printf '%s-h%s' "$LAB" "$1"; }
+veth_ns() { printf '%s-c%s' "$LAB" "$1"; }
+# shellcheck source=scripts/lab-lib.sh
+. "$(dirname "$0")/lab-lib.sh"
 
 node_start() {
   local n=$1
@@ -90,16 +69,7 @@ node_start() {
   done
 }
 
-node_stop() {
-  local n=$1 pid
-  pid=$(cat "$STATE/node$n.pid" 2>/dev/null) || return 0
-  kill "$pid" 2>/dev/null || return 0
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null; do
-    [ $SECONDS -ge $deadline ] && { kill -9 "$pid" 2>/dev/null; break; }
-    sleep 0.2
-  done
-}
+node_stop() { stop_pidfile "$STATE/node$1.pid"; }
 
 swarm_up() {
   if [ "$(dk 1 info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
@@ -119,7 +89,7 @@ swarm_up() {
 }
 
 up() {
-  net_up
+  lab_net_up
   for n in $(seq 1 "$NODES"); do node_start "$n"; done
   swarm_up
   log "ready: $NODES nodes"
@@ -131,12 +101,9 @@ down() {
     node_stop "$n"
     # Mounts the engine made under its data root die with its namespace;
     # anything left is unmounted before the files go.
-    grep -o " $DATA/node$n[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    ip netns del "$(ns "$n")" 2>/dev/null || true
-    ip link del "$LAB-h$n" 2>/dev/null || true
+    lab_node_down "$n" "$DATA/node$n"
   done
-  forward_rule -D 2>/dev/null || true
-  ip link del "$BRIDGE" 2>/dev/null || true
+  lab_net_down
   rm -rf "$STATE" "$DATA"
   rmdir "$(dirname "$STATE")" "$(dirname "$DATA")" 2>/dev/null || true
   log "down"
