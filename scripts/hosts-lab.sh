@@ -12,6 +12,8 @@
 #   scripts/hosts-lab.sh up [LAB]        start it (idempotent); prints one line per host: ADDR
 #   scripts/hosts-lab.sh down [LAB]      stop everything, remove namespaces, bridge, rule and files
 #   scripts/hosts-lab.sh key LAB         the client's private key file (root@ADDR accepts it)
+#   scripts/hosts-lab.sh tls LAB         a directory with ca.pem, cert.pem, key.pem: the client's
+#                                        TLS files for tcp://ADDR:2376 (every engine listens there)
 #   scripts/hosts-lab.sh addr LAB N      host N's address
 #   scripts/hosts-lab.sh rekey LAB N     give host N's sshd a new host key (a changed host)
 #   scripts/hosts-lab.sh stop-engine LAB N / start-engine LAB N
@@ -69,6 +71,30 @@ EOF
   done
 }
 
+# A CA of the lab's own; each engine's certificate names its address; one
+# client certificate for all.
+certs() {
+  local d="$STATE/tls"
+  [ -f "$d/ca.pem" ] && return 0
+  mkdir -p "$d/client"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=kedge hosts lab $LAB" -keyout "$d/ca-key.pem" -out "$d/ca.pem" 2>/dev/null
+  for n in $(seq 1 "$NODES"); do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=$(addr "$n")" -keyout "$d/server$n-key.pem" -out "$d/server$n.csr" 2>/dev/null
+    printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$(addr "$n")" >"$d/server$n.ext"
+    openssl x509 -req -in "$d/server$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial \
+      -days 2 -extfile "$d/server$n.ext" -out "$d/server$n.pem" 2>/dev/null
+  done
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=kedge" -keyout "$d/client/key.pem" -out "$d/client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+  openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial \
+    -days 2 -extfile "$d/client.ext" -out "$d/client/cert.pem" 2>/dev/null
+  cp "$d/ca.pem" "$d/client/ca.pem"
+  chmod 600 "$d/client/key.pem"
+}
+
 # The engine's own config: the host's daemon.json is not read (a key set
 # in both would stop it).
 engine_start() {
@@ -89,6 +115,11 @@ engine_start() {
       --exec-root '$STATE/exec$n' \
       --pidfile '$STATE/engine$n.pid' \
       -H 'unix://$(sock "$n")' \
+      -H 'tcp://$(addr "$n"):2376' \
+      --tlsverify \
+      --tlscacert '$STATE/tls/ca.pem' \
+      --tlscert '$STATE/tls/server$n.pem' \
+      --tlskey '$STATE/tls/server$n-key.pem' \
       --bip 172.$((60 + n)).0.1/24 \
       --default-address-pool base=172.$((70 + n)).0.0/16,size=24 \
       --storage-driver overlay2
@@ -129,6 +160,7 @@ sshd_stop() {
 up() {
   lab_net_up
   keys
+  certs
   for n in $(seq 1 "$NODES"); do
     engine_start "$n"
     [ -s "$STATE/sshd$n.pid" ] && kill -0 "$(cat "$STATE/sshd$n.pid")" 2>/dev/null || sshd_start "$n"
@@ -169,6 +201,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   key) echo "$STATE/client_key" ;;
+  tls) echo "$STATE/tls/client" ;;
   addr) addr "$3" ;;
   rekey) rekey "$3" ;;
   stop-engine) engine_stop "$3" ;;

@@ -52,10 +52,12 @@ pub enum HostError {
     Ended { host: String, why: String },
     #[error("host {host}: the SSH connection forwarded no socket within {}s", after.as_secs())]
     Timeout { host: String, after: Duration },
-    #[error(
-        "host {host}: tcp:// endpoints are not reachable in this version (ssh:// and unix:// are)"
-    )]
-    Unsupported { host: String },
+    #[error("host {host}")]
+    Tls {
+        host: String,
+        #[source]
+        source: super::tls::TlsError,
+    },
     #[error("host {host}: the engine does not answer: {why}")]
     Engine { host: String, why: String },
 }
@@ -65,11 +67,17 @@ pub enum HostError {
 pub struct Reached {
     pub socket: PathBuf,
     tunnel: Option<Kept>,
+    /// A `tcp://` host's forwarder (see `tls`).
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Reached {
     fn drop(&mut self) {
         // The forwarded socket goes with its connection.
+        if let Some(proxy) = self.proxy.take() {
+            proxy.abort();
+            let _ = std::fs::remove_file(&self.socket);
+        }
         if self.tunnel.take().is_some() {
             let _ = std::fs::remove_file(&self.socket);
         }
@@ -97,10 +105,33 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
         Endpoint::Unix(path) => Ok(Reached {
             socket: path.clone(),
             tunnel: None,
+            proxy: None,
         }),
-        Endpoint::Tcp { .. } => Err(HostError::Unsupported {
-            host: host.name.clone(),
-        }),
+        Endpoint::Tcp { addr, tls } => {
+            let name = &host.name;
+            let tls_err = |source| HostError::Tls {
+                host: name.clone(),
+                source,
+            };
+            let dialer = super::tls::Dialer::new(addr, tls).map_err(tls_err)?;
+            // Tried once now: a refused certificate is said here, not as
+            // an engine that hangs up.
+            drop(dialer.dial().await.map_err(tls_err)?);
+            let socket = private_socket(data_dir, name)?;
+            let prepared = |source| HostError::Prepare {
+                host: name.clone(),
+                path: socket.clone(),
+                source,
+            };
+            let listener = tokio::net::UnixListener::bind(&socket).map_err(prepared)?;
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+                .map_err(prepared)?;
+            Ok(Reached {
+                socket: socket.clone(),
+                tunnel: None,
+                proxy: Some(tokio::spawn(super::tls::forward(listener, dialer))),
+            })
+        }
         Endpoint::Ssh {
             user,
             host: address,
@@ -115,11 +146,6 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                 path: path.to_path_buf(),
                 source,
             };
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| prepare(&dir, e))?;
             if let Some(key) = key {
                 let mode = std::fs::metadata(key)
                     .map_err(|e| prepare(key, e))?
@@ -133,8 +159,7 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                     });
                 }
             }
-            let socket = dir.join(format!("{name}.sock"));
-            let _ = std::fs::remove_file(&socket);
+            let socket = private_socket(data_dir, name)?;
             // Trust on first use: the key seen first is recorded here,
             // then required (`accept-new`); a file the operator gave is
             // the only truth (`yes`).
@@ -207,6 +232,7 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                     return Ok(Reached {
                         socket,
                         tunnel: Some(tunnel),
+                        proxy: None,
                     });
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -219,6 +245,24 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
             }
         }
     }
+}
+
+/// `DATA_DIR/hosts/NAME.sock` in a directory only Kedge may enter; a
+/// leftover socket is removed.
+fn private_socket(data_dir: &Path, name: &str) -> Result<PathBuf, HostError> {
+    let dir = data_dir.join(HOSTS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| HostError::Prepare {
+            host: name.to_string(),
+            path: dir.clone(),
+            source,
+        })?;
+    let socket = dir.join(format!("{name}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    Ok(socket)
 }
 
 /// What a host check found: the engine's version.

@@ -9,6 +9,7 @@ pub mod compose;
 pub mod gate;
 pub mod host;
 pub mod swarm;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;

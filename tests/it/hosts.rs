@@ -123,3 +123,61 @@ fn a_given_known_hosts_file_is_the_only_truth_and_open_keys_are_refused() {
         .code(1)
         .stdout_has("(mode 644); ssh refuses it: `chmod 600` it");
 }
+
+/// A `tcp://` host: its engine reached over TLS with the host's CA and the
+/// client's certificate; a CA that did not sign the engine's certificate
+/// is refused at the handshake, said as such.
+#[test]
+fn a_tcp_host_is_reached_over_tls_and_a_foreign_ca_is_refused() {
+    let lab = HostsLab::start();
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=someone else",
+            "-keyout",
+        ])
+        .arg(dir.path().join("foreign-key.pem"))
+        .arg("-out")
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "    tls: {{ca: {}, cert: {}, key: {}}}\n",
+            ca.display(),
+            lab.tls.join("cert.pem").display(),
+            lab.tls.join("key.pem").display()
+        )
+    };
+    let extra = format!(
+        "  edge:\n    docker_host: tcp://{addr}:2376\n{ok}  forged:\n    docker_host: tcp://{addr}:2376\n{bad}",
+        addr = lab.addrs[1],
+        ok = tls(&lab.tls.join("ca.pem")),
+        bad = tls(&foreign),
+    );
+    let (kedge, _config) = kedge_for(&lab, &extra);
+    let edge = kedge.run(["host", "check", "edge", "-o", "json"]).json();
+    assert_eq!(edge["state"], "up", "{edge}");
+    assert_eq!(edge["endpoint"], format!("tcp://{}:2376", lab.addrs[1]));
+    assert!(edge["engine"].as_str().unwrap().contains("API"), "{edge}");
+    assert!(!kedge.data_dir().join("hosts/edge.sock").exists());
+    let forged = kedge.run(["host", "check", "forged"]);
+    forged.code(1).stdout_has("the TLS handshake with");
+    assert!(forged.stdout.contains("UnknownIssuer"), "{}", forged.stdout);
+}

@@ -12,6 +12,9 @@ pub struct HostsLab {
     pub addrs: Vec<String>,
     /// The client key the hosts accept.
     pub key: PathBuf,
+    /// The client's TLS files (`ca.pem`, `cert.pem`, `key.pem`) for
+    /// `tcp://ADDR:2376`, where every engine also listens.
+    pub tls: PathBuf,
 }
 
 fn script() -> PathBuf {
@@ -57,11 +60,15 @@ impl HostsLab {
         let key = String::from_utf8_lossy(&run(&["key", &name]).stdout)
             .trim()
             .into();
+        let tls = String::from_utf8_lossy(&run(&["tls", &name]).stdout)
+            .trim()
+            .into();
         HostsLab {
             name,
             subnet,
             addrs,
             key,
+            tls,
         }
     }
 
