@@ -3,9 +3,11 @@
 # `hosts:` locally: NODES docker engines (default 2), each in its own network
 # namespace on a lab bridge (as the Swarm lab's nodes), each with an sshd
 # beside it. Engine and sshd share a private mount namespace with their own
-# tmpfs /tmp and /var/lib/kedge-remote, and the engine's socket bound over
-# /var/run/docker.sock: `DOCKER_HOST=ssh://root@ADDR` reaches that engine
-# and nothing of this machine's files. The lab makes its own client key and
+# tmpfs /run, /tmp and /var/lib/kedge-remote; the engine listens on
+# /var/run/docker.sock there: `DOCKER_HOST=ssh://root@ADDR` reaches that
+# engine and not this machine's, nor its temporary files. An engine stopped
+# and started again comes back into the same namespace, as on a real host:
+# SSH connections made before it see it return. The lab makes its own client key and
 # host keys. The host's engine, networks and iptables are left as they were:
 # `down` removes everything `up` made.
 #
@@ -27,8 +29,9 @@ set -euo pipefail
 LAB=${2:-kedgehst}
 NODES=${NODES:-2}
 SUBNET=${SUBNET:-10.232.$(( $(printf '%s' "$LAB" | cksum | cut -d' ' -f1) % 200 + 20 ))}
-STATE=/run/kedge-hosts-lab/$LAB
 DATA=/var/lib/kedge-hosts-lab/$LAB
+# Not under /run: each host has a /run of its own.
+STATE=$DATA/state
 BRIDGE=bh-$LAB
 
 log() { printf 'hosts-lab %s: %s\n' "$LAB" "$*" >&2; }
@@ -41,6 +44,7 @@ sock() { printf '%s/engine%s.sock' "$STATE" "$1"; }
 addr() { printf '%s.%s' "$SUBNET" "$((10 + $1))"; }
 dk() { local n=$1; shift; docker -H "unix://$(sock "$n")" "$@"; }
 engine_pid() { cat "$STATE/engine$1.pid" 2>/dev/null; }
+sshd_pid() { cat "$STATE/sshd$1.pid" 2>/dev/null; }
 
 veth_host() { printf '%s-v%s' "$LAB" "$1"; }
 veth_ns() { printf '%s-p%s' "$LAB" "$1"; }
@@ -104,16 +108,12 @@ engine_start() {
   fi
   mkdir -p "$DATA/engine$n"
   echo '{}' >"$STATE/daemon$n.json"
-  nsenter --net="/run/netns/$(ns "$n")" unshare -m -u --propagation private sh -c "
-    hostname $LAB-host$n
-    mount -t tmpfs -o mode=1777 tmpfs /tmp
-    mkdir -p /var/lib/kedge-remote
-    mount -t tmpfs -o mode=0755 tmpfs /var/lib/kedge-remote
-    exec dockerd \
+  local run="exec dockerd \
       --config-file '$STATE/daemon$n.json' \
       --data-root '$DATA/engine$n' \
       --exec-root '$STATE/exec$n' \
       --pidfile '$STATE/engine$n.pid' \
+      -H unix:///run/docker.sock \
       -H 'unix://$(sock "$n")' \
       -H 'tcp://$(addr "$n"):2376' \
       --tlsverify \
@@ -122,8 +122,22 @@ engine_start() {
       --tlskey '$STATE/tls/server$n-key.pem' \
       --bip 172.$((60 + n)).0.1/24 \
       --default-address-pool base=172.$((70 + n)).0.0/16,size=24 \
-      --storage-driver overlay2
-  " >"$STATE/engine$n.log" 2>&1 &
+      --storage-driver overlay2"
+  local pid; pid=$(sshd_pid "$n") || true
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # The host's namespaces, which its sshd kept.
+    nsenter -t "$pid" -m -n -u sh -c "$run" >>"$STATE/engine$n.log" 2>&1 &
+  else
+    nsenter --net="/run/netns/$(ns "$n")" unshare -m -u --propagation private sh -c "
+      hostname $LAB-host$n
+      mount -t tmpfs -o mode=0755 tmpfs /run
+      mkdir -p /run/sshd
+      mount -t tmpfs -o mode=1777 tmpfs /tmp
+      mkdir -p /var/lib/kedge-remote
+      mount -t tmpfs -o mode=0755 tmpfs /var/lib/kedge-remote
+      $run
+    " >"$STATE/engine$n.log" 2>&1 &
+  fi
   local deadline=$((SECONDS + 60))
   until dk "$n" version >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ]; then
@@ -131,8 +145,6 @@ engine_start() {
     fi
     sleep 0.2
   done
-  # In the engine's mount namespace only: its socket where ssh users look.
-  nsenter -t "$(engine_pid "$n")" -m sh -c "touch /var/run/docker.sock 2>/dev/null || true; mount --bind '$(sock "$n")' /var/run/docker.sock"
 }
 
 engine_stop() { stop_pidfile "$STATE/engine$1.pid"; }
@@ -140,8 +152,7 @@ engine_stop() { stop_pidfile "$STATE/engine$1.pid"; }
 sshd_start() {
   local n=$1
   sshd_stop "$n"
-  mkdir -p /run/sshd
-  # Beside the engine: its network, its mounts (the socket, /tmp).
+  # Beside the engine: its network, its mounts (its /run, /tmp).
   nsenter -t "$(engine_pid "$n")" -m -n -u /usr/sbin/sshd -f "$STATE/sshd$n.conf" -E "$STATE/sshd$n.log"
   local deadline=$((SECONDS + 10))
   until [ -s "$STATE/sshd$n.pid" ]; do
@@ -173,11 +184,11 @@ down() {
   for n in $(seq 1 "$NODES"); do
     sshd_stop "$n"
     engine_stop "$n"
-    lab_node_down "$n" "$DATA/engine$n"
+    lab_node_down "$n" "$DATA/"
   done
   lab_net_down
-  rm -rf "$STATE" "$DATA"
-  rmdir "$(dirname "$STATE")" "$(dirname "$DATA")" 2>/dev/null || true
+  rm -rf "$DATA"
+  rmdir "$(dirname "$DATA")" 2>/dev/null || true
   log "down"
 }
 
@@ -205,7 +216,11 @@ case "${1:-}" in
   addr) addr "$3" ;;
   rekey) rekey "$3" ;;
   stop-engine) engine_stop "$3" ;;
-  start-engine) engine_start "$3"; sshd_start "$3" ;;
+  start-engine)
+    engine_start "$3"
+    pid=$(sshd_pid "$3") || true
+    { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || sshd_start "$3"
+    ;;
   load) load "$@" ;;
   *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac

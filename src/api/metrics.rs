@@ -407,6 +407,16 @@ impl Collector for Scrape {
         }
 
         let mut m = encoder.encode_descriptor(
+            "kedge_host_up",
+            "Whether a configured Docker host's engine answered serve's last look (every check interval): 1, or 0.",
+            None,
+            gauge,
+        )?;
+        for (host, up) in &report.hosts_up {
+            ConstGauge::new(i64::from(*up)).encode(m.encode_family(&[("host", host.as_str())])?)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
             "kedge_notifications",
             "Notifications by sink and result: success (delivered), failure (given up after its tries), suppressed (repeat_interval).",
             None,
@@ -554,6 +564,7 @@ mod tests {
             ]
             .into(),
             updates_available: vec![("app".into(), "app".into(), "web".into())],
+            hosts_up: [("nas".to_string(), false)].into(),
         }
     }
 
@@ -623,6 +634,8 @@ mod tests {
             "kedge_notifications_total{sink=\"ops\",result=\"suppressed\"} 0",
             "# TYPE kedge_updates_available gauge",
             "kedge_updates_available{repo=\"app\",stack=\"app\",service=\"web\"} 1",
+            "# TYPE kedge_host_up gauge",
+            "kedge_host_up{host=\"nas\"} 0",
         ] {
             assert!(l.contains(&want), "no line {want:?} in:\n{text}");
         }

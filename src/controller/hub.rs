@@ -62,6 +62,8 @@ pub struct Hub {
     git_checks: std::sync::Mutex<std::collections::BTreeMap<String, GitChecks>>,
     /// Notifications by sink and result, counted by the sinks' tasks.
     notifications: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Whether each configured host's engine answered its last look.
+    hosts_up: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 impl Default for Hub {
@@ -71,6 +73,7 @@ impl Default for Hub {
             snapshots: Default::default(),
             git_checks: Default::default(),
             notifications: Default::default(),
+            hosts_up: Default::default(),
         }
     }
 }
@@ -126,6 +129,22 @@ impl Hub {
     }
 
     /// Every repository's remote checks so far, by name.
+    /// `host`'s engine answered (or not) just now; the state it had
+    /// before, if it had been looked at.
+    pub fn set_host_up(&self, host: &str, up: bool) -> Option<bool> {
+        self.hosts_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.to_string(), up)
+    }
+
+    pub fn hosts_up(&self) -> std::collections::BTreeMap<String, bool> {
+        self.hosts_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn git_checks(&self) -> std::collections::BTreeMap<String, GitChecks> {
         self.git_checks
             .lock()

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod deploy;
 pub mod fan_out;
 pub mod heal;
+pub mod hosts;
 pub mod hub;
 pub mod image_update;
 pub mod in_flight;
@@ -379,6 +380,7 @@ where
     tokio::spawn(hub::tail(shared.clone()));
     tokio::spawn(hub::retention(shared.clone()));
     tokio::spawn(updates::run(shared.clone()));
+    tokio::spawn(hosts::watch(shared.clone()));
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
     let faces = faces(shared.clone(), shutdown.clone()).await?;

@@ -23,6 +23,8 @@ pub struct MetricsReport {
     /// Services with a newer image found by the last update check:
     /// (repo, stack, service).
     pub updates_available: Vec<(String, String, String)>,
+    /// Each configured host, and whether its engine answered the last look.
+    pub hosts_up: std::collections::BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,6 +93,7 @@ impl Ops {
             .collect();
         Ok(MetricsReport {
             updates_available,
+            hosts_up: shared.hub.hosts_up(),
             repos: out,
             git_checks: shared.hub.git_checks(),
             notifications: shared.hub.notifications(),

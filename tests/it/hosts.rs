@@ -181,3 +181,50 @@ fn a_tcp_host_is_reached_over_tls_and_a_foreign_ca_is_refused() {
     forged.code(1).stdout_has("the TLS handshake with");
     assert!(forged.stdout.contains("UnknownIssuer"), "{}", forged.stdout);
 }
+
+/// `serve` looks at each configured host every check interval: the
+/// `kedge_host_up` gauge follows an engine that stops and comes back (over
+/// the SSH connection it kept), said once each way in its log.
+#[test]
+fn serve_watches_each_host_and_the_gauge_follows_an_engine_that_stops_and_returns() {
+    use crate::support::plain_http::get;
+    use crate::support::wait_for;
+    let lab = HostsLab::start();
+    let extra = format!(
+        "  edge:\n    docker_host: tcp://{}:2376\n    tls: {{ca: {}, cert: {}, key: {}}}\n",
+        lab.addrs[1],
+        lab.tls.join("ca.pem").display(),
+        lab.tls.join("cert.pem").display(),
+        lab.tls.join("key.pem").display()
+    );
+    let (kedge, _config) = kedge_for(&lab, &extra);
+    let api = kedge.serve_api(&["--check-interval", "1s"], &[]);
+    let addr: std::net::SocketAddr = api.addr.parse().unwrap();
+    let up = |host: &str| -> Option<f64> {
+        let r = get(addr, "/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let series = format!("kedge_host_up{{host=\"{host}\"}} ");
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_for(60, "every host up", || {
+        (up("a") == Some(1.0) && up("b") == Some(1.0) && up("edge") == Some(1.0)).then_some(())
+    });
+    assert_eq!(up("local"), None, "`local` is the engine serve itself uses");
+
+    lab.stop_engine(1);
+    wait_for(60, "host a down, the others up", || {
+        (up("a") == Some(0.0) && up("b") == Some(1.0)).then_some(())
+    });
+    lab.start_engine(1);
+    wait_for(60, "host a back", || (up("a") == Some(1.0)).then_some(()));
+    let log = api.serve.log();
+    assert_eq!(
+        log.matches("host a is unreachable").count(),
+        1,
+        "said once: {log}"
+    );
+    assert_eq!(log.matches("host a answers again").count(), 1, "{log}");
+}

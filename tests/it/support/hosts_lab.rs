@@ -72,6 +72,22 @@ impl HostsLab {
         }
     }
 
+    /// Stops host `n`'s engine (its sshd keeps running).
+    pub fn stop_engine(&self, n: usize) {
+        run_in(
+            &["stop-engine", &self.name, &n.to_string()],
+            Some(&self.subnet),
+        );
+    }
+
+    /// Starts host `n`'s engine again, in the host's own namespaces.
+    pub fn start_engine(&self, n: usize) {
+        run_in(
+            &["start-engine", &self.name, &n.to_string()],
+            Some(&self.subnet),
+        );
+    }
+
     /// Gives host `n` (1-based) a new SSH host key.
     pub fn rekey(&self, n: usize) {
         run_in(&["rekey", &self.name, &n.to_string()], Some(&self.subnet));
