@@ -90,8 +90,12 @@ impl Reached {
         Engine::at(&self.socket)
     }
 
-    /// The SSH connection's end, if it has ended (its stderr's end).
+    /// Why the way to the engine is gone, if it is: the SSH connection
+    /// ended (its stderr's end), or its socket was removed.
     pub async fn ended(&mut self) -> Option<String> {
+        if (self.tunnel.is_some() || self.proxy.is_some()) && !self.socket.exists() {
+            return Some(format!("{} was removed", self.socket.display()));
+        }
         match &mut self.tunnel {
             Some(t) => t.exited().await,
             None => None,
@@ -247,8 +251,9 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
     }
 }
 
-/// `DATA_DIR/hosts/NAME.sock` in a directory only Kedge may enter; a
-/// leftover socket is removed.
+/// `DATA_DIR/hosts/NAME-PID.sock` in a directory only Kedge may enter:
+/// this process's own (a `kedge host check` beside `serve` must not take
+/// `serve`'s); a leftover of this process is removed.
 fn private_socket(data_dir: &Path, name: &str) -> Result<PathBuf, HostError> {
     let dir = data_dir.join(HOSTS_DIR);
     std::fs::DirBuilder::new()
@@ -260,7 +265,7 @@ fn private_socket(data_dir: &Path, name: &str) -> Result<PathBuf, HostError> {
             path: dir.clone(),
             source,
         })?;
-    let socket = dir.join(format!("{name}.sock"));
+    let socket = dir.join(format!("{name}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
     Ok(socket)
 }

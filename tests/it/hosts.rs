@@ -55,7 +55,23 @@ fn hosts_are_reached_over_ssh_with_their_keys_pinned() {
     let hosts_dir = kedge.data_dir().join("hosts");
     let known = std::fs::read_to_string(hosts_dir.join("a.known_hosts")).unwrap();
     assert!(known.starts_with(&lab.addrs[0]), "{known}");
-    assert!(!hosts_dir.join("a.sock").exists());
+    let sockets = || {
+        std::fs::read_dir(&hosts_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sock")
+            })
+            .count()
+    };
+    assert_eq!(
+        sockets(),
+        0,
+        "the forwarded socket goes with its connection"
+    );
 
     // A new host key on `a`: refused, named, with the way out; `b` is fine.
     lab.rekey(1);
@@ -176,7 +192,12 @@ fn a_tcp_host_is_reached_over_tls_and_a_foreign_ca_is_refused() {
     assert_eq!(edge["state"], "up", "{edge}");
     assert_eq!(edge["endpoint"], format!("tcp://{}:2376", lab.addrs[1]));
     assert!(edge["engine"].as_str().unwrap().contains("API"), "{edge}");
-    assert!(!kedge.data_dir().join("hosts/edge.sock").exists());
+    let left: Vec<_> = std::fs::read_dir(kedge.data_dir().join("hosts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".sock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let forged = kedge.run(["host", "check", "forged"]);
     forged.code(1).stdout_has("the TLS handshake with");
     assert!(forged.stdout.contains("UnknownIssuer"), "{}", forged.stdout);
@@ -220,6 +241,20 @@ fn serve_watches_each_host_and_the_gauge_follows_an_engine_that_stops_and_return
     });
     lab.start_engine(1);
     wait_for(60, "host a back", || (up("a") == Some(1.0)).then_some(()));
+    // A `kedge host check` beside serve has a connection of its own: serve's
+    // is not taken from it.
+    kedge.run(["host", "check", "a"]).success();
+    kedge.run(["host", "check", "edge"]).success();
+    let hosts_dir = kedge.data_dir().join("hosts");
+    let pid = api.serve.child.id();
+    for host in ["a", "edge"] {
+        let socket = hosts_dir.join(format!("{host}-{pid}.sock"));
+        assert!(
+            std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            "serve's way to {host} is still there: {}",
+            socket.display()
+        );
+    }
     let log = api.serve.log();
     assert_eq!(
         log.matches("host a is unreachable").count(),
