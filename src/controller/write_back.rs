@@ -14,7 +14,7 @@ use crate::model::updates::UpdateRow;
 use crate::record::{RepoState, Stack};
 use crate::short;
 use crate::source::edit::{FileText, tag_edit};
-use crate::source::write_back::{Author, Change, WriteBackError};
+use crate::source::write_back::{Author, Change};
 
 /// Why a stack's candidates are reported but not applied now; `None`
 /// when they may be.
@@ -31,19 +31,29 @@ pub(super) fn held(state: &RepoState) -> Option<String> {
     }
 }
 
-/// The write-back of one repository at a time, across processes (a
-/// `kedge updates check` beside `serve`): an exclusive lock beside the clone.
-async fn write_lock(shared: &Shared, repo: &str) -> Result<std::fs::File, std::io::Error> {
-    let dir = shared.settings.data_dir.join("locks");
-    std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!("{repo}.write-back.lock")))?;
-    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+/// Commits and pushes `change` to `repo`, one write-back of a repository
+/// at a time across processes (a `kedge updates check` beside `serve`):
+/// its own lock, not the repository's, which the deployment that reverts a
+/// failed update holds already. The error as text.
+async fn push(
+    shared: &Shared,
+    repo: &crate::record::Repo,
+    author: &Author,
+    message: &str,
+    change: Change<'_>,
+) -> Result<crate::source::write_back::Pushed, String> {
+    let _held = super::lock::RepoLock::acquire(
+        &shared.settings.data_dir,
+        &format!("{}.write-back", repo.name),
+        || tracing::debug!(repo = %repo.name, "waiting for another write-back"),
+    )
+    .await
+    .map_err(|e| crate::error_chain(&e))?;
+    let git = shared.repository(repo);
+    let scratch = scratch_dir(&git.clone);
+    git.write_back(&scratch, author, message, change)
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(|e| crate::error_chain(&e))
 }
 
 /// Applies the stack's available candidates as commits, one per service;
@@ -124,20 +134,7 @@ pub(super) async fn commit(
                 .map_err(|e| e.to_string())?;
             Ok(vec![(edit.path, edit.text)])
         };
-        let git = shared.repository(&repo);
-        let lock = write_lock(shared, &repo.name).await;
-        let scratch = scratch_dir(&git.clone);
-        let result = match lock {
-            Ok(_held) => {
-                git.write_back(&scratch, &author, &message, Change::Files(&edit))
-                    .await
-            }
-            Err(e) => Err(WriteBackError::Io {
-                path: scratch.clone(),
-                source: e,
-            }),
-        };
-        match result {
+        match push(shared, &repo, &author, &message, Change::Files(&edit)).await {
             Ok(done) => {
                 let (commit, service, from, image) = (
                     done.commit.clone(),
@@ -173,8 +170,7 @@ pub(super) async fn commit(
                 row.detail = Some(format!("commit {} pushed", short(&done.commit)));
                 pushed = true;
             }
-            Err(e) => {
-                let text = crate::error_chain(&e);
+            Err(text) => {
                 tracing::warn!(repo = %repo.name, stack = %stack.name, service = %row.service, "update not written back: {text}");
                 row.state = "failed".to_string();
                 row.detail = Some(text.clone());
@@ -300,21 +296,10 @@ pub(super) async fn after_failed_gate(
         return Ok(());
     }
     let author = author.and_then(Author::parse).unwrap_or_else(Author::kedge);
-    let git = shared.repository(&task.repo);
-    let scratch = scratch_dir(&git.clone);
-    let reverted = match write_lock(shared, &task.repo.name).await {
-        Ok(_held) => {
-            git.write_back(&scratch, &author, "", Change::Revert(commit))
-                .await
-        }
-        Err(e) => Err(WriteBackError::Io {
-            path: scratch.clone(),
-            source: e,
-        }),
-    };
+    let reverted = push(shared, &task.repo, &author, "", Change::Revert(commit)).await;
     let outcome = match &reverted {
         Ok(done) => format!("reverted by {}", short(&done.commit)),
-        Err(e) => format!("not reverted: {}", crate::error_chain(e)),
+        Err(e) => format!("not reverted: {e}"),
     };
     for (service, from, to) in &updates {
         let event = NewEvent::new(
