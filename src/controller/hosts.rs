@@ -6,14 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Shared;
 use crate::config::hosts::LOCAL;
-use crate::target::host::{Reached, reach};
-
-/// How long one look may take.
-const LOOK: Duration = Duration::from_secs(10);
+use crate::target::host::{HostError, Reached, reach};
 
 pub async fn watch(shared: Arc<Shared>) {
     let hosts: Vec<crate::config::hosts::Host> = shared
@@ -69,15 +65,14 @@ async fn look(
             .map_err(|e| crate::error_chain(&e))?;
         open.insert(host.name.clone(), reached);
     }
-    let engine = open[&host.name].engine();
-    let answered = tokio::time::timeout(LOOK, engine.version()).await;
-    match answered {
-        Ok(Ok(version)) => Ok(version),
-        Ok(Err(e)) => Err(crate::error_chain(&e)),
-        Err(_) => {
+    match open[&host.name].version(&host.name).await {
+        Ok(version) => Ok(version),
+        Err(e) => {
             // A connection that hangs is made again at the next look.
-            open.remove(&host.name);
-            Err(format!("no answer within {}s", LOOK.as_secs()))
+            if matches!(e, HostError::Silent { .. }) {
+                open.remove(&host.name);
+            }
+            Err(crate::error_chain(&e))
         }
     }
 }

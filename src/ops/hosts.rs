@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Ops, OpsError};
-use crate::config::hosts::{Endpoint, Host, LOCAL};
+use crate::config::hosts::{Host, LOCAL};
 
 /// A host as `kedge host list` shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -62,9 +62,8 @@ impl Ops {
         } else {
             // The implicit `local` is the engine Kedge itself talks to.
             (
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| {
-                    Endpoint::Unix("/var/run/docker.sock".into()).docker_host()
-                }),
+                std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| Host::local().endpoint.docker_host()),
                 shared
                     .engine
                     .version()

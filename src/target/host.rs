@@ -60,6 +60,8 @@ pub enum HostError {
     },
     #[error("host {host}: the engine does not answer: {why}")]
     Engine { host: String, why: String },
+    #[error("host {host}: the engine does not answer: no answer within {}s", after.as_secs())]
+    Silent { host: String, after: Duration },
 }
 
 /// A host's engine, reachable while this lives: the SSH connection, if
@@ -88,6 +90,22 @@ impl Reached {
     /// The engine API at the host.
     pub fn engine(&self) -> Engine {
         Engine::at(&self.socket)
+    }
+
+    /// The engine's version, asked now; an engine that does not answer
+    /// within the connection time is `HostError::Silent`.
+    pub async fn version(&self, host: &str) -> Result<String, HostError> {
+        match tokio::time::timeout(CONNECT, self.engine().version()).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(HostError::Engine {
+                host: host.to_string(),
+                why: crate::error_chain(&e),
+            }),
+            Err(_) => Err(HostError::Silent {
+                host: host.to_string(),
+                after: CONNECT,
+            }),
+        }
     }
 
     /// Why the way to the engine is gone, if it is: the SSH connection
@@ -272,20 +290,7 @@ fn private_socket(data_dir: &Path, name: &str) -> Result<PathBuf, HostError> {
 
 /// What a host check found: the engine's version.
 pub async fn check(host: &Host, data_dir: &Path) -> Result<String, HostError> {
-    let reached = reach(host, data_dir).await?;
-    let engine = reached.engine();
-    let version = tokio::time::timeout(CONNECT, engine.version()).await;
-    match version {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(HostError::Engine {
-            host: host.name.clone(),
-            why: crate::error_chain(&e),
-        }),
-        Err(_) => Err(HostError::Engine {
-            host: host.name.clone(),
-            why: format!("no answer within {}s", CONNECT.as_secs()),
-        }),
-    }
+    reach(host, data_dir).await?.version(&host.name).await
 }
 
 fn last_line(stderr: &str) -> String {
