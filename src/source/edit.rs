@@ -341,7 +341,8 @@ fn expand(
             (written[i + 1..i + 1 + len].to_string(), None, i + 1 + len)
         };
         match (values.get(&name), default) {
-            (Some(v), _) if !v.text.is_empty() || written[i..end].contains('-') => {
+            // A set variable wins, unless it is empty under `:-`.
+            (Some(v), _) if !v.text.is_empty() || !written[i..end].contains(":-") => {
                 pieces.push(Piece {
                     file: v.file,
                     range: v.range.clone(),
@@ -349,12 +350,7 @@ fn expand(
                 })
             }
             (_, Some(d)) => literal(&mut pieces, d),
-            (Some(v), None) => pieces.push(Piece {
-                file: v.file,
-                range: v.range.clone(),
-                text: v.text.clone(),
-            }),
-            (None, None) => {}
+            (_, None) => {}
         }
         i = end;
         lit = end;
@@ -465,6 +461,30 @@ mod tests {
             edit.text,
             "services:\n  web:\n    image: app:${TAG:-1.4.3}\n"
         );
+    }
+
+    #[test]
+    fn an_empty_variable_gives_way_to_its_colon_dash_default() {
+        let compose = [f(
+            "compose.yaml",
+            "services:\n  web:\n    image: app:${TAG:-1.4.2}\n",
+        )];
+        let env = [f(".env", "TAG=\n")];
+        let edit = tag_edit(&compose, &env, "web", "app:1.4.2", "1.4.3").unwrap();
+        assert_eq!(
+            (edit.path.as_str(), edit.text.as_str()),
+            (
+                "compose.yaml",
+                "services:\n  web:\n    image: app:${TAG:-1.4.3}\n"
+            )
+        );
+        // `-` alone keeps an empty value: it reads as `app:`, not as deployed.
+        let compose = [f(
+            "compose.yaml",
+            "services:\n  web:\n    image: app:${TAG-1.4.2}\n",
+        )];
+        let err = tag_edit(&compose, &env, "web", "app:1.4.2", "1.4.3").unwrap_err();
+        assert!(matches!(err, EditError::Differs { .. }), "{err}");
     }
 
     #[test]
