@@ -51,6 +51,15 @@ fn served(prefix: &str) -> Served {
     wait_for(60, "the first deployment to finish", || {
         (s.history()[0]["status"] == "success").then_some(())
     });
+    // The deployment's row is written before its event: the snapshot
+    // starts once both are in.
+    wait_for(30, "deploy_succeeded in the store", || {
+        s.kedge
+            .db_snapshot()
+            .iter()
+            .any(|r| r.starts_with("events:") && r.contains("\"deploy_succeeded\""))
+            .then_some(())
+    });
     Served {
         s,
         api,
