@@ -20,6 +20,7 @@
 #   scripts/hosts-lab.sh rekey LAB N     give host N's sshd a new host key (a changed host)
 #   scripts/hosts-lab.sh stop-engine LAB N / start-engine LAB N
 #   scripts/hosts-lab.sh load LAB IMAGE...   copy local images into every engine
+#   scripts/hosts-lab.sh docker LAB N ARGS... the docker CLI on host N's engine
 #
 # LAB is a short name (at most 8 characters); SUBNET (default derived from
 # it) its /24 prefix. Needs root, iproute2, iptables, util-linux (nsenter,
@@ -222,5 +223,6 @@ case "${1:-}" in
     { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || sshd_start "$3"
     ;;
   load) load "$@" ;;
+  docker) n=$3; shift 3; dk "$n" "$@" ;;
   *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac

@@ -94,6 +94,8 @@ pub struct Compose {
     pub stack_dir: Option<PathBuf>,
     /// `--env-file`s, relative to the project directory.
     pub env_files: Vec<PathBuf>,
+    /// A remote host's engine, as a local socket (`DOCKER_HOST`).
+    pub docker_host: Option<PathBuf>,
 }
 
 impl Compose {
@@ -107,6 +109,7 @@ impl Compose {
             profiles: Vec::new(),
             stack_dir: None,
             env_files: Vec::new(),
+            docker_host: None,
         }
     }
 
@@ -127,6 +130,12 @@ impl Compose {
     /// Every call enables these profiles.
     pub fn with_profiles(mut self, profiles: &[String]) -> Self {
         self.profiles = profiles.to_vec();
+        self
+    }
+
+    /// Compose talks to the engine at this socket (a host's, fleet.md §4).
+    pub fn on_host(mut self, socket: Option<PathBuf>) -> Self {
+        self.docker_host = socket;
         self
     }
 
@@ -195,7 +204,18 @@ impl Compose {
         if let Some(dir) = &self.docker_config {
             cmd = cmd.env("DOCKER_CONFIG", dir);
         }
-        cmd.args(args)
+        reaching(cmd, self.docker_host.as_deref()).args(args)
+    }
+}
+
+/// A docker or compose command pointed at a host's engine socket
+/// (fleet.md §4); unchanged for `None`, this machine's engine.
+pub fn reaching(cmd: Cmd, socket: Option<&Path>) -> Cmd {
+    match socket {
+        Some(socket) => cmd
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env_remove("DOCKER_CONTEXT"),
+        None => cmd,
     }
 }
 

@@ -41,10 +41,12 @@ pub enum EventKind {
     UpdateAvailable,
     UpdateApplied,
     UpdateFailed,
+    HostUnreachable,
+    HostRecovered,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -66,6 +68,8 @@ impl EventKind {
         EventKind::UpdateAvailable,
         EventKind::UpdateApplied,
         EventKind::UpdateFailed,
+        EventKind::HostUnreachable,
+        EventKind::HostRecovered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +95,8 @@ impl EventKind {
             EventKind::UpdateAvailable => "update_available",
             EventKind::UpdateApplied => "update_applied",
             EventKind::UpdateFailed => "update_failed",
+            EventKind::HostUnreachable => "host_unreachable",
+            EventKind::HostRecovered => "host_recovered",
         }
     }
 
@@ -109,7 +115,8 @@ impl EventKind {
             EventKind::RolledBack
             | EventKind::DriftDetected
             | EventKind::Unhealthy
-            | EventKind::StackOrphaned => Severity::Warning,
+            | EventKind::StackOrphaned
+            | EventKind::HostUnreachable => Severity::Warning,
             EventKind::StackUnchanged => Severity::Debug,
             _ => Severity::Info,
         }
@@ -329,7 +336,8 @@ mod tests {
                 "rolled_back",
                 "drift_detected",
                 "unhealthy",
-                "stack_orphaned"
+                "stack_orphaned",
+                "host_unreachable"
             ]
         );
     }

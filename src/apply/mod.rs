@@ -117,8 +117,12 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// `docker compose -p PROJECT down --remove-orphans`. Compose finds the
 /// containers by their project label, so no compose file is needed; named
 /// volumes are kept (no `-v`): taking a stack down never loses data.
-pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
-    compose::command()
+pub async fn down(
+    project: &str,
+    lock_fd: Option<RawFd>,
+    docker_host: Option<&std::path::Path>,
+) -> Result<(), ApplyError> {
+    compose::reaching(compose::command(), docker_host)
         .args(["-p", project, "down", "--remove-orphans"])
         .cwd(std::env::temp_dir())
         .keep_open(lock_fd)
@@ -135,8 +139,12 @@ pub async fn down(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyErro
 /// Takes a stack down for good (`repo remove --down`): [`down`], then its
 /// containers' anonymous volumes, which nothing could ever mount again.
 /// Named volumes are kept. A volume that cannot be removed is logged.
-pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
-    let engine = crate::observe::Engine::new();
+pub async fn down_stack(
+    engine: &crate::observe::Engine,
+    docker_host: Option<&std::path::Path>,
+    project: &str,
+    lock_fd: Option<RawFd>,
+) -> Result<(), ApplyError> {
     let anonymous = match engine.anonymous_volumes(project).await {
         Ok(v) => v,
         Err(e) => {
@@ -144,9 +152,9 @@ pub async fn down_stack(project: &str, lock_fd: Option<RawFd>) -> Result<(), App
             Vec::new()
         }
     };
-    down(project, lock_fd).await?;
+    down(project, lock_fd, docker_host).await?;
     for volume in anonymous {
-        match engine::remove_volume(&engine, &volume).await {
+        match engine::remove_volume(engine, &volume).await {
             Ok(()) => tracing::debug!(%project, %volume, "anonymous volume removed"),
             Err(e) => tracing::warn!(%project, "{}", crate::error_chain(&e)),
         }
@@ -166,16 +174,20 @@ pub async fn write_label_override(
     commits: &BTreeMap<String, String>,
     builds: &BTreeMap<String, String>,
     images: &BTreeMap<String, String>,
+    host: &str,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
         .map(|(service, commit)| {
-            let labels = json!({
+            let mut labels = json!({
                 KEDGE_MANAGED: "true",
                 KEDGE_PROJECT: project,
                 KEDGE_SERVICE: service,
                 KEDGE_COMMIT: commit,
             });
+            if host != crate::config::hosts::LOCAL {
+                labels[crate::observe::KEDGE_HOST] = json!(host);
+            }
             let mut over = json!({ "labels": labels });
             if let Some(fingerprint) = builds.get(service) {
                 over["build"] = json!({ "labels": { KEDGE_BUILD: fingerprint } });

@@ -98,8 +98,9 @@ pub async fn deploy(
     file: &Path,
     prune: bool,
     docker_config: Option<PathBuf>,
+    docker_host: Option<&Path>,
 ) -> Result<(), ApplyError> {
-    let mut cmd = Cmd::new("docker");
+    let mut cmd = crate::compose::reaching(Cmd::new("docker"), docker_host);
     if let Some(dir) = docker_config {
         cmd = cmd.env("DOCKER_CONFIG", dir);
     }
@@ -122,8 +123,12 @@ pub async fn deploy(
 
 /// `docker stack rm PROJECT` (`repo remove --down` of a Swarm stack): Swarm
 /// removes its services, networks, configs and secrets; volumes are kept.
-pub async fn remove(project: &str, lock_fd: Option<std::os::fd::RawFd>) -> Result<(), ApplyError> {
-    Cmd::new("docker")
+pub async fn remove(
+    project: &str,
+    lock_fd: Option<std::os::fd::RawFd>,
+    docker_host: Option<&Path>,
+) -> Result<(), ApplyError> {
+    crate::compose::reaching(Cmd::new("docker"), docker_host)
         .args(["stack", "rm", project])
         .keep_open(lock_fd)
         .timeout(crate::compose::APPLY_TIMEOUT)

@@ -75,6 +75,13 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
             writeln!(out, "  Stack:       {stack}")?;
         }
         writeln!(out, "  Branch:      {}", s.branch)?;
+        // This machine's stacks say nothing of a host, as before hosts.
+        if s.host != crate::config::hosts::LOCAL {
+            match &s.host_error {
+                Some(e) => writeln!(out, "  Host:        {} ({})", s.host, one_line(e))?,
+                None => writeln!(out, "  Host:        {}", s.host)?,
+            }
+        }
         writeln!(out, "  Mode:        {}", s.mode.map_or("-", Mode::as_str))?;
         writeln!(out, "  Remote head: {}", dash(&s.remote_head))?;
         writeln!(out, "  Deployed:    {}", dash(&s.deployed_commit))?;

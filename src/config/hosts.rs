@@ -77,7 +77,7 @@ impl Host {
 
 /// A host name: what `target: {host: …}`, `REPO/STACK@HOST` and metrics
 /// labels carry.
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

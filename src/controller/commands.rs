@@ -107,6 +107,11 @@ pub async fn run(
     request: super::inbox::Request,
 ) -> Result<super::inbox::Answer, CommandError> {
     use super::inbox::{Answer, Request};
+    // The stack's host first: nothing is tried on one that does not answer.
+    if let Err(e) = task.reach(shared).await {
+        task.lock = None;
+        return Err(ReconcileError::Host(e).into());
+    }
     let answer = match request {
         Request::Sync { dry_run, no_wait } => {
             task.skip_gate = no_wait;

@@ -104,6 +104,48 @@ pub async fn deploy(
         return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
+    // The stack's host, reached before anything is recorded: a host that
+    // does not answer is an outage (retried; nothing recorded failed), one
+    // that is not configured, or a move off the host the stack runs on,
+    // refuses the commit.
+    let was = shared.db.read(|s| s.repo_state(id))?;
+    let deployed_on = was
+        .host
+        .clone()
+        .unwrap_or_else(|| crate::config::hosts::LOCAL.to_string());
+    let refused = if was.deployed_commit.is_some() && deployed_on != desired.kedge.host {
+        Some(RenderError::HostMoved {
+            from: deployed_on,
+            to: desired.kedge.host.clone(),
+        })
+    } else {
+        match shared.hosts.way(&desired.kedge.host).await {
+            Ok(way) if way.socket.is_some() && way.host != crate::config::hosts::LOCAL => {
+                let mut files = crate::target::local_files(&desired.rendered);
+                if desired.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
+                    files.push("decrypted SOPS files".into());
+                }
+                task.way = Some(way);
+                (!files.is_empty()).then(|| RenderError::HostFiles {
+                    host: desired.kedge.host.clone(),
+                    files,
+                })
+            }
+            Ok(way) => {
+                task.way = Some(way);
+                None
+            }
+            Err(e @ crate::target::pool::PoolError::Unknown { .. }) => Some(RenderError::Host(e)),
+            Err(e) => return Err(ReconcileError::Host(e)),
+        }
+    };
+    if let Some(e) = refused {
+        if trigger.detects() {
+            task.emit(shared, commit_detected(&name, commit, &info.message, None));
+        }
+        return refuse(shared, task, &info.message, commit, trigger, &e).await;
+    }
+
     super::image_update::run_instead(shared, task, &mut desired).await?;
     let waits = desired.kedge.mode != Mode::Auto && !trigger.forced();
     if trigger.detects() {
@@ -251,7 +293,7 @@ pub async fn apply_rendered(
         ..
     } = rollout(desired, &previous, commit);
     let applied_ms = crate::time::now_ms();
-    let target = crate::target::Target::of(Some(desired.kedge.target));
+    let target = crate::target::Target::of_kedge(&desired.kedge);
     let result = {
         let _turn = shared.apply_turn().await;
         target
@@ -279,7 +321,7 @@ pub async fn apply_rendered(
             tracing::debug!(repo = %name, services = ?changed, "health gate");
             let watched = target
                 .watch_gate(
-                    &shared.engine,
+                    task.engine(shared),
                     &desired.project,
                     &specs,
                     &desired.kedge.gate,
@@ -325,7 +367,7 @@ pub async fn apply_rendered(
                 .await?;
             task.drift.after_apply();
             if let Some(mv) = &moving {
-                super::moves::finish(task, mv).await;
+                super::moves::finish(shared, task, mv).await;
             }
             prune_secrets(shared, id, desired).await;
             tracing::info!(
@@ -463,7 +505,7 @@ pub async fn apply_rendered(
                 // back whole.
                 let back = match &moving {
                     Some(_) => {
-                        super::moves::abandon(task, &desired.project).await;
+                        super::moves::abandon(shared, task, &desired.project).await;
                         shared.db.read(|s| s.services(id))?.into_keys().collect()
                     }
                     None => changed.clone(),
@@ -473,7 +515,7 @@ pub async fn apply_rendered(
                 if decision.keep
                     && let Some(mv) = &moving
                 {
-                    super::moves::finish(task, mv).await;
+                    super::moves::finish(shared, task, mv).await;
                 }
                 None
             };

@@ -229,11 +229,13 @@ async fn take_down(
     let state = shared.db.read(|s| s.repo_state(id))?;
     let project = state
         .project
+        .clone()
         .unwrap_or_else(|| format!("{}-{}", gone.repo, gone.name));
     let lock =
         super::lock::RepoLock::acquire(&shared.settings.data_dir, &gone.file_name(), || {}).await?;
-    let target = crate::target::Target::of(state.target);
-    if let Err(e) = target.take_down(&project, Some(lock.fd())).await {
+    let target = crate::target::Target::of_state(&state);
+    let way = shared.hosts.way(target.host()).await?;
+    if let Err(e) = target.take_down(&way, &project, Some(lock.fd())).await {
         // Kept: another pass tries again, and the operator sees why.
         tracing::warn!(repo = %task.repo.name, stack = %gone.name, "cannot take the stack down: {}", error_chain(&e));
         return Ok(());

@@ -153,14 +153,14 @@ pub async fn drift_plan_of(
     if state.deployed_commit.is_none() || records.is_empty() {
         return Ok(None);
     }
-    let engine = shared.engine.clone();
+    let engine = task.engine(shared).clone();
     let project = state
         .project
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
     let mode = mode.unwrap_or_else(|| mode_of(&state));
     let backed_off = task.drift.crashes.backed_off(Instant::now());
-    let target = crate::target::Target::of(state.target);
+    let target = crate::target::Target::of_state(&state);
     let observed = target
         .drift_plan(
             &engine,
@@ -197,6 +197,10 @@ async fn in_sync_in_view(
     shared: &Shared,
     task: &RepoTask,
 ) -> Result<Option<DriftView>, ReconcileError> {
+    // The shared view lists this machine's engine only.
+    if task.way.as_ref().is_some_and(|w| w.socket.is_some()) {
+        return Ok(None);
+    }
     let max_age = super::view::max_age(shared.settings.check_interval);
     let Some(view) = shared
         .views
@@ -243,14 +247,14 @@ pub async fn check(
     let (plan, mode, state) = (view.plan.clone(), view.mode, view.state.clone());
     task.observed = Some(view);
     report(shared, task, &plan, mode, unhealthy_of(&state));
-    report_nodes(shared, task, &crate::target::Target::of(state.target)).await;
+    report_nodes(shared, task, &crate::target::Target::of_state(&state)).await;
     if plan.heals.is_empty() {
         return Ok(Vec::new());
     }
     // Healed: the next checks look for themselves, not at a shared view
     // that may predate the heal.
     task.touched = Some(Instant::now());
-    let engine = shared.engine.clone();
+    let engine = task.engine(shared).clone();
     let name = task.repo.name.clone();
     let project = state.project.clone().unwrap_or_else(|| name.clone());
     let mut done = Vec::new();
@@ -310,6 +314,7 @@ pub async fn check(
                     &task.stack_path(),
                     state.prune.unwrap_or(true),
                     shared.registry_config(),
+                    task.way.as_ref().and_then(|w| w.socket.as_deref()),
                 )
                 .await
                 .map_err(|e| error_chain(&e)),
@@ -368,7 +373,7 @@ pub async fn check(
 /// the orchestrator reschedules its tasks on its own and Kedge leaves that
 /// to it. A target without nodes has none to report.
 async fn report_nodes(shared: &Shared, task: &mut RepoTask, target: &crate::target::Target) {
-    let Some(nodes) = target.nodes(&shared.engine).await else {
+    let Some(nodes) = target.nodes(task.engine(shared)).await else {
         return;
     };
     let name = task.repo.name.clone();

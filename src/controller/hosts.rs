@@ -1,78 +1,120 @@
 //! controller: the configured Docker hosts' health (fleet.md §4) — `serve`
 //! keeps the way to each host's engine open (an SSH connection, a TLS
 //! forwarder) and looks at it every check interval: the `kedge_host_up`
-//! gauge follows, and a host that stops answering is said once, as is its
-//! return. Reconnects when the way itself ended.
+//! gauge follows, each stack on a host that stops answering gets
+//! `host_unreachable` (and its task changes nothing there meanwhile),
+//! `host_recovered` when it answers again, with a full check. Each host's
+//! engine events wake the stacks on it, as the local engine's do.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Shared;
-use crate::config::hosts::LOCAL;
-use crate::target::host::{HostError, Reached, reach};
+use crate::events::{EventKind, NewEvent};
+use crate::target::pool::Health;
 
 pub async fn watch(shared: Arc<Shared>) {
-    let hosts: Vec<crate::config::hosts::Host> = shared
-        .settings
-        .hosts
-        .iter()
-        .filter(|h| h.name != LOCAL)
-        .cloned()
-        .collect();
+    let hosts = shared.hosts.remote();
     if hosts.is_empty() {
         return;
     }
-    let mut open: HashMap<String, Reached> = HashMap::new();
+    for host in &hosts {
+        tokio::spawn(follow_events(shared.clone(), host.clone()));
+    }
     let mut interval = tokio::time::interval(shared.settings.check_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        for host in &hosts {
-            let looked = look(&shared, host, &mut open).await;
-            let up = looked.is_ok();
-            let before = shared.hub.set_host_up(&host.name, up);
-            match (before, looked) {
-                (Some(false), Ok(version)) => {
-                    tracing::info!(host = %host.name, engine = %version, "host {} answers again", host.name)
-                }
-                (None, Ok(version)) => {
-                    tracing::info!(host = %host.name, engine = %version, "host {} reached", host.name)
-                }
-                (Some(true) | None, Err(why)) => {
-                    tracing::warn!(host = %host.name, "host {} is unreachable: {why}", host.name)
-                }
-                _ => {}
+        // Side by side: a host that hangs must not delay the others' looks.
+        let looks = hosts.iter().map(|h| {
+            let shared = shared.clone();
+            async move {
+                let (before, now) = shared.hosts.look(h).await;
+                said(&shared, h, &before, &now);
             }
-        }
+        });
+        futures_util::future::join_all(looks).await;
     }
 }
 
-/// The engine's version at `host`, reconnecting first when the way to it
-/// ended (or was never made).
-async fn look(
-    shared: &Shared,
-    host: &crate::config::hosts::Host,
-    open: &mut HashMap<String, Reached>,
-) -> Result<String, String> {
-    let ended = match open.get_mut(&host.name) {
-        Some(reached) => reached.ended().await.is_some(),
-        None => true,
-    };
-    if ended {
-        open.remove(&host.name);
-        let reached = reach(host, &shared.settings.data_dir)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        open.insert(host.name.clone(), reached);
-    }
-    match open[&host.name].version(&host.name).await {
-        Ok(version) => Ok(version),
-        Err(e) => {
-            // A connection that hangs is made again at the next look.
-            if matches!(e, HostError::Silent { .. }) {
-                open.remove(&host.name);
+/// What a look found, said once per change: the log, the gauge, and an
+/// event for each stack on the host.
+fn said(shared: &Shared, host: &str, before: &Health, now: &Health) {
+    shared
+        .hub
+        .set_host_up(host, matches!(now, Health::Up { .. }));
+    match (before, now) {
+        (Health::Down { .. }, Health::Up { version }) => {
+            tracing::info!(host, engine = %version, "host {host} answers again: a full check of its stacks");
+            for (repo, stack) in shared.stacks_on(host) {
+                shared.emit(
+                    NewEvent::new(
+                        &repo,
+                        EventKind::HostRecovered,
+                        format!("host {host} answers again"),
+                    )
+                    .stack(stack.as_deref())
+                    .field("host", host),
+                );
             }
-            Err(crate::error_chain(&e))
+            shared.wake_host(host);
         }
+        (Health::Unknown, Health::Up { version }) => {
+            tracing::info!(host, engine = %version, "host {host} reached")
+        }
+        (Health::Up { .. } | Health::Unknown, Health::Down { why }) => {
+            tracing::warn!(host, "host {host} is unreachable: {why}");
+            for (repo, stack) in shared.stacks_on(host) {
+                shared.emit(
+                    NewEvent::new(
+                        &repo,
+                        EventKind::HostUnreachable,
+                        format!("host {host} is unreachable: {why}"),
+                    )
+                    .stack(stack.as_deref())
+                    .field("host", host),
+                );
+            }
+            // Their status says `unknown` at once.
+            shared.wake_host(host);
+        }
+        _ => {}
+    }
+}
+
+/// Follows `host`'s container events while it answers, waking the stacks
+/// they concern; waits for the host watch to find it up again otherwise.
+async fn follow_events(shared: Arc<Shared>, host: String) {
+    use futures_util::StreamExt;
+    let mut failures = 0u32;
+    loop {
+        if let Ok(way) = shared.hosts.way(&host).await {
+            match way.engine.project_events().await {
+                Ok(events) => {
+                    // Events may have been missed while the stream was down.
+                    if failures > 0 {
+                        shared.wake_host(&host);
+                    }
+                    failures = 0;
+                    let mut events = std::pin::pin!(events);
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(project) => {
+                                tracing::debug!(%host, %project, "engine event");
+                                shared.wake_project(&host, &project);
+                            }
+                            Err(e) => {
+                                tracing::debug!(%host, "event stream ended: {}", crate::error_chain(&e));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%host, "no event stream: {}", crate::error_chain(&e)),
+            }
+        }
+        failures += 1;
+        let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5)))
+            .min(std::time::Duration::from_secs(5));
+        tokio::time::sleep(wait).await;
     }
 }

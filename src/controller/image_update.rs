@@ -165,7 +165,7 @@ pub(super) async fn apply(
     let state = shared.db.read(move |s| s.repo_state(id))?;
     let services = shared.db.read(move |s| s.services(id))?;
     let overrides = shared.db.read(move |s| s.image_overrides(id))?;
-    let target = crate::target::Target::of(state.target);
+    let target = crate::target::Target::of_state(&state);
     let mut changes = Vec::new();
     for row in rows.iter_mut() {
         if row.state != "available" {

@@ -63,6 +63,8 @@ struct Waker {
     /// own stack (the one webhooks and `wake` reach), `repo/stack` else.
     repo: String,
     repo_id: i64,
+    /// The host its project runs on (`local` until rendered).
+    host: String,
     project: String,
     tx: mpsc::Sender<Reason>,
     commands: mpsc::Sender<inbox::Command>,
@@ -78,6 +80,8 @@ pub struct Shared {
     origin: String,
     emitted: AtomicU64,
     pub engine: Engine,
+    /// The ways to the configured hosts' engines (`local` is `engine`).
+    pub hosts: crate::target::pool::Pool,
     /// Per repository: its name, its compose project and how to wake its task.
     wakers: Mutex<HashMap<i64, Waker>>,
     /// How often the engine has come back after not answering.
@@ -167,11 +171,14 @@ impl Shared {
             crate::source::auth::hide_token_env(&repo.auth);
         }
         let settings_parallel = settings.max_parallel_deploys.max(1);
+        let hosts =
+            crate::target::pool::Pool::new(&settings.hosts, engine.clone(), &settings.data_dir);
         Shared {
             settings,
             db: Db::new(store),
             origin: format!("{:016x}", rand::random::<u64>()),
             emitted: AtomicU64::new(0),
+            hosts,
             engine,
             wakers: Mutex::new(HashMap::new()),
             engine_returns: AtomicU64::new(0),
@@ -201,11 +208,11 @@ impl Shared {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An engine event for `project`: wake the task that owns it. A full
-    /// channel means wake-ups are pending already.
-    pub fn wake_project(&self, project: &str) {
+    /// An engine event for `project` on `host`: wake the task that owns
+    /// it. A full channel means wake-ups are pending already.
+    pub fn wake_project(&self, host: &str, project: &str) {
         for w in self.wakers().values() {
-            if w.project == project {
+            if w.project == project && w.host == host {
                 let _ = w.tx.try_send(Reason::EngineEvent);
             }
         }
@@ -226,6 +233,28 @@ impl Shared {
         for w in self.wakers().values() {
             let _ = w.tx.try_send(Reason::EngineEvent);
         }
+    }
+
+    /// Wakes the tasks of the stacks on `host`, for a full check.
+    pub fn wake_host(&self, host: &str) {
+        for w in self.wakers().values() {
+            if w.host == host {
+                let _ = w.tx.try_send(Reason::EngineEvent);
+            }
+        }
+    }
+
+    /// The stacks whose tasks run here on `host`: (repository, stack name
+    /// for a declared stack).
+    pub fn stacks_on(&self, host: &str) -> Vec<(String, Option<String>)> {
+        self.wakers()
+            .values()
+            .filter(|w| w.host == host)
+            .map(|w| match w.repo.split_once('/') {
+                Some((repo, stack)) => (repo.to_string(), Some(stack.to_string())),
+                None => (w.repo.clone(), None),
+            })
+            .collect()
     }
 
     /// Wakes a repository's task by name; false when no task runs for it.
@@ -544,16 +573,15 @@ async fn run_repo(
     let (commands_tx, mut commands) = mpsc::channel::<inbox::Command>(COMMAND_QUEUE);
     // Reachable from the start: a hook for a push that lands during the
     // first pass (after its remote check) is kept for the next one.
-    let known_project = shared
-        .db
-        .read(|s| s.repo_state(id))
-        .ok()
-        .and_then(|s| s.project);
+    let known = shared.db.read(|s| s.repo_state(id)).ok();
+    let known_host = known.as_ref().and_then(|s| s.host.clone());
+    let known_project = known.and_then(|s| s.project);
     shared.wakers().insert(
         id,
         Waker {
             repo: name.clone(),
             repo_id,
+            host: known_host.unwrap_or_else(|| crate::config::hosts::LOCAL.to_string()),
             project: known_project.unwrap_or_else(|| name.clone()),
             tx: wake_tx.clone(),
             commands: commands_tx.clone(),
@@ -597,9 +625,20 @@ async fn run_repo(
                 // while serve runs leaves its row behind too.
                 fail_interrupted(&shared, &task.repo.name, task.stack_name(), id).await;
                 task.lock = Some(held);
-                // Boxed: a pass's future is large and short-lived; inline, a
-                // thousand resting tasks would each hold its size.
-                let result = Box::pin(reconcile(&shared, &mut task)).await;
+                // Nothing is looked at or changed on a host that does not
+                // answer: its stacks wait (the host watch wakes them).
+                let result = match task.reach(&shared).await {
+                    Ok(()) => {
+                        // Boxed: a pass's future is large and short-lived;
+                        // inline, a thousand resting tasks would each hold
+                        // its size.
+                        Box::pin(reconcile(&shared, &mut task)).await
+                    }
+                    Err(e) => {
+                        task.observed = None;
+                        Err(e.into())
+                    }
+                };
                 task.lock = None;
                 result
             }
@@ -609,6 +648,12 @@ async fn run_repo(
             Ok(Action::Requeue(after)) => {
                 failures = 0;
                 after
+            }
+            // Said by the host watch, once per outage; looked at again
+            // when it answers (or at the next check).
+            Err(task::ReconcileError::Host(e)) => {
+                tracing::debug!(repo = %name, "{e}");
+                shared.settings.check_interval
             }
             Err(e) => {
                 failures += 1;
@@ -625,6 +670,10 @@ async fn run_repo(
             .as_ref()
             .and_then(|s| s.project.clone())
             .unwrap_or_else(|| name.clone());
+        let host = state
+            .as_ref()
+            .and_then(|s| s.host.clone())
+            .unwrap_or_else(|| crate::config::hosts::LOCAL.to_string());
         if let Some(state) = state {
             shared
                 .hub
@@ -643,6 +692,7 @@ async fn run_repo(
             Waker {
                 repo: name.clone(),
                 repo_id,
+                host,
                 project,
                 tx: wake_tx.clone(),
                 commands: commands_tx.clone(),
@@ -767,7 +817,7 @@ async fn watch_events(shared: Arc<Shared>) {
                         match event {
                             Ok(project) => {
                                 tracing::debug!(%project, "engine event");
-                                shared.wake_project(&project);
+                                shared.wake_project(crate::config::hosts::LOCAL, &project);
                             }
                             Err(e) => {
                                 tracing::warn!("{}", error_chain(&e));

@@ -81,13 +81,13 @@ pub async fn begin(
 ) -> Result<Option<Move>, ReconcileError> {
     let id = task.id();
     let state = shared.db.read(|s| s.repo_state(id))?;
-    let Some(from) = state.project.filter(|p| *p != desired.project) else {
+    let Some(from) = state.project.clone().filter(|p| *p != desired.project) else {
         return Ok(None);
     };
     // A target that cannot move a project (a Swarm stack) deploys afresh.
     let (before, now) = (
-        crate::target::Target::of(state.target),
-        crate::target::Target::of(Some(desired.kedge.target)),
+        crate::target::Target::of_state(&state),
+        crate::target::Target::of_kedge(&desired.kedge),
     );
     if !before.moves_projects() || !now.moves_projects() {
         return Ok(None);
@@ -127,28 +127,29 @@ pub async fn begin(
         tracing::info!(repo = %name, %from, to = %desired.project, "the stack moves to another compose project: the old one goes down once the new one passes its gate");
     } else {
         tracing::warn!(repo = %name, %from, to = %desired.project, ports = ?collisions, "the stack moves to another compose project that publishes the same host ports: the old one goes down first");
-        down(&from, task).await;
+        down(shared, &from, task).await;
     }
     Ok(Some(Move { from, collisions }))
 }
 
 /// The new project runs (it passed its gate, or a failed one is kept):
 /// the old one goes down, if it has not already.
-pub async fn finish(task: &RepoTask, mv: &Move) {
+pub async fn finish(shared: &Shared, task: &RepoTask, mv: &Move) {
     if mv.collisions.is_empty() {
-        down(&mv.from, task).await;
+        down(shared, &mv.from, task).await;
     }
 }
 
 /// The new project failed and is undone: it goes down, so that the old
 /// one can come back in its place.
-pub async fn abandon(task: &RepoTask, to: &str) {
-    down(to, task).await;
+pub async fn abandon(shared: &Shared, task: &RepoTask, to: &str) {
+    down(shared, to, task).await;
 }
 
-async fn down(project: &str, task: &RepoTask) {
+async fn down(shared: &Shared, project: &str, task: &RepoTask) {
     let fd = task.lock.as_ref().map(|l| l.fd());
-    match apply::down_stack(project, fd).await {
+    let site = task.site(shared);
+    match apply::down_stack(site.engine, site.docker_host.as_deref(), project, fd).await {
         Ok(()) => tracing::info!(repo = %task.repo.name, %project, "compose project taken down"),
         Err(e) => {
             tracing::warn!(repo = %task.repo.name, %project, "cannot take the project down: {}", error_chain(&e))

@@ -309,7 +309,7 @@ async fn advance(
             // return triggers a retry (see `reconcile`). A commit whose `up`
             // failed and was undone is not tried again: trying would only
             // break and restore the stack once more.
-            let counted = u32::from(shared.engine.ping().await);
+            let counted = u32::from(task.engine(shared).ping().await);
             let attempts = match &task.failed_commit {
                 _ if settled => MAX_APPLY_ATTEMPTS,
                 Some((c, n)) if *c == commit => n + counted,

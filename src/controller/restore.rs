@@ -80,7 +80,7 @@ pub async fn restore_previous(
         })
         .await?;
     let applied_ms = crate::time::now_ms();
-    let target = crate::target::Target::of(state.target);
+    let target = crate::target::Target::of_state(&state);
     // The images the restored deployment ran in place of Git's.
     let images: BTreeMap<String, String> = shared
         .db
@@ -113,7 +113,7 @@ pub async fn restore_previous(
                 .filter_map(|s| records.get(s).map(|r| &r.spec))
                 .collect();
             target
-                .watch_gate(&shared.engine, &project, &specs, &gate, applied_ms)
+                .watch_gate(task.engine(shared), &project, &specs, &gate, applied_ms)
                 .await
                 .map(drop)
                 .map_err(|f| (error_chain(&f), DeployStep::HealthGate))

@@ -31,6 +31,9 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] super::lock::LockError),
+    /// The stack's host does not answer: nothing is changed or recorded.
+    #[error(transparent)]
+    Host(#[from] crate::target::pool::PoolError),
     #[error("deployment of {} failed{}{}", short(commit), match restored {
         Some(c) if c == commit => "; its last successful deployment is back".to_string(),
         Some(c) => format!("; rolled back to {} (the last successful deployment)", short(c)),
@@ -171,6 +174,9 @@ pub struct RepoTask {
     pub gated: bool,
     /// A command waits to hear the id of the deployment it records.
     pub announce: Option<tokio::sync::oneshot::Sender<i64>>,
+    /// The way to the stack's host for this pass (`None`: this machine's
+    /// engine, as Kedge talks to it).
+    pub way: Option<crate::target::pool::Way>,
 }
 
 impl RepoTask {
@@ -208,6 +214,7 @@ impl RepoTask {
             update_message: None,
             gated: false,
             announce: None,
+            way: None,
             engine_returns_seen: shared.engine_returns(),
             lock: None,
             remote_head: None,
@@ -326,11 +333,44 @@ impl RepoTask {
         self.site(shared).compose(project, dir, files)
     }
 
+    /// Reaches the host the stack was last rendered for (`local` before
+    /// its first deployment), for a pass or a command: refused while that
+    /// host does not answer.
+    pub async fn reach(&mut self, shared: &Shared) -> Result<(), crate::target::pool::PoolError> {
+        let id = self.id();
+        let host = shared
+            .db
+            .read(|s| s.repo_state(id))
+            .ok()
+            .and_then(|s| s.host)
+            .unwrap_or_else(|| crate::config::hosts::LOCAL.to_string());
+        match shared.hosts.way(&host).await {
+            Ok(way) => {
+                self.way = Some(way);
+                Ok(())
+            }
+            Err(e) => {
+                self.way = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The engine of the stack's host, as reached for this pass.
+    pub fn engine<'a>(&'a self, shared: &'a Shared) -> &'a crate::observe::Engine {
+        self.way.as_ref().map_or(&shared.engine, |w| &w.engine)
+    }
+
     /// What the stack's target works with: the engine, the clone, the
     /// stack's own files and the lock its children hold.
     pub fn site<'a>(&'a self, shared: &'a Shared) -> crate::target::Site<'a> {
         crate::target::Site {
-            engine: &shared.engine,
+            host: self.way.as_ref().map_or_else(
+                || crate::config::hosts::LOCAL.to_string(),
+                |w| w.host.clone(),
+            ),
+            engine: self.engine(shared),
+            docker_host: self.way.as_ref().and_then(|w| w.socket.clone()),
             git: &self.git,
             lock_fd: self.lock_fd(),
             registry_config: shared.registry_config(),

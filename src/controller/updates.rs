@@ -208,12 +208,19 @@ async fn check_stack(
     let id = stack.id;
     let services = shared.db.read(move |s| s.services(id))?;
     let failed = shared.db.read(move |s| s.failed_images(id))?;
-    let project = shared.db.read(move |s| s.repo_state(id))?.project;
+    let state = shared.db.read(move |s| s.repo_state(id))?;
+    let project = state.project;
+    // The engine of the stack's host; one that does not answer is looked
+    // at in the next check.
+    let engine = shared
+        .hosts
+        .way(state.host.as_deref().unwrap_or(crate::config::hosts::LOCAL))
+        .await?
+        .engine;
     // The images the service's containers run: a digest policy compares
     // what they were pulled as, whatever the tag points at locally now.
     let running: HashMap<String, String> = match &project {
-        Some(p) => shared
-            .engine
+        Some(p) => engine
             .project_containers(p)
             .await
             .unwrap_or_default()
@@ -251,8 +258,7 @@ async fn check_stack(
         let local = match (policy, running.get(&service)) {
             (Policy::Digest, _) if pinned.is_some() => Some(pinned.clone().into_iter().collect()),
             (Policy::Digest, Some(image_id)) => Some(
-                shared
-                    .engine
+                engine
                     .repo_digests(image_id)
                     .await
                     .into_iter()

@@ -57,6 +57,8 @@ pub struct KedgeYaml {
     pub gate: Gate,
     pub unhealthy: Unhealthy,
     pub target: Target,
+    /// `target.host`: the configured host the stack runs on (fleet.md §4).
+    pub host: String,
     /// `sops.files`: more SOPS files of the stack, relative to the
     /// repository root, besides those found among its inputs.
     pub sops_files: Vec<String>,
@@ -75,6 +77,7 @@ impl Default for KedgeYaml {
             gate: Gate::default(),
             unhealthy: Unhealthy::Report,
             target: Target::Compose,
+            host: crate::config::hosts::LOCAL.to_string(),
             sops_files: Vec::new(),
             updates: None,
         }
@@ -89,6 +92,7 @@ impl KedgeYaml {
             prune: self.prune,
             unhealthy: self.unhealthy,
             target: self.target,
+            host: self.host.clone(),
         }
     }
 
@@ -298,6 +302,29 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         }
         out.sops_files = files;
     }
+    if let Some(target) = top.section("target", &["host", "hosts"])? {
+        if let Some(host) = target.parsed("host", env, |s| {
+            if crate::config::hosts::valid_name(s) {
+                Ok(s.to_string())
+            } else {
+                Err("a host name of the global config's `hosts:` (or `local`)".to_string())
+            }
+        })? {
+            out.host = host;
+        }
+        if let Some((_, line)) = target.strings("hosts", env)? {
+            // Said plainly rather than read as `host`: deploying one stack
+            // to each of several hosts is not built yet.
+            return Err(SchemaError::InvalidValue {
+                line,
+                key: target.key_path("hosts"),
+                value: "[…]".into(),
+                expected:
+                    "one host per stack for now (`target.host`): declare the stack once per host"
+                        .into(),
+            });
+        }
+    }
     out.updates = super::updates::parse(&top, env)?;
     Ok(out)
 }
@@ -320,8 +347,9 @@ pub fn is_profile_name(s: &str) -> bool {
 
 /// The keys that say how one stack is deployed: a whole `kedge.yaml` of
 /// one stack, a stack directory's own, or the root file's `defaults:`.
-pub const STACK_KEYS: [&str; 6] = [
+pub const STACK_KEYS: [&str; 7] = [
     "docker",
+    "target",
     "reconciliation",
     "deploy",
     "drift",
@@ -475,7 +503,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, target, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",
@@ -643,5 +671,33 @@ mod tests {
             err.contains("`docker.target`: invalid value \"k8s\", expected compose or swarm"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_host_a_stack_runs_on() {
+        let env = |_: &str| None;
+        assert_eq!(parse("", &env).unwrap().host, "local");
+        assert_eq!(parse("target:\n  host: nas\n", &env).unwrap().host, "nas");
+        assert_eq!(
+            parse("target: {host: nas}\ndocker: {target: swarm}\n", &env)
+                .unwrap()
+                .settings()
+                .host,
+            "nas"
+        );
+        for (text, says) in [
+            (
+                "target:\n  host: Nas!\n",
+                "`target.host`: invalid value \"Nas!\", expected a host name",
+            ),
+            ("target:\n  hots: nas\n", "unknown key `target.hots`"),
+            (
+                "target:\n  hosts: [a, b]\n",
+                "one host per stack for now (`target.host`)",
+            ),
+        ] {
+            let err = parse(text, &env).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 }

@@ -55,6 +55,18 @@ pub enum RenderError {
         "project {project} is already the stack of repository {repo}: two repositories on one project would remove each other's containers; give this one another docker.project_name"
     )]
     ProjectTaken { project: String, repo: String },
+    /// `target.host` names no configured host.
+    #[error(transparent)]
+    Host(#[from] crate::target::pool::PoolError),
+    #[error(
+        "the stack runs on host {from}: it does not move to {to} in place (its volumes stay on {from}); take it down there first (remove the stack, or set `target.host: {from}` again)"
+    )]
+    HostMoved { from: String, to: String },
+    #[error(
+        "the stack reads files of this machine that host {host} cannot see ({}): files are not shipped to remote hosts yet; use named volumes, `configs` with `content`, or an image that carries them",
+        files.join("; ")
+    )]
+    HostFiles { host: String, files: Vec<String> },
     #[error(transparent)]
     Stack(#[from] super::stack_of::StackOfError),
     #[error(transparent)]

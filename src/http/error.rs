@@ -100,6 +100,7 @@ impl From<OpsError> for ApiError {
             | OpsError::Branch(_)
             | OpsError::SecretFile(_)
             | OpsError::Credentials(_) => ApiError::Unprocessable(text),
+            OpsError::Host(_) => ApiError::Unavailable(text),
             OpsError::Command(c) => match c {
                 CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
                 CommandError::AmbiguousCommit { .. }
@@ -107,6 +108,9 @@ impl From<OpsError> for ApiError {
                 | CommandError::Stopping { .. } => ApiError::Conflict(text),
                 CommandError::ShortPrefix(_) | CommandError::Refused { .. } => {
                     ApiError::Unprocessable(text)
+                }
+                CommandError::Reconcile(crate::controller::task::ReconcileError::Host(_)) => {
+                    ApiError::Unavailable(text)
                 }
                 CommandError::Reconcile(_) => ApiError::Internal(text),
             },

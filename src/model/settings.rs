@@ -97,10 +97,12 @@ impl Target {
 }
 
 /// The settings of the last rendered `kedge.yaml` the store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedSettings {
     pub mode: Mode,
     pub prune: bool,
     pub unhealthy: Unhealthy,
     pub target: Target,
+    /// `target.host`.
+    pub host: String,
 }

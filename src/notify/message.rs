@@ -101,6 +101,8 @@ pub fn line(e: &Event) -> String {
             format!("{repo}: service {service}: {message}")
         }
         EventKind::StackUnchanged
+        | EventKind::HostUnreachable
+        | EventKind::HostRecovered
         | EventKind::StackAdded
         | EventKind::StackOrphaned
         | EventKind::StackRemoved => format!("{repo}: {message}"),

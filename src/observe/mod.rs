@@ -22,6 +22,10 @@ pub const KEDGE_MANAGED: &str = "io.kedge.managed";
 pub const KEDGE_PROJECT: &str = "io.kedge.project";
 pub const KEDGE_SERVICE: &str = "io.kedge.service";
 pub const KEDGE_COMMIT: &str = "io.kedge.commit";
+/// The configured host a container was deployed to (fleet.md §4); absent
+/// on this machine's engine, whose containers carried no such label before
+/// hosts existed (adding it would recreate every one of them).
+pub const KEDGE_HOST: &str = "io.kedge.host";
 /// On images Kedge builds: the fingerprint of the inputs it built from.
 pub const KEDGE_BUILD: &str = "io.kedge.build";
 
@@ -263,6 +267,11 @@ impl Engine {
     }
 
     /// The engine behind `socket` (a host's, forwarded: see `target::host`).
+    /// The socket of an engine made with [`Engine::at`].
+    pub fn socket(&self) -> Option<std::path::PathBuf> {
+        self.socket.clone()
+    }
+
     pub fn at(socket: &std::path::Path) -> Engine {
         Engine {
             client: Arc::default(),

@@ -41,17 +41,17 @@ impl Ops {
 
     async fn check_host(&self, host: &Host, configured: bool) -> Result<HostReport, OpsError> {
         let shared = self.shared()?;
-        let stacks = if host.name == LOCAL {
-            // Every stack runs on this machine's engine for now.
-            shared
-                .db
-                .read(|s| s.stacks(None))?
-                .iter()
-                .filter(|s| s.orphaned_at.is_none())
-                .count()
-        } else {
-            0
-        };
+        let states = shared.db.read(|s| s.repo_states())?;
+        let stacks = shared
+            .db
+            .read(|s| s.stacks(None))?
+            .iter()
+            .filter(|s| s.orphaned_at.is_none())
+            .filter(|s| {
+                let on = states.get(&s.id).and_then(|st| st.host.as_deref());
+                on.unwrap_or(LOCAL) == host.name
+            })
+            .count();
         let (endpoint, checked) = if configured {
             (
                 host.endpoint.docker_host(),

@@ -40,6 +40,9 @@ pub enum OpsError {
     UnknownRepo(String),
     #[error("no host named '{name}' (hosts: {})", known.join(", "))]
     UnknownHost { name: String, known: Vec<String> },
+    /// The stack's host is not configured, or does not answer.
+    #[error(transparent)]
+    Host(#[from] crate::target::pool::PoolError),
     #[error("repository {repo} has no stack named '{stack}' (its stacks: {})", stacks.join(", "))]
     UnknownStack {
         repo: String,

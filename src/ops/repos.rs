@@ -284,7 +284,7 @@ impl Ops {
             // What was deployed, as recorded then: not the checkout's
             // kedge.yaml read again with this shell's environment.
             let state = shared.db.read(|s| s.repo_state(repo.id))?;
-            let project = match state.project {
+            let project = match state.project.clone() {
                 Some(project) => project,
                 // Never deployed: the name kedge.yaml would give it.
                 None => kedge_yaml::load(&clone, &crate::process::repo_env)
@@ -297,9 +297,9 @@ impl Ops {
                     .to_string(),
             };
             // The child holds the lock too, even past this command killed meanwhile.
-            crate::target::Target::of(state.target)
-                .take_down(&project, Some(lock.fd()))
-                .await?;
+            let target = crate::target::Target::of_state(&state);
+            let way = shared.hosts.way(target.host()).await?;
+            target.take_down(&way, &project, Some(lock.fd())).await?;
             tracing::info!(repo = %repo.name, %project, "stack taken down");
             // And every stack the repository declares, each under its lock.
             let stacks = shared.db.read(|s| s.stacks(Some(repo.id)))?;

@@ -280,10 +280,11 @@ pub(super) async fn take_down(
     let state = shared.db.read(|s| s.repo_state(id))?;
     let project = state
         .project
+        .clone()
         .unwrap_or_else(|| format!("{}-{}", repo.name, stack.name));
-    crate::target::Target::of(state.target)
-        .take_down(&project, Some(lock.fd()))
-        .await?;
+    let target = crate::target::Target::of_state(&state);
+    let way = shared.hosts.way(target.host()).await?;
+    target.take_down(&way, &project, Some(lock.fd())).await?;
     tracing::info!(repo = %repo.name, stack = %stack.name, %project, "stack taken down");
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! ops: `status`, what every face shows of a repository: sync state,
 //! branch head, deployed commit, pin, services, drift and recent events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use super::{Ops, OpsError};
+use crate::config::hosts::LOCAL;
 use crate::controller::Shared;
 use crate::controller::heal;
 use crate::controller::remote::{RemoteHead, current_head, pin_view};
@@ -15,6 +16,10 @@ use crate::error_chain;
 use crate::model::report::PinView;
 use crate::observe::ContainerState;
 use crate::record::{DeployStep, DeploymentStatus, Repo, RepoState, rfc3339};
+use crate::target::pool::Way;
+
+/// A host's containers, by compose project.
+type ProjectLists = BTreeMap<String, Vec<ContainerState>>;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RepoStatus {
@@ -25,6 +30,11 @@ pub struct RepoStatus {
     pub branch: String,
     #[schema(value_type = Option<String>)]
     pub mode: Option<Mode>,
+    /// The Docker host the stack runs on (`local`: this machine).
+    pub host: String,
+    /// Why its host could not be asked, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_error: Option<String>,
     pub project: String,
     pub remote_head: Option<String>,
     pub deployed_commit: Option<String>,
@@ -188,18 +198,42 @@ async fn collect(
         }
         Ok::<_, OpsError>(out)
     };
-    let (listed, reads) = tokio::join!(listing, reads);
+    // Every stack's state in one query: a thousand stacks would otherwise
+    // cost three thousand.
+    let states = shared.db.read(|s| s.repo_states())?;
+    let state_of = |id: i64| states.get(&id).cloned().unwrap_or_default();
+    let host_of = |id: i64| {
+        states
+            .get(&id)
+            .and_then(|s| s.host.clone())
+            .unwrap_or_else(|| LOCAL.to_string())
+    };
+    // The other hosts' containers, one list per host, beside the local one.
+    let remote_hosts: std::collections::BTreeSet<String> = units
+        .iter()
+        .map(|(_, s)| host_of(s.id))
+        .filter(|h| h != LOCAL)
+        .collect();
+    let remote_lists = futures_util::future::join_all(remote_hosts.into_iter().map(|host| async {
+        let listed = match shared.hosts.way(&host).await {
+            Ok(way) => match way.engine.containers_by_project().await {
+                Ok(all) => Ok((way, all)),
+                Err(e) => Err(format!("host {host}: {}", error_chain(&e))),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        (host, listed)
+    }));
+    let (listed, reads, remote_lists) = tokio::join!(listing, reads, remote_lists);
     let reads = reads?;
     let (mut all, engine_error) = match listed {
         Ok(all) => (Some(all), None),
         Err(e) => (None, Some(error_chain(&e))),
     };
+    let mut hosts: HashMap<String, Result<(Way, ProjectLists), String>> =
+        remote_lists.into_iter().collect();
     let mut images = heal::ImageIds::new();
     let mut out = Vec::with_capacity(units.len());
-    // Every stack's state in one query: a thousand stacks would otherwise
-    // cost three thousand.
-    let states = shared.db.read(|s| s.repo_states())?;
-    let state_of = |id: i64| states.get(&id).cloned().unwrap_or_default();
     let mut updates = shared.db.read(|s| s.updates(None))?;
     updates.retain(|u| u.candidate.is_some() && u.state != "error");
     let overrides = shared.db.read(|s| s.all_image_overrides())?;
@@ -207,7 +241,13 @@ async fn collect(
     // checked; otherwise the remotes, asked side by side.
     let tasks: Vec<RepoTask> = units
         .iter()
-        .map(|(repo, stack)| RepoTask::of_stack(shared, repo.clone(), stack.clone()))
+        .map(|(repo, stack)| {
+            let mut task = RepoTask::of_stack(shared, repo.clone(), stack.clone());
+            if let Some(Ok((way, _))) = hosts.get(&host_of(stack.id)) {
+                task.way = Some(way.clone());
+            }
+            task
+        })
         .collect();
     let heads: Vec<RemoteHead> = {
         use futures_util::StreamExt;
@@ -261,11 +301,21 @@ async fn collect(
             true => repo.name.clone(),
             false => format!("{}-{}", repo.name, stack.name),
         });
-        let containers = all
-            .as_mut()
-            .map(|all| all.remove(&project).unwrap_or_default());
-        let target = crate::target::Target::of(state.target);
-        let services = match target.orchestrated(&shared.engine, &project).await {
+        let host = host_of(id);
+        let (containers, host_error) = if host == LOCAL {
+            let listed = all
+                .as_mut()
+                .map(|all| all.remove(&project).unwrap_or_default());
+            (listed, None)
+        } else {
+            match hosts.get_mut(&host) {
+                Some(Ok((_, lists))) => (Some(lists.remove(&project).unwrap_or_default()), None),
+                Some(Err(e)) => (None, Some(e.clone())),
+                None => (None, None),
+            }
+        };
+        let target = crate::target::Target::of_state(&state);
+        let services = match target.orchestrated(task.engine(shared), &project).await {
             // Services, not containers: tasks run on other nodes too.
             Some(services) => services
                 .into_iter()
@@ -277,6 +327,7 @@ async fn collect(
                     commit: s.commit,
                 })
                 .collect(),
+            None if host_error.is_some() => Vec::new(),
             None => service_statuses(&recorded, containers.as_deref()),
         };
         let observed = heal::drift_plan_of(
@@ -288,9 +339,14 @@ async fn collect(
             containers.clone(),
             &mut images,
         );
-        let drifts = match observed.await? {
-            Some(view) => view.plan.drifts,
-            None => Vec::new(),
+        // A host that could not be asked shows nothing: its stack is
+        // `unknown`, not drifted from an engine that is not its own.
+        let drifts = match host_error {
+            Some(_) => Vec::new(),
+            None => match observed.await? {
+                Some(view) => view.plan.drifts,
+                None => Vec::new(),
+            },
         };
         let sync_state = match stack.orphaned_at {
             Some(_) => SyncState::Orphaned,
@@ -318,6 +374,8 @@ async fn collect(
             stack: (!stack.root).then_some(stack.name),
             branch: repo.branch,
             mode: state.mode,
+            host,
+            host_error,
             project,
             remote_head: state.remote_head.clone(),
             deployed_commit: state.deployed_commit.clone(),

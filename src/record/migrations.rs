@@ -361,6 +361,9 @@ pub const MIGRATIONS: &[&str] = &[
         previous TEXT,
         PRIMARY KEY (stack_id, service)
     );",
+    // 25: the host of the last rendered kedge.yaml (`target.host`, fleet.md
+    // §4); NULL: this machine's engine.
+    "ALTER TABLE stack_state ADD COLUMN host TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -35,6 +35,8 @@ pub struct RepoState {
     pub unhealthy: Option<Unhealthy>,
     /// `docker.target` of the last rendered kedge.yaml.
     pub target: Option<Target>,
+    /// `target.host` of the last rendered kedge.yaml; `None`: `local`.
+    pub host: Option<String>,
     /// The deployed commit's compose profiles.
     pub profiles: Option<Vec<String>>,
     /// The deployed commit's services under profiles it does not enable.
@@ -78,7 +80,7 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files, secrets";
+                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files, secrets, host";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -109,6 +111,7 @@ impl Store {
                 .get::<_, Option<String>>(at + 20)?
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default(),
+            host: r.get(at + 21)?,
         })
     }
 
@@ -300,6 +303,7 @@ impl Store {
                 ("prune", kedge.prune.into()),
                 ("unhealthy", text(kedge.unhealthy.as_str())),
                 ("target", text(kedge.target.as_str())),
+                ("host", text(&kedge.host)),
             ],
         )
     }

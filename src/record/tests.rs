@@ -613,6 +613,7 @@ fn state_transitions_change_only_their_columns() {
                 prune: true,
                 unhealthy: Default::default(),
                 target: Default::default(),
+                host: "local".into(),
             },
         )
         .unwrap();

@@ -69,6 +69,7 @@ pub async fn apply(
         &commits,
         &fingerprints,
         &desired.images,
+        &site.host,
     )
     .await?;
     let mut project = compose_in(&site.git.clone).with_file(override_path);
@@ -171,6 +172,7 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         &commits,
         &fingerprints,
         r.images,
+        &site.host,
     )
     .await?;
     let prune =

@@ -8,6 +8,7 @@
 pub mod compose;
 pub mod gate;
 pub mod host;
+pub mod pool;
 pub mod swarm;
 pub mod tls;
 
@@ -84,7 +85,12 @@ pub enum Source {
 /// the clone the stack runs from, the stack's own files, and the lock its
 /// child processes hold.
 pub struct Site<'a> {
+    /// The configured host (`local`: this machine).
+    pub host: String,
     pub engine: &'a Engine,
+    /// The socket compose reaches the host's engine through (`DOCKER_HOST`);
+    /// `None`: the engine Kedge itself talks to.
+    pub docker_host: Option<PathBuf>,
     pub git: &'a Repository,
     pub lock_fd: Option<RawFd>,
     pub registry_config: Option<PathBuf>,
@@ -107,6 +113,7 @@ impl Site<'_> {
         files: Vec<PathBuf>,
     ) -> crate::compose::Compose {
         crate::compose::Compose::new(project, dir, files)
+            .on_host(self.docker_host.clone())
             .holding(self.lock_fd)
             .pulling_with(self.registry_config.clone())
             .of_stack(self.stack_dir.clone(), &[])
@@ -137,12 +144,31 @@ pub struct Restore<'a> {
 }
 
 impl Target {
-    /// The target a stack's settings name, on this machine's engine.
-    pub fn of(kind: Option<Kind>) -> Target {
+    /// The target a stack's settings name, on `host` (`None`: this
+    /// machine's engine).
+    pub fn of(kind: Option<Kind>, host: Option<&str>) -> Target {
+        let endpoint = Endpoint {
+            host: host.unwrap_or(LOCAL).to_string(),
+        };
         match kind.unwrap_or_default() {
-            Kind::Compose => Target::Compose(Endpoint::local()),
-            Kind::Swarm => Target::Swarm(Endpoint::local()),
+            Kind::Compose => Target::Compose(endpoint),
+            Kind::Swarm => Target::Swarm(endpoint),
         }
+    }
+
+    /// The target the stack was last rendered for.
+    pub fn of_state(state: &crate::record::RepoState) -> Target {
+        Target::of(state.target, state.host.as_deref())
+    }
+
+    /// The target a rendered `kedge.yaml` names.
+    pub fn of_kedge(kedge: &crate::desired::kedge_yaml::KedgeYaml) -> Target {
+        Target::of(Some(kedge.target), Some(&kedge.host))
+    }
+
+    /// The host it runs on.
+    pub fn host(&self) -> &str {
+        &self.endpoint().host
     }
 
     pub fn kind(&self) -> Kind {
@@ -239,10 +265,18 @@ impl Target {
 
     /// Takes the stack down: its containers (anonymous volumes too) or its
     /// Swarm stack. Named volumes stay.
-    pub async fn take_down(&self, project: &str, lock_fd: Option<RawFd>) -> Result<(), ApplyError> {
+    pub async fn take_down(
+        &self,
+        way: &pool::Way,
+        project: &str,
+        lock_fd: Option<RawFd>,
+    ) -> Result<(), ApplyError> {
+        let socket = way.socket.as_deref();
         match self {
-            Target::Compose(_) => crate::apply::down_stack(project, lock_fd).await,
-            Target::Swarm(_) => crate::apply::stack::remove(project, lock_fd).await,
+            Target::Compose(_) => {
+                crate::apply::down_stack(&way.engine, socket, project, lock_fd).await
+            }
+            Target::Swarm(_) => crate::apply::stack::remove(project, lock_fd, socket).await,
         }
     }
 
@@ -281,5 +315,71 @@ impl Target {
             Target::Compose(_) => None,
             Target::Swarm(_) => Some(swarm::services(engine, project).await.unwrap_or_default()),
         }
+    }
+}
+
+/// What of a rendered project lives in files on this machine, which a
+/// remote host's engine cannot see: bind-mount sources, and `configs` and
+/// `secrets` read from files. Each named as `service web: bind mount of
+/// /srv/app/conf` or `config app_conf: file /srv/app/conf`.
+pub fn local_files(rendered: &str) -> Vec<String> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(rendered) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(services) = doc.get("services").and_then(|s| s.as_object()) {
+        for (name, service) in services {
+            for volume in service
+                .get("volumes")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if volume.get("type").and_then(|t| t.as_str()) == Some("bind") {
+                    let source = volume.get("source").and_then(|s| s.as_str()).unwrap_or("?");
+                    out.push(format!("service {name}: bind mount of {source}"));
+                }
+            }
+        }
+    }
+    for (kind, key) in [("config", "configs"), ("secret", "secrets")] {
+        if let Some(all) = doc.get(key).and_then(|s| s.as_object()) {
+            for (name, def) in all {
+                if let Some(file) = def.get("file").and_then(|f| f.as_str()) {
+                    out.push(format!("{kind} {name}: file {file}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_files;
+
+    #[test]
+    fn the_files_a_remote_host_would_not_see() {
+        let rendered = r#"{
+            "services": {
+                "web": {"volumes": [
+                    {"type": "bind", "source": "/srv/app/conf", "target": "/etc/app"},
+                    {"type": "volume", "source": "data", "target": "/data"}
+                ]},
+                "db": {"volumes": [{"type": "tmpfs", "target": "/tmp"}]}
+            },
+            "configs": {"app_conf": {"file": "/srv/app/app.conf"}, "ext": {"external": true}},
+            "secrets": {"token": {"file": "/srv/app/token"}, "env": {"environment": "TOKEN"}}
+        }"#;
+        assert_eq!(
+            local_files(rendered),
+            vec![
+                "service web: bind mount of /srv/app/conf",
+                "config app_conf: file /srv/app/app.conf",
+                "secret token: file /srv/app/token",
+            ]
+        );
+        assert!(local_files(r#"{"services": {"web": {"image": "x"}}}"#).is_empty());
+        assert!(local_files("not json").is_empty());
     }
 }

@@ -51,6 +51,7 @@ pub async fn apply(
         &path,
         desired.kedge.prune,
         site.registry_config.clone(),
+        site.docker_host.as_deref(),
     )
     .await?;
     tracing::debug!(commit = %&desired.commit[..7.min(desired.commit.len())], "docker stack deploy done");
@@ -87,7 +88,14 @@ pub async fn redeploy_deployed(
     if !path.exists() {
         return Ok(false);
     }
-    apply::stack::deploy(project, path, prune, site.registry_config.clone()).await?;
+    apply::stack::deploy(
+        project,
+        path,
+        prune,
+        site.registry_config.clone(),
+        site.docker_host.as_deref(),
+    )
+    .await?;
     Ok(true)
 }
 

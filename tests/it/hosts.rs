@@ -7,7 +7,7 @@
 use crate::support::Kedge;
 use crate::support::hosts_lab::HostsLab;
 
-fn kedge_for(lab: &HostsLab, extra: &str) -> (Kedge, tempfile::TempDir) {
+pub(crate) fn kedge_for(lab: &HostsLab, extra: &str) -> (Kedge, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let key = lab.key.display();
     let config = format!(

@@ -19,6 +19,7 @@ mod gate;
 mod harness;
 mod hooks;
 mod hosts;
+mod hosts_deploy;
 mod image;
 mod image_update;
 mod metrics;

@@ -88,6 +88,21 @@ impl HostsLab {
         );
     }
 
+    /// Copies local images into every host's engine.
+    pub fn load(&self, images: &[&str]) {
+        let mut args = vec!["load", self.name.as_str()];
+        args.extend_from_slice(images);
+        run_in(&args, Some(&self.subnet));
+    }
+
+    /// The docker CLI on host `n`'s engine (1-based): its stdout.
+    pub fn docker(&self, n: usize, args: &[&str]) -> String {
+        let n = n.to_string();
+        let mut all = vec!["docker", self.name.as_str(), n.as_str()];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&run_in(&all, Some(&self.subnet)).stdout).into_owned()
+    }
+
     /// Gives host `n` (1-based) a new SSH host key.
     pub fn rekey(&self, n: usize) {
         run_in(&["rekey", &self.name, &n.to_string()], Some(&self.subnet));

@@ -1,0 +1,252 @@
+//! Stacks deployed to Docker hosts (fleet.md §4), end to end on the hosts
+//! lab: one repository whose stacks run on this machine, on a host reached
+//! over SSH and on one reached over TCP with TLS; drift healed on a remote
+//! engine from its own event stream; a host whose engine stops leaves its
+//! stacks `unknown` with nothing recorded failed, and its return is one
+//! full check with nothing redeployed.
+
+use crate::hosts::kedge_for;
+use crate::support::docker::IMAGE_1;
+use crate::support::hosts_lab::HostsLab;
+use crate::support::*;
+
+fn sleeper() -> String {
+    format!("    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n")
+}
+
+/// `kedge events -o json` of one stack (`REPO/STACK`).
+fn events(k: &Kedge, address: &str) -> Vec<serde_json::Value> {
+    k.run(["events", "--repo", address, "-o", "json"])
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn has(events: &[serde_json::Value], kind: &str) -> bool {
+    events.iter().any(|e| e["kind"] == kind)
+}
+
+/// The containers of `project` on lab host `n`: (id, io.kedge.host label).
+fn on_host(lab: &HostsLab, n: usize, project: &str) -> Vec<(String, String)> {
+    lab.docker(
+        n,
+        &[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--format",
+            "{{.ID}} {{.Label \"io.kedge.host\"}}",
+        ],
+    )
+    .lines()
+    .filter_map(|l| {
+        let (id, host) = l.split_once(' ')?;
+        Some((id.to_string(), host.to_string()))
+    })
+    .collect()
+}
+
+fn stack_status<'a>(all: &'a serde_json::Value, stack: &str) -> &'a serde_json::Value {
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"] == stack)
+        .unwrap_or_else(|| panic!("no stack {stack} in {all}"))
+}
+
+#[test]
+fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
+    require_docker();
+    let lab = HostsLab::start();
+    lab.load(&[IMAGE_1]);
+    let extra = format!(
+        "  edge:\n    docker_host: tcp://{}:2376\n    tls: {{ca: {}, cert: {}, key: {}}}\n",
+        lab.addrs[1],
+        lab.tls.join("ca.pem").display(),
+        lab.tls.join("cert.pem").display(),
+        lab.tls.join("key.pem").display()
+    );
+    let (k, _config) = kedge_for(&lab, &extra);
+    let name = unique_name("hosts");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "discover:\n  - path: \"stacks/*\"\ndefaults:\n  deploy:\n    stable_for: 0s\n",
+    );
+    for (stack, host) in [("home", None), ("nas", Some("a")), ("edge", Some("edge"))] {
+        remote.write(
+            &format!("stacks/{stack}/compose.yaml"),
+            &format!("services:\n  app:\n{}", sleeper()),
+        );
+        if let Some(host) = host {
+            remote.write(
+                &format!("stacks/{stack}/kedge.yaml"),
+                &format!("target:\n  host: {host}\n"),
+            );
+        }
+    }
+    remote.commit("three stacks, three hosts");
+    k.run(["repo", "add", &remote.url()]).success();
+    let home = ComposeProject::named(&format!("{name}-home"));
+    let _serve = k.serve_api(&["--poll-interval", "1s", "--check-interval", "1s"], &[]);
+    for stack in ["home", "nas", "edge"] {
+        let address = format!("{name}/{stack}");
+        wait_for(60, "the stack registered", || {
+            (k.run(["history", "--repo", &address]).code == Some(0)).then_some(())
+        });
+        wait_deployed(&k, &address);
+    }
+
+    // Each stack runs on its host, and only there.
+    assert_eq!(home.running().len(), 1);
+    let nas = on_host(&lab, 1, &format!("{name}-nas"));
+    let edge = on_host(&lab, 2, &format!("{name}-edge"));
+    assert_eq!(nas.len(), 1, "{nas:?}");
+    assert_eq!(nas[0].1, "a", "the container says its host");
+    assert_eq!(edge.len(), 1, "{edge:?}");
+    assert_eq!(edge[0].1, "edge");
+    assert!(on_host(&lab, 2, &format!("{name}-nas")).is_empty());
+    assert!(
+        ComposeProject::named(&format!("{name}-nas"))
+            .running()
+            .is_empty()
+    );
+    assert!(on_host(&lab, 1, &format!("{name}-home")).is_empty());
+
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    for (stack, host) in [("home", "local"), ("nas", "a"), ("edge", "edge")] {
+        let s = stack_status(&status, stack);
+        assert_eq!(s["host"], host, "{s}");
+        assert_eq!(s["sync_state"], "synced", "{s}");
+    }
+    k.run(["status", "--repo", &format!("{name}/nas")])
+        .success()
+        .stdout_has("Host:        a");
+    let hosts = k.run(["host", "list", "-o", "json"]).json();
+    for h in hosts.as_array().unwrap() {
+        if ["a", "edge"].contains(&h["name"].as_str().unwrap()) {
+            assert_eq!(h["stacks"], 1, "{hosts}");
+        }
+    }
+
+    // Drift on a remote engine: healed from that engine's own events.
+    lab.docker(1, &["rm", "-f", &nas[0].0]);
+    wait_for(30, "the nas stack healed on host a", || {
+        let now = on_host(&lab, 1, &format!("{name}-nas"));
+        (now.len() == 1 && now[0].0 != nas[0].0).then_some(())
+    });
+    wait_for(30, "drift_healed of nas", || {
+        has(&events(&k, &format!("{name}/nas")), "drift_healed").then_some(())
+    });
+
+    // Host a's engine stops: its stack is unknown, nothing is recorded
+    // failed, the others go on.
+    let deployments = |stack: &str| {
+        k.run([
+            "history",
+            "--repo",
+            &format!("{name}/{stack}"),
+            "-o",
+            "json",
+        ])
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
+    };
+    let before = deployments("nas");
+    lab.stop_engine(1);
+    wait_for(60, "host_unreachable for nas", || {
+        has(&events(&k, &format!("{name}/nas")), "host_unreachable").then_some(())
+    });
+    wait_for(30, "nas unknown", || {
+        let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+        let s = stack_status(&status, "nas").clone();
+        (s["sync_state"] == "unknown").then_some(s)
+    });
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(stack_status(&status, "home")["sync_state"], "synced");
+    assert_eq!(stack_status(&status, "edge")["sync_state"], "synced");
+    assert!(!has(
+        &events(&k, &format!("{name}/home")),
+        "host_unreachable"
+    ));
+    // A sync asked meanwhile is refused with the reason.
+    k.run(["sync", "--repo", &format!("{name}/nas")])
+        .code(1)
+        .stderr_has("host `a` is unreachable");
+
+    lab.start_engine(1);
+    wait_for(60, "host_recovered for nas", || {
+        has(&events(&k, &format!("{name}/nas")), "host_recovered").then_some(())
+    });
+    // The full check on its return starts what the engine's stop ended
+    // (a heal), and deploys nothing.
+    wait_for(60, "nas in sync again", || {
+        let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+        (stack_status(&status, "nas")["sync_state"] == "synced").then_some(())
+    });
+    assert_eq!(deployments("nas"), before, "nothing redeployed");
+    let nas_events = events(&k, &format!("{name}/nas"));
+    assert!(!has(&nas_events, "deploy_failed"), "{nas_events:#?}");
+    assert!(!has(&nas_events, "heal_failed"), "{nas_events:#?}");
+}
+
+/// What a remote host cannot see is refused before anything changes there:
+/// a bind-mounted file of this machine, and a host no config names.
+#[test]
+fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason() {
+    require_docker();
+    let lab = HostsLab::start();
+    let (k, _config) = kedge_for(&lab, "");
+    let name = unique_name("hostfiles");
+    let remote = GitRemote::new(&name);
+    remote.write("kedge.yaml", "stacks:\n  - path: conf\n  - path: lost\n");
+    remote.write(
+        "conf/compose.yaml",
+        &format!(
+            "services:\n  app:\n{}    volumes: ['./app.conf:/etc/app.conf:ro']\n",
+            sleeper()
+        ),
+    );
+    remote.write("conf/app.conf", "v1\n");
+    remote.write("conf/kedge.yaml", "target:\n  host: a\n");
+    remote.write(
+        "lost/compose.yaml",
+        &format!("services:\n  app:\n{}", sleeper()),
+    );
+    remote.write("lost/kedge.yaml", "target:\n  host: nowhere\n");
+    remote.commit("files a remote host cannot see");
+    k.run(["repo", "add", &remote.url()]).success();
+    let _serve = k.serve_api(&["--poll-interval", "1s"], &[]);
+    let failed = |stack: &str| {
+        let address = format!("{name}/{stack}");
+        wait_for(60, "the refused deployment recorded", || {
+            let out = k.run(["history", "--repo", &address, "-o", "json"]);
+            if out.code != Some(0) {
+                return None;
+            }
+            let newest = out.json().get(0)?.clone();
+            (newest["status"] == "failed").then_some(newest)
+        })
+    };
+    let conf = failed("conf");
+    let error = conf["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("service app: bind mount of") && error.contains("host a cannot see"),
+        "{conf}"
+    );
+    let lost = failed("lost");
+    assert!(
+        lost["error"].as_str().unwrap_or_default().contains(
+            "host `nowhere` is not configured (the global config's `hosts:` has: a, b, local)"
+        ),
+        "{lost}"
+    );
+    assert!(on_host(&lab, 1, &format!("{name}-conf")).is_empty());
+    assert!(
+        ComposeProject::named(&format!("{name}-conf"))
+            .running()
+            .is_empty()
+    );
+}
