@@ -12,6 +12,8 @@ mod attack;
 mod dashboard;
 #[path = "compare/fleet.rs"]
 mod fleet;
+#[path = "compare/hosts.rs"]
+mod hosts;
 #[path = "compare/locked.rs"]
 mod locked;
 #[path = "compare/sops.rs"]
@@ -154,7 +156,7 @@ fn main() {
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let show = |r: &Row| eprintln!("bench: {} | {} | {}", r.what, r.kedge, r.baseline);
     let mut rows = Vec::new();
-    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 20] = [
+    let measurements: [(&str, &dyn Fn() -> Vec<Row>); 21] = [
         ("heal", &|| vec![heal_latency(&engine, runs.min(5))]),
         // A ratio of two medians on a noisy engine wants more samples.
         ("deploy", &|| vec![deploy_overhead(runs.max(15))]),
@@ -194,6 +196,8 @@ fn main() {
         ("sops", &|| sops::sops(runs)),
         // One update check of 200 services over 50 images, and without the cache.
         ("updates", &updates::updates),
+        // A heal on a host over SSH beside a local one; idle with 3 hosts.
+        ("hosts", &|| hosts::hosts(&engine, runs)),
     ];
     for (name, measure) in measurements {
         if !wanted(name) {

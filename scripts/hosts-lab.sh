@@ -21,6 +21,7 @@
 #   scripts/hosts-lab.sh stop-engine LAB N / start-engine LAB N
 #   scripts/hosts-lab.sh load LAB IMAGE...   copy local images into every engine
 #   scripts/hosts-lab.sh docker LAB N ARGS... the docker CLI on host N's engine
+#   scripts/hosts-lab.sh socket LAB N        host N's engine socket, as this machine reaches it
 #
 # LAB is a short name (at most 8 characters); SUBNET (default derived from
 # it) its /24 prefix. Needs root, iproute2, iptables, util-linux (nsenter,
@@ -224,5 +225,6 @@ case "${1:-}" in
     ;;
   load) load "$@" ;;
   docker) n=$3; shift 3; dk "$n" "$@" ;;
+  socket) sock "$3"; echo ;;
   *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac

@@ -103,6 +103,14 @@ impl HostsLab {
         String::from_utf8_lossy(&run_in(&all, Some(&self.subnet)).stdout).into_owned()
     }
 
+    /// Host `n`'s engine socket as this machine reaches it (for measuring
+    /// from outside, not through Kedge's way to it).
+    pub fn engine_socket(&self, n: usize) -> PathBuf {
+        let n = n.to_string();
+        let out = run_in(&["socket", &self.name, &n], Some(&self.subnet));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
     /// Gives host `n` (1-based) a new SSH host key.
     pub fn rekey(&self, n: usize) {
         run_in(&["rekey", &self.name, &n.to_string()], Some(&self.subnet));
