@@ -104,6 +104,10 @@ pub enum ApplyError {
         #[source]
         source: std::io::Error,
     },
+    /// The stack's bind-mounted files could not reach its remote host
+    /// (target::ship, whose error this keeps).
+    #[error("cannot ship the stack's files to its host")]
+    Ship(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot write the label override {}", path.display())]
     Override {
         path: PathBuf,
@@ -175,6 +179,7 @@ pub async fn write_label_override(
     builds: &BTreeMap<String, String>,
     images: &BTreeMap<String, String>,
     host: &str,
+    volumes: &BTreeMap<String, Vec<serde_json::Value>>,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
@@ -194,6 +199,10 @@ pub async fn write_label_override(
             }
             if let Some(image) = images.get(service) {
                 over["image"] = json!(image);
+            }
+            // Bind mounts pointed at the host's copies of their files.
+            if let Some(volumes) = volumes.get(service) {
+                over["volumes"] = json!(volumes);
             }
             (service.clone(), over)
         })

@@ -121,7 +121,12 @@ pub async fn deploy(
     } else {
         match shared.hosts.way(&desired.kedge.host).await {
             Ok(way) if way.socket.is_some() && way.host != crate::config::hosts::LOCAL => {
-                let mut files = crate::target::local_files(&desired.rendered);
+                // The rendering reads paths as from the deployed checkout.
+                let mut files = crate::target::local_files(
+                    &desired.rendered,
+                    &task.git.clone,
+                    way.control.is_some(),
+                );
                 if desired.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
                     files.push("decrypted SOPS files".into());
                 }

@@ -371,6 +371,7 @@ impl RepoTask {
             ),
             engine: self.engine(shared),
             docker_host: self.way.as_ref().and_then(|w| w.socket.clone()),
+            control: self.way.as_ref().and_then(|w| w.control.clone()),
             git: &self.git,
             lock_fd: self.lock_fd(),
             registry_config: shared.registry_config(),

@@ -63,6 +63,7 @@ pub async fn apply(
     apply::rollout::select_builds(site.engine, &desired.project, &built).await;
     let rebuild = apply::rollout::builds(site.engine, desired, previous).await;
     let override_path = site.override_path.clone();
+    let volumes = host_files(site, &compose_in(&site.git.clone), &desired.project).await?;
     apply::write_label_override(
         &override_path,
         &desired.project,
@@ -70,6 +71,7 @@ pub async fn apply(
         &fingerprints,
         &desired.images,
         &site.host,
+        &volumes,
     )
     .await?;
     let mut project = compose_in(&site.git.clone).with_file(override_path);
@@ -105,6 +107,52 @@ pub async fn apply(
     }
     tracing::debug!(commit = short(&desired.commit), ?touched, "compose up done");
     Ok(())
+}
+
+/// On a host reached over SSH: the checkout's bind-mounted files shipped
+/// there (see `ship`), and each service's volumes pointed at the copies;
+/// nothing on this machine's engine, or for a project without such files.
+async fn host_files(
+    site: &Site<'_>,
+    compose: &crate::compose::Compose,
+    project: &str,
+) -> Result<BTreeMap<String, Vec<serde_json::Value>>, ApplyError> {
+    use super::ship;
+    let Some(control) = &site.control else {
+        return Ok(BTreeMap::new());
+    };
+    let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ApplyError::Ship(e);
+    let out = compose
+        .cmd(["config", "--format", "json"])
+        .timeout(crate::compose::CONFIG_TIMEOUT)
+        .run()
+        .await
+        .map_err(|e| boxed(Box::new(e)))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| boxed(Box::new(e)))?;
+    let (checkout, name) = (site.git.clone.clone(), project.to_string());
+    let packed = tokio::task::spawn_blocking(move || ship::pack(&doc, &checkout, &name))
+        .await
+        .map_err(|e| boxed(Box::new(e)))?
+        .map_err(|e| boxed(Box::new(e)))?;
+    if packed.keys.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    // The keys shipped last time stay beside this time's: a rollback's.
+    let keys_file = site.override_path.with_extension("shipped.json");
+    let before: std::collections::BTreeSet<String> = std::fs::read(&keys_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    ship::ship(&site.host, control, project, &packed, &before)
+        .await
+        .map_err(|e| boxed(Box::new(e)))?;
+    let _ = std::fs::write(
+        &keys_file,
+        serde_json::to_vec(&packed.keys).unwrap_or_default(),
+    );
+    tracing::debug!(%project, host = %site.host, files = packed.keys.len(), bytes = packed.archive.len(), "files shipped");
+    Ok(packed.volumes)
 }
 
 /// What a deployment over `previous` touches: the services it changed or
@@ -166,6 +214,12 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         .iter()
         .filter_map(|(s, rec)| Some((s.clone(), rec.spec.build_fingerprint.clone()?)))
         .collect();
+    let compose = site
+        .compose(r.project, &site.git.clone, r.files)
+        .with_profiles(r.profiles)
+        .with_env_files(r.env_files);
+    // The restored commit's files, shipped again (their copies were kept).
+    let volumes = host_files(site, &compose, r.project).await?;
     apply::write_label_override(
         &site.override_path,
         r.project,
@@ -173,15 +227,12 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         &fingerprints,
         r.images,
         &site.host,
+        &volumes,
     )
     .await?;
     let prune =
         r.prune && apply::rollout::may_remove_orphans(site.engine, r.project, r.records).await;
-    let compose = site
-        .compose(r.project, &site.git.clone, r.files)
-        .with_profiles(r.profiles)
-        .with_env_files(r.env_files)
-        .with_file(site.override_path.clone());
+    let compose = compose.with_file(site.override_path.clone());
     let mut result = Ok(());
     for attempt in 1..=RESTORE_ATTEMPTS {
         // A leftover can appear after the first look.

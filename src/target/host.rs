@@ -68,6 +68,9 @@ pub enum HostError {
 /// any, ends with it.
 pub struct Reached {
     pub socket: PathBuf,
+    /// An `ssh://` host's connection, for commands over it: its control
+    /// socket and destination.
+    pub control: Option<Control>,
     tunnel: Option<Kept>,
     /// A `tcp://` host's forwarder (see `tls`).
     proxy: Option<tokio::task::JoinHandle<()>>,
@@ -82,6 +85,9 @@ impl Drop for Reached {
         }
         if self.tunnel.take().is_some() {
             let _ = std::fs::remove_file(&self.socket);
+            if let Some(c) = &self.control {
+                let _ = std::fs::remove_file(&c.path);
+            }
         }
     }
 }
@@ -121,11 +127,21 @@ impl Reached {
     }
 }
 
+/// The SSH connection's control socket (`ControlMaster`): commands on the
+/// host (shipping a stack's files) run over the connection already made,
+/// with no new handshake and no second check of the host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub path: PathBuf,
+    pub destination: String,
+}
+
 /// Opens the way to `host`'s engine.
 pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
     match &host.endpoint {
         Endpoint::Unix(path) => Ok(Reached {
             socket: path.clone(),
+            control: None,
             tunnel: None,
             proxy: None,
         }),
@@ -150,6 +166,7 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                 .map_err(prepared)?;
             Ok(Reached {
                 socket: socket.clone(),
+                control: None,
                 tunnel: None,
                 proxy: Some(tokio::spawn(super::tls::forward(listener, dialer))),
             })
@@ -182,6 +199,8 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                 }
             }
             let socket = private_socket(data_dir, name)?;
+            let control = socket.with_extension("ctl");
+            let _ = std::fs::remove_file(&control);
             // Trust on first use: the key seen first is recorded here,
             // then required (`accept-new`); a file the operator gave is
             // the only truth (`yes`).
@@ -215,6 +234,10 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
             ]);
             cmd = cmd
                 .arg("-o")
+                .arg("ControlMaster=yes")
+                .arg("-o")
+                .arg(format!("ControlPath={}", control.display()))
+                .arg("-o")
                 .arg(format!("UserKnownHostsFile={}", known.display()))
                 .arg("-o")
                 .arg(format!("StrictHostKeyChecking={strict}"));
@@ -224,14 +247,15 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
             if let Some(port) = port {
                 cmd = cmd.arg("-p").arg(port.to_string());
             }
+            let destination = match user {
+                Some(u) => format!("{u}@{address}"),
+                None => address.clone(),
+            };
             cmd = cmd
                 .arg("-L")
                 .arg(format!("{}:{REMOTE_SOCKET}", socket.display()))
                 .arg("--")
-                .arg(match user {
-                    Some(u) => format!("{u}@{address}"),
-                    None => address.clone(),
-                });
+                .arg(&destination);
             let mut tunnel = cmd.spawn_kept().map_err(|source| HostError::Spawn {
                 host: name.clone(),
                 source,
@@ -253,6 +277,10 @@ pub async fn reach(host: &Host, data_dir: &Path) -> Result<Reached, HostError> {
                 if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                     return Ok(Reached {
                         socket,
+                        control: Some(Control {
+                            path: control,
+                            destination,
+                        }),
                         tunnel: Some(tunnel),
                         proxy: None,
                     });

@@ -9,6 +9,7 @@ pub mod compose;
 pub mod gate;
 pub mod host;
 pub mod pool;
+pub mod ship;
 pub mod swarm;
 pub mod tls;
 
@@ -91,6 +92,8 @@ pub struct Site<'a> {
     /// The socket compose reaches the host's engine through (`DOCKER_HOST`);
     /// `None`: the engine Kedge itself talks to.
     pub docker_host: Option<PathBuf>,
+    /// An `ssh://` host's connection, over which the stack's files travel.
+    pub control: Option<host::Control>,
     pub git: &'a Repository,
     pub lock_fd: Option<RawFd>,
     pub registry_config: Option<PathBuf>,
@@ -318,35 +321,38 @@ impl Target {
     }
 }
 
-/// What of a rendered project lives in files on this machine, which a
-/// remote host's engine cannot see: bind-mount sources, and `configs` and
-/// `secrets` read from files. Each named as `service web: bind mount of
-/// /srv/app/conf` or `config app_conf: file /srv/app/conf`.
-pub fn local_files(rendered: &str) -> Vec<String> {
+/// What of a rendered project (read in `checkout`) a remote host's engine
+/// could not see, since it is a file of this machine: bind-mount sources
+/// in the checkout, unless `binds_ship` (an SSH host, see `ship`), and
+/// `configs` and `secrets` read from files in it. Each named as `service
+/// web: bind mount of conf/app.conf` or `config app_conf: file app.conf`.
+pub fn local_files(rendered: &str, checkout: &Path, binds_ship: bool) -> Vec<String> {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(rendered) else {
         return Vec::new();
     };
+    let shown = |p: &str| {
+        Path::new(p)
+            .strip_prefix(checkout)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.to_string())
+    };
     let mut out = Vec::new();
-    if let Some(services) = doc.get("services").and_then(|s| s.as_object()) {
-        for (name, service) in services {
-            for volume in service
-                .get("volumes")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                if volume.get("type").and_then(|t| t.as_str()) == Some("bind") {
-                    let source = volume.get("source").and_then(|s| s.as_str()).unwrap_or("?");
-                    out.push(format!("service {name}: bind mount of {source}"));
-                }
-            }
+    if !binds_ship {
+        for b in ship::local_binds(&doc, checkout) {
+            out.push(format!(
+                "service {}: bind mount of {}",
+                b.service,
+                shown(&b.source.to_string_lossy())
+            ));
         }
     }
     for (kind, key) in [("config", "configs"), ("secret", "secrets")] {
         if let Some(all) = doc.get(key).and_then(|s| s.as_object()) {
             for (name, def) in all {
-                if let Some(file) = def.get("file").and_then(|f| f.as_str()) {
-                    out.push(format!("{kind} {name}: file {file}"));
+                if let Some(file) = def.get("file").and_then(|f| f.as_str())
+                    && Path::new(file).starts_with(checkout)
+                {
+                    out.push(format!("{kind} {name}: file {}", shown(file)));
                 }
             }
         }
@@ -363,23 +369,32 @@ mod tests {
         let rendered = r#"{
             "services": {
                 "web": {"volumes": [
-                    {"type": "bind", "source": "/srv/app/conf", "target": "/etc/app"},
-                    {"type": "volume", "source": "data", "target": "/data"}
+                    {"type": "bind", "source": "/co/conf", "target": "/etc/app"},
+                    {"type": "bind", "source": "/srv/data", "target": "/data"},
+                    {"type": "volume", "source": "data", "target": "/var/data"}
                 ]},
                 "db": {"volumes": [{"type": "tmpfs", "target": "/tmp"}]}
             },
-            "configs": {"app_conf": {"file": "/srv/app/app.conf"}, "ext": {"external": true}},
-            "secrets": {"token": {"file": "/srv/app/token"}, "env": {"environment": "TOKEN"}}
+            "configs": {"app_conf": {"file": "/co/app.conf"}, "ext": {"external": true},
+                        "hosts": {"file": "/etc/hosts"}},
+            "secrets": {"token": {"file": "/co/token"}, "env": {"environment": "TOKEN"}}
         }"#;
+        let co = std::path::Path::new("/co");
         assert_eq!(
-            local_files(rendered),
+            local_files(rendered, co, false),
             vec![
-                "service web: bind mount of /srv/app/conf",
-                "config app_conf: file /srv/app/app.conf",
-                "secret token: file /srv/app/token",
-            ]
+                "service web: bind mount of conf",
+                "config app_conf: file app.conf",
+                "secret token: file token",
+            ],
+            "the host's own /srv/data and /etc/hosts are not this machine's files"
         );
-        assert!(local_files(r#"{"services": {"web": {"image": "x"}}}"#).is_empty());
-        assert!(local_files("not json").is_empty());
+        assert_eq!(
+            local_files(rendered, co, true),
+            vec!["config app_conf: file app.conf", "secret token: file token"],
+            "bind mounts are shipped over SSH"
+        );
+        assert!(local_files(r#"{"services": {"web": {"image": "x"}}}"#, co, false).is_empty());
+        assert!(local_files("not json", co, false).is_empty());
     }
 }

@@ -19,6 +19,8 @@ pub struct Way {
     /// The forwarded (or configured) socket compose is pointed at with
     /// `DOCKER_HOST`; `None`: the engine Kedge itself talks to.
     pub socket: Option<PathBuf>,
+    /// The SSH connection of an `ssh://` host, for shipping files.
+    pub control: Option<super::host::Control>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +52,7 @@ struct Slot {
     /// The engine client at the way's socket (the same path across
     /// reconnections: one client for the slot's life).
     engine: Mutex<Option<Engine>>,
+    control: Mutex<Option<super::host::Control>>,
 }
 
 /// The hosts' ways.
@@ -72,6 +75,7 @@ impl Pool {
                         reached: tokio::sync::Mutex::new(None),
                         health: Mutex::new(Health::Unknown),
                         engine: Mutex::new(None),
+                        control: Mutex::new(None),
                     },
                 )
             })
@@ -115,6 +119,7 @@ impl Pool {
                     host: LOCAL.to_string(),
                     engine: self.local.clone(),
                     socket: None,
+                    control: None,
                 });
             }
             let mut known: Vec<&str> = self.slots.keys().map(String::as_str).collect();
@@ -148,6 +153,7 @@ impl Pool {
                     host: host.to_string(),
                     engine: engine.unwrap_or_else(|| self.local.clone()),
                     socket,
+                    control: lock(&slot.control).clone(),
                 })
             }
             Health::Down { why } => Err(PoolError::Unreachable {
@@ -178,6 +184,7 @@ impl Pool {
                 *reached = None;
                 let r = reach(&slot.host, &self.data_dir).await?;
                 *lock(&slot.engine) = Some(r.engine());
+                *lock(&slot.control) = r.control.clone();
                 *reached = Some(r);
             }
             let r = reached.as_ref().expect("made above");

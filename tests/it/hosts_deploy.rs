@@ -10,6 +10,17 @@ use crate::support::docker::IMAGE_1;
 use crate::support::hosts_lab::HostsLab;
 use crate::support::*;
 
+/// Host `edge`: the lab's second engine, over TCP with TLS.
+fn edge(lab: &HostsLab) -> String {
+    format!(
+        "  edge:\n    docker_host: tcp://{}:2376\n    tls: {{ca: {}, cert: {}, key: {}}}\n",
+        lab.addrs[1],
+        lab.tls.join("ca.pem").display(),
+        lab.tls.join("cert.pem").display(),
+        lab.tls.join("key.pem").display()
+    )
+}
+
 fn sleeper() -> String {
     format!("    image: {IMAGE_1}\n    command: [sleep, '3600']\n    stop_signal: SIGKILL\n")
 }
@@ -60,14 +71,7 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
     require_docker();
     let lab = HostsLab::start();
     lab.load(&[IMAGE_1]);
-    let extra = format!(
-        "  edge:\n    docker_host: tcp://{}:2376\n    tls: {{ca: {}, cert: {}, key: {}}}\n",
-        lab.addrs[1],
-        lab.tls.join("ca.pem").display(),
-        lab.tls.join("cert.pem").display(),
-        lab.tls.join("key.pem").display()
-    );
-    let (k, _config) = kedge_for(&lab, &extra);
+    let (k, _config) = kedge_for(&lab, &edge(&lab));
     let name = unique_name("hosts");
     let remote = GitRemote::new(&name);
     remote.write(
@@ -193,24 +197,37 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
 }
 
 /// What a remote host cannot see is refused before anything changes there:
-/// a bind-mounted file of this machine, and a host no config names.
+/// a `configs:` file of the repository, a bind mount for a host reached
+/// over TCP (no SSH to ship it over), and a host no config names.
 #[test]
 fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason() {
     require_docker();
     let lab = HostsLab::start();
-    let (k, _config) = kedge_for(&lab, "");
+    let (k, _config) = kedge_for(&lab, &edge(&lab));
     let name = unique_name("hostfiles");
     let remote = GitRemote::new(&name);
-    remote.write("kedge.yaml", "stacks:\n  - path: conf\n  - path: lost\n");
+    remote.write(
+        "kedge.yaml",
+        "stacks:\n  - path: conf\n  - path: bind\n  - path: lost\n",
+    );
     remote.write(
         "conf/compose.yaml",
         &format!(
-            "services:\n  app:\n{}    volumes: ['./app.conf:/etc/app.conf:ro']\n",
+            "services:\n  app:\n{}    configs: [app]\nconfigs:\n  app:\n    file: ./app.conf\n",
             sleeper()
         ),
     );
     remote.write("conf/app.conf", "v1\n");
     remote.write("conf/kedge.yaml", "target:\n  host: a\n");
+    remote.write(
+        "bind/compose.yaml",
+        &format!(
+            "services:\n  app:\n{}    volumes: ['./app.conf:/etc/app.conf:ro']\n",
+            sleeper()
+        ),
+    );
+    remote.write("bind/app.conf", "v1\n");
+    remote.write("bind/kedge.yaml", "target:\n  host: edge\n");
     remote.write(
         "lost/compose.yaml",
         &format!("services:\n  app:\n{}", sleeper()),
@@ -233,13 +250,20 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
     let conf = failed("conf");
     let error = conf["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("service app: bind mount of") && error.contains("host a cannot see"),
+        error.contains("(config app: file conf/app.conf)") && error.contains("host a cannot see"),
         "{conf}"
+    );
+    let bind = failed("bind");
+    let error = bind["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("(service app: bind mount of bind/app.conf)")
+            && error.contains("not to a tcp:// host"),
+        "{bind}"
     );
     let lost = failed("lost");
     assert!(
         lost["error"].as_str().unwrap_or_default().contains(
-            "host `nowhere` is not configured (the global config's `hosts:` has: a, b, local)"
+            "host `nowhere` is not configured (the global config's `hosts:` has: a, b, edge, local)"
         ),
         "{lost}"
     );
@@ -248,5 +272,102 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
         ComposeProject::named(&format!("{name}-conf"))
             .running()
             .is_empty()
+    );
+}
+
+/// A bind-mounted file of the repository on a host reached over SSH: it is
+/// shipped there, a change to it recreates only the service that mounts
+/// it, a rollback brings the old file back, and copies older than the
+/// previous deployment's are pruned. Nothing of it is written on this
+/// machine's `/var/lib/kedge-remote`.
+#[test]
+fn a_bind_mounted_file_reaches_the_host_and_a_rollback_brings_the_old_one_back() {
+    require_docker();
+    let lab = HostsLab::start();
+    lab.load(&[IMAGE_1]);
+    let (k, _config) = kedge_for(&lab, "");
+    let name = unique_name("hostship");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "target:\n  host: a\ndeploy:\n  stable_for: 0s\n",
+    );
+    remote.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n{}    volumes: ['./site.conf:/etc/site.conf:ro', './static:/static:ro']\n  side:\n{}",
+            sleeper(),
+            sleeper()
+        ),
+    );
+    remote.write("site.conf", "v1\n");
+    remote.write("static/index.html", "hello\n");
+    let c1 = remote.commit("v1");
+    k.run(["repo", "add", &remote.url()]).success();
+    k.run(["sync", "--repo", &name]).success();
+
+    let ids = || -> std::collections::BTreeMap<String, String> {
+        lab.docker(
+            1,
+            &[
+                "ps",
+                "--filter",
+                &format!("label=com.docker.compose.project={name}"),
+                "--format",
+                "{{.Label \"com.docker.compose.service\"}} {{.ID}}",
+            ],
+        )
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, id)| (s.to_string(), id.to_string()))
+        .collect()
+    };
+    let read = |path: &str| {
+        let web = ids()["web"].clone();
+        lab.docker(1, &["exec", &web, "cat", path])
+    };
+    assert_eq!(read("/etc/site.conf"), "v1\n");
+    assert_eq!(read("/static/index.html"), "hello\n");
+    let first = ids();
+
+    remote.write("site.conf", "v2\n");
+    remote.commit("v2");
+    k.run(["sync", "--repo", &name]).success();
+    assert_eq!(read("/etc/site.conf"), "v2\n");
+    let second = ids();
+    assert_ne!(
+        second["web"], first["web"],
+        "web mounts the file: recreated"
+    );
+    assert_eq!(second["side"], first["side"], "side does not: left alone");
+
+    k.run(["rollback", "--repo", &name, &c1[..7]]).success();
+    assert_eq!(read("/etc/site.conf"), "v1\n");
+    assert_eq!(read("/static/index.html"), "hello\n");
+
+    // A third version: the copies of the one before the previous go.
+    remote.write("site.conf", "v3\n");
+    remote.commit("v3");
+    k.run(["sync", "--repo", &name]).success();
+    assert_eq!(read("/etc/site.conf"), "v3\n");
+    let listed = lab.docker(
+        1,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/var/lib/kedge-remote:/remote:ro",
+            IMAGE_1,
+            "sh",
+            "-c",
+            &format!("cat /remote/{name}/*/site.conf | sort"),
+        ],
+    );
+    assert_eq!(listed, "v1\nv3\n", "v3 and the previous deployment's v1");
+    assert!(
+        !std::path::Path::new("/var/lib/kedge-remote")
+            .join(&name)
+            .exists(),
+        "nothing on this machine"
     );
 }
