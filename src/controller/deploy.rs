@@ -92,7 +92,9 @@ pub async fn deploy(
     // One repository per compose project: the heals of each would take the
     // other's containers for Extra ones, and the locks (per repository)
     // would not keep their applies apart.
-    let owner = shared.db.read(|s| s.project_owner(&desired.project, id))?;
+    let owner = shared
+        .db
+        .read(|s| s.project_owner(&desired.project, &desired.kedge.host, id))?;
     if let Some(owner) = owner {
         if trigger.detects() {
             task.emit(shared, commit_detected(&name, commit, &info.message, None));
@@ -113,7 +115,9 @@ pub async fn deploy(
         .host
         .clone()
         .unwrap_or_else(|| crate::config::hosts::LOCAL.to_string());
-    let refused = if was.deployed_commit.is_some() && deployed_on != desired.kedge.host {
+    let refused = if !desired.kedge.hosts.is_empty() && task.stack.root {
+        Some(RenderError::HostsOfRoot)
+    } else if was.deployed_commit.is_some() && deployed_on != desired.kedge.host {
         Some(RenderError::HostMoved {
             from: deployed_on,
             to: desired.kedge.host.clone(),

@@ -69,10 +69,68 @@ pub async fn layout_at(
     }
     let stacks = crate::desired::layout::expand(&declared, object_ids.keys().map(String::as_str))
         .map_err(|e| error_chain(&e))?;
+    let hosts = hosts_of(task, id, &declared, &stacks, object_ids).await?;
+    let stacks = crate::desired::layout::on_hosts(stacks, &hosts);
     Ok(Some(Layout {
         stacks,
         removed: declared.removed,
     }))
+}
+
+/// Each stack's `target.hosts` (its own `kedge.yaml` over `defaults:`), by
+/// name: read once per version of the two files. A file that cannot be
+/// read or parsed names none here: the stack's render refuses it, naming
+/// why.
+async fn hosts_of(
+    task: &RepoTask,
+    root_id: &str,
+    declared: &crate::desired::layout::Declared,
+    stacks: &[StackDecl],
+    object_ids: &HashMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for stack in stacks {
+        let own_path = format!("{}/{FILE_NAME}", stack.path);
+        let own_id = object_ids.get(&own_path).map(String::as_str).unwrap_or("-");
+        let key = format!("{root_id}:{own_id}");
+        let cached = task
+            .hosts_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let hosts = match cached {
+            Some(hosts) => hosts,
+            None => {
+                let text = match object_ids.get(&own_path) {
+                    Some(id) => match task.git.read_blob(id, MAX_SIZE).await {
+                        Ok(bytes) => String::from_utf8(bytes).ok(),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                let hosts = stack_of::settings_of(
+                    declared.defaults.as_ref(),
+                    text.as_deref(),
+                    &stack.path,
+                    &crate::process::repo_env,
+                )
+                .map(|k| k.hosts)
+                .unwrap_or_default();
+                let mut cache = task.hosts_of.lock().unwrap_or_else(|p| p.into_inner());
+                // Versions of files past: dropped before they add up.
+                if cache.len() > 4 * stacks.len() + 64 {
+                    cache.clear();
+                }
+                cache.insert(key, hosts.clone());
+                hosts
+            }
+        };
+        if !hosts.is_empty() {
+            out.insert(stack.name.clone(), hosts);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a root `kedge.yaml` names `stacks:` or `discover:`.

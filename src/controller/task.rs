@@ -3,6 +3,7 @@
 //! deployment came about (`Trigger`), and the state a task keeps between
 //! passes (`RepoTask`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,9 @@ pub struct RepoTask {
     tree: std::sync::Mutex<Option<(String, Tree)>>,
     /// The root `kedge.yaml`'s layout keys, by its object id.
     pub(super) layout: std::sync::Mutex<Option<(String, crate::desired::layout::Declared)>>,
+    /// Each declared stack's `target.hosts`, by the object ids of the root
+    /// file and of its own `kedge.yaml`.
+    pub(super) hosts_of: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// A push was announced (webhook, operator): fetch rather than ask.
     pub(super) announced: bool,
     /// The head a fetch already brought in this pass.
@@ -223,6 +227,7 @@ impl RepoTask {
             sops: shared.sops(),
             tree: std::sync::Mutex::new(None),
             layout: std::sync::Mutex::new(None),
+            hosts_of: Default::default(),
         }
     }
 

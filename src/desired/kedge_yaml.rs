@@ -59,6 +59,9 @@ pub struct KedgeYaml {
     pub target: Target,
     /// `target.host`: the configured host the stack runs on (fleet.md §4).
     pub host: String,
+    /// `target.hosts`: the hosts a declared stack runs on, one deployment
+    /// `STACK@HOST` each (empty: the one `host`).
+    pub hosts: Vec<String>,
     /// `sops.files`: more SOPS files of the stack, relative to the
     /// repository root, besides those found among its inputs.
     pub sops_files: Vec<String>,
@@ -78,6 +81,7 @@ impl Default for KedgeYaml {
             unhealthy: Unhealthy::Report,
             target: Target::Compose,
             host: crate::config::hosts::LOCAL.to_string(),
+            hosts: Vec::new(),
             sops_files: Vec::new(),
             updates: None,
         }
@@ -312,17 +316,35 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         })? {
             out.host = host;
         }
-        if let Some((_, line)) = target.strings("hosts", env)? {
-            // Said plainly rather than read as `host`: deploying one stack
-            // to each of several hosts is not built yet.
-            return Err(SchemaError::InvalidValue {
+        if let Some((hosts, line)) = target.strings("hosts", env)? {
+            let invalid = |value: String, expected: &str| SchemaError::InvalidValue {
                 line,
                 key: target.key_path("hosts"),
-                value: "[…]".into(),
-                expected:
-                    "one host per stack for now (`target.host`): declare the stack once per host"
-                        .into(),
-            });
+                value,
+                expected: expected.into(),
+            };
+            if target.get("host").is_some() {
+                return Err(invalid(
+                    format!("{hosts:?}"),
+                    "either `host` or `hosts`, not both",
+                ));
+            }
+            if hosts.is_empty() {
+                return Err(invalid("[]".into(), "at least one host"));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for h in &hosts {
+                if !crate::config::hosts::valid_name(h) {
+                    return Err(invalid(
+                        h.clone(),
+                        "host names of the global config's `hosts:` (or `local`)",
+                    ));
+                }
+                if !seen.insert(h) {
+                    return Err(invalid(h.clone(), "each host once"));
+                }
+            }
+            out.hosts = hosts;
         }
     }
     out.updates = super::updates::parse(&top, env)?;
@@ -679,6 +701,10 @@ mod tests {
         assert_eq!(parse("", &env).unwrap().host, "local");
         assert_eq!(parse("target:\n  host: nas\n", &env).unwrap().host, "nas");
         assert_eq!(
+            parse("target:\n  hosts: [a, b]\n", &env).unwrap().hosts,
+            ["a", "b"]
+        );
+        assert_eq!(
             parse("target: {host: nas}\ndocker: {target: swarm}\n", &env)
                 .unwrap()
                 .settings()
@@ -692,9 +718,11 @@ mod tests {
             ),
             ("target:\n  hots: nas\n", "unknown key `target.hots`"),
             (
-                "target:\n  hosts: [a, b]\n",
-                "one host per stack for now (`target.host`)",
+                "target:\n  host: a\n  hosts: [a, b]\n",
+                "either `host` or `hosts`, not both",
             ),
+            ("target:\n  hosts: [a, a]\n", "each host once"),
+            ("target:\n  hosts: []\n", "at least one host"),
         ] {
             let err = parse(text, &env).unwrap_err().to_string();
             assert!(err.contains(says), "{text}: {err}");

@@ -380,6 +380,39 @@ pub fn merged(defaults: Option<&Node>, own: Option<&Node>) -> Node {
 }
 
 /// The spec's stack names: `[a-z0-9][a-z0-9_-]*`.
+/// A stack of several hosts (`target.hosts`) is one stack per host, named
+/// `STACK@HOST` (fleet.md §4): `stacks`, each one with hosts (by name)
+/// replaced by its copies in their order, and an `after:` naming it waiting
+/// for all of them.
+pub fn on_hosts(stacks: Vec<StackDecl>, hosts: &BTreeMap<String, Vec<String>>) -> Vec<StackDecl> {
+    let expanded = |name: &String| -> Vec<String> {
+        match hosts.get(name) {
+            Some(list) if !list.is_empty() => list.iter().map(|h| format!("{name}@{h}")).collect(),
+            _ => vec![name.clone()],
+        }
+    };
+    let mut out = Vec::with_capacity(stacks.len());
+    for stack in stacks {
+        let after: Vec<String> = stack.after.iter().flat_map(expanded).collect();
+        for name in expanded(&stack.name) {
+            out.push(StackDecl {
+                name,
+                after: after.clone(),
+                ..stack.clone()
+            });
+        }
+    }
+    out
+}
+
+/// A stack's name and, for one of a stack on several hosts, its host.
+pub fn split_host(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((stack, host)) => (stack, Some(host)),
+        None => (name, None),
+    }
+}
+
 pub fn is_stack_name(s: &str) -> bool {
     kedge_yaml::is_project_name(s)
 }

@@ -63,6 +63,10 @@ pub enum RenderError {
     )]
     HostMoved { from: String, to: String },
     #[error(
+        "`target.hosts` deploys a declared stack to several hosts: declare the repository's stacks (`stacks:` or `discover:`), or name one `target.host`"
+    )]
+    HostsOfRoot,
+    #[error(
         "the stack reads files of this machine that host {host} cannot see ({}): Kedge ships bind-mounted files of the repository to hosts reached over SSH, not to a tcp:// host, and not `configs`/`secrets` files or decrypted SOPS files yet; use a bind mount (SSH hosts), named volumes, `configs` with `content`, or an image that carries them",
         files.join("; ")
     )]

@@ -54,7 +54,8 @@ pub fn declared(root: Option<&Node>, env: Env<'_>) -> Result<Declared, StackOfEr
 }
 
 /// Stack `name` of the commit checked out at `checkout` (`object_ids`: its
-/// paths), with its settings. Blocking: it reads files.
+/// paths), with its settings. `STACK@HOST` is the copy on `HOST` of a
+/// stack whose `target.hosts` names it. Blocking: it reads files.
 pub fn load(
     checkout: &Path,
     object_ids: &HashMap<String, String>,
@@ -64,15 +65,43 @@ pub fn load(
     let root = read(checkout, Path::new(FILE_NAME))?;
     let root = root_file(root.as_deref())?;
     let declared = declared(root.as_ref(), env)?;
+    let (base, on) = layout::split_host(name);
     let decl = layout::expand(&declared, object_ids.keys().map(String::as_str))?
         .into_iter()
-        .find(|s| s.name == name)
+        .find(|s| s.name == base)
         .ok_or_else(|| StackOfError::Gone(name.to_string()))?;
     let own_file = Path::new(&decl.path).join(FILE_NAME);
     let own = read(checkout, &own_file)?;
-    let shown = own_file.to_string_lossy().into_owned();
+    let mut kedge = settings_of(declared.defaults.as_ref(), own.as_deref(), &decl.path, env)?;
+    for p in &decl.profiles {
+        if !kedge.profiles.contains(p) {
+            kedge.profiles.push(p.clone());
+        }
+    }
+    // A stack on several hosts is one stack per host; one that no longer
+    // lists this host (or lists hosts now) is gone as it was named.
+    match on {
+        Some(host) if kedge.hosts.iter().any(|h| h == host) => kedge.host = host.to_string(),
+        None if kedge.hosts.is_empty() => {}
+        _ => return Err(StackOfError::Gone(name.to_string())),
+    }
+    Ok((kedge, decl))
+}
+
+/// A declared stack's settings: `defaults:` with the text of its own
+/// `kedge.yaml` (in `path`) over them.
+pub fn settings_of(
+    defaults: Option<&Node>,
+    own: Option<&str>,
+    path: &str,
+    env: Env<'_>,
+) -> Result<KedgeYaml, StackOfError> {
+    let shown = Path::new(path)
+        .join(FILE_NAME)
+        .to_string_lossy()
+        .into_owned();
     let own = match own {
-        Some(text) => Some(yaml::parse(&text).map_err(|e| StackOfError::Invalid {
+        Some(text) => Some(yaml::parse(text).map_err(|e| StackOfError::Invalid {
             file: shown.clone(),
             source: e.into(),
         })?),
@@ -85,18 +114,11 @@ pub fn load(
             source,
         })?;
     }
-    let merged = layout::merged(declared.defaults.as_ref(), own.as_ref());
-    let mut kedge =
-        kedge_yaml::from_node(&merged, env, "").map_err(|source| StackOfError::Invalid {
-            file: shown,
-            source,
-        })?;
-    for p in &decl.profiles {
-        if !kedge.profiles.contains(p) {
-            kedge.profiles.push(p.clone());
-        }
-    }
-    Ok((kedge, decl))
+    let merged = layout::merged(defaults, own.as_ref());
+    kedge_yaml::from_node(&merged, env, "").map_err(|source| StackOfError::Invalid {
+        file: shown,
+        source,
+    })
 }
 
 fn read(checkout: &Path, rel: &Path) -> Result<Option<String>, StackOfError> {

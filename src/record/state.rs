@@ -135,14 +135,18 @@ impl Store {
     pub fn project_owner(
         &self,
         project: &str,
+        host: &str,
         stack_id: i64,
     ) -> Result<Option<String>, StoreError> {
+        // One project name per engine: the same name on two hosts is two
+        // projects (a stack on several hosts is one on each).
         self.conn
             .query_row(
                 "SELECT r.name FROM stack_state s JOIN stacks st ON st.id = s.stack_id
                      JOIN repositories r ON r.id = st.repo_id
-                 WHERE s.project = ?1 AND s.stack_id != ?2 LIMIT 1",
-                rusqlite::params![project, stack_id],
+                 WHERE s.project = ?1 AND s.stack_id != ?2 AND coalesce(s.host, 'local') = ?3
+                 LIMIT 1",
+                rusqlite::params![project, stack_id, host],
                 |r| r.get(0),
             )
             .optional()

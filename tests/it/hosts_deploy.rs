@@ -371,3 +371,105 @@ fn a_bind_mounted_file_reaches_the_host_and_a_rollback_brings_the_old_one_back()
         "nothing on this machine"
     );
 }
+
+/// `target: {hosts: [a, b]}`: one stack, a deployment on each host
+/// (`REPO/STACK@HOST`); a commit rolls both, and one whose gate fails on
+/// `b` alone is rolled back on `b` alone, said there.
+#[test]
+fn a_stack_on_two_hosts_deploys_to_both_and_a_gate_failing_on_one_rolls_back_that_one() {
+    require_docker();
+    let lab = HostsLab::start();
+    lab.load(&[IMAGE_1]);
+    let (k, _config) = kedge_for(&lab, "");
+    let name = unique_name("twohosts");
+    // A file only host a has: the next version needs it to keep running.
+    let flag = format!("/var/lib/kedge-remote/flag-{name}");
+    lab.docker(
+        1,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "/var/lib/kedge-remote:/r",
+            IMAGE_1,
+            "sh",
+            "-c",
+            &format!("mkdir -p /r/flag-{name} && touch /r/flag-{name}/ok"),
+        ],
+    );
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "stacks:\n  - path: web\ndefaults:\n  deploy:\n    stable_for: 2s\n    timeout: 30s\n",
+    );
+    remote.write("web/kedge.yaml", "target:\n  hosts: [a, b]\n");
+    remote.write(
+        "web/compose.yaml",
+        &format!("services:\n  app:\n{}", sleeper()),
+    );
+    let c1 = remote.commit("one stack, two hosts");
+    k.run(["repo", "add", &remote.url()]).success();
+    let _serve = k.serve_api(&["--poll-interval", "1s", "--check-interval", "2s"], &[]);
+    let newest = |address: &str| -> Option<serde_json::Value> {
+        let out = k.run(["history", "--repo", address, "-o", "json"]);
+        if out.code != Some(0) {
+            return None;
+        }
+        out.json().get(0).cloned()
+    };
+    let deployed = |address: &str, commit: &str| {
+        wait_for(90, "the deployment of the commit", || {
+            let n = newest(address)?;
+            (n["commit"] == commit && n["status"] == "success").then_some(())
+        })
+    };
+    deployed(&format!("{name}/web@a"), &c1);
+    deployed(&format!("{name}/web@b"), &c1);
+    let project = format!("{name}-web");
+    for (n, host) in [(1, "a"), (2, "b")] {
+        let on = on_host(&lab, n, &project);
+        assert_eq!(on.len(), 1, "{on:?}");
+        assert_eq!(on[0].1, host);
+    }
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(stack_status(&status, "web@a")["host"], "a");
+    assert_eq!(stack_status(&status, "web@b")["host"], "b");
+
+    // The next version needs the file: it passes its gate on a, fails on b.
+    remote.write(
+        "web/compose.yaml",
+        &format!(
+            "services:\n  app:\n    image: {IMAGE_1}\n    command: [sh, -c, 'test -f /flag/ok && exec sleep 3600']\n    stop_signal: SIGKILL\n    volumes: ['{flag}:/flag:ro']\n"
+        ),
+    );
+    let c2 = remote.commit("needs the flag");
+    deployed(&format!("{name}/web@a"), &c2);
+    let b = format!("{name}/web@b");
+    wait_for(90, "b's deployment of c2 failed", || {
+        let h = k.run(["history", "--repo", &b, "-o", "json"]).json();
+        h.as_array()?
+            .iter()
+            .any(|d| d["commit"] == c2.as_str() && d["status"] == "failed")
+            .then_some(())
+    });
+    let commit_on = |n: usize| {
+        lab.docker(
+            n,
+            &[
+                "ps",
+                "--filter",
+                &format!("label=com.docker.compose.project={project}"),
+                "--format",
+                "{{.Label \"io.kedge.commit\"}}",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(commit_on(1), c2, "a runs the new version");
+    wait_for(60, "b running the old version again", || {
+        (commit_on(2) == c1).then_some(())
+    });
+    assert!(has(&events(&k, &b), "deploy_failed"));
+    assert!(!has(&events(&k, &format!("{name}/web@a")), "deploy_failed"));
+}

@@ -195,3 +195,37 @@ fn a_directorys_own_file_overrides_the_defaults_key_by_key() {
     let only_own = kedge_yaml::from_node(&merged(None, Some(&own)), &no_env, "").unwrap();
     assert_eq!(only_own.profiles, ["prod"]);
 }
+
+#[test]
+fn a_stack_on_several_hosts_is_one_stack_per_host() {
+    let decl = |name: &str, after: &[&str]| StackDecl {
+        name: name.into(),
+        path: format!("stacks/{name}"),
+        compose_files: Vec::new(),
+        profiles: Vec::new(),
+        env_files: Vec::new(),
+        after: after.iter().map(|a| a.to_string()).collect(),
+        discovered: true,
+    };
+    let hosts: BTreeMap<String, Vec<String>> =
+        [("db".to_string(), vec!["a".to_string(), "b".to_string()])].into();
+    let out = on_hosts(vec![decl("db", &[]), decl("web", &["db"])], &hosts);
+    let names: Vec<(&str, &str, Vec<String>)> = out
+        .iter()
+        .map(|s| (s.name.as_str(), s.path.as_str(), s.after.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("db@a", "stacks/db", vec![]),
+            ("db@b", "stacks/db", vec![]),
+            (
+                "web",
+                "stacks/web",
+                vec!["db@a".to_string(), "db@b".to_string()]
+            ),
+        ]
+    );
+    assert_eq!(split_host("db@a"), ("db", Some("a")));
+    assert_eq!(split_host("web"), ("web", None));
+}
