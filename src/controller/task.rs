@@ -267,8 +267,19 @@ impl RepoTask {
     }
 
     /// Emits an event of this stack (see `Shared::emit`).
+    /// Records an event of this stack; one on a remote host says which
+    /// (`fields.host`), for notifications and the event stream.
     pub fn emit(&self, shared: &Shared, event: crate::events::NewEvent) {
-        shared.emit(event.stack(self.stack_name()));
+        let event = event.stack(self.stack_name());
+        let event = match &self.way {
+            Some(w)
+                if w.host != crate::config::hosts::LOCAL && !event.fields.contains_key("host") =>
+            {
+                event.field("host", w.host.clone())
+            }
+            _ => event,
+        };
+        shared.emit(event);
     }
 
     /// An event of this stack.

@@ -101,7 +101,7 @@ fn stacks_page(session: &Session, repo: &str, stacks: &[RepoStatus]) -> Markup {
         section id="stacks" data-live {
             h2 { "Stacks" }
             table.stacks {
-                thead { tr { th { "Stack" } th { "Project" } th { "Deployed commit" } th { "State" } } }
+                thead { tr { th { "Stack" } th { "Host" } th { "Project" } th { "Deployed commit" } th { "State" } } }
                 tbody {
                     @for s in stacks {
                         tr data-stack=(s.stack.as_deref().unwrap_or_default()) {
@@ -110,6 +110,7 @@ fn stacks_page(session: &Session, repo: &str, stacks: &[RepoStatus]) -> Markup {
                                     (s.stack.as_deref().unwrap_or(&s.name))
                                 }
                             }
+                            td.host data-label="Host" { (s.host) }
                             td data-label="Project" { (s.project) }
                             td.deployed data-label="Deployed commit" {
                                 @match &s.deployed_commit {
@@ -212,6 +213,13 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
             dl.summary {
                 dt { "State" } dd.repo-state { (state(s.sync_state.as_str())) }
                 dt { "Branch" } dd { (s.branch) @if let Some(m) = &s.mode { " · mode " (m) } }
+                @if s.host != crate::config::hosts::LOCAL {
+                    dt { "Host" }
+                    dd.host {
+                        (s.host)
+                        @if let Some(e) = &s.host_error { " " span.none { "(" (e) ")" } }
+                    }
+                }
                 dt { "Deployed commit" }
                 dd {
                     @match &s.deployed_commit {
