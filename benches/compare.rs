@@ -104,6 +104,20 @@ fn running(service: &'static str) -> impl Fn(&[::kedge::observe::ContainerState]
     }
 }
 
+/// Waits (ten minutes at most) until `kedge status` says `total` stacks
+/// are synced: deployed, gates passed.
+fn wait_all_synced(k: &Kedge, total: usize) {
+    wait_for(600, "every stack synced", || {
+        let status = k.run(["status", "-o", "json"]).json();
+        let synced = status
+            .as_array()?
+            .iter()
+            .filter(|s| s["sync_state"] == "synced")
+            .count();
+        (synced == total).then_some(())
+    });
+}
+
 fn timed(mut cmd: Command) -> Duration {
     let start = Instant::now();
     let out = cmd.output().unwrap();

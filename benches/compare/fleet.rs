@@ -90,15 +90,7 @@ pub fn fleet() -> Vec<Row> {
     }
     let running = start.elapsed();
     // Converged: every stack's deployment recorded, its gate passed.
-    wait_for(600, "every stack synced", || {
-        let status = k.run(["status", "-o", "json"]).json();
-        let synced = status
-            .as_array()?
-            .iter()
-            .filter(|s| s["sync_state"] == "synced")
-            .count();
-        (synced == total).then_some(())
-    });
+    super::wait_all_synced(&k, total);
     let converged = start.elapsed();
     eprintln!("fleet: {total} running after {running:?}, synced after {converged:?}");
 

@@ -179,15 +179,7 @@ fn idle(lab: &HostsLab, local: &::kedge::observe::Engine) -> Row {
         .collect();
     let serve = k.serve_with(&["serve", "--poll-interval", "60s", "--check-interval", "60s"]);
     let total = hosts.len() * PER_HOST;
-    wait_for(600, "every stack deployed", || {
-        let status = k.run(["status", "-o", "json"]).json();
-        let synced = status
-            .as_array()?
-            .iter()
-            .filter(|s| s["sync_state"] == "synced")
-            .count();
-        (synced == total).then_some(())
-    });
+    super::wait_all_synced(&k, total);
     until(local, &format!("{name}-local-0"), running("web"));
     std::thread::sleep(Duration::from_secs(10));
     let pid = serve.child.id();

@@ -45,17 +45,12 @@ fn said(shared: &Shared, host: &str, before: &Health, now: &Health) {
     match (before, now) {
         (Health::Down { .. }, Health::Up { version }) => {
             tracing::info!(host, engine = %version, "host {host} answers again: a full check of its stacks");
-            for (repo, stack) in shared.stacks_on(host) {
-                shared.emit(
-                    NewEvent::new(
-                        &repo,
-                        EventKind::HostRecovered,
-                        format!("host {host} answers again"),
-                    )
-                    .stack(stack.as_deref())
-                    .field("host", host),
-                );
-            }
+            tell_stacks(
+                shared,
+                host,
+                EventKind::HostRecovered,
+                &format!("host {host} answers again"),
+            );
             shared.wake_host(host);
         }
         (Health::Unknown, Health::Up { version }) => {
@@ -63,21 +58,27 @@ fn said(shared: &Shared, host: &str, before: &Health, now: &Health) {
         }
         (Health::Up { .. } | Health::Unknown, Health::Down { why }) => {
             tracing::warn!(host, "host {host} is unreachable: {why}");
-            for (repo, stack) in shared.stacks_on(host) {
-                shared.emit(
-                    NewEvent::new(
-                        &repo,
-                        EventKind::HostUnreachable,
-                        format!("host {host} is unreachable: {why}"),
-                    )
-                    .stack(stack.as_deref())
-                    .field("host", host),
-                );
-            }
+            tell_stacks(
+                shared,
+                host,
+                EventKind::HostUnreachable,
+                &format!("host {host} is unreachable: {why}"),
+            );
             // Their status says `unknown` at once.
             shared.wake_host(host);
         }
         _ => {}
+    }
+}
+
+/// An event for each stack on `host`: its own history says why it waited.
+fn tell_stacks(shared: &Shared, host: &str, kind: EventKind, message: &str) {
+    for (repo, stack) in shared.stacks_on(host) {
+        shared.emit(
+            NewEvent::new(&repo, kind, message)
+                .stack(stack.as_deref())
+                .field("host", host),
+        );
     }
 }
 
