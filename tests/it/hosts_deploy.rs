@@ -72,6 +72,7 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
     let lab = HostsLab::start();
     lab.load(&[IMAGE_1]);
     let (k, _config) = kedge_for(&lab, &edge(&lab));
+    let sampler = crate::support::argv::ArgvSampler::start(&["ssh", "docker", "kedge"]);
     let name = unique_name("hosts");
     let remote = GitRemote::new(&name);
     remote.write(
@@ -93,7 +94,7 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
     remote.commit("three stacks, three hosts");
     k.run(["repo", "add", &remote.url()]).success();
     let home = ComposeProject::named(&format!("{name}-home"));
-    let _serve = k.serve_api(&["--poll-interval", "1s", "--check-interval", "1s"], &[]);
+    let serve = k.serve_api(&["--poll-interval", "1s", "--check-interval", "1s"], &[]);
     for stack in ["home", "nas", "edge"] {
         let address = format!("{name}/{stack}");
         wait_for(60, "the stack registered", || {
@@ -194,6 +195,38 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
     let nas_events = events(&k, &format!("{name}/nas"));
     assert!(!has(&nas_events, "deploy_failed"), "{nas_events:#?}");
     assert!(!has(&nas_events, "heal_failed"), "{nas_events:#?}");
+
+    // The SSH and TLS keys travel as paths, never as their content: not in
+    // any argv, nor serve's log, the events, status or the host list.
+    let secret_line = |path: &std::path::Path| -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text.lines().nth(1).unwrap().to_string();
+        assert!(line.len() >= 40, "a line of key material: {line}");
+        line
+    };
+    let secrets = [secret_line(&lab.key), secret_line(&lab.tls.join("key.pem"))];
+    let mut said: Vec<(String, String)> = sampler
+        .finish()
+        .into_iter()
+        .map(|a| ("an argv".to_string(), a))
+        .collect();
+    said.push(("serve's log".into(), serve.serve.log()));
+    for args in [
+        vec!["events", "-o", "json"],
+        vec!["status", "-o", "json"],
+        vec!["host", "list", "-o", "json"],
+    ] {
+        said.push((args.join(" "), k.run(args).stdout));
+    }
+    assert!(
+        said.iter()
+            .any(|(w, a)| w == "an argv" && a.contains("ssh"))
+    );
+    for (what, text) in &said {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "key material in {what}: {text}");
+        }
+    }
 }
 
 /// What a remote host cannot see is refused before anything changes there:

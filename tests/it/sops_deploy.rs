@@ -5,9 +5,6 @@
 //! stack running; rollback restores old values; and no plaintext leaves
 //! the private directory.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use crate::support::api::Api;
 use crate::support::docker::{IMAGE_1, docker_ok};
 use crate::support::receiver::{Mode, Receiver};
@@ -43,26 +40,6 @@ fn db_env(password: &str) -> String {
 /// Container ids by service.
 fn ids(s: &Stack) -> std::collections::BTreeMap<String, String> {
     s.running().into_iter().map(|(k, c)| (k, c.id)).collect()
-}
-
-/// Every process's argv, sampled until stopped: no plaintext may be there.
-fn sample_argv(
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                if let Ok(argv) = std::fs::read(e.path().join("cmdline")) {
-                    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
-                    if argv.contains("kedge") || argv.contains("docker") {
-                        seen.lock().unwrap().push(argv);
-                    }
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    })
 }
 
 #[test]
@@ -103,9 +80,7 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     .unwrap();
     let c1 = s.remote.remote_head();
     let admin = s.kedge.token("leak-admin", "admin");
-    let stop = Arc::new(AtomicBool::new(false));
-    let argv = Arc::new(Mutex::new(Vec::new()));
-    let sampler = sample_argv(stop.clone(), argv.clone());
+    let sampler = crate::support::argv::ArgvSampler::start(&["kedge", "docker"]);
     // Every CLI answer is searched for plaintext at the end.
     let mut answers: Vec<(String, String)> = Vec::new();
     let mut run = |args: &[&str]| {
@@ -347,9 +322,7 @@ fn sops_secrets_deploy_restart_only_their_readers_and_never_leak() {
     for r in receiver.requests() {
         clean("a notification", &String::from_utf8_lossy(&r.body));
     }
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    for a in argv.lock().unwrap().iter() {
+    for a in sampler.finish().iter() {
         clean("a process's argv", a);
     }
     let Api { mut serve, .. } = api;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod argv;
 pub mod browser;
 pub mod compose_calls;
 pub mod docker;
