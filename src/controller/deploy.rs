@@ -145,7 +145,18 @@ pub async fn deploy(
                 None
             }
             Err(e @ crate::target::pool::PoolError::Unknown { .. }) => Some(RenderError::Host(e)),
-            Err(e) => return Err(ReconcileError::Host(e)),
+            Err(e) => {
+                // A stack never deployed is known to be on that host from
+                // now on: its status asks that host, and says why not.
+                if was.deployed_commit.is_none() {
+                    let settings = desired.kedge.settings();
+                    shared
+                        .db
+                        .write(move |s| s.set_rendered(id, &settings))
+                        .await?;
+                }
+                return Err(ReconcileError::Host(e));
+            }
         }
     };
     if let Some(e) = refused {

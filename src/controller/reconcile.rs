@@ -85,6 +85,10 @@ async fn reconcile_stack(
         match advance(shared, task, head, false).await {
             Ok(Advanced::Waiting) => next = next.min(AFTER_WAIT),
             Ok(Advanced::Done) => task.source_failures = 0,
+            // Said once by the host watch; the host's return wakes it.
+            Err(ReconcileError::Host(e)) => {
+                tracing::debug!(repo = %task.repo.name, stack = %task.stack.name, "{e}")
+            }
             Err(e) => {
                 let retry = backoff(task.source_failures.saturating_add(1));
                 task.source_failures += 1;

@@ -350,6 +350,8 @@ async fn collect(
         };
         let sync_state = match stack.orphaned_at {
             Some(_) => SyncState::Orphaned,
+            // Its host did not answer: what runs there is not known.
+            None if host_error.is_some() => SyncState::Unknown,
             None => sync_state(
                 &state,
                 last.as_ref().map(|d| (d.status, d.commit.as_str())),

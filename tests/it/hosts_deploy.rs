@@ -241,7 +241,7 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
     let remote = GitRemote::new(&name);
     remote.write(
         "kedge.yaml",
-        "stacks:\n  - path: conf\n  - path: bind\n  - path: lost\n",
+        "stacks:\n  - path: conf\n  - path: bind\n  - path: lost\n  - path: keyed\n",
     );
     remote.write(
         "conf/compose.yaml",
@@ -266,9 +266,17 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
         &format!("services:\n  app:\n{}", sleeper()),
     );
     remote.write("lost/kedge.yaml", "target:\n  host: nowhere\n");
+    remote.write(
+        "keyed/compose.yaml",
+        &format!("services:\n  app:\n{}", sleeper()),
+    );
+    remote.write("keyed/kedge.yaml", "target:\n  host: b\n");
     remote.commit("files a remote host cannot see");
+    // Host b's key is pinned, then changes: b is refused, not trusted.
+    k.run(["host", "check", "b"]).success();
+    lab.rekey(2);
     k.run(["repo", "add", &remote.url()]).success();
-    let _serve = k.serve_api(&["--poll-interval", "1s"], &[]);
+    let _serve = k.serve_api(&["--poll-interval", "1s", "--check-interval", "1s"], &[]);
     let failed = |stack: &str| {
         let address = format!("{name}/{stack}");
         wait_for(60, "the refused deployment recorded", || {
@@ -300,6 +308,21 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
         ),
         "{lost}"
     );
+    // The stack on the host whose key changed: unknown, the reason named,
+    // nothing deployed there nor recorded failed.
+    let keyed = wait_for(60, "keyed unknown, naming the changed key", || {
+        let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+        let s = stack_status(&status, "keyed").clone();
+        let named = s["host_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has changed"));
+        (s["host"] == "b" && s["sync_state"] == "unknown" && named).then_some(s)
+    });
+    let history = k
+        .run(["history", "--repo", &format!("{name}/keyed"), "-o", "json"])
+        .json();
+    assert_eq!(history, serde_json::json!([]), "{keyed}");
+    assert!(on_host(&lab, 2, &format!("{name}-keyed")).is_empty());
     assert!(on_host(&lab, 1, &format!("{name}-conf")).is_empty());
     assert!(
         ComposeProject::named(&format!("{name}-conf"))
