@@ -179,7 +179,6 @@ pub async fn write_label_override(
     builds: &BTreeMap<String, String>,
     images: &BTreeMap<String, String>,
     host: &str,
-    volumes: &BTreeMap<String, Vec<serde_json::Value>>,
 ) -> Result<(), ApplyError> {
     let services: serde_json::Map<String, serde_json::Value> = commits
         .iter()
@@ -199,10 +198,6 @@ pub async fn write_label_override(
             }
             if let Some(image) = images.get(service) {
                 over["image"] = json!(image);
-            }
-            // Bind mounts pointed at the host's copies of their files.
-            if let Some(volumes) = volumes.get(service) {
-                over["volumes"] = json!(volumes);
             }
             (service.clone(), over)
         })

@@ -124,13 +124,14 @@ pub async fn deploy(
         })
     } else {
         match shared.hosts.way(&desired.kedge.host).await {
-            Ok(way) if way.socket.is_some() && way.host != crate::config::hosts::LOCAL => {
-                // The rendering reads paths as from the deployed checkout.
-                let mut files = crate::target::local_files(
-                    &desired.rendered,
-                    &task.git.clone,
-                    way.control.is_some(),
-                );
+            // Nothing ships files to a host without SSH (`tcp://`): the
+            // rendering reads paths as from the deployed checkout.
+            Ok(way)
+                if way.socket.is_some()
+                    && way.host != crate::config::hosts::LOCAL
+                    && way.control.is_none() =>
+            {
+                let mut files = crate::target::local_files(&desired.rendered, &task.git.clone);
                 if desired.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
                     files.push("decrypted SOPS files".into());
                 }
@@ -582,6 +583,13 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
     match crate::desired::kedge_yaml::load(&task.git.clone, &crate::process::repo_env).await {
         Ok(mut deployed) => {
             deployed.mode = failed.kedge.mode;
+            // The host is the failed commit's: a commit that moves a stack
+            // is refused before it is applied, so both name the same one.
+            // (This file may be the repository's root file, which names
+            // no host for a declared stack: the restore must not send the
+            // stack's checks to this machine's engine.)
+            deployed.host = failed.kedge.host.clone();
+            deployed.hosts = failed.kedge.hosts.clone();
             let (id, settings) = (task.id(), deployed.settings());
             if let Err(e) = shared
                 .db

@@ -270,6 +270,24 @@ pub async fn check(
         .with_profiles(&state.profiles.clone().unwrap_or_default())
         .with_env_files(&state.env_files.clone().unwrap_or_default())
         .with_file(task.override_path());
+    // The project as it was applied: its decrypted SOPS files' override,
+    // and on a remote host the one that points at the shipped files, last.
+    // (Without them a recreated service would read its SOPS file still
+    // encrypted.)
+    let secrets = shared
+        .secrets_dir(task.id())
+        .join(crate::desired::secrets::OVERRIDE);
+    let compose = if !state.secrets.is_empty() && secrets.is_file() {
+        compose.with_file(secrets)
+    } else {
+        compose
+    };
+    let shipped = task.override_path().with_extension("host.json");
+    let compose = if shipped.is_file() {
+        compose.with_file(shipped)
+    } else {
+        compose
+    };
     for heal in &plan.heals {
         let started = Instant::now();
         let what = describe_heal(heal);

@@ -67,7 +67,7 @@ pub enum RenderError {
     )]
     HostsOfRoot,
     #[error(
-        "the stack reads files of this machine that host {host} cannot see ({}): Kedge ships bind-mounted files of the repository to hosts reached over SSH, not to a tcp:// host, and not `configs`/`secrets` files or decrypted SOPS files yet; use a bind mount (SSH hosts), named volumes, `configs` with `content`, or an image that carries them",
+        "the stack reads files of this machine that host {host} cannot see ({}): Kedge ships the files a stack reads to hosts reached over SSH, not to a tcp:// host; reach it over SSH, or use named volumes, `configs` with `content`, or an image that carries them",
         files.join("; ")
     )]
     HostFiles { host: String, files: Vec<String> },

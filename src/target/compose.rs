@@ -63,7 +63,6 @@ pub async fn apply(
     apply::rollout::select_builds(site.engine, &desired.project, &built).await;
     let rebuild = apply::rollout::builds(site.engine, desired, previous).await;
     let override_path = site.override_path.clone();
-    let volumes = host_files(site, &compose_in(&site.git.clone), &desired.project).await?;
     apply::write_label_override(
         &override_path,
         &desired.project,
@@ -71,7 +70,6 @@ pub async fn apply(
         &fingerprints,
         &desired.images,
         &site.host,
-        &volumes,
     )
     .await?;
     let mut project = compose_in(&site.git.clone).with_file(override_path);
@@ -84,6 +82,10 @@ pub async fn apply(
             .map_err(|e| ApplyError::Secrets(std::io::Error::other(e)))?
             .map_err(ApplyError::Secrets)?;
         project = project.with_file(written);
+    }
+    // On a remote host, last: the files it needs, shipped, and where.
+    if let Some(shipped) = host_files(site, &project, &desired.project).await? {
+        project = project.with_file(shipped);
     }
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
@@ -109,17 +111,21 @@ pub async fn apply(
     Ok(())
 }
 
-/// On a host reached over SSH: the checkout's bind-mounted files shipped
-/// there (see `ship`), and each service's volumes pointed at the copies;
-/// nothing on this machine's engine, or for a project without such files.
+/// On a host reached over SSH: the files of this machine `compose` reads
+/// (the checkout's bind-mount sources and `configs`/`secrets` files, the
+/// decrypted SOPS files) shipped there (see `ship`), and the override that
+/// points the project at the copies, to be read after every other file;
+/// `None` on this machine's engine, or for a project without such files.
 async fn host_files(
     site: &Site<'_>,
     compose: &crate::compose::Compose,
     project: &str,
-) -> Result<BTreeMap<String, Vec<serde_json::Value>>, ApplyError> {
+) -> Result<Option<std::path::PathBuf>, ApplyError> {
     use super::ship;
+    let over = site.override_path.with_extension("host.json");
     let Some(control) = &site.control else {
-        return Ok(BTreeMap::new());
+        let _ = std::fs::remove_file(&over);
+        return Ok(None);
     };
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ApplyError::Ship(e);
     let out = compose
@@ -130,13 +136,19 @@ async fn host_files(
         .map_err(|e| boxed(Box::new(e)))?;
     let doc: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| boxed(Box::new(e)))?;
-    let (checkout, name) = (site.git.clone.clone(), project.to_string());
-    let packed = tokio::task::spawn_blocking(move || ship::pack(&doc, &checkout, &name))
-        .await
-        .map_err(|e| boxed(Box::new(e)))?
-        .map_err(|e| boxed(Box::new(e)))?;
+    let (checkout, private, name) = (
+        site.git.clone.clone(),
+        site.secrets_dir.clone(),
+        project.to_string(),
+    );
+    let packed =
+        tokio::task::spawn_blocking(move || ship::pack(&doc, &[&checkout, &private], &name))
+            .await
+            .map_err(|e| boxed(Box::new(e)))?
+            .map_err(|e| boxed(Box::new(e)))?;
     if packed.keys.is_empty() {
-        return Ok(BTreeMap::new());
+        let _ = std::fs::remove_file(&over);
+        return Ok(None);
     }
     // The keys shipped last time stay beside this time's: a rollback's.
     let keys_file = site.override_path.with_extension("shipped.json");
@@ -151,8 +163,14 @@ async fn host_files(
         &keys_file,
         serde_json::to_vec(&packed.keys).unwrap_or_default(),
     );
+    // Paths only: the contents went to the host.
+    let text = serde_json::to_vec_pretty(&packed.override_doc()).unwrap_or_default();
+    std::fs::write(&over, text).map_err(|source| ApplyError::Override {
+        path: over.clone(),
+        source,
+    })?;
     tracing::debug!(%project, host = %site.host, files = packed.keys.len(), bytes = packed.archive.len(), "files shipped");
-    Ok(packed.volumes)
+    Ok(Some(over))
 }
 
 /// What a deployment over `previous` touches: the services it changed or
@@ -214,12 +232,6 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         .iter()
         .filter_map(|(s, rec)| Some((s.clone(), rec.spec.build_fingerprint.clone()?)))
         .collect();
-    let compose = site
-        .compose(r.project, &site.git.clone, r.files)
-        .with_profiles(r.profiles)
-        .with_env_files(r.env_files);
-    // The restored commit's files, shipped again (their copies were kept).
-    let volumes = host_files(site, &compose, r.project).await?;
     apply::write_label_override(
         &site.override_path,
         r.project,
@@ -227,12 +239,19 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         &fingerprints,
         r.images,
         &site.host,
-        &volumes,
     )
     .await?;
     let prune =
         r.prune && apply::rollout::may_remove_orphans(site.engine, r.project, r.records).await;
-    let compose = compose.with_file(site.override_path.clone());
+    let mut compose = site
+        .compose(r.project, &site.git.clone, r.files)
+        .with_profiles(r.profiles)
+        .with_env_files(r.env_files)
+        .with_file(site.override_path.clone());
+    // The restored commit's files, shipped again (their copies were kept).
+    if let Some(shipped) = host_files(site, &compose, r.project).await? {
+        compose = compose.with_file(shipped);
+    }
     let mut result = Ok(());
     for attempt in 1..=RESTORE_ATTEMPTS {
         // A leftover can appear after the first look.

@@ -322,42 +322,23 @@ impl Target {
 }
 
 /// What of a rendered project (read in `checkout`) a remote host's engine
-/// could not see, since it is a file of this machine: bind-mount sources
-/// in the checkout, unless `binds_ship` (an SSH host, see `ship`), and
-/// `configs` and `secrets` read from files in it. Each named as `service
-/// web: bind mount of conf/app.conf` or `config app_conf: file app.conf`.
-pub fn local_files(rendered: &str, checkout: &Path, binds_ship: bool) -> Vec<String> {
+/// could not see when nothing ships it (a `tcp://` host: no SSH to ship
+/// over), since it is a file of this machine: bind-mount sources in the
+/// checkout, and `configs` and `secrets` read from files in it. Each named
+/// as `service web: bind mount of conf/app.conf` or `configs app: file
+/// app.conf`.
+pub fn local_files(rendered: &str, checkout: &Path) -> Vec<String> {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(rendered) else {
         return Vec::new();
     };
-    let shown = |p: &str| {
-        Path::new(p)
-            .strip_prefix(checkout)
-            .map(|r| r.display().to_string())
-            .unwrap_or_else(|_| p.to_string())
-    };
-    let mut out = Vec::new();
-    if !binds_ship {
-        for b in ship::local_binds(&doc, checkout) {
-            out.push(format!(
-                "service {}: bind mount of {}",
-                b.service,
-                shown(&b.source.to_string_lossy())
-            ));
-        }
-    }
-    for (kind, key) in [("config", "configs"), ("secret", "secrets")] {
-        if let Some(all) = doc.get(key).and_then(|s| s.as_object()) {
-            for (name, def) in all {
-                if let Some(file) = def.get("file").and_then(|f| f.as_str())
-                    && Path::new(file).starts_with(checkout)
-                {
-                    out.push(format!("{kind} {name}: file {}", shown(file)));
-                }
-            }
-        }
-    }
-    out
+    let shown = |p: &Path| p.strip_prefix(checkout).unwrap_or(p).display().to_string();
+    let binds = ship::local_binds(&doc, &[checkout])
+        .into_iter()
+        .map(|b| format!("service {}: bind mount of {}", b.service, shown(&b.source)));
+    let files = ship::local_files(&doc, &[checkout])
+        .into_iter()
+        .map(|f| format!("{} {}: file {}", f.kind, f.name, shown(&f.source)));
+    binds.chain(files).collect()
 }
 
 #[cfg(test)]
@@ -381,20 +362,15 @@ mod tests {
         }"#;
         let co = std::path::Path::new("/co");
         assert_eq!(
-            local_files(rendered, co, false),
+            local_files(rendered, co),
             vec![
                 "service web: bind mount of conf",
-                "config app_conf: file app.conf",
-                "secret token: file token",
+                "configs app_conf: file app.conf",
+                "secrets token: file token",
             ],
             "the host's own /srv/data and /etc/hosts are not this machine's files"
         );
-        assert_eq!(
-            local_files(rendered, co, true),
-            vec!["config app_conf: file app.conf", "secret token: file token"],
-            "bind mounts are shipped over SSH"
-        );
-        assert!(local_files(r#"{"services": {"web": {"image": "x"}}}"#, co, false).is_empty());
-        assert!(local_files("not json", co, false).is_empty());
+        assert!(local_files(r#"{"services": {"web": {"image": "x"}}}"#, co).is_empty());
+        assert!(local_files("not json", co).is_empty());
     }
 }

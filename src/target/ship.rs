@@ -1,9 +1,10 @@
 //! target: the files of a stack that a remote host's engine must see
-//! (fleet.md §4) — bind-mount sources from the stack's checkout, shipped
-//! over the host's SSH connection into `/var/lib/kedge-remote/PROJECT/`,
-//! each under the hash of its content, and the bind mounts pointed there by
-//! Kedge's compose override. A file that did not change keeps its path, so
-//! compose recreates only the services whose files changed; the previous
+//! (fleet.md §4) — bind-mount sources and `configs`/`secrets` files from
+//! the stack's checkout and its decrypted SOPS files, shipped over the
+//! host's SSH connection into `/var/lib/kedge-remote/PROJECT/`, each under
+//! the hash of its content, and pointed at there by an override of Kedge's
+//! read last. A file that did not change keeps its path, so compose
+//! recreates only the services whose files changed; the previous
 //! deployment's copies stay for a rollback, older ones are pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +41,8 @@ pub enum ShipError {
     },
 }
 
-/// One bind mount whose source is a file or directory of the checkout.
+/// One bind mount whose source is a file or directory of this machine's
+/// (under one of the roots: the checkout, the private directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalBind {
     pub service: String,
@@ -49,9 +51,22 @@ pub struct LocalBind {
     pub source: PathBuf,
 }
 
+/// A top-level `configs`/`secrets` entry read from a file of this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    /// `configs` or `secrets`.
+    pub kind: &'static str,
+    pub name: String,
+    pub source: PathBuf,
+}
+
+fn under(path: &str, roots: &[&Path]) -> bool {
+    roots.iter().any(|r| Path::new(path).starts_with(r))
+}
+
 /// The bind mounts of a rendered project (`config --format json`) whose
-/// sources are in `checkout`; others name paths of the host itself.
-pub fn local_binds(rendered: &Value, checkout: &Path) -> Vec<LocalBind> {
+/// sources are under `roots`; others name paths of the host itself.
+pub fn local_binds(rendered: &Value, roots: &[&Path]) -> Vec<LocalBind> {
     let mut out = Vec::new();
     let Some(services) = rendered.get("services").and_then(Value::as_object) else {
         return out;
@@ -65,11 +80,34 @@ pub fn local_binds(rendered: &Value, checkout: &Path) -> Vec<LocalBind> {
             let Some(source) = v.get("source").and_then(Value::as_str) else {
                 continue;
             };
-            if Path::new(source).starts_with(checkout) {
+            if under(source, roots) {
                 out.push(LocalBind {
                     service: service.clone(),
                     index,
                     source: PathBuf::from(source),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The `configs` and `secrets` of a rendered project read from files
+/// under `roots`.
+pub fn local_files(rendered: &Value, roots: &[&Path]) -> Vec<LocalFile> {
+    let mut out = Vec::new();
+    for kind in ["configs", "secrets"] {
+        let Some(all) = rendered.get(kind).and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, def) in all {
+            if let Some(file) = def.get("file").and_then(Value::as_str)
+                && under(file, roots)
+            {
+                out.push(LocalFile {
+                    kind,
+                    name: name.clone(),
+                    source: PathBuf::from(file),
                 });
             }
         }
@@ -87,28 +125,58 @@ pub struct Packed {
     /// Each service's `volumes`, the shipped sources pointed at the host's
     /// copies: the override's (compose merges volumes by target).
     pub volumes: BTreeMap<String, Vec<Value>>,
+    /// `configs`/`secrets` (by kind, then name) pointed at the copies.
+    pub files: BTreeMap<&'static str, BTreeMap<String, String>>,
 }
 
-/// Packs the local bind sources of `rendered` for `project`'s directory on
-/// the host. Entries carry no time, owner or name of this machine: the same
-/// content is the same key whatever the checkout.
-pub fn pack(rendered: &Value, checkout: &Path, project: &str) -> Result<Packed, ShipError> {
-    let binds = local_binds(rendered, checkout);
+impl Packed {
+    /// The override that points the project at the host's copies: read
+    /// after every other file of the project.
+    pub fn override_doc(&self) -> Value {
+        let mut doc = serde_json::Map::new();
+        let services: serde_json::Map<String, Value> = self
+            .volumes
+            .iter()
+            .map(|(s, v)| (s.clone(), serde_json::json!({ "volumes": v })))
+            .collect();
+        doc.insert("services".into(), Value::Object(services));
+        for (kind, files) in &self.files {
+            let entries: serde_json::Map<String, Value> = files
+                .iter()
+                .map(|(name, path)| (name.clone(), serde_json::json!({ "file": path })))
+                .collect();
+            doc.insert(kind.to_string(), Value::Object(entries));
+        }
+        Value::Object(doc)
+    }
+}
+
+/// Packs the files of `rendered` under `roots` (bind-mount sources,
+/// `configs`/`secrets` files) for `project`'s directory on the host.
+/// Entries carry no time, owner or name of this machine: the same content
+/// is the same key whatever the checkout.
+pub fn pack(rendered: &Value, roots: &[&Path], project: &str) -> Result<Packed, ShipError> {
+    let binds = local_binds(rendered, roots);
+    let files = local_files(rendered, roots);
+    let sources: Vec<&PathBuf> = binds
+        .iter()
+        .map(|b| &b.source)
+        .chain(files.iter().map(|f| &f.source))
+        .collect();
     let mut packed = Packed::default();
     let mut archive = tar::Builder::new(Vec::new());
     archive.mode(tar::HeaderMode::Deterministic);
     let mut total = 0u64;
     let mut remote_of: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for bind in &binds {
-        if remote_of.contains_key(&bind.source) {
+    for source in sources {
+        if remote_of.contains_key(source) {
             continue;
         }
-        let name = bind
-            .source
+        let name = source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "root".into());
-        let entries = entries_of(&bind.source)?;
+        let entries = entries_of(source)?;
         let mut hash = Sha256::new();
         for (rel, path, mode) in &entries {
             hash.update(rel.as_bytes());
@@ -149,23 +217,30 @@ pub fn pack(rendered: &Value, checkout: &Path, project: &str) -> Result<Packed, 
                     header.set_size(0);
                     archive
                         .append_data(&mut header, &at, std::io::empty())
-                        .map_err(|source| ShipError::Read {
-                            path: bind.source.clone(),
-                            source,
+                        .map_err(|e| ShipError::Read {
+                            path: source.clone(),
+                            source: e,
                         })?;
                 }
             }
         }
         remote_of.insert(
-            bind.source.clone(),
+            source.clone(),
             format!("{REMOTE_DIR}/{project}/{key}/{name}"),
         );
         packed.keys.insert(key);
     }
     packed.archive = archive.into_inner().map_err(|source| ShipError::Read {
-        path: checkout.to_path_buf(),
+        path: roots.first().map(|r| r.to_path_buf()).unwrap_or_default(),
         source,
     })?;
+    for f in &files {
+        packed
+            .files
+            .entry(f.kind)
+            .or_default()
+            .insert(f.name.clone(), remote_of[&f.source].clone());
+    }
     for bind in &binds {
         let volumes = packed
             .volumes
@@ -312,7 +387,7 @@ mod tests {
         std::fs::write(checkout.join("static/index.html"), "hi\n").unwrap();
         std::fs::write(checkout.join("static/css/a.css"), "a{}\n").unwrap();
         let doc = rendered(checkout);
-        let binds = local_binds(&doc, checkout);
+        let binds = local_binds(&doc, &[checkout]);
         assert_eq!(
             binds
                 .iter()
@@ -322,7 +397,7 @@ mod tests {
             "the host's own /srv/shared stays as it is"
         );
 
-        let first = pack(&doc, checkout, "shop").unwrap();
+        let first = pack(&doc, &[checkout], "shop").unwrap();
         assert_eq!(first.keys.len(), 2, "one copy of a file two services mount");
         let web = &first.volumes["web"];
         assert_eq!(web[0]["source"], "data");
@@ -351,20 +426,78 @@ mod tests {
         // Same content, same place (touching a file changes nothing);
         // changed content, a new place for that file only.
         std::fs::write(checkout.join("static/index.html"), "hi\n").unwrap();
-        let again = pack(&doc, checkout, "shop").unwrap();
+        let again = pack(&doc, &[checkout], "shop").unwrap();
         assert_eq!(again.keys, first.keys);
         assert_eq!(again.archive, first.archive);
         std::fs::write(checkout.join("conf/site.conf"), "v2\n").unwrap();
-        let changed = pack(&doc, checkout, "shop").unwrap();
+        let changed = pack(&doc, &[checkout], "shop").unwrap();
         assert_ne!(changed.volumes["web"][1], first.volumes["web"][1]);
         assert_eq!(changed.volumes["api"][1], first.volumes["api"][1]);
+    }
+
+    #[test]
+    fn configs_and_secrets_files_and_the_private_directorys_files_are_shipped_with_their_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let checkout = tempfile::tempdir().unwrap();
+        let private = tempfile::tempdir().unwrap();
+        std::fs::write(checkout.path().join("app.conf"), "listen 80\n").unwrap();
+        let secret = private.path().join("token");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let doc = serde_json::json!({
+            "services": {"app": {"volumes": [
+                {"type": "bind", "source": secret, "target": "/run/token"}
+            ]}},
+            "configs": {"app": {"file": checkout.path().join("app.conf")},
+                        "outside": {"file": "/etc/hosts"}},
+            "secrets": {"token": {"file": secret}}
+        });
+        let roots = [checkout.path(), private.path()];
+        let packed = pack(&doc, &roots, "shop").unwrap();
+        assert_eq!(
+            packed.keys.len(),
+            2,
+            "the secret once, for the bind and the entry"
+        );
+        let config = &packed.files["configs"]["app"];
+        assert!(config.starts_with("/var/lib/kedge-remote/shop/") && config.ends_with("/app.conf"));
+        assert!(
+            !packed.files["configs"].contains_key("outside"),
+            "the host's own file"
+        );
+        let token = &packed.files["secrets"]["token"];
+        assert_eq!(packed.volumes["app"][0]["source"], token.as_str());
+        let modes: Vec<(String, u32)> = tar::Archive::new(packed.archive.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            modes
+                .iter()
+                .any(|(p, m)| p.ends_with("/token") && *m == 0o600),
+            "{modes:?}"
+        );
+        let over = packed.override_doc();
+        assert_eq!(over["configs"]["app"]["file"], config.as_str());
+        assert_eq!(over["secrets"]["token"]["file"], token.as_str());
+        assert_eq!(
+            over["services"]["app"]["volumes"][0]["source"],
+            token.as_str()
+        );
     }
 
     #[test]
     fn nothing_to_ship_is_an_empty_archive_and_no_override() {
         let dir = tempfile::tempdir().unwrap();
         let doc = serde_json::json!({"services": {"web": {"image": "x"}}});
-        let packed = pack(&doc, dir.path(), "shop").unwrap();
-        assert!(packed.keys.is_empty() && packed.volumes.is_empty());
+        let packed = pack(&doc, &[dir.path()], "shop").unwrap();
+        assert!(packed.keys.is_empty() && packed.volumes.is_empty() && packed.files.is_empty());
     }
 }

@@ -230,8 +230,9 @@ fn stacks_deploy_to_their_hosts_heal_there_and_wait_out_a_host_that_is_away() {
 }
 
 /// What a remote host cannot see is refused before anything changes there:
-/// a `configs:` file of the repository, a bind mount for a host reached
-/// over TCP (no SSH to ship it over), and a host no config names.
+/// a `configs:` file and a bind mount of the repository for a host reached
+/// over TCP (no SSH to ship them over), a host no config names, and a host
+/// whose SSH key changed.
 #[test]
 fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason() {
     require_docker();
@@ -251,7 +252,7 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
         ),
     );
     remote.write("conf/app.conf", "v1\n");
-    remote.write("conf/kedge.yaml", "target:\n  host: a\n");
+    remote.write("conf/kedge.yaml", "target:\n  host: edge\n");
     remote.write(
         "bind/compose.yaml",
         &format!(
@@ -291,7 +292,8 @@ fn a_remote_stack_with_local_files_or_an_unknown_host_is_refused_with_the_reason
     let conf = failed("conf");
     let error = conf["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("(config app: file conf/app.conf)") && error.contains("host a cannot see"),
+        error.contains("(configs app: file conf/app.conf)")
+            && error.contains("host edge cannot see"),
         "{conf}"
     );
     let bind = failed("bind");
@@ -406,19 +408,7 @@ fn a_bind_mounted_file_reaches_the_host_and_a_rollback_brings_the_old_one_back()
     remote.commit("v3");
     k.run(["sync", "--repo", &name]).success();
     assert_eq!(read("/etc/site.conf"), "v3\n");
-    let listed = lab.docker(
-        1,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "/var/lib/kedge-remote:/remote:ro",
-            IMAGE_1,
-            "sh",
-            "-c",
-            &format!("cat /remote/{name}/*/site.conf | sort"),
-        ],
-    );
+    let listed = lab.in_remote_dir(1, &format!("cat /remote/{name}/*/site.conf | sort"));
     assert_eq!(listed, "v1\nv3\n", "v3 and the previous deployment's v1");
     assert!(
         !std::path::Path::new("/var/lib/kedge-remote")
@@ -528,4 +518,17 @@ fn a_stack_on_two_hosts_deploys_to_both_and_a_gate_failing_on_one_rolls_back_tha
     });
     assert!(has(&events(&k, &b), "deploy_failed"));
     assert!(!has(&events(&k, &format!("{name}/web@a")), "deploy_failed"));
+    // Regression: after b's restore its settings were read from the root
+    // kedge.yaml, which names no host, and the next check healed b's
+    // project onto this machine's engine.
+    wait_for(30, "b's checks after the restore", || {
+        let h = k.run(["history", "--repo", &b, "-o", "json"]).json();
+        (h.as_array()?.len() >= 2).then_some(())
+    });
+    let status = k.run(["status", "--repo", &name, "-o", "json"]).json();
+    assert_eq!(stack_status(&status, "web@b")["host"], "b", "{status}");
+    assert!(
+        ComposeProject::named(&project).running().is_empty(),
+        "nothing of the stack on this machine's engine"
+    );
 }

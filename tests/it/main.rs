@@ -37,6 +37,7 @@ mod sessions;
 mod slow_clients;
 mod sops;
 mod sops_deploy;
+mod sops_remote;
 mod stack_inputs;
 mod stacks;
 mod store_lock;

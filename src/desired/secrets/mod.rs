@@ -15,3 +15,7 @@ pub mod private;
 pub mod stack;
 
 pub use stack::{SecretError, SecretPrint, StackSecrets};
+
+/// The compose override, in a stack's private directory, that points its
+/// services at the decrypted files and values.
+pub const OVERRIDE: &str = "override.yaml";

@@ -319,7 +319,7 @@ impl StackSecrets {
             placed.push(path.to_string_lossy().into_owned());
         }
         let text = self.override_yaml(&placed);
-        let path = dir.join("override.yaml");
+        let path = dir.join(super::OVERRIDE);
         super::private::write_file(&path, text.as_bytes())?;
         Ok(path)
     }

@@ -111,6 +111,24 @@ impl HostsLab {
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     }
 
+    /// `sh -c SCRIPT` in a container on host `n` that sees the host's
+    /// `/var/lib/kedge-remote` read-only at `/remote`: its stdout.
+    pub fn in_remote_dir(&self, n: usize, script: &str) -> String {
+        self.docker(
+            n,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "/var/lib/kedge-remote:/remote:ro",
+                super::docker::IMAGE_1,
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    }
+
     /// Gives host `n` (1-based) a new SSH host key.
     pub fn rekey(&self, n: usize) {
         run_in(&["rekey", &self.name, &n.to_string()], Some(&self.subnet));
