@@ -106,60 +106,7 @@ pub async fn deploy(
         return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
-    // The stack's host, reached before anything is recorded: a host that
-    // does not answer is an outage (retried; nothing recorded failed), one
-    // that is not configured, or a move off the host the stack runs on,
-    // refuses the commit.
-    let was = shared.db.read(|s| s.repo_state(id))?;
-    let deployed_on = was
-        .host
-        .clone()
-        .unwrap_or_else(|| crate::config::hosts::LOCAL.to_string());
-    let refused = if !desired.kedge.hosts.is_empty() && task.stack.root {
-        Some(RenderError::HostsOfRoot)
-    } else if was.deployed_commit.is_some() && deployed_on != desired.kedge.host {
-        Some(RenderError::HostMoved {
-            from: deployed_on,
-            to: desired.kedge.host.clone(),
-        })
-    } else {
-        match shared.hosts.way(&desired.kedge.host).await {
-            // Nothing ships files to a host without SSH (`tcp://`): the
-            // rendering reads paths as from the deployed checkout.
-            Ok(way)
-                if way.socket.is_some()
-                    && way.host != crate::config::hosts::LOCAL
-                    && way.control.is_none() =>
-            {
-                let mut files = crate::target::local_files(&desired.rendered, &task.git.clone);
-                if desired.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
-                    files.push("decrypted SOPS files".into());
-                }
-                task.way = Some(way);
-                (!files.is_empty()).then(|| RenderError::HostFiles {
-                    host: desired.kedge.host.clone(),
-                    files,
-                })
-            }
-            Ok(way) => {
-                task.way = Some(way);
-                None
-            }
-            Err(e @ crate::target::pool::PoolError::Unknown { .. }) => Some(RenderError::Host(e)),
-            Err(e) => {
-                // A stack never deployed is known to be on that host from
-                // now on: its status asks that host, and says why not.
-                if was.deployed_commit.is_none() {
-                    let settings = desired.kedge.settings();
-                    shared
-                        .db
-                        .write(move |s| s.set_rendered(id, &settings))
-                        .await?;
-                }
-                return Err(ReconcileError::Host(e));
-            }
-        }
-    };
+    let refused = super::hosts::reach_for(shared, task, &desired).await?;
     if let Some(e) = refused {
         if trigger.detects() {
             task.emit(shared, commit_detected(&name, commit, &info.message, None));

@@ -4,13 +4,18 @@
 //! gauge follows, each stack on a host that stops answering gets
 //! `host_unreachable` (and its task changes nothing there meanwhile),
 //! `host_recovered` when it answers again, with a full check. Each host's
-//! engine events wake the stacks on it, as the local engine's do.
+//! engine events wake the stacks on it, as the local engine's do. And the
+//! host a deployment goes to, reached (or refused) before anything is
+//! recorded (`reach_for`).
 
 use std::sync::Arc;
 
 use super::Shared;
+use super::task::{ReconcileError, RepoTask};
+use crate::config::hosts::LOCAL;
+use crate::desired::render::{Desired, RenderError};
 use crate::events::{EventKind, NewEvent};
-use crate::target::pool::Health;
+use crate::target::pool::{Health, PoolError};
 
 pub async fn watch(shared: Arc<Shared>) {
     let hosts = shared.hosts.remote();
@@ -117,5 +122,61 @@ async fn follow_events(shared: Arc<Shared>, host: String) {
         let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5)))
             .min(std::time::Duration::from_secs(5));
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// The host a rendered commit names, reached for its deployment before
+/// anything is recorded (the task's way from then on). A host that does
+/// not answer is an outage: retried, nothing recorded failed. What
+/// refuses the commit instead: a host not configured, a move off the host
+/// the stack runs on, `target.hosts` on a repository's own stack, and
+/// files of this machine for a host nothing ships them to (`tcp://`).
+pub async fn reach_for(
+    shared: &Shared,
+    task: &mut RepoTask,
+    desired: &Desired,
+) -> Result<Option<RenderError>, ReconcileError> {
+    let id = task.id();
+    let was = shared.db.read(|s| s.repo_state(id))?;
+    let deployed_on = was.host.clone().unwrap_or_else(|| LOCAL.to_string());
+    if !desired.kedge.hosts.is_empty() && task.stack.root {
+        return Ok(Some(RenderError::HostsOfRoot));
+    }
+    if was.deployed_commit.is_some() && deployed_on != desired.kedge.host {
+        return Ok(Some(RenderError::HostMoved {
+            from: deployed_on,
+            to: desired.kedge.host.clone(),
+        }));
+    }
+    match shared.hosts.way(&desired.kedge.host).await {
+        // The rendering reads paths as from the deployed checkout.
+        Ok(way) if way.socket.is_some() && way.host != LOCAL && way.control.is_none() => {
+            let mut files = crate::target::local_files(&desired.rendered, &task.git.clone);
+            if desired.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
+                files.push("decrypted SOPS files".into());
+            }
+            task.way = Some(way);
+            Ok((!files.is_empty()).then(|| RenderError::HostFiles {
+                host: desired.kedge.host.clone(),
+                files,
+            }))
+        }
+        Ok(way) => {
+            task.way = Some(way);
+            Ok(None)
+        }
+        Err(e @ PoolError::Unknown { .. }) => Ok(Some(RenderError::Host(e))),
+        Err(e) => {
+            // A stack never deployed is known to be on that host from now
+            // on: its status asks that host, and says why not.
+            if was.deployed_commit.is_none() {
+                let settings = desired.kedge.settings();
+                shared
+                    .db
+                    .write(move |s| s.set_rendered(id, &settings))
+                    .await?;
+            }
+            Err(ReconcileError::Host(e))
+        }
     }
 }
