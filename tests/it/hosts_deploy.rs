@@ -545,3 +545,49 @@ fn a_stack_on_two_hosts_deploys_to_both_and_a_gate_failing_on_one_rolls_back_tha
         "nothing of the stack on this machine's engine"
     );
 }
+
+/// `docker.target: swarm` on a host reached over SSH, whose engine is a
+/// Swarm manager: the same seam deploys, shows and heals it there.
+#[test]
+fn a_swarm_stack_runs_on_a_remote_hosts_swarm_and_is_healed_there() {
+    require_docker();
+    let lab = HostsLab::start();
+    lab.load(&[IMAGE_1]);
+    lab.docker(1, &["swarm", "init", "--advertise-addr", &lab.addrs[0]]);
+    let (k, _config) = kedge_for(&lab, "");
+    let name = unique_name("hostswarm");
+    let remote = GitRemote::new(&name);
+    remote.write(
+        "kedge.yaml",
+        "docker:\n  target: swarm\ntarget:\n  host: a\ndeploy:\n  stable_for: 1s\n  timeout: 90s\n",
+    );
+    remote.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {IMAGE_1}\n    command: [sleep, '3600']\n    deploy:\n      replicas: 2\n"
+        ),
+    );
+    let c1 = remote.commit("a Swarm stack on host a");
+    k.run(["repo", "add", &remote.url()]).success();
+    k.run(["sync", "--repo", &name]).success();
+
+    let web = format!("{name}_web");
+    let spec = |format: &str| {
+        lab.docker(1, &["service", "inspect", "--format", format, &web])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(spec("{{index .Spec.Labels \"io.kedge.commit\"}}"), c1);
+    let st = k.run(["status", "--repo", &name, "-o", "json"]).json()[0].clone();
+    assert_eq!(st["host"], "a", "{st:#}");
+    assert_eq!(st["sync_state"], "synced", "{st:#}");
+    let services = st["services"].as_array().unwrap();
+    assert_eq!(services[0]["state"], "running 2/2", "{st:#}");
+
+    // Drift on that Swarm, healed by serve through the host's engine.
+    let _serve = k.serve_api(&["--poll-interval", "1h", "--check-interval", "1s"], &[]);
+    lab.docker(1, &["service", "scale", "-d", &format!("{web}=1")]);
+    wait_for(60, "web scaled back to 2 on host a", || {
+        (spec("{{.Spec.Mode.Replicated.Replicas}}") == "2").then_some(())
+    });
+}
