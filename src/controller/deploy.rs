@@ -106,7 +106,10 @@ pub async fn deploy(
         return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
-    let refused = super::hosts::reach_for(shared, task, &desired).await?;
+    let refused = match ignored_unknown(&desired) {
+        Some(e) => Some(e),
+        None => super::hosts::reach_for(shared, task, &desired).await?,
+    };
     if let Some(e) = refused {
         if trigger.detects() {
             task.emit(shared, commit_detected(&name, commit, &info.message, None));
@@ -556,6 +559,25 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
             None
         }
     }
+}
+
+/// `deploy.ignore` naming a service the stack does not have (under a
+/// profile not enabled counts as had): a typo would gate what it meant
+/// to leave alone.
+fn ignored_unknown(desired: &Desired) -> Option<RenderError> {
+    let known = |s: &String| desired.services.contains_key(s) || desired.dormant.contains(s);
+    let bad = desired.kedge.gate.ignore.iter().find(|s| !known(s))?;
+    let mut services: Vec<String> = desired
+        .services
+        .keys()
+        .chain(desired.dormant.iter())
+        .cloned()
+        .collect();
+    services.sort();
+    Some(RenderError::IgnoreUnknown {
+        service: bad.clone(),
+        services,
+    })
 }
 
 /// The step a deployment failed at, as the failure decision sees it.

@@ -18,7 +18,7 @@ pub const MAX_SIZE: u64 = 1 << 20;
 pub use crate::model::settings::{Mode, RenderedSettings, Target, Unhealthy};
 
 /// The `deploy` section: the health gate after `up`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gate {
     /// A deployment succeeds only when its changed services are up.
     pub wait: bool,
@@ -30,6 +30,9 @@ pub struct Gate {
     pub stable_for: Duration,
     /// A failed gate puts the last successful deployment back.
     pub rollback_on_failure: bool,
+    /// `deploy.ignore`: services the gate does not wait for (one-shot or
+    /// init services whose exit is their own business).
+    pub ignore: Vec<String>,
 }
 
 impl Default for Gate {
@@ -39,6 +42,7 @@ impl Default for Gate {
             timeout: Duration::from_secs(120),
             stable_for: Duration::from_secs(5),
             rollback_on_failure: true,
+            ignore: Vec::new(),
         }
     }
 }
@@ -254,7 +258,13 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
 
     if let Some(deploy) = top.section(
         "deploy",
-        &["wait", "timeout", "stable_for", "rollback_on_failure"],
+        &[
+            "wait",
+            "timeout",
+            "stable_for",
+            "rollback_on_failure",
+            "ignore",
+        ],
     )? {
         let duration = |s: &str| {
             crate::config::duration::parse_duration(s)
@@ -279,6 +289,17 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         }
         if let Some(rollback) = deploy.bool("rollback_on_failure", env)? {
             out.gate.rollback_on_failure = rollback;
+        }
+        if let Some((ignore, line)) = deploy.strings("ignore", env)? {
+            if let Some(bad) = ignore.iter().find(|s| s.is_empty()) {
+                return Err(SchemaError::InvalidValue {
+                    line,
+                    key: deploy.key_path("ignore"),
+                    value: format!("{bad:?}"),
+                    expected: "service names of the stack".into(),
+                });
+            }
+            out.gate.ignore = ignore;
         }
     }
 
@@ -460,6 +481,7 @@ mod tests {
                         timeout: Duration::from_secs(30),
                         stable_for: Duration::from_secs(90),
                         rollback_on_failure: false,
+                        ignore: Vec::new(),
                     },
                     unhealthy: Unhealthy::Restart,
                     ..default.clone()
@@ -585,7 +607,7 @@ mod tests {
             ),
             (
                 "deploy:\n  retries: 3\n",
-                "line 2: unknown key `deploy.retries` (expected one of: wait, timeout, stable_for, rollback_on_failure)",
+                "line 2: unknown key `deploy.retries` (expected one of: wait, timeout, stable_for, rollback_on_failure, ignore)",
             ),
             (
                 "drift:\n  unhealthy: kill\n",
@@ -693,6 +715,18 @@ mod tests {
             err.contains("`docker.target`: invalid value \"k8s\", expected compose or swarm"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn deploy_ignore_names_services_the_gate_leaves_out() {
+        let env = |_: &str| None;
+        let k = parse("deploy:\n  ignore: [init, migrate]\n", &env).unwrap();
+        assert_eq!(k.gate.ignore, ["init", "migrate"]);
+        assert!(parse("", &env).unwrap().gate.ignore.is_empty());
+        let err = parse("deploy:\n  ignore: ['']\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`deploy.ignore`"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub enum RenderError {
     )]
     HostsOfRoot,
     #[error(
+        "`deploy.ignore` names `{service}`, which is not a service of the stack (its services: {})",
+        services.join(", ")
+    )]
+    IgnoreUnknown {
+        service: String,
+        services: Vec<String>,
+    },
+    #[error(
         "the stack reads files of this machine that host {host} cannot see ({}): Kedge ships the files a stack reads to hosts reached over SSH, not to a tcp:// host; reach it over SSH, or use named volumes, `configs` with `content`, or an image that carries them",
         files.join("; ")
     )]

@@ -250,6 +250,13 @@ impl Target {
         gate: &Gate,
         applied_ms: i64,
     ) -> Result<Duration, GateFailure> {
+        // `deploy.ignore`: services the gate does not wait for.
+        let specs: Vec<&ServiceSpec> = specs
+            .iter()
+            .filter(|s| !gate.ignore.contains(&s.name))
+            .copied()
+            .collect();
+        let specs = specs.as_slice();
         match self {
             Target::Compose(_) => gate::watch(engine, project, specs, gate, applied_ms).await,
             Target::Swarm(_) => swarm::watch(engine, project, specs, gate, applied_ms).await,

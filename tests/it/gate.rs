@@ -670,3 +670,47 @@ fn docker_stop_during_a_first_deployments_gate_is_healed_and_the_deployment_succ
     assert_eq!(now["web"].id, web, "the same container runs again");
     assert_eq!(s.status()["sync_state"], "synced");
 }
+
+/// `deploy.ignore`: an init service whose exit the gate does not wait for.
+/// The same stack without it fails its gate; a name the stack does not have
+/// refuses the commit, naming it.
+#[test]
+fn deploy_ignore_leaves_an_init_service_out_of_the_gate() {
+    let init = |script: &str| {
+        compose(&[
+            service("web", IMAGE_1, ""),
+            scripted("init", IMAGE_1, script, "    restart: \"no\"\n"),
+        ])
+    };
+    let s = Stack::new(
+        "gateignore",
+        &[
+            ("compose.yaml", &init("echo migrated; exit 3")),
+            ("kedge.yaml", &gate_yaml("  ignore: [init]\n")),
+        ],
+    );
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(s.history()[0]["status"], "success", "{}", s.history());
+
+    // Without the exclusion the exit fails the gate.
+    s.remote.write("kedge.yaml", &gate_yaml(""));
+    s.remote
+        .write("compose.yaml", &init("    environment: [V=2]\n"));
+    let gated = s.remote.commit("init gated");
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .code(1)
+        .stderr_has("init");
+    let failed = deployments_of(&s, &gated);
+    assert_eq!(failed[0]["status"], "failed", "{failed:?}");
+
+    // A name that is no service: refused before anything runs.
+    s.remote
+        .write("kedge.yaml", &gate_yaml("  ignore: [init, migrate]\n"));
+    let typo = s.remote.commit("a typo");
+    s.kedge
+        .run(["sync", "--repo", &s.name])
+        .code(1)
+        .stderr_has("`deploy.ignore` names `migrate`, which is not a service of the stack (its services: init, web)");
+    assert_eq!(deployments_of(&s, &typo)[0]["failed_step"], "render");
+}
