@@ -55,17 +55,6 @@ pub struct Observe<'a> {
     pub containers: Option<Vec<crate::observe::ContainerState>>,
 }
 
-/// The implicit host: this machine's engine.
-pub const LOCAL: &str = "local";
-
-impl Endpoint {
-    pub fn local() -> Endpoint {
-        Endpoint {
-            host: LOCAL.to_string(),
-        }
-    }
-}
-
 /// A stack's target: how it runs, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -151,7 +140,7 @@ impl Target {
     /// machine's engine).
     pub fn of(kind: Option<Kind>, host: Option<&str>) -> Target {
         let endpoint = Endpoint {
-            host: host.unwrap_or(LOCAL).to_string(),
+            host: host.unwrap_or(crate::config::hosts::LOCAL).to_string(),
         };
         match kind.unwrap_or_default() {
             Kind::Compose => Target::Compose(endpoint),

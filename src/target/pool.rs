@@ -99,16 +99,6 @@ impl Pool {
         names
     }
 
-    pub fn health(&self, host: &str) -> Health {
-        match self.slots.get(host) {
-            Some(slot) => lock(&slot.health).clone(),
-            None if host == LOCAL => Health::Unknown,
-            None => Health::Down {
-                why: "not configured".into(),
-            },
-        }
-    }
-
     /// The way to `host` for a pass: at once when the last look found it
     /// up, looked at now when never looked at, refused while it is down
     /// (the host watch looks again every check interval).
