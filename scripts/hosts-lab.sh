@@ -201,15 +201,6 @@ rekey() {
   sshd_start "$n"
 }
 
-load() {
-  shift 2 || true
-  for image in "$@"; do
-    for n in $(seq 1 "$NODES"); do
-      docker save "$image" | dk "$n" load -q >/dev/null
-    done
-  done
-}
-
 case "${1:-}" in
   up) up ;;
   down) down ;;
@@ -223,7 +214,7 @@ case "${1:-}" in
     pid=$(sshd_pid "$3") || true
     { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || sshd_start "$3"
     ;;
-  load) load "$@" ;;
+  load) shift 2 || true; lab_load "$@" ;;
   docker) n=$3; shift 3; dk "$n" "$@" ;;
   socket) sock "$3"; echo ;;
   *) sed -n '2,23p' "$0" >&2; exit 2 ;;

@@ -1,8 +1,9 @@
 # Shared by scripts/swarm-lab.sh and scripts/hosts-lab.sh (sourced): a lab
 # bridge with NODES network namespaces on it, the FORWARD rule that lets
 # them talk (the host engine sets FORWARD's policy to DROP), and stopping a
-# daemon by its pid file. The caller sets LAB, NODES, SUBNET and BRIDGE and
-# defines `ns N`, `addr N`, `veth_host N` and `veth_ns N`.
+# daemon by its pid file, and copying images into every node's engine. The
+# caller sets LAB, NODES, SUBNET and BRIDGE and defines `ns N`, `addr N`,
+# `veth_host N`, `veth_ns N` and `dk N ARGS…` (docker on node N's engine).
 
 forward_rule() { iptables "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
 
@@ -52,5 +53,15 @@ stop_pidfile() {
   while kill -0 "$pid" 2>/dev/null; do
     [ $SECONDS -ge $deadline ] && { kill -9 "$pid" 2>/dev/null; break; }
     sleep 0.2
+  done
+}
+
+# Copies local images into every node's engine.
+lab_load() {
+  local image n
+  for image in "$@"; do
+    for n in $(seq 1 "$NODES"); do
+      docker save "$image" | dk "$n" load -q >/dev/null
+    done
   done
 }

@@ -109,19 +109,10 @@ down() {
   log "down"
 }
 
-load() {
-  shift 2 || true
-  for image in "$@"; do
-    for n in $(seq 1 "$NODES"); do
-      docker save "$image" | dk "$n" load -q >/dev/null
-    done
-  done
-}
-
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  load) load "$@" ;;
+  load) shift 2 || true; lab_load "$@" ;;
   host) echo "unix://$(sock "$3")" ;;
   stop-node) node_stop "$3" ;;
   start-node) node_start "$3" ;;
