@@ -87,20 +87,42 @@ fn tell_stacks(shared: &Shared, host: &str, kind: EventKind, message: &str) {
     }
 }
 
-/// Follows `host`'s container events while it answers, waking the stacks
-/// they concern; waits for the host watch to find it up again otherwise.
-async fn follow_events(shared: Arc<Shared>, host: String) {
+/// Follows `host`'s container events (this machine's engine's too) and
+/// wakes the stacks they concern. When the stream breaks (an engine
+/// restarted, a host away) it reconnects with backoff; once the engine
+/// answers again, the stacks on it get a full check, since events may
+/// have been missed meanwhile.
+pub async fn follow_events(shared: Arc<Shared>, host: String) {
     use futures_util::StreamExt;
+    // This machine's engine is said here; a remote host's outage is said
+    // by the host watch, once.
+    let local = host == LOCAL;
+    let said = |what: String| {
+        if local {
+            tracing::warn!("{what}")
+        } else {
+            tracing::debug!(%host, "{what}")
+        }
+    };
     let mut failures = 0u32;
     loop {
-        if let Ok(way) = shared.hosts.way(&host).await {
-            match way.engine.project_events().await {
+        let engine = shared.hosts.way(&host).await.ok().map(|w| w.engine);
+        if let Some(engine) = engine
+            && engine.ping().await
+        {
+            if failures > 0 {
+                if local {
+                    tracing::info!("docker engine reachable again: checking every stack on it");
+                    // A commit that failed on an engine away is retried.
+                    shared
+                        .engine_returns
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                shared.wake_host(&host);
+                failures = 0;
+            }
+            match engine.project_events().await {
                 Ok(events) => {
-                    // Events may have been missed while the stream was down.
-                    if failures > 0 {
-                        shared.wake_host(&host);
-                    }
-                    failures = 0;
                     let mut events = std::pin::pin!(events);
                     while let Some(event) = events.next().await {
                         match event {
@@ -109,18 +131,19 @@ async fn follow_events(shared: Arc<Shared>, host: String) {
                                 shared.wake_project(&host, &project);
                             }
                             Err(e) => {
-                                tracing::debug!(%host, "event stream ended: {}", crate::error_chain(&e));
+                                said(crate::error_chain(&e));
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::debug!(%host, "no event stream: {}", crate::error_chain(&e)),
+                Err(e) => said(crate::error_chain(&e)),
             }
         }
         failures += 1;
         let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5)))
             .min(std::time::Duration::from_secs(5));
+        tracing::debug!(%host, retry_in = ?wait, "reconnecting to the engine's event stream");
         tokio::time::sleep(wait).await;
     }
 }

@@ -229,12 +229,6 @@ impl Shared {
         }
     }
 
-    pub fn wake_all(&self) {
-        for w in self.wakers().values() {
-            let _ = w.tx.try_send(Reason::EngineEvent);
-        }
-    }
-
     /// Wakes the tasks of the stacks on `host`, for a full check.
     pub fn wake_host(&self, host: &str) {
         for w in self.wakers().values() {
@@ -405,7 +399,10 @@ where
     let shared = Arc::new(Shared::new(settings, store, engine));
     // The ring just checked, not a second read of the key file.
     let _ = shared.sops.set(Arc::new(keys));
-    tokio::spawn(watch_events(shared.clone()));
+    tokio::spawn(hosts::follow_events(
+        shared.clone(),
+        crate::config::hosts::LOCAL.to_string(),
+    ));
     tokio::spawn(hub::tail(shared.clone()));
     tokio::spawn(hub::retention(shared.clone()));
     tokio::spawn(updates::run(shared.clone()));
@@ -792,50 +789,6 @@ pub async fn fail_interrupted(shared: &Shared, name: &str, stack: Option<&str>, 
 const EVENT_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 /// When it looks again after an event.
 const EVENT_FOLLOW_UP: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Follows the engine's container events and wakes the repositories they
-/// concern. When the stream breaks (the engine restarted), it reconnects
-/// with backoff and then wakes every repository for a full check.
-async fn watch_events(shared: Arc<Shared>) {
-    use futures_util::StreamExt;
-    let engine = shared.engine.clone();
-    let mut failures = 0u32;
-    loop {
-        let ok = engine.ping().await;
-        tracing::debug!(ok, "engine ping");
-        if ok {
-            if failures > 0 {
-                tracing::info!("docker engine reachable again: checking every repository");
-                shared.engine_returns.fetch_add(1, Ordering::Relaxed);
-                shared.wake_all();
-                failures = 0;
-            }
-            match engine.project_events().await {
-                Ok(events) => {
-                    let mut events = std::pin::pin!(events);
-                    while let Some(event) = events.next().await {
-                        match event {
-                            Ok(project) => {
-                                tracing::debug!(%project, "engine event");
-                                shared.wake_project(crate::config::hosts::LOCAL, &project);
-                            }
-                            Err(e) => {
-                                tracing::warn!("{}", error_chain(&e));
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("{}", error_chain(&e)),
-            }
-        }
-        failures += 1;
-        let wait = std::time::Duration::from_millis(250 * (1 << failures.min(5)))
-            .min(std::time::Duration::from_secs(5));
-        tracing::debug!(retry_in = ?wait, "reconnecting to the engine's event stream");
-        tokio::time::sleep(wait).await;
-    }
-}
 
 fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
