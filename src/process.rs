@@ -319,14 +319,8 @@ impl Cmd {
         let err_file = tempfile::tempfile().map_err(io_err)?;
         cmd.stdout(Stdio::null())
             .stderr(err_file.try_clone().map_err(io_err)?);
-        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        SPAWNED.fetch_add(1, Ordering::Relaxed);
-        let group = Group::new(child.id());
         Ok(Kept {
-            running: Running { group, child },
+            running: start(&mut cmd, &command)?,
             err_file,
             command,
         })
@@ -388,13 +382,7 @@ impl Cmd {
         );
         cmd.stdout(out_file.try_clone().map_err(io_err)?)
             .stderr(err_file.try_clone().map_err(io_err)?);
-        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        SPAWNED.fetch_add(1, Ordering::Relaxed);
-        let group = Group::new(child.id());
-        let mut running = Running { group, child };
+        let mut running = start(&mut cmd, &command)?;
         if let Some(input) = self.stdin {
             let mut pipe = running.child.stdin.take().expect("stdin is piped");
             // A child that exits without reading its input is judged by its status.
@@ -481,6 +469,18 @@ fn tail_text(tail: &[u8], cut: u64) -> String {
         .count();
     let text = String::from_utf8_lossy(&tail[skip..]);
     format!("…[{} bytes cut]…\n{}", cut + skip as u64, text.trim())
+}
+
+/// Starts a built command: counted, and in a process group of its own
+/// that is killed with its `Running`.
+fn start(cmd: &mut tokio::process::Command, command: &str) -> Result<Running, ProcessError> {
+    let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
+    SPAWNED.fetch_add(1, Ordering::Relaxed);
+    let group = Group::new(child.id());
+    Ok(Running { group, child })
 }
 
 #[cfg(test)]
