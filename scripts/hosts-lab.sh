@@ -140,13 +140,7 @@ engine_start() {
       $run
     " >"$STATE/engine$n.log" 2>&1 &
   fi
-  local deadline=$((SECONDS + 60))
-  until dk "$n" version >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then
-      log "engine $n did not start:"; tail -20 "$STATE/engine$n.log" >&2; return 1
-    fi
-    sleep 0.2
-  done
+  lab_wait_engine "$n" "engine $n" "$STATE/engine$n.log"
 }
 
 engine_stop() { stop_pidfile "$STATE/engine$1.pid"; }

@@ -3,7 +3,8 @@
 # them talk (the host engine sets FORWARD's policy to DROP), and stopping a
 # daemon by its pid file, and copying images into every node's engine. The
 # caller sets LAB, NODES, SUBNET and BRIDGE and defines `ns N`, `addr N`,
-# `veth_host N`, `veth_ns N` and `dk N ARGS…` (docker on node N's engine).
+# `veth_host N`, `veth_ns N`, `dk N ARGS…` (docker on node N's engine) and
+# `log MESSAGE`.
 
 forward_rule() { iptables "$1" FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT; }
 
@@ -63,5 +64,17 @@ lab_load() {
     for n in $(seq 1 "$NODES"); do
       docker save "$image" | dk "$n" load -q >/dev/null
     done
+  done
+}
+
+# Waits (a minute at most) until node N's engine answers; else says so
+# with the end of its log: lab_wait_engine N WHAT LOG.
+lab_wait_engine() {
+  local deadline=$((SECONDS + 60))
+  until dk "$1" version >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "$2 did not start:"; tail -20 "$3" >&2; return 1
+    fi
+    sleep 0.2
   done
 }

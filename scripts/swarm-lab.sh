@@ -60,13 +60,7 @@ node_start() {
       --insecure-registry $SUBNET.0/24 \
       --storage-driver overlay2
   " >"$STATE/node$n.log" 2>&1 &
-  local deadline=$((SECONDS + 60))
-  until dk "$n" version >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then
-      log "node $n did not start:"; tail -20 "$STATE/node$n.log" >&2; return 1
-    fi
-    sleep 0.2
-  done
+  lab_wait_engine "$n" "node $n" "$STATE/node$n.log"
 }
 
 node_stop() { stop_pidfile "$STATE/node$1.pid"; }
