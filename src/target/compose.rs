@@ -124,7 +124,7 @@ async fn host_files(
     use super::ship;
     let over = site.override_path.with_extension("host.json");
     let Some(control) = &site.control else {
-        let _ = std::fs::remove_file(&over);
+        let _ = tokio::fs::remove_file(&over).await;
         return Ok(None);
     };
     let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ApplyError::Ship(e);
@@ -147,28 +147,32 @@ async fn host_files(
             .map_err(|e| boxed(Box::new(e)))?
             .map_err(|e| boxed(Box::new(e)))?;
     if packed.keys.is_empty() {
-        let _ = std::fs::remove_file(&over);
+        let _ = tokio::fs::remove_file(&over).await;
         return Ok(None);
     }
     // The keys shipped last time stay beside this time's: a rollback's.
     let keys_file = site.override_path.with_extension("shipped.json");
-    let before: std::collections::BTreeSet<String> = std::fs::read(&keys_file)
+    let before: std::collections::BTreeSet<String> = tokio::fs::read(&keys_file)
+        .await
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     ship::ship(&site.host, control, project, &packed, &before)
         .await
         .map_err(|e| boxed(Box::new(e)))?;
-    let _ = std::fs::write(
+    let _ = tokio::fs::write(
         &keys_file,
         serde_json::to_vec(&packed.keys).unwrap_or_default(),
-    );
+    )
+    .await;
     // Paths only: the contents went to the host.
     let text = serde_json::to_vec_pretty(&packed.override_doc()).unwrap_or_default();
-    std::fs::write(&over, text).map_err(|source| ApplyError::Override {
-        path: over.clone(),
-        source,
-    })?;
+    tokio::fs::write(&over, text)
+        .await
+        .map_err(|source| ApplyError::Override {
+            path: over.clone(),
+            source,
+        })?;
     tracing::debug!(%project, host = %site.host, files = packed.keys.len(), bytes = packed.archive.len(), "files shipped");
     Ok(Some(over))
 }
