@@ -8,4 +8,7 @@ bash scripts/provision.sh
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+# The end-to-end tests mostly wait (on the engine, git, their own
+# servers): three at a time keep a two-core machine busy without
+# crowding it, and the suite within fifteen minutes.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" cargo test --locked
