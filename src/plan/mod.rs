@@ -109,6 +109,13 @@ pub fn plan(
             .filter(|c| &c.service == name)
             .collect();
         mine.sort_by_key(|c| (c.number, c.name.clone()));
+        // A container the engine is removing is on its way out: starting
+        // it fails (no such container) and creating beside it collides on
+        // its name. The service is looked at again once it is gone (its
+        // `destroy` event wakes the check).
+        if mine.iter().any(|c| c.state == RunState::Removing) {
+            continue;
+        }
         let replicas = w.spec.replicas as usize;
         let (kept, beyond) = mine.split_at(mine.len().min(replicas));
         for c in beyond {

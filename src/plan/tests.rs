@@ -586,3 +586,28 @@ fn an_ignored_container_outside_the_file_keeps_compose_from_removing_orphans() {
         assert_eq!(keeps_orphans(&actual, &want), keeps, "{actual:?}");
     }
 }
+
+/// Regression: a container caught while `docker rm -f` removed it was
+/// taken for stopped, and the heal's start failed (`No such container`),
+/// recorded as `heal_failed`.
+#[test]
+fn a_container_being_removed_is_left_to_go_not_started() {
+    let want: BTreeMap<String, Want> = [want("web", 1, None), want("api", 1, None)]
+        .into_iter()
+        .collect();
+    let going = ContainerState {
+        state: RunState::Removing,
+        ..running("web", 1)
+    };
+    let p = plan(
+        &want,
+        &[going, exited("api", 1)],
+        Mode::Auto,
+        true,
+        &BTreeSet::new(),
+        &BTreeSet::new(),
+        Unhealthy::Report,
+    );
+    assert_eq!(drift_names(&p), ["stopped:api"]);
+    assert_eq!(p.heals, [start("api")]);
+}
