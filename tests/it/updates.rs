@@ -3,7 +3,7 @@
 //! `digest`, announced once, listed by `kedge updates`; nothing deployed.
 
 use crate::support::docker::{IMAGE_1, IMAGE_2};
-use crate::support::registry::{UpdateLab, broken_image, row};
+use crate::support::registry::{UpdateLab, broken_image, fresh_image, row};
 use crate::support::stack::{Stack, sleepers};
 use crate::support::wait_for;
 
@@ -12,17 +12,25 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     let lab = UpdateLab::start("upd");
     let app = lab.push(IMAGE_1, "app:1.4.2");
     let cache = lab.push(IMAGE_1, "cache:7");
+    let alpine = lab.push(IMAGE_1, "app:1.4.2-alpine");
     let kedge = lab.kedge();
     let s = Stack::with_kedge(
         "updates",
         &[
             (
                 "compose.yaml",
-                &sleepers(&[("web", &app), ("cache", &cache), ("plain", IMAGE_1)]),
+                &sleepers(&[
+                    ("web", &app),
+                    ("mid", &app),
+                    ("big", &app),
+                    ("alp", &alpine),
+                    ("cache", &cache),
+                    ("plain", IMAGE_1),
+                ]),
             ),
             (
                 "kedge.yaml",
-                "updates:\n  services:\n    web: {policy: patch}\n    cache: {policy: digest}\n",
+                "updates:\n  services:\n    web: {policy: patch}\n    mid: {policy: minor}\n    big: {policy: major}\n    alp: {policy: patch}\n    cache: {policy: digest}\n",
             ),
         ],
         kedge,
@@ -35,16 +43,20 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         .kedge
         .run(["updates", "check", "--repo", &s.name, "-o", "json"])
         .json();
-    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    assert_eq!(rows.as_array().unwrap().len(), 5, "{rows}");
     assert_eq!(row(&rows, "web")["state"], "current", "{rows}");
     assert_eq!(row(&rows, "web")["current"], "1.4.2");
     assert_eq!(row(&rows, "cache")["state"], "current", "{rows}");
     let pulled = row(&rows, "cache")["current"].as_str().unwrap().to_string();
     assert!(pulled.starts_with("sha256:"), "{rows}");
 
-    // 1.4.3 and 1.5.0 published: `patch` proposes 1.4.3.
+    // 1.4.3, 1.5.0 and 2.0.0 published: `patch` proposes 1.4.3, `minor`
+    // 1.5.0, `major` 2.0.0; `-alpine` is only offered `-alpine` tags.
     lab.push(IMAGE_1, "app:1.4.3");
     lab.push(IMAGE_1, "app:1.5.0");
+    lab.push(IMAGE_1, "app:2.0.0");
+    lab.push(IMAGE_1, "app:1.4.3-alpine");
+    lab.push(IMAGE_1, "app:1.5.0-alpine");
     // cache:7 rebuilt: the same tag, new content.
     lab.push(IMAGE_2, "cache:7");
     let rows = s
@@ -58,6 +70,11 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         "{rows}"
     );
     assert_eq!(web["state"], "available");
+    for (service, candidate) in [("mid", "1.5.0"), ("big", "2.0.0"), ("alp", "1.4.3-alpine")] {
+        let found = row(&rows, service);
+        assert_eq!(found["candidate"], candidate, "{service}: {rows}");
+        assert_eq!(found["state"], "available", "{service}: {rows}");
+    }
     let cache_row = row(&rows, "cache");
     assert_eq!(cache_row["state"], "available", "{rows}");
     assert_eq!(
@@ -100,7 +117,7 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         .iter()
         .filter(|e| e["kind"] == "update_available")
         .collect();
-    assert_eq!(announced.len(), 2, "{events}");
+    assert_eq!(announced.len(), 5, "{events}");
     assert!(
         announced.iter().any(|e| e["service"] == "web" && e["message"] == "update available: web 1.4.2 → 1.4.3"),
         "{events}"
@@ -131,14 +148,18 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
     assert_eq!(api.get("/api/v1/updates?repo=nope", &token).status, 404);
     drop(api);
 
-    // `min_age`: a candidate published more recently waits, saying so.
+    // `min_age`: a candidate published more recently waits, saying so;
+    // 1.4.5 is built this minute.
+    let fresh = fresh_image(&lab.ns);
+    lab.untag_after(fresh.clone());
+    lab.push(&fresh, "app:1.4.5");
     let young = Stack::with_kedge(
         "updmin",
         &[
             ("compose.yaml", &sleepers(&[("web", &app)])),
             (
                 "kedge.yaml",
-                "updates:\n  min_age: 1000d\n  services:\n    web: {policy: patch}\n",
+                "updates:\n  min_age: 1h\n  services:\n    web: {policy: patch}\n",
             ),
         ],
         lab.kedge(),
@@ -150,9 +171,9 @@ fn report_finds_a_newer_tag_and_a_new_digest_and_announces_each_once() {
         .json();
     let web = row(&rows, "web");
     assert_eq!(web["state"], "waiting", "{rows}");
-    assert_eq!(web["candidate"], "1.4.4", "{rows}");
+    assert_eq!(web["candidate"], "1.4.5", "{rows}");
     assert!(
-        web["detail"].as_str().unwrap().ends_with("min_age 1000d"),
+        web["detail"].as_str().unwrap().ends_with("min_age 1h"),
         "{rows}"
     );
 

@@ -49,17 +49,6 @@ fn file_at(s: &Stack, rev: &str, path: &str) -> String {
     )
 }
 
-fn events_of(s: &Stack, kind: &str) -> Vec<serde_json::Value> {
-    let events = s.kedge.run(["events", "-o", "json"]).json();
-    events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
     let lab = UpdateLab::start("wb");
@@ -122,7 +111,7 @@ fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
         "{h}"
     );
     assert_eq!(s.running()["web"].image, newer);
-    let applied = events_of(&s, "update_applied");
+    let applied = s.events_of("update_applied");
     assert_eq!(applied.len(), 1, "{applied:?}");
     assert_eq!(applied[0]["service"], "web");
     assert_eq!(applied[0]["commit"], pushed.as_str());
@@ -142,6 +131,21 @@ fn commit_writes_the_tag_back_and_the_ordinary_flow_deploys_it() {
     assert_eq!(web["state"], "available", "{rows}");
     assert!(web["detail"].as_str().unwrap().contains("pinned"), "{rows}");
     assert_eq!(s.remote.remote_head(), pushed, "nothing committed");
+
+    // `kedge sync` releases the pin (the branch's head runs again); the
+    // next check commits 1.4.4, and it is deployed.
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    let rows = s
+        .kedge
+        .run(["updates", "check", "--repo", &s.name, "-o", "json"])
+        .json();
+    assert_eq!(row(&rows, "web")["candidate"], "1.4.4", "{rows}");
+    let released = s.remote.remote_head();
+    assert_ne!(released, pushed, "committed once the pin is released");
+    assert_eq!(show(&s, &released, "%s"), "kedge: update web to 1.4.4");
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+    assert_eq!(s.history()[0]["commit"], released.as_str());
+    assert!(s.running()["web"].image.ends_with("app:1.4.4"));
 }
 
 #[test]
@@ -225,7 +229,7 @@ fn an_interpolated_tag_that_fails_its_gate_is_reverted_and_not_proposed_again() 
         env.trim_end(),
         "Git says 1.4.2 again"
     );
-    let failed = events_of(&s, "update_failed");
+    let failed = s.events_of("update_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(
         failed[0]["message"]

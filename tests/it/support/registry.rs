@@ -202,12 +202,34 @@ pub fn row<'a>(rows: &'a serde_json::Value, service: &str) -> &'a serde_json::Va
 /// broken release would: `kt-broken-<ns>`.
 pub fn broken_image(ns: &str) -> String {
     let local = format!("kt-broken-{ns}");
-    let dockerfile = format!(
-        "FROM {}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n",
-        super::docker::IMAGE_1
+    build(
+        &local,
+        &format!(
+            "FROM {}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n",
+            super::docker::IMAGE_1
+        ),
     );
+    local
+}
+
+/// A local image built from `IMAGE_1` just now (a label of its own keeps
+/// the build cache from handing back an older one), so its config's
+/// `created` is this minute: `kt-fresh-<ns>`.
+pub fn fresh_image(ns: &str) -> String {
+    let local = format!("kt-fresh-{ns}");
+    build(
+        &local,
+        &format!(
+            "FROM {}\nLABEL io.kedge.test.fresh={ns}\n",
+            super::docker::IMAGE_1
+        ),
+    );
+    local
+}
+
+fn build(local: &str, dockerfile: &str) {
     let mut build = Command::new("docker")
-        .args(["build", "-q", "-t", &local, "-"])
+        .args(["build", "-q", "-t", local, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -222,7 +244,6 @@ pub fn broken_image(ns: &str) -> String {
             .unwrap();
     }
     assert!(build.wait().unwrap().success());
-    local
 }
 
 /// What the image update tests share: a registry with basic auth, a

@@ -87,6 +87,27 @@ impl Stack {
             .json()
     }
 
+    /// This repository's events of `kind`, oldest first.
+    pub fn events_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.kedge
+            .run(["events", "--repo", &self.name, "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// The commit label of `service`'s running container.
+    pub fn running_commit(&self, service: &str) -> Option<String> {
+        self.running()
+            .get(service)?
+            .label("io.kedge.commit")
+            .map(str::to_string)
+    }
+
     /// `kedge status -o json` of this repository.
     pub fn status(&self) -> serde_json::Value {
         self.kedge
