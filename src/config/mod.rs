@@ -1,6 +1,7 @@
 //! config: Kedge's own settings, resolved once at start-up with the
 //! precedence defaults < global config file < `KEDGE_*` environment < flags.
 
+pub mod commit_status;
 pub mod credentials;
 pub mod duration;
 pub mod hosts;
@@ -77,6 +78,8 @@ pub struct FileConfig {
     pub hosts: Vec<hosts::Host>,
     pub public_url: Option<String>,
     pub notifications: Vec<notifications::SinkConfig>,
+    /// `commit_status:`: the git hosts deployments are reported to.
+    pub commit_status: Vec<commit_status::StatusTarget>,
     pub max_parallel_deploys: Option<usize>,
     pub sops_age_key_file: Option<PathBuf>,
 }
@@ -167,6 +170,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The notification sinks (`notifications:`), in file order.
     pub notifications: Vec<notifications::SinkConfig>,
+    /// `commit_status:`: the git hosts deployments are reported to.
+    pub commit_status: Vec<commit_status::StatusTarget>,
     /// `serve.max_parallel_deploys`: how many stacks apply at once.
     pub max_parallel_deploys: usize,
     /// `sops.age_key_file` (or `KEDGE_SOPS_AGE_KEY_FILE`): the age
@@ -204,16 +209,16 @@ pub enum ConfigError {
     ZeroGitTimeout,
     #[error("http.tls_cert and http.tls_key go together: only {0} is set")]
     HalfTls(&'static str),
-    #[error("cannot read the webhook secret file {}", path.display())]
+    #[error("cannot read the secret file {}", path.display())]
     SecretFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the webhook secret file {} is empty", path.display())]
+    #[error("the secret file {} is empty", path.display())]
     EmptySecret { path: PathBuf },
     #[error(
-        "the webhook secret file {} is accessible by group or others (mode {mode:03o}); `chmod 600` it",
+        "the secret file {} is accessible by group or others (mode {mode:03o}); `chmod 600` it",
         path.display()
     )]
     SecretFileOpen { path: PathBuf, mode: u32 },
@@ -237,6 +242,7 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
             "registries",
             "credentials",
             "notifications",
+            "commit_status",
             "serve",
             "sops",
             "hosts",
@@ -306,6 +312,9 @@ pub fn parse_file(text: &str, env: Env) -> Result<FileConfig, SchemaError> {
     if let Some(entry) = top.get("notifications") {
         out.notifications = notifications::parse(&entry.node, env)?;
     }
+    if let Some(entry) = top.get("commit_status") {
+        out.commit_status = commit_status::parse(&entry.node, env)?;
+    }
     if let Some(events) = top.section("events", &["retention"])? {
         out.events_retention = events.parsed("retention", env, parse_retention)?;
     }
@@ -359,11 +368,12 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     Ok(Secret(secret.to_string()))
 }
 
-/// The global webhook secret's file (`webhook.secret_file`). Like a
-/// repository's own secret file (and ssh with a private key), a file its
-/// group or others may read or write is refused: anyone who reads it can
-/// trigger deploys.
-pub fn read_webhook_secret_file(path: &Path) -> Result<Secret, ConfigError> {
+/// A secret file only its owner may read: the global webhook secret's
+/// (`webhook.secret_file`), a commit status token's. Like a repository's
+/// own secret file (and ssh with a private key), a file its group or
+/// others may read or write is refused: anyone who reads it can trigger
+/// deploys, or write to the git host.
+pub fn read_private_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::SecretFile {
         path: path.to_path_buf(),
@@ -547,7 +557,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
     ) {
         (Some(v), _, _) => Some(Secret(v)),
         (None, Some(s), _) => Some(s),
-        (None, None, Some(path)) => Some(read_webhook_secret_file(&path)?),
+        (None, None, Some(path)) => Some(read_private_secret_file(&path)?),
         (None, None, None) => None,
     };
 
@@ -570,6 +580,7 @@ pub fn resolve(file: FileConfig, env: Env, flags: &Flags) -> Result<Settings, Co
         hosts: file.hosts,
         public_url: file.public_url,
         notifications: file.notifications,
+        commit_status: file.commit_status,
         max_parallel_deploys: file
             .max_parallel_deploys
             .unwrap_or(DEFAULT_MAX_PARALLEL_DEPLOYS),
@@ -743,6 +754,7 @@ mod tests {
                 hosts: Vec::new(),
                 public_url: None,
                 notifications: Vec::new(),
+                commit_status: Vec::new(),
                 max_parallel_deploys: Some(2),
                 sops_age_key_file: Some("/etc/kedge/age.key".into()),
             }

@@ -72,32 +72,43 @@ pub fn prepare(data_dir: &Path, sink: &str) -> Result<(Store, i64), StoreError> 
     Ok((store, cursor))
 }
 
-/// Runs one sink until `serve` ends, from `prepared` (or, when that
-/// failed, from a store and cursor it keeps trying to get).
-pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Option<(Store, i64)>) {
-    let name = sender.name().to_string();
-    let mut wake = hub.subscribe();
-    let (store, mut cursor) = match prepared {
+/// The store and cursor of follower `name`: `prepared`, or when that
+/// failed, tried again until they can be had.
+pub(super) async fn opened(
+    data_dir: &Path,
+    name: &str,
+    prepared: Option<(Store, i64)>,
+) -> (Store, i64) {
+    match prepared {
         Some(ready) => ready,
         None => loop {
-            match prepare(&data_dir, &name) {
+            match prepare(data_dir, name) {
                 Ok(ready) => break ready,
                 Err(e) => {
-                    tracing::warn!(sink = %name, "notifications wait for the store: {}", error_chain(&e));
+                    tracing::warn!(follower = %name, "waiting for the store: {}", error_chain(&e));
                     tokio::time::sleep(STORE_RETRY).await;
                 }
             }
         },
-    };
-    tracing::debug!(sink = %name, cursor, "notifications follow the event log");
-    let store = Arc::new(Mutex::new(store));
+    }
+}
+
+/// The next events after `cursor`, at most a page: read now, or once the
+/// hub says an event was stored (or after [`IDLE_CHECK`], for a missed
+/// word). `None` once `serve` ends.
+pub(super) async fn next_page(
+    store: &Arc<Mutex<Store>>,
+    cursor: i64,
+    wake: &mut broadcast::Receiver<crate::events::Live>,
+    name: &str,
+) -> Option<Vec<Event>> {
     loop {
         // Broadcasts only wake: what to send is read from the log.
         while matches!(
             wake.try_recv(),
             Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
         ) {}
-        let page = on(&store, move |s| {
+        let page = on(store, move |s| {
             s.events(&EventQuery {
                 after_id: Some(cursor),
                 limit: PAGE,
@@ -105,25 +116,35 @@ pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Opt
             })
         })
         .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(sink = %name, "cannot read the event log: {}", error_chain(&e));
-                tokio::time::sleep(STORE_RETRY).await;
-                continue;
-            }
-        };
-        if page.is_empty() {
-            tokio::select! {
-                r = wake.recv() => {
-                    if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                        return;
+        match page {
+            Ok(page) if !page.is_empty() => return Some(page),
+            Ok(_) => {
+                tokio::select! {
+                    r = wake.recv() => {
+                        if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                            return None;
+                        }
                     }
+                    _ = tokio::time::sleep(IDLE_CHECK) => {}
                 }
-                _ = tokio::time::sleep(IDLE_CHECK) => {}
             }
-            continue;
+            Err(e) => {
+                tracing::warn!(follower = %name, "cannot read the event log: {}", error_chain(&e));
+                tokio::time::sleep(STORE_RETRY).await;
+            }
         }
+    }
+}
+
+/// Runs one sink until `serve` ends, from `prepared` (or, when that
+/// failed, from a store and cursor it keeps trying to get).
+pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Option<(Store, i64)>) {
+    let name = sender.name().to_string();
+    let mut wake = hub.subscribe();
+    let (store, mut cursor) = opened(&data_dir, &name, prepared).await;
+    tracing::debug!(sink = %name, cursor, "notifications follow the event log");
+    let store = Arc::new(Mutex::new(store));
+    while let Some(page) = next_page(&store, cursor, &mut wake, &name).await {
         for event in page {
             match handle(&hub, &sender, &store, &event).await {
                 Ok(()) => cursor = event.id,
@@ -141,7 +162,7 @@ pub async fn run(data_dir: PathBuf, hub: Arc<Hub>, sender: Sender, prepared: Opt
 /// Runs `f` on the sink's connection on the blocking pool: a write that
 /// waits for another process's lock holds up this sink alone, never a
 /// thread of the runtime.
-async fn on<T: Send + 'static>(
+pub(super) async fn on<T: Send + 'static>(
     store: &Arc<Mutex<Store>>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -5,6 +5,7 @@
 //! with retries. Nothing here is on a deploy's path: the controller only
 //! stores events; a sink that is down delays no one but itself.
 
+pub mod commit_status;
 pub mod follow;
 pub mod message;
 pub mod payload;

@@ -180,6 +180,12 @@ impl Ops {
         Ok(
             crate::controller::serve(self.settings.clone(), |shared, shutdown| {
                 crate::notify::start(&shared.settings, &shared.hub);
+                crate::notify::commit_status::start(
+                    &shared.settings.commit_status,
+                    &shared.settings.data_dir,
+                    shared.settings.public_url.clone(),
+                    &shared.hub,
+                );
                 faces(shared, shutdown)
             })
             .await?,

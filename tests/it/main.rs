@@ -8,6 +8,7 @@ mod api_fuzz;
 mod api_input;
 mod build;
 mod closed_pipe;
+mod commit_status;
 mod compose_inputs;
 mod creds;
 mod dashboard;

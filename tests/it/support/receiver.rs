@@ -23,6 +23,9 @@ pub enum Mode {
     Redirect(u16, String),
     /// Accepts and reads the request, never answers.
     Hang,
+    /// The first status for a request whose body holds any of these
+    /// texts, the second for the others.
+    Refuse(Vec<String>, u16, u16),
 }
 
 /// One request as it arrived.
@@ -195,6 +198,13 @@ fn serve(
     };
     let (status, location) = match now {
         Mode::Status(status) => (status, String::new()),
+        Mode::Refuse(texts, refused, otherwise) => {
+            let body = String::from_utf8_lossy(&requests.lock().unwrap()[index].body).into_owned();
+            match texts.iter().any(|t| body.contains(t.as_str())) {
+                true => (refused, String::new()),
+                false => (otherwise, String::new()),
+            }
+        }
         Mode::Redirect(status, to) => (status, format!("Location: {to}\r\n")),
         Mode::Hang => {
             while !stop.load(Ordering::SeqCst) {
