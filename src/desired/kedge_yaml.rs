@@ -165,6 +165,7 @@ pub fn parse(text: &str, env: Env) -> Result<KedgeYaml, SchemaError> {
         .copied()
         .collect();
     Section::new(&doc, "", &root)?;
+    super::webhook_refs::of(&doc, env)?;
     let doc = match doc.value {
         yaml::Value::Map(entries) => yaml::Node {
             line: doc.line,
@@ -402,7 +403,14 @@ pub const STACK_KEYS: [&str; 7] = [
 
 /// The root file's keys that say which stacks the repository has
 /// (fleet.md §1, `desired::layout`).
-pub const LAYOUT_KEYS: [&str; 4] = ["stacks", "discover", "stacks_removed", "defaults"];
+/// `webhooks` is the repository's too (`desired::webhook_refs`).
+pub const LAYOUT_KEYS: [&str; 5] = [
+    "stacks",
+    "discover",
+    "stacks_removed",
+    "defaults",
+    "webhooks",
+];
 
 fn is_relative_inside(p: &str) -> bool {
     !p.is_empty()

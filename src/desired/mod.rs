@@ -12,3 +12,4 @@ pub mod secrets;
 pub mod stack_inputs;
 pub mod stack_of;
 pub mod updates;
+pub mod webhook_refs;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{Ops, OpsError};
 use crate::config::Secret;
 use crate::controller::Reason;
+use crate::desired::webhook_refs::RefFilter;
 use crate::source::url;
 
 /// Why a repository's own webhook secret file is refused (at `repo add`)
@@ -90,10 +91,10 @@ pub struct Hooks {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookTarget {
     /// A push: the repository's addresses as the host spells them, and the
-    /// branches it moved.
+    /// full refs it moved (`refs/heads/main`, `refs/tags/v1`).
     Push {
         urls: Vec<String>,
-        branches: Vec<String>,
+        refs: Vec<String>,
     },
     /// The generic hook's `{"repo": NAME}`.
     Repo(String),
@@ -130,11 +131,11 @@ impl Hooks {
                 .any(|r| matches!(r.secret, RepoSecret::Own(_)))
     }
 
-    /// The repositories a verified hook triggers: those it names (by
-    /// address and branch, or by name) that the verifying secret may
-    /// trigger — the global one those without their own, their own one the
-    /// others.
-    pub fn matching(&self, target: &HookTarget, verified: &Verified) -> Vec<String> {
+    /// The repositories a verified hook is addressed to: those it names
+    /// (by address, or by name) that the verifying secret may trigger —
+    /// the global one those without their own, their own one the others.
+    /// Whether the pushed refs concern them is `accepts`'.
+    pub fn addressed(&self, target: &HookTarget, verified: &Verified) -> Vec<HookRepo> {
         let keys: Vec<String> = match target {
             HookTarget::Push { urls, .. } => {
                 urls.iter().filter_map(|u| url::remote_key(u)).collect()
@@ -150,13 +151,42 @@ impl Hooks {
             })
             .filter(|r| match target {
                 HookTarget::Repo(name) => r.name == *name,
-                HookTarget::Push { branches, .. } => {
-                    branches.contains(&r.branch)
-                        && url::remote_key(&r.url).is_some_and(|k| keys.contains(&k))
+                HookTarget::Push { .. } => {
+                    url::remote_key(&r.url).is_some_and(|k| keys.contains(&k))
                 }
             })
-            .map(|r| r.name.clone())
+            .cloned()
             .collect()
+    }
+}
+
+impl HookRepo {
+    /// Whether a push of `refs` wakes this repository: a ref its
+    /// `webhooks.refs` filter allows, or without one, its own branch.
+    pub fn accepts(&self, filter: Option<&RefFilter>, refs: &[String]) -> bool {
+        match filter {
+            Some(f) => refs.iter().any(|r| f.allows(r)),
+            None => refs.contains(&format!("refs/heads/{}", self.branch)),
+        }
+    }
+
+    /// Why a push of `refs` does not concern it, for the hook's answer.
+    pub fn refused(&self, filter: Option<&RefFilter>, refs: &[String]) -> String {
+        let pushed = match refs {
+            [] => "the push moved no ref (a deletion)".to_string(),
+            refs => refs.join(", "),
+        };
+        match filter {
+            Some(f) => format!(
+                "{pushed}: none matches webhooks.refs of {} ({})",
+                self.name,
+                f.globs().join(", ")
+            ),
+            None => format!(
+                "{pushed}: not refs/heads/{}, the branch {} follows",
+                self.branch, self.name
+            ),
+        }
     }
 }
 
@@ -259,6 +289,46 @@ impl Ops {
 
     /// Wakes these repositories' tasks for an immediate remote check (hooks
     /// in quick succession make one pass). Returns those whose task runs.
+    /// A repository's `webhooks.refs`, from the root `kedge.yaml` of the
+    /// branch head it last saw (or its deployed commit): read from the
+    /// clone at each hook, so a filter changed in Git applies from the
+    /// commit that changed it on. `None` when it names none, or when the
+    /// file cannot be read or parsed now (its own branch then decides; the
+    /// render of that commit says what is wrong with the file).
+    pub async fn webhook_filter(&self, name: &str) -> Result<Option<RefFilter>, OpsError> {
+        use crate::desired::kedge_yaml::{FILE_NAME, MAX_SIZE};
+        let shared = self.shared()?;
+        let Some(repo) = shared.db.read(|s| s.repo(name))? else {
+            return Ok(None);
+        };
+        let id = repo.id;
+        let state = shared.db.read(move |s| s.repo_state(id))?;
+        let Some(commit) = state.remote_head.or(state.deployed_commit) else {
+            return Ok(None);
+        };
+        let git = shared.repository(&repo);
+        let bytes = match git
+            .read_blob(&format!("{commit}:{FILE_NAME}"), MAX_SIZE)
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!(repo = %name, "webhook: no kedge.yaml read at {commit}: {}", crate::error_chain(&e));
+                return Ok(None);
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Ok(None);
+        };
+        let filter = crate::config::yaml::parse(&text)
+            .map_err(crate::config::schema::SchemaError::from)
+            .and_then(|doc| crate::desired::webhook_refs::of(&doc, &crate::process::repo_env));
+        Ok(filter.unwrap_or_else(|e| {
+            tracing::debug!(repo = %name, "webhook: kedge.yaml at {commit}: {e}");
+            None
+        }))
+    }
+
     pub fn webhook_wake(&self, names: &[String]) -> Result<Vec<String>, OpsError> {
         let shared = self.shared()?;
         Ok(names
@@ -295,7 +365,7 @@ mod tests {
     fn push(urls: &[&str], branches: &[&str]) -> HookTarget {
         HookTarget::Push {
             urls: urls.iter().map(|s| s.to_string()).collect(),
-            branches: branches.iter().map(|s| s.to_string()).collect(),
+            refs: branches.iter().map(|b| format!("refs/heads/{b}")).collect(),
         }
     }
 
@@ -411,12 +481,52 @@ mod tests {
         ];
         let hooks = hooks();
         for (target, verified, want) in cases {
-            assert_eq!(
-                hooks.matching(&target, verified),
-                want,
-                "{target:?} verified by {verified:?}"
-            );
+            // Without `webhooks.refs`, a repository's own branch decides.
+            let woken: Vec<String> = hooks
+                .addressed(&target, verified)
+                .into_iter()
+                .filter(|r| match &target {
+                    HookTarget::Push { refs, .. } => r.accepts(None, refs),
+                    HookTarget::Repo(_) => true,
+                })
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(woken, want, "{target:?} verified by {verified:?}");
         }
+    }
+
+    #[test]
+    fn a_refs_filter_decides_instead_of_the_branch_and_says_why_it_refused() {
+        let doc =
+            crate::config::yaml::parse("webhooks:\n  refs: ['refs/heads/main', 'refs/tags/v*']\n")
+                .unwrap();
+        let filter = crate::desired::webhook_refs::of(&doc, &|_| None)
+            .unwrap()
+            .unwrap();
+        let app = repo("app", "/app", "main", RepoSecret::Global);
+        let refs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (pushed, with_filter, without) in [
+            (refs(&["refs/heads/main"]), true, true),
+            (refs(&["refs/heads/feature"]), false, false),
+            (refs(&["refs/tags/v1.0"]), true, false),
+            (refs(&["refs/tags/1.0", "refs/heads/main"]), true, true),
+            (refs(&[]), false, false),
+        ] {
+            assert_eq!(
+                app.accepts(Some(&filter), &pushed),
+                with_filter,
+                "{pushed:?}"
+            );
+            assert_eq!(app.accepts(None, &pushed), without, "{pushed:?}");
+        }
+        assert_eq!(
+            app.refused(Some(&filter), &refs(&["refs/heads/feature"])),
+            "refs/heads/feature: none matches webhooks.refs of app (refs/heads/main, refs/tags/v*)"
+        );
+        assert_eq!(
+            app.refused(None, &refs(&["refs/tags/v1"])),
+            "refs/tags/v1: not refs/heads/main, the branch app follows"
+        );
     }
 
     #[test]

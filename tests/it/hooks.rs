@@ -17,9 +17,34 @@ const SECRET: &str = "hook-s3cret";
 
 /// One service whose `ROUND` changes with every commit: each deployment
 /// recreates the container, labelled with its commit.
-/// Why a verified push that matches no repository is ignored.
-const NOT_FOLLOWED: &str =
-    "no repository registered here follows that address and branch with the secret that signed it";
+/// A signed GitHub push of tag `r` (a full ref) of the repository at `url`.
+fn push_tag(port: u16, url: &str, r: &str) -> (u16, Value) {
+    let tag = json!({"ref": r, "repository": {"clone_url": url}}).to_string();
+    post(
+        port,
+        "/hooks/github",
+        &[("X-Hub-Signature-256", &sign(SECRET, tag.as_bytes()))],
+        tag.as_bytes(),
+    )
+}
+
+/// The answer to a verified push that names no repository registered here.
+fn not_addressed() -> Value {
+    json!({
+        "triggered": [],
+        "ignored": "repository",
+        "reason": "no repository registered here has that address and the secret that signed it"
+    })
+}
+
+/// The answer to a verified push of refs that `repo` does not follow.
+fn not_followed(pushed: &str, repo: &str) -> Value {
+    json!({
+        "triggered": [],
+        "ignored": "ref",
+        "reason": format!("{pushed}: not refs/heads/main, the branch {repo} follows")
+    })
+}
 
 fn compose(round: u32) -> String {
     format!(
@@ -149,22 +174,22 @@ fn deployments_of(s: &Stack, commit: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The running container's commit label.
-fn running_commit(s: &Stack) -> Option<String> {
-    s.running()
-        .get("app")?
-        .label("io.kedge.commit")
-        .map(str::to_string)
-}
-
 /// A stack deployed by a `serve` with the global secret.
 fn deployed(prefix: &str) -> (Stack, Serve, u16) {
+    deployed_with(prefix, &[])
+}
+
+/// `deployed`, with more files in the first commit.
+fn deployed_with(prefix: &str, more: &[(&str, &str)]) -> (Stack, Serve, u16) {
+    let first = compose(0);
+    let mut files = vec![("compose.yaml", first.as_str())];
+    files.extend_from_slice(more);
     let Stack {
         name,
         remote,
         kedge,
         project,
-    } = Stack::new(prefix, &[("compose.yaml", &compose(0))]);
+    } = Stack::new(prefix, &files);
     let s = Stack {
         name,
         remote,
@@ -174,7 +199,7 @@ fn deployed(prefix: &str) -> (Stack, Serve, u16) {
     let (serve, port) = serve(&s.kedge);
     let first = s.remote.remote_head();
     wait_for(60, "the first deployment running", || {
-        (running_commit(&s)? == first).then_some(())
+        (s.running_commit("app")? == first).then_some(())
     });
     (s, serve, port)
 }
@@ -187,7 +212,7 @@ fn deployed(prefix: &str) -> (Stack, Serve, u16) {
 fn not_deployed_after_passes(s: &Stack, serve: &Serve, mark: usize, commit: &str) {
     serve.wait_passes(&s.name, mark, 2, 30);
     assert_eq!(deployments_of(s, commit), Vec::<Value>::new());
-    assert_ne!(running_commit(s).as_deref(), Some(commit));
+    assert_ne!(s.running_commit("app").as_deref(), Some(commit));
 }
 
 #[test]
@@ -206,7 +231,7 @@ fn a_signed_push_hook_of_each_format_deploys_the_new_commit_at_once() {
         // Polling hourly, only the hook explains it; how fast is the
         // `webhook` row of benches/compare.rs.
         wait_for(30, &format!("{provider}: the new commit running"), || {
-            (running_commit(&s)? == commit).then_some(())
+            (s.running_commit("app")? == commit).then_some(())
         });
         let d = deployments_of(&s, &commit);
         assert_eq!(d.len(), 1, "{provider}: {d:?}");
@@ -223,7 +248,7 @@ fn a_signed_push_hook_of_each_format_deploys_the_new_commit_at_once() {
     );
     assert_eq!((status, &answer), (202, &json!({"triggered": [s.name]})));
     wait_for(30, "the commit named by the generic hook running", || {
-        (running_commit(&s)? == commit).then_some(())
+        (s.running_commit("app")? == commit).then_some(())
     });
     let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
     let (status, answer) = post(
@@ -255,7 +280,7 @@ fn hooks_in_quick_succession_deploy_once() {
         assert_eq!(status, 202, "{answer}");
     }
     wait_for(30, "the commit running", || {
-        (running_commit(&s)? == commit).then_some(())
+        (s.running_commit("app")? == commit).then_some(())
     });
     // Every queued wake-up has been handled two passes later.
     let mark = serve.mark();
@@ -281,43 +306,41 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
     let commit = s.remote.commit("waiting");
 
     // Verified, but for another branch or another repository.
-    for hook in [
-        push_hook("github", &url, "other", SECRET),
-        push_hook("github", "file:///srv/git/unregistered.git", "main", SECRET),
-        push_hook(
-            "gitlab",
-            "https://gitlab.example/acme/app.git",
-            "main",
-            SECRET,
+    for (hook, want) in [
+        (
+            push_hook("github", &url, "other", SECRET),
+            not_followed("refs/heads/other", &s.name),
         ),
-        push_hook("generic", &url, "main-2", SECRET),
+        (
+            push_hook("github", "file:///srv/git/unregistered.git", "main", SECRET),
+            not_addressed(),
+        ),
+        (
+            push_hook(
+                "gitlab",
+                "https://gitlab.example/acme/app.git",
+                "main",
+                SECRET,
+            ),
+            not_addressed(),
+        ),
+        (
+            push_hook("generic", &url, "main-2", SECRET),
+            not_followed("refs/heads/main-2", &s.name),
+        ),
     ] {
         let (status, answer) = send(port, &hook);
         // Regression: a bare `{"triggered": []}`, though the README
         // promised a reason.
-        assert_eq!(
-            (status, &answer),
-            (202, &json!({"triggered": [], "ignored": NOT_FOLLOWED})),
-            "{}",
-            hook.0
-        );
+        assert_eq!((status, &answer), (202, &want), "{}", hook.0);
     }
     // A tag push is no branch push.
-    let tag = json!({"ref": "refs/tags/v1", "repository": {"clone_url": url}}).to_string();
-    let (status, answer) = post(
-        port,
-        "/hooks/github",
-        &[("X-Hub-Signature-256", &sign(SECRET, tag.as_bytes()))],
-        tag.as_bytes(),
-    );
     assert_eq!(
-        (status, answer),
-        (
-            202,
-            json!({"triggered": [], "ignored": "refs/tags/v1 is not a branch"})
-        )
+        push_tag(port, &url, "refs/tags/v1"),
+        (202, not_followed("refs/tags/v1", &s.name))
     );
     // Another kind of event.
+    let tag = json!({"ref": "refs/tags/v1", "repository": {"clone_url": url}}).to_string();
     let (status, answer) = post(
         port,
         "/hooks/github",
@@ -327,7 +350,10 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
         ],
         tag.as_bytes(),
     );
-    assert_eq!((status, answer["triggered"].clone()), (202, json!([])));
+    assert_eq!(
+        (status, &answer["triggered"], &answer["ignored"]),
+        (202, &json!([]), &json!("event"))
+    );
 
     // Not signed, or not with the secret: 401 whatever the payload.
     for provider in ["github", "gitlab", "gitea", "bitbucket", "generic"] {
@@ -388,7 +414,7 @@ fn hooks_that_match_nothing_or_are_not_signed_deploy_nothing() {
     let (status, _) = send(port, &push_hook("github", &url, "main", SECRET));
     assert_eq!(status, 202);
     wait_for(30, "the commit running", || {
-        (running_commit(&s)? == commit).then_some(())
+        (s.running_commit("app")? == commit).then_some(())
     });
 
     // Counted by what they were answered; an unknown host is not counted.
@@ -525,17 +551,14 @@ fn a_repository_with_its_own_secret_is_triggered_by_it_alone() {
     let (serve, port) = serve(&s.kedge);
     let first = s.remote.remote_head();
     wait_for(60, "the first deployment running", || {
-        (running_commit(&s)? == first).then_some(())
+        (s.running_commit("app")? == first).then_some(())
     });
     s.remote.write("compose.yaml", &compose(1));
     let commit = s.remote.commit("two");
 
     // The global secret is not accepted for it.
     let (status, answer) = send(port, &push_hook("github", &url, "main", SECRET));
-    assert_eq!(
-        (status, answer),
-        (202, json!({"triggered": [], "ignored": NOT_FOLLOWED}))
-    );
+    assert_eq!((status, answer), (202, not_addressed()));
     let mark = serve.mark();
     not_deployed_after_passes(&s, &serve, mark, &commit);
 
@@ -546,7 +569,7 @@ fn a_repository_with_its_own_secret_is_triggered_by_it_alone() {
     let (status, answer) = send(port, &push_hook("gitlab", &url, "main", "own-s3cret-2"));
     assert_eq!((status, answer), (202, json!({"triggered": [s.name]})));
     wait_for(30, "the commit running", || {
-        (running_commit(&s)? == commit).then_some(())
+        (s.running_commit("app")? == commit).then_some(())
     });
     assert!(!serve.log().contains("own-s3cret"), "{}", serve.log());
 }
@@ -666,10 +689,7 @@ fn a_hook_naming_its_repository_triggers_it_alone_with_its_secret() {
         headers.clone(),
         body.clone(),
     );
-    assert_eq!(
-        send(port, &hook),
-        (202, json!({"triggered": [], "ignored": NOT_FOLLOWED}))
-    );
+    assert_eq!(send(port, &hook), (202, not_addressed()));
     // Its own URL, signed with another secret: refused.
     let (_, wrong, _) = push_hook("gitea", &url, "main", "not-the-secret");
     let hook = (format!("/hooks/gitea/{}", s.name), wrong, body.clone());
@@ -678,6 +698,47 @@ fn a_hook_naming_its_repository_triggers_it_alone_with_its_secret() {
     let hook = (format!("/hooks/gitea/{}", s.name), headers, body);
     assert_eq!(send(port, &hook), (202, json!({"triggered": [s.name]})));
     wait_for(30, "the commit running", || {
-        (running_commit(&s)? == commit).then_some(())
+        (s.running_commit("app")? == commit).then_some(())
+    });
+}
+
+#[test]
+fn a_refs_filter_ignores_a_push_to_another_ref_and_wakes_for_a_listed_tag() {
+    let (s, serve, port) = deployed_with(
+        "hookrefs",
+        &[(
+            "kedge.yaml",
+            "webhooks:\n  refs: ['refs/heads/main', 'refs/tags/v*']\n",
+        )],
+    );
+    let url = s.remote.url();
+    s.remote.write("compose.yaml", &compose(1));
+    let commit = s.remote.commit("two");
+
+    let (status, answer) = send(port, &push_hook("gitea", &url, "feature", SECRET));
+    assert_eq!(
+        (status, answer),
+        (
+            202,
+            json!({
+                "triggered": [],
+                "ignored": "ref",
+                "reason": format!(
+                    "refs/heads/feature: none matches webhooks.refs of {} (refs/heads/main, refs/tags/v*)",
+                    s.name
+                )
+            })
+        )
+    );
+    let mark = serve.mark();
+    not_deployed_after_passes(&s, &serve, mark, &commit);
+
+    // A release tag the filter lists wakes it: the branch's head deploys.
+    assert_eq!(
+        push_tag(port, &url, "refs/tags/v2.0"),
+        (202, json!({"triggered": [s.name.clone()]}))
+    );
+    wait_for(30, "the commit running", || {
+        (s.running_commit("app")? == commit).then_some(())
     });
 }

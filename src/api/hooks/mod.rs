@@ -160,11 +160,16 @@ async fn handle(
         )
         .into());
     }
-    let ignored = |what: String| {
-        tracing::info!(provider = provider.name(), "webhook ignored: {what}");
+    // Ignored: 202 with what it was ignored for (`event`, `ref`,
+    // `repository`) and the reason in words.
+    let ignored = |why: &'static str, reason: String| {
+        tracing::info!(
+            provider = provider.name(),
+            "webhook ignored ({why}): {reason}"
+        );
         Ok((
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "triggered": [], "ignored": what })),
+            Json(serde_json::json!({ "triggered": [], "ignored": why, "reason": reason })),
         )
             .into_response())
     };
@@ -173,7 +178,7 @@ async fn handle(
             tracing::info!(provider = provider.name(), "webhook ping");
             return Ok((StatusCode::OK, Json(serde_json::json!({ "pong": true }))).into_response());
         }
-        Event::Other(name) => return ignored(format!("event {name:?} is not a push")),
+        Event::Other(name) => return ignored("event", format!("event {name:?} is not a push")),
         Event::Push => {}
     }
     let payload: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -182,26 +187,46 @@ async fn handle(
         )
     })?;
     let Some(target) = target(provider, &payload).map_err(ApiError::BadRequest)? else {
-        return ignored("not a branch push".into());
+        return ignored("event", "not a push".into());
     };
-    if let HookTarget::Push { branches, .. } = &target
-        && branches.is_empty()
-    {
-        // A tag pushed, or a branch deleted: nothing to deploy.
-        return ignored(match payload.get("ref").and_then(Value::as_str) {
-            Some(pushed) => format!("{pushed} is not a branch"),
-            None => "not a branch push".into(),
-        });
+    let addressed = hooks.addressed(&target, &verified);
+    if addressed.is_empty() {
+        return ignored(
+            "repository",
+            match &target {
+                HookTarget::Repo(name) => {
+                    format!("no repository named {name:?} is registered here")
+                }
+                HookTarget::Push { .. } => NOT_ADDRESSED.into(),
+            },
+        );
     }
-    let matched = hooks.matching(&target, &verified);
-    let triggered = state.ops.webhook_wake(&matched)?;
-    if triggered.is_empty() {
-        return ignored(match &target {
-            HookTarget::Repo(name) => format!("no repository named {name:?} is registered here"),
-            HookTarget::Push { .. } => {
-                "no repository registered here follows that address and branch with the secret that signed it".into()
+    // A push concerns the repositories whose refs filter (or branch) the
+    // pushed refs pass; the generic hook naming a repository, that one.
+    let mut concerned = Vec::new();
+    let mut refused = Vec::new();
+    for repo in addressed {
+        match &target {
+            HookTarget::Repo(_) => concerned.push(repo.name),
+            HookTarget::Push { refs, .. } => {
+                let filter = state.ops.webhook_filter(&repo.name).await?;
+                if repo.accepts(filter.as_ref(), refs) {
+                    concerned.push(repo.name);
+                } else {
+                    refused.push(repo.refused(filter.as_ref(), refs));
+                }
             }
-        });
+        }
+    }
+    if concerned.is_empty() {
+        return ignored("ref", refused.join("; "));
+    }
+    let triggered = state.ops.webhook_wake(&concerned)?;
+    if triggered.is_empty() {
+        return ignored(
+            "repository",
+            "no task runs here yet for the repositories it concerns".into(),
+        );
     }
     tracing::info!(
         provider = provider.name(),
@@ -214,6 +239,10 @@ async fn handle(
     )
         .into_response())
 }
+
+/// Why a verified push that names no repository here is ignored.
+const NOT_ADDRESSED: &str =
+    "no repository registered here has that address and the secret that signed it";
 
 /// The secrets a hook is checked against, read now (the store and the
 /// secret files: on the blocking pool): every repository's, or only those

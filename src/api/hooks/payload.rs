@@ -1,5 +1,5 @@
 //! api/hooks: what a verified push's payload asks for, in each host's
-//! format — the repository's addresses and the branches it moved, or for
+//! format — the repository's addresses and the full refs it moved, or for
 //! the generic hook a repository by name. Pure: no I/O.
 
 use serde_json::Value;
@@ -7,11 +7,11 @@ use serde_json::Value;
 use super::providers::Provider;
 use crate::ops::hooks::HookTarget;
 
-/// The branch a ref names, if it names one.
-fn branch_of(r: &str) -> Option<String> {
-    r.strip_prefix("refs/heads/")
-        .filter(|b| !b.is_empty())
-        .map(str::to_string)
+/// A full ref name (`refs/heads/main`, `refs/tags/v1`), if `r` is one.
+fn full_ref(r: &str) -> Option<String> {
+    r.strip_prefix("refs/")
+        .filter(|rest| rest.contains('/') && !rest.ends_with('/'))
+        .map(|_| r.to_string())
 }
 
 fn strings(v: &Value, pointers: &[&str]) -> Vec<String> {
@@ -29,10 +29,10 @@ fn strings(v: &Value, pointers: &[&str]) -> Vec<String> {
 pub fn target(provider: Provider, payload: &Value) -> Result<Option<HookTarget>, String> {
     let pushed = |urls: Vec<String>| HookTarget::Push {
         urls,
-        branches: payload
+        refs: payload
             .get("ref")
             .and_then(Value::as_str)
-            .and_then(branch_of)
+            .and_then(full_ref)
             .into_iter()
             .collect(),
     };
@@ -108,7 +108,7 @@ fn bitbucket(payload: &Value) -> HookTarget {
         urls.push(format!("https://bitbucket.org/{full_name}.git"));
         urls.push(format!("git@bitbucket.org:{full_name}.git"));
     }
-    let branches = payload
+    let refs = payload
         .pointer("/push/changes")
         .and_then(Value::as_array)
         .map(|changes| {
@@ -116,15 +116,18 @@ fn bitbucket(payload: &Value) -> HookTarget {
                 .iter()
                 .filter_map(|c| {
                     let new = c.get("new")?;
-                    if new.get("type")?.as_str()? != "branch" {
-                        return None;
-                    }
-                    new.get("name")?.as_str().map(str::to_string)
+                    let kind = match new.get("type")?.as_str()? {
+                        "branch" => "heads",
+                        "tag" | "annotated_tag" => "tags",
+                        _ => return None,
+                    };
+                    let name = new.get("name")?.as_str().filter(|n| !n.is_empty())?;
+                    Some(format!("refs/{kind}/{name}"))
                 })
                 .collect()
         })
         .unwrap_or_default();
-    HookTarget::Push { urls, branches }
+    HookTarget::Push { urls, refs }
 }
 
 /// `{"repo": NAME}` or `{"url": URL, "ref": "refs/heads/BRANCH"}`.
@@ -134,7 +137,7 @@ fn generic(payload: &Value) -> Result<HookTarget, String> {
         (Some(repo), None, None) => Ok(HookTarget::Repo(repo.to_string())),
         (None, Some(url), Some(r)) => Ok(HookTarget::Push {
             urls: vec![url.to_string()],
-            branches: branch_of(r).into_iter().collect(),
+            refs: full_ref(r).into_iter().collect(),
         }),
         _ => Err(
             r#"the generic hook takes {"repo": NAME} or {"url": URL, "ref": "refs/heads/BRANCH"}"#
@@ -147,10 +150,10 @@ fn generic(payload: &Value) -> Result<HookTarget, String> {
 mod tests {
     use super::*;
 
-    fn push(urls: &[&str], branches: &[&str]) -> Option<HookTarget> {
+    fn push(urls: &[&str], refs: &[&str]) -> Option<HookTarget> {
         Some(HookTarget::Push {
             urls: urls.iter().map(|s| s.to_string()).collect(),
-            branches: branches.iter().map(|s| s.to_string()).collect(),
+            refs: refs.iter().map(|s| s.to_string()).collect(),
         })
     }
 
@@ -177,13 +180,13 @@ mod tests {
                         "https://github.com/acme/app",
                         "git://github.com/acme/app.git",
                     ],
-                    &["main"],
+                    &["refs/heads/main"],
                 ),
             ),
             (
                 GitHub,
                 serde_json::json!({"ref": "refs/tags/v1", "repository": {"clone_url": "https://h/a.git"}}),
-                push(&["https://h/a.git"], &[]),
+                push(&["https://h/a.git"], &["refs/tags/v1"]),
             ),
             (
                 GitLab,
@@ -204,7 +207,7 @@ mod tests {
                         "https://gitlab.com/g/sub/app",
                         "https://gitlab.com/g/sub/app",
                     ],
-                    &["release/1.2"],
+                    &["refs/heads/release/1.2"],
                 ),
             ),
             (
@@ -228,7 +231,7 @@ mod tests {
                         "ssh://git@gitea.local:2222/acme/app.git",
                         "http://gitea.local:3000/acme/app",
                     ],
-                    &["main"],
+                    &["refs/heads/main"],
                 ),
             ),
             (
@@ -251,7 +254,7 @@ mod tests {
                         "https://bitbucket.org/acme/app.git",
                         "git@bitbucket.org:acme/app.git",
                     ],
-                    &["main", "dev"],
+                    &["refs/heads/main", "refs/tags/v1", "refs/heads/dev"],
                 ),
             ),
             (
@@ -273,7 +276,7 @@ mod tests {
             (
                 Generic,
                 serde_json::json!({"url": "file:///srv/app.git", "ref": "refs/heads/main"}),
-                push(&["file:///srv/app.git"], &["main"]),
+                push(&["file:///srv/app.git"], &["refs/heads/main"]),
             ),
             (
                 Generic,

@@ -120,7 +120,7 @@ fn layout_keys_are_checked_with_the_key_and_the_line() {
         ),
         (
             "stack:\n  - path: x\n",
-            "line 1: unknown key `stack` (expected one of: docker, target, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults)",
+            "line 1: unknown key `stack` (expected one of: docker, target, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults, webhooks)",
         ),
     ];
     for (text, want) in cases {
