@@ -43,10 +43,12 @@ pub enum EventKind {
     UpdateFailed,
     HostUnreachable,
     HostRecovered,
+    WindowClosedWait,
+    WindowOpened,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::RepoAdded,
         EventKind::RepoRemoved,
         EventKind::RepoRenamed,
@@ -70,6 +72,8 @@ impl EventKind {
         EventKind::UpdateFailed,
         EventKind::HostUnreachable,
         EventKind::HostRecovered,
+        EventKind::WindowClosedWait,
+        EventKind::WindowOpened,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +101,8 @@ impl EventKind {
             EventKind::UpdateFailed => "update_failed",
             EventKind::HostUnreachable => "host_unreachable",
             EventKind::HostRecovered => "host_recovered",
+            EventKind::WindowClosedWait => "window_closed_wait",
+            EventKind::WindowOpened => "window_opened",
         }
     }
 
@@ -295,6 +301,14 @@ impl NewEvent {
     pub fn field(mut self, key: &str, value: impl Into<serde_json::Value>) -> NewEvent {
         self.fields.insert(key.to_string(), value.into());
         self
+    }
+
+    /// `field`, when `when` holds.
+    pub fn field_if(self, when: bool, key: &str, value: impl Into<serde_json::Value>) -> NewEvent {
+        match when {
+            true => self.field(key, value),
+            false => self,
+        }
     }
 }
 

@@ -366,6 +366,62 @@ impl Cmd {
 
     /// Runs to completion; a non-zero exit is an error carrying stderr.
     pub async fn run(self) -> Result<Output, ProcessError> {
+        let max_stdout = self.max_stdout;
+        let (command, status, out_file, err_file) = self.exec().await?;
+        let io_err = |source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        };
+        let stderr = read_tail(err_file, MAX_STDERR).await.map_err(io_err)?;
+        if !status.success() {
+            return Err(ProcessError::Failed {
+                command,
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        let stdout = match read_up_to(out_file, max_stdout).await.map_err(io_err)? {
+            Some(stdout) => stdout,
+            None => {
+                return Err(ProcessError::TooMuchOutput {
+                    command,
+                    limit: max_stdout,
+                });
+            }
+        };
+        Ok(Output { stdout, stderr })
+    }
+
+    /// Runs to completion whatever its exit status, keeping the last
+    /// `keep` bytes of its stdout and of its stderr (a deploy hook's
+    /// output is kept, not judged by its size). A timeout is still an error.
+    pub async fn run_to_end(self, keep: u64) -> Result<Ended, ProcessError> {
+        let (command, status, out_file, err_file) = self.exec().await?;
+        let io_err = |source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        };
+        Ok(Ended {
+            success: status.success(),
+            status: status.to_string(),
+            stdout: read_tail(out_file, keep).await.map_err(io_err)?,
+            stderr: read_tail(err_file, keep).await.map_err(io_err)?,
+        })
+    }
+
+    /// Starts the command and waits for its exit within the timeout: the
+    /// command as shown, its status and the files holding its output.
+    async fn exec(
+        self,
+    ) -> Result<
+        (
+            String,
+            std::process::ExitStatus,
+            std::fs::File,
+            std::fs::File,
+        ),
+        ProcessError,
+    > {
         let command = self.display();
         let mut cmd = self.build();
         // Output goes to unnamed temporary files, not pipes: a child that
@@ -402,28 +458,19 @@ impl Cmd {
                 });
             }
         };
-        let stderr = read_tail(err_file, MAX_STDERR).await.map_err(io_err)?;
-        if !status.success() {
-            return Err(ProcessError::Failed {
-                command,
-                status: status.to_string(),
-                stderr,
-            });
-        }
-        let stdout = match read_up_to(out_file, self.max_stdout)
-            .await
-            .map_err(io_err)?
-        {
-            Some(stdout) => stdout,
-            None => {
-                return Err(ProcessError::TooMuchOutput {
-                    command,
-                    limit: self.max_stdout,
-                });
-            }
-        };
-        Ok(Output { stdout, stderr })
+        Ok((command, status, out_file, err_file))
     }
+}
+
+/// How a command run by [`Cmd::run_to_end`] ended, and the ends of what
+/// it wrote.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub success: bool,
+    /// `exit status: 3`, `signal: 9 (SIGKILL)`.
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// What a child wrote to stdout, or `None` when it is longer than `limit`

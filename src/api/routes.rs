@@ -422,6 +422,19 @@ pub struct WaitQuery {
     wait: bool,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// Answer once the deployment has finished, with its history row
+    #[serde(default)]
+    #[param(default = false)]
+    wait: bool,
+    /// Deploy even while the stack's sync windows are closed (`kedge sync --force`)
+    #[serde(default)]
+    #[param(default = false)]
+    force: bool,
+}
+
 /// What `POST /api/v1/repos/{name}/rollback` takes.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -464,19 +477,19 @@ pub enum Finished {
 
 /// Deploys the branch head now and heals all drift (`kedge sync`).
 #[utoipa::path(post, path = "/api/v1/repos/{name}/sync", tag = "deployments",
-    params(("name" = String, Path, description = "the repository's name"), WaitQuery),
+    params(("name" = String, Path, description = "the repository's name"), SyncQuery),
     responses(
         (status = 202, description = "the deployment has begun", body = DeploymentStarted),
         (status = 200, description = "the finished deployment (`wait=true`), or nothing to deploy", body = Finished),
         (status = 400, description = "a query parameter is not valid", body = ErrorBody),
         (status = 404, description = "no repository of that name", body = ErrorBody),
-        (status = 409, description = "another apply holds the repository", body = ErrorBody),
+        (status = 409, description = "another apply holds the repository, or its sync window is closed (`force=true` deploys anyway)", body = ErrorBody),
         (status = 422, description = "the branch head cannot be deployed", body = ErrorBody),
     ))]
 pub async fn sync(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    q: Result<Query<SyncQuery>, QueryRejection>,
 ) -> ApiResult {
     sync_of(&state, &name, q).await
 }
@@ -484,17 +497,16 @@ pub async fn sync(
 pub(super) async fn sync_of(
     state: &AppState,
     address: &str,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    q: Result<Query<SyncQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query(q)?;
+    let how = crate::ops::command::SyncHow {
+        force: q.force,
+        ..Default::default()
+    };
     let running = state
         .ops
-        .start_sync(
-            address,
-            false,
-            false,
-            Some(state.ops.settings().command_wait),
-        )
+        .start_sync(address, how, Some(state.ops.settings().command_wait))
         .await?;
     answer_deployment(state, address, q.wait, running).await
 }

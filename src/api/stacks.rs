@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 
 use super::routes::{
-    DiffDocument, Finished, HistoryQuery, RollbackBody, WaitQuery, diff_of, history_of,
+    DiffDocument, Finished, HistoryQuery, RollbackBody, SyncQuery, WaitQuery, diff_of, history_of,
     rollback_of, status_of, sync_of,
 };
 use super::{ApiError, AppState, ErrorBody};
@@ -72,7 +72,7 @@ pub async fn diff(
 /// Deploys the branch head to one stack now and heals its drift.
 #[utoipa::path(post, path = "/api/v1/stacks/{repo}/{stack}/sync", tag = "stacks",
     params(("repo" = String, Path, description = "the repository's name"),
-           ("stack" = String, Path, description = "the stack's name"), WaitQuery),
+           ("stack" = String, Path, description = "the stack's name"), SyncQuery),
     responses(
         (status = 202, description = "the deployment has begun", body = super::routes::DeploymentStarted),
         (status = 200, description = "the finished deployment (`wait=true`), or nothing to deploy", body = Finished),
@@ -84,7 +84,7 @@ pub async fn diff(
 pub async fn sync(
     State(state): State<Arc<AppState>>,
     Path((repo, stack)): Path<(String, String)>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    q: Result<Query<SyncQuery>, QueryRejection>,
 ) -> ApiResult {
     sync_of(&state, &address(&repo, &stack), q).await
 }

@@ -295,6 +295,61 @@ pub async fn up(
         .map_err(|e| ApplyError::Up(e.into()))
 }
 
+/// A deploy hook: `run --rm -T [--no-deps] SERVICE` within `timeout`, its
+/// container removed after. `no_deps` when the stack runs already: a hook
+/// before `up` must change nothing of it (its dependencies run, at their
+/// deployed version); on a first deployment they are started for it.
+/// Never an error: how it ended is the run's.
+pub async fn run_hook(
+    project: &Compose,
+    phase: crate::model::hooks::HookPhase,
+    service: &str,
+    no_deps: bool,
+    timeout: std::time::Duration,
+) -> crate::model::hooks::HookRun {
+    use crate::model::hooks::{HookRun, MAX_OUTPUT};
+    let started = std::time::Instant::now();
+    // Quiet progress: what stderr holds is the container's, or compose's
+    // reason for failing.
+    let mut args = vec!["--progress", "quiet", "run", "--rm", "-T", "--quiet-pull"];
+    if no_deps {
+        args.push("--no-deps");
+    }
+    args.push(service);
+    let ended = project
+        .cmd(args)
+        .timeout(timeout)
+        .run_to_end(MAX_OUTPUT)
+        .await;
+    let (ok, status, output) = match ended {
+        Ok(e) => {
+            let output = match (e.stdout.is_empty(), e.stderr.is_empty()) {
+                (_, true) => e.stdout,
+                (true, false) => e.stderr,
+                (false, false) => format!("{}\n{}", e.stdout, e.stderr),
+            };
+            (e.success, e.status, output)
+        }
+        Err(crate::process::ProcessError::Timeout { after, .. }) => (
+            false,
+            format!(
+                "timed out after {} (deploy.timeout)",
+                crate::config::duration::format_duration(after)
+            ),
+            String::new(),
+        ),
+        Err(e) => (false, compose::reason(&e), String::new()),
+    };
+    HookRun {
+        phase,
+        service: service.to_string(),
+        ok,
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
+        output,
+    }
+}
+
 /// Heals services: `up -d --no-deps [--force-recreate] SERVICES`. Forcing is
 /// needed for a container replaced by hand whose compose labels were copied
 /// from the original: compose alone would take it for up to date.

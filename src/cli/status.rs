@@ -96,6 +96,9 @@ fn print_text(statuses: &[RepoStatus]) -> Result<(), OutputError> {
             writeln!(out, "  Pinned:      {}", p.describe())?;
         }
         writeln!(out, "  Sync state:  {}", s.sync_state)?;
+        if let Some(w) = &s.window {
+            writeln!(out, "  Window:      {}", one_line(&w.text))?;
+        }
         if let Some(r) = &s.auto_rollback {
             writeln!(out, "  Rolled back: {}", one_line(&r.text))?;
         }

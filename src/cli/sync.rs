@@ -20,6 +20,9 @@ pub struct Args {
     /// Do not wait for the changed services to come up (skip the health gate)
     #[arg(long)]
     pub no_wait: bool,
+    /// Deploy even while the stack's sync windows (reconciliation.windows) are closed
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A repository that declares several stacks: each of them, in `after:`
@@ -35,7 +38,12 @@ pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             true => format!("{}/{}", repo.name, stack.name),
             false => address.clone(),
         };
-        let report = block_on(ctx.ops.sync(&address, args.dry_run, args.no_wait))??;
+        let how = crate::ops::command::SyncHow {
+            dry_run: args.dry_run,
+            no_wait: args.no_wait,
+            force: args.force,
+        };
+        let report = block_on(ctx.ops.sync(&address, how))??;
         if !ctx.json() {
             print_report(&report, several.then_some(&address))?;
         }

@@ -138,7 +138,7 @@ fn errors_name_the_sink_the_key_and_the_line_and_never_the_secret() {
         ),
         (
             "notifications:\n  - name: ops\n    type: slack\n    url: ${SLACK_URL}\n    events: [deploy_faild]\n",
-            "line 5: notification `ops`, key `events`: unknown event kind \"deploy_faild\" (expected `*` or some of: repo_added, repo_removed, repo_renamed, commit_detected, deploy_started, deploy_succeeded, deploy_failed, rolled_back, pin_released, drift_detected, drift_healed, heal_failed, crash_loop, unhealthy, stack_unchanged, stack_added, stack_orphaned, stack_removed, update_available, update_applied, update_failed, host_unreachable, host_recovered)",
+            "line 5: notification `ops`, key `events`: unknown event kind \"deploy_faild\" (expected `*` or some of: repo_added, repo_removed, repo_renamed, commit_detected, deploy_started, deploy_succeeded, deploy_failed, rolled_back, pin_released, drift_detected, drift_healed, heal_failed, crash_loop, unhealthy, stack_unchanged, stack_added, stack_orphaned, stack_removed, update_available, update_applied, update_failed, host_unreachable, host_recovered, window_closed_wait, window_opened)",
         ),
         (
             "notifications:\n  - name: ops\n    type: slack\n    url: ${SLACK_URL}\n    repeat_interval: hourly\n",

@@ -55,6 +55,16 @@ pub enum CommandError {
         "{repo}'s task is stopping (serve is shutting down, or the repository was removed): the command was not run"
     )]
     Stopping { repo: String },
+    #[error(
+        "commit {} of {repo} waits for its sync window ({}): `kedge sync --force` deploys it now",
+        short(commit),
+        super::windows::until_text(*opens)
+    )]
+    Window {
+        repo: String,
+        commit: String,
+        opens: Option<i64>,
+    },
 }
 
 fn candidates_text(candidates: &[String]) -> String {
@@ -113,8 +123,13 @@ pub async fn run(
         return Err(ReconcileError::Host(e).into());
     }
     let answer = match request {
-        Request::Sync { dry_run, no_wait } => {
+        Request::Sync {
+            dry_run,
+            no_wait,
+            force,
+        } => {
             task.skip_gate = no_wait;
+            task.force_window = force;
             sync(shared, task, dry_run).await.map(Answer::Sync)
         }
         Request::Rollback { commit } => rollback(shared, task, &commit).await.map(Answer::Rollback),
@@ -129,6 +144,7 @@ pub async fn run(
     };
     task.lock = None;
     task.skip_gate = false;
+    task.force_window = false;
     task.announce = None;
     answer
 }
@@ -197,6 +213,13 @@ async fn sync(
                 return Err(CommandError::Refused {
                     commit: head,
                     error,
+                });
+            }
+            Outcome::Waiting { opens } => {
+                return Err(CommandError::Window {
+                    repo: task.address(),
+                    commit: head,
+                    opens,
                 });
             }
             Outcome::Deferred { .. } | Outcome::Unchanged => unreachable!("sync is forced"),
@@ -460,7 +483,9 @@ async fn rollback(
     let changed = match outcome {
         Outcome::Deployed { changed } => changed,
         Outcome::Refused { error } => return Err(CommandError::Refused { commit, error }),
-        Outcome::Deferred { .. } | Outcome::Unchanged => unreachable!("rollback is forced"),
+        Outcome::Deferred { .. } | Outcome::Unchanged | Outcome::Waiting { .. } => {
+            unreachable!("rollback is forced")
+        }
     };
     let (pinned, at) = (commit.clone(), head.clone());
     shared

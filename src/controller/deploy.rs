@@ -13,6 +13,7 @@ use crate::apply::ApplyError;
 use crate::desired::kedge_yaml::{Gate, Mode};
 use crate::desired::render::{self, Desired, RenderError, ServiceSpec};
 use crate::events::{EventKind, NewEvent, Severity};
+use crate::model::hooks::HookRun;
 use crate::plan::failure;
 use crate::plan::rollout::rollout;
 use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
@@ -106,7 +107,7 @@ pub async fn deploy(
         return refuse(shared, task, &info.message, commit, trigger, &e).await;
     }
 
-    let refused = match ignored_unknown(&desired) {
+    let refused = match crate::desired::services_named::refused(&desired) {
         Some(e) => Some(e),
         None => super::hosts::reach_for(shared, task, &desired).await?,
     };
@@ -138,6 +139,11 @@ pub async fn deploy(
         return Ok(Outcome::Deferred {
             mode: desired.kedge.mode,
         });
+    }
+    if let Some(opens) =
+        super::windows::hold(shared, task, &desired.kedge.windows, commit, trigger).await?
+    {
+        return Ok(Outcome::Waiting { opens });
     }
     // An image update has no commit message: it says what it deploys.
     let message = match (trigger, &task.update_message) {
@@ -279,6 +285,20 @@ pub async fn apply_rendered(
             .await
             .map_err(StepError::from)
     };
+    // The deploy hooks' runs, for the record and its event.
+    let mut hook_runs: Vec<HookRun> = Vec::new();
+    let result = match result {
+        Ok(runs) => {
+            hook_runs = runs;
+            Ok(())
+        }
+        Err(e) => {
+            if let StepError::Hook { runs } = &e {
+                hook_runs = runs.clone();
+            }
+            Err(e)
+        }
+    };
     // The health gate: the changed services must come up before the
     // deployment counts. The deployment stays `in_progress` meanwhile.
     task.gated = false;
@@ -309,6 +329,22 @@ pub async fn apply_rendered(
         }
         other => other,
     };
+    // `deploy.after`: once the gate has passed (or was skipped).
+    let gated = match gated {
+        Ok(()) if !desired.kedge.gate.after.is_empty() => {
+            match target.after_hooks(&task.site(shared), desired).await {
+                Ok(runs) => {
+                    hook_runs.extend(runs);
+                    Ok(())
+                }
+                Err(runs) => {
+                    hook_runs.extend(runs.iter().cloned());
+                    Err(StepError::Hook { runs })
+                }
+            }
+        }
+        other => other,
+    };
     let elapsed = started.elapsed();
     match gated {
         Ok(()) => {
@@ -324,13 +360,18 @@ pub async fn apply_rendered(
             };
             // The deployment's result, its services and the repository's
             // state: all of it or none of it.
-            let (deployed, kept, changes) =
-                (Deployed::of(desired), records.clone(), changed.clone());
+            let (deployed, kept, changes, runs) = (
+                Deployed::of(desired),
+                records.clone(),
+                changed.clone(),
+                hook_runs.clone(),
+            );
             shared
                 .db
                 .write(move |s| {
                     s.with_transaction(|s| {
                         s.replace_services(id, &kept)?;
+                        s.record_hooks(deployment, &runs)?;
                         s.finish_deployment(deployment, status, &changes, None)?;
                         deployed.mark(s, id)
                     })
@@ -365,12 +406,14 @@ pub async fn apply_rendered(
                 .field("trigger", trigger.as_str())
                 .field("deployment", deployment)
                 .field("changed", changed.clone())
-                .field("duration_ms", elapsed.as_millis() as u64),
+                .field("duration_ms", elapsed.as_millis() as u64)
+                .field_if(!hook_runs.is_empty(), "hooks", hooks_field(&hook_runs)),
             );
             Ok(Outcome::Deployed { changed })
         }
         Err(e) => {
-            let gate_failed = matches!(e, StepError::Gate(_));
+            // A failed gate or `deploy.after` hook: the commit's verdict.
+            let gate_failed = e.judges_the_commit();
             // Swarm's own `failure_action: rollback` already put the previous
             // version of these services back.
             let target_rolled: Vec<&str> = match &e {
@@ -396,6 +439,7 @@ pub async fn apply_rendered(
                 target
                     .settle(&task.site(shared), &desired.project, &mut records)
                     .await;
+                drop_kept_override(shared, id).await;
             } else if let (true, Some(deployed)) = (decision.restore_checkout, &deployed) {
                 // The clone goes back to what is running: its files are bind-mounted.
                 match task.git.checkout_deployed(deployed).await {
@@ -407,20 +451,30 @@ pub async fn apply_rendered(
                     ),
                 }
             }
+            if decision.restore_checkout && !decision.undo && !decision.keep {
+                // Failed before `up`: the containers are as they were; the
+                // files they are healed from go back too.
+                super::restore::put_back_files(shared, task).await?;
+            }
             if let Some(note) = decision.note {
                 error.push_str(&format!("; {}", note.text()));
             }
             let note = decision.note.map(failure::Note::text);
-            let step = if gate_failed {
-                DeployStep::HealthGate
-            } else {
-                DeployStep::Apply
+            let step = match failed_step(&e) {
+                failure::FailedStep::Gate => DeployStep::HealthGate,
+                failure::FailedStep::BeforeHook => DeployStep::BeforeHook,
+                failure::FailedStep::AfterHook => DeployStep::AfterHook,
+                _ => DeployStep::Apply,
             };
             // The failed deployment and the repository's state (what is
             // deployed now, the error, whether the commit is tried again):
             // all of it or none of it.
-            let (deployed, kept, changes) =
-                (Deployed::of(desired), records.clone(), changed.clone());
+            let (deployed, kept, changes, runs) = (
+                Deployed::of(desired),
+                records.clone(),
+                changed.clone(),
+                hook_runs.clone(),
+            );
             let (text, settled) = (error.clone(), commit.to_string());
             // A new image that failed the gate is never proposed again as
             // an update (fleet.md §3).
@@ -447,6 +501,7 @@ pub async fn apply_rendered(
                             s.replace_services(id, &kept)?;
                             deployed.mark(s, id)?;
                         }
+                        s.record_hooks(deployment, &runs)?;
                         s.fail_deployment(deployment, &changes, &text, step)?;
                         s.mark_failed(id, &text)?;
                         if decision.settle {
@@ -465,7 +520,8 @@ pub async fn apply_rendered(
                     .field("trigger", trigger.as_str())
                     .field("deployment", deployment)
                     .field("step", step.as_str())
-                    .field("duration_ms", elapsed.as_millis() as u64),
+                    .field("duration_ms", elapsed.as_millis() as u64)
+                    .field_if(!hook_runs.is_empty(), "hooks", hooks_field(&hook_runs)),
             );
             if trigger == Trigger::ImageUpdate {
                 // The images that ran before are what the restore puts back.
@@ -561,23 +617,9 @@ async fn restore_settings(shared: &Shared, task: &RepoTask, failed: &Desired) ->
     }
 }
 
-/// `deploy.ignore` naming a service the stack does not have (under a
-/// profile not enabled counts as had): a typo would gate what it meant
-/// to leave alone.
-fn ignored_unknown(desired: &Desired) -> Option<RenderError> {
-    let known = |s: &String| desired.services.contains_key(s) || desired.dormant.contains(s);
-    let bad = desired.kedge.gate.ignore.iter().find(|s| !known(s))?;
-    let mut services: Vec<String> = desired
-        .services
-        .keys()
-        .chain(desired.dormant.iter())
-        .cloned()
-        .collect();
-    services.sort();
-    Some(RenderError::IgnoreUnknown {
-        service: bad.clone(),
-        services,
-    })
+/// The hooks' runs as an event's `fields.hooks`.
+fn hooks_field(runs: &[HookRun]) -> serde_json::Value {
+    serde_json::to_value(runs).unwrap_or_default()
 }
 
 /// The step a deployment failed at, as the failure decision sees it.
@@ -588,6 +630,8 @@ fn failed_step(e: &StepError) -> failure::FailedStep {
         }
         StepError::Gate(_) => failure::FailedStep::Gate,
         StepError::GateEngine(_) => failure::FailedStep::GateEngine,
+        StepError::Hook { .. } if e.judges_the_commit() => failure::FailedStep::AfterHook,
+        StepError::Hook { .. } => failure::FailedStep::BeforeHook,
         StepError::Apply(_) | StepError::Checkout(_) => failure::FailedStep::BeforeUp,
     }
 }
@@ -610,6 +654,7 @@ struct Deployed {
 /// After a kept deployment: the plaintext no container of the stack uses
 /// any more goes (all of it, when the stack reads no secret now).
 async fn prune_secrets(shared: &Shared, id: i64, desired: &Desired) {
+    drop_kept_override(shared, id).await;
     let dir = shared.secrets_dir(id);
     let keep = desired.secrets.as_ref().map(|s| s.in_use());
     let _ = tokio::task::spawn_blocking(move || match keep {
@@ -619,6 +664,15 @@ async fn prune_secrets(shared: &Shared, id: i64, desired: &Desired) {
         }
     })
     .await;
+}
+
+/// What is deployed now is what was applied: the SOPS override kept aside
+/// for a restore is an older deployment's, and must not come back.
+async fn drop_kept_override(shared: &Shared, id: i64) {
+    let kept = shared
+        .secrets_dir(id)
+        .join(crate::desired::secrets::OVERRIDE_KEPT);
+    let _ = tokio::fs::remove_file(kept).await;
 }
 
 impl Deployed {

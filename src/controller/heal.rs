@@ -158,7 +158,7 @@ pub async fn drift_plan_of(
         .project
         .clone()
         .unwrap_or_else(|| task.repo.name.clone());
-    let mode = mode.unwrap_or_else(|| mode_of(&state));
+    let mode = mode.unwrap_or_else(|| super::windows::heal_mode(&state, mode_of(&state)));
     let backed_off = task.drift.crashes.backed_off(Instant::now());
     let target = crate::target::Target::of_state(&state);
     let observed = target
@@ -265,29 +265,15 @@ pub async fn check(
         .into_iter()
         .map(PathBuf::from)
         .collect();
-    let compose = task
-        .compose(shared, &project, &task.git.clone, files)
-        .with_profiles(&state.profiles.clone().unwrap_or_default())
-        .with_env_files(&state.env_files.clone().unwrap_or_default())
-        .with_file(task.override_path());
-    // The project as it was applied: its decrypted SOPS files' override,
-    // and on a remote host the one that points at the shipped files, last.
-    // (Without them a recreated service would read its SOPS file still
-    // encrypted.)
-    let secrets = shared
-        .secrets_dir(task.id())
-        .join(crate::desired::secrets::OVERRIDE);
-    let compose = if !state.secrets.is_empty() && secrets.is_file() {
-        compose.with_file(secrets)
-    } else {
-        compose
-    };
-    let shipped = task.override_path().with_extension("host.json");
-    let compose = if shipped.is_file() {
-        compose.with_file(shipped)
-    } else {
-        compose
-    };
+    // The project as it was applied: its overrides read after its files.
+    let compose = crate::target::as_applied(
+        task.compose(shared, &project, &task.git.clone, files)
+            .with_profiles(&state.profiles.clone().unwrap_or_default())
+            .with_env_files(&state.env_files.clone().unwrap_or_default()),
+        &task.override_path(),
+        &shared.secrets_dir(task.id()),
+        !state.secrets.is_empty(),
+    );
     for heal in &plan.heals {
         let started = Instant::now();
         let what = describe_heal(heal);

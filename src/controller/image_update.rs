@@ -148,6 +148,17 @@ pub async fn deploy_images(
                 error: format!("mode {mode}: not deployed"),
             })
         }
+        Outcome::Waiting { opens } => {
+            // Git's images stay in force until the window opens; the
+            // update is proposed again then.
+            let services: Vec<String> = changes.iter().map(|c| c.service.clone()).collect();
+            step_back(shared, task, Some(&services)).await?;
+            Err(CommandError::Window {
+                repo: task.address(),
+                commit: deployed,
+                opens,
+            })
+        }
         Outcome::Unchanged => Ok(Vec::new()),
     }
 }

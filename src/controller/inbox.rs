@@ -13,9 +13,11 @@ use crate::model::report::{DiffReport, RollbackReport, SyncReport};
 /// What is asked of the task.
 #[derive(Debug, Clone)]
 pub enum Request {
+    /// `force`: deploy whatever the sync windows say.
     Sync {
         dry_run: bool,
         no_wait: bool,
+        force: bool,
     },
     Rollback {
         commit: String,
@@ -133,6 +135,7 @@ mod tests {
         Request::Sync {
             dry_run: false,
             no_wait: false,
+            force: false,
         }
     }
 

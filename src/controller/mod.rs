@@ -19,6 +19,7 @@ mod restore;
 pub mod task;
 pub mod updates;
 pub mod view;
+pub mod windows;
 mod write_back;
 
 use std::collections::HashMap;

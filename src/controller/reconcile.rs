@@ -24,6 +24,7 @@ pub async fn reconcile(
         return reconcile_stack(shared, task).await;
     }
     if task.source_due(shared) {
+        task.window_until = None;
         let head = match task.remote_head.take() {
             Some(head) => head,
             // Announced: the fetch (under the lock: it writes the clone)
@@ -60,8 +61,12 @@ pub async fn reconcile(
         }
     }
     super::heal::check(shared, task, None).await?;
-    // Next: the remote check when due, else the full drift check.
+    // Next: the remote check when due (at the latest when a sync window
+    // opens for a commit that waits), else the full drift check.
     let now = Instant::now();
+    if let Some(until) = task.window_until {
+        task.next_source = task.next_source.min(now + until_instant(until));
+    }
     let next = task.next_source.min(now + shared.settings.check_interval);
     Ok(Action::Requeue(next.saturating_duration_since(now)))
 }
@@ -81,6 +86,7 @@ async fn reconcile_stack(
     }
     let head = root.target_commit;
     let mut next = shared.settings.check_interval;
+    task.window_until = None;
     if let Some(head) = head {
         match advance(shared, task, head, false).await {
             Ok(Advanced::Waiting) => next = next.min(AFTER_WAIT),
@@ -97,8 +103,18 @@ async fn reconcile_stack(
             }
         }
     }
+    if let Some(until) = task.window_until {
+        next = next.min(until_instant(until));
+    }
     super::heal::check(shared, task, None).await?;
     Ok(Action::Requeue(next))
+}
+
+/// How long until `until` (milliseconds since the epoch), and a moment
+/// more, so that the window is open when the pass looks.
+fn until_instant(until: i64) -> std::time::Duration {
+    let ms = until.saturating_sub(crate::time::now_ms()).max(0) as u64;
+    std::time::Duration::from_millis(ms + 500)
 }
 
 /// How often a stack waiting for the stacks it comes `after` looks again
@@ -286,9 +302,20 @@ async fn advance(
             }
         }
     }
+    // Waiting for its sync window: nothing to render before it opens. (The
+    // state read above: nothing since touched what waits.)
+    if let Some(until) = super::windows::still_waiting(&state, &commit) {
+        task.window_until = Some(until);
+        return Ok(Advanced::Done);
+    }
     task.first = None;
     tracing::info!(repo = %name, stack = task.stack_name(), commit = short(&commit), "new commit {}", short(&commit));
     let deployed = deploy(shared, task, &commit, trigger).await;
+    task.window_until = match &deployed {
+        // Not within a week: looked at again at the next check.
+        Ok(super::task::Outcome::Waiting { opens }) => *opens,
+        _ => None,
+    };
     if !task.stack.root {
         // Its `after:` dependents may go on, or learn that it failed.
         shared.wake_stacks_of(task.repo.id);
@@ -307,7 +334,8 @@ async fn advance(
             };
             // A failed health gate is the commit's own verdict: trying it
             // again would only break the stack once more.
-            let settled = restored.is_some() || matches!(**source, StepError::Gate(_));
+            let settled = restored.is_some()
+                || matches!(**source, StepError::Gate(_) | StepError::Hook { .. });
             // An engine that does not answer is an outage, not a broken
             // commit: it uses up none of the commit's attempts, and its
             // return triggers a retry (see `reconcile`). A commit whose `up`

@@ -15,6 +15,31 @@ use crate::events::{EventKind, NewEvent};
 use crate::record::{DeployStep, DeploymentStatus, NewDeployment};
 use crate::{error_chain, short};
 
+/// After a deployment that failed before `up` (a pull, a `deploy.before`
+/// hook): nothing of the stack changed, but the files its containers are
+/// healed from did — the label override, the SOPS override, the files
+/// shipped to a host. They are put back as the deployed commit had them
+/// (the clone holds its tree again); no container is touched.
+pub async fn put_back_files(shared: &Arc<Shared>, task: &RepoTask) -> Result<(), ReconcileError> {
+    let id = task.id();
+    let state = shared.db.read(|s| s.repo_state(id))?;
+    let records = shared.db.read(|s| s.services(id))?;
+    if state.deployed_commit.is_none() || records.is_empty() {
+        return Ok(());
+    }
+    let deployed = Project::of(shared, task, &state)?;
+    // Nothing to bring back up.
+    let mut restore = deployed.restore(&records, &[]);
+    restore.prune = false;
+    let restored = crate::target::Target::of_state(&state)
+        .put_back(&task.site(shared), restore)
+        .await;
+    if let Err(e) = restored {
+        tracing::warn!(repo = %task.repo.name, "cannot put the deployed overrides back: {}", error_chain(&e));
+    }
+    Ok(())
+}
+
 /// Re-applies the deployed commit after a failed `up` of `failed`, recorded
 /// as a `rolled_back` deployment (trigger `auto_rollback`). The clone holds
 /// the deployed tree again; its services' records are still the store's.
@@ -49,16 +74,8 @@ pub async fn restore_previous(
     if records.is_empty() {
         return Ok(None);
     }
-    let project = state.project.clone().unwrap_or_else(|| name.clone());
-    let files: Vec<PathBuf> = state
-        .compose_files
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let profiles = state.profiles.clone().unwrap_or_default();
-    let prune = state.prune.unwrap_or(true);
+    let deployed_project = Project::of(shared, task, &state)?;
+    let project = deployed_project.project.clone();
     let message = format!(
         "restored after the failed deployment of {}: {}",
         short(failed),
@@ -81,26 +98,10 @@ pub async fn restore_previous(
         .await?;
     let applied_ms = crate::time::now_ms();
     let target = crate::target::Target::of_state(&state);
-    // The images the restored deployment ran in place of Git's.
-    let images: BTreeMap<String, String> = shared
-        .db
-        .read(|s| s.image_overrides(id))?
-        .into_iter()
-        .map(|o| (o.service, o.image))
-        .collect();
     let result = target
         .restore(
             &task.site(shared),
-            crate::target::Restore {
-                project: &project,
-                files,
-                profiles: &profiles,
-                env_files: &state.env_files.clone().unwrap_or_default(),
-                records: &records,
-                changed,
-                prune,
-                images: &images,
-            },
+            deployed_project.restore(&records, changed),
         )
         .await;
     // Gated like a deployment: what was healthy once may not be now (its
@@ -188,6 +189,70 @@ pub async fn restore_previous(
                     .field("duration_ms", started.elapsed().as_millis() as u64),
             );
             Ok(None)
+        }
+    }
+}
+
+/// The deployed deployment's compose project, as a restore applies it
+/// again: its files, profiles and env files, whether it prunes, the images
+/// it ran in place of Git's, whether it read SOPS files.
+struct Project {
+    project: String,
+    files: Vec<PathBuf>,
+    profiles: Vec<String>,
+    env_files: Vec<String>,
+    prune: bool,
+    images: BTreeMap<String, String>,
+    secrets: bool,
+}
+
+impl Project {
+    fn of(
+        shared: &Shared,
+        task: &RepoTask,
+        state: &crate::record::RepoState,
+    ) -> Result<Project, ReconcileError> {
+        let id = task.id();
+        Ok(Project {
+            project: state
+                .project
+                .clone()
+                .unwrap_or_else(|| task.repo.name.clone()),
+            files: state
+                .compose_files
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            profiles: state.profiles.clone().unwrap_or_default(),
+            env_files: state.env_files.clone().unwrap_or_default(),
+            prune: state.prune.unwrap_or(true),
+            images: shared
+                .db
+                .read(|s| s.image_overrides(id))?
+                .into_iter()
+                .map(|o| (o.service, o.image))
+                .collect(),
+            secrets: !state.secrets.is_empty(),
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        records: &'a BTreeMap<String, crate::record::ServiceRecord>,
+        changed: &'a [String],
+    ) -> crate::target::Restore<'a> {
+        crate::target::Restore {
+            project: &self.project,
+            files: self.files.clone(),
+            profiles: &self.profiles,
+            env_files: &self.env_files,
+            records,
+            changed,
+            prune: self.prune,
+            images: &self.images,
+            secrets: self.secrets,
         }
     }
 }

@@ -69,6 +69,26 @@ pub enum StepError {
     /// An outage, not the commit's verdict: retried when the engine is back.
     #[error("the engine stopped answering during the health gate")]
     GateEngine(#[source] crate::target::gate::GateFailure),
+    /// A deploy hook failed: the runs so far, the failed one last.
+    #[error("{}", runs.last().map(crate::model::hooks::HookRun::failure).unwrap_or_default())]
+    Hook {
+        runs: Vec<crate::model::hooks::HookRun>,
+    },
+}
+
+impl StepError {
+    /// A failure that is the commit's own verdict (a failed gate or
+    /// `deploy.after` hook): its new images are not proposed again, and a
+    /// write-back commit is reverted.
+    pub fn judges_the_commit(&self) -> bool {
+        match self {
+            StepError::Gate(_) => true,
+            StepError::Hook { runs } => runs
+                .last()
+                .is_some_and(|r| r.phase == crate::model::hooks::HookPhase::After),
+            _ => false,
+        }
+    }
 }
 
 impl From<crate::target::TargetError> for StepError {
@@ -76,6 +96,7 @@ impl From<crate::target::TargetError> for StepError {
         match e {
             crate::target::TargetError::Apply(e) => StepError::Apply(e),
             crate::target::TargetError::Checkout(e) => StepError::Checkout(e),
+            crate::target::TargetError::Hook { runs } => StepError::Hook { runs },
         }
     }
 }
@@ -122,6 +143,11 @@ pub enum Outcome {
     },
     /// Not rendered: the commit changes none of the stack's inputs.
     Unchanged,
+    /// Not deployed: its sync windows are closed; they open at `opens`
+    /// (`None`: not within a week).
+    Waiting {
+        opens: Option<i64>,
+    },
 }
 
 /// Per-stack state that lives as long as its task. The repository's own
@@ -171,6 +197,10 @@ pub struct RepoTask {
     pub(super) fetched: Option<String>,
     /// `kedge sync --no-wait`: this task's deployments skip the health gate.
     pub skip_gate: bool,
+    /// `kedge sync --force`: deploy whatever the sync windows say.
+    pub force_window: bool,
+    /// When the sync window a waiting commit waits for opens.
+    pub(super) window_until: Option<i64>,
     /// The deployment message of an image update in progress (it has no
     /// commit message of its own).
     pub update_message: Option<String>,
@@ -215,6 +245,8 @@ impl RepoTask {
             announced: false,
             fetched: None,
             skip_gate: false,
+            force_window: false,
+            window_until: None,
             update_message: None,
             gated: false,
             announce: None,

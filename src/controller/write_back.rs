@@ -26,7 +26,7 @@ pub(super) fn held(state: &RepoState) -> Option<String> {
         ));
     }
     match state.mode.unwrap_or_default() {
-        crate::model::settings::Mode::Auto => None,
+        crate::model::settings::Mode::Auto => super::windows::held_updates(state),
         mode => Some(format!("held: mode {mode} only reports updates")),
     }
 }

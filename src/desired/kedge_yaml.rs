@@ -33,6 +33,21 @@ pub struct Gate {
     /// `deploy.ignore`: services the gate does not wait for (one-shot or
     /// init services whose exit is their own business).
     pub ignore: Vec<String>,
+    /// `deploy.before`: one-shot services run with `compose run --rm`
+    /// before `up`; one that fails fails the deployment, nothing changed.
+    pub before: Vec<String>,
+    /// `deploy.after`: run once the gate has passed; one that fails fails
+    /// the deployment as a failed gate does.
+    pub after: Vec<String>,
+}
+
+impl Gate {
+    /// Services the gate leaves out: those ignored, and the hooks'.
+    pub fn leaves_out(&self, service: &str) -> bool {
+        [&self.ignore, &self.before, &self.after]
+            .iter()
+            .any(|l| l.iter().any(|s| s == service))
+    }
 }
 
 impl Default for Gate {
@@ -43,6 +58,8 @@ impl Default for Gate {
             stable_for: Duration::from_secs(5),
             rollback_on_failure: true,
             ignore: Vec::new(),
+            before: Vec::new(),
+            after: Vec::new(),
         }
     }
 }
@@ -71,6 +88,8 @@ pub struct KedgeYaml {
     pub sops_files: Vec<String>,
     /// `updates:`: image update checks (fleet.md §3); `None`: none.
     pub updates: Option<super::updates::Updates>,
+    /// `reconciliation.windows` and `heal_in_window_only` (fleet.md §5).
+    pub windows: crate::model::settings::SyncWindows,
 }
 
 impl Default for KedgeYaml {
@@ -88,6 +107,7 @@ impl Default for KedgeYaml {
             hosts: Vec::new(),
             sops_files: Vec::new(),
             updates: None,
+            windows: Default::default(),
         }
     }
 }
@@ -101,6 +121,7 @@ impl KedgeYaml {
             unhealthy: self.unhealthy,
             target: self.target,
             host: self.host.clone(),
+            windows: self.windows.clone(),
         }
     }
 
@@ -246,7 +267,10 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         }
     }
 
-    if let Some(rec) = top.section("reconciliation", &["mode", "prune"])? {
+    if let Some(rec) = top.section(
+        "reconciliation",
+        &["mode", "prune", "windows", "heal_in_window_only"],
+    )? {
         if let Some(mode) = rec.parsed("mode", env, |s| {
             Mode::parse(s).ok_or_else(|| "auto, notify or manual".to_string())
         })? {
@@ -254,6 +278,38 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         }
         if let Some(prune) = rec.bool("prune", env)? {
             out.prune = prune;
+        }
+        for (i, (entry, line)) in rec
+            .list("windows", &["allow", "deny"])?
+            .into_iter()
+            .enumerate()
+        {
+            let window = |key: &str| {
+                entry.parsed(key, env, |w| {
+                    crate::plan::window::Window::parse(w).map(|_| w.to_string())
+                })
+            };
+            let found = match (window("allow")?, window("deny")?) {
+                (Some(w), None) => {
+                    out.windows.allow.push(w);
+                    continue;
+                }
+                (None, Some(w)) => {
+                    out.windows.deny.push(w);
+                    continue;
+                }
+                (Some(_), Some(_)) => "both allow and deny",
+                (None, None) => "neither allow nor deny",
+            };
+            return Err(SchemaError::InvalidValue {
+                line,
+                key: format!("{}[{i}]", rec.key_path("windows")),
+                value: found.into(),
+                expected: "one of `allow:` or `deny:` per entry, such as {allow: \"Mon-Fri 08:00-18:00 Europe/Berlin\"}".into(),
+            });
+        }
+        if let Some(only) = rec.bool("heal_in_window_only", env)? {
+            out.windows.heal_in_window_only = only;
         }
     }
 
@@ -265,6 +321,8 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
             "stable_for",
             "rollback_on_failure",
             "ignore",
+            "before",
+            "after",
         ],
     )? {
         let duration = |s: &str| {
@@ -291,16 +349,28 @@ pub fn from_node(doc: &yaml::Node, env: Env, path: &str) -> Result<KedgeYaml, Sc
         if let Some(rollback) = deploy.bool("rollback_on_failure", env)? {
             out.gate.rollback_on_failure = rollback;
         }
-        if let Some((ignore, line)) = deploy.strings("ignore", env)? {
-            if let Some(bad) = ignore.iter().find(|s| s.is_empty()) {
+        let services = |key: &str| -> Result<Option<Vec<String>>, SchemaError> {
+            let Some((list, line)) = deploy.strings(key, env)? else {
+                return Ok(None);
+            };
+            if let Some(bad) = list.iter().find(|s| s.is_empty()) {
                 return Err(SchemaError::InvalidValue {
                     line,
-                    key: deploy.key_path("ignore"),
+                    key: deploy.key_path(key),
                     value: format!("{bad:?}"),
                     expected: "service names of the stack".into(),
                 });
             }
+            Ok(Some(list))
+        };
+        if let Some(ignore) = services("ignore")? {
             out.gate.ignore = ignore;
+        }
+        if let Some(before) = services("before")? {
+            out.gate.before = before;
+        }
+        if let Some(after) = services("after")? {
+            out.gate.after = after;
         }
     }
 
@@ -482,7 +552,7 @@ mod tests {
                 },
             ),
             (
-                "deploy:\n  wait: false\n  timeout: 30s\n  stable_for: 1m30s\n  rollback_on_failure: false\ndrift:\n  unhealthy: restart\n",
+                "deploy:\n  wait: false\n  timeout: 30s\n  stable_for: 1m30s\n  rollback_on_failure: false\n  before: [migrate]\n  after: [smoke, warm]\ndrift:\n  unhealthy: restart\n",
                 KedgeYaml {
                     gate: Gate {
                         wait: false,
@@ -490,6 +560,8 @@ mod tests {
                         stable_for: Duration::from_secs(90),
                         rollback_on_failure: false,
                         ignore: Vec::new(),
+                        before: vec!["migrate".into()],
+                        after: vec!["smoke".into(), "warm".into()],
                     },
                     unhealthy: Unhealthy::Restart,
                     ..default.clone()
@@ -533,6 +605,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sync_windows_are_allow_or_deny_entries() {
+        let k = ok(
+            "reconciliation:\n  windows:\n    - allow: \"Mon-Fri 08:00-18:00 Europe/Berlin\"\n    - {deny: \"Fri 16:00-18:00 Europe/Berlin\"}\n  heal_in_window_only: true\n",
+        );
+        assert_eq!(k.windows.allow, ["Mon-Fri 08:00-18:00 Europe/Berlin"]);
+        assert_eq!(k.windows.deny, ["Fri 16:00-18:00 Europe/Berlin"]);
+        assert!(k.windows.heal_in_window_only);
+        assert_eq!(k.settings().windows, k.windows);
+        assert!(ok("docker: {}\n").windows.is_empty());
+        for (text, why) in [
+            (
+                "reconciliation:\n  windows:\n    - allow: \"Mon 08:00-18:00 Mars/Base\"\n",
+                "line 3: `reconciliation.windows[0].allow`: invalid value \"Mon 08:00-18:00 Mars/Base\", expected \"Mon 08:00-18:00 Mars/Base\": \"Mars/Base\" is not an IANA time zone",
+            ),
+            (
+                "reconciliation:\n  windows:\n    - {allow: \"Mon 08:00-18:00\", deny: \"Tue 08:00-18:00\"}\n",
+                "line 3: `reconciliation.windows[0]`: invalid value \"both allow and deny\", expected one of `allow:` or `deny:` per entry",
+            ),
+            (
+                "reconciliation:\n  windows:\n    - {when: \"Mon 08:00-18:00\"}\n",
+                "unknown key `reconciliation.windows[0].when`",
+            ),
+        ] {
+            let e = parse(text, &|_| None).unwrap_err().to_string();
+            assert!(e.starts_with(why) || e.contains(why), "{text}: {e}");
+        }
+    }
+
     /// Each invalid file and the exact message: it names the key and the line.
     #[test]
     fn invalid_files() {
@@ -555,7 +656,7 @@ mod tests {
             ),
             (
                 "reconcilation:\n  mode: auto\n",
-                "line 1: unknown key `reconcilation` (expected one of: docker, target, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults)",
+                "line 1: unknown key `reconcilation` (expected one of: docker, target, reconciliation, deploy, drift, sops, updates, stacks, discover, stacks_removed, defaults, webhooks)",
             ),
             (
                 "reconciliation:\n  mode: auto\n  prune: maybe\n",
@@ -615,7 +716,7 @@ mod tests {
             ),
             (
                 "deploy:\n  retries: 3\n",
-                "line 2: unknown key `deploy.retries` (expected one of: wait, timeout, stable_for, rollback_on_failure, ignore)",
+                "line 2: unknown key `deploy.retries` (expected one of: wait, timeout, stable_for, rollback_on_failure, ignore, before, after)",
             ),
             (
                 "drift:\n  unhealthy: kill\n",

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod profiles;
 pub mod render;
 pub mod secrets;
+pub mod services_named;
 pub mod stack_inputs;
 pub mod stack_of;
 pub mod updates;

@@ -66,14 +66,20 @@ pub enum RenderError {
         "`target.hosts` deploys a declared stack to several hosts: declare the repository's stacks (`stacks:` or `discover:`), or name one `target.host`"
     )]
     HostsOfRoot,
+    /// `deploy.ignore`, `deploy.before` or `deploy.after` (`key`).
     #[error(
-        "`deploy.ignore` names `{service}`, which is not a service of the stack (its services: {})",
+        "`deploy.{key}` names `{service}`, which is not a service of the stack (its services: {})",
         services.join(", ")
     )]
-    IgnoreUnknown {
+    UnknownService {
+        key: &'static str,
         service: String,
         services: Vec<String>,
     },
+    #[error(
+        "`deploy.before`/`deploy.after` run one-shot services with `docker compose run`, which a Swarm stack has not: use them with `docker.target: compose`"
+    )]
+    HooksOnSwarm,
     #[error(
         "the stack reads files of this machine that host {host} cannot see ({}): Kedge ships the files a stack reads to hosts reached over SSH, not to a tcp:// host; reach it over SSH, or use named volumes, `configs` with `content`, or an image that carries them",
         files.join("; ")

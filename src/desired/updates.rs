@@ -222,7 +222,7 @@ mod tests {
             ),
             (
                 "updates:\n  window: sometimes\n",
-                "line 2: `updates.window`: invalid value \"sometimes\", expected \"sometimes\" is not a window like \"Sat 02:00-05:00 UTC\"",
+                "line 2: `updates.window`: invalid value \"sometimes\", expected \"sometimes\" is not a window like \"Mon-Fri 08:00-18:00 Europe/Berlin\"",
             ),
             (
                 "updates:\n  tag_pattern: '('\n",

@@ -105,7 +105,8 @@ impl From<OpsError> for ApiError {
                 CommandError::UnknownCommit { .. } => ApiError::NotFound(text),
                 CommandError::AmbiguousCommit { .. }
                 | CommandError::Busy { .. }
-                | CommandError::Stopping { .. } => ApiError::Conflict(text),
+                | CommandError::Stopping { .. }
+                | CommandError::Window { .. } => ApiError::Conflict(text),
                 CommandError::ShortPrefix(_) | CommandError::Refused { .. } => {
                     ApiError::Unprocessable(text)
                 }

@@ -6,6 +6,7 @@ pub mod address;
 pub mod digest;
 pub mod drift;
 pub mod git_auth;
+pub mod hooks;
 pub mod report;
 pub mod service;
 pub mod settings;

@@ -105,4 +105,25 @@ pub struct RenderedSettings {
     pub target: Target,
     /// `target.host`.
     pub host: String,
+    /// `reconciliation.windows`, `heal_in_window_only`.
+    pub windows: SyncWindows,
+}
+
+/// When new commits and updates may deploy, and whether healing waits
+/// for the same windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncWindows {
+    /// The windows as written, `allow` and `deny` (kept for the store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub heal_in_window_only: bool,
+}
+
+impl SyncWindows {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
 }

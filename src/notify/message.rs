@@ -101,6 +101,8 @@ pub fn line(e: &Event) -> String {
             format!("{repo}: service {service}: {message}")
         }
         EventKind::StackUnchanged
+        | EventKind::WindowClosedWait
+        | EventKind::WindowOpened
         | EventKind::HostUnreachable
         | EventKind::HostRecovered
         | EventKind::StackAdded

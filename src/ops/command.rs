@@ -101,6 +101,15 @@ fn answered(
     }
 }
 
+/// How a sync runs: `dry_run` changes nothing, `no_wait` skips the health
+/// gate, `force` deploys whatever the sync windows say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncHow {
+    pub dry_run: bool,
+    pub no_wait: bool,
+    pub force: bool,
+}
+
 impl Ops {
     /// Hands `request` to the repository's task and waits up to `within`
     /// for the task to take it up (`None`: as long as it takes). A command
@@ -158,12 +167,15 @@ impl Ops {
     pub async fn start_sync(
         &self,
         repo: &str,
-        dry_run: bool,
-        no_wait: bool,
+        how: SyncHow,
         within: Option<Duration>,
     ) -> Result<Running, OpsError> {
-        self.start(repo, Request::Sync { dry_run, no_wait }, within)
-            .await
+        let request = Request::Sync {
+            dry_run: how.dry_run,
+            no_wait: how.no_wait,
+            force: how.force,
+        };
+        self.start(repo, request, within).await
     }
 
     /// A rollback to `commit` (a full hash or a unique prefix), once taken up.
@@ -191,14 +203,8 @@ impl Ops {
     }
 
     /// `kedge sync`: deploy the branch head now and heal all drift.
-    /// `no_wait`: skip the health gate for this run.
-    pub async fn sync(
-        &self,
-        repo: &str,
-        dry_run: bool,
-        no_wait: bool,
-    ) -> Result<SyncReport, OpsError> {
-        let mut running = self.start_sync(repo, dry_run, no_wait, None).await?;
+    pub async fn sync(&self, repo: &str, how: SyncHow) -> Result<SyncReport, OpsError> {
+        let mut running = self.start_sync(repo, how, None).await?;
         match running.finish().await.1? {
             Answer::Sync(report) => Ok(report),
             other => unreachable!("a sync answered {other:?}"),

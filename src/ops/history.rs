@@ -26,11 +26,15 @@ pub struct HistoryRow {
     pub services_changed: Option<Vec<String>>,
     pub error: Option<String>,
     /// On a failed deployment: the step that failed (`render`, `apply`,
-    /// `health_gate`).
+    /// `health_gate`, `before_hook`, `after_hook`).
     #[schema(value_type = Option<String>)]
     pub failed_step: Option<DeployStep>,
     /// On an automatic rollback: the commit whose failure it undid.
     pub rolled_back_from: Option<String>,
+    /// Its deploy hooks' runs (`deploy.before`/`deploy.after`), their
+    /// output cut to its last 2 KiB.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::model::hooks::HookRun>,
     /// Milliseconds since the epoch, for faces that format times themselves.
     #[serde(skip)]
     pub finished_ms: Option<i64>,
@@ -88,6 +92,7 @@ impl Ops {
                 error: d.error,
                 failed_step: d.failed_step,
                 rolled_back_from: d.rolled_back_from,
+                hooks: d.hooks,
             })
             .collect())
     }

@@ -44,9 +44,13 @@ pub struct RepoStatus {
     pub pinned_commit: Option<String>,
     /// The rollback pin, and whether the branch moved past it.
     pub pin: Option<PinView>,
-    /// synced, out_of_sync, drifted, pinned, failed or unknown
+    /// synced, out_of_sync, waiting_for_window, drifted, pinned, failed,
+    /// unknown or orphaned
     #[schema(value_type = String)]
     pub sync_state: SyncState,
+    /// A new commit held back by the stack's closed sync windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowWait>,
     pub last_error: Option<String>,
     pub checked_at: Option<String>,
     /// When the remote last answered a check.
@@ -70,6 +74,31 @@ pub struct RepoStatus {
     /// the tags Git names (`updates.apply: deploy`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ahead_of_git: Vec<crate::model::updates::ImageOverride>,
+}
+
+/// A commit waiting for a sync window (`reconciliation.windows`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WindowWait {
+    pub commit: String,
+    /// When the windows next open (RFC 3339); absent when not within a week.
+    pub opens_at: Option<String>,
+    /// "abc1234 waits for the sync window (opens 2026-12-08 08:00:00)"
+    pub text: String,
+}
+
+impl WindowWait {
+    fn of(state: &RepoState) -> Option<WindowWait> {
+        let (commit, opens) = state.waiting.clone()?;
+        Some(WindowWait {
+            text: format!(
+                "{} waits for the sync window ({})",
+                crate::short(&commit),
+                crate::controller::windows::until_text(opens)
+            ),
+            commit,
+            opens_at: opens.map(rfc3339),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -385,6 +414,7 @@ async fn collect(
             pinned_commit: state.pinned_commit.clone(),
             pin,
             sync_state,
+            window: WindowWait::of(&state),
             last_error: state.last_error.clone(),
             checked_at: state.checked_at.map(rfc3339),
             last_successful_check: state.remote_ok_at.map(rfc3339),
@@ -460,6 +490,8 @@ fn service_of(c: &ContainerState) -> ServiceStatus {
 pub enum SyncState {
     Synced,
     OutOfSync,
+    /// A new commit waits for the stack's sync windows to open.
+    WaitingForWindow,
     Drifted,
     Pinned,
     Failed,
@@ -475,6 +507,7 @@ impl SyncState {
         match self {
             SyncState::Synced => "synced",
             SyncState::OutOfSync => "out_of_sync",
+            SyncState::WaitingForWindow => "waiting_for_window",
             SyncState::Drifted => "drifted",
             SyncState::Pinned => "pinned",
             SyncState::Failed => "failed",
@@ -491,9 +524,10 @@ impl std::fmt::Display for SyncState {
 }
 
 /// Every sync state `sync_state` returns, in the order metrics list them.
-pub const SYNC_STATES: [SyncState; 7] = [
+pub const SYNC_STATES: [SyncState; 8] = [
     SyncState::Synced,
     SyncState::OutOfSync,
+    SyncState::WaitingForWindow,
     SyncState::Drifted,
     SyncState::Pinned,
     SyncState::Failed,
@@ -532,6 +566,9 @@ pub(crate) fn sync_state(
     }
     if state.remote_head.is_none() {
         return SyncState::Unknown;
+    }
+    if state.waiting.is_some() {
+        return SyncState::WaitingForWindow;
     }
     if !head_deployed {
         return SyncState::OutOfSync;
@@ -592,6 +629,7 @@ mod tests {
             [
                 "synced",
                 "out_of_sync",
+                "waiting_for_window",
                 "drifted",
                 "pinned",
                 "failed",

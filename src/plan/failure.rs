@@ -16,6 +16,11 @@ pub enum FailedStep {
     /// The engine stopped answering during the gate: an outage, not the
     /// commit's verdict.
     GateEngine,
+    /// A `deploy.before` hook failed: nothing of the stack changed, and
+    /// the commit is judged.
+    BeforeHook,
+    /// A `deploy.after` hook failed: as a failed gate.
+    AfterHook,
 }
 
 /// Everything the decision depends on.
@@ -73,7 +78,7 @@ pub struct Decision {
 }
 
 pub fn decide(f: &Failure) -> Decision {
-    let gate = f.step == FailedStep::Gate;
+    let gate = matches!(f.step, FailedStep::Gate | FailedStep::AfterHook);
     // What runs is no longer the commit when Swarm rolled any of it back:
     // keeping it would have the heal deploy the failed commit again and again.
     let keep = gate && f.target_rolled.is_empty() && (!f.rollback_on_failure || f.is_rollback);
@@ -97,7 +102,7 @@ pub fn decide(f: &Failure) -> Decision {
     Decision {
         keep,
         undo: undo && f.has_deployed,
-        settle: gate,
+        settle: gate || f.step == FailedStep::BeforeHook,
         restore_checkout: !keep && f.has_deployed,
         note,
     }
@@ -222,6 +227,24 @@ mod tests {
                     ..base(FailedStep::Gate)
                 },
                 want: decision(false, true, true, None),
+            },
+            Case {
+                name: "a before hook failed: nothing changed to undo, the commit settled",
+                failure: base(FailedStep::BeforeHook),
+                want: decision(false, false, true, None),
+            },
+            Case {
+                name: "an after hook failed: undone and settled, as a failed gate",
+                failure: base(FailedStep::AfterHook),
+                want: decision(false, true, true, None),
+            },
+            Case {
+                name: "an after hook failed with rollback_on_failure false: kept",
+                failure: Failure {
+                    rollback_on_failure: false,
+                    ..base(FailedStep::AfterHook)
+                },
+                want: decision(true, false, true, Some(Note::RollbackOff)),
             },
             Case {
                 name: "the engine went away during the gate: retried, not undone",

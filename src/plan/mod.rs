@@ -9,6 +9,7 @@ pub mod gate;
 pub mod rollout;
 pub mod swarm;
 pub mod updates;
+pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
 

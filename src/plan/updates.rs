@@ -1,7 +1,7 @@
 //! plan: pure. Which newer image a service may move to (fleet.md §3): its
 //! policy over the tags a registry lists, within the tag's own pattern
 //! (`v` prefix and suffixes like `-alpine` kept), never a version that
-//! failed its gate; and whether an update window is open now.
+//! failed its gate. Its window is `plan::window`'s.
 
 use std::cmp::Ordering;
 
@@ -119,83 +119,8 @@ pub fn candidate<'t>(
         .map(|(t, _)| t)
 }
 
-/// `updates.window`: days of the week and a time span in UTC, e.g.
-/// `Sat 02:00-05:00 UTC`, `Mon-Fri 22:00-06:00 UTC` (a span past
-/// midnight belongs to the day it starts), `Sun,Wed 01:00-02:00 UTC`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    /// Monday = 0.
-    days: [bool; 7],
-    start: u32,
-    end: u32,
-}
-
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-impl Window {
-    pub fn parse(text: &str) -> Result<Window, String> {
-        let expected = || format!("{text:?} is not a window like \"Sat 02:00-05:00 UTC\"");
-        let parts: Vec<&str> = text.split_whitespace().collect();
-        let (days_part, span, zone) = match parts.as_slice() {
-            [d, s, z] => (*d, *s, *z),
-            [d, s] => (*d, *s, "UTC"),
-            _ => return Err(expected()),
-        };
-        if !zone.eq_ignore_ascii_case("UTC") {
-            return Err(format!("{text:?}: windows are in UTC (write `UTC`)"));
-        }
-        let day = |d: &str| DAYS.iter().position(|n| n.eq_ignore_ascii_case(d));
-        let mut days = [false; 7];
-        for item in days_part.split(',') {
-            match item.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b) = (day(a).ok_or_else(expected)?, day(b).ok_or_else(expected)?);
-                    let mut d = a;
-                    loop {
-                        days[d] = true;
-                        if d == b {
-                            break;
-                        }
-                        d = (d + 1) % 7;
-                    }
-                }
-                None => days[day(item).ok_or_else(expected)?] = true,
-            }
-        }
-        let minutes = |t: &str| -> Option<u32> {
-            let (h, m) = t.split_once(':')?;
-            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-            (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
-        };
-        let (a, b) = span.split_once('-').ok_or_else(expected)?;
-        let (start, end) = (
-            minutes(a).ok_or_else(expected)?,
-            minutes(b).ok_or_else(expected)?,
-        );
-        if start == end {
-            return Err(format!("{text:?}: the window is empty"));
-        }
-        Ok(Window { days, start, end })
-    }
-
-    /// Whether `at` (milliseconds since the epoch) falls in the window.
-    pub fn contains(&self, at_ms: i64) -> bool {
-        let minutes = at_ms.div_euclid(60_000);
-        let day_index = minutes.div_euclid(24 * 60);
-        let minute = minutes.rem_euclid(24 * 60) as u32;
-        // 1970-01-01 was a Thursday (index 3).
-        let weekday = (day_index + 3).rem_euclid(7) as usize;
-        let yesterday = (weekday + 6) % 7;
-        if self.start < self.end {
-            self.days[weekday] && minute >= self.start && minute < self.end
-        } else {
-            // Past midnight: the evening of a listed day, or the early
-            // hours after one.
-            (self.days[weekday] && minute >= self.start)
-                || (self.days[yesterday] && minute < self.end)
-        }
-    }
-}
+/// `updates.window`: when `apply` may act (see `plan::window`).
+pub use super::window::Window;
 
 #[cfg(test)]
 mod tests {
@@ -283,43 +208,5 @@ mod tests {
                 suffix: ""
             })
         );
-    }
-
-    /// 2026-12-05 was a Saturday.
-    fn at(day: i64, h: i64, m: i64) -> i64 {
-        let sat = chrono::NaiveDate::from_ymd_opt(2026, 12, 5)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
-            .timestamp_millis();
-        sat + ((day * 24 + h) * 60 + m) * 60_000
-    }
-
-    #[test]
-    fn windows_hold_updates_outside_their_hours() {
-        let w = Window::parse("Sat 02:00-05:00 UTC").unwrap();
-        assert!(w.contains(at(0, 2, 0)));
-        assert!(w.contains(at(0, 4, 59)));
-        assert!(!w.contains(at(0, 5, 0)));
-        assert!(!w.contains(at(0, 1, 59)));
-        assert!(!w.contains(at(1, 3, 0)), "Sunday");
-        let night = Window::parse("Mon-Fri 22:00-06:00 UTC").unwrap();
-        assert!(night.contains(at(2, 23, 0)), "Monday evening");
-        assert!(night.contains(at(3, 5, 0)), "Tuesday early, after Monday");
-        assert!(!night.contains(at(2, 5, 0)), "Monday early follows Sunday");
-        assert!(night.contains(at(7, 1, 0)), "Saturday early follows Friday");
-        let list = Window::parse("Sun,Wed 01:00-02:00").unwrap();
-        assert!(list.contains(at(1, 1, 30)));
-        assert!(list.contains(at(4, 1, 30)));
-        for bad in [
-            "Sat",
-            "Sat 02:00-05:00 CET",
-            "Sat 2-5 UTC",
-            "Xyz 02:00-05:00 UTC",
-            "Sat 02:00-02:00 UTC",
-        ] {
-            assert!(Window::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -102,6 +102,10 @@ pub enum DeployStep {
     Apply,
     /// Applied, but the changed services did not come up.
     HealthGate,
+    /// A `deploy.before` hook failed (nothing changed).
+    BeforeHook,
+    /// A `deploy.after` hook failed.
+    AfterHook,
 }
 
 impl DeployStep {
@@ -110,6 +114,8 @@ impl DeployStep {
             DeployStep::Render => "render",
             DeployStep::Apply => "apply",
             DeployStep::HealthGate => "health_gate",
+            DeployStep::BeforeHook => "before_hook",
+            DeployStep::AfterHook => "after_hook",
         }
     }
 
@@ -118,6 +124,8 @@ impl DeployStep {
             "render" => DeployStep::Render,
             "apply" => DeployStep::Apply,
             "health_gate" => DeployStep::HealthGate,
+            "before_hook" => DeployStep::BeforeHook,
+            "after_hook" => DeployStep::AfterHook,
             _ => return None,
         })
     }
@@ -161,6 +169,8 @@ pub struct Deployment {
     pub failed_step: Option<DeployStep>,
     /// On an automatic rollback: the commit whose failure it undid.
     pub rolled_back_from: Option<String>,
+    /// Its deploy hooks' runs (`deploy.before`/`deploy.after`).
+    pub hooks: Vec<crate::model::hooks::HookRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +283,25 @@ impl Store {
                 params![id, status.as_str(), now, changed, error],
             )
             .map_err(query("record deployment result"))?;
+        Ok(())
+    }
+
+    /// The deploy hooks a deployment ran (nothing when it ran none).
+    pub fn record_hooks(
+        &self,
+        id: i64,
+        runs: &[crate::model::hooks::HookRun],
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let runs = serde_json::to_string(runs).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE deployments SET hooks = ?2 WHERE id = ?1",
+                params![id, runs],
+            )
+            .map_err(query("record the deploy hooks"))?;
         Ok(())
     }
 
@@ -419,7 +448,7 @@ impl Store {
                 "SELECT d.id, d.stack_id, d.commit_hash, d.commit_message, d.status, d.trigger,
                         d.started_at, d.finished_at, d.duration_ms,
                         d.snapshot, d.services_changed, d.error,
-                        d.failed_step, d.rolled_back_from
+                        d.failed_step, d.rolled_back_from, d.hooks
                  FROM deployments d
                  WHERE d.stack_id = ?1 ORDER BY d.id DESC LIMIT ?2",
             )
@@ -442,6 +471,10 @@ impl Store {
                     error: row.get(11)?,
                     failed_step: known_opt(row, 12, "failed_step", DeployStep::parse)?,
                     rolled_back_from: row.get(13)?,
+                    hooks: row
+                        .get::<_, Option<String>>(14)?
+                        .and_then(|h| serde_json::from_str(&h).ok())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(query("list deployments"))?;

@@ -364,6 +364,15 @@ pub const MIGRATIONS: &[&str] = &[
     // 25: the host of the last rendered kedge.yaml (`target.host`, fleet.md
     // §4); NULL: this machine's engine.
     "ALTER TABLE stack_state ADD COLUMN host TEXT;",
+    // 26: sync windows (fleet.md §5): those of the last rendered kedge.yaml
+    // (JSON), and the commit waiting for one to open, with when it opens
+    // (NULL: not within a week).
+    "ALTER TABLE stack_state ADD COLUMN windows TEXT;
+     ALTER TABLE stack_state ADD COLUMN waiting_commit TEXT;
+     ALTER TABLE stack_state ADD COLUMN waiting_until INTEGER;",
+    // 27: a deployment's deploy hook runs (fleet.md §5), their output cut
+    // short (JSON).
+    "ALTER TABLE deployments ADD COLUMN hooks TEXT;",
 ];
 
 /// A migration after which the WAL is checkpointed and truncated: it

@@ -51,6 +51,11 @@ pub struct RepoState {
     pub inputs: Option<crate::model::stack_inputs::StackInputs>,
     /// The deployed commit's SOPS files, each value as an HMAC.
     pub secrets: Vec<crate::model::stack_inputs::SecretPrint>,
+    /// `reconciliation.windows` of the last rendered kedge.yaml.
+    pub windows: crate::model::settings::SyncWindows,
+    /// A commit held back by a closed sync window, and when the window
+    /// next opens (`None`: not within a week).
+    pub waiting: Option<(String, Option<i64>)>,
 }
 
 impl RepoState {
@@ -80,7 +85,8 @@ impl Store {
     const STATE_COLUMNS: &str =
         "mode, project, remote_head, target_commit, deployed_commit, pinned_commit,
                         pinned_at_head, last_error, checked_at, prune, compose_files, remote_ok_at,
-                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files, secrets, host";
+                        access_refused, unhealthy, target, profiles, dormant, synced_commit, inputs, env_files, secrets, host,
+                        windows, waiting_commit, waiting_until";
 
     fn state_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RepoState> {
         let files: Option<String> = r.get(at + 10)?;
@@ -112,6 +118,14 @@ impl Store {
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default(),
             host: r.get(at + 21)?,
+            windows: r
+                .get::<_, Option<String>>(at + 22)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            waiting: r
+                .get::<_, Option<String>>(at + 23)?
+                .map(|c| r.get::<_, Option<i64>>(at + 24).map(|until| (c, until)))
+                .transpose()?,
         })
     }
 
@@ -308,6 +322,37 @@ impl Store {
                 ("unhealthy", text(kedge.unhealthy.as_str())),
                 ("target", text(kedge.target.as_str())),
                 ("host", text(&kedge.host)),
+                (
+                    "windows",
+                    match kedge.windows.is_empty() && !kedge.windows.heal_in_window_only {
+                        true => Value::Null,
+                        false => text(&serde_json::to_string(&kedge.windows).unwrap_or_default()),
+                    },
+                ),
+            ],
+        )
+    }
+
+    /// `commit` waits for a sync window, which opens at `until` (`None`:
+    /// not within a week); `None` for `commit`: nothing waits any more.
+    pub fn mark_waiting(
+        &self,
+        stack_id: i64,
+        commit: Option<&str>,
+        until: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.set_state(
+            "record a commit waiting for its sync window",
+            stack_id,
+            &[
+                ("waiting_commit", commit.map(text).unwrap_or(Value::Null)),
+                (
+                    "waiting_until",
+                    until
+                        .filter(|_| commit.is_some())
+                        .map(Value::from)
+                        .unwrap_or(Value::Null),
+                ),
             ],
         )
     }

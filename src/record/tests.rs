@@ -614,13 +614,34 @@ fn state_transitions_change_only_their_columns() {
                 unhealthy: Default::default(),
                 target: Default::default(),
                 host: "local".into(),
+                windows: crate::model::settings::SyncWindows {
+                    allow: vec!["Mon-Fri 08:00-18:00 Europe/Berlin".into()],
+                    deny: vec![],
+                    heal_in_window_only: true,
+                },
             },
         )
         .unwrap();
     store
         .mark_deployed(id, "c1", "proj", &["compose.yaml".into()], None)
         .unwrap();
+    // The sync windows and a commit waiting for them, kept and cleared.
     let s = store.repo_state(id).unwrap();
+    assert_eq!(s.windows.allow, ["Mon-Fri 08:00-18:00 Europe/Berlin"]);
+    assert!(s.windows.heal_in_window_only);
+    assert_eq!(s.waiting, None);
+    store.mark_waiting(id, Some("c2"), Some(1_000)).unwrap();
+    assert_eq!(
+        store.repo_state(id).unwrap().waiting,
+        Some(("c2".to_string(), Some(1_000)))
+    );
+    store.mark_waiting(id, Some("c2"), None).unwrap();
+    assert_eq!(
+        store.repo_state(id).unwrap().waiting,
+        Some(("c2".to_string(), None))
+    );
+    store.mark_waiting(id, None, None).unwrap();
+    assert_eq!(store.repo_state(id).unwrap().waiting, None);
     assert_eq!(s.remote_head.as_deref(), Some("h1"));
     assert_eq!(s.remote_ok_at, s.checked_at);
     assert_eq!((s.mode, s.prune), (Some(Mode::Auto), Some(true)));

@@ -10,6 +10,7 @@ use super::ImageIds;
 use super::{Site, Source, TargetError};
 use crate::apply::{self, ApplyError};
 use crate::desired::render::Desired;
+use crate::model::hooks::{HookPhase, HookRun};
 use crate::observe::Engine;
 use crate::plan::Want;
 use crate::record::ServiceRecord;
@@ -25,7 +26,7 @@ pub async fn apply(
     records: &BTreeMap<String, ServiceRecord>,
     previous: &BTreeMap<String, ServiceRecord>,
     changed: &[String],
-) -> Result<(), TargetError> {
+) -> Result<Vec<HookRun>, TargetError> {
     // Images first, from the render checkout: a missing image fails here,
     // before the deployed checkout or any container changes.
     let (services, images) = apply::rollout::missing_images(site.engine, desired).await;
@@ -74,7 +75,13 @@ pub async fn apply(
     .await?;
     let mut project = compose_in(&site.git.clone).with_file(override_path);
     // The stack's SOPS files, decrypted into its private directory, and
-    // the override that points compose at them.
+    // the override that points compose at them; the deployed one's is kept
+    // for a restore.
+    keep_deployed_override(
+        &site.secrets_dir,
+        desired.secrets.as_ref().is_some_and(|s| !s.is_empty()),
+    )
+    .await;
     if let Some(secrets) = desired.secrets.clone().filter(|s| !s.is_empty()) {
         let dir = site.secrets_dir.clone();
         let written = tokio::task::spawn_blocking(move || secrets.write(&dir))
@@ -88,6 +95,18 @@ pub async fn apply(
         project = project.with_file(shipped);
     }
     tracing::debug!(commit = short(&desired.commit), "deployed tree checked out");
+    // `deploy.before`: each hook service once, in order, before anything
+    // of the stack changes.
+    let runs = hooks(
+        site,
+        &project,
+        desired,
+        HookPhase::Before,
+        &desired.kedge.gate.before,
+        !previous.is_empty(),
+    )
+    .await
+    .map_err(|runs| TargetError::Hook { runs })?;
     let (touched, removed) = scope(desired, previous, changed, &rebuild);
     let scope = if previous.is_empty() {
         apply::Scope::All
@@ -108,7 +127,7 @@ pub async fn apply(
         apply::rollout::remove_services(site.engine, &desired.project, &removed).await?;
     }
     tracing::debug!(commit = short(&desired.commit), ?touched, "compose up done");
-    Ok(())
+    Ok(runs)
 }
 
 /// On a host reached over SSH: the files of this machine `compose` reads
@@ -116,6 +135,116 @@ pub async fn apply(
 /// decrypted SOPS files) shipped there (see `ship`), and the override that
 /// points the project at the copies, to be read after every other file;
 /// `None` on this machine's engine, or for a project without such files.
+/// Before an apply that writes its own SOPS override (`writes`), the
+/// deployed one is kept aside for a restore; otherwise nothing is kept
+/// (the deployed override, if any, stays in place).
+async fn keep_deployed_override(dir: &std::path::Path, writes: bool) {
+    let (current, kept) = (
+        dir.join(crate::desired::secrets::OVERRIDE),
+        dir.join(crate::desired::secrets::OVERRIDE_KEPT),
+    );
+    if writes && tokio::fs::try_exists(&current).await.unwrap_or(false) {
+        if let Err(e) = tokio::fs::copy(&current, &kept).await {
+            tracing::warn!("cannot keep the deployed SOPS override: {e}");
+        }
+    } else {
+        let _ = tokio::fs::remove_file(&kept).await;
+    }
+}
+
+/// `services` run as `phase` hooks, in order, until one fails: the runs,
+/// or the runs up to the failed one (last). A hook's one-off container
+/// that outlived a timeout is removed.
+async fn hooks(
+    site: &Site<'_>,
+    project: &crate::compose::Compose,
+    desired: &Desired,
+    phase: HookPhase,
+    services: &[String],
+    no_deps: bool,
+) -> Result<Vec<HookRun>, Vec<HookRun>> {
+    let mut runs = Vec::new();
+    for service in services {
+        tracing::info!(
+            commit = short(&desired.commit),
+            service,
+            "deploy.{} hook",
+            phase.as_str()
+        );
+        let run =
+            apply::run_hook(project, phase, service, no_deps, desired.kedge.gate.timeout).await;
+        let ok = run.ok;
+        runs.push(run);
+        if !ok {
+            remove_one_offs(site.engine, &desired.project, service).await;
+            return Err(runs);
+        }
+    }
+    Ok(runs)
+}
+
+/// `compose run` containers of `service` still there (their compose was
+/// killed at the timeout, so `--rm` did not take them away).
+async fn remove_one_offs(engine: &Engine, project: &str, service: &str) {
+    let Ok(containers) = engine.project_containers(project).await else {
+        return;
+    };
+    for c in containers
+        .iter()
+        .filter(|c| c.oneoff && c.service == service)
+    {
+        if let Err(e) = apply::engine::remove(engine, &c.id).await {
+            tracing::warn!(
+                project,
+                service,
+                "cannot remove a hook's container: {}",
+                error_chain(&e)
+            );
+        }
+    }
+}
+
+/// `deploy.after`: the hooks, run in the project as it was just applied
+/// (its overrides: labels, decrypted SOPS files, files shipped to a host).
+pub async fn after_hooks(site: &Site<'_>, desired: &Desired) -> Result<Vec<HookRun>, Vec<HookRun>> {
+    let services = &desired.kedge.gate.after;
+    if services.is_empty() {
+        return Ok(Vec::new());
+    }
+    let project = as_applied(
+        site.compose(&desired.project, &site.git.clone, desired.files.clone())
+            .with_profiles(&desired.kedge.profiles)
+            .with_env_files(&desired.env_files),
+        &site.override_path,
+        &site.secrets_dir,
+        desired.secrets.as_ref().is_some_and(|s| !s.is_empty()),
+    );
+    hooks(site, &project, desired, HookPhase::After, services, true).await
+}
+
+/// `compose` with the overrides its deployment was applied with, read
+/// after its files as then: Kedge's labels, the decrypted SOPS values
+/// (when it `reads_secrets`), and last, on a remote host, the one that
+/// points at the shipped files. Without them a recreated service would
+/// read its SOPS file still encrypted, or this machine's paths.
+pub fn as_applied(
+    compose: crate::compose::Compose,
+    override_path: &std::path::Path,
+    secrets_dir: &std::path::Path,
+    reads_secrets: bool,
+) -> crate::compose::Compose {
+    let mut compose = compose.with_file(override_path.to_path_buf());
+    let secrets = secrets_dir.join(crate::desired::secrets::OVERRIDE);
+    if reads_secrets && secrets.is_file() {
+        compose = compose.with_file(secrets);
+    }
+    let shipped = override_path.with_extension("host.json");
+    if shipped.is_file() {
+        compose = compose.with_file(shipped);
+    }
+    compose
+}
+
 async fn host_files(
     site: &Site<'_>,
     compose: &crate::compose::Compose,
@@ -252,6 +381,22 @@ pub async fn restore(site: &Site<'_>, r: super::Restore<'_>) -> Result<(), Apply
         .with_profiles(r.profiles)
         .with_env_files(r.env_files)
         .with_file(site.override_path.clone());
+    // The restored deployment's SOPS override: kept aside by the failed
+    // apply when it wrote its own (its plaintext files are still there:
+    // they are pruned only after a good deployment).
+    let (secrets, kept) = (
+        site.secrets_dir.join(crate::desired::secrets::OVERRIDE),
+        site.secrets_dir
+            .join(crate::desired::secrets::OVERRIDE_KEPT),
+    );
+    if tokio::fs::try_exists(&kept).await.unwrap_or(false) {
+        tokio::fs::rename(&kept, &secrets)
+            .await
+            .map_err(ApplyError::Secrets)?;
+    }
+    if r.secrets && tokio::fs::try_exists(&secrets).await.unwrap_or(false) {
+        compose = compose.with_file(secrets);
+    }
     // The restored commit's files, shipped again (their copies were kept).
     if let Some(shipped) = host_files(site, &compose, r.project).await? {
         compose = compose.with_file(shipped);

@@ -6,6 +6,8 @@
 //! remote host will be an endpoint of either kind.
 
 pub mod compose;
+/// The applied project's overrides, for heals run outside an apply.
+pub use compose::as_applied;
 pub mod gate;
 pub mod host;
 pub mod pool;
@@ -13,6 +15,7 @@ pub mod ship;
 pub mod swarm;
 pub mod tls;
 
+use crate::model::hooks::HookRun;
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -119,6 +122,10 @@ pub enum TargetError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Checkout(#[from] GitError),
+    /// A `deploy.before` hook failed: nothing of the stack was changed.
+    /// The runs so far, the failed one last.
+    #[error("{}", runs.last().map(HookRun::failure).unwrap_or_default())]
+    Hook { runs: Vec<HookRun> },
 }
 
 /// How a restore re-applies the last good deployment.
@@ -133,6 +140,9 @@ pub struct Restore<'a> {
     pub prune: bool,
     /// The images the restored deployment ran in place of Git's.
     pub images: &'a BTreeMap<String, String>,
+    /// The restored deployment read SOPS files: its override of their
+    /// plaintext is put back and read.
+    pub secrets: bool,
 }
 
 impl Target {
@@ -203,15 +213,31 @@ impl Target {
         records: &BTreeMap<String, ServiceRecord>,
         previous: &BTreeMap<String, ServiceRecord>,
         changed: &[String],
-    ) -> Result<(), TargetError> {
+    ) -> Result<Vec<HookRun>, TargetError> {
         match self {
             Target::Compose(_) => {
                 compose::apply(site, desired, source, records, previous, changed).await
             }
             Target::Swarm(_) => {
                 let checkout = matches!(source, Source::Checkout(_));
-                swarm::apply(site, desired, checkout, records).await
+                swarm::apply(site, desired, checkout, records)
+                    .await
+                    .map(|()| Vec::new())
             }
+        }
+    }
+
+    /// `deploy.after`, once the gate has passed: the runs, or the runs up
+    /// to the one that failed (last). A Swarm stack has none (refused at
+    /// render).
+    pub async fn after_hooks(
+        &self,
+        site: &Site<'_>,
+        desired: &Desired,
+    ) -> Result<Vec<HookRun>, Vec<HookRun>> {
+        match self {
+            Target::Compose(_) => compose::after_hooks(site, desired).await,
+            Target::Swarm(_) => Ok(Vec::new()),
         }
     }
 
@@ -239,10 +265,11 @@ impl Target {
         gate: &Gate,
         applied_ms: i64,
     ) -> Result<Duration, GateFailure> {
-        // `deploy.ignore`: services the gate does not wait for.
+        // `deploy.ignore`, and the hooks' one-shot services: services the
+        // gate does not wait for.
         let specs: Vec<&ServiceSpec> = specs
             .iter()
-            .filter(|s| !gate.ignore.contains(&s.name))
+            .filter(|s| !gate.leaves_out(&s.name))
             .copied()
             .collect();
         let specs = specs.as_slice();
@@ -259,6 +286,17 @@ impl Target {
             Target::Swarm(_) => swarm::redeploy_deployed(site, r.project, r.prune)
                 .await
                 .map(drop),
+        }
+    }
+
+    /// After a failure before anything was applied: the files a compose
+    /// project's heals read (its overrides, its shipped files) put back as
+    /// the deployed deployment had them, no container touched (`r.changed`
+    /// is empty). A Swarm stack keeps its deployed stack file: nothing.
+    pub async fn put_back(&self, site: &Site<'_>, r: Restore<'_>) -> Result<(), ApplyError> {
+        match self {
+            Target::Compose(_) => compose::restore(site, r).await,
+            Target::Swarm(_) => Ok(()),
         }
     }
 

@@ -318,7 +318,11 @@ pub async fn sync(
     checked(&s, &action_form(parsed)?)?;
     let running = app
         .ops
-        .start_sync(&name, false, false, Some(app.ops.settings().command_wait))
+        .start_sync(
+            &name,
+            crate::ops::command::SyncHow::default(),
+            Some(app.ops.settings().command_wait),
+        )
         .await?;
     deploy(&name, "sync", running).await
 }

@@ -155,6 +155,7 @@ fn rank(s: SyncState) -> u8 {
         SyncState::Pinned => 1,
         SyncState::Unknown => 2,
         SyncState::Orphaned => 3,
+        SyncState::WaitingForWindow => 4,
         SyncState::OutOfSync => 4,
         SyncState::Drifted => 5,
         SyncState::Failed => 6,

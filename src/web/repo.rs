@@ -212,6 +212,9 @@ fn summary(session: &Session, v: &RepoView) -> Markup {
         section id="summary" data-live {
             dl.summary {
                 dt { "State" } dd.repo-state { (state(s.sync_state.as_str())) }
+                @if let Some(w) = &s.window {
+                    dt { "Sync window" } dd.window { (w.text) }
+                }
                 dt { "Branch" } dd { (s.branch) @if let Some(m) = &s.mode { " · mode " (m) } }
                 @if s.host != crate::config::hosts::LOCAL {
                     dt { "Host" }

@@ -1,5 +1,6 @@
 //! SOPS files and the files a stack reads, where compose does not run:
-//! a heal recreates a SOPS reader with its plaintext (regression), and a
+//! a heal and a restore recreate a SOPS reader with its plaintext
+//! (regressions), and a
 //! stack on a host reached over SSH gets its decrypted values, secrets,
 //! bind-mounted SOPS file and `configs:` file there, private, with no
 //! plaintext left on this machine's side of the way.
@@ -49,6 +50,19 @@ fn files(sops: &Sops) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `app` (container `id`) removed by hand and healed by serve's drift
+/// check: the new container's id.
+fn removed_and_healed(s: &Stack, id: &str) -> String {
+    let _serve = s
+        .kedge
+        .serve_api(&["--poll-interval", "60s", "--check-interval", "1s"], &[]);
+    docker_ok(&["rm", "-f", id]);
+    wait_for(60, "app healed by a new container", || {
+        let c = s.running().get("app")?.id.clone();
+        (c != id).then_some(c)
+    })
+}
+
 /// Regression: a heal that recreated a service reading a SOPS file ran
 /// compose without the override of decrypted values, so the new container
 /// read the file still encrypted.
@@ -65,14 +79,7 @@ fn a_removed_sops_reader_comes_back_with_its_plaintext() {
     assert!(env.contains("DB_PASSWORD=kt-remote-pw-31c7"), "{env}");
 
     // Healed by serve's drift check, not redeployed.
-    let _serve = s
-        .kedge
-        .serve_api(&["--poll-interval", "60s", "--check-interval", "1s"], &[]);
-    docker_ok(&["rm", "-f", &app]);
-    let again = wait_for(60, "app healed by a new container", || {
-        let c = s.running().get("app")?.id.clone();
-        (c != app).then_some(c)
-    });
+    let again = removed_and_healed(&s, &app);
     let env = docker_ok(&["exec", &again, "env"]);
     assert!(env.contains("DB_PASSWORD=kt-remote-pw-31c7"), "{env}");
     assert!(!env.contains("ENC["), "{env}");
@@ -83,6 +90,46 @@ fn a_removed_sops_reader_comes_back_with_its_plaintext() {
         1,
         "healed, not redeployed"
     );
+}
+
+/// Regression: the restore after a failed gate re-applied the deployed
+/// commit without its override of decrypted values (and a heal after it
+/// read the failed commit's): the restored reader saw its SOPS file still
+/// encrypted.
+#[test]
+fn a_failed_gate_restores_a_sops_reader_with_the_deployed_plaintext() {
+    let sops = Sops::new();
+    let kedge = Kedge::new().env("KEDGE_SOPS_AGE_KEY_FILE", sops.key_file.to_str().unwrap());
+    let owned = files(&sops);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let s = Stack::with_kedge("sopsundo", &refs, kedge);
+    s.kedge.run(["sync", "--repo", &s.name]).success();
+
+    // A new password, and an app that exits at once: the gate fails.
+    s.remote.write(
+        "db.env",
+        &String::from_utf8(sops.encrypt(b"DB_PASSWORD=kt-undo-new-77d1\n", "dotenv", &[], &[]))
+            .unwrap(),
+    );
+    s.remote.write(
+        "compose.yaml",
+        &COMPOSE
+            .replace("IMAGE", IMAGE_1)
+            .replace("command: [sleep, '3600']", "command: [sh, -c, 'exit 3']"),
+    );
+    s.remote.commit("broken, with a new password");
+    s.kedge.run(["sync", "--repo", &s.name]).code(1);
+    assert_eq!(s.history()[0]["trigger"], "auto_rollback");
+    let app = s.running()["app"].id.clone();
+    let env = docker_ok(&["exec", &app, "env"]);
+    assert!(env.contains("DB_PASSWORD=kt-remote-pw-31c7"), "{env}");
+    assert!(!env.contains("ENC["), "{env}");
+
+    // And a heal after it reads the deployed values too.
+    let again = removed_and_healed(&s, &app);
+    let env = docker_ok(&["exec", &again, "env"]);
+    assert!(env.contains("DB_PASSWORD=kt-remote-pw-31c7"), "{env}");
+    assert!(!env.contains("kt-undo-new-77d1"), "{env}");
 }
 
 #[test]

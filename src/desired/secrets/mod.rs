@@ -19,3 +19,6 @@ pub use stack::{SecretError, SecretPrint, StackSecrets};
 /// The compose override, in a stack's private directory, that points its
 /// services at the decrypted files and values.
 pub const OVERRIDE: &str = "override.yaml";
+/// The deployed deployment's override, kept while a new one is tried: a
+/// restore puts it back.
+pub const OVERRIDE_KEPT: &str = "override.prev.yaml";
