@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::interpolate::Env;
 use super::schema::{SchemaError, Section};
-use super::yaml::{Node, Value};
+use super::yaml::Node;
 
 /// The git host's API a status is posted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,18 +90,7 @@ const KEYS: [&str; 6] = [
 
 /// The `commit_status:` node: a list of targets with distinct names.
 pub fn parse(node: &Node, env: Env) -> Result<Vec<StatusTarget>, SchemaError> {
-    let items = match &node.value {
-        Value::Seq(items) => items,
-        Value::Null => return Ok(Vec::new()),
-        other => {
-            return Err(SchemaError::WrongType {
-                line: node.line,
-                key: "commit_status".into(),
-                expected: "a list of git hosts",
-                found: other.kind(),
-            });
-        }
-    };
+    let items = super::schema::items(node, "commit_status", "a list of git hosts")?;
     let mut out: Vec<StatusTarget> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let target = parse_one(item, i, env)?;
@@ -225,7 +214,7 @@ mod tests {
 
     fn parse_text(text: &str) -> Result<Vec<StatusTarget>, String> {
         let doc = crate::config::yaml::parse(text).unwrap();
-        let Value::Map(entries) = &doc.value else {
+        let crate::config::yaml::Value::Map(entries) = &doc.value else {
             panic!("{text}")
         };
         parse(&entries[0].node, &|_| None).map_err(|e| e.to_string())

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::duration::parse_duration;
 use super::interpolate::Env;
 use super::schema::{SchemaError, Section};
-use super::yaml::{Node, Value};
+use super::yaml::Node;
 use super::{Secret, read_secret_file};
 use crate::events::{EventKind, Severity};
 
@@ -232,18 +232,7 @@ fn valid_name(name: &str) -> bool {
 
 /// The `notifications:` node: a list of sinks with distinct names.
 pub fn parse(node: &Node, env: Env) -> Result<Vec<SinkConfig>, SchemaError> {
-    let items = match &node.value {
-        Value::Seq(items) => items,
-        Value::Null => return Ok(Vec::new()),
-        other => {
-            return Err(SchemaError::WrongType {
-                line: node.line,
-                key: "notifications".into(),
-                expected: "a list of sinks",
-                found: other.kind(),
-            });
-        }
-    };
+    let items = super::schema::items(node, "notifications", "a list of sinks")?;
     let mut out: Vec<SinkConfig> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let sink = parse_sink(item, i, env)?;

@@ -47,6 +47,25 @@ pub enum SchemaError {
     },
 }
 
+/// The items of a top-level list such as `notifications:` (`key`): none
+/// for an empty one, a wrong type naming what was `expected`.
+pub fn items<'a>(
+    node: &'a Node,
+    key: &str,
+    expected: &'static str,
+) -> Result<&'a [Node], SchemaError> {
+    match &node.value {
+        Value::Seq(items) => Ok(items),
+        Value::Null => Ok(&[]),
+        other => Err(SchemaError::WrongType {
+            line: node.line,
+            key: key.into(),
+            expected,
+            found: other.kind(),
+        }),
+    }
+}
+
 /// A mapping whose keys were checked against the allowed set.
 pub struct Section<'a> {
     path: String,
