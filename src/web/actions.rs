@@ -35,6 +35,9 @@ pub struct LoginForm {
 pub struct ActionForm {
     csrf: Option<String>,
     commit: Option<String>,
+    /// `true`: a sync deploys though the stack's sync windows are closed
+    /// (the confirm page offers it only while a commit waits for one).
+    force: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +60,7 @@ fn action_form(parsed: Result<Form<ActionForm>, FormRejection>) -> Result<Action
         Err(FormRejection::InvalidFormContentType(_)) => Ok(ActionForm {
             csrf: None,
             commit: None,
+            force: None,
         }),
         Err(e) => Err(WebError::BadRequest(e.body_text())),
     }
@@ -214,7 +218,7 @@ fn confirm_page(
     title: &str,
     action: &str,
     body: Markup,
-    commit: Option<&str>,
+    hidden: &[(&str, &str)],
     button: &str,
 ) -> Markup {
     let main = html! {
@@ -225,7 +229,7 @@ fn confirm_page(
         (body)
         form.confirm method="post" action=(action) {
             input type="hidden" name="csrf" value=(s.csrf);
-            @if let Some(c) = commit { input type="hidden" name="commit" value=(c); }
+            @for (name, value) in hidden { input type="hidden" name=(name) value=(value); }
             button.danger type="submit" { (button) }
             " "
             a href={ "/repos/" (super::segment(repo)) } { "Cancel" }
@@ -244,13 +248,31 @@ pub async fn sync_confirm(
     }
     let s = writer(&app, &headers)?;
     let (repo, _) = app.ops.unit(&name)?;
+    // A commit held back by closed sync windows: syncing now overrides
+    // them, and the page says so before the button does it.
+    let (statuses, _) = app.ops.status(Some(&name)).await?;
+    let waiting: Vec<String> = statuses
+        .iter()
+        .filter_map(|st| st.window.as_ref().map(|w| w.text.clone()))
+        .collect();
     let body = html! {
         p {
             "Deploy the head of branch " strong { (repo.branch) } " of " strong { (name) }
             " now, wait for its health gate, and heal all drift?"
         }
+        @if !waiting.is_empty() {
+            p.window role="note" {
+                @for w in &waiting { (w) ". " }
+                "Syncing now deploys it outside its sync window, as "
+                code { "kedge sync --force" } " does."
+            }
+        }
     };
     let action = format!("/repos/{}/sync", super::segment(&name));
+    let (hidden, button): (&[(&str, &str)], &str) = match waiting.is_empty() {
+        true => (&[], "Sync now"),
+        false => (&[("force", "true")], "Sync anyway"),
+    };
     Ok(html(
         StatusCode::OK,
         confirm_page(
@@ -259,8 +281,8 @@ pub async fn sync_confirm(
             &format!("Sync {name}?"),
             &action,
             body,
-            None,
-            "Sync now",
+            hidden,
+            button,
         ),
     ))
 }
@@ -302,7 +324,7 @@ pub async fn rollback_confirm(
             &format!("Roll back {name}?"),
             &action,
             body,
-            Some(&q.commit),
+            &[("commit", q.commit.as_str())],
             "Roll back",
         ),
     ))
@@ -315,14 +337,15 @@ pub async fn sync(
     parsed: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let s = writer(&app, &headers)?;
-    checked(&s, &action_form(parsed)?)?;
+    let f = action_form(parsed)?;
+    checked(&s, &f)?;
+    let how = crate::ops::command::SyncHow {
+        force: f.force.as_deref() == Some("true"),
+        ..Default::default()
+    };
     let running = app
         .ops
-        .start_sync(
-            &name,
-            crate::ops::command::SyncHow::default(),
-            Some(app.ops.settings().command_wait),
-        )
+        .start_sync(&name, how, Some(app.ops.settings().command_wait))
         .await?;
     deploy(&name, "sync", running).await
 }

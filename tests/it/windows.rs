@@ -16,13 +16,13 @@ fn compose(round: u32) -> String {
     )
 }
 
-/// A deny window in UTC from this minute to a minute boundary 40 to 100 s
+/// A deny window in UTC from this minute to a minute boundary 70 to 130 s
 /// away, and when it ends (milliseconds since the epoch).
 fn deny_until_soon() -> (String, i64) {
     let now = chrono::Utc::now();
     let start = now.with_second(0).unwrap().with_nanosecond(0).unwrap();
     let left = 60 - i64::from(now.second());
-    let minutes = if left >= 40 { 1 } else { 2 };
+    let minutes = if left >= 70 { 1 } else { 2 };
     let end = start + chrono::Duration::minutes(minutes);
     let day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
         [start.weekday().num_days_from_monday() as usize];
@@ -101,14 +101,60 @@ fn a_deny_window_holds_a_commit_heals_drift_gives_way_to_force_and_opens_at_its_
         .stderr_has("waits for its sync window")
         .stderr_has("`kedge sync --force` deploys it now");
     assert_eq!(s.running_commit("app").as_deref(), Some(first.as_str()));
-    s.kedge
-        .run(["sync", "--repo", &s.name, "--force"])
-        .success();
+
+    // The dashboard's Sync says what waits and offers to sync anyway; its
+    // plain Sync is refused as `kedge sync` is.
+    let page = format!("/repos/{}/sync", s.name);
+    let session = api.dashboard_session(&token);
+    let confirm = api.page(&page, &session);
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    for shown in [
+        &format!("{} waits for the sync window", &held[..7]),
+        "Sync anyway",
+        r#"name="force" value="true""#,
+    ] {
+        assert!(confirm.body.contains(shown), "{shown}: {}", confirm.body);
+    }
+    let csrf = confirm
+        .body
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token")
+        .to_string();
+    let plain = api.form(&page, &session, &format!("csrf={csrf}"));
+    assert_eq!(plain.status, 409, "{}", plain.body);
+    assert!(
+        plain.body.contains("waits for its sync window"),
+        "{}",
+        plain.body
+    );
+    assert_eq!(s.running_commit("app").as_deref(), Some(first.as_str()));
+    let anyway = api.form(&page, &session, &format!("csrf={csrf}&force=true"));
+    assert_eq!(anyway.status, 303, "{}", anyway.body);
+    wait_for(30, "the held commit deployed from the dashboard", || {
+        let h = s.history();
+        (h[0]["commit"] == held.as_str() && h[0]["status"] == "success").then_some(())
+    });
     assert_eq!(s.running_commit("app").as_deref(), Some(held.as_str()));
-    assert_eq!(s.history()[0]["trigger"], "sync");
     let opened = s.events_of("window_opened");
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert_eq!(opened[0]["fields"]["waited"], held.as_str(), "{opened:?}");
+
+    // `kedge sync --force` deploys the next one.
+    s.remote.write("compose.yaml", &compose(3));
+    let forced = s.remote.commit("forced by the CLI");
+    wait_for(30, "the second commit waiting", || {
+        (s.status()["window"]["commit"] == forced.as_str()).then_some(())
+    });
+    s.kedge
+        .run(["sync", "--repo", &s.name, "--force"])
+        .success();
+    assert_eq!(s.running_commit("app").as_deref(), Some(forced.as_str()));
+    assert_eq!(s.history()[0]["trigger"], "sync");
+    let opened = s.events_of("window_opened");
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    assert_eq!(opened[1]["fields"]["waited"], forced.as_str(), "{opened:?}");
     assert_ne!(s.status()["sync_state"], "waiting_for_window");
 
     // The next commit waits too, and deploys by itself once the window
@@ -123,14 +169,14 @@ fn a_deny_window_holds_a_commit_heals_drift_gives_way_to_force_and_opens_at_its_
         (h[0]["commit"] == next.as_str() && h[0]["status"] == "success").then_some(())
     });
     let opened = s.events_of("window_opened");
-    assert_eq!(opened.len(), 2, "{opened:?}");
+    assert_eq!(opened.len(), 3, "{opened:?}");
     assert_eq!(
-        opened[1]["commit"],
+        opened[2]["commit"],
         next.as_str(),
         "oldest first: {opened:?}"
     );
     assert!(
-        opened[1]["message"]
+        opened[2]["message"]
             .as_str()
             .unwrap()
             .starts_with("the sync window is open"),

@@ -143,6 +143,49 @@ impl Api {
         self.call("POST", path, Some(token), Some(body.as_bytes()), &[])
     }
 
+    /// Signs in on the dashboard with `token`, as its sign-in form does
+    /// (the form's CSRF token is its cookie's): the session's `Cookie`
+    /// header value.
+    pub fn dashboard_session(&self, token: &str) -> String {
+        let body = format!("csrf=kt-login&token={token}");
+        let request = format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\nCookie: kedge_login=kt-login\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let mut conn = std::net::TcpStream::connect(&self.addr).expect("connect");
+        conn.write_all(request.as_bytes())
+            .expect("send the sign-in");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)
+            .expect("the sign-in's answer");
+        answer
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                let v = v.trim();
+                (k.eq_ignore_ascii_case("set-cookie") && v.starts_with("kedge_session="))
+                    .then(|| v.split(';').next().unwrap().to_string())
+            })
+            .unwrap_or_else(|| panic!("signed in, no session: {answer}"))
+    }
+
+    /// A dashboard page in `session`.
+    pub fn page(&self, path: &str, session: &str) -> Answer {
+        self.call("GET", path, None, None, &[("Cookie", session)])
+    }
+
+    /// A dashboard form posted in `session`, its `fields` URL-encoded
+    /// (`csrf` among them).
+    pub fn form(&self, path: &str, session: &str, fields: &str) -> Answer {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{fields}",
+            self.addr,
+            fields.len()
+        );
+        self.raw(request.as_bytes())
+    }
+
     /// A request written by hand on its own connection (for what a client
     /// library would not send), and the status line of the answer.
     pub fn raw(&self, request: &[u8]) -> Answer {
