@@ -23,6 +23,8 @@ use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    #[error("cannot render: the reading task failed")]
+    Task,
     #[error(transparent)]
     KedgeYaml(#[from] KedgeYamlError),
     #[error("compose file {0} named in kedge.yaml does not exist")]
@@ -140,18 +142,18 @@ pub async fn render(
     commit: &str,
     checkout: &Path,
     deploy_dir: &Path,
-    object_ids: &HashMap<String, String>,
+    object_ids: HashMap<String, String>,
     env: Env<'_>,
     max_compose_size: u64,
     key: &[u8],
-    ids: &Identities,
+    ids: std::sync::Arc<Identities>,
 ) -> Result<Desired, RenderError> {
     let (kedge, decl) = match stack {
         None => (kedge_yaml::load(checkout, env).await?, None),
         Some(name) => {
             // Reads of at most 1 MiB each, of regular files only (see
             // `contained`): brief enough for the runtime's thread.
-            let (kedge, decl) = super::stack_of::load(checkout, object_ids, name, env)?;
+            let (kedge, decl) = super::stack_of::load(checkout, &object_ids, name, env)?;
             (kedge, Some(decl))
         }
     };
@@ -196,7 +198,7 @@ pub async fn render(
     let limit = rendered_limit(max_compose_size);
     let base = Compose::new(&project, checkout, files.clone())
         .of_stack(stack_dir.as_ref().map(PathBuf::from), &env_files);
-    let (mut doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
+    let (doc, dormant) = profiles::render(&base, &kedge.profiles, limit).await?;
     let compose = base.with_profiles(&kedge.profiles);
     let values = inputs::resolve_env(&compose, &inputs::env_names(&doc), limit).await?;
     let mut extra: Vec<String> = env_files
@@ -206,16 +208,6 @@ pub async fn render(
     if decl.is_some() {
         extra.push(base_dir.join("kedge.yaml").to_string_lossy().into_owned());
     }
-    let stack_inputs = stack_inputs(
-        checkout,
-        &compose.project_dir(),
-        &files,
-        &extra,
-        &doc,
-        object_ids,
-        max_compose_size,
-        key,
-    );
     let interpolated: Vec<String> = std::iter::once(
         normalize(
             &compose
@@ -229,50 +221,110 @@ pub async fn render(
     )
     .chain(extra.iter().filter(|p| !p.ends_with("kedge.yaml")).cloned())
     .collect();
-    let secrets = find_secrets(
-        checkout,
-        &doc,
-        stack_inputs.as_ref(),
-        &interpolated,
-        &kedge,
+    // What is left reads the stack's files, decrypts its SOPS files and
+    // hashes its services: on the blocking pool, not the runtime's thread.
+    let read = Read {
+        checkout: checkout.to_path_buf(),
+        deploy_dir: deploy_dir.to_path_buf(),
+        project_dir: compose.project_dir(),
+        extra,
+        interpolated,
+        object_ids,
         max_compose_size,
+        key: key.to_vec(),
         ids,
-        key,
-    )?;
-    let from = checkout.to_string_lossy();
-    let to = deploy_dir.to_string_lossy();
-    let services = match &secrets {
-        // Hashed with HMACs in place of the SOPS values and files: a
-        // re-encryption of the same values changes no service.
-        Some((secrets, hashed)) => {
-            let mut hashed = hashed.clone();
-            relocate(&mut hashed, &from, &to);
-            let mut ids = object_ids.clone();
-            ids.extend(secrets.object_ids());
-            service_specs(&hashed, deploy_dir, &ids, Resolved { env: &values, key })
-        }
-        None => {
-            relocate(&mut doc, &from, &to);
-            service_specs(&doc, deploy_dir, object_ids, Resolved { env: &values, key })
-        }
     };
-    if secrets.is_some() {
-        relocate(&mut doc, &from, &to);
-    }
-    Ok(Desired {
+    let desired = Desired {
         commit: commit.to_string(),
         project,
         kedge,
         files,
         stack_dir,
         env_files,
-        services,
+        services: BTreeMap::new(),
         dormant,
-        rendered: serde_json::to_string_pretty(&doc).unwrap_or_default(),
-        inputs: stack_inputs,
-        secrets: secrets.map(|(s, _)| std::sync::Arc::new(s)),
+        rendered: String::new(),
+        inputs: None,
+        secrets: None,
         images: BTreeMap::new(),
-    })
+    };
+    tokio::task::spawn_blocking(move || read.finish(desired, doc, &values))
+        .await
+        .map_err(|_| RenderError::Task)?
+}
+
+/// What the last, blocking part of a render reads and hashes with.
+struct Read {
+    checkout: PathBuf,
+    deploy_dir: PathBuf,
+    project_dir: PathBuf,
+    /// Inputs beside the compose files: env files, a declared stack's
+    /// `kedge.yaml`.
+    extra: Vec<String>,
+    /// The files compose reads for interpolation (no SOPS file may be one).
+    interpolated: Vec<String>,
+    object_ids: HashMap<String, String>,
+    max_compose_size: u64,
+    key: Vec<u8>,
+    ids: std::sync::Arc<Identities>,
+}
+
+impl Read {
+    /// `desired` completed from the rendered `doc`: its inputs, its
+    /// secrets, its services' specs and the stored rendering.
+    fn finish(
+        self,
+        mut desired: Desired,
+        mut doc: Value,
+        values: &BTreeMap<String, String>,
+    ) -> Result<Desired, RenderError> {
+        let (checkout, deploy_dir, key) = (&self.checkout, &self.deploy_dir, &self.key[..]);
+        let object_ids = &self.object_ids;
+        let stack_inputs = stack_inputs(
+            checkout,
+            &self.project_dir,
+            &desired.files,
+            &self.extra,
+            &doc,
+            object_ids,
+            self.max_compose_size,
+            key,
+        );
+        let secrets = find_secrets(
+            checkout,
+            &doc,
+            stack_inputs.as_ref(),
+            &self.interpolated,
+            &desired.kedge,
+            self.max_compose_size,
+            &self.ids,
+            key,
+        )?;
+        let from = checkout.to_string_lossy();
+        let to = deploy_dir.to_string_lossy();
+        desired.services = match &secrets {
+            // Hashed with HMACs in place of the SOPS values and files: a
+            // re-encryption of the same values changes no service.
+            Some((secrets, hashed)) => {
+                let mut hashed = hashed.clone();
+                relocate(&mut hashed, &from, &to);
+                let mut ids = object_ids.clone();
+                ids.extend(secrets.object_ids());
+                service_specs(&hashed, deploy_dir, &ids, Resolved { env: values, key })
+            }
+            None => {
+                relocate(&mut doc, &from, &to);
+                service_specs(&doc, deploy_dir, object_ids, Resolved { env: values, key })
+            }
+        };
+        if secrets.is_some() {
+            relocate(&mut doc, &from, &to);
+        }
+        desired.rendered = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        desired.inputs = stack_inputs;
+        desired.secrets = secrets.map(|(s, _)| std::sync::Arc::new(s));
+        Ok(desired)
+    }
 }
 
 /// The SOPS files among the stack's inputs (and the files `doc` names),

@@ -49,11 +49,11 @@ pub async fn render_commit(
         commit,
         &render_dir,
         &task.git.clone,
-        &object_ids,
+        object_ids,
         &crate::process::repo_env,
         task.max_compose_size,
         &task.fingerprint_key,
-        &task.sops.current(),
+        task.sops.current(),
     )
     .await;
     Ok(match rendered {
