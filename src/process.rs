@@ -367,7 +367,12 @@ impl Cmd {
     /// Runs to completion; a non-zero exit is an error carrying stderr.
     pub async fn run(self) -> Result<Output, ProcessError> {
         let max_stdout = self.max_stdout;
-        let (command, status, out_file, err_file) = self.exec().await?;
+        let Exited {
+            command,
+            status,
+            out_file,
+            err_file,
+        } = self.exec().await?;
         let io_err = |source| ProcessError::Io {
             command: command.clone(),
             source,
@@ -396,7 +401,12 @@ impl Cmd {
     /// `keep` bytes of its stdout and of its stderr (a deploy hook's
     /// output is kept, not judged by its size). A timeout is still an error.
     pub async fn run_to_end(self, keep: u64) -> Result<Ended, ProcessError> {
-        let (command, status, out_file, err_file) = self.exec().await?;
+        let Exited {
+            command,
+            status,
+            out_file,
+            err_file,
+        } = self.exec().await?;
         let io_err = |source| ProcessError::Io {
             command: command.clone(),
             source,
@@ -409,19 +419,8 @@ impl Cmd {
         })
     }
 
-    /// Starts the command and waits for its exit within the timeout: the
-    /// command as shown, its status and the files holding its output.
-    async fn exec(
-        self,
-    ) -> Result<
-        (
-            String,
-            std::process::ExitStatus,
-            std::fs::File,
-            std::fs::File,
-        ),
-        ProcessError,
-    > {
+    /// Starts the command and waits for its exit within the timeout.
+    async fn exec(self) -> Result<Exited, ProcessError> {
         let command = self.display();
         let mut cmd = self.build();
         // Output goes to unnamed temporary files, not pipes: a child that
@@ -458,8 +457,22 @@ impl Cmd {
                 });
             }
         };
-        Ok((command, status, out_file, err_file))
+        Ok(Exited {
+            command,
+            status,
+            out_file,
+            err_file,
+        })
     }
+}
+
+/// A command that exited: as shown, its status, and the files that hold
+/// its output.
+struct Exited {
+    command: String,
+    status: std::process::ExitStatus,
+    out_file: std::fs::File,
+    err_file: std::fs::File,
 }
 
 /// How a command run by [`Cmd::run_to_end`] ended, and the ends of what
