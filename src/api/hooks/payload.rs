@@ -7,10 +7,14 @@ use serde_json::Value;
 use super::providers::Provider;
 use crate::ops::hooks::HookTarget;
 
+/// The longest ref name a hook may name: far beyond any real one, and
+/// short enough that matching it against `webhooks.refs` globs is cheap.
+const MAX_REF: usize = 1024;
+
 /// A full ref name (`refs/heads/main`, `refs/tags/v1`), if `r` is one.
 fn full_ref(r: &str) -> Option<String> {
     r.strip_prefix("refs/")
-        .filter(|rest| rest.contains('/') && !rest.ends_with('/'))
+        .filter(|rest| rest.contains('/') && !rest.ends_with('/') && r.len() <= MAX_REF)
         .map(|_| r.to_string())
 }
 
@@ -155,6 +159,19 @@ mod tests {
             urls: urls.iter().map(|s| s.to_string()).collect(),
             refs: refs.iter().map(|s| s.to_string()).collect(),
         })
+    }
+
+    #[test]
+    fn full_refs_are_bounded() {
+        assert_eq!(
+            full_ref("refs/heads/main").as_deref(),
+            Some("refs/heads/main")
+        );
+        for bad in ["main", "refs/main", "refs/heads/", "heads/main"] {
+            assert_eq!(full_ref(bad), None, "{bad}");
+        }
+        let long = format!("refs/heads/{}", "a".repeat(MAX_REF));
+        assert_eq!(full_ref(&long), None);
     }
 
     #[test]
