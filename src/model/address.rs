@@ -157,6 +157,13 @@ pub fn is_plain_http_off_loopback(url: &str) -> bool {
     !loopback
 }
 
+/// A stack's address (`repo/stack`) as one URL path segment,
+/// `repo%2Fstack`: how the dashboard's `/repos/{name}` pages name a
+/// declared stack (a repository's name has no `/`).
+pub fn path_segment(address: &str) -> String {
+    address.replace('/', "%2F")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

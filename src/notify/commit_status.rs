@@ -211,6 +211,12 @@ pub fn request(target: &StatusTarget, path: &str, u: &Update, link: Option<&str>
     StatusRequest { url, headers, body }
 }
 
+/// The stack's dashboard page under `public_url`.
+fn dashboard_link(public_url: Option<&str>, u: &Update) -> Option<String> {
+    let segment = crate::model::address::path_segment(&u.address());
+    public_url.map(|base| format!("{base}/repos/{segment}"))
+}
+
 /// Bitbucket's status key: at most 40 characters, unique per stack.
 fn bitbucket_key(context: &str) -> String {
     let key = context.replace('/', "-");
@@ -327,10 +333,7 @@ impl Poster {
             tracing::error!(target = %name, repo = %u.repo, "commit status not sent: no owner/name in the repository's address");
             return "failure";
         };
-        let link = self
-            .public_url
-            .as_ref()
-            .map(|base| format!("{base}/repos/{}", u.address()));
+        let link = dashboard_link(self.public_url.as_deref(), u);
         let req = request(&self.target, &path, u, link.as_deref());
         let mut wait = FIRST_BACKOFF;
         let mut down = false;

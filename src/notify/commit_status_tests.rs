@@ -131,7 +131,7 @@ fn each_provider_gets_its_documented_request() {
         state,
         description: "deploying".into(),
     };
-    let page = "https://kedge.example/repos/shop/web";
+    let page = "https://kedge.example/repos/shop%2Fweb";
     let link = Some(page);
 
     let gh = request(
@@ -246,4 +246,27 @@ fn each_provider_authenticates_as_documented() {
         auth(Provider::Bitbucket, "tk"),
         ("Authorization", "Bearer tk".into())
     );
+}
+
+/// Regression: a declared stack's link was `/repos/shop/web`, a page the
+/// dashboard does not have (it names a stack `shop%2Fweb`).
+#[test]
+fn the_link_is_the_stacks_dashboard_page() {
+    let u = |stack: Option<&str>| Update {
+        repo: "shop".into(),
+        stack: stack.map(String::from),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        state: State::Success,
+        description: "deployed".into(),
+    };
+    let base = Some("https://kedge.example");
+    assert_eq!(
+        dashboard_link(base, &u(Some("web"))).as_deref(),
+        Some("https://kedge.example/repos/shop%2Fweb")
+    );
+    assert_eq!(
+        dashboard_link(base, &u(None)).as_deref(),
+        Some("https://kedge.example/repos/shop")
+    );
+    assert_eq!(dashboard_link(None, &u(Some("web"))), None);
 }

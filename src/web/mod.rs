@@ -82,7 +82,7 @@ async fn security_headers(mut response: Response) -> Response {
 /// A stack's address as one path segment: `repo/stack` as `repo%2Fstack`,
 /// so that `/repos/{name}` and the pages below it serve a stack too.
 fn segment(address: &str) -> String {
-    address.replace('/', "%2F")
+    crate::model::address::path_segment(address)
 }
 
 fn html(status: StatusCode, markup: maud::Markup) -> Response {
