@@ -533,7 +533,12 @@ fn supervise(
             // Said here too: the task may stop at this signal before it
             // finds out for itself.
             if !registered && !r.handle.is_finished() {
-                tracing::info!(repo = %r.name, "no longer registered under this name: its task stops");
+                match names.get(id) {
+                    Some(now) => {
+                        tracing::info!(repo = %r.name, now = %now, "registered under another name now: its task stops");
+                    }
+                    None => tracing::info!(repo = %r.name, "no longer registered: its task stops"),
+                }
             }
             let _ = r.stop.send(true);
         }
