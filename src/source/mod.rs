@@ -5,6 +5,7 @@ pub mod address;
 pub mod auth;
 pub mod edit;
 pub mod git;
+pub mod remote;
 pub mod url;
 pub mod write_back;
 
