@@ -10,6 +10,7 @@ pub mod profiles;
 pub mod render;
 pub mod secrets;
 pub mod services_named;
+pub mod specs;
 pub mod stack_inputs;
 pub mod stack_of;
 pub mod updates;
