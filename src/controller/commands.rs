@@ -123,14 +123,10 @@ pub async fn run(
         return Err(ReconcileError::Host(e).into());
     }
     let answer = match request {
-        Request::Sync {
-            dry_run,
-            no_wait,
-            force,
-        } => {
-            task.skip_gate = no_wait;
-            task.force_window = force;
-            sync(shared, task, dry_run).await.map(Answer::Sync)
+        Request::Sync(how) => {
+            task.skip_gate = how.no_wait;
+            task.force_window = how.force;
+            sync(shared, task, how.dry_run).await.map(Answer::Sync)
         }
         Request::Rollback { commit } => rollback(shared, task, &commit).await.map(Answer::Rollback),
         Request::Diff { within } => diff(shared, task, within)

@@ -10,15 +10,19 @@ use tokio::sync::oneshot;
 use super::commands::CommandError;
 use crate::model::report::{DiffReport, RollbackReport, SyncReport};
 
+/// How a sync runs: `dry_run` changes nothing, `no_wait` skips the health
+/// gate, `force` deploys whatever the sync windows say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncHow {
+    pub dry_run: bool,
+    pub no_wait: bool,
+    pub force: bool,
+}
+
 /// What is asked of the task.
 #[derive(Debug, Clone)]
 pub enum Request {
-    /// `force`: deploy whatever the sync windows say.
-    Sync {
-        dry_run: bool,
-        no_wait: bool,
-        force: bool,
-    },
+    Sync(SyncHow),
     Rollback {
         commit: String,
     },
@@ -36,7 +40,7 @@ pub enum Request {
 impl Request {
     pub fn name(&self) -> &'static str {
         match self {
-            Request::Sync { .. } => "sync",
+            Request::Sync(_) => "sync",
             Request::Rollback { .. } => "rollback",
             Request::Diff { .. } => "diff",
             Request::ImageUpdate { .. } => "image update",
@@ -132,11 +136,7 @@ mod tests {
     use super::*;
 
     fn sync() -> Request {
-        Request::Sync {
-            dry_run: false,
-            no_wait: false,
-            force: false,
-        }
+        Request::Sync(SyncHow::default())
     }
 
     #[tokio::test]

@@ -101,14 +101,8 @@ fn answered(
     }
 }
 
-/// How a sync runs: `dry_run` changes nothing, `no_wait` skips the health
-/// gate, `force` deploys whatever the sync windows say.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyncHow {
-    pub dry_run: bool,
-    pub no_wait: bool,
-    pub force: bool,
-}
+/// How a sync runs (the task's own request carries it).
+pub use crate::controller::inbox::SyncHow;
 
 impl Ops {
     /// Hands `request` to the repository's task and waits up to `within`
@@ -170,12 +164,7 @@ impl Ops {
         how: SyncHow,
         within: Option<Duration>,
     ) -> Result<Running, OpsError> {
-        let request = Request::Sync {
-            dry_run: how.dry_run,
-            no_wait: how.no_wait,
-            force: how.force,
-        };
-        self.start(repo, request, within).await
+        self.start(repo, Request::Sync(how), within).await
     }
 
     /// A rollback to `commit` (a full hash or a unique prefix), once taken up.
