@@ -91,17 +91,8 @@ pub fn update_of(e: &Event) -> Option<Update> {
         stack: e.stack.clone(),
         commit,
         state,
-        description: cut(description.lines().next().unwrap_or_default(), 140),
+        description: super::message::cut(description.lines().next().unwrap_or_default(), 140),
     })
-}
-
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 /// The repository's path on its host, from its registered address
