@@ -187,25 +187,18 @@ fn parse_one(item: &Node, index: usize, env: Env) -> Result<StatusTarget, Schema
 /// An API address: https, or http to a loopback address only (the token
 /// travels with every request).
 fn api_url(text: &str) -> Result<String, String> {
-    let url = url::Url::parse(text.trim()).map_err(|_| "an https:// URL".to_string())?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(
-                "an https:// URL (the token travels with each status; http:// only to a loopback address)"
-                    .into(),
-            );
-        }
-        _ => return Err("an https:// URL".into()),
+    let text = text.trim();
+    let url = url::Url::parse(text).map_err(|_| "an https:// URL".to_string())?;
+    if url.host().is_none() || !matches!(url.scheme(), "https" | "http") {
+        return Err("an https:// URL".into());
     }
-    Ok(text.trim().trim_end_matches('/').to_string())
+    if crate::model::address::is_plain_http_off_loopback(text) {
+        return Err(
+            "an https:// URL (the token travels with each status; http:// only to a loopback address)"
+                .into(),
+        );
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]

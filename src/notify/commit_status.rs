@@ -214,7 +214,7 @@ fn bitbucket_key(context: &str) -> String {
     if key.len() <= 40 {
         return key;
     }
-    let digest = crate::desired::render::sha256_hex(key.as_bytes());
+    let digest = crate::model::digest::sha256_hex(key.as_bytes());
     format!("{}-{}", &key[..31], &digest[..8])
 }
 
