@@ -287,8 +287,6 @@ impl Ops {
             .filter(|s| !s.0.is_empty())
     }
 
-    /// Wakes these repositories' tasks for an immediate remote check (hooks
-    /// in quick succession make one pass). Returns those whose task runs.
     /// A repository's `webhooks.refs`, from the root `kedge.yaml` of the
     /// branch head it last saw (or its deployed commit): read from the
     /// clone at each hook, so a filter changed in Git applies from the
@@ -329,6 +327,8 @@ impl Ops {
         }))
     }
 
+    /// Wakes these repositories' tasks for an immediate remote check (hooks
+    /// in quick succession make one pass). Returns those whose task runs.
     pub fn webhook_wake(&self, names: &[String]) -> Result<Vec<String>, OpsError> {
         let shared = self.shared()?;
         Ok(names
