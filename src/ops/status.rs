@@ -195,6 +195,18 @@ impl Ops {
         };
         collect(shared, units).await
     }
+
+    /// The commits waiting for their sync windows among the stacks
+    /// `address` names: from the store alone, no engine asked.
+    pub fn window_waits(&self, address: &str) -> Result<Vec<WindowWait>, OpsError> {
+        let shared = self.shared()?;
+        let mut out = Vec::new();
+        for (_, stack) in self.units(address)? {
+            let state = shared.db.read(|s| s.repo_state(stack.id))?;
+            out.extend(WindowWait::of(&state));
+        }
+        Ok(out)
+    }
 }
 
 async fn collect(

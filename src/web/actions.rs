@@ -250,10 +250,11 @@ pub async fn sync_confirm(
     let (repo, _) = app.ops.unit(&name)?;
     // A commit held back by closed sync windows: syncing now overrides
     // them, and the page says so before the button does it.
-    let (statuses, _) = app.ops.status(Some(&name)).await?;
-    let waiting: Vec<String> = statuses
-        .iter()
-        .filter_map(|st| st.window.as_ref().map(|w| w.text.clone()))
+    let waiting: Vec<String> = app
+        .ops
+        .window_waits(&name)?
+        .into_iter()
+        .map(|w| w.text)
         .collect();
     let body = html! {
         p {
