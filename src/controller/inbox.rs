@@ -8,16 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::commands::CommandError;
-use crate::model::report::{DiffReport, RollbackReport, SyncReport};
-
-/// How a sync runs: `dry_run` changes nothing, `no_wait` skips the health
-/// gate, `force` deploys whatever the sync windows say.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyncHow {
-    pub dry_run: bool,
-    pub no_wait: bool,
-    pub force: bool,
-}
+use crate::model::report::{DiffReport, RollbackReport, SyncHow, SyncReport};
 
 /// What is asked of the task.
 #[derive(Debug, Clone)]

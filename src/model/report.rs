@@ -1,12 +1,22 @@
-//! model: what the operations report, as values: a sync, a rollback, a
-//! diff and what it would change, a rollback pin, remote checks. Built by
-//! the controller, returned by `ops`, shown by the faces.
+//! model: what the operations are asked and report, as values: how a sync
+//! runs; a sync, a rollback, a diff and what it would change, a rollback
+//! pin, remote checks. Built by the controller, returned by `ops`, shown
+//! by the faces.
 
 use serde::Serialize;
 
 use super::drift::Drift;
 use super::settings::Mode;
 use crate::short;
+
+/// How a sync runs: `dry_run` changes nothing, `no_wait` skips the health
+/// gate, `force` deploys whatever the sync windows say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncHow {
+    pub dry_run: bool,
+    pub no_wait: bool,
+    pub force: bool,
+}
 
 /// What `sync` did or, with `--dry-run`, would do.
 #[derive(Debug, Clone, Serialize)]

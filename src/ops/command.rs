@@ -102,7 +102,7 @@ fn answered(
 }
 
 /// How a sync runs (the task's own request carries it).
-pub use crate::controller::inbox::SyncHow;
+pub use crate::model::report::SyncHow;
 
 impl Ops {
     /// Hands `request` to the repository's task and waits up to `within`
